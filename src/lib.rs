@@ -1,0 +1,25 @@
+//! rtpanchor: a SIP-aware RTP media relay.
+//!
+//! Three planes:
+//! - **Data plane** (`dataplane`): one pinned worker thread per core, each owning an io_uring
+//!   (or a `recvmmsg`/`sendmmsg` loop where io_uring is unavailable). It forwards RTP/RTCP
+//!   between the two sides of a media stream, tracks stream quality and latches NATed
+//!   endpoints. It never allocates, locks or logs per packet.
+//! - **Control plane** (`server`, tokio): the rtpengine-compatible ng protocol over UDP/TCP
+//!   and (later) a SIP proxy/registrar. Both drive the one session layer (`session`).
+//! - **Protocol logic** (`rtp`, `sdp`, `sip`, `control`, `session`): sans-IO. Functions and
+//!   state machines over bytes and a caller-supplied clock; no sockets, no OS clock.
+//!
+//! `unsafe` lives only in `dataplane` (io_uring and the mmsg fallback need raw syscalls);
+//! every block there carries a `// SAFETY:` comment.
+
+pub mod config;
+pub mod control;
+pub mod dataplane;
+pub mod metrics;
+pub mod rtp;
+pub mod sdp;
+pub mod server;
+pub mod session;
+pub mod sip;
+pub mod time;

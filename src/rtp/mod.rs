@@ -1,0 +1,1 @@
+//! rtp (work in progress)

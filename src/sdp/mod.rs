@@ -1,0 +1,1 @@
+//! sdp (work in progress)

@@ -1,0 +1,1 @@
+//! sip (work in progress)
