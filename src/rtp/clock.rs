@@ -1,0 +1,161 @@
+//! RTP clock rates: the static payload types of RFC 3551 §6 (tables 4 and 5) and a small
+//! per-stream map for dynamic types learnt from SDP `a=rtpmap` (RFC 8866 §6.6).
+
+/// Clock rate of a static payload type (RFC 3551 tables 4 and 5), `None` for reserved,
+/// unassigned and dynamic (96..=127) types.
+#[inline]
+pub const fn static_clock_rate_hz(payload_type: u8) -> Option<u32> {
+    match payload_type {
+        // PCMU, GSM, G723, DVI4/8000, LPC, PCMA, G722, QCELP, CN, G728, G729. G722 samples at
+        // 16 kHz but its RTP clock is 8000 (RFC 3551 §4.5.2 keeps a historical mistake).
+        0 | 3 | 4 | 5 | 7 | 8 | 9 | 12 | 13 | 15 | 18 => Some(8_000),
+        6 => Some(16_000),       // DVI4/16000
+        10 | 11 => Some(44_100), // L16 stereo / mono
+        16 => Some(11_025),      // DVI4/11025
+        17 => Some(22_050),      // DVI4/22050
+        // MPA, CelB, JPEG, nv, H261, MPV, MP2T, H263
+        14 | 25 | 26 | 28 | 31 | 32 | 33 | 34 => Some(90_000),
+        _ => None,
+    }
+}
+
+const MAP_CAPACITY: usize = 8;
+
+/// Compact per-stream map for dynamic payload types learnt from SDP `a=rtpmap` (up to 8
+/// entries, fixed size, `Copy`, no heap); lookups fall back to the static table.
+///
+/// A learnt entry wins over the static table, so an SDP that (against RFC 3551 advice)
+/// re-maps a static type is honoured.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClockRateMap {
+    pts: [u8; MAP_CAPACITY],
+    rates: [u32; MAP_CAPACITY],
+    len: u8,
+}
+
+impl ClockRateMap {
+    pub const fn new() -> Self {
+        ClockRateMap {
+            pts: [0; MAP_CAPACITY],
+            rates: [0; MAP_CAPACITY],
+            len: 0,
+        }
+    }
+
+    /// Maps `pt` to `hz`, replacing an existing entry for `pt`. Returns false (and changes
+    /// nothing) when the map is full, `pt` is not a 7-bit payload type or `hz` is 0.
+    pub fn insert(&mut self, pt: u8, hz: u32) -> bool {
+        if pt > 127 || hz == 0 {
+            return false;
+        }
+        let len = usize::from(self.len);
+        if let Some(i) = self.pts[..len].iter().position(|&p| p == pt) {
+            self.rates[i] = hz;
+            return true;
+        }
+        if len == MAP_CAPACITY {
+            return false;
+        }
+        self.pts[len] = pt;
+        self.rates[len] = hz;
+        self.len += 1;
+        true
+    }
+
+    /// Learnt clock rate of `pt`, else its static one.
+    #[inline]
+    pub fn clock_rate_hz(&self, pt: u8) -> Option<u32> {
+        let len = usize::from(self.len).min(MAP_CAPACITY);
+        for i in 0..len {
+            if self.pts[i] == pt {
+                return Some(self.rates[i]);
+            }
+        }
+        static_clock_rate_hz(pt)
+    }
+
+    /// Number of learnt entries.
+    pub fn len(&self) -> usize {
+        usize::from(self.len)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Forgets all learnt entries (e.g. on an SDP renegotiation).
+    pub fn clear(&mut self) {
+        *self = Self::new();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn static_table() {
+        let table: &[(u8, Option<u32>)] = &[
+            (0, Some(8_000)),
+            (1, None),
+            (2, None),
+            (3, Some(8_000)),
+            (6, Some(16_000)),
+            (8, Some(8_000)),
+            (9, Some(8_000)),
+            (10, Some(44_100)),
+            (11, Some(44_100)),
+            (13, Some(8_000)),
+            (14, Some(90_000)),
+            (16, Some(11_025)),
+            (17, Some(22_050)),
+            (18, Some(8_000)),
+            (19, None),
+            (24, None),
+            (25, Some(90_000)),
+            (27, None),
+            (31, Some(90_000)),
+            (34, Some(90_000)),
+            (35, None),
+            (96, None),
+            (127, None),
+            (200, None),
+        ];
+        for &(pt, want) in table {
+            assert_eq!(static_clock_rate_hz(pt), want, "pt {pt}");
+        }
+    }
+
+    #[test]
+    fn map_learns_overrides_and_fills() {
+        let mut m = ClockRateMap::new();
+        assert!(m.is_empty());
+        assert_eq!(m.clock_rate_hz(0), Some(8_000)); // falls back
+        assert_eq!(m.clock_rate_hz(111), None);
+        assert!(m.insert(111, 48_000)); // opus/48000/2
+        assert!(m.insert(101, 8_000)); // telephone-event/8000
+        assert_eq!(m.clock_rate_hz(111), Some(48_000));
+        assert_eq!(m.clock_rate_hz(101), Some(8_000));
+        assert!(m.insert(111, 16_000)); // replace, no new slot
+        assert_eq!(m.clock_rate_hz(111), Some(16_000));
+        assert_eq!(m.len(), 2);
+        assert!(m.insert(0, 16_000)); // learnt wins over static
+        assert_eq!(m.clock_rate_hz(0), Some(16_000));
+        for pt in 96..101 {
+            assert!(m.insert(pt, 90_000));
+        }
+        assert_eq!(m.len(), 8);
+        assert!(!m.insert(120, 90_000), "full");
+        assert_eq!(m.clock_rate_hz(120), None);
+        assert!(m.insert(96, 1_000), "replacing works when full");
+        assert_eq!(m.clock_rate_hz(96), Some(1_000));
+        assert!(!m.insert(128, 8_000));
+        assert!(!m.insert(97, 0));
+        let copy = m; // Copy, no heap
+        m.clear();
+        assert_eq!(m.clock_rate_hz(111), None);
+        assert_eq!(copy.clock_rate_hz(111), Some(16_000));
+        assert_eq!(ClockRateMap::default(), ClockRateMap::new());
+        assert!(core::mem::size_of::<ClockRateMap>() <= 48);
+    }
+}
