@@ -1,1 +1,275 @@
-//! config
+//! Typed configuration: embedded loopback defaults, an optional TOML file, then command-line
+//! flags (flag names follow rtpengine's where the meaning is the same). Validated once at start.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+use serde::Deserialize;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum IoEngine {
+    /// io_uring when the kernel allows it, else recvmmsg/sendmmsg.
+    #[default]
+    Auto,
+    Uring,
+    Mmsg,
+}
+
+/// A media interface: the address bound for media, and the one written into SDP (they differ
+/// behind 1:1 NAT, rtpengine's `--interface=LOCAL!ADVERTISED`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Interface {
+    pub local: IpAddr,
+    pub advertised: IpAddr,
+}
+
+impl std::str::FromStr for Interface {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        // Accept rtpengine's optional "NAME/" prefix and ignore the name (one interface for now).
+        let s = s.rsplit_once('/').map_or(s, |(_, rest)| rest);
+        let (local, adv) = match s.split_once('!') {
+            Some((l, a)) => (l, Some(a)),
+            None => (s, None),
+        };
+        let local: IpAddr = local
+            .trim()
+            .parse()
+            .map_err(|_| format!("bad interface address {local:?}"))?;
+        let advertised = match adv {
+            Some(a) => a
+                .trim()
+                .parse()
+                .map_err(|_| format!("bad advertised address {a:?}"))?,
+            None => local,
+        };
+        Ok(Interface { local, advertised })
+    }
+}
+
+#[derive(Parser, Debug, Default, Clone)]
+#[command(
+    name = "rtpanchor",
+    version,
+    about = "SIP-aware RTP media relay (rtpengine ng compatible)"
+)]
+pub struct Cli {
+    /// Address bound for media and written into SDP: ADDR or LOCAL!ADVERTISED. [default: 127.0.0.1]
+    #[arg(long)]
+    pub interface: Option<String>,
+    /// Lowest media port (RTP ports are even, RTCP = RTP+1). [default: 30000]
+    #[arg(long)]
+    pub port_min: Option<u16>,
+    /// Highest media port. [default: 40000]
+    #[arg(long)]
+    pub port_max: Option<u16>,
+    /// UDP address of the ng control protocol. [default: 127.0.0.1:2223]
+    #[arg(long)]
+    pub listen_ng: Option<SocketAddr>,
+    /// TCP address of the ng control protocol (off unless given).
+    #[arg(long)]
+    pub listen_tcp_ng: Option<SocketAddr>,
+    /// Data-plane worker threads, each pinned to a core. [default: one per core]
+    #[arg(long)]
+    pub num_threads: Option<usize>,
+    /// Seconds without media after which a call is torn down. [default: 60]
+    #[arg(long)]
+    pub timeout: Option<u64>,
+    /// Maximum concurrent calls (0 = no limit); beyond it offers get "load limit". [default: 0]
+    #[arg(long)]
+    pub max_sessions: Option<usize>,
+    /// Force a data-plane engine. [default: auto]
+    #[arg(long, value_enum)]
+    pub io_engine: Option<IoEngine>,
+    /// SO_RCVBUF for media sockets in bytes (0 = kernel default). [default: 0]
+    #[arg(long)]
+    pub socket_rcvbuf: Option<usize>,
+    /// SO_SNDBUF for media sockets in bytes (0 = kernel default). [default: 0]
+    #[arg(long)]
+    pub socket_sndbuf: Option<usize>,
+    /// Drop packets on RTP ports that are not valid RTP/RTCP (default: count and forward:
+    /// they may be STUN, DTLS or keepalives).
+    #[arg(long)]
+    pub strict_rtp: bool,
+    /// TOML file with the same keys (kebab-case); flags override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Log filter: error, warn, info, debug, trace, or a tracing filter. [default: info]
+    #[arg(long)]
+    pub log_level: Option<String>,
+}
+
+/// The file form: every key optional, same names as the flags.
+#[derive(Deserialize, Debug, Default)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct FileConfig {
+    interface: Option<String>,
+    port_min: Option<u16>,
+    port_max: Option<u16>,
+    listen_ng: Option<SocketAddr>,
+    listen_tcp_ng: Option<SocketAddr>,
+    num_threads: Option<usize>,
+    timeout: Option<u64>,
+    max_sessions: Option<usize>,
+    io_engine: Option<IoEngine>,
+    socket_rcvbuf: Option<usize>,
+    socket_sndbuf: Option<usize>,
+    strict_rtp: Option<bool>,
+    log_level: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub interface: Interface,
+    pub port_min: u16,
+    pub port_max: u16,
+    pub listen_ng: SocketAddr,
+    pub listen_tcp_ng: Option<SocketAddr>,
+    pub num_threads: usize,
+    pub timeout_secs: u64,
+    pub max_sessions: usize,
+    pub io_engine: IoEngine,
+    pub socket_rcvbuf: usize,
+    pub socket_sndbuf: usize,
+    pub strict_rtp: bool,
+    pub log_level: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        Config {
+            interface: Interface {
+                local: lo,
+                advertised: lo,
+            },
+            port_min: 30000,
+            port_max: 40000,
+            listen_ng: SocketAddr::new(lo, 2223),
+            listen_tcp_ng: None,
+            num_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            timeout_secs: 60,
+            max_sessions: 0,
+            io_engine: IoEngine::Auto,
+            socket_rcvbuf: 0,
+            socket_sndbuf: 0,
+            strict_rtp: false,
+            log_level: "info".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, then the file named by `--config`, then the flags.
+    pub fn load(cli: &Cli) -> anyhow::Result<Config> {
+        let file = match &cli.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+                toml::from_str::<FileConfig>(&text)
+                    .map_err(|e| anyhow::anyhow!("bad config {}: {e}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let mut c = Config::default();
+        if let Some(i) = cli.interface.as_ref().or(file.interface.as_ref()) {
+            c.interface = i.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+        }
+        c.port_min = cli.port_min.or(file.port_min).unwrap_or(c.port_min);
+        c.port_max = cli.port_max.or(file.port_max).unwrap_or(c.port_max);
+        c.listen_ng = cli.listen_ng.or(file.listen_ng).unwrap_or(c.listen_ng);
+        c.listen_tcp_ng = cli.listen_tcp_ng.or(file.listen_tcp_ng);
+        c.num_threads = cli
+            .num_threads
+            .or(file.num_threads)
+            .unwrap_or(c.num_threads);
+        c.timeout_secs = cli.timeout.or(file.timeout).unwrap_or(c.timeout_secs);
+        c.max_sessions = cli.max_sessions.or(file.max_sessions).unwrap_or(0);
+        c.io_engine = cli.io_engine.or(file.io_engine).unwrap_or_default();
+        c.socket_rcvbuf = cli.socket_rcvbuf.or(file.socket_rcvbuf).unwrap_or(0);
+        c.socket_sndbuf = cli.socket_sndbuf.or(file.socket_sndbuf).unwrap_or(0);
+        c.strict_rtp = cli.strict_rtp || file.strict_rtp.unwrap_or(false);
+        if let Some(l) = cli.log_level.clone().or(file.log_level) {
+            c.log_level = l;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.port_min < self.port_max,
+            "--port-min ({}) must be below --port-max ({})",
+            self.port_min,
+            self.port_max
+        );
+        anyhow::ensure!(self.num_threads >= 1, "--num-threads must be at least 1");
+        anyhow::ensure!(
+            self.num_threads <= 256,
+            "--num-threads above 256 makes no sense"
+        );
+        anyhow::ensure!(
+            self.timeout_secs >= 1,
+            "--timeout must be at least 1 second"
+        );
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_loopback_and_rtpengine_like() {
+        let c = Config::load(&Cli::default()).unwrap();
+        assert_eq!(c.interface.local, IpAddr::V4(Ipv4Addr::LOCALHOST));
+        assert_eq!((c.port_min, c.port_max), (30000, 40000));
+        assert_eq!(c.listen_ng, "127.0.0.1:2223".parse().unwrap());
+        assert_eq!(c.timeout_secs, 60);
+        assert!(c.num_threads >= 1);
+    }
+
+    #[test]
+    fn flags_override_file() {
+        let dir = std::env::temp_dir().join(format!("rtpanchor-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(
+            &path,
+            "port-min = 20000\nport-max = 21000\ntimeout = 5\ninterface = \"127.0.0.2\"\n",
+        )
+        .unwrap();
+        let cli = Cli::parse_from([
+            "rtpanchor",
+            "--config",
+            path.to_str().unwrap(),
+            "--port-max",
+            "22000",
+        ]);
+        let c = Config::load(&cli).unwrap();
+        assert_eq!((c.port_min, c.port_max, c.timeout_secs), (20000, 22000, 5));
+        assert_eq!(c.interface.local.to_string(), "127.0.0.2");
+        std::fs::write(&path, "no-such-key = 1\n").unwrap();
+        assert!(Config::load(&Cli::parse_from(["x", "--config", path.to_str().unwrap()])).is_err());
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn interface_forms() {
+        let i: Interface = "10.0.0.1!203.0.113.5".parse().unwrap();
+        assert_eq!(i.local.to_string(), "10.0.0.1");
+        assert_eq!(i.advertised.to_string(), "203.0.113.5");
+        let i: Interface = "pub/::1".parse().unwrap();
+        assert_eq!(i.local.to_string(), "::1");
+        assert!("nonsense".parse::<Interface>().is_err());
+    }
+
+    #[test]
+    fn invalid_ranges_rejected() {
+        let cli = Cli::parse_from(["rtpanchor", "--port-min", "5000", "--port-max", "4000"]);
+        assert!(Config::load(&cli).is_err());
+    }
+}

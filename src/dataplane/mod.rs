@@ -1,1 +1,373 @@
-//! dataplane (work in progress)
+//! The data plane: pinned worker threads that relay RTP/RTCP. The only module with `unsafe`
+//! (io_uring and the mmsg fallback need raw syscalls); every block says why it holds.
+//!
+//! The control plane talks to workers only through lock-free queues ([`worker::WorkerShared`])
+//! and reads their counters from single-writer atomics ([`shared`]); it never waits for a
+//! worker, and a worker never waits for it.
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+pub mod mmsg;
+pub mod shared;
+pub mod slot;
+pub mod sockaddr;
+pub mod sockets;
+pub mod uring;
+pub mod worker;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crate::config::{Config, IoEngine};
+use crate::rtp::clock::ClockRateMap;
+use crate::session::backend::{
+    BackendError, EndpointSpec, LatchEventKind, MediaBackend, MediaEvent, OpenedStream, Side,
+    StreamId, StreamSpec, StreamStats,
+};
+use crate::session::ports::{PortAllocator, PortPair};
+use crate::time::Nanos;
+
+use shared::{DataPlaneTotals, StreamShared};
+use slot::PathConfig;
+use sockets::SocketOptions;
+use worker::{Command, NewStream, SideInit, WorkerShared};
+
+/// Which engine the workers run, and why (logged once at start).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EngineChoice {
+    Uring,
+    Mmsg { reason: String },
+}
+
+impl EngineChoice {
+    pub fn name(&self) -> &'static str {
+        match self {
+            EngineChoice::Uring => "io_uring",
+            EngineChoice::Mmsg { .. } => "recvmmsg/sendmmsg",
+        }
+    }
+}
+
+/// Decides the engine: forced by config, or io_uring when a probe ring with the features we
+/// use can be built here (it fails under old kernels and container seccomp profiles).
+pub fn choose_engine(wanted: IoEngine) -> EngineChoice {
+    match wanted {
+        IoEngine::Mmsg => EngineChoice::Mmsg {
+            reason: "forced by --io-engine mmsg".into(),
+        },
+        IoEngine::Uring | IoEngine::Auto => match uring::probe() {
+            Ok(()) => EngineChoice::Uring,
+            Err(e) if wanted == IoEngine::Auto => EngineChoice::Mmsg {
+                reason: format!("io_uring unavailable: {e}"),
+            },
+            Err(e) => EngineChoice::Mmsg {
+                reason: format!("io_uring forced but unavailable ({e}); falling back"),
+            },
+        },
+    }
+}
+
+struct StreamEntry {
+    worker: usize,
+    shared: Arc<StreamShared>,
+    a_ports: PortPair,
+    b_ports: PortPair,
+    learned: [Option<SocketAddr>; 2],
+    confirmed: [bool; 2],
+}
+
+pub struct DataPlane {
+    workers: Vec<Arc<WorkerShared>>,
+    threads: Vec<JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
+    ports: PortAllocator,
+    local_ip: IpAddr,
+    sockopts: SocketOptions,
+    streams: HashMap<StreamId, StreamEntry>,
+    next_id: StreamId,
+    next_worker: usize,
+    engine: EngineChoice,
+}
+
+fn side_init(e: &EndpointSpec) -> SideInit {
+    let mut clock_rates = ClockRateMap::new();
+    for &(pt, hz) in &e.clock_rates {
+        clock_rates.insert(pt, hz);
+    }
+    SideInit {
+        rtp: e.rtp,
+        rtcp: if e.rtcp_mux { e.rtp } else { e.rtcp },
+        rtcp_mux: e.rtcp_mux,
+        latch: e.latch,
+        clock_rates,
+    }
+}
+
+impl DataPlane {
+    /// Starts `config.num_threads` workers, each pinned to a core.
+    pub fn start(config: &Config) -> anyhow::Result<DataPlane> {
+        raise_fd_limit();
+        let engine = choose_engine(config.io_engine);
+        match &engine {
+            EngineChoice::Uring => tracing::info!(engine = engine.name(), "data plane engine"),
+            EngineChoice::Mmsg { reason } => {
+                tracing::warn!(engine = engine.name(), %reason, "data plane engine")
+            }
+        }
+        let cores = core_affinity::get_core_ids().unwrap_or_default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let path = PathConfig {
+            strict: config.strict_rtp,
+        };
+        let mut workers = Vec::new();
+        let mut threads = Vec::new();
+        for n in 0..config.num_threads {
+            let shared = WorkerShared::new()?;
+            let core = if cores.is_empty() {
+                None
+            } else {
+                Some(cores[n % cores.len()])
+            };
+            let stop2 = stop.clone();
+            let sh2 = shared.clone();
+            let engine2 = engine.clone();
+            let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+            let t = std::thread::Builder::new()
+                .name(format!("rtpanchor-dp{n}"))
+                .spawn(move || {
+                    if let Some(c) = core {
+                        core_affinity::set_for_current(c);
+                    }
+                    // Rings are built on the thread that submits (SINGLE_ISSUER).
+                    match engine2 {
+                        EngineChoice::Uring => match uring::UringWorker::new(sh2, path) {
+                            Ok(w) => {
+                                let _ = ready_tx.send(Ok(()));
+                                w.run(stop2);
+                            }
+                            Err(e) => {
+                                let _ = ready_tx.send(Err(e.to_string()));
+                            }
+                        },
+                        EngineChoice::Mmsg { .. } => match mmsg::MmsgWorker::new(sh2, path) {
+                            Ok(w) => {
+                                let _ = ready_tx.send(Ok(()));
+                                w.run(stop2);
+                            }
+                            Err(e) => {
+                                let _ = ready_tx.send(Err(e.to_string()));
+                            }
+                        },
+                    }
+                })?;
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => anyhow::bail!("data plane worker {n} failed to start: {e}"),
+                Err(_) => anyhow::bail!("data plane worker {n} died at start"),
+            }
+            workers.push(shared);
+            threads.push(t);
+        }
+        Ok(DataPlane {
+            workers,
+            threads,
+            stop,
+            ports: PortAllocator::new(config.port_min, config.port_max)?,
+            local_ip: config.interface.local,
+            sockopts: SocketOptions {
+                rcvbuf: config.socket_rcvbuf,
+                sndbuf: config.socket_sndbuf,
+            },
+            streams: HashMap::new(),
+            next_id: 1,
+            next_worker: 0,
+            engine,
+        })
+    }
+
+    pub fn engine(&self) -> &EngineChoice {
+        &self.engine
+    }
+
+    pub fn totals(&self) -> DataPlaneTotals {
+        let mut t = DataPlaneTotals::default();
+        for w in &self.workers {
+            t.add(&w.counters);
+        }
+        t
+    }
+
+    pub fn stream_count(&self) -> usize {
+        self.streams.len()
+    }
+
+    /// Stops the workers and waits for them.
+    pub fn shutdown(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for w in &self.workers {
+            // Wake the worker so it sees the stop flag now rather than at its next timeout.
+            let _ = w.send(Command::Remove(0));
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+
+    fn send(&self, worker: usize, cmd: Command) {
+        if let Some(w) = self.workers.get(worker) {
+            if w.send(cmd).is_err() {
+                tracing::error!(worker, "data plane command queue full; command dropped");
+            }
+        }
+    }
+}
+
+impl Drop for DataPlane {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+impl MediaBackend for DataPlane {
+    fn open(&mut self, spec: StreamSpec, _now: Nanos) -> Result<OpenedStream, BackendError> {
+        let (a_ports, a_rtp, a_rtcp) =
+            sockets::bind_pair(&mut self.ports, self.local_ip, self.sockopts)?;
+        let (b_ports, b_rtp, b_rtcp) =
+            match sockets::bind_pair(&mut self.ports, self.local_ip, self.sockopts) {
+                Ok(x) => x,
+                Err(e) => {
+                    self.ports.release(a_ports);
+                    return Err(e.into());
+                }
+            };
+        if self.workers.is_empty() {
+            self.ports.release(a_ports);
+            self.ports.release(b_ports);
+            return Err(BackendError::Unavailable("no data plane workers".into()));
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        // Round-robin keeps the load even; a stream stays on its worker for life.
+        let worker = self.next_worker % self.workers.len();
+        self.next_worker = self.next_worker.wrapping_add(1);
+        let shared = Arc::new(StreamShared::default());
+        let ns = NewStream {
+            id,
+            sockets: [a_rtp, a_rtcp, b_rtp, b_rtcp],
+            a: side_init(&spec.a),
+            b: side_init(&spec.b),
+            shared: shared.clone(),
+        };
+        if let Err(Command::Add(ns)) = self.workers[worker].send(Command::Add(Box::new(ns))) {
+            drop(ns);
+            self.ports.release(a_ports);
+            self.ports.release(b_ports);
+            return Err(BackendError::Unavailable("data plane queue full".into()));
+        }
+        self.streams.insert(
+            id,
+            StreamEntry {
+                worker,
+                shared,
+                a_ports,
+                b_ports,
+                learned: [None, None],
+                confirmed: [false, false],
+            },
+        );
+        Ok(OpenedStream {
+            id,
+            a_ports,
+            b_ports,
+        })
+    }
+
+    fn update(&mut self, id: StreamId, side: Side, endpoint: EndpointSpec, _now: Nanos) {
+        let Some(e) = self.streams.get_mut(&id) else {
+            return;
+        };
+        let i = match side {
+            Side::A => 0,
+            Side::B => 1,
+        };
+        let worker = e.worker;
+        let init = side_init(&endpoint);
+        if init.rtp != e.learned[i] {
+            e.confirmed[i] = false;
+        }
+        self.send(worker, Command::Update { id, side, init });
+    }
+
+    fn close(&mut self, id: StreamId) {
+        if let Some(e) = self.streams.remove(&id) {
+            self.send(e.worker, Command::Remove(id));
+            self.ports.release(e.a_ports);
+            self.ports.release(e.b_ports);
+        }
+    }
+
+    fn stats(&self, id: StreamId) -> Option<StreamStats> {
+        let e = self.streams.get(&id)?;
+        let mut s = e.shared.stats();
+        s.a.learned_rtp = e.learned[0];
+        s.b.learned_rtp = e.learned[1];
+        s.a.confirmed = e.confirmed[0];
+        s.b.confirmed = e.confirmed[1];
+        Some(s)
+    }
+
+    fn poll_event(&mut self) -> Option<MediaEvent> {
+        for w in &self.workers {
+            if let Some(ev) = w.events.pop() {
+                if let Some(e) = self.streams.get_mut(&ev.stream) {
+                    if !ev.rtcp {
+                        let i = match ev.side {
+                            Side::A => 0,
+                            Side::B => 1,
+                        };
+                        e.learned[i] = Some(ev.addr);
+                        e.confirmed[i] = matches!(
+                            ev.kind,
+                            LatchEventKind::Confirmed | LatchEventKind::Relearned
+                        );
+                    }
+                }
+                return Some(ev);
+            }
+        }
+        None
+    }
+
+    fn port_usage(&self) -> (usize, usize) {
+        (self.ports.used_pairs(), self.ports.total_pairs())
+    }
+}
+
+/// Each stream holds four sockets; the default soft limit of 1024 descriptors would cap the
+/// relay at ~250 streams. Raise the soft limit to the hard one (and the hard one too where
+/// we may).
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into a valid rlimit struct.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return;
+    }
+    let want = 1u64 << 20;
+    let try_raise = |cur: u64, max: u64| {
+        let l = libc::rlimit {
+            rlim_cur: cur,
+            rlim_max: max,
+        };
+        // SAFETY: setrlimit reads a valid rlimit struct.
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &l) == 0 }
+    };
+    if lim.rlim_max < want && try_raise(want, want) {
+        return;
+    }
+    try_raise(lim.rlim_max, lim.rlim_max);
+}

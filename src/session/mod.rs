@@ -1,1 +1,8 @@
-//! session (work in progress)
+//! The session layer: calls, legs, media streams and their relay ports. The single source of
+//! truth shared by the ng protocol and the SIP proxy. Pure logic: the data plane is reached
+//! through the [`backend::MediaBackend`] trait, so offer/answer flows are tested with a fake.
+#![forbid(unsafe_code)]
+
+pub mod backend;
+pub mod latch;
+pub mod ports;

@@ -1,0 +1,320 @@
+//! The per-socket state a worker keeps, and the per-packet decision shared by both engines.
+//!
+//! `process` is the whole relay logic for one datagram: classify, track, latch, pick the
+//! destination. It touches only the worker's own slots and single-writer counters; no
+//! allocation, no locks, no logging (events go to a bounded lock-free queue).
+
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+
+use crossbeam::queue::ArrayQueue;
+
+use crate::rtp::clock::ClockRateMap;
+use crate::rtp::demux::{classify, PacketKind};
+use crate::rtp::packet::RtpPacket;
+use crate::rtp::rtcp;
+use crate::rtp::stats::RtpStreamTracker;
+use crate::session::backend::{LatchEventKind, MediaEvent, Side, StreamId};
+use crate::session::latch::{Latch, LatchEvent, LatchVerdict};
+use crate::time::Nanos;
+
+use super::shared::{bump, SlotShared, StreamShared, WorkerCounters};
+
+pub const NO_SLOT: u32 = u32::MAX;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlotKind {
+    Rtp,
+    Rtcp,
+}
+
+/// One relay socket in a worker.
+pub struct Slot {
+    /// Bumped on every reuse so completions for a previous owner can be recognised.
+    pub generation: u32,
+    pub socket: Option<OwnedFd>,
+    pub fd: RawFd,
+    pub stream: StreamId,
+    pub side: Side,
+    pub kind: SlotKind,
+    /// Slots of the other side: where packets received here are sent from.
+    pub peer_rtp: u32,
+    pub peer_rtcp: u32,
+    /// Whether the endpoint behind *this* slot multiplexes RTCP on its RTP port.
+    pub rtcp_mux: bool,
+    /// The endpoint that sends to this socket (and receives from it).
+    pub latch: Latch,
+    pub tracker: RtpStreamTracker,
+    pub clock_rates: ClockRateMap,
+    pub shared: Option<Arc<StreamShared>>,
+    pub shared_index: u8,
+    /// Set when the quality snapshot is older than the tracker.
+    pub dirty: bool,
+    /// Being torn down: completions are ignored until the socket is released.
+    pub closing: bool,
+    /// io_uring: a multishot receive is outstanding for this socket.
+    pub armed: bool,
+}
+
+impl Slot {
+    pub fn empty() -> Slot {
+        Slot {
+            generation: 0,
+            socket: None,
+            fd: -1,
+            stream: 0,
+            side: Side::A,
+            kind: SlotKind::Rtp,
+            peer_rtp: NO_SLOT,
+            peer_rtcp: NO_SLOT,
+            rtcp_mux: false,
+            latch: Latch::new(crate::session::latch::LatchMode::Symmetric, None),
+            tracker: RtpStreamTracker::new(),
+            clock_rates: ClockRateMap::new(),
+            shared: None,
+            shared_index: 0,
+            dirty: false,
+            closing: false,
+            armed: false,
+        }
+    }
+
+    pub fn is_live(&self) -> bool {
+        self.socket.is_some() && !self.closing
+    }
+
+    pub fn attach(&mut self, socket: OwnedFd) {
+        self.fd = socket.as_raw_fd();
+        self.socket = Some(socket);
+    }
+
+    #[inline]
+    pub fn shared(&self) -> Option<&SlotShared> {
+        self.shared
+            .as_deref()
+            .and_then(|s| s.slots.get(usize::from(self.shared_index)))
+    }
+
+    /// Publishes the tracker's figures for readers (housekeeping, not per packet).
+    pub fn publish(&mut self) {
+        if self.dirty {
+            if let Some(sh) = self.shared() {
+                sh.publish_quality(&self.tracker.snapshot());
+            }
+            self.dirty = false;
+        }
+    }
+}
+
+/// Worker-wide settings the packet path needs.
+#[derive(Clone, Copy, Debug)]
+pub struct PathConfig {
+    /// Drop what is not valid RTP/RTCP instead of counting and forwarding it.
+    pub strict: bool,
+}
+
+/// Where to send a datagram: out of `slot`'s socket to `dst`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Forward {
+    pub slot: u32,
+    pub fd: RawFd,
+    pub dst: SocketAddr,
+}
+
+fn event_kind(e: LatchEvent) -> (LatchEventKind, SocketAddr) {
+    match e {
+        LatchEvent::Learned(a) => (LatchEventKind::Learned, a),
+        LatchEvent::Confirmed(a) => (LatchEventKind::Confirmed, a),
+        LatchEvent::Relearned { new, .. } => (LatchEventKind::Relearned, new),
+    }
+}
+
+/// Slots whose quality figures changed since the last publish. Preallocated; when it fills
+/// up, `overflowed` asks for one full scan instead (no allocation on the packet path).
+pub struct DirtyList {
+    pub list: Vec<u32>,
+    pub overflowed: bool,
+}
+
+impl DirtyList {
+    pub fn with_capacity(n: usize) -> DirtyList {
+        DirtyList {
+            list: Vec::with_capacity(n),
+            overflowed: false,
+        }
+    }
+
+    #[inline]
+    fn mark(&mut self, idx: usize) {
+        if self.list.len() < self.list.capacity() {
+            self.list.push(idx as u32);
+        } else {
+            self.overflowed = true;
+        }
+    }
+}
+
+/// What `process` needs from its worker besides the slots.
+pub struct PacketCtx<'a> {
+    pub cfg: PathConfig,
+    pub counters: &'a WorkerCounters,
+    pub events: &'a ArrayQueue<MediaEvent>,
+    pub dirty: &'a mut DirtyList,
+}
+
+/// Decides what happens to one datagram received on `slots[idx]` from `src` at `now`.
+#[inline]
+pub fn process(
+    slots: &mut [Slot],
+    idx: usize,
+    src: SocketAddr,
+    pkt: &[u8],
+    now: Nanos,
+    ctx: &mut PacketCtx<'_>,
+) -> Option<Forward> {
+    let counters = ctx.counters;
+    let cfg = ctx.cfg;
+    let events = ctx.events;
+    let len = pkt.len() as u64;
+    bump(&counters.rx_packets, 1);
+    bump(&counters.rx_bytes, len);
+    let slot = match slots.get_mut(idx) {
+        Some(s) if s.is_live() => s,
+        _ => {
+            bump(&counters.drop_stale, 1);
+            return None;
+        }
+    };
+    let mut valid = true;
+    let class = classify(pkt);
+    let is_rtcp = match (slot.kind, class) {
+        (SlotKind::Rtp, PacketKind::Rtp) => {
+            match RtpPacket::new_checked(pkt) {
+                Ok(rtp) => {
+                    let pt = rtp.payload_type();
+                    let hz = slot.clock_rates.clock_rate_hz(pt).unwrap_or(0);
+                    slot.tracker.on_rtp(
+                        rtp.sequence_number(),
+                        rtp.timestamp(),
+                        rtp.ssrc(),
+                        pt,
+                        pkt.len(),
+                        now,
+                        hz,
+                    );
+                    if !slot.dirty {
+                        slot.dirty = true;
+                        ctx.dirty.mark(idx);
+                    }
+                }
+                Err(_) => {
+                    bump(&counters.malformed_rtp, 1);
+                    valid = false;
+                }
+            }
+            false
+        }
+        (_, PacketKind::Rtcp) => {
+            bump(&counters.rtcp_packets, 1);
+            if let Some(sh) = slot.shared() {
+                let res = rtcp::for_each_report_block(pkt, |_, rb| {
+                    use std::sync::atomic::Ordering::Relaxed;
+                    sh.r_fraction_lost
+                        .store(u32::from(rb.fraction_lost), Relaxed);
+                    sh.r_cumulative_lost
+                        .store(rb.cumulative_lost as u32, Relaxed);
+                    sh.r_jitter.store(rb.jitter, Relaxed);
+                    bump(&sh.r_reports, 1);
+                });
+                if res.is_err() {
+                    bump(&counters.malformed_rtcp, 1);
+                    valid = false;
+                }
+            }
+            true
+        }
+        (SlotKind::Rtcp, _) => {
+            bump(&counters.malformed_rtcp, 1);
+            valid = false;
+            true
+        }
+        (SlotKind::Rtp, _) => {
+            bump(&counters.non_rtp, 1);
+            valid = false;
+            false
+        }
+    };
+
+    let sh = slot.shared();
+    if let Some(sh) = sh {
+        bump(&sh.packets, 1);
+        bump(&sh.bytes, len);
+        sh.last_packet_ns
+            .store(now, std::sync::atomic::Ordering::Relaxed);
+    }
+    if !valid && cfg.strict {
+        bump(&counters.drop_strict, 1);
+        if let Some(sh) = sh {
+            bump(&sh.errors, 1);
+        }
+        return None;
+    }
+
+    match slot.latch.on_packet(src, now) {
+        LatchVerdict::Reject => {
+            bump(&counters.drop_source, 1);
+            if let Some(sh) = slot.shared() {
+                bump(&sh.errors, 1);
+            }
+            return None;
+        }
+        LatchVerdict::Accept(Some(e)) => {
+            let (kind, addr) = event_kind(e);
+            let ev = MediaEvent {
+                stream: slot.stream,
+                side: slot.side,
+                rtcp: slot.kind == SlotKind::Rtcp,
+                kind,
+                addr,
+            };
+            if events.push(ev).is_err() {
+                bump(&counters.events_lost, 1);
+            }
+        }
+        LatchVerdict::Accept(None) => {}
+    }
+
+    // RTCP goes to the peer's RTCP socket unless the peer multiplexes it onto RTP.
+    let peer_rtp = slot.peer_rtp;
+    let peer_rtcp = slot.peer_rtcp;
+    let target = if is_rtcp {
+        match slots.get(peer_rtp as usize) {
+            Some(p) if p.rtcp_mux => peer_rtp,
+            _ => peer_rtcp,
+        }
+    } else {
+        peer_rtp
+    };
+    let out = match slots.get(target as usize) {
+        Some(o) if o.is_live() => o,
+        _ => {
+            bump(&counters.drop_no_destination, 1);
+            return None;
+        }
+    };
+    match out.latch.destination() {
+        Some(dst) if !dst.ip().is_unspecified() && dst.port() != 0 => Some(Forward {
+            slot: target,
+            fd: out.fd,
+            dst,
+        }),
+        _ => {
+            bump(&counters.drop_no_destination, 1);
+            if let Some(sh) = slots.get(idx).and_then(|s| s.shared()) {
+                bump(&sh.errors, 1);
+            }
+            None
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! Binding relay sockets (socket2): non-blocking UDP, configurable buffers, IPv4 or IPv6.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::OwnedFd;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::session::ports::{PortAllocator, PortError, PortPair};
+
+#[derive(Clone, Copy, Debug)]
+pub struct SocketOptions {
+    pub rcvbuf: usize,
+    pub sndbuf: usize,
+}
+
+pub fn bind_udp(addr: SocketAddr, opts: SocketOptions) -> io::Result<OwnedFd> {
+    let domain = if addr.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
+    let s = Socket::new(domain, Type::DGRAM.cloexec(), Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.set_nonblocking(true)?;
+    if opts.rcvbuf > 0 {
+        s.set_recv_buffer_size(opts.rcvbuf)?;
+    }
+    if opts.sndbuf > 0 {
+        s.set_send_buffer_size(opts.sndbuf)?;
+    }
+    s.bind(&addr.into())?;
+    Ok(s.into())
+}
+
+/// Upper bound on bind attempts per allocation: enough to step over a crowd of ports that
+/// other programs hold, small enough that a full range fails fast.
+const MAX_BIND_ATTEMPTS: usize = 64;
+
+/// Allocates a pair and binds both sockets, skipping pairs that cannot be bound.
+pub fn bind_pair(
+    ports: &mut PortAllocator,
+    ip: IpAddr,
+    opts: SocketOptions,
+) -> Result<(PortPair, OwnedFd, OwnedFd), PortError> {
+    for _ in 0..MAX_BIND_ATTEMPTS.min(ports.total_pairs()) {
+        let pair = ports.allocate()?;
+        let rtp = bind_udp(SocketAddr::new(ip, pair.rtp), opts);
+        let rtcp = rtp
+            .as_ref()
+            .ok()
+            .map(|_| bind_udp(SocketAddr::new(ip, pair.rtcp()), opts));
+        match (rtp, rtcp) {
+            (Ok(a), Some(Ok(b))) => return Ok((pair, a, b)),
+            _ => ports.skip(pair),
+        }
+    }
+    Err(PortError::Exhausted)
+}

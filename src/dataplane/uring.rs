@@ -1,0 +1,496 @@
+//! The io_uring engine: one ring per pinned worker, one multishot `RecvMsg` per socket
+//! drawing from a provided buffer ring, forwarded packets sent with `SendMsg` straight out of
+//! the receive buffer (no copy in user space), all sends of a completion batch submitted with
+//! one `io_uring_enter`, buffers recycled when their send completes.
+//!
+//! Ring setup follows `shared/notes/io_uring.md`: SINGLE_ISSUER + DEFER_TASKRUN (completion
+//! work runs only inside our own `io_uring_enter`, on this pinned thread), a completion queue
+//! much larger than the submission queue (a multishot receive posts one completion per
+//! datagram with no submission behind it).
+//!
+//! Overload: a multishot receive that ends (buffer ring empty: ENOBUFS, or any error) is
+//! re-armed on the next turn, after sends have returned buffers, so every socket keeps being
+//! read; a packet that finds no room in the submission queue is dropped and counted.
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::Arc;
+
+use io_uring::{cqueue, opcode, squeue, types, IoUring};
+
+use crate::time::{now_ns, NANOS_PER_MS};
+
+use super::shared::bump;
+use super::slot::{process, DirtyList, PacketCtx, PathConfig};
+use super::sockaddr;
+use super::worker::{Command, SlotTable, WorkerShared};
+
+/// Submission queue entries: at least one send per completion handled in a turn.
+const SQ_ENTRIES: u32 = 2048;
+/// 16 completions per submission slot: multishot receives post without submissions.
+const CQ_ENTRIES: u32 = SQ_ENTRIES * 16;
+/// Provided buffers per worker (power of two, at most 32768). 4096 x 2 KiB = 8 MiB holds a
+/// full turn of packets even when every send goes asynchronous.
+const NBUFS: u16 = 4096;
+/// Per buffer: 16-byte recvmsg_out header + 28-byte name area + payload (~2000 bytes).
+const BUF_SIZE: usize = 2048;
+const BGID: u16 = 7;
+/// Completions handled per turn before sends are submitted; bounds latency under load.
+const MAX_CQES_PER_TURN: usize = 4096;
+const IDLE_WAIT_NS: i64 = 100_000_000;
+const PUBLISH_EVERY_NS: u64 = 100 * NANOS_PER_MS;
+
+const KIND_SHIFT: u32 = 56;
+const KIND_RECV: u64 = 1;
+const KIND_SEND: u64 = 2;
+const KIND_WAKE: u64 = 3;
+const KIND_CANCEL: u64 = 4;
+
+fn recv_token(idx: u32, generation: u32) -> u64 {
+    (KIND_RECV << KIND_SHIFT) | (u64::from(generation & 0x00ff_ffff) << 32) | u64::from(idx)
+}
+
+fn send_token(bid: u16) -> u64 {
+    (KIND_SEND << KIND_SHIFT) | u64::from(bid)
+}
+
+/// Builds a small ring with the setup flags the workers use; fails where io_uring is
+/// disabled (sysctl), filtered (seccomp: EPERM/ENOSYS) or too old for them (EINVAL).
+pub fn probe() -> io::Result<()> {
+    let ring = build_ring(8)?;
+    let probe_ops = {
+        let mut p = io_uring::Probe::new();
+        ring.submitter().register_probe(&mut p)?;
+        p
+    };
+    for (op, name) in [
+        (opcode::RecvMsg::CODE, "RecvMsg"),
+        (opcode::SendMsg::CODE, "SendMsg"),
+        (opcode::AsyncCancel::CODE, "AsyncCancel"),
+        (opcode::Read::CODE, "Read"),
+    ] {
+        if !probe_ops.is_supported(op) {
+            return Err(io::Error::other(format!("kernel lacks io_uring {name}")));
+        }
+    }
+    Ok(())
+}
+
+fn build_ring(sq: u32) -> io::Result<IoUring> {
+    IoUring::builder()
+        .setup_cqsize(sq * 16)
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .setup_coop_taskrun()
+        .build(sq)
+}
+
+/// Per-buffer send state: must stay untouched until the send's completion arrives.
+struct SendState {
+    hdr: libc::msghdr,
+    iov: libc::iovec,
+    name: libc::sockaddr_storage,
+}
+
+struct BufRing {
+    /// mmap'ed ring entries (page aligned, as the kernel requires).
+    ring: *mut types::BufRingEntry,
+    ring_len: usize,
+    /// The buffers themselves.
+    data: Vec<u8>,
+    tail: u16,
+}
+
+impl BufRing {
+    fn new() -> io::Result<BufRing> {
+        let ring_len = usize::from(NBUFS) * std::mem::size_of::<types::BufRingEntry>();
+        // SAFETY: anonymous private mapping with no address hint; checked for MAP_FAILED.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                ring_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let mut br = BufRing {
+            ring: ptr.cast(),
+            ring_len,
+            data: vec![0u8; usize::from(NBUFS) * BUF_SIZE],
+            tail: 0,
+        };
+        for bid in 0..NBUFS {
+            br.push(bid);
+        }
+        br.publish();
+        Ok(br)
+    }
+
+    fn buf_ptr(&mut self, bid: u16) -> *mut u8 {
+        // SAFETY: bid < NBUFS, so the offset stays inside `data`.
+        unsafe { self.data.as_mut_ptr().add(usize::from(bid) * BUF_SIZE) }
+    }
+
+    /// Queues buffer `bid` for the kernel (visible after `publish`).
+    fn push(&mut self, bid: u16) {
+        let addr = self.buf_ptr(bid) as u64;
+        let i = usize::from(self.tail & (NBUFS - 1));
+        // SAFETY: i < NBUFS entries of the mapping; the kernel reads only entries between its
+        // head and our published tail, and this one is past the published tail.
+        let e = unsafe { &mut *self.ring.add(i) };
+        e.set_addr(addr);
+        e.set_len(BUF_SIZE as u32);
+        e.set_bid(bid);
+        self.tail = self.tail.wrapping_add(1);
+    }
+
+    fn publish(&self) {
+        // SAFETY: `ring` is the base of the mapped ring; the tail field lives in entry 0's
+        // reserved bytes and is only written by us (the kernel reads it), atomically.
+        unsafe {
+            let tail = types::BufRingEntry::tail(self.ring) as *mut u16;
+            AtomicU16::from_ptr(tail).store(self.tail, Ordering::Release);
+        }
+    }
+}
+
+impl Drop for BufRing {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `new`; the ring (and with it the
+        // registration) is dropped before this, see field order in UringWorker.
+        unsafe { libc::munmap(self.ring.cast(), self.ring_len) };
+    }
+}
+
+pub struct UringWorker {
+    // Field order matters: the ring is dropped (and with it every kernel reference to our
+    // buffers and msghdrs) before the buffers themselves.
+    ring: IoUring,
+    bufs: BufRing,
+    sends: Vec<SendState>,
+    recv_hdr: Box<libc::msghdr>,
+    wake_buf: Box<u64>,
+    shared: Arc<WorkerShared>,
+    table: SlotTable,
+    cfg: PathConfig,
+    dirty: DirtyList,
+    /// Slots whose multishot receive ended and must be re-armed next turn.
+    rearm: Vec<u32>,
+    /// Slots to close after the current submission (their fds may be named by queued SQEs).
+    to_release: Vec<u32>,
+    cqes: Vec<cqueue::Entry>,
+}
+
+// SAFETY: the raw pointers (buffer ring mapping, msghdrs) point into memory owned by this
+// struct; the worker is moved to its thread before the ring is first used and never shared.
+unsafe impl Send for UringWorker {}
+
+impl UringWorker {
+    pub fn new(shared: Arc<WorkerShared>, cfg: PathConfig) -> io::Result<UringWorker> {
+        let ring = build_ring(SQ_ENTRIES)?;
+        debug_assert_eq!(ring.params().cq_entries(), CQ_ENTRIES);
+        let bufs = BufRing::new()?;
+        // SAFETY: the mapping stays alive until after the ring is dropped (field order), and
+        // NBUFS is a power of two within the kernel's limit.
+        unsafe {
+            ring.submitter()
+                .register_buf_ring_with_flags(bufs.ring as u64, NBUFS, BGID, 0)?;
+        }
+        // SAFETY: all-zero is a valid value for these plain C structs.
+        let zero_ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let sends = (0..NBUFS)
+            .map(|_| SendState {
+                // SAFETY: as above.
+                hdr: unsafe { std::mem::zeroed() },
+                iov: libc::iovec {
+                    iov_base: std::ptr::null_mut(),
+                    iov_len: 0,
+                },
+                name: zero_ss,
+            })
+            .collect();
+        // The receive msghdr only tells the kernel how much room the name and control areas
+        // get: 28 bytes fits a sockaddr_in6 (and a sockaddr_in).
+        // SAFETY: as above.
+        let mut recv_hdr: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
+        recv_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+        let mut w = UringWorker {
+            ring,
+            bufs,
+            sends,
+            recv_hdr,
+            wake_buf: Box::new(0),
+            shared,
+            table: SlotTable::new(),
+            cfg,
+            dirty: DirtyList::with_capacity(1 << 16),
+            rearm: Vec::with_capacity(1 << 16),
+            to_release: Vec::with_capacity(1024),
+            cqes: Vec::with_capacity(MAX_CQES_PER_TURN),
+        };
+        w.arm_wake()?;
+        Ok(w)
+    }
+
+    fn push_sqe(&mut self, e: squeue::Entry) -> bool {
+        // SAFETY: every entry we build points only at memory owned by this worker that lives
+        // until its completion (buffers, send states, msghdr, wake buffer).
+        if unsafe { self.ring.submission().push(&e) }.is_ok() {
+            return true;
+        }
+        // Queue full: hand what we have to the kernel and try once more.
+        let _ = self.ring.submit();
+        // SAFETY: as above.
+        unsafe { self.ring.submission().push(&e) }.is_ok()
+    }
+
+    fn arm_wake(&mut self) -> io::Result<()> {
+        let e = opcode::Read::new(
+            types::Fd(self.shared.wake.as_raw_fd()),
+            (&mut *self.wake_buf as *mut u64).cast(),
+            8,
+        )
+        .build()
+        .user_data(KIND_WAKE << KIND_SHIFT);
+        if self.push_sqe(e) {
+            Ok(())
+        } else {
+            Err(io::Error::other("submission queue full"))
+        }
+    }
+
+    fn arm_recv(&mut self, idx: u32) {
+        let Some(s) = self.table.slots.get_mut(idx as usize) else {
+            return;
+        };
+        if !s.is_live() || s.armed {
+            return;
+        }
+        let e = opcode::RecvMsgMulti::new(types::Fd(s.fd), &*self.recv_hdr, BGID)
+            .build()
+            .user_data(recv_token(idx, s.generation));
+        s.armed = true;
+        if !self.push_sqe(e) {
+            if let Some(s) = self.table.slots.get_mut(idx as usize) {
+                s.armed = false;
+            }
+            self.rearm.push(idx);
+        }
+    }
+
+    fn apply_commands(&mut self) {
+        for _ in 0..1024 {
+            let Some(cmd) = self.shared.commands.pop() else {
+                break;
+            };
+            match cmd {
+                Command::Add(ns) => {
+                    for i in self.table.add(*ns) {
+                        self.arm_recv(i);
+                    }
+                }
+                Command::Update { id, side, init } => self.table.update(id, side, &init),
+                Command::Remove(id) => {
+                    let Some(idx) = self.table.remove(id) else {
+                        continue;
+                    };
+                    for i in idx {
+                        let Some(s) = self.table.slots.get(i as usize) else {
+                            continue;
+                        };
+                        if s.armed {
+                            // The final completion (ECANCELED, no MORE) releases the slot.
+                            let e = opcode::AsyncCancel::new(recv_token(i, s.generation))
+                                .build()
+                                .user_data(KIND_CANCEL << KIND_SHIFT);
+                            if !self.push_sqe(e) {
+                                self.to_release.push(i);
+                            }
+                        } else {
+                            self.to_release.push(i);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn run(mut self, stop: Arc<AtomicBool>) {
+        let ts = types::Timespec::new().nsec(IDLE_WAIT_NS as u32);
+        let mut last_publish = now_ns();
+        while !stop.load(Ordering::Relaxed) {
+            self.apply_commands();
+            for i in std::mem::take(&mut self.rearm) {
+                self.arm_recv(i);
+            }
+            let args = types::SubmitArgs::new().timespec(&ts);
+            match self.ring.submitter().submit_with_args(1, &args) {
+                Ok(_) => {}
+                Err(e) => match e.raw_os_error() {
+                    Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY) => {}
+                    _ => {
+                        tracing::error!(error = %e, "io_uring_enter failed; worker stops");
+                        break;
+                    }
+                },
+            }
+            // Sockets of removed slots are closed only now: the SQEs naming them are submitted.
+            for i in self.to_release.drain(..) {
+                self.table.release(i);
+            }
+            let now = now_ns();
+            bump(&self.shared.counters.loops, 1);
+            self.cqes.clear();
+            {
+                let mut cq = self.ring.completion();
+                cq.sync();
+                for cqe in cq.by_ref().take(MAX_CQES_PER_TURN) {
+                    self.cqes.push(cqe);
+                }
+            }
+            let cqes = std::mem::take(&mut self.cqes);
+            for cqe in &cqes {
+                self.handle_cqe(cqe, now);
+            }
+            self.cqes = cqes;
+            self.bufs.publish();
+            if now.saturating_sub(last_publish) >= PUBLISH_EVERY_NS {
+                self.table.publish_dirty(&mut self.dirty);
+                last_publish = now;
+            }
+        }
+    }
+
+    fn recycle(&mut self, bid: u16) {
+        if bid < NBUFS {
+            self.bufs.push(bid);
+        }
+    }
+
+    fn handle_cqe(&mut self, cqe: &cqueue::Entry, now: u64) {
+        let ud = cqe.user_data();
+        let res = cqe.result();
+        let flags = cqe.flags();
+        match ud >> KIND_SHIFT {
+            KIND_RECV => {
+                let idx = (ud & 0xffff_ffff) as u32;
+                let generation = ((ud >> 32) & 0x00ff_ffff) as u32;
+                let bid = cqueue::buffer_select(flags);
+                let more = cqueue::more(flags);
+                let current = matches!(
+                    self.table.slots.get(idx as usize),
+                    Some(s) if s.generation & 0x00ff_ffff == generation && s.socket.is_some()
+                );
+                if current && !more {
+                    if let Some(s) = self.table.slots.get_mut(idx as usize) {
+                        s.armed = false;
+                        if s.closing {
+                            self.to_release.push(idx);
+                        } else {
+                            bump(&self.shared.counters.recv_rearms, 1);
+                            self.rearm.push(idx);
+                        }
+                    }
+                }
+                if res == -libc::ENOBUFS {
+                    bump(&self.shared.counters.enobufs, 1);
+                }
+                let Some(bid) = bid else {
+                    return;
+                };
+                if res <= 0 || !current {
+                    if !current {
+                        bump(&self.shared.counters.drop_stale, 1);
+                    }
+                    self.recycle(bid);
+                    return;
+                }
+                self.on_datagram(idx, bid, res as usize, now);
+            }
+            KIND_SEND => {
+                let bid = (ud & 0xffff) as u16;
+                if res < 0 {
+                    bump(&self.shared.counters.drop_send_failed, 1);
+                } else {
+                    bump(&self.shared.counters.tx_packets, 1);
+                    bump(&self.shared.counters.tx_bytes, res as u64);
+                }
+                self.recycle(bid);
+            }
+            KIND_WAKE => {
+                super::worker::drain_eventfd(&self.shared.wake);
+                if self.arm_wake().is_err() {
+                    tracing::error!("cannot re-arm the wake-up read");
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_datagram(&mut self, idx: u32, bid: u16, len: usize, now: u64) {
+        let base = self.bufs.buf_ptr(bid);
+        // SAFETY: the kernel wrote `len` (<= BUF_SIZE) bytes into buffer `bid`, which we own
+        // again until we recycle it; nothing else aliases it meanwhile.
+        let buf = unsafe { std::slice::from_raw_parts(base, len.min(BUF_SIZE)) };
+        let Ok(msg) = types::RecvMsgOut::parse(buf, &self.recv_hdr) else {
+            bump(&self.shared.counters.truncated, 1);
+            self.recycle(bid);
+            return;
+        };
+        if msg.is_payload_truncated() {
+            bump(&self.shared.counters.truncated, 1);
+            self.recycle(bid);
+            return;
+        }
+        let Some(src) = sockaddr::read(msg.name_data()) else {
+            self.recycle(bid);
+            return;
+        };
+        let payload = msg.payload_data();
+        let payload_ptr = payload.as_ptr();
+        let payload_len = payload.len();
+        let mut ctx = PacketCtx {
+            cfg: self.cfg,
+            counters: &self.shared.counters,
+            events: &self.shared.events,
+            dirty: &mut self.dirty,
+        };
+        let verdict = process(
+            &mut self.table.slots,
+            idx as usize,
+            src,
+            payload,
+            now,
+            &mut ctx,
+        );
+        let Some(fwd) = verdict else {
+            self.recycle(bid);
+            return;
+        };
+        let st = &mut self.sends[usize::from(bid)];
+        let namelen = sockaddr::write(fwd.dst, &mut st.name);
+        st.iov = libc::iovec {
+            iov_base: payload_ptr as *mut libc::c_void,
+            iov_len: payload_len,
+        };
+        st.hdr.msg_name = (&mut st.name as *mut libc::sockaddr_storage).cast();
+        st.hdr.msg_namelen = namelen;
+        st.hdr.msg_iov = &mut st.iov;
+        st.hdr.msg_iovlen = 1;
+        st.hdr.msg_control = std::ptr::null_mut();
+        st.hdr.msg_controllen = 0;
+        let e = opcode::SendMsg::new(types::Fd(fwd.fd), &st.hdr)
+            .build()
+            .user_data(send_token(bid));
+        if !self.push_sqe(e) {
+            bump(&self.shared.counters.drop_overload, 1);
+            self.recycle(bid);
+        }
+    }
+}

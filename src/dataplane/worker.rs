@@ -1,0 +1,259 @@
+//! What every engine's worker shares: the command queue from the control plane, the slot
+//! table, the event queue back, and the wake-up eventfd.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
+
+use crossbeam::queue::ArrayQueue;
+
+use crate::rtp::clock::ClockRateMap;
+use crate::session::backend::{MediaEvent, Side, StreamId};
+use crate::session::latch::{Latch, LatchMode};
+
+use super::shared::{StreamShared, WorkerCounters, A_RTCP, A_RTP, B_RTCP, B_RTP};
+use super::slot::{DirtyList, Slot, SlotKind, NO_SLOT};
+
+/// Commands queued per worker. Bounded so a stuck worker cannot make the control plane grow
+/// without limit; 64k outstanding commands is far more than a second of signalling.
+pub const COMMAND_QUEUE: usize = 65_536;
+/// Latch events waiting for the control plane; they are rare (a few per call).
+pub const EVENT_QUEUE: usize = 65_536;
+
+/// One side's addresses and policy, as the data plane needs them.
+#[derive(Clone, Copy, Debug)]
+pub struct SideInit {
+    pub rtp: Option<SocketAddr>,
+    pub rtcp: Option<SocketAddr>,
+    pub rtcp_mux: bool,
+    pub latch: LatchMode,
+    pub clock_rates: ClockRateMap,
+}
+
+pub struct NewStream {
+    pub id: StreamId,
+    /// In the order A_RTP, A_RTCP, B_RTP, B_RTCP.
+    pub sockets: [OwnedFd; 4],
+    pub a: SideInit,
+    pub b: SideInit,
+    pub shared: Arc<StreamShared>,
+}
+
+pub enum Command {
+    Add(Box<NewStream>),
+    Update {
+        id: StreamId,
+        side: Side,
+        init: SideInit,
+    },
+    Remove(StreamId),
+}
+
+/// The handle the control plane keeps for one worker.
+pub struct WorkerShared {
+    pub commands: ArrayQueue<Command>,
+    pub events: ArrayQueue<MediaEvent>,
+    pub counters: WorkerCounters,
+    pub wake: OwnedFd,
+}
+
+impl WorkerShared {
+    pub fn new() -> std::io::Result<Arc<WorkerShared>> {
+        // SAFETY: eventfd has no memory-safety preconditions; the result is checked.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+        let wake = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        Ok(Arc::new(WorkerShared {
+            commands: ArrayQueue::new(COMMAND_QUEUE),
+            events: ArrayQueue::new(EVENT_QUEUE),
+            counters: WorkerCounters::default(),
+            wake,
+        }))
+    }
+
+    /// Queues a command and wakes the worker. Returns the command back if the queue is full.
+    pub fn send(&self, cmd: Command) -> Result<(), Command> {
+        self.commands.push(cmd)?;
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live u64 to our own eventfd; failure (EAGAIN when the
+        // counter is saturated) still leaves the worker awake, so it is ignored.
+        unsafe {
+            libc::write(
+                self.wake.as_raw_fd(),
+                (&one as *const u64).cast(),
+                std::mem::size_of::<u64>(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A worker's slots, indexed by the number carried in each completion (no hashing per packet).
+pub struct SlotTable {
+    pub slots: Vec<Slot>,
+    free: Vec<u32>,
+    streams: HashMap<StreamId, [u32; 4]>,
+}
+
+impl SlotTable {
+    pub fn new() -> SlotTable {
+        SlotTable {
+            slots: Vec::new(),
+            free: Vec::new(),
+            streams: HashMap::new(),
+        }
+    }
+
+    pub fn live_streams(&self) -> usize {
+        self.streams.len()
+    }
+
+    fn take_slot(&mut self) -> u32 {
+        if let Some(i) = self.free.pop() {
+            return i;
+        }
+        self.slots.push(Slot::empty());
+        (self.slots.len() - 1) as u32
+    }
+
+    fn init_side(slot: &mut Slot, init: &SideInit, kind: SlotKind) {
+        let sdp = match kind {
+            SlotKind::Rtp => init.rtp,
+            SlotKind::Rtcp => init.rtcp,
+        };
+        slot.latch = Latch::new(init.latch, sdp);
+        slot.rtcp_mux = init.rtcp_mux;
+        slot.clock_rates = init.clock_rates;
+    }
+
+    /// Installs a stream; returns its four slot indices (A_RTP, A_RTCP, B_RTP, B_RTCP).
+    pub fn add(&mut self, ns: NewStream) -> [u32; 4] {
+        let NewStream {
+            id,
+            sockets,
+            a,
+            b,
+            shared,
+        } = ns;
+        let idx = [
+            self.take_slot(),
+            self.take_slot(),
+            self.take_slot(),
+            self.take_slot(),
+        ];
+        for (pos, sock) in sockets.into_iter().enumerate() {
+            let (side, kind, init) = match pos {
+                A_RTP => (Side::A, SlotKind::Rtp, &a),
+                A_RTCP => (Side::A, SlotKind::Rtcp, &a),
+                B_RTP => (Side::B, SlotKind::Rtp, &b),
+                _ => (Side::B, SlotKind::Rtcp, &b),
+            };
+            let (peer_rtp, peer_rtcp) = match side {
+                Side::A => (idx[B_RTP], idx[B_RTCP]),
+                Side::B => (idx[A_RTP], idx[A_RTCP]),
+            };
+            let s = &mut self.slots[idx[pos] as usize];
+            let generation = s.generation;
+            *s = Slot::empty();
+            s.generation = generation.wrapping_add(1) & 0x00ff_ffff;
+            s.attach(sock);
+            s.stream = id;
+            s.side = side;
+            s.kind = kind;
+            s.peer_rtp = peer_rtp;
+            s.peer_rtcp = peer_rtcp;
+            s.shared = Some(shared.clone());
+            s.shared_index = pos as u8;
+            Self::init_side(s, init, kind);
+        }
+        self.streams.insert(id, idx);
+        idx
+    }
+
+    pub fn update(&mut self, id: StreamId, side: Side, init: &SideInit) {
+        let Some(idx) = self.streams.get(&id).copied() else {
+            return;
+        };
+        let (rtp, rtcp) = match side {
+            Side::A => (idx[A_RTP], idx[A_RTCP]),
+            Side::B => (idx[B_RTP], idx[B_RTCP]),
+        };
+        for (i, kind) in [(rtp, SlotKind::Rtp), (rtcp, SlotKind::Rtcp)] {
+            if let Some(s) = self.slots.get_mut(i as usize) {
+                let sdp = match kind {
+                    SlotKind::Rtp => init.rtp,
+                    SlotKind::Rtcp => init.rtcp,
+                };
+                s.latch.on_signal(init.latch, sdp);
+                s.rtcp_mux = init.rtcp_mux;
+                s.clock_rates = init.clock_rates;
+            }
+        }
+    }
+
+    /// Marks a stream's slots as closing and returns them; the engine releases each one when
+    /// the kernel no longer references its buffers.
+    pub fn remove(&mut self, id: StreamId) -> Option<[u32; 4]> {
+        let idx = self.streams.remove(&id)?;
+        for &i in &idx {
+            if let Some(s) = self.slots.get_mut(i as usize) {
+                s.publish();
+                s.closing = true;
+            }
+        }
+        Some(idx)
+    }
+
+    /// Closes the socket and returns the slot to the free list.
+    pub fn release(&mut self, i: u32) {
+        if let Some(s) = self.slots.get_mut(i as usize) {
+            if s.socket.is_some() {
+                s.socket = None;
+                s.fd = -1;
+                s.shared = None;
+                s.closing = false;
+                s.peer_rtp = NO_SLOT;
+                s.peer_rtcp = NO_SLOT;
+                self.free.push(i);
+            }
+        }
+    }
+
+    /// Publishes quality figures of every slot that saw RTP since the last call.
+    pub fn publish_dirty(&mut self, dirty: &mut DirtyList) {
+        if dirty.overflowed {
+            self.slots.iter_mut().for_each(Slot::publish);
+        } else {
+            for &i in &dirty.list {
+                if let Some(s) = self.slots.get_mut(i as usize) {
+                    s.publish();
+                }
+            }
+        }
+        dirty.list.clear();
+        dirty.overflowed = false;
+    }
+}
+
+impl Default for SlotTable {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Reads and clears the eventfd counter (non-blocking).
+pub fn drain_eventfd(fd: &OwnedFd) {
+    let mut v: u64 = 0;
+    // SAFETY: reads at most 8 bytes into a live u64; EAGAIN when nothing is pending is fine.
+    unsafe {
+        libc::read(
+            fd.as_raw_fd(),
+            (&mut v as *mut u64).cast(),
+            std::mem::size_of::<u64>(),
+        );
+    }
+}

@@ -1,0 +1,157 @@
+//! The boundary between the session layer and the data plane.
+//!
+//! A *stream* is one media line of a call as the relay sees it: two sides, A and B, each with
+//! its own relay port pair (RTP even, RTCP odd). Endpoint A sends to A's relay ports; the relay
+//! forwards out of B's relay ports to endpoint B, and the other way round. Packets always leave
+//! from the relay's own port for the receiving side, so NATed endpoints see symmetric RTP.
+//! Statistics of a side are *ingress* counters on that side's ports (what rtpengine reports).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::rtp::stats::RtpStreamStats;
+use crate::session::latch::LatchMode;
+use crate::session::ports::{PortError, PortPair};
+use crate::time::Nanos;
+
+pub type StreamId = u64;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Side {
+    A,
+    B,
+}
+
+impl Side {
+    pub fn other(self) -> Side {
+        match self {
+            Side::A => Side::B,
+            Side::B => Side::A,
+        }
+    }
+}
+
+/// What the relay knows about one endpoint from signalling.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EndpointSpec {
+    /// RTP address from the SDP (`c=` + `m=` port); `None` while unknown or on hold.
+    pub rtp: Option<SocketAddr>,
+    /// RTCP address (`a=rtcp` or port+1); with rtcp-mux the same as `rtp`.
+    pub rtcp: Option<SocketAddr>,
+    pub rtcp_mux: bool,
+    pub latch: LatchMode,
+    /// Dynamic payload type clock rates from `a=rtpmap` (static ones are known already).
+    pub clock_rates: Vec<(u8, u32)>,
+}
+
+#[derive(Clone, Debug)]
+pub struct StreamSpec {
+    /// For logs and events: which call this stream belongs to.
+    pub call_id: Arc<str>,
+    pub a: EndpointSpec,
+    pub b: EndpointSpec,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OpenedStream {
+    pub id: StreamId,
+    /// The relay ports endpoint A sends to.
+    pub a_ports: PortPair,
+    /// The relay ports endpoint B sends to.
+    pub b_ports: PortPair,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BackendError {
+    #[error(transparent)]
+    Ports(#[from] PortError),
+    #[error("data plane unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Counters of one relay socket (ingress), summed by the reader.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SocketCounters {
+    pub packets: u64,
+    pub bytes: u64,
+    /// Packets that were counted but not forwarded or not valid (any drop reason).
+    pub errors: u64,
+    pub last_packet_ns: Nanos,
+}
+
+/// What the endpoints themselves report in RTCP SR/RR blocks about the stream they receive.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct RtcpReport {
+    pub fraction_lost: u8,
+    pub cumulative_lost: i32,
+    pub jitter_rtp_units: u32,
+    pub reports: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct SideStats {
+    pub rtp: SocketCounters,
+    pub rtcp: SocketCounters,
+    pub quality: RtpStreamStats,
+    /// The source address learned by latching (RTP), if any.
+    pub learned_rtp: Option<SocketAddr>,
+    pub confirmed: bool,
+    pub rtcp_report: RtcpReport,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct StreamStats {
+    pub a: SideStats,
+    pub b: SideStats,
+}
+
+impl StreamStats {
+    pub fn side(&self, side: Side) -> &SideStats {
+        match side {
+            Side::A => &self.a,
+            Side::B => &self.b,
+        }
+    }
+
+    /// Most recent packet on any of the four sockets (0 = never).
+    pub fn last_packet_ns(&self) -> Nanos {
+        [self.a.rtp, self.a.rtcp, self.b.rtp, self.b.rtcp]
+            .iter()
+            .map(|c| c.last_packet_ns)
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LatchEventKind {
+    Learned,
+    Confirmed,
+    Relearned,
+}
+
+/// Reported by the data plane, logged by the control plane (never on the packet path).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MediaEvent {
+    pub stream: StreamId,
+    pub side: Side,
+    pub rtcp: bool,
+    pub kind: LatchEventKind,
+    pub addr: SocketAddr,
+}
+
+/// Implemented by the real data plane and by test fakes.
+pub trait MediaBackend: Send {
+    /// Binds two port pairs and starts relaying between them.
+    fn open(&mut self, spec: StreamSpec, now: Nanos) -> Result<OpenedStream, BackendError>;
+    /// New signalling for one side (answer, re-offer): new addresses, latch mode, codecs.
+    fn update(&mut self, id: StreamId, side: Side, endpoint: EndpointSpec, now: Nanos);
+    /// Stops relaying and frees both port pairs. Unknown ids are ignored.
+    fn close(&mut self, id: StreamId);
+    /// Current counters; `None` for unknown ids. Never waits for the data plane.
+    fn stats(&self, id: StreamId) -> Option<StreamStats>;
+    /// Next latching event, if any.
+    fn poll_event(&mut self) -> Option<MediaEvent>;
+    /// (used, total) port pairs, for `statistics`.
+    fn port_usage(&self) -> (usize, usize);
+}

@@ -1,0 +1,349 @@
+//! Symmetric-RTP endpoint learning ("latching"), safe by default. Pure: source address and
+//! time in, decision out.
+//!
+//! Policy (see issue 2, item 7, and the "RTP Bleed" advisories against rtpengine):
+//! - Until media arrives, send to the address the SDP gave (`sdp`).
+//! - After each signal (offer/answer that changes the SDP endpoint) a learning phase starts:
+//!   packets from any source are accepted and the best source seen becomes the candidate.
+//!   Ranking: exact SDP address+port > same address > anything else. An exact match is
+//!   confirmed at once; otherwise the best candidate is confirmed once [`LEARN_WINDOW_NS`]
+//!   has passed since the first candidate was seen.
+//! - After confirmation, packets from any other source are dropped (no injection, no media
+//!   pulled out by a third party). The endpoint is re-learned only when the confirmed source
+//!   has been silent for [`RELEARN_SILENCE_NS`] (a NAT rebinding).
+//! - `StrictSource` never re-learns; `MediaHandover` follows a new source at once;
+//!   `Asymmetric` never learns (always sends to the SDP address, accepts any source).
+
+use std::net::SocketAddr;
+
+use crate::time::{Nanos, NANOS_PER_MS};
+
+/// How long the learning phase lasts after the first packet. rtpengine waits 3 s after the
+/// signal; we confirm sooner because an exact SDP match confirms at once and the common NAT
+/// case (one source only) gains nothing from waiting longer.
+pub const LEARN_WINDOW_NS: Nanos = 2_000 * NANOS_PER_MS;
+/// Silence after which a confirmed source may be replaced: longer than any normal gap in
+/// RTP (DTX/comfort noise sends at least every few hundred ms), short enough that a phone
+/// whose NAT binding changed gets its audio back quickly.
+pub const RELEARN_SILENCE_NS: Nanos = 5_000 * NANOS_PER_MS;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum LatchMode {
+    /// Learn, confirm, then lock; re-learn after silence.
+    #[default]
+    Symmetric,
+    /// Learn and confirm once; never re-learn.
+    StrictSource,
+    /// Always follow the newest source (mobile handover, no protection).
+    MediaHandover,
+    /// Never learn: send to the SDP address, accept any source.
+    Asymmetric,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Rank {
+    Other = 1,
+    SameAddr = 2,
+    Exact = 3,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LatchEvent {
+    /// First source seen in a learning phase (or a better one replaced it).
+    Learned(SocketAddr),
+    /// The source is now locked in.
+    Confirmed(SocketAddr),
+    /// A confirmed source fell silent and a new one took over (or handover).
+    Relearned { old: SocketAddr, new: SocketAddr },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LatchVerdict {
+    /// Forward the packet; the event (if any) should be reported once.
+    Accept(Option<LatchEvent>),
+    /// A source other than the confirmed one: drop and count.
+    Reject,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Latch {
+    mode: LatchMode,
+    sdp: Option<SocketAddr>,
+    candidate: Option<(SocketAddr, Rank)>,
+    learning_since_ns: Nanos,
+    confirmed: Option<SocketAddr>,
+    last_confirmed_packet_ns: Nanos,
+}
+
+impl Latch {
+    pub const fn new(mode: LatchMode, sdp: Option<SocketAddr>) -> Self {
+        Latch {
+            mode,
+            sdp,
+            candidate: None,
+            learning_since_ns: 0,
+            confirmed: None,
+            last_confirmed_packet_ns: 0,
+        }
+    }
+
+    pub fn mode(&self) -> LatchMode {
+        self.mode
+    }
+
+    pub fn sdp_endpoint(&self) -> Option<SocketAddr> {
+        self.sdp
+    }
+
+    pub fn confirmed(&self) -> Option<SocketAddr> {
+        self.confirmed
+    }
+
+    /// The learned source so far (confirmed or candidate).
+    pub fn learned(&self) -> Option<SocketAddr> {
+        self.confirmed.or(self.candidate.map(|(a, _)| a))
+    }
+
+    /// Where packets for this endpoint go now.
+    pub fn destination(&self) -> Option<SocketAddr> {
+        if self.mode == LatchMode::Asymmetric {
+            return self.sdp;
+        }
+        self.learned().or(self.sdp)
+    }
+
+    /// A new offer/answer named `sdp` for this endpoint. A changed endpoint starts a new
+    /// learning phase; a repeated signal (retransmission, re-INVITE without media change)
+    /// keeps a confirmed source so it does not reopen the call to injection.
+    pub fn on_signal(&mut self, mode: LatchMode, sdp: Option<SocketAddr>) {
+        let changed = sdp != self.sdp || mode != self.mode;
+        self.mode = mode;
+        self.sdp = sdp;
+        if changed {
+            self.candidate = None;
+            self.confirmed = None;
+            self.learning_since_ns = 0;
+        }
+    }
+
+    fn rank(&self, src: SocketAddr) -> Rank {
+        match self.sdp {
+            Some(sdp) if sdp == src => Rank::Exact,
+            Some(sdp) if sdp.ip() == src.ip() => Rank::SameAddr,
+            _ => Rank::Other,
+        }
+    }
+
+    /// One packet from `src` at `now`.
+    pub fn on_packet(&mut self, src: SocketAddr, now: Nanos) -> LatchVerdict {
+        match self.mode {
+            LatchMode::Asymmetric => return LatchVerdict::Accept(None),
+            LatchMode::MediaHandover => {
+                return match self.confirmed {
+                    Some(c) if c == src => LatchVerdict::Accept(None),
+                    Some(old) => {
+                        self.confirmed = Some(src);
+                        LatchVerdict::Accept(Some(LatchEvent::Relearned { old, new: src }))
+                    }
+                    None => {
+                        self.confirmed = Some(src);
+                        LatchVerdict::Accept(Some(LatchEvent::Confirmed(src)))
+                    }
+                };
+            }
+            LatchMode::Symmetric | LatchMode::StrictSource => {}
+        }
+
+        if let Some(c) = self.confirmed {
+            if c == src {
+                self.last_confirmed_packet_ns = now;
+                return LatchVerdict::Accept(None);
+            }
+            let silent = now.saturating_sub(self.last_confirmed_packet_ns) >= RELEARN_SILENCE_NS;
+            if self.mode == LatchMode::Symmetric && silent {
+                // NAT rebinding: the new source takes over, confirmed at once (a learning
+                // phase here would reopen the window an attacker waits for).
+                self.confirmed = Some(src);
+                self.candidate = Some((src, self.rank(src)));
+                self.last_confirmed_packet_ns = now;
+                return LatchVerdict::Accept(Some(LatchEvent::Relearned { old: c, new: src }));
+            }
+            return LatchVerdict::Reject;
+        }
+
+        // Learning phase.
+        let rank = self.rank(src);
+        let mut event = None;
+        match self.candidate {
+            None => {
+                self.candidate = Some((src, rank));
+                self.learning_since_ns = now;
+                event = Some(LatchEvent::Learned(src));
+            }
+            Some((cand, cand_rank)) if cand != src => {
+                if rank > cand_rank {
+                    self.candidate = Some((src, rank));
+                    event = Some(LatchEvent::Learned(src));
+                } else if rank < cand_rank {
+                    // A worse source than the one we have: not ours to forward.
+                    return LatchVerdict::Reject;
+                }
+                // Equal rank: keep the first (an injector would have to win the race).
+            }
+            Some(_) => {}
+        }
+        let (cand, cand_rank) = match self.candidate {
+            Some(c) => c,
+            None => return LatchVerdict::Accept(event),
+        };
+        let window_over = now.saturating_sub(self.learning_since_ns) >= LEARN_WINDOW_NS;
+        if cand_rank == Rank::Exact || window_over {
+            self.confirmed = Some(cand);
+            self.last_confirmed_packet_ns = now;
+            if cand != src {
+                // The window closed on a packet from a tied source: it is not the one we lock.
+                return LatchVerdict::Reject;
+            }
+            return LatchVerdict::Accept(Some(LatchEvent::Confirmed(cand)));
+        }
+        // Still learning: forward (a tied source may be the endpoint as well).
+        LatchVerdict::Accept(event)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+    const MS: u64 = NANOS_PER_MS;
+
+    #[test]
+    fn exact_sdp_source_confirms_at_once_and_locks_out_others() {
+        let mut l = Latch::new(LatchMode::Symmetric, Some(a("10.0.0.1:4000")));
+        assert_eq!(l.destination(), Some(a("10.0.0.1:4000")));
+        assert_eq!(
+            l.on_packet(a("10.0.0.1:4000"), 10 * MS),
+            LatchVerdict::Accept(Some(LatchEvent::Confirmed(a("10.0.0.1:4000"))))
+        );
+        assert_eq!(l.confirmed(), Some(a("10.0.0.1:4000")));
+        assert_eq!(
+            l.on_packet(a("6.6.6.6:1234"), 20 * MS),
+            LatchVerdict::Reject
+        );
+        assert_eq!(l.destination(), Some(a("10.0.0.1:4000")));
+    }
+
+    #[test]
+    fn nat_source_is_learned_then_confirmed_after_window() {
+        let mut l = Latch::new(LatchMode::Symmetric, Some(a("192.168.1.5:4000")));
+        let nat = a("198.51.100.7:61000");
+        assert_eq!(
+            l.on_packet(nat, 0),
+            LatchVerdict::Accept(Some(LatchEvent::Learned(nat)))
+        );
+        assert_eq!(l.destination(), Some(nat));
+        assert_eq!(l.confirmed(), None);
+        assert_eq!(l.on_packet(nat, 20 * MS), LatchVerdict::Accept(None));
+        assert_eq!(
+            l.on_packet(nat, LEARN_WINDOW_NS + 1),
+            LatchVerdict::Accept(Some(LatchEvent::Confirmed(nat)))
+        );
+        assert_eq!(
+            l.on_packet(a("203.0.113.66:5000"), LEARN_WINDOW_NS + 2),
+            LatchVerdict::Reject
+        );
+    }
+
+    #[test]
+    fn better_ranked_source_replaces_candidate_and_worse_is_rejected() {
+        let mut l = Latch::new(LatchMode::Symmetric, Some(a("198.51.100.7:4000")));
+        let other = a("203.0.113.9:7000");
+        let same_addr = a("198.51.100.7:4100");
+        assert!(matches!(l.on_packet(other, 0), LatchVerdict::Accept(_)));
+        assert_eq!(
+            l.on_packet(same_addr, MS),
+            LatchVerdict::Accept(Some(LatchEvent::Learned(same_addr)))
+        );
+        assert_eq!(l.on_packet(other, 2 * MS), LatchVerdict::Reject);
+        assert_eq!(l.destination(), Some(same_addr));
+    }
+
+    #[test]
+    fn relearn_only_after_silence() {
+        let mut l = Latch::new(LatchMode::Symmetric, Some(a("10.0.0.1:4000")));
+        let first = a("10.0.0.1:4000");
+        let rebound = a("10.0.0.1:4444");
+        l.on_packet(first, 0);
+        assert_eq!(l.on_packet(rebound, 1_000 * MS), LatchVerdict::Reject);
+        l.on_packet(first, 2_000 * MS);
+        assert_eq!(
+            l.on_packet(rebound, 2_000 * MS + RELEARN_SILENCE_NS - 1),
+            LatchVerdict::Reject
+        );
+        assert_eq!(
+            l.on_packet(rebound, 2_000 * MS + RELEARN_SILENCE_NS),
+            LatchVerdict::Accept(Some(LatchEvent::Relearned {
+                old: first,
+                new: rebound
+            }))
+        );
+        assert_eq!(l.destination(), Some(rebound));
+        assert_eq!(
+            l.on_packet(first, 2_000 * MS + RELEARN_SILENCE_NS + 1),
+            LatchVerdict::Reject
+        );
+    }
+
+    #[test]
+    fn strict_source_never_relearns() {
+        let mut l = Latch::new(LatchMode::StrictSource, Some(a("10.0.0.1:4000")));
+        l.on_packet(a("10.0.0.1:4000"), 0);
+        assert_eq!(
+            l.on_packet(a("10.0.0.1:4444"), 3_600_000 * MS),
+            LatchVerdict::Reject
+        );
+    }
+
+    #[test]
+    fn media_handover_follows_new_source() {
+        let mut l = Latch::new(LatchMode::MediaHandover, Some(a("10.0.0.1:4000")));
+        l.on_packet(a("10.0.0.1:4000"), 0);
+        assert_eq!(
+            l.on_packet(a("10.0.0.2:4000"), MS),
+            LatchVerdict::Accept(Some(LatchEvent::Relearned {
+                old: a("10.0.0.1:4000"),
+                new: a("10.0.0.2:4000")
+            }))
+        );
+        assert_eq!(l.destination(), Some(a("10.0.0.2:4000")));
+    }
+
+    #[test]
+    fn asymmetric_never_learns() {
+        let mut l = Latch::new(LatchMode::Asymmetric, Some(a("10.0.0.1:4000")));
+        assert_eq!(l.on_packet(a("10.9.9.9:1"), 0), LatchVerdict::Accept(None));
+        assert_eq!(l.destination(), Some(a("10.0.0.1:4000")));
+    }
+
+    #[test]
+    fn signal_with_new_endpoint_restarts_learning_same_endpoint_keeps_lock() {
+        let mut l = Latch::new(LatchMode::Symmetric, Some(a("10.0.0.1:4000")));
+        l.on_packet(a("10.0.0.1:4000"), 0);
+        l.on_signal(LatchMode::Symmetric, Some(a("10.0.0.1:4000")));
+        assert_eq!(l.confirmed(), Some(a("10.0.0.1:4000")));
+        l.on_signal(LatchMode::Symmetric, Some(a("10.0.0.7:5000")));
+        assert_eq!(l.confirmed(), None);
+        assert_eq!(l.destination(), Some(a("10.0.0.7:5000")));
+    }
+
+    #[test]
+    fn no_sdp_endpoint_means_no_destination_until_learned() {
+        let mut l = Latch::new(LatchMode::Symmetric, None);
+        assert_eq!(l.destination(), None);
+        l.on_packet(a("10.0.0.3:9"), 0);
+        assert_eq!(l.destination(), Some(a("10.0.0.3:9")));
+    }
+}
