@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs the whole test suite on a fresh machine: installs the real peers the end-to-end tests
+# use (Debian packages: Kamailio with its rtpengine module, SIPp) when they are missing and we
+# are root, then runs every test in the workspace.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v kamailio >/dev/null 2>&1 || need+=(kamailio)
+command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    if [ -z "${RTPANCHOR_APT_UPDATED:-}" ]; then apt-get update -qq; fi
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  else
+    echo "note: ${need[*]} missing and cannot be installed here; the tests that need them will say so" >&2
+  fi
+fi
+
+cargo test --workspace --all-targets "$@"
