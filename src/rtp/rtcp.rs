@@ -386,3 +386,245 @@ pub fn for_each_sender_info(
     }
     Ok(visited)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[rustfmt::skip]
+    static SR: [u8; 52] = [
+        0x81, 200, 0x00, 0x0c,                          // V=2 RC=1 SR, 13 words
+        0x11, 0x22, 0x33, 0x44,                         // sender SSRC
+        0xe1, 0x2f, 0x8a, 0x10, 0x80, 0x00, 0x00, 0x00, // NTP
+        0x00, 0x01, 0xe2, 0x40,                         // RTP ts 123456
+        0x00, 0x00, 0x00, 0x64,                         // 100 packets
+        0x00, 0x00, 0x3e, 0x80,                         // 16000 octets
+        0x55, 0x66, 0x77, 0x88,                         // block: source SSRC
+        0x40, 0xff, 0xff, 0xfe,                         // 25 % lost, cumulative -2
+        0x00, 0x01, 0x00, 0x05,                         // ext highest seq 65541
+        0x00, 0x00, 0x00, 0x2a,                         // jitter 42
+        0x12, 0x34, 0x56, 0x78,                         // LSR
+        0x00, 0x01, 0x00, 0x00,                         // DLSR 1 s
+    ];
+
+    #[rustfmt::skip]
+    static SDES: [u8; 16] = [
+        0x81, 202, 0x00, 0x03, 0x11, 0x22, 0x33, 0x44,
+        1, 4, b'a', b'b', b'c', b'd', 0, 0,             // CNAME "abcd", END, pad
+    ];
+
+    #[rustfmt::skip]
+    static RR: [u8; 32] = [
+        0x81, 201, 0x00, 0x07, 0x99, 0x99, 0x99, 0x99,
+        0xaa, 0xbb, 0xcc, 0xdd, 0x00, 0x7f, 0xff, 0xff, // max positive cumulative lost
+        0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    ];
+
+    fn compound() -> Vec<u8> {
+        [&SR[..], &SDES[..], &RR[..]].concat()
+    }
+
+    fn sr_block() -> ReportBlock {
+        ReportBlock {
+            ssrc: 0x5566_7788,
+            fraction_lost: 0x40,
+            cumulative_lost: -2,
+            extended_highest_seq: 65_541,
+            jitter: 42,
+            last_sr: 0x1234_5678,
+            delay_since_last_sr: 65_536,
+        }
+    }
+
+    #[test]
+    fn deconstruct_compound() {
+        let buf = compound();
+        assert_eq!(validate_compound(&buf), Ok(()));
+        let packets: Vec<_> = iter_compound(&buf).map(|p| p.unwrap()).collect();
+        assert_eq!(packets.len(), 3);
+        let kinds: Vec<_> = packets
+            .iter()
+            .map(|p| (p.packet_type(), p.count()))
+            .collect();
+        assert_eq!(kinds, [(PT_SR, 1), (PT_SDES, 1), (PT_RR, 1)]);
+        assert!(packets.iter().all(|p| p.version() == 2 && !p.padding()));
+        assert_eq!(packets[1].bytes(), &SDES);
+        assert_eq!(packets[0].ssrc(), Some(0x1122_3344));
+        let info = packets[0].sender_info().unwrap();
+        assert_eq!(
+            info,
+            SenderInfo {
+                ntp_timestamp: 0xe12f_8a10_8000_0000,
+                rtp_timestamp: 123_456,
+                packet_count: 100,
+                octet_count: 16_000,
+            }
+        );
+        assert_eq!(info.ntp_middle32(), 0x8a10_8000);
+        assert_eq!(packets[2].sender_info(), None);
+        assert_eq!(packets[1].report_blocks().count(), 0);
+
+        let mut seen = Vec::new();
+        let n = for_each_report_block(&buf, |reporter, b| seen.push((reporter, *b))).unwrap();
+        assert_eq!(n, 2);
+        assert_eq!(seen[0], (0x1122_3344, sr_block()));
+        assert_eq!(seen[1].0, 0x9999_9999);
+        assert_eq!(seen[1].1.ssrc, 0xaabb_ccdd);
+        assert_eq!(seen[1].1.cumulative_lost, (1 << 23) - 1);
+        assert_eq!(seen[1].1.extended_highest_seq, 1);
+
+        let mut senders = Vec::new();
+        assert_eq!(
+            for_each_sender_info(&buf, |s, i| senders.push((s, *i))),
+            Ok(1)
+        );
+        assert_eq!(senders, [(0x1122_3344, info)]);
+    }
+
+    #[test]
+    fn construct_on_dirty_buffer() {
+        let mut buf = [0xa5u8; 52];
+        emit_header(&mut buf, 1, PT_SR, 52).unwrap();
+        buf[4..8].copy_from_slice(&0x1122_3344u32.to_be_bytes());
+        SenderInfo {
+            ntp_timestamp: 0xe12f_8a10_8000_0000,
+            rtp_timestamp: 123_456,
+            packet_count: 100,
+            octet_count: 16_000,
+        }
+        .emit(&mut buf[8..])
+        .unwrap();
+        sr_block().emit(&mut buf[28..]).unwrap();
+        assert_eq!(buf, SR);
+        assert_eq!(
+            emit_header(&mut buf, 0, PT_RR, 6),
+            Err(RtcpError::BadLength)
+        );
+        assert_eq!(
+            emit_header(&mut buf[..3], 0, PT_RR, 8),
+            Err(RtcpError::TooShort)
+        );
+        assert_eq!(sr_block().emit(&mut buf[..23]), Err(RtcpError::TooShort));
+    }
+
+    #[test]
+    fn cumulative_lost_sign_and_clamp() {
+        for (value, wire) in [
+            (-1, -1),
+            (-(1 << 23), -(1 << 23)),
+            (-10_000_000, -(1 << 23)),
+            (10_000_000, (1 << 23) - 1),
+            (12_345, 12_345),
+        ] {
+            let b = ReportBlock {
+                cumulative_lost: value,
+                ..ReportBlock::default()
+            };
+            let mut out = [0u8; 24];
+            b.emit(&mut out).unwrap();
+            assert_eq!(ReportBlock::parse(&out).unwrap().cumulative_lost, wire);
+        }
+        assert_eq!(ReportBlock::parse(&[0; 23]), None);
+    }
+
+    #[test]
+    fn edge_cases() {
+        let good = compound();
+        let mut v1 = good.clone();
+        v1[0] = 0x41;
+        let mut second_v3 = good.clone();
+        second_v3[52] = 0xc1;
+        let mut len_past_end = good.clone();
+        len_past_end[3] = 0x20;
+        let mut trailing2 = good.clone();
+        trailing2.extend_from_slice(&[0x80, 0xc9]);
+        let mut trailing_bad_header = good.clone();
+        trailing_bad_header.extend_from_slice(&[0x00, 0xc9, 0, 0]);
+        let mut rr_count_overrun = RR;
+        rr_count_overrun[0] = 0x82; // two blocks announced, room for one
+        let mut sr_no_room = SR;
+        sr_no_room[3] = 0x06; // 28 bytes: sender info but no room for the block
+        let sr_no_room = &sr_no_room[..28];
+        // RR with a one-word profile extension after its block: allowed.
+        let mut rr_ext = RR.to_vec();
+        rr_ext[3] = 0x08;
+        rr_ext.extend_from_slice(&[1, 2, 3, 4]);
+        // Empty RR with 4 bytes of padding (P bit, pad count 4).
+        let rr_pad_ok = [0xa0, 201, 0x00, 0x02, 1, 2, 3, 4, 0, 0, 0, 4];
+        let rr_pad_zero = [0xa0, 201, 0x00, 0x02, 1, 2, 3, 4, 0, 0, 0, 0];
+        let rr_pad_huge = [0xa0, 201, 0x00, 0x02, 1, 2, 3, 4, 0, 0, 0, 9];
+        // RR with RC=1 whose block is eaten by padding.
+        let mut rr_pad_eats_block = RR;
+        rr_pad_eats_block[0] = 0xa1;
+        rr_pad_eats_block[31] = 4;
+        let header_only_bye = [0x80, 203, 0x00, 0x00];
+        let table: &[(&[u8], Result<usize, RtcpError>)] = &[
+            (&[], Err(RtcpError::TooShort)),
+            (&good[..3], Err(RtcpError::TooShort)),
+            (&good, Ok(2)),
+            (&SR, Ok(1)),
+            (&RR, Ok(1)),
+            (&SDES, Ok(0)),
+            (&header_only_bye, Ok(0)),
+            (&v1, Err(RtcpError::BadVersion)),
+            (&second_v3, Err(RtcpError::BadVersion)),
+            (&len_past_end, Err(RtcpError::BadLength)),
+            (&good[..good.len() - 4], Err(RtcpError::BadLength)),
+            (&trailing2, Err(RtcpError::BadLength)),
+            (&trailing_bad_header, Err(RtcpError::BadVersion)),
+            (&rr_count_overrun, Err(RtcpError::BadLength)),
+            (sr_no_room, Err(RtcpError::BadLength)),
+            (&rr_ext, Ok(1)),
+            (&rr_pad_ok, Ok(0)),
+            (&rr_pad_zero, Err(RtcpError::BadLength)),
+            (&rr_pad_huge, Err(RtcpError::BadLength)),
+            (&rr_pad_eats_block, Err(RtcpError::BadLength)),
+        ];
+        for (i, (buf, want)) in table.iter().enumerate() {
+            let mut calls = 0;
+            let got = for_each_report_block(buf, |_, _| calls += 1);
+            assert_eq!(&got, want, "case {i}");
+            assert_eq!(validate_compound(buf), want.map(|_| ()), "case {i}");
+            if got.is_err() {
+                assert_eq!(calls, 0, "f not called on invalid input, case {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn iterator_yields_packets_before_error_then_stops() {
+        let mut buf = compound();
+        buf[52] = 0x01; // SDES header: version 0
+        let items: Vec<_> = iter_compound(&buf).collect();
+        assert_eq!(items.len(), 2);
+        assert!(items[0].is_ok());
+        assert_eq!(items[1], Err(RtcpError::BadVersion));
+    }
+
+    #[test]
+    fn mutated_input_never_panics() {
+        let base = compound();
+        let mut x: u32 = 0x1234_5678;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            let mut buf = base.clone();
+            let at = x as usize % buf.len();
+            buf[at] = (x >> 8) as u8;
+            buf.truncate(buf.len() - (x >> 24) as usize % 8);
+            let _ = for_each_report_block(&buf, |_, b| assert!(b.cumulative_lost < 1 << 23));
+            let _ = for_each_sender_info(&buf, |_, _| {});
+            for p in iter_compound(&buf).flatten() {
+                let _ = (p.report_blocks().count(), p.sender_info(), p.ssrc());
+            }
+        }
+        assert_eq!(validate_compound(&base), Ok(()));
+    }
+
+    #[test]
+    fn error_display() {
+        assert!(RtcpError::BadLength.to_string().contains("length"));
+    }
+}

@@ -303,3 +303,316 @@ pub struct RtpStreamStats {
     /// Arrival time of the last packet, monotonic ns (0 if none).
     pub last_packet_ns: u64,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+    const DAY: u64 = 86_400 * 1_000_000_000;
+
+    /// Feeds a 20 ms-paced 8 kHz stream (160 units per packet) for each seq in `seqs`.
+    fn feed(t: &mut RtpStreamTracker, ssrc: u32, seqs: &[u16]) -> Vec<SeqVerdict> {
+        seqs.iter()
+            .map(|&s| {
+                let ts = u32::from(s).wrapping_mul(160);
+                t.on_rtp(s, ts, ssrc, 0, 172, DAY + u64::from(s) * 20 * MS, 8_000)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn in_order_stream() {
+        let mut t = RtpStreamTracker::new();
+        assert_eq!(t.snapshot(), RtpStreamStats::default());
+        let v = feed(&mut t, 7, &[10, 11, 12, 13]);
+        assert!(v.iter().all(|&v| v == SeqVerdict::InOrder));
+        let s = t.snapshot();
+        assert_eq!(s.packets, 4);
+        assert_eq!(s.bytes, 4 * 172);
+        assert_eq!(s.ssrc, 7);
+        assert_eq!(s.extended_highest_seq, 13);
+        assert_eq!(s.expected, 4);
+        assert_eq!(s.lost, 0);
+        assert_eq!(s.loss_fraction, 0.0);
+        assert_eq!(s.jitter_rtp_units, 0, "perfectly paced");
+        assert_eq!(s.clock_rate_hz, 8_000);
+        assert_eq!(s.last_packet_ns, DAY + 13 * 20 * MS);
+        assert_eq!(t.packets(), 4);
+        assert_eq!(t.ssrc(), 7);
+    }
+
+    #[test]
+    fn jitter_hand_computed() {
+        // 8 kHz, 20 ms packets (160 units). Arrivals in ms relative to a base 5 days in:
+        //
+        //  pkt  arrival  ts   arrival units  transit  D    |D|  J (x16, A.8 rounding)   J
+        //  0     0 ms     0      0             0      -    -    0                      0
+        //  1    20 ms   160    160             0      0    0    0 + 0 - 0        = 0   0
+        //  2    41 ms   320    328             8      8    8    0 + 8 - 0        = 8   0
+        //  3    60 ms   480    480             0     -8    8    8 + 8 - 1        = 15  0
+        //  4    85 ms   640    680            40     40   40   15 + 40 - 1       = 54  3
+        //  5   100 ms   800    800             0    -40   40   54 + 40 - 3       = 91  5
+        //  6   120 ms   960    960             0      0    0   91 + 0 - 6        = 85  5
+        //
+        // (x16 update: J16 += |D| - ((J16 + 8) >> 4); reported J = J16 >> 4.)
+        // Floating A.8 for comparison: 0, 0.5, 0.97, 3.41, 5.70, 5.34.
+        let base = 5 * DAY + 123_456; // sub-ms offset: conversion must stay exact
+        let arrivals = [0, 20, 41, 60, 85, 100, 120];
+        let want_q4 = [0, 0, 8, 15, 54, 91, 85];
+        let mut t = RtpStreamTracker::new();
+        for (i, (&ms, &q4)) in arrivals.iter().zip(&want_q4).enumerate() {
+            let v = t.on_rtp(i as u16, i as u32 * 160, 1, 0, 172, base + ms * MS, 8_000);
+            assert_eq!(v, SeqVerdict::InOrder);
+            assert_eq!(t.jitter_q4, q4, "packet {i}");
+            let s = t.snapshot();
+            assert_eq!(s.jitter_rtp_units, q4 >> 4);
+            assert_eq!(s.jitter_ms, f64::from(s.jitter_rtp_units) * 1000.0 / 8000.0);
+        }
+        let s = t.snapshot();
+        assert_eq!(s.jitter_rtp_units, 5);
+        assert_eq!(s.jitter_ms, 0.625);
+        assert_eq!(s.max_jitter_ms, 91.0 / 16.0 * 0.0 + 5.0 * 1000.0 / 8000.0);
+    }
+
+    #[test]
+    fn max_jitter_tracks_the_peak() {
+        let mut t = RtpStreamTracker::new();
+        // One 50 ms late packet, then perfect pacing lets the estimate decay.
+        let mut arrival = DAY;
+        for i in 0..200u16 {
+            let late = if i == 10 { 50 * MS } else { 0 };
+            t.on_rtp(i, u32::from(i) * 160, 1, 0, 172, arrival + late, 8_000);
+            arrival += 20 * MS;
+        }
+        let s = t.snapshot();
+        assert!(s.max_jitter_ms > 2.0, "{s:?}");
+        assert!(s.jitter_ms < s.max_jitter_ms);
+        assert_eq!(s.jitter_rtp_units, 0, "decayed back to 0");
+    }
+
+    #[test]
+    fn timestamp_and_arrival_wrap_give_no_jitter() {
+        // 90 kHz video, 30 days of uptime (arrival units wrap u32 many times), RTP timestamp
+        // crossing 2^32, perfectly paced: jitter must stay 0.
+        let mut t = RtpStreamTracker::new();
+        let start_ts = u32::MAX - 3000 * 5;
+        for i in 0..20u32 {
+            let ts = start_ts.wrapping_add(i * 3000); // 33.333 ms at 90 kHz
+            let arrival = 30 * DAY + u64::from(i) * 100 * MS / 3;
+            t.on_rtp(i as u16, ts, 9, 96, 1200, arrival, 90_000);
+        }
+        let s = t.snapshot();
+        assert!(s.jitter_rtp_units <= 1, "{s:?}"); // truncation of 1/3 ms at most
+        assert!(s.max_jitter_ms < 0.02);
+    }
+
+    #[test]
+    fn unknown_clock_leaves_jitter_alone() {
+        let mut t = RtpStreamTracker::new();
+        for i in 0..10u16 {
+            // Wildly irregular arrivals, but clock rate unknown.
+            t.on_rtp(
+                i,
+                u32::from(i) * 160,
+                1,
+                99,
+                100,
+                DAY + u64::from(i * i) * 7 * MS,
+                0,
+            );
+        }
+        let s = t.snapshot();
+        assert_eq!((s.jitter_rtp_units, s.clock_rate_hz), (0, 0));
+        assert_eq!(s.jitter_ms, 0.0);
+        assert_eq!(s.packets, 10);
+    }
+
+    #[test]
+    fn clock_change_rescales() {
+        let mut t = RtpStreamTracker::new();
+        t.jitter_q4 = 16 * 80; // 80 units at 8 kHz = 10 ms
+        t.max_jitter_q4 = 16 * 160;
+        t.clock_rate_hz = 8_000;
+        t.change_clock(48_000);
+        let s = t.snapshot();
+        assert_eq!(s.jitter_rtp_units, 480);
+        assert_eq!(s.jitter_ms, 10.0);
+        assert_eq!(s.max_jitter_ms, 20.0);
+        assert!(!t.have_transit);
+    }
+
+    #[test]
+    fn loss_gap_late_and_duplicates() {
+        let mut t = RtpStreamTracker::new();
+        let v = feed(&mut t, 1, &[100, 101, 104, 105]);
+        assert_eq!(v[2], SeqVerdict::Gap);
+        let s = t.snapshot();
+        assert_eq!((s.expected, s.lost), (6, 2));
+        assert!((s.loss_fraction - 2.0 / 6.0).abs() < 1e-12);
+        // 102 arrives late: one fewer lost.
+        assert_eq!(feed(&mut t, 1, &[102]), [SeqVerdict::Reordered]);
+        // RFC 4733 end-of-event packets repeat a sequence number: duplicates.
+        assert_eq!(
+            feed(&mut t, 1, &[105, 105, 102]),
+            [SeqVerdict::Duplicate; 3]
+        );
+        let s = t.snapshot();
+        assert_eq!(s.packets, 8);
+        assert_eq!(s.duplicates, 3);
+        assert_eq!(s.reordered, 1);
+        assert_eq!((s.expected, s.lost), (6, 1), "duplicates are not received");
+        assert_eq!(s.extended_highest_seq, 105);
+    }
+
+    #[test]
+    fn wraps_and_late_packet_before_wrap() {
+        let mut t = RtpStreamTracker::new();
+        let mut seq = 65_000u16;
+        let mut n = 0u64;
+        // Three wraps.
+        while n < 3 * 65_536 {
+            feed(&mut t, 5, &[seq]);
+            seq = seq.wrapping_add(1);
+            n += 1;
+        }
+        let s = t.snapshot();
+        assert_eq!(s.extended_highest_seq, 65_000 + n - 1);
+        assert_eq!(s.expected, n);
+        assert_eq!(s.lost, 0);
+        // Skip 2 across the next wrap, then the skipped one from before the wrap arrives.
+        let mut t = RtpStreamTracker::new();
+        assert_eq!(
+            feed(&mut t, 5, &[65_533, 65_534, 0, 1]),
+            [
+                SeqVerdict::InOrder,
+                SeqVerdict::InOrder,
+                SeqVerdict::Gap,
+                SeqVerdict::InOrder
+            ]
+        );
+        assert_eq!(feed(&mut t, 5, &[65_535]), [SeqVerdict::Reordered]);
+        let s = t.snapshot();
+        assert_eq!(s.extended_highest_seq, 65_536 + 1);
+        assert_eq!((s.expected, s.lost, s.reordered), (5, 0, 1));
+    }
+
+    #[test]
+    fn big_jump_restarts_after_two_packets() {
+        let mut t = RtpStreamTracker::new();
+        feed(&mut t, 3, &[1, 2, 3, 5]); // expected 5, lost 1
+        assert_eq!(feed(&mut t, 3, &[20_000]), [SeqVerdict::Gap]);
+        let s = t.snapshot();
+        assert_eq!(
+            (s.expected, s.lost, s.packets),
+            (5, 1, 5),
+            "jump not counted yet"
+        );
+        assert_eq!(
+            feed(&mut t, 3, &[20_001, 20_002]),
+            [SeqVerdict::Restart, SeqVerdict::InOrder]
+        );
+        let s = t.snapshot();
+        assert_eq!(s.extended_highest_seq, 20_002, "re-based epoch");
+        assert_eq!((s.expected, s.lost), (7, 1), "loss carried over");
+        assert_eq!(s.packets, 7);
+        assert_eq!(s.ssrc_changes, 0);
+        // A stray far-behind packet is reported as reordered, not counted.
+        assert_eq!(feed(&mut t, 3, &[15_002]), [SeqVerdict::Reordered]);
+        assert_eq!(t.snapshot().expected, 7);
+    }
+
+    #[test]
+    fn ssrc_change_rebases() {
+        let mut t = RtpStreamTracker::new();
+        feed(&mut t, 0xaaaa, &[10, 11, 13]); // expected 4, lost 1
+        t.jitter_q4 = 1000;
+        t.max_jitter_q4 = 1000;
+        let v = t.on_rtp(500, 0, 0xbbbb, 8, 172, 2 * DAY, 8_000);
+        assert_eq!(v, SeqVerdict::Restart);
+        let s = t.snapshot();
+        assert_eq!(s.ssrc, 0xbbbb);
+        assert_eq!(s.ssrc_changes, 1);
+        assert_eq!(s.packets, 4);
+        assert_eq!(s.bytes, 4 * 172);
+        assert_eq!(s.payload_type, 8);
+        assert_eq!(s.extended_highest_seq, 500);
+        assert_eq!((s.expected, s.lost), (5, 1));
+        assert_eq!(s.jitter_rtp_units, 0, "jitter re-based");
+        assert_eq!(s.max_jitter_ms, 62.0 * 1000.0 / 8000.0, "max kept");
+        assert_eq!(
+            t.on_rtp(501, 160, 0xbbbb, 8, 172, 2 * DAY + 20 * MS, 8_000),
+            SeqVerdict::InOrder
+        );
+        assert_eq!(t.snapshot().jitter_rtp_units, 0);
+        // SSRC 0 as the very first source is not a change.
+        let mut t = RtpStreamTracker::new();
+        assert_eq!(feed(&mut t, 0, &[1]), [SeqVerdict::InOrder]);
+        assert_eq!(t.snapshot().ssrc_changes, 0);
+    }
+
+    #[test]
+    fn on_rtp_packet_uses_clock_map() {
+        let pkt = [
+            0x80, 111, 0x00, 0x07, 0x00, 0x00, 0x03, 0xc0, 0x00, 0x00, 0x00, 0x2a, 1, 2, 3,
+        ];
+        let p = RtpPacket::new_checked(&pkt[..]).unwrap();
+        let mut clocks = ClockRateMap::new();
+        clocks.insert(111, 48_000);
+        let mut t = RtpStreamTracker::new();
+        assert_eq!(t.on_rtp_packet(&p, DAY, &clocks), SeqVerdict::InOrder);
+        let s = t.snapshot();
+        assert_eq!((s.ssrc, s.payload_type, s.bytes), (42, 111, 15));
+        assert_eq!((s.extended_highest_seq, s.clock_rate_hz), (7, 48_000));
+    }
+
+    #[test]
+    fn small_and_copy_free() {
+        assert!(core::mem::size_of::<RtpStreamTracker>() <= 128);
+        let t = RtpStreamTracker::default();
+        assert_eq!(t.snapshot(), RtpStreamTracker::new().snapshot());
+    }
+
+    #[test]
+    fn hostile_input_keeps_invariants() {
+        // Deterministic pseudo-random soup of sequence numbers, SSRCs, timestamps, clocks
+        // and arrival times (including going backwards): no panic, invariants hold.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut t = RtpStreamTracker::new();
+        for _ in 0..50_000 {
+            let r = next();
+            let seq = r as u16;
+            let ssrc = if r >> 60 == 0 { (r >> 20) as u32 } else { 1 };
+            let clock = [0, 8_000, 90_000, u32::MAX][(r >> 40) as usize & 3];
+            let arrival = if r >> 63 == 0 {
+                next()
+            } else {
+                u64::MAX - (r & 0xffff)
+            };
+            t.on_rtp(
+                seq,
+                (r >> 16) as u32,
+                ssrc,
+                (r >> 50) as u8,
+                r as usize,
+                arrival,
+                clock,
+            );
+            let s = t.snapshot();
+            assert!((0.0..=1.0).contains(&s.loss_fraction));
+            assert!(s.jitter_ms.is_finite() && s.max_jitter_ms >= s.jitter_ms);
+            assert_eq!(
+                s.expected as i64 - s.lost,
+                t.received as i64,
+                "expected - lost = received"
+            );
+        }
+        assert_eq!(t.snapshot().packets, 50_000);
+    }
+}
