@@ -1,1 +1,30 @@
-//! sip (work in progress)
+//! SIP message layer, sans-IO (RFC 3261 §7 and the §25 grammar; RFC 4475 torture tests).
+//!
+//! - [`parse`]: a zero-copy framer in the style of `httparse` ([`Message::parse`] for
+//!   datagrams, [`frame`] for streams) with limits on size and header count.
+//! - [`uri`]: SIP/SIPS/tel URI views; [`header`]: strict parsers for the headers a proxy or
+//!   registrar interprets, run lazily on demand.
+//! - [`message`]: accessors (top Via, Call-ID, CSeq, tags), the RFC 3261 §8.2/§16.3 validity
+//!   checks ([`check_request`]), and [`classify`], which turns a datagram into "handle",
+//!   "answer with this status" or "drop".
+//! - [`edit`]: an [`Editor`] that splices changes into the received bytes, so every header
+//!   the proxy does not touch is forwarded byte for byte.
+//!
+//! Nothing here does I/O or reads the clock, and no input makes it panic.
+#![forbid(unsafe_code)]
+
+pub mod edit;
+pub mod header;
+pub mod lex;
+pub mod message;
+pub mod parse;
+pub mod uri;
+
+pub use edit::{EditError, Editor};
+pub use lex::Params;
+pub use message::{
+    build_response, check_request, check_request_with, check_response, classify, Disposition,
+    Rejection, ReplyContext,
+};
+pub use parse::{frame, Frame, Header, HeaderName, Message, ParseError, StartLine, Transport};
+pub use uri::{Host, SipUri, Uri};

@@ -1,0 +1,826 @@
+//! The framer: splits one SIP message into start line, header lines and body without
+//! copying (RFC 3261 §7, grammar §25.1), in the style of `httparse`.
+//!
+//! The framer checks the start line, the shape of every header line (`name HCOLON value`,
+//! folds), UTF-8 in the header section, and Content-Length; header values are interpreted
+//! later, lazily and strictly, by `header`. Limits bound the work per message.
+//!
+//! Datagrams (RFC 3261 §18.3): without Content-Length the body is the rest of the datagram; a
+//! Content-Length larger than what arrived is an error; bytes after the body are ignored.
+//! Streams: [`frame`] finds where a message ends; Content-Length is mandatory.
+
+use std::ops::Range;
+
+use super::lex::is_token;
+
+/// Largest message accepted (bytes, start line to end of body).
+pub const MAX_MESSAGE_LEN: usize = 65_535;
+/// Most header lines accepted in one message.
+pub const MAX_HEADERS: usize = 128;
+/// Longest header line, folds included.
+pub const MAX_HEADER_LINE: usize = 8_192;
+
+macro_rules! header_names {
+    ($( $var:ident => $canon:literal $(| $compact:literal)? ;)*) => {
+        /// Header names a SIP element interprets, with their compact forms (RFC 3261 §7.3.3).
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum HeaderName {
+            $( $var, )*
+            /// Any other (extension) header.
+            Other,
+        }
+
+        impl HeaderName {
+            /// Recognises a name, case-insensitively, in long or compact form.
+            pub fn from_name(name: &str) -> HeaderName {
+                $(
+                    if name.eq_ignore_ascii_case($canon) $(|| name.eq_ignore_ascii_case($compact))? {
+                        return HeaderName::$var;
+                    }
+                )*
+                HeaderName::Other
+            }
+
+            /// The canonical long name (`"Other"` for extensions).
+            pub fn canonical(self) -> &'static str {
+                match self {
+                    $( HeaderName::$var => $canon, )*
+                    HeaderName::Other => "Other",
+                }
+            }
+
+            pub(crate) fn malformed_phrase(self) -> &'static str {
+                match self {
+                    $( HeaderName::$var => concat!("Bad Request - Malformed ", $canon, " header"), )*
+                    HeaderName::Other => "Bad Request - Malformed header",
+                }
+            }
+
+            pub(crate) fn missing_phrase(self) -> &'static str {
+                match self {
+                    $( HeaderName::$var => concat!("Bad Request - Missing ", $canon, " header"), )*
+                    HeaderName::Other => "Bad Request - Missing header",
+                }
+            }
+
+            pub(crate) fn duplicate_phrase(self) -> &'static str {
+                match self {
+                    $( HeaderName::$var => concat!("Bad Request - Multiple ", $canon, " headers"), )*
+                    HeaderName::Other => "Bad Request - Repeated header",
+                }
+            }
+        }
+    };
+}
+
+header_names! {
+    Via => "Via" | "v";
+    From => "From" | "f";
+    To => "To" | "t";
+    CallId => "Call-ID" | "i";
+    CSeq => "CSeq";
+    Contact => "Contact" | "m";
+    MaxForwards => "Max-Forwards";
+    Route => "Route";
+    RecordRoute => "Record-Route";
+    ContentLength => "Content-Length" | "l";
+    ContentType => "Content-Type" | "c";
+    ContentEncoding => "Content-Encoding" | "e";
+    Expires => "Expires";
+    MinExpires => "Min-Expires";
+    Require => "Require";
+    ProxyRequire => "Proxy-Require";
+    Supported => "Supported" | "k";
+    Unsupported => "Unsupported";
+    Allow => "Allow";
+    Subject => "Subject" | "s";
+    Authorization => "Authorization";
+    ProxyAuthorization => "Proxy-Authorization";
+    WwwAuthenticate => "WWW-Authenticate";
+    ProxyAuthenticate => "Proxy-Authenticate";
+    Path => "Path";
+    Event => "Event" | "o";
+    ReferTo => "Refer-To" | "r";
+    Accept => "Accept";
+    Date => "Date";
+    UserAgent => "User-Agent";
+    Server => "Server";
+}
+
+/// Why a message was refused. Small and `Copy` so it can be counted and logged cheaply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParseError {
+    /// Nothing but CRLFs (a keep-alive) or no bytes at all.
+    Empty,
+    TooLarge,
+    TooManyHeaders,
+    HeaderLineTooLong,
+    /// Datagram ended inside the start line or a header line.
+    Truncated,
+    InvalidUtf8,
+    BadRequestLine,
+    BadRequestUri,
+    BadStatusLine,
+    VersionNotSupported,
+    BadHeaderLine,
+    BadContentLength,
+    MultipleContentLength,
+    /// Content-Length larger than the bytes that arrived (datagram).
+    ContentLengthTooLarge,
+    /// Stream message without Content-Length.
+    MissingContentLength,
+    /// A header whose value does not follow its grammar.
+    Malformed(HeaderName),
+    Missing(HeaderName),
+    Duplicate(HeaderName),
+    CSeqMethodMismatch,
+    RequestUriHeaders,
+}
+
+impl ParseError {
+    /// The status a request with this error is answered with.
+    pub fn status(self) -> u16 {
+        match self {
+            ParseError::VersionNotSupported => 505,
+            ParseError::TooLarge => 513,
+            _ => 400,
+        }
+    }
+
+    /// A reason phrase saying what is wrong, for the response line.
+    pub fn reason_phrase(self) -> &'static str {
+        match self {
+            ParseError::Empty => "Bad Request - Empty message",
+            ParseError::TooLarge => "Message Too Large",
+            ParseError::TooManyHeaders => "Bad Request - Too many headers",
+            ParseError::HeaderLineTooLong => "Bad Request - Header line too long",
+            ParseError::Truncated => "Bad Request - Truncated message",
+            ParseError::InvalidUtf8 => "Bad Request - Invalid UTF-8 in header section",
+            ParseError::BadRequestLine => "Bad Request - Malformed Request-Line",
+            ParseError::BadRequestUri => "Bad Request - Malformed Request-URI",
+            ParseError::BadStatusLine => "Bad Request - Malformed Status-Line",
+            ParseError::VersionNotSupported => "Version Not Supported",
+            ParseError::BadHeaderLine => "Bad Request - Malformed header line",
+            ParseError::BadContentLength => "Bad Request - Malformed Content-Length header",
+            ParseError::MultipleContentLength => "Bad Request - Multiple Content-Length headers",
+            ParseError::ContentLengthTooLarge => "Bad Request - Content-Length larger than message",
+            ParseError::MissingContentLength => "Bad Request - Missing Content-Length header",
+            ParseError::Malformed(h) => h.malformed_phrase(),
+            ParseError::Missing(h) => h.missing_phrase(),
+            ParseError::Duplicate(h) => h.duplicate_phrase(),
+            ParseError::CSeqMethodMismatch => {
+                "Bad Request - CSeq method does not match Request-Line"
+            }
+            ParseError::RequestUriHeaders => "Bad Request - Request-URI must not contain headers",
+        }
+    }
+}
+
+impl std::fmt::Display for ParseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.reason_phrase())
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+/// How the message arrived: decides what a missing Content-Length means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Datagram,
+    Stream,
+}
+
+/// `Request-Line` (RFC 3261 §7.1). The URI is only checked for `absoluteURI` syntax here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequestLine<'a> {
+    pub method: &'a str,
+    pub uri: &'a str,
+    /// Offsets of the URI within the message.
+    pub uri_range: (u32, u32),
+}
+
+/// `Status-Line` (RFC 3261 §7.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StatusLine<'a> {
+    pub code: u16,
+    /// May be empty; may hold any UTF-8.
+    pub reason: &'a str,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartLine<'a> {
+    Request(RequestLine<'a>),
+    Response(StatusLine<'a>),
+}
+
+/// One header line. `value` has leading/trailing whitespace removed but keeps inner folds;
+/// use [`Header::value_unfolded`] to see it as the RFC interprets it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header<'a> {
+    pub name: &'a str,
+    pub kind: HeaderName,
+    pub value: &'a str,
+    /// The whole line within the message, including folds and the final CRLF.
+    pub(crate) line: (u32, u32),
+    /// The value within the message.
+    pub(crate) value_at: (u32, u32),
+}
+
+impl<'a> Header<'a> {
+    /// The value with each fold replaced by a single SP.
+    pub fn value_unfolded(&self) -> std::borrow::Cow<'a, str> {
+        super::lex::unfold(self.value)
+    }
+
+    /// Byte range of the whole line (incl. CRLF) within [`Message::as_bytes`].
+    pub fn line_range(&self) -> Range<usize> {
+        self.line.0 as usize..self.line.1 as usize
+    }
+
+    /// Byte range of the value within [`Message::as_bytes`].
+    pub fn value_range(&self) -> Range<usize> {
+        self.value_at.0 as usize..self.value_at.1 as usize
+    }
+}
+
+/// A framed SIP message borrowing the received bytes.
+#[derive(Clone, Debug)]
+pub struct Message<'a> {
+    raw: &'a [u8],
+    pub start: StartLine<'a>,
+    pub headers: Vec<Header<'a>>,
+    /// Offset of the first header line (just after the start line's CRLF).
+    pub(crate) headers_start: usize,
+    /// Offset where the header section ends (where the empty line starts, or the end of the
+    /// datagram if the sender omitted it).
+    pub(crate) headers_end: usize,
+    pub(crate) body_start: usize,
+    /// Whether the empty line separating headers and body was present.
+    pub(crate) has_blank_line: bool,
+    pub content_length: Option<usize>,
+}
+
+fn find_crlf(b: &[u8], from: usize) -> Option<usize> {
+    let mut i = from;
+    while i < b.len() {
+        let j = i + b[i..].iter().position(|&c| c == b'\n')?;
+        if j > 0 && b[j - 1] == b'\r' {
+            return Some(j - 1);
+        }
+        i = j + 1;
+    }
+    None
+}
+
+/// Skips the CRLFs allowed before a start line (RFC 3261 §7.5, RFC 5626 keep-alives).
+fn leading_crlfs(buf: &[u8]) -> usize {
+    let mut i = 0;
+    while buf.get(i..i + 2) == Some(b"\r\n") {
+        i += 2;
+    }
+    i
+}
+
+/// Finds the header section end: returns (offset of the blank line, true) or, if the
+/// section runs to the end of `buf` with a final CRLF, (buf.len(), false).
+fn find_head_end(buf: &[u8], from: usize) -> Option<usize> {
+    let mut i = from;
+    loop {
+        let crlf = find_crlf(buf, i)?;
+        if buf.get(crlf + 2..crlf + 4) == Some(b"\r\n") {
+            return Some(crlf + 2);
+        }
+        i = crlf + 2;
+    }
+}
+
+/// Stream framing result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Frame {
+    /// More bytes are needed.
+    Incomplete,
+    /// The buffer starts with this many bytes of CRLF keep-alive (RFC 5626 §4.4.1); consume
+    /// them (and answer a double CRLF with a single CRLF).
+    KeepAlive(usize),
+    /// A complete message occupies `buf[..len]`.
+    Message { len: usize },
+}
+
+/// Finds the end of the first message in a stream buffer (RFC 3261 §18.3).
+pub fn frame(buf: &[u8]) -> Result<Frame, ParseError> {
+    let skip = leading_crlfs(buf);
+    if skip > 0 {
+        return Ok(Frame::KeepAlive(skip));
+    }
+    if buf.is_empty() {
+        return Ok(Frame::Incomplete);
+    }
+    let Some(blank) = find_head_end(buf, 0) else {
+        if buf.len() > MAX_MESSAGE_LEN {
+            return Err(ParseError::TooLarge);
+        }
+        return Ok(Frame::Incomplete);
+    };
+    if blank + 2 > MAX_MESSAGE_LEN {
+        return Err(ParseError::TooLarge);
+    }
+    // Content-Length is mandatory on streams; find it with the full framer on the head.
+    let head = parse_head(&buf[..blank + 2], blank, true)?;
+    let cl = head
+        .content_length
+        .ok_or(ParseError::MissingContentLength)?;
+    let len = blank + 2 + cl;
+    if len > MAX_MESSAGE_LEN {
+        return Err(ParseError::TooLarge);
+    }
+    if buf.len() < len {
+        Ok(Frame::Incomplete)
+    } else {
+        Ok(Frame::Message { len })
+    }
+}
+
+impl<'a> Message<'a> {
+    /// Parses one datagram. Leading CRLFs are skipped; bytes after the body announced by
+    /// Content-Length are ignored (RFC 3261 §18.3).
+    pub fn parse(datagram: &'a [u8]) -> Result<Message<'a>, ParseError> {
+        Self::parse_with(datagram, Transport::Datagram)
+    }
+
+    /// Parses one message; for [`Transport::Stream`] pass exactly the bytes [`frame`] found.
+    pub fn parse_with(buf: &'a [u8], transport: Transport) -> Result<Message<'a>, ParseError> {
+        let buf = &buf[leading_crlfs(buf)..];
+        if buf.is_empty() {
+            return Err(ParseError::Empty);
+        }
+        if buf.len() > MAX_MESSAGE_LEN && transport == Transport::Datagram {
+            return Err(ParseError::TooLarge);
+        }
+        let (head_len, blank) = match find_head_end(buf, 0) {
+            Some(b) => (b, true),
+            // A datagram whose header section ends with CRLF at the end of the datagram but
+            // lacks the empty line: unambiguous over UDP (no body), so accept it.
+            None if transport == Transport::Datagram && buf.ends_with(b"\r\n") => {
+                (buf.len(), false)
+            }
+            None => return Err(ParseError::Truncated),
+        };
+        if head_len > MAX_MESSAGE_LEN {
+            return Err(ParseError::TooLarge);
+        }
+        let mut msg = parse_head(buf, head_len, blank)?;
+        let body_start = msg.body_start;
+        let available = buf.len().saturating_sub(body_start);
+        let body_len = match (msg.content_length, transport) {
+            (Some(cl), _) if cl > available => return Err(ParseError::ContentLengthTooLarge),
+            (Some(cl), _) => cl,
+            (None, Transport::Datagram) => available,
+            (None, Transport::Stream) => return Err(ParseError::MissingContentLength),
+        };
+        let end = body_start + body_len;
+        if end > MAX_MESSAGE_LEN {
+            return Err(ParseError::TooLarge);
+        }
+        msg.raw = buf.get(..end).ok_or(ParseError::Truncated)?;
+        Ok(msg)
+    }
+
+    /// The message bytes, start line to end of body.
+    pub fn as_bytes(&self) -> &'a [u8] {
+        self.raw
+    }
+
+    pub fn body(&self) -> &'a [u8] {
+        self.raw.get(self.body_start..).unwrap_or(&[])
+    }
+
+    pub fn is_request(&self) -> bool {
+        matches!(self.start, StartLine::Request(_))
+    }
+
+    /// The request method, for requests.
+    pub fn method(&self) -> Option<&'a str> {
+        match self.start {
+            StartLine::Request(r) => Some(r.method),
+            StartLine::Response(_) => None,
+        }
+    }
+
+    /// The status code, for responses.
+    pub fn status(&self) -> Option<u16> {
+        match self.start {
+            StartLine::Response(s) => Some(s.code),
+            StartLine::Request(_) => None,
+        }
+    }
+
+    /// The first header of this kind.
+    pub fn header(&self, kind: HeaderName) -> Option<&Header<'a>> {
+        self.headers.iter().find(|h| h.kind == kind)
+    }
+
+    /// All headers of this kind, in order.
+    pub fn headers_of(&self, kind: HeaderName) -> impl Iterator<Item = &Header<'a>> + '_ {
+        self.headers.iter().filter(move |h| h.kind == kind)
+    }
+
+    /// Looks an extension header up by its exact name (case-insensitive).
+    pub fn header_by_name(&self, name: &str) -> Option<&Header<'a>> {
+        self.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+    }
+}
+
+fn is_version(v: &str) -> bool {
+    let Some(rest) = v
+        .get(..4)
+        .filter(|p| p.eq_ignore_ascii_case("SIP/"))
+        .and(v.get(4..))
+    else {
+        return false;
+    };
+    match rest.split_once('.') {
+        Some((a, b)) => {
+            !a.is_empty()
+                && !b.is_empty()
+                && a.bytes().all(|c| c.is_ascii_digit())
+                && b.bytes().all(|c| c.is_ascii_digit())
+        }
+        None => false,
+    }
+}
+
+fn is_sip20(v: &str) -> bool {
+    v.eq_ignore_ascii_case("SIP/2.0")
+}
+
+fn parse_start_line(line: &str, is_response: bool) -> Result<StartLine<'_>, ParseError> {
+    if is_response {
+        let (version, rest) = line.split_once(' ').ok_or(ParseError::BadStatusLine)?;
+        if !is_version(version) {
+            return Err(ParseError::BadStatusLine);
+        }
+        if !is_sip20(version) {
+            return Err(ParseError::VersionNotSupported);
+        }
+        let (code, reason) = match rest.split_once(' ') {
+            Some((c, r)) => (c, r),
+            None => (rest, ""),
+        };
+        if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(ParseError::BadStatusLine);
+        }
+        let code: u16 = code.parse().map_err(|_| ParseError::BadStatusLine)?;
+        if !(100..=699).contains(&code) {
+            return Err(ParseError::BadStatusLine);
+        }
+        // Reason-Phrase: printable text and UTF-8; no control characters.
+        if reason
+            .bytes()
+            .any(|b| (b < 0x20 && b != b'\t') || b == 0x7f)
+        {
+            return Err(ParseError::BadStatusLine);
+        }
+        return Ok(StartLine::Response(StatusLine { code, reason }));
+    }
+    // Method SP Request-URI SP SIP-Version: exactly one SP between the three elements.
+    let mut parts = line.splitn(3, ' ');
+    let method = parts.next().unwrap_or("");
+    let uri = parts.next().ok_or(ParseError::BadRequestLine)?;
+    let version = parts.next().ok_or(ParseError::BadRequestLine)?;
+    if method.is_empty() || !method.bytes().all(is_token) || uri.is_empty() {
+        return Err(ParseError::BadRequestLine);
+    }
+    if !is_version(version) {
+        return Err(ParseError::BadRequestLine);
+    }
+    if !is_sip20(version) {
+        return Err(ParseError::VersionNotSupported);
+    }
+    if super::uri::absolute_uri_scheme(uri).is_err() {
+        return Err(ParseError::BadRequestUri);
+    }
+    let start = method.len() as u32 + 1;
+    Ok(StartLine::Request(RequestLine {
+        method,
+        uri,
+        uri_range: (start, start + uri.len() as u32),
+    }))
+}
+
+/// Parses the start line and header lines of `buf[..head_len]`.
+fn parse_head(buf: &[u8], head_len: usize, blank: bool) -> Result<Message<'_>, ParseError> {
+    let head_bytes = buf.get(..head_len).ok_or(ParseError::Truncated)?;
+    let head = std::str::from_utf8(head_bytes).map_err(|_| ParseError::InvalidUtf8)?;
+    let b = head.as_bytes();
+    let line_end = find_crlf(b, 0).ok_or(ParseError::Truncated)?;
+    let first = head.get(..line_end).ok_or(ParseError::Truncated)?;
+    if first.bytes().any(|c| c == b'\r' || c == b'\n') {
+        return Err(ParseError::BadRequestLine);
+    }
+    let is_response = first.len() >= 4 && first[..4].eq_ignore_ascii_case("SIP/");
+    let start = parse_start_line(first, is_response)?;
+
+    let mut headers = Vec::with_capacity(24);
+    let mut content_length = None;
+    let mut pos = line_end + 2;
+    let headers_start = pos;
+    while pos < head_len {
+        if headers.len() >= MAX_HEADERS {
+            return Err(ParseError::TooManyHeaders);
+        }
+        let line_start = pos;
+        // field-name *(SP/HT) ":"
+        while pos < head_len && is_token(b[pos]) {
+            pos += 1;
+        }
+        let name = head.get(line_start..pos).ok_or(ParseError::BadHeaderLine)?;
+        if name.is_empty() {
+            return Err(ParseError::BadHeaderLine);
+        }
+        while pos < head_len && (b[pos] == b' ' || b[pos] == b'\t') {
+            pos += 1;
+        }
+        if b.get(pos) != Some(&b':') {
+            return Err(ParseError::BadHeaderLine);
+        }
+        pos += 1;
+        // Value: up to a CRLF not followed by SP/HT. Bare CR or LF is not allowed.
+        let value_region_start = pos;
+        let value_region_end;
+        loop {
+            let crlf = find_crlf(b, pos)
+                .filter(|&c| c < head_len)
+                .ok_or(ParseError::Truncated)?;
+            if b[pos..crlf].iter().any(|&c| c == b'\r' || c == b'\n') {
+                return Err(ParseError::BadHeaderLine);
+            }
+            pos = crlf + 2;
+            if pos < head_len && (b[pos] == b' ' || b[pos] == b'\t') {
+                continue;
+            }
+            value_region_end = crlf;
+            break;
+        }
+        if pos - line_start > MAX_HEADER_LINE {
+            return Err(ParseError::HeaderLineTooLong);
+        }
+        let ws = |c: &u8| matches!(c, b' ' | b'\t' | b'\r' | b'\n');
+        let region = &b[value_region_start..value_region_end];
+        let lead = region.iter().take_while(|c| ws(c)).count();
+        let trail = region[lead..].iter().rev().take_while(|c| ws(c)).count();
+        let vs = value_region_start + lead;
+        let ve = value_region_end - trail;
+        let value = head.get(vs..ve).ok_or(ParseError::BadHeaderLine)?;
+        let kind = HeaderName::from_name(name);
+        if kind == HeaderName::ContentLength {
+            if content_length.is_some() {
+                return Err(ParseError::MultipleContentLength);
+            }
+            if value.is_empty() || value.len() > 10 || !value.bytes().all(|c| c.is_ascii_digit()) {
+                return Err(ParseError::BadContentLength);
+            }
+            let n: usize = value.parse().map_err(|_| ParseError::BadContentLength)?;
+            if n > MAX_MESSAGE_LEN {
+                return Err(ParseError::TooLarge);
+            }
+            content_length = Some(n);
+        }
+        headers.push(Header {
+            name,
+            kind,
+            value,
+            line: (line_start as u32, pos as u32),
+            value_at: (vs as u32, ve as u32),
+        });
+    }
+    let body_start = if blank { head_len + 2 } else { head_len };
+    Ok(Message {
+        raw: buf,
+        start,
+        headers,
+        headers_start,
+        headers_end: head_len,
+        body_start,
+        has_blank_line: blank,
+        content_length,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INVITE: &[u8] = b"INVITE sip:bob@example.com SIP/2.0\r\n\
+Via: SIP/2.0/UDP pc33.example.com;branch=z9hG4bK776asdhds\r\n\
+Max-Forwards: 70\r\n\
+To: Bob <sip:bob@example.com>\r\n\
+From: Alice <sip:alice@example.com>;tag=1928301774\r\n\
+Call-ID: a84b4c76e66710@pc33.example.com\r\n\
+CSeq: 314159 INVITE\r\n\
+Contact: <sip:alice@pc33.example.com>\r\n\
+Content-Type: application/sdp\r\n\
+Content-Length: 4\r\n\
+\r\n\
+v=0\r\n";
+
+    #[test]
+    fn frames_a_request() {
+        let m = Message::parse(INVITE).unwrap();
+        assert_eq!(m.method(), Some("INVITE"));
+        match m.start {
+            StartLine::Request(r) => {
+                assert_eq!(r.uri, "sip:bob@example.com");
+                assert_eq!(
+                    &INVITE[r.uri_range.0 as usize..r.uri_range.1 as usize],
+                    b"sip:bob@example.com"
+                );
+            }
+            StartLine::Response(_) => panic!("not a request"),
+        }
+        assert_eq!(m.headers.len(), 9);
+        assert_eq!(m.headers[0].kind, HeaderName::Via);
+        assert_eq!(
+            m.header(HeaderName::CallId).unwrap().value,
+            "a84b4c76e66710@pc33.example.com"
+        );
+        assert_eq!(m.body(), b"v=0\r");
+        assert_eq!(m.content_length, Some(4));
+        // One trailing byte beyond Content-Length is ignored.
+        assert_eq!(m.as_bytes().len(), INVITE.len() - 1);
+        let h = &m.headers[1];
+        assert_eq!(&INVITE[h.line_range()], b"Max-Forwards: 70\r\n");
+        assert_eq!(&INVITE[h.value_range()], b"70");
+    }
+
+    #[test]
+    fn compact_and_case_insensitive_names() {
+        for (n, k) in [
+            ("v", HeaderName::Via),
+            ("VIA", HeaderName::Via),
+            ("f", HeaderName::From),
+            ("t", HeaderName::To),
+            ("i", HeaderName::CallId),
+            ("m", HeaderName::Contact),
+            ("l", HeaderName::ContentLength),
+            ("c", HeaderName::ContentType),
+            ("k", HeaderName::Supported),
+            ("s", HeaderName::Subject),
+            ("e", HeaderName::ContentEncoding),
+            ("call-id", HeaderName::CallId),
+            ("X-Foo", HeaderName::Other),
+        ] {
+            assert_eq!(HeaderName::from_name(n), k, "{n}");
+        }
+    }
+
+    #[test]
+    fn responses() {
+        let m = Message::parse(b"SIP/2.0 180 Ringing\r\nContent-Length: 0\r\n\r\n").unwrap();
+        assert_eq!(m.status(), Some(180));
+        assert!(matches!(
+            m.start,
+            StartLine::Response(StatusLine {
+                reason: "Ringing",
+                ..
+            })
+        ));
+        for bad in [
+            &b"SIP/2.0 1800 Ringing\r\n\r\n"[..],
+            b"SIP/2.0 099 x\r\n\r\n",
+            b"SIP/2.0 abc x\r\n\r\n",
+            b"SIP/2.0 200 a\x01b\r\n\r\n",
+        ] {
+            assert_eq!(Message::parse(bad).unwrap_err(), ParseError::BadStatusLine);
+        }
+        assert_eq!(
+            Message::parse(b"SIP/3.0 200 OK\r\n\r\n").unwrap_err(),
+            ParseError::VersionNotSupported
+        );
+    }
+
+    #[test]
+    fn request_line_errors() {
+        for (bad, err) in [
+            (
+                &b"INVITE  sip:a@b SIP/2.0\r\n\r\n"[..],
+                ParseError::BadRequestLine,
+            ),
+            (
+                b"INVITE sip:a@b SIP/2.0 \r\n\r\n",
+                ParseError::BadRequestLine,
+            ),
+            (b"INVITE sip:a@b\r\n\r\n", ParseError::BadRequestLine),
+            (
+                b"INVITE <sip:a@b> SIP/2.0\r\n\r\n",
+                ParseError::BadRequestUri,
+            ),
+            (
+                b"INV@TE sip:a@b SIP/2.0\r\n\r\n",
+                ParseError::BadRequestLine,
+            ),
+            (
+                b"INVITE sip:a@b SIP/2.1\r\n\r\n",
+                ParseError::VersionNotSupported,
+            ),
+            (
+                b"INVITE sip:a@b SIP/2.0\r\nNoColon\r\n\r\n",
+                ParseError::BadHeaderLine,
+            ),
+            (
+                b"INVITE sip:a@b SIP/2.0\r\nA: b\nc\r\n\r\n",
+                ParseError::BadHeaderLine,
+            ),
+            (
+                b"INVITE sip:a@b SIP/2.0\r\nA: \xff\r\n\r\n",
+                ParseError::InvalidUtf8,
+            ),
+            (b"INVITE sip:a@b SIP/2.0\r\nA: b", ParseError::Truncated),
+            (b"\r\n\r\n", ParseError::Empty),
+        ] {
+            assert_eq!(
+                Message::parse(bad).unwrap_err(),
+                err,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn content_length_rules() {
+        let base = "OPTIONS sip:a@b SIP/2.0\r\n";
+        let p = |s: String| Message::parse(s.as_bytes()).map(|m| m.body().len());
+        assert_eq!(p(format!("{base}l: 3\r\n\r\nabcdef")), Ok(3));
+        assert_eq!(p(format!("{base}X: y\r\n\r\nabcdef")), Ok(6));
+        assert_eq!(
+            p(format!("{base}l: 7\r\n\r\nabcdef")),
+            Err(ParseError::ContentLengthTooLarge)
+        );
+        assert_eq!(
+            p(format!("{base}l: -1\r\n\r\n")),
+            Err(ParseError::BadContentLength)
+        );
+        assert_eq!(
+            p(format!("{base}l: 1\r\nl: 1\r\n\r\nx")),
+            Err(ParseError::MultipleContentLength)
+        );
+        assert_eq!(
+            p(format!("{base}l: 99999999999\r\n\r\n")),
+            Err(ParseError::BadContentLength)
+        );
+        // Missing empty line at the end of a datagram: accepted with an empty body.
+        assert_eq!(p(format!("{base}l: 0\r\n")), Ok(0));
+    }
+
+    #[test]
+    fn folded_values_are_trimmed_not_unfolded() {
+        let m =
+            Message::parse(b"OPTIONS sip:a@b SIP/2.0\r\nX  :\r\n  one\r\n\ttwo  \r\nY:\r\n\r\n")
+                .unwrap();
+        assert_eq!(m.headers[0].value, "one\r\n\ttwo");
+        assert_eq!(m.headers[0].value_unfolded(), "one two");
+        assert_eq!(m.headers[1].value, "");
+    }
+
+    #[test]
+    fn limits() {
+        let mut s = String::from("OPTIONS sip:a@b SIP/2.0\r\n");
+        for i in 0..=MAX_HEADERS {
+            s.push_str(&format!("X-{i}: y\r\n"));
+        }
+        s.push_str("\r\n");
+        assert_eq!(
+            Message::parse(s.as_bytes()).unwrap_err(),
+            ParseError::TooManyHeaders
+        );
+        let s = format!(
+            "OPTIONS sip:a@b SIP/2.0\r\nX: {}\r\n\r\n",
+            "a".repeat(MAX_HEADER_LINE)
+        );
+        assert_eq!(
+            Message::parse(s.as_bytes()).unwrap_err(),
+            ParseError::HeaderLineTooLong
+        );
+        let s = vec![b'a'; MAX_MESSAGE_LEN + 1];
+        assert_eq!(Message::parse(&s).unwrap_err(), ParseError::TooLarge);
+    }
+
+    #[test]
+    fn stream_framing() {
+        assert_eq!(frame(b"\r\n\r\nINVITE"), Ok(Frame::KeepAlive(4)));
+        assert_eq!(frame(b""), Ok(Frame::Incomplete));
+        assert_eq!(frame(&INVITE[..50]), Ok(Frame::Incomplete));
+        let len = INVITE.len() - 1;
+        assert_eq!(frame(&INVITE[..len - 1]), Ok(Frame::Incomplete));
+        assert_eq!(frame(INVITE), Ok(Frame::Message { len }));
+        let m = Message::parse_with(&INVITE[..len], Transport::Stream).unwrap();
+        assert_eq!(m.body(), b"v=0\r");
+        assert_eq!(
+            frame(b"OPTIONS sip:a@b SIP/2.0\r\nVia: x\r\n\r\n"),
+            Err(ParseError::MissingContentLength)
+        );
+    }
+}
