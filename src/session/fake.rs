@@ -1,0 +1,235 @@
+//! A deterministic in-memory [`MediaBackend`] for tests (unit, integration, benches).
+//!
+//! Ports come from a [`PortAllocator`] in allocation order (side A first, then side B), so a
+//! test can predict them: with range 30000-30999 the first stream gets A=30000, B=30002.
+//! Nothing is bound and no packet moves: a test sets the counters a stream should report with
+//! [`FakeBackend::set_stats`] and queues latching events with [`FakeBackend::push_event`].
+//! Every call is counted so tests can assert "exactly one open".
+
+use std::collections::{BTreeMap, VecDeque};
+
+use crate::session::backend::{
+    BackendError, EndpointSpec, MediaBackend, MediaEvent, OpenedStream, Side, StreamId, StreamSpec,
+    StreamStats,
+};
+use crate::session::ports::{PortAllocator, PortError};
+use crate::time::Nanos;
+
+/// One open stream as the fake sees it.
+#[derive(Clone, Debug)]
+pub struct FakeStream {
+    pub spec: StreamSpec,
+    pub opened: OpenedStream,
+    pub stats: StreamStats,
+    /// Number of `update` calls per side (A, B).
+    pub updates: (u32, u32),
+    pub opened_at: Nanos,
+}
+
+#[derive(Debug)]
+pub struct FakeBackend {
+    ports: PortAllocator,
+    next_id: StreamId,
+    streams: BTreeMap<StreamId, FakeStream>,
+    events: VecDeque<MediaEvent>,
+    /// Successful `open` calls.
+    pub opens: u64,
+    /// `open` calls that failed.
+    pub failed_opens: u64,
+    /// `close` calls on known streams.
+    pub closes: u64,
+    /// `update` calls on known streams.
+    pub updates: u64,
+    /// When set, the next `open` fails with this error (once).
+    pub fail_next_open: Option<BackendError>,
+}
+
+impl FakeBackend {
+    /// Ports `min..=max` (pairs as [`PortAllocator::new`] forms them).
+    pub fn new(min: u16, max: u16) -> Result<FakeBackend, PortError> {
+        Ok(FakeBackend {
+            ports: PortAllocator::new(min, max)?,
+            next_id: 1,
+            streams: BTreeMap::new(),
+            events: VecDeque::new(),
+            opens: 0,
+            failed_opens: 0,
+            closes: 0,
+            updates: 0,
+            fail_next_open: None,
+        })
+    }
+
+    pub fn stream(&self, id: StreamId) -> Option<&FakeStream> {
+        self.streams.get(&id)
+    }
+
+    /// Open streams, by id.
+    pub fn streams(&self) -> impl Iterator<Item = (&StreamId, &FakeStream)> {
+        self.streams.iter()
+    }
+
+    pub fn open_count(&self) -> usize {
+        self.streams.len()
+    }
+
+    /// The stream whose side A or B relay RTP port is `port`.
+    pub fn stream_by_port(&self, port: u16) -> Option<(StreamId, &FakeStream)> {
+        self.streams
+            .iter()
+            .find(|(_, s)| s.opened.a_ports.rtp == port || s.opened.b_ports.rtp == port)
+            .map(|(id, s)| (*id, s))
+    }
+
+    /// Sets what `stats(id)` reports. Returns false for an unknown id.
+    pub fn set_stats(&mut self, id: StreamId, stats: StreamStats) -> bool {
+        match self.streams.get_mut(&id) {
+            Some(s) => {
+                s.stats = stats;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Queues an event for `poll_event`.
+    pub fn push_event(&mut self, event: MediaEvent) {
+        self.events.push_back(event);
+    }
+
+    /// The current endpoint of one side of a stream.
+    pub fn endpoint(&self, id: StreamId, side: Side) -> Option<&EndpointSpec> {
+        self.streams.get(&id).map(|s| match side {
+            Side::A => &s.spec.a,
+            Side::B => &s.spec.b,
+        })
+    }
+}
+
+impl MediaBackend for FakeBackend {
+    fn open(&mut self, spec: StreamSpec, now: Nanos) -> Result<OpenedStream, BackendError> {
+        if let Some(err) = self.fail_next_open.take() {
+            self.failed_opens += 1;
+            return Err(err);
+        }
+        let a_ports = match self.ports.allocate() {
+            Ok(p) => p,
+            Err(e) => {
+                self.failed_opens += 1;
+                return Err(e.into());
+            }
+        };
+        let b_ports = match self.ports.allocate() {
+            Ok(p) => p,
+            Err(e) => {
+                self.ports.release(a_ports);
+                self.failed_opens += 1;
+                return Err(e.into());
+            }
+        };
+        let id = self.next_id;
+        self.next_id += 1;
+        let opened = OpenedStream {
+            id,
+            a_ports,
+            b_ports,
+        };
+        self.streams.insert(
+            id,
+            FakeStream {
+                spec,
+                opened,
+                stats: StreamStats::default(),
+                updates: (0, 0),
+                opened_at: now,
+            },
+        );
+        self.opens += 1;
+        Ok(opened)
+    }
+
+    fn update(&mut self, id: StreamId, side: Side, endpoint: EndpointSpec, _now: Nanos) {
+        if let Some(s) = self.streams.get_mut(&id) {
+            self.updates += 1;
+            match side {
+                Side::A => {
+                    s.spec.a = endpoint;
+                    s.updates.0 += 1;
+                }
+                Side::B => {
+                    s.spec.b = endpoint;
+                    s.updates.1 += 1;
+                }
+            }
+        }
+    }
+
+    fn close(&mut self, id: StreamId) {
+        if let Some(s) = self.streams.remove(&id) {
+            self.ports.release(s.opened.a_ports);
+            self.ports.release(s.opened.b_ports);
+            self.closes += 1;
+        }
+    }
+
+    fn stats(&self, id: StreamId) -> Option<StreamStats> {
+        self.streams.get(&id).map(|s| s.stats)
+    }
+
+    fn poll_event(&mut self) -> Option<MediaEvent> {
+        self.events.pop_front()
+    }
+
+    fn port_usage(&self) -> (usize, usize) {
+        (self.ports.used_pairs(), self.ports.total_pairs())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn spec() -> StreamSpec {
+        StreamSpec {
+            call_id: Arc::from("c"),
+            a: EndpointSpec::default(),
+            b: EndpointSpec::default(),
+        }
+    }
+
+    #[test]
+    fn deterministic_ports_and_release_on_exhaustion() {
+        let mut f = FakeBackend::new(30000, 30005).unwrap();
+        let s = f.open(spec(), 1).unwrap();
+        assert_eq!((s.a_ports.rtp, s.b_ports.rtp), (30000, 30002));
+        // One pair left: the second open needs two, fails and leaves nothing allocated.
+        assert!(matches!(
+            f.open(spec(), 2),
+            Err(BackendError::Ports(PortError::Exhausted))
+        ));
+        assert_eq!(f.port_usage(), (2, 3));
+        f.close(s.id);
+        f.close(s.id);
+        assert_eq!((f.closes, f.port_usage()), (1, (0, 3)));
+    }
+
+    #[test]
+    fn stats_events_and_updates_are_observable() {
+        let mut f = FakeBackend::new(40000, 40099).unwrap();
+        let s = f.open(spec(), 1).unwrap();
+        let mut st = StreamStats::default();
+        st.a.rtp.packets = 7;
+        assert!(f.set_stats(s.id, st));
+        assert!(!f.set_stats(999, st));
+        assert_eq!(f.stats(s.id).unwrap().a.rtp.packets, 7);
+        let ep = EndpointSpec {
+            rtp: Some("10.0.0.1:4000".parse().unwrap()),
+            ..EndpointSpec::default()
+        };
+        f.update(s.id, Side::B, ep.clone(), 2);
+        assert_eq!(f.endpoint(s.id, Side::B), Some(&ep));
+        assert_eq!(f.stream(s.id).unwrap().updates, (0, 1));
+        assert!(f.poll_event().is_none());
+    }
+}

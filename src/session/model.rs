@@ -1,0 +1,297 @@
+//! The call model: what the session layer remembers about a call between signals.
+//!
+//! ```text
+//! Call (Call-ID)
+//!  ├─ legs: one per known tag (label, creation time)
+//!  └─ dialogues: one per offer/answer relationship between two legs
+//!      ├─ a_tag: the leg that sent the first offer (side A of every stream below)
+//!      ├─ b_tag: the other leg; None while an offer waits for an answer that names it
+//!      ├─ via_branch: set when the offer was forked with a via-branch (one dialogue per branch)
+//!      └─ media: one slot per m= line (index, kind, proto, both ends' SDP data, stream)
+//! ```
+//!
+//! Relations are by value (tags, indices, [`StreamId`]s), never pointers. Memory per call is
+//! bounded: at most [`MAX_DIALOGUES`] dialogues, each with at most `sdp::MAX_MEDIA` slots, and
+//! no history of past signals is kept (only the latest state of each end).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::sdp::Direction;
+use crate::session::backend::{EndpointSpec, OpenedStream, Side};
+use crate::time::Nanos;
+
+/// Most dialogues (fork branches) one call may hold; an offer beyond it is refused.
+pub const MAX_DIALOGUES: usize = 16;
+/// Longest tag, label or via-branch we store (longer values are refused).
+pub const MAX_TOKEN_LEN: usize = 256;
+
+/// rtcp-mux negotiation policy of one offer (ng `rtcp-mux` list; RFC 5761 §5.1.1).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RtcpMuxPolicy {
+    /// Offer rtcp-mux to the answerer exactly when the offerer did.
+    #[default]
+    Passthrough,
+    /// Offer rtcp-mux to the answerer even if the offerer did not.
+    Offer,
+    /// Like `Offer`; the answerer is expected to mux.
+    Require,
+    /// Accept the offerer's rtcp-mux ourselves, never offer it to the answerer.
+    Demux,
+    /// Accept the offerer's rtcp-mux ourselves; offer it on as the offerer did.
+    Accept,
+    /// Never mux, on either leg.
+    Reject,
+}
+
+impl RtcpMuxPolicy {
+    /// Whether the SDP sent to the answerer carries `a=rtcp-mux`.
+    pub fn toward_answerer(self, offered: bool) -> bool {
+        match self {
+            RtcpMuxPolicy::Passthrough | RtcpMuxPolicy::Accept => offered,
+            RtcpMuxPolicy::Offer | RtcpMuxPolicy::Require => true,
+            RtcpMuxPolicy::Demux | RtcpMuxPolicy::Reject => false,
+        }
+    }
+
+    /// Whether the offerer muxes once the answer is known (what our answer tells it).
+    pub fn offerer_final(self, offered: bool, answerer_muxes: bool) -> bool {
+        match self {
+            RtcpMuxPolicy::Passthrough | RtcpMuxPolicy::Offer | RtcpMuxPolicy::Require => {
+                offered && answerer_muxes
+            }
+            RtcpMuxPolicy::Demux | RtcpMuxPolicy::Accept => offered,
+            RtcpMuxPolicy::Reject => false,
+        }
+    }
+}
+
+/// One end (leg) of one media line, as its latest SDP described it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MediaEnd {
+    /// What the data plane is told (no destination while unknown or on hold).
+    pub endpoint: EndpointSpec,
+    /// The address the SDP named, hold (0.0.0.0) included: query's `advertised endpoint`.
+    pub advertised: Option<SocketAddr>,
+    pub direction: Option<Direction>,
+    /// This end has sent SDP for this media (offer or answer).
+    pub known: bool,
+    /// This end's SDP carried `a=rtcp-mux`.
+    pub mux_in_sdp: bool,
+    /// The family this end spoke in its SDP (IPv6 or not), to answer in kind.
+    pub ipv6: bool,
+    /// Where this end wants RTCP when it does not mux (`a=rtcp` or RTP port + 1).
+    pub rtcp_unmuxed: Option<std::net::SocketAddr>,
+    /// The relay address (bound, not advertised) this end was told to send to.
+    pub relay_local: Option<std::net::IpAddr>,
+}
+
+impl MediaEnd {
+    /// Sets whether this end muxes RTCP, and its RTCP destination accordingly.
+    pub fn set_mux(&mut self, mux: bool) {
+        self.endpoint.rtcp_mux = mux;
+        self.endpoint.rtcp = if mux {
+            self.endpoint.rtp
+        } else {
+            self.rtcp_unmuxed
+        };
+    }
+}
+
+/// One m= line of a dialogue.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MediaSlot {
+    /// 1-based position of the m= line (rtpengine's `index`).
+    pub index: u32,
+    pub kind: String,
+    pub proto: String,
+    /// `None`: rejected (port 0) or not relayed; the SDP passes such a line unchanged.
+    pub stream: Option<OpenedStream>,
+    pub a: MediaEnd,
+    pub b: MediaEnd,
+    /// rtcp-mux policy of the latest offer and whether its offerer offered mux.
+    pub mux_policy: RtcpMuxPolicy,
+    pub mux_offered: bool,
+    /// `a=label` of the m= line (RFC 4574), for query.
+    pub label: Option<String>,
+}
+
+impl MediaSlot {
+    pub fn end(&self, side: Side) -> &MediaEnd {
+        match side {
+            Side::A => &self.a,
+            Side::B => &self.b,
+        }
+    }
+
+    pub fn end_mut(&mut self, side: Side) -> &mut MediaEnd {
+        match side {
+            Side::A => &mut self.a,
+            Side::B => &mut self.b,
+        }
+    }
+}
+
+/// An offer/answer relationship between two legs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Dialogue {
+    pub a_tag: String,
+    pub b_tag: Option<String>,
+    pub via_branch: Option<String>,
+    /// Who sent the latest offer.
+    pub offerer: Side,
+    /// The latest offer has been answered.
+    pub answered: bool,
+    pub media: Vec<MediaSlot>,
+    pub created_ns: Nanos,
+}
+
+impl Dialogue {
+    /// The tag of a side (`None`: B not named yet).
+    pub fn tag(&self, side: Side) -> Option<&str> {
+        match side {
+            Side::A => Some(self.a_tag.as_str()),
+            Side::B => self.b_tag.as_deref(),
+        }
+    }
+
+    /// The side a tag is on in this dialogue.
+    pub fn side_of(&self, tag: &str) -> Option<Side> {
+        if self.a_tag == tag {
+            Some(Side::A)
+        } else if self.b_tag.as_deref() == Some(tag) {
+            Some(Side::B)
+        } else {
+            None
+        }
+    }
+
+    /// True when the two tags are this dialogue's two legs, in either order.
+    pub fn joins(&self, t1: &str, t2: &str) -> bool {
+        match &self.b_tag {
+            Some(b) => (self.a_tag == t1 && b == t2) || (self.a_tag == t2 && b == t1),
+            None => false,
+        }
+    }
+
+    /// Open streams of this dialogue.
+    pub fn streams(&self) -> impl Iterator<Item = &OpenedStream> {
+        self.media.iter().filter_map(|m| m.stream.as_ref())
+    }
+}
+
+/// A participant of a call, known by its SIP tag.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Leg {
+    pub tag: String,
+    pub label: Option<String>,
+    pub created_ns: Nanos,
+}
+
+#[derive(Clone, Debug)]
+pub struct Call {
+    pub id: Arc<str>,
+    pub created_ns: Nanos,
+    pub last_signal_ns: Nanos,
+    pub legs: Vec<Leg>,
+    pub dialogues: Vec<Dialogue>,
+}
+
+impl Call {
+    pub fn new(id: Arc<str>, now: Nanos) -> Call {
+        Call {
+            id,
+            created_ns: now,
+            last_signal_ns: now,
+            legs: Vec::new(),
+            dialogues: Vec::new(),
+        }
+    }
+
+    pub fn leg(&self, tag: &str) -> Option<&Leg> {
+        self.legs.iter().find(|l| l.tag == tag)
+    }
+
+    /// Records a tag (and its label, when given) as a leg of the call.
+    pub fn touch_leg(&mut self, tag: &str, label: Option<&str>, now: Nanos) {
+        match self.legs.iter_mut().find(|l| l.tag == tag) {
+            Some(leg) => {
+                if let Some(label) = label {
+                    leg.label = Some(label.to_owned());
+                }
+            }
+            None => self.legs.push(Leg {
+                tag: tag.to_owned(),
+                label: label.map(str::to_owned),
+                created_ns: now,
+            }),
+        }
+    }
+
+    /// True when `tag` takes part in any dialogue.
+    pub fn has_tag(&self, tag: &str) -> bool {
+        self.dialogues.iter().any(|d| d.side_of(tag).is_some())
+    }
+
+    /// Every open stream of the call.
+    pub fn streams(&self) -> impl Iterator<Item = &OpenedStream> {
+        self.dialogues.iter().flat_map(Dialogue::streams)
+    }
+
+    /// Drops legs that no dialogue refers to any more (after a branch delete or re-target).
+    pub fn prune_legs(&mut self) {
+        let dialogues = &self.dialogues;
+        self.legs
+            .retain(|l| dialogues.iter().any(|d| d.side_of(&l.tag).is_some()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dialogue(a: &str, b: Option<&str>) -> Dialogue {
+        Dialogue {
+            a_tag: a.into(),
+            b_tag: b.map(Into::into),
+            via_branch: None,
+            offerer: Side::A,
+            answered: false,
+            media: Vec::new(),
+            created_ns: 0,
+        }
+    }
+
+    #[test]
+    fn sides_by_tag_in_either_order() {
+        let d = dialogue("x", Some("y"));
+        assert!(d.joins("x", "y") && d.joins("y", "x") && !d.joins("x", "z"));
+        assert_eq!(d.side_of("y"), Some(Side::B));
+        assert_eq!(d.side_of("q"), None);
+        assert!(!dialogue("x", None).joins("x", "y"));
+    }
+
+    #[test]
+    fn legs_are_unique_and_pruned() {
+        let mut c = Call::new(Arc::from("c1"), 5);
+        c.touch_leg("x", None, 5);
+        c.touch_leg("x", Some("caller"), 6);
+        c.touch_leg("gone", None, 6);
+        assert_eq!(c.legs.len(), 2);
+        assert_eq!(c.leg("x").unwrap().label.as_deref(), Some("caller"));
+        c.dialogues.push(dialogue("x", None));
+        c.prune_legs();
+        assert_eq!(c.legs.len(), 1);
+        assert!(c.has_tag("x") && !c.has_tag("gone"));
+    }
+
+    #[test]
+    fn mux_policy_table() {
+        use RtcpMuxPolicy::*;
+        assert!(Passthrough.toward_answerer(true) && !Passthrough.toward_answerer(false));
+        assert!(Offer.toward_answerer(false) && !Demux.toward_answerer(true));
+        assert!(Demux.offerer_final(true, false));
+        assert!(!Passthrough.offerer_final(true, false));
+        assert!(!Reject.offerer_final(true, true));
+    }
+}
