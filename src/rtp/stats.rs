@@ -146,7 +146,7 @@ impl RtpStreamTracker {
 
         let event = if ssrc != self.ssrc || !self.seq.is_initialized() {
             let first = !self.seq.is_initialized();
-            self.ssrc_changes += u32::from(!first);
+            self.ssrc_changes = self.ssrc_changes.saturating_add(u32::from(!first));
             self.ssrc = ssrc;
             self.rebase(self.expected_total(), seq);
             if first {
