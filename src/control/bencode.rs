@@ -815,9 +815,10 @@ mod tests {
         }
         let per = start.elapsed() / rounds;
         assert_eq!(ok, rounds);
-        // Generous bound (debug build, loaded 2-core box); release is well under 1 µs.
+        // Release: ~0.7 µs measured; debug ~8 µs. Generous bounds for a loaded 2-core box.
+        let bound_us = if cfg!(debug_assertions) { 250 } else { 10 };
         assert!(
-            per < std::time::Duration::from_micros(50),
+            per < std::time::Duration::from_micros(bound_us),
             "{per:?} per decode"
         );
     }

@@ -421,6 +421,9 @@ enum Key {
     EndpointLearning,
 }
 
+// The `seen` bitmasks are u64s.
+const _: () = assert!((Key::EndpointLearning as u8) < 64);
+
 impl Key {
     /// Canonical name, for messages.
     fn name(self) -> &'static str {
@@ -2070,9 +2073,11 @@ mod tests {
         }
         let per = start.elapsed() / rounds;
         assert_eq!(ok, rounds);
-        // Debug build on a loaded 2-core box; a release build takes about a microsecond.
+        // Release: ~2 µs measured; debug ~30 µs. The bounds leave room for a loaded 2-core box
+        // and still catch anything super-linear.
+        let bound_us = if cfg!(debug_assertions) { 500 } else { 25 };
         assert!(
-            per < std::time::Duration::from_micros(100),
+            per < std::time::Duration::from_micros(bound_us),
             "{per:?} per parse"
         );
     }
