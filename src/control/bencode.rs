@@ -778,48 +778,4 @@ mod tests {
         }
         assert!(decode(&full).is_ok());
     }
-
-    #[test]
-    #[allow(clippy::disallowed_methods)] // a timing test reads the clock by design
-    fn decoding_a_1kb_offer_is_fast() {
-        let sdp = "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n\
-                   m=audio 30000 RTP/AVP 0 8 101\r\na=rtpmap:101 telephone-event/8000\r\n"
-            .repeat(8);
-        let req = Owned::dict()
-            .with("supports", Owned::List(vec![Owned::str("load limit")]))
-            .with("sdp", sdp.as_str())
-            .with(
-                "flags",
-                Owned::List(vec![Owned::str("trust-address"), Owned::str("symmetric")]),
-            )
-            .with(
-                "replace",
-                Owned::List(vec![Owned::str("origin"), Owned::str("session-connection")]),
-            )
-            .with("call-id", "1-25725@127.0.0.1")
-            .with(
-                "received-from",
-                Owned::List(vec![Owned::str("IP4"), Owned::str("127.0.0.1")]),
-            )
-            .with("from-tag", "25725SIPpTag09")
-            .with("command", "offer")
-            .to_bencode();
-        assert!(req.len() > 1000);
-        let rounds = 2000u32;
-        let mut ok = 0u32;
-        let start = std::time::Instant::now();
-        for _ in 0..rounds {
-            if decode(std::hint::black_box(&req)).is_ok() {
-                ok += 1;
-            }
-        }
-        let per = start.elapsed() / rounds;
-        assert_eq!(ok, rounds);
-        // Release: ~0.7 µs measured; debug ~8 µs. Generous bounds for a loaded 2-core box.
-        let bound_us = if cfg!(debug_assertions) { 250 } else { 10 };
-        assert!(
-            per < std::time::Duration::from_micros(bound_us),
-            "{per:?} per decode"
-        );
-    }
 }

@@ -2051,34 +2051,4 @@ mod tests {
         let r = parse_ok(&body);
         assert_eq!(r.warnings.len(), MAX_WARNINGS + 1);
     }
-
-    #[test]
-    #[allow(clippy::disallowed_methods)] // a timing test reads the clock by design
-    fn parsing_a_1kb_offer_is_fast() {
-        let sdp = PROBE_SDP.repeat(4);
-        let body = format!(
-            "d8:supportsl10:load limite3:sdp{}5:flagsl13:trust-addresse\
-             7:replacel6:origin18:session-connectione7:call-id17:1-25725@127.0.0.1\
-             13:received-froml3:IP49:127.0.0.1e8:from-tag15:25725SIPpTag0917:command5:offere",
-            bstr(&sdp)
-        );
-        assert!(body.len() > 1000);
-        let rounds = 2000u32;
-        let start = std::time::Instant::now();
-        let mut ok = 0u32;
-        for _ in 0..rounds {
-            if parse_request(std::hint::black_box(body.as_bytes())).is_ok() {
-                ok += 1;
-            }
-        }
-        let per = start.elapsed() / rounds;
-        assert_eq!(ok, rounds);
-        // Release: ~2 µs measured; debug ~30 µs. The bounds leave room for a loaded 2-core box
-        // and still catch anything super-linear.
-        let bound_us = if cfg!(debug_assertions) { 500 } else { 25 };
-        assert!(
-            per < std::time::Duration::from_micros(bound_us),
-            "{per:?} per parse"
-        );
-    }
 }

@@ -318,3 +318,18 @@ pub fn process(
         }
     }
 }
+
+#[cfg(test)]
+mod size_tests {
+    #[test]
+    fn print_sizes() {
+        eprintln!(
+            "Slot {} StreamShared {} Latch {} Tracker {} ClockRateMap {}",
+            std::mem::size_of::<super::Slot>(),
+            std::mem::size_of::<super::super::shared::StreamShared>(),
+            std::mem::size_of::<crate::session::latch::Latch>(),
+            std::mem::size_of::<crate::rtp::stats::RtpStreamTracker>(),
+            std::mem::size_of::<crate::rtp::clock::ClockRateMap>(),
+        );
+    }
+}
