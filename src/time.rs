@@ -32,7 +32,9 @@ pub fn now_ns() -> Nanos {
 /// Seconds since the Unix epoch, for reports (ng `created`, `last packet`).
 pub fn unix_now() -> Duration {
     #[allow(clippy::disallowed_methods)]
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
 }
 
 /// Converts a monotonic reading into Unix seconds, given a pair of readings taken together.
@@ -56,7 +58,13 @@ mod tests {
     #[test]
     fn mono_to_unix_subtracts_age() {
         let now_unix = Duration::from_secs(1_000);
-        assert_eq!(mono_to_unix_secs(5 * NANOS_PER_SEC, 15 * NANOS_PER_SEC, now_unix), 990);
-        assert_eq!(mono_to_unix_secs(20 * NANOS_PER_SEC, 15 * NANOS_PER_SEC, now_unix), 1_000);
+        assert_eq!(
+            mono_to_unix_secs(5 * NANOS_PER_SEC, 15 * NANOS_PER_SEC, now_unix),
+            990
+        );
+        assert_eq!(
+            mono_to_unix_secs(20 * NANOS_PER_SEC, 15 * NANOS_PER_SEC, now_unix),
+            1_000
+        );
     }
 }
