@@ -86,12 +86,18 @@ pub struct SendPlan {
     pub step: u32,
     pub rate_pps: f64,
     pub duration_ns: u64,
+    /// Packets due longer ago than this are skipped, not sent in a catch-up burst: a
+    /// descheduled generator must show up as "target not reached", not as a burst that
+    /// overflows the relay's socket and is blamed on the relay.
+    pub max_lag_ns: u64,
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct SendResult {
     pub sent: u64,
     pub send_errors: u64,
+    /// Packets skipped because the sender fell behind by more than `max_lag_ns`.
+    pub skipped: u64,
     pub start_ns: u64,
     pub stop_ns: u64,
     pub cpu_ns: u64,
@@ -126,6 +132,7 @@ pub fn run_sender(
     let mut rr = 0usize;
     // Bound one iteration's burst so a stalled sender catches up in slices, not one huge loop.
     let max_burst = (flows as u64).max(4096);
+    let max_lag_pkts = ((plan.max_lag_ns as f64 / ns_per_pkt) as u64).max(1);
     let fds: Vec<i32> = ep.socks.iter().map(|s| s.as_raw_fd()).collect();
     loop {
         let now = sys::mono_ns();
@@ -133,9 +140,14 @@ pub fn run_sender(
             break;
         }
         let due = ((now - start) as f64 / ns_per_pkt) as u64 + 1;
-        let mut n = due.saturating_sub(res.sent + res.send_errors);
+        let mut n = due.saturating_sub(res.sent + res.send_errors + res.skipped);
+        if n > max_lag_pkts {
+            res.skipped += n - max_lag_pkts;
+            n = max_lag_pkts;
+        }
         if n == 0 {
-            let next = start + ((res.sent + res.send_errors) as f64 * ns_per_pkt) as u64;
+            let next =
+                start + ((res.sent + res.send_errors + res.skipped) as f64 * ns_per_pkt) as u64;
             let wait = next.saturating_sub(now).min(end.saturating_sub(now));
             std::thread::sleep(Duration::from_nanos(wait.max(1000)));
             continue;
@@ -277,10 +289,7 @@ pub fn run_receiver(
             let sock = token as usize;
             let Some(&fd) = fds.get(sock) else { return };
             loop {
-                let got = match b.recv(fd) {
-                    Ok(g) => g,
-                    Err(_) => 0,
-                };
+                let got = b.recv(fd).unwrap_or_default();
                 if got == 0 {
                     break;
                 }

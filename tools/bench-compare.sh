@@ -1,0 +1,195 @@
+#!/usr/bin/env bash
+# bench-compare.sh: run the same rtpbench scenarios against every relay available here
+# (rtpanchor release binary, rtpengine-daemon in userspace mode, the reflector yardstick),
+# one relay at a time on loopback, alternating relays between runs, and print ratios:
+# highest rate held with <0.1% loss, relay CPU ns per forwarded packet, p99 latency.
+#
+# Usage: tools/bench-compare.sh [--full] [--reps N] [--out DIR] [--step-duration S]
+#                               [--ladder R1,R2,...] [--budget SECS] [--only NAME,...]
+#                               [--calls N1,N2,...]
+#   --full        also 10000 calls (needs ~40000 relay ports and ~80000 fds)
+#   --reps N      repetitions per scenario (default 1); medians are reported
+#   --budget S    stop starting new runs after S seconds (default 1500)
+# Env: RELAY_CPU (default 1) pins the relay, GEN_CPUS (default 0) pins the generator;
+#      BIN_DIR overrides where rtpbench/reflector are (default target/release).
+# Needs: jq. Every process started here is stopped by pid on exit.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BIN_DIR=${BIN_DIR:-$ROOT/target/release}
+RTPBENCH=$BIN_DIR/rtpbench
+REFLECTOR=$BIN_DIR/reflector
+RTPANCHOR=${RTPANCHOR:-$ROOT/target/release/rtpanchor}
+RELAY_CPU=${RELAY_CPU:-1}
+GEN_CPUS=${GEN_CPUS:-0}
+
+FULL=0
+REPS=1
+OUT=""
+STEP_DUR=2.5
+LADDER="20000,40000,60000,80000,100000,120000,150000,180000,210000,240000"
+BUDGET=1500
+ONLY=""
+CALLS_OVERRIDE=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --full) FULL=1 ;;
+        --reps) REPS=$2; shift ;;
+        --out) OUT=$2; shift ;;
+        --step-duration) STEP_DUR=$2; shift ;;
+        --ladder) LADDER=$2; shift ;;
+        --budget) BUDGET=$2; shift ;;
+        --only) ONLY=$2; shift ;;
+        --calls) CALLS_OVERRIDE=$2; shift ;;
+        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        *) echo "unknown option $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+OUT=${OUT:-$(mktemp -d /tmp/bench-compare.XXXXXX)}
+mkdir -p "$OUT"
+
+for tool in "$RTPBENCH" "$REFLECTOR"; do
+    [ -x "$tool" ] || { echo "missing $tool: cargo build --release -p rtpbench" >&2; exit 2; }
+done
+command -v jq >/dev/null || { echo "jq is required" >&2; exit 2; }
+
+CALLS="1 100 1000"
+[ "$FULL" = 1 ] && CALLS="$CALLS 10000"
+[ -n "$CALLS_OVERRIDE" ] && CALLS=${CALLS_OVERRIDE//,/ }
+
+# Port plan. Generator: 2 ports per call from GEN_BASE, below the ephemeral range.
+# Relays run one at a time; each still gets its own range (4 ports per call for
+# rtpengine/rtpanchor, 2 for the reflector). --full needs 40000 relay ports: then all relays
+# share 22000-65000 (they never run concurrently).
+if [ "$FULL" = 1 ]; then
+    GEN_BASE=2000
+    RANGE_rtpengine="22000 65000"; RANGE_rtpanchor="22000 65000"; RANGE_reflector="22000 65000"
+else
+    GEN_BASE=20000
+    RANGE_rtpengine="40000 44999"; RANGE_rtpanchor="45000 49999"; RANGE_reflector="50000 54999"
+fi
+# Raise the fd limit for big call counts (generator: 2 per call, relay: up to 4 per call).
+ulimit -n 200000 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
+
+RELAYS=()
+if [ -z "$ONLY" ] || [[ ",$ONLY," == *,rtpanchor,* ]]; then
+    [ -x "$RTPANCHOR" ] && RELAYS+=(rtpanchor) || echo "note: $RTPANCHOR not built, skipped" >&2
+fi
+if [ -z "$ONLY" ] || [[ ",$ONLY," == *,rtpengine,* ]]; then
+    command -v rtpengine >/dev/null && RELAYS+=(rtpengine) || echo "note: rtpengine not installed, skipped" >&2
+fi
+if [ -z "$ONLY" ] || [[ ",$ONLY," == *,reflector,* ]]; then
+    RELAYS+=(reflector)
+fi
+
+RELAY_PID=""
+cleanup() {
+    if [ -n "$RELAY_PID" ]; then
+        kill "$RELAY_PID" 2>/dev/null || true
+        wait "$RELAY_PID" 2>/dev/null || true
+        RELAY_PID=""
+    fi
+}
+trap cleanup EXIT
+trap 'echo "interrupted" >&2; exit 130' INT TERM
+
+start_relay() { # name -> RELAY_PID, NG
+    local name=$1 lo hi range
+    range="RANGE_$name"; read -r lo hi <<<"${!range}"
+    case "$name" in
+        rtpanchor)
+            NG=127.0.0.1:2223
+            taskset -c "$RELAY_CPU" "$RTPANCHOR" --listen-ng "$NG" --interface 127.0.0.1 \
+                --port-min "$lo" --port-max "$hi" >"$OUT/$name.log" 2>&1 &
+            ;;
+        rtpengine)
+            NG=127.0.0.1:2224
+            taskset -c "$RELAY_CPU" rtpengine --config-file=none --foreground --log-stderr \
+                --table=-1 --interface=127.0.0.1 --listen-ng="$NG" --port-min="$lo" \
+                --port-max="$hi" --delete-delay=0 --log-level=4 >"$OUT/$name.log" 2>&1 &
+            ;;
+        reflector)
+            NG=127.0.0.1:2225
+            taskset -c "$RELAY_CPU" "$REFLECTOR" --listen-ng "$NG" --interface 127.0.0.1 \
+                --port-min "$lo" --port-max "$hi" >"$OUT/$name.log" 2>&1 &
+            ;;
+    esac
+    RELAY_PID=$!
+}
+
+stop_relay() {
+    [ -n "$RELAY_PID" ] || return 0
+    kill "$RELAY_PID" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$RELAY_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$RELAY_PID" 2>/dev/null || true
+    wait "$RELAY_PID" 2>/dev/null || true
+    RELAY_PID=""
+}
+
+echo "results in $OUT; relays: ${RELAYS[*]}; calls: $CALLS; reps: $REPS" >&2
+n_relays=${#RELAYS[@]}
+for rep in $(seq "$REPS"); do
+    for calls in $CALLS; do
+        # Alternate the order between repetitions so no relay always runs first.
+        for k in $(seq 0 $((n_relays - 1))); do
+            if [ "$SECONDS" -ge "$BUDGET" ]; then
+                echo "time budget of ${BUDGET}s used up: skipping the remaining runs" >&2
+                break 3
+            fi
+            name=${RELAYS[$(((k + rep - 1) % n_relays))]}
+            start_relay "$name"
+            echo "== $name, $calls calls, rep $rep (pid $RELAY_PID)" >&2
+            # 10000 calls take a while to set up; everything else is bounded by the ladder.
+            timeout 600 "$RTPBENCH" --ng "$NG" --calls "$calls" --find-max --ladder "$LADDER" \
+                --step-duration "$STEP_DUR" --relay-pid "$RELAY_PID" --pin-cpus "$GEN_CPUS" \
+                --local-port-base "$GEN_BASE" --wait-ready 10 --label "$name" \
+                --json "$OUT/${name}_${calls}_rep${rep}.json" \
+                --plot "$OUT/${name}_${calls}_rep${rep}.svg" \
+                >"$OUT/${name}_${calls}_rep${rep}.txt" 2>"$OUT/${name}_${calls}_rep${rep}.err" \
+                || echo "   rtpbench exited $? (see $OUT/${name}_${calls}_rep${rep}.err)" >&2
+            tail -n 1 "$OUT/${name}_${calls}_rep${rep}.txt" >&2 || true
+            stop_relay
+            sleep 1
+        done
+    done
+done
+
+shopt -s nullglob
+files=("$OUT"/*_rep*.json)
+[ ${#files[@]} -gt 0 ] || { echo "no results" >&2; exit 1; }
+
+# Per relay and call count (medians over repetitions):
+#   max_pps     highest ladder rate held cleanly
+#   ns_light    relay CPU ns/packet at the first ladder step (light load)
+#   ns_max      relay CPU ns/packet at max_pps
+#   p99_light   p99 one-way latency (µs) at the first ladder step
+jq -rs '
+  def median: sort | if length == 0 then null else .[(length / 2 | floor)] end;
+  def r(x): if x == null then "-" else (x * 100 | round / 100 | tostring) end;
+  def ratio(a; b): if a == null or b == null or b == 0 then "-" else r(a / b) end;
+  map({label: .label, calls: .calls,
+       max_pps: .max_pass_pps,
+       ns_light: (.steps[0].relay_cpu_ns_per_pkt // null),
+       p99_light: (.steps[0].latency.p99_us // null),
+       ns_max: ((.max_pass_pps) as $m | [.steps[] | select(.target_pps == $m) | .relay_cpu_ns_per_pkt] | first // null)})
+  | group_by([.calls, .label])
+  | map({label: .[0].label, calls: .[0].calls,
+         max_pps: (map(.max_pps // 0) | median),
+         ns_light: (map(.ns_light | select(. != null)) | median),
+         ns_max: (map(.ns_max | select(. != null)) | median),
+         p99_light: (map(.p99_light | select(. != null)) | median)})
+  | group_by(.calls)
+  | map(. as $g
+        | ($g | map(select(.label == "rtpengine")) | first) as $e
+        | ($g | map(select(.label == "reflector")) | first) as $f
+        | $g[]
+        | [(.calls | tostring), .label, r(.max_pps), r(.ns_light), r(.ns_max), r(.p99_light),
+           ratio(.max_pps; $e.max_pps), ratio(.ns_light; $e.ns_light), ratio(.p99_light; $e.p99_light),
+           ratio(.max_pps; $f.max_pps), ratio(.ns_light; $f.ns_light), ratio(.p99_light; $f.p99_light)]
+        | @tsv)
+  | (["calls","relay","max_pps","ns/pkt@first","ns/pkt@max","p99us@first",
+      "pps/rtpengine","ns/rtpengine","p99/rtpengine","pps/reflector","ns/reflector","p99/reflector"]
+     | @tsv), .[]
+' "${files[@]}" | column -t -s $'\t'
+echo "(first ladder step = ${LADDER%%,*} pps; details, plots and logs in $OUT)"
