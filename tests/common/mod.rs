@@ -1,0 +1,42 @@
+//! Shared helpers for integration tests.
+
+pub mod peers;
+
+use std::path::{Path, PathBuf};
+
+/// A scratch directory under the system temp dir, removed on drop unless the thread is
+/// panicking (then it is kept and its path printed, for the logs inside).
+pub struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    /// Creates `<tmp>/<prefix>-<pid>-<n>`, a fresh directory.
+    pub fn new(prefix: &str) -> std::io::Result<TempDir> {
+        let base = std::env::temp_dir();
+        let pid = std::process::id();
+        for n in 0..1000u32 {
+            let path = base.join(format!("{prefix}-{pid}-{n}"));
+            match std::fs::create_dir(&path) {
+                Ok(()) => return Ok(TempDir { path }),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(std::io::Error::other("no free temp dir name"))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("test failed: logs kept in {}", self.path.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}

@@ -1,0 +1,212 @@
+//! External peer processes for end-to-end tests (Kamailio, SIPp, a media relay).
+//!
+//! Contract:
+//! - [`Peer::spawn`] starts a program in its own process group, stdin closed, stdout and stderr
+//!   appended to one log file, and remembers its pid.
+//! - Every wait is bounded ([`Peer::wait_timeout`], [`wait_udp_bound`], [`find_program`] does
+//!   no waiting at all).
+//! - A [`Peer`] is stopped by its pid when dropped, so also when the test fails or panics:
+//!   SIGTERM to the pid, a short grace period, then SIGKILL to the process group the peer
+//!   leads (the group id is the peer's own pid). The group matters for daemons that fork
+//!   workers (Kamailio with `fork=yes`), so no worker outlives the test. Nothing else is
+//!   signalled.
+//!
+//! Signals are sent with the system `kill` program, which keeps this module free of `unsafe`.
+
+// Each integration test compiles this module on its own and uses a subset of it.
+#![allow(dead_code)]
+// Process supervision is an I/O edge: bounded waits read the wall clock.
+#![allow(clippy::disallowed_methods)]
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+/// How often bounded waits poll.
+const POLL: Duration = Duration::from_millis(20);
+
+/// A started external process, stopped by pid on drop.
+pub struct Peer {
+    name: String,
+    child: Child,
+    log: PathBuf,
+    status: Option<ExitStatus>,
+}
+
+impl Peer {
+    /// Starts `cmd` with its output appended to `log` (created if missing).
+    pub fn spawn(name: &str, cmd: &mut Command, log: &Path) -> io::Result<Peer> {
+        let out = OpenOptions::new().create(true).append(true).open(log)?;
+        let err = out.try_clone()?;
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err))
+            // Own process group (pgid = pid): lets `stop` reach forked workers too.
+            .process_group(0)
+            .spawn()
+            .map_err(|e| io::Error::new(e.kind(), format!("starting {name} ({cmd:?}): {e}")))?;
+        Ok(Peer {
+            name: name.to_string(),
+            child,
+            log: log.to_path_buf(),
+            status: None,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    /// The exit status if the process has ended (non-blocking).
+    pub fn try_status(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            self.status = self.child.try_wait().ok().flatten();
+        }
+        self.status
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.try_status().is_none()
+    }
+
+    /// Waits at most `limit` for the process to exit.
+    pub fn wait_timeout(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(s) = self.try_status() {
+                return Some(s);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            sleep(POLL);
+        }
+    }
+
+    /// SIGTERM, up to `grace` to exit, then SIGKILL to the peer's process group. Idempotent.
+    /// Returns the exit status when it could be collected.
+    pub fn stop(&mut self, grace: Duration) -> Option<ExitStatus> {
+        let pid = self.pid();
+        if self.is_running() {
+            signal(&format!("{pid}"), "TERM");
+            if let Some(s) = self.wait_timeout(grace) {
+                // Workers that ignored their leader's exit still share its group.
+                signal(&format!("-{pid}"), "KILL");
+                return Some(s);
+            }
+        }
+        signal(&format!("-{pid}"), "KILL");
+        self.wait_timeout(Duration::from_secs(2))
+    }
+
+    /// The last `lines` lines of the log, for failure messages.
+    pub fn log_tail(&self, lines: usize) -> String {
+        tail(&self.log, lines)
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        self.stop(Duration::from_secs(2));
+    }
+}
+
+/// Sends `sig` to `target` (a pid, or `-pgid` for a group); errors are ignored because the
+/// target may legitimately be gone already.
+fn signal(target: &str, sig: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg("--")
+        .arg(target)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// The last `lines` lines of a text file ("" if unreadable).
+pub fn tail(path: &Path, lines: usize) -> String {
+    let mut s = String::new();
+    if let Ok(mut f) = File::open(path) {
+        let mut bytes = Vec::new();
+        let _ = f.read_to_end(&mut bytes);
+        s = String::from_utf8_lossy(&bytes).into_owned();
+    }
+    let all: Vec<&str> = s.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Finds an executable by name in `PATH` and the sbin directories (Kamailio lives in
+/// /usr/sbin, which is not on every user's `PATH`).
+pub fn find_program(name: &str) -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    for d in [
+        "/usr/local/sbin",
+        "/usr/sbin",
+        "/sbin",
+        "/usr/local/bin",
+        "/usr/bin",
+    ] {
+        dirs.push(PathBuf::from(d));
+    }
+    dirs.into_iter().map(|d| d.join(name)).find(|p| {
+        std::fs::metadata(p).is_ok_and(|m| {
+            use std::os::unix::fs::PermissionsExt;
+            m.is_file() && m.permissions().mode() & 0o111 != 0
+        })
+    })
+}
+
+/// Whether some socket is bound to UDP `127.0.0.1:port` or `0.0.0.0:port` (from /proc/net/udp).
+pub fn udp_bound(port: u16) -> bool {
+    let Ok(table) = std::fs::read_to_string("/proc/net/udp") else {
+        return false;
+    };
+    let loopback = format!("0100007F:{port:04X}");
+    let any = format!("00000000:{port:04X}");
+    table.lines().skip(1).any(|l| {
+        l.split_whitespace()
+            .nth(1)
+            .is_some_and(|local| local == loopback || local == any)
+    })
+}
+
+/// Waits at most `limit` until UDP `port` is bound on loopback; `peer` must stay alive meanwhile.
+pub fn wait_udp_bound(peer: &mut Peer, port: u16, limit: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if udp_bound(port) {
+            return Ok(());
+        }
+        if let Some(s) = peer.try_status() {
+            return Err(format!(
+                "{} exited ({s}) before binding UDP port {port}; log:\n{}",
+                peer.name(),
+                peer.log_tail(30)
+            ));
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "{} did not bind UDP port {port} within {limit:?}; log:\n{}",
+                peer.name(),
+                peer.log_tail(30)
+            ));
+        }
+        sleep(POLL);
+    }
+}
