@@ -4,11 +4,10 @@
 //! Modules: `ng` (control client), `sdp` (build/parse the one-stream SDP), `stats` (packet
 //! stamp, loss/reorder/duplicate/jitter accounting, percentiles), `traffic` (sockets, paced
 //! sender, receiver), `procfs` (CPU time of the relay, UDP drop counters), `plot` (SVG),
-//! `sys` (the batched syscalls; the only `unsafe` of the package), and the temporary
-//! bencode shim `ngwire`.
+//! and `sys` (the batched syscalls; the only `unsafe` of the package). Bencode comes from
+//! the crate's codec, `rtpanchor::control::bencode`.
 
 pub mod ng;
-pub mod ngwire;
 pub mod plot;
 pub mod procfs;
 pub mod sdp;

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use crate::ngwire::{decode, Owned, Value};
 use crate::sdp;
+use rtpanchor::control::bencode::{decode, Owned, Value};
 
 pub struct NgClient {
     sock: UdpSocket,
@@ -176,7 +176,7 @@ pub fn offer(call_id: &str, caller: SocketAddrV4, session_id: u64) -> Owned {
         .with("command", Owned::str("offer"))
         .with("call-id", Owned::str(call_id))
         .with("from-tag", Owned::str("caller"))
-        .with("sdp", Owned::str(sdp::audio_sdp(caller, session_id)))
+        .with("sdp", Owned::str(&sdp::audio_sdp(caller, session_id)))
         .with("ICE", Owned::str("remove"))
         .with(
             "replace",
@@ -190,7 +190,7 @@ pub fn answer(call_id: &str, callee: SocketAddrV4, session_id: u64) -> Owned {
         .with("call-id", Owned::str(call_id))
         .with("from-tag", Owned::str("caller"))
         .with("to-tag", Owned::str("callee"))
-        .with("sdp", Owned::str(sdp::audio_sdp(callee, session_id)))
+        .with("sdp", Owned::str(&sdp::audio_sdp(callee, session_id)))
         .with("ICE", Owned::str("remove"))
         .with(
             "replace",
@@ -239,5 +239,21 @@ mod tests {
         assert_eq!(e.error_reason.as_deref(), Some("Unknown call-id"));
         assert!(reply_endpoint(&Ok(e)).is_err());
         assert!(parse_reply(b"d3:sdp0:e").is_err());
+    }
+
+    #[test]
+    fn offer_request_names_the_caller_socket() {
+        let me: SocketAddrV4 = "127.0.0.1:20000".parse().unwrap();
+        let mut out = Vec::new();
+        offer("c1", me, 1).encode(&mut out);
+        let v = decode(&out).unwrap();
+        assert_eq!(v.get("command").and_then(Value::as_str), Some("offer"));
+        assert_eq!(v.get("call-id").and_then(Value::as_str), Some("c1"));
+        let sdp = v.get("sdp").and_then(Value::as_str).unwrap();
+        assert_eq!(sdp::media_endpoint(sdp), Ok(me));
+        let mut d = Vec::new();
+        delete("c1").encode(&mut d);
+        let v = decode(&d).unwrap();
+        assert_eq!(v.get("command").and_then(Value::as_str), Some("delete"));
     }
 }

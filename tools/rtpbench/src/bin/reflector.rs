@@ -22,7 +22,7 @@ use std::sync::atomic::Ordering;
 use anyhow::{Context, Result};
 use clap::Parser;
 
-use rtpbench::ngwire::{decode, Owned, Value};
+use rtpanchor::control::bencode::{decode, Owned, Value};
 use rtpbench::sdp;
 use rtpbench::sys::{self, Epoll, MsgBatch};
 
@@ -206,7 +206,7 @@ impl Reflector {
                     }
                 }
                 let port = self.port_of(advertised);
-                ok().with("sdp", Owned::str(sdp::rewrite(body, self.iface, port)))
+                ok().with("sdp", Owned::str(&sdp::rewrite(body, self.iface, port)))
             }
             ("offer" | "answer" | "delete", None) => err("No call-id"),
             _ => err("Unrecognized command"),
