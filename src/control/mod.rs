@@ -15,7 +15,7 @@
 
 pub mod bencode;
 pub mod flags;
+pub mod handler;
 pub mod json;
 pub mod ng;
 pub mod reply;
-// pub mod handler; (session glue, written separately)

@@ -4,5 +4,9 @@
 #![forbid(unsafe_code)]
 
 pub mod backend;
+pub mod fake;
 pub mod latch;
+pub mod manager;
+pub mod model;
+pub mod negotiate;
 pub mod ports;

@@ -436,7 +436,10 @@ mod tests {
         let both = [v4.clone(), v6.clone()];
         assert_eq!(pick_interface(&both, None, true).unwrap(), &v6);
         assert_eq!(pick_interface(&both, None, false).unwrap(), &v4);
-        assert_eq!(pick_interface(&[v4.clone()], None, true).unwrap(), &v4);
+        assert_eq!(
+            pick_interface(std::slice::from_ref(&v4), None, true).unwrap(),
+            &v4
+        );
         assert_eq!(
             pick_interface(&[v4], Some(Family::V6), false).unwrap_err(),
             NegotiateError::NoInterface("IPv6")

@@ -1,0 +1,1330 @@
+//! The session manager: calls by Call-ID, offer/answer/delete/query/list/statistics, media
+//! timeouts. One instance per process, behind one mutex held for one command at a time; the
+//! data plane is reached only through the non-blocking [`MediaBackend`].
+//!
+//! # Semantics
+//!
+//! - **Legs by tag, never by message direction.** An offer from tag X makes X the offerer of
+//!   the dialogue it belongs to; the reply SDP goes to the other leg and carries the relay
+//!   ports that leg sends to. The answer names both tags (`from-tag` = the offerer, `to-tag` =
+//!   the answerer, as Kamailio's module sends them, also swapped for a late offer); the
+//!   manager remembers who made the pending offer, so the answerer is "the other one" in
+//!   whichever order the tags come. A re-INVITE from the callee is an offer whose from-tag is
+//!   the callee's: the callee becomes the offerer of the same dialogue, same ports.
+//! - **Idempotent.** A repeated offer or answer (retransmission with a new cookie, several
+//!   proxy workers) finds the same dialogue, keeps every stream (same index and kind) and
+//!   renders the same SDP; nothing is allocated twice.
+//! - **Re-offer** (RFC 3264 §8): an unchanged stream keeps its ports and gets the new remote
+//!   address; an added m= line opens a stream; a line whose port became 0 closes its stream
+//!   (the SDP keeps port 0); a line that changed kind is re-opened.
+//! - **Forks.** With `via-branch`, each branch's offer is its own dialogue (own ports) and the
+//!   answer picks its dialogue by branch. Without it, all forks got the same SDP and ports, so
+//!   the last answering to-tag re-targets the callee side (its endpoint replaces the earlier
+//!   fork's).
+//! - **Delete**: call-id (+ from-tag of either leg) removes the whole call; with a to-tag, only
+//!   the dialogue between the two tags; with a via-branch that names a branch's dialogue, only
+//!   that one (a via-branch matching nothing, e.g. the BYE's own branch, deletes the call).
+//! - **Delete delay**: default 0 (close at once). Our port allocator hands a freed pair out
+//!   again as late as possible, which is what rtpengine's 30 s default protects against;
+//!   a per-request `delete delay` still keeps the streams relaying for that long.
+//! - **Media timeout** ([`SessionManager::tick`]): a call whose newest packet (any stream, any
+//!   side) — or, without packets, whose last signal — is older than `timeout_ns` is closed.
+//! - **Limits.** A new call beyond `max_sessions` or an allocation failure ("Ran out of
+//!   ports") leaves nothing half-open: streams opened for the failing signal are closed again.
+//!   A call holds at most [`MAX_DIALOGUES`] dialogues.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::sdp::{Direction, MediaRewrite, Sdp};
+use crate::session::backend::{
+    BackendError, EndpointSpec, LatchEventKind, MediaBackend, OpenedStream, Side, SideStats,
+    SocketCounters, StreamId, StreamSpec,
+};
+use crate::session::model::{Call, Dialogue, MediaEnd, MediaSlot, MAX_DIALOGUES, MAX_TOKEN_LEN};
+use crate::session::negotiate::{
+    self, MediaDesc, NegotiateError, NegotiateOptions, RelayInterface, StreamOp,
+};
+use crate::session::ports::{PortError, PortPair};
+use crate::time::{Nanos, NANOS_PER_SEC};
+
+/// Most backend events logged per [`SessionManager::drain_events`] call (bounds the time the
+/// manager's lock is held; the rest wait for the next drain).
+pub const MAX_EVENTS_PER_DRAIN: usize = 4096;
+
+#[derive(Clone, Debug)]
+pub struct ManagerConfig {
+    pub interfaces: Vec<RelayInterface>,
+    /// Most concurrent calls; 0 = unlimited.
+    pub max_sessions: usize,
+    /// Media timeout; 0 disables it.
+    pub timeout_ns: Nanos,
+    /// Default delete delay (a request's `delete delay` overrides it).
+    pub delete_delay_ns: Nanos,
+    /// The configured port range, reported by `statistics`.
+    pub port_min: u16,
+    pub port_max: u16,
+    /// Unix time at monotonic 0 (`time::unix_now() - time::now_ns()` at start), so reports
+    /// show wall-clock seconds while the logic only sees monotonic time.
+    pub unix_at_zero: Duration,
+}
+
+impl Default for ManagerConfig {
+    fn default() -> Self {
+        ManagerConfig {
+            interfaces: Vec::new(),
+            max_sessions: 0,
+            timeout_ns: 60 * NANOS_PER_SEC,
+            delete_delay_ns: 0,
+            port_min: 30000,
+            port_max: 40000,
+            unix_at_zero: Duration::ZERO,
+        }
+    }
+}
+
+/// Who an offer or answer is about.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Signal<'a> {
+    pub call_id: &'a str,
+    pub from_tag: &'a str,
+    pub to_tag: Option<&'a str>,
+    pub via_branch: Option<&'a str>,
+    /// Label of the leg that sent this SDP.
+    pub label: Option<&'a str>,
+    pub sdp: &'a [u8],
+}
+
+/// The SDP to pass on, and anything worth telling the client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Negotiated {
+    pub sdp: Vec<u8>,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SessionError {
+    /// rtpengine's wording (Kamailio fails over to the next node on it).
+    #[error("Parallel session limit reached")]
+    SessionLimit,
+    /// rtpengine's wording (Kamailio fails over to the next node on it).
+    #[error("Ran out of ports")]
+    OutOfPorts,
+    #[error("Unknown call-id")]
+    UnknownCall,
+    #[error("Unknown call-id or tag: no offer to answer")]
+    NoOffer,
+    /// delete/query of an unknown call, or tags that are not in it (rtpengine's wording).
+    #[error("Call-ID not found or tags didn't match")]
+    NotFound,
+    #[error("No to-tag in message")]
+    NoToTag,
+    #[error("Too many branches in call (limit {0})")]
+    TooManyBranches(usize),
+    #[error("{0} is too long (limit {MAX_TOKEN_LEN} bytes)")]
+    TooLong(&'static str),
+    #[error("{0} is empty")]
+    Empty(&'static str),
+    #[error(transparent)]
+    Negotiate(#[from] NegotiateError),
+    #[error("Media backend failure: {0}")]
+    Backend(String),
+}
+
+impl SessionError {
+    /// Capacity problems: answered with `result: load limit` where the client supports it.
+    pub fn is_load_limit(&self) -> bool {
+        matches!(self, SessionError::SessionLimit | SessionError::OutOfPorts)
+    }
+}
+
+impl From<BackendError> for SessionError {
+    fn from(e: BackendError) -> Self {
+        match e {
+            BackendError::Ports(PortError::Exhausted) => SessionError::OutOfPorts,
+            other => SessionError::Backend(other.to_string()),
+        }
+    }
+}
+
+/// Packet counters summed over sockets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub packets: u64,
+    pub bytes: u64,
+    pub errors: u64,
+}
+
+impl Counters {
+    fn add(&mut self, c: &SocketCounters) {
+        self.packets = self.packets.saturating_add(c.packets);
+        self.bytes = self.bytes.saturating_add(c.bytes);
+        self.errors = self.errors.saturating_add(c.errors);
+    }
+
+    fn add_counters(&mut self, c: &Counters) {
+        self.packets = self.packets.saturating_add(c.packets);
+        self.bytes = self.bytes.saturating_add(c.bytes);
+        self.errors = self.errors.saturating_add(c.errors);
+    }
+}
+
+/// RTP and RTCP counters of a call (ingress, both sides, every stream).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub rtp: Counters,
+    pub rtcp: Counters,
+}
+
+impl Totals {
+    fn add_side(&mut self, s: &SideStats) {
+        self.rtp.add(&s.rtp);
+        self.rtcp.add(&s.rtcp);
+    }
+
+    fn add(&mut self, t: &Totals) {
+        self.rtp.add_counters(&t.rtp);
+        self.rtcp.add_counters(&t.rtcp);
+    }
+
+    /// RTP and RTCP together.
+    pub fn sum(&self) -> Counters {
+        let mut c = self.rtp;
+        c.add_counters(&self.rtcp);
+        c
+    }
+}
+
+/// One leg's view of one m= line.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MediaReport {
+    pub index: u32,
+    pub kind: String,
+    pub proto: String,
+    pub label: Option<String>,
+    /// The relay ports this leg sends to; `None` when not relayed.
+    pub ports: Option<PortPair>,
+    /// The relay's bound address for this leg.
+    pub local_addr: Option<IpAddr>,
+    /// Where media for this leg goes now: learned source, else the SDP endpoint.
+    pub endpoint: Option<SocketAddr>,
+    /// What the leg's SDP said (hold address included).
+    pub advertised: Option<SocketAddr>,
+    /// Where RTCP for this leg goes (from signalling).
+    pub rtcp_endpoint: Option<SocketAddr>,
+    pub rtcp_mux: bool,
+    pub direction: Option<Direction>,
+    /// Ingress counters and quality of what this leg sends.
+    pub stats: SideStats,
+    /// Unix seconds of the newest RTP / RTCP packet from this leg (0 = never).
+    pub last_rtp_unix: u64,
+    pub last_rtcp_unix: u64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct TagReport {
+    /// Empty for a callee leg not yet named by an answer.
+    pub tag: String,
+    pub label: Option<String>,
+    pub created_unix: u64,
+    pub via_branch: Option<String>,
+    /// Tags this leg is in a dialogue with.
+    pub peers: Vec<String>,
+    pub medias: Vec<MediaReport>,
+}
+
+/// A call as `query` and `delete` report it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CallReport {
+    pub call_id: Arc<str>,
+    pub created: Duration,
+    pub last_signal_unix: u64,
+    pub tags: Vec<TagReport>,
+    pub totals: Totals,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// No media (and no signal) for the timeout.
+    Timeout,
+    /// A deleted call's delete delay ran out.
+    DeleteDelayExpired,
+}
+
+/// A call closed by [`SessionManager::tick`], for the caller's log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClosedCall {
+    pub call_id: Arc<str>,
+    pub reason: CloseReason,
+    pub age_ns: Nanos,
+    pub totals: Totals,
+}
+
+/// Figures for `statistics`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Statistics {
+    pub sessions: usize,
+    /// Deleted calls still relaying during their delete delay.
+    pub lingering: usize,
+    pub packet_rate: u64,
+    pub byte_rate: u64,
+    pub error_rate: u64,
+    pub uptime_secs: u64,
+    pub managed_sessions: u64,
+    pub rejected_sessions: u64,
+    pub timeout_sessions: u64,
+    pub terminated_sessions: u64,
+    /// Every packet relayed so far (closed calls and live ones).
+    pub relayed: Counters,
+    pub interfaces: Vec<RelayInterface>,
+    pub port_min: u16,
+    pub port_max: u16,
+    /// Port pairs in use and in total (from the backend).
+    pub pairs_used: usize,
+    pub pairs_total: usize,
+}
+
+#[derive(Debug)]
+struct Lingering {
+    call_id: Arc<str>,
+    deadline: Nanos,
+    created_ns: Nanos,
+    streams: Vec<StreamId>,
+}
+
+#[derive(Debug, Default)]
+struct Rates {
+    last_ns: Nanos,
+    last: Counters,
+    packet: u64,
+    byte: u64,
+    error: u64,
+}
+
+/// Where an offer goes in the call.
+enum OfferTarget {
+    /// Existing dialogue `idx`; the offerer is on `side`; `name_b` names side B on commit.
+    Existing {
+        idx: usize,
+        side: Side,
+        name_b: Option<String>,
+    },
+    /// A new dialogue with this side B tag (late offer: known at once).
+    New { b_tag: Option<String> },
+}
+
+pub struct SessionManager<B: MediaBackend> {
+    backend: B,
+    cfg: ManagerConfig,
+    calls: HashMap<Arc<str>, Call>,
+    /// Stream -> call, for event logs (live and lingering streams).
+    stream_calls: HashMap<StreamId, Arc<str>>,
+    lingering: Vec<Lingering>,
+    started_ns: Nanos,
+    managed: u64,
+    rejected: u64,
+    timeouts: u64,
+    terminated: u64,
+    /// Counters of streams already closed.
+    closed: Totals,
+    rates: Rates,
+}
+
+fn check_token(value: &str, what: &'static str) -> Result<(), SessionError> {
+    if value.is_empty() {
+        return Err(SessionError::Empty(what));
+    }
+    if value.len() > MAX_TOKEN_LEN {
+        return Err(SessionError::TooLong(what));
+    }
+    Ok(())
+}
+
+fn side_ports(s: &OpenedStream, side: Side) -> PortPair {
+    match side {
+        Side::A => s.a_ports,
+        Side::B => s.b_ports,
+    }
+}
+
+fn branch_eq(d: &Dialogue, via: Option<&str>) -> bool {
+    d.via_branch.as_deref() == via
+}
+
+/// A pending dialogue (side B unnamed) offered by `tag`: exact branch first, then (when the
+/// signal has no branch, or the offer had none) any.
+fn find_pending(call: &Call, tag: &str, via: Option<&str>) -> Option<usize> {
+    let pending = |d: &&Dialogue| d.b_tag.is_none() && d.a_tag == tag;
+    let ds = &call.dialogues;
+    ds.iter()
+        .position(|d| pending(&d) && branch_eq(d, via))
+        .or_else(|| {
+            ds.iter()
+                .position(|d| pending(&d) && (via.is_none() || d.via_branch.is_none()))
+        })
+}
+
+fn find_offer_target(call: &Call, sig: &Signal<'_>) -> OfferTarget {
+    let from = sig.from_tag;
+    let ds = &call.dialogues;
+    if let Some(to) = sig.to_tag {
+        if let Some(idx) = ds.iter().position(|d| d.joins(from, to)) {
+            let side = ds[idx].side_of(from).unwrap_or(Side::A);
+            return OfferTarget::Existing {
+                idx,
+                side,
+                name_b: None,
+            };
+        }
+        // An early-dialog offer (UPDATE) naming the callee before any answer did.
+        if let Some(idx) = find_pending(call, from, sig.via_branch) {
+            return OfferTarget::Existing {
+                idx,
+                side: Side::A,
+                name_b: Some(to.to_owned()),
+            };
+        }
+        // The callee offering into a pending dialogue of the caller.
+        if let Some(idx) = find_pending(call, to, sig.via_branch) {
+            return OfferTarget::Existing {
+                idx,
+                side: Side::B,
+                name_b: Some(from.to_owned()),
+            };
+        }
+        // Late offer (SDP in the 200): both tags known from the start.
+        return OfferTarget::New {
+            b_tag: Some(to.to_owned()),
+        };
+    }
+    let via = sig.via_branch;
+    let found = ds
+        .iter()
+        .position(|d| d.a_tag == from && branch_eq(d, via))
+        .or_else(|| {
+            via.is_none()
+                .then(|| ds.iter().position(|d| d.a_tag == from))
+                .flatten()
+        });
+    if let Some(idx) = found {
+        return OfferTarget::Existing {
+            idx,
+            side: Side::A,
+            name_b: None,
+        };
+    }
+    // A callee re-offer from a client that sends no to-tag.
+    if let Some(idx) = ds.iter().position(|d| d.b_tag.as_deref() == Some(from)) {
+        return OfferTarget::Existing {
+            idx,
+            side: Side::B,
+            name_b: None,
+        };
+    }
+    OfferTarget::New { b_tag: None }
+}
+
+/// (dialogue, answerer side, new tag for side B, whether that re-targets a named side B).
+fn find_answer_target(
+    call: &Call,
+    from: &str,
+    to: &str,
+    via: Option<&str>,
+) -> Option<(usize, Side, Option<String>, bool)> {
+    let ds = &call.dialogues;
+    if let Some(idx) = ds.iter().position(|d| d.joins(from, to)) {
+        return Some((idx, ds[idx].offerer.other(), None, false));
+    }
+    if let Some(idx) = find_pending(call, from, via) {
+        return Some((idx, Side::B, Some(to.to_owned()), false));
+    }
+    if let Some(idx) = find_pending(call, to, via) {
+        return Some((idx, Side::B, Some(from.to_owned()), false));
+    }
+    // Another fork answering an offer made without via-branch: re-target side B.
+    let retarget = |offerer: &str, answerer: &str| {
+        ds.iter()
+            .position(|d| {
+                d.a_tag == offerer
+                    && d.offerer == Side::A
+                    && (branch_eq(d, via) || d.via_branch.is_none())
+            })
+            .map(|idx| (idx, Side::B, Some(answerer.to_owned()), true))
+    };
+    retarget(from, to).or_else(|| retarget(to, from))
+}
+
+impl<B: MediaBackend> SessionManager<B> {
+    pub fn new(backend: B, cfg: ManagerConfig, now: Nanos) -> Self {
+        SessionManager {
+            backend,
+            cfg,
+            calls: HashMap::new(),
+            stream_calls: HashMap::new(),
+            lingering: Vec::new(),
+            started_ns: now,
+            managed: 0,
+            rejected: 0,
+            timeouts: 0,
+            terminated: 0,
+            closed: Totals::default(),
+            rates: Rates {
+                last_ns: now,
+                ..Rates::default()
+            },
+        }
+    }
+
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    pub fn backend_mut(&mut self) -> &mut B {
+        &mut self.backend
+    }
+
+    pub fn config(&self) -> &ManagerConfig {
+        &self.cfg
+    }
+
+    /// Live calls (not counting deleted ones lingering in their delete delay).
+    pub fn call_count(&self) -> usize {
+        self.calls.len()
+    }
+
+    pub fn call(&self, call_id: &str) -> Option<&Call> {
+        self.calls.get(call_id)
+    }
+
+    fn unix(&self, mono: Nanos) -> Duration {
+        self.cfg.unix_at_zero + Duration::from_nanos(mono)
+    }
+
+    fn unix_secs_or_zero(&self, mono: Nanos) -> u64 {
+        if mono == 0 {
+            0
+        } else {
+            self.unix(mono).as_secs()
+        }
+    }
+
+    /// Closes a stream, keeping its final counters in the totals.
+    fn close_stream(&mut self, id: StreamId) {
+        if let Some(st) = self.backend.stats(id) {
+            self.closed.add_side(&st.a);
+            self.closed.add_side(&st.b);
+        }
+        self.backend.close(id);
+        self.stream_calls.remove(&id);
+    }
+
+    fn call_totals(&self, call: &Call) -> Totals {
+        let mut t = Totals::default();
+        for s in call.streams() {
+            if let Some(st) = self.backend.stats(s.id) {
+                t.add_side(&st.a);
+                t.add_side(&st.b);
+            }
+        }
+        t
+    }
+
+    /// An SDP offer from `sig.from_tag`. Returns the SDP for the other leg.
+    pub fn offer(
+        &mut self,
+        sig: &Signal<'_>,
+        opts: &NegotiateOptions,
+        now: Nanos,
+    ) -> Result<Negotiated, SessionError> {
+        check_token(sig.call_id, "call-id")?;
+        check_token(sig.from_tag, "from-tag")?;
+        for (v, what) in [
+            (sig.to_tag, "to-tag"),
+            (sig.via_branch, "via-branch"),
+            (sig.label, "label"),
+        ] {
+            if let Some(v) = v {
+                check_token(v, what)?;
+            }
+        }
+        let sdp = Sdp::parse(sig.sdp).map_err(NegotiateError::from)?;
+        let mut warnings = Vec::new();
+        if opts.loop_protect && negotiate::points_at_relay(&sdp, &self.cfg.interfaces) {
+            warnings.push("SDP already points at this relay (loop): passed on unchanged".into());
+            return Ok(Negotiated {
+                sdp: sig.sdp.to_vec(),
+                warnings,
+            });
+        }
+        let descs = negotiate::describe(&sdp, opts, &mut warnings)?;
+
+        let existing_call = self.calls.get(sig.call_id);
+        if existing_call.is_none()
+            && self.cfg.max_sessions > 0
+            && self.calls.len() >= self.cfg.max_sessions
+        {
+            self.rejected += 1;
+            return Err(SessionError::SessionLimit);
+        }
+        let call_id: Arc<str> = match existing_call {
+            Some(c) => c.id.clone(),
+            None => Arc::from(sig.call_id),
+        };
+        let target = match existing_call {
+            Some(call) => find_offer_target(call, sig),
+            None => OfferTarget::New {
+                b_tag: sig.to_tag.map(str::to_owned),
+            },
+        };
+        let no_slots: &[MediaSlot] = &[];
+        let (offerer, existing_slots) = match (&target, existing_call) {
+            (OfferTarget::Existing { idx, side, .. }, Some(call)) => (
+                *side,
+                call.dialogues
+                    .get(*idx)
+                    .map_or(no_slots, |d| d.media.as_slice()),
+            ),
+            (OfferTarget::New { .. }, Some(call)) if call.dialogues.len() >= MAX_DIALOGUES => {
+                return Err(SessionError::TooManyBranches(MAX_DIALOGUES));
+            }
+            _ => (Side::A, no_slots),
+        };
+        let receiver = offerer.other();
+        let ops = negotiate::plan_streams(existing_slots, &descs);
+        // Answer the receiving leg in its own family when we know it, else in the offerer's.
+        let receiver_v6 = existing_slots
+            .iter()
+            .map(|s| s.end(receiver))
+            .find(|e| e.known)
+            .map(|e| e.ipv6)
+            .unwrap_or_else(|| {
+                descs
+                    .iter()
+                    .find(|d| d.relayed())
+                    .is_some_and(|d| d.end.ipv6)
+            });
+        let iface = negotiate::pick_interface(&self.cfg.interfaces, opts.family, receiver_v6)?;
+        let relay_sdp_addr = iface.sdp_addr();
+        let relay_local = iface.local;
+
+        // Allocate everything first, so a failure leaves nothing behind.
+        let mut opened: Vec<Option<OpenedStream>> = vec![None; descs.len()];
+        for (i, (op, desc)) in ops.iter().zip(&descs).enumerate() {
+            if !matches!(op, StreamOp::Open | StreamOp::Reopen) {
+                continue;
+            }
+            let offerer_end = desc.end.endpoint.clone();
+            let receiver_end = EndpointSpec {
+                rtp: None,
+                rtcp: None,
+                rtcp_mux: opts.rtcp_mux.toward_answerer(desc.end.mux_in_sdp),
+                latch: opts.latch,
+                clock_rates: offerer_end.clock_rates.clone(),
+            };
+            let (a, b) = match offerer {
+                Side::A => (offerer_end, receiver_end),
+                Side::B => (receiver_end, offerer_end),
+            };
+            let spec = StreamSpec {
+                call_id: call_id.clone(),
+                a,
+                b,
+            };
+            match self.backend.open(spec, now) {
+                Ok(s) => opened[i] = Some(s),
+                Err(e) => {
+                    for s in opened.iter().flatten() {
+                        self.backend.close(s.id);
+                    }
+                    if existing_call.is_none() {
+                        self.rejected += 1;
+                    }
+                    tracing::warn!(call_id = %call_id, error = %e, "offer: stream allocation failed");
+                    return Err(e.into());
+                }
+            }
+        }
+        let stream_at = |i: usize| -> Option<OpenedStream> {
+            match ops.get(i) {
+                Some(StreamOp::Open | StreamOp::Reopen) => opened.get(i).copied().flatten(),
+                Some(StreamOp::Update) => existing_slots.get(i).and_then(|s| s.stream),
+                _ => None,
+            }
+        };
+        let rewrites: Vec<MediaRewrite> = descs
+            .iter()
+            .enumerate()
+            .map(|(i, d)| match stream_at(i) {
+                Some(s) => {
+                    let p = side_ports(&s, receiver);
+                    MediaRewrite::Relay {
+                        rtp_port: p.rtp,
+                        rtcp_port: p.rtcp(),
+                        rtcp_mux: opts.rtcp_mux.toward_answerer(d.end.mux_in_sdp),
+                    }
+                }
+                None => MediaRewrite::Keep,
+            })
+            .collect();
+        let out = match negotiate::render(&sdp, rewrites, relay_sdp_addr, opts) {
+            Ok(out) => out,
+            Err(e) => {
+                for s in opened.iter().flatten() {
+                    self.backend.close(s.id);
+                }
+                return Err(e.into());
+            }
+        };
+        let streams: Vec<Option<OpenedStream>> = (0..descs.len()).map(stream_at).collect();
+
+        // Commit.
+        let managed = &mut self.managed;
+        let call = self.calls.entry(call_id.clone()).or_insert_with(|| {
+            *managed += 1;
+            Call::new(call_id.clone(), now)
+        });
+        call.last_signal_ns = now;
+        call.touch_leg(sig.from_tag, sig.label, now);
+        if let Some(to) = sig.to_tag {
+            call.touch_leg(to, None, now);
+        }
+        let idx = match target {
+            OfferTarget::Existing { idx, name_b, .. } => {
+                if let (Some(b), Some(d)) = (name_b, call.dialogues.get_mut(idx)) {
+                    d.b_tag = Some(b);
+                }
+                idx
+            }
+            OfferTarget::New { b_tag } => {
+                call.dialogues.push(Dialogue {
+                    a_tag: sig.from_tag.to_owned(),
+                    b_tag,
+                    via_branch: sig.via_branch.map(str::to_owned),
+                    offerer: Side::A,
+                    answered: false,
+                    media: Vec::new(),
+                    created_ns: now,
+                });
+                call.dialogues.len() - 1
+            }
+        };
+        let mut to_close = Vec::new();
+        if let Some(d) = call.dialogues.get_mut(idx) {
+            d.offerer = offerer;
+            d.answered = false;
+            let mut old = std::mem::take(&mut d.media).into_iter();
+            for ((desc, op), stream) in descs.into_iter().zip(&ops).zip(streams) {
+                let prev = old.next();
+                let MediaDesc {
+                    index,
+                    kind,
+                    proto,
+                    end,
+                    label,
+                    ..
+                } = desc;
+                let mut slot = match (op, prev) {
+                    (StreamOp::Update, Some(mut s)) => {
+                        if let Some(st) = s.stream {
+                            self.backend
+                                .update(st.id, offerer, end.endpoint.clone(), now);
+                        }
+                        s.kind = kind;
+                        s.proto = proto;
+                        s
+                    }
+                    (op, prev) => {
+                        if let Some(st) = prev.as_ref().and_then(|p| p.stream) {
+                            to_close.push(st.id);
+                        }
+                        // A closed line keeps what the receiver said about it; a new stream
+                        // starts with nothing known about the receiver.
+                        let keep_receiver = *op == StreamOp::Close || *op == StreamOp::Skip;
+                        let receiver_end = prev
+                            .filter(|_| keep_receiver)
+                            .map(|p| p.end(receiver).clone())
+                            .unwrap_or_default();
+                        let mut s = MediaSlot {
+                            index,
+                            kind,
+                            proto,
+                            stream,
+                            a: MediaEnd::default(),
+                            b: MediaEnd::default(),
+                            mux_policy: opts.rtcp_mux,
+                            mux_offered: false,
+                            label: None,
+                        };
+                        *s.end_mut(receiver) = receiver_end;
+                        s
+                    }
+                };
+                slot.index = index;
+                slot.label = label;
+                slot.mux_policy = opts.rtcp_mux;
+                slot.mux_offered = end.mux_in_sdp;
+                let prev_relay = slot.end(offerer).relay_local;
+                *slot.end_mut(offerer) = MediaEnd {
+                    relay_local: prev_relay,
+                    ..end
+                };
+                if slot.stream.is_some() {
+                    slot.end_mut(receiver).relay_local = Some(relay_local);
+                } else {
+                    slot.stream = None;
+                }
+                d.media.push(slot);
+            }
+            // A shorter re-offer (not RFC 3264 compliant): drop the extra lines.
+            for s in old {
+                if let Some(st) = s.stream {
+                    to_close.push(st.id);
+                }
+            }
+        }
+        for s in opened.iter().flatten() {
+            self.stream_calls.insert(s.id, call_id.clone());
+        }
+        for id in to_close {
+            self.close_stream(id);
+        }
+        Ok(Negotiated { sdp: out, warnings })
+    }
+
+    /// An SDP answer. `sig.from_tag`/`sig.to_tag` name the two legs (either order; the leg
+    /// that did not make the pending offer is the answerer). Returns the SDP for the offerer.
+    pub fn answer(
+        &mut self,
+        sig: &Signal<'_>,
+        opts: &NegotiateOptions,
+        now: Nanos,
+    ) -> Result<Negotiated, SessionError> {
+        check_token(sig.call_id, "call-id")?;
+        check_token(sig.from_tag, "from-tag")?;
+        let to_tag = sig.to_tag.ok_or(SessionError::NoToTag)?;
+        check_token(to_tag, "to-tag")?;
+        if let Some(l) = sig.label {
+            check_token(l, "label")?;
+        }
+        let sdp = Sdp::parse(sig.sdp).map_err(NegotiateError::from)?;
+        let mut warnings = Vec::new();
+        let descs = negotiate::describe(&sdp, opts, &mut warnings)?;
+        let call = self
+            .calls
+            .get(sig.call_id)
+            .ok_or(SessionError::UnknownCall)?;
+        let (idx, answerer, name_b, retarget) =
+            find_answer_target(call, sig.from_tag, to_tag, sig.via_branch)
+                .ok_or(SessionError::NoOffer)?;
+        let offerer = answerer.other();
+        let d = call.dialogues.get(idx).ok_or(SessionError::NoOffer)?;
+        if descs.len() != d.media.len() {
+            warnings.push(format!(
+                "answer has {} m= lines, the offer had {}",
+                descs.len(),
+                d.media.len()
+            ));
+        }
+        let offerer_v6 = d
+            .media
+            .iter()
+            .map(|s| s.end(offerer))
+            .find(|e| e.known)
+            .is_some_and(|e| e.ipv6);
+        let iface = negotiate::pick_interface(&self.cfg.interfaces, opts.family, offerer_v6)?;
+        let relay_sdp_addr = iface.sdp_addr();
+        let relay_local = iface.local;
+
+        // Per line: (stream kept, answerer muxes, offerer muxes).
+        let mut plan = Vec::with_capacity(descs.len());
+        for desc in &descs {
+            let slot = d.media.get(desc.index as usize - 1);
+            let stream = slot.and_then(|s| s.stream);
+            let kept = match (slot, stream) {
+                (Some(s), Some(_)) => desc.relayed() && s.kind.eq_ignore_ascii_case(&desc.kind),
+                _ => false,
+            };
+            if let (Some(s), Some(_), false) = (slot, stream, desc.rejected) {
+                if !kept {
+                    warnings.push(format!(
+                        "answer m= line {} ({}) does not match the offer ({}): stream closed",
+                        desc.index, desc.kind, s.kind
+                    ));
+                }
+            }
+            let (ans_mux, off_mux) = match slot {
+                Some(s) => {
+                    let offered_to_answerer = s.mux_policy.toward_answerer(s.mux_offered);
+                    let ans = desc.end.mux_in_sdp && offered_to_answerer;
+                    (ans, s.mux_policy.offerer_final(s.mux_offered, ans))
+                }
+                None => (false, false),
+            };
+            plan.push((if kept { stream } else { None }, stream, ans_mux, off_mux));
+        }
+        let rewrites: Vec<MediaRewrite> = plan
+            .iter()
+            .map(|(kept, _, _, off_mux)| match kept {
+                Some(s) => {
+                    let p = side_ports(s, offerer);
+                    MediaRewrite::Relay {
+                        rtp_port: p.rtp,
+                        rtcp_port: p.rtcp(),
+                        rtcp_mux: *off_mux,
+                    }
+                }
+                None => MediaRewrite::Keep,
+            })
+            .collect();
+        let out = negotiate::render(&sdp, rewrites, relay_sdp_addr, opts)?;
+
+        // Commit.
+        let mut to_close = Vec::new();
+        let Some(call) = self.calls.get_mut(sig.call_id) else {
+            return Err(SessionError::UnknownCall);
+        };
+        call.last_signal_ns = now;
+        let answerer_tag = match &name_b {
+            Some(b) => b.clone(),
+            None => call
+                .dialogues
+                .get(idx)
+                .and_then(|d| d.tag(answerer))
+                .unwrap_or(to_tag)
+                .to_owned(),
+        };
+        call.touch_leg(&answerer_tag, sig.label, now);
+        if let Some(d) = call.dialogues.get_mut(idx) {
+            if let Some(b) = name_b {
+                if retarget {
+                    tracing::info!(call_id = %call.id, old = ?d.b_tag, new = %b,
+                        "answer from another fork: callee side re-targeted");
+                    for s in &mut d.media {
+                        s.b = MediaEnd {
+                            relay_local: s.b.relay_local,
+                            ..MediaEnd::default()
+                        };
+                    }
+                }
+                d.b_tag = Some(b);
+            }
+            d.answered = true;
+            for (desc, (kept, stream, ans_mux, off_mux)) in descs.into_iter().zip(plan) {
+                let Some(slot) = d.media.get_mut(desc.index as usize - 1) else {
+                    continue;
+                };
+                let prev_relay = slot.end(answerer).relay_local;
+                let mut end = MediaEnd {
+                    relay_local: prev_relay,
+                    ..desc.end
+                };
+                end.set_mux(ans_mux);
+                match kept {
+                    Some(s) => {
+                        self.backend
+                            .update(s.id, answerer, end.endpoint.clone(), now);
+                        let off = slot.end_mut(offerer);
+                        off.relay_local = Some(relay_local);
+                        if off.endpoint.rtcp_mux != off_mux {
+                            off.set_mux(off_mux);
+                            self.backend
+                                .update(s.id, offerer, off.endpoint.clone(), now);
+                        }
+                    }
+                    None => {
+                        if let Some(s) = stream {
+                            to_close.push(s.id);
+                            slot.stream = None;
+                        }
+                    }
+                }
+                *slot.end_mut(answerer) = end;
+            }
+        }
+        call.prune_legs();
+        for id in to_close {
+            self.close_stream(id);
+        }
+        Ok(Negotiated { sdp: out, warnings })
+    }
+
+    /// Deletes a call, or one of its dialogues (see the module doc). Returns the call's report
+    /// as it was just before (when `want_report`).
+    pub fn delete(
+        &mut self,
+        req: &DeleteRequest<'_>,
+        want_report: bool,
+        now: Nanos,
+    ) -> Result<Option<CallReport>, SessionError> {
+        let call = self.calls.get(req.call_id).ok_or(SessionError::NotFound)?;
+        let known = |t: &str| call.has_tag(t) || call.leg(t).is_some();
+        if req.from_tag.is_some_and(|t| !known(t)) || req.to_tag.is_some_and(|t| !known(t)) {
+            return Err(SessionError::NotFound);
+        }
+        let victims: Vec<usize> = if let Some(to) = req.to_tag {
+            let v: Vec<usize> = call
+                .dialogues
+                .iter()
+                .enumerate()
+                .filter(|(_, d)| match req.from_tag {
+                    Some(from) => d.joins(from, to),
+                    None => d.side_of(to).is_some(),
+                })
+                .map(|(i, _)| i)
+                .collect();
+            if v.is_empty() {
+                return Err(SessionError::NotFound);
+            }
+            v
+        } else {
+            let by_branch: Vec<usize> = match req.via_branch {
+                Some(via) => call
+                    .dialogues
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, d)| {
+                        d.via_branch.as_deref() == Some(via)
+                            && req.from_tag.is_none_or(|f| d.side_of(f).is_some())
+                    })
+                    .map(|(i, _)| i)
+                    .collect(),
+                None => Vec::new(),
+            };
+            if by_branch.is_empty() {
+                (0..call.dialogues.len()).collect()
+            } else {
+                by_branch
+            }
+        };
+        let report = want_report.then(|| self.report(call));
+        let delay = req.delay_ns.unwrap_or(self.cfg.delete_delay_ns);
+        let Some(call) = self.calls.get_mut(req.call_id) else {
+            return Err(SessionError::NotFound);
+        };
+        let mut streams = Vec::new();
+        for &i in victims.iter().rev() {
+            if i < call.dialogues.len() {
+                let d = call.dialogues.remove(i);
+                streams.extend(d.streams().map(|s| s.id));
+            }
+        }
+        let call_id = call.id.clone();
+        let created_ns = call.created_ns;
+        if call.dialogues.is_empty() {
+            self.calls.remove(req.call_id);
+            self.terminated += 1;
+            tracing::info!(call_id = %call_id, "call deleted");
+        } else {
+            call.prune_legs();
+            tracing::info!(call_id = %call_id, dialogues = victims.len(), "branch deleted");
+        }
+        if delay > 0 && !streams.is_empty() {
+            self.lingering.push(Lingering {
+                call_id,
+                deadline: now.saturating_add(delay),
+                created_ns,
+                streams,
+            });
+        } else {
+            for id in streams {
+                self.close_stream(id);
+            }
+        }
+        Ok(report)
+    }
+
+    /// The call's state and counters.
+    pub fn query(&self, call_id: &str) -> Result<CallReport, SessionError> {
+        let call = self.calls.get(call_id).ok_or(SessionError::UnknownCall)?;
+        Ok(self.report(call))
+    }
+
+    /// Call-IDs, oldest first, at most `limit`.
+    pub fn list(&self, limit: usize) -> Vec<Arc<str>> {
+        let mut v: Vec<(&Nanos, &Arc<str>)> = self
+            .calls
+            .values()
+            .map(|c| (&c.created_ns, &c.id))
+            .collect();
+        v.sort();
+        v.into_iter()
+            .take(limit)
+            .map(|(_, id)| id.clone())
+            .collect()
+    }
+
+    fn live_totals(&self) -> Totals {
+        let mut t = Totals::default();
+        let lingering = self
+            .lingering
+            .iter()
+            .flat_map(|l| l.streams.iter().copied());
+        let live = self.calls.values().flat_map(|c| c.streams().map(|s| s.id));
+        for id in live.chain(lingering) {
+            if let Some(st) = self.backend.stats(id) {
+                t.add_side(&st.a);
+                t.add_side(&st.b);
+            }
+        }
+        t
+    }
+
+    pub fn statistics(&self, now: Nanos) -> Statistics {
+        let mut relayed = self.closed;
+        relayed.add(&self.live_totals());
+        let (pairs_used, pairs_total) = self.backend.port_usage();
+        Statistics {
+            sessions: self.calls.len(),
+            lingering: self.lingering.len(),
+            packet_rate: self.rates.packet,
+            byte_rate: self.rates.byte,
+            error_rate: self.rates.error,
+            uptime_secs: now.saturating_sub(self.started_ns) / NANOS_PER_SEC,
+            managed_sessions: self.managed,
+            rejected_sessions: self.rejected,
+            timeout_sessions: self.timeouts,
+            terminated_sessions: self.terminated,
+            relayed: relayed.sum(),
+            interfaces: self.cfg.interfaces.clone(),
+            port_min: self.cfg.port_min,
+            port_max: self.cfg.port_max,
+            pairs_used,
+            pairs_total,
+        }
+    }
+
+    /// Once a second: ends lingering deletes, times out silent calls, updates rates. Returns
+    /// the calls closed, for the caller to log with their final counters.
+    pub fn tick(&mut self, now: Nanos) -> Vec<ClosedCall> {
+        let mut closed = Vec::new();
+        let mut expired = Vec::new();
+        self.lingering.retain_mut(|l| {
+            if l.deadline <= now {
+                expired.push(std::mem::take(l));
+                false
+            } else {
+                true
+            }
+        });
+        for l in expired {
+            let mut totals = Totals::default();
+            for &id in &l.streams {
+                if let Some(st) = self.backend.stats(id) {
+                    totals.add_side(&st.a);
+                    totals.add_side(&st.b);
+                }
+                self.close_stream(id);
+            }
+            closed.push(ClosedCall {
+                call_id: l.call_id,
+                reason: CloseReason::DeleteDelayExpired,
+                age_ns: now.saturating_sub(l.created_ns),
+                totals,
+            });
+        }
+
+        let mut live = Totals::default();
+        let mut dead = Vec::new();
+        for call in self.calls.values() {
+            let mut last = call.last_signal_ns;
+            for s in call.streams() {
+                if let Some(st) = self.backend.stats(s.id) {
+                    last = last.max(st.last_packet_ns());
+                    live.add_side(&st.a);
+                    live.add_side(&st.b);
+                }
+            }
+            if self.cfg.timeout_ns > 0 && now.saturating_sub(last) >= self.cfg.timeout_ns {
+                dead.push(call.id.clone());
+            }
+        }
+        for id in dead {
+            let Some(call) = self.calls.remove(&id) else {
+                continue;
+            };
+            let totals = self.call_totals(&call);
+            let ids: Vec<StreamId> = call.streams().map(|s| s.id).collect();
+            for sid in ids {
+                self.close_stream(sid);
+            }
+            self.timeouts += 1;
+            tracing::info!(call_id = %id, "call timed out (no media)");
+            closed.push(ClosedCall {
+                call_id: id,
+                reason: CloseReason::Timeout,
+                age_ns: now.saturating_sub(call.created_ns),
+                totals,
+            });
+        }
+
+        // Rates over the interval since the last tick (live streams of calls still open plus
+        // everything closed; lingering streams count once they close).
+        let mut total = self.closed;
+        total.add(&live);
+        let cur = total.sum();
+        let dt = now.saturating_sub(self.rates.last_ns);
+        if dt > 0 {
+            let per_sec = |a: u64, b: u64| {
+                (u128::from(a.saturating_sub(b)) * u128::from(NANOS_PER_SEC) / u128::from(dt))
+                    as u64
+            };
+            self.rates.packet = per_sec(cur.packets, self.rates.last.packets);
+            self.rates.byte = per_sec(cur.bytes, self.rates.last.bytes);
+            self.rates.error = per_sec(cur.errors, self.rates.last.errors);
+            self.rates.last = cur;
+            self.rates.last_ns = now;
+        }
+        closed
+    }
+
+    /// Logs pending data-plane events (latching), once each, with their call id. Returns how
+    /// many were logged.
+    pub fn drain_events(&mut self) -> usize {
+        let mut n = 0;
+        while n < MAX_EVENTS_PER_DRAIN {
+            let Some(ev) = self.backend.poll_event() else {
+                break;
+            };
+            n += 1;
+            let call_id = self
+                .stream_calls
+                .get(&ev.stream)
+                .map_or("?", |c| c.as_ref());
+            let what = match ev.kind {
+                LatchEventKind::Learned => "learned peer address",
+                LatchEventKind::Confirmed => "confirmed peer address",
+                LatchEventKind::Relearned => "peer address changed",
+            };
+            tracing::info!(
+                call_id,
+                stream = ev.stream,
+                side = ?ev.side,
+                rtcp = ev.rtcp,
+                addr = %ev.addr,
+                "{what}"
+            );
+        }
+        n
+    }
+
+    fn report(&self, call: &Call) -> CallReport {
+        let mut totals = Totals::default();
+        let mut tags: Vec<TagReport> = Vec::new();
+        let mut pending: Option<TagReport> = None;
+        for leg in &call.legs {
+            tags.push(TagReport {
+                tag: leg.tag.clone(),
+                label: leg.label.clone(),
+                created_unix: self.unix(leg.created_ns).as_secs(),
+                via_branch: None,
+                peers: Vec::new(),
+                medias: Vec::new(),
+            });
+        }
+        for d in &call.dialogues {
+            let stats: Vec<_> = d
+                .media
+                .iter()
+                .map(|m| m.stream.and_then(|s| self.backend.stats(s.id)))
+                .collect();
+            for st in stats.iter().flatten() {
+                totals.add_side(&st.a);
+                totals.add_side(&st.b);
+            }
+            for side in [Side::A, Side::B] {
+                let medias: Vec<MediaReport> = d
+                    .media
+                    .iter()
+                    .zip(&stats)
+                    .map(|(m, st)| self.media_report(m, side, st.map(|s| *s.side(side))))
+                    .collect();
+                let peer = d.tag(side.other()).unwrap_or_default().to_owned();
+                let entry = match d.tag(side) {
+                    Some(tag) => {
+                        if !tags.iter().any(|t| t.tag == tag) {
+                            tags.push(TagReport {
+                                tag: tag.to_owned(),
+                                label: None,
+                                created_unix: self.unix(d.created_ns).as_secs(),
+                                via_branch: None,
+                                peers: Vec::new(),
+                                medias: Vec::new(),
+                            });
+                        }
+                        tags.iter_mut().find(|t| t.tag == tag)
+                    }
+                    None => Some(pending.get_or_insert_with(|| TagReport {
+                        tag: String::new(),
+                        label: None,
+                        created_unix: self.unix(d.created_ns).as_secs(),
+                        via_branch: None,
+                        peers: Vec::new(),
+                        medias: Vec::new(),
+                    })),
+                };
+                if let Some(t) = entry {
+                    if side == Side::B && d.via_branch.is_some() {
+                        t.via_branch = d.via_branch.clone();
+                    }
+                    if !peer.is_empty() && !t.peers.contains(&peer) {
+                        t.peers.push(peer);
+                    }
+                    t.medias.extend(medias);
+                }
+            }
+        }
+        tags.extend(pending);
+        CallReport {
+            call_id: call.id.clone(),
+            created: self.unix(call.created_ns),
+            last_signal_unix: self.unix(call.last_signal_ns).as_secs(),
+            tags,
+            totals,
+        }
+    }
+
+    fn media_report(&self, m: &MediaSlot, side: Side, stats: Option<SideStats>) -> MediaReport {
+        let end = m.end(side);
+        let stats = stats.unwrap_or_default();
+        MediaReport {
+            index: m.index,
+            kind: m.kind.clone(),
+            proto: m.proto.clone(),
+            label: m.label.clone(),
+            ports: m.stream.map(|s| side_ports(&s, side)),
+            local_addr: m.stream.and(end.relay_local),
+            endpoint: stats.learned_rtp.or(end.endpoint.rtp),
+            advertised: end.advertised,
+            rtcp_endpoint: end.endpoint.rtcp,
+            rtcp_mux: end.endpoint.rtcp_mux,
+            direction: end.direction,
+            last_rtp_unix: self.unix_secs_or_zero(stats.rtp.last_packet_ns),
+            last_rtcp_unix: self.unix_secs_or_zero(stats.rtcp.last_packet_ns),
+            stats,
+        }
+    }
+}
+
+impl Default for Lingering {
+    fn default() -> Self {
+        Lingering {
+            call_id: Arc::from(""),
+            deadline: 0,
+            created_ns: 0,
+            streams: Vec::new(),
+        }
+    }
+}
+
+/// What `delete` names.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DeleteRequest<'a> {
+    pub call_id: &'a str,
+    pub from_tag: Option<&'a str>,
+    pub to_tag: Option<&'a str>,
+    pub via_branch: Option<&'a str>,
+    /// Overrides the configured delete delay.
+    pub delay_ns: Option<Nanos>,
+}
