@@ -505,3 +505,12 @@ pub fn classify_with<'a>(datagram: &'a [u8], opts: &CheckOptions<'_>) -> Disposi
         }
     }
 }
+
+/// Whether a response may be sent to this address taken from a Via: never to the
+/// unspecified or the limited-broadcast address (RFC 4475 §3.1.4.10).
+pub fn is_sendable_destination(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(a) => !a.is_unspecified() && !a.is_broadcast(),
+        std::net::IpAddr::V6(a) => !a.is_unspecified(),
+    }
+}
