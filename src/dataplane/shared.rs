@@ -16,39 +16,17 @@ pub fn bump(c: &AtomicU64, by: u64) {
     c.store(c.load(Relaxed).wrapping_add(by), Relaxed);
 }
 
+/// Ingress counters of one relay socket.
 #[derive(Default, Debug)]
-#[repr(align(64))]
-pub struct SlotShared {
+pub struct Counters {
     pub packets: AtomicU64,
     pub bytes: AtomicU64,
     pub errors: AtomicU64,
     pub last_packet_ns: AtomicU64,
-    // RTP quality, published from the worker's tracker on its housekeeping tick.
-    pub q_packets: AtomicU64,
-    pub q_bytes: AtomicU64,
-    pub q_expected: AtomicU64,
-    pub q_lost: AtomicU64, // i64 bits
-    pub q_duplicates: AtomicU64,
-    pub q_reordered: AtomicU64,
-    pub q_ext_seq: AtomicU64,
-    pub q_jitter_ms: AtomicU64,     // f64 bits
-    pub q_max_jitter_ms: AtomicU64, // f64 bits
-    pub q_loss_fraction: AtomicU64, // f64 bits
-    pub q_last_ns: AtomicU64,
-    pub q_ssrc: AtomicU32,
-    pub q_ssrc_changes: AtomicU32,
-    pub q_jitter_units: AtomicU32,
-    pub q_clock_hz: AtomicU32,
-    pub q_pt: AtomicU32,
-    // Latest RTCP report block about this direction's media, as the receiver reported it.
-    pub r_fraction_lost: AtomicU32,
-    pub r_cumulative_lost: AtomicU32, // i32 bits
-    pub r_jitter: AtomicU32,
-    pub r_reports: AtomicU64,
 }
 
-impl SlotShared {
-    pub fn counters(&self) -> SocketCounters {
+impl Counters {
+    pub fn read(&self) -> SocketCounters {
         SocketCounters {
             packets: self.packets.load(Relaxed),
             bytes: self.bytes.load(Relaxed),
@@ -56,85 +34,134 @@ impl SlotShared {
             last_packet_ns: self.last_packet_ns.load(Relaxed),
         }
     }
+}
 
-    pub fn publish_quality(&self, s: &RtpStreamStats) {
-        self.q_packets.store(s.packets, Relaxed);
-        self.q_bytes.store(s.bytes, Relaxed);
-        self.q_expected.store(s.expected, Relaxed);
-        self.q_lost.store(s.lost as u64, Relaxed);
-        self.q_duplicates.store(s.duplicates, Relaxed);
-        self.q_reordered.store(s.reordered, Relaxed);
-        self.q_ext_seq.store(s.extended_highest_seq, Relaxed);
-        self.q_jitter_ms.store(s.jitter_ms.to_bits(), Relaxed);
-        self.q_max_jitter_ms
-            .store(s.max_jitter_ms.to_bits(), Relaxed);
-        self.q_loss_fraction
-            .store(s.loss_fraction.to_bits(), Relaxed);
-        self.q_last_ns.store(s.last_packet_ns, Relaxed);
-        self.q_ssrc.store(s.ssrc, Relaxed);
-        self.q_ssrc_changes.store(s.ssrc_changes, Relaxed);
-        self.q_jitter_units.store(s.jitter_rtp_units, Relaxed);
-        self.q_clock_hz.store(s.clock_rate_hz, Relaxed);
-        self.q_pt.store(u32::from(s.payload_type), Relaxed);
+/// RTP quality of one direction, published from the worker's tracker on its housekeeping
+/// tick (not per packet).
+#[derive(Default, Debug)]
+pub struct QualityCell {
+    packets: AtomicU64,
+    bytes: AtomicU64,
+    expected: AtomicU64,
+    lost: AtomicU64, // i64 bits
+    duplicates: AtomicU64,
+    reordered: AtomicU64,
+    ext_seq: AtomicU64,
+    jitter_ms: AtomicU64,     // f64 bits
+    max_jitter_ms: AtomicU64, // f64 bits
+    loss_fraction: AtomicU64, // f64 bits
+    last_ns: AtomicU64,
+    ssrc: AtomicU32,
+    ssrc_changes: AtomicU32,
+    jitter_units: AtomicU32,
+    clock_hz: AtomicU32,
+    pt: AtomicU32,
+}
+
+impl QualityCell {
+    pub fn publish(&self, s: &RtpStreamStats) {
+        self.packets.store(s.packets, Relaxed);
+        self.bytes.store(s.bytes, Relaxed);
+        self.expected.store(s.expected, Relaxed);
+        self.lost.store(s.lost as u64, Relaxed);
+        self.duplicates.store(s.duplicates, Relaxed);
+        self.reordered.store(s.reordered, Relaxed);
+        self.ext_seq.store(s.extended_highest_seq, Relaxed);
+        self.jitter_ms.store(s.jitter_ms.to_bits(), Relaxed);
+        self.max_jitter_ms.store(s.max_jitter_ms.to_bits(), Relaxed);
+        self.loss_fraction.store(s.loss_fraction.to_bits(), Relaxed);
+        self.last_ns.store(s.last_packet_ns, Relaxed);
+        self.ssrc.store(s.ssrc, Relaxed);
+        self.ssrc_changes.store(s.ssrc_changes, Relaxed);
+        self.jitter_units.store(s.jitter_rtp_units, Relaxed);
+        self.clock_hz.store(s.clock_rate_hz, Relaxed);
+        self.pt.store(u32::from(s.payload_type), Relaxed);
     }
 
-    pub fn quality(&self) -> RtpStreamStats {
+    pub fn read(&self) -> RtpStreamStats {
         RtpStreamStats {
-            packets: self.q_packets.load(Relaxed),
-            bytes: self.q_bytes.load(Relaxed),
-            ssrc: self.q_ssrc.load(Relaxed),
-            ssrc_changes: self.q_ssrc_changes.load(Relaxed),
-            payload_type: self.q_pt.load(Relaxed) as u8,
-            extended_highest_seq: self.q_ext_seq.load(Relaxed),
-            expected: self.q_expected.load(Relaxed),
-            lost: self.q_lost.load(Relaxed) as i64,
-            loss_fraction: f64::from_bits(self.q_loss_fraction.load(Relaxed)),
-            duplicates: self.q_duplicates.load(Relaxed),
-            reordered: self.q_reordered.load(Relaxed),
-            jitter_rtp_units: self.q_jitter_units.load(Relaxed),
-            jitter_ms: f64::from_bits(self.q_jitter_ms.load(Relaxed)),
-            max_jitter_ms: f64::from_bits(self.q_max_jitter_ms.load(Relaxed)),
-            clock_rate_hz: self.q_clock_hz.load(Relaxed),
-            last_packet_ns: self.q_last_ns.load(Relaxed),
-        }
-    }
-
-    pub fn rtcp_report(&self) -> RtcpReport {
-        RtcpReport {
-            fraction_lost: self.r_fraction_lost.load(Relaxed) as u8,
-            cumulative_lost: self.r_cumulative_lost.load(Relaxed) as i32,
-            jitter_rtp_units: self.r_jitter.load(Relaxed),
-            reports: self.r_reports.load(Relaxed),
+            packets: self.packets.load(Relaxed),
+            bytes: self.bytes.load(Relaxed),
+            ssrc: self.ssrc.load(Relaxed),
+            ssrc_changes: self.ssrc_changes.load(Relaxed),
+            payload_type: self.pt.load(Relaxed) as u8,
+            extended_highest_seq: self.ext_seq.load(Relaxed),
+            expected: self.expected.load(Relaxed),
+            lost: self.lost.load(Relaxed) as i64,
+            loss_fraction: f64::from_bits(self.loss_fraction.load(Relaxed)),
+            duplicates: self.duplicates.load(Relaxed),
+            reordered: self.reordered.load(Relaxed),
+            jitter_rtp_units: self.jitter_units.load(Relaxed),
+            jitter_ms: f64::from_bits(self.jitter_ms.load(Relaxed)),
+            max_jitter_ms: f64::from_bits(self.max_jitter_ms.load(Relaxed)),
+            clock_rate_hz: self.clock_hz.load(Relaxed),
+            last_packet_ns: self.last_ns.load(Relaxed),
         }
     }
 }
 
-/// Slot order inside [`StreamShared::slots`].
+/// The latest RTCP report block an endpoint sent (about the media it receives).
+#[derive(Default, Debug)]
+pub struct ReportCell {
+    pub fraction_lost: AtomicU32,
+    pub cumulative_lost: AtomicU32, // i32 bits
+    pub jitter: AtomicU32,
+    pub reports: AtomicU64,
+}
+
+impl ReportCell {
+    pub fn read(&self) -> RtcpReport {
+        RtcpReport {
+            fraction_lost: self.fraction_lost.load(Relaxed) as u8,
+            cumulative_lost: self.cumulative_lost.load(Relaxed) as i32,
+            jitter_rtp_units: self.jitter.load(Relaxed),
+            reports: self.reports.load(Relaxed),
+        }
+    }
+}
+
+/// Everything readers see of one side: what its endpoint sent to the relay.
+#[derive(Default, Debug)]
+pub struct SideShared {
+    pub rtp: Counters,
+    pub rtcp: Counters,
+    pub quality: QualityCell,
+    pub report: ReportCell,
+}
+
+impl SideShared {
+    fn stats(&self) -> SideStats {
+        SideStats {
+            rtp: self.rtp.read(),
+            rtcp: self.rtcp.read(),
+            quality: self.quality.read(),
+            learned_rtp: None,
+            confirmed: false,
+            rtcp_report: self.report.read(),
+        }
+    }
+}
+
+/// Both sides of one stream. One allocation per stream, cache-line aligned so streams
+/// written by different workers never share a line.
+#[derive(Default, Debug)]
+#[repr(align(64))]
+pub struct StreamShared {
+    pub sides: [SideShared; 2],
+}
+
+/// Socket order in a stream's four-slot group.
 pub const A_RTP: usize = 0;
 pub const A_RTCP: usize = 1;
 pub const B_RTP: usize = 2;
 pub const B_RTCP: usize = 3;
 
-/// The four sockets of one stream (side A RTP/RTCP, side B RTP/RTCP).
-#[derive(Default, Debug)]
-pub struct StreamShared {
-    pub slots: [SlotShared; 4],
-}
-
 impl StreamShared {
     /// Reads everything but the learned addresses, which the control side tracks from events.
     pub fn stats(&self) -> StreamStats {
-        let side = |rtp: usize, rtcp: usize| SideStats {
-            rtp: self.slots[rtp].counters(),
-            rtcp: self.slots[rtcp].counters(),
-            quality: self.slots[rtp].quality(),
-            learned_rtp: None,
-            confirmed: false,
-            rtcp_report: self.slots[rtcp].rtcp_report(),
-        };
         StreamStats {
-            a: side(A_RTP, A_RTCP),
-            b: side(B_RTP, B_RTCP),
+            a: self.sides[0].stats(),
+            b: self.sides[1].stats(),
         }
     }
 }

@@ -13,7 +13,7 @@ use crate::session::backend::{MediaEvent, Side, StreamId};
 use crate::session::latch::{Latch, LatchMode};
 
 use super::shared::{StreamShared, WorkerCounters, A_RTCP, A_RTP, B_RTCP, B_RTP};
-use super::slot::{DirtyList, Slot, SlotKind, NO_SLOT};
+use super::slot::{DirtyList, RtpState, Slot, SlotKind, NO_SLOT};
 
 /// Commands queued per worker. Bounded so a stuck worker cannot make the control plane grow
 /// without limit; 64k outstanding commands is far more than a second of signalling.
@@ -127,7 +127,12 @@ impl SlotTable {
         };
         slot.latch = Latch::new(init.latch, sdp);
         slot.rtcp_mux = init.rtcp_mux;
-        slot.clock_rates = init.clock_rates;
+        if kind == SlotKind::Rtp {
+            slot.rtp = Some(Box::new(RtpState {
+                tracker: Default::default(),
+                clock_rates: init.clock_rates,
+            }));
+        }
     }
 
     /// Installs a stream; returns its four slot indices (A_RTP, A_RTCP, B_RTP, B_RTCP).
@@ -167,7 +172,6 @@ impl SlotTable {
             s.peer_rtp = peer_rtp;
             s.peer_rtcp = peer_rtcp;
             s.shared = Some(shared.clone());
-            s.shared_index = pos as u8;
             Self::init_side(s, init, kind);
         }
         self.streams.insert(id, idx);
@@ -190,7 +194,9 @@ impl SlotTable {
                 };
                 s.latch.on_signal(init.latch, sdp);
                 s.rtcp_mux = init.rtcp_mux;
-                s.clock_rates = init.clock_rates;
+                if let Some(rtp) = s.rtp.as_deref_mut() {
+                    rtp.clock_rates = init.clock_rates;
+                }
             }
         }
     }
@@ -215,6 +221,7 @@ impl SlotTable {
                 s.socket = None;
                 s.fd = -1;
                 s.shared = None;
+                s.rtp = None;
                 s.closing = false;
                 s.peer_rtp = NO_SLOT;
                 s.peer_rtcp = NO_SLOT;

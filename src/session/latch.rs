@@ -69,9 +69,11 @@ pub enum LatchVerdict {
 pub struct Latch {
     mode: LatchMode,
     sdp: Option<SocketAddr>,
+    /// The best source seen; locked in once `confirmed` (kept as one address, not two, to
+    /// keep the per-socket state small).
     candidate: Option<(SocketAddr, Rank)>,
+    confirmed: bool,
     learning_since_ns: Nanos,
-    confirmed: Option<SocketAddr>,
     last_confirmed_packet_ns: Nanos,
 }
 
@@ -81,8 +83,8 @@ impl Latch {
             mode,
             sdp,
             candidate: None,
+            confirmed: false,
             learning_since_ns: 0,
-            confirmed: None,
             last_confirmed_packet_ns: 0,
         }
     }
@@ -96,12 +98,18 @@ impl Latch {
     }
 
     pub fn confirmed(&self) -> Option<SocketAddr> {
-        self.confirmed
+        self.candidate.filter(|_| self.confirmed).map(|(a, _)| a)
     }
 
     /// The learned source so far (confirmed or candidate).
     pub fn learned(&self) -> Option<SocketAddr> {
-        self.confirmed.or(self.candidate.map(|(a, _)| a))
+        self.candidate.map(|(a, _)| a)
+    }
+
+    fn confirm(&mut self, addr: SocketAddr, now: Nanos) {
+        self.candidate = Some((addr, self.rank(addr)));
+        self.confirmed = true;
+        self.last_confirmed_packet_ns = now;
     }
 
     /// Where packets for this endpoint go now.
@@ -121,7 +129,7 @@ impl Latch {
         self.sdp = sdp;
         if changed {
             self.candidate = None;
-            self.confirmed = None;
+            self.confirmed = false;
             self.learning_since_ns = 0;
         }
     }
@@ -139,14 +147,14 @@ impl Latch {
         match self.mode {
             LatchMode::Asymmetric => return LatchVerdict::Accept(None),
             LatchMode::MediaHandover => {
-                return match self.confirmed {
+                return match self.confirmed() {
                     Some(c) if c == src => LatchVerdict::Accept(None),
                     Some(old) => {
-                        self.confirmed = Some(src);
+                        self.confirm(src, now);
                         LatchVerdict::Accept(Some(LatchEvent::Relearned { old, new: src }))
                     }
                     None => {
-                        self.confirmed = Some(src);
+                        self.confirm(src, now);
                         LatchVerdict::Accept(Some(LatchEvent::Confirmed(src)))
                     }
                 };
@@ -154,7 +162,7 @@ impl Latch {
             LatchMode::Symmetric | LatchMode::StrictSource => {}
         }
 
-        if let Some(c) = self.confirmed {
+        if let Some(c) = self.confirmed() {
             if c == src {
                 self.last_confirmed_packet_ns = now;
                 return LatchVerdict::Accept(None);
@@ -163,9 +171,7 @@ impl Latch {
             if self.mode == LatchMode::Symmetric && silent {
                 // NAT rebinding: the new source takes over, confirmed at once (a learning
                 // phase here would reopen the window an attacker waits for).
-                self.confirmed = Some(src);
-                self.candidate = Some((src, self.rank(src)));
-                self.last_confirmed_packet_ns = now;
+                self.confirm(src, now);
                 return LatchVerdict::Accept(Some(LatchEvent::Relearned { old: c, new: src }));
             }
             return LatchVerdict::Reject;
@@ -198,8 +204,7 @@ impl Latch {
         };
         let window_over = now.saturating_sub(self.learning_since_ns) >= LEARN_WINDOW_NS;
         if cand_rank == Rank::Exact || window_over {
-            self.confirmed = Some(cand);
-            self.last_confirmed_packet_ns = now;
+            self.confirm(cand, now);
             if cand != src {
                 // The window closed on a packet from a tied source: it is not the one we lock.
                 return LatchVerdict::Reject;
