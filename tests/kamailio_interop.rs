@@ -416,6 +416,16 @@ fn wait_proxy_ready(kam: &mut Peer, port: u16, limit: Duration) -> Result<(), St
     ))
 }
 
+/// Whether we run as root (from /proc/self/status), for SIPp's raw-socket pcap play.
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .find(|l| l.starts_with("Uid:"))
+            .and_then(|l| l.split_whitespace().nth(2))
+            == Some("0")
+    })
+}
+
 /// `(SuccessfulCall(C), FailedCall(C))` from the last row of SIPp's `-trace_stat` CSV.
 fn sipp_call_counts(csv: &Path) -> Result<(u64, u64), String> {
     let text = std::fs::read_to_string(csv).map_err(|e| format!("{}: {e}", csv.display()))?;
@@ -702,6 +712,18 @@ fn sipp_calls_through_kamailio_anchor_media_on_relay() {
     );
 
     // --- RTP: the callee's endpoint got the pcap from the relay ports it was offered.
+    assert!(
+        !report.rtp.is_empty(),
+        "no RTP reached the callee's media port {} ({} non-RTP datagrams){}; relay log:\n{}",
+        PORTS.sink,
+        report.not_rtp,
+        if is_root() {
+            ""
+        } else {
+            " -- SIPp's pcap play needs a raw socket: run as root or with CAP_NET_RAW"
+        },
+        relay_peer.log_tail(30)
+    );
     let mut delivered = 0u64;
     let mut from_ports = BTreeSet::new();
     for (from, s) in &report.rtp {

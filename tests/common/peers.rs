@@ -11,7 +11,8 @@
 //!   workers (Kamailio with `fork=yes`), so no worker outlives the test. Nothing else is
 //!   signalled.
 //!
-//! Signals are sent with the system `kill` program, which keeps this module free of `unsafe`.
+//! Signals are sent with the shell's `kill` (`sh -c`), which keeps this module free of `unsafe`;
+//! std's `Child::kill` (SIGKILL to the pid) is the fallback.
 
 // Each integration test compiles this module on its own and uses a subset of it.
 #![allow(dead_code)]
@@ -35,6 +36,9 @@ pub struct Peer {
     child: Child,
     log: PathBuf,
     status: Option<ExitStatus>,
+    /// Set once the group was signalled; later `stop`s only report the status, so a reused
+    /// pid is never signalled.
+    stopped: bool,
 }
 
 impl Peer {
@@ -55,6 +59,7 @@ impl Peer {
             child,
             log: log.to_path_buf(),
             status: None,
+            stopped: false,
         })
     }
 
@@ -99,6 +104,10 @@ impl Peer {
     /// SIGTERM, up to `grace` to exit, then SIGKILL to the peer's process group. Idempotent.
     /// Returns the exit status when it could be collected.
     pub fn stop(&mut self, grace: Duration) -> Option<ExitStatus> {
+        if self.stopped {
+            return self.try_status();
+        }
+        self.stopped = true;
         let pid = self.pid();
         if self.is_running() {
             signal(&format!("{pid}"), "TERM");
@@ -108,7 +117,10 @@ impl Peer {
                 return Some(s);
             }
         }
-        signal(&format!("-{pid}"), "KILL");
+        if !signal(&format!("-{pid}"), "KILL") {
+            // No shell `kill` (or the group is gone): at least the leader, by pid.
+            let _ = self.child.kill();
+        }
         self.wait_timeout(Duration::from_secs(2))
     }
 
@@ -124,17 +136,17 @@ impl Drop for Peer {
     }
 }
 
-/// Sends `sig` to `target` (a pid, or `-pgid` for a group); errors are ignored because the
-/// target may legitimately be gone already.
-fn signal(target: &str, sig: &str) {
-    let _ = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg("--")
-        .arg(target)
+/// Sends `sig` to `target` (a pid, or `-pgid` for a group) with the shell's `kill`, present
+/// wherever `sh` is. Returns whether `kill` ran and succeeded; failures are otherwise ignored
+/// because the target may legitimately be gone already.
+fn signal(target: &str, sig: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", "kill -s \"$1\" -- \"$2\"", "sh", sig, target])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .status();
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// The last `lines` lines of a text file ("" if unreadable).
