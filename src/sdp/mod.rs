@@ -13,7 +13,8 @@
 //! (whose `Display` text is suitable for an ng `error-reason`) anything it must interpret but
 //! cannot: a first line other than `v=0`, a malformed `o=`, `c=` or `m=` line, an invalid
 //! `a=rtcp` / `a=rtpmap`, non-UTF-8 bytes in a line it interprets, more than [`MAX_MEDIA`]
-//! media sections, a body larger than [`MAX_SDP_LEN`] bytes, a line that is not `<type>=<value>`.
+//! media sections, more than [`MAX_LINES`] lines, a body larger than [`MAX_SDP_LEN`] bytes, a
+//! line that is not `<type>=<value>`.
 //! Lines it does not interpret may hold any bytes (a Latin-1 `s=` line is fine).
 //!
 //! Lines end in CRLF or LF, independently per line; each output line keeps the ending of the
@@ -85,6 +86,8 @@ pub use rewrite::{rewrite, MediaRewrite, RewriteParams, RtcpAttr};
 pub const MAX_SDP_LEN: usize = 64 * 1024;
 /// Most media sections (`m=` lines) accepted.
 pub const MAX_MEDIA: usize = 64;
+/// Most lines accepted (bounds the per-body index; a 64-media WebRTC offer has ~2,000).
+pub const MAX_LINES: usize = 8192;
 
 /// Why an SDP body was rejected. The `Display` text is meant for an ng `error-reason`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -109,6 +112,8 @@ pub enum SdpError {
     BadMedia { line: usize },
     #[error("invalid a={attr} attribute in SDP (line {line})")]
     BadAttribute { line: usize, attr: &'static str },
+    #[error("too many lines in SDP (limit {limit})")]
+    TooManyLines { limit: usize },
     #[error("too many media sections in SDP (limit {limit})")]
     TooManyMedia { limit: usize },
     #[error("media rewrite list has {got} entries but the SDP has {expected} m= lines")]

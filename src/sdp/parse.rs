@@ -5,7 +5,9 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use super::{Connection, Direction, Media, Origin, Sdp, SdpError, MAX_MEDIA, MAX_SDP_LEN};
+use super::{
+    Connection, Direction, Media, Origin, Sdp, SdpError, MAX_LINES, MAX_MEDIA, MAX_SDP_LEN,
+};
 
 /// What a line is, as far as rewriting cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -228,6 +230,9 @@ pub(crate) fn parse(input: &[u8]) -> Result<Sdp<'_>, SdpError> {
     let mut lineno = 0usize;
     while pos < input.len() {
         lineno += 1;
+        if lineno > MAX_LINES {
+            return Err(SdpError::TooManyLines { limit: MAX_LINES });
+        }
         let rest = &input[pos..];
         let (clen, eol) = match rest.iter().position(|&b| b == b'\n') {
             Some(i) if i > 0 && rest[i - 1] == b'\r' => (i - 1, 2),
@@ -473,6 +478,8 @@ fn parse_media(body: &str) -> Option<(Media<'_>, (usize, usize))> {
     };
     let port = parse_u16(port_text)?;
     let formats: Vec<&str> = toks.map(|(_, f)| f).collect();
+    // Usually one rtpmap per dynamic format; reserve once instead of growing.
+    let rtpmap = Vec::with_capacity(formats.len().min(32));
     Some((
         Media {
             kind,
@@ -485,7 +492,7 @@ fn parse_media(body: &str) -> Option<(Media<'_>, (usize, usize))> {
             rtcp_mux: false,
             direction: None,
             effective_direction: Direction::SendRecv,
-            rtpmap: Vec::new(),
+            rtpmap,
             has_ice: false,
             has_crypto: false,
             has_fingerprint: false,

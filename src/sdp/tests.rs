@@ -324,6 +324,12 @@ fn rejects_bad_bodies() {
             what: "o="
         }
     );
+    let mut lines = b"v=0\n".to_vec();
+    // v=0 plus MAX_LINES - 1 blank lines.
+    lines.extend(std::iter::repeat_n(b'\n', MAX_LINES - 1));
+    assert_eq!(Sdp::parse(&lines).map(|s| s.line_count()), Ok(MAX_LINES));
+    lines.push(b'\n');
+    assert_eq!(err(&lines), SdpError::TooManyLines { limit: MAX_LINES });
     let mut many = b"v=0\r\n".to_vec();
     for _ in 0..MAX_MEDIA {
         many.extend_from_slice(b"m=audio 5004 RTP/AVP 0\r\n");
