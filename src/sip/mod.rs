@@ -9,6 +9,7 @@
 //!   "answer with this status" or "drop".
 //! - [`edit`]: an [`Editor`] that splices changes into the received bytes, so every header
 //!   the proxy does not touch is forwarded byte for byte.
+//! - [`registrar`]: a location service (RFC 3261 §10.3) over a pluggable store.
 //!
 //! Nothing here does I/O or reads the clock, and no input makes it panic.
 #![forbid(unsafe_code)]
@@ -18,6 +19,7 @@ pub mod header;
 pub mod lex;
 pub mod message;
 pub mod parse;
+pub mod registrar;
 pub mod uri;
 
 pub use edit::{EditError, Editor};
