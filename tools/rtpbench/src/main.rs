@@ -391,6 +391,9 @@ impl Bench<'_> {
         if tail_ms > TAIL_LIMIT_MS {
             why.push(format!("backlog: last packet {tail_ms:.0} ms after stop"));
         }
+        if self.stop.load(Ordering::Relaxed) {
+            why.push("interrupted".to_string());
+        }
         let pass = why.is_empty();
         let mut verdict = if pass {
             "pass".to_string()
