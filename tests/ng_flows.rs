@@ -1164,3 +1164,21 @@ fn backend_events_are_drained_once() {
     assert_eq!(m.drain_events(), 1);
     assert_eq!(m.drain_events(), 0);
 }
+
+#[test]
+fn unknown_direction_interface_is_warned() {
+    let mut m = mgr();
+    let r = run(
+        &mut m,
+        offer("c", "a", OFFER).with(
+            "direction",
+            Owned::List(vec![Owned::str("default"), Owned::str("external")]),
+        ),
+        SEC,
+    );
+    assert!(ok_sdp(&r).contains("c=IN IP4 203.0.113.1"));
+    assert_eq!(
+        s(&r, "warning"),
+        "Unknown interface external: default interface used"
+    );
+}

@@ -28,7 +28,14 @@
 //!   learn once, `media handover` -> follow new sources, else symmetric (safe default).
 //! - ICE attributes are always removed from relayed media: we do not terminate ICE, and the
 //!   endpoint's candidates would route media around the relay. `ICE=force` gets a warning.
-//! - The `label` names the leg that sent the SDP (offer: from-tag, answer: the answerer).
+//! - The `label` names the leg that sent the SDP (offer: from-tag, answer: the answerer;
+//!   `to-label` takes precedence in an answer).
+//! - Direction attributes pass through as offered (`original sendrecv` is always in effect);
+//!   relay ports are always kept across re-offers (`port latching` is always in effect).
+//! - `direction` names an interface per side; with one interface per address family, a name
+//!   that is not configured gets a warning and the default is used.
+//! - A delete's to-tag (Kamailio sends one only with its `to-tag` flag) limits it to that
+//!   dialogue; `all` ignores it.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -152,6 +159,12 @@ fn session_error(e: &SessionError, supports_load_limit: bool) -> Owned {
 fn offer_answer<B: MediaBackend>(mgr: &mut SessionManager<B>, req: NgRequest, now: Nanos) -> Owned {
     let mut warnings = req.warnings.clone();
     let opts = negotiate_options(&req, &mut warnings);
+    let interfaces = &mgr.config().interfaces;
+    for name in req.direction.iter().filter(|n| !n.is_empty()) {
+        if !interfaces.iter().any(|i| i.name.eq_ignore_ascii_case(name)) {
+            warnings.push(format!("Unknown interface {name}: default interface used"));
+        }
+    }
     let (Some(call_id), Some(from_tag), Some(sdp)) = (&req.call_id, &req.from_tag, &req.sdp) else {
         // The parser refuses these already; kept for requests built by hand.
         return reply::error("Missing call-id, from-tag or SDP");
