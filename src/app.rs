@@ -1,8 +1,15 @@
 //! Wiring: the data plane, the session manager and the control servers, started together and
 //! stopped together on SIGINT/SIGTERM.
 
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
 use crate::config::Config;
 use crate::dataplane::DataPlane;
+use crate::server::ng::{serve_ng, NgServerConfig};
+use crate::session::manager::{ManagerConfig, SessionManager};
+use crate::session::negotiate::RelayInterface;
+use crate::time::{self, NANOS_PER_SEC};
 
 pub fn run(config: Config) -> anyhow::Result<()> {
     let dataplane = DataPlane::start(&config)?;
@@ -14,19 +21,53 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         engine = dataplane.engine().name(),
         "rtpanchor media relay started"
     );
+    let now = time::now_ns();
+    let unix_at_zero = time::unix_now().saturating_sub(Duration::from_nanos(now));
+    let advertised = (config.interface.advertised != config.interface.local)
+        .then_some(config.interface.advertised);
+    let manager = SessionManager::new(
+        dataplane,
+        ManagerConfig {
+            interfaces: vec![RelayInterface {
+                name: "default".into(),
+                local: config.interface.local,
+                advertised,
+            }],
+            max_sessions: config.max_sessions,
+            timeout_ns: config.timeout_secs.saturating_mul(NANOS_PER_SEC),
+            delete_delay_ns: 0,
+            port_min: config.port_min,
+            port_max: config.port_max,
+            unix_at_zero,
+        },
+        now,
+    );
+    let manager = Arc::new(Mutex::new(manager));
+    let ng = NgServerConfig {
+        listen_udp: config.listen_ng,
+        listen_tcp: config.listen_tcp_ng,
+        ..NgServerConfig::default()
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .thread_name("rtpanchor-ctl")
         .build()?;
     rt.block_on(async move {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let server = tokio::spawn(serve_ng(ng, manager.clone(), stop_rx));
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
+        let outcome = tokio::select! {
+            _ = tokio::signal::ctrl_c() => Ok(()),
+            _ = term.recv() => Ok(()),
+            r = server => match r {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(e),
+                Err(e) => Err(anyhow::anyhow!("ng server task failed: {e}")),
+            },
+        };
         tracing::info!("shutting down");
-        drop(dataplane);
-        anyhow::Ok(())
+        let _ = stop_tx.send(true);
+        outcome
     })
 }

@@ -140,6 +140,7 @@ impl DataPlane {
                     if let Some(c) = core {
                         core_affinity::set_for_current(c);
                     }
+                    lower_priority();
                     // Rings are built on the thread that submits (SINGLE_ISSUER).
                     match engine2 {
                         EngineChoice::Uring => match uring::UringWorker::new(sh2, path) {
@@ -342,6 +343,20 @@ impl MediaBackend for DataPlane {
 
     fn port_usage(&self) -> (usize, usize) {
         (self.ports.used_pairs(), self.ports.total_pairs())
+    }
+}
+
+/// Workers run at a lower scheduling priority (nice +5) than the control plane: on a box
+/// whose cores are all busy forwarding, an ng request or SIP message still gets the CPU within
+/// a scheduler tick, so signalling stays fast while media saturates the workers.
+const WORKER_NICE: libc::c_int = 5;
+
+fn lower_priority() {
+    // SAFETY: gettid and setpriority take plain integers; raising our own nice value needs no
+    // privilege and failure only leaves the default priority.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, WORKER_NICE);
     }
 }
 

@@ -1,0 +1,433 @@
+//! The relay binary end to end over its ng socket, with real RTP on 127.0.0.1, once per
+//! data-plane engine: ping, offer/answer, media both ways with one side behind "NAT" (it
+//! sends from another port than its SDP names), `query` counters equal to what was sent,
+//! `delete` stops forwarding, and a burst of malformed control messages gets error replies
+//! while the relay keeps serving. Also: pings stay fast while the data plane is saturated.
+
+// Real-socket tests are an I/O edge: they read the clock to bound their waits.
+#![allow(clippy::disallowed_methods)]
+
+use std::net::{SocketAddr, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rtpanchor::control::bencode::{decode, Owned};
+
+/// A relay process, killed by pid when dropped (also when a test panics).
+struct Relay {
+    child: Child,
+    ng: SocketAddr,
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_relay(ng_port: u16, port_min: u16, engine: &str, extra: &[&str]) -> Relay {
+    let ng: SocketAddr = SocketAddr::from(([127, 0, 0, 1], ng_port));
+    let child = Command::new(env!("CARGO_BIN_EXE_rtpanchor"))
+        .args(["--interface", "127.0.0.1", "--listen-ng", &ng.to_string()])
+        .args(["--port-min", &port_min.to_string()])
+        .args(["--port-max", &(port_min + 999).to_string()])
+        .args([
+            "--num-threads",
+            "1",
+            "--io-engine",
+            engine,
+            "--log-level",
+            "warn",
+        ])
+        .args(extra)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start rtpanchor");
+    let relay = Relay { child, ng };
+    let c = client();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(r) = try_ng(&c, ng, "boot", &Owned::dict().with("command", "ping")) {
+            assert_eq!(r.get("result").and_then(Owned::as_str), Some("pong"));
+            return relay;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "relay did not answer ping in 10 s"
+        );
+    }
+}
+
+fn client() -> UdpSocket {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    s
+}
+
+fn try_ng(s: &UdpSocket, to: SocketAddr, cookie: &str, req: &Owned) -> Option<Owned> {
+    let mut msg = format!("{cookie} ").into_bytes();
+    req.encode(&mut msg);
+    s.send_to(&msg, to).ok()?;
+    let mut buf = vec![0u8; 65536];
+    let deadline = Instant::now() + Duration::from_millis(500);
+    while Instant::now() < deadline {
+        let Ok(n) = s.recv(&mut buf) else { continue };
+        let reply = &buf[..n];
+        let Some(body) = reply.strip_prefix(format!("{cookie} ").as_bytes()) else {
+            continue; // a late reply to an earlier request
+        };
+        return Some(Owned::from(&decode(body).expect("reply is bencode")));
+    }
+    None
+}
+
+fn ng(s: &UdpSocket, to: SocketAddr, cookie: &str, req: &Owned) -> Owned {
+    try_ng(s, to, cookie, req).unwrap_or_else(|| panic!("no reply to {cookie}"))
+}
+
+fn sdp(port: u16, sess: u64) -> String {
+    format!(
+        "v=0\r\no=- {sess} 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+         m=audio {port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n\
+         a=sendrecv\r\n"
+    )
+}
+
+/// The relay's RTP port from a rewritten SDP (and a check that it names the relay).
+fn relay_port(sdp: &str) -> u16 {
+    assert!(sdp.contains("c=IN IP4 127.0.0.1"), "{sdp}");
+    let m = sdp
+        .lines()
+        .find(|l| l.starts_with("m=audio "))
+        .expect("m= line");
+    m.split(' ').nth(1).unwrap().parse().unwrap()
+}
+
+fn rtp(seq: u16, ssrc: u32) -> Vec<u8> {
+    let mut p = vec![0x80, 0x00];
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(&(u32::from(seq) * 160).to_be_bytes());
+    p.extend_from_slice(&ssrc.to_be_bytes());
+    p.extend_from_slice(&[0xd5; 160]);
+    p
+}
+
+fn media_sock() -> UdpSocket {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    s
+}
+
+fn count_rx(s: &UdpSocket, want: usize, limit: Duration) -> usize {
+    let mut n = 0;
+    let mut buf = [0u8; 2048];
+    let deadline = Instant::now() + limit;
+    while n < want && Instant::now() < deadline {
+        if s.recv(&mut buf).is_ok() {
+            n += 1;
+        }
+    }
+    n
+}
+
+fn int_at(v: &Owned, path: &[&str]) -> i64 {
+    let mut cur = v;
+    for k in path {
+        cur = cur
+            .get(k)
+            .unwrap_or_else(|| panic!("missing {k} in {path:?}: {cur}"));
+    }
+    cur.as_int()
+        .unwrap_or_else(|| panic!("{path:?} is not an int"))
+}
+
+fn call_flow(engine: &str, ng_port: u16, port_min: u16) {
+    let relay = start_relay(ng_port, port_min, engine, &[]);
+    let c = client();
+    let to = relay.ng;
+    let a = media_sock();
+    let b_real = media_sock(); // where B really sends from and listens (its NAT binding)
+    let a_port = a.local_addr().unwrap().port();
+    let b_sdp_port = 9; // what B's SDP claims (discard): unreachable, as behind NAT
+
+    let offer = ng(
+        &c,
+        to,
+        "o1",
+        &Owned::dict()
+            .with("supports", Owned::List(vec![Owned::str("load limit")]))
+            .with("sdp", sdp(a_port, 1).as_str())
+            .with("call-id", "e2e-call-1")
+            .with("from-tag", "tagA")
+            .with(
+                "received-from",
+                Owned::List(vec![Owned::str("IP4"), Owned::str("127.0.0.1")]),
+            )
+            .with("command", "offer"),
+    );
+    assert_eq!(
+        offer.get("result").and_then(Owned::as_str),
+        Some("ok"),
+        "{offer}"
+    );
+    let to_b = relay_port(offer.get("sdp").and_then(Owned::as_str).unwrap());
+    // A retransmission with a new cookie returns the same SDP (idempotent).
+    let again = ng(
+        &c,
+        to,
+        "o2",
+        &Owned::dict()
+            .with("sdp", sdp(a_port, 1).as_str())
+            .with("call-id", "e2e-call-1")
+            .with("from-tag", "tagA")
+            .with("command", "offer"),
+    );
+    assert_eq!(again.get("sdp"), offer.get("sdp"));
+    let answer = ng(
+        &c,
+        to,
+        "a1",
+        &Owned::dict()
+            .with("sdp", sdp(b_sdp_port, 2).as_str())
+            .with("call-id", "e2e-call-1")
+            .with("from-tag", "tagA")
+            .with("to-tag", "tagB")
+            .with("command", "answer"),
+    );
+    assert_eq!(
+        answer.get("result").and_then(Owned::as_str),
+        Some("ok"),
+        "{answer}"
+    );
+    let to_a = relay_port(answer.get("sdp").and_then(Owned::as_str).unwrap());
+    assert_ne!(to_a, to_b);
+    assert!((port_min..port_min + 1000).contains(&to_a));
+
+    let relay_a = SocketAddr::from(([127, 0, 0, 1], to_a));
+    let relay_b = SocketAddr::from(([127, 0, 0, 1], to_b));
+    // B (behind NAT) speaks first: the relay learns its real address.
+    let n = 50u16;
+    for i in 0..n {
+        b_real.send_to(&rtp(i, 0xb), relay_b).unwrap();
+    }
+    assert_eq!(
+        count_rx(&a, n as usize, Duration::from_secs(3)),
+        n as usize,
+        "B->A"
+    );
+    for i in 0..n {
+        a.send_to(&rtp(i, 0xa), relay_a).unwrap();
+    }
+    assert_eq!(
+        count_rx(&b_real, n as usize, Duration::from_secs(3)),
+        n as usize,
+        "A->B via NAT"
+    );
+
+    // query: ingress counters per tag equal what each side sent.
+    std::thread::sleep(Duration::from_millis(250)); // quality figures publish every 100 ms
+    let q = ng(
+        &c,
+        to,
+        "q1",
+        &Owned::dict()
+            .with("call-id", "e2e-call-1")
+            .with("command", "query"),
+    );
+    assert_eq!(q.get("result").and_then(Owned::as_str), Some("ok"), "{q}");
+    assert_eq!(int_at(&q, &["totals", "RTP", "packets"]), 2 * i64::from(n));
+    assert_eq!(
+        int_at(&q, &["totals", "RTP", "bytes"]),
+        2 * 172 * i64::from(n)
+    );
+    for tag in ["tagA", "tagB"] {
+        let medias = q
+            .get("tags")
+            .and_then(|t| t.get(tag))
+            .and_then(|t| t.get("medias"));
+        let streams = medias
+            .and_then(Owned::as_list)
+            .and_then(|m| m.first())
+            .and_then(|m| m.get("streams"))
+            .and_then(Owned::as_list)
+            .unwrap_or_else(|| panic!("no streams for {tag}: {q}"));
+        assert_eq!(
+            int_at(&streams[0], &["stats", "packets"]),
+            i64::from(n),
+            "{tag}"
+        );
+    }
+
+    // list, then delete: nothing is forwarded afterwards and the call is gone.
+    let l = ng(&c, to, "l1", &Owned::dict().with("command", "list"));
+    let calls = l.get("calls").and_then(Owned::as_list).unwrap();
+    assert_eq!(calls.len(), 1);
+    let d = ng(
+        &c,
+        to,
+        "d1",
+        &Owned::dict()
+            .with("call-id", "e2e-call-1")
+            .with("from-tag", "tagA")
+            .with("command", "delete"),
+    );
+    assert_eq!(d.get("result").and_then(Owned::as_str), Some("ok"), "{d}");
+    std::thread::sleep(Duration::from_millis(100));
+    for i in 0..10 {
+        let _ = a.send_to(&rtp(100 + i, 0xa), relay_a);
+    }
+    assert_eq!(
+        count_rx(&b_real, 1, Duration::from_millis(300)),
+        0,
+        "forwarded after delete"
+    );
+    let l = ng(&c, to, "l2", &Owned::dict().with("command", "list"));
+    assert_eq!(
+        l.get("calls").and_then(Owned::as_list).map(|c| c.len()),
+        Some(0)
+    );
+    let d2 = ng(
+        &c,
+        to,
+        "d2",
+        &Owned::dict()
+            .with("call-id", "e2e-call-1")
+            .with("from-tag", "tagA")
+            .with("command", "delete"),
+    );
+    assert_eq!(d2.get("result").and_then(Owned::as_str), Some("ok"));
+    assert!(d2.get("warning").is_some(), "repeated delete warns: {d2}");
+
+    // Malformed control traffic: errors for what has a cookie, silence otherwise; still serving.
+    let garbage: Vec<Vec<u8>> = vec![
+        b"nocookie".to_vec(),
+        b"c1 d7:command".to_vec(),
+        b"c2 i42e".to_vec(),
+        b"c3 d7:command5:fnorde".to_vec(),
+        b"c4 d7:command5:offere".to_vec(),
+        b"c5 {\"command\": ".to_vec(),
+        b"c6 d7:command5:query7:call-idi5ee".to_vec(),
+        b"c7 ".to_vec(),
+        vec![b'c', b'8', b' ', 0xff, 0xfe, 0x00],
+        [b"c9 ".as_slice(), &[b'l'; 30_000]].concat(),
+    ];
+    let mut errors = 0;
+    for round in 0..20 {
+        for g in &garbage {
+            c.send_to(g, to).unwrap();
+        }
+        let mut buf = vec![0u8; 65536];
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut got = 0;
+        while got < garbage.len() - 1 && Instant::now() < deadline {
+            if let Ok(n) = c.recv(&mut buf) {
+                got += 1;
+                let reply = String::from_utf8_lossy(&buf[..n]);
+                assert!(reply.contains("error"), "round {round}: {reply}");
+                errors += 1;
+            }
+        }
+    }
+    assert_eq!(
+        errors,
+        20 * (garbage.len() - 1),
+        "one error reply per request with a cookie"
+    );
+    let p = ng(&c, to, "p-after", &Owned::dict().with("command", "ping"));
+    assert_eq!(p.get("result").and_then(Owned::as_str), Some("pong"));
+}
+
+#[test]
+fn ng_call_flow_mmsg() {
+    call_flow("mmsg", 22301, 22000);
+}
+
+#[test]
+fn ng_call_flow_uring() {
+    call_flow("uring", 22302, 24000);
+}
+
+#[test]
+fn pings_stay_fast_while_the_data_plane_is_saturated() {
+    let relay = start_relay(22303, 26000, "auto", &[]);
+    let c = client();
+    // Ten calls, both sides on our sockets.
+    let mut targets = Vec::new();
+    for i in 0..10 {
+        let a = media_sock();
+        let b = media_sock();
+        let id = format!("sat-{i}");
+        let o = ng(
+            &c,
+            relay.ng,
+            &format!("so{i}"),
+            &Owned::dict()
+                .with("sdp", sdp(a.local_addr().unwrap().port(), 1).as_str())
+                .with("call-id", id.as_str())
+                .with("from-tag", "x")
+                .with("command", "offer"),
+        );
+        let to_b = relay_port(o.get("sdp").and_then(Owned::as_str).unwrap());
+        let an = ng(
+            &c,
+            relay.ng,
+            &format!("sa{i}"),
+            &Owned::dict()
+                .with("sdp", sdp(b.local_addr().unwrap().port(), 2).as_str())
+                .with("call-id", id.as_str())
+                .with("from-tag", "x")
+                .with("to-tag", "y")
+                .with("command", "answer"),
+        );
+        let to_a = relay_port(an.get("sdp").and_then(Owned::as_str).unwrap());
+        targets.push((a, SocketAddr::from(([127, 0, 0, 1], to_a))));
+        targets.push((b, SocketAddr::from(([127, 0, 0, 1], to_b))));
+    }
+    // Blast from another thread for up to 6 s, as fast as one core sends.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let blaster = std::thread::spawn(move || {
+        let pkt = rtp(1, 5);
+        let mut sent = 0u64;
+        let deadline = Instant::now() + Duration::from_secs(6);
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline {
+            for (s, to) in &targets {
+                let _ = s.send_to(&pkt, *to);
+                sent += 1;
+            }
+        }
+        sent
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let mut rtts = Vec::new();
+    for i in 0..400 {
+        let t = Instant::now();
+        let r = ng(
+            &c,
+            relay.ng,
+            &format!("sp{i}"),
+            &Owned::dict().with("command", "ping"),
+        );
+        rtts.push(t.elapsed());
+        assert_eq!(r.get("result").and_then(Owned::as_str), Some("pong"));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent = blaster.join().unwrap();
+    rtts.sort();
+    let p99 = rtts[rtts.len() * 99 / 100];
+    eprintln!(
+        "saturation: {sent} packets sent; ping p50 {:?} p99 {p99:?}",
+        rtts[rtts.len() / 2]
+    );
+    assert!(
+        sent > 50_000,
+        "the blaster must really load the relay ({sent})"
+    );
+    assert!(
+        p99 < Duration::from_millis(5),
+        "ping p99 {p99:?} under load"
+    );
+}
