@@ -19,7 +19,8 @@
 //! (rtpengine's shape), its growth must cover what the echo received.
 //!
 //! The relay is rtpanchor by default; `INTEROP_RELAY=rtpengine` runs the same test against
-//! Debian's rtpengine-daemon for comparison. The test skips (passes with a note) only when the
+//! Debian's rtpengine-daemon for comparison; `INTEROP_KEEP_LOGS=1` keeps the work directory (all
+//! peers' logs, SIPp's traces) after a passing run too. The test skips (passes with a note) only when the
 //! `kamailio` or `sipp` program is missing. pcap play uses raw sockets, so it needs root (or
 //! CAP_NET_RAW), as in CI. Every listening port is below the ephemeral range (32768-60999)
 //! and in a block no other test uses, so the suite can run in parallel.
@@ -38,7 +39,7 @@ use std::sync::Arc;
 use std::thread::{sleep, JoinHandle};
 use std::time::{Duration, Instant};
 
-use common::peers::{find_program, wait_udp_bound, Peer};
+use common::peers::{find_program, udp_bound, wait_udp_bound, Peer};
 use common::TempDir;
 
 /// Calls placed (at `CALL_RATE` per second, all may overlap).
@@ -52,7 +53,8 @@ const PCAP_PT: u8 = 8;
 /// machine; this leaves room for a busy 2-core CI box).
 const MIN_DELIVERED_PERCENT: u64 = 90;
 
-/// Every port the test uses; all in 23000-23999, below the ephemeral range.
+/// Every port the test uses; all in 17000-17999: below the ephemeral range and outside the
+/// blocks other tests in this suite bind (21000-53999 data plane, 22000-26999 ng end-to-end).
 struct Ports {
     /// The relay's ng control socket.
     ng: u16,
@@ -75,17 +77,17 @@ struct Ports {
 }
 
 const PORTS: Ports = Ports {
-    ng: 23022,
-    proxy_sip: 23060,
-    uas_sip: 23070,
-    uac_sip: 23080,
-    uac_cp: 23090,
-    uas_cp: 23091,
-    uac_media: 23200,
-    uas_media: 23300,
-    sink: 23310,
-    media_min: 23400,
-    media_max: 23799,
+    ng: 17022,
+    proxy_sip: 17060,
+    uas_sip: 17070,
+    uac_sip: 17080,
+    uac_cp: 17090,
+    uas_cp: 17091,
+    uac_media: 17200,
+    uas_media: 17300,
+    sink: 17310,
+    media_min: 17400,
+    media_max: 17799,
 };
 
 const LOOPBACK: &str = "127.0.0.1";
@@ -523,8 +525,28 @@ fn sipp_calls_through_kamailio_anchor_media_on_relay() {
         return;
     };
     let relay = Relay::from_env();
+    // A taken port would fail a peer later with a murkier message.
+    let fixed = [
+        PORTS.ng,
+        PORTS.proxy_sip,
+        PORTS.uas_sip,
+        PORTS.uac_sip,
+        PORTS.uac_cp,
+        PORTS.uas_cp,
+        PORTS.uas_media,
+        PORTS.uas_media + 2,
+        PORTS.sink,
+    ];
+    let taken: Vec<u16> = fixed.into_iter().filter(|&p| udp_bound(p)).collect();
+    assert!(
+        taken.is_empty(),
+        "UDP ports already in use on loopback: {taken:?}"
+    );
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let dir = TempDir::new("rtpanchor-interop").expect("temp dir");
+    let mut dir = TempDir::new("rtpanchor-interop").expect("temp dir");
+    if std::env::var_os("INTEROP_KEEP_LOGS").is_some() {
+        dir.keep();
+    }
     let d = dir.path();
     let started = Instant::now();
     eprintln!("interop: relay {relay:?}, work dir {}", d.display());

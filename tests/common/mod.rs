@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 /// panicking (then it is kept and its path printed, for the logs inside).
 pub struct TempDir {
     path: PathBuf,
+    keep: bool,
 }
 
 impl TempDir {
@@ -18,7 +19,7 @@ impl TempDir {
         for n in 0..1000u32 {
             let path = base.join(format!("{prefix}-{pid}-{n}"));
             match std::fs::create_dir(&path) {
-                Ok(()) => return Ok(TempDir { path }),
+                Ok(()) => return Ok(TempDir { path, keep: false }),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(e),
             }
@@ -29,12 +30,19 @@ impl TempDir {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Leave the directory in place on drop (for looking at logs after a passing run).
+    pub fn keep(&mut self) {
+        self.keep = true;
+    }
 }
 
 impl Drop for TempDir {
     fn drop(&mut self) {
         if std::thread::panicking() {
             eprintln!("test failed: logs kept in {}", self.path.display());
+        } else if self.keep {
+            eprintln!("logs kept in {}", self.path.display());
         } else {
             let _ = std::fs::remove_dir_all(&self.path);
         }
