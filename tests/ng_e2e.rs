@@ -260,6 +260,38 @@ fn call_flow(engine: &str, ng_port: u16, port_min: u16) {
         );
     }
 
+    // Garbage on a media port is counted (and, by default, forwarded: it may be a keepalive).
+    a.send_to(b"\x00\x01 not rtp at all", relay_a).unwrap();
+    a.send_to(&[0x80], relay_a).unwrap();
+    assert_eq!(count_rx(&b_real, 2, Duration::from_secs(2)), 2);
+    // Worker counters are published without locks and may trail the packets by a moment.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut k = 0;
+    let st = loop {
+        k += 1;
+        let st = ng(
+            &c,
+            to,
+            &format!("s{k}"),
+            &Owned::dict().with("command", "statistics"),
+        );
+        let tx = int_at(&st, &["statistics", "dataplane", "tx_packets"]);
+        if tx == 2 * i64::from(n) + 2 || Instant::now() > deadline {
+            break st;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(
+        int_at(&st, &["statistics", "dataplane", "non_rtp"]),
+        2,
+        "{st}"
+    );
+    assert_eq!(
+        int_at(&st, &["statistics", "dataplane", "tx_packets"]),
+        2 * i64::from(n) + 2,
+        "{st}"
+    );
+
     // list, then delete: nothing is forwarded afterwards and the call is gone.
     let l = ng(&c, to, "l1", &Owned::dict().with("command", "list"));
     let calls = l.get("calls").and_then(Owned::as_list).unwrap();
@@ -430,4 +462,99 @@ fn pings_stay_fast_while_the_data_plane_is_saturated() {
         p99 < Duration::from_millis(5),
         "ping p99 {p99:?} under load"
     );
+}
+
+#[test]
+fn silent_call_times_out_and_frees_its_ports() {
+    let relay = start_relay(22304, 28000, "auto", &["--timeout", "1"]);
+    let c = client();
+    let a = media_sock();
+    let b = media_sock();
+    let o = ng(
+        &c,
+        relay.ng,
+        "to1",
+        &Owned::dict()
+            .with("sdp", sdp(a.local_addr().unwrap().port(), 1).as_str())
+            .with("call-id", "timeout-call")
+            .with("from-tag", "ta")
+            .with("command", "offer"),
+    );
+    let to_b = relay_port(o.get("sdp").and_then(Owned::as_str).unwrap());
+    ng(
+        &c,
+        relay.ng,
+        "to2",
+        &Owned::dict()
+            .with("sdp", sdp(b.local_addr().unwrap().port(), 2).as_str())
+            .with("call-id", "timeout-call")
+            .with("from-tag", "ta")
+            .with("to-tag", "tb")
+            .with("command", "answer"),
+    );
+    let used = |cookie: &str| {
+        let s = ng(
+            &c,
+            relay.ng,
+            cookie,
+            &Owned::dict().with("command", "statistics"),
+        );
+        let ifs = s
+            .get("statistics")
+            .and_then(|s| s.get("interfaces"))
+            .and_then(Owned::as_list)
+            .expect("interfaces");
+        int_at(&ifs[0], &["ports", "used"])
+    };
+    assert_eq!(
+        used("st1"),
+        4,
+        "one stream: two sides, each an RTP+RTCP port pair"
+    );
+    // Media for a moment, then silence.
+    for i in 0..5 {
+        b.send_to(&rtp(i, 1), SocketAddr::from(([127, 0, 0, 1], to_b)))
+            .unwrap();
+    }
+    assert_eq!(count_rx(&a, 5, Duration::from_secs(2)), 5);
+    let deadline = Instant::now() + Duration::from_secs(6);
+    let mut n = 0;
+    let gone = loop {
+        n += 1;
+        let l = ng(
+            &c,
+            relay.ng,
+            &format!("tl{n}"),
+            &Owned::dict().with("command", "list"),
+        );
+        if l.get("calls")
+            .and_then(Owned::as_list)
+            .is_some_and(|c| c.is_empty())
+        {
+            break true;
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        gone,
+        "the silent call was not torn down within 6 s of a 1 s timeout"
+    );
+    assert_eq!(used("st2"), 0, "ports freed");
+    let s = ng(
+        &c,
+        relay.ng,
+        "st3",
+        &Owned::dict().with("command", "statistics"),
+    );
+    assert_eq!(
+        int_at(&s, &["statistics", "totalstatistics", "timeoutsessions"]),
+        1
+    );
+    // The freed port no longer relays.
+    b.send_to(&rtp(9, 1), SocketAddr::from(([127, 0, 0, 1], to_b)))
+        .unwrap();
+    assert_eq!(count_rx(&a, 1, Duration::from_millis(300)), 0);
 }

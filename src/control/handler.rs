@@ -490,13 +490,19 @@ pub fn statistics_reply(s: &Statistics) -> Owned {
                 )
         })
         .collect();
+    // Ours, not rtpengine's: what the workers counted, one key per drop reason.
+    let mut dataplane = Owned::dict();
+    for (name, v) in &s.dataplane {
+        dataplane.insert(name, *v);
+    }
     Owned::dict()
         .with(
             "statistics",
             Owned::dict()
                 .with("currentstatistics", current)
                 .with("totalstatistics", total)
-                .with("interfaces", Owned::List(interfaces)),
+                .with("interfaces", Owned::List(interfaces))
+                .with("dataplane", dataplane),
         )
         .with("result", "ok")
 }

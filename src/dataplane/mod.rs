@@ -344,6 +344,10 @@ impl MediaBackend for DataPlane {
     fn port_usage(&self) -> (usize, usize) {
         (self.ports.used_pairs(), self.ports.total_pairs())
     }
+
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        self.totals().named()
+    }
 }
 
 /// Workers run at a lower scheduling priority (nice +5) than the control plane: on a box

@@ -243,6 +243,30 @@ impl DataPlaneTotals {
         self.enobufs += c.enobufs.load(Relaxed);
     }
 
+    /// Every counter with its report name.
+    pub fn named(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("rx_packets", self.rx_packets),
+            ("rx_bytes", self.rx_bytes),
+            ("tx_packets", self.tx_packets),
+            ("tx_bytes", self.tx_bytes),
+            ("rtcp_packets", self.rtcp_packets),
+            ("malformed_rtp", self.malformed_rtp),
+            ("non_rtp", self.non_rtp),
+            ("malformed_rtcp", self.malformed_rtcp),
+            ("drop_strict", self.drop_strict),
+            ("drop_source", self.drop_source),
+            ("drop_no_destination", self.drop_no_destination),
+            ("drop_send_failed", self.drop_send_failed),
+            ("drop_overload", self.drop_overload),
+            ("drop_stale", self.drop_stale),
+            ("truncated", self.truncated),
+            ("events_lost", self.events_lost),
+            ("recv_rearms", self.recv_rearms),
+            ("enobufs", self.enobufs),
+        ]
+    }
+
     /// Every packet dropped for any reason.
     pub fn dropped(&self) -> u64 {
         self.drop_strict

@@ -154,4 +154,9 @@ pub trait MediaBackend: Send {
     fn poll_event(&mut self) -> Option<MediaEvent>;
     /// (used, total) port pairs, for `statistics`.
     fn port_usage(&self) -> (usize, usize);
+    /// Engine-wide counters by name (received, forwarded, each drop reason), for
+    /// `statistics`. Summed from the workers when read.
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
 }

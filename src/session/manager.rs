@@ -284,6 +284,8 @@ pub struct Statistics {
     /// Port pairs in use and in total (from the backend).
     pub pairs_used: usize,
     pub pairs_total: usize,
+    /// The data plane's own counters (drops by reason and so on).
+    pub dataplane: Vec<(&'static str, u64)>,
 }
 
 #[derive(Debug)]
@@ -1092,6 +1094,7 @@ impl<B: MediaBackend> SessionManager<B> {
             port_max: self.cfg.port_max,
             pairs_used,
             pairs_total,
+            dataplane: self.backend.counters(),
         }
     }
 
