@@ -7,6 +7,11 @@ use std::path::PathBuf;
 use clap::{Parser, ValueEnum};
 use serde::Deserialize;
 
+/// Largest SIP message (the message layer's own limit, `sip::parse::MAX_MESSAGE_LEN`).
+pub const MAX_SIP_MESSAGE: usize = 65_535;
+/// Smallest `--sip-max-message` accepted (an INVITE with SDP needs a couple of KiB).
+pub const MIN_SIP_MESSAGE: usize = 1_024;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum IoEngine {
@@ -93,6 +98,19 @@ pub struct Cli {
     /// they may be STUN, DTLS or keepalives).
     #[arg(long)]
     pub strict_rtp: bool,
+    /// Built-in SIP proxy and registrar: UDP and TCP on this address. [default: 127.0.0.1:5060]
+    #[arg(long)]
+    pub listen_sip: Option<SocketAddr>,
+    /// Do not start the built-in SIP proxy (ng control only).
+    #[arg(long)]
+    pub no_sip: bool,
+    /// A domain the SIP proxy is responsible for (registrations and calls to it are served
+    /// here); repeatable. [default: the SIP listen address]
+    #[arg(long = "domain", value_name = "NAME")]
+    pub domains: Vec<String>,
+    /// Largest SIP message accepted, in bytes (at most 65535). [default: 65535]
+    #[arg(long)]
+    pub sip_max_message: Option<usize>,
     /// TOML file with the same keys (kebab-case); flags override it.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -117,6 +135,10 @@ struct FileConfig {
     socket_rcvbuf: Option<usize>,
     socket_sndbuf: Option<usize>,
     strict_rtp: Option<bool>,
+    listen_sip: Option<SocketAddr>,
+    no_sip: Option<bool>,
+    domain: Option<Vec<String>>,
+    sip_max_message: Option<usize>,
     log_level: Option<String>,
 }
 
@@ -134,6 +156,15 @@ pub struct Config {
     pub socket_rcvbuf: usize,
     pub socket_sndbuf: usize,
     pub strict_rtp: bool,
+    /// The SIP proxy's address (UDP and TCP); `None` with `--no-sip`.
+    pub listen_sip: Option<SocketAddr>,
+    /// Whether `listen_sip` was asked for (flag or file). The default listener is
+    /// best-effort: if its port is taken the relay runs without SIP and says so; an explicit
+    /// one that cannot be bound stops the start.
+    pub listen_sip_explicit: bool,
+    /// Domains the proxy serves; never empty when `listen_sip` is set.
+    pub domains: Vec<String>,
+    pub sip_max_message: usize,
     pub log_level: String,
 }
 
@@ -156,6 +187,10 @@ impl Default for Config {
             socket_rcvbuf: 0,
             socket_sndbuf: 0,
             strict_rtp: false,
+            listen_sip: Some(SocketAddr::new(lo, 5060)),
+            listen_sip_explicit: false,
+            domains: vec![lo.to_string()],
+            sip_max_message: MAX_SIP_MESSAGE,
             log_level: "info".into(),
         }
     }
@@ -191,6 +226,34 @@ impl Config {
         c.socket_rcvbuf = cli.socket_rcvbuf.or(file.socket_rcvbuf).unwrap_or(0);
         c.socket_sndbuf = cli.socket_sndbuf.or(file.socket_sndbuf).unwrap_or(0);
         c.strict_rtp = cli.strict_rtp || file.strict_rtp.unwrap_or(false);
+        let listen_sip = cli.listen_sip.or(file.listen_sip);
+        c.listen_sip_explicit = listen_sip.is_some();
+        if let Some(a) = listen_sip {
+            c.listen_sip = Some(a);
+        }
+        if cli.no_sip || file.no_sip.unwrap_or(false) {
+            c.listen_sip = None;
+        }
+        c.domains = if cli.domains.is_empty() {
+            file.domain.unwrap_or_default()
+        } else {
+            cli.domains.clone()
+        };
+        if c.domains.is_empty() {
+            if let Some(a) = c.listen_sip {
+                // A wildcard listener has no name of its own: use the advertised media address.
+                let ip = if a.ip().is_unspecified() {
+                    c.interface.advertised
+                } else {
+                    a.ip()
+                };
+                c.domains.push(ip.to_string());
+            }
+        }
+        c.sip_max_message = cli
+            .sip_max_message
+            .or(file.sip_max_message)
+            .unwrap_or(c.sip_max_message);
         if let Some(l) = cli.log_level.clone().or(file.log_level) {
             c.log_level = l;
         }
@@ -213,6 +276,16 @@ impl Config {
         anyhow::ensure!(
             self.timeout_secs >= 1,
             "--timeout must be at least 1 second"
+        );
+        anyhow::ensure!(
+            (MIN_SIP_MESSAGE..=MAX_SIP_MESSAGE).contains(&self.sip_max_message),
+            "--sip-max-message must be within {MIN_SIP_MESSAGE}-{MAX_SIP_MESSAGE} bytes"
+        );
+        anyhow::ensure!(
+            self.domains
+                .iter()
+                .all(|d| !d.is_empty() && !d.contains(char::is_whitespace)),
+            "--domain needs a host name or address"
         );
         Ok(())
     }
@@ -265,6 +338,53 @@ mod tests {
         let i: Interface = "pub/::1".parse().unwrap();
         assert_eq!(i.local.to_string(), "::1");
         assert!("nonsense".parse::<Interface>().is_err());
+    }
+
+    #[test]
+    fn sip_listener_and_domains() {
+        let c = Config::load(&Cli::default()).unwrap();
+        assert_eq!(c.listen_sip, Some("127.0.0.1:5060".parse().unwrap()));
+        assert!(!c.listen_sip_explicit);
+        assert_eq!(c.domains, vec!["127.0.0.1".to_string()]);
+        assert_eq!(c.sip_max_message, MAX_SIP_MESSAGE);
+        let c = Config::load(&Cli::parse_from([
+            "rtpanchor",
+            "--listen-sip",
+            "127.0.0.2:5070",
+            "--domain",
+            "example.org",
+            "--domain",
+            "example.net",
+            "--sip-max-message",
+            "4096",
+        ]))
+        .unwrap();
+        assert_eq!(c.listen_sip, Some("127.0.0.2:5070".parse().unwrap()));
+        assert!(c.listen_sip_explicit);
+        assert_eq!(c.domains, vec!["example.org", "example.net"]);
+        assert_eq!(c.sip_max_message, 4096);
+        let c = Config::load(&Cli::parse_from([
+            "rtpanchor",
+            "--listen-sip",
+            "127.0.0.3:5080",
+        ]))
+        .unwrap();
+        assert_eq!(c.domains, vec!["127.0.0.3"]);
+        let c = Config::load(&Cli::parse_from([
+            "rtpanchor",
+            "--interface",
+            "127.0.0.4",
+            "--listen-sip",
+            "0.0.0.0:5060",
+        ]))
+        .unwrap();
+        assert_eq!(c.domains, vec!["127.0.0.4"]);
+        let c = Config::load(&Cli::parse_from(["rtpanchor", "--no-sip"])).unwrap();
+        assert_eq!(c.listen_sip, None);
+        for bad in ["100", "70000"] {
+            let cli = Cli::parse_from(["rtpanchor", "--sip-max-message", bad]);
+            assert!(Config::load(&cli).is_err(), "{bad}");
+        }
     }
 
     #[test]
