@@ -18,7 +18,7 @@ Allow: INVITE, ACK, CANCEL, OPTIONS, BYE, REFER, NOTIFY, MESSAGE, SUBSCRIBE, INF
 Supported: replaces, timer\r\n\
 User-Agent: ExamplePhone/1.0\r\n\
 Content-Type: application/sdp\r\n\
-Content-Length: 142\r\n\
+Content-Length: 136\r\n\
 \r\n\
 v=0\r\n\
 o=alice 2890844526 2890844526 IN IP4 192.0.2.101\r\n\
@@ -29,7 +29,9 @@ m=audio 49172 RTP/AVP 0\r\n\
 a=rtpmap:0 PCMU/8000\r\n";
 
 fn bench(c: &mut Criterion) {
-    assert!(Message::parse(INVITE).is_ok());
+    let m = Message::parse(INVITE).expect("bench message parses");
+    assert!(check_request(&m).is_ok());
+    assert_eq!(m.body().len(), 136);
     let mut g = c.benchmark_group("sip");
     g.throughput(Throughput::Elements(1));
     g.bench_function("frame_invite", |b| {

@@ -20,6 +20,176 @@ pub const MAX_HEADERS: usize = 128;
 /// Longest header line, folds included.
 pub const MAX_HEADER_LINE: usize = 8_192;
 
+/// Recognises a header name (case-insensitive, long or compact form): dispatch on the
+/// length, then compare, so each lookup is one jump and one or two comparisons.
+fn lookup_name(name: &str) -> HeaderName {
+    lookup_name_bytes(name.as_bytes())
+}
+
+fn lookup_name_bytes(n: &[u8]) -> HeaderName {
+    let eq = |s: &str| n.eq_ignore_ascii_case(s.as_bytes());
+    match n.len() {
+        1 => match n[0].to_ascii_lowercase() {
+            b'v' => HeaderName::Via,
+            b'f' => HeaderName::From,
+            b't' => HeaderName::To,
+            b'i' => HeaderName::CallId,
+            b'm' => HeaderName::Contact,
+            b'l' => HeaderName::ContentLength,
+            b'c' => HeaderName::ContentType,
+            b'e' => HeaderName::ContentEncoding,
+            b'k' => HeaderName::Supported,
+            b's' => HeaderName::Subject,
+            b'o' => HeaderName::Event,
+            b'r' => HeaderName::ReferTo,
+            _ => HeaderName::Other,
+        },
+        2 => {
+            if eq("To") {
+                HeaderName::To
+            } else {
+                HeaderName::Other
+            }
+        }
+        3 => {
+            if eq("Via") {
+                HeaderName::Via
+            } else {
+                HeaderName::Other
+            }
+        }
+        4 => {
+            if eq("From") {
+                HeaderName::From
+            } else if eq("CSeq") {
+                HeaderName::CSeq
+            } else if eq("Path") {
+                HeaderName::Path
+            } else if eq("Date") {
+                HeaderName::Date
+            } else {
+                HeaderName::Other
+            }
+        }
+        5 => {
+            if eq("Route") {
+                HeaderName::Route
+            } else if eq("Allow") {
+                HeaderName::Allow
+            } else if eq("Event") {
+                HeaderName::Event
+            } else {
+                HeaderName::Other
+            }
+        }
+        6 => {
+            if eq("Accept") {
+                HeaderName::Accept
+            } else if eq("Server") {
+                HeaderName::Server
+            } else {
+                HeaderName::Other
+            }
+        }
+        7 => {
+            if eq("Call-ID") {
+                HeaderName::CallId
+            } else if eq("Contact") {
+                HeaderName::Contact
+            } else if eq("Expires") {
+                HeaderName::Expires
+            } else if eq("Require") {
+                HeaderName::Require
+            } else if eq("Subject") {
+                HeaderName::Subject
+            } else {
+                HeaderName::Other
+            }
+        }
+        8 => {
+            if eq("Refer-To") {
+                HeaderName::ReferTo
+            } else {
+                HeaderName::Other
+            }
+        }
+        9 => {
+            if eq("Supported") {
+                HeaderName::Supported
+            } else {
+                HeaderName::Other
+            }
+        }
+        10 => {
+            if eq("User-Agent") {
+                HeaderName::UserAgent
+            } else {
+                HeaderName::Other
+            }
+        }
+        11 => {
+            if eq("Min-Expires") {
+                HeaderName::MinExpires
+            } else if eq("Unsupported") {
+                HeaderName::Unsupported
+            } else {
+                HeaderName::Other
+            }
+        }
+        12 => {
+            if eq("Max-Forwards") {
+                HeaderName::MaxForwards
+            } else if eq("Record-Route") {
+                HeaderName::RecordRoute
+            } else if eq("Content-Type") {
+                HeaderName::ContentType
+            } else {
+                HeaderName::Other
+            }
+        }
+        13 => {
+            if eq("Proxy-Require") {
+                HeaderName::ProxyRequire
+            } else if eq("Authorization") {
+                HeaderName::Authorization
+            } else {
+                HeaderName::Other
+            }
+        }
+        14 => {
+            if eq("Content-Length") {
+                HeaderName::ContentLength
+            } else {
+                HeaderName::Other
+            }
+        }
+        16 => {
+            if eq("Content-Encoding") {
+                HeaderName::ContentEncoding
+            } else if eq("WWW-Authenticate") {
+                HeaderName::WwwAuthenticate
+            } else {
+                HeaderName::Other
+            }
+        }
+        18 => {
+            if eq("Proxy-Authenticate") {
+                HeaderName::ProxyAuthenticate
+            } else {
+                HeaderName::Other
+            }
+        }
+        19 => {
+            if eq("Proxy-Authorization") {
+                HeaderName::ProxyAuthorization
+            } else {
+                HeaderName::Other
+            }
+        }
+        _ => HeaderName::Other,
+    }
+}
+
 macro_rules! header_names {
     ($( $var:ident => $canon:literal $(| $compact:literal)? ;)*) => {
         /// Header names a SIP element interprets, with their compact forms (RFC 3261 §7.3.3).
@@ -31,14 +201,12 @@ macro_rules! header_names {
         }
 
         impl HeaderName {
+            /// Every known header name.
+            pub const ALL: &'static [HeaderName] = &[$(HeaderName::$var,)*];
+
             /// Recognises a name, case-insensitively, in long or compact form.
             pub fn from_name(name: &str) -> HeaderName {
-                $(
-                    if name.eq_ignore_ascii_case($canon) $(|| name.eq_ignore_ascii_case($compact))? {
-                        return HeaderName::$var;
-                    }
-                )*
-                HeaderName::Other
+                lookup_name(name)
             }
 
             /// The canonical long name (`"Other"` for extensions).
@@ -225,6 +393,8 @@ pub struct Header<'a> {
     pub(crate) line: (u32, u32),
     /// The value within the message.
     pub(crate) value_at: (u32, u32),
+    /// Where the name ends within the message.
+    pub(crate) name_end: u32,
 }
 
 impl<'a> Header<'a> {
@@ -261,16 +431,45 @@ pub struct Message<'a> {
     pub content_length: Option<usize>,
 }
 
-fn find_crlf(b: &[u8], from: usize) -> Option<usize> {
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+
+/// Index of the first CR or LF at or after `from`, eight bytes at a time (the lowest flagged
+/// byte of the classic "has zero byte" test is always exact).
+#[inline]
+fn find_cr_or_lf(b: &[u8], from: usize) -> Option<usize> {
     let mut i = from;
-    while i < b.len() {
-        let j = i + b[i..].iter().position(|&c| c == b'\n')?;
-        if j > 0 && b[j - 1] == b'\r' {
-            return Some(j - 1);
+    while let Some(chunk) = b.get(i..i + 8) {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(chunk);
+        let w = u64::from_le_bytes(w);
+        let cr = w ^ (LO * u64::from(b'\r'));
+        let lf = w ^ (LO * u64::from(b'\n'));
+        let m = ((cr.wrapping_sub(LO) & !cr) | (lf.wrapping_sub(LO) & !lf)) & HI;
+        if m != 0 {
+            return Some(i + (m.trailing_zeros() / 8) as usize);
         }
-        i = j + 1;
+        i += 8;
     }
-    None
+    b.get(i..)?
+        .iter()
+        .position(|&c| c == b'\r' || c == b'\n')
+        .map(|p| i + p)
+}
+
+/// The CR of the CRLF ending the line that contains `from`; `Ok(None)` if the buffer ends
+/// first; an error for a bare CR or LF.
+#[inline]
+fn line_end(b: &[u8], from: usize) -> Result<Option<usize>, ParseError> {
+    match find_cr_or_lf(b, from) {
+        None => Ok(None),
+        Some(i) if b[i] == b'\r' => match b.get(i + 1) {
+            Some(b'\n') => Ok(Some(i)),
+            None => Ok(None),
+            Some(_) => Err(ParseError::BadHeaderLine),
+        },
+        Some(_) => Err(ParseError::BadHeaderLine),
+    }
 }
 
 /// Skips the CRLFs allowed before a start line (RFC 3261 §7.5, RFC 5626 keep-alives).
@@ -280,19 +479,6 @@ fn leading_crlfs(buf: &[u8]) -> usize {
         i += 2;
     }
     i
-}
-
-/// Finds the header section end: returns (offset of the blank line, true) or, if the
-/// section runs to the end of `buf` with a final CRLF, (buf.len(), false).
-fn find_head_end(buf: &[u8], from: usize) -> Option<usize> {
-    let mut i = from;
-    loop {
-        let crlf = find_crlf(buf, i)?;
-        if buf.get(crlf + 2..crlf + 4) == Some(b"\r\n") {
-            return Some(crlf + 2);
-        }
-        i = crlf + 2;
-    }
 }
 
 /// Stream framing result.
@@ -307,7 +493,9 @@ pub enum Frame {
     Message { len: usize },
 }
 
-/// Finds the end of the first message in a stream buffer (RFC 3261 §18.3).
+/// Finds the end of the first message in a stream buffer (RFC 3261 §18.3). The header
+/// section is re-scanned on each call, so the cost of a message trickling in is bounded by
+/// [`MAX_MESSAGE_LEN`].
 pub fn frame(buf: &[u8]) -> Result<Frame, ParseError> {
     let skip = leading_crlfs(buf);
     if skip > 0 {
@@ -316,21 +504,19 @@ pub fn frame(buf: &[u8]) -> Result<Frame, ParseError> {
     if buf.is_empty() {
         return Ok(Frame::Incomplete);
     }
-    let Some(blank) = find_head_end(buf, 0) else {
-        if buf.len() > MAX_MESSAGE_LEN {
-            return Err(ParseError::TooLarge);
+    let head = match parse_head(buf, false) {
+        Ok(h) => h,
+        Err(ParseError::Truncated) if buf.len() > MAX_MESSAGE_LEN => {
+            return Err(ParseError::TooLarge)
         }
-        return Ok(Frame::Incomplete);
+        Err(ParseError::Truncated) => return Ok(Frame::Incomplete),
+        Err(e) => return Err(e),
     };
-    if blank + 2 > MAX_MESSAGE_LEN {
-        return Err(ParseError::TooLarge);
-    }
-    // Content-Length is mandatory on streams; find it with the full framer on the head.
-    let head = parse_head(&buf[..blank + 2], blank, true)?;
+    // Content-Length is mandatory on streams.
     let cl = head
         .content_length
         .ok_or(ParseError::MissingContentLength)?;
-    let len = blank + 2 + cl;
+    let len = head.body_start + cl;
     if len > MAX_MESSAGE_LEN {
         return Err(ParseError::TooLarge);
     }
@@ -357,19 +543,9 @@ impl<'a> Message<'a> {
         if buf.len() > MAX_MESSAGE_LEN && transport == Transport::Datagram {
             return Err(ParseError::TooLarge);
         }
-        let (head_len, blank) = match find_head_end(buf, 0) {
-            Some(b) => (b, true),
-            // A datagram whose header section ends with CRLF at the end of the datagram but
-            // lacks the empty line: unambiguous over UDP (no body), so accept it.
-            None if transport == Transport::Datagram && buf.ends_with(b"\r\n") => {
-                (buf.len(), false)
-            }
-            None => return Err(ParseError::Truncated),
-        };
-        if head_len > MAX_MESSAGE_LEN {
-            return Err(ParseError::TooLarge);
-        }
-        let mut msg = parse_head(buf, head_len, blank)?;
+        // A datagram whose header section ends at the end of the datagram without the empty
+        // line is unambiguous over UDP (no body), so it is accepted.
+        let mut msg = parse_head(buf, transport == Transport::Datagram)?;
         let body_start = msg.body_start;
         let available = buf.len().saturating_sub(body_start);
         let body_len = match (msg.content_length, transport) {
@@ -510,99 +686,125 @@ fn parse_start_line(line: &str, is_response: bool) -> Result<StartLine<'_>, Pars
     }))
 }
 
-/// Parses the start line and header lines of `buf[..head_len]`.
-fn parse_head(buf: &[u8], head_len: usize, blank: bool) -> Result<Message<'_>, ParseError> {
-    let head_bytes = buf.get(..head_len).ok_or(ParseError::Truncated)?;
-    let head = std::str::from_utf8(head_bytes).map_err(|_| ParseError::InvalidUtf8)?;
-    let b = head.as_bytes();
-    let line_end = find_crlf(b, 0).ok_or(ParseError::Truncated)?;
-    let first = head.get(..line_end).ok_or(ParseError::Truncated)?;
-    if first.bytes().any(|c| c == b'\r' || c == b'\n') {
-        return Err(ParseError::BadRequestLine);
-    }
-    let is_response = first.len() >= 4 && first[..4].eq_ignore_ascii_case("SIP/");
+/// Parses the start line and the header lines of `buf` up to the empty line (or, with
+/// `open_end`, up to the end of `buf` after a complete line). `Truncated` means more bytes
+/// are needed.
+fn parse_head(buf: &[u8], open_end: bool) -> Result<Message<'_>, ParseError> {
+    let b = buf;
+    let is_response = b.len() >= 4 && b[..4].eq_ignore_ascii_case(b"SIP/");
+    let line_end0 = match line_end(b, 0) {
+        Ok(Some(e)) => e,
+        Ok(None) => return Err(ParseError::Truncated),
+        Err(_) if is_response => return Err(ParseError::BadStatusLine),
+        Err(_) => return Err(ParseError::BadRequestLine),
+    };
+    let first = std::str::from_utf8(&b[..line_end0]).map_err(|_| ParseError::InvalidUtf8)?;
     let start = parse_start_line(first, is_response)?;
 
-    let mut headers = Vec::with_capacity(24);
+    let mut headers = Vec::with_capacity(20);
     let mut content_length = None;
-    let mut pos = line_end + 2;
+    let mut pos = line_end0 + 2;
     let headers_start = pos;
-    while pos < head_len {
+    let (headers_end, blank) = loop {
+        if pos > MAX_MESSAGE_LEN {
+            return Err(ParseError::TooLarge);
+        }
+        match b.get(pos) {
+            None if open_end => break (pos, false),
+            None => return Err(ParseError::Truncated),
+            Some(b'\r') => match b.get(pos + 1) {
+                Some(b'\n') => break (pos, true),
+                None => return Err(ParseError::Truncated),
+                Some(_) => return Err(ParseError::BadHeaderLine),
+            },
+            Some(_) => {}
+        }
         if headers.len() >= MAX_HEADERS {
             return Err(ParseError::TooManyHeaders);
         }
         let line_start = pos;
         // field-name *(SP/HT) ":"
-        while pos < head_len && is_token(b[pos]) {
+        while pos < b.len() && is_token(b[pos]) {
             pos += 1;
         }
-        let name = head.get(line_start..pos).ok_or(ParseError::BadHeaderLine)?;
-        if name.is_empty() {
-            return Err(ParseError::BadHeaderLine);
-        }
-        while pos < head_len && (b[pos] == b' ' || b[pos] == b'\t') {
+        let name_end = pos;
+        while pos < b.len() && (b[pos] == b' ' || b[pos] == b'\t') {
             pos += 1;
         }
-        if b.get(pos) != Some(&b':') {
-            return Err(ParseError::BadHeaderLine);
+        match b.get(pos) {
+            Some(b':') if name_end > line_start => pos += 1,
+            None => return Err(ParseError::Truncated),
+            Some(_) => return Err(ParseError::BadHeaderLine),
         }
-        pos += 1;
-        // Value: up to a CRLF not followed by SP/HT. Bare CR or LF is not allowed.
-        let value_region_start = pos;
-        let value_region_end;
-        loop {
-            let crlf = find_crlf(b, pos)
-                .filter(|&c| c < head_len)
-                .ok_or(ParseError::Truncated)?;
-            if b[pos..crlf].iter().any(|&c| c == b'\r' || c == b'\n') {
-                return Err(ParseError::BadHeaderLine);
+        // The value runs to a CRLF not followed by SP/HT (a fold continues it).
+        let value_start = pos;
+        let value_end = loop {
+            let e = line_end(b, pos)?.ok_or(ParseError::Truncated)?;
+            pos = e + 2;
+            if pos - line_start > MAX_HEADER_LINE {
+                return Err(ParseError::HeaderLineTooLong);
             }
-            pos = crlf + 2;
-            if pos < head_len && (b[pos] == b' ' || b[pos] == b'\t') {
-                continue;
+            if !matches!(b.get(pos), Some(b' ' | b'\t')) {
+                break e;
             }
-            value_region_end = crlf;
-            break;
-        }
+        };
         if pos - line_start > MAX_HEADER_LINE {
             return Err(ParseError::HeaderLineTooLong);
         }
         let ws = |c: &u8| matches!(c, b' ' | b'\t' | b'\r' | b'\n');
-        let region = &b[value_region_start..value_region_end];
+        let region = &b[value_start..value_end];
         let lead = region.iter().take_while(|c| ws(c)).count();
         let trail = region[lead..].iter().rev().take_while(|c| ws(c)).count();
-        let vs = value_region_start + lead;
-        let ve = value_region_end - trail;
-        let value = head.get(vs..ve).ok_or(ParseError::BadHeaderLine)?;
-        let kind = HeaderName::from_name(name);
+        let vs = value_start + lead;
+        let ve = value_end - trail;
+        // Names are ASCII tokens; values are validated as UTF-8 once, after the loop.
+        // Names are token characters, hence ASCII.
+        let name_bytes = &b[line_start..name_end];
+        let value_bytes = &b[vs..ve];
+        let kind = lookup_name_bytes(name_bytes);
         if kind == HeaderName::ContentLength {
             if content_length.is_some() {
                 return Err(ParseError::MultipleContentLength);
             }
-            if value.is_empty() || value.len() > 10 || !value.bytes().all(|c| c.is_ascii_digit()) {
+            if value_bytes.is_empty()
+                || value_bytes.len() > 10
+                || !value_bytes.iter().all(u8::is_ascii_digit)
+            {
                 return Err(ParseError::BadContentLength);
             }
-            let n: usize = value.parse().map_err(|_| ParseError::BadContentLength)?;
+            let n = value_bytes
+                .iter()
+                .fold(0usize, |n, &d| n * 10 + usize::from(d - b'0'));
             if n > MAX_MESSAGE_LEN {
                 return Err(ParseError::TooLarge);
             }
             content_length = Some(n);
         }
         headers.push(Header {
-            name,
+            name: "",
             kind,
-            value,
+            value: "",
+            name_end: name_end as u32,
             line: (line_start as u32, pos as u32),
             value_at: (vs as u32, ve as u32),
         });
+    };
+    let head = std::str::from_utf8(&b[..headers_end]).map_err(|_| ParseError::InvalidUtf8)?;
+    for h in &mut headers {
+        h.name = head
+            .get(h.line.0 as usize..h.name_end as usize)
+            .unwrap_or("");
+        h.value = head
+            .get(h.value_at.0 as usize..h.value_at.1 as usize)
+            .ok_or(ParseError::InvalidUtf8)?;
     }
-    let body_start = if blank { head_len + 2 } else { head_len };
+    let body_start = if blank { headers_end + 2 } else { headers_end };
     Ok(Message {
         raw: buf,
         start,
         headers,
         headers_start,
-        headers_end: head_len,
+        headers_end,
         body_start,
         has_blank_line: blank,
         content_length,
@@ -674,6 +876,19 @@ v=0\r\n";
         ] {
             assert_eq!(HeaderName::from_name(n), k, "{n}");
         }
+    }
+
+    #[test]
+    fn every_canonical_name_round_trips() {
+        for &h in HeaderName::ALL {
+            let c = h.canonical();
+            assert_eq!(HeaderName::from_name(c), h, "{c}");
+            assert_eq!(HeaderName::from_name(&c.to_ascii_uppercase()), h, "{c}");
+            assert_eq!(HeaderName::from_name(&c.to_ascii_lowercase()), h, "{c}");
+        }
+        assert_eq!(HeaderName::ALL.len(), 31);
+        assert_eq!(HeaderName::from_name(""), HeaderName::Other);
+        assert_eq!(HeaderName::from_name("x"), HeaderName::Other);
     }
 
     #[test]
