@@ -65,9 +65,11 @@ CALLS="1 100 1000"
 if [ "$FULL" = 1 ]; then
     GEN_BASE=2000
     RANGE_rtpengine="22000 65000"; RANGE_rtpanchor="22000 65000"; RANGE_reflector="22000 65000"
+    RANGE_rtpanchor_mmsg="22000 65000"
 else
     GEN_BASE=20000
     RANGE_rtpengine="40000 44999"; RANGE_rtpanchor="45000 49999"; RANGE_reflector="50000 54999"
+    RANGE_rtpanchor_mmsg="45000 49999"
 fi
 # Raise the fd limit for big call counts (generator: 2 per call, relay: up to 4 per call).
 ulimit -n 200000 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
@@ -75,6 +77,10 @@ ulimit -n 200000 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
 RELAYS=()
 if [ -z "$ONLY" ] || [[ ",$ONLY," == *,rtpanchor,* ]]; then
     [ -x "$RTPANCHOR" ] && RELAYS+=(rtpanchor) || echo "note: $RTPANCHOR not built, skipped" >&2
+fi
+# The same relay with its fallback engine forced (recvmmsg/sendmmsg instead of io_uring).
+if [ -z "$ONLY" ] || [[ ",$ONLY," == *,rtpanchor-mmsg,* ]]; then
+    [ -x "$RTPANCHOR" ] && RELAYS+=(rtpanchor-mmsg)
 fi
 if [ -z "$ONLY" ] || [[ ",$ONLY," == *,rtpengine,* ]]; then
     command -v rtpengine >/dev/null && RELAYS+=(rtpengine) || echo "note: rtpengine not installed, skipped" >&2
@@ -96,12 +102,15 @@ trap 'echo "interrupted" >&2; exit 130' INT TERM
 
 start_relay() { # name -> RELAY_PID, NG
     local name=$1 lo hi range
-    range="RANGE_$name"; read -r lo hi <<<"${!range}"
+    range="RANGE_${name//-/_}"; read -r lo hi <<<"${!range}"
     case "$name" in
-        rtpanchor)
+        rtpanchor|rtpanchor-mmsg)
             NG=127.0.0.1:2223
+            local engine=uring
+            [ "$name" = rtpanchor-mmsg ] && engine=mmsg
             taskset -c "$RELAY_CPU" "$RTPANCHOR" --listen-ng "$NG" --interface 127.0.0.1 \
-                --port-min "$lo" --port-max "$hi" >"$OUT/$name.log" 2>&1 &
+                --port-min "$lo" --port-max "$hi" --num-threads 1 --io-engine "$engine" \
+                --log-level warn >"$OUT/$name.log" 2>&1 &
             ;;
         rtpengine)
             NG=127.0.0.1:2224

@@ -176,6 +176,8 @@ impl MmsgWorker {
                 let tok = ev.u64;
                 if tok == WAKE_TOKEN {
                     drain_eventfd(&self.shared.wake);
+                    self.shared.clear_notified();
+                    self.apply_commands();
                     continue;
                 }
                 let idx = (tok & 0xffff_ffff) as u32;

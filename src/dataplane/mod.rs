@@ -303,7 +303,15 @@ impl MediaBackend for DataPlane {
 
     fn close(&mut self, id: StreamId) {
         if let Some(e) = self.streams.remove(&id) {
-            self.send(e.worker, Command::Remove(id));
+            e.shared.closed.store(true, Ordering::Relaxed);
+            if let Some(w) = self.workers.get(e.worker) {
+                if w.send_lazy(Command::Remove(id)).is_err() {
+                    tracing::error!(
+                        worker = e.worker,
+                        "data plane command queue full; close dropped"
+                    );
+                }
+            }
             self.ports.release(e.a_ports);
             self.ports.release(e.b_ports);
         }

@@ -148,6 +148,9 @@ impl SideShared {
 #[repr(align(64))]
 pub struct StreamShared {
     pub sides: [SideShared; 2],
+    /// Set by the control plane on close: the worker drops this stream's packets at once
+    /// and frees its sockets on its next turn (closing needs no wake-up of its own).
+    pub closed: std::sync::atomic::AtomicBool,
 }
 
 /// Socket order in a stream's four-slot group.

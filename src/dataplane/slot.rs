@@ -197,7 +197,15 @@ pub fn process(
     bump(&counters.rx_packets, 1);
     bump(&counters.rx_bytes, len);
     let slot = match slots.get_mut(idx) {
-        Some(s) if s.is_live() => s,
+        Some(s)
+            if s.is_live()
+                && !s
+                    .shared
+                    .as_deref()
+                    .is_some_and(|sh| sh.closed.load(std::sync::atomic::Ordering::Relaxed)) =>
+        {
+            s
+        }
         _ => {
             bump(&counters.drop_stale, 1);
             return None;

@@ -425,6 +425,8 @@ impl UringWorker {
             }
             KIND_WAKE => {
                 super::worker::drain_eventfd(&self.shared.wake);
+                // Commands are drained at the top of the next turn, after this.
+                self.shared.clear_notified();
                 if self.arm_wake().is_err() {
                     tracing::error!("cannot re-arm the wake-up read");
                 }

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crossbeam::queue::ArrayQueue;
@@ -56,6 +57,9 @@ pub struct WorkerShared {
     pub events: ArrayQueue<MediaEvent>,
     pub counters: WorkerCounters,
     pub wake: OwnedFd,
+    /// Set by the first command after the worker last woke; later commands see it set and
+    /// skip the eventfd write, so a burst of signalling costs one wake-up, not one each.
+    pub notified: AtomicBool,
 }
 
 impl WorkerShared {
@@ -72,12 +76,31 @@ impl WorkerShared {
             events: ArrayQueue::new(EVENT_QUEUE),
             counters: WorkerCounters::default(),
             wake,
+            notified: AtomicBool::new(false),
         }))
     }
 
     /// Queues a command and wakes the worker. Returns the command back if the queue is full.
     pub fn send(&self, cmd: Command) -> Result<(), Command> {
         self.commands.push(cmd)?;
+        if !self.notified.swap(true, Ordering::AcqRel) {
+            self.wake_worker();
+        }
+        Ok(())
+    }
+
+    /// Queues a command that can wait for the worker's next turn (at most its idle timeout):
+    /// tearing a stream down needs no wake-up of its own.
+    pub fn send_lazy(&self, cmd: Command) -> Result<(), Command> {
+        self.commands.push(cmd)
+    }
+
+    /// Called by the worker when it wakes, before it drains the queue.
+    pub fn clear_notified(&self) {
+        self.notified.store(false, Ordering::Release);
+    }
+
+    fn wake_worker(&self) {
         let one: u64 = 1;
         // SAFETY: writes 8 bytes from a live u64 to our own eventfd; failure (EAGAIN when the
         // counter is saturated) still leaves the worker awake, so it is ignored.
@@ -88,7 +111,6 @@ impl WorkerShared {
                 std::mem::size_of::<u64>(),
             );
         }
-        Ok(())
     }
 }
 

@@ -13,6 +13,9 @@ use anyhow::{anyhow, bail, Context, Result};
 use crate::sdp;
 use rtpanchor::control::bencode::{decode, Owned, Value};
 
+/// Distinguishes the clients of one process in their cookies.
+static NEXT_CLIENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 pub struct NgClient {
     sock: UdpSocket,
     prefix: String,
@@ -52,7 +55,13 @@ impl NgClient {
             .with_context(|| format!("connecting to ng {relay}"))?;
         Ok(Self {
             sock,
-            prefix: format!("rb{}", std::process::id()),
+            // Cookies must be unique per request for the relay's reply cache: a second
+            // client in the same process gets its own prefix.
+            prefix: format!(
+                "rb{}x{}",
+                std::process::id(),
+                NEXT_CLIENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            ),
             counter: 0,
             timeout: Duration::from_millis(1000),
             attempts: 3,

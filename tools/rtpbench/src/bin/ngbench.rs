@@ -1,0 +1,147 @@
+//! ngbench: control-plane throughput of an ng-speaking relay. Runs complete call set-ups and
+//! tear-downs (offer + answer + delete, each a real ng request with an SDP) against the
+//! relay and reports cycles per second, the request round-trip, and the relay's CPU time per
+//! cycle. Two modes per run: `window 1` (one request at a time, the way one Kamailio worker
+//! talks to the relay) and a pipelined window (many proxy workers at once).
+//!
+//! Usage: ngbench --ng 127.0.0.1:2223 [--calls 2000] [--window 32] [--relay-pid PID] [--json F]
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+
+use rtpbench::ng::{self, NgClient};
+use rtpbench::{procfs, sys};
+
+#[derive(Parser, Debug)]
+#[command(about = "offer+answer+delete cycles per second against an ng relay")]
+struct Args {
+    /// The relay's ng address.
+    #[arg(long, default_value = "127.0.0.1:2223")]
+    ng: SocketAddr,
+    /// Calls (cycles) per mode.
+    #[arg(long, default_value_t = 2000)]
+    calls: usize,
+    /// Outstanding requests in the pipelined mode.
+    #[arg(long, default_value_t = 32)]
+    window: usize,
+    /// Relay process, for CPU time per cycle.
+    #[arg(long)]
+    relay_pid: Option<u32>,
+    /// A label for the report (e.g. the relay's name).
+    #[arg(long, default_value = "relay")]
+    label: String,
+    /// Write the results as JSON here.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+}
+
+#[derive(serde::Serialize)]
+struct ModeResult {
+    window: usize,
+    calls: usize,
+    seconds: f64,
+    cycles_per_sec: f64,
+    /// Mean time per request (wall time / requests); with window 1 this is the round trip.
+    mean_request_us: f64,
+    relay_cpu_us_per_cycle: Option<f64>,
+    errors: usize,
+}
+
+fn run_mode(args: &Args, run: &str, window: usize) -> Result<ModeResult> {
+    let mut client = NgClient::connect(args.ng)?;
+    client.window = window;
+    client.timeout = Duration::from_millis(2000);
+    let ticks = sys::clock_ticks_per_sec();
+    let cpu0 = args
+        .relay_pid
+        .and_then(|p| procfs::process_cpu_ns(p, ticks));
+    let t0 = sys::mono_ns();
+    let mut errors = 0usize;
+    // Calls go in batches so the relay never holds more than `batch` calls at once.
+    let batch = 500.min(args.calls.max(1));
+    let mut done = 0;
+    while done < args.calls {
+        let n = batch.min(args.calls - done);
+        let ids: Vec<String> = (done..done + n).map(|i| ng::call_id(run, i)).collect();
+        // Ports in the SDP are never used for media here; they only have to be valid.
+        let caller =
+            |i: usize| SocketAddrV4::new(Ipv4Addr::LOCALHOST, 2000 + 2 * (i % 5000) as u16);
+        let callee =
+            |i: usize| SocketAddrV4::new(Ipv4Addr::LOCALHOST, 12000 + 2 * (i % 5000) as u16);
+        let offers: Vec<_> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| ng::offer(id, caller(i), 1))
+            .collect();
+        let answers: Vec<_> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| ng::answer(id, callee(i), 2))
+            .collect();
+        let deletes: Vec<_> = ids.iter().map(|id| ng::delete(id)).collect();
+        for reqs in [&offers, &answers, &deletes] {
+            for r in client.transact_many(reqs, &|| false) {
+                match r {
+                    Ok(r) if r.result == "ok" => {}
+                    other => {
+                        if errors < 3 {
+                            eprintln!("failed request: {other:?}");
+                        }
+                        errors += 1;
+                    }
+                }
+            }
+        }
+        done += n;
+    }
+    let secs = (sys::mono_ns() - t0) as f64 / 1e9;
+    let cpu = match (args.relay_pid, cpu0) {
+        (Some(p), Some(c0)) => {
+            procfs::process_cpu_ns(p, ticks).map(|c1| c1.saturating_sub(c0) as f64 / 1e3)
+        }
+        _ => None,
+    };
+    Ok(ModeResult {
+        window,
+        calls: args.calls,
+        seconds: secs,
+        cycles_per_sec: args.calls as f64 / secs,
+        mean_request_us: secs * 1e6 / (3 * args.calls) as f64,
+        relay_cpu_us_per_cycle: cpu.map(|c| c / args.calls as f64),
+        errors,
+    })
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let mut probe = NgClient::connect(args.ng)?;
+    probe
+        .wait_ready(Duration::from_secs(10))
+        .context("relay not answering ping")?;
+    let run = format!("ngb{}", std::process::id());
+    let mut results = Vec::new();
+    for (k, window) in [1, args.window].into_iter().enumerate() {
+        let r = run_mode(&args, &format!("{run}-{k}"), window)?;
+        eprintln!(
+            "{}: window {:>3}: {:>8.0} cycles/s, {:>7.1} us/request, relay CPU {} us/cycle, {} errors",
+            args.label,
+            r.window,
+            r.cycles_per_sec,
+            r.mean_request_us,
+            r.relay_cpu_us_per_cycle.map_or("-".into(), |c| format!("{c:.1}")),
+            r.errors
+        );
+        results.push(r);
+    }
+    if let Some(path) = &args.json {
+        let doc = serde_json::json!({ "label": args.label, "modes": results });
+        std::fs::write(path, serde_json::to_vec_pretty(&doc)?)?;
+    }
+    if results.iter().any(|r| r.errors > 0) {
+        bail!("some requests failed");
+    }
+    Ok(())
+}
