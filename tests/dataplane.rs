@@ -378,3 +378,44 @@ fn burst_far_above_capacity_then_normal_load_every_call_forwards() {
         }
     }
 }
+
+#[test]
+fn ipv6_stream_forwards_both_ways() {
+    if UdpSocket::bind("[::1]:0").is_err() {
+        eprintln!("skip: no IPv6 loopback here");
+        return;
+    }
+    for (n, engine) in engines().into_iter().enumerate() {
+        let mut cfg = config(engine, 54000 + 1000 * n as u16);
+        cfg.port_max = cfg.port_min + 999;
+        cfg.interface = "::1".parse().unwrap();
+        let mut dp = start(&cfg);
+        let a = UdpSocket::bind("[::1]:0").unwrap();
+        let b = UdpSocket::bind("[::1]:0").unwrap();
+        for s in [&a, &b] {
+            s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+        }
+        let o = dp
+            .open(
+                StreamSpec {
+                    call_id: "v6".into(),
+                    a: endpoint(&a),
+                    b: endpoint(&b),
+                },
+                0,
+            )
+            .unwrap();
+        let relay6 = |port: u16| SocketAddr::new("::1".parse().unwrap(), port);
+        for i in 0..20u16 {
+            a.send_to(&rtp(i, 0, 1, &[1; 40]), relay6(o.a_ports.rtp))
+                .unwrap();
+            b.send_to(&rtp(i, 0, 2, &[2; 40]), relay6(o.b_ports.rtp))
+                .unwrap();
+        }
+        let at_b = recv_n(&b, 20, Duration::from_secs(3));
+        let at_a = recv_n(&a, 20, Duration::from_secs(3));
+        assert_eq!((at_b.len(), at_a.len()), (20, 20), "{engine:?}");
+        assert!(at_b.iter().all(|(_, from)| *from == relay6(o.b_ports.rtp)));
+        dp.close(o.id);
+    }
+}
