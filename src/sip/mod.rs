@@ -17,9 +17,12 @@
 pub mod edit;
 pub mod header;
 pub mod lex;
+pub mod media;
 pub mod message;
 pub mod parse;
+pub mod proxy;
 pub mod registrar;
+pub mod transaction;
 pub mod uri;
 
 pub use edit::{EditError, Editor};
