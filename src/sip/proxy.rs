@@ -1206,12 +1206,11 @@ impl<S: LocationStore> Proxy<S> {
             return Decision::Reject(404, "Not Found");
         };
         let mut candidates = vec![aor.clone()];
-        if let Some(u) = ruri.as_sip().filter(|u| u.port.is_some()) {
+        if ruri.as_sip().is_some_and(|u| u.port.is_some()) {
             // `sip:bob@host:port` also finds `sip:bob@host`, and the reverse.
             if let Some(i) = aor.rfind(':').filter(|&i| i > 4 && !aor[i..].contains(']')) {
                 candidates.push(aor[..i].to_owned());
             }
-            let _ = u;
         } else {
             candidates.push(format!("{aor}:{}", self.cfg.local.port()));
         }
@@ -1690,7 +1689,6 @@ impl<S: LocationStore> Proxy<S> {
                             &mut self.timers,
                             Target::Server(sid),
                         );
-                        self.stats.retransmissions_absorbed += u64::from(false);
                         return;
                     }
                     ServerState::Confirmed | ServerState::Proceeding | ServerState::Trying => {
