@@ -7,8 +7,10 @@ use std::time::Duration;
 use crate::config::Config;
 use crate::dataplane::DataPlane;
 use crate::server::ng::{serve_ng, NgServerConfig};
+use crate::server::sip::{SipServer, SipServerConfig};
 use crate::session::manager::{ManagerConfig, SessionManager};
 use crate::session::negotiate::RelayInterface;
+use crate::sip::proxy::ProxyConfig;
 use crate::time::{self, NANOS_PER_SEC};
 
 pub fn run(config: Config) -> anyhow::Result<()> {
@@ -55,6 +57,11 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         .build()?;
     rt.block_on(async move {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let sip = match start_sip(&config, manager.clone(), stop_rx.clone()).await? {
+            Some(task) => task,
+            // No SIP: a task that never ends keeps the select below uniform.
+            None => tokio::spawn(std::future::pending::<anyhow::Result<()>>()),
+        };
         let server = tokio::spawn(serve_ng(ng, manager.clone(), stop_rx));
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let outcome = tokio::select! {
@@ -65,9 +72,64 @@ pub fn run(config: Config) -> anyhow::Result<()> {
                 Ok(Err(e)) => Err(e),
                 Err(e) => Err(anyhow::anyhow!("ng server task failed: {e}")),
             },
+            r = sip => match r {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(e),
+                Err(e) => Err(anyhow::anyhow!("SIP server task failed: {e}")),
+            },
         };
         tracing::info!("shutting down");
         let _ = stop_tx.send(true);
         outcome
     })
+}
+
+/// Binds the built-in SIP proxy (unless `--no-sip`) and starts it. The default listener is
+/// best-effort (a taken port is a warning); an explicit `--listen-sip` must bind.
+async fn start_sip(
+    config: &Config,
+    manager: Arc<Mutex<SessionManager<DataPlane>>>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<anyhow::Result<()>>>> {
+    let Some(listen) = config.listen_sip else {
+        return Ok(None);
+    };
+    // The address the proxy writes into Via and Record-Route: a wildcard listener is known
+    // to peers by the advertised media address.
+    let local = if listen.ip().is_unspecified() {
+        std::net::SocketAddr::new(config.interface.advertised, listen.port())
+    } else {
+        listen
+    };
+    let mut proxy = ProxyConfig::new(local);
+    proxy.domains = config.domains.clone();
+    // Branch and tag hashes must not be predictable from outside: a per-process secret.
+    proxy.secret = std::hash::BuildHasher::hash_one(
+        &std::collections::hash_map::RandomState::new(),
+        (std::process::id(), time::now_ns()),
+    );
+    let cfg = SipServerConfig {
+        listen,
+        max_message: config.sip_max_message,
+        ..SipServerConfig::default()
+    };
+    match SipServer::bind(cfg, proxy, manager).await {
+        Ok(server) => {
+            tracing::info!(
+                listen = %server.local_addr(),
+                domains = ?config.domains,
+                "SIP proxy listening (UDP and TCP)"
+            );
+            Ok(Some(tokio::spawn(server.run(stop))))
+        }
+        Err(e) if !config.listen_sip_explicit => {
+            tracing::warn!(
+                error = format!("{e:#}"),
+                "built-in SIP proxy not started (default --listen-sip {listen} unavailable); \
+                 give --listen-sip or --no-sip"
+            );
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
 }

@@ -2,5 +2,7 @@
 //! session layer; none of them touches the data plane except through the session manager.
 //!
 //! - [`ng`]: the rtpengine-compatible ng control protocol over UDP and TCP.
+//! - [`sip`]: the built-in SIP proxy's transport (UDP and TCP) around `sip::proxy`.
 
 pub mod ng;
+pub mod sip;

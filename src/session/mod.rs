@@ -10,3 +10,4 @@ pub mod manager;
 pub mod model;
 pub mod negotiate;
 pub mod ports;
+pub mod sip_media;

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Calls per second through rtpanchor's built-in SIP proxy, measured with SIPp.
+#
+# Each call: INVITE (SDP) -> 100 -> 180 -> 200 (SDP) -> ACK -> BYE -> 200 through the proxy,
+# i.e. SIP handling plus one media offer, one answer (two relay port pairs opened, SDP
+# rewritten both ways) and one delete. No RTP (tools/sipp/proxy_uac_cps.xml).
+#
+# Ramp: for each rate R in RATES, run R calls/s for STEP_SECS; a step passes when SIPp exits 0
+# and reports zero failed calls. Then the highest passing rate is held for HOLD_SECS, stepping
+# down (by 10%) until a full hold passes. Prints one "RESULT" line.
+#
+#   tools/sip-cps.sh                       # release build, defaults below
+#   RATES="500 1000 2000" STEP_SECS=10 HOLD_SECS=60 tools/sip-cps.sh
+#
+# Loopback only; ports 20000-20999 (outside the test suites' blocks). Needs sipp.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RATES=${RATES:-"250 500 1000 1500 2000 2500 3000 4000"}
+STEP_SECS=${STEP_SECS:-10}
+HOLD_SECS=${HOLD_SECS:-60}
+BIN=${BIN:-target/release/rtpanchor}
+THREADS=${THREADS:-1}
+IP=127.0.0.1
+NG=20022 SIP=20060 UAS=20070 UAC=20080 REG=20085 UAS_CP=20091 UAC_CP=20090 REG_CP=20092
+UAC_MP=21000   # unused by RTP, but SIPp writes it into the SDP ([auto_media_port]): < 31000
+MEDIA_MIN=20100 MEDIA_MAX=20999
+
+command -v sipp >/dev/null || { echo "sipp not installed (apt-get install sip-tester)" >&2; exit 2; }
+if [ ! -x "$BIN" ]; then
+  cargo build --release --bin rtpanchor
+fi
+
+WORK=$(mktemp -d /tmp/rtpanchor-cps.XXXXXX)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  echo "logs in $WORK" >&2
+}
+trap cleanup EXIT
+
+"$BIN" --interface $IP --listen-ng $IP:$NG --listen-sip $IP:$SIP \
+  --port-min $MEDIA_MIN --port-max $MEDIA_MAX --num-threads "$THREADS" --log-level warn \
+  >"$WORK/relay.log" 2>&1 &
+RELAY=$!
+PIDS+=("$RELAY")
+for _ in $(seq 50); do
+  grep -q ":$(printf '%04X' $SIP) " /proc/net/udp 2>/dev/null && break
+  sleep 0.1
+done
+
+# The callee: a third-party registration, then the UAS (unlimited calls).
+(cd "$WORK" && timeout 15 sipp -sf "$OLDPWD/tools/sipp/proxy_register.xml" $IP:$SIP -i $IP -p $REG \
+  -cp $REG_CP -m 1 -nostdin -recv_timeout 5000 \
+  -key aor_user uas -key aor_host $IP -key contact_host $IP -key contact_port $UAS \
+  -key via_host $IP -key via_port $REG -key expires 3600 >"$WORK/register.out" 2>&1) \
+  || { echo "REGISTER failed" >&2; tail -20 "$WORK/register.out" >&2; exit 1; }
+
+(cd "$WORK" && exec sipp -sf "$OLDPWD/tools/sipp/uas_rr_sdp.xml" -i $IP -mi $IP -p $UAS \
+  -mp 20500 -key rtp_port 20504 -cp $UAS_CP -nostdin -bind_local \
+  >"$WORK/uas.out" 2>&1) &
+PIDS+=("$!")
+sleep 1
+
+# run_step RATE SECS -> 0 when every call succeeded
+run_step() {
+  local rate=$1 secs=$2 calls=$(( $1 * $2 )) csv="$WORK/step_$1_$2.csv"
+  set +e
+  (cd "$WORK" && timeout $(( secs + 60 )) sipp -sf "$OLDPWD/tools/sipp/proxy_uac_cps.xml" $IP:$SIP \
+    -s uas -i $IP -mi $IP -p $UAC -mp $UAC_MP -cp $UAC_CP -r "$rate" -m "$calls" -l $(( rate * 4 )) \
+    -d 0 -recv_timeout 5000 -nostdin -trace_stat -stf "$csv" -fd 5 \
+    >"$WORK/uac_$1_$2.out" 2>&1)
+  local rc=$?
+  set -e
+  local ok failed
+  ok=$(awk -F';' 'NR==1{for(i=1;i<=NF;i++)if($i=="SuccessfulCall(C)")s=i;if(!s)exit}END{print $s}' "$csv" 2>/dev/null || echo 0)
+  failed=$(awk -F';' 'NR==1{for(i=1;i<=NF;i++)if($i=="FailedCall(C)")f=i}END{print $f}' "$csv" 2>/dev/null || echo "?")
+  local cpu
+  cpu=$(ps -o times= -p "$RELAY" | tr -d ' ')
+  echo "rate $rate/s for ${secs}s: rc=$rc successful=$ok failed=$failed (relay CPU so far ${cpu}s)"
+  [ "$rc" = 0 ] && [ "$failed" = 0 ] && [ "$ok" = "$calls" ]
+}
+
+best=0
+for r in $RATES; do
+  if run_step "$r" "$STEP_SECS"; then best=$r; else break; fi
+done
+[ "$best" -gt 0 ] || { echo "RESULT: no rate passed (lowest tried: ${RATES%% *}/s)"; exit 1; }
+
+rate=$best
+while [ "$rate" -gt 0 ]; do
+  if run_step "$rate" "$HOLD_SECS"; then
+    echo "RESULT: $rate calls/s held for ${HOLD_SECS}s with no failed call (relay --num-threads $THREADS, $(nproc) cores)"
+    exit 0
+  fi
+  rate=$(( rate * 9 / 10 ))
+done
+echo "RESULT: no rate held for ${HOLD_SECS}s"
+exit 1
