@@ -48,6 +48,9 @@ use crate::sip::proxy::{Proxy, ProxyConfig, ProxyStats, Transmit, Transport};
 use crate::sip::registrar::MemoryStore;
 use crate::time::{self, Nanos};
 
+/// SO_RCVBUF asked for on the SIP UDP socket.
+const UDP_RCVBUF: usize = 4 << 20;
+
 #[derive(Clone, Debug)]
 pub struct SipServerConfig {
     /// UDP and TCP are bound to this address (port 0: any free port, the same for both).
@@ -396,6 +399,9 @@ async fn bind_both(listen: SocketAddr) -> anyhow::Result<(UdpSocket, TcpListener
         let udp = UdpSocket::bind(listen)
             .await
             .with_context(|| format!("binding SIP UDP {listen}"))?;
+        // Bursts of INVITEs (and their retransmissions) must not overflow the kernel's
+        // default ~200 KiB receive buffer; best effort (capped by net.core.rmem_max).
+        let _ = socket2::SockRef::from(&udp).set_recv_buffer_size(UDP_RCVBUF);
         let at = udp.local_addr()?;
         match TcpListener::bind(at).await {
             Ok(tcp) => return Ok((udp, tcp)),
