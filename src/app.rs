@@ -54,6 +54,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         .worker_threads(1)
         .enable_all()
         .thread_name("rtpanchor-ctl")
+        .on_thread_start(crate::dataplane::prioritize_control_thread)
         .build()?;
     rt.block_on(async move {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -120,6 +120,7 @@ fn relay_command(relay: Relay, p: &Ports) -> Command {
                 .args(["--listen-ng", &format!("{LOOPBACK}:{}", p.ng)])
                 .args(["--port-min", &p.media_min.to_string()])
                 .args(["--port-max", &p.media_max.to_string()])
+                .arg("--no-sip")
                 .args(["--log-level", "info"]);
             c
         }

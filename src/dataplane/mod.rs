@@ -364,11 +364,29 @@ impl MediaBackend for DataPlane {
 const WORKER_NICE: libc::c_int = 5;
 
 fn lower_priority() {
-    // SAFETY: gettid and setpriority take plain integers; raising our own nice value needs no
-    // privilege and failure only leaves the default priority.
+    set_thread_nice(WORKER_NICE);
+}
+
+/// Control-plane threads ask for nice -5 (needs CAP_SYS_NICE, which root and a systemd unit
+/// with `AmbientCapabilities=CAP_SYS_NICE` have; elsewhere the request fails quietly and the
+/// workers' +5 alone keeps signalling ahead of media). With the CFS/EEVDF scheduler a woken
+/// thread of higher weight preempts a busy worker at once instead of waiting out its slice,
+/// which keeps ng and SIP replies within a millisecond while every core forwards media.
+pub const CONTROL_NICE: libc::c_int = -5;
+
+/// Called on each control-plane thread as it starts (tokio's `on_thread_start`).
+pub fn prioritize_control_thread() {
+    set_thread_nice(CONTROL_NICE);
+}
+
+/// Sets the calling thread's nice value (best effort: lowering priority always works,
+/// raising it needs CAP_SYS_NICE).
+pub fn set_thread_nice(nice: libc::c_int) {
+    // SAFETY: gettid and setpriority take plain integers and touch no memory of ours; a
+    // failure only leaves the thread at its current priority.
     unsafe {
         let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        libc::setpriority(libc::PRIO_PROCESS, tid, WORKER_NICE);
+        libc::setpriority(libc::PRIO_PROCESS, tid, nice);
     }
 }
 

@@ -123,11 +123,20 @@ impl Latch {
     /// A new offer/answer named `sdp` for this endpoint. A changed endpoint starts a new
     /// learning phase; a repeated signal (retransmission, re-INVITE without media change)
     /// keeps a confirmed source so it does not reopen the call to injection.
+    ///
+    /// The first address for an endpoint that had none (the answer reaching the relay after
+    /// the callee's first packets, which happens: the callee sends media as soon as it sends
+    /// its 200, and the proxy's answer command can arrive later) keeps what was learned from
+    /// those packets, re-ranked against the new address. Dropping it would send the caller's
+    /// media to a NATed callee's unreachable SDP address.
     pub fn on_signal(&mut self, mode: LatchMode, sdp: Option<SocketAddr>) {
+        let first_address = self.sdp.is_none() && sdp.is_some() && mode == self.mode;
         let changed = sdp != self.sdp || mode != self.mode;
         self.mode = mode;
         self.sdp = sdp;
-        if changed {
+        if first_address {
+            self.candidate = self.candidate.map(|(a, _)| (a, self.rank(a)));
+        } else if changed {
             self.candidate = None;
             self.confirmed = false;
             self.learning_since_ns = 0;
@@ -342,6 +351,24 @@ mod tests {
         l.on_signal(LatchMode::Symmetric, Some(a("10.0.0.7:5000")));
         assert_eq!(l.confirmed(), None);
         assert_eq!(l.destination(), Some(a("10.0.0.7:5000")));
+    }
+
+    #[test]
+    fn media_before_the_answer_is_kept_when_the_answer_names_the_endpoint() {
+        // The callee's packets arrive before the answer that gives its (NATed) SDP address.
+        let mut l = Latch::new(LatchMode::Symmetric, None);
+        let real = a("198.51.100.7:61000");
+        l.on_packet(real, 0);
+        l.on_signal(LatchMode::Symmetric, Some(a("10.0.0.5:4000")));
+        assert_eq!(l.destination(), Some(real));
+        assert_eq!(l.on_packet(real, MS), LatchVerdict::Accept(None));
+        assert_eq!(
+            l.on_packet(real, LEARN_WINDOW_NS + 1),
+            LatchVerdict::Accept(Some(LatchEvent::Confirmed(real)))
+        );
+        // A later re-INVITE that moves the media does start over.
+        l.on_signal(LatchMode::Symmetric, Some(a("10.0.0.9:5000")));
+        assert_eq!(l.destination(), Some(a("10.0.0.9:5000")));
     }
 
     #[test]
