@@ -39,13 +39,6 @@ const BGID: u16 = 7;
 /// Completions handled per turn before sends are submitted; bounds latency under load.
 const MAX_CQES_PER_TURN: usize = 4096;
 const IDLE_WAIT_NS: i64 = 100_000_000;
-/// Wake-up batching (kernel 6.12+, IORING_FEAT_MIN_TIMEOUT): after the first completion,
-/// wait up to this long for [`BATCH_WANT`] of them before returning. Each wake-up of a
-/// pinned worker costs about as much as forwarding a packet on these VMs (io_uring.md), so
-/// at moderate rates this halves the CPU per packet for at most 50 us of added latency
-/// (the p99 target is 200 us).
-const MIN_WAIT_US: u32 = 50;
-const BATCH_WANT: usize = 32;
 const PUBLISH_EVERY_NS: u64 = 100 * NANOS_PER_MS;
 
 const KIND_SHIFT: u32 = 56;
@@ -330,22 +323,14 @@ impl UringWorker {
 
     pub fn run(mut self, stop: Arc<AtomicBool>) {
         let ts = types::Timespec::new().nsec(IDLE_WAIT_NS as u32);
-        let batching = self.ring.params().is_feature_min_timeout();
-        let (want, min_wait) = if batching {
-            (BATCH_WANT, MIN_WAIT_US)
-        } else {
-            (1, 0)
-        };
         let mut last_publish = now_ns();
         while !stop.load(Ordering::Relaxed) {
             self.apply_commands();
             for i in std::mem::take(&mut self.rearm) {
                 self.arm_recv(i);
             }
-            let args = types::SubmitArgs::new()
-                .timespec(&ts)
-                .min_wait_usec(min_wait);
-            match self.ring.submitter().submit_with_args(want, &args) {
+            let args = types::SubmitArgs::new().timespec(&ts);
+            match self.ring.submitter().submit_with_args(1, &args) {
                 Ok(_) => {}
                 Err(e) => match e.raw_os_error() {
                     Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY) => {}
