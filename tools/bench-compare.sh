@@ -63,7 +63,7 @@ CALLS="1 100 1000"
 # rtpengine/rtpanchor, 2 for the reflector). --full needs 40000 relay ports: then all relays
 # share 22000-65000 (they never run concurrently).
 if [ "$FULL" = 1 ]; then
-    GEN_BASE=2000
+    GEN_BASE=5000   # above the ng ports (2223-2225), below the relays (22000+)
     RANGE_rtpengine="22000 65000"; RANGE_rtpanchor="22000 65000"; RANGE_reflector="22000 65000"
     RANGE_rtpanchor_mmsg="22000 65000"
 else
