@@ -116,6 +116,7 @@ impl DataPlane {
                 tracing::warn!(engine = engine.name(), %reason, "data plane engine")
             }
         }
+        let may_raise = may_raise_priority();
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let stop = Arc::new(AtomicBool::new(false));
         let path = PathConfig {
@@ -140,7 +141,7 @@ impl DataPlane {
                     if let Some(c) = core {
                         core_affinity::set_for_current(c);
                     }
-                    lower_priority();
+                    lower_priority(may_raise);
                     // Rings are built on the thread that submits (SINGLE_ISSUER).
                     match engine2 {
                         EngineChoice::Uring => match uring::UringWorker::new(sh2, path) {
@@ -358,13 +359,36 @@ impl MediaBackend for DataPlane {
     }
 }
 
-/// Workers run at a lower scheduling priority (nice +5) than the control plane: on a box
-/// whose cores are all busy forwarding, an ng request or SIP message still gets the CPU within
-/// a scheduler tick, so signalling stays fast while media saturates the workers.
-const WORKER_NICE: libc::c_int = 5;
+/// Signalling must stay fast while media saturates every core. The preferred way is to
+/// raise the control threads ([`CONTROL_NICE`]); where the process may not (no
+/// CAP_SYS_NICE), the workers step down to nice +5 instead. Lowering the workers when it is
+/// not needed costs throughput: the kernel's softirq thread then wins the core from them and
+/// single busy sockets overflow (seen at 80k pps on one call).
+const WORKER_NICE_FALLBACK: libc::c_int = 5;
 
-fn lower_priority() {
-    set_thread_nice(WORKER_NICE);
+fn lower_priority(may_raise_control: bool) {
+    if !may_raise_control {
+        set_thread_nice(WORKER_NICE_FALLBACK);
+    }
+}
+
+/// Whether this process may give threads a negative nice value: tried on the calling thread
+/// and undone at once.
+fn may_raise_priority() -> bool {
+    // SAFETY: getpriority/setpriority/gettid take plain integers and touch no memory of ours.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        *libc::__errno_location() = 0;
+        let before = libc::getpriority(libc::PRIO_PROCESS, tid);
+        if before == -1 && *libc::__errno_location() != 0 {
+            return false;
+        }
+        let ok = libc::setpriority(libc::PRIO_PROCESS, tid, CONTROL_NICE) == 0;
+        if ok {
+            libc::setpriority(libc::PRIO_PROCESS, tid, before);
+        }
+        ok
+    }
 }
 
 /// Control-plane threads ask for nice -5 (needs CAP_SYS_NICE, which root and a systemd unit

@@ -36,6 +36,74 @@ struct Args {
     /// Write the results as JSON here.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+    /// Instead of cycles: set up this many calls, report the relay's resident memory per call
+    /// (VmRSS from /proc, needs --relay-pid), then delete them.
+    #[arg(long)]
+    hold: Option<usize>,
+}
+
+/// Resident set size of `pid` in bytes (VmRSS in /proc/PID/status).
+fn rss_bytes(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Sets up `n` calls, measures the relay's memory growth, deletes them.
+fn hold(args: &Args, n: usize) -> Result<()> {
+    let pid = args.relay_pid.context("--hold needs --relay-pid")?;
+    let mut client = NgClient::connect(args.ng)?;
+    client.window = args.window;
+    client.timeout = Duration::from_millis(2000);
+    let run = format!("hold{}", std::process::id());
+    let ids: Vec<String> = (0..n).map(|i| ng::call_id(&run, i)).collect();
+    let addr =
+        |base: u16, i: usize| SocketAddrV4::new(Ipv4Addr::LOCALHOST, base + 2 * (i % 5000) as u16);
+    let before = rss_bytes(pid).context("relay gone")?;
+    let mut failed = 0;
+    for (reqs, what) in [
+        (
+            ids.iter()
+                .enumerate()
+                .map(|(i, id)| ng::offer(id, addr(2000, i), 1))
+                .collect::<Vec<_>>(),
+            "offer",
+        ),
+        (
+            ids.iter()
+                .enumerate()
+                .map(|(i, id)| ng::answer(id, addr(12000, i), 2))
+                .collect(),
+            "answer",
+        ),
+    ] {
+        for r in client.transact_many(&reqs, &|| false) {
+            if !matches!(r, Ok(ref r) if r.result == "ok") {
+                failed += 1;
+                if failed < 3 {
+                    eprintln!("{what} failed: {r:?}");
+                }
+            }
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let after = rss_bytes(pid).context("relay gone")?;
+    let deletes: Vec<_> = ids.iter().map(|id| ng::delete(id)).collect();
+    client.transact_many(&deletes, &|| false);
+    let per_call = after.saturating_sub(before) as f64 / n as f64;
+    println!(
+        "{}: {n} calls held ({failed} failed): relay RSS {:.1} MiB -> {:.1} MiB, {:.0} bytes per call, {:.0} bytes per stream side",
+        args.label,
+        before as f64 / 1048576.0,
+        after as f64 / 1048576.0,
+        per_call,
+        per_call / 2.0
+    );
+    if failed > 0 {
+        bail!("{failed} requests failed");
+    }
+    Ok(())
 }
 
 #[derive(serde::Serialize)]
@@ -121,6 +189,9 @@ fn main() -> Result<()> {
     probe
         .wait_ready(Duration::from_secs(10))
         .context("relay not answering ping")?;
+    if let Some(n) = args.hold {
+        return hold(&args, n);
+    }
     let run = format!("ngb{}", std::process::id());
     let mut results = Vec::new();
     for (k, window) in [1, args.window].into_iter().enumerate() {
