@@ -40,7 +40,7 @@ use std::thread::{sleep, JoinHandle};
 use std::time::{Duration, Instant};
 
 use common::peers::{find_program, udp_bound, wait_udp_bound, Peer};
-use common::TempDir;
+use common::{sipp_call_counts, TempDir};
 
 /// Calls placed (at `CALL_RATE` per second, all may overlap).
 const CALLS: usize = 20;
@@ -427,30 +427,6 @@ fn is_root() -> bool {
             .and_then(|l| l.split_whitespace().nth(2))
             == Some("0")
     })
-}
-
-/// `(SuccessfulCall(C), FailedCall(C))` from the last row of SIPp's `-trace_stat` CSV.
-fn sipp_call_counts(csv: &Path) -> Result<(u64, u64), String> {
-    let text = std::fs::read_to_string(csv).map_err(|e| format!("{}: {e}", csv.display()))?;
-    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
-    let header: Vec<&str> = lines.next().ok_or("empty stats CSV")?.split(';').collect();
-    let last: Vec<&str> = lines
-        .next_back()
-        .ok_or("stats CSV has no data row")?
-        .split(';')
-        .collect();
-    let col = |name: &str| -> Result<u64, String> {
-        let i = header
-            .iter()
-            .position(|h| *h == name)
-            .ok_or(format!("no {name} column"))?;
-        last.get(i)
-            .ok_or(format!("short row for {name}"))?
-            .trim()
-            .parse::<u64>()
-            .map_err(|e| format!("{name}: {e}"))
-    };
-    Ok((col("SuccessfulCall(C)")?, col("FailedCall(C)")?))
 }
 
 /// One SDP summary line logged by the scenarios:

@@ -38,7 +38,7 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use common::peers::{find_program, tail, udp_bound, wait_udp_bound, Peer};
-use common::TempDir;
+use common::{sipp_call_counts, TempDir};
 use rtpanchor::control::bencode::{decode, Owned};
 
 const LOOPBACK: &str = "127.0.0.1";
@@ -371,30 +371,6 @@ fn start_uac(sipp: &Path, dir: &Path, b: &Block, calls: usize, rate: usize, limi
         .arg("-stf")
         .arg(dir.join("uac_stats.csv"));
     Peer::spawn("sipp-uac", &mut cmd, &dir.join("uac.out")).expect("sipp uac")
-}
-
-/// `(SuccessfulCall(C), FailedCall(C))` from the last row of SIPp's `-trace_stat` CSV.
-fn sipp_call_counts(csv: &Path) -> Result<(u64, u64), String> {
-    let text = std::fs::read_to_string(csv).map_err(|e| format!("{}: {e}", csv.display()))?;
-    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
-    let header: Vec<&str> = lines.next().ok_or("empty stats CSV")?.split(';').collect();
-    let last: Vec<&str> = lines
-        .next_back()
-        .ok_or("stats CSV has no data row")?
-        .split(';')
-        .collect();
-    let col = |name: &str| -> Result<u64, String> {
-        let i = header
-            .iter()
-            .position(|h| *h == name)
-            .ok_or(format!("no {name} column"))?;
-        last.get(i)
-            .ok_or(format!("short row for {name}"))?
-            .trim()
-            .parse::<u64>()
-            .map_err(|e| format!("{name}: {e}"))
-    };
-    Ok((col("SuccessfulCall(C)")?, col("FailedCall(C)")?))
 }
 
 /// `(call-id, c= address, m= port)` of every `<tag> call-id=X c=IN IP4 A m=audio P` line.

@@ -33,6 +33,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::watch;
 
+use super::stopped;
 use crate::control::bencode::{self, DecodeError};
 use crate::control::handler;
 use crate::control::ng::{self, BodyFormat};
@@ -371,18 +372,6 @@ pub async fn serve_ng<B: MediaBackend + 'static>(
     server.run(shutdown).await
 }
 
-/// Resolves when shutdown is requested (true, or the sender is gone).
-async fn stopped(mut shutdown: watch::Receiver<bool>) {
-    loop {
-        if *shutdown.borrow_and_update() {
-            return;
-        }
-        if shutdown.changed().await.is_err() {
-            return;
-        }
-    }
-}
-
 pub async fn udp_loop<B: MediaBackend + 'static>(
     sock: UdpSocket,
     shared: Arc<NgShared<B>>,
@@ -422,16 +411,8 @@ pub async fn tcp_loop<B: MediaBackend + 'static>(
     let stop = stopped(shutdown.clone());
     tokio::pin!(stop);
     loop {
-        let (stream, peer) = tokio::select! {
-            _ = &mut stop => return,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "ng TCP accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        let Some((stream, peer)) = super::accept_or_stop(&listener, &mut stop, "ng").await else {
+            return;
         };
         bump(&shared.stats.tcp_connections);
         let shared = shared.clone();

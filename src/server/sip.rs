@@ -39,6 +39,7 @@ use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, watch, Notify};
 
+use super::stopped;
 use crate::session::backend::MediaBackend;
 use crate::session::manager::SessionManager;
 use crate::session::sip_media::SharedMedia;
@@ -373,18 +374,6 @@ fn unregister<B: MediaBackend + 'static>(shared: &SipShared<B>, peer: SocketAddr
     }
 }
 
-/// Resolves when shutdown is requested (true, or the sender is gone).
-async fn stopped(mut shutdown: watch::Receiver<bool>) {
-    loop {
-        if *shutdown.borrow_and_update() {
-            return;
-        }
-        if shutdown.changed().await.is_err() {
-            return;
-        }
-    }
-}
-
 /// A bound SIP server, not yet running.
 pub struct SipServer<B: MediaBackend> {
     tcp: TcpListener,
@@ -539,16 +528,8 @@ async fn tcp_loop<B: MediaBackend + 'static>(
     let stop = stopped(shutdown.clone());
     tokio::pin!(stop);
     loop {
-        let (stream, peer) = tokio::select! {
-            _ = &mut stop => return,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "SIP TCP accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        let Some((stream, peer)) = super::accept_or_stop(&listener, &mut stop, "SIP").await else {
+            return;
         };
         let (tx, rx) = mpsc::channel(shared.cfg.tcp_queue.max(1));
         let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);

@@ -41,21 +41,9 @@ pub fn base_options() -> NegotiateOptions {
     }
 }
 
-/// Whether `ip` is an address only reachable inside a private network: RFC 1918, RFC 6598
-/// (carrier-grade NAT), IPv4 link-local, IPv6 unique-local and link-local. Loopback counts as
-/// reachable (tests and same-host peers).
-pub fn is_private(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(a) => {
-            let o = a.octets();
-            a.is_private() || a.is_link_local() || (o[0] == 100 && (o[1] & 0xc0) == 64)
-        }
-        IpAddr::V6(a) => {
-            let first = a.segments()[0];
-            (first & 0xfe00) == 0xfc00 || (first & 0xffc0) == 0xfe80
-        }
-    }
-}
+/// Private, CGNAT, link-local and IPv6 ULA/link-local addresses: one rule for the proxy's NAT
+/// handling and the media's (a private SDP address from a public source is behind NAT).
+pub use crate::sip::proxy::is_private;
 
 /// The address the SDP's relayed media name: the first media line's `c=` (or the session's).
 fn sdp_media_ip(sdp: &Sdp<'_>) -> Option<IpAddr> {
