@@ -116,7 +116,7 @@ impl DataPlane {
                 tracing::warn!(engine = engine.name(), %reason, "data plane engine")
             }
         }
-        let may_raise = may_raise_priority();
+        let control_slice_ok = control_slice_supported();
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let stop = Arc::new(AtomicBool::new(false));
         let path = PathConfig {
@@ -141,7 +141,7 @@ impl DataPlane {
                     if let Some(c) = core {
                         core_affinity::set_for_current(c);
                     }
-                    lower_priority(may_raise);
+                    lower_priority(control_slice_ok);
                     // Rings are built on the thread that submits (SINGLE_ISSUER).
                     match engine2 {
                         EngineChoice::Uring => match uring::UringWorker::new(sh2, path) {
@@ -359,48 +359,81 @@ impl MediaBackend for DataPlane {
     }
 }
 
-/// Signalling must stay fast while media saturates every core. The preferred way is to
-/// raise the control threads ([`CONTROL_NICE`]); where the process may not (no
-/// CAP_SYS_NICE), the workers step down to nice +5 instead. Lowering the workers when it is
-/// not needed costs throughput: the kernel's softirq thread then wins the core from them and
-/// single busy sockets overflow (seen at 80k pps on one call).
+/// Signalling must stay fast while media saturates every core, and a burst of signalling must
+/// not starve media. Control threads therefore ask the scheduler for a short time slice
+/// (EEVDF's per-task slice, `sched_setattr` with `sched_runtime`, Linux 6.12+): a woken control
+/// thread then preempts a busy worker at once, yet gets no larger *share* of the CPU than a
+/// worker. (An earlier nice -5 for control threads did the first and not the second: 36k ng
+/// requests/s pushed media p99 from 43 us to 122 ms on a shared core.) Where the kernel has
+/// no per-task slice, the workers step down to nice +5 instead.
 const WORKER_NICE_FALLBACK: libc::c_int = 5;
+/// The control threads' slice: a tenth of a millisecond is far more than one ng request or SIP
+/// message needs, and the smallest slice the kernel accepts.
+const CONTROL_SLICE_NS: u64 = 100_000;
 
-fn lower_priority(may_raise_control: bool) {
-    if !may_raise_control {
+fn lower_priority(control_slice_ok: bool) {
+    if !control_slice_ok {
         set_thread_nice(WORKER_NICE_FALLBACK);
     }
 }
 
-/// Whether this process may give threads a negative nice value: tried on the calling thread
-/// and undone at once.
-fn may_raise_priority() -> bool {
-    // SAFETY: getpriority/setpriority/gettid take plain integers and touch no memory of ours.
-    unsafe {
-        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        *libc::__errno_location() = 0;
-        let before = libc::getpriority(libc::PRIO_PROCESS, tid);
-        if before == -1 && *libc::__errno_location() != 0 {
-            return false;
-        }
-        let ok = libc::setpriority(libc::PRIO_PROCESS, tid, CONTROL_NICE) == 0;
-        if ok {
-            libc::setpriority(libc::PRIO_PROCESS, tid, before);
-        }
-        ok
-    }
+/// `struct sched_attr` (include/uapi/linux/sched/types.h), which the libc crate lacks.
+#[repr(C)]
+struct SchedAttr {
+    size: u32,
+    sched_policy: u32,
+    sched_flags: u64,
+    sched_nice: i32,
+    sched_priority: u32,
+    sched_runtime: u64,
+    sched_deadline: u64,
+    sched_period: u64,
+    sched_util_min: u32,
+    sched_util_max: u32,
 }
 
-/// Control-plane threads ask for nice -5 (needs CAP_SYS_NICE, which root and a systemd unit
-/// with `AmbientCapabilities=CAP_SYS_NICE` have; elsewhere the request fails quietly and the
-/// workers' +5 alone keeps signalling ahead of media). With the CFS/EEVDF scheduler a woken
-/// thread of higher weight preempts a busy worker at once instead of waiting out its slice,
-/// which keeps ng and SIP replies within a millisecond while every core forwards media.
-pub const CONTROL_NICE: libc::c_int = -5;
+/// Sets the calling thread's fair-scheduler slice (0 = the kernel default). False when the
+/// kernel does not support a per-task slice.
+fn set_thread_slice(slice_ns: u64) -> bool {
+    let attr = SchedAttr {
+        size: std::mem::size_of::<SchedAttr>() as u32,
+        sched_policy: libc::SCHED_OTHER as u32,
+        sched_flags: 0,
+        sched_nice: 0,
+        sched_priority: 0,
+        sched_runtime: slice_ns,
+        sched_deadline: 0,
+        sched_period: 0,
+        sched_util_min: 0,
+        sched_util_max: 0,
+    };
+    // SAFETY: sched_setattr reads `size` bytes from a live, fully initialised struct of
+    // exactly that size; pid 0 names the calling thread.
+    let rc = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const SchedAttr, 0) };
+    rc == 0
+}
+
+/// Whether control threads can get their short slice here: tried on the calling thread and
+/// undone at once. A kernel before 6.12 accepts the call but ignores the slice, so the
+/// version is checked as well.
+fn control_slice_supported() -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release.trim().split(['.', '-']);
+    let major: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    let minor: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    if (major, minor) < (6, 12) {
+        return false;
+    }
+    let ok = set_thread_slice(CONTROL_SLICE_NS);
+    if ok {
+        set_thread_slice(0);
+    }
+    ok
+}
 
 /// Called on each control-plane thread as it starts (tokio's `on_thread_start`).
 pub fn prioritize_control_thread() {
-    set_thread_nice(CONTROL_NICE);
+    set_thread_slice(CONTROL_SLICE_NS);
 }
 
 /// Sets the calling thread's nice value (best effort: lowering priority always works,
