@@ -374,17 +374,17 @@ fn call_flow(engine: &str, ng_port: u16, port_min: u16) {
 
 #[test]
 fn ng_call_flow_mmsg() {
-    call_flow("mmsg", 22301, 22000);
+    call_flow("mmsg", 21301, 22000);
 }
 
 #[test]
 fn ng_call_flow_uring() {
-    call_flow("uring", 22302, 24000);
+    call_flow("uring", 21302, 24000);
 }
 
 #[test]
 fn pings_stay_fast_while_the_data_plane_is_saturated() {
-    let relay = start_relay(22303, 26000, "auto", &[]);
+    let relay = start_relay(21303, 26000, "auto", &[]);
     let c = client();
     // Ten calls, both sides on our sockets.
     let mut targets = Vec::new();
@@ -470,8 +470,17 @@ fn pings_stay_fast_while_the_data_plane_is_saturated() {
 }
 
 #[test]
-fn silent_call_times_out_and_frees_its_ports() {
-    let relay = start_relay(22304, 28000, "auto", &["--timeout", "1"]);
+fn silent_call_times_out_and_frees_its_ports_mmsg() {
+    silent_call_times_out(21304, 28000, "mmsg");
+}
+
+#[test]
+fn silent_call_times_out_and_frees_its_ports_uring() {
+    silent_call_times_out(21305, 29000, "uring");
+}
+
+fn silent_call_times_out(ng_port: u16, port_min: u16, engine: &str) {
+    let relay = start_relay(ng_port, port_min, engine, &["--timeout", "1"]);
     let c = client();
     let a = media_sock();
     let b = media_sock();
