@@ -17,7 +17,6 @@ pub mod app;
 pub mod config;
 pub mod control;
 pub mod dataplane;
-pub mod metrics;
 pub mod rtp;
 pub mod sdp;
 pub mod server;

@@ -3,6 +3,7 @@
 //!
 //! - [`ng`]: the rtpengine-compatible ng control protocol over UDP and TCP.
 //! - [`sip`]: the built-in SIP proxy's transport (UDP and TCP) around `sip::proxy`.
+#![forbid(unsafe_code)]
 
 pub mod ng;
 pub mod sip;
