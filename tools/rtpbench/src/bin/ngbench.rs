@@ -12,6 +12,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 
+use rtpanchor::control::bencode::Owned;
 use rtpbench::ng::{self, NgClient};
 use rtpbench::{procfs, sys};
 
@@ -40,6 +41,11 @@ struct Args {
     /// (VmRSS from /proc, needs --relay-pid), then delete them.
     #[arg(long)]
     hold: Option<usize>,
+    /// With --hold: keep the calls this long before measuring again (pinging once a second),
+    /// so the relay's ng reply cache (30-60 s) has forgotten the set-up replies and the second
+    /// figure is the calls' own memory.
+    #[arg(long, default_value_t = 0)]
+    hold_secs: u64,
 }
 
 /// Resident set size of `pid` in bytes (VmRSS in /proc/PID/status).
@@ -89,6 +95,15 @@ fn hold(args: &Args, n: usize) -> Result<()> {
     }
     std::thread::sleep(Duration::from_millis(300));
     let after = rss_bytes(pid).context("relay gone")?;
+    let mut settled = None;
+    if args.hold_secs > 0 {
+        for _ in 0..args.hold_secs {
+            std::thread::sleep(Duration::from_secs(1));
+            // The reply cache rotates its generations as requests arrive.
+            let _ = client.transact(Owned::dict().with("command", Owned::str("ping")));
+        }
+        settled = rss_bytes(pid);
+    }
     let deletes: Vec<_> = ids.iter().map(|id| ng::delete(id)).collect();
     client.transact_many(&deletes, &|| false);
     let per_call = after.saturating_sub(before) as f64 / n as f64;
@@ -100,6 +115,15 @@ fn hold(args: &Args, n: usize) -> Result<()> {
         per_call,
         per_call / 2.0
     );
+    if let Some(settled) = settled {
+        println!(
+            "{}: after {} s (reply cache expired): relay RSS {:.1} MiB, {:.0} bytes per call",
+            args.label,
+            args.hold_secs,
+            settled as f64 / 1048576.0,
+            settled.saturating_sub(before) as f64 / n as f64
+        );
+    }
     if failed > 0 {
         bail!("{failed} requests failed");
     }
