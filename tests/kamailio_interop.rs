@@ -40,7 +40,7 @@ use std::thread::{sleep, JoinHandle};
 use std::time::{Duration, Instant};
 
 use common::peers::{find_program, udp_bound, wait_udp_bound, Peer};
-use common::{sipp_call_counts, TempDir};
+use common::{pcap_uac_command, sipp_call_counts, PcapUac, TempDir};
 
 /// Calls placed (at `CALL_RATE` per second, all may overlap).
 const CALLS: usize = 20;
@@ -621,35 +621,21 @@ fn sipp_calls_through_kamailio_anchor_media_on_relay() {
     let ng_before = ng.relayed_packets().unwrap_or(None);
     let uac_log = d.join("uac_sdp.log");
     let uac_csv = d.join("uac_stats.csv");
-    let mut uac_cmd = Command::new(&sipp);
-    uac_cmd
-        .current_dir(d)
-        .arg("-sf")
-        .arg(repo.join("tools/sipp/uac_rr_pcap.xml"))
-        .arg(format!("{LOOPBACK}:{}", PORTS.proxy_sip))
-        .args(["-i", LOOPBACK, "-mi", LOOPBACK])
-        .args(["-p", &PORTS.uac_sip.to_string()])
-        .args(["-mp", &PORTS.uac_media.to_string()])
-        .args(["-cp", &PORTS.uac_cp.to_string()])
-        .args(["-m", &CALLS.to_string()])
-        .args(["-r", &CALL_RATE.to_string()])
-        .args(["-l", &CALLS.to_string()])
-        // A lost response fails its call after 10 s instead of hanging the run.
-        .args(["-recv_timeout", "10000"])
-        .args([
-            "-nostdin",
-            "-trace_logs",
-            "-trace_err",
-            "-trace_stat",
-            "-fd",
-            "1",
-        ])
-        .arg("-log_file")
-        .arg(&uac_log)
-        .arg("-error_file")
-        .arg(d.join("uac_errors.log"))
-        .arg("-stf")
-        .arg(&uac_csv);
+    let mut uac_cmd = pcap_uac_command(
+        &sipp,
+        d,
+        &repo.join("tools/sipp/uac_rr_pcap.xml"),
+        &PcapUac {
+            target: format!("{LOOPBACK}:{}", PORTS.proxy_sip),
+            service: None,
+            sip_port: PORTS.uac_sip,
+            media_port: PORTS.uac_media,
+            control_port: PORTS.uac_cp,
+            calls: CALLS,
+            rate: CALL_RATE,
+            limit: CALLS,
+        },
+    );
     let mut uac =
         Peer::spawn("sipp-uac", &mut uac_cmd, &d.join("uac.out")).expect("start sipp uac");
 

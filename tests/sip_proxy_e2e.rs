@@ -38,7 +38,7 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use common::peers::{find_program, tail, udp_bound, wait_udp_bound, Peer};
-use common::{sipp_call_counts, TempDir};
+use common::{pcap_uac_command, sipp_call_counts, PcapUac, TempDir};
 use rtpanchor::control::bencode::{decode, Owned};
 
 const LOOPBACK: &str = "127.0.0.1";
@@ -342,34 +342,21 @@ fn start_uas(sipp: &Path, dir: &Path, b: &Block, calls: usize) -> Peer {
 
 /// The SIPp UAC with the pcap scenario: `calls` calls at `rate`/s, at most `limit` at once.
 fn start_uac(sipp: &Path, dir: &Path, b: &Block, calls: usize, rate: usize, limit: usize) -> Peer {
-    let mut cmd = Command::new(sipp);
-    cmd.current_dir(dir)
-        .arg("-sf")
-        .arg(repo().join("tools/sipp/uac_rr_pcap.xml"))
-        .arg(format!("{LOOPBACK}:{}", b.sip))
-        .args(["-s", "uas"])
-        .args(["-i", LOOPBACK, "-mi", LOOPBACK])
-        .args(["-p", &b.uac_sip.to_string()])
-        .args(["-mp", &b.uac_media.to_string()])
-        .args(["-cp", &b.uac_cp.to_string()])
-        .args(["-m", &calls.to_string()])
-        .args(["-r", &rate.to_string()])
-        .args(["-l", &limit.to_string()])
-        .args(["-recv_timeout", "10000"])
-        .args([
-            "-nostdin",
-            "-trace_logs",
-            "-trace_err",
-            "-trace_stat",
-            "-fd",
-            "1",
-        ])
-        .arg("-log_file")
-        .arg(dir.join("uac_sdp.log"))
-        .arg("-error_file")
-        .arg(dir.join("uac_errors.log"))
-        .arg("-stf")
-        .arg(dir.join("uac_stats.csv"));
+    let mut cmd = pcap_uac_command(
+        sipp,
+        dir,
+        &repo().join("tools/sipp/uac_rr_pcap.xml"),
+        &PcapUac {
+            target: format!("{LOOPBACK}:{}", b.sip),
+            service: Some("uas"),
+            sip_port: b.uac_sip,
+            media_port: b.uac_media,
+            control_port: b.uac_cp,
+            calls,
+            rate,
+            limit,
+        },
+    );
     Peer::spawn("sipp-uac", &mut cmd, &dir.join("uac.out")).expect("sipp uac")
 }
 

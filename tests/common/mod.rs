@@ -72,3 +72,56 @@ pub fn sipp_call_counts(csv: &Path) -> Result<(u64, u64), String> {
     };
     Ok((col("SuccessfulCall(C)")?, col("FailedCall(C)")?))
 }
+
+/// Where and how hard a SIPp UAC running `tools/sipp/uac_rr_pcap.xml` calls.
+pub struct PcapUac<'a> {
+    /// `host:port` of the proxy the calls go through.
+    pub target: String,
+    /// Request-URI user (`-s`), if the scenario's default is not wanted.
+    pub service: Option<&'a str>,
+    pub sip_port: u16,
+    pub media_port: u16,
+    pub control_port: u16,
+    pub calls: usize,
+    pub rate: usize,
+    pub limit: usize,
+}
+
+/// The SIPp command for the pcap UAC, writing `uac_sdp.log` (the answers' SDP lines),
+/// `uac_errors.log` and `uac_stats.csv` (read with [`sipp_call_counts`]) into `dir`. A lost
+/// response fails its call after 10 s instead of hanging the run.
+pub fn pcap_uac_command(
+    sipp: &Path,
+    dir: &Path,
+    scenario: &Path,
+    o: &PcapUac<'_>,
+) -> std::process::Command {
+    let mut cmd = std::process::Command::new(sipp);
+    cmd.current_dir(dir).arg("-sf").arg(scenario).arg(&o.target);
+    if let Some(s) = o.service {
+        cmd.args(["-s", s]);
+    }
+    cmd.args(["-i", "127.0.0.1", "-mi", "127.0.0.1"])
+        .args(["-p", &o.sip_port.to_string()])
+        .args(["-mp", &o.media_port.to_string()])
+        .args(["-cp", &o.control_port.to_string()])
+        .args(["-m", &o.calls.to_string()])
+        .args(["-r", &o.rate.to_string()])
+        .args(["-l", &o.limit.to_string()])
+        .args(["-recv_timeout", "10000"])
+        .args([
+            "-nostdin",
+            "-trace_logs",
+            "-trace_err",
+            "-trace_stat",
+            "-fd",
+            "1",
+        ])
+        .arg("-log_file")
+        .arg(dir.join("uac_sdp.log"))
+        .arg("-error_file")
+        .arg(dir.join("uac_errors.log"))
+        .arg("-stf")
+        .arg(dir.join("uac_stats.csv"));
+    cmd
+}
