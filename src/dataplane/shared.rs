@@ -198,6 +198,8 @@ pub struct WorkerCounters {
     pub events_lost: AtomicU64,
     pub recv_rearms: AtomicU64,
     pub enobufs: AtomicU64,
+    /// Multishot receives found stalled (data queued, no completion) and re-armed.
+    pub recv_stalls: AtomicU64,
     pub loops: AtomicU64,
 }
 
@@ -222,6 +224,7 @@ pub struct DataPlaneTotals {
     pub events_lost: u64,
     pub recv_rearms: u64,
     pub enobufs: u64,
+    pub recv_stalls: u64,
 }
 
 impl DataPlaneTotals {
@@ -244,6 +247,7 @@ impl DataPlaneTotals {
         self.events_lost += c.events_lost.load(Relaxed);
         self.recv_rearms += c.recv_rearms.load(Relaxed);
         self.enobufs += c.enobufs.load(Relaxed);
+        self.recv_stalls += c.recv_stalls.load(Relaxed);
     }
 
     /// Every counter with its report name.
@@ -267,6 +271,7 @@ impl DataPlaneTotals {
             ("events_lost", self.events_lost),
             ("recv_rearms", self.recv_rearms),
             ("enobufs", self.enobufs),
+            ("recv_stalls", self.recv_stalls),
         ]
     }
 

@@ -55,6 +55,8 @@ pub struct Slot {
     pub closing: bool,
     /// io_uring: a multishot receive is outstanding for this socket.
     pub armed: bool,
+    /// io_uring watchdog: data was queued with no completion at the last check.
+    pub stall_suspect: bool,
 }
 
 impl Slot {
@@ -75,6 +77,7 @@ impl Slot {
             dirty: false,
             closing: false,
             armed: false,
+            stall_suspect: false,
         }
     }
 

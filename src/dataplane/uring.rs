@@ -40,6 +40,16 @@ const BGID: u16 = 7;
 const MAX_CQES_PER_TURN: usize = 4096;
 const IDLE_WAIT_NS: i64 = 100_000_000;
 const PUBLISH_EVERY_NS: u64 = 100 * NANOS_PER_MS;
+/// Stall watchdog (shared/notes/io_uring.md: once in ~220 runs a multishot receive stopped
+/// posting completions while packets kept arriving, with no error). Every second, each RTP
+/// socket that has been silent for [`STALL_SILENCE_NS`] is asked how much data it holds; data
+/// queued at two checks in a row with no completion in between means a stalled receive, which
+/// is cancelled (its final completion re-arms it). Queued data is never lost meanwhile.
+const WATCHDOG_EVERY_NS: u64 = 1_000 * NANOS_PER_MS;
+const STALL_SILENCE_NS: u64 = 500 * NANOS_PER_MS;
+/// Sockets silent for longer than this are not checked (ended or held media), except those
+/// that never received anything (a receive stalled from the start).
+const STALL_WATCH_WINDOW_NS: u64 = 60_000 * NANOS_PER_MS;
 
 const KIND_SHIFT: u32 = 56;
 const KIND_RECV: u64 = 1;
@@ -324,6 +334,7 @@ impl UringWorker {
     pub fn run(mut self, stop: Arc<AtomicBool>) {
         let ts = types::Timespec::new().nsec(IDLE_WAIT_NS as u32);
         let mut last_publish = now_ns();
+        let mut last_watchdog = last_publish;
         while !stop.load(Ordering::Relaxed) {
             self.apply_commands();
             for i in std::mem::take(&mut self.rearm) {
@@ -364,6 +375,51 @@ impl UringWorker {
                 self.table.publish_dirty(&mut self.dirty);
                 last_publish = now;
             }
+            if now.saturating_sub(last_watchdog) >= WATCHDOG_EVERY_NS {
+                self.watchdog(now);
+                last_watchdog = now;
+            }
+        }
+    }
+
+    /// See [`WATCHDOG_EVERY_NS`]. Not on the packet path: once a second, one `FIONREAD` per
+    /// silent RTP socket.
+    fn watchdog(&mut self, now: u64) {
+        for i in 0..self.table.slots.len() {
+            let Some(s) = self.table.slots.get(i) else {
+                break;
+            };
+            if !s.is_live() || !s.armed || s.kind != super::slot::SlotKind::Rtp {
+                continue;
+            }
+            let last = s
+                .counters()
+                .map_or(0, |c| c.last_packet_ns.load(Ordering::Relaxed));
+            let silent = now.saturating_sub(last);
+            let watched = last == 0 || silent <= STALL_WATCH_WINDOW_NS;
+            if silent < STALL_SILENCE_NS || !watched {
+                if let Some(s) = self.table.slots.get_mut(i) {
+                    s.stall_suspect = false;
+                }
+                continue;
+            }
+            let mut queued: libc::c_int = 0;
+            // SAFETY: FIONREAD writes one c_int into `queued`, which outlives the call; `fd` is
+            // the slot's open socket.
+            let rc = unsafe { libc::ioctl(s.fd, libc::FIONREAD, &mut queued) };
+            let has_data = rc == 0 && queued > 0;
+            let token = recv_token(i as u32, s.generation);
+            let suspect = s.stall_suspect;
+            if let Some(s) = self.table.slots.get_mut(i) {
+                s.stall_suspect = has_data && !suspect;
+            }
+            if has_data && suspect {
+                bump(&self.shared.counters.recv_stalls, 1);
+                let e = opcode::AsyncCancel::new(token)
+                    .build()
+                    .user_data(KIND_CANCEL << KIND_SHIFT);
+                let _ = self.push_sqe(e);
+            }
         }
     }
 
@@ -387,6 +443,12 @@ impl UringWorker {
                     self.table.slots.get(idx as usize),
                     Some(s) if s.generation & 0x00ff_ffff == generation && s.socket.is_some()
                 );
+                if current {
+                    if let Some(s) = self.table.slots.get_mut(idx as usize) {
+                        // Any completion proves the receive is alive (stall watchdog).
+                        s.stall_suspect = false;
+                    }
+                }
                 if current && !more {
                     if let Some(s) = self.table.slots.get_mut(idx as usize) {
                         s.armed = false;
