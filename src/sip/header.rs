@@ -157,6 +157,24 @@ pub fn parse_vias(value: &str) -> Result<Vec<Via<'_>>, Malformed> {
     Ok(out)
 }
 
+/// After one element of a comma-separated header value: consumes the separator and returns
+/// where the next element starts, or checks that nothing trails the last element (then sets
+/// `done`). A trailing comma with nothing after it is malformed.
+fn list_item_end(cur: &mut Cursor<'_>, done: &mut bool) -> Result<usize, Malformed> {
+    if cur.eat_sep(b',') {
+        if cur.at_end() {
+            return Err(Malformed);
+        }
+    } else {
+        cur.skip_lws();
+        if !cur.at_end() {
+            return Err(Malformed);
+        }
+        *done = true;
+    }
+    Ok(cur.pos())
+}
+
 /// Iterates the via-parms of one Via header value; yields an error (then stops) on the
 /// first malformed one.
 pub struct ViaIter<'a> {
@@ -183,19 +201,7 @@ impl<'a> Iterator for ViaIter<'a> {
         self.cur.skip_lws();
         let r = parse_via_parm(&mut self.cur);
         let r = r.and_then(|mut v| {
-            if self.cur.eat_sep(b',') {
-                v.next = self.cur.pos();
-                if self.cur.at_end() {
-                    return Err(Malformed);
-                }
-            } else {
-                self.cur.skip_lws();
-                if !self.cur.at_end() {
-                    return Err(Malformed);
-                }
-                self.done = true;
-                v.next = self.cur.pos();
-            }
+            v.next = list_item_end(&mut self.cur, &mut self.done)?;
             Ok(v)
         });
         if r.is_err() {
@@ -347,19 +353,7 @@ impl<'a> Iterator for NameAddrIter<'a> {
             return None;
         }
         let r = parse_name_addr(&mut self.cur).and_then(|mut na| {
-            if self.cur.eat_sep(b',') {
-                na.next = self.cur.pos();
-                if self.cur.at_end() {
-                    return Err(Malformed);
-                }
-            } else {
-                self.cur.skip_lws();
-                if !self.cur.at_end() {
-                    return Err(Malformed);
-                }
-                self.done = true;
-                na.next = self.cur.pos();
-            }
+            na.next = list_item_end(&mut self.cur, &mut self.done)?;
             Ok(na)
         });
         if r.is_err() {
