@@ -39,6 +39,7 @@ use std::sync::Arc;
 use std::thread::{sleep, JoinHandle};
 use std::time::{Duration, Instant};
 
+use common::ng::NgClient;
 use common::peers::{find_program, udp_bound, wait_udp_bound, Peer};
 use common::{pcap_uac_command, sipp_call_counts, PcapUac, TempDir};
 
@@ -140,196 +141,6 @@ fn relay_command(relay: Relay, p: &Ports) -> Command {
             .arg("--delete-delay=0");
             c
         }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// A tiny ng client: bencode by hand, cookie check, bounded retries.
-
-#[derive(Debug, Clone, PartialEq)]
-enum Bencode {
-    Int(i64),
-    Bytes(Vec<u8>),
-    List(Vec<Bencode>),
-    Dict(Vec<(Vec<u8>, Bencode)>),
-}
-
-impl Bencode {
-    fn get(&self, key: &str) -> Option<&Bencode> {
-        match self {
-            Bencode::Dict(entries) => entries
-                .iter()
-                .find(|(k, _)| k == key.as_bytes())
-                .map(|(_, v)| v),
-            _ => None,
-        }
-    }
-
-    fn as_str(&self) -> Option<String> {
-        match self {
-            Bencode::Bytes(b) => Some(String::from_utf8_lossy(b).into_owned()),
-            _ => None,
-        }
-    }
-
-    /// The first integer stored under `key` anywhere in the tree (depth first).
-    fn find_int(&self, key: &str) -> Option<i64> {
-        match self {
-            Bencode::Dict(entries) => entries.iter().find_map(|(k, v)| match v {
-                Bencode::Int(i) if k == key.as_bytes() => Some(*i),
-                _ => v.find_int(key),
-            }),
-            Bencode::List(items) => items.iter().find_map(|v| v.find_int(key)),
-            _ => None,
-        }
-    }
-}
-
-/// Decodes one bencode value at the start of `b`; returns it and the bytes consumed.
-fn bdecode(b: &[u8], depth: usize) -> Result<(Bencode, usize), String> {
-    if depth > 32 {
-        return Err("bencode nested too deeply".into());
-    }
-    let first = *b.first().ok_or("bencode: unexpected end")?;
-    match first {
-        b'i' => {
-            let end = b
-                .iter()
-                .position(|&c| c == b'e')
-                .ok_or("bencode: open int")?;
-            let text = std::str::from_utf8(&b[1..end]).map_err(|e| e.to_string())?;
-            let v = text
-                .parse::<i64>()
-                .map_err(|e| format!("bencode int: {e}"))?;
-            Ok((Bencode::Int(v), end + 1))
-        }
-        b'l' | b'd' => {
-            let mut at = 1;
-            let mut items = Vec::new();
-            while b.get(at) != Some(&b'e') {
-                let (v, n) = bdecode(&b[at..], depth + 1)?;
-                items.push(v);
-                at += n;
-            }
-            if first == b'l' {
-                return Ok((Bencode::List(items), at + 1));
-            }
-            if items.len() % 2 != 0 {
-                return Err("bencode dict: key without value".into());
-            }
-            let mut entries = Vec::new();
-            let mut it = items.into_iter();
-            while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                match k {
-                    Bencode::Bytes(k) => entries.push((k, v)),
-                    other => return Err(format!("bencode dict key not a string: {other:?}")),
-                }
-            }
-            Ok((Bencode::Dict(entries), at + 1))
-        }
-        b'0'..=b'9' => {
-            let colon = b
-                .iter()
-                .position(|&c| c == b':')
-                .ok_or("bencode: no colon")?;
-            let text = std::str::from_utf8(&b[..colon]).map_err(|e| e.to_string())?;
-            let len = text
-                .parse::<usize>()
-                .map_err(|e| format!("bencode len: {e}"))?;
-            let start = colon + 1;
-            let bytes = b
-                .get(start..start + len)
-                .ok_or("bencode: string past end")?;
-            Ok((Bencode::Bytes(bytes.to_vec()), start + len))
-        }
-        other => Err(format!("bencode: unexpected byte {other:#04x}")),
-    }
-}
-
-struct NgClient {
-    sock: UdpSocket,
-    relay: SocketAddr,
-    seq: u32,
-}
-
-impl NgClient {
-    fn new(port: u16) -> NgClient {
-        // The client's own port is ephemeral on purpose: nothing listens on it.
-        let sock = UdpSocket::bind((LOOPBACK, 0)).expect("bind ng client");
-        sock.set_read_timeout(Some(Duration::from_millis(500)))
-            .expect("set timeout");
-        NgClient {
-            sock,
-            relay: SocketAddr::from(([127, 0, 0, 1], port)),
-            seq: 0,
-        }
-    }
-
-    /// Sends `COOKIE SP dict` and returns the decoded reply dict; up to 3 tries of 500 ms.
-    fn request(&mut self, dict: &str) -> Result<Bencode, String> {
-        self.seq += 1;
-        let cookie = format!("interop_{}_{}", std::process::id(), self.seq);
-        let msg = format!("{cookie} {dict}");
-        let mut buf = vec![0u8; 65536];
-        let mut last_err = String::new();
-        for _ in 0..3 {
-            if let Err(e) = self.sock.send_to(msg.as_bytes(), self.relay) {
-                last_err = format!("send: {e}");
-                sleep(Duration::from_millis(100));
-                continue;
-            }
-            let deadline = Instant::now() + Duration::from_millis(500);
-            while Instant::now() < deadline {
-                match self.sock.recv_from(&mut buf) {
-                    Ok((n, _)) => {
-                        let reply = &buf[..n];
-                        // Replies to an earlier, timed-out request carry another cookie.
-                        let Some(rest) = reply.strip_prefix(cookie.as_bytes()) else {
-                            continue;
-                        };
-                        let body = rest
-                            .strip_prefix(b" ")
-                            .ok_or("reply: no space after cookie")?;
-                        let (v, _) = bdecode(body, 0)?;
-                        return Ok(v);
-                    }
-                    Err(e) => {
-                        last_err = format!("recv: {e}");
-                        break;
-                    }
-                }
-            }
-        }
-        Err(format!(
-            "ng {dict:?} to {}: no reply ({last_err})",
-            self.relay
-        ))
-    }
-
-    fn ping(&mut self) -> Result<(), String> {
-        let r = self.request("d7:command4:pinge")?;
-        match r.get("result").and_then(Bencode::as_str).as_deref() {
-            Some("pong") => Ok(()),
-            other => Err(format!("ping answered {other:?}: {r:?}")),
-        }
-    }
-
-    /// The call-ids the relay currently holds (`list`).
-    fn list(&mut self) -> Result<Vec<String>, String> {
-        let r = self.request("d7:command4:liste")?;
-        if r.get("result").and_then(Bencode::as_str).as_deref() != Some("ok") {
-            return Err(format!("list failed: {r:?}"));
-        }
-        match r.get("calls") {
-            Some(Bencode::List(items)) => Ok(items.iter().filter_map(Bencode::as_str).collect()),
-            other => Err(format!("list reply has no calls list: {other:?}")),
-        }
-    }
-
-    /// rtpengine-style `relayedpackets` total from `statistics`, if the relay reports it.
-    fn relayed_packets(&mut self) -> Result<Option<i64>, String> {
-        let r = self.request("d7:command10:statisticse")?;
-        Ok(r.find_int("relayedpackets"))
     }
 }
 
@@ -536,23 +347,21 @@ fn sipp_calls_through_kamailio_anchor_media_on_relay() {
         &d.join("relay.log"),
     )
     .expect("start relay");
-    let mut ng = NgClient::new(PORTS.ng);
+    let mut ng = NgClient::new(PORTS.ng, "interop");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        match ng.ping() {
-            Ok(()) => break,
-            Err(e) => {
-                if let Some(s) = relay_peer.try_status() {
-                    panic!("relay exited ({s}):\n{}", relay_peer.log_tail(40));
-                }
-                if Instant::now() >= deadline {
-                    panic!(
-                        "relay's ng socket 127.0.0.1:{} did not answer ping within 10 s ({e}); log:\n{}",
-                        PORTS.ng,
-                        relay_peer.log_tail(40)
-                    );
-                }
-            }
+        if ng.ping() {
+            break;
+        }
+        if let Some(s) = relay_peer.try_status() {
+            panic!("relay exited ({s}):\n{}", relay_peer.log_tail(40));
+        }
+        if Instant::now() >= deadline {
+            panic!(
+                "relay's ng socket 127.0.0.1:{} did not answer ping within 10 s; log:\n{}",
+                PORTS.ng,
+                relay_peer.log_tail(40)
+            );
         }
     }
 
@@ -618,7 +427,7 @@ fn sipp_calls_through_kamailio_anchor_media_on_relay() {
         .unwrap_or_else(|e| panic!("{e}"));
 
     // 4. The SIPp UAC: CALLS calls, RTP from the pcap, then BYE.
-    let ng_before = ng.relayed_packets().unwrap_or(None);
+    let ng_before = ng.relayed_packets();
     let uac_log = d.join("uac_sdp.log");
     let uac_csv = d.join("uac_stats.csv");
     let mut uac_cmd = pcap_uac_command(
@@ -653,7 +462,7 @@ fn sipp_calls_through_kamailio_anchor_media_on_relay() {
             kam.log_tail(20),
             relay_peer.log_tail(20)
         );
-        if let Ok(calls) = ng.list() {
+        if let Some(calls) = ng.try_list() {
             most_listed = most_listed.max(calls.len());
         }
         sleep(Duration::from_millis(500));
@@ -756,7 +565,7 @@ fn sipp_calls_through_kamailio_anchor_media_on_relay() {
         most_listed >= 1,
         "the relay never listed a call while {CALLS} calls ran"
     );
-    let ng_after = ng.relayed_packets().unwrap_or(None);
+    let ng_after = ng.relayed_packets();
     match (ng_before, ng_after) {
         (Some(b), Some(a)) => {
             eprintln!("interop: relay statistics relayedpackets {b} -> {a} (+{})", a - b);
@@ -771,10 +580,10 @@ fn sipp_calls_through_kamailio_anchor_media_on_relay() {
         ),
     }
     let deadline = Instant::now() + Duration::from_secs(5);
-    let mut left = ng.list().expect("ng list after the calls");
+    let mut left = ng.list();
     while !left.is_empty() && Instant::now() < deadline {
         sleep(Duration::from_millis(200));
-        left = ng.list().expect("ng list after the calls");
+        left = ng.list();
     }
     assert!(
         left.is_empty(),

@@ -37,9 +37,10 @@ use std::process::{Command, ExitStatus};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
+use common::ng::NgClient;
 use common::peers::{find_program, tail, udp_bound, wait_udp_bound, Peer};
 use common::{pcap_uac_command, sipp_call_counts, PcapUac, TempDir};
-use rtpanchor::control::bencode::{decode, Owned};
+use rtpanchor::control::bencode::Owned;
 
 const LOOPBACK: &str = "127.0.0.1";
 /// RTP packets in /usr/share/sip-tester/g711a.pcap.
@@ -158,93 +159,8 @@ fn repo() -> &'static Path {
 // ---------------------------------------------------------------------------------------------
 // The relay and its ng socket.
 
-struct Ng {
-    sock: UdpSocket,
-    to: SocketAddr,
-    seq: u32,
-}
-
-impl Ng {
-    fn new(port: u16) -> Ng {
-        let sock = UdpSocket::bind((LOOPBACK, 0)).expect("bind ng client");
-        sock.set_read_timeout(Some(Duration::from_millis(200)))
-            .expect("timeout");
-        Ng {
-            sock,
-            to: SocketAddr::from(([127, 0, 0, 1], port)),
-            seq: 0,
-        }
-    }
-
-    /// One request, up to 3 tries of 500 ms.
-    fn try_request(&mut self, req: &Owned) -> Option<Owned> {
-        self.seq += 1;
-        let cookie = format!("sipe2e_{}_{} ", std::process::id(), self.seq);
-        let mut msg = cookie.clone().into_bytes();
-        req.encode(&mut msg);
-        let mut buf = vec![0u8; 65536];
-        for _ in 0..3 {
-            self.sock.send_to(&msg, self.to).ok()?;
-            let deadline = Instant::now() + Duration::from_millis(500);
-            while Instant::now() < deadline {
-                let Ok(n) = self.sock.recv(&mut buf) else {
-                    continue;
-                };
-                if let Some(body) = buf[..n].strip_prefix(cookie.as_bytes()) {
-                    return decode(body).ok().map(|v| Owned::from(&v));
-                }
-            }
-        }
-        None
-    }
-
-    fn request(&mut self, command: &str) -> Owned {
-        self.try_request(&Owned::dict().with("command", command))
-            .unwrap_or_else(|| panic!("no ng reply to {command}"))
-    }
-
-    fn list(&mut self) -> Vec<String> {
-        let r = self.request("list");
-        r.get("calls")
-            .and_then(Owned::as_list)
-            .unwrap_or_else(|| panic!("list reply without calls: {r}"))
-            .iter()
-            .filter_map(|c| c.as_str().map(str::to_owned))
-            .collect()
-    }
-
-    /// `relayedpackets` and the ports used on the (only) interface.
-    fn relayed_and_ports_used(&mut self) -> (i64, i64) {
-        let r = self.request("statistics");
-        let relayed = find_int(&r, "relayedpackets")
-            .unwrap_or_else(|| panic!("statistics without relayedpackets: {r}"));
-        let used = r
-            .get("statistics")
-            .and_then(|s| s.get("interfaces"))
-            .and_then(Owned::as_list)
-            .and_then(|l| l.first())
-            .and_then(|i| i.get("ports"))
-            .and_then(|p| p.get("used"))
-            .and_then(Owned::as_int)
-            .unwrap_or_else(|| panic!("statistics without interfaces[0].ports.used: {r}"));
-        (relayed, used)
-    }
-}
-
-/// The first integer under `key` anywhere in the tree.
-fn find_int(v: &Owned, key: &str) -> Option<i64> {
-    match v {
-        Owned::Dict(entries) => entries.iter().find_map(|(k, v)| match v {
-            Owned::Int(i) if k == key => Some(*i),
-            _ => find_int(v, key),
-        }),
-        Owned::List(items) => items.iter().find_map(|v| find_int(v, key)),
-        _ => None,
-    }
-}
-
 /// Starts rtpanchor with SIP on `b.sip`; returns once ng answers ping and SIP is bound.
-fn start_relay(dir: &Path, b: &Block, log_level: &str) -> (Peer, Ng) {
+fn start_relay(dir: &Path, b: &Block, log_level: &str) -> (Peer, NgClient) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_rtpanchor"));
     cmd.env("NO_COLOR", "1")
         .args(["--interface", LOOPBACK])
@@ -256,7 +172,7 @@ fn start_relay(dir: &Path, b: &Block, log_level: &str) -> (Peer, Ng) {
         .args(["--log-level", log_level]);
     let mut relay =
         Peer::spawn("rtpanchor", &mut cmd, &dir.join("relay.log")).expect("start relay");
-    let mut ng = Ng::new(b.ng);
+    let mut ng = NgClient::new(b.ng, "sipe2e");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if let Some(r) = ng.try_request(&Owned::dict().with("command", "ping")) {
@@ -402,7 +318,12 @@ fn assert_sdp_names_relay(seen: &[(String, String, u16)], b: &Block, calls: usiz
 }
 
 /// Waits for the UAC (polling `list` meanwhile); returns its status and the most calls listed.
-fn run_calls(uac: &mut Peer, ng: &mut Ng, limit: Duration, relay: &Peer) -> (ExitStatus, usize) {
+fn run_calls(
+    uac: &mut Peer,
+    ng: &mut NgClient,
+    limit: Duration,
+    relay: &Peer,
+) -> (ExitStatus, usize) {
     let deadline = Instant::now() + limit;
     let mut most = 0;
     loop {
@@ -427,7 +348,7 @@ fn run_calls(uac: &mut Peer, ng: &mut Ng, limit: Duration, relay: &Peer) -> (Exi
 }
 
 /// After the calls: no call and no port left (waits up to 5 s for the last deletes).
-fn assert_relay_empty(ng: &mut Ng) {
+fn assert_relay_empty(ng: &mut NgClient) {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let calls = ng.list();

@@ -139,3 +139,94 @@ pub fn int_at(v: &Owned, path: &[&str]) -> i64 {
     cur.as_int()
         .unwrap_or_else(|| panic!("{path:?} is not an int"))
 }
+
+/// An ng client with its own cookie sequence, for tests that only need answers: each request
+/// is retransmitted with the same cookie (up to 3 tries of 500 ms), as Kamailio does.
+pub struct NgClient {
+    sock: UdpSocket,
+    to: SocketAddr,
+    prefix: String,
+    seq: u32,
+}
+
+impl NgClient {
+    /// A client of the relay's ng socket on 127.0.0.1:`port`; `prefix` names the test in cookies.
+    pub fn new(port: u16, prefix: &str) -> NgClient {
+        NgClient {
+            sock: client(),
+            to: SocketAddr::from(([127, 0, 0, 1], port)),
+            prefix: format!("{prefix}_{}", std::process::id()),
+            seq: 0,
+        }
+    }
+
+    pub fn try_request(&mut self, req: &Owned) -> Option<Owned> {
+        self.seq += 1;
+        let cookie = format!("{}_{}", self.prefix, self.seq);
+        (0..3).find_map(|_| try_ng(&self.sock, self.to, &cookie, req))
+    }
+
+    /// `{command: X}` and its reply; panics when none comes.
+    pub fn request(&mut self, command: &str) -> Owned {
+        self.try_request(&Owned::dict().with("command", command))
+            .unwrap_or_else(|| panic!("no ng reply to {command}"))
+    }
+
+    /// Whether the relay answers `ping` with `pong`.
+    pub fn ping(&mut self) -> bool {
+        self.try_request(&Owned::dict().with("command", "ping"))
+            .is_some_and(|r| r.get("result").and_then(Owned::as_str) == Some("pong"))
+    }
+
+    /// The call-ids the relay holds (`list`), or `None` without a well-formed reply.
+    pub fn try_list(&mut self) -> Option<Vec<String>> {
+        let r = self.try_request(&Owned::dict().with("command", "list"))?;
+        let calls = r.get("calls").and_then(Owned::as_list)?;
+        Some(
+            calls
+                .iter()
+                .filter_map(|c| c.as_str().map(str::to_owned))
+                .collect(),
+        )
+    }
+
+    pub fn list(&mut self) -> Vec<String> {
+        self.try_list()
+            .unwrap_or_else(|| panic!("no well-formed list reply"))
+    }
+
+    /// rtpengine's `relayedpackets` total from `statistics`, wherever the relay nests it.
+    pub fn relayed_packets(&mut self) -> Option<i64> {
+        let r = self.try_request(&Owned::dict().with("command", "statistics"))?;
+        find_int(&r, "relayedpackets")
+    }
+
+    /// `relayedpackets` and the ports used on the (only) interface, from `statistics`.
+    pub fn relayed_and_ports_used(&mut self) -> (i64, i64) {
+        let r = self.request("statistics");
+        let relayed = find_int(&r, "relayedpackets")
+            .unwrap_or_else(|| panic!("statistics without relayedpackets: {r}"));
+        let used = r
+            .get("statistics")
+            .and_then(|s| s.get("interfaces"))
+            .and_then(Owned::as_list)
+            .and_then(|l| l.first())
+            .and_then(|i| i.get("ports"))
+            .and_then(|p| p.get("used"))
+            .and_then(Owned::as_int)
+            .unwrap_or_else(|| panic!("statistics without interfaces[0].ports.used: {r}"));
+        (relayed, used)
+    }
+}
+
+/// The first integer under `key` anywhere in the tree.
+pub fn find_int(v: &Owned, key: &str) -> Option<i64> {
+    match v {
+        Owned::Dict(entries) => entries.iter().find_map(|(k, v)| match v {
+            Owned::Int(i) if k == key => Some(*i),
+            _ => find_int(v, key),
+        }),
+        Owned::List(items) => items.iter().find_map(|v| find_int(v, key)),
+        _ => None,
+    }
+}
