@@ -104,6 +104,7 @@ async fn start_sip(
     };
     let mut proxy = ProxyConfig::new(local);
     proxy.domains = config.domains.clone();
+    proxy.outbound = config.sip_outbound;
     // Branch and tag hashes must not be predictable from outside: a per-process secret.
     proxy.secret = std::hash::BuildHasher::hash_one(
         &std::collections::hash_map::RandomState::new(),
@@ -119,6 +120,7 @@ async fn start_sip(
             tracing::info!(
                 listen = %server.local_addr(),
                 domains = ?config.domains,
+                outbound = ?config.sip_outbound,
                 "SIP proxy listening (UDP and TCP)"
             );
             Ok(Some(tokio::spawn(server.run(stop))))

@@ -108,6 +108,10 @@ pub struct Cli {
     /// here); repeatable. [default: the SIP listen address]
     #[arg(long = "domain", value_name = "NAME")]
     pub domains: Vec<String>,
+    /// Next hop (IP:PORT, no DNS) for requests to domains the proxy does not serve; without
+    /// it they are refused with 403, so the proxy is not an open relay.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub sip_outbound: Option<SocketAddr>,
     /// Largest SIP message accepted, in bytes (at most 65535). [default: 65535]
     #[arg(long)]
     pub sip_max_message: Option<usize>,
@@ -138,6 +142,7 @@ struct FileConfig {
     listen_sip: Option<SocketAddr>,
     no_sip: Option<bool>,
     domain: Option<Vec<String>>,
+    sip_outbound: Option<SocketAddr>,
     sip_max_message: Option<usize>,
     log_level: Option<String>,
 }
@@ -164,6 +169,7 @@ pub struct Config {
     pub listen_sip_explicit: bool,
     /// Domains the proxy serves; never empty when `listen_sip` is set.
     pub domains: Vec<String>,
+    pub sip_outbound: Option<SocketAddr>,
     pub sip_max_message: usize,
     pub log_level: String,
 }
@@ -190,6 +196,7 @@ impl Default for Config {
             listen_sip: Some(SocketAddr::new(lo, 5060)),
             listen_sip_explicit: false,
             domains: vec![lo.to_string()],
+            sip_outbound: None,
             sip_max_message: MAX_SIP_MESSAGE,
             log_level: "info".into(),
         }
@@ -250,6 +257,7 @@ impl Config {
                 c.domains.push(ip.to_string());
             }
         }
+        c.sip_outbound = cli.sip_outbound.or(file.sip_outbound);
         c.sip_max_message = cli
             .sip_max_message
             .or(file.sip_max_message)
@@ -347,6 +355,7 @@ mod tests {
         assert!(!c.listen_sip_explicit);
         assert_eq!(c.domains, vec!["127.0.0.1".to_string()]);
         assert_eq!(c.sip_max_message, MAX_SIP_MESSAGE);
+        assert_eq!(c.sip_outbound, None);
         let c = Config::load(&Cli::parse_from([
             "rtpanchor",
             "--listen-sip",
@@ -357,8 +366,11 @@ mod tests {
             "example.net",
             "--sip-max-message",
             "4096",
+            "--sip-outbound",
+            "127.0.0.9:5060",
         ]))
         .unwrap();
+        assert_eq!(c.sip_outbound, Some("127.0.0.9:5060".parse().unwrap()));
         assert_eq!(c.listen_sip, Some("127.0.0.2:5070".parse().unwrap()));
         assert!(c.listen_sip_explicit);
         assert_eq!(c.domains, vec!["example.org", "example.net"]);

@@ -1517,6 +1517,43 @@ fn overload_gets_503_retry_after() {
     assert_eq!(p.stats().overload_rejects, 1);
 }
 
+/// Finished transactions linger 64·T1 (Timer J) normally and T4 once half the transaction
+/// cap is taken; a retransmission inside the window is absorbed either way.
+#[test]
+fn finished_transactions_linger_shorter_under_pressure() {
+    const MS: u64 = 1_000_000;
+    // (cap, expected lifetime of the REGISTER's server transaction)
+    for (cap, lifetime) in [(100, 32_000 * MS), (2, 5_000 * MS)] {
+        let mut c = config();
+        c.max_transactions = cap;
+        let mut p: Proxy = Proxy::new(c, Default::default());
+        register(
+            &mut p,
+            "bob",
+            &["sip:bob@127.0.0.1:5062"],
+            bob(),
+            "127.0.0.1:5062",
+        );
+        assert_eq!(p.stats().server_transactions, 1, "cap {cap}");
+        // A retransmission just inside the window is answered from the transaction.
+        let again = register_bytes(
+            "bob",
+            &["sip:bob@127.0.0.1:5062"],
+            "127.0.0.1:5062",
+            "reg-bob",
+            1,
+        );
+        tick(&mut p, lifetime - MS, &mut NoMedia);
+        let out = feed(&mut p, &again, bob(), lifetime - MS, &mut NoMedia);
+        assert_eq!(out.len(), 1, "cap {cap}");
+        assert_eq!(p.stats().retransmissions_absorbed, 1, "cap {cap}");
+        assert_eq!(p.stats().server_transactions, 1, "cap {cap}");
+        tick(&mut p, lifetime, &mut NoMedia);
+        assert_eq!(p.stats().server_transactions, 0, "cap {cap}");
+        assert_eq!(p.stats().short_lingers, u64::from(cap == 2), "cap {cap}");
+    }
+}
+
 #[test]
 fn poll_timeout_tracks_the_next_timer() {
     let mut rec = Rec::default();

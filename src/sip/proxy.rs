@@ -162,6 +162,8 @@ pub struct ProxyStats {
     /// Client transactions that timed out (Timers B, F, C).
     pub timeouts: u64,
     pub overload_rejects: u64,
+    /// Finished transactions that lingered T4 instead of 64·T1 (see [`Proxy::linger`]).
+    pub short_lingers: u64,
     pub media_failures: u64,
     pub server_transactions: usize,
     pub client_transactions: usize,
@@ -427,6 +429,21 @@ impl<S: LocationStore> Proxy<S> {
 
     fn live(&self) -> usize {
         self.servers.len() + self.clients.len()
+    }
+
+    /// How long a finished transaction stays to absorb retransmissions: `full` (the RFC's
+    /// 64·T1 for Timers J and L) normally, but at most T4 once half the transaction cap is
+    /// taken. At 2,000 calls/s the RFC values keep ~140k finished transactions alive and
+    /// new calls would get 503; a peer that got our final response stops retransmitting
+    /// within T2, and T4 is what Kamailio's tm keeps a finished transaction by default.
+    fn linger(&mut self, full: u64) -> u64 {
+        let t4 = self.cfg.timers.t4;
+        if full > t4 && self.live() >= self.cfg.max_transactions / 2 {
+            self.stats.short_lingers += 1;
+            t4
+        } else {
+            full
+        }
     }
 
     fn id(&mut self) -> u64 {
@@ -887,6 +904,17 @@ impl<S: LocationStore> Proxy<S> {
         out: &mut Vec<Transmit>,
     ) {
         let t = self.cfg.timers;
+        // Timer L (INVITE after a 2xx) or J (non-INVITE), for a transaction this final ends.
+        let end = match self.servers.get(&sid) {
+            Some(tx) if matches!(tx.state, ServerState::Trying | ServerState::Proceeding) => {
+                match (tx.invite, tx.reliable) {
+                    (true, _) if status < 300 => self.linger(t.t64()),
+                    (true, _) => 0,
+                    (false, reliable) => self.linger(t.timer_j(reliable)),
+                }
+            }
+            _ => 0,
+        };
         let Some(tx) = self.servers.get_mut(&sid) else {
             return;
         };
@@ -908,12 +936,8 @@ impl<S: LocationStore> Proxy<S> {
         if tx.invite && status < 300 {
             tx.state = ServerState::Accepted;
             tx.got_2xx = true;
-            tx.timers.arm(
-                Slot::End,
-                now.saturating_add(t.t64()),
-                &mut self.timers,
-                target,
-            );
+            tx.timers
+                .arm(Slot::End, now.saturating_add(end), &mut self.timers, target);
         } else if tx.invite {
             tx.state = ServerState::Completed;
             if !tx.reliable {
@@ -936,9 +960,8 @@ impl<S: LocationStore> Proxy<S> {
             }
         } else {
             tx.state = ServerState::Completed;
-            let j = t.timer_j(tx.reliable);
             tx.timers
-                .arm(Slot::End, now.saturating_add(j), &mut self.timers, target);
+                .arm(Slot::End, now.saturating_add(end), &mut self.timers, target);
         }
         self.emit(out, to, tr, bytes);
         if let Some((call_id, from_tag, _)) = delete {
