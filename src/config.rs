@@ -88,6 +88,11 @@ pub struct Cli {
     /// Force a data-plane engine. [default: auto]
     #[arg(long, value_enum)]
     pub io_engine: Option<IoEngine>,
+    /// io_uring: media sockets each worker keeps in its ring's fixed-file table instead of
+    /// as descriptors (0 = none). Beyond it sockets stay descriptors. [default: the
+    /// descriptor limit, per worker]
+    #[arg(long)]
+    pub uring_fixed_files: Option<u32>,
     /// SO_RCVBUF for media sockets in bytes (0 = kernel default). [default: 0]
     #[arg(long)]
     pub socket_rcvbuf: Option<usize>,
@@ -136,6 +141,7 @@ struct FileConfig {
     timeout: Option<u64>,
     max_sessions: Option<usize>,
     io_engine: Option<IoEngine>,
+    uring_fixed_files: Option<u32>,
     socket_rcvbuf: Option<usize>,
     socket_sndbuf: Option<usize>,
     strict_rtp: Option<bool>,
@@ -158,6 +164,8 @@ pub struct Config {
     pub timeout_secs: u64,
     pub max_sessions: usize,
     pub io_engine: IoEngine,
+    /// `None`: as many as the descriptor limit allows.
+    pub uring_fixed_files: Option<u32>,
     pub socket_rcvbuf: usize,
     pub socket_sndbuf: usize,
     pub strict_rtp: bool,
@@ -190,6 +198,7 @@ impl Default for Config {
             timeout_secs: 60,
             max_sessions: 0,
             io_engine: IoEngine::Auto,
+            uring_fixed_files: None,
             socket_rcvbuf: 0,
             socket_sndbuf: 0,
             strict_rtp: false,
@@ -230,6 +239,7 @@ impl Config {
         c.timeout_secs = cli.timeout.or(file.timeout).unwrap_or(c.timeout_secs);
         c.max_sessions = cli.max_sessions.or(file.max_sessions).unwrap_or(0);
         c.io_engine = cli.io_engine.or(file.io_engine).unwrap_or_default();
+        c.uring_fixed_files = cli.uring_fixed_files.or(file.uring_fixed_files);
         c.socket_rcvbuf = cli.socket_rcvbuf.or(file.socket_rcvbuf).unwrap_or(0);
         c.socket_sndbuf = cli.socket_sndbuf.or(file.socket_sndbuf).unwrap_or(0);
         c.strict_rtp = cli.strict_rtp || file.strict_rtp.unwrap_or(false);

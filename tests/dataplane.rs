@@ -174,8 +174,19 @@ fn one_stream_both_ways_intact_with_exact_counters() {
 
 #[test]
 fn five_hundred_streams_forward_every_packet() {
-    for (n, engine) in engines().into_iter().enumerate() {
-        let mut dp = start(&config(engine, 30000 + 4000 * n as u16));
+    // io_uring runs twice: every socket in the fixed-file table (the default), and a table of
+    // 301 slots per worker, so most sockets stay descriptors next to fixed ones.
+    let variants = [
+        (IoEngine::Mmsg, None, 30000),
+        (IoEngine::Uring, None, 34000),
+        (IoEngine::Uring, Some(301), 56000),
+    ];
+    for (engine, fixed, base) in variants {
+        let uring = engine == IoEngine::Uring && std::env::var_os("RTPANCHOR_NO_URING").is_none();
+        let mut dp = start(&Config {
+            uring_fixed_files: fixed,
+            ..config(engine, base)
+        });
         let mut calls = Vec::new();
         for i in 0..500 {
             let (a, b) = (sock(), sock());
@@ -191,6 +202,32 @@ fn five_hundred_streams_forward_every_packet() {
                 .unwrap();
             calls.push((a, b, o));
         }
+        let relay_ports: std::collections::HashSet<u16> = calls
+            .iter()
+            .flat_map(|(_, _, o)| [o.a_ports, o.b_ports])
+            .flat_map(|p| [p.rtp, p.rtcp()])
+            .collect();
+        // 2 workers x 250 streams x 4 sockets; fixed ones have no descriptor of their own.
+        let (want_fixed, want_plain) = match (uring, fixed) {
+            (false, _) => (0, 2000),
+            (true, None) => (2000, 0),
+            (true, Some(cap)) => (2 * cap as u64, 2000 - 2 * cap as u64),
+        };
+        assert!(
+            wait_for(Duration::from_secs(2), || dp.totals().fixed_files
+                == want_fixed),
+            "{engine:?}/{fixed:?}: fixed files {} != {want_fixed}",
+            dp.totals().fixed_files
+        );
+        assert_eq!(
+            dp.totals().fixed_fallbacks,
+            if uring { want_plain } else { 0 }
+        );
+        assert_eq!(
+            relay_fds(&relay_ports),
+            want_plain as usize,
+            "{engine:?}/{fixed:?}: descriptors of this process bound in the relay's range"
+        );
         let rounds = 10u16;
         for r in 0..rounds {
             for (i, (a, b, o)) in calls.iter().enumerate() {
@@ -247,7 +284,37 @@ fn five_hundred_streams_forward_every_packet() {
             dp.close(o.id);
         }
         assert_eq!(dp.port_usage().0, 0);
+        assert!(
+            wait_for(Duration::from_secs(3), || dp.totals().fixed_files == 0),
+            "{engine:?}/{fixed:?}: {} sockets left in the fixed-file tables",
+            dp.totals().fixed_files
+        );
     }
+}
+
+/// Descriptors of this process that are UDP/IPv4 sockets bound to one of `ports`: the
+/// kernel's socket table gives the inodes of those sockets, `/proc/self/fd` our links to them.
+fn relay_fds(ports: &std::collections::HashSet<u16>) -> usize {
+    let table = std::fs::read_to_string("/proc/net/udp").unwrap();
+    let inodes: std::collections::HashSet<&str> = table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let port = u16::from_str_radix(f.get(1)?.rsplit(':').next()?, 16).ok()?;
+            ports.contains(&port).then_some(*f.get(9)?)
+        })
+        .collect();
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|l| {
+            let l = l.to_string_lossy();
+            l.strip_prefix("socket:[")
+                .and_then(|r| r.strip_suffix(']'))
+                .is_some_and(|i| inodes.contains(i))
+        })
+        .count()
 }
 
 #[test]

@@ -122,6 +122,11 @@ impl DataPlane {
         let path = PathConfig {
             strict: config.strict_rtp,
         };
+        // The kernel caps each ring's fixed-file table at the descriptor limit (and 2^20).
+        let fixed_files = config
+            .uring_fixed_files
+            .unwrap_or_else(fd_soft_limit)
+            .min(1 << 20);
         let mut workers = Vec::new();
         let mut threads = Vec::new();
         for n in 0..config.num_threads {
@@ -144,15 +149,17 @@ impl DataPlane {
                     lower_priority(control_slice_ok);
                     // Rings are built on the thread that submits (SINGLE_ISSUER).
                     match engine2 {
-                        EngineChoice::Uring => match uring::UringWorker::new(sh2, path) {
-                            Ok(w) => {
-                                let _ = ready_tx.send(Ok(()));
-                                w.run(stop2);
+                        EngineChoice::Uring => {
+                            match uring::UringWorker::new(sh2, path, fixed_files) {
+                                Ok(w) => {
+                                    let _ = ready_tx.send(Ok(()));
+                                    w.run(stop2);
+                                }
+                                Err(e) => {
+                                    let _ = ready_tx.send(Err(e.to_string()));
+                                }
                             }
-                            Err(e) => {
-                                let _ = ready_tx.send(Err(e.to_string()));
-                            }
-                        },
+                        }
                         EngineChoice::Mmsg { .. } => match mmsg::MmsgWorker::new(sh2, path) {
                             Ok(w) => {
                                 let _ = ready_tx.send(Ok(()));
@@ -445,6 +452,19 @@ pub fn set_thread_nice(nice: libc::c_int) {
         let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
         libc::setpriority(libc::PRIO_PROCESS, tid, nice);
     }
+}
+
+/// The soft RLIMIT_NOFILE (after [`raise_fd_limit`]).
+fn fd_soft_limit() -> u32 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into a valid rlimit struct.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return 0;
+    }
+    u32::try_from(lim.rlim_cur).unwrap_or(u32::MAX)
 }
 
 /// Each stream holds four sockets; the default soft limit of 1024 descriptors would cap the

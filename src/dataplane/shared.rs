@@ -200,6 +200,10 @@ pub struct WorkerCounters {
     pub enobufs: AtomicU64,
     /// Multishot receives found stalled (data queued, no completion) and re-armed.
     pub recv_stalls: AtomicU64,
+    /// io_uring: sockets now held in the ring's fixed-file table (a gauge).
+    pub fixed_files: AtomicU64,
+    /// io_uring: sockets that stayed plain descriptors (table full or registration failed).
+    pub fixed_fallbacks: AtomicU64,
     pub loops: AtomicU64,
 }
 
@@ -225,6 +229,8 @@ pub struct DataPlaneTotals {
     pub recv_rearms: u64,
     pub enobufs: u64,
     pub recv_stalls: u64,
+    pub fixed_files: u64,
+    pub fixed_fallbacks: u64,
 }
 
 impl DataPlaneTotals {
@@ -248,6 +254,8 @@ impl DataPlaneTotals {
         self.recv_rearms += c.recv_rearms.load(Relaxed);
         self.enobufs += c.enobufs.load(Relaxed);
         self.recv_stalls += c.recv_stalls.load(Relaxed);
+        self.fixed_files += c.fixed_files.load(Relaxed);
+        self.fixed_fallbacks += c.fixed_fallbacks.load(Relaxed);
     }
 
     /// Every counter with its report name.
@@ -272,6 +280,8 @@ impl DataPlaneTotals {
             ("recv_rearms", self.recv_rearms),
             ("enobufs", self.enobufs),
             ("recv_stalls", self.recv_stalls),
+            ("fixed_files", self.fixed_files),
+            ("fixed_fallbacks", self.fixed_fallbacks),
         ]
     }
 

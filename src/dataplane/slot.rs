@@ -35,6 +35,10 @@ pub struct Slot {
     pub generation: u32,
     pub socket: Option<OwnedFd>,
     pub fd: RawFd,
+    /// io_uring: the socket sits in the ring's fixed-file table at this slot's index, and
+    /// `socket` is `None` (its descriptor was closed: the process's descriptor limit then
+    /// does not bound the number of streams).
+    pub fixed: bool,
     pub stream: StreamId,
     pub side: Side,
     pub kind: SlotKind,
@@ -65,6 +69,7 @@ impl Slot {
             generation: 0,
             socket: None,
             fd: -1,
+            fixed: false,
             stream: 0,
             side: Side::A,
             kind: SlotKind::Rtp,
@@ -82,7 +87,12 @@ impl Slot {
     }
 
     pub fn is_live(&self) -> bool {
-        self.socket.is_some() && !self.closing
+        self.has_socket() && !self.closing
+    }
+
+    /// Whether a socket is attached, as a descriptor or in the ring's fixed-file table.
+    pub fn has_socket(&self) -> bool {
+        self.socket.is_some() || self.fixed
     }
 
     pub fn attach(&mut self, socket: OwnedFd) {
@@ -139,6 +149,8 @@ pub struct PathConfig {
 pub struct Forward {
     pub slot: u32,
     pub fd: RawFd,
+    /// io_uring: send through the fixed file at index `slot` rather than `fd`.
+    pub fixed: bool,
     pub dst: SocketAddr,
 }
 
@@ -335,6 +347,7 @@ pub fn process(
         Some(dst) if !dst.ip().is_unspecified() && dst.port() != 0 => Some(Forward {
             slot: target,
             fd: out.fd,
+            fixed: out.fixed,
             dst,
         }),
         _ => {

@@ -8,6 +8,12 @@
 //! much larger than the submission queue (a multishot receive posts one completion per
 //! datagram with no submission behind it).
 //!
+//! Sockets live in the ring's fixed-file table (registered files) where it has room: the
+//! worker moves each new socket there and closes its descriptor, so a relay is not bounded by
+//! the process's descriptor limit (each ring's table may hold as many as that limit) and the
+//! kernel skips the per-operation descriptor lookup. Slots beyond the table keep their
+//! descriptor.
+//!
 //! Overload: a multishot receive that ends (buffer ring empty: ENOBUFS, or any error) is
 //! re-armed on the next turn, after sends have returned buffers, so every socket keeps being
 //! read; a packet that finds no room in the submission queue is dropped and counted.
@@ -56,9 +62,17 @@ const KIND_RECV: u64 = 1;
 const KIND_SEND: u64 = 2;
 const KIND_WAKE: u64 = 3;
 const KIND_CANCEL: u64 = 4;
+/// Stall watchdog query (SIOCINQ through `IORING_OP_URING_CMD`) for a fixed-file slot.
+const KIND_WATCH: u64 = 5;
+/// `SOCKET_URING_OP_SIOCINQ` from linux/io_uring.h (Linux 6.7+): bytes queued on a socket.
+const SOCKET_URING_OP_SIOCINQ: u32 = 0;
 
 fn recv_token(idx: u32, generation: u32) -> u64 {
     (KIND_RECV << KIND_SHIFT) | (u64::from(generation & 0x00ff_ffff) << 32) | u64::from(idx)
+}
+
+fn watch_token(idx: u32, generation: u32) -> u64 {
+    (KIND_WATCH << KIND_SHIFT) | (u64::from(generation & 0x00ff_ffff) << 32) | u64::from(idx)
 }
 
 fn send_token(bid: u16) -> u64 {
@@ -195,6 +209,8 @@ pub struct UringWorker {
     /// Slots to close after the current submission (their fds may be named by queued SQEs).
     to_release: Vec<u32>,
     cqes: Vec<cqueue::Entry>,
+    /// Size of the sparse fixed-file table (0: every socket stays a descriptor).
+    fixed_cap: u32,
 }
 
 // SAFETY: the raw pointers (buffer ring mapping, msghdrs) point into memory owned by this
@@ -202,8 +218,27 @@ pub struct UringWorker {
 unsafe impl Send for UringWorker {}
 
 impl UringWorker {
-    pub fn new(shared: Arc<WorkerShared>, cfg: PathConfig) -> io::Result<UringWorker> {
+    pub fn new(
+        shared: Arc<WorkerShared>,
+        cfg: PathConfig,
+        fixed_files: u32,
+    ) -> io::Result<UringWorker> {
         let ring = build_ring(SQ_ENTRIES)?;
+        let fixed_cap = if fixed_files == 0 {
+            0
+        } else {
+            match ring.submitter().register_files_sparse(fixed_files) {
+                Ok(()) => fixed_files,
+                Err(e) => {
+                    tracing::warn!(
+                        error = %e,
+                        slots = fixed_files,
+                        "io_uring fixed-file table refused; media sockets stay descriptors"
+                    );
+                    0
+                }
+            }
+        };
         debug_assert_eq!(ring.params().cq_entries(), CQ_ENTRIES);
         let bufs = BufRing::new()?;
         // SAFETY: the mapping stays alive until after the ring is dropped (field order), and
@@ -243,6 +278,7 @@ impl UringWorker {
             rearm: Vec::with_capacity(1 << 16),
             to_release: Vec::with_capacity(1024),
             cqes: Vec::with_capacity(MAX_CQES_PER_TURN),
+            fixed_cap,
         };
         w.arm_wake()?;
         Ok(w)
@@ -282,15 +318,56 @@ impl UringWorker {
         if !s.is_live() || s.armed {
             return;
         }
-        let e = opcode::RecvMsgMulti::new(types::Fd(s.fd), &*self.recv_hdr, BGID)
-            .build()
-            .user_data(recv_token(idx, s.generation));
+        let e = if s.fixed {
+            opcode::RecvMsgMulti::new(types::Fixed(idx), &*self.recv_hdr, BGID).build()
+        } else {
+            opcode::RecvMsgMulti::new(types::Fd(s.fd), &*self.recv_hdr, BGID).build()
+        }
+        .user_data(recv_token(idx, s.generation));
         s.armed = true;
         if !self.push_sqe(e) {
             if let Some(s) = self.table.slots.get_mut(idx as usize) {
                 s.armed = false;
             }
             self.rearm.push(idx);
+        }
+    }
+
+    /// Moves slot `i`'s socket into the fixed-file table and closes its descriptor (the
+    /// table's reference keeps the socket open). Not on the packet path: once per new socket.
+    fn fix(&mut self, i: u32) {
+        let Some(s) = self.table.slots.get_mut(i as usize) else {
+            return;
+        };
+        let Some(fd) = s.socket.as_ref().map(AsRawFd::as_raw_fd) else {
+            return;
+        };
+        if i >= self.fixed_cap {
+            bump(&self.shared.counters.fixed_fallbacks, 1);
+            return;
+        }
+        match self.ring.submitter().register_files_update(i, &[fd]) {
+            Ok(1) => {
+                s.socket = None;
+                s.fd = -1;
+                s.fixed = true;
+                bump(&self.shared.counters.fixed_files, 1);
+            }
+            _ => bump(&self.shared.counters.fixed_fallbacks, 1),
+        }
+    }
+
+    /// Takes slot `i`'s socket out of the fixed-file table, which closes it once no
+    /// operation in flight still holds it.
+    fn unfix(&mut self, i: u32) {
+        let fixed = self.table.slots.get(i as usize).is_some_and(|s| s.fixed);
+        if fixed {
+            // Failure would mean the index is not in the table; the slot is released anyway.
+            let _ = self.ring.submitter().register_files_update(i, &[-1]);
+            self.shared
+                .counters
+                .fixed_files
+                .fetch_sub(1, Ordering::Relaxed);
         }
     }
 
@@ -302,6 +379,7 @@ impl UringWorker {
             match cmd {
                 Command::Add(ns) => {
                     for i in self.table.add(*ns) {
+                        self.fix(i);
                         self.arm_recv(i);
                     }
                 }
@@ -352,7 +430,8 @@ impl UringWorker {
                 },
             }
             // Sockets of removed slots are closed only now: the SQEs naming them are submitted.
-            for i in self.to_release.drain(..) {
+            for i in std::mem::take(&mut self.to_release) {
+                self.unfix(i);
                 self.table.release(i);
             }
             let now = now_ns();
@@ -403,23 +482,38 @@ impl UringWorker {
                 }
                 continue;
             }
+            if s.fixed {
+                // No descriptor to ioctl: ask through the ring; the answer comes back as a
+                // completion (see `on_queued`).
+                let e = opcode::UringCmd16::new(types::Fixed(i as u32), SOCKET_URING_OP_SIOCINQ)
+                    .build()
+                    .user_data(watch_token(i as u32, s.generation));
+                let _ = self.push_sqe(e);
+                continue;
+            }
             let mut queued: libc::c_int = 0;
             // SAFETY: FIONREAD writes one c_int into `queued`, which outlives the call; `fd` is
             // the slot's open socket.
             let rc = unsafe { libc::ioctl(s.fd, libc::FIONREAD, &mut queued) };
-            let has_data = rc == 0 && queued > 0;
-            let token = recv_token(i as u32, s.generation);
-            let suspect = s.stall_suspect;
-            if let Some(s) = self.table.slots.get_mut(i) {
-                s.stall_suspect = has_data && !suspect;
-            }
-            if has_data && suspect {
-                bump(&self.shared.counters.recv_stalls, 1);
-                let e = opcode::AsyncCancel::new(token)
-                    .build()
-                    .user_data(KIND_CANCEL << KIND_SHIFT);
-                let _ = self.push_sqe(e);
-            }
+            self.on_queued(i as u32, rc == 0 && queued > 0);
+        }
+    }
+
+    /// The watchdog's verdict for slot `i`: data queued at two checks in a row with no
+    /// completion in between means a stalled receive, which is cancelled (and re-armed).
+    fn on_queued(&mut self, i: u32, has_data: bool) {
+        let Some(s) = self.table.slots.get_mut(i as usize) else {
+            return;
+        };
+        let token = recv_token(i, s.generation);
+        let suspect = s.stall_suspect;
+        s.stall_suspect = has_data && !suspect;
+        if has_data && suspect {
+            bump(&self.shared.counters.recv_stalls, 1);
+            let e = opcode::AsyncCancel::new(token)
+                .build()
+                .user_data(KIND_CANCEL << KIND_SHIFT);
+            let _ = self.push_sqe(e);
         }
     }
 
@@ -441,7 +535,7 @@ impl UringWorker {
                 let more = cqueue::more(flags);
                 let current = matches!(
                     self.table.slots.get(idx as usize),
-                    Some(s) if s.generation & 0x00ff_ffff == generation && s.socket.is_some()
+                    Some(s) if s.generation & 0x00ff_ffff == generation && s.has_socket()
                 );
                 if current {
                     if let Some(s) = self.table.slots.get_mut(idx as usize) {
@@ -484,6 +578,18 @@ impl UringWorker {
                     bump(&self.shared.counters.tx_bytes, res as u64);
                 }
                 self.recycle(bid);
+            }
+            KIND_WATCH => {
+                let idx = (ud & 0xffff_ffff) as u32;
+                let generation = ((ud >> 32) & 0x00ff_ffff) as u32;
+                let current = matches!(
+                    self.table.slots.get(idx as usize),
+                    Some(s) if s.generation & 0x00ff_ffff == generation && s.is_live() && s.armed
+                );
+                // A kernel without socket uring_cmd answers with an error: no verdict.
+                if current && res >= 0 {
+                    self.on_queued(idx, res > 0);
+                }
             }
             KIND_WAKE => {
                 super::worker::drain_eventfd(&self.shared.wake);
@@ -549,9 +655,12 @@ impl UringWorker {
         st.hdr.msg_iovlen = 1;
         st.hdr.msg_control = std::ptr::null_mut();
         st.hdr.msg_controllen = 0;
-        let e = opcode::SendMsg::new(types::Fd(fwd.fd), &st.hdr)
-            .build()
-            .user_data(send_token(bid));
+        let e = if fwd.fixed {
+            opcode::SendMsg::new(types::Fixed(fwd.slot), &st.hdr).build()
+        } else {
+            opcode::SendMsg::new(types::Fd(fwd.fd), &st.hdr).build()
+        }
+        .user_data(send_token(bid));
         if !self.push_sqe(e) {
             bump(&self.shared.counters.drop_overload, 1);
             self.recycle(bid);

@@ -239,9 +239,10 @@ impl SlotTable {
     /// Closes the socket and returns the slot to the free list.
     pub fn release(&mut self, i: u32) {
         if let Some(s) = self.slots.get_mut(i as usize) {
-            if s.socket.is_some() {
+            if s.has_socket() {
                 s.socket = None;
                 s.fd = -1;
+                s.fixed = false;
                 s.shared = None;
                 s.rtp = None;
                 s.closing = false;
