@@ -220,11 +220,14 @@ impl Call {
                     leg.label = Some(label.to_owned());
                 }
             }
-            None => self.legs.push(Leg {
-                tag: tag.to_owned(),
-                label: label.map(str::to_owned),
-                created_ns: now,
-            }),
+            None => {
+                self.legs.reserve_exact(1);
+                self.legs.push(Leg {
+                    tag: tag.to_owned(),
+                    label: label.map(str::to_owned),
+                    created_ns: now,
+                });
+            }
         }
     }
 

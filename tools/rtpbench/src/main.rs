@@ -62,9 +62,14 @@ struct Args {
     /// Warm-up seconds before measuring (not reported; lets the relay latch the endpoints).
     #[arg(long, default_value_t = 1.0)]
     warmup: f64,
-    /// First local port; 2 ports per call are bound from here.
+    /// First local port; 2 ports per socket pair are bound from here.
     #[arg(long, default_value_t = 20000)]
     local_port_base: u16,
+    /// Calls that share one caller socket and one callee socket (0: 1, or as many as the
+    /// open-files limit requires). The relay keeps them apart by its own ports; the receiver
+    /// by the flow number in each payload.
+    #[arg(long, default_value_t = 0)]
+    calls_per_socket: usize,
     #[arg(long, default_value = "127.0.0.1")]
     local_ip: std::net::Ipv4Addr,
     /// Relay process id: report its CPU per forwarded packet from /proc/PID/stat.
@@ -144,7 +149,8 @@ struct Report {
     ng: String,
     calls: usize,
     flows: usize,
-    ports_per_call: usize,
+    /// Calls sharing each generator socket pair (RTP only: one port per side).
+    calls_per_socket: usize,
     packet_bytes: usize,
     find_max: bool,
     relay_pid: Option<u32>,
@@ -445,8 +451,8 @@ fn opt(v: Option<f64>, prec: usize) -> String {
 
 fn print_table(r: &Report) {
     println!(
-        "# {} via {}: {} calls, {} flows, {} B packets, {} generator ports per call (RTP only)",
-        r.label, r.ng, r.calls, r.flows, r.packet_bytes, r.ports_per_call
+        "# {} via {}: {} calls, {} flows, {} B packets, {} call(s) per generator socket pair (RTP only)",
+        r.label, r.ng, r.calls, r.flows, r.packet_bytes, r.calls_per_socket
     );
     println!(
         "{:>9} {:>9} {:>8} {:>5} {:>4} {:>7} {:>7} {:>7} {:>8} {:>8} {:>7} {:>7} {:>6} {:>7} {:>5} {:>5}  verdict",
@@ -498,16 +504,28 @@ fn run() -> Result<i32> {
     }
     let stop = sys::install_stop_signals();
     let nofile = sys::raise_nofile_limit();
-    let need = 2 * a.calls as u64 + 64;
+    // Each socket pair costs 4 descriptors (the receiver holds clones); keep 256 spare.
+    let budget = nofile.saturating_sub(256).max(4);
+    let per_socket = if a.calls_per_socket > 0 {
+        a.calls_per_socket
+    } else {
+        (4 * a.calls as u64).div_ceil(budget).max(1) as usize
+    };
+    let pairs = a.calls.div_ceil(per_socket);
+    let need = 4 * pairs as u64 + 64;
     if nofile < need {
         bail!(
-            "open-files limit {nofile} < {need} needed for {} calls (ulimit -n)",
-            a.calls
+            "open-files limit {nofile} < {need} needed for {pairs} socket pairs (ulimit -n, or raise --calls-per-socket)"
+        );
+    }
+    if per_socket > 1 {
+        eprintln!(
+            "{per_socket} calls share each generator socket ({pairs} pairs; open-files limit {nofile})"
         );
     }
     let (lo, hi) = ephemeral_range();
     let first = a.local_port_base as u32;
-    let last = first + 2 * a.calls as u32 - 1;
+    let last = first + 2 * pairs as u32 - 1;
     if last > 65535 {
         bail!("ports {first}..{last} exceed 65535");
     }
@@ -516,7 +534,7 @@ fn run() -> Result<i32> {
             "generator ports {first}..{last} overlap the ephemeral range {lo}..{hi}: pick another --local-port-base"
         );
     }
-    let mut ep = Endpoints::bind(a.local_ip, a.local_port_base, a.calls, a.rcvbuf)?;
+    let mut ep = Endpoints::bind(a.local_ip, a.local_port_base, a.calls, per_socket, a.rcvbuf)?;
     let _calls = if a.direct {
         for f in 0..ep.flows() {
             ep.dest[f] = ep.local(f ^ 1);
@@ -538,13 +556,14 @@ fn run() -> Result<i32> {
     let rx_core = a.pin_cpus.get(1).or(a.pin_cpus.first()).copied();
     let rx_thread = {
         let socks = Arc::clone(&socks);
+        let layout = ep.layout();
         let shared = Arc::clone(&shared);
         let batch = a.batch;
         std::thread::Builder::new()
             .name("rtpbench-recv".into())
             .spawn(move || {
                 pin(rx_core);
-                traffic::run_receiver(socks, shared, cmd_rx, res_tx, batch)
+                traffic::run_receiver(socks, layout, shared, cmd_rx, res_tx, batch)
             })?
     };
     let flows = ep.flows();
@@ -634,7 +653,7 @@ fn run() -> Result<i32> {
         },
         calls: a.calls,
         flows,
-        ports_per_call: 2,
+        calls_per_socket: per_socket,
         packet_bytes: stats::PACKET_LEN,
         find_max: a.find_max,
         relay_pid: a.relay_pid,

@@ -1,11 +1,14 @@
 //! The traffic engine: generator sockets, the paced batched sender and the epoll/recvmmsg
 //! receiver. Sender and receiver run on separate threads; neither allocates per packet.
 //!
-//! Layout: call `i` owns two sockets, index `2i` (caller) and `2i+1` (callee), bound on
-//! consecutive ports `base + 2i`, `base + 2i + 1`: ONE port per side (RTP only; the SDP has
-//! no `a=rtcp:` and the benchmark sends no RTCP, so a relay has nothing to send to the
-//! implied RTCP port). Flow `f` is sent from socket `f` to `dest[f]` and must arrive on
-//! socket `f ^ 1`: flow `2i` is caller -> callee, flow `2i+1` callee -> caller.
+//! Layout: call `i` has flows `2i` (caller -> callee) and `2i+1` (callee -> caller). Calls
+//! are grouped `per_socket` at a time onto one socket pair: pair `p` is sockets `2p`
+//! (callers) and `2p+1` (callees), bound on consecutive ports `base + 2p`, `base + 2p + 1`:
+//! ONE port per side (RTP only; the SDP has no `a=rtcp:` and the benchmark sends no RTCP,
+//! so a relay has nothing to send to the implied RTCP port). Flow `f` is sent from socket
+//! `sock_of(f)` to `dest[f]` and must arrive on `sock_of(f ^ 1)`. With `per_socket` 1 that
+//! is socket `f` and `f ^ 1`; sharing sockets keeps a 10,000-call run inside the open-files
+//! limit (the relay tells calls apart by its own ports, the receiver by the payload's flow).
 
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -24,14 +27,42 @@ use crate::sys::{self, MsgBatch};
 /// The generator's sockets and where each flow is sent.
 pub struct Endpoints {
     pub socks: Vec<UdpSocket>,
+    /// Per flow.
     pub dest: Vec<SocketAddrV4>,
+    layout: Layout,
+}
+
+/// Which socket carries which flow.
+#[derive(Clone, Copy, Debug)]
+pub struct Layout {
+    pub flows: usize,
+    pub per_socket: usize,
+}
+
+impl Layout {
+    #[inline]
+    pub fn sock_of(&self, flow: usize) -> usize {
+        2 * ((flow / 2) / self.per_socket) + (flow & 1)
+    }
 }
 
 impl Endpoints {
-    /// Binds `2 * calls` sockets on `ip:base..`; destinations are filled in later.
-    pub fn bind(ip: Ipv4Addr, base: u16, calls: usize, rcvbuf: usize) -> Result<Self> {
-        let mut socks = Vec::with_capacity(2 * calls);
-        for i in 0..2 * calls {
+    /// Binds a socket pair per `per_socket` calls on `ip:base..`; destinations are filled in
+    /// later.
+    pub fn bind(
+        ip: Ipv4Addr,
+        base: u16,
+        calls: usize,
+        per_socket: usize,
+        rcvbuf: usize,
+    ) -> Result<Self> {
+        let layout = Layout {
+            flows: 2 * calls,
+            per_socket: per_socket.max(1),
+        };
+        let pairs = calls.div_ceil(layout.per_socket);
+        let mut socks = Vec::with_capacity(2 * pairs);
+        for i in 0..2 * pairs {
             let port = base as usize + i;
             let port = u16::try_from(port).context("local port range exceeds 65535")?;
             let addr = SocketAddrV4::new(ip, port);
@@ -42,18 +73,27 @@ impl Endpoints {
             socks.push(UdpSocket::from(s));
         }
         let dest = vec![SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0); 2 * calls];
-        Ok(Self { socks, dest })
+        Ok(Self {
+            socks,
+            dest,
+            layout,
+        })
     }
 
-    pub fn local(&self, i: usize) -> SocketAddrV4 {
-        match self.socks[i].local_addr() {
+    /// The local address flow `f` is sent from.
+    pub fn local(&self, f: usize) -> SocketAddrV4 {
+        match self.socks[self.layout.sock_of(f)].local_addr() {
             Ok(std::net::SocketAddr::V4(a)) => a,
             _ => SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0),
         }
     }
 
     pub fn flows(&self) -> usize {
-        self.socks.len()
+        self.layout.flows
+    }
+
+    pub fn layout(&self) -> Layout {
+        self.layout
     }
 }
 
@@ -178,7 +218,7 @@ pub fn run_sender(
                     st.rtp_ts[f] = st.rtp_ts[f].wrapping_add(SAMPLES_PER_PACKET);
                     st.batch.set(j, PACKET_LEN, ep.dest[f]);
                 }
-                let (ok, failed) = st.batch.send_all(fds[f], m);
+                let (ok, failed) = st.batch.send_all(fds[ep.layout.sock_of(f)], m);
                 res.syscalls += 1;
                 res.sent += ok as u64;
                 res.send_errors += failed as u64;
@@ -230,12 +270,13 @@ pub struct RxShared {
 /// `recvmmsg` batches, account every packet. Runs until `Quit` or `stop`.
 pub fn run_receiver(
     socks: Arc<Vec<UdpSocket>>,
+    layout: Layout,
     shared: Arc<RxShared>,
     cmds: Receiver<RxCmd>,
     results: Sender<StepRx>,
     batch: usize,
 ) -> Result<()> {
-    let flows = socks.len();
+    let flows = layout.flows;
     let mut ep = sys::Epoll::new(256)?;
     for (i, s) in socks.iter().enumerate() {
         ep.add(s.as_raw_fd(), i as u64)?;
@@ -305,7 +346,7 @@ pub fn run_receiver(
                         continue;
                     }
                     let f = s.flow as usize;
-                    if f >= flows || f ^ 1 != sock {
+                    if f >= flows || layout.sock_of(f ^ 1) != sock {
                         misrouted += 1;
                         continue;
                     }
