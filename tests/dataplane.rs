@@ -280,6 +280,17 @@ fn five_hundred_streams_forward_every_packet() {
             assert_eq!(s.b.rtp.packets, u64::from(rounds));
             assert_eq!(s.a.quality.lost, 0);
         }
+        if uring {
+            // The streams are silent now: the stall watchdog asks each RTP socket how much
+            // it holds (through the ring for fixed ones) and the kernel must answer.
+            assert!(
+                wait_for(Duration::from_secs(4), || dp.totals().watch_queries >= 1000),
+                "{fixed:?}: watchdog made {} queries",
+                dp.totals().watch_queries
+            );
+            assert_eq!(dp.totals().watch_failed, 0, "{fixed:?}");
+            assert_eq!(dp.totals().recv_stalls, 0, "{fixed:?}");
+        }
         for (_, _, o) in &calls {
             dp.close(o.id);
         }

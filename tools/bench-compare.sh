@@ -7,10 +7,16 @@
 # Usage: tools/bench-compare.sh [--full] [--reps N] [--out DIR] [--step-duration S]
 #                               [--ladder R1,R2,...] [--budget SECS] [--only NAME,...]
 #                               [--calls N1,N2,...]
-#   --full        also 10000 calls (needs ~40000 relay ports and ~80000 fds)
+#   --full        also 10000 calls (needs ~40000 relay ports). A relay whose sockets would
+#                 not fit under the open-files limit at a size is skipped there, said so:
+#                 rtpengine and rtpanchor --io-engine mmsg hold 4 descriptors per call, the
+#                 reflector 2; rtpanchor's io_uring engine keeps its sockets in fixed-file
+#                 tables (the limit per worker thread) instead.
 #   --reps N      repetitions per scenario (default 1); medians are reported
 #   --budget S    stop starting new runs after S seconds (default 1500)
 # Env: RELAY_CPU (default 1) pins the relay, GEN_CPUS (default 0) pins the generator;
+#      RELAY_THREADS (default 2) worker threads of rtpanchor, all on RELAY_CPU (rtpengine
+#      runs its default, one per online CPU: 2 on these machines);
 #      BIN_DIR overrides where rtpbench/reflector are (default target/release).
 # Needs: jq. Every process started here is stopped by pid on exit.
 set -euo pipefail
@@ -21,6 +27,7 @@ RTPBENCH=$BIN_DIR/rtpbench
 REFLECTOR=$BIN_DIR/reflector
 RTPANCHOR=${RTPANCHOR:-$ROOT/target/release/rtpanchor}
 RELAY_CPU=${RELAY_CPU:-1}
+RELAY_THREADS=${RELAY_THREADS:-2}
 GEN_CPUS=${GEN_CPUS:-0}
 
 FULL=0
@@ -73,6 +80,17 @@ else
 fi
 # Raise the fd limit for big call counts (generator: 2 per call, relay: up to 4 per call).
 ulimit -n 200000 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
+NOFILE=$(ulimit -n)
+
+# fits NAME CALLS: whether the relay's sockets fit under the open-files limit (500 spare).
+fits() {
+    local per=4
+    case "$1" in
+        rtpanchor) per=$(( 4 * $2 > RELAY_THREADS * NOFILE ? 4 : 0 )) ;;
+        reflector) per=2 ;;
+    esac
+    [ $(( per * $2 + 500 )) -le "$NOFILE" ]
+}
 
 RELAYS=()
 if [ -z "$ONLY" ] || [[ ",$ONLY," == *,rtpanchor,* ]]; then
@@ -109,7 +127,7 @@ start_relay() { # name -> RELAY_PID, NG
             local engine=uring
             [ "$name" = rtpanchor-mmsg ] && engine=mmsg
             taskset -c "$RELAY_CPU" "$RTPANCHOR" --listen-ng "$NG" --interface 127.0.0.1 \
-                --port-min "$lo" --port-max "$hi" --num-threads 1 --io-engine "$engine" \
+                --port-min "$lo" --port-max "$hi" --num-threads "$RELAY_THREADS" --io-engine "$engine" \
                 --log-level warn >"$OUT/$name.log" 2>&1 &
             ;;
         rtpengine)
@@ -147,6 +165,10 @@ for rep in $(seq "$REPS"); do
                 break 3
             fi
             name=${RELAYS[$(((k + rep - 1) % n_relays))]}
+            if ! fits "$name" "$calls"; then
+                echo "== $name, $calls calls: skipped, its sockets exceed the open-files limit $NOFILE" >&2
+                continue
+            fi
             start_relay "$name"
             echo "== $name, $calls calls, rep $rep (pid $RELAY_PID)" >&2
             # 10000 calls take a while to set up; everything else is bounded by the ladder.

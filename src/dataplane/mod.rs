@@ -335,6 +335,14 @@ impl MediaBackend for DataPlane {
         Some(s)
     }
 
+    fn socket_counters(
+        &self,
+        id: StreamId,
+    ) -> Option<[crate::session::backend::SocketCounters; 4]> {
+        let [a, b] = &self.streams.get(&id)?.shared.sides;
+        Some([a.rtp.read(), a.rtcp.read(), b.rtp.read(), b.rtcp.read()])
+    }
+
     fn poll_event(&mut self) -> Option<MediaEvent> {
         for w in &self.workers {
             if let Some(ev) = w.events.pop() {

@@ -200,6 +200,10 @@ pub struct WorkerCounters {
     pub enobufs: AtomicU64,
     /// Multishot receives found stalled (data queued, no completion) and re-armed.
     pub recv_stalls: AtomicU64,
+    /// Stall watchdog: queue-length queries made, and those the kernel could not answer
+    /// (a socket `uring_cmd` needs Linux 6.7; without it fixed sockets go unwatched).
+    pub watch_queries: AtomicU64,
+    pub watch_failed: AtomicU64,
     /// io_uring: sockets now held in the ring's fixed-file table (a gauge).
     pub fixed_files: AtomicU64,
     /// io_uring: sockets that stayed plain descriptors (table full or registration failed).
@@ -229,6 +233,8 @@ pub struct DataPlaneTotals {
     pub recv_rearms: u64,
     pub enobufs: u64,
     pub recv_stalls: u64,
+    pub watch_queries: u64,
+    pub watch_failed: u64,
     pub fixed_files: u64,
     pub fixed_fallbacks: u64,
 }
@@ -254,6 +260,8 @@ impl DataPlaneTotals {
         self.recv_rearms += c.recv_rearms.load(Relaxed);
         self.enobufs += c.enobufs.load(Relaxed);
         self.recv_stalls += c.recv_stalls.load(Relaxed);
+        self.watch_queries += c.watch_queries.load(Relaxed);
+        self.watch_failed += c.watch_failed.load(Relaxed);
         self.fixed_files += c.fixed_files.load(Relaxed);
         self.fixed_fallbacks += c.fixed_fallbacks.load(Relaxed);
     }
@@ -280,6 +288,8 @@ impl DataPlaneTotals {
             ("recv_rearms", self.recv_rearms),
             ("enobufs", self.enobufs),
             ("recv_stalls", self.recv_stalls),
+            ("watch_queries", self.watch_queries),
+            ("watch_failed", self.watch_failed),
             ("fixed_files", self.fixed_files),
             ("fixed_fallbacks", self.fixed_fallbacks),
         ]

@@ -499,6 +499,7 @@ impl UringWorker {
                 continue;
             }
             budget -= 1;
+            bump(&self.shared.counters.watch_queries, 1);
             if s.fixed {
                 // No descriptor to ioctl: ask through the ring; the answer comes back as a
                 // completion (see `on_queued`).
@@ -604,7 +605,9 @@ impl UringWorker {
                     Some(s) if s.generation & 0x00ff_ffff == generation && s.is_live() && s.armed
                 );
                 // A kernel without socket uring_cmd answers with an error: no verdict.
-                if current && res >= 0 {
+                if res < 0 {
+                    bump(&self.shared.counters.watch_failed, 1);
+                } else if current {
                     self.on_queued(idx, res > 0);
                 }
             }

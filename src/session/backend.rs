@@ -150,6 +150,12 @@ pub trait MediaBackend: Send {
     fn close(&mut self, id: StreamId);
     /// Current counters; `None` for unknown ids. Never waits for the data plane.
     fn stats(&self, id: StreamId) -> Option<StreamStats>;
+    /// Only the socket counters (A RTP, A RTCP, B RTP, B RTCP): what the once-a-second tick
+    /// reads of every stream, so it should touch as little memory as possible.
+    fn socket_counters(&self, id: StreamId) -> Option<[SocketCounters; 4]> {
+        let s = self.stats(id)?;
+        Some([s.a.rtp, s.a.rtcp, s.b.rtp, s.b.rtcp])
+    }
     /// Next latching event, if any.
     fn poll_event(&mut self) -> Option<MediaEvent>;
     /// (used, total) port pairs, for `statistics`.

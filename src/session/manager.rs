@@ -1136,10 +1136,14 @@ impl<B: MediaBackend> SessionManager<B> {
         for call in self.calls.values() {
             let mut last = call.last_signal_ns;
             for s in call.streams() {
-                if let Some(st) = self.backend.stats(s.id) {
-                    last = last.max(st.last_packet_ns());
-                    live.add_side(&st.a);
-                    live.add_side(&st.b);
+                if let Some([a_rtp, a_rtcp, b_rtp, b_rtcp]) = self.backend.socket_counters(s.id) {
+                    for c in [a_rtp, a_rtcp, b_rtp, b_rtcp] {
+                        last = last.max(c.last_packet_ns);
+                    }
+                    live.rtp.add(&a_rtp);
+                    live.rtp.add(&b_rtp);
+                    live.rtcp.add(&a_rtcp);
+                    live.rtcp.add(&b_rtcp);
                 }
             }
             if self.cfg.timeout_ns > 0 && now.saturating_sub(last) >= self.cfg.timeout_ns {
