@@ -9,12 +9,12 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use crate::time::{now_ns, NANOS_PER_MS};
+use crate::time::now_ns;
 
 use super::shared::bump;
 use super::slot::{process, DirtyList, PacketCtx, PathConfig};
 use super::sockaddr;
-use super::worker::{drain_eventfd, Command, SlotTable, WorkerShared};
+use super::worker::{drain_eventfd, Command, Publisher, SlotTable, WorkerShared};
 
 /// Datagrams per recvmmsg/sendmmsg call: 64 amortises the syscall well (io_uring.md measured
 /// 0.06 syscalls per packet at 64) while keeping the buffers (64 x 2 KiB) in L2.
@@ -27,7 +27,6 @@ const MAX_EVENTS: usize = 256;
 const WAKE_TOKEN: u64 = u64::MAX;
 /// Upper bound on sleeping, so housekeeping runs even when idle.
 const IDLE_WAIT_MS: i32 = 100;
-const PUBLISH_EVERY_NS: u64 = 100 * NANOS_PER_MS;
 
 fn token(idx: u32, generation: u32) -> u64 {
     (u64::from(generation) << 32) | u64::from(idx)
@@ -158,7 +157,7 @@ impl MmsgWorker {
     pub fn run(mut self, stop: Arc<AtomicBool>) {
         let mut events: Vec<libc::epoll_event> =
             vec![libc::epoll_event { events: 0, u64: 0 }; MAX_EVENTS];
-        let mut last_publish = now_ns();
+        let mut publisher = Publisher::new(now_ns());
         while !stop.load(Ordering::Relaxed) {
             self.apply_commands();
             // SAFETY: `events` has MAX_EVENTS entries the kernel may write.
@@ -188,10 +187,7 @@ impl MmsgWorker {
                 }
                 self.drain_socket(idx, now);
             }
-            if now.saturating_sub(last_publish) >= PUBLISH_EVERY_NS {
-                self.table.publish_dirty(&mut self.dirty);
-                last_publish = now;
-            }
+            publisher.turn(&mut self.table, &mut self.dirty, now, n <= 0);
         }
     }
 

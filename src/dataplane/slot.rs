@@ -167,6 +167,8 @@ fn event_kind(e: LatchEvent) -> (LatchEventKind, SocketAddr) {
 pub struct DirtyList {
     pub list: Vec<u32>,
     pub overflowed: bool,
+    /// How far the current publication round has got.
+    pub cursor: usize,
 }
 
 impl DirtyList {
@@ -174,6 +176,7 @@ impl DirtyList {
         DirtyList {
             list: Vec::with_capacity(n),
             overflowed: false,
+            cursor: 0,
         }
     }
 

@@ -30,7 +30,7 @@ use crate::time::{now_ns, NANOS_PER_MS};
 use super::shared::bump;
 use super::slot::{process, DirtyList, PacketCtx, PathConfig};
 use super::sockaddr;
-use super::worker::{Command, SlotTable, WorkerShared};
+use super::worker::{Command, Publisher, SlotTable, WorkerShared};
 
 /// Submission queue entries: at least one send per completion handled in a turn.
 const SQ_ENTRIES: u32 = 2048;
@@ -45,7 +45,6 @@ const BGID: u16 = 7;
 /// Completions handled per turn before sends are submitted; bounds latency under load.
 const MAX_CQES_PER_TURN: usize = 4096;
 const IDLE_WAIT_NS: i64 = 100_000_000;
-const PUBLISH_EVERY_NS: u64 = 100 * NANOS_PER_MS;
 /// Stall watchdog (shared/notes/io_uring.md: once in ~220 runs a multishot receive stopped
 /// posting completions while packets kept arriving, with no error). Every second, each RTP
 /// socket that has been silent for [`STALL_SILENCE_NS`] is asked how much data it holds; data
@@ -419,8 +418,8 @@ impl UringWorker {
 
     pub fn run(mut self, stop: Arc<AtomicBool>) {
         let ts = types::Timespec::new().nsec(IDLE_WAIT_NS as u32);
-        let mut last_publish = now_ns();
-        let mut last_watchdog = last_publish;
+        let mut last_watchdog = now_ns();
+        let mut publisher = Publisher::new(last_watchdog);
         while !stop.load(Ordering::Relaxed) {
             self.apply_commands();
             for i in std::mem::take(&mut self.rearm) {
@@ -458,10 +457,8 @@ impl UringWorker {
             }
             self.cqes = cqes;
             self.bufs.publish();
-            if now.saturating_sub(last_publish) >= PUBLISH_EVERY_NS {
-                self.table.publish_dirty(&mut self.dirty);
-                last_publish = now;
-            }
+            let idle = self.cqes.len() <= 1;
+            publisher.turn(&mut self.table, &mut self.dirty, now, idle);
             if now.saturating_sub(last_watchdog) >= WATCHDOG_EVERY_NS {
                 self.watchdog(now);
                 last_watchdog = now;
