@@ -183,6 +183,12 @@ fn five_hundred_streams_forward_every_packet() {
     ];
     for (engine, fixed, base) in variants {
         let uring = engine == IoEngine::Uring && std::env::var_os("RTPANCHOR_NO_URING").is_none();
+        // Before Linux 6.7 the relay keeps descriptors (its watchdog needs socket uring_cmd).
+        let fixed = if kernel_at_least(6, 7) {
+            fixed
+        } else {
+            Some(0)
+        };
         let mut dp = start(&Config {
             uring_fixed_files: fixed,
             ..config(engine, base)
@@ -301,6 +307,14 @@ fn five_hundred_streams_forward_every_packet() {
             dp.totals().fixed_files
         );
     }
+}
+
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut it = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|x| x.parse::<u32>().ok());
+    (it.next().unwrap_or(0), it.next().unwrap_or(0)) >= (major, minor)
 }
 
 /// Descriptors of this process that are UDP/IPv4 sockets bound to one of `ports`: the

@@ -105,6 +105,32 @@ pub fn probe() -> io::Result<()> {
     Ok(())
 }
 
+/// Whether the kernel answers SIOCINQ for a socket in the fixed-file table (the watchdog's
+/// only way to look at a socket without a descriptor). Uses table slot 0 and leaves it empty;
+/// run before the ring carries anything else.
+fn socket_cmd_works(ring: &mut IoUring) -> bool {
+    let Ok(sock) = std::net::UdpSocket::bind(("127.0.0.1", 0)) else {
+        return false;
+    };
+    if ring
+        .submitter()
+        .register_files_update(0, &[sock.as_raw_fd()])
+        .is_err()
+    {
+        return false;
+    }
+    let e = opcode::UringCmd16::new(types::Fixed(0), SOCKET_URING_OP_SIOCINQ)
+        .build()
+        .user_data(KIND_WATCH << KIND_SHIFT);
+    // SAFETY: the command points at no memory of ours.
+    let pushed = unsafe { ring.submission().push(&e) }.is_ok();
+    let ok = pushed
+        && ring.submit_and_wait(1).is_ok()
+        && ring.completion().next().is_some_and(|c| c.result() >= 0);
+    let _ = ring.submitter().register_files_update(0, &[-1]);
+    ok
+}
+
 fn build_ring(sq: u32) -> io::Result<IoUring> {
     IoUring::builder()
         .setup_cqsize(sq * 16)
@@ -229,12 +255,19 @@ impl UringWorker {
         cfg: PathConfig,
         fixed_files: u32,
     ) -> io::Result<UringWorker> {
-        let ring = build_ring(SQ_ENTRIES)?;
+        let mut ring = build_ring(SQ_ENTRIES)?;
         let fixed_cap = if fixed_files == 0 {
             0
         } else {
             match ring.submitter().register_files_sparse(fixed_files) {
-                Ok(()) => fixed_files,
+                Ok(()) if socket_cmd_works(&mut ring) => fixed_files,
+                Ok(()) => {
+                    // The stall watchdog could not ask a fixed socket how much it holds.
+                    tracing::warn!(
+                        "kernel lacks socket uring_cmd (Linux < 6.7): media sockets stay descriptors"
+                    );
+                    0
+                }
                 Err(e) => {
                     tracing::warn!(
                         error = %e,
