@@ -53,7 +53,11 @@ pub struct MmsgWorker {
 unsafe impl Send for MmsgWorker {}
 
 impl MmsgWorker {
-    pub fn new(shared: Arc<WorkerShared>, cfg: PathConfig) -> std::io::Result<MmsgWorker> {
+    pub fn new(
+        shared: Arc<WorkerShared>,
+        cfg: PathConfig,
+        slot_reserve: usize,
+    ) -> std::io::Result<MmsgWorker> {
         // SAFETY: plain syscall; result checked.
         let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
         if ep < 0 {
@@ -87,7 +91,7 @@ impl MmsgWorker {
         };
         Ok(MmsgWorker {
             shared,
-            table: SlotTable::new(),
+            table: SlotTable::with_capacity(slot_reserve),
             epoll,
             cfg,
             dirty: DirtyList::with_capacity(1 << 16),

@@ -127,6 +127,11 @@ impl DataPlane {
             .uring_fixed_files
             .unwrap_or_else(fd_soft_limit)
             .min(1 << 20);
+        let ports = PortAllocator::new(config.port_min, config.port_max)?;
+        // Each worker's slot table is reserved for its share of the port range (one slot per
+        // port) instead of growing by doubling: every doubling copied the table and left the
+        // old copy resident in the allocator (~11 MB at 10,000 calls).
+        let slot_reserve = (2 * ports.total_pairs()).div_ceil(config.num_threads.max(1));
         let mut workers = Vec::new();
         let mut threads = Vec::new();
         for n in 0..config.num_threads {
@@ -150,7 +155,7 @@ impl DataPlane {
                     // Rings are built on the thread that submits (SINGLE_ISSUER).
                     match engine2 {
                         EngineChoice::Uring => {
-                            match uring::UringWorker::new(sh2, path, fixed_files) {
+                            match uring::UringWorker::new(sh2, path, fixed_files, slot_reserve) {
                                 Ok(w) => {
                                     let _ = ready_tx.send(Ok(()));
                                     w.run(stop2);
@@ -160,15 +165,17 @@ impl DataPlane {
                                 }
                             }
                         }
-                        EngineChoice::Mmsg { .. } => match mmsg::MmsgWorker::new(sh2, path) {
-                            Ok(w) => {
-                                let _ = ready_tx.send(Ok(()));
-                                w.run(stop2);
+                        EngineChoice::Mmsg { .. } => {
+                            match mmsg::MmsgWorker::new(sh2, path, slot_reserve) {
+                                Ok(w) => {
+                                    let _ = ready_tx.send(Ok(()));
+                                    w.run(stop2);
+                                }
+                                Err(e) => {
+                                    let _ = ready_tx.send(Err(e.to_string()));
+                                }
                             }
-                            Err(e) => {
-                                let _ = ready_tx.send(Err(e.to_string()));
-                            }
-                        },
+                        }
                     }
                 })?;
             match ready_rx.recv() {
@@ -183,7 +190,7 @@ impl DataPlane {
             workers,
             threads,
             stop,
-            ports: PortAllocator::new(config.port_min, config.port_max)?,
+            ports,
             local_ip: config.interface.local,
             sockopts: SocketOptions {
                 rcvbuf: config.socket_rcvbuf,

@@ -254,6 +254,7 @@ impl UringWorker {
         shared: Arc<WorkerShared>,
         cfg: PathConfig,
         fixed_files: u32,
+        slot_reserve: usize,
     ) -> io::Result<UringWorker> {
         let mut ring = build_ring(SQ_ENTRIES)?;
         let fixed_cap = if fixed_files == 0 {
@@ -311,7 +312,7 @@ impl UringWorker {
             recv_hdr,
             wake_buf: Box::new(0),
             shared,
-            table: SlotTable::new(),
+            table: SlotTable::with_capacity(slot_reserve),
             cfg,
             dirty: DirtyList::with_capacity(1 << 16),
             rearm: Vec::with_capacity(1 << 16),
