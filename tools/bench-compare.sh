@@ -12,7 +12,8 @@
 #                 rtpengine and rtpanchor --io-engine mmsg hold 4 descriptors per call, the
 #                 reflector 2; rtpanchor's io_uring engine keeps its sockets in fixed-file
 #                 tables (the limit per worker thread) instead.
-#   --reps N      repetitions per scenario (default 1); medians are reported
+#   --reps N      repetitions per scenario (default 1); medians are reported (of an even
+#                 count, the upper middle value: with 2 reps, the higher one)
 #   --budget S    stop starting new runs after S seconds (default 1500)
 # Env: RELAY_CPU (default 1) pins the relay, GEN_CPUS (default 0) pins the generator;
 #      RELAY_THREADS (default 2) worker threads of rtpanchor, all on RELAY_CPU (rtpengine
