@@ -11,6 +11,7 @@
 #
 #   tools/sip-cps.sh                       # release build, defaults below
 #   RATES="500 1000 2000" STEP_SECS=10 HOLD_SECS=60 tools/sip-cps.sh
+#   KEEP=30 tools/sip-cps.sh              # keep the relay up 30 s after the run (ng on 127.0.0.1:20022)
 #
 # Loopback only; SIP and SIPp on 20000-21000, relay media on 40000-49999 (5,000 pairs: a
 # 100 ms stall of SIPp at 2,000 calls/s leaves ~200 calls pending, which a small range
