@@ -471,29 +471,26 @@ pub fn set_thread_nice(nice: libc::c_int) {
 
 /// The soft RLIMIT_NOFILE (after [`raise_fd_limit`]).
 fn fd_soft_limit() -> u32 {
+    nofile_limit().map_or(0, |l| u32::try_from(l.rlim_cur).unwrap_or(u32::MAX))
+}
+
+/// The process's RLIMIT_NOFILE, if it can be read.
+fn nofile_limit() -> Option<libc::rlimit> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: getrlimit writes into a valid rlimit struct.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return 0;
-    }
-    u32::try_from(lim.rlim_cur).unwrap_or(u32::MAX)
+    (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0).then_some(lim)
 }
 
 /// Each stream holds four sockets; the default soft limit of 1024 descriptors would cap the
 /// relay at ~250 streams. Raise the soft limit to the hard one (and the hard one too where
 /// we may).
 fn raise_fd_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into a valid rlimit struct.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+    let Some(lim) = nofile_limit() else {
         return;
-    }
+    };
     let want = 1u64 << 20;
     let try_raise = |cur: u64, max: u64| {
         let l = libc::rlimit {

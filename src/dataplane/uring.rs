@@ -71,12 +71,13 @@ const KIND_WATCH: u64 = 5;
 /// `SOCKET_URING_OP_SIOCINQ` from linux/io_uring.h (Linux 6.7+): bytes queued on a socket.
 const SOCKET_URING_OP_SIOCINQ: u32 = 0;
 
-fn recv_token(idx: u32, generation: u32) -> u64 {
-    (KIND_RECV << KIND_SHIFT) | (u64::from(generation & 0x00ff_ffff) << 32) | u64::from(idx)
+/// user_data of an operation on a slot: kind, the slot's generation (24 bits), its index.
+fn slot_token(kind: u64, idx: u32, generation: u32) -> u64 {
+    (kind << KIND_SHIFT) | (u64::from(generation & 0x00ff_ffff) << 32) | u64::from(idx)
 }
 
-fn watch_token(idx: u32, generation: u32) -> u64 {
-    (KIND_WATCH << KIND_SHIFT) | (u64::from(generation & 0x00ff_ffff) << 32) | u64::from(idx)
+fn recv_token(idx: u32, generation: u32) -> u64 {
+    slot_token(KIND_RECV, idx, generation)
 }
 
 fn send_token(bid: u16) -> u64 {
@@ -536,7 +537,7 @@ impl UringWorker {
                 // completion (see `on_queued`).
                 let e = opcode::UringCmd16::new(types::Fixed(i as u32), SOCKET_URING_OP_SIOCINQ)
                     .build()
-                    .user_data(watch_token(i as u32, s.generation));
+                    .user_data(slot_token(KIND_WATCH, i as u32, s.generation));
                 let _ = self.push_sqe(e);
                 continue;
             }
@@ -572,20 +573,28 @@ impl UringWorker {
         }
     }
 
+    /// The slot a [`slot_token`] names, and whether it still belongs to the same owner (same
+    /// generation, socket attached).
+    #[inline]
+    fn token_slot(&self, ud: u64) -> (u32, bool) {
+        let idx = (ud & 0xffff_ffff) as u32;
+        let generation = ((ud >> 32) & 0x00ff_ffff) as u32;
+        let current = matches!(
+            self.table.slots.get(idx as usize),
+            Some(s) if s.generation & 0x00ff_ffff == generation && s.has_socket()
+        );
+        (idx, current)
+    }
+
     fn handle_cqe(&mut self, cqe: &cqueue::Entry, now: u64) {
         let ud = cqe.user_data();
         let res = cqe.result();
         let flags = cqe.flags();
         match ud >> KIND_SHIFT {
             KIND_RECV => {
-                let idx = (ud & 0xffff_ffff) as u32;
-                let generation = ((ud >> 32) & 0x00ff_ffff) as u32;
+                let (idx, current) = self.token_slot(ud);
                 let bid = cqueue::buffer_select(flags);
                 let more = cqueue::more(flags);
-                let current = matches!(
-                    self.table.slots.get(idx as usize),
-                    Some(s) if s.generation & 0x00ff_ffff == generation && s.has_socket()
-                );
                 if current {
                     if let Some(s) = self.table.slots.get_mut(idx as usize) {
                         // Any completion proves the receive is alive (stall watchdog).
@@ -629,16 +638,17 @@ impl UringWorker {
                 self.recycle(bid);
             }
             KIND_WATCH => {
-                let idx = (ud & 0xffff_ffff) as u32;
-                let generation = ((ud >> 32) & 0x00ff_ffff) as u32;
-                let current = matches!(
-                    self.table.slots.get(idx as usize),
-                    Some(s) if s.generation & 0x00ff_ffff == generation && s.is_live() && s.armed
-                );
+                let (idx, current) = self.token_slot(ud);
+                let watched = current
+                    && self
+                        .table
+                        .slots
+                        .get(idx as usize)
+                        .is_some_and(|s| s.is_live() && s.armed);
                 // A kernel without socket uring_cmd answers with an error: no verdict.
                 if res < 0 {
                     bump(&self.shared.counters.watch_failed, 1);
-                } else if current {
+                } else if watched {
                     self.on_queued(idx, res > 0);
                 }
             }
