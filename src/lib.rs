@@ -13,6 +13,7 @@
 //! `unsafe` lives only in `dataplane` (io_uring and the mmsg fallback need raw syscalls);
 //! every block there carries a `// SAFETY:` comment.
 
+pub mod addr;
 pub mod app;
 pub mod config;
 pub mod control;

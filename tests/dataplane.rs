@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use rtpanchor::config::{Config, IoEngine};
 use rtpanchor::dataplane::DataPlane;
 use rtpanchor::session::backend::{EndpointSpec, MediaBackend, Side, StreamSpec};
-use rtpanchor::session::latch::LatchMode;
 
 fn config(engine: IoEngine, port_base: u16) -> Config {
     Config {
@@ -35,13 +34,7 @@ fn rtp(seq: u16, ts: u32, ssrc: u32, payload: &[u8]) -> Vec<u8> {
 
 fn endpoint(sock: &UdpSocket) -> EndpointSpec {
     let a = sock.local_addr().unwrap();
-    EndpointSpec {
-        rtp: Some(a),
-        rtcp: Some(SocketAddr::new(a.ip(), a.port() + 1)),
-        rtcp_mux: false,
-        latch: LatchMode::Symmetric,
-        clock_rates: vec![],
-    }
+    EndpointSpec::new(Some(a), Some(SocketAddr::new(a.ip(), a.port() + 1)))
 }
 
 fn sock() -> UdpSocket {
@@ -351,7 +344,7 @@ fn nat_endpoint_gets_return_media_and_third_party_is_dropped() {
         // B's SDP names a port nobody listens on: B is behind NAT and really sends from `b`.
         let b_sdp: SocketAddr = "127.0.0.1:9".parse().unwrap();
         let mut b_spec = endpoint(&b);
-        b_spec.rtp = Some(b_sdp);
+        b_spec.rtp = rtpanchor::addr::PackedAddr::new(b_sdp);
         let o = dp
             .open(
                 StreamSpec {

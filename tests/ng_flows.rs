@@ -137,9 +137,9 @@ fn offer_and_answer_rewrite_exact_lines() {
         (st.opened.a_ports.rtp, st.opened.b_ports.rtp),
         (30000, 30002)
     );
-    assert_eq!(st.spec.a.rtp, addr("192.0.2.10:6000"));
-    assert_eq!(st.spec.a.rtcp, addr("192.0.2.10:6001"));
-    assert_eq!(st.spec.b.rtp, None, "callee unknown until the answer");
+    assert_eq!(st.spec.a.rtp(), addr("192.0.2.10:6000"));
+    assert_eq!(st.spec.a.rtcp.get(), addr("192.0.2.10:6001"));
+    assert_eq!(st.spec.b.rtp(), None, "callee unknown until the answer");
 
     let r = run(&mut m, answer("c1", "tagA", "tagB", ANSWER), 2 * SEC);
     assert_eq!(
@@ -156,8 +156,8 @@ fn offer_and_answer_rewrite_exact_lines() {
         ]
     );
     let st = m.backend().stream(id).unwrap();
-    assert_eq!(st.spec.b.rtp, addr("198.51.100.20:16000"));
-    assert_eq!(st.spec.b.rtcp, addr("198.51.100.20:16001"));
+    assert_eq!(st.spec.b.rtp(), addr("198.51.100.20:16000"));
+    assert_eq!(st.spec.b.rtcp.get(), addr("198.51.100.20:16001"));
     assert_eq!(m.backend().opens, 1);
 }
 
@@ -187,7 +187,7 @@ fn replace_origin_and_flags_from_kamailio() {
     // received-from alone does not override the SDP address (trust-address is the default).
     let id = only_stream(&m);
     assert_eq!(
-        m.backend().stream(id).unwrap().spec.a.rtp,
+        m.backend().stream(id).unwrap().spec.a.rtp(),
         addr("192.0.2.10:6000")
     );
 }
@@ -241,12 +241,12 @@ a=rtpmap:96 H264/90000\r\n";
     assert_eq!(m.backend().opens, 2);
     let st = m.backend().stream(audio).unwrap();
     assert_eq!(
-        st.spec.a.rtp,
+        st.spec.a.rtp(),
         addr("192.0.2.11:6100"),
         "remote address updated"
     );
     assert_eq!(
-        st.spec.b.rtp,
+        st.spec.b.rtp(),
         addr("198.51.100.20:16000"),
         "callee side untouched"
     );
@@ -289,11 +289,11 @@ fn late_offer_with_swapped_tags() {
     let id = only_stream(&m);
     let st = m.backend().stream(id).unwrap();
     assert_eq!(
-        st.spec.a.rtp,
+        st.spec.a.rtp(),
         addr("198.51.100.20:16000"),
         "side A = the offerer (callee)"
     );
-    assert_eq!(st.spec.b.rtp, addr("192.0.2.10:6000"));
+    assert_eq!(st.spec.b.rtp(), addr("192.0.2.10:6000"));
     // The same answer with the tags in rtpengine's other order is the same answer.
     let again = run(
         &mut m,
@@ -322,7 +322,7 @@ fn callee_reinvite_is_an_offer_from_the_callee_tag() {
         "goes to the caller: {sdp}"
     );
     assert_eq!(
-        m.backend().stream(id).unwrap().spec.b.rtp,
+        m.backend().stream(id).unwrap().spec.b.rtp(),
         addr("198.51.100.21:16000")
     );
     // The caller answers; the reply goes to the callee with its own ports.
@@ -330,7 +330,7 @@ fn callee_reinvite_is_an_offer_from_the_callee_tag() {
     assert!(ok_sdp(&r).contains("m=audio 30002 RTP/AVP 0"));
     assert_eq!(m.backend().opens, 1);
     assert_eq!(
-        m.backend().stream(id).unwrap().spec.a.rtp,
+        m.backend().stream(id).unwrap().spec.a.rtp(),
         addr("192.0.2.10:6000")
     );
 }
@@ -366,11 +366,11 @@ fn forks_with_via_branch_get_their_own_streams() {
     let (s1, _) = m.backend().stream_by_port(30000).unwrap();
     let (s2, _) = m.backend().stream_by_port(30004).unwrap();
     assert_eq!(
-        m.backend().endpoint(s1, Side::B).unwrap().rtp,
+        m.backend().endpoint(s1, Side::B).unwrap().rtp(),
         addr("198.51.100.20:16000")
     );
     assert_eq!(
-        m.backend().endpoint(s2, Side::B).unwrap().rtp,
+        m.backend().endpoint(s2, Side::B).unwrap().rtp(),
         addr("198.51.100.22:16000")
     );
 
@@ -403,7 +403,7 @@ fn forks_without_via_branch_last_answer_retargets() {
     assert!(ok_sdp(&a2).contains("m=audio 30000 "));
     let id = only_stream(&m);
     assert_eq!(
-        m.backend().endpoint(id, Side::B).unwrap().rtp,
+        m.backend().endpoint(id, Side::B).unwrap().rtp(),
         addr("198.51.100.22:16000")
     );
     let q = run(&mut m, req("query").with("call-id", "f"), 3 * SEC);
@@ -924,8 +924,8 @@ fn sip_source_media_address_and_latch_flags() {
     );
     let id = only_stream(&m);
     let a = m.backend().endpoint(id, Side::A).unwrap();
-    assert_eq!(a.rtp, addr("198.51.100.99:6000"));
-    assert_eq!(a.rtcp, addr("198.51.100.99:6001"));
+    assert_eq!(a.rtp(), addr("198.51.100.99:6000"));
+    assert_eq!(a.rtcp_dest(), addr("198.51.100.99:6001"));
     assert_eq!(a.latch, LatchMode::StrictSource);
     run(
         &mut m,
@@ -935,7 +935,7 @@ fn sip_source_media_address_and_latch_flags() {
         SEC,
     );
     let b = m.backend().endpoint(id, Side::B).unwrap();
-    assert_eq!(b.rtp, addr("203.0.113.77:16000"));
+    assert_eq!(b.rtp(), addr("203.0.113.77:16000"));
     assert_eq!(b.latch, LatchMode::Asymmetric);
     run(
         &mut m,
@@ -944,7 +944,7 @@ fn sip_source_media_address_and_latch_flags() {
     );
     let a = m.backend().endpoint(id, Side::A).unwrap();
     assert_eq!(
-        (a.rtp, a.latch),
+        (a.rtp(), a.latch),
         (addr("192.0.2.10:6000"), LatchMode::MediaHandover)
     );
 }
@@ -959,11 +959,11 @@ fn hold_keeps_zero_address_and_sends_nowhere() {
     let sdp = ok_sdp(&run(&mut m, offer("c", "a", &hold), 2 * SEC));
     assert!(sdp.contains("c=IN IP4 0.0.0.0\r\n"), "{sdp}");
     assert!(sdp.contains("m=audio 30002 RTP/AVP 0\r\n"));
-    assert_eq!(m.backend().endpoint(id, Side::A).unwrap().rtp, None);
+    assert_eq!(m.backend().endpoint(id, Side::A).unwrap().rtp(), None);
     // Unhold: the destination comes back, same ports.
     run(&mut m, offer("c", "a", OFFER), 3 * SEC);
     assert_eq!(
-        m.backend().endpoint(id, Side::A).unwrap().rtp,
+        m.backend().endpoint(id, Side::A).unwrap().rtp(),
         addr("192.0.2.10:6000")
     );
     assert_eq!(m.backend().opens, 1);
@@ -995,7 +995,7 @@ fn address_family_selects_interface() {
     assert!(sdp.contains("c=IN IP4 203.0.113.1\r\n"), "{sdp}");
     let id = only_stream(&m);
     assert_eq!(
-        m.backend().endpoint(id, Side::B).unwrap().rtp,
+        m.backend().endpoint(id, Side::B).unwrap().rtp(),
         addr("[2001:db8::20]:16000")
     );
 }
@@ -1051,7 +1051,7 @@ fn rtcp_mux_passthrough_and_demux() {
     let id = only_stream(&m);
     let a = m.backend().endpoint(id, Side::A).unwrap();
     assert!(!a.rtcp_mux);
-    assert_eq!(a.rtcp, addr("192.0.2.30:35007"));
+    assert_eq!(a.rtcp_dest(), addr("192.0.2.30:35007"));
 
     // demux: the callee gets no rtcp-mux, the caller keeps it.
     let mut m = mgr();
@@ -1067,7 +1067,7 @@ fn rtcp_mux_passthrough_and_demux() {
     let id = only_stream(&m);
     let a = m.backend().endpoint(id, Side::A).unwrap();
     assert!(a.rtcp_mux);
-    assert_eq!(a.rtcp, addr("192.0.2.30:35006"));
+    assert_eq!(a.rtcp_dest(), addr("192.0.2.30:35006"));
     assert!(!m.backend().endpoint(id, Side::B).unwrap().rtcp_mux);
 }
 

@@ -128,7 +128,7 @@ impl MmsgWorker {
                             libc::epoll_ctl(
                                 self.epoll.as_raw_fd(),
                                 libc::EPOLL_CTL_ADD,
-                                s.fd,
+                                s.fd(),
                                 &mut ev,
                             )
                         };
@@ -144,7 +144,7 @@ impl MmsgWorker {
                                     libc::epoll_ctl(
                                         self.epoll.as_raw_fd(),
                                         libc::EPOLL_CTL_DEL,
-                                        s.fd,
+                                        s.fd(),
                                         std::ptr::null_mut(),
                                     )
                                 };
@@ -197,7 +197,7 @@ impl MmsgWorker {
 
     fn drain_socket(&mut self, idx: u32, now: u64) {
         let fd = match self.table.slots.get(idx as usize) {
-            Some(s) => s.fd,
+            Some(s) => s.fd(),
             None => return,
         };
         for _ in 0..BATCHES_PER_WAKE {

@@ -15,7 +15,9 @@ pub mod uring;
 pub mod worker;
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
+
+use crate::addr::PackedAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -74,7 +76,8 @@ struct StreamEntry {
     shared: Arc<StreamShared>,
     a_ports: PortPair,
     b_ports: PortPair,
-    learned: [Option<SocketAddr>; 2],
+    /// Packed: one entry per stream (memory per stream).
+    learned: [PackedAddr; 2],
     confirmed: [bool; 2],
 }
 
@@ -97,8 +100,8 @@ fn side_init(e: &EndpointSpec) -> SideInit {
         clock_rates.insert(pt, hz);
     }
     SideInit {
-        rtp: e.rtp,
-        rtcp: if e.rtcp_mux { e.rtp } else { e.rtcp },
+        rtp: e.rtp(),
+        rtcp: e.rtcp_dest(),
         rtcp_mux: e.rtcp_mux,
         latch: e.latch,
         clock_rates,
@@ -289,7 +292,7 @@ impl MediaBackend for DataPlane {
                 shared,
                 a_ports,
                 b_ports,
-                learned: [None, None],
+                learned: [PackedAddr::NONE; 2],
                 confirmed: [false, false],
             },
         );
@@ -310,10 +313,17 @@ impl MediaBackend for DataPlane {
         };
         let worker = e.worker;
         let init = side_init(&endpoint);
-        if init.rtp != e.learned[i] {
+        if init.rtp != e.learned[i].get() {
             e.confirmed[i] = false;
         }
-        self.send(worker, Command::Update { id, side, init });
+        self.send(
+            worker,
+            Command::Update {
+                id,
+                side,
+                init: Box::new(init),
+            },
+        );
     }
 
     fn close(&mut self, id: StreamId) {
@@ -335,8 +345,8 @@ impl MediaBackend for DataPlane {
     fn stats(&self, id: StreamId) -> Option<StreamStats> {
         let e = self.streams.get(&id)?;
         let mut s = e.shared.stats();
-        s.a.learned_rtp = e.learned[0];
-        s.b.learned_rtp = e.learned[1];
+        s.a.learned_rtp = e.learned[0].get();
+        s.b.learned_rtp = e.learned[1].get();
         s.a.confirmed = e.confirmed[0];
         s.b.confirmed = e.confirmed[1];
         Some(s)
@@ -359,7 +369,7 @@ impl MediaBackend for DataPlane {
                             Side::A => 0,
                             Side::B => 1,
                         };
-                        e.learned[i] = Some(ev.addr);
+                        e.learned[i] = PackedAddr::new(ev.addr);
                         e.confirmed[i] = matches!(
                             ev.kind,
                             LatchEventKind::Confirmed | LatchEventKind::Relearned

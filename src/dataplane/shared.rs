@@ -37,25 +37,29 @@ impl Counters {
 }
 
 /// RTP quality of one direction, published from the worker's tracker on its housekeeping
-/// tick (not per packet).
+/// tick (not per packet). Only the tracker's raw figures are kept; what derives from them
+/// (loss fraction, jitter in ms) is computed on read, so the cell stays small (memory per
+/// stream). Duplicates and reordered packets are held as 32-bit counts, saturating (four
+/// billion of either is beyond any real call).
 #[derive(Default, Debug)]
 pub struct QualityCell {
     packets: AtomicU64,
     bytes: AtomicU64,
     expected: AtomicU64,
     lost: AtomicU64, // i64 bits
-    duplicates: AtomicU64,
-    reordered: AtomicU64,
     ext_seq: AtomicU64,
-    jitter_ms: AtomicU64,     // f64 bits
-    max_jitter_ms: AtomicU64, // f64 bits
-    loss_fraction: AtomicU64, // f64 bits
-    last_ns: AtomicU64,
+    duplicates: AtomicU32,
+    reordered: AtomicU32,
     ssrc: AtomicU32,
     ssrc_changes: AtomicU32,
     jitter_units: AtomicU32,
+    max_jitter_units: AtomicU32,
     clock_hz: AtomicU32,
     pt: AtomicU32,
+}
+
+fn saturate(v: u64) -> u32 {
+    u32::try_from(v).unwrap_or(u32::MAX)
 }
 
 impl QualityCell {
@@ -64,21 +68,20 @@ impl QualityCell {
         self.bytes.store(s.bytes, Relaxed);
         self.expected.store(s.expected, Relaxed);
         self.lost.store(s.lost as u64, Relaxed);
-        self.duplicates.store(s.duplicates, Relaxed);
-        self.reordered.store(s.reordered, Relaxed);
         self.ext_seq.store(s.extended_highest_seq, Relaxed);
-        self.jitter_ms.store(s.jitter_ms.to_bits(), Relaxed);
-        self.max_jitter_ms.store(s.max_jitter_ms.to_bits(), Relaxed);
-        self.loss_fraction.store(s.loss_fraction.to_bits(), Relaxed);
-        self.last_ns.store(s.last_packet_ns, Relaxed);
+        self.duplicates.store(saturate(s.duplicates), Relaxed);
+        self.reordered.store(saturate(s.reordered), Relaxed);
         self.ssrc.store(s.ssrc, Relaxed);
         self.ssrc_changes.store(s.ssrc_changes, Relaxed);
         self.jitter_units.store(s.jitter_rtp_units, Relaxed);
+        self.max_jitter_units.store(s.max_jitter_rtp_units, Relaxed);
         self.clock_hz.store(s.clock_rate_hz, Relaxed);
         self.pt.store(u32::from(s.payload_type), Relaxed);
     }
 
-    pub fn read(&self) -> RtpStreamStats {
+    /// The figures as published. `last_rtp_ns` is the time of the socket's last packet
+    /// (kept once, in the socket's counters).
+    pub fn read(&self, last_rtp_ns: u64) -> RtpStreamStats {
         RtpStreamStats {
             packets: self.packets.load(Relaxed),
             bytes: self.bytes.load(Relaxed),
@@ -88,15 +91,15 @@ impl QualityCell {
             extended_highest_seq: self.ext_seq.load(Relaxed),
             expected: self.expected.load(Relaxed),
             lost: self.lost.load(Relaxed) as i64,
-            loss_fraction: f64::from_bits(self.loss_fraction.load(Relaxed)),
-            duplicates: self.duplicates.load(Relaxed),
-            reordered: self.reordered.load(Relaxed),
+            duplicates: u64::from(self.duplicates.load(Relaxed)),
+            reordered: u64::from(self.reordered.load(Relaxed)),
             jitter_rtp_units: self.jitter_units.load(Relaxed),
-            jitter_ms: f64::from_bits(self.jitter_ms.load(Relaxed)),
-            max_jitter_ms: f64::from_bits(self.max_jitter_ms.load(Relaxed)),
+            max_jitter_rtp_units: self.max_jitter_units.load(Relaxed),
             clock_rate_hz: self.clock_hz.load(Relaxed),
-            last_packet_ns: self.last_ns.load(Relaxed),
+            last_packet_ns: last_rtp_ns,
+            ..RtpStreamStats::default()
         }
+        .with_derived()
     }
 }
 
@@ -106,7 +109,8 @@ pub struct ReportCell {
     pub fraction_lost: AtomicU32,
     pub cumulative_lost: AtomicU32, // i32 bits
     pub jitter: AtomicU32,
-    pub reports: AtomicU64,
+    /// Report blocks seen (wraps after 2^32, years of RTCP at any real rate).
+    pub reports: AtomicU32,
 }
 
 impl ReportCell {
@@ -115,7 +119,7 @@ impl ReportCell {
             fraction_lost: self.fraction_lost.load(Relaxed) as u8,
             cumulative_lost: self.cumulative_lost.load(Relaxed) as i32,
             jitter_rtp_units: self.jitter.load(Relaxed),
-            reports: self.reports.load(Relaxed),
+            reports: u64::from(self.reports.load(Relaxed)),
         }
     }
 }
@@ -134,7 +138,7 @@ impl SideShared {
         SideStats {
             rtp: self.rtp.read(),
             rtcp: self.rtcp.read(),
-            quality: self.quality.read(),
+            quality: self.quality.read(self.rtp.last_packet_ns.load(Relaxed)),
             learned_rtp: None,
             confirmed: false,
             rtcp_report: self.report.read(),
@@ -303,5 +307,41 @@ impl DataPlaneTotals {
             + self.drop_send_failed
             + self.drop_overload
             + self.drop_stale
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rtp::stats::RtpStreamTracker;
+
+    /// The cell keeps fewer fields than the snapshot; what it drops must come back on read.
+    #[test]
+    fn quality_survives_publication() {
+        let mut t = RtpStreamTracker::new();
+        // 8 kHz, 20 ms packets, one lost (seq 3), one duplicate (seq 5), one late (seq 3 at the end).
+        for (i, seq) in [1u16, 2, 4, 5, 5, 6, 3].into_iter().enumerate() {
+            let jitter_ns = if i % 2 == 0 { 0 } else { 3_000_000 };
+            t.on_rtp(
+                seq,
+                u32::from(seq) * 160,
+                7,
+                0,
+                172,
+                1_000_000_000 + i as u64 * 20_000_000 + jitter_ns,
+                8_000,
+            );
+        }
+        let snap = t.snapshot();
+        assert!(snap.duplicates == 1 && snap.reordered == 1 && snap.jitter_ms > 0.0);
+        let cell = QualityCell::default();
+        cell.publish(&snap);
+        assert_eq!(cell.read(snap.last_packet_ns), snap);
+
+        // Counts beyond 32 bits saturate rather than wrap.
+        let mut big = snap;
+        big.duplicates = u64::from(u32::MAX) + 5;
+        cell.publish(&big);
+        assert_eq!(cell.read(0).duplicates, u64::from(u32::MAX));
     }
 }

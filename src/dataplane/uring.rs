@@ -363,7 +363,7 @@ impl UringWorker {
         let e = if s.fixed {
             opcode::RecvMsgMulti::new(types::Fixed(idx), &*self.recv_hdr, BGID).build()
         } else {
-            opcode::RecvMsgMulti::new(types::Fd(s.fd), &*self.recv_hdr, BGID).build()
+            opcode::RecvMsgMulti::new(types::Fd(s.fd()), &*self.recv_hdr, BGID).build()
         }
         .user_data(recv_token(idx, s.generation));
         s.armed = true;
@@ -391,7 +391,6 @@ impl UringWorker {
         match self.ring.submitter().register_files_update(i, &[fd]) {
             Ok(1) => {
                 s.socket = None;
-                s.fd = -1;
                 s.fixed = true;
                 bump(&self.shared.counters.fixed_files, 1);
             }
@@ -544,7 +543,7 @@ impl UringWorker {
             let mut queued: libc::c_int = 0;
             // SAFETY: FIONREAD writes one c_int into `queued`, which outlives the call; `fd` is
             // the slot's open socket.
-            let rc = unsafe { libc::ioctl(s.fd, libc::FIONREAD, &mut queued) };
+            let rc = unsafe { libc::ioctl(s.fd(), libc::FIONREAD, &mut queued) };
             self.on_queued(i as u32, rc == 0 && queued > 0);
         }
     }

@@ -43,10 +43,12 @@ pub struct NewStream {
 
 pub enum Command {
     Add(Box<NewStream>),
+    /// Boxed, like `Add`: every slot of the command queue is as large as its largest
+    /// command, and the queue is preallocated (resident memory of an idle relay).
     Update {
         id: StreamId,
         side: Side,
-        init: SideInit,
+        init: Box<SideInit>,
     },
     Remove(StreamId),
 }
@@ -248,7 +250,6 @@ impl SlotTable {
         if let Some(s) = self.slots.get_mut(i as usize) {
             if s.has_socket() {
                 s.socket = None;
-                s.fd = -1;
                 s.fixed = false;
                 s.shared = None;
                 s.rtp = None;

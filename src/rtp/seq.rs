@@ -85,7 +85,9 @@ impl SeqEvent {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ExtendedSeq {
     /// Bit `i` set: `max_seq - i` was seen. Bit 0 is `max_seq` itself.
-    window: u128,
+    /// Held as two halves so the tracker needs only 8-byte alignment (a u128 field pads
+    /// every tracker to 16; memory per stream).
+    window: [u64; 2],
     /// Wrap-arounds of `max_seq` since (re)initialisation.
     cycles: u32,
     /// `NO_BAD_SEQ`, or the sequence number that would confirm a pending big jump.
@@ -101,9 +103,19 @@ impl Default for ExtendedSeq {
 }
 
 impl ExtendedSeq {
+    #[inline]
+    fn window(&self) -> u128 {
+        u128::from(self.window[0]) | (u128::from(self.window[1]) << 64)
+    }
+
+    #[inline]
+    fn set_window(&mut self, w: u128) {
+        self.window = [w as u64, (w >> 64) as u64];
+    }
+
     pub const fn new() -> Self {
         ExtendedSeq {
-            window: 0,
+            window: [0, 0],
             cycles: 0,
             bad_seq: NO_BAD_SEQ,
             max_seq: 0,
@@ -121,7 +133,7 @@ impl ExtendedSeq {
     #[inline]
     pub fn reset_to(&mut self, seq: u16) {
         *self = ExtendedSeq {
-            window: 1,
+            window: [1, 0],
             cycles: 0,
             bad_seq: NO_BAD_SEQ,
             max_seq: seq,
@@ -162,7 +174,7 @@ impl ExtendedSeq {
                 self.cycles = self.cycles.wrapping_add(1);
             }
             self.max_seq = seq;
-            self.window = self.window.checked_shl(u32::from(ahead)).unwrap_or(0) | 1;
+            self.set_window(self.window().checked_shl(u32::from(ahead)).unwrap_or(0) | 1);
             if ahead == 1 {
                 SeqEvent::InOrder
             } else {
@@ -170,10 +182,11 @@ impl ExtendedSeq {
             }
         } else if ahead.wrapping_neg() <= MAX_MISORDER {
             let bit = 1u128 << ahead.wrapping_neg();
-            if self.window & bit != 0 {
+            let window = self.window();
+            if window & bit != 0 {
                 SeqEvent::Duplicate
             } else {
-                self.window |= bit;
+                self.set_window(window | bit);
                 SeqEvent::Late
             }
         } else if u32::from(seq) == self.bad_seq {

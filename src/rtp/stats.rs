@@ -59,8 +59,10 @@ pub struct RtpStreamTracker {
     received: u64,
     /// Cumulative expected = `seq.extended_max() + expected_offset`.
     expected_offset: i64,
-    duplicates: u64,
-    reordered: u64,
+    /// 32-bit (saturating): four billion duplicates is beyond any real call, and the
+    /// smaller tracker keeps the memory per stream down.
+    duplicates: u32,
+    reordered: u32,
     last_packet_ns: u64,
     /// Jitter x16 (A.8 fixed point), in units of `clock_rate_hz`.
     jitter_q4: u32,
@@ -166,8 +168,12 @@ impl RtpStreamTracker {
         let verdict = event.verdict();
         let received = event.is_received();
         self.received += u64::from(received);
-        self.duplicates += u64::from(verdict == SeqVerdict::Duplicate);
-        self.reordered += u64::from(verdict == SeqVerdict::Reordered);
+        self.duplicates = self
+            .duplicates
+            .saturating_add(u32::from(verdict == SeqVerdict::Duplicate));
+        self.reordered = self
+            .reordered
+            .saturating_add(u32::from(verdict == SeqVerdict::Reordered));
 
         if received && clock_rate_hz != 0 {
             if clock_rate_hz != self.clock_rate_hz {
@@ -229,21 +235,6 @@ impl RtpStreamTracker {
     /// Current figures.
     pub fn snapshot(&self) -> RtpStreamStats {
         let expected = self.expected_total().max(0);
-        let lost = expected.wrapping_sub(self.received as i64);
-        let loss_fraction = if expected > 0 && lost > 0 {
-            (lost as f64 / expected as f64).min(1.0)
-        } else {
-            0.0
-        };
-        let units = self.jitter_q4 >> 4;
-        let max_units = self.max_jitter_q4 >> 4;
-        let to_ms = |u: u32| {
-            if self.clock_rate_hz == 0 {
-                0.0
-            } else {
-                f64::from(u) * 1000.0 / f64::from(self.clock_rate_hz)
-            }
-        };
         RtpStreamStats {
             packets: self.packets,
             bytes: self.bytes,
@@ -256,16 +247,39 @@ impl RtpStreamTracker {
                 0
             },
             expected: expected as u64,
-            lost,
-            loss_fraction,
-            duplicates: self.duplicates,
-            reordered: self.reordered,
-            jitter_rtp_units: units,
-            jitter_ms: to_ms(units),
-            max_jitter_ms: to_ms(max_units),
+            lost: expected.wrapping_sub(self.received as i64),
+            duplicates: u64::from(self.duplicates),
+            reordered: u64::from(self.reordered),
+            jitter_rtp_units: self.jitter_q4 >> 4,
+            max_jitter_rtp_units: self.max_jitter_q4 >> 4,
             clock_rate_hz: self.clock_rate_hz,
             last_packet_ns: self.last_packet_ns,
+            ..RtpStreamStats::default()
         }
+        .with_derived()
+    }
+}
+
+impl RtpStreamStats {
+    /// Fills in what derives from the counted figures: the loss fraction over the stream
+    /// and jitter in ms. (The data plane publishes only the counted ones.)
+    pub fn with_derived(mut self) -> RtpStreamStats {
+        self.loss_fraction = if self.expected > 0 && self.lost > 0 {
+            (self.lost as f64 / self.expected as f64).min(1.0)
+        } else {
+            0.0
+        };
+        let hz = self.clock_rate_hz;
+        let to_ms = |u: u32| {
+            if hz == 0 {
+                0.0
+            } else {
+                f64::from(u) * 1000.0 / f64::from(hz)
+            }
+        };
+        self.jitter_ms = to_ms(self.jitter_rtp_units);
+        self.max_jitter_ms = to_ms(self.max_jitter_rtp_units);
+        self
     }
 }
 
@@ -296,7 +310,8 @@ pub struct RtpStreamStats {
     pub jitter_rtp_units: u32,
     /// `jitter_rtp_units * 1000 / clock_rate_hz` (0 when the clock rate is unknown).
     pub jitter_ms: f64,
-    /// Highest jitter seen, in ms.
+    /// Highest jitter seen, in timestamp units and in ms.
+    pub max_jitter_rtp_units: u32,
     pub max_jitter_ms: f64,
     /// Clock rate of the last packet with a known one (0 if none).
     pub clock_rate_hz: u32,

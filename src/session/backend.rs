@@ -9,6 +9,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::addr::PackedAddr;
+
 use crate::rtp::stats::RtpStreamStats;
 use crate::session::latch::LatchMode;
 use crate::session::ports::{PortError, PortPair};
@@ -31,17 +33,44 @@ impl Side {
     }
 }
 
-/// What the relay knows about one endpoint from signalling.
+/// What the relay knows about one endpoint from signalling. Addresses are packed: the
+/// session model keeps one per stream side (memory per stream); `rtp()`/`rtcp()` unpack.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct EndpointSpec {
-    /// RTP address from the SDP (`c=` + `m=` port); `None` while unknown or on hold.
-    pub rtp: Option<SocketAddr>,
-    /// RTCP address (`a=rtcp` or port+1); with rtcp-mux the same as `rtp`.
-    pub rtcp: Option<SocketAddr>,
+    /// RTP address from the SDP (`c=` + `m=` port); none while unknown or on hold.
+    pub rtp: PackedAddr,
+    /// Where RTCP goes when this end does not mux (`a=rtcp` or port+1). Kept while it
+    /// muxes, for a later re-offer without mux; [`EndpointSpec::rtcp_dest`] gives the
+    /// address in use.
+    pub rtcp: PackedAddr,
     pub rtcp_mux: bool,
     pub latch: LatchMode,
     /// Dynamic payload type clock rates from `a=rtpmap` (static ones are known already).
     pub clock_rates: Vec<(u8, u32)>,
+}
+
+impl EndpointSpec {
+    /// An endpoint at these addresses, symmetric latching, no mux, static clock rates only.
+    pub fn new(rtp: Option<SocketAddr>, rtcp: Option<SocketAddr>) -> EndpointSpec {
+        EndpointSpec {
+            rtp: PackedAddr::from_option(rtp),
+            rtcp: PackedAddr::from_option(rtcp),
+            ..EndpointSpec::default()
+        }
+    }
+
+    pub fn rtp(&self) -> Option<SocketAddr> {
+        self.rtp.get()
+    }
+
+    /// Where this end receives RTCP now: its RTP address when it muxes.
+    pub fn rtcp_dest(&self) -> Option<SocketAddr> {
+        if self.rtcp_mux {
+            self.rtp.get()
+        } else {
+            self.rtcp.get()
+        }
+    }
 }
 
 #[derive(Clone, Debug)]

@@ -223,10 +223,7 @@ mod tests {
         assert!(f.set_stats(s.id, st));
         assert!(!f.set_stats(999, st));
         assert_eq!(f.stats(s.id).unwrap().a.rtp.packets, 7);
-        let ep = EndpointSpec {
-            rtp: Some("10.0.0.1:4000".parse().unwrap()),
-            ..EndpointSpec::default()
-        };
+        let ep = EndpointSpec::new(Some("10.0.0.1:4000".parse().unwrap()), None);
         f.update(s.id, Side::B, ep.clone(), 2);
         assert_eq!(f.endpoint(s.id, Side::B), Some(&ep));
         assert_eq!(f.stream(s.id).unwrap().updates, (0, 1));

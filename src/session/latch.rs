@@ -16,6 +16,7 @@
 
 use std::net::SocketAddr;
 
+use crate::addr::PackedAddr;
 use crate::time::{Nanos, NANOS_PER_MS};
 
 /// How long the learning phase lasts after the first packet. rtpengine waits 3 s after the
@@ -42,6 +43,8 @@ pub enum LatchMode {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Rank {
+    /// No candidate yet.
+    None = 0,
     Other = 1,
     SameAddr = 2,
     Exact = 3,
@@ -65,13 +68,15 @@ pub enum LatchVerdict {
     Reject,
 }
 
+/// Addresses are held packed: a latch sits in every relay socket's slot (memory per stream).
 #[derive(Clone, Copy, Debug)]
 pub struct Latch {
     mode: LatchMode,
-    sdp: Option<SocketAddr>,
-    /// The best source seen; locked in once `confirmed` (kept as one address, not two, to
-    /// keep the per-socket state small).
-    candidate: Option<(SocketAddr, Rank)>,
+    sdp: PackedAddr,
+    /// The best source seen (`NONE` with `Rank::None`); locked in once `confirmed` (kept as
+    /// one address, not two, to keep the per-socket state small).
+    candidate: PackedAddr,
+    candidate_rank: Rank,
     confirmed: bool,
     learning_since_ns: Nanos,
     last_confirmed_packet_ns: Nanos,
@@ -81,8 +86,9 @@ impl Latch {
     pub const fn new(mode: LatchMode, sdp: Option<SocketAddr>) -> Self {
         Latch {
             mode,
-            sdp,
-            candidate: None,
+            sdp: PackedAddr::from_option(sdp),
+            candidate: PackedAddr::NONE,
+            candidate_rank: Rank::None,
             confirmed: false,
             learning_since_ns: 0,
             last_confirmed_packet_ns: 0,
@@ -94,30 +100,35 @@ impl Latch {
     }
 
     pub fn sdp_endpoint(&self) -> Option<SocketAddr> {
-        self.sdp
+        self.sdp.get()
     }
 
     pub fn confirmed(&self) -> Option<SocketAddr> {
-        self.candidate.filter(|_| self.confirmed).map(|(a, _)| a)
+        if self.confirmed {
+            self.candidate.get()
+        } else {
+            None
+        }
     }
 
     /// The learned source so far (confirmed or candidate).
     pub fn learned(&self) -> Option<SocketAddr> {
-        self.candidate.map(|(a, _)| a)
+        self.candidate.get()
     }
 
-    fn confirm(&mut self, addr: SocketAddr, now: Nanos) {
-        self.candidate = Some((addr, self.rank(addr)));
+    fn confirm(&mut self, addr: PackedAddr, now: Nanos) {
+        self.candidate = addr;
+        self.candidate_rank = self.rank(addr);
         self.confirmed = true;
         self.last_confirmed_packet_ns = now;
     }
 
     /// Where packets for this endpoint go now.
     pub fn destination(&self) -> Option<SocketAddr> {
-        if self.mode == LatchMode::Asymmetric {
-            return self.sdp;
+        if self.mode == LatchMode::Asymmetric || !self.candidate.is_some() {
+            return self.sdp.get();
         }
-        self.learned().or(self.sdp)
+        self.candidate.get()
     }
 
     /// A new offer/answer named `sdp` for this endpoint. A changed endpoint starts a new
@@ -130,48 +141,61 @@ impl Latch {
     /// those packets, re-ranked against the new address. Dropping it would send the caller's
     /// media to a NATed callee's unreachable SDP address.
     pub fn on_signal(&mut self, mode: LatchMode, sdp: Option<SocketAddr>) {
-        let first_address = self.sdp.is_none() && sdp.is_some() && mode == self.mode;
+        let sdp = PackedAddr::from_option(sdp);
+        let first_address = !self.sdp.is_some() && sdp.is_some() && mode == self.mode;
         let changed = sdp != self.sdp || mode != self.mode;
         self.mode = mode;
         self.sdp = sdp;
         if first_address {
-            self.candidate = self.candidate.map(|(a, _)| (a, self.rank(a)));
+            if self.candidate.is_some() {
+                self.candidate_rank = self.rank(self.candidate);
+            }
         } else if changed {
-            self.candidate = None;
+            self.candidate = PackedAddr::NONE;
+            self.candidate_rank = Rank::None;
             self.confirmed = false;
             self.learning_since_ns = 0;
         }
     }
 
-    fn rank(&self, src: SocketAddr) -> Rank {
-        match self.sdp {
-            Some(sdp) if sdp == src => Rank::Exact,
-            Some(sdp) if sdp.ip() == src.ip() => Rank::SameAddr,
-            _ => Rank::Other,
+    fn rank(&self, src: PackedAddr) -> Rank {
+        if !self.sdp.is_some() {
+            Rank::Other
+        } else if self.sdp == src {
+            Rank::Exact
+        } else if self.sdp.same_ip(src) {
+            Rank::SameAddr
+        } else {
+            Rank::Other
         }
     }
 
-    /// One packet from `src` at `now`.
-    pub fn on_packet(&mut self, src: SocketAddr, now: Nanos) -> LatchVerdict {
+    /// One packet from `src_addr` at `now`.
+    pub fn on_packet(&mut self, src_addr: SocketAddr, now: Nanos) -> LatchVerdict {
+        let src = PackedAddr::new(src_addr);
+        // What events report: the source as the packet came (the latch keeps it packed).
+        let reported = |a: PackedAddr| a.get().unwrap_or(src_addr);
         match self.mode {
             LatchMode::Asymmetric => return LatchVerdict::Accept(None),
             LatchMode::MediaHandover => {
-                return match self.confirmed() {
-                    Some(c) if c == src => LatchVerdict::Accept(None),
-                    Some(old) => {
-                        self.confirm(src, now);
-                        LatchVerdict::Accept(Some(LatchEvent::Relearned { old, new: src }))
-                    }
-                    None => {
-                        self.confirm(src, now);
-                        LatchVerdict::Accept(Some(LatchEvent::Confirmed(src)))
-                    }
-                };
+                if self.confirmed && self.candidate == src {
+                    return LatchVerdict::Accept(None);
+                }
+                let old = self.confirmed().map(|_| self.candidate);
+                self.confirm(src, now);
+                return LatchVerdict::Accept(Some(match old {
+                    Some(old) => LatchEvent::Relearned {
+                        old: reported(old),
+                        new: src_addr,
+                    },
+                    None => LatchEvent::Confirmed(src_addr),
+                }));
             }
             LatchMode::Symmetric | LatchMode::StrictSource => {}
         }
 
-        if let Some(c) = self.confirmed() {
+        if self.confirmed && self.candidate.is_some() {
+            let c = self.candidate;
             if c == src {
                 self.last_confirmed_packet_ns = now;
                 return LatchVerdict::Accept(None);
@@ -181,7 +205,10 @@ impl Latch {
                 // NAT rebinding: the new source takes over, confirmed at once (a learning
                 // phase here would reopen the window an attacker waits for).
                 self.confirm(src, now);
-                return LatchVerdict::Accept(Some(LatchEvent::Relearned { old: c, new: src }));
+                return LatchVerdict::Accept(Some(LatchEvent::Relearned {
+                    old: reported(c),
+                    new: src_addr,
+                }));
             }
             return LatchVerdict::Reject;
         }
@@ -189,36 +216,31 @@ impl Latch {
         // Learning phase.
         let rank = self.rank(src);
         let mut event = None;
-        match self.candidate {
-            None => {
-                self.candidate = Some((src, rank));
-                self.learning_since_ns = now;
-                event = Some(LatchEvent::Learned(src));
+        if !self.candidate.is_some() {
+            self.candidate = src;
+            self.candidate_rank = rank;
+            self.learning_since_ns = now;
+            event = Some(LatchEvent::Learned(src_addr));
+        } else if self.candidate != src {
+            if rank > self.candidate_rank {
+                self.candidate = src;
+                self.candidate_rank = rank;
+                event = Some(LatchEvent::Learned(src_addr));
+            } else if rank < self.candidate_rank {
+                // A worse source than the one we have: not ours to forward.
+                return LatchVerdict::Reject;
             }
-            Some((cand, cand_rank)) if cand != src => {
-                if rank > cand_rank {
-                    self.candidate = Some((src, rank));
-                    event = Some(LatchEvent::Learned(src));
-                } else if rank < cand_rank {
-                    // A worse source than the one we have: not ours to forward.
-                    return LatchVerdict::Reject;
-                }
-                // Equal rank: keep the first (an injector would have to win the race).
-            }
-            Some(_) => {}
+            // Equal rank: keep the first (an injector would have to win the race).
         }
-        let (cand, cand_rank) = match self.candidate {
-            Some(c) => c,
-            None => return LatchVerdict::Accept(event),
-        };
+        let cand = self.candidate;
         let window_over = now.saturating_sub(self.learning_since_ns) >= LEARN_WINDOW_NS;
-        if cand_rank == Rank::Exact || window_over {
+        if self.candidate_rank == Rank::Exact || window_over {
             self.confirm(cand, now);
             if cand != src {
                 // The window closed on a packet from a tied source: it is not the one we lock.
                 return LatchVerdict::Reject;
             }
-            return LatchVerdict::Accept(Some(LatchEvent::Confirmed(cand)));
+            return LatchVerdict::Accept(Some(LatchEvent::Confirmed(src_addr)));
         }
         // Still learning: forward (a tied source may be the endpoint as well).
         LatchVerdict::Accept(event)

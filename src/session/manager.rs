@@ -38,6 +38,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::addr::PackedAddr;
 use crate::sdp::{Direction, MediaRewrite, Sdp};
 use crate::session::backend::{
     BackendError, EndpointSpec, LatchEventKind, MediaBackend, OpenedStream, Side, SideStats,
@@ -320,7 +321,9 @@ enum OfferTarget {
 pub struct SessionManager<B: MediaBackend> {
     backend: B,
     cfg: ManagerConfig,
-    calls: HashMap<Arc<str>, Call>,
+    /// Boxed values: the table's buckets stay small, so its spare capacity (up to half the
+    /// buckets after a resize) costs 24 bytes a bucket, not 96 (memory per call).
+    calls: HashMap<Arc<str>, Box<Call>>,
     /// Stream -> call, for event logs (live and lingering streams).
     stream_calls: HashMap<StreamId, Arc<str>>,
     lingering: Vec<Lingering>,
@@ -358,7 +361,7 @@ fn branch_eq(d: &Dialogue, via: Option<&str>) -> bool {
 /// A pending dialogue (side B unnamed) offered by `tag`: exact branch first, then (when the
 /// signal has no branch, or the offer had none) any.
 fn find_pending(call: &Call, tag: &str, via: Option<&str>) -> Option<usize> {
-    let pending = |d: &&Dialogue| d.b_tag.is_none() && d.a_tag == tag;
+    let pending = |d: &&Dialogue| d.b_tag.is_none() && &*d.a_tag == tag;
     let ds = &call.dialogues;
     ds.iter()
         .position(|d| pending(&d) && branch_eq(d, via))
@@ -404,10 +407,10 @@ fn find_offer_target(call: &Call, sig: &Signal<'_>) -> OfferTarget {
     let via = sig.via_branch;
     let found = ds
         .iter()
-        .position(|d| d.a_tag == from && branch_eq(d, via))
+        .position(|d| &*d.a_tag == from && branch_eq(d, via))
         .or_else(|| {
             via.is_none()
-                .then(|| ds.iter().position(|d| d.a_tag == from))
+                .then(|| ds.iter().position(|d| &*d.a_tag == from))
                 .flatten()
         });
     if let Some(idx) = found {
@@ -449,7 +452,7 @@ fn find_answer_target(
     let retarget = |offerer: &str, answerer: &str| {
         ds.iter()
             .position(|d| {
-                d.a_tag == offerer
+                &*d.a_tag == offerer
                     && d.offerer == Side::A
                     && (branch_eq(d, via) || d.via_branch.is_none())
             })
@@ -497,7 +500,7 @@ impl<B: MediaBackend> SessionManager<B> {
     }
 
     pub fn call(&self, call_id: &str) -> Option<&Call> {
-        self.calls.get(call_id)
+        self.calls.get(call_id).map(|c| &**c)
     }
 
     fn unix(&self, mono: Nanos) -> Duration {
@@ -619,8 +622,8 @@ impl<B: MediaBackend> SessionManager<B> {
             }
             let offerer_end = desc.end.endpoint.clone();
             let receiver_end = EndpointSpec {
-                rtp: None,
-                rtcp: None,
+                rtp: PackedAddr::NONE,
+                rtcp: PackedAddr::NONE,
                 rtcp_mux: opts.rtcp_mux.toward_answerer(desc.end.mux_in_sdp),
                 latch: opts.latch,
                 clock_rates: offerer_end.clock_rates.clone(),
@@ -685,7 +688,7 @@ impl<B: MediaBackend> SessionManager<B> {
         let managed = &mut self.managed;
         let call = self.calls.entry(call_id.clone()).or_insert_with(|| {
             *managed += 1;
-            Call::new(call_id.clone(), now)
+            Box::new(Call::new(call_id.clone(), now))
         });
         call.last_signal_ns = now;
         call.touch_leg(sig.from_tag, sig.label, now);
@@ -695,16 +698,16 @@ impl<B: MediaBackend> SessionManager<B> {
         let idx = match target {
             OfferTarget::Existing { idx, name_b, .. } => {
                 if let (Some(b), Some(d)) = (name_b, call.dialogues.get_mut(idx)) {
-                    d.b_tag = Some(b);
+                    d.b_tag = Some(b.into());
                 }
                 idx
             }
             OfferTarget::New { b_tag } => {
                 call.dialogues.reserve_exact(1);
                 call.dialogues.push(Dialogue {
-                    a_tag: sig.from_tag.to_owned(),
-                    b_tag,
-                    via_branch: sig.via_branch.map(str::to_owned),
+                    a_tag: sig.from_tag.into(),
+                    b_tag: b_tag.map(String::into_boxed_str),
+                    via_branch: sig.via_branch.map(Into::into),
                     offerer: Side::A,
                     answered: false,
                     media: Vec::new(),
@@ -736,8 +739,8 @@ impl<B: MediaBackend> SessionManager<B> {
                             self.backend
                                 .update(st.id, offerer, end.endpoint.clone(), now);
                         }
-                        s.kind = kind;
-                        s.proto = proto;
+                        s.kind = kind.into();
+                        s.proto = proto.into();
                         s
                     }
                     (op, prev) => {
@@ -753,8 +756,8 @@ impl<B: MediaBackend> SessionManager<B> {
                             .unwrap_or_default();
                         let mut s = MediaSlot {
                             index,
-                            kind,
-                            proto,
+                            kind: kind.into(),
+                            proto: proto.into(),
                             stream,
                             a: MediaEnd::default(),
                             b: MediaEnd::default(),
@@ -767,7 +770,7 @@ impl<B: MediaBackend> SessionManager<B> {
                     }
                 };
                 slot.index = index;
-                slot.label = label;
+                slot.label = label.map(String::into_boxed_str);
                 slot.mux_policy = opts.rtcp_mux;
                 slot.mux_offered = end.mux_in_sdp;
                 let prev_relay = slot.end(offerer).relay_local;
@@ -913,7 +916,7 @@ impl<B: MediaBackend> SessionManager<B> {
                         };
                     }
                 }
-                d.b_tag = Some(b);
+                d.b_tag = Some(b.into());
             }
             d.answered = true;
             for (desc, (kept, stream, ans_mux, off_mux)) in descs.into_iter().zip(plan) {
@@ -1225,8 +1228,8 @@ impl<B: MediaBackend> SessionManager<B> {
         let mut pending: Option<TagReport> = None;
         for leg in &call.legs {
             tags.push(TagReport {
-                tag: leg.tag.clone(),
-                label: leg.label.clone(),
+                tag: leg.tag.to_string(),
+                label: leg.label.as_deref().map(str::to_owned),
                 created_unix: self.unix(leg.created_ns).as_secs(),
                 via_branch: None,
                 peers: Vec::new(),
@@ -1276,7 +1279,7 @@ impl<B: MediaBackend> SessionManager<B> {
                 };
                 if let Some(t) = entry {
                     if side == Side::B && d.via_branch.is_some() {
-                        t.via_branch = d.via_branch.clone();
+                        t.via_branch = d.via_branch.as_deref().map(str::to_owned);
                     }
                     if !peer.is_empty() && !t.peers.contains(&peer) {
                         t.peers.push(peer);
@@ -1300,14 +1303,14 @@ impl<B: MediaBackend> SessionManager<B> {
         let stats = stats.unwrap_or_default();
         MediaReport {
             index: m.index,
-            kind: m.kind.clone(),
-            proto: m.proto.clone(),
-            label: m.label.clone(),
+            kind: m.kind.to_string(),
+            proto: m.proto.to_string(),
+            label: m.label.as_deref().map(str::to_owned),
             ports: m.stream.map(|s| side_ports(&s, side)),
             local_addr: m.stream.and(end.relay_local),
-            endpoint: stats.learned_rtp.or(end.endpoint.rtp),
-            advertised: end.advertised,
-            rtcp_endpoint: end.endpoint.rtcp,
+            endpoint: stats.learned_rtp.or(end.endpoint.rtp()),
+            advertised: end.advertised.get(),
+            rtcp_endpoint: end.endpoint.rtcp_dest(),
             rtcp_mux: end.endpoint.rtcp_mux,
             direction: end.direction,
             last_rtp_unix: self.unix_secs_or_zero(stats.rtp.last_packet_ns),

@@ -14,9 +14,9 @@
 //! bounded: at most [`MAX_DIALOGUES`] dialogues, each with at most `sdp::MAX_MEDIA` slots, and
 //! no history of past signals is kept (only the latest state of each end).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::addr::PackedAddr;
 use crate::sdp::Direction;
 use crate::session::backend::{EndpointSpec, OpenedStream, Side};
 use crate::time::Nanos;
@@ -72,7 +72,7 @@ pub struct MediaEnd {
     /// What the data plane is told (no destination while unknown or on hold).
     pub endpoint: EndpointSpec,
     /// The address the SDP named, hold (0.0.0.0) included: query's `advertised endpoint`.
-    pub advertised: Option<SocketAddr>,
+    pub advertised: PackedAddr,
     pub direction: Option<Direction>,
     /// This end has sent SDP for this media (offer or answer).
     pub known: bool,
@@ -80,21 +80,15 @@ pub struct MediaEnd {
     pub mux_in_sdp: bool,
     /// The family this end spoke in its SDP (IPv6 or not), to answer in kind.
     pub ipv6: bool,
-    /// Where this end wants RTCP when it does not mux (`a=rtcp` or RTP port + 1).
-    pub rtcp_unmuxed: Option<std::net::SocketAddr>,
     /// The relay address (bound, not advertised) this end was told to send to.
     pub relay_local: Option<std::net::IpAddr>,
 }
 
 impl MediaEnd {
-    /// Sets whether this end muxes RTCP, and its RTCP destination accordingly.
+    /// Sets whether this end muxes RTCP (its unmuxed RTCP address is kept for a later
+    /// re-offer without mux).
     pub fn set_mux(&mut self, mux: bool) {
         self.endpoint.rtcp_mux = mux;
-        self.endpoint.rtcp = if mux {
-            self.endpoint.rtp
-        } else {
-            self.rtcp_unmuxed
-        };
     }
 }
 
@@ -103,8 +97,9 @@ impl MediaEnd {
 pub struct MediaSlot {
     /// 1-based position of the m= line (rtpengine's `index`).
     pub index: u32,
-    pub kind: String,
-    pub proto: String,
+    /// Boxed strings, not `String`s: a media slot is kept per stream (memory per stream).
+    pub kind: Box<str>,
+    pub proto: Box<str>,
     /// `None`: rejected (port 0) or not relayed; the SDP passes such a line unchanged.
     pub stream: Option<OpenedStream>,
     pub a: MediaEnd,
@@ -113,7 +108,7 @@ pub struct MediaSlot {
     pub mux_policy: RtcpMuxPolicy,
     pub mux_offered: bool,
     /// `a=label` of the m= line (RFC 4574), for query.
-    pub label: Option<String>,
+    pub label: Option<Box<str>>,
 }
 
 impl MediaSlot {
@@ -135,9 +130,10 @@ impl MediaSlot {
 /// An offer/answer relationship between two legs.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Dialogue {
-    pub a_tag: String,
-    pub b_tag: Option<String>,
-    pub via_branch: Option<String>,
+    /// Boxed strings (16 bytes, not 24): kept per call (memory per call).
+    pub a_tag: Box<str>,
+    pub b_tag: Option<Box<str>>,
+    pub via_branch: Option<Box<str>>,
     /// Who sent the latest offer.
     pub offerer: Side,
     /// The latest offer has been answered.
@@ -150,14 +146,14 @@ impl Dialogue {
     /// The tag of a side (`None`: B not named yet).
     pub fn tag(&self, side: Side) -> Option<&str> {
         match side {
-            Side::A => Some(self.a_tag.as_str()),
+            Side::A => Some(&self.a_tag),
             Side::B => self.b_tag.as_deref(),
         }
     }
 
     /// The side a tag is on in this dialogue.
     pub fn side_of(&self, tag: &str) -> Option<Side> {
-        if self.a_tag == tag {
+        if &*self.a_tag == tag {
             Some(Side::A)
         } else if self.b_tag.as_deref() == Some(tag) {
             Some(Side::B)
@@ -169,7 +165,10 @@ impl Dialogue {
     /// True when the two tags are this dialogue's two legs, in either order.
     pub fn joins(&self, t1: &str, t2: &str) -> bool {
         match &self.b_tag {
-            Some(b) => (self.a_tag == t1 && b == t2) || (self.a_tag == t2 && b == t1),
+            Some(b) => {
+                let (a, b) = (&*self.a_tag, &**b);
+                (a == t1 && b == t2) || (a == t2 && b == t1)
+            }
             None => false,
         }
     }
@@ -183,8 +182,8 @@ impl Dialogue {
 /// A participant of a call, known by its SIP tag.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Leg {
-    pub tag: String,
-    pub label: Option<String>,
+    pub tag: Box<str>,
+    pub label: Option<Box<str>>,
     pub created_ns: Nanos,
 }
 
@@ -209,22 +208,22 @@ impl Call {
     }
 
     pub fn leg(&self, tag: &str) -> Option<&Leg> {
-        self.legs.iter().find(|l| l.tag == tag)
+        self.legs.iter().find(|l| &*l.tag == tag)
     }
 
     /// Records a tag (and its label, when given) as a leg of the call.
     pub fn touch_leg(&mut self, tag: &str, label: Option<&str>, now: Nanos) {
-        match self.legs.iter_mut().find(|l| l.tag == tag) {
+        match self.legs.iter_mut().find(|l| &*l.tag == tag) {
             Some(leg) => {
                 if let Some(label) = label {
-                    leg.label = Some(label.to_owned());
+                    leg.label = Some(label.into());
                 }
             }
             None => {
                 self.legs.reserve_exact(1);
                 self.legs.push(Leg {
-                    tag: tag.to_owned(),
-                    label: label.map(str::to_owned),
+                    tag: tag.into(),
+                    label: label.map(Into::into),
                     created_ns: now,
                 });
             }
@@ -286,6 +285,16 @@ mod tests {
         c.prune_legs();
         assert_eq!(c.legs.len(), 1);
         assert!(c.has_tag("x") && !c.has_tag("gone"));
+    }
+
+    /// A media slot is kept per stream, dialogues and legs per call (memory per stream,
+    /// issue 2); each bound is an allocator size class the measured figure relies on.
+    #[test]
+    fn per_stream_records_stay_within_their_size_class() {
+        use std::mem::size_of;
+        assert!(size_of::<MediaSlot>() <= 320, "{}", size_of::<MediaSlot>());
+        assert!(size_of::<Dialogue>() <= 96, "{}", size_of::<Dialogue>());
+        assert!(size_of::<Leg>() <= 40, "{}", size_of::<Leg>());
     }
 
     #[test]

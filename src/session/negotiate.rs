@@ -22,6 +22,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use crate::addr::PackedAddr;
 use crate::sdp::{self, MediaRewrite, RewriteParams, RtcpAttr, Sdp, SdpError};
 use crate::session::latch::LatchMode;
 use crate::session::model::{MediaEnd, MediaSlot, RtcpMuxPolicy};
@@ -199,26 +200,24 @@ pub fn describe(
         };
         let rtp = locate(advertised);
         // Where RTCP goes without mux: a=rtcp (its own address if it names one), else port + 1.
-        let rtcp_unmuxed = locate(advertised.and_then(|a| match m.rtcp {
+        let rtcp = locate(advertised.and_then(|a| match m.rtcp {
             Some((port, addr)) => Some(SocketAddr::new(addr.unwrap_or(a.ip()), port)),
             None => Some(SocketAddr::new(a.ip(), a.port().checked_add(1)?)),
         }));
-        let rtcp = if m.rtcp_mux { rtp } else { rtcp_unmuxed };
         let end = MediaEnd {
             endpoint: crate::session::backend::EndpointSpec {
-                rtp,
-                rtcp,
+                rtp: PackedAddr::from_option(rtp),
+                rtcp: PackedAddr::from_option(rtcp),
                 rtcp_mux: m.rtcp_mux,
                 latch: opts.latch,
                 clock_rates: m.rtpmap.iter().map(|(pt, _, rate)| (*pt, *rate)).collect(),
             },
-            advertised,
+            advertised: PackedAddr::from_option(advertised),
             direction: m.direction,
             known: true,
             mux_in_sdp: m.rtcp_mux,
             ipv6: advertised.is_some_and(|a| a.is_ipv6())
                 || (advertised.is_none() && session_c.is_some_and(|c| c.addr.is_ipv6())),
-            rtcp_unmuxed,
             relay_local: None,
         };
         out.push(MediaDesc {
@@ -333,11 +332,11 @@ mod tests {
         let d = describe(&sdp, &NegotiateOptions::default(), &mut w).unwrap();
         assert_eq!(d.len(), 3);
         assert_eq!(
-            d[0].end.endpoint.rtp,
+            d[0].end.endpoint.rtp(),
             Some("192.168.1.10:6000".parse().unwrap())
         );
         assert_eq!(
-            d[0].end.endpoint.rtcp,
+            d[0].end.endpoint.rtcp.get(),
             Some("192.168.1.10:6001".parse().unwrap())
         );
         assert_eq!(d[0].end.endpoint.clock_rates, vec![(101, 8000)]);
@@ -355,17 +354,17 @@ mod tests {
         };
         let d = describe(&sdp, &opts, &mut Vec::new()).unwrap();
         assert_eq!(
-            d[0].end.endpoint.rtp,
+            d[0].end.endpoint.rtp(),
             Some("198.51.100.7:6000".parse().unwrap())
         );
         assert_eq!(
-            d[0].end.advertised,
+            d[0].end.advertised.get(),
             Some("192.168.1.10:6000".parse().unwrap())
         );
         opts.media_address = Some("203.0.113.1".parse().unwrap());
         let d = describe(&sdp, &opts, &mut Vec::new()).unwrap();
         assert_eq!(
-            d[0].end.endpoint.rtcp,
+            d[0].end.endpoint.rtcp.get(),
             Some("203.0.113.1:6001".parse().unwrap())
         );
     }
@@ -375,9 +374,12 @@ mod tests {
         let held = OFFER.replace("c=IN IP4 192.168.1.10", "c=IN IP4 0.0.0.0");
         let sdp = Sdp::parse(held.as_bytes()).unwrap();
         let d = describe(&sdp, &NegotiateOptions::default(), &mut Vec::new()).unwrap();
-        assert_eq!(d[0].end.endpoint.rtp, None);
-        assert_eq!(d[0].end.endpoint.rtcp, None);
-        assert_eq!(d[0].end.advertised, Some("0.0.0.0:6000".parse().unwrap()));
+        assert_eq!(d[0].end.endpoint.rtp(), None);
+        assert_eq!(d[0].end.endpoint.rtcp.get(), None);
+        assert_eq!(
+            d[0].end.advertised.get(),
+            Some("0.0.0.0:6000".parse().unwrap())
+        );
     }
 
     #[test]
