@@ -1182,3 +1182,32 @@ fn unknown_direction_interface_is_warned() {
         "Unknown interface external: default interface used"
     );
 }
+
+/// The timeout sweep visits at most SWEEP_PER_TICK calls per tick, so one tick's work stays
+/// short however many calls there are; the rest wait for the next ticks.
+#[test]
+fn timeout_sweep_is_sliced_across_ticks() {
+    let n = rtpanchor::session::manager::SWEEP_PER_TICK + 200;
+    let mut m = mgr_with(
+        ManagerConfig {
+            port_min: 30000,
+            port_max: 40000,
+            ..cfg()
+        },
+        30000,
+        40000,
+    );
+    for k in 0..n {
+        let r = run(&mut m, offer(&format!("c{k}"), "tagA", OFFER), SEC);
+        assert_eq!(s(&r, "result"), "ok", "call {k}");
+    }
+    assert_eq!(m.call_count(), n);
+    let first = m.tick(200 * SEC);
+    assert_eq!(first.len(), rtpanchor::session::manager::SWEEP_PER_TICK);
+    assert!(first.iter().all(|c| c.reason == CloseReason::Timeout));
+    let second = m.tick(200 * SEC + SEC / 10);
+    assert_eq!(second.len(), 200, "the rest of the round");
+    assert!(m.tick(200 * SEC + SEC / 5).is_empty());
+    assert_eq!(m.call_count(), 0);
+    assert_eq!(m.backend().open_count(), 0);
+}

@@ -298,7 +298,7 @@ const PUBLISH_EVERY_NS: u64 = 100 * crate::time::NANOS_PER_MS;
 const PUBLISH_PER_TURN: usize = 256;
 
 /// Paces publication rounds: one starts every [`PUBLISH_EVERY_NS`], and each turn of the
-/// worker loop publishes part of it (all of it on a turn without packets).
+/// worker loop publishes part of it (all of it on a turn that received nothing at all).
 pub struct Publisher {
     last_round_ns: u64,
     in_round: bool,

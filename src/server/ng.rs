@@ -65,7 +65,8 @@ impl Default for NgServerConfig {
             listen_tcp: None,
             cache_ttl: Duration::from_secs(30),
             cache_max_entries: 100_000,
-            tick_interval: Duration::from_secs(1),
+            // Short ticks, each sweeping a slice of the calls (see SWEEP_PER_TICK).
+            tick_interval: Duration::from_millis(50),
         }
     }
 }

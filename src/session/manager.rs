@@ -297,6 +297,22 @@ struct Lingering {
     streams: Vec<StreamId>,
 }
 
+/// Calls the timeout sweep visits per tick at most. The sweep reads four counters of each
+/// stream in cold memory (~250 ns a call); at 10,000 calls a whole sweep took ~2.5 ms on the
+/// control thread, and on a core shared with a data-plane worker every packet arriving in
+/// that time waited for it (p99.9 latency). A slice of this size takes ~0.1-0.3 ms; with the
+/// ng server's ticks every 50 ms a sweep of 10,000 calls still completes once a second.
+pub const SWEEP_PER_TICK: usize = 500;
+
+/// Where the timeout sweep stands: the calls of this round (taken when it began), how far it
+/// got, and the live counters summed so far (for the rates, computed when a round ends).
+#[derive(Debug, Default)]
+struct Sweep {
+    ids: Vec<Arc<str>>,
+    pos: usize,
+    live: Totals,
+}
+
 #[derive(Debug, Default)]
 struct Rates {
     last_ns: Nanos,
@@ -335,6 +351,7 @@ pub struct SessionManager<B: MediaBackend> {
     /// Counters of streams already closed.
     closed: Totals,
     rates: Rates,
+    sweep: Sweep,
 }
 
 fn check_token(value: &str, what: &'static str) -> Result<(), SessionError> {
@@ -479,6 +496,7 @@ impl<B: MediaBackend> SessionManager<B> {
                 last_ns: now,
                 ..Rates::default()
             },
+            sweep: Sweep::default(),
         }
     }
 
@@ -1104,8 +1122,10 @@ impl<B: MediaBackend> SessionManager<B> {
         }
     }
 
-    /// Once a second: ends lingering deletes, times out silent calls, updates rates. Returns
-    /// the calls closed, for the caller to log with their final counters.
+    /// Called every 50 ms or so: ends lingering deletes, sweeps up to [`SWEEP_PER_TICK`]
+    /// calls for media timeouts, and updates the rates when a sweep round ends (every tick
+    /// while there are at most that many calls). Returns the calls closed, for the caller to
+    /// log with their final counters.
     pub fn tick(&mut self, now: Nanos) -> Vec<ClosedCall> {
         let mut closed = Vec::new();
         let mut expired = Vec::new();
@@ -1134,9 +1154,25 @@ impl<B: MediaBackend> SessionManager<B> {
             });
         }
 
-        let mut live = Totals::default();
+        // The timeout sweep, in slices of SWEEP_PER_TICK calls. A call created during a
+        // round waits for the next one; one deleted during it is skipped.
+        if self.sweep.pos >= self.sweep.ids.len() {
+            self.sweep.ids.clear();
+            self.sweep.ids.extend(self.calls.keys().cloned());
+            self.sweep.pos = 0;
+            self.sweep.live = Totals::default();
+        }
+        let end = self
+            .sweep
+            .pos
+            .saturating_add(SWEEP_PER_TICK)
+            .min(self.sweep.ids.len());
+        let mut live = self.sweep.live;
         let mut dead = Vec::new();
-        for call in self.calls.values() {
+        for id in self.sweep.ids.get(self.sweep.pos..end).unwrap_or_default() {
+            let Some(call) = self.calls.get(id) else {
+                continue;
+            };
             let mut last = call.last_signal_ns;
             for s in call.streams() {
                 if let Some([a_rtp, a_rtcp, b_rtp, b_rtcp]) = self.backend.socket_counters(s.id) {
@@ -1153,6 +1189,9 @@ impl<B: MediaBackend> SessionManager<B> {
                 dead.push(call.id.clone());
             }
         }
+        self.sweep.pos = end;
+        self.sweep.live = live;
+        let round_done = self.sweep.pos >= self.sweep.ids.len();
         for id in dead {
             let Some(call) = self.calls.remove(&id) else {
                 continue;
@@ -1172,8 +1211,11 @@ impl<B: MediaBackend> SessionManager<B> {
             });
         }
 
-        // Rates over the interval since the last tick (live streams of calls still open plus
-        // everything closed; lingering streams count once they close).
+        // Rates over the interval since the last finished sweep (live streams of calls still
+        // open plus everything closed; lingering streams count once they close).
+        if !round_done {
+            return closed;
+        }
         let mut total = self.closed;
         total.add(&live);
         let cur = total.sum();
