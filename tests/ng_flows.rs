@@ -1187,7 +1187,7 @@ fn unknown_direction_interface_is_warned() {
 /// short however many calls there are; the rest wait for the next ticks.
 #[test]
 fn timeout_sweep_is_sliced_across_ticks() {
-    let n = rtpanchor::session::manager::SWEEP_PER_TICK + 200;
+    let n = 10 * rtpanchor::session::manager::SWEEP_PER_TICK + 37;
     let mut m = mgr_with(
         ManagerConfig {
             port_min: 30000,
@@ -1202,12 +1202,18 @@ fn timeout_sweep_is_sliced_across_ticks() {
         assert_eq!(s(&r, "result"), "ok", "call {k}");
     }
     assert_eq!(m.call_count(), n);
-    let first = m.tick(200 * SEC);
-    assert_eq!(first.len(), rtpanchor::session::manager::SWEEP_PER_TICK);
-    assert!(first.iter().all(|c| c.reason == CloseReason::Timeout));
-    let second = m.tick(200 * SEC + SEC / 10);
-    assert_eq!(second.len(), 200, "the rest of the round");
-    assert!(m.tick(200 * SEC + SEC / 5).is_empty());
+    let per_tick = rtpanchor::session::manager::SWEEP_PER_TICK;
+    let mut closed_per_tick = Vec::new();
+    for k in 0..n.div_ceil(per_tick) as u64 + 1 {
+        let closed = m.tick(200 * SEC + k * SEC / 100);
+        assert!(closed.iter().all(|c| c.reason == CloseReason::Timeout));
+        closed_per_tick.push(closed.len());
+    }
+    // Full slices, then the rest of the round, then nothing left.
+    let mut want = vec![per_tick; n / per_tick];
+    want.push(n % per_tick);
+    want.push(0);
+    assert_eq!(closed_per_tick, want);
     assert_eq!(m.call_count(), 0);
     assert_eq!(m.backend().open_count(), 0);
 }

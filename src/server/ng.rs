@@ -66,7 +66,7 @@ impl Default for NgServerConfig {
             cache_ttl: Duration::from_secs(30),
             cache_max_entries: 100_000,
             // Short ticks, each sweeping a slice of the calls (see SWEEP_PER_TICK).
-            tick_interval: Duration::from_millis(50),
+            tick_interval: Duration::from_millis(10),
         }
     }
 }
