@@ -1217,3 +1217,55 @@ fn timeout_sweep_is_sliced_across_ticks() {
     assert_eq!(m.call_count(), 0);
     assert_eq!(m.backend().open_count(), 0);
 }
+
+/// With more calls than one tick sweeps, the rates are computed once per sweep round, over
+/// the round's whole interval, with every stream counted once.
+#[test]
+fn rates_come_from_whole_sweep_rounds() {
+    const MS: u64 = SEC / 1000;
+    let per_tick = rtpanchor::session::manager::SWEEP_PER_TICK;
+    let n = per_tick + 1;
+    let mut m = mgr_with(
+        ManagerConfig {
+            port_min: 30000,
+            port_max: 31000,
+            ..cfg()
+        },
+        30000,
+        31000,
+    );
+    for k in 0..n {
+        run(&mut m, offer(&format!("c{k}"), "tagA", OFFER), SEC);
+    }
+    let ids: Vec<u64> = m.backend().streams().map(|(id, _)| *id).collect();
+    assert_eq!(ids.len(), n);
+    let packet_rate = |m: &mut SessionManager<FakeBackend>, now| {
+        let r = run(m, req("statistics"), now);
+        let st = r.get("statistics").unwrap();
+        i(st.get("currentstatistics").unwrap(), "packetrate")
+    };
+    // Round 1 (two ticks) ends 1.01 s after the manager started: 24 packets per stream.
+    for &id in &ids {
+        m.backend_mut().set_stats(id, stats_with(10, SEC));
+    }
+    m.tick(2 * SEC);
+    m.tick(2 * SEC + 10 * MS);
+    assert_eq!(
+        packet_rate(&mut m, 2 * SEC + 20 * MS),
+        (24 * n as i64) * 100 / 101
+    );
+    // Round 2: 200 more packets per stream, over 1.01 s again. Mid-round the rate stays.
+    for &id in &ids {
+        m.backend_mut().set_stats(id, stats_with(110, 3 * SEC));
+    }
+    m.tick(3 * SEC + 10 * MS);
+    assert_eq!(
+        packet_rate(&mut m, 3 * SEC + 15 * MS),
+        (24 * n as i64) * 100 / 101
+    );
+    m.tick(3 * SEC + 20 * MS);
+    assert_eq!(
+        packet_rate(&mut m, 3 * SEC + 30 * MS),
+        200 * n as i64 * 100 / 101
+    );
+}
