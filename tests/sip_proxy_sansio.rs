@@ -161,6 +161,17 @@ fn register(p: &mut Proxy, user: &str, contacts: &[&str], src: SocketAddr, via: 
     assert_eq!(out[0].to, src);
 }
 
+/// Bob registered at his usual contact (the common start of a call test).
+fn register_bob(p: &mut Proxy) {
+    register(
+        p,
+        "bob",
+        &["sip:bob@127.0.0.1:5062"],
+        bob(),
+        "127.0.0.1:5062",
+    );
+}
+
 /// A request from a UA at `via` (host:port).
 #[allow(clippy::too_many_arguments)]
 fn request(
@@ -284,13 +295,7 @@ fn top_branch(t: &Transmit) -> String {
 /// Returns (proxy, forwarded INVITE bytes).
 fn call_to_bob(rec: &mut Rec, body: Option<&[u8]>) -> (Proxy, Vec<u8>) {
     let mut p = new_proxy();
-    register(
-        &mut p,
-        "bob",
-        &["sip:bob@127.0.0.1:5062"],
-        bob(),
-        "127.0.0.1:5062",
-    );
+    register_bob(&mut p);
     let out = feed(&mut p, &invite("z9hG4bKa1", "call1", body), alice(), 0, rec);
     assert_eq!(out.len(), 2, "{out:?}");
     assert_eq!(status(&out[0]), Some(100));
@@ -522,13 +527,7 @@ fn timer_a_retransmits_then_b_gives_408() {
 #[test]
 fn non_invite_timer_e_then_f_gives_408() {
     let mut p = new_proxy();
-    register(
-        &mut p,
-        "bob",
-        &["sip:bob@127.0.0.1:5062"],
-        bob(),
-        "127.0.0.1:5062",
-    );
+    register_bob(&mut p);
     let m = request(
         "MESSAGE",
         "sip:bob@example.com",
@@ -570,13 +569,7 @@ fn non_invite_timer_e_then_f_gives_408() {
 #[test]
 fn non_invite_provisional_then_final() {
     let mut p = new_proxy();
-    register(
-        &mut p,
-        "bob",
-        &["sip:bob@127.0.0.1:5062"],
-        bob(),
-        "127.0.0.1:5062",
-    );
+    register_bob(&mut p);
     let m = request(
         "SUBSCRIBE",
         "sip:bob@example.com",
@@ -1142,13 +1135,7 @@ fn loop_gets_482_and_spiral_does_not() {
 #[test]
 fn max_forwards_rules() {
     let mut p = new_proxy();
-    register(
-        &mut p,
-        "bob",
-        &["sip:bob@127.0.0.1:5062"],
-        bob(),
-        "127.0.0.1:5062",
-    );
+    register_bob(&mut p);
     let zero = String::from_utf8(invite("z9hG4bKmf", "mf", None))
         .unwrap()
         .replace("Max-Forwards: 70", "Max-Forwards: 0");
@@ -1188,13 +1175,7 @@ fn not_found_unavailable_forbidden() {
     assert_eq!(call(&mut p, "sip:nobody@example.com", "z9hG4bK1"), 404);
     assert_eq!(call(&mut p, "sip:bob@other.test", "z9hG4bK2"), 403);
     // Registered then unregistered: 480.
-    register(
-        &mut p,
-        "bob",
-        &["sip:bob@127.0.0.1:5062"],
-        bob(),
-        "127.0.0.1:5062",
-    );
+    register_bob(&mut p);
     let unreg = String::from_utf8(register_bytes(
         "bob",
         &["sip:bob@127.0.0.1:5062"],
@@ -1423,13 +1404,7 @@ fn media_failure_rejects_the_invite() {
         ..Rec::default()
     };
     let mut p = new_proxy();
-    register(
-        &mut p,
-        "bob",
-        &["sip:bob@127.0.0.1:5062"],
-        bob(),
-        "127.0.0.1:5062",
-    );
+    register_bob(&mut p);
     let out = feed(
         &mut p,
         &invite("z9hG4bKmx", "mx", Some(&sdp("10.0.0.1", 6000))),
@@ -1488,13 +1463,7 @@ fn overload_gets_503_retry_after() {
     let mut c = config();
     c.max_transactions = 2;
     let mut p: Proxy = Proxy::new(c, Default::default());
-    register(
-        &mut p,
-        "bob",
-        &["sip:bob@127.0.0.1:5062"],
-        bob(),
-        "127.0.0.1:5062",
-    );
+    register_bob(&mut p);
     // The REGISTER's server transaction is live (Timer J) and the INVITE adds two more.
     let out = feed(
         &mut p,
@@ -1527,13 +1496,7 @@ fn finished_transactions_linger_shorter_under_pressure() {
         let mut c = config();
         c.max_transactions = cap;
         let mut p: Proxy = Proxy::new(c, Default::default());
-        register(
-            &mut p,
-            "bob",
-            &["sip:bob@127.0.0.1:5062"],
-            bob(),
-            "127.0.0.1:5062",
-        );
+        register_bob(&mut p);
         assert_eq!(p.stats().server_transactions, 1, "cap {cap}");
         // A retransmission just inside the window is answered from the transaction.
         let again = register_bytes(
@@ -1600,13 +1563,7 @@ fn rfc4475_semantic_cases_through_the_proxy() {
 fn no_panics_on_the_torture_corpus_and_truncations() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/rfc4475");
     let mut p = new_proxy();
-    register(
-        &mut p,
-        "bob",
-        &["sip:bob@127.0.0.1:5062"],
-        bob(),
-        "127.0.0.1:5062",
-    );
+    register_bob(&mut p);
     let mut rec = Rec::default();
     let mut now = 0;
     for e in std::fs::read_dir(dir).unwrap() {

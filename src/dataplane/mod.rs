@@ -157,28 +157,16 @@ impl DataPlane {
                     lower_priority(control_slice_ok);
                     // Rings are built on the thread that submits (SINGLE_ISSUER).
                     match engine2 {
-                        EngineChoice::Uring => {
-                            match uring::UringWorker::new(sh2, path, fixed_files, slot_reserve) {
-                                Ok(w) => {
-                                    let _ = ready_tx.send(Ok(()));
-                                    w.run(stop2);
-                                }
-                                Err(e) => {
-                                    let _ = ready_tx.send(Err(e.to_string()));
-                                }
-                            }
-                        }
-                        EngineChoice::Mmsg { .. } => {
-                            match mmsg::MmsgWorker::new(sh2, path, slot_reserve) {
-                                Ok(w) => {
-                                    let _ = ready_tx.send(Ok(()));
-                                    w.run(stop2);
-                                }
-                                Err(e) => {
-                                    let _ = ready_tx.send(Err(e.to_string()));
-                                }
-                            }
-                        }
+                        EngineChoice::Uring => start_worker(
+                            uring::UringWorker::new(sh2, path, fixed_files, slot_reserve),
+                            &ready_tx,
+                            |w| w.run(stop2),
+                        ),
+                        EngineChoice::Mmsg { .. } => start_worker(
+                            mmsg::MmsgWorker::new(sh2, path, slot_reserve),
+                            &ready_tx,
+                            |w| w.run(stop2),
+                        ),
                     }
                 })?;
             match ready_rx.recv() {
@@ -476,6 +464,23 @@ pub fn set_thread_nice(nice: libc::c_int) {
     unsafe {
         let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
         libc::setpriority(libc::PRIO_PROCESS, tid, nice);
+    }
+}
+
+/// Tells the starting thread whether the worker could be built, then runs it on this thread.
+fn start_worker<W>(
+    made: std::io::Result<W>,
+    ready: &std::sync::mpsc::Sender<Result<(), String>>,
+    run: impl FnOnce(W),
+) {
+    match made {
+        Ok(w) => {
+            let _ = ready.send(Ok(()));
+            run(w);
+        }
+        Err(e) => {
+            let _ = ready.send(Err(e.to_string()));
+        }
     }
 }
 

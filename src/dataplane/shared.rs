@@ -16,6 +16,12 @@ pub fn bump(c: &AtomicU64, by: u64) {
     c.store(c.load(Relaxed).wrapping_add(by), Relaxed);
 }
 
+/// [`bump`] for a 32-bit counter (wraps).
+#[inline(always)]
+pub fn bump32(c: &AtomicU32, by: u32) {
+    c.store(c.load(Relaxed).wrapping_add(by), Relaxed);
+}
+
 /// Ingress counters of one relay socket.
 #[derive(Default, Debug)]
 pub struct Counters {

@@ -19,7 +19,7 @@ use crate::session::backend::{LatchEventKind, MediaEvent, Side, StreamId};
 use crate::session::latch::{Latch, LatchEvent, LatchVerdict};
 use crate::time::Nanos;
 
-use super::shared::{bump, Counters, SideShared, StreamShared, WorkerCounters};
+use super::shared::{bump, bump32, Counters, SideShared, StreamShared, WorkerCounters};
 
 pub const NO_SLOT: u32 = u32::MAX;
 
@@ -272,8 +272,7 @@ pub fn process(
                     r.fraction_lost.store(u32::from(rb.fraction_lost), Relaxed);
                     r.cumulative_lost.store(rb.cumulative_lost as u32, Relaxed);
                     r.jitter.store(rb.jitter, Relaxed);
-                    r.reports
-                        .store(r.reports.load(Relaxed).wrapping_add(1), Relaxed);
+                    bump32(&r.reports, 1);
                 });
                 if res.is_err() {
                     bump(&counters.malformed_rtcp, 1);

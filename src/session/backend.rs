@@ -34,7 +34,8 @@ impl Side {
 }
 
 /// What the relay knows about one endpoint from signalling. Addresses are packed: the
-/// session model keeps one per stream side (memory per stream); `rtp()`/`rtcp()` unpack.
+/// session model keeps one per stream side (memory per stream); `rtp()` and `rtcp_dest()`
+/// give them unpacked.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct EndpointSpec {
     /// RTP address from the SDP (`c=` + `m=` port); none while unknown or on hold.
