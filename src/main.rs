@@ -5,6 +5,9 @@ use mimalloc::MiMalloc;
 
 use rtpanchor::config::{Cli, Config};
 
+// mimalloc 2.x (the crate's `v2` feature), not 3.x: with 10,000 calls held, 3.x kept the
+// freed ng set-up replies resident (2.4-2.7 KB per call once the reply cache had expired)
+// where 2.x gives them back (1.3-1.5 KB); BENCHMARKS.md § Memory.
 #[global_allocator]
 static GLOBAL: MiMalloc = MiMalloc;
 
