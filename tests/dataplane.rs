@@ -506,3 +506,67 @@ fn ipv6_stream_forwards_both_ways() {
         dp.close(o.id);
     }
 }
+
+/// A receive queue too small for a burst: what the kernel drops before the worker reads it
+/// is counted (`drop_rcvbuf`, from SO_RXQ_OVFL), so every datagram sent is either received
+/// by the relay or counted as dropped by the kernel, exactly.
+#[test]
+fn kernel_receive_queue_drops_are_counted_exactly() {
+    for (n, engine) in engines().into_iter().enumerate() {
+        let mut dp = start(&Config {
+            num_threads: 1,
+            // The kernel's floor (it doubles this): a handful of datagrams.
+            socket_rcvbuf: 1024,
+            ..config(engine, 40000 + 1000 * n as u16)
+        });
+        let (a, b) = (sock(), sock());
+        let o = dp
+            .open(
+                StreamSpec {
+                    call_id: "rcvbuf".into(),
+                    a: endpoint(&a),
+                    b: endpoint(&b),
+                },
+                0,
+            )
+            .unwrap();
+        let payload = rtp(0, 0, 1, &[0; 160]);
+        let mut sent = 0u64;
+        let mut drops = 0;
+        // Bursts until the kernel has dropped some (the first one nearly always does).
+        for _ in 0..20 {
+            for _ in 0..5000 {
+                if a.send_to(&payload, relay(o.a_ports.rtp)).is_ok() {
+                    sent += 1;
+                }
+            }
+            // One datagram into an empty queue after the burst carries the final count.
+            std::thread::sleep(Duration::from_millis(100));
+            a.send_to(&payload, relay(o.a_ports.rtp)).unwrap();
+            sent += 1;
+            let settled = wait_for(Duration::from_secs(3), || {
+                let t = dp.totals();
+                t.rx_packets + t.drop_rcvbuf == sent
+            });
+            let t = dp.totals();
+            assert!(
+                settled,
+                "{engine:?}: sent {sent}, received {} + kernel drops {}",
+                t.rx_packets, t.drop_rcvbuf
+            );
+            drops = t.drop_rcvbuf;
+            if drops > 0 {
+                break;
+            }
+        }
+        assert!(drops > 0, "{engine:?}: no burst overflowed a 2 KiB queue");
+        eprintln!("{engine:?}: {sent} sent, {drops} dropped by the kernel, all accounted for");
+        assert_eq!(
+            dp.totals().dropped(),
+            0,
+            "{engine:?}: received means forwarded"
+        );
+        dp.close(o.id);
+        let _ = b;
+    }
+}

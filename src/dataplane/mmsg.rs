@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use crate::time::now_ns;
 
+use super::cmsg;
 use super::shared::bump;
 use super::slot::{process, DirtyList, PacketCtx, PathConfig};
 use super::sockaddr;
@@ -28,6 +29,12 @@ const WAKE_TOKEN: u64 = u64::MAX;
 /// Upper bound on sleeping, so housekeeping runs even when idle.
 const IDLE_WAIT_MS: i32 = 100;
 
+/// Control area for one datagram: room for the socket's drop count (SO_RXQ_OVFL), aligned
+/// as `cmsghdr` needs.
+#[derive(Clone, Copy)]
+#[repr(C, align(8))]
+struct ControlBuf([u8; cmsg::RXQ_OVFL_SPACE]);
+
 fn token(idx: u32, generation: u32) -> u64 {
     (u64::from(generation) << 32) | u64::from(idx)
 }
@@ -42,6 +49,7 @@ pub struct MmsgWorker {
     names: Vec<libc::sockaddr_storage>,
     iovs: Vec<libc::iovec>,
     msgs: Vec<libc::mmsghdr>,
+    controls: Vec<ControlBuf>,
     out_names: Vec<libc::sockaddr_storage>,
     out_iovs: Vec<libc::iovec>,
     out_msgs: Vec<libc::mmsghdr>,
@@ -99,6 +107,7 @@ impl MmsgWorker {
             names: vec![zero_ss; BATCH],
             iovs: vec![zero_iov; BATCH],
             msgs: vec![zero_msg; BATCH],
+            controls: vec![ControlBuf([0; cmsg::RXQ_OVFL_SPACE]); BATCH],
             out_names: vec![zero_ss; BATCH],
             out_iovs: vec![zero_iov; BATCH],
             out_msgs: vec![zero_msg; BATCH],
@@ -211,13 +220,13 @@ impl MmsgWorker {
                 h.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
                 h.msg_iov = &mut self.iovs[i];
                 h.msg_iovlen = 1;
-                h.msg_control = std::ptr::null_mut();
-                h.msg_controllen = 0;
+                h.msg_control = self.controls[i].0.as_mut_ptr().cast();
+                h.msg_controllen = cmsg::RXQ_OVFL_SPACE as _;
                 h.msg_flags = 0;
                 self.msgs[i].msg_len = 0;
             }
-            // SAFETY: `msgs` holds BATCH initialised headers whose name/iov pointers point into
-            // this worker's own buffers, which outlive the call.
+            // SAFETY: `msgs` holds BATCH initialised headers whose name/iov/control pointers
+            // point into this worker's own buffers, which outlive the call.
             let k = unsafe {
                 libc::recvmmsg(
                     fd,
@@ -240,6 +249,18 @@ impl MmsgWorker {
                 dirty: &mut self.dirty,
             };
             for i in 0..k {
+                // usize with glibc, socklen_t with musl.
+                #[allow(clippy::unnecessary_cast)]
+                let control_len =
+                    (self.msgs[i].msg_hdr.msg_controllen as usize).min(cmsg::RXQ_OVFL_SPACE);
+                if control_len > 0 {
+                    if let (Some(n), Some(s)) = (
+                        cmsg::rxq_ovfl(&self.controls[i].0[..control_len]),
+                        self.table.slots.get_mut(idx as usize),
+                    ) {
+                        bump(&counters.drop_rcvbuf, u64::from(s.note_kernel_drops(n)));
+                    }
+                }
                 let len = (self.msgs[i].msg_len as usize).min(BUF_SIZE);
                 if self.msgs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
                     bump(&counters.truncated, 1);

@@ -6,6 +6,7 @@
 //! worker, and a worker never waits for it.
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+pub mod cmsg;
 pub mod mmsg;
 pub mod shared;
 pub mod slot;

@@ -204,6 +204,9 @@ pub struct WorkerCounters {
     pub drop_overload: AtomicU64,
     /// Packets for a slot removed in the meantime.
     pub drop_stale: AtomicU64,
+    /// Dropped by the kernel before the worker read them: a socket's receive queue was full
+    /// (`SO_RXQ_OVFL`; learnt from the next datagram that socket delivers).
+    pub drop_rcvbuf: AtomicU64,
     pub truncated: AtomicU64,
     pub events_lost: AtomicU64,
     pub recv_rearms: AtomicU64,
@@ -238,6 +241,7 @@ pub struct DataPlaneTotals {
     pub drop_send_failed: u64,
     pub drop_overload: u64,
     pub drop_stale: u64,
+    pub drop_rcvbuf: u64,
     pub truncated: u64,
     pub events_lost: u64,
     pub recv_rearms: u64,
@@ -265,6 +269,7 @@ impl DataPlaneTotals {
         self.drop_send_failed += c.drop_send_failed.load(Relaxed);
         self.drop_overload += c.drop_overload.load(Relaxed);
         self.drop_stale += c.drop_stale.load(Relaxed);
+        self.drop_rcvbuf += c.drop_rcvbuf.load(Relaxed);
         self.truncated += c.truncated.load(Relaxed);
         self.events_lost += c.events_lost.load(Relaxed);
         self.recv_rearms += c.recv_rearms.load(Relaxed);
@@ -293,6 +298,7 @@ impl DataPlaneTotals {
             ("drop_send_failed", self.drop_send_failed),
             ("drop_overload", self.drop_overload),
             ("drop_stale", self.drop_stale),
+            ("drop_rcvbuf", self.drop_rcvbuf),
             ("truncated", self.truncated),
             ("events_lost", self.events_lost),
             ("recv_rearms", self.recv_rearms),
@@ -305,7 +311,8 @@ impl DataPlaneTotals {
         ]
     }
 
-    /// Every packet dropped for any reason.
+    /// Every packet received and then dropped, for any reason. Not `drop_rcvbuf`: the kernel
+    /// dropped those before they were received (they are not in `rx_packets`).
     pub fn dropped(&self) -> u64 {
         self.drop_strict
             + self.drop_source

@@ -2,7 +2,7 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -31,8 +31,31 @@ pub fn bind_udp(addr: SocketAddr, opts: SocketOptions) -> io::Result<OwnedFd> {
     if opts.sndbuf > 0 {
         s.set_send_buffer_size(opts.sndbuf)?;
     }
+    enable_drop_count(&s)?;
     s.bind(&addr.into())?;
     Ok(s.into())
+}
+
+/// Asks the kernel to attach the socket's drop count to received datagrams (`SO_RXQ_OVFL`),
+/// so the workers can count what was lost to a full receive queue. socket2 has no setter.
+fn enable_drop_count(s: &Socket) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: the descriptor is open (owned by `s`), and `on` is a live c_int whose size is
+    // the length passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            super::cmsg::SO_RXQ_OVFL,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// Upper bound on bind attempts per allocation: enough to step over a crowd of ports that

@@ -27,6 +27,7 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
 use crate::time::{now_ns, NANOS_PER_MS};
 
+use super::cmsg;
 use super::shared::bump;
 use super::slot::{process, DirtyList, PacketCtx, PathConfig};
 use super::sockaddr;
@@ -302,10 +303,12 @@ impl UringWorker {
             })
             .collect();
         // The receive msghdr only tells the kernel how much room the name and control areas
-        // get: 28 bytes fits a sockaddr_in6 (and a sockaddr_in).
+        // get: 28 bytes fits a sockaddr_in6 (and a sockaddr_in); the control area fits the
+        // socket's drop count (SO_RXQ_OVFL), which the kernel adds once it has dropped any.
         // SAFETY: as above.
         let mut recv_hdr: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
         recv_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+        recv_hdr.msg_controllen = cmsg::RXQ_OVFL_SPACE as _;
         let mut w = UringWorker {
             ring,
             bufs,
@@ -681,6 +684,18 @@ impl UringWorker {
             bump(&self.shared.counters.truncated, 1);
             self.recycle(bid);
             return;
+        }
+        let control = msg.control_data();
+        if !control.is_empty() {
+            if let (Some(n), Some(s)) = (
+                cmsg::rxq_ovfl(control),
+                self.table.slots.get_mut(idx as usize),
+            ) {
+                bump(
+                    &self.shared.counters.drop_rcvbuf,
+                    u64::from(s.note_kernel_drops(n)),
+                );
+            }
         }
         let Some(src) = sockaddr::read(msg.name_data()) else {
             self.recycle(bid);

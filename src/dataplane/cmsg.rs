@@ -1,0 +1,104 @@
+//! The one control message the relay asks for: `SO_RXQ_OVFL`, the socket's running count of
+//! datagrams the kernel dropped before we read them (receive queue full). Parsed from plain
+//! bytes, so both engines share it and it is tested without sockets.
+#![forbid(unsafe_code)]
+
+use std::mem::size_of;
+
+/// `SO_RXQ_OVFL` (asm-generic/socket.h; the same on x86, arm and riscv). `libc` does not
+/// export it for Linux.
+pub const SO_RXQ_OVFL: libc::c_int = 40;
+
+const ALIGN: usize = size_of::<usize>();
+const HEADER: usize = size_of::<libc::cmsghdr>();
+
+const fn cmsg_align(n: usize) -> usize {
+    (n + ALIGN - 1) & !(ALIGN - 1)
+}
+
+/// Control-area room for one `SO_RXQ_OVFL` message (`CMSG_SPACE(sizeof(u32))`).
+pub const RXQ_OVFL_SPACE: usize = cmsg_align(HEADER) + cmsg_align(size_of::<u32>());
+
+/// The drop count carried in a received datagram's control area, if there is one. The
+/// kernel adds it only once the socket has dropped something, so an empty area is the
+/// common case and costs one length check.
+pub fn rxq_ovfl(control: &[u8]) -> Option<u32> {
+    let mut rest = control;
+    // Each pass consumes at least one header, so this ends within len / HEADER passes.
+    while rest.len() >= HEADER {
+        let len = usize::from_ne_bytes(rest.get(..ALIGN)?.try_into().ok()?);
+        let level = i32::from_ne_bytes(rest.get(ALIGN..ALIGN + 4)?.try_into().ok()?);
+        let kind = i32::from_ne_bytes(rest.get(ALIGN + 4..ALIGN + 8)?.try_into().ok()?);
+        if len < HEADER || len > rest.len() {
+            return None;
+        }
+        if level == libc::SOL_SOCKET && kind == SO_RXQ_OVFL {
+            let data = rest.get(cmsg_align(HEADER)..len)?;
+            return Some(u32::from_ne_bytes(data.get(..4)?.try_into().ok()?));
+        }
+        rest = rest.get(cmsg_align(len)..).unwrap_or(&[]);
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cmsg(level: i32, kind: i32, data: &[u8]) -> Vec<u8> {
+        let mut v = Vec::new();
+        v.extend_from_slice(&(cmsg_align(HEADER) + data.len()).to_ne_bytes());
+        v.extend_from_slice(&level.to_ne_bytes());
+        v.extend_from_slice(&kind.to_ne_bytes());
+        v.resize(cmsg_align(HEADER), 0);
+        v.extend_from_slice(data);
+        v.resize(cmsg_align(v.len()), 0);
+        v
+    }
+
+    #[test]
+    fn space_matches_the_kernel_macro() {
+        // CMSG_SPACE(4) on a 64-bit target: 16-byte header + 4 bytes padded to 8.
+        #[cfg(target_pointer_width = "64")]
+        assert_eq!(RXQ_OVFL_SPACE, 24);
+        assert_eq!(
+            cmsg(libc::SOL_SOCKET, SO_RXQ_OVFL, &7u32.to_ne_bytes()).len(),
+            RXQ_OVFL_SPACE
+        );
+    }
+
+    #[test]
+    fn reads_the_count() {
+        let c = cmsg(libc::SOL_SOCKET, SO_RXQ_OVFL, &123_456u32.to_ne_bytes());
+        assert_eq!(rxq_ovfl(&c), Some(123_456));
+    }
+
+    #[test]
+    fn finds_it_after_another_message() {
+        let mut c = cmsg(libc::IPPROTO_IP, libc::IP_TOS, &[0xb8]);
+        c.extend(cmsg(libc::SOL_SOCKET, SO_RXQ_OVFL, &9u32.to_ne_bytes()));
+        assert_eq!(rxq_ovfl(&c), Some(9));
+    }
+
+    #[test]
+    fn nothing_or_garbage_gives_none() {
+        assert_eq!(rxq_ovfl(&[]), None);
+        assert_eq!(rxq_ovfl(&[0u8; 8]), None);
+        // A header whose length is shorter than a header, or runs past the area.
+        let mut bad = cmsg(libc::SOL_SOCKET, SO_RXQ_OVFL, &1u32.to_ne_bytes());
+        bad[..ALIGN].copy_from_slice(&3usize.to_ne_bytes());
+        assert_eq!(rxq_ovfl(&bad), None);
+        bad[..ALIGN].copy_from_slice(&1000usize.to_ne_bytes());
+        assert_eq!(rxq_ovfl(&bad), None);
+        // The right message cut short of its data.
+        let full = cmsg(libc::SOL_SOCKET, SO_RXQ_OVFL, &1u32.to_ne_bytes());
+        assert_eq!(rxq_ovfl(&full[..HEADER + 2]), None);
+        // Another type only.
+        assert_eq!(rxq_ovfl(&cmsg(libc::SOL_SOCKET, 1, &[0; 4])), None);
+        // Every truncation of a valid area is refused or read correctly, never a panic.
+        for n in 0..full.len() {
+            let got = rxq_ovfl(&full[..n]);
+            assert!(got.is_none() || got == Some(1), "{n}: {got:?}");
+        }
+    }
+}
