@@ -19,6 +19,20 @@ const fn cmsg_align(n: usize) -> usize {
 /// Control-area room for one `SO_RXQ_OVFL` message (`CMSG_SPACE(sizeof(u32))`).
 pub const RXQ_OVFL_SPACE: usize = cmsg_align(HEADER) + cmsg_align(size_of::<u32>());
 
+/// Control-area room for one `UDP_SEGMENT` message (`CMSG_SPACE(sizeof(u16))`).
+pub const UDP_SEGMENT_SPACE: usize = cmsg_align(HEADER) + cmsg_align(size_of::<u16>());
+
+/// Writes a `UDP_SEGMENT` control message (segment size for a GSO send) into `buf`.
+pub fn write_udp_segment(buf: &mut [u8; UDP_SEGMENT_SPACE], seg_len: u16) {
+    buf.fill(0);
+    let len = cmsg_align(HEADER) + size_of::<u16>();
+    buf[..ALIGN].copy_from_slice(&len.to_ne_bytes());
+    buf[ALIGN..ALIGN + 4].copy_from_slice(&libc::SOL_UDP.to_ne_bytes());
+    buf[ALIGN + 4..ALIGN + 8].copy_from_slice(&libc::UDP_SEGMENT.to_ne_bytes());
+    let data = cmsg_align(HEADER);
+    buf[data..data + 2].copy_from_slice(&seg_len.to_ne_bytes());
+}
+
 /// The drop count carried in a received datagram's control area, if there is one. The
 /// kernel adds it only once the socket has dropped something, so an empty area is the
 /// common case and costs one length check.
@@ -65,6 +79,16 @@ mod tests {
             cmsg(libc::SOL_SOCKET, SO_RXQ_OVFL, &7u32.to_ne_bytes()).len(),
             RXQ_OVFL_SPACE
         );
+    }
+
+    #[test]
+    fn udp_segment_message_has_the_kernel_layout() {
+        let mut buf = [0xffu8; UDP_SEGMENT_SPACE];
+        write_udp_segment(&mut buf, 1200);
+        let want = cmsg(libc::SOL_UDP, libc::UDP_SEGMENT, &1200u16.to_ne_bytes());
+        assert_eq!(&buf[..], &want[..]);
+        #[cfg(target_pointer_width = "64")]
+        assert_eq!(UDP_SEGMENT_SPACE, 24);
     }
 
     #[test]

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use crate::time::now_ns;
 
 use super::cmsg;
+use super::gso;
 use super::shared::bump;
 use super::slot::{process, DirtyList, PacketCtx, PathConfig};
 use super::sockaddr;
@@ -35,6 +36,11 @@ const IDLE_WAIT_MS: i32 = 100;
 #[repr(C, align(8))]
 struct ControlBuf([u8; cmsg::RXQ_OVFL_SPACE]);
 
+/// Control area for a GSO segment size, aligned as `cmsghdr` needs.
+#[derive(Clone, Copy)]
+#[repr(C, align(8))]
+struct SegmentControl([u8; cmsg::UDP_SEGMENT_SPACE]);
+
 fn token(idx: u32, generation: u32) -> u64 {
     (u64::from(generation) << 32) | u64::from(idx)
 }
@@ -54,6 +60,13 @@ pub struct MmsgWorker {
     out_iovs: Vec<libc::iovec>,
     out_msgs: Vec<libc::mmsghdr>,
     out_fds: Vec<i32>,
+    out_routes: Vec<gso::Route>,
+    /// The staged datagrams gathered for sending: one message per group (several datagrams
+    /// of a group leave as one UDP GSO send), its first datagram and size.
+    group_msgs: Vec<libc::mmsghdr>,
+    group_controls: Vec<SegmentControl>,
+    group_first: Vec<usize>,
+    group_len: Vec<usize>,
 }
 
 // SAFETY: the raw pointers inside the preallocated msghdr/iovec arrays point only into this
@@ -112,6 +125,17 @@ impl MmsgWorker {
             out_iovs: vec![zero_iov; BATCH],
             out_msgs: vec![zero_msg; BATCH],
             out_fds: vec![-1; BATCH],
+            out_routes: vec![
+                gso::Route {
+                    slot: 0,
+                    dst: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+                };
+                BATCH
+            ],
+            group_msgs: vec![zero_msg; BATCH],
+            group_controls: vec![SegmentControl([0; cmsg::UDP_SEGMENT_SPACE]); BATCH],
+            group_first: vec![0; BATCH],
+            group_len: vec![0; BATCH],
         })
     }
 
@@ -297,6 +321,10 @@ impl MmsgWorker {
                 h.msg_controllen = 0;
                 h.msg_flags = 0;
                 self.out_fds[j] = fwd.fd;
+                self.out_routes[j] = gso::Route {
+                    slot: fwd.fd as u32,
+                    dst: fwd.dst,
+                };
                 staged += 1;
             }
             self.flush(staged);
@@ -307,40 +335,121 @@ impl MmsgWorker {
     }
 
     /// Sends the staged datagrams, one `sendmmsg` per run of the same outgoing socket.
+    /// Consecutive datagrams for one destination leave as one UDP GSO send (see [`gso`]).
     fn flush(&mut self, staged: usize) {
-        let counters = &self.shared.counters;
+        let mut groups = 0;
+        let mut gather = gso::Gatherer::default();
+        for j in 0..staged {
+            let len = self.out_iovs[j].iov_len;
+            if let Some(g) = gather.push(self.out_routes[j], len, j as u16) {
+                self.stage_group(groups, &g);
+                groups += 1;
+            }
+        }
+        if let Some(g) = gather.take() {
+            self.stage_group(groups, &g);
+            groups += 1;
+        }
         let mut start = 0;
-        while start < staged {
-            let fd = self.out_fds[start];
+        while start < groups {
+            let fd = self.out_fds[self.group_first[start]];
             let mut end = start + 1;
-            while end < staged && self.out_fds[end] == fd {
+            while end < groups && self.out_fds[self.group_first[end]] == fd {
                 end += 1;
             }
             let mut pos = start;
-            // Each pass sends at least one or drops one, so this ends within `end - start` passes.
+            // Each pass sends at least one group or handles one, so this ends within
+            // `end - start` passes.
             while pos < end {
-                // SAFETY: out_msgs[pos..end] are initialised and point at live buffers.
+                // SAFETY: group_msgs[pos..end] were set by `stage_group` to point at live
+                // names, iovecs, buffers and control areas of this worker.
                 let sent = unsafe {
                     libc::sendmmsg(
                         fd,
-                        self.out_msgs[pos..end].as_mut_ptr(),
+                        self.group_msgs[pos..end].as_mut_ptr(),
                         (end - pos) as u32,
                         libc::MSG_DONTWAIT,
                     )
                 };
+                let counters = &self.shared.counters;
                 if sent <= 0 {
-                    // The first one failed (send buffer full, unreachable): shed it, go on.
-                    bump(&counters.drop_send_failed, 1);
+                    let (first, n) = (self.group_first[pos], self.group_len[pos]);
+                    if n > 1 {
+                        // The kernel refused the GSO send: each datagram by itself.
+                        bump(&counters.gso_failed, 1);
+                        self.send_singly(fd, first, first + n);
+                    } else {
+                        // Send buffer full, unreachable: shed it, go on.
+                        bump(&counters.drop_send_failed, 1);
+                    }
                     pos += 1;
                     continue;
                 }
-                for m in &self.out_msgs[pos..pos + sent as usize] {
-                    bump(&counters.tx_packets, 1);
-                    bump(&counters.tx_bytes, u64::from(m.msg_len));
+                for k in pos..pos + sent as usize {
+                    let n = self.group_len[k] as u64;
+                    bump(&counters.tx_packets, n);
+                    bump(&counters.tx_bytes, u64::from(self.group_msgs[k].msg_len));
+                    if n > 1 {
+                        bump(&counters.gso_sends, 1);
+                        bump(&counters.gso_segments, n);
+                    }
                 }
                 pos += sent as usize;
             }
             start = end;
+        }
+    }
+
+    /// Message `k` of the next `sendmmsg`: group `g` of the staged datagrams.
+    fn stage_group(&mut self, k: usize, g: &gso::Group) {
+        let first = usize::from(g.ids[0]);
+        let n = usize::from(g.count);
+        self.group_first[k] = first;
+        self.group_len[k] = n;
+        let namelen = self.out_msgs[first].msg_hdr.msg_namelen;
+        let h = &mut self.group_msgs[k].msg_hdr;
+        h.msg_name = (&mut self.out_names[first] as *mut libc::sockaddr_storage).cast();
+        h.msg_namelen = namelen;
+        // The staged iovecs are contiguous, so a group's are out_iovs[first..first + n].
+        h.msg_iov = &mut self.out_iovs[first];
+        h.msg_iovlen = n as _;
+        if n > 1 {
+            cmsg::write_udp_segment(&mut self.group_controls[k].0, g.seg_len);
+            h.msg_control = self.group_controls[k].0.as_mut_ptr().cast();
+            h.msg_controllen = cmsg::UDP_SEGMENT_SPACE as _;
+        } else {
+            h.msg_control = std::ptr::null_mut();
+            h.msg_controllen = 0;
+        }
+        h.msg_flags = 0;
+        self.group_msgs[k].msg_len = 0;
+    }
+
+    /// Sends staged datagrams `start..end` (all for `fd`) one message each.
+    fn send_singly(&mut self, fd: i32, start: usize, end: usize) {
+        let counters = &self.shared.counters;
+        let mut pos = start;
+        // Each pass sends at least one or drops one, so this ends within `end - start` passes.
+        while pos < end {
+            // SAFETY: out_msgs[pos..end] are initialised and point at live buffers.
+            let sent = unsafe {
+                libc::sendmmsg(
+                    fd,
+                    self.out_msgs[pos..end].as_mut_ptr(),
+                    (end - pos) as u32,
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if sent <= 0 {
+                bump(&counters.drop_send_failed, 1);
+                pos += 1;
+                continue;
+            }
+            for m in &self.out_msgs[pos..pos + sent as usize] {
+                bump(&counters.tx_packets, 1);
+                bump(&counters.tx_bytes, u64::from(m.msg_len));
+            }
+            pos += sent as usize;
         }
     }
 }

@@ -7,6 +7,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod cmsg;
+pub mod gso;
 pub mod mmsg;
 pub mod shared;
 pub mod slot;

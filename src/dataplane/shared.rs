@@ -208,6 +208,11 @@ pub struct WorkerCounters {
     /// (`SO_RXQ_OVFL`; learnt from the next datagram that socket delivers).
     pub drop_rcvbuf: AtomicU64,
     pub truncated: AtomicU64,
+    /// UDP GSO: sends that carried several datagrams, the datagrams they carried, and those
+    /// the kernel refused (their datagrams were then sent one by one).
+    pub gso_sends: AtomicU64,
+    pub gso_segments: AtomicU64,
+    pub gso_failed: AtomicU64,
     pub events_lost: AtomicU64,
     pub recv_rearms: AtomicU64,
     pub enobufs: AtomicU64,
@@ -243,6 +248,9 @@ pub struct DataPlaneTotals {
     pub drop_stale: u64,
     pub drop_rcvbuf: u64,
     pub truncated: u64,
+    pub gso_sends: u64,
+    pub gso_segments: u64,
+    pub gso_failed: u64,
     pub events_lost: u64,
     pub recv_rearms: u64,
     pub enobufs: u64,
@@ -271,6 +279,9 @@ impl DataPlaneTotals {
         self.drop_stale += c.drop_stale.load(Relaxed);
         self.drop_rcvbuf += c.drop_rcvbuf.load(Relaxed);
         self.truncated += c.truncated.load(Relaxed);
+        self.gso_sends += c.gso_sends.load(Relaxed);
+        self.gso_segments += c.gso_segments.load(Relaxed);
+        self.gso_failed += c.gso_failed.load(Relaxed);
         self.events_lost += c.events_lost.load(Relaxed);
         self.recv_rearms += c.recv_rearms.load(Relaxed);
         self.enobufs += c.enobufs.load(Relaxed);
@@ -300,6 +311,9 @@ impl DataPlaneTotals {
             ("drop_stale", self.drop_stale),
             ("drop_rcvbuf", self.drop_rcvbuf),
             ("truncated", self.truncated),
+            ("gso_sends", self.gso_sends),
+            ("gso_segments", self.gso_segments),
+            ("gso_failed", self.gso_failed),
             ("events_lost", self.events_lost),
             ("recv_rearms", self.recv_rearms),
             ("enobufs", self.enobufs),

@@ -28,6 +28,7 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use crate::time::{now_ns, NANOS_PER_MS};
 
 use super::cmsg;
+use super::gso;
 use super::shared::bump;
 use super::slot::{process, DirtyList, PacketCtx, PathConfig};
 use super::sockaddr;
@@ -69,6 +70,10 @@ const KIND_WAKE: u64 = 3;
 const KIND_CANCEL: u64 = 4;
 /// Stall watchdog query (SIOCINQ through `IORING_OP_URING_CMD`) for a fixed-file slot.
 const KIND_WATCH: u64 = 5;
+/// A UDP GSO send of several datagrams (index into the worker's GSO pool).
+const KIND_GSO: u64 = 6;
+/// GSO sends in flight per worker; when all are taken, datagrams go one by one.
+const GSO_POOL: usize = 256;
 /// `SOCKET_URING_OP_SIOCINQ` from linux/io_uring.h (Linux 6.7+): bytes queued on a socket.
 const SOCKET_URING_OP_SIOCINQ: u32 = 0;
 
@@ -147,6 +152,30 @@ struct SendState {
     hdr: libc::msghdr,
     iov: libc::iovec,
     name: libc::sockaddr_storage,
+    /// The relay socket it leaves through (kept for a GSO send that must be redone singly).
+    out: OutSocket,
+}
+
+/// A relay socket as a send names it, with the owner it had when the datagram was received.
+#[derive(Clone, Copy)]
+struct OutSocket {
+    slot: u32,
+    generation: u32,
+    fd: libc::c_int,
+    fixed: bool,
+}
+
+/// Control area for the GSO segment size, aligned as `cmsghdr` needs.
+#[repr(C, align(8))]
+struct SegmentControl([u8; cmsg::UDP_SEGMENT_SPACE]);
+
+/// One GSO send in flight: its own msghdr, the segments' iovecs (each pointing into its
+/// receive buffer, as single sends do) and the buffers it holds.
+struct GsoSend {
+    hdr: libc::msghdr,
+    control: SegmentControl,
+    iovs: [libc::iovec; gso::MAX_SEGMENTS],
+    group: gso::Group,
 }
 
 struct BufRing {
@@ -230,6 +259,9 @@ pub struct UringWorker {
     ring: IoUring,
     bufs: BufRing,
     sends: Vec<SendState>,
+    gso_sends: Vec<GsoSend>,
+    gso_free: Vec<u16>,
+    gather: gso::Gatherer,
     recv_hdr: Box<libc::msghdr>,
     wake_buf: Box<u64>,
     shared: Arc<WorkerShared>,
@@ -300,6 +332,25 @@ impl UringWorker {
                     iov_len: 0,
                 },
                 name: zero_ss,
+                out: OutSocket {
+                    slot: 0,
+                    generation: 0,
+                    fd: -1,
+                    fixed: false,
+                },
+            })
+            .collect();
+        let zero_iov = libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        };
+        let gso_sends = (0..GSO_POOL)
+            .map(|_| GsoSend {
+                // SAFETY: as above.
+                hdr: unsafe { std::mem::zeroed() },
+                control: SegmentControl([0; cmsg::UDP_SEGMENT_SPACE]),
+                iovs: [zero_iov; gso::MAX_SEGMENTS],
+                group: gso::Group::default(),
             })
             .collect();
         // The receive msghdr only tells the kernel how much room the name and control areas
@@ -313,6 +364,9 @@ impl UringWorker {
             ring,
             bufs,
             sends,
+            gso_sends,
+            gso_free: (0..GSO_POOL as u16).rev().collect(),
+            gather: gso::Gatherer::default(),
             recv_hdr,
             wake_buf: Box::new(0),
             shared,
@@ -492,6 +546,9 @@ impl UringWorker {
             for cqe in &cqes {
                 self.handle_cqe(cqe, now);
             }
+            if let Some(g) = self.gather.take() {
+                self.send_group(g);
+            }
             self.cqes = cqes;
             self.bufs.publish();
             // Only a turn that found nothing (the wait timed out) finishes a round at once. A
@@ -643,6 +700,7 @@ impl UringWorker {
                 }
                 self.recycle(bid);
             }
+            KIND_GSO => self.on_gso_sent((ud & 0xffff) as u16, res),
             KIND_WATCH => {
                 let (idx, current) = self.token_slot(ud);
                 let watched = current
@@ -722,6 +780,11 @@ impl UringWorker {
             self.recycle(bid);
             return;
         };
+        let generation = self
+            .table
+            .slots
+            .get(fwd.slot as usize)
+            .map_or(0, |s| s.generation);
         let st = &mut self.sends[usize::from(bid)];
         let namelen = sockaddr::write(fwd.dst, &mut st.name);
         st.iov = libc::iovec {
@@ -730,19 +793,125 @@ impl UringWorker {
         };
         st.hdr.msg_name = (&mut st.name as *mut libc::sockaddr_storage).cast();
         st.hdr.msg_namelen = namelen;
+        st.out = OutSocket {
+            slot: fwd.slot,
+            generation,
+            fd: fwd.fd,
+            fixed: fwd.fixed,
+        };
+        let route = gso::Route {
+            slot: fwd.slot,
+            dst: fwd.dst,
+        };
+        if let Some(g) = self.gather.push(route, payload_len, bid) {
+            self.send_group(g);
+        }
+    }
+
+    /// Sends a gathered group: one datagram as a plain send, several as one GSO send (or
+    /// one by one when every GSO state is in flight).
+    fn send_group(&mut self, g: gso::Group) {
+        let ids = g.ids();
+        let (&first, more) = match ids.split_first() {
+            Some(x) => x,
+            None => return,
+        };
+        if more.is_empty() {
+            self.send_single(first);
+            return;
+        }
+        let Some(k) = self.gso_free.pop() else {
+            for &bid in ids {
+                self.send_single(bid);
+            }
+            return;
+        };
+        let head = &mut self.sends[usize::from(first)];
+        let name = (&mut head.name as *mut libc::sockaddr_storage).cast();
+        let namelen = head.hdr.msg_namelen;
+        let out = head.out;
+        let gs = &mut self.gso_sends[usize::from(k)];
+        for (iov, &bid) in gs.iovs.iter_mut().zip(ids) {
+            *iov = self.sends[usize::from(bid)].iov;
+        }
+        cmsg::write_udp_segment(&mut gs.control.0, g.seg_len);
+        gs.hdr.msg_name = name;
+        gs.hdr.msg_namelen = namelen;
+        gs.hdr.msg_iov = gs.iovs.as_mut_ptr();
+        gs.hdr.msg_iovlen = ids.len() as _;
+        gs.hdr.msg_control = gs.control.0.as_mut_ptr().cast();
+        gs.hdr.msg_controllen = cmsg::UDP_SEGMENT_SPACE as _;
+        gs.group = g;
+        let e = if out.fixed {
+            opcode::SendMsg::new(types::Fixed(out.slot), &gs.hdr).build()
+        } else {
+            opcode::SendMsg::new(types::Fd(out.fd), &gs.hdr).build()
+        }
+        .user_data((KIND_GSO << KIND_SHIFT) | u64::from(k));
+        if !self.push_sqe(e) {
+            bump(&self.shared.counters.drop_overload, u64::from(g.count));
+            for &bid in g.ids() {
+                self.recycle(bid);
+            }
+            self.gso_free.push(k);
+        }
+    }
+
+    /// Sends the datagram in buffer `bid` by itself (its state was filled on receipt).
+    fn send_single(&mut self, bid: u16) {
+        let st = &mut self.sends[usize::from(bid)];
         st.hdr.msg_iov = &mut st.iov;
         st.hdr.msg_iovlen = 1;
         st.hdr.msg_control = std::ptr::null_mut();
         st.hdr.msg_controllen = 0;
-        let e = if fwd.fixed {
-            opcode::SendMsg::new(types::Fixed(fwd.slot), &st.hdr).build()
+        let out = st.out;
+        let e = if out.fixed {
+            opcode::SendMsg::new(types::Fixed(out.slot), &st.hdr).build()
         } else {
-            opcode::SendMsg::new(types::Fd(fwd.fd), &st.hdr).build()
+            opcode::SendMsg::new(types::Fd(out.fd), &st.hdr).build()
         }
         .user_data(send_token(bid));
         if !self.push_sqe(e) {
             bump(&self.shared.counters.drop_overload, 1);
             self.recycle(bid);
+        }
+    }
+
+    /// A GSO send finished. On success every segment left; on failure (a path that cannot
+    /// take the segment size, say) each datagram is sent again by itself, if its socket
+    /// still belongs to the same stream.
+    fn on_gso_sent(&mut self, k: u16, res: i32) {
+        let Some(gs) = self.gso_sends.get(usize::from(k)) else {
+            return;
+        };
+        let g = gs.group;
+        self.gso_free.push(k);
+        let c = &self.shared.counters;
+        if res >= 0 {
+            bump(&c.tx_packets, u64::from(g.count));
+            bump(&c.tx_bytes, res as u64);
+            bump(&c.gso_sends, 1);
+            bump(&c.gso_segments, u64::from(g.count));
+            for &bid in g.ids() {
+                self.recycle(bid);
+            }
+            return;
+        }
+        bump(&c.gso_failed, 1);
+        let out = g.ids().first().map(|&b| self.sends[usize::from(b)].out);
+        let current = out.is_some_and(|o| {
+            self.table
+                .slots
+                .get(o.slot as usize)
+                .is_some_and(|s| s.generation == o.generation && s.is_live())
+        });
+        for &bid in g.ids() {
+            if current {
+                self.send_single(bid);
+            } else {
+                bump(&self.shared.counters.drop_stale, 1);
+                self.recycle(bid);
+            }
         }
     }
 }

@@ -93,6 +93,10 @@ struct Args {
     /// Datagrams per sendmmsg/recvmmsg.
     #[arg(long, default_value_t = 64)]
     batch: usize,
+    /// Packets each flow sends back to back before the next flow's turn (1: even round
+    /// robin, like voice; 10-60: like the frames of a video stream). The rate is unchanged.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    burst: u32,
     /// Receive buffer per generator socket, bytes.
     #[arg(long, default_value_t = 1 << 20)]
     rcvbuf: usize,
@@ -152,6 +156,8 @@ struct Report {
     /// Calls sharing each generator socket pair (RTP only: one port per side).
     calls_per_socket: usize,
     packet_bytes: usize,
+    /// Packets per flow sent back to back (`--burst`).
+    burst: u32,
     find_max: bool,
     relay_pid: Option<u32>,
     pin_cpus: Vec<usize>,
@@ -300,6 +306,7 @@ impl Bench<'_> {
             rate_pps: rate,
             duration_ns: (secs * 1e9) as u64,
             max_lag_ns: (a.max_lag_ms * 1e6) as u64,
+            burst: u64::from(a.burst),
         };
         let mut st = self
             .sender
@@ -655,6 +662,7 @@ fn run() -> Result<i32> {
         flows,
         calls_per_socket: per_socket,
         packet_bytes: stats::PACKET_LEN,
+        burst: a.burst,
         find_max: a.find_max,
         relay_pid: a.relay_pid,
         pin_cpus: a.pin_cpus.clone(),

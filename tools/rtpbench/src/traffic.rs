@@ -130,6 +130,8 @@ pub struct SendPlan {
     /// descheduled generator must show up as "target not reached", not as a burst that
     /// overflows the relay's socket and is blamed on the relay.
     pub max_lag_ns: u64,
+    /// Packets a flow sends back to back before the next flow's turn (1: even round robin).
+    pub burst: u64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -150,8 +152,9 @@ fn ssrc(f: usize) -> u32 {
 }
 
 /// Sends `plan.rate_pps` packets per second, round-robin over all flows (so each flow gets
-/// an even share), for `plan.duration_ns`. Packets that are due together for the same flow
-/// go out in one `sendmmsg`; when nothing is due the thread sleeps until the next packet.
+/// an even share), for `plan.duration_ns`, `plan.burst` packets per flow at a time. Packets
+/// that are due together for the same flow go out in one `sendmmsg`; when nothing is due
+/// the thread sleeps until the next burst is.
 pub fn run_sender(
     ep: &Endpoints,
     st: &mut SenderState,
@@ -171,8 +174,9 @@ pub fn run_sender(
     let mut seq = vec![0u64; flows];
     let mut rr = 0usize;
     // Bound one iteration's burst so a stalled sender catches up in slices, not one huge loop.
-    let max_burst = (flows as u64).max(4096);
-    let max_lag_pkts = ((plan.max_lag_ns as f64 / ns_per_pkt) as u64).max(1);
+    let burst = plan.burst.max(1);
+    let max_bursts = ((flows as u64).max(4096) / burst).max(1);
+    let max_lag_pkts = ((plan.max_lag_ns as f64 / ns_per_pkt) as u64).max(burst);
     let fds: Vec<i32> = ep.socks.iter().map(|s| s.as_raw_fd()).collect();
     loop {
         let now = sys::mono_ns();
@@ -185,20 +189,23 @@ pub fn run_sender(
             res.skipped += n - max_lag_pkts;
             n = max_lag_pkts;
         }
-        if n == 0 {
-            let next =
-                start + ((res.sent + res.send_errors + res.skipped) as f64 * ns_per_pkt) as u64;
+        // Whole bursts only: a flow's packets of one burst leave together.
+        let bursts = (n / burst).min(max_bursts);
+        if bursts == 0 {
+            // Until the last packet of the next burst is due.
+            let done = res.sent + res.send_errors + res.skipped;
+            let next = start + ((done + burst - 1) as f64 * ns_per_pkt) as u64;
             let wait = next.saturating_sub(now).min(end.saturating_sub(now));
             std::thread::sleep(Duration::from_nanos(wait.max(1000)));
             continue;
         }
-        n = n.min(max_burst);
-        let per = n / flows as u64;
-        let extra = (n % flows as u64) as usize;
+        n = bursts * burst;
+        let per = bursts / flows as u64;
+        let extra = (bursts % flows as u64) as usize;
         let touched = if per > 0 { flows } else { extra };
         for k in 0..touched {
             let f = (rr + k) % flows;
-            let mut count = per + u64::from(k < extra);
+            let mut count = (per + u64::from(k < extra)) * burst;
             let header_ssrc = ssrc(f);
             while count > 0 {
                 let m = (count as usize).min(cap);
@@ -225,7 +232,7 @@ pub fn run_sender(
                 count -= m as u64;
             }
         }
-        rr = (rr + n as usize) % flows;
+        rr = (rr + bursts as usize) % flows;
     }
     res.stop_ns = sys::mono_ns();
     res.cpu_ns = sys::thread_cpu_ns().saturating_sub(cpu0);
