@@ -18,7 +18,9 @@
 # Env: RELAY_CPU (default 1) pins the relay, GEN_CPUS (default 0) pins the generator;
 #      RELAY_THREADS (default 2) worker threads of rtpanchor, all on RELAY_CPU (rtpengine
 #      runs its default, one per online CPU: 2 on these machines);
-#      BIN_DIR overrides where rtpbench/reflector are (default target/release).
+#      BIN_DIR overrides where rtpbench/reflector are (default target/release);
+#      BURST (default 1) packets each flow sends back to back (rtpbench --burst: 1 is voice,
+#      10-60 is like video frames).
 # Needs: jq. Every process started here is stopped by pid on exit.
 set -euo pipefail
 
@@ -175,7 +177,7 @@ for rep in $(seq "$REPS"); do
             # 10000 calls take a while to set up; everything else is bounded by the ladder.
             timeout 600 "$RTPBENCH" --ng "$NG" --calls "$calls" --find-max --ladder "$LADDER" \
                 --step-duration "$STEP_DUR" --relay-pid "$RELAY_PID" --pin-cpus "$GEN_CPUS" \
-                --local-port-base "$GEN_BASE" --wait-ready 10 --label "$name" \
+                --local-port-base "$GEN_BASE" --wait-ready 10 --label "$name" --burst "${BURST:-1}" \
                 --json "$OUT/${name}_${calls}_rep${rep}.json" \
                 --plot "$OUT/${name}_${calls}_rep${rep}.svg" \
                 >"$OUT/${name}_${calls}_rep${rep}.txt" 2>"$OUT/${name}_${calls}_rep${rep}.err" \
