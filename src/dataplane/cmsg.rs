@@ -16,6 +16,18 @@ const fn cmsg_align(n: usize) -> usize {
     (n + ALIGN - 1) & !(ALIGN - 1)
 }
 
+/// A control area of `N` bytes, aligned as `cmsghdr` needs (the engines keep these next to
+/// their msghdrs).
+#[derive(Clone, Copy)]
+#[repr(C, align(8))]
+pub struct ControlArea<const N: usize>(pub [u8; N]);
+
+impl<const N: usize> ControlArea<N> {
+    pub const fn zeroed() -> Self {
+        ControlArea([0; N])
+    }
+}
+
 /// Control-area room for one `SO_RXQ_OVFL` message (`CMSG_SPACE(sizeof(u32))`).
 pub const RXQ_OVFL_SPACE: usize = cmsg_align(HEADER) + cmsg_align(size_of::<u32>());
 

@@ -30,17 +30,6 @@ const WAKE_TOKEN: u64 = u64::MAX;
 /// Upper bound on sleeping, so housekeeping runs even when idle.
 const IDLE_WAIT_MS: i32 = 100;
 
-/// Control area for one datagram: room for the socket's drop count (SO_RXQ_OVFL), aligned
-/// as `cmsghdr` needs.
-#[derive(Clone, Copy)]
-#[repr(C, align(8))]
-struct ControlBuf([u8; cmsg::RXQ_OVFL_SPACE]);
-
-/// Control area for a GSO segment size, aligned as `cmsghdr` needs.
-#[derive(Clone, Copy)]
-#[repr(C, align(8))]
-struct SegmentControl([u8; cmsg::UDP_SEGMENT_SPACE]);
-
 fn token(idx: u32, generation: u32) -> u64 {
     (u64::from(generation) << 32) | u64::from(idx)
 }
@@ -55,7 +44,8 @@ pub struct MmsgWorker {
     names: Vec<libc::sockaddr_storage>,
     iovs: Vec<libc::iovec>,
     msgs: Vec<libc::mmsghdr>,
-    controls: Vec<ControlBuf>,
+    /// Per received datagram: room for the socket's drop count (SO_RXQ_OVFL).
+    controls: Vec<cmsg::ControlArea<{ cmsg::RXQ_OVFL_SPACE }>>,
     out_names: Vec<libc::sockaddr_storage>,
     out_iovs: Vec<libc::iovec>,
     out_msgs: Vec<libc::mmsghdr>,
@@ -64,7 +54,7 @@ pub struct MmsgWorker {
     /// The staged datagrams gathered for sending: one message per group (several datagrams
     /// of a group leave as one UDP GSO send), its first datagram and size.
     group_msgs: Vec<libc::mmsghdr>,
-    group_controls: Vec<SegmentControl>,
+    group_controls: Vec<cmsg::ControlArea<{ cmsg::UDP_SEGMENT_SPACE }>>,
     group_first: Vec<usize>,
     group_len: Vec<usize>,
 }
@@ -120,7 +110,7 @@ impl MmsgWorker {
             names: vec![zero_ss; BATCH],
             iovs: vec![zero_iov; BATCH],
             msgs: vec![zero_msg; BATCH],
-            controls: vec![ControlBuf([0; cmsg::RXQ_OVFL_SPACE]); BATCH],
+            controls: vec![cmsg::ControlArea::zeroed(); BATCH],
             out_names: vec![zero_ss; BATCH],
             out_iovs: vec![zero_iov; BATCH],
             out_msgs: vec![zero_msg; BATCH],
@@ -133,7 +123,7 @@ impl MmsgWorker {
                 BATCH
             ],
             group_msgs: vec![zero_msg; BATCH],
-            group_controls: vec![SegmentControl([0; cmsg::UDP_SEGMENT_SPACE]); BATCH],
+            group_controls: vec![cmsg::ControlArea::zeroed(); BATCH],
             group_first: vec![0; BATCH],
             group_len: vec![0; BATCH],
         })

@@ -1,7 +1,9 @@
 //! The io_uring engine: one ring per pinned worker, one multishot `RecvMsg` per socket
 //! drawing from a provided buffer ring, forwarded packets sent with `SendMsg` straight out of
 //! the receive buffer (no copy in user space), all sends of a completion batch submitted with
-//! one `io_uring_enter`, buffers recycled when their send completes.
+//! one `io_uring_enter`, buffers recycled when their send completes. Consecutive datagrams of
+//! a batch that leave through one socket for one destination go as one UDP GSO send
+//! ([`super::gso`]): a video frame's packets cross the kernel's send path once.
 //!
 //! Ring setup follows `shared/notes/io_uring.md`: SINGLE_ISSUER + DEFER_TASKRUN (completion
 //! work runs only inside our own `io_uring_enter`, on this pinned thread), a completion queue
@@ -165,15 +167,11 @@ struct OutSocket {
     fixed: bool,
 }
 
-/// Control area for the GSO segment size, aligned as `cmsghdr` needs.
-#[repr(C, align(8))]
-struct SegmentControl([u8; cmsg::UDP_SEGMENT_SPACE]);
-
 /// One GSO send in flight: its own msghdr, the segments' iovecs (each pointing into its
 /// receive buffer, as single sends do) and the buffers it holds.
 struct GsoSend {
     hdr: libc::msghdr,
-    control: SegmentControl,
+    control: cmsg::ControlArea<{ cmsg::UDP_SEGMENT_SPACE }>,
     iovs: [libc::iovec; gso::MAX_SEGMENTS],
     group: gso::Group,
 }
@@ -348,7 +346,7 @@ impl UringWorker {
             .map(|_| GsoSend {
                 // SAFETY: as above.
                 hdr: unsafe { std::mem::zeroed() },
-                control: SegmentControl([0; cmsg::UDP_SEGMENT_SPACE]),
+                control: cmsg::ControlArea::zeroed(),
                 iovs: [zero_iov; gso::MAX_SEGMENTS],
                 group: gso::Group::default(),
             })
