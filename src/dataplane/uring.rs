@@ -511,9 +511,15 @@ impl UringWorker {
         let mut publisher = Publisher::new(last_watchdog);
         while !stop.load(Ordering::Relaxed) {
             self.apply_commands();
-            for i in std::mem::take(&mut self.rearm) {
+            // Taken and put back, so the list keeps its capacity (no allocation under load);
+            // what `arm_recv` queues again (no room in the ring) stays queued.
+            let mut rearm = std::mem::take(&mut self.rearm);
+            for &i in &rearm {
                 self.arm_recv(i);
             }
+            rearm.clear();
+            rearm.append(&mut self.rearm);
+            self.rearm = rearm;
             let args = types::SubmitArgs::new().timespec(&ts);
             match self.ring.submitter().submit_with_args(1, &args) {
                 Ok(_) => {}
@@ -526,10 +532,13 @@ impl UringWorker {
                 },
             }
             // Sockets of removed slots are closed only now: the SQEs naming them are submitted.
-            for i in std::mem::take(&mut self.to_release) {
+            let to_release = std::mem::take(&mut self.to_release);
+            for &i in &to_release {
                 self.unfix(i);
                 self.table.release(i);
             }
+            self.to_release = to_release;
+            self.to_release.clear();
             let now = now_ns();
             bump(&self.shared.counters.loops, 1);
             self.cqes.clear();
