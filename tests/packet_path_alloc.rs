@@ -3,8 +3,8 @@
 
 //! "Nothing on the packet path allocates", checked: this test binary counts every heap
 //! allocation of the process (dhat's testing mode), and steady two-way forwarding through
-//! 20 streams, including the workers' housekeeping (quality publication, the stall
-//! watchdog), must make none. Once per engine.
+//! 20 streams, bursts that leave as UDP GSO sends, and the workers' housekeeping (quality
+//! publication, the stall watchdog) must make none. Once per engine.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
@@ -18,6 +18,9 @@ static ALLOC: dhat::Alloc = dhat::Alloc;
 
 const STREAMS: usize = 20;
 const ROUNDS: u16 = 100;
+const BURST: u16 = 16;
+/// Datagrams one call of `traffic` forwards.
+const PER_CALL: usize = STREAMS * (2 * ROUNDS as usize + BURST as usize);
 
 fn rtp(seq: u16, ssrc: u32, out: &mut [u8; 172]) {
     out[0] = 0x80;
@@ -67,11 +70,14 @@ fn traffic(
             std::thread::sleep(Duration::from_millis(2));
         }
     }
-    drain(
-        socks,
-        2 * STREAMS * usize::from(ROUNDS),
-        Duration::from_secs(5),
-    )
+    // Video-like: BURST packets back to back per stream, A to B (gathered into GSO sends).
+    for (i, (a, _, pa, _)) in pairs.iter().enumerate() {
+        for k in 0..BURST {
+            rtp(first_seq + ROUNDS + k, 2 * i as u32, &mut pkt);
+            let _ = a.send_to(&pkt, relay(*pa));
+        }
+    }
+    drain(socks, PER_CALL, Duration::from_secs(5))
 }
 
 #[test]
@@ -117,24 +123,16 @@ fn steady_forwarding_allocates_nothing() {
         let socks: Vec<&UdpSocket> = pairs.iter().flat_map(|(a, b, _, _)| [a, b]).collect();
         // Warm-up: endpoints learned and confirmed, first publications made.
         let warm = traffic(&pairs, &socks, 0);
-        assert_eq!(
-            warm,
-            2 * STREAMS * usize::from(ROUNDS),
-            "{engine:?}: warm-up"
-        );
+        assert_eq!(warm, PER_CALL, "{engine:?}: warm-up");
         std::thread::sleep(Duration::from_millis(300));
 
         let before = dhat::HeapStats::get();
-        let got = traffic(&pairs, &socks, ROUNDS);
+        let got = traffic(&pairs, &socks, ROUNDS + BURST);
         // Housekeeping turns with nothing to forward: publication rounds and a watchdog pass.
         std::thread::sleep(Duration::from_millis(1200));
         let after = dhat::HeapStats::get();
 
-        assert_eq!(
-            got,
-            2 * STREAMS * usize::from(ROUNDS),
-            "{engine:?}: all forwarded"
-        );
+        assert_eq!(got, PER_CALL, "{engine:?}: all forwarded");
         assert_eq!(
             after.total_blocks - before.total_blocks,
             0,
@@ -142,9 +140,15 @@ fn steady_forwarding_allocates_nothing() {
             after.total_blocks - before.total_blocks,
             after.total_bytes - before.total_bytes
         );
+        let t = dp.totals();
         assert_eq!(
-            dp.totals().tx_packets,
-            4 * STREAMS as u64 * u64::from(ROUNDS)
+            t.tx_packets,
+            2 * PER_CALL as u64,
+            "warm-up and measured traffic"
+        );
+        assert!(
+            t.gso_sends > 0,
+            "{engine:?}: the bursts went out as GSO sends"
         );
         drop(dp);
     }
