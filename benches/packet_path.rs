@@ -90,7 +90,10 @@ fn bench(c: &mut Criterion) {
                 now += 20_000;
                 let pkt = rtp(seq, u32::from(seq) * 160);
                 let mut ctx = PacketCtx {
-                    cfg: PathConfig { strict: false },
+                    cfg: PathConfig {
+                        strict: false,
+                        gso: true,
+                    },
                     counters: &counters,
                     events: &events,
                     dirty: &mut dirty,

@@ -103,6 +103,10 @@ pub struct Cli {
     /// they may be STUN, DTLS or keepalives).
     #[arg(long)]
     pub strict_rtp: bool,
+    /// Send every datagram by itself: no UDP GSO for bursts (GSO is used where the kernel has
+    /// it, Linux 4.18+).
+    #[arg(long)]
+    pub no_gso: bool,
     /// Built-in SIP proxy and registrar: UDP and TCP on this address. [default: 127.0.0.1:5060]
     #[arg(long)]
     pub listen_sip: Option<SocketAddr>,
@@ -145,6 +149,7 @@ struct FileConfig {
     socket_rcvbuf: Option<usize>,
     socket_sndbuf: Option<usize>,
     strict_rtp: Option<bool>,
+    no_gso: Option<bool>,
     listen_sip: Option<SocketAddr>,
     no_sip: Option<bool>,
     domain: Option<Vec<String>>,
@@ -169,6 +174,8 @@ pub struct Config {
     pub socket_rcvbuf: usize,
     pub socket_sndbuf: usize,
     pub strict_rtp: bool,
+    /// Gather bursts for one destination into UDP GSO sends (where the kernel supports it).
+    pub gso: bool,
     /// The SIP proxy's address (UDP and TCP); `None` with `--no-sip`.
     pub listen_sip: Option<SocketAddr>,
     /// Whether `listen_sip` was asked for (flag or file). The default listener is
@@ -202,6 +209,7 @@ impl Default for Config {
             socket_rcvbuf: 0,
             socket_sndbuf: 0,
             strict_rtp: false,
+            gso: true,
             listen_sip: Some(SocketAddr::new(lo, 5060)),
             listen_sip_explicit: false,
             domains: vec![lo.to_string()],
@@ -243,6 +251,7 @@ impl Config {
         c.socket_rcvbuf = cli.socket_rcvbuf.or(file.socket_rcvbuf).unwrap_or(0);
         c.socket_sndbuf = cli.socket_sndbuf.or(file.socket_sndbuf).unwrap_or(0);
         c.strict_rtp = cli.strict_rtp || file.strict_rtp.unwrap_or(false);
+        c.gso = !(cli.no_gso || file.no_gso.unwrap_or(false));
         let listen_sip = cli.listen_sip.or(file.listen_sip);
         c.listen_sip_explicit = listen_sip.is_some();
         if let Some(a) = listen_sip {
@@ -321,6 +330,23 @@ mod tests {
         assert_eq!(c.listen_ng, "127.0.0.1:2223".parse().unwrap());
         assert_eq!(c.timeout_secs, 60);
         assert!(c.num_threads >= 1);
+        assert!(c.gso, "GSO for bursts is on unless turned off");
+    }
+
+    #[test]
+    fn gso_can_be_turned_off_by_flag_or_file() {
+        assert!(
+            !Config::load(&Cli::parse_from(["x", "--no-gso"]))
+                .unwrap()
+                .gso
+        );
+        let dir = std::env::temp_dir().join(format!("rtpanchor-gso-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(&path, "no-gso = true\n").unwrap();
+        let c = Config::load(&Cli::parse_from(["x", "--config", path.to_str().unwrap()])).unwrap();
+        assert!(!c.gso);
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]

@@ -707,3 +707,35 @@ fn gso_refused_inner() {
         dp.close(o.id);
     }
 }
+
+/// `--no-gso`: the same bursts leave one datagram per send.
+#[test]
+fn without_gso_bursts_leave_one_by_one() {
+    for (n, engine) in engines().into_iter().enumerate() {
+        let mut dp = start(&Config {
+            num_threads: 1,
+            gso: false,
+            ..config(engine, 44000 + 1000 * n as u16)
+        });
+        let (a, b) = (sock(), sock());
+        let o = open(&mut dp, "no-gso", endpoint(&a), endpoint(&b));
+        // Frames of 50, each read before the next (the receiver's buffer holds ~100).
+        for frame in 0..6u16 {
+            for k in 0..50 {
+                let seq = frame * 50 + k;
+                a.send_to(&rtp(seq, 0, 5, &[seq as u8; 988]), relay(o.a_ports.rtp))
+                    .unwrap();
+            }
+            let got = recv_n(&b, 50, Duration::from_secs(3));
+            assert_eq!(got.len(), 50, "{engine:?}: frame {frame}");
+            for (k, (p, _)) in got.iter().enumerate() {
+                assert_eq!(u16::from_be_bytes([p[2], p[3]]), frame * 50 + k as u16);
+                assert_eq!(p.len(), 1000);
+            }
+        }
+        let t = dp.totals();
+        assert_eq!(t.gso_sends, 0, "{engine:?}");
+        assert_eq!(t.tx_packets, 300);
+        dp.close(o.id);
+    }
+}

@@ -77,17 +77,31 @@ impl Group {
 
 /// Holds the group being gathered. Sans-IO: the engine feeds it datagrams in the order it
 /// forwards them and sends each group it hands back.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Gatherer {
     open: Option<(Group, usize)>,
+    enabled: bool,
 }
 
 impl Gatherer {
+    /// A gatherer that makes groups of one when `enabled` is false (no GSO).
+    pub fn new(enabled: bool) -> Gatherer {
+        Gatherer {
+            open: None,
+            enabled,
+        }
+    }
+
     /// Adds a datagram of `len` bytes (buffer `id`) bound for `route`. Returns the group it
     /// closed, if it could not join it; send that one first.
     pub fn push(&mut self, route: Route, len: usize, id: u16) -> Option<Group> {
         if let Some((g, last_len)) = self.open.as_mut() {
-            if g.route == route && g.open(*last_len) && len <= usize::from(g.seg_len) && len > 0 {
+            if self.enabled
+                && g.route == route
+                && g.open(*last_len)
+                && len <= usize::from(g.seg_len)
+                && len > 0
+            {
                 g.ids[usize::from(g.count)] = id;
                 g.count += 1;
                 *last_len = len;
@@ -118,7 +132,7 @@ mod tests {
 
     /// Feeds (route, len) pairs with ids 0.., returns the groups as (slot, seg_len, ids).
     fn run(input: &[(Route, usize)]) -> Vec<(u32, u16, Vec<u16>)> {
-        let mut g = Gatherer::default();
+        let mut g = Gatherer::new(true);
         let mut out = Vec::new();
         for (i, &(r, len)) in input.iter().enumerate() {
             out.extend(g.push(r, len, i as u16));
@@ -168,6 +182,19 @@ mod tests {
                 (1, 172, vec![4])
             ]
         );
+    }
+
+    #[test]
+    fn disabled_it_makes_groups_of_one() {
+        let r = route(1, 5000);
+        let mut g = Gatherer::new(false);
+        let mut out = Vec::new();
+        for i in 0..5 {
+            out.extend(g.push(r, 172, i));
+        }
+        out.extend(g.take());
+        let ids: Vec<Vec<u16>> = out.iter().map(|g| g.ids().to_vec()).collect();
+        assert_eq!(ids, vec![vec![0], vec![1], vec![2], vec![3], vec![4]]);
     }
 
     #[test]

@@ -328,7 +328,7 @@ impl MmsgWorker {
     /// Consecutive datagrams for one destination leave as one UDP GSO send (see [`gso`]).
     fn flush(&mut self, staged: usize) {
         let mut groups = 0;
-        let mut gather = gso::Gatherer::default();
+        let mut gather = gso::Gatherer::new(self.cfg.gso);
         for j in 0..staged {
             let len = self.out_iovs[j].iov_len;
             if let Some(g) = gather.push(self.out_routes[j], len, j as u16) {

@@ -124,8 +124,13 @@ impl DataPlane {
         let control_slice_ok = control_slice_supported();
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let stop = Arc::new(AtomicBool::new(false));
+        let gso = config.gso && sockets::gso_supported();
+        if config.gso && !gso {
+            tracing::warn!("kernel lacks UDP GSO (Linux < 4.18): every datagram is sent by itself");
+        }
         let path = PathConfig {
             strict: config.strict_rtp,
+            gso,
         };
         // The kernel caps each ring's fixed-file table at the descriptor limit (and 2^20).
         let fixed_files = config

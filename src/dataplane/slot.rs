@@ -158,6 +158,8 @@ pub struct RtpState {
 pub struct PathConfig {
     /// Drop what is not valid RTP/RTCP instead of counting and forwarding it.
     pub strict: bool,
+    /// Gather bursts for one destination into UDP GSO sends (asked for, and the kernel has it).
+    pub gso: bool,
 }
 
 /// Where to send a datagram: out of `slot`'s socket to `dst`.

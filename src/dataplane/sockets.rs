@@ -36,6 +36,29 @@ pub fn bind_udp(addr: SocketAddr, opts: SocketOptions) -> io::Result<OwnedFd> {
     Ok(s.into())
 }
 
+/// Whether the kernel takes UDP GSO sends (`UDP_SEGMENT`, Linux 4.18). Asked by reading the
+/// option back: an older kernel refuses it (ENOPROTOOPT), where a send would ignore the
+/// control message and put a whole burst into one datagram.
+pub fn gso_supported() -> bool {
+    let Ok(s) = Socket::new(Domain::IPV4, Type::DGRAM.cloexec(), Some(Protocol::UDP)) else {
+        return false;
+    };
+    let mut val: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: the descriptor is open (owned by `s`); `val` and `len` are live and `len` is
+    // the size of `val`.
+    let rc = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::SOL_UDP,
+            libc::UDP_SEGMENT,
+            (&mut val as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    rc == 0
+}
+
 /// Asks the kernel to attach the socket's drop count to received datagrams (`SO_RXQ_OVFL`),
 /// so the workers can count what was lost to a full receive queue. socket2 has no setter.
 fn enable_drop_count(s: &Socket) -> io::Result<()> {

@@ -364,7 +364,7 @@ impl UringWorker {
             sends,
             gso_sends,
             gso_free: (0..GSO_POOL as u16).rev().collect(),
-            gather: gso::Gatherer::default(),
+            gather: gso::Gatherer::new(cfg.gso),
             recv_hdr,
             wake_buf: Box::new(0),
             shared,
