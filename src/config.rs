@@ -12,6 +12,13 @@ pub const MAX_SIP_MESSAGE: usize = 65_535;
 /// Smallest `--sip-max-message` accepted (an INVITE with SDP needs a couple of KiB).
 pub const MIN_SIP_MESSAGE: usize = 1_024;
 
+/// Receive queue asked for each media socket. The kernel default (212 KB) holds ~3 ms of a
+/// single stream at 90k packets/s; with a low-priority CPU hog on the relay's core that
+/// overflowed in every run at 150k (1 call: 107-455 packets lost in 5 s), and with this
+/// value in none (BENCHMARKS.md, latest sitting). The memory is the kernel's, used only while
+/// packets wait.
+pub const DEFAULT_SOCKET_RCVBUF: usize = 512 * 1024;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum IoEngine {
@@ -93,7 +100,8 @@ pub struct Cli {
     /// descriptor limit, per worker]
     #[arg(long)]
     pub uring_fixed_files: Option<u32>,
-    /// SO_RCVBUF for media sockets in bytes (0 = kernel default). [default: 0]
+    /// SO_RCVBUF for media sockets in bytes (0 = kernel default; the kernel doubles the value
+    /// and caps it at net.core.rmem_max). [default: 524288]
     #[arg(long)]
     pub socket_rcvbuf: Option<usize>,
     /// SO_SNDBUF for media sockets in bytes (0 = kernel default). [default: 0]
@@ -206,7 +214,7 @@ impl Default for Config {
             max_sessions: 0,
             io_engine: IoEngine::Auto,
             uring_fixed_files: None,
-            socket_rcvbuf: 0,
+            socket_rcvbuf: DEFAULT_SOCKET_RCVBUF,
             socket_sndbuf: 0,
             strict_rtp: false,
             gso: true,
@@ -248,7 +256,10 @@ impl Config {
         c.max_sessions = cli.max_sessions.or(file.max_sessions).unwrap_or(0);
         c.io_engine = cli.io_engine.or(file.io_engine).unwrap_or_default();
         c.uring_fixed_files = cli.uring_fixed_files.or(file.uring_fixed_files);
-        c.socket_rcvbuf = cli.socket_rcvbuf.or(file.socket_rcvbuf).unwrap_or(0);
+        c.socket_rcvbuf = cli
+            .socket_rcvbuf
+            .or(file.socket_rcvbuf)
+            .unwrap_or(DEFAULT_SOCKET_RCVBUF);
         c.socket_sndbuf = cli.socket_sndbuf.or(file.socket_sndbuf).unwrap_or(0);
         c.strict_rtp = cli.strict_rtp || file.strict_rtp.unwrap_or(false);
         c.gso = !(cli.no_gso || file.no_gso.unwrap_or(false));
@@ -331,6 +342,9 @@ mod tests {
         assert_eq!(c.timeout_secs, 60);
         assert!(c.num_threads >= 1);
         assert!(c.gso, "GSO for bursts is on unless turned off");
+        assert_eq!(c.socket_rcvbuf, DEFAULT_SOCKET_RCVBUF);
+        let zero = Config::load(&Cli::parse_from(["x", "--socket-rcvbuf", "0"])).unwrap();
+        assert_eq!(zero.socket_rcvbuf, 0, "0 keeps the kernel default");
     }
 
     #[test]
