@@ -72,7 +72,8 @@ struct Args {
     calls_per_socket: usize,
     #[arg(long, default_value = "127.0.0.1")]
     local_ip: std::net::Ipv4Addr,
-    /// Relay process id: report its CPU per forwarded packet from /proc/PID/stat.
+    /// Relay process id: report its CPU per forwarded packet, from its CPU clock (exact; from
+    /// /proc/PID/stat, in 10 ms ticks, where that clock cannot be read).
     #[arg(long)]
     relay_pid: Option<u32>,
     /// Cores for the generator: "0" pins sender and receiver to CPU 0, "0,1" splits them.
@@ -286,9 +287,21 @@ struct Bench<'a> {
     shared: Arc<RxShared>,
     stop: &'static AtomicBool,
     ticks: u64,
+    /// Read the relay's CPU time from its CPU clock (exact) rather than `/proc/PID/stat`
+    /// (10 ms ticks); chosen once, so a step never mixes the two.
+    exact_cpu: bool,
 }
 
 impl Bench<'_> {
+    /// The relay's CPU time so far, ns.
+    fn relay_cpu_ns(&self, pid: u32) -> Option<u64> {
+        if self.exact_cpu {
+            sys::other_process_cpu_ns(pid)
+        } else {
+            procfs::process_cpu_ns(pid, self.ticks)
+        }
+    }
+
     fn run_step(&mut self, step: u32, rate: f64, secs: f64) -> Result<StepReport> {
         let a = self.a;
         self.rx_cmd
@@ -296,9 +309,7 @@ impl Bench<'_> {
             .map_err(|_| anyhow!("receiver thread gone"))?;
         // Let the receiver switch before anything of this step can arrive.
         std::thread::sleep(Duration::from_millis(20));
-        let relay0 = a
-            .relay_pid
-            .and_then(|p| procfs::process_cpu_ns(p, self.ticks));
+        let relay0 = a.relay_pid.and_then(|p| self.relay_cpu_ns(p));
         let gen0 = sys::process_cpu_ns();
         let udp0 = procfs::udp_rcvbuf_errors();
         let plan = SendPlan {
@@ -344,9 +355,7 @@ impl Bench<'_> {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        let relay1 = a
-            .relay_pid
-            .and_then(|p| procfs::process_cpu_ns(p, self.ticks));
+        let relay1 = a.relay_pid.and_then(|p| self.relay_cpu_ns(p));
         let gen1 = sys::process_cpu_ns();
         let udp1 = procfs::udp_rcvbuf_errors();
         self.rx_cmd
@@ -583,6 +592,9 @@ fn run() -> Result<i32> {
         shared,
         stop,
         ticks: sys::clock_ticks_per_sec(),
+        exact_cpu: a
+            .relay_pid
+            .is_some_and(|p| sys::other_process_cpu_ns(p).is_some()),
     };
     let rates = if a.find_max { ladder(&a) } else { vec![a.rate] };
     let secs = if a.find_max {
