@@ -60,6 +60,45 @@ fn open(dp: &mut DataPlane, call_id: &str, a: EndpointSpec, b: EndpointSpec) -> 
     .unwrap()
 }
 
+/// Sends `count` RTP packets from `a` to the relay's A port (sequence numbers from `first`,
+/// each `size(seq)` bytes, payload filled with the low byte of `seq`) and checks that `b` gets
+/// exactly those: all of them, in order, from the relay's B port, each with its size and
+/// payload. `what` names the case in failures.
+fn frame_through(
+    a: &UdpSocket,
+    b: &UdpSocket,
+    o: &OpenedStream,
+    first: u16,
+    count: u16,
+    size: impl Fn(u16) -> usize,
+    what: &str,
+) {
+    for seq in first..first + count {
+        a.send_to(
+            &rtp(seq, 0, 5, &vec![seq as u8; size(seq) - 12]),
+            relay(o.a_ports.rtp),
+        )
+        .unwrap();
+    }
+    let got = recv_n(b, usize::from(count), Duration::from_secs(3));
+    assert_eq!(
+        got.len(),
+        usize::from(count),
+        "{what}: frame from {first} arrived whole"
+    );
+    for (k, (p, from)) in got.iter().enumerate() {
+        let want = first + k as u16;
+        assert_eq!(
+            *from,
+            relay(o.b_ports.rtp),
+            "{what}: from the relay's B port"
+        );
+        assert_eq!(u16::from_be_bytes([p[2], p[3]]), want, "{what}: in order");
+        assert_eq!(p.len(), size(want), "{what}: packet {want} keeps its size");
+        assert!(p[12..].iter().all(|&x| x == want as u8), "{what}: intact");
+    }
+}
+
 /// Receives until `want` datagrams arrived or `limit` passed; returns them.
 fn recv_n(s: &UdpSocket, want: usize, limit: Duration) -> Vec<(Vec<u8>, SocketAddr)> {
     let mut out = Vec::new();
@@ -552,36 +591,8 @@ fn bursts_leave_as_gso_sends_and_arrive_as_the_same_datagrams() {
         // Frames of 60 packets until the relay has gathered some (usually the first).
         while frames < 50 {
             frames += 1;
-            let first = seq;
-            for _ in 0..60 {
-                let len = size(seq);
-                a.send_to(
-                    &rtp(seq, 0, 5, &vec![seq as u8; len - 12]),
-                    relay(o.a_ports.rtp),
-                )
-                .unwrap();
-                seq += 1;
-            }
-            let got = recv_n(&b, 60, Duration::from_secs(3));
-            assert_eq!(got.len(), 60, "{engine:?}: frame {frames} arrived whole");
-            for (k, (p, from)) in got.iter().enumerate() {
-                let want = first + k as u16;
-                assert_eq!(*from, relay(o.b_ports.rtp));
-                assert_eq!(
-                    u16::from_be_bytes([p[2], p[3]]),
-                    want,
-                    "{engine:?}: in order"
-                );
-                assert_eq!(
-                    p.len(),
-                    size(want),
-                    "{engine:?}: packet {want} keeps its size"
-                );
-                assert!(
-                    p[12..].iter().all(|&x| x == want as u8),
-                    "{engine:?}: intact"
-                );
-            }
+            frame_through(&a, &b, &o, seq, 60, size, &format!("{engine:?}"));
+            seq += 60;
             if frames >= 3 && dp.totals().gso_sends > 0 {
                 break;
             }
@@ -678,19 +689,8 @@ fn gso_refused_inner() {
         // 1,100 bytes: gathered (under 1,200) but over this path's 972-byte UDP payload.
         let mut seq = 0u16;
         for frame in 0..50 {
-            let first = seq;
-            for _ in 0..40 {
-                a.send_to(&rtp(seq, 0, 5, &[seq as u8; 1088]), relay(o.a_ports.rtp))
-                    .unwrap();
-                seq += 1;
-            }
-            let got = recv_n(&b, 40, Duration::from_secs(3));
-            assert_eq!(got.len(), 40, "{engine:?}: frame {frame} arrived whole");
-            for (k, (p, _)) in got.iter().enumerate() {
-                assert_eq!(u16::from_be_bytes([p[2], p[3]]), first + k as u16);
-                assert_eq!(p.len(), 1100);
-                assert!(p[12..].iter().all(|&x| x == (first + k as u16) as u8));
-            }
+            frame_through(&a, &b, &o, seq, 40, |_| 1100, &format!("{engine:?}"));
+            seq += 40;
             if frame >= 2 && dp.totals().gso_failed > 0 {
                 break;
             }
@@ -721,17 +721,7 @@ fn without_gso_bursts_leave_one_by_one() {
         let o = open(&mut dp, "no-gso", endpoint(&a), endpoint(&b));
         // Frames of 50, each read before the next (the receiver's buffer holds ~100).
         for frame in 0..6u16 {
-            for k in 0..50 {
-                let seq = frame * 50 + k;
-                a.send_to(&rtp(seq, 0, 5, &[seq as u8; 988]), relay(o.a_ports.rtp))
-                    .unwrap();
-            }
-            let got = recv_n(&b, 50, Duration::from_secs(3));
-            assert_eq!(got.len(), 50, "{engine:?}: frame {frame}");
-            for (k, (p, _)) in got.iter().enumerate() {
-                assert_eq!(u16::from_be_bytes([p[2], p[3]]), frame * 50 + k as u16);
-                assert_eq!(p.len(), 1000);
-            }
+            frame_through(&a, &b, &o, frame * 50, 50, |_| 1000, &format!("{engine:?}"));
         }
         let t = dp.totals();
         assert_eq!(t.gso_sends, 0, "{engine:?}");

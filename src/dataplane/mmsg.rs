@@ -14,7 +14,7 @@ use crate::time::now_ns;
 use super::cmsg;
 use super::gso;
 use super::shared::bump;
-use super::slot::{process, DirtyList, PacketCtx, PathConfig};
+use super::slot::{note_control, process, DirtyList, PacketCtx, PathConfig};
 use super::sockaddr;
 use super::worker::{drain_eventfd, Command, Publisher, SlotTable, WorkerShared};
 
@@ -29,6 +29,16 @@ const MAX_EVENTS: usize = 256;
 const WAKE_TOKEN: u64 = u64::MAX;
 /// Upper bound on sleeping, so housekeeping runs even when idle.
 const IDLE_WAIT_MS: i32 = 100;
+
+/// One non-blocking `sendmmsg` of `msgs` on `fd`: how many left, or <= 0 if the first failed.
+/// Callers pass only headers they staged this turn (`out_msgs` or `group_msgs`), whose
+/// names, iovecs and control areas point into the worker's own buffers.
+fn send_mmsg(fd: i32, msgs: &mut [libc::mmsghdr]) -> libc::c_int {
+    let n = u32::try_from(msgs.len()).unwrap_or(u32::MAX);
+    // SAFETY: `msgs` is a live slice of `n` initialised headers; what they point at (names,
+    // iovecs, buffers, control areas) belongs to the worker and outlives the call.
+    unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), n, libc::MSG_DONTWAIT) }
+}
 
 fn token(idx: u32, generation: u32) -> u64 {
     (u64::from(generation) << 32) | u64::from(idx)
@@ -49,7 +59,6 @@ pub struct MmsgWorker {
     out_names: Vec<libc::sockaddr_storage>,
     out_iovs: Vec<libc::iovec>,
     out_msgs: Vec<libc::mmsghdr>,
-    out_fds: Vec<i32>,
     out_routes: Vec<gso::Route>,
     /// The staged datagrams gathered for sending: one message per group (several datagrams
     /// of a group leave as one UDP GSO send), its first datagram and size.
@@ -114,7 +123,6 @@ impl MmsgWorker {
             out_names: vec![zero_ss; BATCH],
             out_iovs: vec![zero_iov; BATCH],
             out_msgs: vec![zero_msg; BATCH],
-            out_fds: vec![-1; BATCH],
             out_routes: vec![
                 gso::Route {
                     slot: 0,
@@ -267,14 +275,12 @@ impl MmsgWorker {
                 #[allow(clippy::unnecessary_cast)]
                 let control_len =
                     (self.msgs[i].msg_hdr.msg_controllen as usize).min(cmsg::RXQ_OVFL_SPACE);
-                if control_len > 0 {
-                    if let (Some(n), Some(s)) = (
-                        cmsg::rxq_ovfl(&self.controls[i].0[..control_len]),
-                        self.table.slots.get_mut(idx as usize),
-                    ) {
-                        bump(&counters.drop_rcvbuf, u64::from(s.note_kernel_drops(n)));
-                    }
-                }
+                note_control(
+                    &mut self.table.slots,
+                    idx as usize,
+                    &self.controls[i].0[..control_len],
+                    counters,
+                );
                 let len = (self.msgs[i].msg_len as usize).min(BUF_SIZE);
                 if self.msgs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
                     bump(&counters.truncated, 1);
@@ -310,7 +316,7 @@ impl MmsgWorker {
                 h.msg_control = std::ptr::null_mut();
                 h.msg_controllen = 0;
                 h.msg_flags = 0;
-                self.out_fds[j] = fwd.fd;
+                // The mmsg engine names a relay socket by its descriptor.
                 self.out_routes[j] = gso::Route {
                     slot: fwd.fd as u32,
                     dst: fwd.dst,
@@ -342,25 +348,16 @@ impl MmsgWorker {
         }
         let mut start = 0;
         while start < groups {
-            let fd = self.out_fds[self.group_first[start]];
+            let fd = self.out_fd(self.group_first[start]);
             let mut end = start + 1;
-            while end < groups && self.out_fds[self.group_first[end]] == fd {
+            while end < groups && self.out_fd(self.group_first[end]) == fd {
                 end += 1;
             }
             let mut pos = start;
             // Each pass sends at least one group or handles one, so this ends within
             // `end - start` passes.
             while pos < end {
-                // SAFETY: group_msgs[pos..end] were set by `stage_group` to point at live
-                // names, iovecs, buffers and control areas of this worker.
-                let sent = unsafe {
-                    libc::sendmmsg(
-                        fd,
-                        self.group_msgs[pos..end].as_mut_ptr(),
-                        (end - pos) as u32,
-                        libc::MSG_DONTWAIT,
-                    )
-                };
+                let sent = send_mmsg(fd, &mut self.group_msgs[pos..end]);
                 let counters = &self.shared.counters;
                 if sent <= 0 {
                     let (first, n) = (self.group_first[pos], self.group_len[pos]);
@@ -388,6 +385,11 @@ impl MmsgWorker {
             }
             start = end;
         }
+    }
+
+    /// The relay socket staged datagram `j` leaves through.
+    fn out_fd(&self, j: usize) -> i32 {
+        self.out_routes[j].slot as i32
     }
 
     /// Message `k` of the next `sendmmsg`: group `g` of the staged datagrams.
@@ -421,15 +423,7 @@ impl MmsgWorker {
         let mut pos = start;
         // Each pass sends at least one or drops one, so this ends within `end - start` passes.
         while pos < end {
-            // SAFETY: out_msgs[pos..end] are initialised and point at live buffers.
-            let sent = unsafe {
-                libc::sendmmsg(
-                    fd,
-                    self.out_msgs[pos..end].as_mut_ptr(),
-                    (end - pos) as u32,
-                    libc::MSG_DONTWAIT,
-                )
-            };
+            let sent = send_mmsg(fd, &mut self.out_msgs[pos..end]);
             if sent <= 0 {
                 bump(&counters.drop_send_failed, 1);
                 pos += 1;

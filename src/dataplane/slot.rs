@@ -216,6 +216,19 @@ pub struct PacketCtx<'a> {
     pub dirty: &'a mut DirtyList,
 }
 
+/// Takes a received datagram's control area (`SO_RXQ_OVFL`: the socket's running drop count,
+/// present once the kernel has dropped anything) and counts the new kernel drops for
+/// `slots[idx]`. An empty area, the common case, costs one length check.
+#[inline]
+pub fn note_control(slots: &mut [Slot], idx: usize, control: &[u8], counters: &WorkerCounters) {
+    if control.is_empty() {
+        return;
+    }
+    if let (Some(n), Some(s)) = (super::cmsg::rxq_ovfl(control), slots.get_mut(idx)) {
+        bump(&counters.drop_rcvbuf, u64::from(s.note_kernel_drops(n)));
+    }
+}
+
 /// Decides what happens to one datagram received on `slots[idx]` from `src` at `now`.
 #[inline]
 pub fn process(

@@ -32,7 +32,7 @@ use crate::time::{now_ns, NANOS_PER_MS};
 use super::cmsg;
 use super::gso;
 use super::shared::bump;
-use super::slot::{process, DirtyList, PacketCtx, PathConfig};
+use super::slot::{note_control, process, DirtyList, PacketCtx, PathConfig};
 use super::sockaddr;
 use super::worker::{Command, Publisher, SlotTable, WorkerShared};
 
@@ -750,18 +750,12 @@ impl UringWorker {
             self.recycle(bid);
             return;
         }
-        let control = msg.control_data();
-        if !control.is_empty() {
-            if let (Some(n), Some(s)) = (
-                cmsg::rxq_ovfl(control),
-                self.table.slots.get_mut(idx as usize),
-            ) {
-                bump(
-                    &self.shared.counters.drop_rcvbuf,
-                    u64::from(s.note_kernel_drops(n)),
-                );
-            }
-        }
+        note_control(
+            &mut self.table.slots,
+            idx as usize,
+            msg.control_data(),
+            &self.shared.counters,
+        );
         let Some(src) = sockaddr::read(msg.name_data()) else {
             self.recycle(bid);
             return;
