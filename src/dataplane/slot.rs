@@ -169,6 +169,9 @@ pub struct Forward {
     pub fd: RawFd,
     /// io_uring: send through the fixed file at index `slot` rather than `fd`.
     pub fixed: bool,
+    /// The out slot's generation now: a send redone later (a refused GSO send) checks that
+    /// the socket still belongs to the same stream.
+    pub generation: u32,
     pub dst: SocketAddr,
 }
 
@@ -382,6 +385,7 @@ pub fn process(
             slot: target,
             fd: out.fd(),
             fixed: out.fixed,
+            generation: out.generation,
             dst,
         }),
         _ => {

@@ -781,11 +781,6 @@ impl UringWorker {
             self.recycle(bid);
             return;
         };
-        let generation = self
-            .table
-            .slots
-            .get(fwd.slot as usize)
-            .map_or(0, |s| s.generation);
         let st = &mut self.sends[usize::from(bid)];
         let namelen = sockaddr::write(fwd.dst, &mut st.name);
         st.iov = libc::iovec {
@@ -796,7 +791,7 @@ impl UringWorker {
         st.hdr.msg_namelen = namelen;
         st.out = OutSocket {
             slot: fwd.slot,
-            generation,
+            generation: fwd.generation,
             fd: fwd.fd,
             fixed: fwd.fixed,
         };
