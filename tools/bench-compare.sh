@@ -7,14 +7,19 @@
 # Usage: tools/bench-compare.sh [--full] [--reps N] [--out DIR] [--step-duration S]
 #                               [--ladder R1,R2,...] [--budget SECS] [--only NAME,...]
 #                               [--calls N1,N2,...]
-#   --full        also 10000 calls (needs ~40000 relay ports). A relay whose sockets would
-#                 not fit under the open-files limit at a size is skipped there, said so:
-#                 rtpengine and rtpanchor --io-engine mmsg hold 4 descriptors per call, the
-#                 reflector 2; rtpanchor's io_uring engine keeps its sockets in fixed-file
-#                 tables (the limit per worker thread) instead.
+#   --full        also 10000 calls (needs ~40000 relay ports). rtpanchor --io-engine mmsg
+#                 holds 4 descriptors per call and is skipped, said so, at a size that does
+#                 not fit under the open-files limit; rtpanchor's io_uring engine keeps its
+#                 sockets in fixed-file tables (the limit per worker thread) instead;
+#                 rtpengine and the reflector are sharded (below).
 #   --reps N      repetitions per scenario (default 1); medians are reported (of an even
 #                 count, the upper middle value: with 2 reps, the higher one)
 #   --budget S    stop starting new runs after S seconds (default 1500)
+#   rtpengine or the reflector too big for one process's open-files limit (4 and 2
+#   descriptors per call) runs as several processes on the same core, the calls dealt round
+#   robin over them and their CPU times added (reported under the relay's name, with one pid
+#   and ng address per shard in the JSON). Each shard holds fewer calls than the whole, so
+#   this flatters the sharded relay, if anything.
 # Env: RELAY_CPU (default 1) pins the relay, GEN_CPUS (default 0) pins the generator;
 #      RELAY_THREADS (default 2) worker threads of rtpanchor, all on RELAY_CPU (rtpengine
 #      runs its default, one per online CPU: 2 on these machines);
@@ -51,7 +56,7 @@ while [ $# -gt 0 ]; do
         --budget) BUDGET=$2; shift ;;
         --only) ONLY=$2; shift ;;
         --calls) CALLS_OVERRIDE=$2; shift ;;
-        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -90,9 +95,23 @@ fits() {
     local per=4
     case "$1" in
         rtpanchor) per=$(( 4 * $2 > RELAY_THREADS * NOFILE ? 4 : 0 )) ;;
-        reflector) per=2 ;;
+        rtpengine|reflector) per=0 ;; # sharded below when they do not fit
     esac
     [ $(( per * $2 + 500 )) -le "$NOFILE" ]
+}
+
+# shards NAME CALLS: how many processes run the relay (rtpengine and the reflector: as many
+# as their 4 and 2 descriptors per call need under the open-files limit, 500 spare each;
+# rtpanchor: 1).
+shards() {
+    local per
+    case "$1" in
+        rtpengine) per=4 ;;
+        reflector) per=2 ;;
+        *) echo 1; return ;;
+    esac
+    local per_proc=$(( (NOFILE - 500) / per ))
+    echo $(( ($2 + per_proc - 1) / per_proc ))
 }
 
 RELAYS=()
@@ -111,19 +130,22 @@ if [ -z "$ONLY" ] || [[ ",$ONLY," == *,reflector,* ]]; then
 fi
 
 RELAY_PID=""
+RELAY_PIDS=()
 cleanup() {
-    if [ -n "$RELAY_PID" ]; then
-        kill "$RELAY_PID" 2>/dev/null || true
-        wait "$RELAY_PID" 2>/dev/null || true
-        RELAY_PID=""
-    fi
+    local p
+    for p in "${RELAY_PIDS[@]}"; do
+        kill "$p" 2>/dev/null || true
+        wait "$p" 2>/dev/null || true
+    done
+    RELAY_PIDS=()
 }
 trap cleanup EXIT
 trap 'echo "interrupted" >&2; exit 130' INT TERM
 
-start_relay() { # name -> RELAY_PID, NG
-    local name=$1 lo hi range
+start_relay() { # name [shards] -> RELAY_PIDS, NG (comma-separated with several shards)
+    local name=$1 n=${2:-1} lo hi range
     range="RANGE_${name//-/_}"; read -r lo hi <<<"${!range}"
+    RELAY_PIDS=()
     case "$name" in
         rtpanchor|rtpanchor-mmsg)
             NG=127.0.0.1:2223
@@ -132,28 +154,48 @@ start_relay() { # name -> RELAY_PID, NG
             taskset -c "$RELAY_CPU" "$RTPANCHOR" --listen-ng "$NG" --interface 127.0.0.1 \
                 --port-min "$lo" --port-max "$hi" --num-threads "$RELAY_THREADS" --io-engine "$engine" \
                 --log-level warn >"$OUT/$name.log" 2>&1 &
+            RELAY_PIDS+=($!)
             ;;
         rtpengine)
-            NG=127.0.0.1:2224
-            taskset -c "$RELAY_CPU" rtpengine --config-file=none --foreground --log-stderr \
-                --table=-1 --interface=127.0.0.1 --listen-ng="$NG" --port-min="$lo" \
-                --port-max="$hi" --delete-delay=0 --log-level=4 >"$OUT/$name.log" 2>&1 &
+            # Shard s: ng port 2224 + 10 s, its slice of the port range (even-sized).
+            local s span=$(( ((hi - lo + 1) / n) & ~1 )) addrs=()
+            for s in $(seq 0 $((n - 1))); do
+                local ng=127.0.0.1:$((2224 + 10 * s)) slo=$((lo + s * span))
+                taskset -c "$RELAY_CPU" rtpengine --config-file=none --foreground --log-stderr \
+                    --table=-1 --interface=127.0.0.1 --listen-ng="$ng" --port-min="$slo" \
+                    --port-max="$((slo + span - 1))" --delete-delay=0 --log-level=4 \
+                    >"$OUT/$name.$s.log" 2>&1 &
+                RELAY_PIDS+=($!)
+                addrs+=("$ng")
+            done
+            NG=$(IFS=,; echo "${addrs[*]}")
             ;;
         reflector)
-            NG=127.0.0.1:2225
-            taskset -c "$RELAY_CPU" "$REFLECTOR" --listen-ng "$NG" --interface 127.0.0.1 \
-                --port-min "$lo" --port-max "$hi" >"$OUT/$name.log" 2>&1 &
+            local s span=$(( ((hi - lo + 1) / n) & ~1 )) addrs=()
+            for s in $(seq 0 $((n - 1))); do
+                local ng=127.0.0.1:$((2225 + 10 * s)) slo=$((lo + s * span))
+                taskset -c "$RELAY_CPU" "$REFLECTOR" --listen-ng "$ng" --interface 127.0.0.1 \
+                    --port-min "$slo" --port-max "$((slo + span - 1))" >"$OUT/$name.$s.log" 2>&1 &
+                RELAY_PIDS+=($!)
+                addrs+=("$ng")
+            done
+            NG=$(IFS=,; echo "${addrs[*]}")
             ;;
     esac
-    RELAY_PID=$!
+    RELAY_PID=$(IFS=,; echo "${RELAY_PIDS[*]}")
 }
 
 stop_relay() {
-    [ -n "$RELAY_PID" ] || return 0
-    kill "$RELAY_PID" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$RELAY_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$RELAY_PID" 2>/dev/null || true
-    wait "$RELAY_PID" 2>/dev/null || true
+    local p
+    for p in "${RELAY_PIDS[@]}"; do
+        kill "$p" 2>/dev/null || true
+    done
+    for p in "${RELAY_PIDS[@]}"; do
+        for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$p" 2>/dev/null || true
+        wait "$p" 2>/dev/null || true
+    done
+    RELAY_PIDS=()
     RELAY_PID=""
 }
 
@@ -172,8 +214,13 @@ for rep in $(seq "$REPS"); do
                 echo "== $name, $calls calls: skipped, its sockets exceed the open-files limit $NOFILE" >&2
                 continue
             fi
-            start_relay "$name"
-            echo "== $name, $calls calls, rep $rep (pid $RELAY_PID)" >&2
+            nshards=$(shards "$name" "$calls")
+            start_relay "$name" "$nshards"
+            if [ "$nshards" -gt 1 ]; then
+                echo "== $name, $calls calls, rep $rep: $nshards processes (pids $RELAY_PID), $(( (calls + nshards - 1) / nshards )) calls or fewer each: one cannot hold $((4 * calls)) descriptors under the limit $NOFILE" >&2
+            else
+                echo "== $name, $calls calls, rep $rep (pid $RELAY_PID)" >&2
+            fi
             # 10000 calls take a while to set up; everything else is bounded by the ladder.
             timeout 600 "$RTPBENCH" --ng "$NG" --calls "$calls" --find-max --ladder "$LADDER" \
                 --step-duration "$STEP_DUR" --relay-pid "$RELAY_PID" --pin-cpus "$GEN_CPUS" \

@@ -32,9 +32,11 @@ const TAIL_LIMIT_MS: f64 = 50.0;
 #[derive(Parser, Debug, Clone)]
 #[command(version, about = "RTP relay load generator / benchmark (ng protocol)")]
 struct Args {
-    /// ng control address of the relay.
-    #[arg(long, default_value = "127.0.0.1:2223")]
-    ng: SocketAddr,
+    /// ng control address of the relay. Several, comma-separated, spread the calls over
+    /// several relay processes (call i goes to address i mod n): a sharded relay, or one that
+    /// cannot hold all its sockets under one process's open-files limit.
+    #[arg(long, default_value = "127.0.0.1:2223", value_delimiter = ',')]
+    ng: Vec<SocketAddr>,
     /// Number of calls (each: one stream per direction).
     #[arg(long, default_value_t = 10)]
     calls: usize,
@@ -73,9 +75,10 @@ struct Args {
     #[arg(long, default_value = "127.0.0.1")]
     local_ip: std::net::Ipv4Addr,
     /// Relay process id: report its CPU per forwarded packet, from its CPU clock (exact; from
-    /// /proc/PID/stat, in 10 ms ticks, where that clock cannot be read).
-    #[arg(long)]
-    relay_pid: Option<u32>,
+    /// /proc/PID/stat, in 10 ms ticks, where that clock cannot be read). Several,
+    /// comma-separated: their CPU times are added (a relay sharded over processes).
+    #[arg(long, value_delimiter = ',')]
+    relay_pid: Vec<u32>,
     /// Cores for the generator: "0" pins sender and receiver to CPU 0, "0,1" splits them.
     #[arg(long, value_delimiter = ',')]
     pin_cpus: Vec<usize>,
@@ -160,16 +163,18 @@ struct Report {
     /// Packets per flow sent back to back (`--burst`).
     burst: u32,
     find_max: bool,
-    relay_pid: Option<u32>,
+    /// The relay processes whose CPU time is counted (added up).
+    relay_pid: Vec<u32>,
     pin_cpus: Vec<usize>,
     steps: Vec<StepReport>,
     /// Highest passing rate (find-max), or the rate if the single run passed.
     max_pass_pps: Option<f64>,
 }
 
-/// Calls set up on the relay; deleted on drop (also on error and Ctrl-C).
+/// The calls set up on one relay process; deleted on drop (also on error and Ctrl-C).
 struct Calls {
     client: NgClient,
+    ng: SocketAddr,
     ids: Vec<String>,
 }
 
@@ -180,7 +185,11 @@ impl Drop for Calls {
         }
         // A dead relay would cost a timeout per call: check it is alive first.
         if self.client.wait_ready(Duration::from_secs(1)).is_err() {
-            eprintln!("relay not answering; {} calls not deleted", self.ids.len());
+            eprintln!(
+                "relay {} not answering; {} calls not deleted",
+                self.ng,
+                self.ids.len()
+            );
             return;
         }
         self.client.attempts = 2;
@@ -195,6 +204,16 @@ impl Drop for Calls {
             self.ids.len() - failed
         );
     }
+}
+
+/// Call `i` of `calls` goes to relay `shard_of(i, n)`; returns, per relay, its calls in order.
+fn shard_calls(calls: usize, relays: usize) -> Vec<Vec<usize>> {
+    let n = relays.max(1);
+    let mut v = vec![Vec::with_capacity(calls.div_ceil(n)); n];
+    for i in 0..calls {
+        v[i % n].push(i);
+    }
+    v
 }
 
 fn ladder(a: &Args) -> Vec<f64> {
@@ -220,43 +239,58 @@ fn ephemeral_range() -> (u32, u32) {
         .unwrap_or((32768, 60999))
 }
 
-fn set_up_calls(a: &Args, ep: &mut Endpoints, stop: &AtomicBool) -> Result<Calls> {
-    let mut client = NgClient::connect(a.ng)?;
-    client
-        .wait_ready(Duration::from_secs_f64(a.wait_ready))
-        .with_context(|| format!("ng {}", a.ng))?;
-    let run = format!("{}-{}", std::process::id(), sys::mono_ns() % 1_000_000);
-    let ids: Vec<String> = (0..a.calls).map(|i| ng::call_id(&run, i)).collect();
-    let mut calls = Calls {
-        client,
-        ids: Vec::new(),
-    };
-    let t0 = sys::mono_ns();
-    let offers: Vec<_> = ids
-        .iter()
-        .enumerate()
-        .map(|(i, id)| ng::offer(id, ep.local(2 * i), i as u64 + 1))
-        .collect();
-    let stop_f = || stop.load(Ordering::Relaxed);
-    let offer_replies = calls.client.transact_many(&offers, &stop_f);
-    // Every offered call may exist on the relay now: delete them all at the end.
-    calls.ids = ids.clone();
-    let answers: Vec<_> = ids
-        .iter()
-        .enumerate()
-        .map(|(i, id)| ng::answer(id, ep.local(2 * i + 1), i as u64 + 1))
-        .collect();
-    let answer_replies = calls.client.transact_many(&answers, &stop_f);
-    if stop_f() {
-        bail!("interrupted during call setup");
+/// Sets up every call on its relay (see [`shard_calls`]). The returned sets delete their
+/// calls when dropped, including those of a set-up that failed half way.
+fn set_up_calls(a: &Args, ep: &mut Endpoints, stop: &AtomicBool) -> Result<Vec<Calls>> {
+    let mut shards = Vec::with_capacity(a.ng.len());
+    for &addr in &a.ng {
+        let mut client = NgClient::connect(addr)?;
+        client
+            .wait_ready(Duration::from_secs_f64(a.wait_ready))
+            .with_context(|| format!("ng {addr}"))?;
+        shards.push(Calls {
+            client,
+            ng: addr,
+            ids: Vec::new(),
+        });
     }
-    for i in 0..a.calls {
-        // The offer's reply goes to the callee: where the callee sends (flow 2i+1).
-        ep.dest[2 * i + 1] =
-            ng::reply_endpoint(&offer_replies[i]).with_context(|| format!("offer of call {i}"))?;
-        // The answer's reply goes to the caller: where the caller sends (flow 2i).
-        ep.dest[2 * i] = ng::reply_endpoint(&answer_replies[i])
-            .with_context(|| format!("answer of call {i}"))?;
+    let run = format!("{}-{}", std::process::id(), sys::mono_ns() % 1_000_000);
+    let t0 = sys::mono_ns();
+    let stop_f = || stop.load(Ordering::Relaxed);
+    for (calls, members) in shards.iter_mut().zip(shard_calls(a.calls, a.ng.len())) {
+        let ids: Vec<String> = members.iter().map(|&i| ng::call_id(&run, i)).collect();
+        let offers: Vec<_> = members
+            .iter()
+            .zip(&ids)
+            .map(|(&i, id)| ng::offer(id, ep.local(2 * i), i as u64 + 1))
+            .collect();
+        let offer_replies = calls.client.transact_many(&offers, &stop_f);
+        // Every offered call may exist on the relay now: delete them all at the end.
+        calls.ids = ids.clone();
+        let answers: Vec<_> = members
+            .iter()
+            .zip(&ids)
+            .map(|(&i, id)| ng::answer(id, ep.local(2 * i + 1), i as u64 + 1))
+            .collect();
+        let answer_replies = calls.client.transact_many(&answers, &stop_f);
+        if stop_f() {
+            bail!("interrupted during call setup");
+        }
+        for (k, &i) in members.iter().enumerate() {
+            let ng = calls.ng;
+            // The offer's reply goes to the callee: where the callee sends (flow 2i+1).
+            ep.dest[2 * i + 1] = offer_replies
+                .get(k)
+                .ok_or_else(|| anyhow!("no offer reply for call {i}"))
+                .and_then(ng::reply_endpoint)
+                .with_context(|| format!("offer of call {i} ({ng})"))?;
+            // The answer's reply goes to the caller: where the caller sends (flow 2i).
+            ep.dest[2 * i] = answer_replies
+                .get(k)
+                .ok_or_else(|| anyhow!("no answer reply for call {i}"))
+                .and_then(ng::reply_endpoint)
+                .with_context(|| format!("answer of call {i} ({ng})"))?;
+        }
     }
     eprintln!(
         "set up {} calls in {:.2} s (e.g. call 0: caller {} -> relay {}, callee {} -> relay {})",
@@ -267,7 +301,7 @@ fn set_up_calls(a: &Args, ep: &mut Endpoints, stop: &AtomicBool) -> Result<Calls
         ep.local(1),
         ep.dest[1]
     );
-    Ok(calls)
+    Ok(shards)
 }
 
 fn pin(core: Option<usize>) {
@@ -293,13 +327,20 @@ struct Bench<'a> {
 }
 
 impl Bench<'_> {
-    /// The relay's CPU time so far, ns.
-    fn relay_cpu_ns(&self, pid: u32) -> Option<u64> {
-        if self.exact_cpu {
-            sys::other_process_cpu_ns(pid)
-        } else {
-            procfs::process_cpu_ns(pid, self.ticks)
+    /// The relay's CPU time so far, ns: the sum over its processes; `None` without a pid or
+    /// if one cannot be read.
+    fn relay_cpu_ns(&self) -> Option<u64> {
+        if self.a.relay_pid.is_empty() {
+            return None;
         }
+        self.a.relay_pid.iter().try_fold(0u64, |sum, &pid| {
+            let t = if self.exact_cpu {
+                sys::other_process_cpu_ns(pid)
+            } else {
+                procfs::process_cpu_ns(pid, self.ticks)
+            };
+            Some(sum + t?)
+        })
     }
 
     fn run_step(&mut self, step: u32, rate: f64, secs: f64) -> Result<StepReport> {
@@ -309,7 +350,7 @@ impl Bench<'_> {
             .map_err(|_| anyhow!("receiver thread gone"))?;
         // Let the receiver switch before anything of this step can arrive.
         std::thread::sleep(Duration::from_millis(20));
-        let relay0 = a.relay_pid.and_then(|p| self.relay_cpu_ns(p));
+        let relay0 = self.relay_cpu_ns();
         let gen0 = sys::process_cpu_ns();
         let udp0 = procfs::udp_rcvbuf_errors();
         let plan = SendPlan {
@@ -355,7 +396,7 @@ impl Bench<'_> {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        let relay1 = a.relay_pid.and_then(|p| self.relay_cpu_ns(p));
+        let relay1 = self.relay_cpu_ns();
         let gen1 = sys::process_cpu_ns();
         let udp1 = procfs::udp_rcvbuf_errors();
         self.rx_cmd
@@ -592,9 +633,10 @@ fn run() -> Result<i32> {
         shared,
         stop,
         ticks: sys::clock_ticks_per_sec(),
-        exact_cpu: a
-            .relay_pid
-            .is_some_and(|p| sys::other_process_cpu_ns(p).is_some()),
+        exact_cpu: !a.relay_pid.is_empty()
+            && a.relay_pid
+                .iter()
+                .all(|&p| sys::other_process_cpu_ns(p).is_some()),
     };
     let rates = if a.find_max { ladder(&a) } else { vec![a.rate] };
     let secs = if a.find_max {
@@ -668,7 +710,10 @@ fn run() -> Result<i32> {
         ng: if a.direct {
             "direct".into()
         } else {
-            a.ng.to_string()
+            a.ng.iter()
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
         },
         calls: a.calls,
         flows,
@@ -676,7 +721,7 @@ fn run() -> Result<i32> {
         packet_bytes: stats::PACKET_LEN,
         burst: a.burst,
         find_max: a.find_max,
-        relay_pid: a.relay_pid,
+        relay_pid: a.relay_pid.clone(),
         pin_cpus: a.pin_cpus.clone(),
         steps,
         max_pass_pps: max_pass,
@@ -713,4 +758,20 @@ fn run() -> Result<i32> {
             1
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shard_calls;
+
+    #[test]
+    fn calls_are_dealt_round_robin_to_every_relay() {
+        let s = shard_calls(7, 3);
+        assert_eq!(s, vec![vec![0, 3, 6], vec![1, 4], vec![2, 5]]);
+        // One relay takes every call; no relay given behaves as one.
+        assert_eq!(shard_calls(3, 1), vec![vec![0, 1, 2]]);
+        assert_eq!(shard_calls(2, 0), vec![vec![0, 1]]);
+        // More relays than calls: the extra relays get none.
+        assert_eq!(shard_calls(1, 2), vec![vec![0], vec![]]);
+    }
 }
