@@ -21,8 +21,12 @@
 #   and ng address per shard in the JSON). Each shard holds fewer calls than the whole, so
 #   this flatters the sharded relay, if anything.
 # Env: RELAY_CPU (default 1) pins the relay, GEN_CPUS (default 0) pins the generator;
-#      RELAY_THREADS (default 2) worker threads of rtpanchor, all on RELAY_CPU (rtpengine
-#      runs its default, one per online CPU: 2 on these machines);
+#      RELAY_THREADS worker threads of rtpanchor, all on RELAY_CPU (default: the fewest whose
+#      fixed-file tables hold the calls' sockets: 1, or 2 at 10,000 calls under a limit of
+#      20,000); RTPENGINE_THREADS (default 1) rtpengine's --num-threads, per process. Each
+#      relay gets one thread per core it is given: a second thread on the same core costs
+#      both relays 10-30% more CPU per packet here (rtpengine's own default is one thread per
+#      online CPU, 2 on these machines, whatever its affinity);
 #      BIN_DIR overrides where rtpbench/reflector are (default target/release);
 #      BURST (default 1) packets each flow sends back to back (rtpbench --burst: 1 is voice,
 #      10-60 is like video frames).
@@ -35,7 +39,8 @@ RTPBENCH=$BIN_DIR/rtpbench
 REFLECTOR=$BIN_DIR/reflector
 RTPANCHOR=${RTPANCHOR:-$ROOT/target/release/rtpanchor}
 RELAY_CPU=${RELAY_CPU:-1}
-RELAY_THREADS=${RELAY_THREADS:-2}
+RELAY_THREADS=${RELAY_THREADS:-}
+RTPENGINE_THREADS=${RTPENGINE_THREADS:-1}
 GEN_CPUS=${GEN_CPUS:-0}
 
 FULL=0
@@ -56,7 +61,7 @@ while [ $# -gt 0 ]; do
         --budget) BUDGET=$2; shift ;;
         --only) ONLY=$2; shift ;;
         --calls) CALLS_OVERRIDE=$2; shift ;;
-        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,/^# Needs/p' "$0"; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -90,11 +95,22 @@ fi
 ulimit -n 200000 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
 NOFILE=$(ulimit -n)
 
+# anchor_threads CALLS: rtpanchor's worker count (RELAY_THREADS, or the fewest whose rings'
+# fixed-file tables, one open-files limit each, hold its 4 sockets per call).
+anchor_threads() {
+    if [ -n "$RELAY_THREADS" ]; then
+        echo "$RELAY_THREADS"
+    else
+        local t=$(( (4 * $1 + NOFILE - 1) / NOFILE ))
+        echo $(( t < 1 ? 1 : t ))
+    fi
+}
+
 # fits NAME CALLS: whether the relay's sockets fit under the open-files limit (500 spare).
 fits() {
     local per=4
     case "$1" in
-        rtpanchor) per=$(( 4 * $2 > RELAY_THREADS * NOFILE ? 4 : 0 )) ;;
+        rtpanchor) per=$(( 4 * $2 > $(anchor_threads "$2") * NOFILE ? 4 : 0 )) ;;
         rtpengine|reflector) per=0 ;; # sharded below when they do not fit
     esac
     [ $(( per * $2 + 500 )) -le "$NOFILE" ]
@@ -131,6 +147,7 @@ fi
 
 RELAY_PID=""
 RELAY_PIDS=()
+RELAY_NOTE=""
 cleanup() {
     local p
     for p in "${RELAY_PIDS[@]}"; do
@@ -142,26 +159,30 @@ cleanup() {
 trap cleanup EXIT
 trap 'echo "interrupted" >&2; exit 130' INT TERM
 
-start_relay() { # name [shards] -> RELAY_PIDS, NG (comma-separated with several shards)
-    local name=$1 n=${2:-1} lo hi range
+start_relay() { # name calls [shards] -> RELAY_PIDS, NG (comma-separated with several shards)
+    local name=$1 calls=$2 n=${3:-1} lo hi range
     range="RANGE_${name//-/_}"; read -r lo hi <<<"${!range}"
     RELAY_PIDS=()
+    RELAY_NOTE=""
     case "$name" in
         rtpanchor|rtpanchor-mmsg)
             NG=127.0.0.1:2223
             local engine=uring
             [ "$name" = rtpanchor-mmsg ] && engine=mmsg
+            RELAY_NOTE=", $(anchor_threads "$calls") worker(s)"
             taskset -c "$RELAY_CPU" "$RTPANCHOR" --listen-ng "$NG" --interface 127.0.0.1 \
-                --port-min "$lo" --port-max "$hi" --num-threads "$RELAY_THREADS" --io-engine "$engine" \
+                --port-min "$lo" --port-max "$hi" --num-threads "$(anchor_threads "$calls")" --io-engine "$engine" \
                 --log-level warn >"$OUT/$name.log" 2>&1 &
             RELAY_PIDS+=($!)
             ;;
         rtpengine)
+            RELAY_NOTE=", $RTPENGINE_THREADS thread(s) per process"
             # Shard s: ng port 2224 + 10 s, its slice of the port range (even-sized).
             local s span=$(( ((hi - lo + 1) / n) & ~1 )) addrs=()
             for s in $(seq 0 $((n - 1))); do
                 local ng=127.0.0.1:$((2224 + 10 * s)) slo=$((lo + s * span))
                 taskset -c "$RELAY_CPU" rtpengine --config-file=none --foreground --log-stderr \
+                    --num-threads="$RTPENGINE_THREADS" \
                     --table=-1 --interface=127.0.0.1 --listen-ng="$ng" --port-min="$slo" \
                     --port-max="$((slo + span - 1))" --delete-delay=0 --log-level=4 \
                     >"$OUT/$name.$s.log" 2>&1 &
@@ -215,11 +236,11 @@ for rep in $(seq "$REPS"); do
                 continue
             fi
             nshards=$(shards "$name" "$calls")
-            start_relay "$name" "$nshards"
+            start_relay "$name" "$calls" "$nshards"
             if [ "$nshards" -gt 1 ]; then
-                echo "== $name, $calls calls, rep $rep: $nshards processes (pids $RELAY_PID), $(( (calls + nshards - 1) / nshards )) calls or fewer each: one cannot hold $((4 * calls)) descriptors under the limit $NOFILE" >&2
+                echo "== $name, $calls calls, rep $rep: $nshards processes (pids $RELAY_PID$RELAY_NOTE), $(( (calls + nshards - 1) / nshards )) calls or fewer each: one cannot hold all its descriptors under the limit $NOFILE" >&2
             else
-                echo "== $name, $calls calls, rep $rep (pid $RELAY_PID)" >&2
+                echo "== $name, $calls calls, rep $rep (pid $RELAY_PID$RELAY_NOTE)" >&2
             fi
             # 10000 calls take a while to set up; everything else is bounded by the ladder.
             timeout 600 "$RTPBENCH" --ng "$NG" --calls "$calls" --find-max --ladder "$LADDER" \
