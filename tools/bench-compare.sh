@@ -25,7 +25,7 @@
 #      fixed-file tables hold the calls' sockets: 1, or 2 at 10,000 calls under a limit of
 #      20,000); RTPENGINE_THREADS (default 1) rtpengine's --num-threads, per process. Each
 #      relay gets one thread per core it is given: a second thread on the same core cost
-#      rtpengine 7-26% and rtpanchor 6-12% more CPU per packet here (rtpengine's own default
+#      rtpengine 7-26% and rtpanchor 20-39% more CPU per packet here (rtpengine's own default
 #      is one thread per online CPU, 2 on these machines, whatever its affinity);
 #      BIN_DIR overrides where rtpbench/reflector are (default target/release);
 #      BURST (default 1) packets each flow sends back to back (rtpbench --burst: 1 is voice,
