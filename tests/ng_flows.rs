@@ -1208,10 +1208,11 @@ fn timeout_sweep_is_sliced_across_ticks() {
     }
     assert_eq!(m.call_count(), n);
     let per_tick = rtpanchor::session::manager::SWEEP_PER_TICK;
+    let round = rtpanchor::session::manager::SWEEP_ROUND_NS;
     let mut closed_per_tick = Vec::new();
-    // Calls moved into visited slots by the removals wait for the next round, so a sweep
-    // of mass timeouts may take a few more ticks than n / per_tick; bounded at twice that.
-    for k in 0..2 * n.div_ceil(per_tick) as u64 {
+    // Calls moved into visited slots by the removals wait for the next round, which starts a
+    // round period after this one did: ticks every 10 ms over four round periods.
+    for k in 0..4 * round / (SEC / 100) {
         let closed = m.tick(200 * SEC + k * SEC / 100);
         assert!(closed.iter().all(|c| c.reason == CloseReason::Timeout));
         closed_per_tick.push(closed.len());
@@ -1270,6 +1271,58 @@ fn rates_come_from_whole_sweep_rounds() {
     assert_eq!(
         packet_rate(&mut m, 3 * SEC + 30 * MS),
         200 * n as i64 * 100 / 101
+    );
+}
+
+/// With few calls a round ends in one tick, but the next starts only a round period after it
+/// did: the sweep (and the rates it yields) runs once a second, not on every 10 ms tick.
+#[test]
+fn sweep_rounds_start_at_most_once_a_round_period() {
+    const MS: u64 = SEC / 1000;
+    let round = rtpanchor::session::manager::SWEEP_ROUND_NS;
+    let mut m = mgr();
+    run(&mut m, offer("c1", "tagA", OFFER), SEC);
+    let id = only_stream(&m);
+    let packet_rate = |m: &mut SessionManager<FakeBackend>, now| {
+        let r = run(m, req("statistics"), now);
+        let st = r.get("statistics").unwrap();
+        i(st.get("currentstatistics").unwrap(), "packetrate")
+    };
+    // Round 1 at 2 s.
+    m.backend_mut().set_stats(id, stats_with(10, 2 * SEC));
+    m.tick(2 * SEC);
+    let first = packet_rate(&mut m, 2 * SEC);
+    assert!(first > 0);
+    // 100 more packets (50 each way); ticks every 10 ms until just before the round period
+    // is over leave the rate alone: no round starts.
+    m.backend_mut()
+        .set_stats(id, stats_with(60, 2 * SEC + 500 * MS));
+    let mut t = 2 * SEC + 10 * MS;
+    while t < 2 * SEC + round {
+        m.tick(t);
+        t += 10 * MS;
+    }
+    assert_eq!(packet_rate(&mut m, 2 * SEC + round - MS), first);
+    // The first tick a round period after the last round began runs the next one.
+    m.tick(2 * SEC + round);
+    assert_eq!(
+        packet_rate(&mut m, 2 * SEC + round),
+        (100 * SEC / round) as i64
+    );
+    // Timeouts are found by those rounds: silent since 2.5 s, the call times out at the
+    // first round 60 s later.
+    let mut closed = Vec::new();
+    let mut t = 3 * SEC;
+    while t <= 64 * SEC && closed.is_empty() {
+        closed = m.tick(t);
+        t += 10 * MS;
+    }
+    assert_eq!(closed.len(), 1);
+    assert_eq!(closed[0].reason, CloseReason::Timeout);
+    let found = t - 10 * MS;
+    assert!(
+        (62 * SEC + 500 * MS..=62 * SEC + 500 * MS + round).contains(&found),
+        "timed out at {found} ns"
     );
 }
 
