@@ -160,49 +160,47 @@ trap cleanup EXIT
 trap 'echo "interrupted" >&2; exit 130' INT TERM
 
 start_relay() { # name calls [shards] -> RELAY_PIDS, NG (comma-separated with several shards)
-    local name=$1 calls=$2 n=${3:-1} lo hi range
+    local name=$1 calls=$2 n=${3:-1} lo hi range s addrs=()
     range="RANGE_${name//-/_}"; read -r lo hi <<<"${!range}"
     RELAY_PIDS=()
     RELAY_NOTE=""
     case "$name" in
-        rtpanchor|rtpanchor-mmsg)
-            NG=127.0.0.1:2223
-            local engine=uring
-            [ "$name" = rtpanchor-mmsg ] && engine=mmsg
-            RELAY_NOTE=", $(anchor_threads "$calls") worker(s)"
-            taskset -c "$RELAY_CPU" "$RTPANCHOR" --listen-ng "$NG" --interface 127.0.0.1 \
-                --port-min "$lo" --port-max "$hi" --num-threads "$(anchor_threads "$calls")" --io-engine "$engine" \
-                --log-level warn >"$OUT/$name.log" 2>&1 &
-            RELAY_PIDS+=($!)
-            ;;
-        rtpengine)
-            RELAY_NOTE=", $RTPENGINE_THREADS thread(s) per process"
-            # Shard s: ng port 2224 + 10 s, its slice of the port range (even-sized).
-            local s span=$(( ((hi - lo + 1) / n) & ~1 )) addrs=()
-            for s in $(seq 0 $((n - 1))); do
-                local ng=127.0.0.1:$((2224 + 10 * s)) slo=$((lo + s * span))
+        rtpanchor|rtpanchor-mmsg) RELAY_NOTE=", $(anchor_threads "$calls") worker(s)" ;;
+        rtpengine) RELAY_NOTE=", $RTPENGINE_THREADS thread(s) per process" ;;
+    esac
+    # Shard s: ng port (the relay's own) + 10 s, an even-sized slice of the port range (the
+    # last one runs to its end).
+    local span=$(( ((hi - lo + 1) / n) & ~1 ))
+    for s in $(seq 0 $((n - 1))); do
+        local slo=$((lo + s * span)) shi=$((lo + (s + 1) * span - 1)) log="$OUT/$name.log" ng
+        [ "$s" -eq $((n - 1)) ] && shi=$hi
+        [ "$n" -gt 1 ] && log="$OUT/$name.$s.log"
+        case "$name" in
+            rtpanchor|rtpanchor-mmsg)
+                ng=127.0.0.1:$((2223 + 10 * s))
+                local engine=uring
+                [ "$name" = rtpanchor-mmsg ] && engine=mmsg
+                taskset -c "$RELAY_CPU" "$RTPANCHOR" --listen-ng "$ng" --interface 127.0.0.1 \
+                    --port-min "$slo" --port-max "$shi" --num-threads "$(anchor_threads "$calls")" \
+                    --io-engine "$engine" --log-level warn >"$log" 2>&1 &
+                ;;
+            rtpengine)
+                ng=127.0.0.1:$((2224 + 10 * s))
                 taskset -c "$RELAY_CPU" rtpengine --config-file=none --foreground --log-stderr \
                     --num-threads="$RTPENGINE_THREADS" \
                     --table=-1 --interface=127.0.0.1 --listen-ng="$ng" --port-min="$slo" \
-                    --port-max="$((slo + span - 1))" --delete-delay=0 --log-level=4 \
-                    >"$OUT/$name.$s.log" 2>&1 &
-                RELAY_PIDS+=($!)
-                addrs+=("$ng")
-            done
-            NG=$(IFS=,; echo "${addrs[*]}")
-            ;;
-        reflector)
-            local s span=$(( ((hi - lo + 1) / n) & ~1 )) addrs=()
-            for s in $(seq 0 $((n - 1))); do
-                local ng=127.0.0.1:$((2225 + 10 * s)) slo=$((lo + s * span))
+                    --port-max="$shi" --delete-delay=0 --log-level=4 >"$log" 2>&1 &
+                ;;
+            reflector)
+                ng=127.0.0.1:$((2225 + 10 * s))
                 taskset -c "$RELAY_CPU" "$REFLECTOR" --listen-ng "$ng" --interface 127.0.0.1 \
-                    --port-min "$slo" --port-max "$((slo + span - 1))" >"$OUT/$name.$s.log" 2>&1 &
-                RELAY_PIDS+=($!)
-                addrs+=("$ng")
-            done
-            NG=$(IFS=,; echo "${addrs[*]}")
-            ;;
-    esac
+                    --port-min "$slo" --port-max "$shi" >"$log" 2>&1 &
+                ;;
+        esac
+        RELAY_PIDS+=($!)
+        addrs+=("$ng")
+    done
+    NG=$(IFS=,; echo "${addrs[*]}")
     RELAY_PID=$(IFS=,; echo "${RELAY_PIDS[*]}")
 }
 

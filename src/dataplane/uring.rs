@@ -32,7 +32,7 @@ use crate::time::{now_ns, NANOS_PER_MS};
 use super::cmsg;
 use super::gso;
 use super::shared::bump;
-use super::slot::{note_control, process, DirtyList, PacketCtx, PathConfig};
+use super::slot::{note_control, process, DirtyList, Forward, PacketCtx, PathConfig};
 use super::sockaddr;
 use super::worker::{Command, Publisher, SlotTable, WorkerShared};
 
@@ -165,6 +165,26 @@ struct OutSocket {
     generation: u32,
     fd: libc::c_int,
     fixed: bool,
+}
+
+impl OutSocket {
+    fn of(fwd: &Forward) -> OutSocket {
+        OutSocket {
+            slot: fwd.slot,
+            generation: fwd.generation,
+            fd: fwd.fd,
+            fixed: fwd.fixed,
+        }
+    }
+
+    /// A `SendMsg` of `hdr` through this socket: its fixed file, or its descriptor.
+    fn send_msg(&self, hdr: &libc::msghdr) -> squeue::Entry {
+        if self.fixed {
+            opcode::SendMsg::new(types::Fixed(self.slot), hdr).build()
+        } else {
+            opcode::SendMsg::new(types::Fd(self.fd), hdr).build()
+        }
+    }
 }
 
 /// One GSO send in flight: its own msghdr, the segments' iovecs (each pointing into its
@@ -789,12 +809,7 @@ impl UringWorker {
         };
         st.hdr.msg_name = (&mut st.name as *mut libc::sockaddr_storage).cast();
         st.hdr.msg_namelen = namelen;
-        st.out = OutSocket {
-            slot: fwd.slot,
-            generation: fwd.generation,
-            fd: fwd.fd,
-            fixed: fwd.fixed,
-        };
+        st.out = OutSocket::of(&fwd);
         let route = gso::Route {
             slot: fwd.slot,
             dst: fwd.dst,
@@ -838,12 +853,9 @@ impl UringWorker {
         gs.hdr.msg_control = gs.control.0.as_mut_ptr().cast();
         gs.hdr.msg_controllen = cmsg::UDP_SEGMENT_SPACE as _;
         gs.group = g;
-        let e = if out.fixed {
-            opcode::SendMsg::new(types::Fixed(out.slot), &gs.hdr).build()
-        } else {
-            opcode::SendMsg::new(types::Fd(out.fd), &gs.hdr).build()
-        }
-        .user_data((KIND_GSO << KIND_SHIFT) | u64::from(k));
+        let e = out
+            .send_msg(&gs.hdr)
+            .user_data((KIND_GSO << KIND_SHIFT) | u64::from(k));
         if !self.push_sqe(e) {
             bump(&self.shared.counters.drop_overload, u64::from(g.count));
             for &bid in g.ids() {
@@ -860,13 +872,7 @@ impl UringWorker {
         st.hdr.msg_iovlen = 1;
         st.hdr.msg_control = std::ptr::null_mut();
         st.hdr.msg_controllen = 0;
-        let out = st.out;
-        let e = if out.fixed {
-            opcode::SendMsg::new(types::Fixed(out.slot), &st.hdr).build()
-        } else {
-            opcode::SendMsg::new(types::Fd(out.fd), &st.hdr).build()
-        }
-        .user_data(send_token(bid));
+        let e = st.out.send_msg(&st.hdr).user_data(send_token(bid));
         if !self.push_sqe(e) {
             bump(&self.shared.counters.drop_overload, 1);
             self.recycle(bid);
