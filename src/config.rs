@@ -19,6 +19,10 @@ pub const MIN_SIP_MESSAGE: usize = 1_024;
 /// packets wait.
 pub const DEFAULT_SOCKET_RCVBUF: usize = 512 * 1024;
 
+/// Most io_uring rings one worker thread drives (`--uring-rings`); each holds 8 MiB of
+/// receive buffers.
+pub const MAX_URING_RINGS: u32 = 8;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum IoEngine {
@@ -95,11 +99,21 @@ pub struct Cli {
     /// Force a data-plane engine. [default: auto]
     #[arg(long, value_enum)]
     pub io_engine: Option<IoEngine>,
-    /// io_uring: media sockets each worker keeps in its ring's fixed-file table instead of
-    /// as descriptors (0 = none). Beyond it sockets stay descriptors. [default: the
-    /// descriptor limit, per worker]
+    /// io_uring: media sockets each ring keeps in its fixed-file table instead of as
+    /// descriptors (0 = none). Beyond it sockets stay descriptors. [default: the descriptor
+    /// limit, per ring]
     #[arg(long)]
     pub uring_fixed_files: Option<u32>,
+    /// io_uring: rings per worker thread, each with its own fixed-file table (1-8). [default:
+    /// enough for the worker's share of the port range to fit in the tables, at most 8]
+    #[arg(long)]
+    pub uring_rings: Option<u32>,
+    /// io_uring: descriptors kept free for signalling and new sockets. Media sockets that do
+    /// not fit in a worker's first fixed-file table may use the rest, before its next ring is
+    /// opened (a second busy ring costs ~10% more per packet). [default: 1/4 of the
+    /// descriptor limit, at least 64]
+    #[arg(long)]
+    pub spare_descriptors: Option<usize>,
     /// SO_RCVBUF for media sockets in bytes (0 = kernel default; the kernel doubles the value
     /// and caps it at net.core.rmem_max). [default: 524288]
     #[arg(long)]
@@ -154,6 +168,8 @@ struct FileConfig {
     max_sessions: Option<usize>,
     io_engine: Option<IoEngine>,
     uring_fixed_files: Option<u32>,
+    uring_rings: Option<u32>,
+    spare_descriptors: Option<usize>,
     socket_rcvbuf: Option<usize>,
     socket_sndbuf: Option<usize>,
     strict_rtp: Option<bool>,
@@ -179,6 +195,10 @@ pub struct Config {
     pub io_engine: IoEngine,
     /// `None`: as many as the descriptor limit allows.
     pub uring_fixed_files: Option<u32>,
+    /// `None`: enough rings for the worker's share of the port range (see `dataplane`).
+    pub uring_rings: Option<u32>,
+    /// `None`: 1/4 of the descriptor limit, at least 64.
+    pub spare_descriptors: Option<usize>,
     pub socket_rcvbuf: usize,
     pub socket_sndbuf: usize,
     pub strict_rtp: bool,
@@ -214,6 +234,8 @@ impl Default for Config {
             max_sessions: 0,
             io_engine: IoEngine::Auto,
             uring_fixed_files: None,
+            uring_rings: None,
+            spare_descriptors: None,
             socket_rcvbuf: DEFAULT_SOCKET_RCVBUF,
             socket_sndbuf: 0,
             strict_rtp: false,
@@ -256,6 +278,8 @@ impl Config {
         c.max_sessions = cli.max_sessions.or(file.max_sessions).unwrap_or(0);
         c.io_engine = cli.io_engine.or(file.io_engine).unwrap_or_default();
         c.uring_fixed_files = cli.uring_fixed_files.or(file.uring_fixed_files);
+        c.uring_rings = cli.uring_rings.or(file.uring_rings);
+        c.spare_descriptors = cli.spare_descriptors.or(file.spare_descriptors);
         c.socket_rcvbuf = cli
             .socket_rcvbuf
             .or(file.socket_rcvbuf)
@@ -310,6 +334,11 @@ impl Config {
         anyhow::ensure!(
             self.num_threads <= 256,
             "--num-threads above 256 makes no sense"
+        );
+        anyhow::ensure!(
+            self.uring_rings
+                .is_none_or(|n| (1..=MAX_URING_RINGS).contains(&n)),
+            "--uring-rings must be within 1-{MAX_URING_RINGS}"
         );
         anyhow::ensure!(
             self.timeout_secs >= 1,

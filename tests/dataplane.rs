@@ -210,14 +210,25 @@ fn one_stream_both_ways_intact_with_exact_counters() {
 
 #[test]
 fn five_hundred_streams_forward_every_packet() {
-    // io_uring runs twice: every socket in the fixed-file table (the default), and a table of
-    // 301 slots per worker, so most sockets stay descriptors next to fixed ones.
+    // 2 workers take 250 streams (1,000 sockets) each. io_uring runs three times: every
+    // socket in the fixed-file table (the default); a table of 301 slots on one ring per
+    // worker, so 699 sockets a worker stay descriptors next to 301 fixed ones; and tables of
+    // 301 with no descriptors to spare, so each worker fills ring after ring of the 7 chosen
+    // for its 2,000 ports (75 streams a ring: 4 rings) and every socket is fixed again.
     let variants = [
-        (IoEngine::Mmsg, None, 30000),
-        (IoEngine::Uring, None, 34000),
-        (IoEngine::Uring, Some(301), 56000),
+        (IoEngine::Mmsg, None, None, None, 30000, 0),
+        (IoEngine::Uring, None, None, None, 34000, 2000),
+        (IoEngine::Uring, Some(301), Some(1), None, 56000, 602),
+        (
+            IoEngine::Uring,
+            Some(301),
+            None,
+            Some(usize::MAX),
+            61000,
+            2000,
+        ),
     ];
-    for (engine, fixed, base) in variants {
+    for (engine, fixed, rings, spare, base, want_fixed) in variants {
         let uring = engine == IoEngine::Uring && std::env::var_os("RTPANCHOR_NO_URING").is_none();
         // Before Linux 6.7 the relay keeps descriptors (its watchdog needs socket uring_cmd).
         let fixed = if kernel_at_least(6, 7) {
@@ -227,6 +238,8 @@ fn five_hundred_streams_forward_every_packet() {
         };
         let mut dp = start(&Config {
             uring_fixed_files: fixed,
+            uring_rings: rings,
+            spare_descriptors: spare,
             ..config(engine, base)
         });
         let mut calls = Vec::new();
@@ -240,12 +253,13 @@ fn five_hundred_streams_forward_every_packet() {
             .flat_map(|(_, _, o)| [o.a_ports, o.b_ports])
             .flat_map(|p| [p.rtp, p.rtcp()])
             .collect();
-        // 2 workers x 250 streams x 4 sockets; fixed ones have no descriptor of their own.
-        let (want_fixed, want_plain) = match (uring, fixed) {
-            (false, _) => (0, 2000),
-            (true, None) => (2000, 0),
-            (true, Some(cap)) => (2 * cap as u64, 2000 - 2 * cap as u64),
+        // Fixed sockets have no descriptor of their own.
+        let want_fixed: u64 = if uring && fixed != Some(0) {
+            want_fixed
+        } else {
+            0
         };
+        let want_plain = 2000 - want_fixed;
         // Both counts settle once the workers have taken every socket (they do so on their
         // own turns, so wait for both rather than read one after the other settled).
         let want_fallbacks = if uring { want_plain } else { 0 };
@@ -728,4 +742,68 @@ fn without_gso_bursts_leave_one_by_one() {
         assert_eq!(t.tx_packets, 300);
         dp.close(o.id);
     }
+}
+
+/// One worker driving three rings: a packet for a stream on any ring is forwarded as soon as
+/// it arrives, not when the ring the thread sleeps on times out (100 ms), and a command for
+/// any ring (opening, closing a stream) is taken at once too.
+#[test]
+fn a_worker_with_several_rings_wakes_for_each_of_them() {
+    if std::env::var_os("RTPANCHOR_NO_URING").is_some() {
+        return;
+    }
+    // Tables of 4 sockets and no descriptors to spare: one stream fills a ring.
+    let mut cfg = Config {
+        num_threads: 1,
+        uring_rings: Some(3),
+        uring_fixed_files: Some(4),
+        spare_descriptors: Some(usize::MAX),
+        ..config(IoEngine::Uring, 60000)
+    };
+    cfg.port_max = cfg.port_min + 999;
+    let mut dp = start(&cfg);
+    let mut streams = Vec::new();
+    for i in 0..3 {
+        let (a, b) = (sock(), sock());
+        let o = open(&mut dp, &format!("ring-{i}"), endpoint(&a), endpoint(&b));
+        streams.push((a, b, o));
+    }
+    // All 12 sockets fixed: each stream has a ring (and its table) to itself.
+    assert!(
+        wait_for(Duration::from_secs(5), || {
+            let t = dp.totals();
+            t.fixed_files == 12 && t.fixed_fallbacks == 0
+        }),
+        "fixed {} fallbacks {}",
+        dp.totals().fixed_files,
+        dp.totals().fixed_fallbacks
+    );
+    // The pings go round the rings: each arrives on a ring other than the one whose sends
+    // the worker went to sleep with.
+    let mut delays = vec![Vec::new(); streams.len()];
+    for seq in 0..7u16 {
+        for (ring, (a, b, o)) in streams.iter().enumerate() {
+            // Let the worker go back to sleep.
+            std::thread::sleep(Duration::from_millis(30));
+            let sent = Instant::now();
+            a.send_to(&rtp(seq, 0, 9, &[7; 40]), relay(o.a_ports.rtp))
+                .unwrap();
+            let got = recv_n(b, 1, Duration::from_secs(2));
+            assert_eq!(got.len(), 1, "ring {ring}: packet {seq} forwarded");
+            delays[ring].push(sent.elapsed());
+        }
+    }
+    for (ring, d) in delays.iter_mut().enumerate() {
+        d.sort();
+        // Waiting for the timeout would put the median near 50 ms.
+        assert!(
+            d[3] < Duration::from_millis(25),
+            "ring {ring}: median delay {:?} ({d:?})",
+            d[3]
+        );
+    }
+    for (_, _, o) in &streams {
+        dp.close(o.id);
+    }
+    assert_eq!(dp.port_usage().0, 0);
 }

@@ -10,7 +10,8 @@
 #   --full        also 10000 calls (needs ~40000 relay ports). rtpanchor --io-engine mmsg
 #                 holds 4 descriptors per call and is skipped, said so, at a size that does
 #                 not fit under the open-files limit; rtpanchor's io_uring engine keeps its
-#                 sockets in fixed-file tables (the limit per worker thread) instead;
+#                 sockets in fixed-file tables (the limit per ring; a worker thread drives
+#                 as many rings as its calls need) instead;
 #                 rtpengine and the reflector are sharded (below).
 #   --reps N      repetitions per scenario (default 1); medians are reported (of an even
 #                 count, the upper middle value: with 2 reps, the higher one)
@@ -21,9 +22,10 @@
 #   and ng address per shard in the JSON). Each shard holds fewer calls than the whole, so
 #   this flatters the sharded relay, if anything.
 # Env: RELAY_CPU (default 1) pins the relay, GEN_CPUS (default 0) pins the generator;
-#      RELAY_THREADS worker threads of rtpanchor, all on RELAY_CPU (default: the fewest whose
-#      fixed-file tables hold the calls' sockets: 1, or 2 at 10,000 calls under a limit of
-#      20,000); RTPENGINE_THREADS (default 1) rtpengine's --num-threads, per process. Each
+#      RELAY_THREADS worker threads of rtpanchor, all on RELAY_CPU (default 1), each driving
+#      the fewest io_uring rings whose fixed-file tables hold its calls' sockets (--uring-rings:
+#      2 at 10,000 calls under a limit of 20,000; RELAY_RINGS overrides);
+#      RTPENGINE_THREADS (default 1) rtpengine's --num-threads, per process. Each
 #      relay gets one thread per core it is given: a second thread on the same core cost
 #      rtpengine 7-26% and rtpanchor 20-39% more CPU per packet here (rtpengine's own default
 #      is one thread per online CPU, 2 on these machines, whatever its affinity);
@@ -39,7 +41,8 @@ RTPBENCH=$BIN_DIR/rtpbench
 REFLECTOR=$BIN_DIR/reflector
 RTPANCHOR=${RTPANCHOR:-$ROOT/target/release/rtpanchor}
 RELAY_CPU=${RELAY_CPU:-1}
-RELAY_THREADS=${RELAY_THREADS:-}
+RELAY_THREADS=${RELAY_THREADS:-1}
+RELAY_RINGS=${RELAY_RINGS:-}
 RTPENGINE_THREADS=${RTPENGINE_THREADS:-1}
 GEN_CPUS=${GEN_CPUS:-0}
 
@@ -95,14 +98,15 @@ fi
 ulimit -n 200000 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
 NOFILE=$(ulimit -n)
 
-# anchor_threads CALLS: rtpanchor's worker count (RELAY_THREADS, or the fewest whose rings'
-# fixed-file tables, one open-files limit each, hold its 4 sockets per call).
-anchor_threads() {
-    if [ -n "$RELAY_THREADS" ]; then
-        echo "$RELAY_THREADS"
+# anchor_rings CALLS: io_uring rings per rtpanchor worker (RELAY_RINGS, or the fewest whose
+# fixed-file tables, one open-files limit each, hold its share of 4 sockets per call; 1-8).
+anchor_rings() {
+    if [ -n "$RELAY_RINGS" ]; then
+        echo "$RELAY_RINGS"
     else
-        local t=$(( (4 * $1 + NOFILE - 1) / NOFILE ))
-        echo $(( t < 1 ? 1 : t ))
+        local cap=$(( RELAY_THREADS * NOFILE ))
+        local r=$(( (4 * $1 + cap - 1) / cap ))
+        echo $(( r < 1 ? 1 : (r > 8 ? 8 : r) ))
     fi
 }
 
@@ -110,7 +114,7 @@ anchor_threads() {
 fits() {
     local per=4
     case "$1" in
-        rtpanchor) per=$(( 4 * $2 > $(anchor_threads "$2") * NOFILE ? 4 : 0 )) ;;
+        rtpanchor) per=$(( 4 * $2 > RELAY_THREADS * $(anchor_rings "$2") * NOFILE ? 4 : 0 )) ;;
         rtpengine|reflector) per=0 ;; # sharded below when they do not fit
     esac
     [ $(( per * $2 + 500 )) -le "$NOFILE" ]
@@ -165,7 +169,8 @@ start_relay() { # name calls [shards] -> RELAY_PIDS, NG (comma-separated with se
     RELAY_PIDS=()
     RELAY_NOTE=""
     case "$name" in
-        rtpanchor|rtpanchor-mmsg) RELAY_NOTE=", $(anchor_threads "$calls") worker(s)" ;;
+        rtpanchor) RELAY_NOTE=", $RELAY_THREADS worker(s) x $(anchor_rings "$calls") ring(s)" ;;
+        rtpanchor-mmsg) RELAY_NOTE=", $RELAY_THREADS worker(s)" ;;
         rtpengine) RELAY_NOTE=", $RTPENGINE_THREADS thread(s) per process" ;;
     esac
     # Shard s: ng port (the relay's own) + 10 s, an even-sized slice of the port range (the
@@ -178,11 +183,11 @@ start_relay() { # name calls [shards] -> RELAY_PIDS, NG (comma-separated with se
         case "$name" in
             rtpanchor|rtpanchor-mmsg)
                 ng=127.0.0.1:$((2223 + 10 * s))
-                local engine=uring
-                [ "$name" = rtpanchor-mmsg ] && engine=mmsg
+                local engine=(--io-engine uring --uring-rings "$(anchor_rings "$calls")")
+                [ "$name" = rtpanchor-mmsg ] && engine=(--io-engine mmsg)
                 taskset -c "$RELAY_CPU" "$RTPANCHOR" --listen-ng "$ng" --interface 127.0.0.1 \
-                    --port-min "$slo" --port-max "$shi" --num-threads "$(anchor_threads "$calls")" \
-                    --io-engine "$engine" --log-level warn >"$log" 2>&1 &
+                    --port-min "$slo" --port-max "$shi" --num-threads "$RELAY_THREADS" \
+                    "${engine[@]}" --log-level warn >"$log" 2>&1 &
                 ;;
             rtpengine)
                 ng=127.0.0.1:$((2224 + 10 * s))

@@ -9,6 +9,7 @@
 pub mod cmsg;
 pub mod gso;
 pub mod mmsg;
+pub mod placement;
 pub mod shared;
 pub mod slot;
 pub mod sockaddr;
@@ -84,6 +85,7 @@ struct StreamEntry {
 }
 
 pub struct DataPlane {
+    /// One per io_uring ring (a thread may drive several), or per mmsg worker thread.
     workers: Vec<Arc<WorkerShared>>,
     threads: Vec<JoinHandle<()>>,
     stop: Arc<AtomicBool>,
@@ -92,7 +94,7 @@ pub struct DataPlane {
     sockopts: SocketOptions,
     streams: HashMap<StreamId, StreamEntry>,
     next_id: StreamId,
-    next_worker: usize,
+    placement: placement::Placement,
     engine: EngineChoice,
 }
 
@@ -141,11 +143,43 @@ impl DataPlane {
         // Each worker's slot table is reserved for its share of the port range (one slot per
         // port) instead of growing by doubling: every doubling copied the table and left the
         // old copy resident in the allocator (~11 MB at 10,000 calls).
-        let slot_reserve = (2 * ports.total_pairs()).div_ceil(config.num_threads.max(1));
+        let sockets_per_thread = (2 * ports.total_pairs()).div_ceil(config.num_threads.max(1));
+        let limit = fd_soft_limit() as usize;
+        let spare = config
+            .spare_descriptors
+            .unwrap_or((limit / 4).max(MIN_SPARE_DESCRIPTORS));
+        let descriptor_budget = limit.saturating_sub(spare);
+        let rings = match engine {
+            EngineChoice::Uring => rings_per_thread(
+                config.uring_rings,
+                fixed_files,
+                sockets_per_thread.saturating_sub(descriptor_budget / config.num_threads.max(1)),
+            ),
+            EngineChoice::Mmsg { .. } => 1,
+        };
+        if rings > 1 {
+            tracing::info!(
+                rings,
+                fixed_files,
+                sockets_per_thread,
+                "each worker drives several rings: its share of the port range exceeds one fixed-file table"
+            );
+        }
+        // A worker's first ring may hold far more than its share (see `placement`); the
+        // reserve is address space only until used.
+        let slot_reserve = sockets_per_thread;
+        let placement = placement::Placement::new(
+            config.num_threads,
+            rings,
+            fixed_files as usize,
+            descriptor_budget,
+        );
         let mut workers = Vec::new();
         let mut threads = Vec::new();
         for n in 0..config.num_threads {
-            let shared = WorkerShared::new()?;
+            let shared = (0..rings)
+                .map(|_| WorkerShared::new())
+                .collect::<std::io::Result<Vec<_>>>()?;
             let core = if cores.is_empty() {
                 None
             } else {
@@ -165,12 +199,20 @@ impl DataPlane {
                     // Rings are built on the thread that submits (SINGLE_ISSUER).
                     match engine2 {
                         EngineChoice::Uring => start_worker(
-                            uring::UringWorker::new(sh2, path, fixed_files, slot_reserve),
+                            sh2.into_iter()
+                                .map(|sh| {
+                                    uring::UringWorker::new(sh, path, fixed_files, slot_reserve)
+                                })
+                                .collect::<std::io::Result<Vec<_>>>()
+                                .and_then(uring::UringThread::new),
                             &ready_tx,
                             |w| w.run(stop2),
                         ),
                         EngineChoice::Mmsg { .. } => start_worker(
-                            mmsg::MmsgWorker::new(sh2, path, slot_reserve),
+                            sh2.into_iter()
+                                .next()
+                                .ok_or_else(|| std::io::Error::other("no worker state"))
+                                .and_then(|sh| mmsg::MmsgWorker::new(sh, path, slot_reserve)),
                             &ready_tx,
                             |w| w.run(stop2),
                         ),
@@ -181,7 +223,7 @@ impl DataPlane {
                 Ok(Err(e)) => anyhow::bail!("data plane worker {n} failed to start: {e}"),
                 Err(_) => anyhow::bail!("data plane worker {n} died at start"),
             }
-            workers.push(shared);
+            workers.extend(shared);
             threads.push(t);
         }
         Ok(DataPlane {
@@ -196,7 +238,7 @@ impl DataPlane {
             },
             streams: HashMap::new(),
             next_id: 1,
-            next_worker: 0,
+            placement,
             engine,
         })
     }
@@ -263,9 +305,17 @@ impl MediaBackend for DataPlane {
         }
         let id = self.next_id;
         self.next_id += 1;
-        // Round-robin keeps the load even; a stream stays on its worker for life.
-        let worker = self.next_worker % self.workers.len();
-        self.next_worker = self.next_worker.wrapping_add(1);
+        // A stream stays on its ring for life.
+        let fixed: u64 = self
+            .workers
+            .iter()
+            .map(|w| w.counters.fixed_files.load(Ordering::Relaxed))
+            .sum();
+        let unfixed = (self.placement.table_sockets() as u64).saturating_sub(fixed);
+        let worker = self
+            .placement
+            .place(unfixed as usize)
+            .min(self.workers.len() - 1);
         let shared = Arc::new(StreamShared::default());
         let ns = NewStream {
             id,
@@ -276,6 +326,7 @@ impl MediaBackend for DataPlane {
         };
         if let Err(Command::Add(ns)) = self.workers[worker].send(Command::Add(Box::new(ns))) {
             drop(ns);
+            self.placement.remove(worker);
             self.ports.release(a_ports);
             self.ports.release(b_ports);
             return Err(BackendError::Unavailable("data plane queue full".into()));
@@ -324,6 +375,7 @@ impl MediaBackend for DataPlane {
     fn close(&mut self, id: StreamId) {
         if let Some(e) = self.streams.remove(&id) {
             e.shared.closed.store(true, Ordering::Relaxed);
+            self.placement.remove(e.worker);
             if let Some(w) = self.workers.get(e.worker) {
                 if w.send_lazy(Command::Remove(id)).is_err() {
                     tracing::error!(
@@ -491,6 +543,23 @@ fn start_worker<W>(
     }
 }
 
+/// Descriptors kept free at least (`--spare-descriptors`).
+const MIN_SPARE_DESCRIPTORS: usize = 64;
+
+/// Rings per worker thread: as asked, or the fewest whose fixed-file tables hold the
+/// sockets of the thread's share of the port range that its share of spare descriptors does
+/// not (one ring when sockets stay descriptors).
+fn rings_per_thread(asked: Option<u32>, fixed_files: u32, beyond_descriptors: usize) -> usize {
+    let max = crate::config::MAX_URING_RINGS as usize;
+    match asked {
+        Some(n) => (n as usize).clamp(1, max),
+        None if fixed_files == 0 => 1,
+        None => beyond_descriptors
+            .div_ceil(fixed_files as usize)
+            .clamp(1, max),
+    }
+}
+
 /// The soft RLIMIT_NOFILE (after [`raise_fd_limit`]).
 fn fd_soft_limit() -> u32 {
     nofile_limit().map_or(0, |l| u32::try_from(l.rlim_cur).unwrap_or(u32::MAX))
@@ -526,4 +595,26 @@ fn raise_fd_limit() {
         return;
     }
     try_raise(lim.rlim_max, lim.rlim_max);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rings_per_thread;
+
+    #[test]
+    fn a_worker_gets_the_fewest_rings_whose_tables_hold_its_sockets() {
+        // Sockets beyond the descriptors to spare: none, or up to one table of 20,000.
+        assert_eq!(rings_per_thread(None, 20_000, 0), 1);
+        assert_eq!(rings_per_thread(None, 20_000, 20_000), 1);
+        // 43,000 ports on one worker with 15,000 descriptors to spare: 28,000 in tables.
+        assert_eq!(rings_per_thread(None, 20_000, 43_000 - 15_000), 2);
+        assert_eq!(rings_per_thread(None, 20_000, 40_001), 3);
+        // Capped, and one ring when sockets stay descriptors.
+        assert_eq!(rings_per_thread(None, 100, 1_000_000), 8);
+        assert_eq!(rings_per_thread(None, 0, 1_000_000), 1);
+        // Asked for, within 1-8.
+        assert_eq!(rings_per_thread(Some(3), 20_000, 10), 3);
+        assert_eq!(rings_per_thread(Some(0), 20_000, 10), 1);
+        assert_eq!(rings_per_thread(Some(99), 20_000, 10), 8);
+    }
 }

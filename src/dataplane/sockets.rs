@@ -98,9 +98,16 @@ pub fn bind_pair(
             .as_ref()
             .ok()
             .map(|_| bind_udp(SocketAddr::new(ip, pair.rtcp()), opts));
+        let out_of_descriptors = |r: &io::Result<OwnedFd>| matches!(r, Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)));
+        let no_fds = out_of_descriptors(&rtp) || rtcp.as_ref().is_some_and(out_of_descriptors);
         match (rtp, rtcp) {
             (Ok(a), Some(Ok(b))) => return Ok((pair, a, b)),
             _ => ports.skip(pair),
+        }
+        // Every other pair would fail alike; the caller reports it as running out of ports
+        // (rtpengine's wording, on which a proxy fails over to another relay).
+        if no_fds {
+            break;
         }
     }
     Err(PortError::Exhausted)

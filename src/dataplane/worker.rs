@@ -1,7 +1,8 @@
 //! What every engine's worker shares: the command queue from the control plane, the slot
 //! table, the event queue back, and the wake-up eventfd.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -119,7 +120,10 @@ impl WorkerShared {
 /// A worker's slots, indexed by the number carried in each completion (no hashing per packet).
 pub struct SlotTable {
     pub slots: Vec<Slot>,
-    free: Vec<u32>,
+    /// Free indices, lowest first: the fixed-file table covers the low indices, so a socket
+    /// lands there whenever one is free (and the control plane's count of sockets beyond the
+    /// table, `placement`, stays exact).
+    free: BinaryHeap<Reverse<u32>>,
     streams: HashMap<StreamId, [u32; 4]>,
 }
 
@@ -134,7 +138,7 @@ impl SlotTable {
     pub fn with_capacity(n: usize) -> SlotTable {
         SlotTable {
             slots: Vec::with_capacity(n),
-            free: Vec::with_capacity(n),
+            free: BinaryHeap::with_capacity(n),
             streams: HashMap::with_capacity(n / 4),
         }
     }
@@ -144,7 +148,7 @@ impl SlotTable {
     }
 
     fn take_slot(&mut self) -> u32 {
-        if let Some(i) = self.free.pop() {
+        if let Some(Reverse(i)) = self.free.pop() {
             return i;
         }
         self.slots.push(Slot::empty());
@@ -256,7 +260,7 @@ impl SlotTable {
                 s.closing = false;
                 s.peer_rtp = NO_SLOT;
                 s.peer_rtcp = NO_SLOT;
-                self.free.push(i);
+                self.free.push(Reverse(i));
             }
         }
     }
