@@ -143,7 +143,8 @@ impl DataPlane {
         // Each worker's slot table is reserved for its share of the port range (one slot per
         // port) instead of growing by doubling: every doubling copied the table and left the
         // old copy resident in the allocator (~11 MB at 10,000 calls).
-        let sockets_per_thread = (2 * ports.total_pairs()).div_ceil(config.num_threads.max(1));
+        let threads = config.num_threads.max(1);
+        let sockets_per_thread = (2 * ports.total_pairs()).div_ceil(threads);
         let limit = fd_soft_limit() as usize;
         let spare = config
             .spare_descriptors
@@ -153,7 +154,7 @@ impl DataPlane {
             EngineChoice::Uring => rings_per_thread(
                 config.uring_rings,
                 fixed_files,
-                sockets_per_thread.saturating_sub(descriptor_budget / config.num_threads.max(1)),
+                sockets_per_thread.saturating_sub(descriptor_budget / threads),
             ),
             EngineChoice::Mmsg { .. } => 1,
         };

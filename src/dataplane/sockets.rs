@@ -36,6 +36,11 @@ pub fn bind_udp(addr: SocketAddr, opts: SocketOptions) -> io::Result<OwnedFd> {
     Ok(s.into())
 }
 
+/// Whether a socket could not be made for want of descriptors (process or system limit).
+fn out_of_descriptors(r: &io::Result<OwnedFd>) -> bool {
+    matches!(r, Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)))
+}
+
 /// Whether the kernel takes UDP GSO sends (`UDP_SEGMENT`, Linux 4.18). Asked by reading the
 /// option back: an older kernel refuses it (ENOPROTOOPT), where a send would ignore the
 /// control message and put a whole burst into one datagram.
@@ -98,7 +103,6 @@ pub fn bind_pair(
             .as_ref()
             .ok()
             .map(|_| bind_udp(SocketAddr::new(ip, pair.rtcp()), opts));
-        let out_of_descriptors = |r: &io::Result<OwnedFd>| matches!(r, Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)));
         let no_fds = out_of_descriptors(&rtp) || rtcp.as_ref().is_some_and(out_of_descriptors);
         match (rtp, rtcp) {
             (Ok(a), Some(Ok(b))) => return Ok((pair, a, b)),

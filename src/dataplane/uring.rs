@@ -28,7 +28,7 @@
 //! read; a packet that finds no room in the submission queue is dropped and counted.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::Arc;
 
@@ -41,7 +41,7 @@ use super::gso;
 use super::shared::bump;
 use super::slot::{note_control, process, DirtyList, Forward, PacketCtx, PathConfig};
 use super::sockaddr;
-use super::worker::{drain_eventfd, Command, Publisher, SlotTable, WorkerShared};
+use super::worker::{drain_eventfd, new_eventfd, Command, Publisher, SlotTable, WorkerShared};
 
 /// Submission queue entries: at least one send per completion handled in a turn.
 const SQ_ENTRIES: u32 = 2048;
@@ -81,7 +81,8 @@ const KIND_CANCEL: u64 = 4;
 const KIND_WATCH: u64 = 5;
 /// A UDP GSO send of several datagrams (index into the worker's GSO pool).
 const KIND_GSO: u64 = 6;
-/// A read of another ring's work eventfd, held by the thread's first ring (low bits: which).
+/// A read of another ring's work eventfd, held by the ring the thread sleeps on (low bits:
+/// which of its watches).
 const KIND_PEER: u64 = 7;
 /// GSO sends in flight per worker; when all are taken, datagrams go one by one.
 const GSO_POOL: usize = 256;
@@ -549,11 +550,6 @@ impl UringWorker {
         }
     }
 
-    /// Runs this ring alone on the calling thread until `stop`.
-    pub fn run(self, stop: Arc<AtomicBool>) {
-        UringThread { rings: vec![self] }.run(stop);
-    }
-
     /// Whether this ring has something to do without waiting: queued submissions, deferred
     /// completions to run, completions not yet handled, or receives to re-arm.
     fn has_work(&mut self) -> bool {
@@ -652,13 +648,8 @@ impl UringWorker {
     /// Registers an eventfd that the kernel signals whenever this ring gets work, for another
     /// ring of the thread to watch.
     fn make_work_fd(&mut self) -> io::Result<libc::c_int> {
-        // SAFETY: eventfd has no memory-safety preconditions; the result is checked.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` is a fresh descriptor that nothing else owns.
-        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        let owned = new_eventfd()?;
+        let fd = owned.as_raw_fd();
         self.ring.submitter().register_eventfd(fd)?;
         self.work_fd = Some(owned);
         // Signals are wanted only while the thread sleeps (see `UringThread::run`).
@@ -1070,13 +1061,10 @@ impl UringThread {
 
     /// Whether every ring but `sleeper` is without work.
     fn others_idle(&mut self, sleeper: usize) -> bool {
-        let mut idle = true;
-        for (k, ring) in self.rings.iter_mut().enumerate() {
-            if k != sleeper && ring.has_work() {
-                idle = false;
-            }
-        }
-        idle
+        self.rings
+            .iter_mut()
+            .enumerate()
+            .all(|(k, ring)| k == sleeper || !ring.has_work())
     }
 
     /// Turns the other rings' work eventfds on (before a sleep) or off (after it).

@@ -67,13 +67,7 @@ pub struct WorkerShared {
 
 impl WorkerShared {
     pub fn new() -> std::io::Result<Arc<WorkerShared>> {
-        // SAFETY: eventfd has no memory-safety preconditions; the result is checked.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: `fd` is a fresh descriptor that nothing else owns.
-        let wake = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        let wake = new_eventfd()?;
         Ok(Arc::new(WorkerShared {
             commands: ArrayQueue::new(COMMAND_QUEUE),
             events: ArrayQueue::new(EVENT_QUEUE),
@@ -330,6 +324,17 @@ impl Publisher {
             self.last_round_ns = now;
         }
     }
+}
+
+/// A fresh non-blocking eventfd (counter 0).
+pub fn new_eventfd() -> std::io::Result<OwnedFd> {
+    // SAFETY: eventfd has no memory-safety preconditions; the result is checked.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
 }
 
 /// Reads and clears the eventfd counter (non-blocking).
