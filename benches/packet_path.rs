@@ -46,6 +46,7 @@ fn table(streams: usize, fd: i32) -> (SlotTable, Vec<(u32, SocketAddr)>) {
         let idx = t.add(NewStream {
             id: i as u64 + 1,
             sockets: [dummy_fd(fd), dummy_fd(fd), dummy_fd(fd), dummy_fd(fd)],
+            ports: [0; 4],
             a: side(port),
             b: side(port + 2),
             shared: Arc::new(StreamShared::default()),
@@ -97,6 +98,7 @@ fn bench(c: &mut Criterion) {
                     counters: &counters,
                     events: &events,
                     dirty: &mut dirty,
+                    kernel: None,
                 };
                 let out = process(
                     &mut t.slots,

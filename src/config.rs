@@ -129,6 +129,11 @@ pub struct Cli {
     /// it, Linux 4.18+).
     #[arg(long)]
     pub no_gso: bool,
+    /// Relay the RTP of latched streams inside the kernel (a TC program; needs root or
+    /// CAP_BPF+CAP_NET_ADMIN, Linux 6.6+, and today IPv4 loopback only). Where it cannot
+    /// run, the relay says why and carries all media in user space. Experimental.
+    #[arg(long)]
+    pub kernel_forwarding: bool,
     /// Built-in SIP proxy and registrar: UDP and TCP on this address. [default: 127.0.0.1:5060]
     #[arg(long)]
     pub listen_sip: Option<SocketAddr>,
@@ -174,6 +179,7 @@ struct FileConfig {
     socket_sndbuf: Option<usize>,
     strict_rtp: Option<bool>,
     no_gso: Option<bool>,
+    kernel_forwarding: Option<bool>,
     listen_sip: Option<SocketAddr>,
     no_sip: Option<bool>,
     domain: Option<Vec<String>>,
@@ -204,6 +210,8 @@ pub struct Config {
     pub strict_rtp: bool,
     /// Gather bursts for one destination into UDP GSO sends (where the kernel supports it).
     pub gso: bool,
+    /// Try the in-kernel fast path (see `dataplane::kernel`).
+    pub kernel_forwarding: bool,
     /// The SIP proxy's address (UDP and TCP); `None` with `--no-sip`.
     pub listen_sip: Option<SocketAddr>,
     /// Whether `listen_sip` was asked for (flag or file). The default listener is
@@ -240,6 +248,7 @@ impl Default for Config {
             socket_sndbuf: 0,
             strict_rtp: false,
             gso: true,
+            kernel_forwarding: false,
             listen_sip: Some(SocketAddr::new(lo, 5060)),
             listen_sip_explicit: false,
             domains: vec![lo.to_string()],
@@ -287,6 +296,7 @@ impl Config {
         c.socket_sndbuf = cli.socket_sndbuf.or(file.socket_sndbuf).unwrap_or(0);
         c.strict_rtp = cli.strict_rtp || file.strict_rtp.unwrap_or(false);
         c.gso = !(cli.no_gso || file.no_gso.unwrap_or(false));
+        c.kernel_forwarding = cli.kernel_forwarding || file.kernel_forwarding.unwrap_or(false);
         let listen_sip = cli.listen_sip.or(file.listen_sip);
         c.listen_sip_explicit = listen_sip.is_some();
         if let Some(a) = listen_sip {

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # bench-compare.sh: run the same rtpbench scenarios against every relay available here
-# (rtpanchor release binary, rtpengine-daemon in userspace mode, the reflector yardstick),
+# (rtpanchor release binary, the same with --kernel-forwarding as "rtpanchor-kernel" and
+# with its fallback engine as "rtpanchor-mmsg", rtpengine-daemon in userspace mode, the
+# reflector yardstick),
 # one relay at a time on loopback, alternating relays between runs, and print ratios:
 # highest rate held with <0.1% loss, relay CPU ns per forwarded packet, p99 latency.
 #
@@ -88,11 +90,11 @@ CALLS="1 100 1000"
 if [ "$FULL" = 1 ]; then
     GEN_BASE=5000   # above the ng ports (2223-2225), below the relays (22000+)
     RANGE_rtpengine="22000 65000"; RANGE_rtpanchor="22000 65000"; RANGE_reflector="22000 65000"
-    RANGE_rtpanchor_mmsg="22000 65000"
+    RANGE_rtpanchor_mmsg="22000 65000"; RANGE_rtpanchor_kernel="22000 65000"
 else
     GEN_BASE=20000
     RANGE_rtpengine="40000 44999"; RANGE_rtpanchor="45000 49999"; RANGE_reflector="50000 54999"
-    RANGE_rtpanchor_mmsg="45000 49999"
+    RANGE_rtpanchor_mmsg="45000 49999"; RANGE_rtpanchor_kernel="45000 49999"
 fi
 # Raise the fd limit for big call counts (generator: 2 per call, relay: up to 4 per call).
 ulimit -n 200000 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
@@ -114,7 +116,7 @@ anchor_rings() {
 fits() {
     local per=4
     case "$1" in
-        rtpanchor) per=$(( 4 * $2 > RELAY_THREADS * $(anchor_rings "$2") * NOFILE ? 4 : 0 )) ;;
+        rtpanchor|rtpanchor-kernel) per=$(( 4 * $2 > RELAY_THREADS * $(anchor_rings "$2") * NOFILE ? 4 : 0 )) ;;
         rtpengine|reflector) per=0 ;; # sharded below when they do not fit
     esac
     [ $(( per * $2 + 500 )) -le "$NOFILE" ]
@@ -141,6 +143,12 @@ fi
 # The same relay with its fallback engine forced (recvmmsg/sendmmsg instead of io_uring).
 if [ -z "$ONLY" ] || [[ ",$ONLY," == *,rtpanchor-mmsg,* ]]; then
     [ -x "$RTPANCHOR" ] && RELAYS+=(rtpanchor-mmsg)
+fi
+# The same relay with the in-kernel fast path (--kernel-forwarding: a TC program relays
+# latched RTP; needs root and Linux 6.6+). Its work runs in the sender's softirq context,
+# so its cost is read from the whole machine's CPU time (see the summary below).
+if [ -z "$ONLY" ] || [[ ",$ONLY," == *,rtpanchor-kernel,* ]]; then
+    [ -x "$RTPANCHOR" ] && RELAYS+=(rtpanchor-kernel)
 fi
 if [ -z "$ONLY" ] || [[ ",$ONLY," == *,rtpengine,* ]]; then
     command -v rtpengine >/dev/null && RELAYS+=(rtpengine) || echo "note: rtpengine not installed, skipped" >&2
@@ -169,7 +177,7 @@ start_relay() { # name calls [shards] -> RELAY_PIDS, NG (comma-separated with se
     RELAY_PIDS=()
     RELAY_NOTE=""
     case "$name" in
-        rtpanchor) RELAY_NOTE=", $RELAY_THREADS worker(s) x $(anchor_rings "$calls") ring(s)" ;;
+        rtpanchor|rtpanchor-kernel) RELAY_NOTE=", $RELAY_THREADS worker(s) x $(anchor_rings "$calls") ring(s)" ;;
         rtpanchor-mmsg) RELAY_NOTE=", $RELAY_THREADS worker(s)" ;;
         rtpengine) RELAY_NOTE=", $RTPENGINE_THREADS thread(s) per process" ;;
     esac
@@ -181,10 +189,11 @@ start_relay() { # name calls [shards] -> RELAY_PIDS, NG (comma-separated with se
         [ "$s" -eq $((n - 1)) ] && shi=$hi
         [ "$n" -gt 1 ] && log="$OUT/$name.$s.log"
         case "$name" in
-            rtpanchor|rtpanchor-mmsg)
+            rtpanchor|rtpanchor-mmsg|rtpanchor-kernel)
                 ng=127.0.0.1:$((2223 + 10 * s))
                 local engine=(--io-engine uring --uring-rings "$(anchor_rings "$calls")")
                 [ "$name" = rtpanchor-mmsg ] && engine=(--io-engine mmsg)
+                [ "$name" = rtpanchor-kernel ] && engine+=(--kernel-forwarding)
                 taskset -c "$RELAY_CPU" "$RTPANCHOR" --listen-ng "$ng" --interface 127.0.0.1 \
                     --port-min "$slo" --port-max "$shi" --num-threads "$RELAY_THREADS" \
                     "${engine[@]}" --log-level warn >"$log" 2>&1 &
@@ -266,9 +275,16 @@ files=("$OUT"/*_rep*.json)
 
 # Per relay and call count (medians over repetitions):
 #   max_pps     highest ladder rate held cleanly
-#   ns_light    relay CPU ns/packet at the first ladder step (light load)
-#   ns_max      relay CPU ns/packet at max_pps
+#   ns_light    relay process CPU ns/packet at the first ladder step (light load)
+#   ns_max      relay process CPU ns/packet at max_pps
 #   p99_light   p99 one-way latency (µs) at the first ladder step
+#   mach_light  the whole machine's busy CPU ns/packet at the first ladder step
+#   gen_light   the generator process's CPU ns/packet at the first ladder step
+#   cost_light  what the relay costs per packet: its process time, except for
+#               rtpanchor-kernel, whose work runs in the sender's softirq context and is
+#               charged to the generator: there it is its process time plus what the
+#               generator's time per packet grew by against user-space rtpanchor in the same
+#               sitting (gen_light - gen_light of rtpanchor). Ratios use it.
 jq -rs '
   def median: sort | if length == 0 then null else .[(length / 2 | floor)] end;
   def r(x): if x == null then "-" else (x * 100 | round / 100 | tostring) end;
@@ -276,25 +292,38 @@ jq -rs '
   map({label: .label, calls: .calls,
        max_pps: .max_pass_pps,
        ns_light: (.steps[0].relay_cpu_ns_per_pkt // null),
+       mach_light: (.steps[0].machine_cpu_ns_per_pkt // null),
+       gen_light: (.steps[0].gen_cpu_ns_per_pkt // null),
        p99_light: (.steps[0].latency.p99_us // null),
        ns_max: ((.max_pass_pps) as $m | [.steps[] | select(.target_pps == $m) | .relay_cpu_ns_per_pkt] | first // null)})
   | group_by([.calls, .label])
   | map({label: .[0].label, calls: .[0].calls,
          max_pps: (map(.max_pps // 0) | median),
          ns_light: (map(.ns_light | select(. != null)) | median),
+         mach_light: (map(.mach_light | select(. != null)) | median),
+         gen_light: (map(.gen_light | select(. != null)) | median),
          ns_max: (map(.ns_max | select(. != null)) | median),
          p99_light: (map(.p99_light | select(. != null)) | median)})
   | group_by(.calls)
+  | map(. as $g
+        | ($g | map(select(.label == "rtpanchor")) | first) as $u
+        | $g
+        | map(. + {cost_light: (if .label == "rtpanchor-kernel"
+                                then (if $u == null or $u.gen_light == null or .gen_light == null
+                                         or .ns_light == null then null
+                                      else .ns_light + ([.gen_light - $u.gen_light, 0] | max) end)
+                                else .ns_light end)}))
   | map(. as $g
         | ($g | map(select(.label == "rtpengine")) | first) as $e
         | ($g | map(select(.label == "reflector")) | first) as $f
         | $g[]
         | [(.calls | tostring), .label, r(.max_pps), r(.ns_light), r(.ns_max), r(.p99_light),
-           ratio(.max_pps; $e.max_pps), ratio(.ns_light; $e.ns_light), ratio(.p99_light; $e.p99_light),
-           ratio(.max_pps; $f.max_pps), ratio(.ns_light; $f.ns_light), ratio(.p99_light; $f.p99_light)]
+           r(.mach_light), r(.gen_light), r(.cost_light),
+           ratio(.max_pps; $e.max_pps), ratio(.cost_light; $e.cost_light), ratio(.p99_light; $e.p99_light),
+           ratio(.max_pps; $f.max_pps), ratio(.cost_light; $f.cost_light), ratio(.p99_light; $f.p99_light)]
         | @tsv)
-  | (["calls","relay","max_pps","ns/pkt@first","ns/pkt@max","p99us@first",
-      "pps/rtpengine","ns/rtpengine","p99/rtpengine","pps/reflector","ns/reflector","p99/reflector"]
+  | (["calls","relay","max_pps","ns/pkt@first","ns/pkt@max","p99us@first","mach_ns@first","gen_ns@first","cost@first",
+      "pps/rtpengine","cost/rtpengine","p99/rtpengine","pps/reflector","cost/reflector","p99/reflector"]
      | @tsv), .[]
 ' "${files[@]}" | column -t -s $'\t'
 echo "(first ladder step = ${LADDER%%,*} pps; details, plots and logs in $OUT)"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: installs the real peers the end-to-end tests
-# use (Debian packages: Kamailio with its rtpengine module, SIPp; iproute2 for a test that
+# use (Debian packages: Kamailio with its rtpengine module, SIPp; clang for the in-kernel
+# fast path; iproute2 for a test that
 # changes the loopback MTU in a namespace of its own) when they are missing and we
 # are root, then runs every test in the workspace.
 set -euo pipefail
@@ -10,6 +11,9 @@ need=()
 command -v kamailio >/dev/null 2>&1 || need+=(kamailio)
 command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+# build.rs compiles the in-kernel fast path with clang (without it the relay builds anyway,
+# and the fast path's tests check that it says why it is unavailable).
+command -v clang >/dev/null 2>&1 || need+=(clang)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive

@@ -13,6 +13,7 @@ use crate::time::now_ns;
 
 use super::cmsg;
 use super::gso;
+use super::kernel::KernelWorker;
 use super::shared::bump;
 use super::slot::{note_control, process, DirtyList, PacketCtx, PathConfig};
 use super::sockaddr;
@@ -66,6 +67,8 @@ pub struct MmsgWorker {
     group_controls: Vec<cmsg::ControlArea<{ cmsg::UDP_SEGMENT_SPACE }>>,
     group_first: Vec<usize>,
     group_len: Vec<usize>,
+    /// The in-kernel fast path's handle, when the relay runs it.
+    kernel: Option<KernelWorker>,
 }
 
 // SAFETY: the raw pointers inside the preallocated msghdr/iovec arrays point only into this
@@ -134,7 +137,14 @@ impl MmsgWorker {
             group_controls: vec![cmsg::ControlArea::zeroed(); BATCH],
             group_first: vec![0; BATCH],
             group_len: vec![0; BATCH],
+            kernel: None,
         })
+    }
+
+    /// Gives this worker the in-kernel fast path.
+    pub fn with_kernel(mut self, kernel: Option<KernelWorker>) -> MmsgWorker {
+        self.kernel = kernel;
+        self
     }
 
     fn apply_commands(&mut self) {
@@ -165,8 +175,16 @@ impl MmsgWorker {
                         };
                     }
                 }
-                Command::Update { id, side, init } => self.table.update(id, side, &init),
+                Command::Update { id, side, init } => {
+                    if let (Some(k), Some(group)) = (self.kernel.as_mut(), self.table.group(id)) {
+                        k.take_back_stream(&mut self.table.slots, group, &self.shared.counters);
+                    }
+                    self.table.update(id, side, &init)
+                }
                 Command::Remove(id) => {
+                    if let (Some(k), Some(group)) = (self.kernel.as_mut(), self.table.group(id)) {
+                        k.forget_stream(&mut self.table.slots, group, &self.shared.counters);
+                    }
                     if let Some(idx) = self.table.remove(id) {
                         for i in idx {
                             if let Some(s) = self.table.slots.get(i as usize) {
@@ -223,6 +241,9 @@ impl MmsgWorker {
                 self.drain_socket(idx, now);
             }
             publisher.turn(&mut self.table, &mut self.dirty, now, n <= 0);
+            if let Some(k) = self.kernel.as_mut() {
+                k.turn(&mut self.table.slots, &self.shared.counters, now);
+            }
         }
     }
 
@@ -269,6 +290,7 @@ impl MmsgWorker {
                 counters,
                 events: &self.shared.events,
                 dirty: &mut self.dirty,
+                kernel: self.kernel.as_mut(),
             };
             for i in 0..k {
                 // usize with glibc, socklen_t with musl.

@@ -8,6 +8,7 @@
 
 pub mod cmsg;
 pub mod gso;
+pub mod kernel;
 pub mod mmsg;
 pub mod placement;
 pub mod shared;
@@ -96,6 +97,11 @@ pub struct DataPlane {
     next_id: StreamId,
     placement: placement::Placement,
     engine: EngineChoice,
+    /// Held for the workers' lifetime: dropping it detaches the program (after `shutdown`,
+    /// field order: the threads are joined in `Drop` first).
+    kernel_path: Option<kernel::KernelPath>,
+    /// Why the fast path was asked for and does not run.
+    kernel_unavailable: Option<String>,
 }
 
 fn side_init(e: &EndpointSpec) -> SideInit {
@@ -169,6 +175,24 @@ impl DataPlane {
         // A worker's first ring may hold far more than its share (see `placement`); the
         // reserve is address space only until used.
         let slot_reserve = sockets_per_thread;
+        let mut kernel_unavailable = None;
+        let kernel_path = if config.kernel_forwarding {
+            match kernel::KernelPath::start(config.interface.local) {
+                Ok(k) => {
+                    tracing::info!(
+                        "kernel forwarding on: latched loopback RTP is relayed by a TC program"
+                    );
+                    Some(k)
+                }
+                Err(reason) => {
+                    tracing::warn!(%reason, "kernel forwarding unavailable; all media is relayed in user space");
+                    kernel_unavailable = Some(reason);
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let placement = placement::Placement::new(
             config.num_threads,
             rings,
@@ -181,6 +205,16 @@ impl DataPlane {
             let shared = (0..rings)
                 .map(|_| WorkerShared::new())
                 .collect::<std::io::Result<Vec<_>>>()?;
+            let mut kernels = Vec::new();
+            for _ in 0..rings {
+                kernels.push(match &kernel_path {
+                    Some(k) => Some(
+                        k.worker()
+                            .map_err(|e| anyhow::anyhow!("kernel forwarding: {e}"))?,
+                    ),
+                    None => None,
+                });
+            }
             let core = if cores.is_empty() {
                 None
             } else {
@@ -201,8 +235,10 @@ impl DataPlane {
                     match engine2 {
                         EngineChoice::Uring => start_worker(
                             sh2.into_iter()
-                                .map(|sh| {
+                                .zip(kernels)
+                                .map(|(sh, k)| {
                                     uring::UringWorker::new(sh, path, fixed_files, slot_reserve)
+                                        .map(|w| w.with_kernel(k))
                                 })
                                 .collect::<std::io::Result<Vec<_>>>()
                                 .and_then(uring::UringThread::new),
@@ -211,9 +247,13 @@ impl DataPlane {
                         ),
                         EngineChoice::Mmsg { .. } => start_worker(
                             sh2.into_iter()
+                                .zip(kernels)
                                 .next()
                                 .ok_or_else(|| std::io::Error::other("no worker state"))
-                                .and_then(|sh| mmsg::MmsgWorker::new(sh, path, slot_reserve)),
+                                .and_then(|(sh, k)| {
+                                    mmsg::MmsgWorker::new(sh, path, slot_reserve)
+                                        .map(|w| w.with_kernel(k))
+                                }),
                             &ready_tx,
                             |w| w.run(stop2),
                         ),
@@ -241,11 +281,23 @@ impl DataPlane {
             next_id: 1,
             placement,
             engine,
+            kernel_path,
+            kernel_unavailable,
         })
     }
 
     pub fn engine(&self) -> &EngineChoice {
         &self.engine
+    }
+
+    /// Whether the in-kernel fast path runs.
+    pub fn kernel_forwarding(&self) -> bool {
+        self.kernel_path.is_some()
+    }
+
+    /// Why the fast path was asked for and does not run (as logged at start).
+    pub fn kernel_unavailable(&self) -> Option<&str> {
+        self.kernel_unavailable.as_deref()
     }
 
     pub fn totals(&self) -> DataPlaneTotals {
@@ -321,6 +373,7 @@ impl MediaBackend for DataPlane {
         let ns = NewStream {
             id,
             sockets: [a_rtp, a_rtcp, b_rtp, b_rtcp],
+            ports: [a_ports.rtp, a_ports.rtcp(), b_ports.rtp, b_ports.rtcp()],
             a: side_init(&spec.a),
             b: side_init(&spec.b),
             shared: shared.clone(),

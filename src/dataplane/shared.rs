@@ -226,6 +226,13 @@ pub struct WorkerCounters {
     pub fixed_files: AtomicU64,
     /// io_uring: sockets that stayed plain descriptors (table full or registration failed).
     pub fixed_fallbacks: AtomicU64,
+    /// Packets the in-kernel fast path relayed (also in rx/tx; counted on the worker's
+    /// housekeeping ticks), and directions now handed to it (a gauge).
+    pub kernel_forwarded: AtomicU64,
+    pub kernel_streams: AtomicU64,
+    /// Directions handed to the fast path, and taken back by the worker.
+    pub kernel_handovers: AtomicU64,
+    pub kernel_takebacks: AtomicU64,
     pub loops: AtomicU64,
 }
 
@@ -259,6 +266,10 @@ pub struct DataPlaneTotals {
     pub watch_failed: u64,
     pub fixed_files: u64,
     pub fixed_fallbacks: u64,
+    pub kernel_forwarded: u64,
+    pub kernel_streams: u64,
+    pub kernel_handovers: u64,
+    pub kernel_takebacks: u64,
 }
 
 impl DataPlaneTotals {
@@ -290,6 +301,10 @@ impl DataPlaneTotals {
         self.watch_failed += c.watch_failed.load(Relaxed);
         self.fixed_files += c.fixed_files.load(Relaxed);
         self.fixed_fallbacks += c.fixed_fallbacks.load(Relaxed);
+        self.kernel_forwarded += c.kernel_forwarded.load(Relaxed);
+        self.kernel_streams += c.kernel_streams.load(Relaxed);
+        self.kernel_handovers += c.kernel_handovers.load(Relaxed);
+        self.kernel_takebacks += c.kernel_takebacks.load(Relaxed);
     }
 
     /// Every counter with its report name.
@@ -322,6 +337,10 @@ impl DataPlaneTotals {
             ("watch_failed", self.watch_failed),
             ("fixed_files", self.fixed_files),
             ("fixed_fallbacks", self.fixed_fallbacks),
+            ("kernel_forwarded", self.kernel_forwarded),
+            ("kernel_streams", self.kernel_streams),
+            ("kernel_handovers", self.kernel_handovers),
+            ("kernel_takebacks", self.kernel_takebacks),
         ]
     }
 

@@ -62,6 +62,10 @@ pub struct Slot {
     pub stall_suspect: bool,
     /// The socket's kernel drop count (`SO_RXQ_OVFL`) as last seen on a datagram.
     pub kernel_drops: u32,
+    /// The socket's local port (the fast path's map names sockets by address).
+    pub local_port: u16,
+    /// RTP sockets: the in-kernel fast path relays this direction (see `kernel`).
+    pub kernel: bool,
 }
 
 impl Slot {
@@ -84,6 +88,8 @@ impl Slot {
             armed: false,
             stall_suspect: false,
             kernel_drops: 0,
+            local_port: 0,
+            kernel: false,
         }
     }
 
@@ -217,6 +223,8 @@ pub struct PacketCtx<'a> {
     pub counters: &'a WorkerCounters,
     pub events: &'a ArrayQueue<MediaEvent>,
     pub dirty: &'a mut DirtyList,
+    /// The in-kernel fast path, when the relay runs it.
+    pub kernel: Option<&'a mut super::kernel::KernelWorker>,
 }
 
 /// Takes a received datagram's control area (`SO_RXQ_OVFL`: the socket's running drop count,
@@ -263,30 +271,30 @@ pub fn process(
             return None;
         }
     };
+    if slot.kernel {
+        // Rare: the kernel passed this packet up. Its tracker may have to come back first.
+        if let Some(k) = ctx.kernel.as_deref_mut() {
+            k.on_user_packet(slots, idx, src, pkt, now, counters);
+        }
+    }
+    let slot = slots.get_mut(idx)?;
     let mut valid = true;
+    // Tracked only once the latch accepts the source: a stranger's packets must not move
+    // the stream's figures.
+    let mut track = None;
     let class = classify(pkt);
     let is_rtcp = match (slot.kind, class) {
         (SlotKind::Rtp, PacketKind::Rtp) => {
-            match (RtpPacket::new_checked(pkt), slot.rtp.as_deref_mut()) {
-                (Ok(rtp), Some(st)) => {
-                    let pt = rtp.payload_type();
-                    let hz = st.clock_rates.clock_rate_hz(pt).unwrap_or(0);
-                    st.tracker.on_rtp(
+            match RtpPacket::new_checked(pkt) {
+                Ok(rtp) => {
+                    track = Some((
                         rtp.sequence_number(),
                         rtp.timestamp(),
                         rtp.ssrc(),
-                        pt,
-                        pkt.len(),
-                        now,
-                        hz,
-                    );
-                    if !slot.dirty {
-                        slot.dirty = true;
-                        ctx.dirty.mark(idx);
-                    }
+                        rtp.payload_type(),
+                    ));
                 }
-                (Ok(_), None) => {}
-                (Err(_), _) => {
+                Err(_) => {
                     bump(&counters.malformed_rtp, 1);
                     valid = false;
                 }
@@ -360,6 +368,14 @@ pub fn process(
             }
         }
         LatchVerdict::Accept(None) => {}
+    }
+    if let (Some((seq, ts, ssrc, pt)), Some(st)) = (track, slot.rtp.as_deref_mut()) {
+        let hz = st.clock_rates.clock_rate_hz(pt).unwrap_or(0);
+        st.tracker.on_rtp(seq, ts, ssrc, pt, pkt.len(), now, hz);
+        if !slot.dirty {
+            slot.dirty = true;
+            ctx.dirty.mark(idx);
+        }
     }
 
     // RTCP goes to the peer's RTCP socket unless the peer multiplexes it onto RTP.

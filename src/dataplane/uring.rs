@@ -38,6 +38,7 @@ use crate::time::{now_ns, NANOS_PER_MS};
 
 use super::cmsg;
 use super::gso;
+use super::kernel::KernelWorker;
 use super::shared::bump;
 use super::slot::{note_control, process, DirtyList, Forward, PacketCtx, PathConfig};
 use super::sockaddr;
@@ -315,6 +316,8 @@ pub struct UringWorker {
     fixed_cap: u32,
     /// Where the next watchdog pass starts.
     watch_cursor: usize,
+    /// The in-kernel fast path's handle, when the relay runs it.
+    kernel: Option<KernelWorker>,
 }
 
 // SAFETY: the raw pointers (buffer ring mapping, msghdrs) point into memory owned by this
@@ -421,9 +424,16 @@ impl UringWorker {
             cqes: Vec::with_capacity(MAX_CQES_PER_TURN),
             fixed_cap,
             watch_cursor: 0,
+            kernel: None,
         };
         w.arm_wake()?;
         Ok(w)
+    }
+
+    /// Gives this ring the in-kernel fast path.
+    pub fn with_kernel(mut self, kernel: Option<KernelWorker>) -> UringWorker {
+        self.kernel = kernel;
+        self
     }
 
     fn push_sqe(&mut self, e: squeue::Entry) -> bool {
@@ -524,8 +534,16 @@ impl UringWorker {
                         self.arm_recv(i);
                     }
                 }
-                Command::Update { id, side, init } => self.table.update(id, side, &init),
+                Command::Update { id, side, init } => {
+                    if let (Some(k), Some(group)) = (self.kernel.as_mut(), self.table.group(id)) {
+                        k.take_back_stream(&mut self.table.slots, group, &self.shared.counters);
+                    }
+                    self.table.update(id, side, &init)
+                }
                 Command::Remove(id) => {
+                    if let (Some(k), Some(group)) = (self.kernel.as_mut(), self.table.group(id)) {
+                        k.forget_stream(&mut self.table.slots, group, &self.shared.counters);
+                    }
                     let Some(idx) = self.table.remove(id) else {
                         continue;
                     };
@@ -639,6 +657,9 @@ impl UringWorker {
         // them held up the packets behind it every 100 ms (p99 at 10,000 calls).
         self.publisher
             .turn(&mut self.table, &mut self.dirty, now, idle);
+        if let Some(k) = self.kernel.as_mut() {
+            k.turn(&mut self.table.slots, &self.shared.counters, now);
+        }
         if now.saturating_sub(self.last_watchdog) >= WATCHDOG_EVERY_NS {
             self.watchdog(now);
             self.last_watchdog = now;
@@ -886,6 +907,7 @@ impl UringWorker {
             counters: &self.shared.counters,
             events: &self.shared.events,
             dirty: &mut self.dirty,
+            kernel: self.kernel.as_mut(),
         };
         let verdict = process(
             &mut self.table.slots,

@@ -37,6 +37,8 @@ pub struct NewStream {
     pub id: StreamId,
     /// In the order A_RTP, A_RTCP, B_RTP, B_RTCP.
     pub sockets: [OwnedFd; 4],
+    /// Their local ports, in the same order.
+    pub ports: [u16; 4],
     pub a: SideInit,
     pub b: SideInit,
     pub shared: Arc<StreamShared>,
@@ -169,6 +171,7 @@ impl SlotTable {
         let NewStream {
             id,
             sockets,
+            ports,
             a,
             b,
             shared,
@@ -195,6 +198,7 @@ impl SlotTable {
             *s = Slot::empty();
             s.generation = generation.wrapping_add(1) & 0x00ff_ffff;
             s.attach(sock);
+            s.local_port = ports[pos];
             s.stream = id;
             s.side = side;
             s.kind = kind;
@@ -205,6 +209,11 @@ impl SlotTable {
         }
         self.streams.insert(id, idx);
         idx
+    }
+
+    /// A stream's four slot indices (A_RTP, A_RTCP, B_RTP, B_RTCP).
+    pub fn group(&self, id: StreamId) -> Option<[u32; 4]> {
+        self.streams.get(&id).copied()
     }
 
     pub fn update(&mut self, id: StreamId, side: Side, init: &SideInit) {

@@ -159,6 +159,28 @@ impl ExtendedSeq {
         ((self.cycles as u64) << 16) | self.max_seq as u64
     }
 
+    /// The state as plain figures, for the in-kernel fast path: `(window, cycles, max_seq)`,
+    /// or `None` before the first packet or while a big jump waits for confirmation (the
+    /// kernel does not model that wait; such a stream stays with the worker).
+    pub fn export(&self) -> Option<([u64; 2], u32, u16)> {
+        (self.initialized && self.bad_seq == NO_BAD_SEQ).then_some((
+            self.window,
+            self.cycles,
+            self.max_seq,
+        ))
+    }
+
+    /// Rebuilds the state [`export`](Self::export) gave, as the kernel advanced it.
+    pub fn import(window: [u64; 2], cycles: u32, max_seq: u16) -> ExtendedSeq {
+        ExtendedSeq {
+            window,
+            cycles,
+            bad_seq: NO_BAD_SEQ,
+            max_seq,
+            initialized: true,
+        }
+    }
+
     /// Feeds one sequence number.
     #[inline]
     pub fn update(&mut self, seq: u16) -> SeqEvent {

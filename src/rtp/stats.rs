@@ -214,6 +214,55 @@ impl RtpStreamTracker {
         )
     }
 
+    /// The tracker as plain figures, for the in-kernel fast path to carry on with; `None`
+    /// when it cannot (see [`ExtendedSeq::export`]).
+    pub fn export(&self) -> Option<TrackerParts> {
+        let (window, cycles, max_seq) = self.seq.export()?;
+        Some(TrackerParts {
+            window,
+            cycles,
+            max_seq,
+            packets: self.packets,
+            bytes: self.bytes,
+            received: self.received,
+            expected_offset: self.expected_offset,
+            duplicates: self.duplicates,
+            reordered: self.reordered,
+            last_packet_ns: self.last_packet_ns,
+            jitter_q4: self.jitter_q4,
+            max_jitter_q4: self.max_jitter_q4,
+            last_transit: self.last_transit,
+            ssrc: self.ssrc,
+            ssrc_changes: self.ssrc_changes,
+            clock_rate_hz: self.clock_rate_hz,
+            payload_type: self.payload_type,
+            have_transit: self.have_transit,
+        })
+    }
+
+    /// Rebuilds a tracker from [`export`](Self::export)ed figures, as the kernel advanced
+    /// them.
+    pub fn import(p: &TrackerParts) -> RtpStreamTracker {
+        RtpStreamTracker {
+            seq: ExtendedSeq::import(p.window, p.cycles, p.max_seq),
+            packets: p.packets,
+            bytes: p.bytes,
+            received: p.received,
+            expected_offset: p.expected_offset,
+            duplicates: p.duplicates,
+            reordered: p.reordered,
+            last_packet_ns: p.last_packet_ns,
+            jitter_q4: p.jitter_q4,
+            max_jitter_q4: p.max_jitter_q4,
+            last_transit: p.last_transit,
+            ssrc: p.ssrc,
+            ssrc_changes: p.ssrc_changes,
+            clock_rate_hz: p.clock_rate_hz,
+            payload_type: p.payload_type,
+            have_transit: p.have_transit,
+        }
+    }
+
     /// Packets seen so far (duplicates included).
     #[inline]
     pub const fn packets(&self) -> u64 {
@@ -258,6 +307,30 @@ impl RtpStreamTracker {
         }
         .with_derived()
     }
+}
+
+/// Everything a tracker holds, as plain fields: what the in-kernel fast path copies in
+/// when it takes a stream over and back out when it returns it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TrackerParts {
+    pub window: [u64; 2],
+    pub cycles: u32,
+    pub max_seq: u16,
+    pub packets: u64,
+    pub bytes: u64,
+    pub received: u64,
+    pub expected_offset: i64,
+    pub duplicates: u32,
+    pub reordered: u32,
+    pub last_packet_ns: u64,
+    pub jitter_q4: u32,
+    pub max_jitter_q4: u32,
+    pub last_transit: u32,
+    pub ssrc: u32,
+    pub ssrc_changes: u32,
+    pub clock_rate_hz: u32,
+    pub payload_type: u8,
+    pub have_transit: bool,
 }
 
 impl RtpStreamStats {
@@ -629,5 +702,43 @@ mod tests {
             );
         }
         assert_eq!(t.snapshot().packets, 50_000);
+    }
+
+    #[test]
+    fn export_then_import_carries_on_as_if_never_moved() {
+        let mut whole = RtpStreamTracker::new();
+        let mut first = RtpStreamTracker::new();
+        let seqs: [u16; 10] = [65530, 65531, 65533, 65532, 65532, 65535, 0, 2, 1, 5];
+        for (i, &q) in seqs.iter().enumerate() {
+            let t = (i as u64) * 20 * MS + (i as u64 % 3) * MS;
+            let ts = (i as u32) * 160;
+            whole.on_rtp(q, ts, 7, 0, 172, t, 8_000);
+            if i < 5 {
+                first.on_rtp(q, ts, 7, 0, 172, t, 8_000);
+            }
+            if i == 4 {
+                let parts = first.export().expect("initialised, no pending jump");
+                first = RtpStreamTracker::import(&parts);
+            } else if i > 4 {
+                first.on_rtp(q, ts, 7, 0, 172, t, 8_000);
+            }
+        }
+        assert_eq!(first.snapshot(), whole.snapshot());
+        assert_eq!(first.export(), whole.export());
+    }
+
+    #[test]
+    fn a_tracker_with_nothing_seen_or_a_pending_jump_does_not_export() {
+        let mut t = RtpStreamTracker::new();
+        assert!(t.export().is_none());
+        t.on_rtp(100, 0, 1, 0, 172, MS, 8_000);
+        assert!(t.export().is_some());
+        t.on_rtp(30_000, 160, 1, 0, 172, 2 * MS, 8_000);
+        assert!(
+            t.export().is_none(),
+            "a big jump waits for its confirming packet"
+        );
+        t.on_rtp(30_001, 320, 1, 0, 172, 3 * MS, 8_000);
+        assert!(t.export().is_some());
     }
 }

@@ -170,6 +170,14 @@ impl Latch {
         }
     }
 
+    /// The confirmed source sent a packet at `at` that this latch did not see (the in-kernel
+    /// fast path forwarded it): silence, and with it re-learning, counts from there.
+    pub fn note_confirmed_packet(&mut self, at: Nanos) {
+        if self.confirmed {
+            self.last_confirmed_packet_ns = self.last_confirmed_packet_ns.max(at);
+        }
+    }
+
     /// One packet from `src_addr` at `now`.
     pub fn on_packet(&mut self, src_addr: SocketAddr, now: Nanos) -> LatchVerdict {
         let src = PackedAddr::new(src_addr);

@@ -142,6 +142,12 @@ struct StepReport {
     relay_cpu_pct: Option<f64>,
     relay_cpu_ns_per_pkt: Option<f64>,
     gen_cpu_pct: f64,
+    /// The whole machine's busy CPU time per forwarded packet, ns: generator, relay and the
+    /// kernel's work for both, wherever it is accounted. An in-kernel relay does its work in
+    /// softirq context of the sender, which `relay_cpu_ns_per_pkt` cannot see; this can.
+    machine_cpu_ns_per_pkt: Option<f64>,
+    /// This generator process's CPU time per forwarded packet, ns.
+    gen_cpu_ns_per_pkt: Option<f64>,
     sender_cpu_pct: f64,
     receiver_cpu_pct: f64,
     sender_syscalls_per_pkt: f64,
@@ -352,6 +358,7 @@ impl Bench<'_> {
         std::thread::sleep(Duration::from_millis(20));
         let relay0 = self.relay_cpu_ns();
         let gen0 = sys::process_cpu_ns();
+        let machine0 = procfs::machine_idle_ns(self.ticks).map(|m| (m, sys::mono_ns()));
         let udp0 = procfs::udp_rcvbuf_errors();
         let plan = SendPlan {
             step,
@@ -398,6 +405,7 @@ impl Bench<'_> {
         }
         let relay1 = self.relay_cpu_ns();
         let gen1 = sys::process_cpu_ns();
+        let machine1 = procfs::machine_idle_ns(self.ticks).map(|m| (m, sys::mono_ns()));
         let udp1 = procfs::udp_rcvbuf_errors();
         self.rx_cmd
             .send(RxCmd::Collect)
@@ -427,6 +435,14 @@ impl Bench<'_> {
             _ => (None, None),
         };
         let gen_cpu_pct = gen1.saturating_sub(gen0) as f64 / 1e9 / send_s * 100.0;
+        let machine_cpu_ns_per_pkt = match (machine0, machine1) {
+            (Some(((idle0, cpus), t0)), Some(((idle1, _), t1))) if rx.unique > 0 => {
+                let elapsed = cpus * t1.saturating_sub(t0);
+                let busy = elapsed.saturating_sub(idle1.saturating_sub(idle0));
+                Some(busy as f64 / rx.unique as f64)
+            }
+            _ => None,
+        };
         let sender_cpu_pct = sr.cpu_ns as f64 / 1e9 / send_s * 100.0;
         let receiver_cpu_pct = rx.cpu_ns as f64 / 1e9 / send_s * 100.0;
         let reached = achieved >= REACH_LIMIT * rate;
@@ -490,6 +506,9 @@ impl Bench<'_> {
             relay_cpu_pct,
             relay_cpu_ns_per_pkt: relay_ns_pkt,
             gen_cpu_pct,
+            machine_cpu_ns_per_pkt,
+            gen_cpu_ns_per_pkt: (rx.unique > 0)
+                .then(|| gen1.saturating_sub(gen0) as f64 / rx.unique as f64),
             sender_cpu_pct,
             receiver_cpu_pct,
             sender_syscalls_per_pkt: sr.syscalls as f64 / sr.sent.max(1) as f64,

@@ -19,6 +19,34 @@ pub fn process_cpu_ns(pid: u32, ticks_per_sec: u64) -> Option<u64> {
     Some(ticks * (1_000_000_000 / ticks_per_sec.max(1)))
 }
 
+/// Idle clock ticks of the whole machine and its CPU count, from the text of `/proc/stat`:
+/// the `cpu` line's idle, iowait and steal (a worker waiting in io_uring counts as iowait;
+/// steal is time the hypervisor gave to others), and the number of `cpuN` lines. Idle
+/// time is measured exactly by the tickless kernel, where user and system time are only
+/// sampled at each tick (which misses most of a relay's short bursts); busy time is
+/// therefore worked out as elapsed time on every CPU minus idle.
+pub fn parse_machine_idle_ticks(stat: &str) -> Option<(u64, u64)> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|x| x.parse().ok())
+        .collect::<Option<Vec<u64>>>()?;
+    let get = |i: usize| v.get(i).copied();
+    let cpus = stat
+        .lines()
+        .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+        .count() as u64;
+    Some((get(3)? + get(4)? + get(7)?, cpus))
+}
+
+/// The whole machine's idle nanoseconds so far and its CPU count.
+pub fn machine_idle_ns(ticks_per_sec: u64) -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string("/proc/stat").ok()?;
+    let (ticks, cpus) = parse_machine_idle_ticks(&text)?;
+    Some((ticks * (1_000_000_000 / ticks_per_sec.max(1)), cpus))
+}
+
 /// The `Udp:` `RcvbufErrors` and `InErrors` counters from the text of `/proc/net/snmp`
 /// (a header line of names followed by a line of values).
 pub fn parse_udp_errors(snmp: &str) -> Option<(u64, u64)> {
@@ -52,6 +80,15 @@ mod tests {
         assert_eq!(parse_stat_ticks(line), Some(1234 + 567));
         assert_eq!(parse_stat_ticks("no paren"), None);
         assert_eq!(parse_stat_ticks("1 (x) S 1 2"), None);
+    }
+
+    #[test]
+    fn machine_idle_counts_idle_iowait_steal_and_the_cpus() {
+        let t = "cpu  100 2 30 5000 7 4 6 9 11 0\ncpu0 50 1 15 2500 3 2 3 4 5 0\n\
+                 cpu1 50 1 15 2500 4 2 3 5 6 0\nintr 1\n";
+        assert_eq!(parse_machine_idle_ticks(t), Some((5000 + 7 + 9, 2)));
+        assert_eq!(parse_machine_idle_ticks("cpu0 1 2 3\n"), None);
+        assert_eq!(parse_machine_idle_ticks("cpu  1 2 x 4 5 6 7 8\n"), None);
     }
 
     #[test]

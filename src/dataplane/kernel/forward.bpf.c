@@ -1,0 +1,256 @@
+// rtpanchor's in-kernel fast path: a TC ingress program that relays RTP of latched streams
+// without waking the relay process.
+//
+// The worker that owns a stream copies its RTP tracker into `anchor_fwd` (keyed by the relay
+// socket a packet arrives on) once both ends are latched. From then on this program does what
+// the worker would: checks the source, tracks sequence numbers, loss, duplicates, reordering
+// and RFC 3550 jitter exactly as src/rtp/stats.rs does, rewrites the addresses and redirects
+// the packet. Anything it cannot judge goes up to the worker unchanged (TC_ACT_OK); when that
+// is an RTP packet whose handling would change the tracker (another source, SSRC or payload
+// type, a big sequence jump) it also sets ANCHOR_HANDED_BACK, so every later packet of the
+// stream goes up as well and the worker takes the tracker back before it handles them.
+//
+// Built by build.rs with clang (-target bpf); the field layout must match `FwdValue` in
+// kernel/mod.rs.
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/pkt_cls.h>
+#include <linux/udp.h>
+
+#define SEC(name) __attribute__((section(name), used))
+#define __uint(name, val) int(*name)[val]
+#define __type(name, val) typeof(val) *name
+
+static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)BPF_FUNC_map_lookup_elem;
+static __u64 (*bpf_ktime_get_ns)(void) = (void *)BPF_FUNC_ktime_get_ns;
+static long (*bpf_skb_store_bytes)(struct __sk_buff *skb, __u32 offset, const void *from, __u32 len,
+                                   __u64 flags) = (void *)BPF_FUNC_skb_store_bytes;
+static long (*bpf_l3_csum_replace)(struct __sk_buff *skb, __u32 offset, __u64 from, __u64 to,
+                                   __u64 size) = (void *)BPF_FUNC_l3_csum_replace;
+static long (*bpf_l4_csum_replace)(struct __sk_buff *skb, __u32 offset, __u64 from, __u64 to,
+                                   __u64 flags) = (void *)BPF_FUNC_l4_csum_replace;
+static long (*bpf_redirect)(__u32 ifindex, __u64 flags) = (void *)BPF_FUNC_redirect;
+
+#define ETH_OFF 0
+#define IP_OFF 14
+#define UDP_OFF (IP_OFF + 20)
+#define RTP_OFF (UDP_OFF + 8)
+#define IP_CSUM_OFF (IP_OFF + 10)
+#define IP_SADDR_OFF (IP_OFF + 12)
+#define IP_DADDR_OFF (IP_OFF + 16)
+#define UDP_SPORT_OFF (UDP_OFF + 0)
+#define UDP_DPORT_OFF (UDP_OFF + 2)
+#define UDP_CSUM_OFF (UDP_OFF + 6)
+
+#define ANCHOR_HANDED_BACK 1u
+
+// As in src/rtp/seq.rs and src/rtp/stats.rs.
+#define MAX_DROPOUT 3000
+#define MAX_MISORDER 100
+#define MAX_JITTER_STEP (1u << 27)
+#define NANOS_PER_SEC 1000000000ull
+
+struct fwd_key {
+    __u32 addr;  // relay socket's address, network order
+    __u16 port;  // relay socket's port, network order
+    __u16 pad;
+};
+
+struct fwd_value {
+    // Set by the worker.
+    __u32 src_addr;  // the latched endpoint; network order
+    __u16 src_port;
+    __u16 out_sport;  // the relay socket packets leave from
+    __u32 out_saddr;
+    __u32 out_daddr;  // the other side's latched endpoint
+    __u16 out_dport;
+    __u8 payload_type;
+    __u8 pad0;
+    __u32 ifindex;  // the device the rewritten packet is sent out of (loopback)
+    __u32 clock_hz;
+    __u32 pad2;
+    __u64 origin_ns;  // CLOCK_MONOTONIC of the relay's time origin
+    // Set by this program.
+    __u32 flags;
+    __u32 ssrc;  // host order
+    // The tracker (RtpStreamTracker and ExtendedSeq), host order.
+    __u64 window0;
+    __u64 window1;
+    __u32 cycles;
+    __u16 max_seq;
+    __u16 pad1;
+    __u64 packets;
+    __u64 bytes;
+    __u64 received;
+    __u64 last_packet_ns;
+    __u32 duplicates;
+    __u32 reordered;
+    __u32 jitter_q4;
+    __u32 max_jitter_q4;
+    __u32 last_transit;
+    __u32 have_transit;
+};
+
+_Static_assert(sizeof(struct fwd_value) == 128, "FwdValue in kernel/mod.rs has 128 bytes");
+_Static_assert(sizeof(struct fwd_key) == 8, "FwdKey in kernel/mod.rs has 8 bytes");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, 1 << 18);
+    __uint(map_flags, BPF_F_NO_PREALLOC);
+    __type(key, struct fwd_key);
+    __type(value, struct fwd_value);
+} anchor_fwd SEC(".maps");
+
+static __always_inline __u16 load_be16(const __u8 *p) { return ((__u16)p[0] << 8) | p[1]; }
+
+static __always_inline __u32 load_be32(const __u8 *p) {
+    return ((__u32)p[0] << 24) | ((__u32)p[1] << 16) | ((__u32)p[2] << 8) | p[3];
+}
+
+// Arrival time in timestamp units, modulo 2^32 (ns_to_units in stats.rs).
+static __always_inline __u32 ns_to_units(__u64 ns, __u32 hz) {
+    __u64 secs = ns / NANOS_PER_SEC;
+    __u64 rem = ns % NANOS_PER_SEC;
+    return (__u32)(secs * hz + rem * hz / NANOS_PER_SEC);
+}
+
+SEC("classifier")
+int anchor_forward(struct __sk_buff *skb) {
+    void *data = (void *)(long)skb->data;
+    void *end = (void *)(long)skb->data_end;
+    if (data + RTP_OFF + 12 > end)
+        return TC_ACT_OK;
+    struct ethhdr *eth = data;
+    if (eth->h_proto != __builtin_bswap16(ETH_P_IP))
+        return TC_ACT_OK;
+    struct iphdr *ip = data + IP_OFF;
+    if (ip->ihl != 5 || ip->protocol != IPPROTO_UDP || (ip->frag_off & __builtin_bswap16(0x3fff)))
+        return TC_ACT_OK;
+    struct udphdr *udp = data + UDP_OFF;
+    struct fwd_key key = {.addr = ip->daddr, .port = udp->dest, .pad = 0};
+    struct fwd_value *v = bpf_map_lookup_elem(&anchor_fwd, &key);
+    if (!v)
+        return TC_ACT_OK;
+    if (v->flags & ANCHOR_HANDED_BACK)
+        return TC_ACT_OK;
+    if (ip->saddr != v->src_addr || udp->source != v->src_port) {
+        v->flags |= ANCHOR_HANDED_BACK;
+        return TC_ACT_OK;
+    }
+    const __u8 *rtp = data + RTP_OFF;
+    __u8 b0 = rtp[0];
+    __u8 b1 = rtp[1];
+    // Not RTP version 2, RTCP on a multiplexed port, or a header with CSRCs, an extension
+    // or padding (their lengths need checking): the worker handles it; the tracker is not
+    // involved, so the stream stays here.
+    if ((b0 & 0xc0) != 0x80 || (b0 & 0x3f) != 0 || (b1 >= 192 && b1 <= 223))
+        return TC_ACT_OK;
+    __u16 udp_len = __builtin_bswap16(udp->len);
+    __u16 ip_len = __builtin_bswap16(ip->tot_len);
+    if (udp_len < 8 + 12 || ip_len != 20 + udp_len)
+        return TC_ACT_OK;
+    __u16 seq = load_be16(rtp + 2);
+    __u32 ts = load_be32(rtp + 4);
+    __u32 ssrc = load_be32(rtp + 8);
+    if (ssrc != v->ssrc || (b1 & 0x7f) != v->payload_type) {
+        v->flags |= ANCHOR_HANDED_BACK;
+        return TC_ACT_OK;
+    }
+
+    // Sequence state (ExtendedSeq::update). Duplicates and late packets are forwarded too.
+    __u16 ahead = seq - v->max_seq;
+    int received = 0;
+    if (ahead == 0) {
+        v->duplicates += 1;
+    } else if (ahead < MAX_DROPOUT) {
+        if (seq < v->max_seq)
+            v->cycles += 1;
+        v->max_seq = seq;
+        if (ahead >= 128) {
+            v->window0 = 0;
+            v->window1 = 0;
+        } else if (ahead >= 64) {
+            v->window1 = v->window0 << (ahead - 64);
+            v->window0 = 0;
+        } else {
+            v->window1 = (v->window1 << ahead) | (v->window0 >> (64 - ahead));
+            v->window0 <<= ahead;
+        }
+        v->window0 |= 1;
+        received = 1;
+    } else {
+        __u16 back = -ahead;
+        if (back > MAX_MISORDER) {
+            // A big jump: the worker's tracker waits for a second packet to confirm it.
+            v->flags |= ANCHOR_HANDED_BACK;
+            return TC_ACT_OK;
+        }
+        __u64 bit;
+        __u64 *half;
+        if (back < 64) {
+            bit = 1ull << back;
+            half = &v->window0;
+        } else {
+            bit = 1ull << (back - 64);
+            half = &v->window1;
+        }
+        if (*half & bit) {
+            v->duplicates += 1;
+        } else {
+            *half |= bit;
+            v->reordered += 1;
+            received = 1;
+        }
+    }
+
+    __u64 now = bpf_ktime_get_ns() - v->origin_ns;
+    v->packets += 1;
+    v->bytes += udp_len - 8;
+    v->last_packet_ns = now;
+    if (received) {
+        v->received += 1;
+        __u32 hz = v->clock_hz;
+        if (hz != 0) {
+            __u32 transit = ns_to_units(now, hz) - ts;
+            if (v->have_transit) {
+                __s32 d = (__s32)(transit - v->last_transit);
+                __u32 ad = d < 0 ? (__u32)(-(__s64)d) : (__u32)d;
+                if (ad > MAX_JITTER_STEP)
+                    ad = MAX_JITTER_STEP;
+                __u32 j = v->jitter_q4;
+                j = j + ad - ((j + 8) >> 4);
+                v->jitter_q4 = j;
+                if (j > v->max_jitter_q4)
+                    v->max_jitter_q4 = j;
+            }
+            v->last_transit = transit;
+            v->have_transit = 1;
+        }
+    }
+
+    // Rewrite: from the relay's other socket to the other side's endpoint.
+    __u32 old_saddr = ip->saddr, old_daddr = ip->daddr;
+    __u16 old_sport = udp->source, old_dport = udp->dest;
+    __u32 new_saddr = v->out_saddr, new_daddr = v->out_daddr;
+    __u16 new_sport = v->out_sport, new_dport = v->out_dport;
+    __u32 ifindex = v->ifindex;
+    bpf_l4_csum_replace(skb, UDP_CSUM_OFF, old_saddr, new_saddr, BPF_F_PSEUDO_HDR | BPF_F_MARK_MANGLED_0 | 4);
+    bpf_l4_csum_replace(skb, UDP_CSUM_OFF, old_daddr, new_daddr, BPF_F_PSEUDO_HDR | BPF_F_MARK_MANGLED_0 | 4);
+    bpf_l4_csum_replace(skb, UDP_CSUM_OFF, old_sport, new_sport, BPF_F_MARK_MANGLED_0 | 2);
+    bpf_l4_csum_replace(skb, UDP_CSUM_OFF, old_dport, new_dport, BPF_F_MARK_MANGLED_0 | 2);
+    bpf_l3_csum_replace(skb, IP_CSUM_OFF, old_saddr, new_saddr, 4);
+    bpf_l3_csum_replace(skb, IP_CSUM_OFF, old_daddr, new_daddr, 4);
+    bpf_skb_store_bytes(skb, IP_SADDR_OFF, &new_saddr, 4, 0);
+    bpf_skb_store_bytes(skb, IP_DADDR_OFF, &new_daddr, 4, 0);
+    bpf_skb_store_bytes(skb, UDP_SPORT_OFF, &new_sport, 2, 0);
+    bpf_skb_store_bytes(skb, UDP_DPORT_OFF, &new_dport, 2, 0);
+    // Out of the device again, as a send from the relay would go (loopback delivers it to
+    // the local endpoint's socket; the packet keeps its local route).
+    return bpf_redirect(ifindex, 0);
+}
+
+char _license[] SEC("license") = "GPL";

@@ -1,0 +1,695 @@
+//! The in-kernel fast path: a TC program (`forward.bpf.c`) relays the RTP of latched streams
+//! inside the kernel, so those packets never wake a worker.
+//!
+//! The worker stays the owner of every stream. Once both ends of a direction are latched
+//! (confirmed sources) it copies that direction's RTP tracker into the program's map
+//! ([`KernelWorker::turn`]); the program then checks the source, tracks sequence numbers,
+//! loss, duplicates, reordering and jitter exactly as `rtp::stats` does, rewrites the
+//! addresses and sends the packet on. What it cannot judge (RTCP, non-RTP, CSRCs, header
+//! extensions, padding) it passes up to the worker's socket and the stream stays in the
+//! kernel. What would change the tracker (another source, SSRC or payload type, a big
+//! sequence jump) it passes up and stops forwarding; the worker then takes the tracker back
+//! ([`KernelWorker::on_user_packet`]) before it handles the packet, and offers the stream to
+//! the kernel again later. The worker folds the kernel's counts into the stream's published
+//! figures on its housekeeping ticks, so ng queries, timeouts and metrics read the same
+//! cells as before.
+//!
+//! Scope today: IPv4 on loopback (the relay bound to 127.0.0.0/8 and both endpoints there).
+//! Elsewhere every stream stays in user space. The program is attached with TCX (Linux 6.6+),
+//! a link that goes away with the process, so a relay that dies leaves nothing behind.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use crate::rtp::stats::{RtpStreamTracker, TrackerParts};
+use crate::rtp::RtpPacket;
+
+use super::shared::{bump, WorkerCounters};
+use super::slot::{Slot, SlotKind};
+
+/// Whether this build carries the program (clang was found at build time).
+pub const BUILT: bool = cfg!(rtpanchor_bpf);
+
+/// How often the kernel's counts are folded into the published figures: one map lookup
+/// (a syscall, ~1 µs) per direction each time, so 20,000 directions cost the worker ~2%
+/// of a core at once a second. Idle timeouts are tens of seconds; queries see figures at
+/// most this old.
+const SYNC_EVERY_NS: u64 = crate::time::NANOS_PER_SEC;
+/// How often the slots are scanned for streams to hand to the kernel.
+const SCAN_EVERY_NS: u64 = 50 * crate::time::NANOS_PER_MS;
+/// Map operations per housekeeping turn (each is a syscall of about a microsecond), so a
+/// busy worker's packets never wait long behind them.
+const OPS_PER_TURN: usize = 64;
+/// Slots looked at per turn by the scan (no syscall unless one qualifies).
+const SCAN_PER_TURN: usize = 1024;
+/// RTP packets a direction must see in user space after it came back from the kernel
+/// before it is offered again: a source or SSRC that keeps changing stays with the worker.
+const RETRY_AFTER_PACKETS: u64 = 50;
+/// Packets that reach the worker this soon after a hand-over were queued before it: they
+/// are counted and forwarded, and the stream stays in the kernel.
+const QUEUED_BEFORE_HANDOVER_NS: u64 = 20 * crate::time::NANOS_PER_MS;
+
+/// The program's map key: the relay socket a packet arrives on (network order).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FwdKey {
+    pub addr: u32,
+    pub port: u16,
+    pub pad: u16,
+}
+
+/// The program's map value; the layout is `struct fwd_value` in `forward.bpf.c`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FwdValue {
+    pub src_addr: u32,
+    pub src_port: u16,
+    pub out_sport: u16,
+    pub out_saddr: u32,
+    pub out_daddr: u32,
+    pub out_dport: u16,
+    pub payload_type: u8,
+    pub pad0: u8,
+    pub ifindex: u32,
+    pub clock_hz: u32,
+    pub pad2: u32,
+    pub origin_ns: u64,
+    pub flags: u32,
+    pub ssrc: u32,
+    pub window0: u64,
+    pub window1: u64,
+    pub cycles: u32,
+    pub max_seq: u16,
+    pub pad1: u16,
+    pub packets: u64,
+    pub bytes: u64,
+    pub received: u64,
+    pub last_packet_ns: u64,
+    pub duplicates: u32,
+    pub reordered: u32,
+    pub jitter_q4: u32,
+    pub max_jitter_q4: u32,
+    pub last_transit: u32,
+    pub have_transit: u32,
+}
+
+const _: () = assert!(std::mem::size_of::<FwdValue>() == 128);
+const _: () = assert!(std::mem::size_of::<FwdKey>() == 8);
+
+// SAFETY: both are repr(C) structs of plain integers with every padding byte spelled out as a
+// field (the sizes are asserted above and in forward.bpf.c), so any bit pattern is valid and
+// no byte is uninitialised.
+unsafe impl aya::Pod for FwdKey {}
+// SAFETY: as for FwdKey.
+unsafe impl aya::Pod for FwdValue {}
+
+impl FwdValue {
+    /// Carries the kernel's tracker figures over `base`, the tracker as handed over.
+    pub fn advance(&self, base: &TrackerParts) -> TrackerParts {
+        TrackerParts {
+            window: [self.window0, self.window1],
+            cycles: self.cycles,
+            max_seq: self.max_seq,
+            packets: self.packets,
+            bytes: self.bytes,
+            received: self.received,
+            duplicates: self.duplicates,
+            reordered: self.reordered,
+            last_packet_ns: self.last_packet_ns,
+            jitter_q4: self.jitter_q4,
+            max_jitter_q4: self.max_jitter_q4,
+            last_transit: self.last_transit,
+            have_transit: self.have_transit != 0,
+            ..*base
+        }
+    }
+}
+
+/// The two addresses a direction's entry names, as the worker knows them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Route {
+    /// The relay socket packets arrive on, and the endpoint they come from.
+    pub local: SocketAddr,
+    pub source: SocketAddr,
+    /// The relay socket they leave from, and the endpoint they go to.
+    pub out_local: SocketAddr,
+    pub destination: SocketAddr,
+}
+
+fn v4(a: SocketAddr) -> Option<(u32, u16)> {
+    match a.ip() {
+        IpAddr::V4(ip) if ip.is_loopback() => {
+            Some((u32::from_ne_bytes(ip.octets()), a.port().to_be()))
+        }
+        _ => None,
+    }
+}
+
+/// The entry for one direction, or `None` when the kernel path cannot carry it (not IPv4
+/// loopback at both ends). `clock_hz`: the clock rate of the tracker's payload type.
+pub fn entry(
+    route: &Route,
+    parts: &TrackerParts,
+    clock_hz: u32,
+    ifindex: u32,
+    origin_ns: u64,
+) -> Option<(FwdKey, FwdValue)> {
+    let (addr, port) = v4(route.local)?;
+    let (src_addr, src_port) = v4(route.source)?;
+    let (out_saddr, out_sport) = v4(route.out_local)?;
+    let (out_daddr, out_dport) = v4(route.destination)?;
+    let key = FwdKey { addr, port, pad: 0 };
+    let value = FwdValue {
+        src_addr,
+        src_port,
+        out_sport,
+        out_saddr,
+        out_daddr,
+        out_dport,
+        payload_type: parts.payload_type,
+        ifindex,
+        clock_hz,
+        origin_ns,
+        ssrc: parts.ssrc,
+        window0: parts.window[0],
+        window1: parts.window[1],
+        cycles: parts.cycles,
+        max_seq: parts.max_seq,
+        packets: parts.packets,
+        bytes: parts.bytes,
+        received: parts.received,
+        last_packet_ns: parts.last_packet_ns,
+        duplicates: parts.duplicates,
+        reordered: parts.reordered,
+        jitter_q4: parts.jitter_q4,
+        max_jitter_q4: parts.max_jitter_q4,
+        last_transit: parts.last_transit,
+        have_transit: u32::from(parts.have_transit),
+        ..FwdValue::default()
+    };
+    Some((key, value))
+}
+
+/// The loaded and attached program; dropping it detaches it.
+pub struct KernelPath {
+    #[cfg(rtpanchor_bpf)]
+    _ebpf: aya::Ebpf,
+    map_id: u32,
+    ifindex: u32,
+    origin_ns: u64,
+    local: Ipv4Addr,
+}
+
+/// CLOCK_MONOTONIC now, in ns (the program's `bpf_ktime_get_ns`).
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec to a live, exclusively borrowed struct.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    if rc != 0 {
+        return 0;
+    }
+    (ts.tv_sec as u64)
+        .saturating_mul(crate::time::NANOS_PER_SEC)
+        .saturating_add(ts.tv_nsec as u64)
+}
+
+impl KernelPath {
+    /// Loads the program and attaches it to loopback's ingress. The error says why the
+    /// fast path is unavailable; the relay then carries all media in user space.
+    pub fn start(local: IpAddr) -> Result<KernelPath, String> {
+        let local = match local {
+            IpAddr::V4(ip) if ip.is_loopback() => ip,
+            other => {
+                return Err(format!(
+                    "the relay address {other} is not IPv4 loopback (the only case the program handles today)"
+                ))
+            }
+        };
+        if !kernel_at_least(6, 6) {
+            return Err(
+                "Linux 6.6 or later is needed (TCX links, detached when the relay exits)".into(),
+            );
+        }
+        Self::load(local)
+    }
+
+    #[cfg(not(rtpanchor_bpf))]
+    fn load(_local: Ipv4Addr) -> Result<KernelPath, String> {
+        Err("built without the program (clang was not found at build time)".into())
+    }
+
+    #[cfg(rtpanchor_bpf)]
+    fn load(local: Ipv4Addr) -> Result<KernelPath, String> {
+        use aya::programs::{tc::TcAttachOptions, LinkOrder, SchedClassifier, TcAttachType};
+        static OBJECT: &[u8] = include_bytes!(env!("RTPANCHOR_BPF_OBJECT"));
+        let mut ebpf = aya::Ebpf::load(OBJECT).map_err(|e| format!("loading the program: {e}"))?;
+        let prog: &mut SchedClassifier = ebpf
+            .program_mut("anchor_forward")
+            .ok_or("the object has no anchor_forward program")?
+            .try_into()
+            .map_err(|e| format!("anchor_forward: {e}"))?;
+        prog.load()
+            .map_err(|e| format!("the kernel refused the program: {e}"))?;
+        prog.attach_with_options(
+            "lo",
+            TcAttachType::Ingress,
+            TcAttachOptions::TcxOrder(LinkOrder::default()),
+        )
+        .map_err(|e| format!("attaching to lo: {e}"))?;
+        let map = ebpf
+            .map("anchor_fwd")
+            .ok_or("the object has no anchor_fwd map")?;
+        let map_id = match map {
+            aya::maps::Map::HashMap(m) => m.info().map_err(|e| e.to_string())?.id(),
+            _ => return Err("anchor_fwd is not a hash map".into()),
+        };
+        let ifindex = std::fs::read_to_string("/sys/class/net/lo/ifindex")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .ok_or("no ifindex for lo")?;
+        Ok(KernelPath {
+            _ebpf: ebpf,
+            map_id,
+            ifindex,
+            origin_ns: monotonic_ns().saturating_sub(crate::time::now_ns()),
+            local,
+        })
+    }
+
+    /// A worker's own handle on the map (each holds its own descriptor).
+    pub fn worker(&self) -> Result<KernelWorker, String> {
+        let data = aya::maps::MapData::from_id(self.map_id).map_err(|e| e.to_string())?;
+        let map = aya::maps::HashMap::try_from(aya::maps::Map::HashMap(data))
+            .map_err(|e| e.to_string())?;
+        Ok(KernelWorker {
+            map,
+            ifindex: self.ifindex,
+            origin_ns: self.origin_ns,
+            local: self.local,
+            slots: HashMap::new(),
+            active: Vec::new(),
+            scan_cursor: 0,
+            last_scan_ns: 0,
+            sync_cursor: 0,
+            last_sync_ns: 0,
+        })
+    }
+}
+
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release.trim().split(['.', '-']);
+    let ma: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    let mi: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    (ma, mi) >= (major, minor)
+}
+
+/// What a worker keeps for a direction it handed to the kernel.
+struct Handed {
+    key: FwdKey,
+    /// The tracker as handed over: the fields the kernel does not keep come from here.
+    base: TrackerParts,
+    at_ns: u64,
+    /// The kernel's packet and byte counts when last folded into the published figures.
+    seen_packets: u64,
+    seen_bytes: u64,
+    /// RTP packets that reached the worker after the hand-over but were queued before it.
+    carried_packets: u64,
+    carried_bytes: u64,
+    in_kernel: bool,
+    /// Not offered again before the tracker has seen this many packets.
+    retry_at_packets: u64,
+}
+
+/// One worker's (one ring's) side of the fast path. Used only on the worker's thread.
+pub struct KernelWorker {
+    map: aya::maps::HashMap<aya::maps::MapData, FwdKey, FwdValue>,
+    ifindex: u32,
+    origin_ns: u64,
+    local: Ipv4Addr,
+    slots: HashMap<u32, Handed>,
+    /// Slots whose direction is in the kernel, for the sync to walk.
+    active: Vec<u32>,
+    scan_cursor: usize,
+    last_scan_ns: u64,
+    sync_cursor: usize,
+    last_sync_ns: u64,
+}
+
+impl KernelWorker {
+    /// Housekeeping: hands qualifying directions to the kernel, and folds the kernel's
+    /// counts into the published figures.
+    pub fn turn(&mut self, slots: &mut [Slot], counters: &WorkerCounters, now: u64) {
+        let mut ops = 0;
+        if self.sync_cursor > 0 || now.saturating_sub(self.last_sync_ns) >= SYNC_EVERY_NS {
+            while ops < OPS_PER_TURN {
+                let Some(&i) = self.active.get(self.sync_cursor) else {
+                    self.sync_cursor = 0;
+                    self.last_sync_ns = now;
+                    break;
+                };
+                self.sync_cursor += 1;
+                ops += 1;
+                self.sync(slots, i, counters);
+            }
+        }
+        if self.scan_cursor > 0 || now.saturating_sub(self.last_scan_ns) >= SCAN_EVERY_NS {
+            for _ in 0..SCAN_PER_TURN {
+                if ops >= OPS_PER_TURN {
+                    break;
+                }
+                if self.scan_cursor >= slots.len() {
+                    self.scan_cursor = 0;
+                    self.last_scan_ns = now;
+                    break;
+                }
+                let i = self.scan_cursor as u32;
+                self.scan_cursor += 1;
+                if self.try_hand_over(slots, i, now, counters) {
+                    ops += 1;
+                }
+            }
+        }
+    }
+
+    /// Hands slot `i`'s direction to the kernel if it qualifies; true when a map update was
+    /// tried.
+    fn try_hand_over(
+        &mut self,
+        slots: &mut [Slot],
+        i: u32,
+        now: u64,
+        counters: &WorkerCounters,
+    ) -> bool {
+        let Some(slot) = slots.get(i as usize) else {
+            return false;
+        };
+        if slot.kind != SlotKind::Rtp || !slot.is_live() || slot.kernel {
+            return false;
+        }
+        let Some(st) = slot.rtp.as_deref() else {
+            return false;
+        };
+        if let Some(h) = self.slots.get(&i) {
+            if st.tracker.packets() < h.retry_at_packets {
+                return false;
+            }
+        }
+        let Some(parts) = st.tracker.export() else {
+            return false;
+        };
+        // The kernel keeps one clock rate: the tracker's must be the payload type's.
+        let clock_hz = match st.clock_rates.clock_rate_hz(parts.payload_type) {
+            Some(hz) if hz == parts.clock_rate_hz => hz,
+            Some(_) => return false,
+            None => 0,
+        };
+        let Some(out) = slots.get(slot.peer_rtp as usize) else {
+            return false;
+        };
+        if !out.is_live() {
+            return false;
+        }
+        let (Some(source), Some(destination)) = (slot.latch.confirmed(), out.latch.confirmed())
+        else {
+            return false;
+        };
+        let ip = IpAddr::V4(self.local);
+        let route = Route {
+            local: SocketAddr::new(ip, slot.local_port),
+            source,
+            out_local: SocketAddr::new(ip, out.local_port),
+            destination,
+        };
+        let Some((key, value)) = entry(&route, &parts, clock_hz, self.ifindex, self.origin_ns)
+        else {
+            return false;
+        };
+        // Map full or out of memory: tried again after as many packets as a take-back.
+        let in_kernel = self.map.insert(key, value, 0).is_ok();
+        self.slots.insert(
+            i,
+            Handed {
+                key,
+                base: parts,
+                at_ns: now,
+                seen_packets: parts.packets,
+                seen_bytes: parts.bytes,
+                carried_packets: 0,
+                carried_bytes: 0,
+                in_kernel,
+                retry_at_packets: if in_kernel {
+                    0
+                } else {
+                    parts.packets + RETRY_AFTER_PACKETS
+                },
+            },
+        );
+        if !in_kernel {
+            return true;
+        }
+        self.active.push(i);
+        bump(&counters.kernel_handovers, 1);
+        counters.kernel_streams.store(
+            self.active.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        if let Some(s) = slots.get_mut(i as usize) {
+            s.kernel = true;
+        }
+        true
+    }
+
+    /// Folds slot `i`'s kernel counts into its published figures.
+    fn sync(&mut self, slots: &mut [Slot], i: u32, counters: &WorkerCounters) {
+        let Some(h) = self.slots.get_mut(&i) else {
+            return;
+        };
+        let Ok(v) = self.map.get(&h.key, 0) else {
+            return;
+        };
+        let (Some(slot), true) = (slots.get_mut(i as usize), h.in_kernel) else {
+            return;
+        };
+        fold_counts(slot, h, &v, counters);
+        let mut parts = v.advance(&h.base);
+        parts.packets += h.carried_packets;
+        parts.bytes += h.carried_bytes;
+        parts.received += h.carried_packets;
+        if let Some(sh) = slot.side_shared() {
+            sh.quality
+                .publish(&RtpStreamTracker::import(&parts).snapshot());
+        }
+        slot.latch.note_confirmed_packet(v.last_packet_ns);
+    }
+
+    /// A packet reached the worker on slot `idx`, whose direction is in the kernel. Takes
+    /// the direction (and the opposite one) back when the packet concerns the tracker or
+    /// the latch, so the worker handles it with the kernel's state; a packet queued before
+    /// the hand-over is only counted.
+    pub fn on_user_packet(
+        &mut self,
+        slots: &mut [Slot],
+        idx: usize,
+        src: SocketAddr,
+        pkt: &[u8],
+        now: u64,
+        counters: &WorkerCounters,
+    ) {
+        let Some(slot) = slots.get(idx) else {
+            return;
+        };
+        let is_rtp = crate::rtp::demux::classify(pkt) == crate::rtp::demux::PacketKind::Rtp
+            && RtpPacket::new_checked(pkt).is_ok();
+        let same_source = slot.latch.confirmed() == Some(src);
+        if same_source && !is_rtp {
+            // RTCP or not RTP at all: the worker handles it; the tracker is not involved.
+            return;
+        }
+        let i = idx as u32;
+        if let Some(h) = self.slots.get_mut(&i) {
+            if same_source && now.saturating_sub(h.at_ns) < QUEUED_BEFORE_HANDOVER_NS {
+                h.carried_packets += 1;
+                h.carried_bytes += pkt.len() as u64;
+                return;
+            }
+        }
+        let peer = slot.peer_rtp;
+        self.take_back(slots, i, counters);
+        self.take_back(slots, peer, counters);
+    }
+
+    /// Takes slot `i`'s direction back from the kernel: the tracker continues from where the
+    /// kernel left it.
+    pub fn take_back(&mut self, slots: &mut [Slot], i: u32, counters: &WorkerCounters) {
+        let Some(h) = self.slots.get_mut(&i) else {
+            return;
+        };
+        if !h.in_kernel {
+            return;
+        }
+        h.in_kernel = false;
+        let got = self.map.get(&h.key, 0);
+        let _ = self.map.remove(&h.key);
+        if let Some(pos) = self.active.iter().position(|&a| a == i) {
+            self.active.swap_remove(pos);
+            self.sync_cursor = self.sync_cursor.min(self.active.len());
+        }
+        bump(&counters.kernel_takebacks, 1);
+        counters.kernel_streams.store(
+            self.active.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        let Some(slot) = slots.get_mut(i as usize) else {
+            return;
+        };
+        slot.kernel = false;
+        let mut parts = match &got {
+            Ok(v) => {
+                fold_counts(slot, h, v, counters);
+                slot.latch.note_confirmed_packet(v.last_packet_ns);
+                v.advance(&h.base)
+            }
+            Err(_) => h.base,
+        };
+        parts.packets += h.carried_packets;
+        parts.bytes += h.carried_bytes;
+        parts.received += h.carried_packets;
+        h.carried_packets = 0;
+        h.carried_bytes = 0;
+        h.retry_at_packets = parts.packets + RETRY_AFTER_PACKETS;
+        if let Some(st) = slot.rtp.as_deref_mut() {
+            st.tracker = RtpStreamTracker::import(&parts);
+        }
+        if let Some(sh) = slot.side_shared() {
+            sh.quality.publish(&parts_snapshot(&parts));
+        }
+    }
+
+    /// Takes back both RTP directions of a stream (its signalling changed).
+    pub fn take_back_stream(
+        &mut self,
+        slots: &mut [Slot],
+        group: [u32; 4],
+        counters: &WorkerCounters,
+    ) {
+        for i in group {
+            self.take_back(slots, i, counters);
+        }
+    }
+
+    /// A stream is being removed: its entries go before its sockets close.
+    pub fn forget_stream(
+        &mut self,
+        slots: &mut [Slot],
+        group: [u32; 4],
+        counters: &WorkerCounters,
+    ) {
+        for i in group {
+            self.take_back(slots, i, counters);
+            self.slots.remove(&i);
+        }
+    }
+
+    /// Directions in the kernel now (for tests and metrics).
+    pub fn in_kernel(&self) -> usize {
+        self.active.len()
+    }
+}
+
+fn parts_snapshot(p: &TrackerParts) -> crate::rtp::stats::RtpStreamStats {
+    RtpStreamTracker::import(p).snapshot()
+}
+
+/// Adds what the kernel forwarded since the last fold to the socket's and worker's counts.
+fn fold_counts(slot: &Slot, h: &mut Handed, v: &FwdValue, counters: &WorkerCounters) {
+    let packets = v.packets.saturating_sub(h.seen_packets);
+    let bytes = v.bytes.saturating_sub(h.seen_bytes);
+    h.seen_packets = h.seen_packets.max(v.packets);
+    h.seen_bytes = h.seen_bytes.max(v.bytes);
+    if packets == 0 {
+        return;
+    }
+    bump(&counters.rx_packets, packets);
+    bump(&counters.rx_bytes, bytes);
+    bump(&counters.tx_packets, packets);
+    bump(&counters.tx_bytes, bytes);
+    bump(&counters.kernel_forwarded, packets);
+    if let Some(c) = slot.counters() {
+        bump(&c.packets, packets);
+        bump(&c.bytes, bytes);
+        c.last_packet_ns
+            .store(v.last_packet_ns, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route() -> Route {
+        Route {
+            local: "127.0.0.1:30000".parse().unwrap(),
+            source: "127.0.0.1:40000".parse().unwrap(),
+            out_local: "127.0.0.1:30002".parse().unwrap(),
+            destination: "127.0.0.1:40002".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn entry_names_the_sockets_in_network_order_and_copies_the_tracker() {
+        let mut t = RtpStreamTracker::new();
+        t.on_rtp(7, 160, 0xdead_beef, 8, 172, 1_000_000, 8_000);
+        t.on_rtp(8, 320, 0xdead_beef, 8, 172, 21_000_000, 8_000);
+        let parts = t.export().unwrap();
+        let (k, v) = entry(&route(), &parts, 8_000, 1, 5).unwrap();
+        assert_eq!(k.addr.to_ne_bytes(), [127, 0, 0, 1]);
+        assert_eq!(k.port.to_ne_bytes(), 30000u16.to_be_bytes());
+        assert_eq!(v.src_port.to_ne_bytes(), 40000u16.to_be_bytes());
+        assert_eq!(v.out_sport.to_ne_bytes(), 30002u16.to_be_bytes());
+        assert_eq!(v.out_dport.to_ne_bytes(), 40002u16.to_be_bytes());
+        assert_eq!((v.ssrc, v.payload_type, v.max_seq), (0xdead_beef, 8, 8));
+        assert_eq!((v.packets, v.received, v.clock_hz), (2, 2, 8_000));
+        // Nothing advanced: the tracker comes back unchanged.
+        assert_eq!(v.advance(&parts), parts);
+    }
+
+    #[test]
+    fn only_ipv4_loopback_routes_get_an_entry() {
+        let parts = {
+            let mut t = RtpStreamTracker::new();
+            t.on_rtp(1, 0, 1, 0, 12, 1, 8_000);
+            t.export().unwrap()
+        };
+        let mut r = route();
+        r.destination = "192.0.2.7:4000".parse().unwrap();
+        assert!(entry(&r, &parts, 8_000, 1, 0).is_none());
+        let mut r = route();
+        r.source = "[::1]:4000".parse().unwrap();
+        assert!(entry(&r, &parts, 8_000, 1, 0).is_none());
+    }
+
+    #[test]
+    fn the_kernels_figures_carry_the_tracker_on() {
+        let mut t = RtpStreamTracker::new();
+        t.on_rtp(100, 0, 9, 0, 172, 1_000_000, 8_000);
+        let base = t.export().unwrap();
+        // What the program would hold after seq 101 and 103 (102 lost).
+        let v = FwdValue {
+            window0: 0b1011,
+            max_seq: 103,
+            packets: 3,
+            bytes: 3 * 172,
+            received: 3,
+            last_packet_ns: 61_000_000,
+            ..FwdValue::default()
+        };
+        let s = RtpStreamTracker::import(&v.advance(&base)).snapshot();
+        assert_eq!((s.packets, s.expected, s.lost), (3, 4, 1));
+        assert_eq!(s.extended_highest_seq, 103);
+        assert_eq!(s.ssrc, 9, "kept from the tracker as handed over");
+    }
+}

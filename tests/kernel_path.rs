@@ -1,0 +1,347 @@
+// Real-socket tests are an I/O edge: they read the clock to bound their waits.
+#![allow(clippy::disallowed_methods)]
+
+//! The in-kernel fast path (`--kernel-forwarding`) with real sockets on 127.0.0.1: latched
+//! RTP is relayed by the TC program with the same figures the worker would have kept, and
+//! whatever concerns the latch or the tracker (another source) goes back to the worker.
+//! Where the program cannot run (not root, Linux < 6.6, built without clang) the tests
+//! check that the relay says so and relays everything in user space.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use rtpanchor::config::{Config, IoEngine};
+use rtpanchor::dataplane::{kernel, DataPlane};
+use rtpanchor::session::backend::{EndpointSpec, MediaBackend, OpenedStream, StreamSpec};
+
+fn config(engine: IoEngine, port_base: u16) -> Config {
+    Config {
+        io_engine: engine,
+        num_threads: 1,
+        port_min: port_base,
+        port_max: port_base + 99,
+        kernel_forwarding: true,
+        ..Config::default()
+    }
+}
+
+/// Why the program cannot run here, or `None` when it must.
+fn cannot_run() -> Option<String> {
+    if !kernel::BUILT {
+        return Some("built without clang".into());
+    }
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let root = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(2))
+        == Some("0");
+    if !root {
+        return Some("not running as root".into());
+    }
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut it = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|x| x.parse::<u32>().ok());
+    if (it.next().unwrap_or(0), it.next().unwrap_or(0)) < (6, 6) {
+        return Some(format!("Linux {} < 6.6", release.trim()));
+    }
+    None
+}
+
+fn rtp(seq: u16, ts: u32, ssrc: u32, fill: u8) -> Vec<u8> {
+    let mut p = vec![0x80, 0x00];
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(&ts.to_be_bytes());
+    p.extend_from_slice(&ssrc.to_be_bytes());
+    p.extend_from_slice(&[fill; 160]);
+    p
+}
+
+fn sock() -> UdpSocket {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+    s
+}
+
+fn endpoint(sock: &UdpSocket) -> EndpointSpec {
+    let a = sock.local_addr().unwrap();
+    EndpointSpec::new(Some(a), Some(SocketAddr::new(a.ip(), a.port() + 1)))
+}
+
+fn relay(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+fn recv_n(s: &UdpSocket, want: usize, limit: Duration) -> Vec<(Vec<u8>, SocketAddr)> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 2048];
+    let deadline = Instant::now() + limit;
+    while out.len() < want && Instant::now() < deadline {
+        if let Ok((n, from)) = s.recv_from(&mut buf) {
+            out.push((buf[..n].to_vec(), from));
+        }
+    }
+    out
+}
+
+fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    f()
+}
+
+/// Sends `seqs` from `from` to the relay port `to`, 1 ms apart every 10 packets.
+fn send_seqs(from: &UdpSocket, to: u16, seqs: &[u16], ssrc: u32) {
+    for (k, &q) in seqs.iter().enumerate() {
+        from.send_to(&rtp(q, u32::from(q) * 160, ssrc, q as u8), relay(to))
+            .unwrap();
+        if k % 10 == 9 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+/// Sends `seqs` from `from` to the relay port `to` and receives them at `at`, 50 at a time
+/// (the kernel path delivers within the send: more at once would overrun `at`'s default
+/// receive buffer before the test reads it).
+fn through(
+    from: &UdpSocket,
+    to: u16,
+    at: &UdpSocket,
+    seqs: &[u16],
+    ssrc: u32,
+) -> Vec<(Vec<u8>, SocketAddr)> {
+    let mut got = Vec::new();
+    for chunk in seqs.chunks(50) {
+        send_seqs(from, to, chunk, ssrc);
+        got.extend(recv_n(at, chunk.len(), Duration::from_secs(3)));
+    }
+    got
+}
+
+/// Checks that `got` is exactly `seqs` (in any order), each intact and from `relay_port`.
+fn check_arrived(got: &[(Vec<u8>, SocketAddr)], seqs: &[u16], relay_port: u16, what: &str) {
+    let mut want: Vec<u16> = seqs.to_vec();
+    let mut have: Vec<u16> = got
+        .iter()
+        .map(|(p, from)| {
+            assert_eq!(*from, relay(relay_port), "{what}: from the relay's port");
+            assert_eq!(p.len(), 172, "{what}: size kept");
+            let q = u16::from_be_bytes([p[2], p[3]]);
+            assert!(p[12..].iter().all(|&x| x == q as u8), "{what}: intact");
+            q
+        })
+        .collect();
+    want.sort_unstable();
+    have.sort_unstable();
+    assert_eq!(have, want, "{what}");
+}
+
+fn open(dp: &mut DataPlane, a: &UdpSocket, b: &UdpSocket) -> OpenedStream {
+    dp.open(
+        StreamSpec {
+            call_id: "k".into(),
+            a: endpoint(a),
+            b: endpoint(b),
+        },
+        0,
+    )
+    .unwrap()
+}
+
+#[test]
+fn latched_rtp_is_relayed_in_the_kernel_with_the_workers_figures() {
+    let why_not = cannot_run();
+    for (n, engine) in [IoEngine::Uring, IoEngine::Mmsg].into_iter().enumerate() {
+        let mut dp = DataPlane::start(&config(engine, 47000 + 200 * n as u16)).unwrap();
+        if let Some(why) = &why_not {
+            assert!(
+                !dp.kernel_forwarding(),
+                "{engine:?}: cannot run here: {why}"
+            );
+            assert!(dp.kernel_unavailable().is_some(), "and the relay says why");
+            eprintln!("kernel path not tested here: {why}");
+            return;
+        }
+        if let Some(why) = dp.kernel_unavailable() {
+            // Root on Linux 6.6+, yet the kernel said no: a sandbox (seccomp, a container
+            // without CAP_BPF) forbids BPF. Nothing else may stop it.
+            assert!(
+                why.contains("Operation not permitted") || why.contains("ermission denied"),
+                "{engine:?}: the program should run here: {why}"
+            );
+            eprintln!("kernel path not tested here: {why}");
+            return;
+        }
+        assert!(dp.kernel_forwarding(), "{engine:?}: the program runs");
+        let (a, b) = (sock(), sock());
+        let o = open(&mut dp, &a, &b);
+
+        // Both ends latch (their SDP addresses match exactly) on the first packets, which
+        // the worker relays.
+        let first: Vec<u16> = (0..100).collect();
+        send_seqs(&a, o.a_ports.rtp, &first, 0xa);
+        send_seqs(&b, o.b_ports.rtp, &first, 0xb);
+        check_arrived(
+            &recv_n(&b, 100, Duration::from_secs(3)),
+            &first,
+            o.b_ports.rtp,
+            "A->B, worker",
+        );
+        check_arrived(
+            &recv_n(&a, 100, Duration::from_secs(3)),
+            &first,
+            o.a_ports.rtp,
+            "B->A, worker",
+        );
+        assert!(
+            wait_for(Duration::from_secs(3), || dp.totals().kernel_streams == 2),
+            "{engine:?}: both directions handed over: {:?}",
+            dp.totals()
+        );
+        let user_rx = dp.totals().rx_packets - dp.totals().kernel_forwarded;
+
+        // Then the kernel: one packet lost (250), one duplicated (260), two swapped (301, 300).
+        let mut second: Vec<u16> = (100..400).filter(|&q| q != 250).collect();
+        let at = second.iter().position(|&q| q == 260).unwrap();
+        second.insert(at, 260);
+        let at = second.iter().position(|&q| q == 300).unwrap();
+        second.swap(at, at + 1);
+        check_arrived(
+            &through(&a, o.a_ports.rtp, &b, &second, 0xa),
+            &second,
+            o.b_ports.rtp,
+            "A->B, kernel",
+        );
+        check_arrived(
+            &through(&b, o.b_ports.rtp, &a, &second, 0xb),
+            &second,
+            o.a_ports.rtp,
+            "B->A, kernel",
+        );
+        assert!(
+            wait_for(Duration::from_secs(3), || dp.totals().kernel_forwarded
+                == 600),
+            "{engine:?}: every packet of the second round went through the kernel: {:?}",
+            dp.totals()
+        );
+        let t = dp.totals();
+        assert_eq!(
+            t.rx_packets - t.kernel_forwarded,
+            user_rx,
+            "{engine:?}: none reached the worker"
+        );
+        assert_eq!(t.tx_packets, 800);
+        assert_eq!(t.dropped(), 0);
+        assert!(wait_for(Duration::from_secs(2), || {
+            let s = dp.stats(o.id).unwrap();
+            s.a.quality.packets == 400 && s.b.quality.packets == 400
+        }));
+        let s = dp.stats(o.id).unwrap();
+        for (side, ssrc) in [(&s.a, 0xa), (&s.b, 0xb)] {
+            assert_eq!(side.rtp.packets, 400, "{engine:?}: socket count");
+            assert_eq!(side.rtp.bytes, 400 * 172);
+            let q = &side.quality;
+            assert_eq!(q.ssrc, ssrc);
+            assert_eq!(q.extended_highest_seq, 399);
+            assert_eq!((q.expected, q.lost), (400, 1), "{engine:?}: {q:?}");
+            assert_eq!((q.duplicates, q.reordered), (1, 1), "{engine:?}: {q:?}");
+            // Sent 160 units apart at 8 kHz but about 0.1 ms apart: |D| is nearly 160 per
+            // packet, so jitter climbs towards it (A.8), as the worker's tracker would.
+            assert!(
+                q.jitter_rtp_units > 100 && q.jitter_rtp_units <= 160,
+                "{q:?}"
+            );
+        }
+
+        // A packet from another source is the worker's business: it takes both directions
+        // back, its latch refuses the stranger (the real A is not silent) and media goes on.
+        let stranger = sock();
+        stranger
+            .send_to(&rtp(400, 0, 0xa, 0xee), relay(o.a_ports.rtp))
+            .unwrap();
+        assert!(
+            wait_for(Duration::from_secs(2), || dp.totals().drop_source == 1),
+            "{engine:?}: the stranger is dropped by the worker: {:?}",
+            dp.totals()
+        );
+        assert_eq!(dp.totals().kernel_takebacks, 2);
+        let third: Vec<u16> = (400..500).collect();
+        check_arrived(
+            &through(&a, o.a_ports.rtp, &b, &third, 0xa),
+            &third,
+            o.b_ports.rtp,
+            "A->B after the stranger",
+        );
+        assert!(
+            wait_for(Duration::from_secs(2), || {
+                dp.stats(o.id).unwrap().a.quality.packets == 500
+            }),
+            "{:?}",
+            dp.stats(o.id).unwrap().a.quality
+        );
+        let q = dp.stats(o.id).unwrap().a.quality;
+        assert_eq!(
+            (q.expected, q.lost, q.extended_highest_seq),
+            (500, 1, 499),
+            "{q:?}"
+        );
+        // A's direction goes back to the kernel after 50 packets in user space.
+        assert!(
+            wait_for(Duration::from_secs(3), || dp.totals().kernel_streams >= 1),
+            "{:?}",
+            dp.totals()
+        );
+
+        // Closed: the entries go with the stream, nothing more reaches B.
+        dp.close(o.id);
+        assert!(wait_for(Duration::from_secs(2), || dp
+            .totals()
+            .kernel_streams
+            == 0));
+        send_seqs(&a, o.a_ports.rtp, &[600, 601], 0xa);
+        assert!(
+            recv_n(&b, 1, Duration::from_millis(200)).is_empty(),
+            "{engine:?}: closed"
+        );
+    }
+}
+
+#[test]
+fn where_the_program_cannot_run_the_relay_says_so_and_relays_in_user_space() {
+    // IPv6 is beyond the program today.
+    let mut cfg = config(IoEngine::Auto, 47600);
+    cfg.interface.local = "::1".parse().unwrap();
+    let mut dp = DataPlane::start(&cfg).unwrap();
+    assert!(!dp.kernel_forwarding());
+    let why = dp.kernel_unavailable().unwrap_or_default();
+    assert!(why.contains("not IPv4 loopback"), "{why}");
+    let a = UdpSocket::bind("[::1]:0").unwrap();
+    let b = UdpSocket::bind("[::1]:0").unwrap();
+    b.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+    let o = dp
+        .open(
+            StreamSpec {
+                call_id: "v6".into(),
+                a: endpoint(&a),
+                b: endpoint(&b),
+            },
+            0,
+        )
+        .unwrap();
+    for q in 0..20u16 {
+        a.send_to(
+            &rtp(q, 0, 1, 1),
+            SocketAddr::new("::1".parse().unwrap(), o.a_ports.rtp),
+        )
+        .unwrap();
+    }
+    assert_eq!(recv_n(&b, 20, Duration::from_secs(3)).len(), 20);
+    assert_eq!(dp.totals().kernel_forwarded, 0);
+}
