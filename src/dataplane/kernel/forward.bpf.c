@@ -5,7 +5,9 @@
 // socket a packet arrives on) once both ends are latched. From then on this program does what
 // the worker would: checks the source, tracks sequence numbers, loss, duplicates, reordering
 // and RFC 3550 jitter exactly as src/rtp/stats.rs does, rewrites the addresses and redirects
-// the packet. Anything it cannot judge goes up to the worker unchanged (TC_ACT_OK); when that
+// the packet. Anything it cannot judge goes on unchanged (TC_ACT_UNSPEC: under TCX that is
+// "next program", so other programs on the device, another relay's among them, still see
+// it; TC_ACT_OK would end the chain) and so up to the worker's socket; when that
 // is an RTP packet whose handling would change the tracker (another source, SSRC or payload
 // type, a big sequence jump) it also sets ANCHOR_HANDED_BACK, so every later packet of the
 // stream goes up as well and the worker takes the tracker back before it handles them.
@@ -92,9 +94,12 @@ struct fwd_value {
     __u32 max_jitter_q4;
     __u32 last_transit;
     __u32 have_transit;
+    // Which worker and slot handed the direction over (read back in batches).
+    __u32 owner;
+    __u32 slot;
 };
 
-_Static_assert(sizeof(struct fwd_value) == 128, "FwdValue in kernel/mod.rs has 128 bytes");
+_Static_assert(sizeof(struct fwd_value) == 136, "FwdValue in kernel/mod.rs has 136 bytes");
 _Static_assert(sizeof(struct fwd_key) == 8, "FwdKey in kernel/mod.rs has 8 bytes");
 
 struct {
@@ -123,23 +128,23 @@ int anchor_forward(struct __sk_buff *skb) {
     void *data = (void *)(long)skb->data;
     void *end = (void *)(long)skb->data_end;
     if (data + RTP_OFF + 12 > end)
-        return TC_ACT_OK;
+        return TC_ACT_UNSPEC;
     struct ethhdr *eth = data;
     if (eth->h_proto != __builtin_bswap16(ETH_P_IP))
-        return TC_ACT_OK;
+        return TC_ACT_UNSPEC;
     struct iphdr *ip = data + IP_OFF;
     if (ip->ihl != 5 || ip->protocol != IPPROTO_UDP || (ip->frag_off & __builtin_bswap16(0x3fff)))
-        return TC_ACT_OK;
+        return TC_ACT_UNSPEC;
     struct udphdr *udp = data + UDP_OFF;
     struct fwd_key key = {.addr = ip->daddr, .port = udp->dest, .pad = 0};
     struct fwd_value *v = bpf_map_lookup_elem(&anchor_fwd, &key);
     if (!v)
-        return TC_ACT_OK;
+        return TC_ACT_UNSPEC;
     if (v->flags & ANCHOR_HANDED_BACK)
-        return TC_ACT_OK;
+        return TC_ACT_UNSPEC;
     if (ip->saddr != v->src_addr || udp->source != v->src_port) {
         v->flags |= ANCHOR_HANDED_BACK;
-        return TC_ACT_OK;
+        return TC_ACT_UNSPEC;
     }
     const __u8 *rtp = data + RTP_OFF;
     __u8 b0 = rtp[0];
@@ -148,17 +153,17 @@ int anchor_forward(struct __sk_buff *skb) {
     // or padding (their lengths need checking): the worker handles it; the tracker is not
     // involved, so the stream stays here.
     if ((b0 & 0xc0) != 0x80 || (b0 & 0x3f) != 0 || (b1 >= 192 && b1 <= 223))
-        return TC_ACT_OK;
+        return TC_ACT_UNSPEC;
     __u16 udp_len = __builtin_bswap16(udp->len);
     __u16 ip_len = __builtin_bswap16(ip->tot_len);
     if (udp_len < 8 + 12 || ip_len != 20 + udp_len)
-        return TC_ACT_OK;
+        return TC_ACT_UNSPEC;
     __u16 seq = load_be16(rtp + 2);
     __u32 ts = load_be32(rtp + 4);
     __u32 ssrc = load_be32(rtp + 8);
     if (ssrc != v->ssrc || (b1 & 0x7f) != v->payload_type) {
         v->flags |= ANCHOR_HANDED_BACK;
-        return TC_ACT_OK;
+        return TC_ACT_UNSPEC;
     }
 
     // Sequence state (ExtendedSeq::update). Duplicates and late packets are forwarded too.
@@ -187,7 +192,7 @@ int anchor_forward(struct __sk_buff *skb) {
         if (back > MAX_MISORDER) {
             // A big jump: the worker's tracker waits for a second packet to confirm it.
             v->flags |= ANCHOR_HANDED_BACK;
-            return TC_ACT_OK;
+            return TC_ACT_UNSPEC;
         }
         __u64 bit;
         __u64 *half;

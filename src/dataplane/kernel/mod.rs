@@ -20,6 +20,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::fd::{AsFd, AsRawFd};
 
 use crate::rtp::stats::{RtpStreamTracker, TrackerParts};
 use crate::rtp::RtpPacket;
@@ -37,6 +38,10 @@ pub const BUILT: bool = cfg!(rtpanchor_bpf);
 const SYNC_EVERY_NS: u64 = crate::time::NANOS_PER_SEC;
 /// How often the slots are scanned for streams to hand to the kernel.
 const SCAN_EVERY_NS: u64 = 50 * crate::time::NANOS_PER_MS;
+/// Entries read per batch, and batches per housekeeping turn while a pass runs: 1,024
+/// entries (~0.1 ms) a turn, so a pass over 20,000 directions takes 20 turns.
+const BATCH: usize = 256;
+const BATCHES_PER_TURN: usize = 4;
 /// Map operations per housekeeping turn (each is a syscall of about a microsecond), so a
 /// busy worker's packets never wait long behind them.
 const OPS_PER_TURN: usize = 64;
@@ -91,9 +96,11 @@ pub struct FwdValue {
     pub max_jitter_q4: u32,
     pub last_transit: u32,
     pub have_transit: u32,
+    pub owner: u32,
+    pub slot: u32,
 }
 
-const _: () = assert!(std::mem::size_of::<FwdValue>() == 128);
+const _: () = assert!(std::mem::size_of::<FwdValue>() == 136);
 const _: () = assert!(std::mem::size_of::<FwdKey>() == 8);
 
 // SAFETY: both are repr(C) structs of plain integers with every padding byte spelled out as a
@@ -198,6 +205,7 @@ pub struct KernelPath {
     ifindex: u32,
     origin_ns: u64,
     local: Ipv4Addr,
+    next_owner: std::sync::atomic::AtomicU32,
 }
 
 /// CLOCK_MONOTONIC now, in ns (the program's `bpf_ktime_get_ns`).
@@ -276,6 +284,7 @@ impl KernelPath {
             ifindex,
             origin_ns: monotonic_ns().saturating_sub(crate::time::now_ns()),
             local,
+            next_owner: std::sync::atomic::AtomicU32::new(0),
         })
     }
 
@@ -293,8 +302,14 @@ impl KernelPath {
             active: Vec::new(),
             scan_cursor: 0,
             last_scan_ns: 0,
-            sync_cursor: 0,
+            owner: self
+                .next_owner
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            sync_token: None,
+            sync_in_pass: false,
             last_sync_ns: 0,
+            batch_keys: vec![FwdKey::default(); BATCH],
+            batch_values: vec![FwdValue::default(); BATCH],
         })
     }
 }
@@ -331,12 +346,18 @@ pub struct KernelWorker {
     origin_ns: u64,
     local: Ipv4Addr,
     slots: HashMap<u32, Handed>,
-    /// Slots whose direction is in the kernel, for the sync to walk.
+    /// Slots whose direction is in the kernel.
     active: Vec<u32>,
     scan_cursor: usize,
     last_scan_ns: u64,
-    sync_cursor: usize,
+    /// This worker's mark in the entries it makes (the map is shared by all workers).
+    owner: u32,
+    /// Where the sync's pass over the map has got (the kernel's batch position).
+    sync_token: Option<u32>,
+    sync_in_pass: bool,
     last_sync_ns: u64,
+    batch_keys: Vec<FwdKey>,
+    batch_values: Vec<FwdValue>,
 }
 
 impl KernelWorker {
@@ -344,16 +365,16 @@ impl KernelWorker {
     /// counts into the published figures.
     pub fn turn(&mut self, slots: &mut [Slot], counters: &WorkerCounters, now: u64) {
         let mut ops = 0;
-        if self.sync_cursor > 0 || now.saturating_sub(self.last_sync_ns) >= SYNC_EVERY_NS {
-            while ops < OPS_PER_TURN {
-                let Some(&i) = self.active.get(self.sync_cursor) else {
-                    self.sync_cursor = 0;
+        if self.sync_in_pass || now.saturating_sub(self.last_sync_ns) >= SYNC_EVERY_NS {
+            self.sync_in_pass = true;
+            for _ in 0..BATCHES_PER_TURN {
+                ops += 1;
+                if self.sync_batch(slots, counters) {
+                    self.sync_in_pass = false;
+                    self.sync_token = None;
                     self.last_sync_ns = now;
                     break;
-                };
-                self.sync_cursor += 1;
-                ops += 1;
-                self.sync(slots, i, counters);
+                }
             }
         }
         if self.scan_cursor > 0 || now.saturating_sub(self.last_scan_ns) >= SCAN_EVERY_NS {
@@ -424,10 +445,12 @@ impl KernelWorker {
             out_local: SocketAddr::new(ip, out.local_port),
             destination,
         };
-        let Some((key, value)) = entry(&route, &parts, clock_hz, self.ifindex, self.origin_ns)
+        let Some((key, mut value)) = entry(&route, &parts, clock_hz, self.ifindex, self.origin_ns)
         else {
             return false;
         };
+        value.owner = self.owner;
+        value.slot = i;
         // Map full or out of memory: tried again after as many packets as a take-back.
         let in_kernel = self.map.insert(key, value, 0).is_ok();
         self.slots.insert(
@@ -463,27 +486,51 @@ impl KernelWorker {
         true
     }
 
-    /// Folds slot `i`'s kernel counts into its published figures.
-    fn sync(&mut self, slots: &mut [Slot], i: u32, counters: &WorkerCounters) {
-        let Some(h) = self.slots.get_mut(&i) else {
-            return;
+    /// Reads the next batch of the map and folds this worker's entries into the published
+    /// figures. True when the pass over the map is complete.
+    fn sync_batch(&mut self, slots: &mut [Slot], counters: &WorkerCounters) -> bool {
+        let fd = aya::maps::IterableMap::map(&self.map)
+            .fd()
+            .as_fd()
+            .as_raw_fd();
+        let (n, done) = match lookup_batch(
+            fd,
+            self.sync_token,
+            &mut self.batch_keys,
+            &mut self.batch_values,
+        ) {
+            Ok((n, token)) => {
+                self.sync_token = token;
+                (n, token.is_none())
+            }
+            Err(_) => (0, true),
         };
-        let Ok(v) = self.map.get(&h.key, 0) else {
-            return;
-        };
-        let (Some(slot), true) = (slots.get_mut(i as usize), h.in_kernel) else {
-            return;
-        };
-        fold_counts(slot, h, &v, counters);
-        let mut parts = v.advance(&h.base);
-        parts.packets += h.carried_packets;
-        parts.bytes += h.carried_bytes;
-        parts.received += h.carried_packets;
-        if let Some(sh) = slot.side_shared() {
-            sh.quality
-                .publish(&RtpStreamTracker::import(&parts).snapshot());
+        for k in 0..n {
+            let (Some(key), Some(v)) = (self.batch_keys.get(k), self.batch_values.get(k)) else {
+                break;
+            };
+            if v.owner != self.owner {
+                continue;
+            }
+            let Some(h) = self.slots.get_mut(&v.slot) else {
+                continue;
+            };
+            if !h.in_kernel || h.key != *key {
+                continue;
+            }
+            if let Some(slot) = slots.get_mut(v.slot as usize) {
+                fold_counts(slot, h, v, counters);
+                let mut parts = v.advance(&h.base);
+                parts.packets += h.carried_packets;
+                parts.bytes += h.carried_bytes;
+                parts.received += h.carried_packets;
+                if let Some(sh) = slot.side_shared() {
+                    sh.quality.publish(&parts_snapshot(&parts));
+                }
+                slot.latch.note_confirmed_packet(v.last_packet_ns);
+            }
         }
-        slot.latch.note_confirmed_packet(v.last_packet_ns);
+        done
     }
 
     /// A packet reached the worker on slot `idx`, whose direction is in the kernel. Takes
@@ -536,7 +583,6 @@ impl KernelWorker {
         let _ = self.map.remove(&h.key);
         if let Some(pos) = self.active.iter().position(|&a| a == i) {
             self.active.swap_remove(pos);
-            self.sync_cursor = self.sync_cursor.min(self.active.len());
         }
         bump(&counters.kernel_takebacks, 1);
         counters.kernel_streams.store(
@@ -598,6 +644,69 @@ impl KernelWorker {
     pub fn in_kernel(&self) -> usize {
         self.active.len()
     }
+}
+
+/// `union bpf_attr`'s batch member (include/uapi/linux/bpf.h), which libc lacks.
+#[repr(C)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+
+/// Reads up to `keys.len()` entries of hash map `fd` from position `from` (`None`: the
+/// start) with one syscall (Linux 5.6+). Returns how many it read and where the next batch
+/// starts, `None` once the map is exhausted.
+fn lookup_batch(
+    fd: std::os::fd::RawFd,
+    from: Option<u32>,
+    keys: &mut [FwdKey],
+    values: &mut [FwdValue],
+) -> std::io::Result<(usize, Option<u32>)> {
+    let in_token = from.unwrap_or(0);
+    let mut out_token: u32 = 0;
+    let mut attr = BatchAttr {
+        in_batch: if from.is_some() {
+            &in_token as *const u32 as u64
+        } else {
+            0
+        },
+        out_batch: &mut out_token as *mut u32 as u64,
+        keys: keys.as_mut_ptr() as u64,
+        values: values.as_mut_ptr() as u64,
+        count: keys.len().min(values.len()) as u32,
+        map_fd: fd as u32,
+        elem_flags: 0,
+        flags: 0,
+    };
+    // SAFETY: `attr` is a fully initialised bpf_attr batch member of the size passed; the
+    // kernel writes at most `count` keys and values into the two live, exclusively borrowed
+    // slices (each at least `count` long, element sizes those of the map, checked at load),
+    // the position into `out_token`, and the count back into `attr`; all outlive the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_LOOKUP_BATCH,
+            &mut attr as *mut BatchAttr,
+            std::mem::size_of::<BatchAttr>() as u32,
+        )
+    };
+    let n = (attr.count as usize).min(keys.len());
+    if rc == 0 {
+        return Ok((n, Some(out_token)));
+    }
+    let e = std::io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::ENOENT) {
+        return Ok((n, None));
+    }
+    Err(e)
 }
 
 fn parts_snapshot(p: &TrackerParts) -> crate::rtp::stats::RtpStreamStats {
