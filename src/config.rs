@@ -129,9 +129,9 @@ pub struct Cli {
     /// it, Linux 4.18+).
     #[arg(long)]
     pub no_gso: bool,
-    /// Relay the RTP of latched streams inside the kernel (a TC program; needs root or
-    /// CAP_BPF+CAP_NET_ADMIN, Linux 6.6+, and today IPv4 loopback only). Where it cannot
-    /// run, the relay says why and carries all media in user space. Experimental.
+    /// Relay the RTP of latched streams inside the kernel (a TC program on the device with
+    /// the relay's address; needs root or CAP_BPF+CAP_NET_ADMIN, Linux 6.6+, IPv4). Where
+    /// it cannot run, the relay says why and carries all media in user space. Experimental.
     #[arg(long)]
     pub kernel_forwarding: bool,
     /// Built-in SIP proxy and registrar: UDP and TCP on this address. [default: 127.0.0.1:5060]

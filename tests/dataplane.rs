@@ -5,6 +5,10 @@
 //! (no signalling), once per engine: forwarding both ways with exact counters, NAT latching,
 //! third-party rejection, and recovery after a burst far above capacity.
 
+// Shared with the other end-to-end tests; this one uses a subset.
+#[allow(dead_code)]
+mod common;
+
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
@@ -636,9 +640,6 @@ fn bursts_leave_as_gso_sends_and_arrive_as_the_same_datagrams() {
 /// may change the loopback device. Returns false (the caller skips) where namespaces cannot
 /// be made here (no CAP_SYS_ADMIN, no `unshare` or `ip`).
 fn run_in_own_netns(inner: &str) -> bool {
-    let Ok(exe) = std::env::current_exe() else {
-        return false;
-    };
     let probe = std::process::Command::new("unshare")
         .args(["-n", "ip", "link", "set", "lo", "up"])
         .status();
@@ -646,29 +647,9 @@ fn run_in_own_netns(inner: &str) -> bool {
         eprintln!("skip: cannot make a network namespace here (unshare -n ip link)");
         return false;
     }
-    let out = std::process::Command::new("unshare")
-        .arg("-n")
-        .arg("--")
-        .arg(exe)
-        .args([
-            "--exact",
-            inner,
-            "--ignored",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
-        .env("RTPANCHOR_IN_NETNS", "1")
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    eprintln!("{text}");
-    assert!(out.status.success(), "{inner} failed in its namespace");
-    assert!(text.contains("1 passed"), "{inner} did not run");
+    let mut wrapper = std::process::Command::new("unshare");
+    wrapper.args(["-n", "--"]);
+    common::run_inner_test(wrapper, inner, &[("RTPANCHOR_IN_NETNS", "1")]);
     true
 }
 

@@ -104,9 +104,9 @@ fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
 }
 
 /// Sends `seqs` from `from` to the relay port `to`, 1 ms apart every 10 packets.
-fn send_seqs(from: &UdpSocket, to: u16, seqs: &[u16], ssrc: u32) {
+fn send_seqs(from: &UdpSocket, to: SocketAddr, seqs: &[u16], ssrc: u32) {
     for (k, &q) in seqs.iter().enumerate() {
-        from.send_to(&rtp(q, u32::from(q) * 160, ssrc, q as u8), relay(to))
+        from.send_to(&rtp(q, u32::from(q) * 160, ssrc, q as u8), to)
             .unwrap();
         if k % 10 == 9 {
             std::thread::sleep(Duration::from_millis(1));
@@ -119,7 +119,7 @@ fn send_seqs(from: &UdpSocket, to: u16, seqs: &[u16], ssrc: u32) {
 /// receive buffer before the test reads it).
 fn through(
     from: &UdpSocket,
-    to: u16,
+    to: SocketAddr,
     at: &UdpSocket,
     seqs: &[u16],
     ssrc: u32,
@@ -133,12 +133,12 @@ fn through(
 }
 
 /// Checks that `got` is exactly `seqs` (in any order), each intact and from `relay_port`.
-fn check_arrived(got: &[(Vec<u8>, SocketAddr)], seqs: &[u16], relay_port: u16, what: &str) {
+fn check_arrived(got: &[(Vec<u8>, SocketAddr)], seqs: &[u16], relay_at: SocketAddr, what: &str) {
     let mut want: Vec<u16> = seqs.to_vec();
     let mut have: Vec<u16> = got
         .iter()
         .map(|(p, from)| {
-            assert_eq!(*from, relay(relay_port), "{what}: from the relay's port");
+            assert_eq!(*from, relay_at, "{what}: from the relay's port");
             assert_eq!(p.len(), 172, "{what}: size kept");
             let q = u16::from_be_bytes([p[2], p[3]]);
             assert!(p[12..].iter().all(|&x| x == q as u8), "{what}: intact");
@@ -193,18 +193,18 @@ fn latched_rtp_is_relayed_in_the_kernel_with_the_workers_figures() {
         // Both ends latch (their SDP addresses match exactly) on the first packets, which
         // the worker relays.
         let first: Vec<u16> = (0..100).collect();
-        send_seqs(&a, o.a_ports.rtp, &first, 0xa);
-        send_seqs(&b, o.b_ports.rtp, &first, 0xb);
+        send_seqs(&a, relay(o.a_ports.rtp), &first, 0xa);
+        send_seqs(&b, relay(o.b_ports.rtp), &first, 0xb);
         check_arrived(
             &recv_n(&b, 100, Duration::from_secs(3)),
             &first,
-            o.b_ports.rtp,
+            relay(o.b_ports.rtp),
             "A->B, worker",
         );
         check_arrived(
             &recv_n(&a, 100, Duration::from_secs(3)),
             &first,
-            o.a_ports.rtp,
+            relay(o.a_ports.rtp),
             "B->A, worker",
         );
         assert!(
@@ -212,7 +212,13 @@ fn latched_rtp_is_relayed_in_the_kernel_with_the_workers_figures() {
             "{engine:?}: both directions handed over: {:?}",
             dp.totals()
         );
-        let user_rx = dp.totals().rx_packets - dp.totals().kernel_forwarded;
+        // Folded in (the kernel may have carried the end of the first round already).
+        assert!(wait_for(Duration::from_secs(3), || {
+            let s = dp.stats(o.id).unwrap();
+            s.a.rtp.packets == 100 && s.b.rtp.packets == 100
+        }));
+        let kernel_before = dp.totals().kernel_forwarded;
+        let user_rx = dp.totals().rx_packets - kernel_before;
 
         // Then the kernel: one packet lost (250), one duplicated (260), two swapped (301, 300).
         let mut second: Vec<u16> = (100..400).filter(|&q| q != 250).collect();
@@ -221,20 +227,20 @@ fn latched_rtp_is_relayed_in_the_kernel_with_the_workers_figures() {
         let at = second.iter().position(|&q| q == 300).unwrap();
         second.swap(at, at + 1);
         check_arrived(
-            &through(&a, o.a_ports.rtp, &b, &second, 0xa),
+            &through(&a, relay(o.a_ports.rtp), &b, &second, 0xa),
             &second,
-            o.b_ports.rtp,
+            relay(o.b_ports.rtp),
             "A->B, kernel",
         );
         check_arrived(
-            &through(&b, o.b_ports.rtp, &a, &second, 0xb),
+            &through(&b, relay(o.b_ports.rtp), &a, &second, 0xb),
             &second,
-            o.a_ports.rtp,
+            relay(o.a_ports.rtp),
             "B->A, kernel",
         );
         assert!(
             wait_for(Duration::from_secs(3), || dp.totals().kernel_forwarded
-                == 600),
+                == kernel_before + 600),
             "{engine:?}: every packet of the second round went through the kernel: {:?}",
             dp.totals()
         );
@@ -279,15 +285,26 @@ fn latched_rtp_is_relayed_in_the_kernel_with_the_workers_figures() {
             dp.totals()
         );
         assert_eq!(dp.totals().kernel_takebacks, 2);
+        // A goes on as a phone would, a packet every few ms: after 50 packets in user space
+        // its direction goes back to the kernel.
         let third: Vec<u16> = (400..500).collect();
+        for &q in &third {
+            send_seqs(&a, relay(o.a_ports.rtp), &[q], 0xa);
+            std::thread::sleep(Duration::from_millis(3));
+        }
         check_arrived(
-            &through(&a, o.a_ports.rtp, &b, &third, 0xa),
+            &recv_n(&b, 100, Duration::from_secs(3)),
             &third,
-            o.b_ports.rtp,
+            relay(o.b_ports.rtp),
             "A->B after the stranger",
         );
         assert!(
-            wait_for(Duration::from_secs(2), || {
+            dp.totals().kernel_streams >= 1,
+            "A's direction is back in the kernel: {:?}",
+            dp.totals()
+        );
+        assert!(
+            wait_for(Duration::from_secs(3), || {
                 dp.stats(o.id).unwrap().a.quality.packets == 500
             }),
             "{:?}",
@@ -299,12 +316,6 @@ fn latched_rtp_is_relayed_in_the_kernel_with_the_workers_figures() {
             (500, 1, 499),
             "{q:?}"
         );
-        // A's direction goes back to the kernel after 50 packets in user space.
-        assert!(
-            wait_for(Duration::from_secs(3), || dp.totals().kernel_streams >= 1),
-            "{:?}",
-            dp.totals()
-        );
 
         // Closed: the entries go with the stream, nothing more reaches B.
         dp.close(o.id);
@@ -312,7 +323,7 @@ fn latched_rtp_is_relayed_in_the_kernel_with_the_workers_figures() {
             .totals()
             .kernel_streams
             == 0));
-        send_seqs(&a, o.a_ports.rtp, &[600, 601], 0xa);
+        send_seqs(&a, relay(o.a_ports.rtp), &[600, 601], 0xa);
         assert!(
             recv_n(&b, 1, Duration::from_millis(200)).is_empty(),
             "{engine:?}: closed"
@@ -328,7 +339,7 @@ fn where_the_program_cannot_run_the_relay_says_so_and_relays_in_user_space() {
     let mut dp = DataPlane::start(&cfg).unwrap();
     assert!(!dp.kernel_forwarding());
     let why = dp.kernel_unavailable().unwrap_or_default();
-    assert!(why.contains("not IPv4 loopback"), "{why}");
+    assert!(why.contains("IPv4 only"), "{why}");
     let a = UdpSocket::bind("[::1]:0").unwrap();
     let b = UdpSocket::bind("[::1]:0").unwrap();
     b.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
@@ -358,14 +369,19 @@ fn where_the_program_cannot_run_the_relay_says_so_and_relays_in_user_space() {
 /// program behind (TCX links die with the process): its ports are then ordinary ports.
 #[test]
 fn the_relay_binary_hands_calls_to_the_kernel_and_leaves_nothing_when_killed() {
-    let relay = start_relay(47800, 47810, "auto", &["--kernel-forwarding"]);
+    let process = start_relay(47800, 47810, "auto", &["--kernel-forwarding"]);
     let c = client();
-    let to = relay.ng;
+    let to = process.ng;
+    // A fresh cookie each time: the relay answers a repeated cookie from its cache.
+    let asked = std::cell::Cell::new(0u32);
     let stats = |c: &UdpSocket| {
-        let r = ng(c, to, "s", &Owned::dict().with("command", "statistics"));
+        asked.set(asked.get() + 1);
+        let cookie = format!("s{}", asked.get());
+        let r = ng(c, to, &cookie, &Owned::dict().with("command", "statistics"));
         (
             find_int(&r, "kernel_streams").unwrap_or(-1),
             find_int(&r, "kernel_forwarded").unwrap_or(-1),
+            find_int(&r, "kernel_takebacks").unwrap_or(-1),
         )
     };
     let (a, b) = (sock(), sock());
@@ -391,8 +407,18 @@ fn the_relay_binary_hands_calls_to_the_kernel_and_leaves_nothing_when_killed() {
     let to_a = call("answer", b_port, 2);
     let can = cannot_run();
     let first: Vec<u16> = (0..60).collect();
-    check_arrived(&through(&a, to_a, &b, &first, 0xa), &first, to_b, "A->B");
-    check_arrived(&through(&b, to_b, &a, &first, 0xb), &first, to_a, "B->A");
+    check_arrived(
+        &through(&a, relay(to_a), &b, &first, 0xa),
+        &first,
+        relay(to_b),
+        "A->B",
+    );
+    check_arrived(
+        &through(&b, relay(to_b), &a, &first, 0xb),
+        &first,
+        relay(to_a),
+        "B->A",
+    );
     let handed = wait_for(Duration::from_secs(3), || stats(&c).0 == 2);
     if let Some(why) = &can {
         assert!(
@@ -409,22 +435,23 @@ fn the_relay_binary_hands_calls_to_the_kernel_and_leaves_nothing_when_killed() {
     }
     let second: Vec<u16> = (60..260).collect();
     check_arrived(
-        &through(&a, to_a, &b, &second, 0xa),
+        &through(&a, relay(to_a), &b, &second, 0xa),
         &second,
-        to_b,
+        relay(to_b),
         "A->B, kernel",
     );
     check_arrived(
-        &through(&b, to_b, &a, &second, 0xb),
+        &through(&b, relay(to_b), &a, &second, 0xb),
         &second,
-        to_a,
+        relay(to_a),
         "B->A, kernel",
     );
     assert!(
-        wait_for(Duration::from_secs(3), || stats(&c).1 == 400),
+        wait_for(Duration::from_secs(3), || stats(&c).1 >= 400),
         "the kernel relayed the second round: {:?}",
         stats(&c)
     );
+    assert_eq!(stats(&c).2, 0, "nothing went back to the worker");
     let q = ng(
         &c,
         to,
@@ -440,16 +467,230 @@ fn the_relay_binary_hands_calls_to_the_kernel_and_leaves_nothing_when_killed() {
         "{q}"
     );
 
-    drop(relay); // SIGKILL, then wait
-    let taken = UdpSocket::bind(("127.0.0.1", to_b)).expect("the relay's port is free");
+    drop(process); // SIGKILL, then wait
+                   // A's port, whose entry a left-over program would match (source A) and rewrite to B.
+                   // The kernel closes a dead process's io_uring sockets shortly after it is reaped.
+    let mut taken = None;
+    assert!(
+        wait_for(Duration::from_secs(3), || {
+            taken = UdpSocket::bind(("127.0.0.1", to_a)).ok();
+            taken.is_some()
+        }),
+        "the relay's port is free"
+    );
+    let taken = taken.unwrap();
     taken
         .set_read_timeout(Some(Duration::from_millis(20)))
         .unwrap();
-    send_seqs(&a, to_b, &[300, 301, 302], 0xa);
+    send_seqs(&a, relay(to_a), &[300, 301, 302], 0xa);
     assert_eq!(
         recv_n(&taken, 3, Duration::from_secs(2)).len(),
         3,
         "a new owner of the port gets its packets: no program rewrote them"
     );
     assert!(recv_n(&b, 1, Duration::from_millis(100)).is_empty());
+}
+
+/// Runs `ip ARGS`, failing the test if it fails.
+fn ip(args: &[&str]) {
+    let st = std::process::Command::new("ip").args(args).status();
+    assert!(st.is_ok_and(|s| s.success()), "ip {}", args.join(" "));
+}
+
+/// Two network namespaces made for one test, deleted on drop (also when it panics).
+struct Namespaces(Vec<String>);
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for n in &self.0 {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", n])
+                .status();
+        }
+    }
+}
+
+/// A relay process, killed by pid when dropped.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+const ROUTED_RELAY: &str = "10.77.0.1";
+const ROUTED_PEERS: &str = "10.77.0.2";
+
+/// A relay on a real address: its namespace and the endpoints' are joined by a veth pair,
+/// so media crosses a device in both directions. Once latched, the program relays it
+/// between the two namespaces through the routing table and neighbour cache.
+#[test]
+fn a_relay_on_a_real_address_relays_in_the_kernel_through_the_routing_table() {
+    if let Some(why) = cannot_run() {
+        eprintln!("kernel path not tested here: {why}");
+        return;
+    }
+    let probe = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .status();
+    if !probe.is_ok_and(|s| s.success()) {
+        eprintln!("skip: no `ip netns` here");
+        return;
+    }
+    let id = std::process::id();
+    let (nr, ne) = (format!("rtpa-r{id}"), format!("rtpa-e{id}"));
+    let (vr, ve) = (
+        format!("rar{}", id % 100_000),
+        format!("rae{}", id % 100_000),
+    );
+    ip(&["netns", "add", &nr]);
+    let _ns = Namespaces(vec![nr.clone(), ne.clone()]);
+    ip(&["netns", "add", &ne]);
+    ip(&["link", "add", &vr, "type", "veth", "peer", "name", &ve]);
+    ip(&["link", "set", &vr, "netns", &nr]);
+    ip(&["link", "set", &ve, "netns", &ne]);
+    for (ns, dev, addr) in [(&nr, &vr, ROUTED_RELAY), (&ne, &ve, ROUTED_PEERS)] {
+        ip(&["-n", ns, "addr", "add", &format!("{addr}/24"), "dev", dev]);
+        ip(&["-n", ns, "link", "set", dev, "up"]);
+        ip(&["-n", ns, "link", "set", "lo", "up"]);
+    }
+    let ng_addr = format!("{ROUTED_RELAY}:47900");
+    let _relay = Child(
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &nr, env!("CARGO_BIN_EXE_rtpanchor")])
+            .args(["--interface", ROUTED_RELAY, "--listen-ng", &ng_addr])
+            .args(["--port-min", "47910", "--port-max", "48009", "--no-sip"])
+            .args([
+                "--num-threads",
+                "1",
+                "--kernel-forwarding",
+                "--log-level",
+                "warn",
+            ])
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .expect("start rtpanchor in its namespace"),
+    );
+    let mut wrapper = std::process::Command::new("ip");
+    wrapper.args(["netns", "exec", &ne]);
+    common::run_inner_test(
+        wrapper,
+        "routed_inner",
+        &[("RTPANCHOR_ROUTED_NG", &ng_addr)],
+    );
+}
+
+fn routed_sdp(port: u16, sess: u64) -> String {
+    format!(
+        "v=0\r\no=- {sess} 1 IN IP4 {ROUTED_PEERS}\r\ns=-\r\nc=IN IP4 {ROUTED_PEERS}\r\nt=0 0\r\n\
+         m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n"
+    )
+}
+
+#[test]
+#[ignore = "run by a_relay_on_a_real_address_relays_in_the_kernel_through_the_routing_table"]
+fn routed_inner() {
+    let ng_addr: SocketAddr = std::env::var("RTPANCHOR_ROUTED_NG")
+        .expect("run in the endpoints' namespace")
+        .parse()
+        .unwrap();
+    let relay_ip: std::net::IpAddr = ROUTED_RELAY.parse().unwrap();
+    let peer = |port: u16| SocketAddr::new(relay_ip, port);
+    let bind = || {
+        let s = UdpSocket::bind((ROUTED_PEERS, 0)).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+        s
+    };
+    let c = bind();
+    c.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    assert!(
+        wait_for(Duration::from_secs(10), || {
+            common::ng::try_ng(&c, ng_addr, "p", &Owned::dict().with("command", "ping")).is_some()
+        }),
+        "the relay answers ping"
+    );
+    // A fresh cookie each time: the relay answers a repeated cookie from its cache.
+    let asked = std::cell::Cell::new(0u32);
+    let stats = || {
+        asked.set(asked.get() + 1);
+        let r = ng(
+            &c,
+            ng_addr,
+            &format!("s{}", asked.get()),
+            &Owned::dict().with("command", "statistics"),
+        );
+        (
+            find_int(&r, "kernel_streams").unwrap_or(-1),
+            find_int(&r, "kernel_forwarded").unwrap_or(-1),
+            find_int(&r, "kernel_takebacks").unwrap_or(-1),
+        )
+    };
+    let (a, b) = (bind(), bind());
+    let call = |cmd: &str, port: u16, sess: u64| {
+        let mut req = Owned::dict()
+            .with("sdp", routed_sdp(port, sess).as_str())
+            .with("call-id", "routed")
+            .with("from-tag", "tagA")
+            .with("command", cmd);
+        if cmd == "answer" {
+            req = req.with("to-tag", "tagB");
+        }
+        let r = ng(&c, ng_addr, cmd, &req);
+        assert_eq!(r.get("result").and_then(Owned::as_str), Some("ok"), "{r}");
+        let sdp = r.get("sdp").and_then(Owned::as_str).unwrap().to_string();
+        assert!(sdp.contains(&format!("c=IN IP4 {ROUTED_RELAY}")), "{sdp}");
+        let m = sdp.lines().find(|l| l.starts_with("m=audio ")).unwrap();
+        m.split(' ').nth(1).unwrap().parse::<u16>().unwrap()
+    };
+    let to_b = call("offer", a.local_addr().unwrap().port(), 1);
+    let to_a = call("answer", b.local_addr().unwrap().port(), 2);
+    let first: Vec<u16> = (0..60).collect();
+    check_arrived(
+        &through(&a, peer(to_a), &b, &first, 0xa),
+        &first,
+        peer(to_b),
+        "A->B",
+    );
+    check_arrived(
+        &through(&b, peer(to_b), &a, &first, 0xb),
+        &first,
+        peer(to_a),
+        "B->A",
+    );
+    assert!(
+        wait_for(Duration::from_secs(3), || stats().0 == 2),
+        "both directions handed over: {:?}",
+        stats()
+    );
+    let second: Vec<u16> = (60..260).collect();
+    check_arrived(
+        &through(&a, peer(to_a), &b, &second, 0xa),
+        &second,
+        peer(to_b),
+        "A->B, kernel",
+    );
+    check_arrived(
+        &through(&b, peer(to_b), &a, &second, 0xb),
+        &second,
+        peer(to_a),
+        "B->A, kernel",
+    );
+    assert!(
+        wait_for(Duration::from_secs(3), || stats().1 >= 400),
+        "the kernel relayed the second round: {:?}",
+        stats()
+    );
+    assert_eq!(stats().2, 0, "nothing went back to the worker");
+    let q = ng(
+        &c,
+        ng_addr,
+        "q",
+        &Owned::dict()
+            .with("call-id", "routed")
+            .with("command", "query"),
+    );
+    assert_eq!(int_at(&q, &["totals", "RTP", "packets"]), 2 * 260, "{q}");
 }

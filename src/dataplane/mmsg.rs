@@ -240,10 +240,17 @@ impl MmsgWorker {
                 }
                 self.drain_socket(idx, now);
             }
-            publisher.turn(&mut self.table, &mut self.dirty, now, n <= 0);
+            // Before publication, which clears the dirty list the fast path takes
+            // candidates from.
             if let Some(k) = self.kernel.as_mut() {
-                k.turn(&mut self.table.slots, &self.shared.counters, now);
+                k.turn(
+                    &mut self.table.slots,
+                    &self.dirty,
+                    &self.shared.counters,
+                    now,
+                );
             }
+            publisher.turn(&mut self.table, &mut self.dirty, now, n <= 0);
         }
     }
 

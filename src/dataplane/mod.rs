@@ -180,7 +180,7 @@ impl DataPlane {
             match kernel::KernelPath::start(config.interface.local) {
                 Ok(k) => {
                     tracing::info!(
-                        "kernel forwarding on: latched loopback RTP is relayed by a TC program"
+                        "kernel forwarding on: latched RTP is relayed by a TC program"
                     );
                     Some(k)
                 }

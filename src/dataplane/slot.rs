@@ -196,6 +196,9 @@ pub struct DirtyList {
     pub overflowed: bool,
     /// How far the current publication round has got.
     pub cursor: usize,
+    /// Bumped each time the list is emptied (readers other than the publisher tell a new
+    /// list from the old one by it, not by its length).
+    pub rounds: u64,
 }
 
 impl DirtyList {
@@ -204,6 +207,7 @@ impl DirtyList {
             list: Vec::with_capacity(n),
             overflowed: false,
             cursor: 0,
+            rounds: 0,
         }
     }
 

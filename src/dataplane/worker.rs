@@ -288,6 +288,7 @@ impl SlotTable {
         dirty.list.clear();
         dirty.cursor = 0;
         dirty.overflowed = false;
+        dirty.rounds = dirty.rounds.wrapping_add(1);
         true
     }
 }

@@ -126,3 +126,26 @@ pub fn pcap_uac_command(
         .arg(dir.join("uac_stats.csv"));
     cmd
 }
+
+/// Runs this test binary's ignored test `inner` under `wrapper` (a command that runs its
+/// arguments elsewhere: in a network namespace, say) with `env` set, prints what it said,
+/// and fails unless it ran and passed.
+#[allow(dead_code)] // not every test binary that includes this module has such a test
+pub fn run_inner_test(mut wrapper: std::process::Command, inner: &str, env: &[(&str, &str)]) {
+    let exe = std::env::current_exe().expect("the test binary");
+    let out = wrapper
+        .arg(exe)
+        .args(["--exact", inner, "--ignored", "--nocapture"])
+        .args(["--test-threads", "1"])
+        .envs(env.iter().copied())
+        .output()
+        .expect("run the inner test");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{text}");
+    assert!(out.status.success(), "{inner} failed where it ran");
+    assert!(text.contains("1 passed"), "{inner} did not run");
+}

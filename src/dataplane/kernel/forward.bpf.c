@@ -35,6 +35,9 @@ static long (*bpf_l3_csum_replace)(struct __sk_buff *skb, __u32 offset, __u64 fr
 static long (*bpf_l4_csum_replace)(struct __sk_buff *skb, __u32 offset, __u64 from, __u64 to,
                                    __u64 flags) = (void *)BPF_FUNC_l4_csum_replace;
 static long (*bpf_redirect)(__u32 ifindex, __u64 flags) = (void *)BPF_FUNC_redirect;
+static long (*bpf_redirect_neigh)(__u32 ifindex, struct bpf_redir_neigh *params, int plen,
+                                  __u64 flags) = (void *)BPF_FUNC_redirect_neigh;
+
 
 #define ETH_OFF 0
 #define IP_OFF 14
@@ -48,6 +51,13 @@ static long (*bpf_redirect)(__u32 ifindex, __u64 flags) = (void *)BPF_FUNC_redir
 #define UDP_CSUM_OFF (UDP_OFF + 6)
 
 #define ANCHOR_HANDED_BACK 1u
+
+// How a rewritten packet leaves. LOCAL: relay and both endpoints on loopback; the packet
+// goes out of `ifindex` (lo) again and keeps its local route. ROUTED: the relay on a real
+// address; the packet leaves by `ifindex`, the device the kernel routes the destination
+// through (the worker asked it), with the next hop and MACs the kernel finds for it.
+#define MODE_LOCAL 0
+#define MODE_ROUTED 1
 
 // As in src/rtp/seq.rs and src/rtp/stats.rs.
 #define MAX_DROPOUT 3000
@@ -70,8 +80,8 @@ struct fwd_value {
     __u32 out_daddr;  // the other side's latched endpoint
     __u16 out_dport;
     __u8 payload_type;
-    __u8 pad0;
-    __u32 ifindex;  // the device the rewritten packet is sent out of (loopback)
+    __u8 mode;      // MODE_LOCAL or MODE_ROUTED
+    __u32 ifindex;  // the device the rewritten packet is sent out of
     __u32 clock_hz;
     __u32 pad2;
     __u64 origin_ns;  // CLOCK_MONOTONIC of the relay's time origin
@@ -253,6 +263,11 @@ int anchor_forward(struct __sk_buff *skb) {
     bpf_skb_store_bytes(skb, IP_DADDR_OFF, &new_daddr, 4, 0);
     bpf_skb_store_bytes(skb, UDP_SPORT_OFF, &new_sport, 2, 0);
     bpf_skb_store_bytes(skb, UDP_DPORT_OFF, &new_dport, 2, 0);
+    if (v->mode == MODE_ROUTED)
+        // The route and next hop as for the relay's own send from this address (an output
+        // route lookup bound to the device the worker found for the destination), and the
+        // next hop's MAC from the neighbour cache, resolved if need be.
+        return bpf_redirect_neigh(ifindex, 0, 0, 0);
     // Out of the device again, as a send from the relay would go (loopback delivers it to
     // the local endpoint's socket; the packet keeps its local route).
     return bpf_redirect(ifindex, 0);

@@ -14,19 +14,26 @@
 //! figures on its housekeeping ticks, so ng queries, timeouts and metrics read the same
 //! cells as before.
 //!
-//! Scope today: IPv4 on loopback (the relay bound to 127.0.0.0/8 and both endpoints there).
-//! Elsewhere every stream stays in user space. The program is attached with TCX (Linux 6.6+),
-//! a link that goes away with the process, so a relay that dies leaves nothing behind.
+//! Scope today: IPv4. A relay on loopback (127.0.0.0/8) relays between endpoints on
+//! loopback: the program sits on `lo` and sends the packet out of it again. A relay on a
+//! real address relays between endpoints elsewhere: the program sits on the device that has
+//! the address and asks the kernel's routing table and neighbour cache (`bpf_fib_lookup`,
+//! `bpf_redirect_neigh`) where the packet goes, as the relay's own send would. A direction
+//! that mixes the two, and IPv6, stay in user space. The program is attached with TCX
+//! (Linux 6.6+), a link that goes away with the process, so a relay that dies leaves
+//! nothing behind.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd};
 
+pub mod route;
+
 use crate::rtp::stats::{RtpStreamTracker, TrackerParts};
 use crate::rtp::RtpPacket;
 
 use super::shared::{bump, WorkerCounters};
-use super::slot::{Slot, SlotKind};
+use super::slot::{DirtyList, Slot, SlotKind, NO_SLOT};
 
 /// Whether this build carries the program (clang was found at build time).
 pub const BUILT: bool = cfg!(rtpanchor_bpf);
@@ -36,8 +43,6 @@ pub const BUILT: bool = cfg!(rtpanchor_bpf);
 /// of a core at once a second. Idle timeouts are tens of seconds; queries see figures at
 /// most this old.
 const SYNC_EVERY_NS: u64 = crate::time::NANOS_PER_SEC;
-/// How often the slots are scanned for streams to hand to the kernel.
-const SCAN_EVERY_NS: u64 = 50 * crate::time::NANOS_PER_MS;
 /// Entries read per batch, and batches per housekeeping turn while a pass runs: 1,024
 /// entries (~0.1 ms) a turn, so a pass over 20,000 directions takes 20 turns.
 const BATCH: usize = 256;
@@ -45,7 +50,7 @@ const BATCHES_PER_TURN: usize = 4;
 /// Map operations per housekeeping turn (each is a syscall of about a microsecond), so a
 /// busy worker's packets never wait long behind them.
 const OPS_PER_TURN: usize = 64;
-/// Slots looked at per turn by the scan (no syscall unless one qualifies).
+/// Slots looked at per turn by a full scan (no syscall unless one qualifies).
 const SCAN_PER_TURN: usize = 1024;
 /// RTP packets a direction must see in user space after it came back from the kernel
 /// before it is offered again: a source or SSRC that keeps changing stays with the worker.
@@ -74,7 +79,8 @@ pub struct FwdValue {
     pub out_daddr: u32,
     pub out_dport: u16,
     pub payload_type: u8,
-    pub pad0: u8,
+    /// `MODE_LOCAL` or `MODE_ROUTED` (see `forward.bpf.c`).
+    pub mode: u8,
     pub ifindex: u32,
     pub clock_hz: u32,
     pub pad2: u32,
@@ -143,17 +149,47 @@ pub struct Route {
     pub destination: SocketAddr,
 }
 
-fn v4(a: SocketAddr) -> Option<(u32, u16)> {
+/// How the program sends a direction's packets on (`forward.bpf.c`).
+pub const MODE_LOCAL: u8 = 0;
+pub const MODE_ROUTED: u8 = 1;
+
+/// An IPv4 socket address in network order, and whether it is on loopback.
+fn v4(a: SocketAddr) -> Option<(u32, u16, bool)> {
     match a.ip() {
-        IpAddr::V4(ip) if ip.is_loopback() => {
-            Some((u32::from_ne_bytes(ip.octets()), a.port().to_be()))
-        }
+        IpAddr::V4(ip) if !ip.is_unspecified() && a.port() != 0 => Some((
+            u32::from_ne_bytes(ip.octets()),
+            a.port().to_be(),
+            ip.is_loopback(),
+        )),
         _ => None,
     }
 }
 
-/// The entry for one direction, or `None` when the kernel path cannot carry it (not IPv4
-/// loopback at both ends). `clock_hz`: the clock rate of the tracker's payload type.
+/// How the program can send a direction on, or `None` when it cannot carry it: IPv6, or
+/// loopback and other addresses mixed (a packet from outside cannot be delivered to a
+/// loopback address, and one that came in on `lo` is not routed out again).
+pub fn mode_of(route: &Route) -> Option<u8> {
+    let loopback = [
+        route.local,
+        route.source,
+        route.out_local,
+        route.destination,
+    ]
+    .into_iter()
+    .map(|a| v4(a).map(|(_, _, lo)| lo))
+    .collect::<Option<Vec<bool>>>()?;
+    if loopback.iter().all(|&l| l) {
+        Some(MODE_LOCAL)
+    } else if loopback.iter().all(|&l| !l) {
+        Some(MODE_ROUTED)
+    } else {
+        None
+    }
+}
+
+/// The entry for one direction (`None` as for [`mode_of`]). `clock_hz`: the clock rate of
+/// the tracker's payload type; `ifindex`: the device packets leave by (`lo` for a local
+/// direction, the destination's route for a routed one).
 pub fn entry(
     route: &Route,
     parts: &TrackerParts,
@@ -161,10 +197,11 @@ pub fn entry(
     ifindex: u32,
     origin_ns: u64,
 ) -> Option<(FwdKey, FwdValue)> {
-    let (addr, port) = v4(route.local)?;
-    let (src_addr, src_port) = v4(route.source)?;
-    let (out_saddr, out_sport) = v4(route.out_local)?;
-    let (out_daddr, out_dport) = v4(route.destination)?;
+    let mode = mode_of(route)?;
+    let (addr, port, _) = v4(route.local)?;
+    let (src_addr, src_port, _) = v4(route.source)?;
+    let (out_saddr, out_sport, _) = v4(route.out_local)?;
+    let (out_daddr, out_dport, _) = v4(route.destination)?;
     let key = FwdKey { addr, port, pad: 0 };
     let value = FwdValue {
         src_addr,
@@ -174,6 +211,7 @@ pub fn entry(
         out_daddr,
         out_dport,
         payload_type: parts.payload_type,
+        mode,
         ifindex,
         clock_hz,
         origin_ns,
@@ -229,11 +267,11 @@ impl KernelPath {
     /// fast path is unavailable; the relay then carries all media in user space.
     pub fn start(local: IpAddr) -> Result<KernelPath, String> {
         let local = match local {
-            IpAddr::V4(ip) if ip.is_loopback() => ip,
+            IpAddr::V4(ip) if !ip.is_unspecified() => ip,
             other => {
                 return Err(format!(
-                    "the relay address {other} is not IPv4 loopback (the only case the program handles today)"
-                ))
+                "the relay address {other} is not one IPv4 address (the program handles IPv4 only)"
+            ))
             }
         };
         if !kernel_at_least(6, 6) {
@@ -241,16 +279,21 @@ impl KernelPath {
                 "Linux 6.6 or later is needed (TCX links, detached when the relay exits)".into(),
             );
         }
-        Self::load(local)
+        let device = if local.is_loopback() {
+            "lo".to_string()
+        } else {
+            device_with(local).ok_or_else(|| format!("no network device has {local}"))?
+        };
+        Self::load(local, &device)
     }
 
     #[cfg(not(rtpanchor_bpf))]
-    fn load(_local: Ipv4Addr) -> Result<KernelPath, String> {
+    fn load(_local: Ipv4Addr, _device: &str) -> Result<KernelPath, String> {
         Err("built without the program (clang was not found at build time)".into())
     }
 
     #[cfg(rtpanchor_bpf)]
-    fn load(local: Ipv4Addr) -> Result<KernelPath, String> {
+    fn load(local: Ipv4Addr, device: &str) -> Result<KernelPath, String> {
         use aya::programs::{tc::TcAttachOptions, LinkOrder, SchedClassifier, TcAttachType};
         static OBJECT: &[u8] = include_bytes!(env!("RTPANCHOR_BPF_OBJECT"));
         let mut ebpf = aya::Ebpf::load(OBJECT).map_err(|e| format!("loading the program: {e}"))?;
@@ -262,11 +305,11 @@ impl KernelPath {
         prog.load()
             .map_err(|e| format!("the kernel refused the program: {e}"))?;
         prog.attach_with_options(
-            "lo",
+            device,
             TcAttachType::Ingress,
             TcAttachOptions::TcxOrder(LinkOrder::default()),
         )
-        .map_err(|e| format!("attaching to lo: {e}"))?;
+        .map_err(|e| format!("attaching to {device}: {e}"))?;
         let map = ebpf
             .map("anchor_fwd")
             .ok_or("the object has no anchor_fwd map")?;
@@ -298,10 +341,16 @@ impl KernelPath {
             ifindex: self.ifindex,
             origin_ns: self.origin_ns,
             local: self.local,
+            routes: if self.local.is_loopback() {
+                None
+            } else {
+                Some(route::RouteQuery::new().map_err(|e| format!("rtnetlink: {e}"))?)
+            },
             slots: HashMap::new(),
             active: Vec::new(),
             scan_cursor: 0,
-            last_scan_ns: 0,
+            dirty_seen: 0,
+            dirty_round: 0,
             owner: self
                 .next_owner
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
@@ -312,6 +361,42 @@ impl KernelPath {
             batch_values: vec![FwdValue::default(); BATCH],
         })
     }
+}
+
+/// The name of the network device that has `ip`.
+fn device_with(ip: Ipv4Addr) -> Option<String> {
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs writes a list head to a live pointer; the list is freed below.
+    if unsafe { libc::getifaddrs(&mut list) } != 0 {
+        return None;
+    }
+    let mut found = None;
+    let mut cur = list;
+    while !cur.is_null() {
+        // SAFETY: `cur` is a node of the list getifaddrs returned, not yet freed.
+        let ifa = unsafe { &*cur };
+        cur = ifa.ifa_next;
+        if ifa.ifa_addr.is_null() || ifa.ifa_name.is_null() {
+            continue;
+        }
+        // SAFETY: ifa_addr points to a sockaddr of the family it names (AF_INET: a
+        // sockaddr_in), owned by the list.
+        let family = unsafe { (*ifa.ifa_addr).sa_family };
+        if i32::from(family) != libc::AF_INET {
+            continue;
+        }
+        // SAFETY: as above, an AF_INET address is a sockaddr_in.
+        let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+        if sin.sin_addr.s_addr.to_ne_bytes() == ip.octets() {
+            // SAFETY: ifa_name is a NUL-terminated string owned by the list.
+            let name = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) };
+            found = Some(name.to_string_lossy().into_owned());
+            break;
+        }
+    }
+    // SAFETY: frees the list getifaddrs returned, once; no reference into it outlives this.
+    unsafe { libc::freeifaddrs(list) };
+    found
 }
 
 fn kernel_at_least(major: u32, minor: u32) -> bool {
@@ -339,17 +424,45 @@ struct Handed {
     retry_at_packets: u64,
 }
 
+impl Handed {
+    /// A direction handed over under `key` as the tracker stood (`parts`), or, when
+    /// `in_kernel` is false, one that could not be: offered again later.
+    fn new(key: FwdKey, parts: TrackerParts, now: u64, in_kernel: bool) -> Handed {
+        Handed {
+            key,
+            base: parts,
+            at_ns: now,
+            seen_packets: parts.packets,
+            seen_bytes: parts.bytes,
+            carried_packets: 0,
+            carried_bytes: 0,
+            in_kernel,
+            retry_at_packets: if in_kernel {
+                0
+            } else {
+                parts.packets + RETRY_AFTER_PACKETS
+            },
+        }
+    }
+}
+
 /// One worker's (one ring's) side of the fast path. Used only on the worker's thread.
 pub struct KernelWorker {
     map: aya::maps::HashMap<aya::maps::MapData, FwdKey, FwdValue>,
+    /// Loopback's ifindex.
     ifindex: u32,
     origin_ns: u64,
     local: Ipv4Addr,
+    /// For a relay on a real address: which device each destination is reached by.
+    routes: Option<route::RouteQuery>,
     slots: HashMap<u32, Handed>,
     /// Slots whose direction is in the kernel.
     active: Vec<u32>,
+    /// Where a full scan (after the dirty list overflowed) has got; 0: none running.
     scan_cursor: usize,
-    last_scan_ns: u64,
+    /// How much of the current dirty list (of round `dirty_round`) has been looked at.
+    dirty_seen: usize,
+    dirty_round: u64,
     /// This worker's mark in the entries it makes (the map is shared by all workers).
     owner: u32,
     /// Where the sync's pass over the map has got (the kernel's batch position).
@@ -363,7 +476,13 @@ pub struct KernelWorker {
 impl KernelWorker {
     /// Housekeeping: hands qualifying directions to the kernel, and folds the kernel's
     /// counts into the published figures.
-    pub fn turn(&mut self, slots: &mut [Slot], counters: &WorkerCounters, now: u64) {
+    pub fn turn(
+        &mut self,
+        slots: &mut [Slot],
+        dirty: &DirtyList,
+        counters: &WorkerCounters,
+        now: u64,
+    ) {
         let mut ops = 0;
         if self.sync_in_pass || now.saturating_sub(self.last_sync_ns) >= SYNC_EVERY_NS {
             self.sync_in_pass = true;
@@ -377,19 +496,39 @@ impl KernelWorker {
                 }
             }
         }
-        if self.scan_cursor > 0 || now.saturating_sub(self.last_scan_ns) >= SCAN_EVERY_NS {
+        // Candidates are the slots that saw RTP in user space lately (the publisher's dirty
+        // list, read before it is cleared): once every stream is in the kernel this costs
+        // nothing. When that list overflowed, every slot is looked at, a slice a turn.
+        if dirty.rounds != self.dirty_round {
+            self.dirty_round = dirty.rounds;
+            self.dirty_seen = 0;
+        }
+        if dirty.overflowed || self.scan_cursor > 0 {
             for _ in 0..SCAN_PER_TURN {
                 if ops >= OPS_PER_TURN {
                     break;
                 }
                 if self.scan_cursor >= slots.len() {
                     self.scan_cursor = 0;
-                    self.last_scan_ns = now;
                     break;
                 }
                 let i = self.scan_cursor as u32;
                 self.scan_cursor += 1;
                 if self.try_hand_over(slots, i, now, counters) {
+                    ops += 1;
+                }
+            }
+        }
+        while ops < OPS_PER_TURN {
+            let Some(&i) = dirty.list.get(self.dirty_seen) else {
+                break;
+            };
+            self.dirty_seen += 1;
+            // The opposite direction too: it may have qualified only now that this side's
+            // source is confirmed, after its own last packet in user space.
+            let peer = slots.get(i as usize).map_or(NO_SLOT, |s| s.peer_rtp);
+            for j in [i, peer] {
+                if self.try_hand_over(slots, j, now, counters) {
                     ops += 1;
                 }
             }
@@ -445,7 +584,26 @@ impl KernelWorker {
             out_local: SocketAddr::new(ip, out.local_port),
             destination,
         };
-        let Some((key, mut value)) = entry(&route, &parts, clock_hz, self.ifindex, self.origin_ns)
+        let ifindex = match (
+            mode_of(&route),
+            route.out_local.ip(),
+            route.destination.ip(),
+        ) {
+            (Some(MODE_LOCAL), _, _) => self.ifindex,
+            (Some(_), IpAddr::V4(from), IpAddr::V4(to)) => {
+                match self.routes.as_mut().and_then(|r| r.egress(from, to)) {
+                    Some(oif) => oif,
+                    None => {
+                        // No route now: asked again after as many packets as a take-back.
+                        let unrouted = Handed::new(FwdKey::default(), parts, now, false);
+                        self.slots.insert(i, unrouted);
+                        return true;
+                    }
+                }
+            }
+            _ => return false,
+        };
+        let Some((key, mut value)) = entry(&route, &parts, clock_hz, ifindex, self.origin_ns)
         else {
             return false;
         };
@@ -453,24 +611,8 @@ impl KernelWorker {
         value.slot = i;
         // Map full or out of memory: tried again after as many packets as a take-back.
         let in_kernel = self.map.insert(key, value, 0).is_ok();
-        self.slots.insert(
-            i,
-            Handed {
-                key,
-                base: parts,
-                at_ns: now,
-                seen_packets: parts.packets,
-                seen_bytes: parts.bytes,
-                carried_packets: 0,
-                carried_bytes: 0,
-                in_kernel,
-                retry_at_packets: if in_kernel {
-                    0
-                } else {
-                    parts.packets + RETRY_AFTER_PACKETS
-                },
-            },
-        );
+        self.slots
+            .insert(i, Handed::new(key, parts, now, in_kernel));
         if !in_kernel {
             return true;
         }
@@ -767,17 +909,40 @@ mod tests {
     }
 
     #[test]
-    fn only_ipv4_loopback_routes_get_an_entry() {
+    fn loopback_routes_stay_local_real_ones_are_routed_and_mixes_get_no_entry() {
         let parts = {
             let mut t = RtpStreamTracker::new();
             t.on_rtp(1, 0, 1, 0, 12, 1, 8_000);
             t.export().unwrap()
         };
+        let (_, v) = entry(&route(), &parts, 8_000, 1, 0).unwrap();
+        assert_eq!((v.mode, v.ifindex), (MODE_LOCAL, 1));
+        let routed = Route {
+            local: "192.0.2.1:30000".parse().unwrap(),
+            source: "198.51.100.9:4000".parse().unwrap(),
+            out_local: "192.0.2.1:30002".parse().unwrap(),
+            destination: "203.0.113.5:5000".parse().unwrap(),
+        };
+        let (k, v) = entry(&routed, &parts, 8_000, 1, 0).unwrap();
+        assert_eq!(v.mode, MODE_ROUTED);
+        assert_eq!(k.addr.to_ne_bytes(), [192, 0, 2, 1]);
+        assert_eq!(v.out_daddr.to_ne_bytes(), [203, 0, 113, 5]);
+        // A loopback endpoint of a relay on a real address, and the other way round.
         let mut r = route();
         r.destination = "192.0.2.7:4000".parse().unwrap();
         assert!(entry(&r, &parts, 8_000, 1, 0).is_none());
+        let mut r = routed;
+        r.source = "127.0.0.1:4000".parse().unwrap();
+        assert!(entry(&r, &parts, 8_000, 1, 0).is_none());
+        // IPv6, the unspecified address, port 0.
         let mut r = route();
         r.source = "[::1]:4000".parse().unwrap();
+        assert!(entry(&r, &parts, 8_000, 1, 0).is_none());
+        let mut r = routed;
+        r.destination = "0.0.0.0:5000".parse().unwrap();
+        assert!(entry(&r, &parts, 8_000, 1, 0).is_none());
+        let mut r = routed;
+        r.destination = "203.0.113.5:0".parse().unwrap();
         assert!(entry(&r, &parts, 8_000, 1, 0).is_none());
     }
 
