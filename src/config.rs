@@ -129,11 +129,12 @@ pub struct Cli {
     /// it, Linux 4.18+).
     #[arg(long)]
     pub no_gso: bool,
-    /// Relay the RTP of latched streams inside the kernel (a TC program on the device with
-    /// the relay's address; needs root or CAP_BPF+CAP_NET_ADMIN, Linux 6.6+, IPv4). Where
-    /// it cannot run, the relay says why and carries all media in user space. Experimental.
+    /// Relay all media in user space. By default the RTP of latched streams is relayed
+    /// inside the kernel where it can be (a TC program on the device with the relay's
+    /// address; needs root or CAP_BPF+CAP_NET_ADMIN, Linux 6.6+, IPv4, and clang at build
+    /// time); where it cannot, the relay says why at start and relays in user space.
     #[arg(long)]
-    pub kernel_forwarding: bool,
+    pub no_kernel_forwarding: bool,
     /// Built-in SIP proxy and registrar: UDP and TCP on this address. [default: 127.0.0.1:5060]
     #[arg(long)]
     pub listen_sip: Option<SocketAddr>,
@@ -179,7 +180,7 @@ struct FileConfig {
     socket_sndbuf: Option<usize>,
     strict_rtp: Option<bool>,
     no_gso: Option<bool>,
-    kernel_forwarding: Option<bool>,
+    no_kernel_forwarding: Option<bool>,
     listen_sip: Option<SocketAddr>,
     no_sip: Option<bool>,
     domain: Option<Vec<String>>,
@@ -210,7 +211,7 @@ pub struct Config {
     pub strict_rtp: bool,
     /// Gather bursts for one destination into UDP GSO sends (where the kernel supports it).
     pub gso: bool,
-    /// Try the in-kernel fast path (see `dataplane::kernel`).
+    /// Try the in-kernel fast path (see `dataplane::kernel`); on unless turned off.
     pub kernel_forwarding: bool,
     /// The SIP proxy's address (UDP and TCP); `None` with `--no-sip`.
     pub listen_sip: Option<SocketAddr>,
@@ -248,7 +249,7 @@ impl Default for Config {
             socket_sndbuf: 0,
             strict_rtp: false,
             gso: true,
-            kernel_forwarding: false,
+            kernel_forwarding: true,
             listen_sip: Some(SocketAddr::new(lo, 5060)),
             listen_sip_explicit: false,
             domains: vec![lo.to_string()],
@@ -296,7 +297,8 @@ impl Config {
         c.socket_sndbuf = cli.socket_sndbuf.or(file.socket_sndbuf).unwrap_or(0);
         c.strict_rtp = cli.strict_rtp || file.strict_rtp.unwrap_or(false);
         c.gso = !(cli.no_gso || file.no_gso.unwrap_or(false));
-        c.kernel_forwarding = cli.kernel_forwarding || file.kernel_forwarding.unwrap_or(false);
+        c.kernel_forwarding =
+            !(cli.no_kernel_forwarding || file.no_kernel_forwarding.unwrap_or(false));
         let listen_sip = cli.listen_sip.or(file.listen_sip);
         c.listen_sip_explicit = listen_sip.is_some();
         if let Some(a) = listen_sip {
@@ -381,6 +383,15 @@ mod tests {
         assert_eq!(c.timeout_secs, 60);
         assert!(c.num_threads >= 1);
         assert!(c.gso, "GSO for bursts is on unless turned off");
+        assert!(
+            c.kernel_forwarding,
+            "the in-kernel path is tried unless turned off"
+        );
+        assert!(
+            !Config::load(&Cli::parse_from(["x", "--no-kernel-forwarding"]))
+                .unwrap()
+                .kernel_forwarding
+        );
         assert_eq!(c.socket_rcvbuf, DEFAULT_SOCKET_RCVBUF);
         let zero = Config::load(&Cli::parse_from(["x", "--socket-rcvbuf", "0"])).unwrap();
         assert_eq!(zero.socket_rcvbuf, 0, "0 keeps the kernel default");

@@ -1,7 +1,7 @@
 // Real-socket tests are an I/O edge: they read the clock to bound their waits.
 #![allow(clippy::disallowed_methods)]
 
-//! The in-kernel fast path (`--kernel-forwarding`) with real sockets on 127.0.0.1: latched
+//! The in-kernel fast path (on unless `--no-kernel-forwarding`) with real sockets on 127.0.0.1: latched
 //! RTP is relayed by the TC program with the same figures the worker would have kept, and
 //! whatever concerns the latch or the tracker (another source) goes back to the worker.
 //! Where the program cannot run (not root, Linux < 6.6, built without clang) the tests
@@ -369,7 +369,7 @@ fn where_the_program_cannot_run_the_relay_says_so_and_relays_in_user_space() {
 /// program behind (TCX links die with the process): its ports are then ordinary ports.
 #[test]
 fn the_relay_binary_hands_calls_to_the_kernel_and_leaves_nothing_when_killed() {
-    let process = start_relay(47800, 47810, "auto", &["--kernel-forwarding"]);
+    let process = start_relay(47800, 47810, "auto", &[]);
     let c = client();
     let to = process.ng;
     // A fresh cookie each time: the relay answers a repeated cookie from its cache.
@@ -562,13 +562,7 @@ fn a_relay_on_a_real_address_relays_in_the_kernel_through_the_routing_table() {
             .args(["netns", "exec", &nr, env!("CARGO_BIN_EXE_rtpanchor")])
             .args(["--interface", ROUTED_RELAY, "--listen-ng", &ng_addr])
             .args(["--port-min", "47910", "--port-max", "48009", "--no-sip"])
-            .args([
-                "--num-threads",
-                "1",
-                "--kernel-forwarding",
-                "--log-level",
-                "warn",
-            ])
+            .args(["--num-threads", "1", "--log-level", "warn"])
             .stdin(std::process::Stdio::null())
             .spawn()
             .expect("start rtpanchor in its namespace"),

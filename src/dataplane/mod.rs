@@ -179,9 +179,7 @@ impl DataPlane {
         let kernel_path = if config.kernel_forwarding {
             match kernel::KernelPath::start(config.interface.local) {
                 Ok(k) => {
-                    tracing::info!(
-                        "kernel forwarding on: latched RTP is relayed by a TC program"
-                    );
+                    tracing::info!("kernel forwarding on: latched RTP is relayed by a TC program");
                     Some(k)
                 }
                 Err(reason) => {

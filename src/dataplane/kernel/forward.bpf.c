@@ -12,6 +12,10 @@
 // type, a big sequence jump) it also sets ANCHOR_HANDED_BACK, so every later packet of the
 // stream goes up as well and the worker takes the tracker back before it handles them.
 //
+// The value is updated without a lock: a direction's packets come from one endpoint, so
+// two CPUs run this for the same entry at once only if that endpoint sends from two CPUs at
+// once, and then a count may miss one packet (the packet itself is still relayed).
+//
 // Built by build.rs with clang (-target bpf); the field layout must match `FwdValue` in
 // kernel/mod.rs.
 
@@ -37,7 +41,6 @@ static long (*bpf_l4_csum_replace)(struct __sk_buff *skb, __u32 offset, __u64 fr
 static long (*bpf_redirect)(__u32 ifindex, __u64 flags) = (void *)BPF_FUNC_redirect;
 static long (*bpf_redirect_neigh)(__u32 ifindex, struct bpf_redir_neigh *params, int plen,
                                   __u64 flags) = (void *)BPF_FUNC_redirect_neigh;
-
 
 #define ETH_OFF 0
 #define IP_OFF 14
