@@ -429,7 +429,15 @@ impl MediaBackend for DataPlane {
             e.shared.closed.store(true, Ordering::Relaxed);
             self.placement.remove(e.worker);
             if let Some(w) = self.workers.get(e.worker) {
-                if w.send_lazy(Command::Remove(id)).is_err() {
+                // The `closed` flag stops the worker relaying at once, but not the kernel: with
+                // the fast path the worker is woken to take the stream's entries out now,
+                // rather than at its next turn (up to its idle timeout later).
+                let queued = if self.kernel_path.is_some() {
+                    w.send(Command::Remove(id))
+                } else {
+                    w.send_lazy(Command::Remove(id))
+                };
+                if queued.is_err() {
                     tracing::error!(
                         worker = e.worker,
                         "data plane command queue full; close dropped"

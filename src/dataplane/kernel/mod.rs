@@ -247,6 +247,7 @@ pub struct KernelPath {
 }
 
 /// CLOCK_MONOTONIC now, in ns (the program's `bpf_ktime_get_ns`).
+#[cfg(rtpanchor_bpf)]
 fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
