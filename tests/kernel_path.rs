@@ -687,3 +687,150 @@ fn routed_inner() {
     );
     assert_eq!(int_at(&q, &["totals", "RTP", "packets"]), 2 * 260, "{q}");
 }
+
+/// A data plane on ports from `port_base` with one call whose two directions were latched
+/// (seq 0..60 each way, SSRC 0xa and 0xb) and handed to the kernel; `None` (said why) where
+/// the program cannot run.
+fn handed_over(port_base: u16) -> Option<(DataPlane, UdpSocket, UdpSocket, OpenedStream)> {
+    let mut dp = DataPlane::start(&config(IoEngine::Uring, port_base)).unwrap();
+    if !dp.kernel_forwarding() {
+        eprintln!(
+            "kernel path not tested here: {}",
+            dp.kernel_unavailable().unwrap_or_default()
+        );
+        return None;
+    }
+    let (a, b) = (sock(), sock());
+    let o = open(&mut dp, &a, &b);
+    let first: Vec<u16> = (0..60).collect();
+    check_arrived(
+        &through(&a, relay(o.a_ports.rtp), &b, &first, 0xa),
+        &first,
+        relay(o.b_ports.rtp),
+        "A->B",
+    );
+    check_arrived(
+        &through(&b, relay(o.b_ports.rtp), &a, &first, 0xb),
+        &first,
+        relay(o.a_ports.rtp),
+        "B->A",
+    );
+    assert!(wait_for(Duration::from_secs(3), || dp
+        .totals()
+        .kernel_streams
+        == 2));
+    Some((dp, a, b, o))
+}
+
+/// What only the worker judges comes back to it in order: after a new SSRC (the phone
+/// restarted its stream) and a big sequence jump the worker's tracker has the figures it
+/// would have had without the kernel, and media went on throughout.
+#[test]
+fn a_new_ssrc_and_a_sequence_jump_go_back_to_the_worker() {
+    let Some((mut dp, a, b, o)) = handed_over(47400) else {
+        return;
+    };
+    let first: Vec<u16> = (0..60).collect();
+    // More in the kernel, then a new SSRC starting at 5,000, then a jump to 40,000 that
+    // the next packet confirms.
+    let more: Vec<u16> = (60..100).collect();
+    check_arrived(
+        &through(&a, relay(o.a_ports.rtp), &b, &more, 0xa),
+        &more,
+        relay(o.b_ports.rtp),
+        "A->B, kernel",
+    );
+    let restarted: Vec<u16> = (5000..5040).collect();
+    check_arrived(
+        &through(&a, relay(o.a_ports.rtp), &b, &restarted, 0xa2),
+        &restarted,
+        relay(o.b_ports.rtp),
+        "A->B, new SSRC",
+    );
+    let jumped: Vec<u16> = (40_000..40_010).collect();
+    check_arrived(
+        &through(&a, relay(o.a_ports.rtp), &b, &jumped, 0xa2),
+        &jumped,
+        relay(o.b_ports.rtp),
+        "A->B, after a jump",
+    );
+    assert!(dp.totals().kernel_takebacks >= 2, "{:?}", dp.totals());
+    assert!(wait_for(Duration::from_secs(3), || {
+        dp.stats(o.id).unwrap().a.quality.packets == 150
+    }));
+    let q = dp.stats(o.id).unwrap().a.quality;
+    // The same figures as a tracker that saw every packet itself (jitter aside: it depends
+    // on arrival times).
+    let mut alone = rtpanchor::rtp::stats::RtpStreamTracker::new();
+    for (seqs, ssrc) in [
+        (&first, 0xa),
+        (&more, 0xa),
+        (&restarted, 0xa2),
+        (&jumped, 0xa2),
+    ] {
+        for &q in seqs.iter() {
+            alone.on_rtp(q, u32::from(q) * 160, ssrc, 0, 172, 1, 8_000);
+        }
+    }
+    let want = alone.snapshot();
+    assert_eq!(
+        (q.ssrc, q.ssrc_changes, q.extended_highest_seq),
+        (want.ssrc, want.ssrc_changes, want.extended_highest_seq),
+        "{q:?}"
+    );
+    assert_eq!(
+        (q.packets, q.expected, q.lost, q.duplicates, q.reordered),
+        (
+            want.packets,
+            want.expected,
+            want.lost,
+            want.duplicates,
+            want.reordered
+        ),
+        "{q:?}"
+    );
+    assert_eq!((q.ssrc, q.ssrc_changes), (0xa2, 1));
+    dp.close(o.id);
+}
+
+/// RTP the program does not parse (here with a CSRC) is the worker's: the stream comes back
+/// to it, the worker tracks those packets, and the direction is not offered again soon (its
+/// packets would bring it straight back).
+#[test]
+fn rtp_with_csrcs_goes_back_to_the_worker_and_stays() {
+    let Some((mut dp, a, b, o)) = handed_over(47500) else {
+        return;
+    };
+    let handovers = dp.totals().kernel_handovers;
+    // A mixer's packets: one CSRC (CC = 1), 4 more header bytes.
+    let with_csrc = |q: u16| {
+        let mut p = rtp(q, u32::from(q) * 160, 0xa, q as u8);
+        p[0] = 0x81;
+        p.splice(12..12, 0x1234_5678u32.to_be_bytes());
+        p
+    };
+    for q in 60..160u16 {
+        a.send_to(&with_csrc(q), relay(o.a_ports.rtp)).unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let got = recv_n(&b, 100, Duration::from_secs(3));
+    assert_eq!(got.len(), 100, "all relayed");
+    assert!(got.iter().all(|(p, _)| p.len() == 176 && p[0] == 0x81));
+    assert!(dp.totals().kernel_takebacks >= 2, "{:?}", dp.totals());
+    assert_eq!(
+        dp.totals().kernel_handovers,
+        handovers,
+        "A's direction was not offered again after 100 such packets: {:?}",
+        dp.totals()
+    );
+    assert!(wait_for(Duration::from_secs(2), || {
+        dp.stats(o.id).unwrap().a.quality.packets == 160
+    }));
+    let q = dp.stats(o.id).unwrap().a.quality;
+    assert_eq!(
+        (q.expected, q.lost, q.extended_highest_seq),
+        (160, 0, 159),
+        "{q:?}"
+    );
+    dp.close(o.id);
+}

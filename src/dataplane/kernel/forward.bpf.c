@@ -7,10 +7,11 @@
 // and RFC 3550 jitter exactly as src/rtp/stats.rs does, rewrites the addresses and redirects
 // the packet. Anything it cannot judge goes on unchanged (TC_ACT_UNSPEC: under TCX that is
 // "next program", so other programs on the device, another relay's among them, still see
-// it; TC_ACT_OK would end the chain) and so up to the worker's socket; when that
-// is an RTP packet whose handling would change the tracker (another source, SSRC or payload
-// type, a big sequence jump) it also sets ANCHOR_HANDED_BACK, so every later packet of the
-// stream goes up as well and the worker takes the tracker back before it handles them.
+// it; TC_ACT_OK would end the chain) and so up to the worker's socket; when that is a packet
+// the tracker or the latch must see (another source, SSRC or payload type, a big sequence
+// jump, RTP with CSRCs, an extension or padding) it also sets ANCHOR_HANDED_BACK, so every
+// later packet of the stream goes up as well and the worker takes the tracker back before it
+// handles them.
 //
 // The value is updated without a lock: a direction's packets come from one endpoint, so
 // two CPUs run this for the same entry at once only if that endpoint sends from two CPUs at
@@ -54,6 +55,9 @@ static long (*bpf_redirect_neigh)(__u32 ifindex, struct bpf_redir_neigh *params,
 #define UDP_CSUM_OFF (UDP_OFF + 6)
 
 #define ANCHOR_HANDED_BACK 1u
+// With it: the packet was RTP the program does not parse (CSRCs, an extension, padding), so
+// the direction is unlikely to fit it soon.
+#define ANCHOR_OUT_OF_SCOPE 2u
 
 // How a rewritten packet leaves. LOCAL: relay and both endpoints on loopback; the packet
 // goes out of `ifindex` (lo) again and keeps its local route. ROUTED: the relay on a real
@@ -162,11 +166,16 @@ int anchor_forward(struct __sk_buff *skb) {
     const __u8 *rtp = data + RTP_OFF;
     __u8 b0 = rtp[0];
     __u8 b1 = rtp[1];
-    // Not RTP version 2, RTCP on a multiplexed port, or a header with CSRCs, an extension
-    // or padding (their lengths need checking): the worker handles it; the tracker is not
-    // involved, so the stream stays here.
-    if ((b0 & 0xc0) != 0x80 || (b0 & 0x3f) != 0 || (b1 >= 192 && b1 <= 223))
+    // Not RTP version 2, or RTCP on a multiplexed port: the worker handles it; the tracker
+    // is not involved, so the stream stays here.
+    if ((b0 & 0xc0) != 0x80 || (b1 >= 192 && b1 <= 223))
         return TC_ACT_UNSPEC;
+    // RTP with CSRCs, an extension or padding: the worker tracks it, so it takes the
+    // stream back.
+    if ((b0 & 0x3f) != 0) {
+        v->flags |= ANCHOR_HANDED_BACK | ANCHOR_OUT_OF_SCOPE;
+        return TC_ACT_UNSPEC;
+    }
     __u16 udp_len = __builtin_bswap16(udp->len);
     __u16 ip_len = __builtin_bswap16(ip->tot_len);
     if (udp_len < 8 + 12 || ip_len != 20 + udp_len)

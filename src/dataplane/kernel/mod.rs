@@ -5,10 +5,10 @@
 //! (confirmed sources) it copies that direction's RTP tracker into the program's map
 //! ([`KernelWorker::turn`]); the program then checks the source, tracks sequence numbers,
 //! loss, duplicates, reordering and jitter exactly as `rtp::stats` does, rewrites the
-//! addresses and sends the packet on. What it cannot judge (RTCP, non-RTP, CSRCs, header
-//! extensions, padding) it passes up to the worker's socket and the stream stays in the
-//! kernel. What would change the tracker (another source, SSRC or payload type, a big
-//! sequence jump) it passes up and stops forwarding; the worker then takes the tracker back
+//! addresses and sends the packet on. RTCP and non-RTP it passes up to the worker's socket
+//! and the stream stays in the kernel. What the tracker or the latch must see (another
+//! source, SSRC or payload type, a big sequence jump, RTP with CSRCs, an extension or
+//! padding) it passes up and stops forwarding; the worker then takes the tracker back
 //! ([`KernelWorker::on_user_packet`]) before it handles the packet, and offers the stream to
 //! the kernel again later. The worker folds the kernel's counts into the stream's published
 //! figures on its housekeeping ticks, so ng queries, timeouts and metrics read the same
@@ -34,6 +34,14 @@ use crate::rtp::RtpPacket;
 
 use super::shared::{bump, WorkerCounters};
 use super::slot::{DirtyList, Slot, SlotKind, NO_SLOT};
+
+/// Set by the program when it passed up a packet the worker must see: the worker takes the
+/// direction back. With `OUT_OF_SCOPE`, that packet was RTP the program does not parse.
+const HANDED_BACK: u32 = 1;
+const OUT_OF_SCOPE: u32 = 2;
+/// After RTP the program does not parse (CSRCs, extensions, padding: likely on every packet
+/// of that stream), a direction is offered again only after this many packets.
+const RETRY_OUT_OF_SCOPE_PACKETS: u64 = 10_000;
 
 /// Whether this build carries the program (clang was found at build time).
 pub const BUILT: bool = cfg!(rtpanchor_bpf);
@@ -700,8 +708,18 @@ impl KernelWorker {
             return;
         }
         let i = idx as u32;
+        // The program marks what it passed up for the worker; an unmarked RTP packet from the
+        // latched source was queued before the hand-over (the program never saw it).
+        let flags = self
+            .slots
+            .get(&i)
+            .and_then(|h| self.map.get(&h.key, 0).ok())
+            .map_or(0, |v| v.flags);
         if let Some(h) = self.slots.get_mut(&i) {
-            if same_source && now.saturating_sub(h.at_ns) < QUEUED_BEFORE_HANDOVER_NS {
+            if same_source
+                && flags & HANDED_BACK == 0
+                && now.saturating_sub(h.at_ns) < QUEUED_BEFORE_HANDOVER_NS
+            {
                 h.carried_packets += 1;
                 h.carried_bytes += pkt.len() as u64;
                 return;
@@ -710,6 +728,13 @@ impl KernelWorker {
         let peer = slot.peer_rtp;
         self.take_back(slots, i, counters);
         self.take_back(slots, peer, counters);
+        if flags & OUT_OF_SCOPE != 0 {
+            if let Some(h) = self.slots.get_mut(&i) {
+                h.retry_at_packets = h
+                    .retry_at_packets
+                    .saturating_add(RETRY_OUT_OF_SCOPE_PACKETS);
+            }
+        }
     }
 
     /// Takes slot `i`'s direction back from the kernel: the tracker continues from where the
