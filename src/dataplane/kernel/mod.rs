@@ -58,7 +58,8 @@ const BATCHES_PER_TURN: usize = 4;
 /// Map operations per housekeeping turn (each is a syscall of about a microsecond), so a
 /// busy worker's packets never wait long behind them.
 const OPS_PER_TURN: usize = 64;
-/// Slots looked at per turn by a full scan (no syscall unless one qualifies).
+/// Slots looked at per turn, from the dirty list or by a full scan (no syscall unless one
+/// qualifies), so a long list never holds packets up.
 const SCAN_PER_TURN: usize = 1024;
 /// RTP packets a direction must see in user space after it came back from the kernel
 /// before it is offered again: a source or SSRC that keeps changing stays with the worker.
@@ -434,6 +435,17 @@ struct Handed {
 }
 
 impl Handed {
+    /// The tracker now: the kernel's figures in `v` (if it has the entry) over the tracker
+    /// as handed over, plus the packets the worker counted for it meanwhile (queued before
+    /// the hand-over).
+    fn current(&self, v: Option<&FwdValue>) -> TrackerParts {
+        let mut parts = v.map_or(self.base, |v| v.advance(&self.base));
+        parts.packets += self.carried_packets;
+        parts.bytes += self.carried_bytes;
+        parts.received += self.carried_packets;
+        parts
+    }
+
     /// A direction handed over under `key` as the tracker stood (`parts`), or, when
     /// `in_kernel` is false, one that could not be: offered again later.
     fn new(key: FwdKey, parts: TrackerParts, now: u64, in_kernel: bool) -> Handed {
@@ -528,7 +540,10 @@ impl KernelWorker {
                 }
             }
         }
-        while ops < OPS_PER_TURN {
+        for _ in 0..SCAN_PER_TURN {
+            if ops >= OPS_PER_TURN {
+                break;
+            }
             let Some(&i) = dirty.list.get(self.dirty_seen) else {
                 break;
             };
@@ -671,10 +686,7 @@ impl KernelWorker {
             }
             if let Some(slot) = slots.get_mut(v.slot as usize) {
                 fold_counts(slot, h, v, counters);
-                let mut parts = v.advance(&h.base);
-                parts.packets += h.carried_packets;
-                parts.bytes += h.carried_bytes;
-                parts.received += h.carried_packets;
+                let parts = h.current(Some(v));
                 if let Some(sh) = slot.side_shared() {
                     sh.quality.publish(&parts_snapshot(&parts));
                 }
@@ -761,17 +773,16 @@ impl KernelWorker {
             return;
         };
         slot.kernel = false;
-        let mut parts = match &got {
+        let parts = match &got {
             Ok(v) => {
                 fold_counts(slot, h, v, counters);
                 slot.latch.note_confirmed_packet(v.last_packet_ns);
-                v.advance(&h.base)
+                h.current(Some(v))
             }
-            Err(_) => h.base,
+            // The entry is gone (it should not be): the tracker as handed over, and the
+            // packets the worker counted since.
+            Err(_) => h.current(None),
         };
-        parts.packets += h.carried_packets;
-        parts.bytes += h.carried_bytes;
-        parts.received += h.carried_packets;
         h.carried_packets = 0;
         h.carried_bytes = 0;
         h.retry_at_packets = parts.packets + RETRY_AFTER_PACKETS;
