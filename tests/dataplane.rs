@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
+use common::media::{endpoint, recv_n, relay, sock, wait_for};
 use rtpanchor::config::{Config, IoEngine};
 use rtpanchor::dataplane::DataPlane;
 use rtpanchor::session::backend::{EndpointSpec, MediaBackend, OpenedStream, Side, StreamSpec};
@@ -34,21 +35,6 @@ fn rtp(seq: u16, ts: u32, ssrc: u32, payload: &[u8]) -> Vec<u8> {
     p.extend_from_slice(&ssrc.to_be_bytes());
     p.extend_from_slice(payload);
     p
-}
-
-fn endpoint(sock: &UdpSocket) -> EndpointSpec {
-    let a = sock.local_addr().unwrap();
-    EndpointSpec::new(Some(a), Some(SocketAddr::new(a.ip(), a.port() + 1)))
-}
-
-fn sock() -> UdpSocket {
-    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-    s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
-    s
-}
-
-fn relay(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
 }
 
 /// Opens one two-sided stream between the endpoints `a` and `b`.
@@ -101,30 +87,6 @@ fn frame_through(
         assert_eq!(p.len(), size(want), "{what}: packet {want} keeps its size");
         assert!(p[12..].iter().all(|&x| x == want as u8), "{what}: intact");
     }
-}
-
-/// Receives until `want` datagrams arrived or `limit` passed; returns them.
-fn recv_n(s: &UdpSocket, want: usize, limit: Duration) -> Vec<(Vec<u8>, SocketAddr)> {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 2048];
-    let deadline = Instant::now() + limit;
-    while out.len() < want && Instant::now() < deadline {
-        if let Ok((n, from)) = s.recv_from(&mut buf) {
-            out.push((buf[..n].to_vec(), from));
-        }
-    }
-    out
-}
-
-fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    f()
 }
 
 fn engines() -> Vec<IoEngine> {

@@ -8,18 +8,19 @@
 //! check that the relay says so and relays everything in user space.
 
 use std::net::{SocketAddr, UdpSocket};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 // Shared with the other end-to-end tests; this one uses a subset.
 #[allow(dead_code)]
 mod common;
 
+use common::media::{endpoint, recv_n, relay, sock, wait_for};
 use common::ng::{client, find_int, int_at, ng, relay_port, sdp, start_relay};
 use rtpanchor::control::bencode::Owned;
 
 use rtpanchor::config::{Config, IoEngine};
 use rtpanchor::dataplane::{kernel, DataPlane};
-use rtpanchor::session::backend::{EndpointSpec, MediaBackend, OpenedStream, StreamSpec};
+use rtpanchor::session::backend::{MediaBackend, OpenedStream, StreamSpec};
 
 fn config(engine: IoEngine, port_base: u16) -> Config {
     Config {
@@ -63,44 +64,6 @@ fn rtp(seq: u16, ts: u32, ssrc: u32, fill: u8) -> Vec<u8> {
     p.extend_from_slice(&ssrc.to_be_bytes());
     p.extend_from_slice(&[fill; 160]);
     p
-}
-
-fn sock() -> UdpSocket {
-    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-    s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
-    s
-}
-
-fn endpoint(sock: &UdpSocket) -> EndpointSpec {
-    let a = sock.local_addr().unwrap();
-    EndpointSpec::new(Some(a), Some(SocketAddr::new(a.ip(), a.port() + 1)))
-}
-
-fn relay(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
-
-fn recv_n(s: &UdpSocket, want: usize, limit: Duration) -> Vec<(Vec<u8>, SocketAddr)> {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 2048];
-    let deadline = Instant::now() + limit;
-    while out.len() < want && Instant::now() < deadline {
-        if let Ok((n, from)) = s.recv_from(&mut buf) {
-            out.push((buf[..n].to_vec(), from));
-        }
-    }
-    out
-}
-
-fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    f()
 }
 
 /// Sends `seqs` from `from` to the relay port `to`, 1 ms apart every 10 packets.
@@ -148,6 +111,34 @@ fn check_arrived(got: &[(Vec<u8>, SocketAddr)], seqs: &[u16], relay_at: SocketAd
     want.sort_unstable();
     have.sort_unstable();
     assert_eq!(have, want, "{what}");
+}
+
+/// Sends `seqs` (SSRC `ssrc`) from `from` to the relay at `to` and checks that `at` gets
+/// exactly those, intact, from the relay's `back_from`.
+fn relay_round(
+    from: &UdpSocket,
+    to: SocketAddr,
+    at: &UdpSocket,
+    seqs: &[u16],
+    ssrc: u32,
+    back_from: SocketAddr,
+    what: &str,
+) {
+    check_arrived(&through(from, to, at, seqs, ssrc), seqs, back_from, what);
+}
+
+/// `relay_round` both ways: `seqs` from A (SSRC 0xa) to the relay at `a_at`, arriving at B
+/// from `b_at`, then from B (SSRC 0xb) to `b_at`, arriving at A from `a_at`.
+fn both_ways(
+    a: &UdpSocket,
+    a_at: SocketAddr,
+    b: &UdpSocket,
+    b_at: SocketAddr,
+    seqs: &[u16],
+    what: &str,
+) {
+    relay_round(a, a_at, b, seqs, 0xa, b_at, &format!("A->B {what}"));
+    relay_round(b, b_at, a, seqs, 0xb, a_at, &format!("B->A {what}"));
 }
 
 fn open(dp: &mut DataPlane, a: &UdpSocket, b: &UdpSocket) -> OpenedStream {
@@ -226,17 +217,13 @@ fn latched_rtp_is_relayed_in_the_kernel_with_the_workers_figures() {
         second.insert(at, 260);
         let at = second.iter().position(|&q| q == 300).unwrap();
         second.swap(at, at + 1);
-        check_arrived(
-            &through(&a, relay(o.a_ports.rtp), &b, &second, 0xa),
-            &second,
-            relay(o.b_ports.rtp),
-            "A->B, kernel",
-        );
-        check_arrived(
-            &through(&b, relay(o.b_ports.rtp), &a, &second, 0xb),
-            &second,
+        both_ways(
+            &a,
             relay(o.a_ports.rtp),
-            "B->A, kernel",
+            &b,
+            relay(o.b_ports.rtp),
+            &second,
+            "kernel",
         );
         assert!(
             wait_for(Duration::from_secs(3), || dp.totals().kernel_forwarded
@@ -406,18 +393,7 @@ fn the_relay_binary_hands_calls_to_the_kernel_and_leaves_nothing_when_killed() {
     let to_a = call("answer", b_port, 2);
     let can = cannot_run();
     let first: Vec<u16> = (0..60).collect();
-    check_arrived(
-        &through(&a, relay(to_a), &b, &first, 0xa),
-        &first,
-        relay(to_b),
-        "A->B",
-    );
-    check_arrived(
-        &through(&b, relay(to_b), &a, &first, 0xb),
-        &first,
-        relay(to_a),
-        "B->A",
-    );
+    both_ways(&a, relay(to_a), &b, relay(to_b), &first, "");
     let handed = wait_for(Duration::from_secs(3), || stats(&c).0 == 2);
     if let Some(why) = &can {
         assert!(
@@ -433,18 +409,7 @@ fn the_relay_binary_hands_calls_to_the_kernel_and_leaves_nothing_when_killed() {
         return;
     }
     let second: Vec<u16> = (60..260).collect();
-    check_arrived(
-        &through(&a, relay(to_a), &b, &second, 0xa),
-        &second,
-        relay(to_b),
-        "A->B, kernel",
-    );
-    check_arrived(
-        &through(&b, relay(to_b), &a, &second, 0xb),
-        &second,
-        relay(to_a),
-        "B->A, kernel",
-    );
+    both_ways(&a, relay(to_a), &b, relay(to_b), &second, "kernel");
     assert!(
         wait_for(Duration::from_secs(3), || stats(&c).1 >= 400),
         "the kernel relayed the second round: {:?}",
@@ -641,36 +606,14 @@ fn routed_inner() {
     let to_b = call("offer", a.local_addr().unwrap().port(), 1);
     let to_a = call("answer", b.local_addr().unwrap().port(), 2);
     let first: Vec<u16> = (0..60).collect();
-    check_arrived(
-        &through(&a, peer(to_a), &b, &first, 0xa),
-        &first,
-        peer(to_b),
-        "A->B",
-    );
-    check_arrived(
-        &through(&b, peer(to_b), &a, &first, 0xb),
-        &first,
-        peer(to_a),
-        "B->A",
-    );
+    both_ways(&a, peer(to_a), &b, peer(to_b), &first, "");
     assert!(
         wait_for(Duration::from_secs(3), || stats().0 == 2),
         "both directions handed over: {:?}",
         stats()
     );
     let second: Vec<u16> = (60..260).collect();
-    check_arrived(
-        &through(&a, peer(to_a), &b, &second, 0xa),
-        &second,
-        peer(to_b),
-        "A->B, kernel",
-    );
-    check_arrived(
-        &through(&b, peer(to_b), &a, &second, 0xb),
-        &second,
-        peer(to_a),
-        "B->A, kernel",
-    );
+    both_ways(&a, peer(to_a), &b, peer(to_b), &second, "kernel");
     assert!(
         wait_for(Duration::from_secs(3), || stats().1 >= 400),
         "the kernel relayed the second round: {:?}",
@@ -703,17 +646,13 @@ fn handed_over(port_base: u16) -> Option<(DataPlane, UdpSocket, UdpSocket, Opene
     let (a, b) = (sock(), sock());
     let o = open(&mut dp, &a, &b);
     let first: Vec<u16> = (0..60).collect();
-    check_arrived(
-        &through(&a, relay(o.a_ports.rtp), &b, &first, 0xa),
-        &first,
-        relay(o.b_ports.rtp),
-        "A->B",
-    );
-    check_arrived(
-        &through(&b, relay(o.b_ports.rtp), &a, &first, 0xb),
-        &first,
+    both_ways(
+        &a,
         relay(o.a_ports.rtp),
-        "B->A",
+        &b,
+        relay(o.b_ports.rtp),
+        &first,
+        "",
     );
     assert!(wait_for(Duration::from_secs(3), || dp
         .totals()
@@ -731,29 +670,25 @@ fn a_new_ssrc_and_a_sequence_jump_go_back_to_the_worker() {
         return;
     };
     let first: Vec<u16> = (0..60).collect();
+    let a_to_b = |seqs: &[u16], ssrc: u32, what: &str| {
+        relay_round(
+            &a,
+            relay(o.a_ports.rtp),
+            &b,
+            seqs,
+            ssrc,
+            relay(o.b_ports.rtp),
+            what,
+        );
+    };
     // More in the kernel, then a new SSRC starting at 5,000, then a jump to 40,000 that
     // the next packet confirms.
     let more: Vec<u16> = (60..100).collect();
-    check_arrived(
-        &through(&a, relay(o.a_ports.rtp), &b, &more, 0xa),
-        &more,
-        relay(o.b_ports.rtp),
-        "A->B, kernel",
-    );
+    a_to_b(&more, 0xa, "A->B, kernel");
     let restarted: Vec<u16> = (5000..5040).collect();
-    check_arrived(
-        &through(&a, relay(o.a_ports.rtp), &b, &restarted, 0xa2),
-        &restarted,
-        relay(o.b_ports.rtp),
-        "A->B, new SSRC",
-    );
+    a_to_b(&restarted, 0xa2, "A->B, new SSRC");
     let jumped: Vec<u16> = (40_000..40_010).collect();
-    check_arrived(
-        &through(&a, relay(o.a_ports.rtp), &b, &jumped, 0xa2),
-        &jumped,
-        relay(o.b_ports.rtp),
-        "A->B, after a jump",
-    );
+    a_to_b(&jumped, 0xa2, "A->B, after a jump");
     assert!(dp.totals().kernel_takebacks >= 2, "{:?}", dp.totals());
     assert!(wait_for(Duration::from_secs(3), || {
         dp.stats(o.id).unwrap().a.quality.packets == 150

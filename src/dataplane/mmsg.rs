@@ -17,7 +17,9 @@ use super::kernel::KernelWorker;
 use super::shared::bump;
 use super::slot::{note_control, process, DirtyList, PacketCtx, PathConfig};
 use super::sockaddr;
-use super::worker::{drain_eventfd, Command, Publisher, SlotTable, WorkerShared};
+use super::worker::{
+    drain_eventfd, housekeeping_turn, Command, Publisher, SlotTable, WorkerShared,
+};
 
 /// Datagrams per recvmmsg/sendmmsg call: 64 amortises the syscall well (io_uring.md measured
 /// 0.06 syscalls per packet at 64) while keeping the buffers (64 x 2 KiB) in L2.
@@ -176,14 +178,14 @@ impl MmsgWorker {
                     }
                 }
                 Command::Update { id, side, init } => {
-                    if let (Some(k), Some(group)) = (self.kernel.as_mut(), self.table.group(id)) {
-                        k.take_back_stream(&mut self.table.slots, group, &self.shared.counters);
+                    if let Some(k) = self.kernel.as_mut() {
+                        k.take_back_stream(&mut self.table, id, &self.shared.counters);
                     }
                     self.table.update(id, side, &init)
                 }
                 Command::Remove(id) => {
-                    if let (Some(k), Some(group)) = (self.kernel.as_mut(), self.table.group(id)) {
-                        k.forget_stream(&mut self.table.slots, group, &self.shared.counters);
+                    if let Some(k) = self.kernel.as_mut() {
+                        k.forget_stream(&mut self.table, id, &self.shared.counters);
                     }
                     if let Some(idx) = self.table.remove(id) {
                         for i in idx {
@@ -240,17 +242,15 @@ impl MmsgWorker {
                 }
                 self.drain_socket(idx, now);
             }
-            // Before publication, which clears the dirty list the fast path takes
-            // candidates from.
-            if let Some(k) = self.kernel.as_mut() {
-                k.turn(
-                    &mut self.table.slots,
-                    &self.dirty,
-                    &self.shared.counters,
-                    now,
-                );
-            }
-            publisher.turn(&mut self.table, &mut self.dirty, now, n <= 0);
+            housekeeping_turn(
+                &mut publisher,
+                &mut self.table,
+                &mut self.dirty,
+                self.kernel.as_mut(),
+                &self.shared.counters,
+                now,
+                n <= 0,
+            );
         }
     }
 

@@ -42,7 +42,9 @@ use super::kernel::KernelWorker;
 use super::shared::bump;
 use super::slot::{note_control, process, DirtyList, Forward, PacketCtx, PathConfig};
 use super::sockaddr;
-use super::worker::{drain_eventfd, new_eventfd, Command, Publisher, SlotTable, WorkerShared};
+use super::worker::{
+    drain_eventfd, housekeeping_turn, new_eventfd, Command, Publisher, SlotTable, WorkerShared,
+};
 
 /// Submission queue entries: at least one send per completion handled in a turn.
 const SQ_ENTRIES: u32 = 2048;
@@ -535,14 +537,14 @@ impl UringWorker {
                     }
                 }
                 Command::Update { id, side, init } => {
-                    if let (Some(k), Some(group)) = (self.kernel.as_mut(), self.table.group(id)) {
-                        k.take_back_stream(&mut self.table.slots, group, &self.shared.counters);
+                    if let Some(k) = self.kernel.as_mut() {
+                        k.take_back_stream(&mut self.table, id, &self.shared.counters);
                     }
                     self.table.update(id, side, &init)
                 }
                 Command::Remove(id) => {
-                    if let (Some(k), Some(group)) = (self.kernel.as_mut(), self.table.group(id)) {
-                        k.forget_stream(&mut self.table.slots, group, &self.shared.counters);
+                    if let Some(k) = self.kernel.as_mut() {
+                        k.forget_stream(&mut self.table, id, &self.shared.counters);
                     }
                     let Some(idx) = self.table.remove(id) else {
                         continue;
@@ -655,17 +657,15 @@ impl UringWorker {
         // turn with one completion is not idle: at 10,000 streams and 50k packets/s per
         // worker most turns bring one packet, and publishing a whole round (~0.35 ms) on
         // them held up the packets behind it every 100 ms (p99 at 10,000 calls).
-        // Before publication, which clears the dirty list the fast path takes candidates from.
-        if let Some(k) = self.kernel.as_mut() {
-            k.turn(
-                &mut self.table.slots,
-                &self.dirty,
-                &self.shared.counters,
-                now,
-            );
-        }
-        self.publisher
-            .turn(&mut self.table, &mut self.dirty, now, idle);
+        housekeeping_turn(
+            &mut self.publisher,
+            &mut self.table,
+            &mut self.dirty,
+            self.kernel.as_mut(),
+            &self.shared.counters,
+            now,
+            idle,
+        );
         if now.saturating_sub(self.last_watchdog) >= WATCHDOG_EVERY_NS {
             self.watchdog(now);
             self.last_watchdog = now;

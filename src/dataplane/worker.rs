@@ -14,6 +14,7 @@ use crate::rtp::clock::ClockRateMap;
 use crate::session::backend::{MediaEvent, Side, StreamId};
 use crate::session::latch::{Latch, LatchMode};
 
+use super::kernel::KernelWorker;
 use super::shared::{StreamShared, WorkerCounters, A_RTCP, A_RTP, B_RTCP, B_RTP};
 use super::slot::{DirtyList, RtpState, Slot, SlotKind, NO_SLOT};
 
@@ -334,6 +335,24 @@ impl Publisher {
             self.last_round_ns = now;
         }
     }
+}
+
+/// What both engines do on their housekeeping tick: the fast path's hand-overs and
+/// read-back first (it takes its candidates from the dirty list), then publication, which
+/// empties that list at the end of a round.
+pub fn housekeeping_turn(
+    publisher: &mut Publisher,
+    table: &mut SlotTable,
+    dirty: &mut DirtyList,
+    kernel: Option<&mut KernelWorker>,
+    counters: &WorkerCounters,
+    now: u64,
+    idle: bool,
+) {
+    if let Some(k) = kernel {
+        k.turn(&mut table.slots, dirty, counters, now);
+    }
+    publisher.turn(table, dirty, now, idle);
 }
 
 /// A fresh non-blocking eventfd (counter 0).

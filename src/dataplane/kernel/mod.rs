@@ -34,6 +34,8 @@ use crate::rtp::RtpPacket;
 
 use super::shared::{bump, WorkerCounters};
 use super::slot::{DirtyList, Slot, SlotKind, NO_SLOT};
+use super::worker::SlotTable;
+use crate::session::backend::StreamId;
 
 /// Set by the program when it passed up a packet the worker must see: the worker takes the
 /// direction back. With `OUT_OF_SCOPE`, that packet was RTP the program does not parse.
@@ -174,31 +176,43 @@ fn v4(a: SocketAddr) -> Option<(u32, u16, bool)> {
     }
 }
 
-/// How the program can send a direction on, or `None` when it cannot carry it: IPv6, or
-/// loopback and other addresses mixed (a packet from outside cannot be delivered to a
-/// loopback address, and one that came in on `lo` is not routed out again).
-pub fn mode_of(route: &Route) -> Option<u8> {
-    let loopback = [
+/// The four addresses of a direction in network order, and how the program can send it on;
+/// `None` when it cannot carry it: IPv6, or loopback and other addresses mixed (a packet
+/// from outside cannot be delivered to a loopback address, and one that came in on `lo` is
+/// not routed out again).
+fn addresses(route: &Route) -> Option<([(u32, u16); 4], u8)> {
+    let mut out = [(0, 0); 4];
+    let mut loopback = [false; 4];
+    for (k, a) in [
         route.local,
         route.source,
         route.out_local,
         route.destination,
     ]
     .into_iter()
-    .map(|a| v4(a).map(|(_, _, lo)| lo))
-    .collect::<Option<Vec<bool>>>()?;
-    if loopback.iter().all(|&l| l) {
-        Some(MODE_LOCAL)
-    } else if loopback.iter().all(|&l| !l) {
-        Some(MODE_ROUTED)
-    } else {
-        None
+    .enumerate()
+    {
+        let (addr, port, lo) = v4(a)?;
+        out[k] = (addr, port);
+        loopback[k] = lo;
     }
+    let mode = match loopback {
+        [true, true, true, true] => MODE_LOCAL,
+        [false, false, false, false] => MODE_ROUTED,
+        _ => return None,
+    };
+    Some((out, mode))
 }
 
-/// The entry for one direction (`None` as for [`mode_of`]). `clock_hz`: the clock rate of
-/// the tracker's payload type; `ifindex`: the device packets leave by (`lo` for a local
-/// direction, the destination's route for a routed one).
+/// How the program can send a direction on (`None` as for [`entry`]).
+pub fn mode_of(route: &Route) -> Option<u8> {
+    addresses(route).map(|(_, mode)| mode)
+}
+
+/// The entry for one direction, or `None` when the program cannot carry it (IPv6, or
+/// loopback and other addresses mixed). `clock_hz`: the clock rate of the tracker's payload
+/// type; `ifindex`: the device packets leave by (`lo` for a local direction, the
+/// destination's route for a routed one).
 pub fn entry(
     route: &Route,
     parts: &TrackerParts,
@@ -206,11 +220,10 @@ pub fn entry(
     ifindex: u32,
     origin_ns: u64,
 ) -> Option<(FwdKey, FwdValue)> {
-    let mode = mode_of(route)?;
-    let (addr, port, _) = v4(route.local)?;
-    let (src_addr, src_port, _) = v4(route.source)?;
-    let (out_saddr, out_sport, _) = v4(route.out_local)?;
-    let (out_daddr, out_dport, _) = v4(route.destination)?;
+    let (
+        [(addr, port), (src_addr, src_port), (out_saddr, out_sport), (out_daddr, out_dport)],
+        mode,
+    ) = addresses(route)?;
     let key = FwdKey { addr, port, pad: 0 };
     let value = FwdValue {
         src_addr,
@@ -357,7 +370,7 @@ impl KernelPath {
                 Some(route::RouteQuery::new().map_err(|e| format!("rtnetlink: {e}"))?)
             },
             slots: HashMap::new(),
-            active: Vec::new(),
+            in_kernel: 0,
             scan_cursor: 0,
             dirty_seen: 0,
             dirty_round: 0,
@@ -429,7 +442,6 @@ struct Handed {
     /// RTP packets that reached the worker after the hand-over but were queued before it.
     carried_packets: u64,
     carried_bytes: u64,
-    in_kernel: bool,
     /// Not offered again before the tracker has seen this many packets.
     retry_at_packets: u64,
 }
@@ -447,8 +459,8 @@ impl Handed {
     }
 
     /// A direction handed over under `key` as the tracker stood (`parts`), or, when
-    /// `in_kernel` is false, one that could not be: offered again later.
-    fn new(key: FwdKey, parts: TrackerParts, now: u64, in_kernel: bool) -> Handed {
+    /// `handed` is false, one that could not be: offered again later.
+    fn new(key: FwdKey, parts: TrackerParts, now: u64, handed: bool) -> Handed {
         Handed {
             key,
             base: parts,
@@ -457,8 +469,7 @@ impl Handed {
             seen_bytes: parts.bytes,
             carried_packets: 0,
             carried_bytes: 0,
-            in_kernel,
-            retry_at_packets: if in_kernel {
+            retry_at_packets: if handed {
                 0
             } else {
                 parts.packets + RETRY_AFTER_PACKETS
@@ -477,8 +488,8 @@ pub struct KernelWorker {
     /// For a relay on a real address: which device each destination is reached by.
     routes: Option<route::RouteQuery>,
     slots: HashMap<u32, Handed>,
-    /// Slots whose direction is in the kernel.
-    active: Vec<u32>,
+    /// Directions in the kernel now (the slots with `kernel` set).
+    in_kernel: u64,
     /// Where a full scan (after the dirty list overflowed) has got; 0: none running.
     scan_cursor: usize,
     /// How much of the current dirty list (of round `dirty_round`) has been looked at.
@@ -634,21 +645,19 @@ impl KernelWorker {
         value.owner = self.owner;
         value.slot = i;
         // Map full or out of memory: tried again after as many packets as a take-back.
-        let in_kernel = self.map.insert(key, value, 0).is_ok();
-        self.slots
-            .insert(i, Handed::new(key, parts, now, in_kernel));
-        if !in_kernel {
+        let handed = self.map.insert(key, value, 0).is_ok();
+        self.slots.insert(i, Handed::new(key, parts, now, handed));
+        if !handed {
             return true;
         }
-        self.active.push(i);
-        bump(&counters.kernel_handovers, 1);
-        counters.kernel_streams.store(
-            self.active.len() as u64,
-            std::sync::atomic::Ordering::Relaxed,
-        );
         if let Some(s) = slots.get_mut(i as usize) {
             s.kernel = true;
         }
+        self.in_kernel += 1;
+        bump(&counters.kernel_handovers, 1);
+        counters
+            .kernel_streams
+            .store(self.in_kernel, std::sync::atomic::Ordering::Relaxed);
         true
     }
 
@@ -678,19 +687,13 @@ impl KernelWorker {
             if v.owner != self.owner {
                 continue;
             }
-            let Some(h) = self.slots.get_mut(&v.slot) else {
+            let (Some(h), Some(slot)) =
+                (self.slots.get_mut(&v.slot), slots.get_mut(v.slot as usize))
+            else {
                 continue;
             };
-            if !h.in_kernel || h.key != *key {
-                continue;
-            }
-            if let Some(slot) = slots.get_mut(v.slot as usize) {
-                fold_counts(slot, h, v, counters);
-                let parts = h.current(Some(v));
-                if let Some(sh) = slot.side_shared() {
-                    sh.quality.publish(&parts_snapshot(&parts));
-                }
-                slot.latch.note_confirmed_packet(v.last_packet_ns);
+            if slot.kernel && h.key == *key {
+                fold(slot, h, Some(v), counters);
             }
         }
         done
@@ -752,76 +755,54 @@ impl KernelWorker {
     /// Takes slot `i`'s direction back from the kernel: the tracker continues from where the
     /// kernel left it.
     pub fn take_back(&mut self, slots: &mut [Slot], i: u32, counters: &WorkerCounters) {
-        let Some(h) = self.slots.get_mut(&i) else {
+        let (Some(h), Some(slot)) = (self.slots.get_mut(&i), slots.get_mut(i as usize)) else {
             return;
         };
-        if !h.in_kernel {
+        if !slot.kernel {
             return;
         }
-        h.in_kernel = false;
-        let got = self.map.get(&h.key, 0);
-        let _ = self.map.remove(&h.key);
-        if let Some(pos) = self.active.iter().position(|&a| a == i) {
-            self.active.swap_remove(pos);
-        }
-        bump(&counters.kernel_takebacks, 1);
-        counters.kernel_streams.store(
-            self.active.len() as u64,
-            std::sync::atomic::Ordering::Relaxed,
-        );
-        let Some(slot) = slots.get_mut(i as usize) else {
-            return;
-        };
         slot.kernel = false;
-        let parts = match &got {
-            Ok(v) => {
-                fold_counts(slot, h, v, counters);
-                slot.latch.note_confirmed_packet(v.last_packet_ns);
-                h.current(Some(v))
-            }
-            // The entry is gone (it should not be): the tracker as handed over, and the
-            // packets the worker counted since.
-            Err(_) => h.current(None),
-        };
+        self.in_kernel = self.in_kernel.saturating_sub(1);
+        bump(&counters.kernel_takebacks, 1);
+        counters
+            .kernel_streams
+            .store(self.in_kernel, std::sync::atomic::Ordering::Relaxed);
+        // The entry should be there; without it, the tracker as handed over and the packets
+        // the worker counted since.
+        let got = self.map.get(&h.key, 0).ok();
+        let _ = self.map.remove(&h.key);
+        let parts = fold(slot, h, got.as_ref(), counters);
         h.carried_packets = 0;
         h.carried_bytes = 0;
         h.retry_at_packets = parts.packets + RETRY_AFTER_PACKETS;
         if let Some(st) = slot.rtp.as_deref_mut() {
             st.tracker = RtpStreamTracker::import(&parts);
         }
-        if let Some(sh) = slot.side_shared() {
-            sh.quality.publish(&parts_snapshot(&parts));
-        }
     }
 
-    /// Takes back both RTP directions of a stream (its signalling changed).
+    /// Takes back both RTP directions of stream `id` (its signalling changed).
     pub fn take_back_stream(
         &mut self,
-        slots: &mut [Slot],
-        group: [u32; 4],
+        table: &mut SlotTable,
+        id: StreamId,
         counters: &WorkerCounters,
     ) {
-        for i in group {
-            self.take_back(slots, i, counters);
+        for i in table.group(id).unwrap_or([NO_SLOT; 4]) {
+            self.take_back(&mut table.slots, i, counters);
         }
     }
 
-    /// A stream is being removed: its entries go before its sockets close.
+    /// Stream `id` is being removed: its entries go before its sockets close.
     pub fn forget_stream(
         &mut self,
-        slots: &mut [Slot],
-        group: [u32; 4],
+        table: &mut SlotTable,
+        id: StreamId,
         counters: &WorkerCounters,
     ) {
-        for i in group {
-            self.take_back(slots, i, counters);
+        self.take_back_stream(table, id, counters);
+        for i in table.group(id).unwrap_or([NO_SLOT; 4]) {
             self.slots.remove(&i);
         }
-    }
-
-    /// Directions in the kernel now (for tests and metrics).
-    pub fn in_kernel(&self) -> usize {
-        self.active.len()
     }
 }
 
@@ -888,8 +869,24 @@ fn lookup_batch(
     Err(e)
 }
 
-fn parts_snapshot(p: &TrackerParts) -> crate::rtp::stats::RtpStreamStats {
-    RtpStreamTracker::import(p).snapshot()
+/// Folds the kernel's figures `v` for slot's direction (`None`: the entry is gone) into the
+/// published ones: counts, quality, the latch's last packet. Returns the tracker now.
+fn fold(
+    slot: &mut Slot,
+    h: &mut Handed,
+    v: Option<&FwdValue>,
+    counters: &WorkerCounters,
+) -> TrackerParts {
+    if let Some(v) = v {
+        fold_counts(slot, h, v, counters);
+        slot.latch.note_confirmed_packet(v.last_packet_ns);
+    }
+    let parts = h.current(v);
+    if let Some(sh) = slot.side_shared() {
+        sh.quality
+            .publish(&RtpStreamTracker::import(&parts).snapshot());
+    }
+    parts
 }
 
 /// Adds what the kernel forwarded since the last fold to the socket's and worker's counts.

@@ -1,0 +1,52 @@
+//! Media endpoints for the data-plane tests: loopback sockets, the relay's address, and
+//! bounded waits for datagrams and conditions.
+#![allow(dead_code)]
+#![allow(clippy::disallowed_methods)]
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use rtpanchor::session::backend::EndpointSpec;
+
+/// A socket on 127.0.0.1 that waits 20 ms at most per receive.
+pub fn sock() -> UdpSocket {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+    s
+}
+
+/// The endpoint `sock` is, as SDP would name it (RTCP on the next port).
+pub fn endpoint(sock: &UdpSocket) -> EndpointSpec {
+    let a = sock.local_addr().unwrap();
+    EndpointSpec::new(Some(a), Some(SocketAddr::new(a.ip(), a.port() + 1)))
+}
+
+/// The relay's socket on 127.0.0.1 at `port`.
+pub fn relay(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// Receives until `want` datagrams arrived or `limit` passed; returns them.
+pub fn recv_n(s: &UdpSocket, want: usize, limit: Duration) -> Vec<(Vec<u8>, SocketAddr)> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 2048];
+    let deadline = Instant::now() + limit;
+    while out.len() < want && Instant::now() < deadline {
+        if let Ok((n, from)) = s.recv_from(&mut buf) {
+            out.push((buf[..n].to_vec(), from));
+        }
+    }
+    out
+}
+
+/// Polls `f` every 10 ms until it holds or `limit` passed; its last answer.
+pub fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    f()
+}
