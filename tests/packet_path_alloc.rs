@@ -90,6 +90,11 @@ fn steady_forwarding_allocates_nothing() {
             num_threads: 2,
             port_min: base,
             port_max: base + 999,
+            // The premise: every packet goes through the user-space worker (the in-kernel
+            // path, on by default, would take the latched streams mid-test, and its bursts
+            // would then never reach the GSO batching asserted below), with GSO on.
+            kernel_forwarding: false,
+            gso: true,
             ..Config::default()
         })
         .unwrap();
