@@ -24,4 +24,10 @@ if [ ${#need[@]} -gt 0 ]; then
   fi
 fi
 
+# RTPANCHOR_TEST_LOCK=FILE: build first, then run the tests holding that lock (flock), for
+# machines where several checkouts run the suite and would collide on its loopback ports.
+if [ -n "${RTPANCHOR_TEST_LOCK:-}" ]; then
+  cargo test --workspace --all-targets --no-run "$@"
+  exec flock "$RTPANCHOR_TEST_LOCK" cargo test --workspace --all-targets "$@"
+fi
 cargo test --workspace --all-targets "$@"
