@@ -36,6 +36,10 @@
 //! The files: [`framing`] (cookie, body format, reply datagram), [`request`] (commands,
 //! errors, the request), `keys` (the key and flag table), `value` (typed reads of a value),
 //! `parse` (the parser).
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 mod framing;
 mod keys;
