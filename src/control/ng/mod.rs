@@ -33,7 +33,7 @@
 //! the offered protocol is for the session layer to decide (it then uses
 //! [`NgError::UnsupportedTransport`]).
 //!
-//! The files: [`framing`] (cookie, body format, reply datagram), [`request`] (commands,
+//! The files: `framing` (cookie, body format, reply datagram), `request` (commands,
 //! errors, the request), `keys` (the key and flag table), `value` (typed reads of a value),
 //! `parse` (the parser).
 #![cfg_attr(
