@@ -19,6 +19,10 @@
 //! anything is sliced or allocated; nesting deeper than [`MAX_DEPTH`] is refused *before*
 //! descending, so hostile input (e.g. 60 KB of `l`) fails fast and cannot exhaust the stack.
 //! Memory use is proportional to the input: every allocated node consumed at least one byte.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 use std::fmt;
 

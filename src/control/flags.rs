@@ -17,6 +17,10 @@
 //! double-quoted value (`label="a b"`, quotes removed). [`lex_rtpp_flags`] turns the string into
 //! [`RtppItem`]s whose values are [`Value`] trees borrowing from the string, so the request
 //! parser handles them exactly like dictionary entries.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 use super::bencode::{Value, MAX_DEPTH};
 

@@ -14,6 +14,10 @@
 //!
 //! Output: [`to_json`] writes an [`Owned`] tree as compact JSON in insertion order; byte
 //! strings that are not UTF-8 are converted lossily (U+FFFD).
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 use std::fmt;
 

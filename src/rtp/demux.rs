@@ -16,6 +16,10 @@
 //!
 //! `classify` looks at two bytes at most and validates nothing else; run the checked
 //! parsers afterwards. A one-byte buffer in the RTP range is `Unknown`: it can be neither.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 /// What a datagram on a shared media port carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -17,6 +17,10 @@
 //! `Ok` every accessor is a plain load. `new_unchecked` skips validation; its accessors still
 //! never panic (an out-of-range field reads as 0, `payload` as empty, and setters on a too
 //! short buffer do nothing), they just return meaningless values for a malformed buffer.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 use core::fmt;
 

@@ -13,6 +13,10 @@
 //! are allowed). Unlike the A.2 check, the first packet need not be SR/RR: reduced-size RTCP
 //! (RFC 5506) sends lone feedback packets. SRTCP is encrypted and carries a trailer, so it
 //! does not validate; a relay forwards what it cannot inspect.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 use core::fmt;
 

@@ -14,6 +14,10 @@
 //!
 //! Unlike A.1 there is no probation for a new source: a relay sees a source that signalling
 //! announced, and must count from its first packet.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 /// Largest forward jump accepted as a gap (RFC 3550 A.1 `MAX_DROPOUT`).
 pub const MAX_DROPOUT: u16 = 3000;

@@ -2,6 +2,10 @@
 //!
 //! One pass over the input: each line is classified, the few we interpret are parsed, and
 //! the byte span of every line (plus the span a rewrite would replace) is recorded.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 

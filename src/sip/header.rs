@@ -1,6 +1,10 @@
 //! Strict, zero-copy parsers for the header values a proxy and registrar interpret
 //! (RFC 3261 §20, grammar §25.1). Each works on one header value as framed by `parse`, with
 //! folds treated as whitespace, and fails rather than guesses.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 use std::borrow::Cow;
 use std::net::IpAddr;

@@ -4,6 +4,10 @@
 //! The framer guarantees that inside a header value every CR LF is followed by SP/HT (a fold),
 //! so the cursor can treat CR and LF as plain linear whitespace (RFC 3261 §7.3.1: a fold is
 //! equivalent to SP).
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 use std::borrow::Cow;
 

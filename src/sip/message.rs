@@ -4,6 +4,10 @@
 //! [`classify`] is the entry point for a received datagram: it frames it, checks it, and says
 //! whether to handle it, answer it with an error status, or drop it (responses that fail
 //! parsing and requests without a usable Via are dropped; RFC 4475 §3.1.2.5, §3.1.2.19).
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 use std::fmt::Write as _;
 

@@ -8,6 +8,10 @@
 //! Datagrams (RFC 3261 §18.3): without Content-Length the body is the rest of the datagram; a
 //! Content-Length larger than what arrived is an error; bytes after the body are ignored.
 //! Streams: [`frame`] finds where a message ends; Content-Length is mandatory.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 use std::ops::Range;
 

@@ -4,6 +4,10 @@
 //! Parsing is strict about what the grammar forbids: unescaped spaces or angle brackets,
 //! malformed `%` escapes, bad IPv6 references, ports above 65535, empty parameter names.
 //! Escapes are kept in the views; `*_decoded` helpers and parameter lookups decode them.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 use std::borrow::Cow;
 use std::fmt;
