@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use rtpanchor::sip::media::{MediaCtx, MediaHook, MediaOp, MediaResult, NoMedia};
-use rtpanchor::sip::proxy::{Proxy, ProxyConfig, Transmit, Transport};
+use rtpanchor::sip::proxy::{Proxy, ProxyConfig};
+use rtpanchor::sip::transport::{Transmit, Transport};
 use rtpanchor::sip::{HeaderName, Message};
 
 const MS: u64 = 1_000_000;

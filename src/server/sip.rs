@@ -45,8 +45,9 @@ use crate::session::manager::SessionManager;
 use crate::session::sip_media::SharedMedia;
 use crate::sip::message::{build_response, ReplyContext};
 use crate::sip::parse::{frame, Frame, ParseError, MAX_MESSAGE_LEN};
-use crate::sip::proxy::{Proxy, ProxyConfig, ProxyStats, Transmit, Transport};
+use crate::sip::proxy::{Proxy, ProxyConfig, ProxyStats};
 use crate::sip::registrar::MemoryStore;
+use crate::sip::transport::{Transmit, Transport};
 use crate::time::{self, Nanos};
 
 /// SO_RCVBUF asked for on the SIP UDP socket.

@@ -352,9 +352,11 @@ impl std::fmt::Display for ParseError {
 
 impl std::error::Error for ParseError {}
 
-/// How the message arrived: decides what a missing Content-Length means.
+/// How the message was framed on arrival: decides what a missing Content-Length means
+/// (RFC 3261 §18.3). The network transport a message travels by (UDP, TCP) is the
+/// transport module's business, not the parser's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Transport {
+pub enum Framing {
     Datagram,
     Stream,
 }
@@ -531,28 +533,28 @@ impl<'a> Message<'a> {
     /// Parses one datagram. Leading CRLFs are skipped; bytes after the body announced by
     /// Content-Length are ignored (RFC 3261 §18.3).
     pub fn parse(datagram: &'a [u8]) -> Result<Message<'a>, ParseError> {
-        Self::parse_with(datagram, Transport::Datagram)
+        Self::parse_with(datagram, Framing::Datagram)
     }
 
-    /// Parses one message; for [`Transport::Stream`] pass exactly the bytes [`frame`] found.
-    pub fn parse_with(buf: &'a [u8], transport: Transport) -> Result<Message<'a>, ParseError> {
+    /// Parses one message; for [`Framing::Stream`] pass exactly the bytes [`frame`] found.
+    pub fn parse_with(buf: &'a [u8], framing: Framing) -> Result<Message<'a>, ParseError> {
         let buf = &buf[leading_crlfs(buf)..];
         if buf.is_empty() {
             return Err(ParseError::Empty);
         }
-        if buf.len() > MAX_MESSAGE_LEN && transport == Transport::Datagram {
+        if buf.len() > MAX_MESSAGE_LEN && framing == Framing::Datagram {
             return Err(ParseError::TooLarge);
         }
         // A datagram whose header section ends at the end of the datagram without the empty
         // line is unambiguous over UDP (no body), so it is accepted.
-        let mut msg = parse_head(buf, transport == Transport::Datagram)?;
+        let mut msg = parse_head(buf, framing == Framing::Datagram)?;
         let body_start = msg.body_start;
         let available = buf.len().saturating_sub(body_start);
-        let body_len = match (msg.content_length, transport) {
+        let body_len = match (msg.content_length, framing) {
             (Some(cl), _) if cl > available => return Err(ParseError::ContentLengthTooLarge),
             (Some(cl), _) => cl,
-            (None, Transport::Datagram) => available,
-            (None, Transport::Stream) => return Err(ParseError::MissingContentLength),
+            (None, Framing::Datagram) => available,
+            (None, Framing::Stream) => return Err(ParseError::MissingContentLength),
         };
         let end = body_start + body_len;
         if end > MAX_MESSAGE_LEN {
@@ -1031,7 +1033,7 @@ v=0\r\n";
         let len = INVITE.len() - 1;
         assert_eq!(frame(&INVITE[..len - 1]), Ok(Frame::Incomplete));
         assert_eq!(frame(INVITE), Ok(Frame::Message { len }));
-        let m = Message::parse_with(&INVITE[..len], Transport::Stream).unwrap();
+        let m = Message::parse_with(&INVITE[..len], Framing::Stream).unwrap();
         assert_eq!(m.body(), b"v=0\r");
         assert_eq!(
             frame(b"OPTIONS sip:a@b SIP/2.0\r\nVia: x\r\n\r\n"),

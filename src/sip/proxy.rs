@@ -44,49 +44,19 @@ use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 
 use super::edit::{EditError, Editor};
-use super::header::{NameAddr, NameAddrIter, Rport, Via};
+use super::header::{NameAddr, NameAddrIter, Via};
 use super::media::{
     decide, has_sdp, media_tags, MediaCtx, MediaEvent, MediaHook, MediaOp, MediaResult,
 };
-use super::message::{
-    build_response, check_request, check_response, is_sendable_destination, ReplyContext,
-};
-use super::parse::{HeaderName, Message, ParseError, Transport as Framing};
+use super::message::{build_response, check_request, check_response, ReplyContext};
+use super::parse::{HeaderName, Message, ParseError};
 use super::registrar::{canonical_aor, LocationStore, MemoryStore, Registrar, RegistrarConfig};
 use super::transaction::{
     client_key, server_key, server_key_for_method, ClientState, ClientTx, Deadlines, OwnedReply,
     ServerState, ServerTx, Slot, Target, TimerConfig, TimerRef, Timers,
 };
+use super::transport::{fixed_via, reply_address, via_destination, Transmit, Transport};
 use super::uri::{Host, SipUri, Uri};
-
-/// The transport a message arrived on or leaves by.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Transport {
-    Udp,
-    Tcp,
-}
-
-impl Transport {
-    fn via_name(self) -> &'static str {
-        match self {
-            Transport::Udp => "UDP",
-            Transport::Tcp => "TCP",
-        }
-    }
-
-    fn reliable(self) -> bool {
-        self == Transport::Tcp
-    }
-}
-
-/// One message to send. For TCP, `to` is the peer of an existing connection (responses,
-/// pongs) or a target to connect to.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Transmit {
-    pub to: SocketAddr,
-    pub transport: Transport,
-    pub bytes: Vec<u8>,
-}
 
 /// Proxy configuration. Build with [`ProxyConfig::new`] and override fields.
 #[derive(Clone, Debug)]
@@ -253,79 +223,9 @@ fn contact_key(u: &SipUri<'_>) -> String {
     )
 }
 
-fn uri_transport(u: &SipUri<'_>) -> Transport {
-    match u.transport() {
-        Some(t) if t.eq_ignore_ascii_case("tcp") => Transport::Tcp,
-        _ => Transport::Udp,
-    }
-}
-
 /// Whether the top Via disagrees with where the packet came from (nat_uac_test 2 + 16).
 fn via_mismatch(via: &Via<'_>, src: SocketAddr) -> bool {
     via.host.ip() != Some(src.ip()) || via.port.unwrap_or(5060) != src.port()
-}
-
-/// The top via-parm with `received` and `rport` filled in per RFC 3581, or `None` if it
-/// needs no change.
-fn fixed_via(via: &Via<'_>, src: SocketAddr) -> Option<String> {
-    let need_received = via.host.ip() != Some(src.ip());
-    let fill_rport = via.rport == Rport::Requested;
-    if !need_received && !fill_rport {
-        return None;
-    }
-    let mut s = format!(
-        "{}/{}/{} {}",
-        via.protocol, via.version, via.transport, via.host
-    );
-    if let Some(p) = via.port {
-        let _ = write!(s, ":{p}");
-    }
-    for (n, v) in via.params.iter() {
-        if n.eq_ignore_ascii_case("received") || (fill_rport && n.eq_ignore_ascii_case("rport")) {
-            continue;
-        }
-        s.push(';');
-        s.push_str(n);
-        if let Some(v) = v {
-            s.push('=');
-            s.push_str(v);
-        }
-    }
-    let _ = write!(s, ";received={}", src.ip());
-    if fill_rport {
-        let _ = write!(s, ";rport={}", src.port());
-    }
-    Some(s)
-}
-
-/// Where a response to a request with this top Via goes (RFC 3261 §18.2.2, RFC 3581).
-fn reply_address(via: Option<&Via<'_>>, src: SocketAddr, transport: Transport) -> SocketAddr {
-    match (transport, via) {
-        (Transport::Tcp, _) | (_, None) => src,
-        (Transport::Udp, Some(v)) => match v.rport {
-            Rport::Requested | Rport::Port(_) => src,
-            Rport::Absent => SocketAddr::new(src.ip(), v.port.unwrap_or(5060)),
-        },
-    }
-}
-
-/// Where a response goes given the next Via (after ours was popped), for stateless
-/// forwarding.
-fn via_destination(via: &Via<'_>) -> Option<(SocketAddr, Transport)> {
-    let ip = via.received.or_else(|| via.host.ip())?;
-    if !is_sendable_destination(ip) {
-        return None;
-    }
-    let port = match via.rport {
-        Rport::Port(p) => p,
-        _ => via.port.unwrap_or(5060),
-    };
-    let t = if via.is_transport("TCP") {
-        Transport::Tcp
-    } else {
-        Transport::Udp
-    };
-    Some((SocketAddr::new(ip, port), t))
 }
 
 /// The status class of a response we send, for the counters.
@@ -519,7 +419,10 @@ impl<S: LocationStore> Proxy<S> {
             }
         }
         let ip = u.host.ip()?;
-        Some((SocketAddr::new(ip, u.port_or_default()), uri_transport(u)))
+        Some((
+            SocketAddr::new(ip, u.port_or_default()),
+            Transport::of_uri(u),
+        ))
     }
 
     fn remember_nat(
@@ -643,11 +546,7 @@ impl<S: LocationStore> Proxy<S> {
             }
             return out;
         }
-        let framing = match transport {
-            Transport::Udp => Framing::Datagram,
-            Transport::Tcp => Framing::Stream,
-        };
-        match Message::parse_with(data, framing) {
+        match Message::parse_with(data, transport.framing()) {
             Err(e) => self.on_unparseable(data, e, src, transport, &mut out),
             Ok(msg) if msg.is_request() => {
                 self.stats.requests += 1;
@@ -1258,12 +1157,15 @@ impl<S: LocationStore> Proxy<S> {
                     let t = self
                         .nat
                         .get(&contact_key(&u))
-                        .map_or(uri_transport(&u), |e| e.transport);
+                        .map_or(Transport::of_uri(&u), |e| e.transport);
                     (b.source, t)
                 } else {
                     match u.host.ip() {
-                        Some(ip) => (SocketAddr::new(ip, u.port_or_default()), uri_transport(&u)),
-                        None => (b.source, uri_transport(&u)),
+                        Some(ip) => (
+                            SocketAddr::new(ip, u.port_or_default()),
+                            Transport::of_uri(&u),
+                        ),
+                        None => (b.source, Transport::of_uri(&u)),
                     }
                 };
                 hops.push(Hop {
@@ -2318,40 +2220,6 @@ mod tests {
         ] {
             assert_eq!(is_private(ip.parse().unwrap()), p, "{ip}");
         }
-    }
-
-    #[test]
-    fn via_fixing_rfc3581() {
-        let src: SocketAddr = "203.0.113.9:40000".parse().unwrap();
-        let v = super::super::header::parse_vias("SIP/2.0/UDP 10.0.0.2:5060;branch=z9hG4bKx;rport")
-            .unwrap()[0];
-        assert_eq!(
-            fixed_via(&v, src).unwrap(),
-            "SIP/2.0/UDP 10.0.0.2:5060;branch=z9hG4bKx;received=203.0.113.9;rport=40000"
-        );
-        assert_eq!(reply_address(Some(&v), src, Transport::Udp), src);
-        let v = super::super::header::parse_vias("SIP/2.0/UDP 203.0.113.9:5070;branch=z9hG4bKx")
-            .unwrap()[0];
-        assert_eq!(fixed_via(&v, src), None);
-        assert_eq!(
-            reply_address(Some(&v), src, Transport::Udp),
-            "203.0.113.9:5070".parse().unwrap()
-        );
-        let v = super::super::header::parse_vias(
-            "SIP/2.0/UDP host.example;branch=z9hG4bKx;received=1.2.3.4;rport=9",
-        )
-        .unwrap()[0];
-        assert_eq!(
-            via_destination(&v),
-            Some(("1.2.3.4:9".parse().unwrap(), Transport::Udp))
-        );
-        let v = super::super::header::parse_vias("SIP/2.0/UDP 255.255.255.255;branch=z9hG4bKx")
-            .unwrap()[0];
-        assert_eq!(
-            via_destination(&v),
-            None,
-            "RFC 4475 bcast: never sent there"
-        );
     }
 
     #[test]

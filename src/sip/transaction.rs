@@ -22,6 +22,7 @@ use std::net::SocketAddr;
 
 use super::header::Via;
 use super::parse::{Message, ParseError};
+use super::transport::Transport;
 
 /// RTT estimate (RFC 3261 §17.1.1.1).
 pub const T1_NS: u64 = 500_000_000;
@@ -309,7 +310,7 @@ pub struct ServerTx {
     /// Where responses go (the request's source, RFC 3581) and how.
     pub reply_to: SocketAddr,
     pub reliable: bool,
-    pub transport: super::proxy::Transport,
+    pub transport: Transport,
     pub reply: OwnedReply,
     /// The To tag of responses this element generates.
     pub to_tag: String,
@@ -345,7 +346,7 @@ pub struct ClientTx {
     /// CANCELs we generate: their responses are absorbed).
     pub server: Option<u64>,
     pub to: SocketAddr,
-    pub transport: super::proxy::Transport,
+    pub transport: Transport,
     pub reliable: bool,
     /// The request as sent, for retransmissions and to build CANCEL/ACK.
     pub request: Vec<u8>,
