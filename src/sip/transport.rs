@@ -13,7 +13,7 @@
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 
-use super::header::{Rport, Via};
+use super::header::{Rport, Via, ViaIter};
 use super::message::is_sendable_destination;
 use super::parse::Framing;
 use super::uri::SipUri;
@@ -105,6 +105,20 @@ pub fn fixed_via(via: &Via<'_>, src: SocketAddr) -> Option<String> {
         let _ = write!(s, ";rport={}", src.port());
     }
     Some(s)
+}
+
+/// A Via header value (one or more via-parms) with its first via-parm given `received` and
+/// `rport` by [`fixed_via`], or `None` if that needs no change (or does not parse).
+pub fn fixed_via_value(value: &str, src: SocketAddr) -> Option<String> {
+    let top = ViaIter::new(value).next()?.ok()?;
+    let fixed = fixed_via(&top, src)?;
+    let end = top.start + top.raw.len();
+    Some(format!(
+        "{}{}{}",
+        value.get(..top.start).unwrap_or(""),
+        fixed,
+        value.get(end..).unwrap_or("")
+    ))
 }
 
 /// Where a response to a request with this top Via goes (RFC 3261 §18.2.2, RFC 3581).
