@@ -14,11 +14,13 @@ use super::state::{Cx, Proxy};
 use crate::sip::media::{MediaCtx, MediaOp};
 use crate::sip::parse::{HeaderName, Message};
 use crate::sip::registrar::LocationStore;
-use crate::sip::transaction::{server_key_for_method, ClientState, ServerState, Slot};
+use crate::sip::transaction::{
+    server_key_for_method, ClientId, ClientState, ServerId, ServerState, Slot,
+};
 
 /// A branch finished locally with 487: its server transaction and the 487, still to be
 /// accounted in the response context.
-pub(super) type LocalFinal = (u64, Vec<u8>);
+pub(super) type LocalFinal = (ServerId, Vec<u8>);
 
 impl<S: LocationStore> Proxy<S> {
     /// A CANCEL from upstream (§16.10): 481 if it matches no INVITE; otherwise 200, the
@@ -29,7 +31,7 @@ impl<S: LocationStore> Proxy<S> {
         msg: &Message<'_>,
         key: String,
         cx: &mut Cx<'_>,
-    ) -> Vec<u64> {
+    ) -> Vec<ClientId> {
         let invite_sid = server_key_for_method(msg, "INVITE")
             .ok()
             .and_then(|k| self.server_index.get(&k).copied());
@@ -63,7 +65,7 @@ impl<S: LocationStore> Proxy<S> {
     /// Cancels one branch: CANCEL now if it has had a provisional response, otherwise
     /// stop retransmitting, finish it locally with 487 (returned, for the caller to
     /// account), and CANCEL it should it answer later (§9.1).
-    pub(super) fn cancel_branch(&mut self, cid: u64, cx: &mut Cx<'_>) -> Option<LocalFinal> {
+    pub(super) fn cancel_branch(&mut self, cid: ClientId, cx: &mut Cx<'_>) -> Option<LocalFinal> {
         let ct = self.clients.get_mut(&cid)?;
         if ct.state == ClientState::Completed || ct.cancel_sent || ct.cancel_pending {
             return None;
@@ -84,7 +86,7 @@ impl<S: LocationStore> Proxy<S> {
 
     /// Sends the CANCEL of branch `cid` (once), with a client transaction of its own whose
     /// responses are absorbed.
-    pub(super) fn send_cancel(&mut self, cid: u64, cx: &mut Cx<'_>) {
+    pub(super) fn send_cancel(&mut self, cid: ClientId, cx: &mut Cx<'_>) {
         let Some(ct) = self.clients.get_mut(&cid) else {
             return;
         };
@@ -102,7 +104,7 @@ impl<S: LocationStore> Proxy<S> {
             transport: ct.transport,
         };
         let branch = ct.branch.clone();
-        self.new_client_tx(0, &branch, "CANCEL", &hop, bytes.clone(), cx.now);
+        self.new_client_tx(None, &branch, "CANCEL", &hop, bytes.clone(), cx.now);
         self.stats.forwarded_requests += 1;
         cx.push(hop.to, hop.transport, bytes);
     }

@@ -331,7 +331,7 @@ impl<S: LocationStore> Proxy<S> {
             let Ok(bytes) = self.build_request(msg, src, &copy) else {
                 continue;
             };
-            let cid = self.new_client_tx(sid, &branch, &method, hop, bytes.clone(), now);
+            let cid = self.new_client_tx(Some(sid), &branch, &method, hop, bytes.clone(), now);
             created.push(cid);
             self.stats.forwarded_requests += 1;
             cx.push(hop.to, hop.transport, bytes);

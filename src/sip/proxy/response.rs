@@ -16,7 +16,9 @@ use crate::sip::media::{decide, has_sdp, MediaCtx, MediaEvent, MediaOp, MediaRes
 use crate::sip::message::check_response;
 use crate::sip::parse::{HeaderName, Message};
 use crate::sip::registrar::LocationStore;
-use crate::sip::transaction::{client_key, ClientState, ServerState, Slot, Target};
+use crate::sip::transaction::{
+    client_key, ClientId, ClientState, ServerId, ServerState, Slot, Target,
+};
 use crate::sip::transport::via_destination;
 
 use super::cancel::build_cancel_or_ack;
@@ -92,7 +94,7 @@ impl<S: LocationStore> Proxy<S> {
     fn upstream_response(
         &mut self,
         msg: &Message<'_>,
-        sid: u64,
+        sid: ServerId,
         branch: &str,
         status: u16,
         others_pending: bool,
@@ -141,7 +143,13 @@ impl<S: LocationStore> Proxy<S> {
         e.finish().ok()
     }
 
-    fn on_client_response(&mut self, cid: u64, msg: &Message<'_>, status: u16, cx: &mut Cx<'_>) {
+    fn on_client_response(
+        &mut self,
+        cid: ClientId,
+        msg: &Message<'_>,
+        status: u16,
+        cx: &mut Cx<'_>,
+    ) {
         let now = cx.now;
         let t = self.cfg.timers;
         let Some(ct) = self.clients.get_mut(&cid) else {
@@ -276,7 +284,7 @@ impl<S: LocationStore> Proxy<S> {
 
     /// Cancels the branches `cids` of a request (see `cancel_branch`), accounting those
     /// finished locally with 487 in the response context as it goes.
-    pub(super) fn cancel_branches(&mut self, cids: Vec<u64>, cx: &mut Cx<'_>) {
+    pub(super) fn cancel_branches(&mut self, cids: Vec<ClientId>, cx: &mut Cx<'_>) {
         for cid in cids {
             if let Some((sid, bytes)) = self.cancel_branch(cid, cx) {
                 self.branch_final(sid, cid, 487, bytes, cx);
@@ -287,8 +295,8 @@ impl<S: LocationStore> Proxy<S> {
     /// Accounts a branch's final response in the response context (§16.7 items 5–10).
     pub(super) fn branch_final(
         &mut self,
-        sid: u64,
-        cid: u64,
+        sid: ServerId,
+        cid: ClientId,
         status: u16,
         bytes: Vec<u8>,
         cx: &mut Cx<'_>,
@@ -306,7 +314,7 @@ impl<S: LocationStore> Proxy<S> {
         let invite = tx.invite;
         if (200..300).contains(&status) {
             let first = !tx.got_2xx;
-            let others: Vec<u64> = tx.branches.iter().copied().filter(|&b| b != cid).collect();
+            let others: Vec<ClientId> = tx.branches.iter().copied().filter(|&b| b != cid).collect();
             self.server_send_final(sid, bytes, status, cx);
             if invite && first {
                 self.cancel_branches(others, cx);
@@ -320,7 +328,7 @@ impl<S: LocationStore> Proxy<S> {
             tx.best = Some((status, bytes));
         }
         if invite && status >= 600 {
-            let others: Vec<u64> = tx.branches.iter().copied().filter(|&b| b != cid).collect();
+            let others: Vec<ClientId> = tx.branches.iter().copied().filter(|&b| b != cid).collect();
             self.cancel_branches(others, cx);
         }
         let Some(tx) = self.servers.get_mut(&sid) else {

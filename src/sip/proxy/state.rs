@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 
 use crate::sip::media::{MediaCtx, MediaHook, MediaResult};
 use crate::sip::registrar::{LocationStore, MemoryStore, Registrar, RegistrarConfig};
-use crate::sip::transaction::{ClientTx, ServerTx, TimerConfig, Timers};
+use crate::sip::transaction::{ClientId, ClientTx, ServerId, ServerTx, TimerConfig, Timers, TxIds};
 use crate::sip::transport::{Transmit, Transport};
 
 /// How often housekeeping runs (2xx cache sweep; registrar expiry and NAT sweep every
@@ -118,12 +118,12 @@ pub(super) struct Cached2xx {
 pub struct Proxy<S: LocationStore = MemoryStore> {
     pub(super) cfg: ProxyConfig,
     pub(super) registrar: Registrar<S>,
-    pub(super) servers: HashMap<u64, ServerTx>,
-    pub(super) server_index: HashMap<String, u64>,
-    pub(super) clients: HashMap<u64, ClientTx>,
-    pub(super) client_index: HashMap<String, u64>,
+    pub(super) servers: HashMap<ServerId, ServerTx>,
+    pub(super) server_index: HashMap<String, ServerId>,
+    pub(super) clients: HashMap<ClientId, ClientTx>,
+    pub(super) client_index: HashMap<String, ClientId>,
     pub(super) timers: Timers,
-    pub(super) next_id: u64,
+    pub(super) ids: TxIds,
     /// Contact key (see `nat::contact_key`) → where to reach it.
     pub(super) nat: HashMap<String, NatEntry>,
     pub(super) known_aors: HashSet<String>,
@@ -211,7 +211,7 @@ impl<S: LocationStore> Proxy<S> {
             clients: HashMap::new(),
             client_index: HashMap::new(),
             timers: Timers::default(),
-            next_id: 1,
+            ids: TxIds::default(),
             nat: HashMap::new(),
             known_aors: HashSet::new(),
             ok_cache: HashMap::new(),
@@ -259,12 +259,6 @@ impl<S: LocationStore> Proxy<S> {
         } else {
             full
         }
-    }
-
-    pub(super) fn id(&mut self) -> u64 {
-        let id = self.next_id;
-        self.next_id += 1;
-        id
     }
 
     /// Queues a message for sending, counting it if it is a response.

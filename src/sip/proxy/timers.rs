@@ -6,7 +6,9 @@
 
 use super::state::{Cx, Proxy};
 use crate::sip::registrar::LocationStore;
-use crate::sip::transaction::{ClientState, ClientTx, ServerState, Slot, Target, TimerRef};
+use crate::sip::transaction::{
+    ClientId, ClientState, ClientTx, ServerState, Slot, Target, TimerRef,
+};
 
 impl<S: LocationStore> Proxy<S> {
     /// Fires every timer due at `cx.now`.
@@ -135,7 +137,7 @@ impl<S: LocationStore> Proxy<S> {
     }
 
     /// Timer B/F (or C without a provisional): the branch counts as a 408 (§16.7 item 2...).
-    fn client_timed_out(&mut self, cid: u64, cx: &mut Cx<'_>) {
+    fn client_timed_out(&mut self, cid: ClientId, cx: &mut Cx<'_>) {
         let Some(ct) = self.remove_client(cid) else {
             return;
         };

@@ -13,7 +13,8 @@ use crate::sip::message::{build_response, ReplyContext};
 use crate::sip::parse::{HeaderName, Message};
 use crate::sip::registrar::LocationStore;
 use crate::sip::transaction::{
-    client_key, ClientState, ClientTx, Deadlines, OwnedReply, ServerState, ServerTx, Slot, Target,
+    client_key, ClientId, ClientState, ClientTx, Deadlines, OwnedReply, ServerId, ServerState,
+    ServerTx, Slot, Target,
 };
 use crate::sip::transport::{fixed_via_value, reply_address};
 
@@ -54,9 +55,14 @@ impl<S: LocationStore> Proxy<S> {
     }
 
     /// Creates the server transaction for `msg` (matched by `key`), from `cx.src`.
-    pub(super) fn new_server_tx(&mut self, msg: &Message<'_>, key: String, cx: &Cx<'_>) -> u64 {
+    pub(super) fn new_server_tx(
+        &mut self,
+        msg: &Message<'_>,
+        key: String,
+        cx: &Cx<'_>,
+    ) -> ServerId {
         let (src, transport, now) = (cx.src, cx.transport, cx.now);
-        let id = self.id();
+        let id = self.ids.server();
         let method = msg.method().unwrap_or("").to_owned();
         let invite = method == "INVITE";
         let via = msg.top_via().ok();
@@ -109,7 +115,7 @@ impl<S: LocationStore> Proxy<S> {
     /// A response of our own to the request of server transaction `sid` (its To tag).
     pub(super) fn local_response(
         &self,
-        sid: u64,
+        sid: ServerId,
         status: u16,
         reason: &str,
         extra: &[(&str, &str)],
@@ -120,7 +126,12 @@ impl<S: LocationStore> Proxy<S> {
         }
     }
 
-    pub(super) fn server_send_provisional(&mut self, sid: u64, bytes: Vec<u8>, cx: &mut Cx<'_>) {
+    pub(super) fn server_send_provisional(
+        &mut self,
+        sid: ServerId,
+        bytes: Vec<u8>,
+        cx: &mut Cx<'_>,
+    ) {
         let Some(tx) = self.servers.get_mut(&sid) else {
             return;
         };
@@ -136,7 +147,7 @@ impl<S: LocationStore> Proxy<S> {
     /// Sends a final response through the server transaction and moves it on (§17.2).
     pub(super) fn server_send_final(
         &mut self,
-        sid: u64,
+        sid: ServerId,
         bytes: Vec<u8>,
         status: u16,
         cx: &mut Cx<'_>,
@@ -225,14 +236,14 @@ impl<S: LocationStore> Proxy<S> {
         reason: &str,
         extra: &[(&str, &str)],
         cx: &mut Cx<'_>,
-    ) -> u64 {
+    ) -> ServerId {
         let sid = self.new_server_tx(msg, key, cx);
         let bytes = self.local_response(sid, status, reason, extra);
         self.server_send_final(sid, bytes, status, cx);
         sid
     }
 
-    pub(super) fn remove_server(&mut self, sid: u64) {
+    pub(super) fn remove_server(&mut self, sid: ServerId) {
         if let Some(tx) = self.servers.remove(&sid) {
             if self.server_index.get(&tx.key) == Some(&sid) {
                 self.server_index.remove(&tx.key);
@@ -240,18 +251,19 @@ impl<S: LocationStore> Proxy<S> {
         }
     }
 
-    /// Creates the client transaction of one branch (or of a CANCEL we send) and arms its
-    /// timers: A/E unless reliable, B/F, and C for an INVITE.
+    /// Creates the client transaction of one branch of server transaction `server` (or,
+    /// with `None`, of a CANCEL we send, whose responses are absorbed) and arms its timers:
+    /// A/E unless reliable, B/F, and C for an INVITE.
     pub(super) fn new_client_tx(
         &mut self,
-        sid: u64,
+        server: Option<ServerId>,
         branch: &str,
         method: &str,
         hop: &Hop,
         request: Vec<u8>,
         now: u64,
-    ) -> u64 {
-        let id = self.id();
+    ) -> ClientId {
+        let id = self.ids.client();
         let t = self.cfg.timers;
         let invite = method == "INVITE";
         let reliable = hop.transport.reliable();
@@ -287,7 +299,7 @@ impl<S: LocationStore> Proxy<S> {
             method: method.to_owned(),
             invite,
             state: ClientState::Calling,
-            server: (method != "CANCEL").then_some(sid),
+            server,
             to: hop.to,
             transport: hop.transport,
             reliable,
@@ -304,7 +316,7 @@ impl<S: LocationStore> Proxy<S> {
         id
     }
 
-    pub(super) fn remove_client(&mut self, cid: u64) -> Option<ClientTx> {
+    pub(super) fn remove_client(&mut self, cid: ClientId) -> Option<ClientTx> {
         let ct = self.clients.remove(&cid)?;
         if self.client_index.get(&ct.key) == Some(&cid) {
             self.client_index.remove(&ct.key);
