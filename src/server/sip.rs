@@ -6,7 +6,7 @@
 //!   `max_message` is not parsed: a request whose Via headers can be salvaged is answered
 //!   `513 Message Too Large` at its source, anything else is dropped. Datagrams of nothing but
 //!   CRLF are keep-alives and ignored.
-//! - **TCP** (§18.3): messages are framed by Content-Length with [`sip::frame`] (which also
+//! - **TCP** (§18.3): messages are framed by Content-Length with [`crate::sip::frame`] (which also
 //!   bounds the header count and line length). Double-CRLF keep-alives are answered with a
 //!   single CRLF (RFC 5626 §4.4.1). A stream that cannot be framed (no Content-Length, a
 //!   message above `max_message`, a broken header section) cannot be re-synchronised: a
@@ -45,8 +45,9 @@ use crate::session::manager::SessionManager;
 use crate::session::sip_media::SharedMedia;
 use crate::sip::message::{build_response, ReplyContext};
 use crate::sip::parse::{frame, Frame, ParseError, MAX_MESSAGE_LEN};
-use crate::sip::proxy::{Proxy, ProxyConfig, ProxyStats, Transmit, Transport};
+use crate::sip::proxy::{Proxy, ProxyConfig, ProxyStats};
 use crate::sip::registrar::MemoryStore;
+use crate::sip::transport::{Transmit, Transport};
 use crate::time::{self, Nanos};
 
 /// SO_RCVBUF asked for on the SIP UDP socket.

@@ -10,6 +10,10 @@
 //! - [`edit`]: an [`Editor`] that splices changes into the received bytes, so every header
 //!   the proxy does not touch is forwarded byte for byte.
 //! - [`registrar`]: a location service (RFC 3261 §10.3) over a pluggable store.
+//! - [`transport`]: UDP/TCP as the proxy sees them ([`Transport`], [`Transmit`]) and the
+//!   §18/RFC 3581 rules for where responses go.
+//! - [`transaction`]: RFC 3261 §17 transaction state, keys and timers.
+//! - [`proxy`]: the transaction-stateful proxy core (§16) driving all of the above.
 //!
 //! Nothing here does I/O or reads the clock, and no input makes it panic.
 #![forbid(unsafe_code)]
@@ -23,6 +27,7 @@ pub mod parse;
 pub mod proxy;
 pub mod registrar;
 pub mod transaction;
+pub mod transport;
 pub mod uri;
 
 pub use edit::{EditError, Editor};
@@ -31,5 +36,6 @@ pub use message::{
     build_response, check_request, check_request_with, check_response, classify, Disposition,
     Rejection, ReplyContext,
 };
-pub use parse::{frame, Frame, Header, HeaderName, Message, ParseError, StartLine, Transport};
+pub use parse::{frame, Frame, Framing, Header, HeaderName, Message, ParseError, StartLine};
+pub use transport::{Transmit, Transport};
 pub use uri::{Host, SipUri, Uri};

@@ -11,6 +11,8 @@
 //!   time out after 64·T1, D (32 s UDP), I/K (T4 UDP), J (64·T1 UDP), L (64·T1, RFC 6026),
 //!   and the proxy's Timer C (§16.6 item 11, > 3 min). Every transaction ends by a timer.
 //!
+//! Transactions are named by [`ServerId`] and [`ClientId`], handed out by [`TxIds`].
+//!
 //! Timers live in one min-heap of `(deadline, target, slot)`; a transaction keeps the
 //! deadline it expects per slot, so a popped entry whose deadline no longer matches is
 //! stale and ignored (cancellation without searching the heap).
@@ -22,6 +24,7 @@ use std::net::SocketAddr;
 
 use super::header::Via;
 use super::parse::{Message, ParseError};
+use super::transport::Transport;
 
 /// RTT estimate (RFC 3261 §17.1.1.1).
 pub const T1_NS: u64 = 500_000_000;
@@ -97,6 +100,54 @@ impl TimerConfig {
     }
 }
 
+/// Declares a transaction id: a `u64` newtype that only [`TxIds`] hands out, so a server
+/// transaction's id cannot be used where a client's is meant, nor a count or a port.
+macro_rules! tx_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub struct $name(u64);
+    };
+}
+
+tx_id!(
+    /// A server transaction of the proxy (§17.2).
+    ServerId
+);
+tx_id!(
+    /// A client transaction of the proxy (§17.1): one branch, or a CANCEL we sent.
+    ClientId
+);
+
+/// Hands out transaction ids, one increasing sequence for both kinds (never reused while
+/// the proxy lives).
+#[derive(Debug)]
+pub struct TxIds {
+    next: u64,
+}
+
+impl Default for TxIds {
+    fn default() -> Self {
+        TxIds { next: 1 }
+    }
+}
+
+impl TxIds {
+    fn next(&mut self) -> u64 {
+        let id = self.next;
+        self.next += 1;
+        id
+    }
+
+    pub fn server(&mut self) -> ServerId {
+        ServerId(self.next())
+    }
+
+    pub fn client(&mut self) -> ClientId {
+        ClientId(self.next())
+    }
+}
+
 /// Which of a transaction's timers an entry refers to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Slot {
@@ -113,8 +164,8 @@ pub enum Slot {
 /// What a timer entry belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Target {
-    Server(u64),
-    Client(u64),
+    Server(ServerId),
+    Client(ClientId),
 }
 
 /// A due timer.
@@ -309,7 +360,7 @@ pub struct ServerTx {
     /// Where responses go (the request's source, RFC 3581) and how.
     pub reply_to: SocketAddr,
     pub reliable: bool,
-    pub transport: super::proxy::Transport,
+    pub transport: Transport,
     pub reply: OwnedReply,
     /// The To tag of responses this element generates.
     pub to_tag: String,
@@ -321,7 +372,7 @@ pub struct ServerTx {
     pub call_id: String,
     pub from_tag: String,
     /// Client transactions of this request's branches.
-    pub branches: Vec<u64>,
+    pub branches: Vec<ClientId>,
     /// Branches without a final response yet.
     pub pending: usize,
     /// Best final response so far (status, bytes ready to send upstream).
@@ -343,9 +394,9 @@ pub struct ClientTx {
     pub state: ClientState,
     /// The server transaction whose response context this branch belongs to (`None` for
     /// CANCELs we generate: their responses are absorbed).
-    pub server: Option<u64>,
+    pub server: Option<ServerId>,
     pub to: SocketAddr,
-    pub transport: super::proxy::Transport,
+    pub transport: Transport,
     pub reliable: bool,
     /// The request as sent, for retransmissions and to build CANCEL/ACK.
     pub request: Vec<u8>,
@@ -388,10 +439,10 @@ mod tests {
     fn heap_orders_and_stale_entries_are_detected() {
         let mut t = Timers::default();
         let mut d = Deadlines::default();
-        d.arm(Slot::Timeout, 50, &mut t, Target::Client(1));
-        d.arm(Slot::Retransmit, 10, &mut t, Target::Client(1));
+        d.arm(Slot::Timeout, 50, &mut t, Target::Client(ClientId(1)));
+        d.arm(Slot::Retransmit, 10, &mut t, Target::Client(ClientId(1)));
         // Re-arming the retransmit slot makes the first entry stale.
-        d.arm(Slot::Retransmit, 20, &mut t, Target::Client(1));
+        d.arm(Slot::Retransmit, 20, &mut t, Target::Client(ClientId(1)));
         assert_eq!(t.next_deadline(), Some(10));
         assert!(t.pop_due(5).is_none());
         let (dl, r) = t.pop_due(30).unwrap();

@@ -4,6 +4,7 @@ pub mod kernel;
 pub mod media;
 pub mod ng;
 pub mod peers;
+pub mod sip;
 
 use std::path::{Path, PathBuf};
 

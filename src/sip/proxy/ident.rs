@@ -1,0 +1,131 @@
+//! Who we are on the wire: recognising our own host, Route and Via; the branches and tags
+//! we mint (§16.6 item 8, §8.2.6.2), and loop detection by branch (§16.3 item 4).
+#![forbid(unsafe_code)]
+
+use std::net::IpAddr;
+
+use super::state::Proxy;
+use crate::sip::header::Via;
+use crate::sip::parse::{HeaderName, Message};
+use crate::sip::registrar::LocationStore;
+use crate::sip::uri::{Host, SipUri};
+
+/// FNV-1a, 64 bit: stable across runs, used for branch and tag derivation.
+pub(super) fn fnv(seed: u64, parts: &[&[u8]]) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64 ^ seed;
+    for p in parts {
+        for &b in *p {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        h ^= 0xff;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+impl<S: LocationStore> Proxy<S> {
+    pub(super) fn local_str(&self) -> String {
+        self.cfg.local.to_string()
+    }
+
+    fn is_our_host(&self, host: &Host<'_>, port: Option<u16>) -> bool {
+        let port_ok = port.is_none_or(|p| p == self.cfg.local.port());
+        match host.ip() {
+            Some(ip) if ip == self.cfg.local.ip() => port_ok,
+            Some(ip) => self
+                .cfg
+                .domains
+                .iter()
+                .any(|d| d.trim_matches(['[', ']']).parse::<IpAddr>() == Ok(ip)),
+            None => match host {
+                Host::Name(n) => self.cfg.domains.iter().any(|d| d.eq_ignore_ascii_case(n)),
+                _ => false,
+            },
+        }
+    }
+
+    /// A Request-URI in a domain we serve.
+    pub(super) fn is_our_uri(&self, u: &SipUri<'_>) -> bool {
+        self.is_our_host(&u.host, u.port)
+    }
+
+    /// A Route/Record-Route URI naming this proxy.
+    pub(super) fn is_our_route(&self, u: &SipUri<'_>) -> bool {
+        u.host.ip() == Some(self.cfg.local.ip()) && u.port_or_default() == self.cfg.local.port()
+            || matches!(u.host, Host::Name(n) if self.cfg.domains.iter().any(|d| d.eq_ignore_ascii_case(n)))
+                && u.port_or_default() == self.cfg.local.port()
+    }
+
+    pub(super) fn is_our_via(&self, v: &Via<'_>) -> bool {
+        v.host.ip() == Some(self.cfg.local.ip()) && v.port.unwrap_or(5060) == self.cfg.local.port()
+    }
+
+    /// The loop-detection part of our branch (§16.6 item 8): a hash of what identifies the
+    /// request as it arrived, Via excluded, so a looped copy hashes the same and a spiral
+    /// (changed Request-URI or Route) does not.
+    pub(super) fn loop_hash(&self, msg: &Message<'_>) -> u64 {
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(12);
+        let cseq = msg.cseq().map(|c| c.seq).unwrap_or(0).to_be_bytes();
+        parts.push(msg.call_id().unwrap_or("").as_bytes());
+        parts.push(msg.from_tag().unwrap_or("").as_bytes());
+        parts.push(msg.to_tag().unwrap_or("").as_bytes());
+        parts.push(&cseq);
+        parts.push(msg.request_uri_str().unwrap_or("").as_bytes());
+        for h in &msg.headers {
+            if matches!(
+                h.kind,
+                HeaderName::Route | HeaderName::ProxyRequire | HeaderName::ProxyAuthorization
+            ) {
+                parts.push(h.value.as_bytes());
+            }
+        }
+        fnv(self.cfg.secret, &parts)
+    }
+
+    /// Our branch for one forwarded copy: `z9hG4bK`, the loop hash, and a part derived from
+    /// the incoming transaction, the method and the fork index.
+    pub(super) fn branch(
+        &self,
+        loop_hash: u64,
+        incoming: &str,
+        salt: &str,
+        index: usize,
+    ) -> String {
+        let u = fnv(
+            self.cfg.secret ^ 0x9e37_79b9_7f4a_7c15,
+            &[incoming.as_bytes(), salt.as_bytes(), &index.to_be_bytes()],
+        );
+        format!("z9hG4bK{loop_hash:016x}.{:08x}", u as u32)
+    }
+
+    /// Whether one of the request's Vias is ours with this loop hash (§16.3 item 4).
+    pub(super) fn is_loop(&self, msg: &Message<'_>, loop_hash: u64) -> bool {
+        let prefix = format!("z9hG4bK{loop_hash:016x}.");
+        msg.vias().any(|v| {
+            v.is_ok_and(|(_, v)| {
+                self.is_our_via(&v) && v.branch.is_some_and(|b| b.starts_with(&prefix))
+            })
+        })
+    }
+
+    /// The To tag of responses we generate for the transaction (or request) `key`.
+    pub(super) fn tag_for(&self, key: &str) -> String {
+        format!(
+            "{:012x}",
+            fnv(self.cfg.secret ^ 0x7a67, &[key.as_bytes()]) & 0xffff_ffff_ffff
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fnv_is_stable() {
+        assert_eq!(fnv(0, &[b"a"]), fnv(0, &[b"a"]));
+        assert_ne!(fnv(0, &[b"a", b"b"]), fnv(0, &[b"ab"]));
+        assert_ne!(fnv(1, &[b"a"]), fnv(0, &[b"a"]));
+    }
+}

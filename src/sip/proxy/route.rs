@@ -1,0 +1,223 @@
+//! Where a request goes (RFC 3261 §16.4 Route processing, §16.5 target determination):
+//! our own top Route is popped (loose routing); a remaining Route or, in a dialog, the
+//! Request-URI is the next hop; a Request-URI in one of our domains is a registration, an
+//! OPTIONS to us, or a location-service lookup forked to every binding; other domains go
+//! to `outbound` or get 403. No DNS: targets must be IP literals (or remembered NAT
+//! sources, see `nat`).
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+
+use super::nat::{contact_key, is_private};
+use super::state::Proxy;
+use crate::sip::header::{NameAddr, NameAddrIter};
+use crate::sip::parse::{HeaderName, Message};
+use crate::sip::registrar::{canonical_aor, LocationStore};
+use crate::sip::transport::Transport;
+use crate::sip::uri::{SipUri, Uri};
+
+/// Where a request goes next.
+#[derive(Clone, Debug)]
+pub(super) struct Hop {
+    /// New Request-URI (location lookup), if it changes.
+    pub(super) ruri: Option<String>,
+    pub(super) to: SocketAddr,
+    pub(super) transport: Transport,
+}
+
+/// What routing decided for a request.
+#[derive(Clone, Debug)]
+pub(super) enum Decision {
+    /// A REGISTER for one of our domains: the registrar answers it.
+    Register,
+    /// An OPTIONS to us (no user part): answered 200 here.
+    Options,
+    Reject(u16, &'static str),
+    /// Forward to these hops (more than one: parallel forking).
+    Forward(Vec<Hop>),
+}
+
+/// Our own top Route entry, to be removed.
+#[derive(Clone, Debug)]
+pub(super) struct PopRoute {
+    pub(super) header: usize,
+    /// What is left of that header's value (`None`: remove the line).
+    pub(super) rest: Option<String>,
+}
+
+impl<S: LocationStore> Proxy<S> {
+    /// The routing decision of §16.4/§16.5 (see the module docs), plus our Route to pop.
+    pub(super) fn route(&self, msg: &Message<'_>, now: u64) -> (Decision, Option<PopRoute>) {
+        let routes = msg.route_set(HeaderName::Route).unwrap_or_default();
+        let mut pop = None;
+        if let Some(first) = routes.first() {
+            if first.sip_uri().is_some_and(|u| self.is_our_route(u)) {
+                pop = self.pop_route_edit(msg);
+            }
+        }
+        let popped = usize::from(pop.is_some());
+        let in_dialog = msg.to_tag().is_some();
+        let method = msg.method().unwrap_or("");
+        let Some(Ok(ruri)) = msg.request_uri() else {
+            return (
+                Decision::Reject(400, "Bad Request - Malformed Request-URI"),
+                pop,
+            );
+        };
+        if let Some(next) = routes.get(popped) {
+            if in_dialog || popped > 0 {
+                return (self.hop_to(next, None, now), pop);
+            }
+        }
+        let sip = ruri.as_sip();
+        if sip.is_some_and(|u| self.is_our_uri(u)) {
+            let Some(u) = sip else {
+                return (Decision::Reject(404, "Not Found"), pop);
+            };
+            if method == "REGISTER" {
+                return (Decision::Register, pop);
+            }
+            if u.user.is_none() {
+                return if method == "OPTIONS" {
+                    (Decision::Options, pop)
+                } else {
+                    (Decision::Reject(404, "Not Found"), pop)
+                };
+            }
+            return (self.lookup(&ruri, now), pop);
+        }
+        if in_dialog || popped > 0 {
+            return match sip {
+                Some(u) => match self.resolve(u, now) {
+                    Some((to, transport)) => (
+                        Decision::Forward(vec![Hop {
+                            ruri: None,
+                            to,
+                            transport,
+                        }]),
+                        pop,
+                    ),
+                    None => (
+                        Decision::Reject(502, "Bad Gateway - Unresolvable Destination"),
+                        pop,
+                    ),
+                },
+                None => (Decision::Reject(416, "Unsupported URI Scheme"), pop),
+            };
+        }
+        match self.cfg.outbound {
+            Some(to) => (
+                Decision::Forward(vec![Hop {
+                    ruri: None,
+                    to,
+                    transport: Transport::Udp,
+                }]),
+                pop,
+            ),
+            None => (Decision::Reject(403, "Forbidden - Domain Not Served"), pop),
+        }
+    }
+
+    fn hop_to(&self, route: &NameAddr<'_>, ruri: Option<String>, now: u64) -> Decision {
+        match route.sip_uri().and_then(|u| self.resolve(u, now)) {
+            Some((to, transport)) => Decision::Forward(vec![Hop {
+                ruri,
+                to,
+                transport,
+            }]),
+            None => Decision::Reject(502, "Bad Gateway - Unresolvable Route"),
+        }
+    }
+
+    fn pop_route_edit(&self, msg: &Message<'_>) -> Option<PopRoute> {
+        let (idx, h) = msg
+            .headers
+            .iter()
+            .enumerate()
+            .find(|(_, h)| h.kind == HeaderName::Route)?;
+        let first = NameAddrIter::new(h.value).next()?.ok()?;
+        let rest = h.value.get(first.next..).unwrap_or("").trim();
+        Some(PopRoute {
+            header: idx,
+            rest: (!rest.is_empty()).then(|| rest.to_owned()),
+        })
+    }
+
+    /// Resolves a URI to a next hop without DNS: a remembered NAT source first, then an IP
+    /// literal.
+    fn resolve(&self, u: &SipUri<'_>, now: u64) -> Option<(SocketAddr, Transport)> {
+        if let Some(e) = self.nat.get(&contact_key(u)) {
+            if e.expires_at_ns > now {
+                return Some((e.source, e.transport));
+            }
+        }
+        let ip = u.host.ip()?;
+        Some((
+            SocketAddr::new(ip, u.port_or_default()),
+            Transport::of_uri(u),
+        ))
+    }
+
+    /// Location service lookup (§16.5): bindings → hops, NAT-aware.
+    fn lookup(&self, ruri: &Uri<'_>, now: u64) -> Decision {
+        let Some(aor) = canonical_aor(ruri) else {
+            return Decision::Reject(404, "Not Found");
+        };
+        let mut candidates = vec![aor.clone()];
+        if ruri.as_sip().is_some_and(|u| u.port.is_some()) {
+            // `sip:bob@host:port` also finds `sip:bob@host`, and the reverse.
+            if let Some(i) = aor.rfind(':').filter(|&i| i > 4 && !aor[i..].contains(']')) {
+                candidates.push(aor[..i].to_owned());
+            }
+        } else {
+            candidates.push(format!("{aor}:{}", self.cfg.local.port()));
+        }
+        let mut known = false;
+        for a in &candidates {
+            let bindings = self.registrar.lookup(a, now);
+            known |= self.known_aors.contains(a) || !self.registrar.store.get(a).is_empty();
+            if bindings.is_empty() {
+                continue;
+            }
+            let mut hops = Vec::new();
+            for b in bindings {
+                let Ok(u) = SipUri::parse(&b.uri) else {
+                    continue;
+                };
+                let private = u.host.ip().is_some_and(is_private);
+                let nat_seen = self
+                    .nat
+                    .get(&contact_key(&u))
+                    .is_some_and(|e| e.source == b.source && e.expires_at_ns > now);
+                let (to, transport) = if private || nat_seen || u.host.ip().is_none() {
+                    let t = self
+                        .nat
+                        .get(&contact_key(&u))
+                        .map_or(Transport::of_uri(&u), |e| e.transport);
+                    (b.source, t)
+                } else {
+                    match u.host.ip() {
+                        Some(ip) => (
+                            SocketAddr::new(ip, u.port_or_default()),
+                            Transport::of_uri(&u),
+                        ),
+                        None => (b.source, Transport::of_uri(&u)),
+                    }
+                };
+                hops.push(Hop {
+                    ruri: Some(b.uri.clone()),
+                    to,
+                    transport,
+                });
+            }
+            if !hops.is_empty() {
+                return Decision::Forward(hops);
+            }
+        }
+        if known {
+            Decision::Reject(480, "Temporarily Unavailable")
+        } else {
+            Decision::Reject(404, "Not Found")
+        }
+    }
+}

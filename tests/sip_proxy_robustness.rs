@@ -1,0 +1,134 @@
+//! The sans-IO proxy on bad input and under load: malformed messages answered or dropped,
+//! the transaction cap's 503, the RFC 4475 semantic cases, and no panic on the torture
+//! corpus cut at every few bytes or with flipped bits.
+
+// Shared with the other integration tests; this one uses the SIP kit.
+#[allow(dead_code)]
+mod common;
+
+use std::path::Path;
+
+use common::sip::*;
+use rtpanchor::sip::media::NoMedia;
+use rtpanchor::sip::transport::Transport;
+
+#[test]
+fn malformed_input_is_answered_or_dropped() {
+    let mut p = new_proxy();
+    // 400 with the message layer's reason phrase.
+    let bad = String::from_utf8(Uac::alice("bad").invite(None))
+        .unwrap()
+        .replace("CSeq: 1 INVITE", "CSeq: 1 BYE");
+    let out = feed(&mut p, bad.as_bytes(), alice(), 0, &mut NoMedia);
+    assert_eq!(out.len(), 1);
+    assert!(text(&out[0]).starts_with("SIP/2.0 400 Bad Request - CSeq method does not match"));
+    // Garbage and bad responses: dropped, counted.
+    assert!(feed(&mut p, b"\x00\x01garbage", alice(), 0, &mut NoMedia).is_empty());
+    assert!(feed(
+        &mut p,
+        b"SIP/2.0 200 OK\r\nVia: x\r\n\r\n",
+        alice(),
+        0,
+        &mut NoMedia
+    )
+    .is_empty());
+    // A response not for us (top Via is someone else's): dropped.
+    let stray = Uas::new(bob(), "t", "sip:bob@127.0.0.1:5062")
+        .respond(&Uac::alice("stray").invite(None), 180);
+    assert!(feed(&mut p, &stray, bob(), 0, &mut NoMedia).is_empty());
+    let s = p.stats();
+    assert!(s.parse_errors >= 1);
+    assert!(s.dropped >= 2);
+    assert_eq!(s.rejected, 1);
+}
+
+#[test]
+fn overload_gets_503_retry_after() {
+    let mut c = config();
+    c.max_transactions = 2;
+    let mut p = proxy_with(c);
+    register_bob(&mut p);
+    // The REGISTER's server transaction is live (Timer J) and the INVITE adds two more.
+    let out = feed(
+        &mut p,
+        &Uac::alice("o1").invite(None),
+        alice(),
+        0,
+        &mut NoMedia,
+    );
+    assert_eq!(out.len(), 2);
+    let out = feed(
+        &mut p,
+        &Uac::alice("o2").invite(None),
+        alice(),
+        0,
+        &mut NoMedia,
+    );
+    assert_eq!(out.len(), 1);
+    assert_eq!(status(&out[0]), Some(503));
+    assert!(msg(&out[0]).header_by_name("Retry-After").is_some());
+    assert_eq!(p.stats().overload_rejects, 1);
+}
+
+#[test]
+fn rfc4475_semantic_cases_through_the_proxy() {
+    let mut p = new_proxy();
+    let mut st = |name: &str| {
+        let out = feed(&mut p, &rfc4475(name), alice(), 0, &mut NoMedia);
+        out.iter()
+            .map(|t| status(t).unwrap_or(0))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(st("insuf"), vec![400]);
+    assert_eq!(st("unkscm"), vec![416]);
+    assert_eq!(st("bext01"), vec![420]);
+    assert_eq!(st("mismatch01"), vec![400]);
+    assert_eq!(st("badvers"), vec![505]);
+    assert_eq!(st("multi01"), vec![400]);
+    assert!(st("bigcode").is_empty());
+    assert!(st("scalarlg").is_empty());
+    // bcast (§3.1.4.10): a 200 whose next Via is the broadcast address is never sent there.
+    let mut c = config();
+    c.local = addr("192.0.2.198:5060");
+    let mut p2 = proxy_with(c);
+    let out = feed(&mut p2, &rfc4475("bcast"), alice(), 0, &mut NoMedia);
+    assert!(out.is_empty(), "{out:?}");
+}
+
+#[test]
+fn no_panics_on_the_torture_corpus_and_truncations() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/rfc4475");
+    let mut p = new_proxy();
+    register_bob(&mut p);
+    let mut rec = Rec::default();
+    let mut now = 0;
+    for e in std::fs::read_dir(dir).unwrap() {
+        let path = e.unwrap().path();
+        if path.extension().and_then(|x| x.to_str()) != Some("dat") {
+            continue;
+        }
+        let data = std::fs::read(&path).unwrap();
+        for cut in (0..=data.len()).step_by(7) {
+            now += MS;
+            for tr in [Transport::Udp, Transport::Tcp] {
+                let out = p.handle_incoming(&data[..cut], alice(), tr, now, &mut rec);
+                check(out);
+            }
+        }
+    }
+    let mut rec2 = Rec::default();
+    let (mut p2, _, inv) = call_to_bob(&mut rec2, None);
+    for cut in 0..inv.len() {
+        let mut v = inv.clone();
+        v[cut] ^= 0x20;
+        check(p2.handle_incoming(&v, bob(), Transport::Udp, 0, &mut rec2));
+        check(p2.handle_incoming(&v[..cut], bob(), Transport::Udp, 0, &mut rec2));
+    }
+    // Timers drain everything.
+    check(p.handle_timeout(now + 400 * SEC, &mut rec));
+    check(p.handle_timeout(now + 800 * SEC, &mut rec));
+    assert_eq!(
+        p.stats().server_transactions + p.stats().client_transactions,
+        0
+    );
+}
