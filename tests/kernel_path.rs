@@ -15,9 +15,10 @@ use std::time::Duration;
 mod common;
 
 use common::kernel::cannot_run;
-use common::media::{endpoint, recv_n, relay, sock, wait_for};
+use common::media::{self, endpoint, recv_n, relay, sock, wait_for};
 use common::ng::{client, find_int, int_at, ng, relay_port, sdp, start_relay};
 use rtpanchor::control::bencode::Owned;
+use rtpanchor::rtp::{CsrcList, RtpRepr};
 
 use rtpanchor::config::{Config, IoEngine};
 use rtpanchor::dataplane::DataPlane;
@@ -34,13 +35,9 @@ fn config(engine: IoEngine, port_base: u16) -> Config {
     }
 }
 
+/// PCMU packet `seq` of `ssrc` at `ts`: 160 payload bytes of `fill`.
 fn rtp(seq: u16, ts: u32, ssrc: u32, fill: u8) -> Vec<u8> {
-    let mut p = vec![0x80, 0x00];
-    p.extend_from_slice(&seq.to_be_bytes());
-    p.extend_from_slice(&ts.to_be_bytes());
-    p.extend_from_slice(&ssrc.to_be_bytes());
-    p.extend_from_slice(&[fill; 160]);
-    p
+    media::rtp(seq, ts, ssrc, &[fill; 160])
 }
 
 /// Sends `seqs` from `from` to the relay port `to`, 1 ms apart every 10 packets.
@@ -718,10 +715,12 @@ fn rtp_with_csrcs_goes_back_to_the_worker_and_stays() {
     let handovers = dp.totals().kernel_handovers;
     // A mixer's packets: one CSRC (CC = 1), 4 more header bytes.
     let with_csrc = |q: u16| {
-        let mut p = rtp(q, u32::from(q) * 160, 0xa, q as u8);
-        p[0] = 0x81;
-        p.splice(12..12, 0x1234_5678u32.to_be_bytes());
-        p
+        RtpRepr {
+            csrcs: CsrcList::from_slice(&[0x1234_5678]).unwrap(),
+            ..RtpRepr::new(0, q, u32::from(q) * 160, 0xa)
+        }
+        .to_vec(&[q as u8; 160])
+        .unwrap()
     };
     for q in 60..160u16 {
         a.send_to(&with_csrc(q), relay(o.a_ports.rtp)).unwrap();

@@ -15,7 +15,8 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::ng::{client, count_rx, int_at, media_sock, ng, relay_port, rtp, sdp, start_relay};
+use common::media::pcmu;
+use common::ng::{client, count_rx, int_at, media_sock, ng, relay_port, sdp, start_relay};
 use rtpanchor::control::bencode::Owned;
 
 fn call_flow(engine: &str, ng_port: u16, port_min: u16) {
@@ -85,7 +86,7 @@ fn call_flow(engine: &str, ng_port: u16, port_min: u16) {
     // B (behind NAT) speaks first: the relay learns its real address.
     let n = 50u16;
     for i in 0..n {
-        b_real.send_to(&rtp(i, 0xb), relay_b).unwrap();
+        b_real.send_to(&pcmu(i, 0xb), relay_b).unwrap();
     }
     assert_eq!(
         count_rx(&a, n as usize, Duration::from_secs(3)),
@@ -93,7 +94,7 @@ fn call_flow(engine: &str, ng_port: u16, port_min: u16) {
         "B->A"
     );
     for i in 0..n {
-        a.send_to(&rtp(i, 0xa), relay_a).unwrap();
+        a.send_to(&pcmu(i, 0xa), relay_a).unwrap();
     }
     assert_eq!(
         count_rx(&b_real, n as usize, Duration::from_secs(3)),
@@ -201,7 +202,7 @@ fn call_flow(engine: &str, ng_port: u16, port_min: u16) {
     // The worker closes the stream on its next turn (at once, unless the machine is busy).
     std::thread::sleep(Duration::from_millis(500));
     for i in 0..10 {
-        let _ = a.send_to(&rtp(100 + i, 0xa), relay_a);
+        let _ = a.send_to(&pcmu(100 + i, 0xa), relay_a);
     }
     assert_eq!(
         count_rx(&b_real, 1, Duration::from_millis(300)),
@@ -332,7 +333,7 @@ fn silent_call_times_out(ng_port: u16, port_min: u16, engine: &str) {
     );
     // Media for a moment, then silence.
     for i in 0..5 {
-        b.send_to(&rtp(i, 1), SocketAddr::from(([127, 0, 0, 1], to_b)))
+        b.send_to(&pcmu(i, 1), SocketAddr::from(([127, 0, 0, 1], to_b)))
             .unwrap();
     }
     assert_eq!(count_rx(&a, 5, Duration::from_secs(2)), 5);
@@ -374,7 +375,7 @@ fn silent_call_times_out(ng_port: u16, port_min: u16, engine: &str) {
     );
     // The freed port no longer relays (the worker closes it on its next turn).
     std::thread::sleep(Duration::from_millis(300));
-    b.send_to(&rtp(9, 1), SocketAddr::from(([127, 0, 0, 1], to_b)))
+    b.send_to(&pcmu(9, 1), SocketAddr::from(([127, 0, 0, 1], to_b)))
         .unwrap();
     assert_eq!(count_rx(&a, 1, Duration::from_millis(300)), 0);
 }

@@ -20,8 +20,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::kernel::cannot_run;
-use common::media::wait_for;
-use common::ng::{client, count_rx, find_int, media_sock, ng, relay_port, rtp, sdp, start_relay};
+use common::media::{pcmu, wait_for};
+use common::ng::{client, count_rx, find_int, media_sock, ng, relay_port, sdp, start_relay};
 use rtpanchor::control::bencode::Owned;
 
 /// The two cases measure one at a time.
@@ -109,7 +109,7 @@ fn flood_and_ping(
             let targets = targets.clone();
             std::thread::spawn(move || {
                 core_affinity::set_for_current(worker_core);
-                let pkt = rtp(1000 + k as u16, 5);
+                let pkt = pcmu(1000 + k as u16, 5);
                 let mut sent = 0u64;
                 let deadline = Instant::now() + Duration::from_secs(8);
                 while !stop.load(Relaxed) && Instant::now() < deadline {
@@ -207,7 +207,7 @@ fn pings_stay_fast_while_the_kernel_path_relays_a_flood() {
     // kernel; then wait until all 20 directions are there: the flood meets the kernel path.
     for (s, to) in &targets {
         for seq in 0..5 {
-            s.send_to(&rtp(seq, 5), *to).expect("send");
+            s.send_to(&pcmu(seq, 5), *to).expect("send");
         }
     }
     for (s, _) in &targets {

@@ -102,15 +102,6 @@ pub fn relay_port(sdp: &str) -> u16 {
     m.split(' ').nth(1).unwrap().parse().unwrap()
 }
 
-pub fn rtp(seq: u16, ssrc: u32) -> Vec<u8> {
-    let mut p = vec![0x80, 0x00];
-    p.extend_from_slice(&seq.to_be_bytes());
-    p.extend_from_slice(&(u32::from(seq) * 160).to_be_bytes());
-    p.extend_from_slice(&ssrc.to_be_bytes());
-    p.extend_from_slice(&[0xd5; 160]);
-    p
-}
-
 pub fn media_sock() -> UdpSocket {
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
     s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
