@@ -20,8 +20,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::kernel::cannot_run;
-use common::media::{pcmu, wait_for};
-use common::ng::{client, count_rx, find_int, media_sock, ng, relay_port, sdp, start_relay};
+use common::media::{count_rx, media_sock, pcmu, wait_for};
+use common::ng::{client, find_int, ng, relay_port, sdp, start_relay};
+use rtpanchor::client::ng::NgClient;
 use rtpanchor::control::bencode::Owned;
 
 /// The two cases measure one at a time.
@@ -32,7 +33,7 @@ const PINGS: usize = 400;
 
 /// Opens `CALLS` calls on the relay, both sides on sockets of ours; returns each side's
 /// socket with the relay address it sends to.
-fn calls(c: &UdpSocket, ng_at: SocketAddr, tag: &str) -> Vec<(UdpSocket, SocketAddr)> {
+fn calls(c: &mut NgClient, tag: &str) -> Vec<(UdpSocket, SocketAddr)> {
     let mut targets = Vec::new();
     for i in 0..CALLS {
         let a = media_sock();
@@ -40,7 +41,6 @@ fn calls(c: &UdpSocket, ng_at: SocketAddr, tag: &str) -> Vec<(UdpSocket, SocketA
         let id = format!("{tag}-{i}");
         let o = ng(
             c,
-            ng_at,
             &format!("{tag}o{i}"),
             &Owned::dict()
                 .with("sdp", sdp(a.local_addr().unwrap().port(), 1).as_str())
@@ -51,7 +51,6 @@ fn calls(c: &UdpSocket, ng_at: SocketAddr, tag: &str) -> Vec<(UdpSocket, SocketA
         let to_b = relay_port(o.get("sdp").and_then(Owned::as_str).unwrap());
         let an = ng(
             c,
-            ng_at,
             &format!("{tag}a{i}"),
             &Owned::dict()
                 .with("sdp", sdp(b.local_addr().unwrap().port(), 2).as_str())
@@ -92,12 +91,7 @@ const BLASTERS: usize = 3;
 /// data-plane worker (`--num-threads 1` pins it to the first core), while this thread, which
 /// plays the SIP proxy (on a real deployment another host), pings the ng port every 10 ms,
 /// `PINGS` times, on the other core. Each ping must be answered.
-fn flood_and_ping(
-    c: &UdpSocket,
-    ng_at: SocketAddr,
-    tag: &str,
-    targets: Vec<(UdpSocket, SocketAddr)>,
-) -> Flood {
+fn flood_and_ping(c: &mut NgClient, tag: &str, targets: Vec<(UdpSocket, SocketAddr)>) -> Flood {
     let stop = Arc::new(AtomicBool::new(false));
     let worker_core = core_affinity::get_core_ids()
         .and_then(|ids| ids.first().copied())
@@ -129,7 +123,6 @@ fn flood_and_ping(
         let t = Instant::now();
         let r = ng(
             c,
-            ng_at,
             &format!("{tag}p{i}"),
             &Owned::dict().with("command", "ping"),
         );
@@ -147,13 +140,8 @@ fn flood_and_ping(
 }
 
 /// `statistics` with a fresh cookie (the relay answers a repeated cookie from its cache).
-fn statistic(c: &UdpSocket, ng_at: SocketAddr, cookie: &str, key: &str) -> i64 {
-    let st = ng(
-        c,
-        ng_at,
-        cookie,
-        &Owned::dict().with("command", "statistics"),
-    );
+fn statistic(c: &mut NgClient, cookie: &str, key: &str) -> i64 {
+    let st = ng(c, cookie, &Owned::dict().with("command", "statistics"));
     find_int(&st, key).unwrap_or_else(|| panic!("statistics without {key}: {st}"))
 }
 
@@ -162,12 +150,12 @@ fn pings_stay_fast_while_the_user_space_data_plane_is_saturated() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     // The premise: every packet must go through the one user-space worker.
     let relay = start_relay(21303, 26000, "auto", &["--no-kernel-forwarding"]);
-    let c = client();
-    let targets = calls(&c, relay.ng, "sat");
-    let flood = flood_and_ping(&c, relay.ng, "sat", targets);
+    let mut c = client(relay.ng);
+    let targets = calls(&mut c, "sat");
+    let flood = flood_and_ping(&mut c, "sat", targets);
     std::thread::sleep(Duration::from_millis(300)); // the worker drains its socket queues
-    let received = statistic(&c, relay.ng, "st", "rx_packets");
-    let in_kernel = statistic(&c, relay.ng, "st2", "kernel_forwarded");
+    let received = statistic(&mut c, "st", "rx_packets");
+    let in_kernel = statistic(&mut c, "st2", "kernel_forwarded");
     eprintln!(
         "user space saturated: {} packets sent, {received} read by the relay; ping p50 {:?} p99 {:?}",
         flood.sent,
@@ -201,8 +189,8 @@ fn pings_stay_fast_while_the_kernel_path_relays_a_flood() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     // The default start: the in-kernel fast path on where it can run.
     let relay = start_relay(21306, 27000, "auto", &[]);
-    let c = client();
-    let targets = calls(&c, relay.ng, "kfl");
+    let mut c = client(relay.ng);
+    let targets = calls(&mut c, "kfl");
     // Latch every side (a few packets each way, each received), so the calls can go to the
     // kernel; then wait until all 20 directions are there: the flood meets the kernel path.
     for (s, to) in &targets {
@@ -217,7 +205,7 @@ fn pings_stay_fast_while_the_kernel_path_relays_a_flood() {
     let mut asked = 0;
     let handed = wait_for(Duration::from_secs(5), || {
         asked += 1;
-        statistic(&c, relay.ng, &format!("ks{asked}"), "kernel_streams") == 2 * CALLS as i64
+        statistic(&mut c, &format!("ks{asked}"), "kernel_streams") == 2 * CALLS as i64
     });
     match &why_not {
         Some(why) => {
@@ -232,13 +220,13 @@ fn pings_stay_fast_while_the_kernel_path_relays_a_flood() {
             "the latched calls did not go to the kernel within 5 s"
         ),
     }
-    let before = statistic(&c, relay.ng, "kb", "kernel_forwarded");
-    let flood = flood_and_ping(&c, relay.ng, "kfl", targets);
+    let before = statistic(&mut c, "kb", "kernel_forwarded");
+    let flood = flood_and_ping(&mut c, "kfl", targets);
     // The kernel's figures reach the statistics once a second.
     let mut grew = 0;
     wait_for(Duration::from_secs(4), || {
         asked += 1;
-        grew = statistic(&c, relay.ng, &format!("ka{asked}"), "kernel_forwarded") - before;
+        grew = statistic(&mut c, &format!("ka{asked}"), "kernel_forwarded") - before;
         why_not.is_some() || grew as u64 >= flood.sent * 9 / 10
     });
     eprintln!(

@@ -40,6 +40,18 @@ pub fn relay(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
+/// A socket on 127.0.0.1 that waits 50 ms at most per receive.
+pub fn media_sock() -> UdpSocket {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    s
+}
+
+/// Counts datagrams until `want` arrived or `limit` passed.
+pub fn count_rx(s: &UdpSocket, want: usize, limit: Duration) -> usize {
+    recv_n(s, want, limit).len()
+}
+
 /// Receives until `want` datagrams arrived or `limit` passed; returns them.
 pub fn recv_n(s: &UdpSocket, want: usize, limit: Duration) -> Vec<(Vec<u8>, SocketAddr)> {
     let mut out = Vec::new();
