@@ -20,6 +20,7 @@ use common::ng::{client, find_int, int_at, ng, relay_port, sdp, start_relay, try
 use rtpanchor::client::ng::{NgClient, RetryPolicy};
 use rtpanchor::control::bencode::Owned;
 use rtpanchor::rtp::{CsrcList, RtpRepr};
+use rtpanchor::sdp::AudioSdp;
 
 use rtpanchor::config::{Config, IoEngine};
 use rtpanchor::dataplane::DataPlane;
@@ -516,10 +517,7 @@ fn a_relay_on_a_real_address_relays_in_the_kernel_through_the_routing_table() {
 }
 
 fn routed_sdp(port: u16, sess: u64) -> String {
-    format!(
-        "v=0\r\no=- {sess} 1 IN IP4 {ROUTED_PEERS}\r\ns=-\r\nc=IN IP4 {ROUTED_PEERS}\r\nt=0 0\r\n\
-         m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n"
-    )
+    AudioSdp::new(SocketAddr::new(ROUTED_PEERS.parse().unwrap(), port), sess).to_string()
 }
 
 #[test]

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use rtpanchor::client::ng::{NgClient, RetryPolicy};
 use rtpanchor::control::bencode::Owned;
+use rtpanchor::sdp::AudioSdp;
 
 /// A relay process, killed by pid when dropped (also when a test panics).
 pub struct Relay {
@@ -104,12 +105,11 @@ pub fn relayed_and_ports_used(c: &mut NgClient) -> (i64, i64) {
     (relayed, used)
 }
 
+/// The tests' offer and answer: PCMU and telephone events (PT 101) at 127.0.0.1:`port`.
 pub fn sdp(port: u16, sess: u64) -> String {
-    format!(
-        "v=0\r\no=- {sess} 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
-         m=audio {port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n\
-         a=sendrecv\r\n"
-    )
+    AudioSdp::new(SocketAddr::from(([127, 0, 0, 1], port)), sess)
+        .telephone_event(101)
+        .to_string()
 }
 
 /// The relay's RTP port from a rewritten SDP (and a check that it names the relay).
