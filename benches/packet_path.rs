@@ -16,6 +16,7 @@ use rtpanchor::dataplane::shared::{StreamShared, WorkerCounters};
 use rtpanchor::dataplane::slot::{process, DirtyList, PacketCtx, PathConfig};
 use rtpanchor::dataplane::worker::{NewStream, SideInit, SlotTable};
 use rtpanchor::rtp::clock::ClockRateMap;
+use rtpanchor::rtp::RtpRepr;
 use rtpanchor::session::latch::LatchMode;
 
 /// The packet path never touches the descriptors, and 40,000 real ones exceed the fd limit
@@ -58,10 +59,7 @@ fn table(streams: usize, fd: i32) -> (SlotTable, Vec<(u32, SocketAddr)>) {
 
 fn rtp(seq: u16, ts: u32) -> [u8; 172] {
     let mut p = [0u8; 172];
-    p[0] = 0x80;
-    p[2..4].copy_from_slice(&seq.to_be_bytes());
-    p[4..8].copy_from_slice(&ts.to_be_bytes());
-    p[8..12].copy_from_slice(&0x1234_5678u32.to_be_bytes());
+    let _ = RtpRepr::new(0, seq, ts, 0x1234_5678).emit(&mut p); // 12 bytes always fit
     p
 }
 

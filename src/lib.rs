@@ -7,6 +7,8 @@
 //!   endpoints. It never allocates, locks or logs per packet.
 //! - **Control plane** (`server`, tokio): the rtpengine-compatible ng protocol over UDP/TCP
 //!   and (later) a SIP proxy/registrar. Both drive the one session layer (`session`).
+//! - **Clients** (`client`): a blocking ng client of a running relay, for the tests, the
+//!   benchmark tools and operators; its protocol part is sans-IO in `control::client`.
 //! - **Protocol logic** (`rtp`, `sdp`, `sip`, `control`, `session`): sans-IO. Functions and
 //!   state machines over bytes and a caller-supplied clock; no sockets, no OS clock.
 //!
@@ -15,6 +17,7 @@
 
 pub mod addr;
 pub mod app;
+pub mod client;
 pub mod config;
 pub mod control;
 pub mod dataplane;

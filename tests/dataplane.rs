@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use common::media::{endpoint, recv_n, relay, sock, wait_for};
+use common::media::{endpoint, recv_n, relay, rtp, sock, wait_for};
 use rtpanchor::config::{Config, IoEngine};
 use rtpanchor::dataplane::DataPlane;
 use rtpanchor::session::backend::{EndpointSpec, MediaBackend, OpenedStream, Side, StreamSpec};
@@ -38,15 +38,6 @@ fn config(engine: IoEngine, port_base: u16) -> Config {
         gso: true,
         ..Config::default()
     }
-}
-
-fn rtp(seq: u16, ts: u32, ssrc: u32, payload: &[u8]) -> Vec<u8> {
-    let mut p = vec![0x80, 0x00];
-    p.extend_from_slice(&seq.to_be_bytes());
-    p.extend_from_slice(&ts.to_be_bytes());
-    p.extend_from_slice(&ssrc.to_be_bytes());
-    p.extend_from_slice(payload);
-    p
 }
 
 /// Opens one two-sided stream between the endpoints `a` and `b`.

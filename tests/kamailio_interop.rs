@@ -39,7 +39,7 @@ use std::sync::Arc;
 use std::thread::{sleep, JoinHandle};
 use std::time::{Duration, Instant};
 
-use common::ng::NgClient;
+use common::ng::{answering_client, relayed_packets};
 use common::peers::{find_program, udp_bound, wait_udp_bound, Peer};
 use common::{pcap_uac_command, sipp_call_counts, PcapUac, TempDir};
 
@@ -347,10 +347,10 @@ fn sipp_calls_through_kamailio_anchor_media_on_relay() {
         &d.join("relay.log"),
     )
     .expect("start relay");
-    let mut ng = NgClient::new(PORTS.ng, "interop");
+    let mut ng = answering_client(PORTS.ng, "interop");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        if ng.ping() {
+        if ng.ping().is_ok() {
             break;
         }
         if let Some(s) = relay_peer.try_status() {
@@ -427,7 +427,7 @@ fn sipp_calls_through_kamailio_anchor_media_on_relay() {
         .unwrap_or_else(|e| panic!("{e}"));
 
     // 4. The SIPp UAC: CALLS calls, RTP from the pcap, then BYE.
-    let ng_before = ng.relayed_packets();
+    let ng_before = relayed_packets(&mut ng);
     let uac_log = d.join("uac_sdp.log");
     let uac_csv = d.join("uac_stats.csv");
     let mut uac_cmd = pcap_uac_command(
@@ -462,7 +462,7 @@ fn sipp_calls_through_kamailio_anchor_media_on_relay() {
             kam.log_tail(20),
             relay_peer.log_tail(20)
         );
-        if let Some(calls) = ng.try_list() {
+        if let Ok(calls) = ng.list() {
             most_listed = most_listed.max(calls.len());
         }
         sleep(Duration::from_millis(500));
@@ -565,7 +565,7 @@ fn sipp_calls_through_kamailio_anchor_media_on_relay() {
         most_listed >= 1,
         "the relay never listed a call while {CALLS} calls ran"
     );
-    let ng_after = ng.relayed_packets();
+    let ng_after = relayed_packets(&mut ng);
     match (ng_before, ng_after) {
         (Some(b), Some(a)) => {
             eprintln!("interop: relay statistics relayedpackets {b} -> {a} (+{})", a - b);
@@ -580,10 +580,10 @@ fn sipp_calls_through_kamailio_anchor_media_on_relay() {
         ),
     }
     let deadline = Instant::now() + Duration::from_secs(5);
-    let mut left = ng.list();
+    let mut left = ng.list().expect("a well-formed list reply");
     while !left.is_empty() && Instant::now() < deadline {
         sleep(Duration::from_millis(200));
-        left = ng.list();
+        left = ng.list().expect("a well-formed list reply");
     }
     assert!(
         left.is_empty(),

@@ -15,9 +15,12 @@ use std::time::Duration;
 mod common;
 
 use common::kernel::cannot_run;
-use common::media::{endpoint, recv_n, relay, sock, wait_for};
-use common::ng::{client, find_int, int_at, ng, relay_port, sdp, start_relay};
+use common::media::{self, endpoint, recv_n, relay, sock, wait_for};
+use common::ng::{client, find_int, int_at, ng, relay_port, sdp, start_relay, try_ng};
+use rtpanchor::client::ng::{NgClient, RetryPolicy};
 use rtpanchor::control::bencode::Owned;
+use rtpanchor::rtp::{CsrcList, RtpRepr};
+use rtpanchor::sdp::AudioSdp;
 
 use rtpanchor::config::{Config, IoEngine};
 use rtpanchor::dataplane::DataPlane;
@@ -34,13 +37,9 @@ fn config(engine: IoEngine, port_base: u16) -> Config {
     }
 }
 
+/// PCMU packet `seq` of `ssrc` at `ts`: 160 payload bytes of `fill`.
 fn rtp(seq: u16, ts: u32, ssrc: u32, fill: u8) -> Vec<u8> {
-    let mut p = vec![0x80, 0x00];
-    p.extend_from_slice(&seq.to_be_bytes());
-    p.extend_from_slice(&ts.to_be_bytes());
-    p.extend_from_slice(&ssrc.to_be_bytes());
-    p.extend_from_slice(&[fill; 160]);
-    p
+    media::rtp(seq, ts, ssrc, &[fill; 160])
 }
 
 /// Sends `seqs` from `from` to the relay port `to`, 1 ms apart every 10 packets.
@@ -333,14 +332,13 @@ fn where_the_program_cannot_run_the_relay_says_so_and_relays_in_user_space() {
 #[test]
 fn the_relay_binary_hands_calls_to_the_kernel_and_leaves_nothing_when_killed() {
     let process = start_relay(47800, 47810, "auto", &[]);
-    let c = client();
-    let to = process.ng;
+    let mut c = client(process.ng);
     // A fresh cookie each time: the relay answers a repeated cookie from its cache.
     let asked = std::cell::Cell::new(0u32);
-    let stats = |c: &UdpSocket| {
+    let stats = |c: &mut NgClient| {
         asked.set(asked.get() + 1);
         let cookie = format!("s{}", asked.get());
-        let r = ng(c, to, &cookie, &Owned::dict().with("command", "statistics"));
+        let r = ng(c, &cookie, &Owned::dict().with("command", "statistics"));
         (
             find_int(&r, "kernel_streams").unwrap_or(-1),
             find_int(&r, "kernel_forwarded").unwrap_or(-1),
@@ -352,7 +350,7 @@ fn the_relay_binary_hands_calls_to_the_kernel_and_leaves_nothing_when_killed() {
         a.local_addr().unwrap().port(),
         b.local_addr().unwrap().port(),
     );
-    let call = |cmd: &str, port: u16, sess: u64| {
+    let call = |c: &mut NgClient, cmd: &str, port: u16, sess: u64| {
         let mut req = Owned::dict()
             .with("sdp", sdp(port, sess).as_str())
             .with("call-id", "kernel-e2e")
@@ -361,17 +359,17 @@ fn the_relay_binary_hands_calls_to_the_kernel_and_leaves_nothing_when_killed() {
         if cmd == "answer" {
             req = req.with("to-tag", "tagB");
         }
-        let r = ng(&c, to, cmd, &req);
+        let r = ng(c, cmd, &req);
         assert_eq!(r.get("result").and_then(Owned::as_str), Some("ok"), "{r}");
         relay_port(r.get("sdp").and_then(Owned::as_str).unwrap())
     };
     // The offer's SDP goes to B: its port is where B sends; the answer's is where A sends.
-    let to_b = call("offer", a_port, 1);
-    let to_a = call("answer", b_port, 2);
+    let to_b = call(&mut c, "offer", a_port, 1);
+    let to_a = call(&mut c, "answer", b_port, 2);
     let can = cannot_run();
     let first: Vec<u16> = (0..60).collect();
     both_ways(&a, relay(to_a), &b, relay(to_b), &first, "");
-    let handed = wait_for(Duration::from_secs(5), || stats(&c).0 == 2);
+    let handed = wait_for(Duration::from_secs(5), || stats(&mut c).0 == 2);
     if let Some(why) = &can {
         assert!(
             !handed,
@@ -385,19 +383,18 @@ fn the_relay_binary_hands_calls_to_the_kernel_and_leaves_nothing_when_killed() {
     assert!(
         handed,
         "the latched call did not go to the kernel within 5 s: {:?}",
-        stats(&c)
+        stats(&mut c)
     );
     let second: Vec<u16> = (60..260).collect();
     both_ways(&a, relay(to_a), &b, relay(to_b), &second, "kernel");
     assert!(
-        wait_for(Duration::from_secs(3), || stats(&c).1 >= 400),
+        wait_for(Duration::from_secs(3), || stats(&mut c).1 >= 400),
         "the kernel relayed the second round: {:?}",
-        stats(&c)
+        stats(&mut c)
     );
-    assert_eq!(stats(&c).2, 0, "nothing went back to the worker");
+    assert_eq!(stats(&mut c).2, 0, "nothing went back to the worker");
     let q = ng(
-        &c,
-        to,
+        &mut c,
         "q",
         &Owned::dict()
             .with("call-id", "kernel-e2e")
@@ -520,10 +517,7 @@ fn a_relay_on_a_real_address_relays_in_the_kernel_through_the_routing_table() {
 }
 
 fn routed_sdp(port: u16, sess: u64) -> String {
-    format!(
-        "v=0\r\no=- {sess} 1 IN IP4 {ROUTED_PEERS}\r\ns=-\r\nc=IN IP4 {ROUTED_PEERS}\r\nt=0 0\r\n\
-         m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n"
-    )
+    AudioSdp::new(SocketAddr::new(ROUTED_PEERS.parse().unwrap(), port), sess).to_string()
 }
 
 #[test]
@@ -540,22 +534,21 @@ fn routed_inner() {
         s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
         s
     };
-    let c = bind();
-    c.set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
+    let mut c = NgClient::udp_from(SocketAddr::new(ROUTED_PEERS.parse().unwrap(), 0), ng_addr)
+        .unwrap()
+        .with_policy(RetryPolicy::millis(500, 1));
     assert!(
         wait_for(Duration::from_secs(10), || {
-            common::ng::try_ng(&c, ng_addr, "p", &Owned::dict().with("command", "ping")).is_some()
+            try_ng(&mut c, "p", &Owned::dict().with("command", "ping")).is_some()
         }),
         "the relay answers ping"
     );
     // A fresh cookie each time: the relay answers a repeated cookie from its cache.
     let asked = std::cell::Cell::new(0u32);
-    let stats = || {
+    let stats = |c: &mut NgClient| {
         asked.set(asked.get() + 1);
         let r = ng(
-            &c,
-            ng_addr,
+            c,
             &format!("s{}", asked.get()),
             &Owned::dict().with("command", "statistics"),
         );
@@ -566,7 +559,7 @@ fn routed_inner() {
         )
     };
     let (a, b) = (bind(), bind());
-    let call = |cmd: &str, port: u16, sess: u64| {
+    let call = |c: &mut NgClient, cmd: &str, port: u16, sess: u64| {
         let mut req = Owned::dict()
             .with("sdp", routed_sdp(port, sess).as_str())
             .with("call-id", "routed")
@@ -575,33 +568,32 @@ fn routed_inner() {
         if cmd == "answer" {
             req = req.with("to-tag", "tagB");
         }
-        let r = ng(&c, ng_addr, cmd, &req);
+        let r = ng(c, cmd, &req);
         assert_eq!(r.get("result").and_then(Owned::as_str), Some("ok"), "{r}");
         let sdp = r.get("sdp").and_then(Owned::as_str).unwrap().to_string();
         assert!(sdp.contains(&format!("c=IN IP4 {ROUTED_RELAY}")), "{sdp}");
         let m = sdp.lines().find(|l| l.starts_with("m=audio ")).unwrap();
         m.split(' ').nth(1).unwrap().parse::<u16>().unwrap()
     };
-    let to_b = call("offer", a.local_addr().unwrap().port(), 1);
-    let to_a = call("answer", b.local_addr().unwrap().port(), 2);
+    let to_b = call(&mut c, "offer", a.local_addr().unwrap().port(), 1);
+    let to_a = call(&mut c, "answer", b.local_addr().unwrap().port(), 2);
     let first: Vec<u16> = (0..60).collect();
     both_ways(&a, peer(to_a), &b, peer(to_b), &first, "");
     assert!(
-        wait_for(Duration::from_secs(3), || stats().0 == 2),
+        wait_for(Duration::from_secs(3), || stats(&mut c).0 == 2),
         "both directions handed over: {:?}",
-        stats()
+        stats(&mut c)
     );
     let second: Vec<u16> = (60..260).collect();
     both_ways(&a, peer(to_a), &b, peer(to_b), &second, "kernel");
     assert!(
-        wait_for(Duration::from_secs(3), || stats().1 >= 400),
+        wait_for(Duration::from_secs(3), || stats(&mut c).1 >= 400),
         "the kernel relayed the second round: {:?}",
-        stats()
+        stats(&mut c)
     );
-    assert_eq!(stats().2, 0, "nothing went back to the worker");
+    assert_eq!(stats(&mut c).2, 0, "nothing went back to the worker");
     let q = ng(
-        &c,
-        ng_addr,
+        &mut c,
         "q",
         &Owned::dict()
             .with("call-id", "routed")
@@ -718,10 +710,12 @@ fn rtp_with_csrcs_goes_back_to_the_worker_and_stays() {
     let handovers = dp.totals().kernel_handovers;
     // A mixer's packets: one CSRC (CC = 1), 4 more header bytes.
     let with_csrc = |q: u16| {
-        let mut p = rtp(q, u32::from(q) * 160, 0xa, q as u8);
-        p[0] = 0x81;
-        p.splice(12..12, 0x1234_5678u32.to_be_bytes());
-        p
+        RtpRepr {
+            csrcs: CsrcList::from_slice(&[0x1234_5678]).unwrap(),
+            ..RtpRepr::new(0, q, u32::from(q) * 160, 0xa)
+        }
+        .to_vec(&[q as u8; 160])
+        .unwrap()
     };
     for q in 60..160u16 {
         a.send_to(&with_csrc(q), relay(o.a_ports.rtp)).unwrap();

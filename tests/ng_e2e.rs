@@ -12,15 +12,17 @@
 #[allow(dead_code)]
 mod common;
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use common::ng::{client, count_rx, int_at, media_sock, ng, relay_port, rtp, sdp, start_relay};
+use common::media::{count_rx, media_sock, pcmu};
+use common::ng::{client, int_at, ng, relay_port, sdp, start_relay};
+use rtpanchor::client::ng::NgClient;
 use rtpanchor::control::bencode::Owned;
 
 fn call_flow(engine: &str, ng_port: u16, port_min: u16) {
     let relay = start_relay(ng_port, port_min, engine, &[]);
-    let c = client();
+    let mut c = client(relay.ng);
     let to = relay.ng;
     let a = media_sock();
     let b_real = media_sock(); // where B really sends from and listens (its NAT binding)
@@ -28,8 +30,7 @@ fn call_flow(engine: &str, ng_port: u16, port_min: u16) {
     let b_sdp_port = 9; // what B's SDP claims (discard): unreachable, as behind NAT
 
     let offer = ng(
-        &c,
-        to,
+        &mut c,
         "o1",
         &Owned::dict()
             .with("supports", Owned::List(vec![Owned::str("load limit")]))
@@ -50,8 +51,7 @@ fn call_flow(engine: &str, ng_port: u16, port_min: u16) {
     let to_b = relay_port(offer.get("sdp").and_then(Owned::as_str).unwrap());
     // A retransmission with a new cookie returns the same SDP (idempotent).
     let again = ng(
-        &c,
-        to,
+        &mut c,
         "o2",
         &Owned::dict()
             .with("sdp", sdp(a_port, 1).as_str())
@@ -61,8 +61,7 @@ fn call_flow(engine: &str, ng_port: u16, port_min: u16) {
     );
     assert_eq!(again.get("sdp"), offer.get("sdp"));
     let answer = ng(
-        &c,
-        to,
+        &mut c,
         "a1",
         &Owned::dict()
             .with("sdp", sdp(b_sdp_port, 2).as_str())
@@ -85,7 +84,7 @@ fn call_flow(engine: &str, ng_port: u16, port_min: u16) {
     // B (behind NAT) speaks first: the relay learns its real address.
     let n = 50u16;
     for i in 0..n {
-        b_real.send_to(&rtp(i, 0xb), relay_b).unwrap();
+        b_real.send_to(&pcmu(i, 0xb), relay_b).unwrap();
     }
     assert_eq!(
         count_rx(&a, n as usize, Duration::from_secs(3)),
@@ -93,7 +92,7 @@ fn call_flow(engine: &str, ng_port: u16, port_min: u16) {
         "B->A"
     );
     for i in 0..n {
-        a.send_to(&rtp(i, 0xa), relay_a).unwrap();
+        a.send_to(&pcmu(i, 0xa), relay_a).unwrap();
     }
     assert_eq!(
         count_rx(&b_real, n as usize, Duration::from_secs(3)),
@@ -110,8 +109,7 @@ fn call_flow(engine: &str, ng_port: u16, port_min: u16) {
     let q = loop {
         k += 1;
         let q = ng(
-            &c,
-            to,
+            &mut c,
             &format!("q{k}"),
             &Owned::dict()
                 .with("call-id", "e2e-call-1")
@@ -162,8 +160,7 @@ fn call_flow(engine: &str, ng_port: u16, port_min: u16) {
     let st = loop {
         k += 1;
         let st = ng(
-            &c,
-            to,
+            &mut c,
             &format!("s{k}"),
             &Owned::dict().with("command", "statistics"),
         );
@@ -185,12 +182,11 @@ fn call_flow(engine: &str, ng_port: u16, port_min: u16) {
     );
 
     // list, then delete: nothing is forwarded afterwards and the call is gone.
-    let l = ng(&c, to, "l1", &Owned::dict().with("command", "list"));
+    let l = ng(&mut c, "l1", &Owned::dict().with("command", "list"));
     let calls = l.get("calls").and_then(Owned::as_list).unwrap();
     assert_eq!(calls.len(), 1);
     let d = ng(
-        &c,
-        to,
+        &mut c,
         "d1",
         &Owned::dict()
             .with("call-id", "e2e-call-1")
@@ -201,21 +197,20 @@ fn call_flow(engine: &str, ng_port: u16, port_min: u16) {
     // The worker closes the stream on its next turn (at once, unless the machine is busy).
     std::thread::sleep(Duration::from_millis(500));
     for i in 0..10 {
-        let _ = a.send_to(&rtp(100 + i, 0xa), relay_a);
+        let _ = a.send_to(&pcmu(100 + i, 0xa), relay_a);
     }
     assert_eq!(
         count_rx(&b_real, 1, Duration::from_millis(300)),
         0,
         "forwarded after delete"
     );
-    let l = ng(&c, to, "l2", &Owned::dict().with("command", "list"));
+    let l = ng(&mut c, "l2", &Owned::dict().with("command", "list"));
     assert_eq!(
         l.get("calls").and_then(Owned::as_list).map(|c| c.len()),
         Some(0)
     );
     let d2 = ng(
-        &c,
-        to,
+        &mut c,
         "d2",
         &Owned::dict()
             .with("call-id", "e2e-call-1")
@@ -225,7 +220,11 @@ fn call_flow(engine: &str, ng_port: u16, port_min: u16) {
     assert_eq!(d2.get("result").and_then(Owned::as_str), Some("ok"));
     assert!(d2.get("warning").is_some(), "repeated delete warns: {d2}");
 
-    // Malformed control traffic: errors for what has a cookie, silence otherwise; still serving.
+    // Malformed control traffic (raw datagrams, from a socket of their own): errors for what
+    // has a cookie, silence otherwise; still serving.
+    let raw = UdpSocket::bind("127.0.0.1:0").unwrap();
+    raw.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
     let garbage: Vec<Vec<u8>> = vec![
         b"nocookie".to_vec(),
         b"c1 d7:command".to_vec(),
@@ -241,13 +240,13 @@ fn call_flow(engine: &str, ng_port: u16, port_min: u16) {
     let mut errors = 0;
     for round in 0..20 {
         for g in &garbage {
-            c.send_to(g, to).unwrap();
+            raw.send_to(g, to).unwrap();
         }
         let mut buf = vec![0u8; 65536];
         let deadline = Instant::now() + Duration::from_secs(2);
         let mut got = 0;
         while got < garbage.len() - 1 && Instant::now() < deadline {
-            if let Ok(n) = c.recv(&mut buf) {
+            if let Ok(n) = raw.recv(&mut buf) {
                 got += 1;
                 let reply = String::from_utf8_lossy(&buf[..n]);
                 assert!(reply.contains("error"), "round {round}: {reply}");
@@ -260,7 +259,7 @@ fn call_flow(engine: &str, ng_port: u16, port_min: u16) {
         20 * (garbage.len() - 1),
         "one error reply per request with a cookie"
     );
-    let p = ng(&c, to, "p-after", &Owned::dict().with("command", "ping"));
+    let p = ng(&mut c, "p-after", &Owned::dict().with("command", "ping"));
     assert_eq!(p.get("result").and_then(Owned::as_str), Some("pong"));
 }
 
@@ -286,12 +285,11 @@ fn silent_call_times_out_and_frees_its_ports_uring() {
 
 fn silent_call_times_out(ng_port: u16, port_min: u16, engine: &str) {
     let relay = start_relay(ng_port, port_min, engine, &["--timeout", "1"]);
-    let c = client();
+    let mut c = client(relay.ng);
     let a = media_sock();
     let b = media_sock();
     let o = ng(
-        &c,
-        relay.ng,
+        &mut c,
         "to1",
         &Owned::dict()
             .with("sdp", sdp(a.local_addr().unwrap().port(), 1).as_str())
@@ -301,8 +299,7 @@ fn silent_call_times_out(ng_port: u16, port_min: u16, engine: &str) {
     );
     let to_b = relay_port(o.get("sdp").and_then(Owned::as_str).unwrap());
     ng(
-        &c,
-        relay.ng,
+        &mut c,
         "to2",
         &Owned::dict()
             .with("sdp", sdp(b.local_addr().unwrap().port(), 2).as_str())
@@ -311,13 +308,8 @@ fn silent_call_times_out(ng_port: u16, port_min: u16, engine: &str) {
             .with("to-tag", "tb")
             .with("command", "answer"),
     );
-    let used = |cookie: &str| {
-        let s = ng(
-            &c,
-            relay.ng,
-            cookie,
-            &Owned::dict().with("command", "statistics"),
-        );
+    let used = |c: &mut NgClient, cookie: &str| {
+        let s = ng(c, cookie, &Owned::dict().with("command", "statistics"));
         let ifs = s
             .get("statistics")
             .and_then(|s| s.get("interfaces"))
@@ -326,13 +318,13 @@ fn silent_call_times_out(ng_port: u16, port_min: u16, engine: &str) {
         int_at(&ifs[0], &["ports", "used"])
     };
     assert_eq!(
-        used("st1"),
+        used(&mut c, "st1"),
         4,
         "one stream: two sides, each an RTP+RTCP port pair"
     );
     // Media for a moment, then silence.
     for i in 0..5 {
-        b.send_to(&rtp(i, 1), SocketAddr::from(([127, 0, 0, 1], to_b)))
+        b.send_to(&pcmu(i, 1), SocketAddr::from(([127, 0, 0, 1], to_b)))
             .unwrap();
     }
     assert_eq!(count_rx(&a, 5, Duration::from_secs(2)), 5);
@@ -341,8 +333,7 @@ fn silent_call_times_out(ng_port: u16, port_min: u16, engine: &str) {
     let gone = loop {
         n += 1;
         let l = ng(
-            &c,
-            relay.ng,
+            &mut c,
             &format!("tl{n}"),
             &Owned::dict().with("command", "list"),
         );
@@ -361,20 +352,15 @@ fn silent_call_times_out(ng_port: u16, port_min: u16, engine: &str) {
         gone,
         "the silent call was not torn down within 6 s of a 1 s timeout"
     );
-    assert_eq!(used("st2"), 0, "ports freed");
-    let s = ng(
-        &c,
-        relay.ng,
-        "st3",
-        &Owned::dict().with("command", "statistics"),
-    );
+    assert_eq!(used(&mut c, "st2"), 0, "ports freed");
+    let s = ng(&mut c, "st3", &Owned::dict().with("command", "statistics"));
     assert_eq!(
         int_at(&s, &["statistics", "totalstatistics", "timeoutsessions"]),
         1
     );
     // The freed port no longer relays (the worker closes it on its next turn).
     std::thread::sleep(Duration::from_millis(300));
-    b.send_to(&rtp(9, 1), SocketAddr::from(([127, 0, 0, 1], to_b)))
+    b.send_to(&pcmu(9, 1), SocketAddr::from(([127, 0, 0, 1], to_b)))
         .unwrap();
     assert_eq!(count_rx(&a, 1, Duration::from_millis(300)), 0);
 }

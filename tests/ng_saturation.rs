@@ -20,8 +20,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::kernel::cannot_run;
-use common::media::wait_for;
-use common::ng::{client, count_rx, find_int, media_sock, ng, relay_port, rtp, sdp, start_relay};
+use common::media::{count_rx, media_sock, pcmu, wait_for};
+use common::ng::{client, find_int, ng, relay_port, sdp, start_relay};
+use rtpanchor::client::ng::NgClient;
 use rtpanchor::control::bencode::Owned;
 
 /// The two cases measure one at a time.
@@ -32,7 +33,7 @@ const PINGS: usize = 400;
 
 /// Opens `CALLS` calls on the relay, both sides on sockets of ours; returns each side's
 /// socket with the relay address it sends to.
-fn calls(c: &UdpSocket, ng_at: SocketAddr, tag: &str) -> Vec<(UdpSocket, SocketAddr)> {
+fn calls(c: &mut NgClient, tag: &str) -> Vec<(UdpSocket, SocketAddr)> {
     let mut targets = Vec::new();
     for i in 0..CALLS {
         let a = media_sock();
@@ -40,7 +41,6 @@ fn calls(c: &UdpSocket, ng_at: SocketAddr, tag: &str) -> Vec<(UdpSocket, SocketA
         let id = format!("{tag}-{i}");
         let o = ng(
             c,
-            ng_at,
             &format!("{tag}o{i}"),
             &Owned::dict()
                 .with("sdp", sdp(a.local_addr().unwrap().port(), 1).as_str())
@@ -51,7 +51,6 @@ fn calls(c: &UdpSocket, ng_at: SocketAddr, tag: &str) -> Vec<(UdpSocket, SocketA
         let to_b = relay_port(o.get("sdp").and_then(Owned::as_str).unwrap());
         let an = ng(
             c,
-            ng_at,
             &format!("{tag}a{i}"),
             &Owned::dict()
                 .with("sdp", sdp(b.local_addr().unwrap().port(), 2).as_str())
@@ -92,12 +91,7 @@ const BLASTERS: usize = 3;
 /// data-plane worker (`--num-threads 1` pins it to the first core), while this thread, which
 /// plays the SIP proxy (on a real deployment another host), pings the ng port every 10 ms,
 /// `PINGS` times, on the other core. Each ping must be answered.
-fn flood_and_ping(
-    c: &UdpSocket,
-    ng_at: SocketAddr,
-    tag: &str,
-    targets: Vec<(UdpSocket, SocketAddr)>,
-) -> Flood {
+fn flood_and_ping(c: &mut NgClient, tag: &str, targets: Vec<(UdpSocket, SocketAddr)>) -> Flood {
     let stop = Arc::new(AtomicBool::new(false));
     let worker_core = core_affinity::get_core_ids()
         .and_then(|ids| ids.first().copied())
@@ -109,7 +103,7 @@ fn flood_and_ping(
             let targets = targets.clone();
             std::thread::spawn(move || {
                 core_affinity::set_for_current(worker_core);
-                let pkt = rtp(1000 + k as u16, 5);
+                let pkt = pcmu(1000 + k as u16, 5);
                 let mut sent = 0u64;
                 let deadline = Instant::now() + Duration::from_secs(8);
                 while !stop.load(Relaxed) && Instant::now() < deadline {
@@ -124,7 +118,7 @@ fn flood_and_ping(
         })
         .collect();
     std::thread::sleep(Duration::from_millis(200));
-    let rtts = ping_round(c, ng_at, tag);
+    let rtts = ping_round(c, tag);
     stop.store(true, Relaxed);
     let sent = blasters
         .into_iter()
@@ -135,7 +129,7 @@ fn flood_and_ping(
 
 /// Pings the ng port every 10 ms, `PINGS` times; every ping must be answered. The round trips,
 /// sorted.
-fn ping_round(c: &UdpSocket, ng_at: SocketAddr, tag: &str) -> Vec<Duration> {
+fn ping_round(c: &mut NgClient, tag: &str) -> Vec<Duration> {
     // This thread stands in for the SIP proxy on another host: give it the short scheduler
     // slice the relay's control threads have, so that on a loaded machine the round trip
     // measures the relay more than how long this thread waits for a core to read the reply.
@@ -145,7 +139,6 @@ fn ping_round(c: &UdpSocket, ng_at: SocketAddr, tag: &str) -> Vec<Duration> {
         let t = Instant::now();
         let r = ng(
             c,
-            ng_at,
             &format!("{tag}p{i}"),
             &Owned::dict().with("command", "ping"),
         );
@@ -184,13 +177,8 @@ fn check_latency(flood: &Flood, quiet: &[Duration], what: &str) {
 }
 
 /// `statistics` with a fresh cookie (the relay answers a repeated cookie from its cache).
-fn statistic(c: &UdpSocket, ng_at: SocketAddr, cookie: &str, key: &str) -> i64 {
-    let st = ng(
-        c,
-        ng_at,
-        cookie,
-        &Owned::dict().with("command", "statistics"),
-    );
+fn statistic(c: &mut NgClient, cookie: &str, key: &str) -> i64 {
+    let st = ng(c, cookie, &Owned::dict().with("command", "statistics"));
     find_int(&st, key).unwrap_or_else(|| panic!("statistics without {key}: {st}"))
 }
 
@@ -199,13 +187,13 @@ fn pings_stay_fast_while_the_user_space_data_plane_is_saturated() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     // The premise: every packet must go through the one user-space worker.
     let relay = start_relay(21303, 26000, "auto", &["--no-kernel-forwarding"]);
-    let c = client();
-    let targets = calls(&c, relay.ng, "sat");
-    let quiet = ping_round(&c, relay.ng, "satq");
-    let flood = flood_and_ping(&c, relay.ng, "sat", targets);
+    let mut c = client(relay.ng);
+    let targets = calls(&mut c, "sat");
+    let quiet = ping_round(&mut c, "satq");
+    let flood = flood_and_ping(&mut c, "sat", targets);
     std::thread::sleep(Duration::from_millis(300)); // the worker drains its socket queues
-    let received = statistic(&c, relay.ng, "st", "rx_packets");
-    let in_kernel = statistic(&c, relay.ng, "st2", "kernel_forwarded");
+    let received = statistic(&mut c, "st", "rx_packets");
+    let in_kernel = statistic(&mut c, "st2", "kernel_forwarded");
     eprintln!(
         "user space saturated: {} packets sent, {received} read by the relay; ping p50 {:?} p99 {:?}",
         flood.sent,
@@ -235,13 +223,13 @@ fn pings_stay_fast_while_the_kernel_path_relays_a_flood() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     // The default start: the in-kernel fast path on where it can run.
     let relay = start_relay(21306, 27000, "auto", &[]);
-    let c = client();
-    let targets = calls(&c, relay.ng, "kfl");
+    let mut c = client(relay.ng);
+    let targets = calls(&mut c, "kfl");
     // Latch every side (a few packets each way, each received), so the calls can go to the
     // kernel; then wait until all 20 directions are there: the flood meets the kernel path.
     for (s, to) in &targets {
         for seq in 0..5 {
-            s.send_to(&rtp(seq, 5), *to).expect("send");
+            s.send_to(&pcmu(seq, 5), *to).expect("send");
         }
     }
     for (s, _) in &targets {
@@ -251,7 +239,7 @@ fn pings_stay_fast_while_the_kernel_path_relays_a_flood() {
     let mut asked = 0;
     let handed = wait_for(Duration::from_secs(5), || {
         asked += 1;
-        statistic(&c, relay.ng, &format!("ks{asked}"), "kernel_streams") == 2 * CALLS as i64
+        statistic(&mut c, &format!("ks{asked}"), "kernel_streams") == 2 * CALLS as i64
     });
     match &why_not {
         Some(why) => {
@@ -266,14 +254,14 @@ fn pings_stay_fast_while_the_kernel_path_relays_a_flood() {
             "the latched calls did not go to the kernel within 5 s"
         ),
     }
-    let before = statistic(&c, relay.ng, "kb", "kernel_forwarded");
-    let quiet = ping_round(&c, relay.ng, "kflq");
-    let flood = flood_and_ping(&c, relay.ng, "kfl", targets);
+    let before = statistic(&mut c, "kb", "kernel_forwarded");
+    let quiet = ping_round(&mut c, "kflq");
+    let flood = flood_and_ping(&mut c, "kfl", targets);
     // The kernel's figures reach the statistics once a second.
     let mut grew = 0;
     wait_for(Duration::from_secs(4), || {
         asked += 1;
-        grew = statistic(&c, relay.ng, &format!("ka{asked}"), "kernel_forwarded") - before;
+        grew = statistic(&mut c, &format!("ka{asked}"), "kernel_forwarded") - before;
         why_not.is_some() || grew as u64 >= flood.sent * 9 / 10
     });
     eprintln!(

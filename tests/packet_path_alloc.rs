@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use rtpanchor::config::{Config, IoEngine};
 use rtpanchor::dataplane::DataPlane;
+use rtpanchor::rtp::RtpRepr;
 use rtpanchor::session::backend::{EndpointSpec, MediaBackend, StreamSpec};
 
 #[global_allocator]
@@ -22,12 +23,11 @@ const BURST: u16 = 16;
 /// Datagrams one call of `traffic` forwards.
 const PER_CALL: usize = STREAMS * (2 * ROUNDS as usize + BURST as usize);
 
+/// Writes the header of PCMU packet `seq` of `ssrc` into `out` (emit allocates nothing).
 fn rtp(seq: u16, ssrc: u32, out: &mut [u8; 172]) {
-    out[0] = 0x80;
-    out[1] = 0;
-    out[2..4].copy_from_slice(&seq.to_be_bytes());
-    out[4..8].copy_from_slice(&(u32::from(seq) * 160).to_be_bytes());
-    out[8..12].copy_from_slice(&ssrc.to_be_bytes());
+    RtpRepr::new(0, seq, u32::from(seq) * 160, ssrc)
+        .emit(out)
+        .unwrap();
 }
 
 fn relay(port: u16) -> SocketAddr {

@@ -37,9 +37,10 @@ use std::process::{Command, ExitStatus};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use common::ng::NgClient;
+use common::ng::{answering_client, relayed_and_ports_used};
 use common::peers::{find_program, tail, udp_bound, wait_udp_bound, Peer};
 use common::{pcap_uac_command, sipp_call_counts, PcapUac, TempDir};
+use rtpanchor::client::ng::NgClient;
 use rtpanchor::control::bencode::Owned;
 
 const LOOPBACK: &str = "127.0.0.1";
@@ -172,10 +173,10 @@ fn start_relay(dir: &Path, b: &Block, log_level: &str) -> (Peer, NgClient) {
         .args(["--log-level", log_level]);
     let mut relay =
         Peer::spawn("rtpanchor", &mut cmd, &dir.join("relay.log")).expect("start relay");
-    let mut ng = NgClient::new(b.ng, "sipe2e");
+    let mut ng = answering_client(b.ng, "sipe2e");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        if let Some(r) = ng.try_request(&Owned::dict().with("command", "ping")) {
+        if let Ok(r) = ng.request(&Owned::dict().with("command", "ping")) {
             assert_eq!(r.get("result").and_then(Owned::as_str), Some("pong"), "{r}");
             break;
         }
@@ -336,7 +337,7 @@ fn run_calls(
             uac.log_tail(30),
             relay.log_tail(30)
         );
-        if let Some(r) = ng.try_request(&Owned::dict().with("command", "list")) {
+        if let Ok(r) = ng.request(&Owned::dict().with("command", "list")) {
             most = most.max(
                 r.get("calls")
                     .and_then(Owned::as_list)
@@ -351,8 +352,8 @@ fn run_calls(
 fn assert_relay_empty(ng: &mut NgClient) {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let calls = ng.list();
-        let (_, used) = ng.relayed_and_ports_used();
+        let calls = ng.list().expect("a well-formed list reply");
+        let (_, used) = relayed_and_ports_used(ng);
         if calls.is_empty() && used == 0 {
             return;
         }
@@ -412,7 +413,7 @@ fn calls_through_builtin_proxy_anchor_media() {
     );
 
     let mut uas = start_uas(&sipp, d, b, CALLS);
-    let (relayed_before, _) = ng.relayed_and_ports_used();
+    let (relayed_before, _) = relayed_and_ports_used(&mut ng);
     let mut uac = start_uac(&sipp, d, b, CALLS, 20, 40);
     let (uac_status, most_listed) = run_calls(&mut uac, &mut ng, Duration::from_secs(90), &relay);
     let uas_status = uas.wait_timeout(Duration::from_secs(10));
@@ -444,7 +445,7 @@ fn calls_through_builtin_proxy_anchor_media() {
     assert_sdp_names_relay(&answers, b, CALLS, "UAC answer");
 
     // The relay forwarded the pcap (caller -> callee, and the echo back).
-    let (relayed_after, _) = ng.relayed_and_ports_used();
+    let (relayed_after, _) = relayed_and_ports_used(&mut ng);
     let relayed = relayed_after - relayed_before;
     eprintln!(
         "sip e2e: relay forwarded {relayed} packets ({} per direction per call expected)",
@@ -505,7 +506,7 @@ fn nat_callee_reached_at_its_source_address() {
     assert!(log.contains("REGISTER-OK contact="), "{log}");
 
     let mut uas = start_uas(&sipp, d, b, CALLS);
-    let (relayed_before, _) = ng.relayed_and_ports_used();
+    let (relayed_before, _) = relayed_and_ports_used(&mut ng);
     let mut uac = start_uac(&sipp, d, b, CALLS, CALLS, CALLS);
     let (uac_status, _) = run_calls(&mut uac, &mut ng, Duration::from_secs(40), &relay);
     let uas_status = uas.wait_timeout(Duration::from_secs(10));
@@ -529,7 +530,7 @@ fn nat_callee_reached_at_its_source_address() {
         "UAS offer",
     );
 
-    let (relayed_after, _) = ng.relayed_and_ports_used();
+    let (relayed_after, _) = relayed_and_ports_used(&mut ng);
     let relayed = relayed_after - relayed_before;
     eprintln!("sip nat: {ok} calls to the NATed callee, relay forwarded {relayed} packets");
     assert!(

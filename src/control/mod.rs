@@ -8,12 +8,15 @@
 //! - [`flags`]: flag names and their normalisation, the `rtpp-flags` string lexer and the
 //!   option types referenced by the request.
 //! - [`reply`]: builders for the standard reply dictionaries.
+//! - [`client`]: the client side: cookies, request framing, reply matching, retransmission
+//!   schedule (the socket that carries them is [`crate::client`]).
 //!
-//! Nothing here touches sockets or the clock; the server feeds datagrams in and sends the
-//! returned bytes out.
+//! Nothing here touches sockets or the clock; the server (and the client) feed datagrams in
+//! and send the returned bytes out.
 #![forbid(unsafe_code)]
 
 pub mod bencode;
+pub mod client;
 pub mod flags;
 pub mod handler;
 pub mod json;

@@ -17,6 +17,10 @@
 //! `Ok` every accessor is a plain load. `new_unchecked` skips validation; its accessors still
 //! never panic (an out-of-range field reads as 0, `payload` as empty, and setters on a too
 //! short buffer do nothing), they just return meaningless values for a malformed buffer.
+//!
+//! [`RtpRepr`] is the header as values, next to the view: `RtpRepr::parse` reads it from a
+//! checked packet, `emit` writes it into a buffer without allocating (tests, benchmarks and
+//! load generators build their packets with it).
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
@@ -344,6 +348,210 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> RtpPacket<T> {
     }
 }
 
+/// Up to 15 CSRC identifiers (the CC field has 4 bits), held inline so an [`RtpRepr`] is
+/// `Copy` and building a header never allocates.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CsrcList {
+    ids: [u32; CsrcList::MAX],
+    len: u8,
+}
+
+impl CsrcList {
+    /// The most identifiers one header can carry.
+    pub const MAX: usize = 15;
+
+    /// No CSRC (the common case: a packet straight from its source, not from a mixer).
+    pub const fn new() -> CsrcList {
+        CsrcList {
+            ids: [0; CsrcList::MAX],
+            len: 0,
+        }
+    }
+
+    /// The list `ids`, or `None` when it holds more than [`CsrcList::MAX`].
+    pub fn from_slice(ids: &[u32]) -> Option<CsrcList> {
+        let mut list = CsrcList::new();
+        list.ids.get_mut(..ids.len())?.copy_from_slice(ids);
+        list.len = ids.len() as u8;
+        Some(list)
+    }
+
+    #[inline]
+    pub fn as_slice(&self) -> &[u32] {
+        &self.ids[..usize::from(self.len)]
+    }
+
+    #[inline]
+    pub fn len(&self) -> usize {
+        usize::from(self.len)
+    }
+
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// A header extension (X bit): the profile-defined 16 bits (0xBEDE for RFC 8285 one-byte
+/// headers) and the data, which is a whole number of 32-bit words on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RtpExtension<'a> {
+    pub profile: u16,
+    /// Emitted zero-padded to the next word; parsed back with that padding.
+    pub data: &'a [u8],
+}
+
+impl RtpExtension<'_> {
+    /// Length of the data on the wire, in 32-bit words.
+    #[inline]
+    fn words(&self) -> usize {
+        self.data.len().div_ceil(4)
+    }
+}
+
+/// Why [`RtpRepr::emit`] wrote nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RtpEmitError {
+    /// The buffer is shorter than [`RtpRepr::header_len`].
+    BufferTooShort,
+    /// The extension data is longer than its 16-bit word count can say (65,535 words).
+    ExtensionTooLong,
+}
+
+impl fmt::Display for RtpEmitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RtpEmitError::BufferTooShort => "buffer shorter than the RTP header",
+            RtpEmitError::ExtensionTooLong => "RTP header extension longer than 65535 words",
+        })
+    }
+}
+
+impl std::error::Error for RtpEmitError {}
+
+/// The header of an RTP packet as values: what [`RtpRepr::parse`] reads from a packet and
+/// [`RtpRepr::emit`] writes into a buffer (the version is always 2).
+///
+/// `padding` is the number of padding octets that end the packet, the count byte included
+/// (0: P bit clear). `emit` writes the header only, so it only sets the P bit;
+/// [`RtpRepr::to_vec`] writes the padding too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RtpRepr<'a> {
+    pub marker: bool,
+    /// 0..=127; only the low 7 bits are emitted.
+    pub payload_type: u8,
+    pub sequence_number: u16,
+    pub timestamp: u32,
+    pub ssrc: u32,
+    pub csrcs: CsrcList,
+    pub extension: Option<RtpExtension<'a>>,
+    pub padding: u8,
+}
+
+impl RtpRepr<'static> {
+    /// A plain header: no marker, CSRC, extension or padding.
+    pub const fn new(payload_type: u8, sequence_number: u16, timestamp: u32, ssrc: u32) -> Self {
+        RtpRepr {
+            marker: false,
+            payload_type,
+            sequence_number,
+            timestamp,
+            ssrc,
+            csrcs: CsrcList::new(),
+            extension: None,
+            padding: 0,
+        }
+    }
+}
+
+impl<'a> RtpRepr<'a> {
+    /// Reads the header of a well-formed packet (validated as [`RtpPacket::new_checked`]
+    /// does); the extension data borrows from `buf`.
+    pub fn parse(buf: &'a [u8]) -> Result<RtpRepr<'a>, RtpError> {
+        let p = RtpPacket::new_checked(buf)?;
+        let count = usize::from(p.csrc_count());
+        let mut csrcs = CsrcList::new();
+        for (i, id) in csrcs.ids.iter_mut().take(count).enumerate() {
+            *id = p.csrc(i).unwrap_or(0);
+        }
+        csrcs.len = count as u8;
+        let extension = if p.extension() {
+            let at = p.extension_offset();
+            Some(RtpExtension {
+                profile: be16(buf, at),
+                data: buf.get(at + 4..p.header_len()).unwrap_or(&[]),
+            })
+        } else {
+            None
+        };
+        Ok(RtpRepr {
+            marker: p.marker(),
+            payload_type: p.payload_type(),
+            sequence_number: p.sequence_number(),
+            timestamp: p.timestamp(),
+            ssrc: p.ssrc(),
+            csrcs,
+            extension,
+            padding: p.padding_len() as u8, // the count is one byte
+        })
+    }
+
+    /// Length of the header `emit` writes: fixed part, CSRC list and extension.
+    #[inline]
+    pub fn header_len(&self) -> usize {
+        RTP_HEADER_LEN + 4 * self.csrcs.len() + self.extension.map_or(0, |e| 4 + 4 * e.words())
+    }
+
+    /// Writes the header at the start of `buf` and returns its length; the bytes after it
+    /// (payload, padding) are left as they are. Writes nothing on error. Never allocates.
+    #[inline]
+    pub fn emit(&self, buf: &mut [u8]) -> Result<usize, RtpEmitError> {
+        let words = self.extension.map(|e| e.words());
+        if words.is_some_and(|w| w > usize::from(u16::MAX)) {
+            return Err(RtpEmitError::ExtensionTooLong);
+        }
+        let len = self.header_len();
+        let header = buf.get_mut(..len).ok_or(RtpEmitError::BufferTooShort)?;
+        // The first two bytes whole: V=2, P, X, CC; M, PT.
+        header[field::VPXCC] = 0x80
+            | if self.padding > 0 { 0x20 } else { 0 }
+            | if words.is_some() { 0x10 } else { 0 }
+            | self.csrcs.len;
+        header[field::MPT] = (u8::from(self.marker) << 7) | (self.payload_type & 0x7f);
+        let mut p = RtpPacket::new_unchecked(&mut *header);
+        p.set_sequence_number(self.sequence_number);
+        p.set_timestamp(self.timestamp);
+        p.set_ssrc(self.ssrc);
+        let mut at = field::CSRC;
+        for id in self.csrcs.as_slice() {
+            p.put(at, &id.to_be_bytes());
+            at += 4;
+        }
+        if let (Some(e), Some(words)) = (self.extension, words) {
+            p.put(at, &e.profile.to_be_bytes());
+            p.put(at + 2, &(words as u16).to_be_bytes());
+            let data = &mut header[at + 4..len];
+            let (head, pad) = data.split_at_mut(e.data.len());
+            head.copy_from_slice(e.data);
+            pad.fill(0);
+        }
+        Ok(len)
+    }
+
+    /// A whole packet: the header, `payload`, then the padding (zeros and the count byte).
+    /// Allocates; for tests and tools, not for the packet path.
+    pub fn to_vec(&self, payload: &[u8]) -> Result<Vec<u8>, RtpEmitError> {
+        let header = self.header_len();
+        let mut out = vec![0u8; header + payload.len() + usize::from(self.padding)];
+        self.emit(&mut out)?;
+        out[header..header + payload.len()].copy_from_slice(payload);
+        if let Some(last) = out.last_mut().filter(|_| self.padding > 0) {
+            *last = self.padding;
+        }
+        Ok(out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -509,5 +717,137 @@ mod tests {
     #[test]
     fn error_display() {
         assert!(RtpError::BadPadding.to_string().contains("padding"));
+        assert!(RtpEmitError::BufferTooShort.to_string().contains("shorter"));
+    }
+
+    #[test]
+    fn repr_parses_and_emits_the_sample_packets() {
+        let plain = RtpRepr {
+            marker: true,
+            ..RtpRepr::new(0, 0x1234, 0xdead_beef, 0x0102_0304)
+        };
+        assert_eq!(RtpRepr::parse(&PACKET), Ok(plain));
+        assert_eq!(plain.header_len(), RTP_HEADER_LEN);
+        assert_eq!(plain.to_vec(&PACKET[12..]).unwrap(), PACKET);
+
+        let full = RtpRepr::parse(&FULL).unwrap();
+        assert_eq!(
+            full,
+            RtpRepr {
+                marker: false,
+                payload_type: 111,
+                sequence_number: 0xffff,
+                timestamp: 16,
+                ssrc: 0xcafe_babe,
+                csrcs: CsrcList::from_slice(&[0x1122_3344]).unwrap(),
+                extension: Some(RtpExtension {
+                    profile: 0xbede,
+                    data: &FULL[20..24],
+                }),
+                padding: 2,
+            }
+        );
+        assert_eq!(full.header_len(), 24);
+        assert_eq!(full.to_vec(&[0x55, 0x66]).unwrap(), FULL);
+        assert_eq!(RtpRepr::parse(&FULL[..23]), Err(RtpError::ExtensionOverrun));
+    }
+
+    #[test]
+    fn emit_writes_the_header_only() {
+        let mut buf = [0xa5u8; 16];
+        let n = RtpRepr {
+            marker: true,
+            ..RtpRepr::new(0, 0x1234, 0xdead_beef, 0x0102_0304)
+        }
+        .emit(&mut buf)
+        .unwrap();
+        assert_eq!(n, 12);
+        assert_eq!(buf[..12], PACKET[..12]);
+        assert_eq!(buf[12..], [0xa5; 4], "the payload is the caller's");
+        // Too short: nothing written.
+        let mut short = [0x5au8; 11];
+        assert_eq!(
+            RtpRepr::new(0, 1, 2, 3).emit(&mut short),
+            Err(RtpEmitError::BufferTooShort)
+        );
+        assert_eq!(short, [0x5a; 11]);
+    }
+
+    #[test]
+    fn repr_round_trips_through_the_parser() {
+        let ids: Vec<u32> = (1..=15).map(|i| 0x0101_0101 * i).collect();
+        let ext_data = [1u8, 2, 3, 4, 5, 6, 7, 8];
+        for cc in 0..=CsrcList::MAX {
+            for (ext, padding) in [(false, 0u8), (true, 0), (false, 1), (true, 7)] {
+                let repr = RtpRepr {
+                    marker: cc % 2 == 0,
+                    payload_type: 96 + cc as u8,
+                    sequence_number: 65_535 - cc as u16,
+                    timestamp: 160 * cc as u32,
+                    ssrc: 0xfeed_0000 + cc as u32,
+                    csrcs: CsrcList::from_slice(&ids[..cc]).unwrap(),
+                    extension: ext.then_some(RtpExtension {
+                        profile: 0x1000,
+                        data: &ext_data,
+                    }),
+                    padding,
+                };
+                let payload = [cc as u8; 20];
+                let bytes = repr.to_vec(&payload).unwrap();
+                let p = RtpPacket::new_checked(&bytes[..]).unwrap();
+                assert_eq!(p.csrc_count() as usize, cc);
+                assert_eq!(p.csrc(cc.saturating_sub(1)), ids[..cc].last().copied());
+                assert_eq!(p.header_extension(), ext.then_some((0x1000, &ext_data[..])));
+                assert_eq!(p.padding_len(), usize::from(padding));
+                assert_eq!(p.header_len(), repr.header_len());
+                assert_eq!(p.payload(), &payload);
+                assert_eq!(
+                    RtpRepr::parse(&bytes),
+                    Ok(repr),
+                    "cc {cc} ext {ext} pad {padding}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn repr_edges() {
+        // Extension data is padded to whole words on the wire, and read back so.
+        let repr = RtpRepr {
+            extension: Some(RtpExtension {
+                profile: 0xbede,
+                data: &[0x10, 0x7f, 0x33],
+            }),
+            ..RtpRepr::new(0, 1, 2, 3)
+        };
+        let bytes = repr.to_vec(&[]).unwrap();
+        assert_eq!(
+            bytes[12..],
+            [0xbe, 0xde, 0x00, 0x01, 0x10, 0x7f, 0x33, 0x00]
+        );
+        let back = RtpRepr::parse(&bytes).unwrap();
+        assert_eq!(
+            back.extension.map(|e| e.data),
+            Some(&[0x10, 0x7f, 0x33, 0][..])
+        );
+        // The word count has 16 bits.
+        let huge = vec![0u8; 4 * 65_536];
+        let too_long = RtpRepr {
+            extension: Some(RtpExtension {
+                profile: 0,
+                data: &huge,
+            }),
+            ..RtpRepr::new(0, 1, 2, 3)
+        };
+        assert_eq!(too_long.to_vec(&[]), Err(RtpEmitError::ExtensionTooLong));
+        // Only 7 bits of payload type; 16 CSRCs do not fit the CC field.
+        let pt = RtpRepr::new(0xff, 0, 0, 0).to_vec(&[]).unwrap();
+        assert_eq!(
+            (pt[1], RtpPacket::new_unchecked(&pt).payload_type()),
+            (0x7f, 0x7f)
+        );
+        assert_eq!(CsrcList::from_slice(&[0; 16]), None);
+        assert!(CsrcList::new().is_empty());
+        assert_eq!(CsrcList::from_slice(&[7, 8]).map(|l| l.len()), Some(2));
     }
 }

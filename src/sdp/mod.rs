@@ -73,13 +73,20 @@
 //!   `i=`, `k=`, `y=`, unknown types, blank lines) is copied byte for byte, in order.
 //! - With every media `Keep`, no replace flags and the relay address equal to the session
 //!   address, the output equals the input byte for byte.
+//!
+//! # Building
+//!
+//! [`AudioSdp`] writes the one-audio-stream body that tests, benchmarks and load generators
+//! offer a relay; the relay itself only rewrites.
 #![forbid(unsafe_code)]
 
+mod build;
 mod parse;
 mod rewrite;
 
 use std::net::{IpAddr, SocketAddr};
 
+pub use build::AudioSdp;
 pub use rewrite::{rewrite, MediaRewrite, RewriteParams, RtcpAttr};
 
 /// Largest SDP body accepted, in bytes.

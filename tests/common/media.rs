@@ -1,12 +1,26 @@
-//! Media endpoints for the data-plane tests: loopback sockets, the relay's address, and
-//! bounded waits for datagrams and conditions.
+//! Media for the data-plane tests: RTP packets (built with the library's `RtpRepr`), loopback
+//! sockets, the relay's address, and bounded waits for datagrams and conditions.
 #![allow(dead_code)]
 #![allow(clippy::disallowed_methods)]
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
+use rtpanchor::rtp::RtpRepr;
 use rtpanchor::session::backend::EndpointSpec;
+
+/// An RTP packet: PT 0 (PCMU), no marker, `seq`, `ts` and `ssrc`, then `payload`.
+pub fn rtp(seq: u16, ts: u32, ssrc: u32, payload: &[u8]) -> Vec<u8> {
+    RtpRepr::new(0, seq, ts, ssrc)
+        .to_vec(payload)
+        .expect("a plain header always fits")
+}
+
+/// 20 ms of PCMU (160 bytes of 0xd5) with packet `seq` of source `ssrc`: timestamp
+/// `seq * 160`, 172 bytes in all.
+pub fn pcmu(seq: u16, ssrc: u32) -> Vec<u8> {
+    rtp(seq, u32::from(seq) * 160, ssrc, &[0xd5; 160])
+}
 
 /// A socket on 127.0.0.1 that waits 20 ms at most per receive.
 pub fn sock() -> UdpSocket {
@@ -24,6 +38,18 @@ pub fn endpoint(sock: &UdpSocket) -> EndpointSpec {
 /// The relay's socket on 127.0.0.1 at `port`.
 pub fn relay(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// A socket on 127.0.0.1 that waits 50 ms at most per receive.
+pub fn media_sock() -> UdpSocket {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    s
+}
+
+/// Counts datagrams until `want` arrived or `limit` passed.
+pub fn count_rx(s: &UdpSocket, want: usize, limit: Duration) -> usize {
+    recv_n(s, want, limit).len()
 }
 
 /// Receives until `want` datagrams arrived or `limit` passed; returns them.

@@ -1,13 +1,16 @@
-//! An ng client for the end-to-end tests: start the relay binary, talk bencode over UDP, and
-//! build the SDP and RTP the tests send.
+//! The relay binary for the end-to-end tests and what they ask it over ng: start it, a client
+//! (the library's, `rtpanchor::client::ng`) with the tests' timeouts, figures out of replies,
+//! and the SDP the tests offer.
 #![allow(dead_code)]
 #![allow(clippy::disallowed_methods)]
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use rtpanchor::control::bencode::{decode, Owned};
+use rtpanchor::client::ng::{NgClient, RetryPolicy};
+use rtpanchor::control::bencode::Owned;
+use rtpanchor::sdp::AudioSdp;
 
 /// A relay process, killed by pid when dropped (also when a test panics).
 pub struct Relay {
@@ -42,54 +45,71 @@ pub fn start_relay(ng_port: u16, port_min: u16, engine: &str, extra: &[&str]) ->
         .spawn()
         .expect("start rtpanchor");
     let relay = Relay { child, ng };
-    let c = client();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(r) = try_ng(&c, ng, "boot", &Owned::dict().with("command", "ping")) {
-            assert_eq!(r.get("result").and_then(Owned::as_str), Some("pong"));
-            return relay;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "relay did not answer ping in 10 s"
-        );
+    if let Err(e) = client(ng).wait_ready(Duration::from_secs(10)) {
+        panic!("relay did not answer ping with pong in 10 s: {e}");
     }
+    relay
 }
 
-pub fn client() -> UdpSocket {
-    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-    s.set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    s
+/// A client of the relay's ng socket at `ng` for tests that name their cookies ([`ng`]): each
+/// request is sent once and its reply awaited 500 ms (a test that times replies must see a
+/// lost one, not its retransmission).
+pub fn client(ng: SocketAddr) -> NgClient {
+    NgClient::udp(ng)
+        .expect("ng client socket")
+        .with_policy(RetryPolicy::millis(500, 1))
 }
 
-pub fn try_ng(s: &UdpSocket, to: SocketAddr, cookie: &str, req: &Owned) -> Option<Owned> {
-    let mut msg = format!("{cookie} ").into_bytes();
-    req.encode(&mut msg);
-    s.send_to(&msg, to).ok()?;
-    let mut buf = vec![0u8; 65536];
-    let deadline = Instant::now() + Duration::from_millis(500);
-    while Instant::now() < deadline {
-        let Ok(n) = s.recv(&mut buf) else { continue };
-        let reply = &buf[..n];
-        let Some(body) = reply.strip_prefix(format!("{cookie} ").as_bytes()) else {
-            continue; // a late reply to an earlier request
-        };
-        return Some(Owned::from(&decode(body).expect("reply is bencode")));
-    }
-    None
+/// `req` under `cookie`, or `None` without a reply.
+pub fn try_ng(c: &mut NgClient, cookie: &str, req: &Owned) -> Option<Owned> {
+    c.request_with_cookie(cookie, req).ok()
 }
 
-pub fn ng(s: &UdpSocket, to: SocketAddr, cookie: &str, req: &Owned) -> Owned {
-    try_ng(s, to, cookie, req).unwrap_or_else(|| panic!("no reply to {cookie}"))
+/// `req` under `cookie` and its reply; panics without one.
+pub fn ng(c: &mut NgClient, cookie: &str, req: &Owned) -> Owned {
+    c.request_with_cookie(cookie, req)
+        .unwrap_or_else(|e| panic!("no reply to {cookie}: {e}"))
 }
 
+/// A client of the relay's ng socket on 127.0.0.1:`port` for tests that only need answers:
+/// its cookies are `<prefix>_<pid>_<n>`, and each request is sent up to 3 times 500 ms apart
+/// with the same cookie, as Kamailio does.
+pub fn answering_client(port: u16, prefix: &str) -> NgClient {
+    NgClient::udp(SocketAddr::from(([127, 0, 0, 1], port)))
+        .expect("ng client socket")
+        .with_cookie_prefix(format!("{prefix}_{}", std::process::id()))
+        .with_policy(RetryPolicy::millis(500, 3))
+}
+
+/// rtpengine's `relayedpackets` total from `statistics`, wherever the relay nests it.
+pub fn relayed_packets(c: &mut NgClient) -> Option<i64> {
+    find_int(&c.command("statistics").ok()?, "relayedpackets")
+}
+
+/// `relayedpackets` and the ports used on the (only) interface, from `statistics`.
+pub fn relayed_and_ports_used(c: &mut NgClient) -> (i64, i64) {
+    let r = c
+        .command("statistics")
+        .unwrap_or_else(|e| panic!("no ng reply to statistics: {e}"));
+    let relayed = find_int(&r, "relayedpackets")
+        .unwrap_or_else(|| panic!("statistics without relayedpackets: {r}"));
+    let used = r
+        .get("statistics")
+        .and_then(|s| s.get("interfaces"))
+        .and_then(Owned::as_list)
+        .and_then(|l| l.first())
+        .and_then(|i| i.get("ports"))
+        .and_then(|p| p.get("used"))
+        .and_then(Owned::as_int)
+        .unwrap_or_else(|| panic!("statistics without interfaces[0].ports.used: {r}"));
+    (relayed, used)
+}
+
+/// The tests' offer and answer: PCMU and telephone events (PT 101) at 127.0.0.1:`port`.
 pub fn sdp(port: u16, sess: u64) -> String {
-    format!(
-        "v=0\r\no=- {sess} 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
-         m=audio {port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n\
-         a=sendrecv\r\n"
-    )
+    AudioSdp::new(SocketAddr::from(([127, 0, 0, 1], port)), sess)
+        .telephone_event(101)
+        .to_string()
 }
 
 /// The relay's RTP port from a rewritten SDP (and a check that it names the relay).
@@ -102,33 +122,6 @@ pub fn relay_port(sdp: &str) -> u16 {
     m.split(' ').nth(1).unwrap().parse().unwrap()
 }
 
-pub fn rtp(seq: u16, ssrc: u32) -> Vec<u8> {
-    let mut p = vec![0x80, 0x00];
-    p.extend_from_slice(&seq.to_be_bytes());
-    p.extend_from_slice(&(u32::from(seq) * 160).to_be_bytes());
-    p.extend_from_slice(&ssrc.to_be_bytes());
-    p.extend_from_slice(&[0xd5; 160]);
-    p
-}
-
-pub fn media_sock() -> UdpSocket {
-    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-    s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
-    s
-}
-
-pub fn count_rx(s: &UdpSocket, want: usize, limit: Duration) -> usize {
-    let mut n = 0;
-    let mut buf = [0u8; 2048];
-    let deadline = Instant::now() + limit;
-    while n < want && Instant::now() < deadline {
-        if s.recv(&mut buf).is_ok() {
-            n += 1;
-        }
-    }
-    n
-}
-
 pub fn int_at(v: &Owned, path: &[&str]) -> i64 {
     let mut cur = v;
     for k in path {
@@ -138,85 +131,6 @@ pub fn int_at(v: &Owned, path: &[&str]) -> i64 {
     }
     cur.as_int()
         .unwrap_or_else(|| panic!("{path:?} is not an int"))
-}
-
-/// An ng client with its own cookie sequence, for tests that only need answers: each request
-/// is retransmitted with the same cookie (up to 3 tries of 500 ms), as Kamailio does.
-pub struct NgClient {
-    sock: UdpSocket,
-    to: SocketAddr,
-    prefix: String,
-    seq: u32,
-}
-
-impl NgClient {
-    /// A client of the relay's ng socket on 127.0.0.1:`port`; `prefix` names the test in cookies.
-    pub fn new(port: u16, prefix: &str) -> NgClient {
-        NgClient {
-            sock: client(),
-            to: SocketAddr::from(([127, 0, 0, 1], port)),
-            prefix: format!("{prefix}_{}", std::process::id()),
-            seq: 0,
-        }
-    }
-
-    pub fn try_request(&mut self, req: &Owned) -> Option<Owned> {
-        self.seq += 1;
-        let cookie = format!("{}_{}", self.prefix, self.seq);
-        (0..3).find_map(|_| try_ng(&self.sock, self.to, &cookie, req))
-    }
-
-    /// `{command: X}` and its reply; panics when none comes.
-    pub fn request(&mut self, command: &str) -> Owned {
-        self.try_request(&Owned::dict().with("command", command))
-            .unwrap_or_else(|| panic!("no ng reply to {command}"))
-    }
-
-    /// Whether the relay answers `ping` with `pong`.
-    pub fn ping(&mut self) -> bool {
-        self.try_request(&Owned::dict().with("command", "ping"))
-            .is_some_and(|r| r.get("result").and_then(Owned::as_str) == Some("pong"))
-    }
-
-    /// The call-ids the relay holds (`list`), or `None` without a well-formed reply.
-    pub fn try_list(&mut self) -> Option<Vec<String>> {
-        let r = self.try_request(&Owned::dict().with("command", "list"))?;
-        let calls = r.get("calls").and_then(Owned::as_list)?;
-        Some(
-            calls
-                .iter()
-                .filter_map(|c| c.as_str().map(str::to_owned))
-                .collect(),
-        )
-    }
-
-    pub fn list(&mut self) -> Vec<String> {
-        self.try_list()
-            .unwrap_or_else(|| panic!("no well-formed list reply"))
-    }
-
-    /// rtpengine's `relayedpackets` total from `statistics`, wherever the relay nests it.
-    pub fn relayed_packets(&mut self) -> Option<i64> {
-        let r = self.try_request(&Owned::dict().with("command", "statistics"))?;
-        find_int(&r, "relayedpackets")
-    }
-
-    /// `relayedpackets` and the ports used on the (only) interface, from `statistics`.
-    pub fn relayed_and_ports_used(&mut self) -> (i64, i64) {
-        let r = self.request("statistics");
-        let relayed = find_int(&r, "relayedpackets")
-            .unwrap_or_else(|| panic!("statistics without relayedpackets: {r}"));
-        let used = r
-            .get("statistics")
-            .and_then(|s| s.get("interfaces"))
-            .and_then(Owned::as_list)
-            .and_then(|l| l.first())
-            .and_then(|i| i.get("ports"))
-            .and_then(|p| p.get("used"))
-            .and_then(Owned::as_int)
-            .unwrap_or_else(|| panic!("statistics without interfaces[0].ports.used: {r}"));
-        (relayed, used)
-    }
 }
 
 /// The first integer under `key` anywhere in the tree.

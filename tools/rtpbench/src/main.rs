@@ -198,7 +198,7 @@ impl Drop for Calls {
             );
             return;
         }
-        self.client.attempts = 2;
+        self.client.set_attempts(2);
         let reqs: Vec<_> = self.ids.iter().map(|id| ng::delete(id)).collect();
         let replies = self.client.transact_many(&reqs, &|| false);
         let failed = replies

@@ -1,28 +1,21 @@
-//! A small ng-protocol client (rtpengine's control protocol over UDP): one datagram is
-//! `<cookie> <bencode dict>`, the reply echoes the cookie. Requests are pipelined (a window
-//! of outstanding cookies) and retransmitted with the same cookie on timeout, which a
+//! The benchmark's side of the ng protocol (rtpengine's control protocol): the requests it
+//! sends (offer, answer, delete of one-stream calls) and what it reads from the replies. The
+//! client itself is the relay crate's (`rtpanchor::client::ng`): cookies, pipelining (a window
+//! of outstanding requests) and retransmission with the same cookie on timeout, which a
 //! compliant relay answers from its reply cache.
 
-use std::collections::HashMap;
-use std::io;
-use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
+use std::net::{SocketAddr, SocketAddrV4};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 
 use crate::sdp;
-use rtpanchor::control::bencode::{decode, Owned, Value};
+use rtpanchor::client::ng::{self as client, RetryPolicy};
+use rtpanchor::control::bencode::Owned;
 
-/// Distinguishes the clients of one process in their cookies.
-static NEXT_CLIENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
+/// An ng client of one relay, with its pipelining window.
 pub struct NgClient {
-    sock: UdpSocket,
-    prefix: String,
-    counter: u64,
-    /// Per-attempt timeout and number of attempts.
-    pub timeout: Duration,
-    pub attempts: u32,
+    inner: client::NgClient,
     /// How many requests may be outstanding at once.
     pub window: usize,
 }
@@ -36,37 +29,40 @@ pub struct Reply {
     pub warning: Option<String>,
 }
 
-/// Extracts the interesting keys from a reply body.
-pub fn parse_reply(body: &[u8]) -> Result<Reply> {
-    let v = decode(body).map_err(|e| anyhow!("undecodable ng reply: {e}"))?;
-    let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
-    Ok(Reply {
-        result: s("result").ok_or_else(|| anyhow!("ng reply without result"))?,
-        sdp: s("sdp"),
-        error_reason: s("error-reason").or_else(|| s("message")),
-        warning: s("warning"),
-    })
+impl Reply {
+    /// Extracts the interesting keys from a reply dictionary.
+    pub fn of(v: &Owned) -> Result<Reply> {
+        let s = |k: &str| v.get(k).and_then(Owned::as_str).map(str::to_owned);
+        Ok(Reply {
+            result: s("result").ok_or_else(|| anyhow!("ng reply without result"))?,
+            sdp: s("sdp"),
+            error_reason: s("error-reason").or_else(|| s("message")),
+            warning: s("warning"),
+        })
+    }
 }
 
 impl NgClient {
+    /// A client of `relay`: 3 attempts a second apart, 32 requests in flight.
     pub fn connect(relay: SocketAddr) -> Result<Self> {
-        let sock = UdpSocket::bind("127.0.0.1:0").context("binding the ng client socket")?;
-        sock.connect(relay)
-            .with_context(|| format!("connecting to ng {relay}"))?;
-        Ok(Self {
-            sock,
-            // Cookies must be unique per request for the relay's reply cache: a second
-            // client in the same process gets its own prefix.
-            prefix: format!(
-                "rb{}x{}",
-                std::process::id(),
-                NEXT_CLIENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            ),
-            counter: 0,
-            timeout: Duration::from_millis(1000),
-            attempts: 3,
-            window: 32,
-        })
+        let inner = client::NgClient::udp(relay)
+            .with_context(|| format!("ng client socket for {relay}"))?
+            .with_policy(RetryPolicy::millis(1000, 3));
+        Ok(Self { inner, window: 32 })
+    }
+
+    /// Per-attempt timeout.
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        let mut p = self.inner.policy();
+        p.timeout_ns = timeout.as_nanos().try_into().unwrap_or(u64::MAX);
+        self.inner.set_policy(p);
+    }
+
+    /// Sends per request.
+    pub fn set_attempts(&mut self, attempts: u32) {
+        let mut p = self.inner.policy();
+        p.attempts = attempts;
+        self.inner.set_policy(p);
     }
 
     /// Sends every request and returns the replies in request order. A request that gets
@@ -76,102 +72,20 @@ impl NgClient {
         requests: &[Owned],
         stop: &dyn Fn() -> bool,
     ) -> Vec<Result<Reply>> {
-        let mut out: Vec<Option<Result<Reply>>> = (0..requests.len()).map(|_| None).collect();
-        // cookie -> (request index, attempts made, encoded datagram, deadline)
-        let mut pending: HashMap<String, (usize, u32, Vec<u8>, u64)> = HashMap::new();
-        let mut next = 0;
-        let mut buf = vec![0u8; 65536];
-        let timeout_ns = self.timeout.as_nanos() as u64;
-        let _ = self.sock.set_read_timeout(Some(Duration::from_millis(20)));
-        while next < requests.len() || !pending.is_empty() {
-            if stop() {
-                break;
-            }
-            while next < requests.len() && pending.len() < self.window {
-                self.counter += 1;
-                let cookie = format!("{}_{}", self.prefix, self.counter);
-                let mut dgram = Vec::with_capacity(512);
-                dgram.extend_from_slice(cookie.as_bytes());
-                dgram.push(b' ');
-                requests[next].encode(&mut dgram);
-                let _ = self.sock.send(&dgram);
-                let deadline = crate::sys::mono_ns() + timeout_ns;
-                pending.insert(cookie, (next, 1, dgram, deadline));
-                next += 1;
-            }
-            match self.sock.recv(&mut buf) {
-                Ok(n) => {
-                    let d = &buf[..n];
-                    let Some(sp) = d.iter().position(|&b| b == b' ') else {
-                        continue;
-                    };
-                    let cookie = String::from_utf8_lossy(&d[..sp]).into_owned();
-                    if let Some((idx, _, _, _)) = pending.remove(&cookie) {
-                        out[idx] = Some(parse_reply(&d[sp + 1..]));
-                    }
-                }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock
-                            | io::ErrorKind::TimedOut
-                            | io::ErrorKind::Interrupted
-                    ) => {}
-                // ECONNREFUSED: nothing listens yet; retransmission handles it.
-                Err(_) => std::thread::sleep(Duration::from_millis(20)),
-            }
-            let now = crate::sys::mono_ns();
-            let mut expired = Vec::new();
-            for (cookie, (idx, tries, dgram, deadline)) in pending.iter_mut() {
-                if now >= *deadline {
-                    if *tries >= self.attempts {
-                        expired.push((cookie.clone(), *idx));
-                    } else {
-                        *tries += 1;
-                        *deadline = now + timeout_ns;
-                        let _ = self.sock.send(dgram);
-                    }
-                }
-            }
-            for (cookie, idx) in expired {
-                pending.remove(&cookie);
-                out[idx] = Some(Err(anyhow!("no ng reply after {} attempts", self.attempts)));
-            }
-        }
-        out.into_iter()
-            .map(|r| r.unwrap_or_else(|| Err(anyhow!("interrupted"))))
+        self.inner
+            .request_many(requests, self.window, stop)
+            .into_iter()
+            .map(|r| Reply::of(&r?))
             .collect()
     }
 
     pub fn transact(&mut self, request: Owned) -> Result<Reply> {
-        self.transact_many(std::slice::from_ref(&request), &|| false)
-            .pop()
-            .unwrap_or_else(|| Err(anyhow!("no reply")))
+        Reply::of(&self.inner.request(&request)?)
     }
 
     /// Pings until `pong` or `wait` elapses.
     pub fn wait_ready(&mut self, wait: Duration) -> Result<()> {
-        let deadline = crate::sys::mono_ns() + wait.as_nanos() as u64;
-        let saved = self.attempts;
-        self.attempts = 1;
-        let saved_t = self.timeout;
-        self.timeout = Duration::from_millis(200);
-        let mut last = anyhow!("no reply");
-        while crate::sys::mono_ns() < deadline {
-            match self.transact(Owned::dict().with("command", Owned::str("ping"))) {
-                Ok(r) if r.result == "pong" => {
-                    self.attempts = saved;
-                    self.timeout = saved_t;
-                    return Ok(());
-                }
-                Ok(r) => last = anyhow!("ping answered {:?}", r.result),
-                Err(e) => last = e,
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        self.attempts = saved;
-        self.timeout = saved_t;
-        Err(last.context("relay not ready"))
+        self.inner.wait_ready(wait).context("relay not ready")
     }
 }
 
@@ -235,9 +149,11 @@ pub fn reply_endpoint(r: &Result<Reply>) -> Result<SocketAddrV4> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rtpanchor::control::bencode::{decode, Value};
 
     #[test]
     fn reply_parsing() {
+        let parse_reply = |body: &[u8]| Reply::of(&Owned::from(&decode(body).unwrap()));
         let r = parse_reply(b"d3:sdp31:c=IN IP4 127.0.0.1\r\nm=audio 4 X6:result2:oke").unwrap();
         assert_eq!(r.result, "ok");
         assert_eq!(

@@ -1,23 +1,21 @@
-//! The little SDP (RFC 8866) the benchmark needs: build a one-stream PCMU offer/answer for a
-//! generator socket, find the relay's media address in a returned SDP, and the reflector's
-//! trivial textual rewrite. Not a general SDP library (rtpanchor has `src/sdp` for that).
+//! The little SDP (RFC 8866) the benchmark needs: the one-stream PCMU offer/answer for a
+//! generator socket (written by the relay crate's `AudioSdp`), the relay's media address in a
+//! returned SDP, and the reflector's trivial textual rewrite. Not a general SDP library
+//! (rtpanchor has `src/sdp` for that).
 
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
+use rtpanchor::sdp::AudioSdp;
+
 /// A one-audio-stream SDP: PCMU (PT 0), 20 ms packets, RTP only. No `a=rtcp:` line, so the
 /// implied RTCP port is `port + 1` (RFC 3605 default); the benchmark sends no RTCP.
 pub fn audio_sdp(addr: SocketAddrV4, session_id: u64) -> String {
-    let ip = addr.ip();
-    let mut s = String::with_capacity(200);
-    // Writing into a String cannot fail.
-    let _ = write!(
-        s,
-        "v=0\r\no=rtpbench {session_id} 1 IN IP4 {ip}\r\ns=rtpbench\r\nc=IN IP4 {ip}\r\nt=0 0\r\n\
-         m=audio {} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=ptime:20\r\na=sendrecv\r\n",
-        addr.port()
-    );
-    s
+    AudioSdp::new(addr.into(), session_id)
+        .user("rtpbench")
+        .session_name("rtpbench")
+        .ptime(20)
+        .to_string()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,9 +8,10 @@
 //! `magic "RBv1" | step u32 | flow u32 | seq u64 | sent CLOCK_MONOTONIC ns u64` (big endian).
 
 use hdrhistogram::Histogram;
+use rtpanchor::rtp::{RtpPacket, RtpRepr};
 use serde::Serialize;
 
-pub const RTP_HEADER_LEN: usize = 12;
+pub use rtpanchor::rtp::RTP_HEADER_LEN;
 pub const PAYLOAD_LEN: usize = 160;
 pub const PACKET_LEN: usize = RTP_HEADER_LEN + PAYLOAD_LEN;
 pub const PT_PCMU: u8 = 0;
@@ -35,16 +36,16 @@ pub struct Stamp {
 /// change and the silence payload.
 pub fn init_packet(buf: &mut [u8], ssrc: u32) {
     buf[..PACKET_LEN].fill(0xFF);
-    buf[0] = 0x80; // V=2, no padding/extension/CSRC
-    buf[1] = PT_PCMU; // no marker
-    buf[8..12].copy_from_slice(&ssrc.to_be_bytes());
+    // V=2, no padding, extension, CSRC or marker; sequence and timestamp come per packet.
+    let _ = RtpRepr::new(PT_PCMU, 0, 0, ssrc).emit(buf); // fits: buf holds PACKET_LEN
     buf[RTP_HEADER_LEN..RTP_HEADER_LEN + 4].copy_from_slice(&MAGIC);
 }
 
 /// Writes the per-packet fields into a buffer prepared by [`init_packet`].
 pub fn stamp_packet(buf: &mut [u8], rtp_seq: u16, rtp_ts: u32, stamp: &Stamp) {
-    buf[2..4].copy_from_slice(&rtp_seq.to_be_bytes());
-    buf[4..8].copy_from_slice(&rtp_ts.to_be_bytes());
+    let mut rtp = RtpPacket::new_unchecked(&mut *buf);
+    rtp.set_sequence_number(rtp_seq);
+    rtp.set_timestamp(rtp_ts);
     let p = &mut buf[RTP_HEADER_LEN + 4..RTP_HEADER_LEN + STAMP_LEN];
     p[0..4].copy_from_slice(&stamp.step.to_be_bytes());
     p[4..8].copy_from_slice(&stamp.flow.to_be_bytes());
@@ -66,7 +67,7 @@ fn be_u64(b: &[u8]) -> u64 {
 
 /// Reads the stamp of a received datagram; `None` for anything that is not ours.
 pub fn read_stamp(pkt: &[u8]) -> Option<Stamp> {
-    if pkt.len() < RTP_HEADER_LEN + STAMP_LEN || pkt[0] >> 6 != 2 {
+    if pkt.len() < RTP_HEADER_LEN + STAMP_LEN || RtpPacket::new_unchecked(pkt).version() != 2 {
         return None;
     }
     let p = &pkt[RTP_HEADER_LEN..RTP_HEADER_LEN + STAMP_LEN];

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use hdrhistogram::Histogram;
+use rtpanchor::rtp::RtpPacket;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::stats::{self, FlowRx, Stamp, PACKET_LEN, SAMPLES_PER_PACKET};
@@ -212,7 +213,7 @@ pub fn run_sender(
                 let t = sys::mono_ns();
                 for j in 0..m {
                     let slot = st.batch.slot_mut(j);
-                    slot[8..12].copy_from_slice(&header_ssrc.to_be_bytes());
+                    RtpPacket::new_unchecked(&mut *slot).set_ssrc(header_ssrc);
                     let stamp = Stamp {
                         step: plan.step,
                         flow: f as u32,

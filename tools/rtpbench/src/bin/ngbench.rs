@@ -61,7 +61,7 @@ fn hold(args: &Args, n: usize) -> Result<()> {
     let pid = args.relay_pid.context("--hold needs --relay-pid")?;
     let mut client = NgClient::connect(args.ng)?;
     client.window = args.window;
-    client.timeout = Duration::from_millis(2000);
+    client.set_timeout(Duration::from_millis(2000));
     let run = format!("hold{}", std::process::id());
     let ids: Vec<String> = (0..n).map(|i| ng::call_id(&run, i)).collect();
     let addr =
@@ -145,7 +145,7 @@ struct ModeResult {
 fn run_mode(args: &Args, run: &str, window: usize) -> Result<ModeResult> {
     let mut client = NgClient::connect(args.ng)?;
     client.window = window;
-    client.timeout = Duration::from_millis(2000);
+    client.set_timeout(Duration::from_millis(2000));
     let ticks = sys::clock_ticks_per_sec();
     let cpu0 = args
         .relay_pid
