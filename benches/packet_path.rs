@@ -13,7 +13,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use crossbeam::queue::ArrayQueue;
 
 use rtpanchor::dataplane::shared::{StreamShared, WorkerCounters};
-use rtpanchor::dataplane::slot::{process, DirtyList, PacketCtx, PathConfig};
+use rtpanchor::dataplane::slot::{process, DirtyList, PacketCtx, PathConfig, SlotIdx};
 use rtpanchor::dataplane::worker::{NewStream, SideInit, SlotTable};
 use rtpanchor::rtp::clock::ClockRateMap;
 use rtpanchor::session::latch::LatchMode;
@@ -38,7 +38,7 @@ fn side(port: u16) -> SideInit {
     }
 }
 
-fn table(streams: usize, fd: i32) -> (SlotTable, Vec<(u32, SocketAddr)>) {
+fn table(streams: usize, fd: i32) -> (SlotTable, Vec<(SlotIdx, SocketAddr)>) {
     let mut t = SlotTable::new();
     let mut targets = Vec::with_capacity(streams);
     for i in 0..streams {
@@ -100,14 +100,7 @@ fn bench(c: &mut Criterion) {
                     dirty: &mut dirty,
                     kernel: None,
                 };
-                let out = process(
-                    &mut t.slots,
-                    slot as usize,
-                    src,
-                    black_box(&pkt),
-                    now,
-                    &mut ctx,
-                );
+                let out = process(&mut t.slots, slot, src, black_box(&pkt), now, &mut ctx);
                 if dirty.list.len() == dirty.list.capacity() {
                     dirty.list.clear();
                 }

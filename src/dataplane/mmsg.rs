@@ -15,7 +15,7 @@ use super::cmsg;
 use super::gso;
 use super::kernel::KernelWorker;
 use super::shared::bump;
-use super::slot::{note_control, process, DirtyList, PacketCtx, PathConfig};
+use super::slot::{note_control, process, DirtyList, PacketCtx, PathConfig, SlotIdx};
 use super::sockaddr;
 use super::worker::{
     drain_eventfd, housekeeping_turn, Command, Publisher, SlotTable, WorkerShared,
@@ -44,8 +44,8 @@ fn send_mmsg(fd: i32, msgs: &mut [libc::mmsghdr]) -> libc::c_int {
     unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), n, libc::MSG_DONTWAIT) }
 }
 
-fn token(idx: u32, generation: u32) -> u64 {
-    (u64::from(generation) << 32) | u64::from(idx)
+fn token(idx: SlotIdx, generation: u32) -> u64 {
+    (u64::from(generation) << 32) | u64::from(idx.raw())
 }
 
 pub struct MmsgWorker {
@@ -160,7 +160,7 @@ impl MmsgWorker {
                 Command::Add(ns) => {
                     let idx = self.table.add(*ns);
                     for i in idx {
-                        let Some(s) = self.table.slots.get(i as usize) else {
+                        let Some(s) = self.table.slots.get(i.index()) else {
                             continue;
                         };
                         let mut ev = libc::epoll_event {
@@ -190,7 +190,7 @@ impl MmsgWorker {
                     }
                     if let Some(idx) = self.table.remove(id) {
                         for i in idx {
-                            if let Some(s) = self.table.slots.get(i as usize) {
+                            if let Some(s) = self.table.slots.get(i.index()) {
                                 // SAFETY: the socket is still open (released just below).
                                 unsafe {
                                     libc::epoll_ctl(
@@ -235,9 +235,9 @@ impl MmsgWorker {
                     self.apply_commands();
                     continue;
                 }
-                let idx = (tok & 0xffff_ffff) as u32;
+                let idx = SlotIdx::new((tok & 0xffff_ffff) as u32);
                 let generation = (tok >> 32) as u32;
-                match self.table.slots.get(idx as usize) {
+                match self.table.slots.get(idx.index()) {
                     Some(s) if s.is_live() && s.generation == generation => {}
                     _ => continue,
                 }
@@ -255,8 +255,8 @@ impl MmsgWorker {
         }
     }
 
-    fn drain_socket(&mut self, idx: u32, now: u64) {
-        let fd = match self.table.slots.get(idx as usize) {
+    fn drain_socket(&mut self, idx: SlotIdx, now: u64) {
+        let fd = match self.table.slots.get(idx.index()) {
             Some(s) => s.fd(),
             None => return,
         };
@@ -307,7 +307,7 @@ impl MmsgWorker {
                     (self.msgs[i].msg_hdr.msg_controllen as usize).min(cmsg::RXQ_OVFL_SPACE);
                 note_control(
                     &mut self.table.slots,
-                    idx as usize,
+                    idx,
                     &self.controls[i].0[..control_len],
                     counters,
                 );
@@ -324,7 +324,7 @@ impl MmsgWorker {
                 };
                 let Some(fwd) = process(
                     &mut self.table.slots,
-                    idx as usize,
+                    idx,
                     src,
                     &self.bufs[i][..len],
                     now,

@@ -21,7 +21,35 @@ use crate::time::Nanos;
 
 use super::shared::{bump, bump32, Counters, SideShared, StreamShared, WorkerCounters};
 
-pub const NO_SLOT: u32 = u32::MAX;
+/// A slot's place in its worker's table: what completions, epoll tokens, the dirty list and
+/// the fast path's entries carry to reach a socket's state without hashing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(transparent)]
+pub struct SlotIdx(u32);
+
+impl SlotIdx {
+    /// No slot: the peers of a free slot. It lies past the end of every table, so looking it
+    /// up finds nothing. (`Option<SlotIdx>` would make each slot 8 bytes larger: memory per
+    /// stream, see the size test below.)
+    pub const NONE: SlotIdx = SlotIdx(u32::MAX);
+
+    #[inline]
+    pub const fn new(raw: u32) -> SlotIdx {
+        SlotIdx(raw)
+    }
+
+    /// The number as carried in tokens, the fixed-file table and the fast path's map.
+    #[inline]
+    pub const fn raw(self) -> u32 {
+        self.0
+    }
+
+    /// The position in the table's vector.
+    #[inline]
+    pub const fn index(self) -> usize {
+        self.0 as usize
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SlotKind {
@@ -42,8 +70,8 @@ pub struct Slot {
     pub side: Side,
     pub kind: SlotKind,
     /// Slots of the other side: where packets received here are sent from.
-    pub peer_rtp: u32,
-    pub peer_rtcp: u32,
+    pub peer_rtp: SlotIdx,
+    pub peer_rtcp: SlotIdx,
     /// Whether the endpoint behind *this* slot multiplexes RTCP on its RTP port.
     pub rtcp_mux: bool,
     /// The endpoint that sends to this socket (and receives from it).
@@ -77,8 +105,8 @@ impl Slot {
             stream: 0,
             side: Side::A,
             kind: SlotKind::Rtp,
-            peer_rtp: NO_SLOT,
-            peer_rtcp: NO_SLOT,
+            peer_rtp: SlotIdx::NONE,
+            peer_rtcp: SlotIdx::NONE,
             rtcp_mux: false,
             latch: Latch::new(crate::session::latch::LatchMode::Symmetric, None),
             rtp: None,
@@ -171,7 +199,7 @@ pub struct PathConfig {
 /// Where to send a datagram: out of `slot`'s socket to `dst`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Forward {
-    pub slot: u32,
+    pub slot: SlotIdx,
     pub fd: RawFd,
     /// io_uring: send through the fixed file at index `slot` rather than `fd`.
     pub fixed: bool,
@@ -192,7 +220,7 @@ fn event_kind(e: LatchEvent) -> (LatchEventKind, SocketAddr) {
 /// Slots whose quality figures changed since the last publish. Preallocated; when it fills
 /// up, `overflowed` asks for one full scan instead (no allocation on the packet path).
 pub struct DirtyList {
-    pub list: Vec<u32>,
+    pub list: Vec<SlotIdx>,
     pub overflowed: bool,
     /// How far the current publication round has got.
     pub cursor: usize,
@@ -212,9 +240,9 @@ impl DirtyList {
     }
 
     #[inline]
-    fn mark(&mut self, idx: usize) {
+    fn mark(&mut self, idx: SlotIdx) {
         if self.list.len() < self.list.capacity() {
-            self.list.push(idx as u32);
+            self.list.push(idx);
         } else {
             self.overflowed = true;
         }
@@ -235,11 +263,11 @@ pub struct PacketCtx<'a> {
 /// present once the kernel has dropped anything) and counts the new kernel drops for
 /// `slots[idx]`. An empty area, the common case, costs one length check.
 #[inline]
-pub fn note_control(slots: &mut [Slot], idx: usize, control: &[u8], counters: &WorkerCounters) {
+pub fn note_control(slots: &mut [Slot], idx: SlotIdx, control: &[u8], counters: &WorkerCounters) {
     if control.is_empty() {
         return;
     }
-    if let (Some(n), Some(s)) = (super::cmsg::rxq_ovfl(control), slots.get_mut(idx)) {
+    if let (Some(n), Some(s)) = (super::cmsg::rxq_ovfl(control), slots.get_mut(idx.index())) {
         bump(&counters.drop_rcvbuf, u64::from(s.note_kernel_drops(n)));
     }
 }
@@ -248,7 +276,7 @@ pub fn note_control(slots: &mut [Slot], idx: usize, control: &[u8], counters: &W
 #[inline]
 pub fn process(
     slots: &mut [Slot],
-    idx: usize,
+    idx: SlotIdx,
     src: SocketAddr,
     pkt: &[u8],
     now: Nanos,
@@ -260,7 +288,7 @@ pub fn process(
     let len = pkt.len() as u64;
     bump(&counters.rx_packets, 1);
     bump(&counters.rx_bytes, len);
-    let slot = match slots.get_mut(idx) {
+    let slot = match slots.get_mut(idx.index()) {
         Some(s)
             if s.is_live()
                 && !s
@@ -281,7 +309,7 @@ pub fn process(
             k.on_user_packet(slots, idx, src, pkt, now, counters);
         }
     }
-    let slot = slots.get_mut(idx)?;
+    let slot = slots.get_mut(idx.index())?;
     let mut valid = true;
     // Tracked only once the latch accepts the source: a stranger's packets must not move
     // the stream's figures.
@@ -386,14 +414,14 @@ pub fn process(
     let peer_rtp = slot.peer_rtp;
     let peer_rtcp = slot.peer_rtcp;
     let target = if is_rtcp {
-        match slots.get(peer_rtp as usize) {
+        match slots.get(peer_rtp.index()) {
             Some(p) if p.rtcp_mux => peer_rtp,
             _ => peer_rtcp,
         }
     } else {
         peer_rtp
     };
-    let out = match slots.get(target as usize) {
+    let out = match slots.get(target.index()) {
         Some(o) if o.is_live() => o,
         _ => {
             bump(&counters.drop_no_destination, 1);
@@ -410,7 +438,7 @@ pub fn process(
         }),
         _ => {
             bump(&counters.drop_no_destination, 1);
-            if let Some(sh) = slots.get(idx).and_then(|s| s.counters()) {
+            if let Some(sh) = slots.get(idx.index()).and_then(|s| s.counters()) {
                 bump(&sh.errors, 1);
             }
             None

@@ -43,7 +43,7 @@ use super::cmsg;
 use super::gso;
 use super::kernel::KernelWorker;
 use super::shared::bump;
-use super::slot::{note_control, process, DirtyList, Forward, PacketCtx, PathConfig};
+use super::slot::{note_control, process, DirtyList, Forward, PacketCtx, PathConfig, SlotIdx};
 use super::sockaddr;
 use super::worker::{
     drain_eventfd, housekeeping_turn, new_eventfd, Command, Publisher, SlotTable, WorkerShared,
@@ -97,11 +97,11 @@ const GSO_POOL: usize = 256;
 const SOCKET_URING_OP_SIOCINQ: u32 = 0;
 
 /// user_data of an operation on a slot: kind, the slot's generation (24 bits), its index.
-fn slot_token(kind: u64, idx: u32, generation: u32) -> u64 {
-    (kind << KIND_SHIFT) | (u64::from(generation & 0x00ff_ffff) << 32) | u64::from(idx)
+fn slot_token(kind: u64, idx: SlotIdx, generation: u32) -> u64 {
+    (kind << KIND_SHIFT) | (u64::from(generation & 0x00ff_ffff) << 32) | u64::from(idx.raw())
 }
 
-fn recv_token(idx: u32, generation: u32) -> u64 {
+fn recv_token(idx: SlotIdx, generation: u32) -> u64 {
     slot_token(KIND_RECV, idx, generation)
 }
 
@@ -181,7 +181,7 @@ struct SendState {
 /// A relay socket as a send names it, with the owner it had when the datagram was received.
 #[derive(Clone, Copy)]
 struct OutSocket {
-    slot: u32,
+    slot: SlotIdx,
     generation: u32,
     fd: libc::c_int,
     fixed: bool,
@@ -200,7 +200,7 @@ impl OutSocket {
     /// A `SendMsg` of `hdr` through this socket: its fixed file, or its descriptor.
     fn send_msg(&self, hdr: &libc::msghdr) -> squeue::Entry {
         if self.fixed {
-            opcode::SendMsg::new(types::Fixed(self.slot), hdr).build()
+            opcode::SendMsg::new(types::Fixed(self.slot.raw()), hdr).build()
         } else {
             opcode::SendMsg::new(types::Fd(self.fd), hdr).build()
         }
@@ -314,9 +314,9 @@ pub struct UringWorker {
     cfg: PathConfig,
     dirty: DirtyList,
     /// Slots whose multishot receive ended and must be re-armed next turn.
-    rearm: Vec<u32>,
+    rearm: Vec<SlotIdx>,
     /// Slots to close after the current submission (their fds may be named by queued SQEs).
-    to_release: Vec<u32>,
+    to_release: Vec<SlotIdx>,
     cqes: Vec<cqueue::Entry>,
     /// Size of the sparse fixed-file table (0: every socket stays a descriptor).
     fixed_cap: u32,
@@ -380,7 +380,7 @@ impl UringWorker {
                 },
                 name: zero_ss,
                 out: OutSocket {
-                    slot: 0,
+                    slot: SlotIdx::NONE,
                     generation: 0,
                     fd: -1,
                     fixed: false,
@@ -469,22 +469,22 @@ impl UringWorker {
         }
     }
 
-    fn arm_recv(&mut self, idx: u32) {
-        let Some(s) = self.table.slots.get_mut(idx as usize) else {
+    fn arm_recv(&mut self, idx: SlotIdx) {
+        let Some(s) = self.table.slots.get_mut(idx.index()) else {
             return;
         };
         if !s.is_live() || s.armed {
             return;
         }
         let e = if s.fixed {
-            opcode::RecvMsgMulti::new(types::Fixed(idx), &*self.recv_hdr, BGID).build()
+            opcode::RecvMsgMulti::new(types::Fixed(idx.raw()), &*self.recv_hdr, BGID).build()
         } else {
             opcode::RecvMsgMulti::new(types::Fd(s.fd()), &*self.recv_hdr, BGID).build()
         }
         .user_data(recv_token(idx, s.generation));
         s.armed = true;
         if !self.push_sqe(e) {
-            if let Some(s) = self.table.slots.get_mut(idx as usize) {
+            if let Some(s) = self.table.slots.get_mut(idx.index()) {
                 s.armed = false;
             }
             self.rearm.push(idx);
@@ -493,18 +493,18 @@ impl UringWorker {
 
     /// Moves slot `i`'s socket into the fixed-file table and closes its descriptor (the
     /// table's reference keeps the socket open). Not on the packet path: once per new socket.
-    fn fix(&mut self, i: u32) {
-        let Some(s) = self.table.slots.get_mut(i as usize) else {
+    fn fix(&mut self, i: SlotIdx) {
+        let Some(s) = self.table.slots.get_mut(i.index()) else {
             return;
         };
         let Some(fd) = s.socket.as_ref().map(AsRawFd::as_raw_fd) else {
             return;
         };
-        if i >= self.fixed_cap {
+        if i.raw() >= self.fixed_cap {
             bump(&self.shared.counters.fixed_fallbacks, 1);
             return;
         }
-        match self.ring.submitter().register_files_update(i, &[fd]) {
+        match self.ring.submitter().register_files_update(i.raw(), &[fd]) {
             Ok(1) => {
                 s.socket = None;
                 s.fixed = true;
@@ -516,11 +516,11 @@ impl UringWorker {
 
     /// Takes slot `i`'s socket out of the fixed-file table, which closes it once no
     /// operation in flight still holds it.
-    fn unfix(&mut self, i: u32) {
-        let fixed = self.table.slots.get(i as usize).is_some_and(|s| s.fixed);
+    fn unfix(&mut self, i: SlotIdx) {
+        let fixed = self.table.slots.get(i.index()).is_some_and(|s| s.fixed);
         if fixed {
             // Failure would mean the index is not in the table; the slot is released anyway.
-            let _ = self.ring.submitter().register_files_update(i, &[-1]);
+            let _ = self.ring.submitter().register_files_update(i.raw(), &[-1]);
             self.shared
                 .counters
                 .fixed_files
@@ -554,7 +554,7 @@ impl UringWorker {
                         continue;
                     };
                     for i in idx {
-                        let Some(s) = self.table.slots.get(i as usize) else {
+                        let Some(s) = self.table.slots.get(i.index()) else {
                             continue;
                         };
                         if s.armed {
@@ -749,7 +749,7 @@ impl UringWorker {
                 // completion (see `on_queued`).
                 let e = opcode::UringCmd16::new(types::Fixed(i as u32), SOCKET_URING_OP_SIOCINQ)
                     .build()
-                    .user_data(slot_token(KIND_WATCH, i as u32, s.generation));
+                    .user_data(slot_token(KIND_WATCH, SlotIdx::new(i as u32), s.generation));
                 let _ = self.push_sqe(e);
                 continue;
             }
@@ -757,14 +757,14 @@ impl UringWorker {
             // SAFETY: FIONREAD writes one c_int into `queued`, which outlives the call; `fd` is
             // the slot's open socket.
             let rc = unsafe { libc::ioctl(s.fd(), libc::FIONREAD, &mut queued) };
-            self.on_queued(i as u32, rc == 0 && queued > 0);
+            self.on_queued(SlotIdx::new(i as u32), rc == 0 && queued > 0);
         }
     }
 
     /// The watchdog's verdict for slot `i`: data queued at two checks in a row with no
     /// completion in between means a stalled receive, which is cancelled (and re-armed).
-    fn on_queued(&mut self, i: u32, has_data: bool) {
-        let Some(s) = self.table.slots.get_mut(i as usize) else {
+    fn on_queued(&mut self, i: SlotIdx, has_data: bool) {
+        let Some(s) = self.table.slots.get_mut(i.index()) else {
             return;
         };
         let token = recv_token(i, s.generation);
@@ -788,11 +788,11 @@ impl UringWorker {
     /// The slot a [`slot_token`] names, and whether it still belongs to the same owner (same
     /// generation, socket attached).
     #[inline]
-    fn token_slot(&self, ud: u64) -> (u32, bool) {
-        let idx = (ud & 0xffff_ffff) as u32;
+    fn token_slot(&self, ud: u64) -> (SlotIdx, bool) {
+        let idx = SlotIdx::new((ud & 0xffff_ffff) as u32);
         let generation = ((ud >> 32) & 0x00ff_ffff) as u32;
         let current = matches!(
-            self.table.slots.get(idx as usize),
+            self.table.slots.get(idx.index()),
             Some(s) if s.generation & 0x00ff_ffff == generation && s.has_socket()
         );
         (idx, current)
@@ -808,13 +808,13 @@ impl UringWorker {
                 let bid = cqueue::buffer_select(flags);
                 let more = cqueue::more(flags);
                 if current {
-                    if let Some(s) = self.table.slots.get_mut(idx as usize) {
+                    if let Some(s) = self.table.slots.get_mut(idx.index()) {
                         // Any completion proves the receive is alive (stall watchdog).
                         s.stall_suspect = false;
                     }
                 }
                 if current && !more {
-                    if let Some(s) = self.table.slots.get_mut(idx as usize) {
+                    if let Some(s) = self.table.slots.get_mut(idx.index()) {
                         s.armed = false;
                         if s.closing {
                             self.to_release.push(idx);
@@ -856,7 +856,7 @@ impl UringWorker {
                     && self
                         .table
                         .slots
-                        .get(idx as usize)
+                        .get(idx.index())
                         .is_some_and(|s| s.is_live() && s.armed);
                 // A kernel without socket uring_cmd answers with an error: no verdict.
                 if res < 0 {
@@ -884,7 +884,7 @@ impl UringWorker {
         }
     }
 
-    fn on_datagram(&mut self, idx: u32, bid: u16, len: usize, now: u64) {
+    fn on_datagram(&mut self, idx: SlotIdx, bid: u16, len: usize, now: u64) {
         let base = self.bufs.buf_ptr(bid);
         // SAFETY: the kernel wrote `len` (<= BUF_SIZE) bytes into buffer `bid`, which we own
         // again until we recycle it; nothing else aliases it meanwhile.
@@ -901,7 +901,7 @@ impl UringWorker {
         }
         note_control(
             &mut self.table.slots,
-            idx as usize,
+            idx,
             msg.control_data(),
             &self.shared.counters,
         );
@@ -919,14 +919,7 @@ impl UringWorker {
             dirty: &mut self.dirty,
             kernel: self.kernel.as_mut(),
         };
-        let verdict = process(
-            &mut self.table.slots,
-            idx as usize,
-            src,
-            payload,
-            now,
-            &mut ctx,
-        );
+        let verdict = process(&mut self.table.slots, idx, src, payload, now, &mut ctx);
         let Some(fwd) = verdict else {
             self.recycle(bid);
             return;
@@ -941,7 +934,7 @@ impl UringWorker {
         st.hdr.msg_namelen = namelen;
         st.out = OutSocket::of(&fwd);
         let route = gso::Route {
-            slot: fwd.slot,
+            slot: fwd.slot.raw(),
             dst: fwd.dst,
         };
         if let Some(g) = self.gather.push(route, payload_len, bid) {
@@ -1034,7 +1027,7 @@ impl UringWorker {
         let current = out.is_some_and(|o| {
             self.table
                 .slots
-                .get(o.slot as usize)
+                .get(o.slot.index())
                 .is_some_and(|s| s.generation == o.generation && s.is_live())
         });
         for &bid in g.ids() {

@@ -16,7 +16,7 @@ use crate::session::latch::{Latch, LatchMode};
 
 use super::kernel::KernelWorker;
 use super::shared::{StreamShared, WorkerCounters, A_RTCP, A_RTP, B_RTCP, B_RTP};
-use super::slot::{DirtyList, RtpState, Slot, SlotKind, NO_SLOT};
+use super::slot::{DirtyList, RtpState, Slot, SlotIdx, SlotKind};
 
 /// Commands queued per worker. Bounded so a stuck worker cannot make the control plane grow
 /// without limit; 64k outstanding commands is far more than a second of signalling.
@@ -120,8 +120,8 @@ pub struct SlotTable {
     /// Free indices, lowest first: the fixed-file table covers the low indices, so a socket
     /// lands there whenever one is free (and the control plane's count of sockets beyond the
     /// table, `placement`, stays exact).
-    free: BinaryHeap<Reverse<u32>>,
-    streams: HashMap<StreamId, [u32; 4]>,
+    free: BinaryHeap<Reverse<SlotIdx>>,
+    streams: HashMap<StreamId, [SlotIdx; 4]>,
 }
 
 impl SlotTable {
@@ -144,12 +144,12 @@ impl SlotTable {
         self.streams.len()
     }
 
-    fn take_slot(&mut self) -> u32 {
+    fn take_slot(&mut self) -> SlotIdx {
         if let Some(Reverse(i)) = self.free.pop() {
             return i;
         }
         self.slots.push(Slot::empty());
-        (self.slots.len() - 1) as u32
+        SlotIdx::new((self.slots.len() - 1) as u32)
     }
 
     fn init_side(slot: &mut Slot, init: &SideInit, kind: SlotKind) {
@@ -168,7 +168,7 @@ impl SlotTable {
     }
 
     /// Installs a stream; returns its four slot indices (A_RTP, A_RTCP, B_RTP, B_RTCP).
-    pub fn add(&mut self, ns: NewStream) -> [u32; 4] {
+    pub fn add(&mut self, ns: NewStream) -> [SlotIdx; 4] {
         let NewStream {
             id,
             sockets,
@@ -194,7 +194,7 @@ impl SlotTable {
                 Side::A => (idx[B_RTP], idx[B_RTCP]),
                 Side::B => (idx[A_RTP], idx[A_RTCP]),
             };
-            let s = &mut self.slots[idx[pos] as usize];
+            let s = &mut self.slots[idx[pos].index()];
             let generation = s.generation;
             *s = Slot::empty();
             s.generation = generation.wrapping_add(1) & 0x00ff_ffff;
@@ -213,7 +213,7 @@ impl SlotTable {
     }
 
     /// A stream's four slot indices (A_RTP, A_RTCP, B_RTP, B_RTCP).
-    pub fn group(&self, id: StreamId) -> Option<[u32; 4]> {
+    pub fn group(&self, id: StreamId) -> Option<[SlotIdx; 4]> {
         self.streams.get(&id).copied()
     }
 
@@ -226,7 +226,7 @@ impl SlotTable {
             Side::B => (idx[B_RTP], idx[B_RTCP]),
         };
         for (i, kind) in [(rtp, SlotKind::Rtp), (rtcp, SlotKind::Rtcp)] {
-            if let Some(s) = self.slots.get_mut(i as usize) {
+            if let Some(s) = self.slots.get_mut(i.index()) {
                 let sdp = match kind {
                     SlotKind::Rtp => init.rtp,
                     SlotKind::Rtcp => init.rtcp,
@@ -242,10 +242,10 @@ impl SlotTable {
 
     /// Marks a stream's slots as closing and returns them; the engine releases each one when
     /// the kernel no longer references its buffers.
-    pub fn remove(&mut self, id: StreamId) -> Option<[u32; 4]> {
+    pub fn remove(&mut self, id: StreamId) -> Option<[SlotIdx; 4]> {
         let idx = self.streams.remove(&id)?;
         for &i in &idx {
-            if let Some(s) = self.slots.get_mut(i as usize) {
+            if let Some(s) = self.slots.get_mut(i.index()) {
                 s.publish();
                 s.closing = true;
             }
@@ -254,16 +254,16 @@ impl SlotTable {
     }
 
     /// Closes the socket and returns the slot to the free list.
-    pub fn release(&mut self, i: u32) {
-        if let Some(s) = self.slots.get_mut(i as usize) {
+    pub fn release(&mut self, i: SlotIdx) {
+        if let Some(s) = self.slots.get_mut(i.index()) {
             if s.has_socket() {
                 s.socket = None;
                 s.fixed = false;
                 s.shared = None;
                 s.rtp = None;
                 s.closing = false;
-                s.peer_rtp = NO_SLOT;
-                s.peer_rtcp = NO_SLOT;
+                s.peer_rtp = SlotIdx::NONE;
+                s.peer_rtcp = SlotIdx::NONE;
                 self.free.push(Reverse(i));
             }
         }
@@ -277,7 +277,7 @@ impl SlotTable {
         } else {
             let end = dirty.cursor.saturating_add(budget).min(dirty.list.len());
             for &i in dirty.list.get(dirty.cursor..end).unwrap_or_default() {
-                if let Some(s) = self.slots.get_mut(i as usize) {
+                if let Some(s) = self.slots.get_mut(i.index()) {
                     s.publish();
                 }
             }
@@ -396,7 +396,7 @@ mod tests {
             t.slots.push(s);
         }
         let mut d = DirtyList::with_capacity(4096);
-        d.list.extend(0..1000u32);
+        d.list.extend((0..1000u32).map(SlotIdx::new));
         let mut p = Publisher::new(0);
         p.turn(&mut t, &mut d, PUBLISH_EVERY_NS - 1, false);
         assert_eq!(published(&t), 0, "no round before its period");
@@ -412,7 +412,7 @@ mod tests {
         assert!(d.list.is_empty() && d.cursor == 0);
         // The next round starts a period after the last one ended.
         t.slots[5].dirty = true;
-        d.list.push(5);
+        d.list.push(SlotIdx::new(5));
         p.turn(&mut t, &mut d, 2 * PUBLISH_EVERY_NS + 1, true);
         assert!(t.slots[5].dirty);
         p.turn(&mut t, &mut d, 2 * PUBLISH_EVERY_NS + 2, true);

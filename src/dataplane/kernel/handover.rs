@@ -14,7 +14,7 @@ use super::abi::{
 };
 use super::route;
 use crate::dataplane::shared::{bump, WorkerCounters};
-use crate::dataplane::slot::{DirtyList, Slot, SlotKind, NO_SLOT};
+use crate::dataplane::slot::{DirtyList, Slot, SlotIdx, SlotKind};
 use crate::dataplane::worker::SlotTable;
 
 /// After RTP the program does not parse (CSRCs, extensions, padding: likely on every packet
@@ -100,7 +100,7 @@ pub struct KernelWorker {
     local: Ipv4Addr,
     /// For a relay on a real address: which device each destination is reached by.
     routes: Option<route::RouteQuery>,
-    slots: HashMap<u32, Handed>,
+    slots: HashMap<SlotIdx, Handed>,
     /// Directions in the kernel now (the slots with `kernel` set).
     in_kernel: u64,
     /// Where a full scan (after the dirty list overflowed) has got; 0: none running.
@@ -187,7 +187,7 @@ impl KernelWorker {
                     self.scan_cursor = 0;
                     break;
                 }
-                let i = self.scan_cursor as u32;
+                let i = SlotIdx::new(self.scan_cursor as u32);
                 self.scan_cursor += 1;
                 if self.try_hand_over(slots, i, now, counters) {
                     ops += 1;
@@ -204,7 +204,7 @@ impl KernelWorker {
             self.dirty_seen += 1;
             // The opposite direction too: it may have qualified only now that this side's
             // source is confirmed, after its own last packet in user space.
-            let peer = slots.get(i as usize).map_or(NO_SLOT, |s| s.peer_rtp);
+            let peer = slots.get(i.index()).map_or(SlotIdx::NONE, |s| s.peer_rtp);
             for j in [i, peer] {
                 if self.try_hand_over(slots, j, now, counters) {
                     ops += 1;
@@ -218,11 +218,11 @@ impl KernelWorker {
     fn try_hand_over(
         &mut self,
         slots: &mut [Slot],
-        i: u32,
+        i: SlotIdx,
         now: u64,
         counters: &WorkerCounters,
     ) -> bool {
-        let Some(slot) = slots.get(i as usize) else {
+        let Some(slot) = slots.get(i.index()) else {
             return false;
         };
         if slot.kind != SlotKind::Rtp || !slot.is_live() || slot.kernel {
@@ -245,7 +245,7 @@ impl KernelWorker {
             Some(_) => return false,
             None => 0,
         };
-        let Some(out) = slots.get(slot.peer_rtp as usize) else {
+        let Some(out) = slots.get(slot.peer_rtp.index()) else {
             return false;
         };
         if !out.is_live() {
@@ -286,14 +286,14 @@ impl KernelWorker {
             return false;
         };
         value.owner = self.owner;
-        value.slot = i;
+        value.slot = i.raw();
         // Map full or out of memory: tried again after as many packets as a take-back.
         let handed = self.map.insert(key, value, 0).is_ok();
         self.slots.insert(i, Handed::new(key, parts, now, handed));
         if !handed {
             return true;
         }
-        if let Some(s) = slots.get_mut(i as usize) {
+        if let Some(s) = slots.get_mut(i.index()) {
             s.kernel = true;
         }
         self.in_kernel += 1;
@@ -330,9 +330,8 @@ impl KernelWorker {
             if v.owner != self.owner {
                 continue;
             }
-            let (Some(h), Some(slot)) =
-                (self.slots.get_mut(&v.slot), slots.get_mut(v.slot as usize))
-            else {
+            let i = SlotIdx::new(v.slot);
+            let (Some(h), Some(slot)) = (self.slots.get_mut(&i), slots.get_mut(i.index())) else {
                 continue;
             };
             if slot.kernel && h.key == *key {
@@ -349,13 +348,13 @@ impl KernelWorker {
     pub fn on_user_packet(
         &mut self,
         slots: &mut [Slot],
-        idx: usize,
+        idx: SlotIdx,
         src: SocketAddr,
         pkt: &[u8],
         now: u64,
         counters: &WorkerCounters,
     ) {
-        let Some(slot) = slots.get(idx) else {
+        let Some(slot) = slots.get(idx.index()) else {
             return;
         };
         let is_rtp = crate::rtp::demux::classify(pkt) == crate::rtp::demux::PacketKind::Rtp
@@ -365,15 +364,14 @@ impl KernelWorker {
             // RTCP or not RTP at all: the worker handles it; the tracker is not involved.
             return;
         }
-        let i = idx as u32;
         // The program marks what it passed up for the worker; an unmarked RTP packet from the
         // latched source was queued before the hand-over (the program never saw it).
         let flags = self
             .slots
-            .get(&i)
+            .get(&idx)
             .and_then(|h| self.map.get(&h.key, 0).ok())
             .map_or(0, |v| v.flags);
-        if let Some(h) = self.slots.get_mut(&i) {
+        if let Some(h) = self.slots.get_mut(&idx) {
             if same_source
                 && flags & HANDED_BACK == 0
                 && now.saturating_sub(h.at_ns) < QUEUED_BEFORE_HANDOVER_NS
@@ -384,10 +382,10 @@ impl KernelWorker {
             }
         }
         let peer = slot.peer_rtp;
-        self.take_back(slots, i, counters);
+        self.take_back(slots, idx, counters);
         self.take_back(slots, peer, counters);
         if flags & OUT_OF_SCOPE != 0 {
-            if let Some(h) = self.slots.get_mut(&i) {
+            if let Some(h) = self.slots.get_mut(&idx) {
                 h.retry_at_packets = h
                     .retry_at_packets
                     .saturating_add(RETRY_OUT_OF_SCOPE_PACKETS);
@@ -397,8 +395,8 @@ impl KernelWorker {
 
     /// Takes slot `i`'s direction back from the kernel: the tracker continues from where the
     /// kernel left it.
-    pub fn take_back(&mut self, slots: &mut [Slot], i: u32, counters: &WorkerCounters) {
-        let (Some(h), Some(slot)) = (self.slots.get_mut(&i), slots.get_mut(i as usize)) else {
+    pub fn take_back(&mut self, slots: &mut [Slot], i: SlotIdx, counters: &WorkerCounters) {
+        let (Some(h), Some(slot)) = (self.slots.get_mut(&i), slots.get_mut(i.index())) else {
             return;
         };
         if !slot.kernel {
@@ -430,7 +428,7 @@ impl KernelWorker {
         id: StreamId,
         counters: &WorkerCounters,
     ) {
-        for i in table.group(id).unwrap_or([NO_SLOT; 4]) {
+        for i in table.group(id).unwrap_or([SlotIdx::NONE; 4]) {
             self.take_back(&mut table.slots, i, counters);
         }
     }
@@ -443,7 +441,7 @@ impl KernelWorker {
         counters: &WorkerCounters,
     ) {
         self.take_back_stream(table, id, counters);
-        for i in table.group(id).unwrap_or([NO_SLOT; 4]) {
+        for i in table.group(id).unwrap_or([SlotIdx::NONE; 4]) {
             self.slots.remove(&i);
         }
     }
