@@ -40,14 +40,15 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use crate::time::{now_ns, NANOS_PER_MS};
 
 use super::cmsg;
+use super::core::{SocketIo, WorkerCore};
+use super::forward::{Forward, PathConfig};
 use super::gso;
 use super::kernel::KernelWorker;
 use super::shared::bump;
-use super::slot::{note_control, process, DirtyList, Forward, PacketCtx, PathConfig, SlotIdx};
+use super::slot::{Slot, SlotIdx};
 use super::sockaddr;
-use super::worker::{
-    drain_eventfd, housekeeping_turn, new_eventfd, Command, Publisher, SlotTable, WorkerShared,
-};
+use super::table::SlotTable;
+use super::worker::{new_eventfd, WorkerShared};
 
 /// Submission queue entries: at least one send per completion handled in a turn.
 const SQ_ENTRIES: u32 = 2048;
@@ -291,44 +292,163 @@ impl Drop for BufRing {
     }
 }
 
+/// A ring and what its operations on the sockets need: the receive and wake-up buffers
+/// they point at, and the slots whose receive must be armed again or whose socket closed.
+struct Ring {
+    // Field order matters: the ring is dropped (and with it every kernel reference to the
+    // msghdr and the wake-up buffer) before them.
+    ring: IoUring,
+    recv_hdr: Box<libc::msghdr>,
+    wake_buf: Box<u64>,
+    shared: Arc<WorkerShared>,
+    /// Slots whose multishot receive ended and must be re-armed next turn.
+    rearm: Vec<SlotIdx>,
+    /// Slots to close after the current submission (their fds may be named by queued SQEs).
+    to_release: Vec<SlotIdx>,
+    /// Size of the sparse fixed-file table (0: every socket stays a descriptor).
+    fixed_cap: u32,
+}
+
 pub struct UringWorker {
     // Field order matters: the ring is dropped (and with it every kernel reference to our
     // buffers and msghdrs) before the buffers themselves.
-    ring: IoUring,
+    ring: Ring,
     bufs: BufRing,
     /// The reads this ring holds, while the thread sleeps on it, of the other rings' work
     /// eventfds (their targets must outlive the ring: field order).
     watches: Vec<Watch>,
     /// This ring's work eventfd, when the thread drives other rings too.
     work_fd: Option<OwnedFd>,
-    publisher: Publisher,
     last_watchdog: u64,
     sends: Vec<SendState>,
     gso_sends: Vec<GsoSend>,
     gso_free: Vec<u16>,
     gather: gso::Gatherer,
-    recv_hdr: Box<libc::msghdr>,
-    wake_buf: Box<u64>,
-    shared: Arc<WorkerShared>,
-    table: SlotTable,
-    cfg: PathConfig,
-    dirty: DirtyList,
-    /// Slots whose multishot receive ended and must be re-armed next turn.
-    rearm: Vec<SlotIdx>,
-    /// Slots to close after the current submission (their fds may be named by queued SQEs).
-    to_release: Vec<SlotIdx>,
     cqes: Vec<cqueue::Entry>,
-    /// Size of the sparse fixed-file table (0: every socket stays a descriptor).
-    fixed_cap: u32,
     /// Where the next watchdog pass starts.
     watch_cursor: usize,
-    /// The in-kernel fast path's handle, when the relay runs it.
-    kernel: Option<KernelWorker>,
+    core: WorkerCore,
 }
 
 // SAFETY: the raw pointers (buffer ring mapping, msghdrs) point into memory owned by this
 // struct; the worker is moved to its thread before the ring is first used and never shared.
 unsafe impl Send for UringWorker {}
+
+impl Ring {
+    /// Queues `e`; when the queue is full, submits what it holds and tries once more. False
+    /// when there is still no room.
+    fn push_sqe(&mut self, e: squeue::Entry) -> bool {
+        // SAFETY: every entry we build points only at memory owned by this worker that lives
+        // until its completion (buffers, send states, msghdr, wake buffer).
+        if unsafe { self.ring.submission().push(&e) }.is_ok() {
+            return true;
+        }
+        // Queue full: hand what we have to the kernel and try once more.
+        let _ = self.ring.submit();
+        // SAFETY: as above.
+        unsafe { self.ring.submission().push(&e) }.is_ok()
+    }
+
+    fn arm_wake(&mut self) -> io::Result<()> {
+        let e = opcode::Read::new(
+            types::Fd(self.shared.wake.as_raw_fd()),
+            (&mut *self.wake_buf as *mut u64).cast(),
+            8,
+        )
+        .build()
+        .user_data(KIND_WAKE << KIND_SHIFT);
+        if self.push_sqe(e) {
+            Ok(())
+        } else {
+            Err(io::Error::other("submission queue full"))
+        }
+    }
+
+    /// Arms slot `idx`'s multishot receive, or queues it to be armed next turn when the
+    /// ring has no room.
+    fn arm_recv(&mut self, slots: &mut [Slot], idx: SlotIdx) {
+        let Some(s) = slots.get_mut(idx.index()) else {
+            return;
+        };
+        if !s.is_live() || s.armed {
+            return;
+        }
+        let e = if s.fixed {
+            opcode::RecvMsgMulti::new(types::Fixed(idx.raw()), &*self.recv_hdr, BGID).build()
+        } else {
+            opcode::RecvMsgMulti::new(types::Fd(s.fd()), &*self.recv_hdr, BGID).build()
+        }
+        .user_data(recv_token(idx, s.generation));
+        s.armed = true;
+        if !self.push_sqe(e) {
+            if let Some(s) = slots.get_mut(idx.index()) {
+                s.armed = false;
+            }
+            self.rearm.push(idx);
+        }
+    }
+
+    /// Moves slot `i`'s socket into the fixed-file table and closes its descriptor (the
+    /// table's reference keeps the socket open). Not on the packet path: once per new socket.
+    fn fix(&mut self, slots: &mut [Slot], i: SlotIdx) {
+        let Some(s) = slots.get_mut(i.index()) else {
+            return;
+        };
+        let Some(fd) = s.socket.as_ref().map(AsRawFd::as_raw_fd) else {
+            return;
+        };
+        if i.raw() >= self.fixed_cap {
+            bump(&self.shared.counters.fixed_fallbacks, 1);
+            return;
+        }
+        match self.ring.submitter().register_files_update(i.raw(), &[fd]) {
+            Ok(1) => {
+                s.socket = None;
+                s.fixed = true;
+                bump(&self.shared.counters.fixed_files, 1);
+            }
+            _ => bump(&self.shared.counters.fixed_fallbacks, 1),
+        }
+    }
+
+    /// Takes slot `i`'s socket out of the fixed-file table, which closes it once no
+    /// operation in flight still holds it.
+    fn unfix(&mut self, slots: &[Slot], i: SlotIdx) {
+        let fixed = slots.get(i.index()).is_some_and(|s| s.fixed);
+        if fixed {
+            // Failure would mean the index is not in the table; the slot is released anyway.
+            let _ = self.ring.submitter().register_files_update(i.raw(), &[-1]);
+            self.shared
+                .counters
+                .fixed_files
+                .fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl SocketIo for Ring {
+    fn attach(&mut self, table: &mut SlotTable, i: SlotIdx) {
+        self.fix(&mut table.slots, i);
+        self.arm_recv(&mut table.slots, i);
+    }
+
+    fn detach(&mut self, table: &mut SlotTable, i: SlotIdx) {
+        let Some(s) = table.slots.get(i.index()) else {
+            return;
+        };
+        if s.armed {
+            // The final completion (ECANCELED, no MORE) releases the slot.
+            let e = opcode::AsyncCancel::new(recv_token(i, s.generation))
+                .build()
+                .user_data(KIND_CANCEL << KIND_SHIFT);
+            if !self.push_sqe(e) {
+                self.to_release.push(i);
+            }
+        } else {
+            self.to_release.push(i);
+        }
+    }
+}
 
 impl UringWorker {
     pub fn new(
@@ -409,181 +529,47 @@ impl UringWorker {
         recv_hdr.msg_controllen = cmsg::RXQ_OVFL_SPACE as _;
         let now = now_ns();
         let mut w = UringWorker {
-            ring,
+            ring: Ring {
+                ring,
+                recv_hdr,
+                wake_buf: Box::new(0),
+                shared: shared.clone(),
+                rearm: Vec::with_capacity(1 << 16),
+                to_release: Vec::with_capacity(1024),
+                fixed_cap,
+            },
             bufs,
             watches: Vec::new(),
             work_fd: None,
-            publisher: Publisher::new(now),
             last_watchdog: now,
             sends,
             gso_sends,
             gso_free: (0..GSO_POOL as u16).rev().collect(),
             gather: gso::Gatherer::new(cfg.gso),
-            recv_hdr,
-            wake_buf: Box::new(0),
-            shared,
-            table: SlotTable::with_capacity(slot_reserve),
-            cfg,
-            dirty: DirtyList::with_capacity(1 << 16),
-            rearm: Vec::with_capacity(1 << 16),
-            to_release: Vec::with_capacity(1024),
             cqes: Vec::with_capacity(MAX_CQES_PER_TURN),
-            fixed_cap,
             watch_cursor: 0,
-            kernel: None,
+            core: WorkerCore::new(shared, cfg, slot_reserve, now),
         };
-        w.arm_wake()?;
+        w.ring.arm_wake()?;
         Ok(w)
     }
 
     /// Gives this ring the in-kernel fast path.
     pub fn with_kernel(mut self, kernel: Option<KernelWorker>) -> UringWorker {
-        self.kernel = kernel;
+        self.core = self.core.with_kernel(kernel);
         self
-    }
-
-    fn push_sqe(&mut self, e: squeue::Entry) -> bool {
-        // SAFETY: every entry we build points only at memory owned by this worker that lives
-        // until its completion (buffers, send states, msghdr, wake buffer).
-        if unsafe { self.ring.submission().push(&e) }.is_ok() {
-            return true;
-        }
-        // Queue full: hand what we have to the kernel and try once more.
-        let _ = self.ring.submit();
-        // SAFETY: as above.
-        unsafe { self.ring.submission().push(&e) }.is_ok()
-    }
-
-    fn arm_wake(&mut self) -> io::Result<()> {
-        let e = opcode::Read::new(
-            types::Fd(self.shared.wake.as_raw_fd()),
-            (&mut *self.wake_buf as *mut u64).cast(),
-            8,
-        )
-        .build()
-        .user_data(KIND_WAKE << KIND_SHIFT);
-        if self.push_sqe(e) {
-            Ok(())
-        } else {
-            Err(io::Error::other("submission queue full"))
-        }
-    }
-
-    fn arm_recv(&mut self, idx: SlotIdx) {
-        let Some(s) = self.table.slots.get_mut(idx.index()) else {
-            return;
-        };
-        if !s.is_live() || s.armed {
-            return;
-        }
-        let e = if s.fixed {
-            opcode::RecvMsgMulti::new(types::Fixed(idx.raw()), &*self.recv_hdr, BGID).build()
-        } else {
-            opcode::RecvMsgMulti::new(types::Fd(s.fd()), &*self.recv_hdr, BGID).build()
-        }
-        .user_data(recv_token(idx, s.generation));
-        s.armed = true;
-        if !self.push_sqe(e) {
-            if let Some(s) = self.table.slots.get_mut(idx.index()) {
-                s.armed = false;
-            }
-            self.rearm.push(idx);
-        }
-    }
-
-    /// Moves slot `i`'s socket into the fixed-file table and closes its descriptor (the
-    /// table's reference keeps the socket open). Not on the packet path: once per new socket.
-    fn fix(&mut self, i: SlotIdx) {
-        let Some(s) = self.table.slots.get_mut(i.index()) else {
-            return;
-        };
-        let Some(fd) = s.socket.as_ref().map(AsRawFd::as_raw_fd) else {
-            return;
-        };
-        if i.raw() >= self.fixed_cap {
-            bump(&self.shared.counters.fixed_fallbacks, 1);
-            return;
-        }
-        match self.ring.submitter().register_files_update(i.raw(), &[fd]) {
-            Ok(1) => {
-                s.socket = None;
-                s.fixed = true;
-                bump(&self.shared.counters.fixed_files, 1);
-            }
-            _ => bump(&self.shared.counters.fixed_fallbacks, 1),
-        }
-    }
-
-    /// Takes slot `i`'s socket out of the fixed-file table, which closes it once no
-    /// operation in flight still holds it.
-    fn unfix(&mut self, i: SlotIdx) {
-        let fixed = self.table.slots.get(i.index()).is_some_and(|s| s.fixed);
-        if fixed {
-            // Failure would mean the index is not in the table; the slot is released anyway.
-            let _ = self.ring.submitter().register_files_update(i.raw(), &[-1]);
-            self.shared
-                .counters
-                .fixed_files
-                .fetch_sub(1, Ordering::Relaxed);
-        }
-    }
-
-    fn apply_commands(&mut self) {
-        for _ in 0..1024 {
-            let Some(cmd) = self.shared.commands.pop() else {
-                break;
-            };
-            match cmd {
-                Command::Add(ns) => {
-                    for i in self.table.add(*ns) {
-                        self.fix(i);
-                        self.arm_recv(i);
-                    }
-                }
-                Command::Update { id, side, init } => {
-                    if let Some(k) = self.kernel.as_mut() {
-                        k.take_back_stream(&mut self.table, id, &self.shared.counters);
-                    }
-                    self.table.update(id, side, &init)
-                }
-                Command::Remove(id) => {
-                    if let Some(k) = self.kernel.as_mut() {
-                        k.forget_stream(&mut self.table, id, &self.shared.counters);
-                    }
-                    let Some(idx) = self.table.remove(id) else {
-                        continue;
-                    };
-                    for i in idx {
-                        let Some(s) = self.table.slots.get(i.index()) else {
-                            continue;
-                        };
-                        if s.armed {
-                            // The final completion (ECANCELED, no MORE) releases the slot.
-                            let e = opcode::AsyncCancel::new(recv_token(i, s.generation))
-                                .build()
-                                .user_data(KIND_CANCEL << KIND_SHIFT);
-                            if !self.push_sqe(e) {
-                                self.to_release.push(i);
-                            }
-                        } else {
-                            self.to_release.push(i);
-                        }
-                    }
-                }
-            }
-        }
     }
 
     /// Whether this ring has something to do without waiting: queued submissions, deferred
     /// completions to run, completions not yet handled, or receives to re-arm.
     fn has_work(&mut self) -> bool {
-        let sq = self.ring.submission();
+        let sq = self.ring.ring.submission();
         let queued = !sq.is_empty() || sq.taskrun() || sq.cq_overflow();
         drop(sq);
         queued
-            || !self.rearm.is_empty()
-            || !self.to_release.is_empty()
-            || !self.ring.completion().is_empty()
+            || !self.ring.rearm.is_empty()
+            || !self.ring.to_release.is_empty()
+            || !self.ring.ring.completion().is_empty()
     }
 
     /// Submits what is queued and handles the completions there are, sleeping for one (up to
@@ -595,22 +581,26 @@ impl UringWorker {
         ts: &types::Timespec,
         now: &mut Option<u64>,
     ) -> io::Result<usize> {
-        self.apply_commands();
+        self.core.apply_commands(&mut self.ring);
         // Taken and put back, so the list keeps its capacity (no allocation under load);
         // what `arm_recv` queues again (no room in the ring) stays queued.
-        let mut rearm = std::mem::take(&mut self.rearm);
+        let mut rearm = std::mem::take(&mut self.ring.rearm);
         for &i in &rearm {
-            self.arm_recv(i);
+            self.ring.arm_recv(&mut self.core.table.slots, i);
         }
         rearm.clear();
-        rearm.append(&mut self.rearm);
-        self.rearm = rearm;
+        rearm.append(&mut self.ring.rearm);
+        self.ring.rearm = rearm;
         let entered = if wait {
             let args = types::SubmitArgs::new().timespec(ts);
-            self.ring.submitter().submit_with_args(1, &args).map(|_| ())
+            self.ring
+                .ring
+                .submitter()
+                .submit_with_args(1, &args)
+                .map(|_| ())
         } else if self.has_work() {
             // Carries GETEVENTS when deferred completions wait (IORING_SQ_TASKRUN).
-            self.ring.submit().map(|_| ())
+            self.ring.ring.submit().map(|_| ())
         } else {
             // Nothing queued, nothing to collect (a ring the thread did not sleep on).
             return Ok(0);
@@ -624,18 +614,18 @@ impl UringWorker {
             }
         }
         // Sockets of removed slots are closed only now: the SQEs naming them are submitted.
-        let to_release = std::mem::take(&mut self.to_release);
+        let to_release = std::mem::take(&mut self.ring.to_release);
         for &i in &to_release {
-            self.unfix(i);
-            self.table.release(i);
+            self.ring.unfix(&self.core.table.slots, i);
+            self.core.table.release(i);
         }
-        self.to_release = to_release;
-        self.to_release.clear();
+        self.ring.to_release = to_release;
+        self.ring.to_release.clear();
         let now = *now.get_or_insert_with(now_ns);
-        bump(&self.shared.counters.loops, 1);
+        bump(&self.core.counters().loops, 1);
         self.cqes.clear();
         {
-            let mut cq = self.ring.completion();
+            let mut cq = self.ring.ring.completion();
             cq.sync();
             for cqe in cq.by_ref().take(MAX_CQES_PER_TURN) {
                 self.cqes.push(cqe);
@@ -661,15 +651,7 @@ impl UringWorker {
         // turn with one completion is not idle: at 10,000 streams and 50k packets/s per
         // worker most turns bring one packet, and publishing a whole round (~0.35 ms) on
         // them held up the packets behind it every 100 ms (p99 at 10,000 calls).
-        housekeeping_turn(
-            &mut self.publisher,
-            &mut self.table,
-            &mut self.dirty,
-            self.kernel.as_mut(),
-            &self.shared.counters,
-            now,
-            idle,
-        );
+        self.core.housekeeping(now, idle);
         if now.saturating_sub(self.last_watchdog) >= WATCHDOG_EVERY_NS {
             self.watchdog(now);
             self.last_watchdog = now;
@@ -681,10 +663,10 @@ impl UringWorker {
     fn make_work_fd(&mut self) -> io::Result<libc::c_int> {
         let owned = new_eventfd()?;
         let fd = owned.as_raw_fd();
-        self.ring.submitter().register_eventfd(fd)?;
+        self.ring.ring.submitter().register_eventfd(fd)?;
         self.work_fd = Some(owned);
         // Signals are wanted only while the thread sleeps (see `UringThread::run`).
-        self.ring.completion().disable_eventfd();
+        self.ring.ring.completion().disable_eventfd();
         Ok(fd)
     }
 
@@ -701,7 +683,7 @@ impl UringWorker {
             let e = opcode::Read::new(types::Fd(w.fd), buf.cast(), 8)
                 .build()
                 .user_data((KIND_PEER << KIND_SHIFT) | k as u64);
-            if !self.push_sqe(e) {
+            if !self.ring.push_sqe(e) {
                 return false;
             }
             self.watches[k].armed = true;
@@ -710,13 +692,13 @@ impl UringWorker {
     }
 
     fn has_queued_submissions(&mut self) -> bool {
-        !self.ring.submission().is_empty()
+        !self.ring.ring.submission().is_empty()
     }
 
     /// See [`WATCHDOG_EVERY_NS`]. Not on the packet path: once a second, one `FIONREAD` per
     /// silent RTP socket.
     fn watchdog(&mut self, now: u64) {
-        let n = self.table.slots.len();
+        let n = self.core.table.slots.len();
         let mut budget = WATCHDOG_BUDGET;
         let start = self.watch_cursor;
         for k in 0..n {
@@ -725,7 +707,7 @@ impl UringWorker {
                 return;
             }
             let i = (start + k) % n;
-            let Some(s) = self.table.slots.get(i) else {
+            let Some(s) = self.core.table.slots.get(i) else {
                 break;
             };
             if !s.is_live() || !s.armed || s.kind != super::slot::SlotKind::Rtp {
@@ -737,20 +719,20 @@ impl UringWorker {
             let silent = now.saturating_sub(last);
             let watched = last == 0 || silent <= STALL_WATCH_WINDOW_NS;
             if silent < STALL_SILENCE_NS || !watched {
-                if let Some(s) = self.table.slots.get_mut(i) {
+                if let Some(s) = self.core.table.slots.get_mut(i) {
                     s.stall_suspect = false;
                 }
                 continue;
             }
             budget -= 1;
-            bump(&self.shared.counters.watch_queries, 1);
+            bump(&self.core.counters().watch_queries, 1);
             if s.fixed {
                 // No descriptor to ioctl: ask through the ring; the answer comes back as a
                 // completion (see `on_queued`).
                 let e = opcode::UringCmd16::new(types::Fixed(i as u32), SOCKET_URING_OP_SIOCINQ)
                     .build()
                     .user_data(slot_token(KIND_WATCH, SlotIdx::new(i as u32), s.generation));
-                let _ = self.push_sqe(e);
+                let _ = self.ring.push_sqe(e);
                 continue;
             }
             let mut queued: libc::c_int = 0;
@@ -764,18 +746,18 @@ impl UringWorker {
     /// The watchdog's verdict for slot `i`: data queued at two checks in a row with no
     /// completion in between means a stalled receive, which is cancelled (and re-armed).
     fn on_queued(&mut self, i: SlotIdx, has_data: bool) {
-        let Some(s) = self.table.slots.get_mut(i.index()) else {
+        let Some(s) = self.core.table.slots.get_mut(i.index()) else {
             return;
         };
         let token = recv_token(i, s.generation);
         let suspect = s.stall_suspect;
         s.stall_suspect = has_data && !suspect;
         if has_data && suspect {
-            bump(&self.shared.counters.recv_stalls, 1);
+            bump(&self.core.counters().recv_stalls, 1);
             let e = opcode::AsyncCancel::new(token)
                 .build()
                 .user_data(KIND_CANCEL << KIND_SHIFT);
-            let _ = self.push_sqe(e);
+            let _ = self.ring.push_sqe(e);
         }
     }
 
@@ -792,7 +774,7 @@ impl UringWorker {
         let idx = SlotIdx::new((ud & 0xffff_ffff) as u32);
         let generation = ((ud >> 32) & 0x00ff_ffff) as u32;
         let current = matches!(
-            self.table.slots.get(idx.index()),
+            self.core.table.slots.get(idx.index()),
             Some(s) if s.generation & 0x00ff_ffff == generation && s.has_socket()
         );
         (idx, current)
@@ -808,31 +790,31 @@ impl UringWorker {
                 let bid = cqueue::buffer_select(flags);
                 let more = cqueue::more(flags);
                 if current {
-                    if let Some(s) = self.table.slots.get_mut(idx.index()) {
+                    if let Some(s) = self.core.table.slots.get_mut(idx.index()) {
                         // Any completion proves the receive is alive (stall watchdog).
                         s.stall_suspect = false;
                     }
                 }
                 if current && !more {
-                    if let Some(s) = self.table.slots.get_mut(idx.index()) {
+                    if let Some(s) = self.core.table.slots.get_mut(idx.index()) {
                         s.armed = false;
                         if s.closing {
-                            self.to_release.push(idx);
+                            self.ring.to_release.push(idx);
                         } else {
-                            bump(&self.shared.counters.recv_rearms, 1);
-                            self.rearm.push(idx);
+                            bump(&self.core.counters().recv_rearms, 1);
+                            self.ring.rearm.push(idx);
                         }
                     }
                 }
                 if res == -libc::ENOBUFS {
-                    bump(&self.shared.counters.enobufs, 1);
+                    bump(&self.core.counters().enobufs, 1);
                 }
                 let Some(bid) = bid else {
                     return;
                 };
                 if res <= 0 || !current {
                     if !current {
-                        bump(&self.shared.counters.drop_stale, 1);
+                        bump(&self.core.counters().drop_stale, 1);
                     }
                     self.recycle(bid);
                     return;
@@ -842,10 +824,10 @@ impl UringWorker {
             KIND_SEND => {
                 let bid = (ud & 0xffff) as u16;
                 if res < 0 {
-                    bump(&self.shared.counters.drop_send_failed, 1);
+                    bump(&self.core.counters().drop_send_failed, 1);
                 } else {
-                    bump(&self.shared.counters.tx_packets, 1);
-                    bump(&self.shared.counters.tx_bytes, res as u64);
+                    bump(&self.core.counters().tx_packets, 1);
+                    bump(&self.core.counters().tx_bytes, res as u64);
                 }
                 self.recycle(bid);
             }
@@ -854,13 +836,13 @@ impl UringWorker {
                 let (idx, current) = self.token_slot(ud);
                 let watched = current
                     && self
-                        .table
-                        .slots
+                        .core
+                        .slots()
                         .get(idx.index())
                         .is_some_and(|s| s.is_live() && s.armed);
                 // A kernel without socket uring_cmd answers with an error: no verdict.
                 if res < 0 {
-                    bump(&self.shared.counters.watch_failed, 1);
+                    bump(&self.core.counters().watch_failed, 1);
                 } else if watched {
                     self.on_queued(idx, res > 0);
                 }
@@ -873,10 +855,9 @@ impl UringWorker {
                 }
             }
             KIND_WAKE => {
-                drain_eventfd(&self.shared.wake);
                 // Commands are drained at the top of the next turn, after this.
-                self.shared.clear_notified();
-                if self.arm_wake().is_err() {
+                self.core.shared.woken();
+                if self.ring.arm_wake().is_err() {
                     tracing::error!("cannot re-arm the wake-up read");
                 }
             }
@@ -889,22 +870,17 @@ impl UringWorker {
         // SAFETY: the kernel wrote `len` (<= BUF_SIZE) bytes into buffer `bid`, which we own
         // again until we recycle it; nothing else aliases it meanwhile.
         let buf = unsafe { std::slice::from_raw_parts(base, len.min(BUF_SIZE)) };
-        let Ok(msg) = types::RecvMsgOut::parse(buf, &self.recv_hdr) else {
-            bump(&self.shared.counters.truncated, 1);
+        let Ok(msg) = types::RecvMsgOut::parse(buf, &self.ring.recv_hdr) else {
+            bump(&self.core.counters().truncated, 1);
             self.recycle(bid);
             return;
         };
         if msg.is_payload_truncated() {
-            bump(&self.shared.counters.truncated, 1);
+            bump(&self.core.counters().truncated, 1);
             self.recycle(bid);
             return;
         }
-        note_control(
-            &mut self.table.slots,
-            idx,
-            msg.control_data(),
-            &self.shared.counters,
-        );
+        self.core.note_control(idx, msg.control_data());
         let Some(src) = sockaddr::read(msg.name_data()) else {
             self.recycle(bid);
             return;
@@ -912,15 +888,7 @@ impl UringWorker {
         let payload = msg.payload_data();
         let payload_ptr = payload.as_ptr();
         let payload_len = payload.len();
-        let mut ctx = PacketCtx {
-            cfg: self.cfg,
-            counters: &self.shared.counters,
-            events: &self.shared.events,
-            dirty: &mut self.dirty,
-            kernel: self.kernel.as_mut(),
-        };
-        let verdict = process(&mut self.table.slots, idx, src, payload, now, &mut ctx);
-        let Some(fwd) = verdict else {
+        let Some(fwd) = self.core.receive(idx, src, payload, now) else {
             self.recycle(bid);
             return;
         };
@@ -979,8 +947,8 @@ impl UringWorker {
         let e = out
             .send_msg(&gs.hdr)
             .user_data((KIND_GSO << KIND_SHIFT) | u64::from(k));
-        if !self.push_sqe(e) {
-            bump(&self.shared.counters.drop_overload, u64::from(g.count));
+        if !self.ring.push_sqe(e) {
+            bump(&self.core.counters().drop_overload, u64::from(g.count));
             for &bid in g.ids() {
                 self.recycle(bid);
             }
@@ -996,8 +964,8 @@ impl UringWorker {
         st.hdr.msg_control = std::ptr::null_mut();
         st.hdr.msg_controllen = 0;
         let e = st.out.send_msg(&st.hdr).user_data(send_token(bid));
-        if !self.push_sqe(e) {
-            bump(&self.shared.counters.drop_overload, 1);
+        if !self.ring.push_sqe(e) {
+            bump(&self.core.counters().drop_overload, 1);
             self.recycle(bid);
         }
     }
@@ -1011,7 +979,7 @@ impl UringWorker {
         };
         let g = gs.group;
         self.gso_free.push(k);
-        let c = &self.shared.counters;
+        let c = &self.core.counters();
         if res >= 0 {
             bump(&c.tx_packets, u64::from(g.count));
             bump(&c.tx_bytes, res as u64);
@@ -1025,7 +993,8 @@ impl UringWorker {
         bump(&c.gso_failed, 1);
         let out = g.ids().first().map(|&b| self.sends[usize::from(b)].out);
         let current = out.is_some_and(|o| {
-            self.table
+            self.core
+                .table
                 .slots
                 .get(o.slot.index())
                 .is_some_and(|s| s.generation == o.generation && s.is_live())
@@ -1034,7 +1003,7 @@ impl UringWorker {
             if current {
                 self.send_single(bid);
             } else {
-                bump(&self.shared.counters.drop_stale, 1);
+                bump(&self.core.counters().drop_stale, 1);
                 self.recycle(bid);
             }
         }
@@ -1096,7 +1065,7 @@ impl UringThread {
     fn signal_others(&mut self, sleeper: usize, on: bool) {
         for (k, ring) in self.rings.iter_mut().enumerate() {
             if k != sleeper {
-                let cq = ring.ring.completion();
+                let cq = ring.ring.ring.completion();
                 if on {
                     cq.enable_eventfd();
                 } else {

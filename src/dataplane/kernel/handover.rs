@@ -7,7 +7,6 @@ use std::os::fd::{AsFd, AsRawFd};
 
 use crate::rtp::stats::{RtpStreamTracker, TrackerParts};
 use crate::rtp::RtpPacket;
-use crate::session::backend::StreamId;
 
 use super::abi::{
     entry, lookup_batch, mode_of, FwdKey, FwdValue, Route, HANDED_BACK, MODE_LOCAL, OUT_OF_SCOPE,
@@ -15,7 +14,6 @@ use super::abi::{
 use super::route;
 use crate::dataplane::shared::{bump, WorkerCounters};
 use crate::dataplane::slot::{DirtyList, Slot, SlotIdx, SlotKind};
-use crate::dataplane::worker::SlotTable;
 
 /// After RTP the program does not parse (CSRCs, extensions, padding: likely on every packet
 /// of that stream), a direction is offered again only after this many packets.
@@ -421,27 +419,29 @@ impl KernelWorker {
         }
     }
 
-    /// Takes back both RTP directions of stream `id` (its signalling changed).
-    pub fn take_back_stream(
+    /// Takes back the RTP directions among a stream's four slots `group` (its signalling
+    /// changed).
+    pub fn take_back_group(
         &mut self,
-        table: &mut SlotTable,
-        id: StreamId,
+        slots: &mut [Slot],
+        group: [SlotIdx; 4],
         counters: &WorkerCounters,
     ) {
-        for i in table.group(id).unwrap_or([SlotIdx::NONE; 4]) {
-            self.take_back(&mut table.slots, i, counters);
+        for i in group {
+            self.take_back(slots, i, counters);
         }
     }
 
-    /// Stream `id` is being removed: its entries go before its sockets close.
-    pub fn forget_stream(
+    /// The stream of the four slots `group` is being removed: its entries go before its
+    /// sockets close.
+    pub fn forget_group(
         &mut self,
-        table: &mut SlotTable,
-        id: StreamId,
+        slots: &mut [Slot],
+        group: [SlotIdx; 4],
         counters: &WorkerCounters,
     ) {
-        self.take_back_stream(table, id, counters);
-        for i in table.group(id).unwrap_or([SlotIdx::NONE; 4]) {
+        self.take_back_group(slots, group, counters);
+        for i in group {
             self.slots.remove(&i);
         }
     }
