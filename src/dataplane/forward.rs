@@ -12,6 +12,7 @@ use crossbeam::queue::ArrayQueue;
 use crate::rtp::demux::{classify, PacketKind};
 use crate::rtp::packet::RtpPacket;
 use crate::rtp::rtcp;
+use crate::rtp::stats::RtpHeader;
 use crate::session::backend::{LatchEventKind, MediaEvent};
 use crate::session::latch::{LatchEvent, LatchVerdict};
 use crate::time::Nanos;
@@ -123,14 +124,7 @@ pub fn decide(
     let is_rtcp = match (slot.kind, class) {
         (SlotKind::Rtp, PacketKind::Rtp) => {
             match RtpPacket::new_checked(pkt) {
-                Ok(rtp) => {
-                    track = Some((
-                        rtp.sequence_number(),
-                        rtp.timestamp(),
-                        rtp.ssrc(),
-                        rtp.payload_type(),
-                    ));
-                }
+                Ok(rtp) => track = Some(RtpHeader::of(&rtp)),
                 Err(_) => {
                     bump(&counters.malformed_rtp, 1);
                     valid = false;
@@ -206,9 +200,12 @@ pub fn decide(
         }
         LatchVerdict::Accept(None) => {}
     }
-    if let (Some((seq, ts, ssrc, pt)), Some(st)) = (track, slot.rtp.as_deref_mut()) {
-        let hz = st.clock_rates.clock_rate_hz(pt).unwrap_or(0);
-        st.tracker.on_rtp(seq, ts, ssrc, pt, pkt.len(), now, hz);
+    if let (Some(header), Some(st)) = (track, slot.rtp.as_deref_mut()) {
+        let hz = st
+            .clock_rates
+            .clock_rate_hz(header.payload_type)
+            .unwrap_or(0);
+        st.tracker.on_rtp(header, now, hz);
         if !slot.dirty {
             slot.dirty = true;
             ctx.dirty.mark(idx);

@@ -264,7 +264,18 @@ pub fn lookup_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rtp::stats::RtpStreamTracker;
+    use crate::rtp::stats::{RtpHeader, RtpStreamTracker};
+
+    /// An 8 kHz packet of 172 bytes with these fields.
+    fn pcm(sequence_number: u16, timestamp: u32, ssrc: u32, payload_type: u8) -> RtpHeader {
+        RtpHeader {
+            sequence_number,
+            timestamp,
+            ssrc,
+            payload_type,
+            len: 172,
+        }
+    }
 
     fn route() -> Route {
         Route {
@@ -278,8 +289,8 @@ mod tests {
     #[test]
     fn entry_names_the_sockets_in_network_order_and_copies_the_tracker() {
         let mut t = RtpStreamTracker::new();
-        t.on_rtp(7, 160, 0xdead_beef, 8, 172, 1_000_000, 8_000);
-        t.on_rtp(8, 320, 0xdead_beef, 8, 172, 21_000_000, 8_000);
+        t.on_rtp(pcm(7, 160, 0xdead_beef, 8), 1_000_000, 8_000);
+        t.on_rtp(pcm(8, 320, 0xdead_beef, 8), 21_000_000, 8_000);
         let parts = t.export().unwrap();
         let (k, v) = entry(&route(), &parts, 8_000, 1, 5).unwrap();
         assert_eq!(k.addr.to_ne_bytes(), [127, 0, 0, 1]);
@@ -297,7 +308,14 @@ mod tests {
     fn loopback_routes_stay_local_real_ones_are_routed_and_mixes_get_no_entry() {
         let parts = {
             let mut t = RtpStreamTracker::new();
-            t.on_rtp(1, 0, 1, 0, 12, 1, 8_000);
+            t.on_rtp(
+                RtpHeader {
+                    len: 12,
+                    ..pcm(1, 0, 1, 0)
+                },
+                1,
+                8_000,
+            );
             t.export().unwrap()
         };
         let (_, v) = entry(&route(), &parts, 8_000, 1, 0).unwrap();
@@ -334,7 +352,7 @@ mod tests {
     #[test]
     fn the_kernels_figures_carry_the_tracker_on() {
         let mut t = RtpStreamTracker::new();
-        t.on_rtp(100, 0, 9, 0, 172, 1_000_000, 8_000);
+        t.on_rtp(pcm(100, 0, 9, 0), 1_000_000, 8_000);
         let base = t.export().unwrap();
         // What the program would hold after seq 101 and 103 (102 lost).
         let v = FwdValue {
