@@ -89,7 +89,7 @@ impl WorkerCore {
         &mut self.table.slots
     }
 
-    /// Applies the commands queued by the control plane, up to [`COMMANDS_PER_TURN`].
+    /// Applies the commands queued by the control plane, up to 1,024 a call.
     pub fn apply_commands(&mut self, io: &mut impl SocketIo) {
         for _ in 0..COMMANDS_PER_TURN {
             let Some(cmd) = self.shared.commands.pop() else {

@@ -2,7 +2,7 @@
 //! io_uring. Only the I/O is its own: the slots, commands, per-packet decision and
 //! housekeeping are the worker core's ([`WorkerCore`]), as under io_uring.
 //!
-//! Fairness under overload: each ready socket gets at most [`BATCHES_PER_WAKE`] receive
+//! Fairness under overload: each ready socket gets at most `BATCHES_PER_WAKE` receive
 //! batches per turn and epoll is level-triggered, so every socket keeps being read however
 //! busy the others are; what cannot be sent is dropped packet by packet and counted.
 

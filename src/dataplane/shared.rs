@@ -1,9 +1,10 @@
 //! State shared between a worker (single writer) and the control plane (readers).
 //!
-//! Each relay socket has one cache-line-aligned [`SlotShared`]. Only the owning worker writes
-//! it, with `Relaxed` load+store pairs (no locked read-modify-write on the packet path); the
-//! control plane reads it at any time without waiting for the worker. Multi-field snapshots
-//! may be slightly torn, which is fine for statistics.
+//! Each stream has one cache-line-aligned [`StreamShared`] (per side: each socket's
+//! [`Counters`], the published RTP quality and the last RTCP report). Only the owning
+//! worker writes it, with `Relaxed` load+store pairs (no locked read-modify-write on the
+//! packet path); the control plane reads it at any time without waiting for the worker.
+//! Multi-field snapshots may be slightly torn, which is fine for statistics.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 

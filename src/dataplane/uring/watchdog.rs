@@ -1,6 +1,6 @@
 //! The stall watchdog. In one of ~220 forwarding runs measured on Linux 6.18, a multishot
 //! receive stopped posting completions while packets kept arriving, with no error (it did not
-//! recur). Every second, each RTP socket that has been silent for [`STALL_SILENCE_NS`] is
+//! recur). Every second, each RTP socket that has been silent for half a second is
 //! asked how much data it holds; data queued at two checks in a row with no completion in
 //! between means a stalled receive, which is cancelled (its final completion re-arms it).
 //! Queued data is never lost meanwhile.
