@@ -1,6 +1,6 @@
 //! The relay's per-packet user-space work: slot lookup by index, classification, RTP header
 //! check, sequence/loss/jitter tracking, latching and destination choice
-//! (`dataplane::slot::process`), at 1 and at 10,000 streams, so the cost of a larger working
+//! (`dataplane::core::WorkerCore::receive`), at 1 and at 10,000 streams, so the cost of a larger working
 //! set (cache misses) shows. The kernel's UDP path is not included; `tools/rtpbench` measures
 //! the whole relay.
 
@@ -10,17 +10,18 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use crossbeam::queue::ArrayQueue;
-
-use rtpanchor::dataplane::shared::{StreamShared, WorkerCounters};
-use rtpanchor::dataplane::slot::{process, DirtyList, PacketCtx, PathConfig};
-use rtpanchor::dataplane::worker::{NewStream, SideInit, SlotTable};
+use rtpanchor::dataplane::core::WorkerCore;
+use rtpanchor::dataplane::forward::PathConfig;
+use rtpanchor::dataplane::shared::StreamShared;
+use rtpanchor::dataplane::slot::SlotIdx;
+use rtpanchor::dataplane::table::SlotTable;
+use rtpanchor::dataplane::worker::{NewStream, SideInit, WorkerShared};
 use rtpanchor::rtp::clock::ClockRateMap;
 use rtpanchor::rtp::RtpRepr;
 use rtpanchor::session::latch::LatchMode;
 
 /// The packet path never touches the descriptors, and 40,000 real ones exceed the fd limit
-/// of these machines, so every slot names the same eventfd. The tables are leaked at the end
+/// of these machines, so every slot names the same eventfd. The workers are leaked at the end
 /// (`mem::forget`) so the shared descriptor is never closed more than once.
 fn dummy_fd(shared: i32) -> OwnedFd {
     // SAFETY: `shared` is a valid descriptor; the OwnedFds made from it are never dropped
@@ -39,8 +40,7 @@ fn side(port: u16) -> SideInit {
     }
 }
 
-fn table(streams: usize, fd: i32) -> (SlotTable, Vec<(u32, SocketAddr)>) {
-    let mut t = SlotTable::new();
+fn fill(t: &mut SlotTable, streams: usize, fd: i32) -> Vec<(SlotIdx, SocketAddr)> {
     let mut targets = Vec::with_capacity(streams);
     for i in 0..streams {
         let port = 2000 + 4 * (i as u16 % 15000);
@@ -54,7 +54,7 @@ fn table(streams: usize, fd: i32) -> (SlotTable, Vec<(u32, SocketAddr)>) {
         });
         targets.push((idx[0], SocketAddr::from(([10, 0, 0, 1], port))));
     }
-    (t, targets)
+    targets
 }
 
 fn rtp(seq: u16, ts: u32) -> [u8; 172] {
@@ -70,10 +70,13 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("packet_path");
     g.throughput(Throughput::Elements(1));
     for streams in [1usize, 10_000] {
-        let (mut t, targets) = table(streams, fd);
-        let counters = WorkerCounters::default();
-        let events = ArrayQueue::new(1 << 16);
-        let mut dirty = DirtyList::with_capacity(1 << 16);
+        let shared = WorkerShared::new().expect("eventfd");
+        let cfg = PathConfig {
+            strict: false,
+            gso: true,
+        };
+        let mut core = WorkerCore::new(shared, cfg, 0, 1);
+        let targets = fill(&mut core.table, streams, fd);
         let mut seq: u16 = 0;
         let mut now: u64 = 1;
         let mut i = 0usize;
@@ -88,32 +91,15 @@ fn bench(c: &mut Criterion) {
                 }
                 now += 20_000;
                 let pkt = rtp(seq, u32::from(seq) * 160);
-                let mut ctx = PacketCtx {
-                    cfg: PathConfig {
-                        strict: false,
-                        gso: true,
-                    },
-                    counters: &counters,
-                    events: &events,
-                    dirty: &mut dirty,
-                    kernel: None,
-                };
-                let out = process(
-                    &mut t.slots,
-                    slot as usize,
-                    src,
-                    black_box(&pkt),
-                    now,
-                    &mut ctx,
-                );
-                if dirty.list.len() == dirty.list.capacity() {
-                    dirty.list.clear();
+                let out = core.receive(slot, src, black_box(&pkt), now);
+                if core.dirty.list.len() == core.dirty.list.capacity() {
+                    core.dirty.list.clear();
                 }
-                while events.pop().is_some() {}
+                while core.shared.events.pop().is_some() {}
                 black_box(out)
             })
         });
-        std::mem::forget(t);
+        std::mem::forget(core);
     }
     g.finish();
 }

@@ -7,6 +7,7 @@
 //! sit in cache.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use rtpanchor::rtp::stats::RtpHeader;
 use rtpanchor::rtp::{classify, PacketKind, RtpPacket, RtpStreamTracker, SeqVerdict};
 use std::hint::black_box;
 
@@ -66,15 +67,7 @@ fn receive(buf: &[u8], tracker: &mut RtpStreamTracker, arrival_ns: u64) -> Optio
         return None;
     }
     let p = RtpPacket::new_checked(buf).ok()?;
-    Some(tracker.on_rtp(
-        p.sequence_number(),
-        p.timestamp(),
-        p.ssrc(),
-        p.payload_type(),
-        buf.len(),
-        arrival_ns,
-        8_000,
-    ))
+    Some(tracker.on_rtp(RtpHeader::of(&p), arrival_ns, 8_000))
 }
 
 fn run(c: &mut Criterion, name: &str, reorder: bool) {

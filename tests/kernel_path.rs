@@ -675,7 +675,14 @@ fn a_new_ssrc_and_a_sequence_jump_go_back_to_the_worker() {
         (&jumped, 0xa2),
     ] {
         for &q in seqs.iter() {
-            alone.on_rtp(q, u32::from(q) * 160, ssrc, 0, 172, 1, 8_000);
+            let header = rtpanchor::rtp::stats::RtpHeader {
+                sequence_number: q,
+                timestamp: u32::from(q) * 160,
+                ssrc,
+                payload_type: 0,
+                len: 172,
+            };
+            alone.on_rtp(header, 1, 8_000);
         }
     }
     let want = alone.snapshot();

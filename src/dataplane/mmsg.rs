@@ -1,7 +1,8 @@
 //! The fallback engine: epoll + `recvmmsg`/`sendmmsg`, for kernels or sandboxes without
-//! io_uring. Same slots, same per-packet logic (`slot::process`), same counters.
+//! io_uring. Only the I/O is its own: the slots, commands, per-packet decision and
+//! housekeeping are the worker core's ([`WorkerCore`]), as under io_uring.
 //!
-//! Fairness under overload: each ready socket gets at most [`BATCHES_PER_WAKE`] receive
+//! Fairness under overload: each ready socket gets at most `BATCHES_PER_WAKE` receive
 //! batches per turn and epoll is level-triggered, so every socket keeps being read however
 //! busy the others are; what cannot be sent is dropped packet by packet and counted.
 
@@ -12,17 +13,19 @@ use std::sync::Arc;
 use crate::time::now_ns;
 
 use super::cmsg;
+use super::core::{SocketIo, WorkerCore};
+use super::forward::PathConfig;
 use super::gso;
 use super::kernel::KernelWorker;
 use super::shared::bump;
-use super::slot::{note_control, process, DirtyList, PacketCtx, PathConfig};
+use super::slot::SlotIdx;
 use super::sockaddr;
-use super::worker::{
-    drain_eventfd, housekeeping_turn, Command, Publisher, SlotTable, WorkerShared,
-};
+use super::table::SlotTable;
+use super::worker::WorkerShared;
 
-/// Datagrams per recvmmsg/sendmmsg call: 64 amortises the syscall well (io_uring.md measured
-/// 0.06 syscalls per packet at 64) while keeping the buffers (64 x 2 KiB) in L2.
+/// Datagrams per recvmmsg/sendmmsg call: 64 amortises the syscall well (0.06 syscalls per
+/// packet measured for one busy flow at 64 a call, on a 2-core VM) while keeping the buffers
+/// (64 x 2 KiB) in L2.
 const BATCH: usize = 64;
 /// Receive buffer per datagram: larger than any RTP packet on an Ethernet path; bigger
 /// datagrams are counted as truncated and dropped.
@@ -43,16 +46,58 @@ fn send_mmsg(fd: i32, msgs: &mut [libc::mmsghdr]) -> libc::c_int {
     unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), n, libc::MSG_DONTWAIT) }
 }
 
-fn token(idx: u32, generation: u32) -> u64 {
-    (u64::from(generation) << 32) | u64::from(idx)
+fn token(idx: SlotIdx, generation: u32) -> u64 {
+    (u64::from(generation) << 32) | u64::from(idx.raw())
+}
+
+/// The epoll instance a worker waits on: every socket of its slots, and its wake-up eventfd.
+struct Epoll(OwnedFd);
+
+impl Epoll {
+    /// Registers `fd` for input under `token`.
+    fn add(&self, fd: i32, token: u64) -> std::io::Result<()> {
+        let mut ev = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: token,
+        };
+        // SAFETY: both descriptors are open (a socket's until its slot is released, after
+        // `del`); `ev` is a valid epoll_event that outlives the call.
+        let rc = unsafe { libc::epoll_ctl(self.0.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) };
+        if rc < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+impl SocketIo for Epoll {
+    fn attach(&mut self, table: &mut SlotTable, i: SlotIdx) {
+        if let Some(s) = table.slots.get(i.index()) {
+            // A socket epoll refuses is never read; its stream's packets are not relayed.
+            let _ = self.add(s.fd(), token(i, s.generation));
+        }
+    }
+
+    fn detach(&mut self, table: &mut SlotTable, i: SlotIdx) {
+        if let Some(s) = table.slots.get(i.index()) {
+            // SAFETY: the socket is still open (released just below).
+            unsafe {
+                libc::epoll_ctl(
+                    self.0.as_raw_fd(),
+                    libc::EPOLL_CTL_DEL,
+                    s.fd(),
+                    std::ptr::null_mut(),
+                )
+            };
+        }
+        // Synchronous engine: nothing in flight, close at once.
+        table.release(i);
+    }
 }
 
 pub struct MmsgWorker {
-    shared: Arc<WorkerShared>,
-    table: SlotTable,
-    epoll: OwnedFd,
-    cfg: PathConfig,
-    dirty: DirtyList,
+    core: WorkerCore,
+    epoll: Epoll,
     bufs: Vec<[u8; BUF_SIZE]>,
     names: Vec<libc::sockaddr_storage>,
     iovs: Vec<libc::iovec>,
@@ -69,8 +114,6 @@ pub struct MmsgWorker {
     group_controls: Vec<cmsg::ControlArea<{ cmsg::UDP_SEGMENT_SPACE }>>,
     group_first: Vec<usize>,
     group_len: Vec<usize>,
-    /// The in-kernel fast path's handle, when the relay runs it.
-    kernel: Option<KernelWorker>,
 }
 
 // SAFETY: the raw pointers inside the preallocated msghdr/iovec arrays point only into this
@@ -89,23 +132,8 @@ impl MmsgWorker {
             return Err(std::io::Error::last_os_error());
         }
         // SAFETY: fresh descriptor owned by nobody else.
-        let epoll = unsafe { OwnedFd::from_raw_fd(ep) };
-        let mut ev = libc::epoll_event {
-            events: libc::EPOLLIN as u32,
-            u64: WAKE_TOKEN,
-        };
-        // SAFETY: both fds are open; `ev` is a valid epoll_event.
-        let rc = unsafe {
-            libc::epoll_ctl(
-                epoll.as_raw_fd(),
-                libc::EPOLL_CTL_ADD,
-                shared.wake.as_raw_fd(),
-                &mut ev,
-            )
-        };
-        if rc < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+        let epoll = Epoll(unsafe { OwnedFd::from_raw_fd(ep) });
+        epoll.add(shared.wake.as_raw_fd(), WAKE_TOKEN)?;
         // SAFETY: all-zero is a valid value for these plain C structs.
         let zero_ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
         // SAFETY: as above.
@@ -115,11 +143,8 @@ impl MmsgWorker {
             iov_len: 0,
         };
         Ok(MmsgWorker {
-            shared,
-            table: SlotTable::with_capacity(slot_reserve),
+            core: WorkerCore::new(shared, cfg, slot_reserve, now_ns()),
             epoll,
-            cfg,
-            dirty: DirtyList::with_capacity(1 << 16),
             bufs: vec![[0u8; BUF_SIZE]; BATCH],
             names: vec![zero_ss; BATCH],
             iovs: vec![zero_iov; BATCH],
@@ -139,123 +164,52 @@ impl MmsgWorker {
             group_controls: vec![cmsg::ControlArea::zeroed(); BATCH],
             group_first: vec![0; BATCH],
             group_len: vec![0; BATCH],
-            kernel: None,
         })
     }
 
     /// Gives this worker the in-kernel fast path.
     pub fn with_kernel(mut self, kernel: Option<KernelWorker>) -> MmsgWorker {
-        self.kernel = kernel;
+        self.core = self.core.with_kernel(kernel);
         self
-    }
-
-    fn apply_commands(&mut self) {
-        // Bounded so a flood of signalling cannot starve the packets.
-        for _ in 0..1024 {
-            let Some(cmd) = self.shared.commands.pop() else {
-                break;
-            };
-            match cmd {
-                Command::Add(ns) => {
-                    let idx = self.table.add(*ns);
-                    for i in idx {
-                        let Some(s) = self.table.slots.get(i as usize) else {
-                            continue;
-                        };
-                        let mut ev = libc::epoll_event {
-                            events: libc::EPOLLIN as u32,
-                            u64: token(i, s.generation),
-                        };
-                        // SAFETY: epoll fd and socket fd are open; `ev` is valid.
-                        unsafe {
-                            libc::epoll_ctl(
-                                self.epoll.as_raw_fd(),
-                                libc::EPOLL_CTL_ADD,
-                                s.fd(),
-                                &mut ev,
-                            )
-                        };
-                    }
-                }
-                Command::Update { id, side, init } => {
-                    if let Some(k) = self.kernel.as_mut() {
-                        k.take_back_stream(&mut self.table, id, &self.shared.counters);
-                    }
-                    self.table.update(id, side, &init)
-                }
-                Command::Remove(id) => {
-                    if let Some(k) = self.kernel.as_mut() {
-                        k.forget_stream(&mut self.table, id, &self.shared.counters);
-                    }
-                    if let Some(idx) = self.table.remove(id) {
-                        for i in idx {
-                            if let Some(s) = self.table.slots.get(i as usize) {
-                                // SAFETY: the socket is still open (released just below).
-                                unsafe {
-                                    libc::epoll_ctl(
-                                        self.epoll.as_raw_fd(),
-                                        libc::EPOLL_CTL_DEL,
-                                        s.fd(),
-                                        std::ptr::null_mut(),
-                                    )
-                                };
-                            }
-                            // Synchronous engine: nothing in flight, close at once.
-                            self.table.release(i);
-                        }
-                    }
-                }
-            }
-        }
     }
 
     pub fn run(mut self, stop: Arc<AtomicBool>) {
         let mut events: Vec<libc::epoll_event> =
             vec![libc::epoll_event { events: 0, u64: 0 }; MAX_EVENTS];
-        let mut publisher = Publisher::new(now_ns());
         while !stop.load(Ordering::Relaxed) {
-            self.apply_commands();
+            self.core.apply_commands(&mut self.epoll);
             // SAFETY: `events` has MAX_EVENTS entries the kernel may write.
             let n = unsafe {
                 libc::epoll_wait(
-                    self.epoll.as_raw_fd(),
+                    self.epoll.0.as_raw_fd(),
                     events.as_mut_ptr(),
                     MAX_EVENTS as i32,
                     IDLE_WAIT_MS,
                 )
             };
             let now = now_ns();
-            bump(&self.shared.counters.loops, 1);
+            bump(&self.core.counters().loops, 1);
             for ev in events.iter().take(n.max(0) as usize) {
                 let tok = ev.u64;
                 if tok == WAKE_TOKEN {
-                    drain_eventfd(&self.shared.wake);
-                    self.shared.clear_notified();
-                    self.apply_commands();
+                    self.core.shared.woken();
+                    self.core.apply_commands(&mut self.epoll);
                     continue;
                 }
-                let idx = (tok & 0xffff_ffff) as u32;
+                let idx = SlotIdx::new((tok & 0xffff_ffff) as u32);
                 let generation = (tok >> 32) as u32;
-                match self.table.slots.get(idx as usize) {
+                match self.core.slots().get(idx.index()) {
                     Some(s) if s.is_live() && s.generation == generation => {}
                     _ => continue,
                 }
                 self.drain_socket(idx, now);
             }
-            housekeeping_turn(
-                &mut publisher,
-                &mut self.table,
-                &mut self.dirty,
-                self.kernel.as_mut(),
-                &self.shared.counters,
-                now,
-                n <= 0,
-            );
+            self.core.housekeeping(now, n <= 0);
         }
     }
 
-    fn drain_socket(&mut self, idx: u32, now: u64) {
-        let fd = match self.table.slots.get(idx as usize) {
+    fn drain_socket(&mut self, idx: SlotIdx, now: u64) {
+        let fd = match self.core.slots().get(idx.index()) {
             Some(s) => s.fd(),
             None => return,
         };
@@ -291,28 +245,16 @@ impl MmsgWorker {
             }
             let k = k as usize;
             let mut staged = 0usize;
-            let counters = &self.shared.counters;
-            let mut ctx = PacketCtx {
-                cfg: self.cfg,
-                counters,
-                events: &self.shared.events,
-                dirty: &mut self.dirty,
-                kernel: self.kernel.as_mut(),
-            };
             for i in 0..k {
                 // usize with glibc, socklen_t with musl.
                 #[allow(clippy::unnecessary_cast)]
                 let control_len =
                     (self.msgs[i].msg_hdr.msg_controllen as usize).min(cmsg::RXQ_OVFL_SPACE);
-                note_control(
-                    &mut self.table.slots,
-                    idx as usize,
-                    &self.controls[i].0[..control_len],
-                    counters,
-                );
+                self.core
+                    .note_control(idx, &self.controls[i].0[..control_len]);
                 let len = (self.msgs[i].msg_len as usize).min(BUF_SIZE);
                 if self.msgs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
-                    bump(&counters.truncated, 1);
+                    bump(&self.core.counters().truncated, 1);
                     continue;
                 }
                 let Some(src) = sockaddr::read(sockaddr::storage_bytes(
@@ -321,14 +263,7 @@ impl MmsgWorker {
                 )) else {
                     continue;
                 };
-                let Some(fwd) = process(
-                    &mut self.table.slots,
-                    idx as usize,
-                    src,
-                    &self.bufs[i][..len],
-                    now,
-                    &mut ctx,
-                ) else {
+                let Some(fwd) = self.core.receive(idx, src, &self.bufs[i][..len], now) else {
                     continue;
                 };
                 let j = staged;
@@ -363,7 +298,7 @@ impl MmsgWorker {
     /// Consecutive datagrams for one destination leave as one UDP GSO send (see [`gso`]).
     fn flush(&mut self, staged: usize) {
         let mut groups = 0;
-        let mut gather = gso::Gatherer::new(self.cfg.gso);
+        let mut gather = gso::Gatherer::new(self.core.cfg().gso);
         for j in 0..staged {
             let len = self.out_iovs[j].iov_len;
             if let Some(g) = gather.push(self.out_routes[j], len, j as u16) {
@@ -387,7 +322,7 @@ impl MmsgWorker {
             // `end - start` passes.
             while pos < end {
                 let sent = send_mmsg(fd, &mut self.group_msgs[pos..end]);
-                let counters = &self.shared.counters;
+                let counters = self.core.counters();
                 if sent <= 0 {
                     let (first, n) = (self.group_first[pos], self.group_len[pos]);
                     if n > 1 {
@@ -448,7 +383,7 @@ impl MmsgWorker {
 
     /// Sends staged datagrams `start..end` (all for `fd`) one message each.
     fn send_singly(&mut self, fd: i32, start: usize, end: usize) {
-        let counters = &self.shared.counters;
+        let counters = self.core.counters();
         let mut pos = start;
         // Each pass sends at least one or drops one, so this ends within `end - start` passes.
         while pos < end {

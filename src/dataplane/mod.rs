@@ -7,6 +7,8 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod cmsg;
+pub mod core;
+pub mod forward;
 pub mod gso;
 pub mod kernel;
 pub mod mmsg;
@@ -15,6 +17,7 @@ pub mod shared;
 pub mod slot;
 pub mod sockaddr;
 pub mod sockets;
+pub mod table;
 pub mod uring;
 pub mod worker;
 
@@ -35,8 +38,8 @@ use crate::session::backend::{
 use crate::session::ports::{PortAllocator, PortPair};
 use crate::time::Nanos;
 
+use forward::PathConfig;
 use shared::{DataPlaneTotals, StreamShared};
-use slot::PathConfig;
 use sockets::SocketOptions;
 use worker::{Command, NewStream, SideInit, WorkerShared};
 

@@ -1,9 +1,10 @@
 //! State shared between a worker (single writer) and the control plane (readers).
 //!
-//! Each relay socket has one cache-line-aligned [`SlotShared`]. Only the owning worker writes
-//! it, with `Relaxed` load+store pairs (no locked read-modify-write on the packet path); the
-//! control plane reads it at any time without waiting for the worker. Multi-field snapshots
-//! may be slightly torn, which is fine for statistics.
+//! Each stream has one cache-line-aligned [`StreamShared`] (per side: each socket's
+//! [`Counters`], the published RTP quality and the last RTCP report). Only the owning
+//! worker writes it, with `Relaxed` load+store pairs (no locked read-modify-write on the
+//! packet path); the control plane reads it at any time without waiting for the worker.
+//! Multi-field snapshots may be slightly torn, which is fine for statistics.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 
@@ -359,7 +360,7 @@ impl DataPlaneTotals {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rtp::stats::RtpStreamTracker;
+    use crate::rtp::stats::{RtpHeader, RtpStreamTracker};
 
     /// The cell keeps fewer fields than the snapshot; what it drops must come back on read.
     #[test]
@@ -368,12 +369,15 @@ mod tests {
         // 8 kHz, 20 ms packets, one lost (seq 3), one duplicate (seq 5), one late (seq 3 at the end).
         for (i, seq) in [1u16, 2, 4, 5, 5, 6, 3].into_iter().enumerate() {
             let jitter_ns = if i % 2 == 0 { 0 } else { 3_000_000 };
+            let header = RtpHeader {
+                sequence_number: seq,
+                timestamp: u32::from(seq) * 160,
+                ssrc: 7,
+                payload_type: 0,
+                len: 172,
+            };
             t.on_rtp(
-                seq,
-                u32::from(seq) * 160,
-                7,
-                0,
-                172,
+                header,
                 1_000_000_000 + i as u64 * 20_000_000 + jitter_ns,
                 8_000,
             );

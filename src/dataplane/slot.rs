@@ -1,27 +1,45 @@
-//! The per-socket state a worker keeps, and the per-packet decision shared by both engines.
-//!
-//! `process` is the whole relay logic for one datagram: classify, track, latch, pick the
-//! destination. It touches only the worker's own slots and single-writer counters; no
-//! allocation, no locks, no logging (events go to a bounded lock-free queue).
+//! The per-socket state a worker keeps: one slot per relay socket, indexed by [`SlotIdx`],
+//! and the list of slots whose quality figures changed since they were last published.
 
-use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 
-use crossbeam::queue::ArrayQueue;
-
 use crate::rtp::clock::ClockRateMap;
-use crate::rtp::demux::{classify, PacketKind};
-use crate::rtp::packet::RtpPacket;
-use crate::rtp::rtcp;
 use crate::rtp::stats::RtpStreamTracker;
-use crate::session::backend::{LatchEventKind, MediaEvent, Side, StreamId};
-use crate::session::latch::{Latch, LatchEvent, LatchVerdict};
-use crate::time::Nanos;
+use crate::session::backend::{Side, StreamId};
+use crate::session::latch::Latch;
 
-use super::shared::{bump, bump32, Counters, SideShared, StreamShared, WorkerCounters};
+use super::shared::{Counters, SideShared, StreamShared};
 
-pub const NO_SLOT: u32 = u32::MAX;
+/// A slot's place in its worker's table: what completions, epoll tokens, the dirty list and
+/// the fast path's entries carry to reach a socket's state without hashing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(transparent)]
+pub struct SlotIdx(u32);
+
+impl SlotIdx {
+    /// No slot: the peers of a free slot. It lies past the end of every table, so looking it
+    /// up finds nothing. (`Option<SlotIdx>` would make each slot 8 bytes larger: memory per
+    /// stream, see the size test below.)
+    pub const NONE: SlotIdx = SlotIdx(u32::MAX);
+
+    #[inline]
+    pub const fn new(raw: u32) -> SlotIdx {
+        SlotIdx(raw)
+    }
+
+    /// The number as carried in tokens, the fixed-file table and the fast path's map.
+    #[inline]
+    pub const fn raw(self) -> u32 {
+        self.0
+    }
+
+    /// The position in the table's vector.
+    #[inline]
+    pub const fn index(self) -> usize {
+        self.0 as usize
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SlotKind {
@@ -42,8 +60,8 @@ pub struct Slot {
     pub side: Side,
     pub kind: SlotKind,
     /// Slots of the other side: where packets received here are sent from.
-    pub peer_rtp: u32,
-    pub peer_rtcp: u32,
+    pub peer_rtp: SlotIdx,
+    pub peer_rtcp: SlotIdx,
     /// Whether the endpoint behind *this* slot multiplexes RTCP on its RTP port.
     pub rtcp_mux: bool,
     /// The endpoint that sends to this socket (and receives from it).
@@ -77,8 +95,8 @@ impl Slot {
             stream: 0,
             side: Side::A,
             kind: SlotKind::Rtp,
-            peer_rtp: NO_SLOT,
-            peer_rtcp: NO_SLOT,
+            peer_rtp: SlotIdx::NONE,
+            peer_rtcp: SlotIdx::NONE,
             rtcp_mux: false,
             latch: Latch::new(crate::session::latch::LatchMode::Symmetric, None),
             rtp: None,
@@ -159,40 +177,10 @@ pub struct RtpState {
     pub clock_rates: ClockRateMap,
 }
 
-/// Worker-wide settings the packet path needs.
-#[derive(Clone, Copy, Debug)]
-pub struct PathConfig {
-    /// Drop what is not valid RTP/RTCP instead of counting and forwarding it.
-    pub strict: bool,
-    /// Gather bursts for one destination into UDP GSO sends (asked for, and the kernel has it).
-    pub gso: bool,
-}
-
-/// Where to send a datagram: out of `slot`'s socket to `dst`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Forward {
-    pub slot: u32,
-    pub fd: RawFd,
-    /// io_uring: send through the fixed file at index `slot` rather than `fd`.
-    pub fixed: bool,
-    /// The out slot's generation now: a send redone later (a refused GSO send) checks that
-    /// the socket still belongs to the same stream.
-    pub generation: u32,
-    pub dst: SocketAddr,
-}
-
-fn event_kind(e: LatchEvent) -> (LatchEventKind, SocketAddr) {
-    match e {
-        LatchEvent::Learned(a) => (LatchEventKind::Learned, a),
-        LatchEvent::Confirmed(a) => (LatchEventKind::Confirmed, a),
-        LatchEvent::Relearned { new, .. } => (LatchEventKind::Relearned, new),
-    }
-}
-
 /// Slots whose quality figures changed since the last publish. Preallocated; when it fills
 /// up, `overflowed` asks for one full scan instead (no allocation on the packet path).
 pub struct DirtyList {
-    pub list: Vec<u32>,
+    pub list: Vec<SlotIdx>,
     pub overflowed: bool,
     /// How far the current publication round has got.
     pub cursor: usize,
@@ -211,209 +199,13 @@ impl DirtyList {
         }
     }
 
+    /// Notes that slot `idx` has figures to publish (no allocation: the list never grows).
     #[inline]
-    fn mark(&mut self, idx: usize) {
+    pub fn mark(&mut self, idx: SlotIdx) {
         if self.list.len() < self.list.capacity() {
-            self.list.push(idx as u32);
+            self.list.push(idx);
         } else {
             self.overflowed = true;
-        }
-    }
-}
-
-/// What `process` needs from its worker besides the slots.
-pub struct PacketCtx<'a> {
-    pub cfg: PathConfig,
-    pub counters: &'a WorkerCounters,
-    pub events: &'a ArrayQueue<MediaEvent>,
-    pub dirty: &'a mut DirtyList,
-    /// The in-kernel fast path, when the relay runs it.
-    pub kernel: Option<&'a mut super::kernel::KernelWorker>,
-}
-
-/// Takes a received datagram's control area (`SO_RXQ_OVFL`: the socket's running drop count,
-/// present once the kernel has dropped anything) and counts the new kernel drops for
-/// `slots[idx]`. An empty area, the common case, costs one length check.
-#[inline]
-pub fn note_control(slots: &mut [Slot], idx: usize, control: &[u8], counters: &WorkerCounters) {
-    if control.is_empty() {
-        return;
-    }
-    if let (Some(n), Some(s)) = (super::cmsg::rxq_ovfl(control), slots.get_mut(idx)) {
-        bump(&counters.drop_rcvbuf, u64::from(s.note_kernel_drops(n)));
-    }
-}
-
-/// Decides what happens to one datagram received on `slots[idx]` from `src` at `now`.
-#[inline]
-pub fn process(
-    slots: &mut [Slot],
-    idx: usize,
-    src: SocketAddr,
-    pkt: &[u8],
-    now: Nanos,
-    ctx: &mut PacketCtx<'_>,
-) -> Option<Forward> {
-    let counters = ctx.counters;
-    let cfg = ctx.cfg;
-    let events = ctx.events;
-    let len = pkt.len() as u64;
-    bump(&counters.rx_packets, 1);
-    bump(&counters.rx_bytes, len);
-    let slot = match slots.get_mut(idx) {
-        Some(s)
-            if s.is_live()
-                && !s
-                    .shared
-                    .as_deref()
-                    .is_some_and(|sh| sh.closed.load(std::sync::atomic::Ordering::Relaxed)) =>
-        {
-            s
-        }
-        _ => {
-            bump(&counters.drop_stale, 1);
-            return None;
-        }
-    };
-    if slot.kernel {
-        // Rare: the kernel passed this packet up. Its tracker may have to come back first.
-        if let Some(k) = ctx.kernel.as_deref_mut() {
-            k.on_user_packet(slots, idx, src, pkt, now, counters);
-        }
-    }
-    let slot = slots.get_mut(idx)?;
-    let mut valid = true;
-    // Tracked only once the latch accepts the source: a stranger's packets must not move
-    // the stream's figures.
-    let mut track = None;
-    let class = classify(pkt);
-    let is_rtcp = match (slot.kind, class) {
-        (SlotKind::Rtp, PacketKind::Rtp) => {
-            match RtpPacket::new_checked(pkt) {
-                Ok(rtp) => {
-                    track = Some((
-                        rtp.sequence_number(),
-                        rtp.timestamp(),
-                        rtp.ssrc(),
-                        rtp.payload_type(),
-                    ));
-                }
-                Err(_) => {
-                    bump(&counters.malformed_rtp, 1);
-                    valid = false;
-                }
-            }
-            false
-        }
-        (_, PacketKind::Rtcp) => {
-            bump(&counters.rtcp_packets, 1);
-            if let Some(sh) = slot.side_shared() {
-                let r = &sh.report;
-                let res = rtcp::for_each_report_block(pkt, |_, rb| {
-                    use std::sync::atomic::Ordering::Relaxed;
-                    r.fraction_lost.store(u32::from(rb.fraction_lost), Relaxed);
-                    r.cumulative_lost.store(rb.cumulative_lost as u32, Relaxed);
-                    r.jitter.store(rb.jitter, Relaxed);
-                    bump32(&r.reports, 1);
-                });
-                if res.is_err() {
-                    bump(&counters.malformed_rtcp, 1);
-                    valid = false;
-                }
-            }
-            true
-        }
-        (SlotKind::Rtcp, _) => {
-            bump(&counters.malformed_rtcp, 1);
-            valid = false;
-            true
-        }
-        (SlotKind::Rtp, _) => {
-            bump(&counters.non_rtp, 1);
-            valid = false;
-            false
-        }
-    };
-
-    let sh = slot.counters();
-    if let Some(sh) = sh {
-        bump(&sh.packets, 1);
-        bump(&sh.bytes, len);
-        sh.last_packet_ns
-            .store(now, std::sync::atomic::Ordering::Relaxed);
-    }
-    if !valid && cfg.strict {
-        bump(&counters.drop_strict, 1);
-        if let Some(sh) = sh {
-            bump(&sh.errors, 1);
-        }
-        return None;
-    }
-
-    match slot.latch.on_packet(src, now) {
-        LatchVerdict::Reject => {
-            bump(&counters.drop_source, 1);
-            if let Some(sh) = slot.counters() {
-                bump(&sh.errors, 1);
-            }
-            return None;
-        }
-        LatchVerdict::Accept(Some(e)) => {
-            let (kind, addr) = event_kind(e);
-            let ev = MediaEvent {
-                stream: slot.stream,
-                side: slot.side,
-                rtcp: slot.kind == SlotKind::Rtcp,
-                kind,
-                addr,
-            };
-            if events.push(ev).is_err() {
-                bump(&counters.events_lost, 1);
-            }
-        }
-        LatchVerdict::Accept(None) => {}
-    }
-    if let (Some((seq, ts, ssrc, pt)), Some(st)) = (track, slot.rtp.as_deref_mut()) {
-        let hz = st.clock_rates.clock_rate_hz(pt).unwrap_or(0);
-        st.tracker.on_rtp(seq, ts, ssrc, pt, pkt.len(), now, hz);
-        if !slot.dirty {
-            slot.dirty = true;
-            ctx.dirty.mark(idx);
-        }
-    }
-
-    // RTCP goes to the peer's RTCP socket unless the peer multiplexes it onto RTP.
-    let peer_rtp = slot.peer_rtp;
-    let peer_rtcp = slot.peer_rtcp;
-    let target = if is_rtcp {
-        match slots.get(peer_rtp as usize) {
-            Some(p) if p.rtcp_mux => peer_rtp,
-            _ => peer_rtcp,
-        }
-    } else {
-        peer_rtp
-    };
-    let out = match slots.get(target as usize) {
-        Some(o) if o.is_live() => o,
-        _ => {
-            bump(&counters.drop_no_destination, 1);
-            return None;
-        }
-    };
-    match out.latch.destination() {
-        Some(dst) if !dst.ip().is_unspecified() && dst.port() != 0 => Some(Forward {
-            slot: target,
-            fd: out.fd(),
-            fixed: out.fixed,
-            generation: out.generation,
-            dst,
-        }),
-        _ => {
-            bump(&counters.drop_no_destination, 1);
-            if let Some(sh) = slots.get(idx).and_then(|s| s.counters()) {
-                bump(&sh.errors, 1);
-            }
-            None
         }
     }
 }

@@ -1,8 +1,9 @@
 //! Per-direction RTP stream quality: counters, loss (RFC 3550 §A.3) and interarrival jitter
 //! (RFC 3550 §6.4.1, §A.8).
 //!
-//! The data plane calls [`RtpStreamTracker::on_rtp`] on every packet: it allocates nothing,
-//! cannot panic and has no loop. Time comes in as monotonic nanoseconds.
+//! The data plane calls [`RtpStreamTracker::on_rtp`] on every packet, with the header fields
+//! it follows ([`RtpHeader`], read once from the packet view): it allocates nothing, cannot
+//! panic and has no loop. Time comes in as monotonic nanoseconds.
 //!
 //! Contract:
 //! - `packets`/`bytes` count every RTP packet handed in, duplicates included.
@@ -47,6 +48,33 @@ fn ns_to_units(ns: u64, hz: u32) -> u32 {
     let secs = ns / NANOS_PER_SEC;
     let rem = ns % NANOS_PER_SEC;
     secs.wrapping_mul(hz).wrapping_add(rem * hz / NANOS_PER_SEC) as u32
+}
+
+/// What the tracker follows of one RTP packet: its header fields and its length, read once
+/// from the checked packet view ([`RtpHeader::of`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RtpHeader {
+    pub sequence_number: u16,
+    pub timestamp: u32,
+    pub ssrc: u32,
+    pub payload_type: u8,
+    /// The whole packet in bytes: header, payload and padding.
+    pub len: usize,
+}
+
+impl RtpHeader {
+    /// The fields of `packet` (a view checked with [`RtpPacket::new_checked`], or the fields
+    /// read are meaningless).
+    #[inline]
+    pub fn of<T: AsRef<[u8]>>(packet: &RtpPacket<T>) -> RtpHeader {
+        RtpHeader {
+            sequence_number: packet.sequence_number(),
+            timestamp: packet.timestamp(),
+            ssrc: packet.ssrc(),
+            payload_type: packet.payload_type(),
+            len: packet.total_len(),
+        }
+    }
 }
 
 /// Quality state of one direction of one RTP stream. 128 bytes, no heap.
@@ -130,17 +158,14 @@ impl RtpStreamTracker {
     /// One received RTP packet. `arrival_ns`: monotonic ns; `clock_rate_hz`: 0 when unknown
     /// (then jitter is not updated). Returns how the sequence number relates to the ones seen.
     #[inline]
-    #[allow(clippy::too_many_arguments)]
-    pub fn on_rtp(
-        &mut self,
-        seq: u16,
-        timestamp: u32,
-        ssrc: u32,
-        payload_type: u8,
-        bytes: usize,
-        arrival_ns: u64,
-        clock_rate_hz: u32,
-    ) -> SeqVerdict {
+    pub fn on_rtp(&mut self, header: RtpHeader, arrival_ns: u64, clock_rate_hz: u32) -> SeqVerdict {
+        let RtpHeader {
+            sequence_number: seq,
+            timestamp,
+            ssrc,
+            payload_type,
+            len: bytes,
+        } = header;
         self.packets = self.packets.wrapping_add(1);
         self.bytes = self.bytes.wrapping_add(bytes as u64);
         self.last_packet_ns = arrival_ns;
@@ -202,16 +227,9 @@ impl RtpStreamTracker {
         arrival_ns: u64,
         clocks: &ClockRateMap,
     ) -> SeqVerdict {
-        let pt = packet.payload_type();
-        self.on_rtp(
-            packet.sequence_number(),
-            packet.timestamp(),
-            packet.ssrc(),
-            pt,
-            packet.total_len(),
-            arrival_ns,
-            clocks.clock_rate_hz(pt).unwrap_or(0),
-        )
+        let header = RtpHeader::of(packet);
+        let hz = clocks.clock_rate_hz(header.payload_type).unwrap_or(0);
+        self.on_rtp(header, arrival_ns, hz)
     }
 
     /// The tracker as plain figures, for the in-kernel fast path to carry on with; `None`
@@ -396,6 +414,23 @@ pub struct RtpStreamStats {
 mod tests {
     use super::*;
 
+    /// A header with these fields, `len` bytes long.
+    fn h(
+        sequence_number: u16,
+        timestamp: u32,
+        ssrc: u32,
+        payload_type: u8,
+        len: usize,
+    ) -> RtpHeader {
+        RtpHeader {
+            sequence_number,
+            timestamp,
+            ssrc,
+            payload_type,
+            len,
+        }
+    }
+
     const MS: u64 = 1_000_000;
     const DAY: u64 = 86_400 * 1_000_000_000;
 
@@ -404,7 +439,7 @@ mod tests {
         seqs.iter()
             .map(|&s| {
                 let ts = u32::from(s).wrapping_mul(160);
-                t.on_rtp(s, ts, ssrc, 0, 172, DAY + u64::from(s) * 20 * MS, 8_000)
+                t.on_rtp(h(s, ts, ssrc, 0, 172), DAY + u64::from(s) * 20 * MS, 8_000)
             })
             .collect()
     }
@@ -450,7 +485,11 @@ mod tests {
         let want_q4 = [0, 0, 8, 15, 54, 91, 85];
         let mut t = RtpStreamTracker::new();
         for (i, (&ms, &q4)) in arrivals.iter().zip(&want_q4).enumerate() {
-            let v = t.on_rtp(i as u16, i as u32 * 160, 1, 0, 172, base + ms * MS, 8_000);
+            let v = t.on_rtp(
+                h(i as u16, i as u32 * 160, 1, 0, 172),
+                base + ms * MS,
+                8_000,
+            );
             assert_eq!(v, SeqVerdict::InOrder);
             assert_eq!(t.jitter_q4, q4, "packet {i}");
             let s = t.snapshot();
@@ -470,7 +509,7 @@ mod tests {
         let mut arrival = DAY;
         for i in 0..200u16 {
             let late = if i == 10 { 50 * MS } else { 0 };
-            t.on_rtp(i, u32::from(i) * 160, 1, 0, 172, arrival + late, 8_000);
+            t.on_rtp(h(i, u32::from(i) * 160, 1, 0, 172), arrival + late, 8_000);
             arrival += 20 * MS;
         }
         let s = t.snapshot();
@@ -488,7 +527,7 @@ mod tests {
         for i in 0..20u32 {
             let ts = start_ts.wrapping_add(i * 3000); // 33.333 ms at 90 kHz
             let arrival = 30 * DAY + u64::from(i) * 100 * MS / 3;
-            t.on_rtp(i as u16, ts, 9, 96, 1200, arrival, 90_000);
+            t.on_rtp(h(i as u16, ts, 9, 96, 1200), arrival, 90_000);
         }
         let s = t.snapshot();
         assert!(s.jitter_rtp_units <= 1, "{s:?}"); // truncation of 1/3 ms at most
@@ -501,11 +540,7 @@ mod tests {
         for i in 0..10u16 {
             // Wildly irregular arrivals, but clock rate unknown.
             t.on_rtp(
-                i,
-                u32::from(i) * 160,
-                1,
-                99,
-                100,
+                h(i, u32::from(i) * 160, 1, 99, 100),
                 DAY + u64::from(i * i) * 7 * MS,
                 0,
             );
@@ -616,7 +651,7 @@ mod tests {
         feed(&mut t, 0xaaaa, &[10, 11, 13]); // expected 4, lost 1
         t.jitter_q4 = 1000;
         t.max_jitter_q4 = 1000;
-        let v = t.on_rtp(500, 0, 0xbbbb, 8, 172, 2 * DAY, 8_000);
+        let v = t.on_rtp(h(500, 0, 0xbbbb, 8, 172), 2 * DAY, 8_000);
         assert_eq!(v, SeqVerdict::Restart);
         let s = t.snapshot();
         assert_eq!(s.ssrc, 0xbbbb);
@@ -629,7 +664,7 @@ mod tests {
         assert_eq!(s.jitter_rtp_units, 0, "jitter re-based");
         assert_eq!(s.max_jitter_ms, 62.0 * 1000.0 / 8000.0, "max kept");
         assert_eq!(
-            t.on_rtp(501, 160, 0xbbbb, 8, 172, 2 * DAY + 20 * MS, 8_000),
+            t.on_rtp(h(501, 160, 0xbbbb, 8, 172), 2 * DAY + 20 * MS, 8_000),
             SeqVerdict::InOrder
         );
         assert_eq!(t.snapshot().jitter_rtp_units, 0);
@@ -684,11 +719,7 @@ mod tests {
                 u64::MAX - (r & 0xffff)
             };
             t.on_rtp(
-                seq,
-                (r >> 16) as u32,
-                ssrc,
-                (r >> 50) as u8,
-                r as usize,
+                h(seq, (r >> 16) as u32, ssrc, (r >> 50) as u8, r as usize),
                 arrival,
                 clock,
             );
@@ -712,15 +743,15 @@ mod tests {
         for (i, &q) in seqs.iter().enumerate() {
             let t = (i as u64) * 20 * MS + (i as u64 % 3) * MS;
             let ts = (i as u32) * 160;
-            whole.on_rtp(q, ts, 7, 0, 172, t, 8_000);
+            whole.on_rtp(h(q, ts, 7, 0, 172), t, 8_000);
             if i < 5 {
-                first.on_rtp(q, ts, 7, 0, 172, t, 8_000);
+                first.on_rtp(h(q, ts, 7, 0, 172), t, 8_000);
             }
             if i == 4 {
                 let parts = first.export().expect("initialised, no pending jump");
                 first = RtpStreamTracker::import(&parts);
             } else if i > 4 {
-                first.on_rtp(q, ts, 7, 0, 172, t, 8_000);
+                first.on_rtp(h(q, ts, 7, 0, 172), t, 8_000);
             }
         }
         assert_eq!(first.snapshot(), whole.snapshot());
@@ -731,14 +762,14 @@ mod tests {
     fn a_tracker_with_nothing_seen_or_a_pending_jump_does_not_export() {
         let mut t = RtpStreamTracker::new();
         assert!(t.export().is_none());
-        t.on_rtp(100, 0, 1, 0, 172, MS, 8_000);
+        t.on_rtp(h(100, 0, 1, 0, 172), MS, 8_000);
         assert!(t.export().is_some());
-        t.on_rtp(30_000, 160, 1, 0, 172, 2 * MS, 8_000);
+        t.on_rtp(h(30_000, 160, 1, 0, 172), 2 * MS, 8_000);
         assert!(
             t.export().is_none(),
             "a big jump waits for its confirming packet"
         );
-        t.on_rtp(30_001, 320, 1, 0, 172, 3 * MS, 8_000);
+        t.on_rtp(h(30_001, 320, 1, 0, 172), 3 * MS, 8_000);
         assert!(t.export().is_some());
     }
 }

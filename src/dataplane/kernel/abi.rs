@@ -1,0 +1,372 @@
+//! What the worker and the TC program (`forward.bpf.c`) share: the map's key and value
+//! layouts, the flags the program sets, how a direction's addresses become an entry, and the
+//! `bpf(2)` batch lookup the worker reads the map with.
+
+use std::net::{IpAddr, SocketAddr};
+
+use crate::rtp::stats::TrackerParts;
+
+/// Set by the program when it passed up a packet the worker must see: the worker takes the
+/// direction back. With `OUT_OF_SCOPE`, that packet was RTP the program does not parse.
+pub const HANDED_BACK: u32 = 1;
+pub const OUT_OF_SCOPE: u32 = 2;
+
+/// The program's map key: the relay socket a packet arrives on (network order).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FwdKey {
+    pub addr: u32,
+    pub port: u16,
+    pub pad: u16,
+}
+
+/// The program's map value; the layout is `struct fwd_value` in `forward.bpf.c`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FwdValue {
+    pub src_addr: u32,
+    pub src_port: u16,
+    pub out_sport: u16,
+    pub out_saddr: u32,
+    pub out_daddr: u32,
+    pub out_dport: u16,
+    pub payload_type: u8,
+    /// `MODE_LOCAL` or `MODE_ROUTED` (see `forward.bpf.c`).
+    pub mode: u8,
+    pub ifindex: u32,
+    pub clock_hz: u32,
+    pub pad2: u32,
+    pub origin_ns: u64,
+    pub flags: u32,
+    pub ssrc: u32,
+    pub window0: u64,
+    pub window1: u64,
+    pub cycles: u32,
+    pub max_seq: u16,
+    pub pad1: u16,
+    pub packets: u64,
+    pub bytes: u64,
+    pub received: u64,
+    pub last_packet_ns: u64,
+    pub duplicates: u32,
+    pub reordered: u32,
+    pub jitter_q4: u32,
+    pub max_jitter_q4: u32,
+    pub last_transit: u32,
+    pub have_transit: u32,
+    pub owner: u32,
+    pub slot: u32,
+}
+
+const _: () = assert!(std::mem::size_of::<FwdValue>() == 136);
+const _: () = assert!(std::mem::size_of::<FwdKey>() == 8);
+
+// SAFETY: both are repr(C) structs of plain integers with every padding byte spelled out as a
+// field (the sizes are asserted above and in forward.bpf.c), so any bit pattern is valid and
+// no byte is uninitialised.
+unsafe impl aya::Pod for FwdKey {}
+// SAFETY: as for FwdKey.
+unsafe impl aya::Pod for FwdValue {}
+
+impl FwdValue {
+    /// Carries the kernel's tracker figures over `base`, the tracker as handed over.
+    pub fn advance(&self, base: &TrackerParts) -> TrackerParts {
+        TrackerParts {
+            window: [self.window0, self.window1],
+            cycles: self.cycles,
+            max_seq: self.max_seq,
+            packets: self.packets,
+            bytes: self.bytes,
+            received: self.received,
+            duplicates: self.duplicates,
+            reordered: self.reordered,
+            last_packet_ns: self.last_packet_ns,
+            jitter_q4: self.jitter_q4,
+            max_jitter_q4: self.max_jitter_q4,
+            last_transit: self.last_transit,
+            have_transit: self.have_transit != 0,
+            ..*base
+        }
+    }
+}
+
+/// The two addresses a direction's entry names, as the worker knows them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Route {
+    /// The relay socket packets arrive on, and the endpoint they come from.
+    pub local: SocketAddr,
+    pub source: SocketAddr,
+    /// The relay socket they leave from, and the endpoint they go to.
+    pub out_local: SocketAddr,
+    pub destination: SocketAddr,
+}
+
+/// How the program sends a direction's packets on (`forward.bpf.c`).
+pub const MODE_LOCAL: u8 = 0;
+pub const MODE_ROUTED: u8 = 1;
+
+/// An IPv4 socket address in network order, and whether it is on loopback.
+fn v4(a: SocketAddr) -> Option<(u32, u16, bool)> {
+    match a.ip() {
+        IpAddr::V4(ip) if !ip.is_unspecified() && a.port() != 0 => Some((
+            u32::from_ne_bytes(ip.octets()),
+            a.port().to_be(),
+            ip.is_loopback(),
+        )),
+        _ => None,
+    }
+}
+
+/// The four addresses of a direction in network order, and how the program can send it on;
+/// `None` when it cannot carry it: IPv6, or loopback and other addresses mixed (a packet
+/// from outside cannot be delivered to a loopback address, and one that came in on `lo` is
+/// not routed out again).
+fn addresses(route: &Route) -> Option<([(u32, u16); 4], u8)> {
+    let mut out = [(0, 0); 4];
+    let mut loopback = [false; 4];
+    for (k, a) in [
+        route.local,
+        route.source,
+        route.out_local,
+        route.destination,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (addr, port, lo) = v4(a)?;
+        out[k] = (addr, port);
+        loopback[k] = lo;
+    }
+    let mode = match loopback {
+        [true, true, true, true] => MODE_LOCAL,
+        [false, false, false, false] => MODE_ROUTED,
+        _ => return None,
+    };
+    Some((out, mode))
+}
+
+/// How the program can send a direction on (`None` as for [`entry`]).
+pub fn mode_of(route: &Route) -> Option<u8> {
+    addresses(route).map(|(_, mode)| mode)
+}
+
+/// The entry for one direction, or `None` when the program cannot carry it (IPv6, or
+/// loopback and other addresses mixed). `clock_hz`: the clock rate of the tracker's payload
+/// type; `ifindex`: the device packets leave by (`lo` for a local direction, the
+/// destination's route for a routed one).
+pub fn entry(
+    route: &Route,
+    parts: &TrackerParts,
+    clock_hz: u32,
+    ifindex: u32,
+    origin_ns: u64,
+) -> Option<(FwdKey, FwdValue)> {
+    let (
+        [(addr, port), (src_addr, src_port), (out_saddr, out_sport), (out_daddr, out_dport)],
+        mode,
+    ) = addresses(route)?;
+    let key = FwdKey { addr, port, pad: 0 };
+    let value = FwdValue {
+        src_addr,
+        src_port,
+        out_sport,
+        out_saddr,
+        out_daddr,
+        out_dport,
+        payload_type: parts.payload_type,
+        mode,
+        ifindex,
+        clock_hz,
+        origin_ns,
+        ssrc: parts.ssrc,
+        window0: parts.window[0],
+        window1: parts.window[1],
+        cycles: parts.cycles,
+        max_seq: parts.max_seq,
+        packets: parts.packets,
+        bytes: parts.bytes,
+        received: parts.received,
+        last_packet_ns: parts.last_packet_ns,
+        duplicates: parts.duplicates,
+        reordered: parts.reordered,
+        jitter_q4: parts.jitter_q4,
+        max_jitter_q4: parts.max_jitter_q4,
+        last_transit: parts.last_transit,
+        have_transit: u32::from(parts.have_transit),
+        ..FwdValue::default()
+    };
+    Some((key, value))
+}
+
+/// `union bpf_attr`'s batch member (include/uapi/linux/bpf.h), which libc lacks.
+#[repr(C)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+
+/// Reads up to `keys.len()` entries of hash map `fd` from position `from` (`None`: the
+/// start) with one syscall (Linux 5.6+). Returns how many it read and where the next batch
+/// starts, `None` once the map is exhausted.
+pub fn lookup_batch(
+    fd: std::os::fd::RawFd,
+    from: Option<u32>,
+    keys: &mut [FwdKey],
+    values: &mut [FwdValue],
+) -> std::io::Result<(usize, Option<u32>)> {
+    let in_token = from.unwrap_or(0);
+    let mut out_token: u32 = 0;
+    let mut attr = BatchAttr {
+        in_batch: if from.is_some() {
+            &in_token as *const u32 as u64
+        } else {
+            0
+        },
+        out_batch: &mut out_token as *mut u32 as u64,
+        keys: keys.as_mut_ptr() as u64,
+        values: values.as_mut_ptr() as u64,
+        count: keys.len().min(values.len()) as u32,
+        map_fd: fd as u32,
+        elem_flags: 0,
+        flags: 0,
+    };
+    // SAFETY: `attr` is a fully initialised bpf_attr batch member of the size passed; the
+    // kernel writes at most `count` keys and values into the two live, exclusively borrowed
+    // slices (each at least `count` long, element sizes those of the map, checked at load),
+    // the position into `out_token`, and the count back into `attr`; all outlive the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_LOOKUP_BATCH,
+            &mut attr as *mut BatchAttr,
+            std::mem::size_of::<BatchAttr>() as u32,
+        )
+    };
+    let n = (attr.count as usize).min(keys.len());
+    if rc == 0 {
+        return Ok((n, Some(out_token)));
+    }
+    let e = std::io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::ENOENT) {
+        return Ok((n, None));
+    }
+    Err(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rtp::stats::{RtpHeader, RtpStreamTracker};
+
+    /// An 8 kHz packet of 172 bytes with these fields.
+    fn pcm(sequence_number: u16, timestamp: u32, ssrc: u32, payload_type: u8) -> RtpHeader {
+        RtpHeader {
+            sequence_number,
+            timestamp,
+            ssrc,
+            payload_type,
+            len: 172,
+        }
+    }
+
+    fn route() -> Route {
+        Route {
+            local: "127.0.0.1:30000".parse().unwrap(),
+            source: "127.0.0.1:40000".parse().unwrap(),
+            out_local: "127.0.0.1:30002".parse().unwrap(),
+            destination: "127.0.0.1:40002".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn entry_names_the_sockets_in_network_order_and_copies_the_tracker() {
+        let mut t = RtpStreamTracker::new();
+        t.on_rtp(pcm(7, 160, 0xdead_beef, 8), 1_000_000, 8_000);
+        t.on_rtp(pcm(8, 320, 0xdead_beef, 8), 21_000_000, 8_000);
+        let parts = t.export().unwrap();
+        let (k, v) = entry(&route(), &parts, 8_000, 1, 5).unwrap();
+        assert_eq!(k.addr.to_ne_bytes(), [127, 0, 0, 1]);
+        assert_eq!(k.port.to_ne_bytes(), 30000u16.to_be_bytes());
+        assert_eq!(v.src_port.to_ne_bytes(), 40000u16.to_be_bytes());
+        assert_eq!(v.out_sport.to_ne_bytes(), 30002u16.to_be_bytes());
+        assert_eq!(v.out_dport.to_ne_bytes(), 40002u16.to_be_bytes());
+        assert_eq!((v.ssrc, v.payload_type, v.max_seq), (0xdead_beef, 8, 8));
+        assert_eq!((v.packets, v.received, v.clock_hz), (2, 2, 8_000));
+        // Nothing advanced: the tracker comes back unchanged.
+        assert_eq!(v.advance(&parts), parts);
+    }
+
+    #[test]
+    fn loopback_routes_stay_local_real_ones_are_routed_and_mixes_get_no_entry() {
+        let parts = {
+            let mut t = RtpStreamTracker::new();
+            t.on_rtp(
+                RtpHeader {
+                    len: 12,
+                    ..pcm(1, 0, 1, 0)
+                },
+                1,
+                8_000,
+            );
+            t.export().unwrap()
+        };
+        let (_, v) = entry(&route(), &parts, 8_000, 1, 0).unwrap();
+        assert_eq!((v.mode, v.ifindex), (MODE_LOCAL, 1));
+        let routed = Route {
+            local: "192.0.2.1:30000".parse().unwrap(),
+            source: "198.51.100.9:4000".parse().unwrap(),
+            out_local: "192.0.2.1:30002".parse().unwrap(),
+            destination: "203.0.113.5:5000".parse().unwrap(),
+        };
+        let (k, v) = entry(&routed, &parts, 8_000, 1, 0).unwrap();
+        assert_eq!(v.mode, MODE_ROUTED);
+        assert_eq!(k.addr.to_ne_bytes(), [192, 0, 2, 1]);
+        assert_eq!(v.out_daddr.to_ne_bytes(), [203, 0, 113, 5]);
+        // A loopback endpoint of a relay on a real address, and the other way round.
+        let mut r = route();
+        r.destination = "192.0.2.7:4000".parse().unwrap();
+        assert!(entry(&r, &parts, 8_000, 1, 0).is_none());
+        let mut r = routed;
+        r.source = "127.0.0.1:4000".parse().unwrap();
+        assert!(entry(&r, &parts, 8_000, 1, 0).is_none());
+        // IPv6, the unspecified address, port 0.
+        let mut r = route();
+        r.source = "[::1]:4000".parse().unwrap();
+        assert!(entry(&r, &parts, 8_000, 1, 0).is_none());
+        let mut r = routed;
+        r.destination = "0.0.0.0:5000".parse().unwrap();
+        assert!(entry(&r, &parts, 8_000, 1, 0).is_none());
+        let mut r = routed;
+        r.destination = "203.0.113.5:0".parse().unwrap();
+        assert!(entry(&r, &parts, 8_000, 1, 0).is_none());
+    }
+
+    #[test]
+    fn the_kernels_figures_carry_the_tracker_on() {
+        let mut t = RtpStreamTracker::new();
+        t.on_rtp(pcm(100, 0, 9, 0), 1_000_000, 8_000);
+        let base = t.export().unwrap();
+        // What the program would hold after seq 101 and 103 (102 lost).
+        let v = FwdValue {
+            window0: 0b1011,
+            max_seq: 103,
+            packets: 3,
+            bytes: 3 * 172,
+            received: 3,
+            last_packet_ns: 61_000_000,
+            ..FwdValue::default()
+        };
+        let s = RtpStreamTracker::import(&v.advance(&base)).snapshot();
+        assert_eq!((s.packets, s.expected, s.lost), (3, 4, 1));
+        assert_eq!(s.extended_highest_seq, 103);
+        assert_eq!(s.ssrc, 9, "kept from the tracker as handed over");
+    }
+}

@@ -1,0 +1,490 @@
+//! A worker's side of the fast path: which directions it hands to the kernel, reading the
+//! kernel's figures back into the published ones, and taking a direction back.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::fd::{AsFd, AsRawFd};
+
+use crate::rtp::stats::{RtpStreamTracker, TrackerParts};
+use crate::rtp::RtpPacket;
+
+use super::abi::{
+    entry, lookup_batch, mode_of, FwdKey, FwdValue, Route, HANDED_BACK, MODE_LOCAL, OUT_OF_SCOPE,
+};
+use super::route;
+use crate::dataplane::shared::{bump, WorkerCounters};
+use crate::dataplane::slot::{DirtyList, Slot, SlotIdx, SlotKind};
+
+/// After RTP the program does not parse (CSRCs, extensions, padding: likely on every packet
+/// of that stream), a direction is offered again only after this many packets.
+const RETRY_OUT_OF_SCOPE_PACKETS: u64 = 10_000;
+
+/// How often the kernel's counts are folded into the published figures: one map lookup
+/// (a syscall, ~1 µs) per direction each time, so 20,000 directions cost the worker ~2%
+/// of a core at once a second. Idle timeouts are tens of seconds; queries see figures at
+/// most this old.
+const SYNC_EVERY_NS: u64 = crate::time::NANOS_PER_SEC;
+/// Entries read per batch, and batches per housekeeping turn while a pass runs: 1,024
+/// entries (~0.1 ms) a turn, so a pass over 20,000 directions takes 20 turns.
+const BATCH: usize = 256;
+const BATCHES_PER_TURN: usize = 4;
+/// Map operations per housekeeping turn (each is a syscall of about a microsecond), so a
+/// busy worker's packets never wait long behind them.
+const OPS_PER_TURN: usize = 64;
+/// Slots looked at per turn, from the dirty list or by a full scan (no syscall unless one
+/// qualifies), so a long list never holds packets up.
+const SCAN_PER_TURN: usize = 1024;
+/// RTP packets a direction must see in user space after it came back from the kernel
+/// before it is offered again: a source or SSRC that keeps changing stays with the worker.
+const RETRY_AFTER_PACKETS: u64 = 50;
+/// Packets that reach the worker this soon after a hand-over were queued before it: they
+/// are counted and forwarded, and the stream stays in the kernel.
+const QUEUED_BEFORE_HANDOVER_NS: u64 = 20 * crate::time::NANOS_PER_MS;
+
+/// What a worker keeps for a direction it handed to the kernel.
+struct Handed {
+    key: FwdKey,
+    /// The tracker as handed over: the fields the kernel does not keep come from here.
+    base: TrackerParts,
+    at_ns: u64,
+    /// The kernel's packet and byte counts when last folded into the published figures.
+    seen_packets: u64,
+    seen_bytes: u64,
+    /// RTP packets that reached the worker after the hand-over but were queued before it.
+    carried_packets: u64,
+    carried_bytes: u64,
+    /// Not offered again before the tracker has seen this many packets.
+    retry_at_packets: u64,
+}
+
+impl Handed {
+    /// The tracker now: the kernel's figures in `v` (if it has the entry) over the tracker
+    /// as handed over, plus the packets the worker counted for it meanwhile (queued before
+    /// the hand-over).
+    fn current(&self, v: Option<&FwdValue>) -> TrackerParts {
+        let mut parts = v.map_or(self.base, |v| v.advance(&self.base));
+        parts.packets += self.carried_packets;
+        parts.bytes += self.carried_bytes;
+        parts.received += self.carried_packets;
+        parts
+    }
+
+    /// A direction handed over under `key` as the tracker stood (`parts`), or, when
+    /// `handed` is false, one that could not be: offered again later.
+    fn new(key: FwdKey, parts: TrackerParts, now: u64, handed: bool) -> Handed {
+        Handed {
+            key,
+            base: parts,
+            at_ns: now,
+            seen_packets: parts.packets,
+            seen_bytes: parts.bytes,
+            carried_packets: 0,
+            carried_bytes: 0,
+            retry_at_packets: if handed {
+                0
+            } else {
+                parts.packets + RETRY_AFTER_PACKETS
+            },
+        }
+    }
+}
+
+/// One worker's (one ring's) side of the fast path. Used only on the worker's thread.
+pub struct KernelWorker {
+    map: aya::maps::HashMap<aya::maps::MapData, FwdKey, FwdValue>,
+    /// Loopback's ifindex.
+    ifindex: u32,
+    origin_ns: u64,
+    local: Ipv4Addr,
+    /// For a relay on a real address: which device each destination is reached by.
+    routes: Option<route::RouteQuery>,
+    slots: HashMap<SlotIdx, Handed>,
+    /// Directions in the kernel now (the slots with `kernel` set).
+    in_kernel: u64,
+    /// Where a full scan (after the dirty list overflowed) has got; 0: none running.
+    scan_cursor: usize,
+    /// How much of the current dirty list (of round `dirty_round`) has been looked at.
+    dirty_seen: usize,
+    dirty_round: u64,
+    /// This worker's mark in the entries it makes (the map is shared by all workers).
+    owner: u32,
+    /// Where the sync's pass over the map has got (the kernel's batch position).
+    sync_token: Option<u32>,
+    sync_in_pass: bool,
+    last_sync_ns: u64,
+    batch_keys: Vec<FwdKey>,
+    batch_values: Vec<FwdValue>,
+}
+
+impl KernelWorker {
+    /// A worker's handle on the map `map`, marking its entries with `owner`. `routes`: for
+    /// a relay on a real address, the routing questions; `ifindex`: loopback's.
+    pub(super) fn new(
+        map: aya::maps::HashMap<aya::maps::MapData, FwdKey, FwdValue>,
+        ifindex: u32,
+        origin_ns: u64,
+        local: Ipv4Addr,
+        routes: Option<route::RouteQuery>,
+        owner: u32,
+    ) -> KernelWorker {
+        KernelWorker {
+            map,
+            ifindex,
+            origin_ns,
+            local,
+            routes,
+            slots: HashMap::new(),
+            in_kernel: 0,
+            scan_cursor: 0,
+            dirty_seen: 0,
+            dirty_round: 0,
+            owner,
+            sync_token: None,
+            sync_in_pass: false,
+            last_sync_ns: 0,
+            batch_keys: vec![FwdKey::default(); BATCH],
+            batch_values: vec![FwdValue::default(); BATCH],
+        }
+    }
+
+    /// Housekeeping: hands qualifying directions to the kernel, and folds the kernel's
+    /// counts into the published figures.
+    pub fn turn(
+        &mut self,
+        slots: &mut [Slot],
+        dirty: &DirtyList,
+        counters: &WorkerCounters,
+        now: u64,
+    ) {
+        let mut ops = 0;
+        if self.sync_in_pass || now.saturating_sub(self.last_sync_ns) >= SYNC_EVERY_NS {
+            self.sync_in_pass = true;
+            for _ in 0..BATCHES_PER_TURN {
+                ops += 1;
+                if self.sync_batch(slots, counters) {
+                    self.sync_in_pass = false;
+                    self.sync_token = None;
+                    self.last_sync_ns = now;
+                    break;
+                }
+            }
+        }
+        // Candidates are the slots that saw RTP in user space lately (the publisher's dirty
+        // list, read before it is cleared): once every stream is in the kernel this costs
+        // nothing. When that list overflowed, every slot is looked at, a slice a turn.
+        if dirty.rounds != self.dirty_round {
+            self.dirty_round = dirty.rounds;
+            self.dirty_seen = 0;
+        }
+        if dirty.overflowed || self.scan_cursor > 0 {
+            for _ in 0..SCAN_PER_TURN {
+                if ops >= OPS_PER_TURN {
+                    break;
+                }
+                if self.scan_cursor >= slots.len() {
+                    self.scan_cursor = 0;
+                    break;
+                }
+                let i = SlotIdx::new(self.scan_cursor as u32);
+                self.scan_cursor += 1;
+                if self.try_hand_over(slots, i, now, counters) {
+                    ops += 1;
+                }
+            }
+        }
+        for _ in 0..SCAN_PER_TURN {
+            if ops >= OPS_PER_TURN {
+                break;
+            }
+            let Some(&i) = dirty.list.get(self.dirty_seen) else {
+                break;
+            };
+            self.dirty_seen += 1;
+            // The opposite direction too: it may have qualified only now that this side's
+            // source is confirmed, after its own last packet in user space.
+            let peer = slots.get(i.index()).map_or(SlotIdx::NONE, |s| s.peer_rtp);
+            for j in [i, peer] {
+                if self.try_hand_over(slots, j, now, counters) {
+                    ops += 1;
+                }
+            }
+        }
+    }
+
+    /// Hands slot `i`'s direction to the kernel if it qualifies; true when a map update was
+    /// tried.
+    fn try_hand_over(
+        &mut self,
+        slots: &mut [Slot],
+        i: SlotIdx,
+        now: u64,
+        counters: &WorkerCounters,
+    ) -> bool {
+        let Some(slot) = slots.get(i.index()) else {
+            return false;
+        };
+        if slot.kind != SlotKind::Rtp || !slot.is_live() || slot.kernel {
+            return false;
+        }
+        let Some(st) = slot.rtp.as_deref() else {
+            return false;
+        };
+        if let Some(h) = self.slots.get(&i) {
+            if st.tracker.packets() < h.retry_at_packets {
+                return false;
+            }
+        }
+        let Some(parts) = st.tracker.export() else {
+            return false;
+        };
+        // The kernel keeps one clock rate: the tracker's must be the payload type's.
+        let clock_hz = match st.clock_rates.clock_rate_hz(parts.payload_type) {
+            Some(hz) if hz == parts.clock_rate_hz => hz,
+            Some(_) => return false,
+            None => 0,
+        };
+        let Some(out) = slots.get(slot.peer_rtp.index()) else {
+            return false;
+        };
+        if !out.is_live() {
+            return false;
+        }
+        let (Some(source), Some(destination)) = (slot.latch.confirmed(), out.latch.confirmed())
+        else {
+            return false;
+        };
+        let ip = IpAddr::V4(self.local);
+        let route = Route {
+            local: SocketAddr::new(ip, slot.local_port),
+            source,
+            out_local: SocketAddr::new(ip, out.local_port),
+            destination,
+        };
+        let ifindex = match (
+            mode_of(&route),
+            route.out_local.ip(),
+            route.destination.ip(),
+        ) {
+            (Some(MODE_LOCAL), _, _) => self.ifindex,
+            (Some(_), IpAddr::V4(from), IpAddr::V4(to)) => {
+                match self.routes.as_mut().and_then(|r| r.egress(from, to)) {
+                    Some(oif) => oif,
+                    None => {
+                        // No route now: asked again after as many packets as a take-back.
+                        let unrouted = Handed::new(FwdKey::default(), parts, now, false);
+                        self.slots.insert(i, unrouted);
+                        return true;
+                    }
+                }
+            }
+            _ => return false,
+        };
+        let Some((key, mut value)) = entry(&route, &parts, clock_hz, ifindex, self.origin_ns)
+        else {
+            return false;
+        };
+        value.owner = self.owner;
+        value.slot = i.raw();
+        // Map full or out of memory: tried again after as many packets as a take-back.
+        let handed = self.map.insert(key, value, 0).is_ok();
+        self.slots.insert(i, Handed::new(key, parts, now, handed));
+        if !handed {
+            return true;
+        }
+        if let Some(s) = slots.get_mut(i.index()) {
+            s.kernel = true;
+        }
+        self.in_kernel += 1;
+        bump(&counters.kernel_handovers, 1);
+        counters
+            .kernel_streams
+            .store(self.in_kernel, std::sync::atomic::Ordering::Relaxed);
+        true
+    }
+
+    /// Reads the next batch of the map and folds this worker's entries into the published
+    /// figures. True when the pass over the map is complete.
+    fn sync_batch(&mut self, slots: &mut [Slot], counters: &WorkerCounters) -> bool {
+        let fd = aya::maps::IterableMap::map(&self.map)
+            .fd()
+            .as_fd()
+            .as_raw_fd();
+        let (n, done) = match lookup_batch(
+            fd,
+            self.sync_token,
+            &mut self.batch_keys,
+            &mut self.batch_values,
+        ) {
+            Ok((n, token)) => {
+                self.sync_token = token;
+                (n, token.is_none())
+            }
+            Err(_) => (0, true),
+        };
+        for k in 0..n {
+            let (Some(key), Some(v)) = (self.batch_keys.get(k), self.batch_values.get(k)) else {
+                break;
+            };
+            if v.owner != self.owner {
+                continue;
+            }
+            let i = SlotIdx::new(v.slot);
+            let (Some(h), Some(slot)) = (self.slots.get_mut(&i), slots.get_mut(i.index())) else {
+                continue;
+            };
+            if slot.kernel && h.key == *key {
+                fold(slot, h, Some(v), counters);
+            }
+        }
+        done
+    }
+
+    /// A packet reached the worker on slot `idx`, whose direction is in the kernel. Takes
+    /// the direction (and the opposite one) back when the packet concerns the tracker or
+    /// the latch, so the worker handles it with the kernel's state; a packet queued before
+    /// the hand-over is only counted.
+    pub fn on_user_packet(
+        &mut self,
+        slots: &mut [Slot],
+        idx: SlotIdx,
+        src: SocketAddr,
+        pkt: &[u8],
+        now: u64,
+        counters: &WorkerCounters,
+    ) {
+        let Some(slot) = slots.get(idx.index()) else {
+            return;
+        };
+        let is_rtp = crate::rtp::demux::classify(pkt) == crate::rtp::demux::PacketKind::Rtp
+            && RtpPacket::new_checked(pkt).is_ok();
+        let same_source = slot.latch.confirmed() == Some(src);
+        if same_source && !is_rtp {
+            // RTCP or not RTP at all: the worker handles it; the tracker is not involved.
+            return;
+        }
+        // The program marks what it passed up for the worker; an unmarked RTP packet from the
+        // latched source was queued before the hand-over (the program never saw it).
+        let flags = self
+            .slots
+            .get(&idx)
+            .and_then(|h| self.map.get(&h.key, 0).ok())
+            .map_or(0, |v| v.flags);
+        if let Some(h) = self.slots.get_mut(&idx) {
+            if same_source
+                && flags & HANDED_BACK == 0
+                && now.saturating_sub(h.at_ns) < QUEUED_BEFORE_HANDOVER_NS
+            {
+                h.carried_packets += 1;
+                h.carried_bytes += pkt.len() as u64;
+                return;
+            }
+        }
+        let peer = slot.peer_rtp;
+        self.take_back(slots, idx, counters);
+        self.take_back(slots, peer, counters);
+        if flags & OUT_OF_SCOPE != 0 {
+            if let Some(h) = self.slots.get_mut(&idx) {
+                h.retry_at_packets = h
+                    .retry_at_packets
+                    .saturating_add(RETRY_OUT_OF_SCOPE_PACKETS);
+            }
+        }
+    }
+
+    /// Takes slot `i`'s direction back from the kernel: the tracker continues from where the
+    /// kernel left it.
+    pub fn take_back(&mut self, slots: &mut [Slot], i: SlotIdx, counters: &WorkerCounters) {
+        let (Some(h), Some(slot)) = (self.slots.get_mut(&i), slots.get_mut(i.index())) else {
+            return;
+        };
+        if !slot.kernel {
+            return;
+        }
+        slot.kernel = false;
+        self.in_kernel = self.in_kernel.saturating_sub(1);
+        bump(&counters.kernel_takebacks, 1);
+        counters
+            .kernel_streams
+            .store(self.in_kernel, std::sync::atomic::Ordering::Relaxed);
+        // The entry should be there; without it, the tracker as handed over and the packets
+        // the worker counted since.
+        let got = self.map.get(&h.key, 0).ok();
+        let _ = self.map.remove(&h.key);
+        let parts = fold(slot, h, got.as_ref(), counters);
+        h.carried_packets = 0;
+        h.carried_bytes = 0;
+        h.retry_at_packets = parts.packets + RETRY_AFTER_PACKETS;
+        if let Some(st) = slot.rtp.as_deref_mut() {
+            st.tracker = RtpStreamTracker::import(&parts);
+        }
+    }
+
+    /// Takes back the RTP directions among a stream's four slots `group` (its signalling
+    /// changed).
+    pub fn take_back_group(
+        &mut self,
+        slots: &mut [Slot],
+        group: [SlotIdx; 4],
+        counters: &WorkerCounters,
+    ) {
+        for i in group {
+            self.take_back(slots, i, counters);
+        }
+    }
+
+    /// The stream of the four slots `group` is being removed: its entries go before its
+    /// sockets close.
+    pub fn forget_group(
+        &mut self,
+        slots: &mut [Slot],
+        group: [SlotIdx; 4],
+        counters: &WorkerCounters,
+    ) {
+        self.take_back_group(slots, group, counters);
+        for i in group {
+            self.slots.remove(&i);
+        }
+    }
+}
+
+/// Folds the kernel's figures `v` for slot's direction (`None`: the entry is gone) into the
+/// published ones: counts, quality, the latch's last packet. Returns the tracker now.
+fn fold(
+    slot: &mut Slot,
+    h: &mut Handed,
+    v: Option<&FwdValue>,
+    counters: &WorkerCounters,
+) -> TrackerParts {
+    if let Some(v) = v {
+        fold_counts(slot, h, v, counters);
+        slot.latch.note_confirmed_packet(v.last_packet_ns);
+    }
+    let parts = h.current(v);
+    if let Some(sh) = slot.side_shared() {
+        sh.quality
+            .publish(&RtpStreamTracker::import(&parts).snapshot());
+    }
+    parts
+}
+
+/// Adds what the kernel forwarded since the last fold to the socket's and worker's counts.
+fn fold_counts(slot: &Slot, h: &mut Handed, v: &FwdValue, counters: &WorkerCounters) {
+    let packets = v.packets.saturating_sub(h.seen_packets);
+    let bytes = v.bytes.saturating_sub(h.seen_bytes);
+    h.seen_packets = h.seen_packets.max(v.packets);
+    h.seen_bytes = h.seen_bytes.max(v.bytes);
+    if packets == 0 {
+        return;
+    }
+    bump(&counters.rx_packets, packets);
+    bump(&counters.rx_bytes, bytes);
+    bump(&counters.tx_packets, packets);
+    bump(&counters.tx_bytes, bytes);
+    bump(&counters.kernel_forwarded, packets);
+    if let Some(c) = slot.counters() {
+        bump(&c.packets, packets);
+        bump(&c.bytes, bytes);
+        c.last_packet_ns
+            .store(v.last_packet_ns, std::sync::atomic::Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,171 @@
+//! Loading and attaching the program, and each worker's handle on its map.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use super::handover::KernelWorker;
+use super::route;
+
+/// The loaded and attached program; dropping it detaches it.
+pub struct KernelPath {
+    #[cfg(rtpanchor_bpf)]
+    _ebpf: aya::Ebpf,
+    map_id: u32,
+    ifindex: u32,
+    origin_ns: u64,
+    local: Ipv4Addr,
+    next_owner: std::sync::atomic::AtomicU32,
+}
+
+/// CLOCK_MONOTONIC now, in ns (the program's `bpf_ktime_get_ns`).
+#[cfg(rtpanchor_bpf)]
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec to a live, exclusively borrowed struct.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    if rc != 0 {
+        return 0;
+    }
+    (ts.tv_sec as u64)
+        .saturating_mul(crate::time::NANOS_PER_SEC)
+        .saturating_add(ts.tv_nsec as u64)
+}
+
+impl KernelPath {
+    /// Loads the program and attaches it to loopback's ingress. The error says why the
+    /// fast path is unavailable; the relay then carries all media in user space.
+    pub fn start(local: IpAddr) -> Result<KernelPath, String> {
+        let local = match local {
+            IpAddr::V4(ip) if !ip.is_unspecified() => ip,
+            other => {
+                return Err(format!(
+                "the relay address {other} is not one IPv4 address (the program handles IPv4 only)"
+            ))
+            }
+        };
+        if !kernel_at_least(6, 6) {
+            return Err(
+                "Linux 6.6 or later is needed (TCX links, detached when the relay exits)".into(),
+            );
+        }
+        let device = if local.is_loopback() {
+            "lo".to_string()
+        } else {
+            device_with(local).ok_or_else(|| format!("no network device has {local}"))?
+        };
+        Self::load(local, &device)
+    }
+
+    #[cfg(not(rtpanchor_bpf))]
+    fn load(_local: Ipv4Addr, _device: &str) -> Result<KernelPath, String> {
+        Err("built without the program (clang was not found at build time)".into())
+    }
+
+    #[cfg(rtpanchor_bpf)]
+    fn load(local: Ipv4Addr, device: &str) -> Result<KernelPath, String> {
+        use aya::programs::{tc::TcAttachOptions, LinkOrder, SchedClassifier, TcAttachType};
+        static OBJECT: &[u8] = include_bytes!(env!("RTPANCHOR_BPF_OBJECT"));
+        let mut ebpf = aya::Ebpf::load(OBJECT).map_err(|e| format!("loading the program: {e}"))?;
+        let prog: &mut SchedClassifier = ebpf
+            .program_mut("anchor_forward")
+            .ok_or("the object has no anchor_forward program")?
+            .try_into()
+            .map_err(|e| format!("anchor_forward: {e}"))?;
+        prog.load()
+            .map_err(|e| format!("the kernel refused the program: {e}"))?;
+        prog.attach_with_options(
+            device,
+            TcAttachType::Ingress,
+            TcAttachOptions::TcxOrder(LinkOrder::default()),
+        )
+        .map_err(|e| format!("attaching to {device}: {e}"))?;
+        let map = ebpf
+            .map("anchor_fwd")
+            .ok_or("the object has no anchor_fwd map")?;
+        let map_id = match map {
+            aya::maps::Map::HashMap(m) => m.info().map_err(|e| e.to_string())?.id(),
+            _ => return Err("anchor_fwd is not a hash map".into()),
+        };
+        let ifindex = std::fs::read_to_string("/sys/class/net/lo/ifindex")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .ok_or("no ifindex for lo")?;
+        Ok(KernelPath {
+            _ebpf: ebpf,
+            map_id,
+            ifindex,
+            origin_ns: monotonic_ns().saturating_sub(crate::time::now_ns()),
+            local,
+            next_owner: std::sync::atomic::AtomicU32::new(0),
+        })
+    }
+
+    /// A worker's own handle on the map (each holds its own descriptor).
+    pub fn worker(&self) -> Result<KernelWorker, String> {
+        let data = aya::maps::MapData::from_id(self.map_id).map_err(|e| e.to_string())?;
+        let map = aya::maps::HashMap::try_from(aya::maps::Map::HashMap(data))
+            .map_err(|e| e.to_string())?;
+        let routes = if self.local.is_loopback() {
+            None
+        } else {
+            Some(route::RouteQuery::new().map_err(|e| format!("rtnetlink: {e}"))?)
+        };
+        let owner = self
+            .next_owner
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(KernelWorker::new(
+            map,
+            self.ifindex,
+            self.origin_ns,
+            self.local,
+            routes,
+            owner,
+        ))
+    }
+}
+
+/// The name of the network device that has `ip`.
+fn device_with(ip: Ipv4Addr) -> Option<String> {
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs writes a list head to a live pointer; the list is freed below.
+    if unsafe { libc::getifaddrs(&mut list) } != 0 {
+        return None;
+    }
+    let mut found = None;
+    let mut cur = list;
+    while !cur.is_null() {
+        // SAFETY: `cur` is a node of the list getifaddrs returned, not yet freed.
+        let ifa = unsafe { &*cur };
+        cur = ifa.ifa_next;
+        if ifa.ifa_addr.is_null() || ifa.ifa_name.is_null() {
+            continue;
+        }
+        // SAFETY: ifa_addr points to a sockaddr of the family it names (AF_INET: a
+        // sockaddr_in), owned by the list.
+        let family = unsafe { (*ifa.ifa_addr).sa_family };
+        if i32::from(family) != libc::AF_INET {
+            continue;
+        }
+        // SAFETY: as above, an AF_INET address is a sockaddr_in.
+        let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+        if sin.sin_addr.s_addr.to_ne_bytes() == ip.octets() {
+            // SAFETY: ifa_name is a NUL-terminated string owned by the list.
+            let name = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) };
+            found = Some(name.to_string_lossy().into_owned());
+            break;
+        }
+    }
+    // SAFETY: frees the list getifaddrs returned, once; no reference into it outlives this.
+    unsafe { libc::freeifaddrs(list) };
+    found
+}
+
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release.trim().split(['.', '-']);
+    let ma: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    let mi: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    (ma, mi) >= (major, minor)
+}

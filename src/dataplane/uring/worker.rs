@@ -1,0 +1,323 @@
+//! One ring's worker: the ring and its buffers, the send states, the watchdog, and the
+//! worker core it tells what arrived. A turn submits what is queued, sleeps when asked,
+//! and handles the completions: datagrams go to the core, and what it forwards goes out
+//! of the buffer it came in.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
+
+use io_uring::{cqueue, opcode, types};
+
+use crate::dataplane::core::WorkerCore;
+use crate::dataplane::forward::PathConfig;
+use crate::dataplane::kernel::KernelWorker;
+use crate::dataplane::shared::bump;
+use crate::dataplane::slot::SlotIdx;
+use crate::dataplane::sockaddr;
+use crate::dataplane::worker::{new_eventfd, WorkerShared};
+use crate::time::now_ns;
+
+use super::bufring::{BufRing, BUF_SIZE};
+use super::ring::Ring;
+use super::send::{SendCtx, Sender};
+use super::token;
+use super::watchdog::{self, Watchdog};
+
+/// Completions handled per turn before sends are submitted; bounds latency under load.
+const MAX_CQES_PER_TURN: usize = 4096;
+
+/// A read one ring holds of another ring's work eventfd.
+struct Watch {
+    fd: libc::c_int,
+    buf: Box<u64>,
+    armed: bool,
+}
+
+pub struct UringWorker {
+    // Field order matters: the ring is dropped (and with it every kernel reference to our
+    // buffers and msghdrs) before the buffers themselves.
+    ring: Ring,
+    bufs: BufRing,
+    /// The reads this ring holds, while the thread sleeps on it, of the other rings' work
+    /// eventfds (their targets must outlive the ring: field order).
+    watches: Vec<Watch>,
+    /// This ring's work eventfd, when the thread drives other rings too.
+    work_fd: Option<OwnedFd>,
+    sender: Sender,
+    watchdog: Watchdog,
+    cqes: Vec<cqueue::Entry>,
+    core: WorkerCore,
+}
+
+// SAFETY: the raw pointers (buffer ring mapping, msghdrs) point into memory owned by this
+// struct; the worker is moved to its thread before the ring is first used and never shared.
+unsafe impl Send for UringWorker {}
+
+impl UringWorker {
+    pub fn new(
+        shared: Arc<WorkerShared>,
+        cfg: PathConfig,
+        fixed_files: u32,
+        slot_reserve: usize,
+    ) -> io::Result<UringWorker> {
+        let mut ring = Ring::new(shared.clone(), fixed_files)?;
+        let bufs = BufRing::new()?;
+        // SAFETY: `bufs` is moved into the worker below, next to the ring, and dropped after
+        // it (field order); moving the BufRing does not move its mapping or buffers.
+        unsafe { ring.register_bufs(&bufs)? };
+        let now = now_ns();
+        Ok(UringWorker {
+            ring,
+            bufs,
+            watches: Vec::new(),
+            work_fd: None,
+            sender: Sender::new(cfg.gso),
+            watchdog: Watchdog::new(now),
+            cqes: Vec::with_capacity(MAX_CQES_PER_TURN),
+            core: WorkerCore::new(shared, cfg, slot_reserve, now),
+        })
+    }
+
+    /// Gives this ring the in-kernel fast path.
+    pub fn with_kernel(mut self, kernel: Option<KernelWorker>) -> UringWorker {
+        self.core = self.core.with_kernel(kernel);
+        self
+    }
+
+    /// See [`Ring::has_work`].
+    pub(super) fn has_work(&mut self) -> bool {
+        self.ring.has_work()
+    }
+
+    pub(super) fn has_queued_submissions(&mut self) -> bool {
+        self.ring.has_queued_submissions()
+    }
+
+    /// See [`Ring::signal_work`].
+    pub(super) fn signal_work(&mut self, on: bool) {
+        self.ring.signal_work(on);
+    }
+
+    /// Submits what is queued and handles the completions there are, sleeping for one (up to
+    /// the idle timeout) when `wait`. Returns how many it handled. `now`: the time of this
+    /// pass of the thread, read by the first ring that needs it (one clock read a pass).
+    pub(super) fn turn(
+        &mut self,
+        wait: bool,
+        ts: &types::Timespec,
+        now: &mut Option<u64>,
+    ) -> io::Result<usize> {
+        self.core.apply_commands(&mut self.ring);
+        self.ring.rearm_pending(self.core.slots_mut());
+        if !self.ring.enter(wait, ts)? {
+            return Ok(0);
+        }
+        // Sockets of removed slots are closed only now: the SQEs naming them are submitted.
+        self.ring.release_closed(&mut self.core.table);
+        let now = *now.get_or_insert_with(now_ns);
+        bump(&self.core.counters().loops, 1);
+        let mut cqes = std::mem::take(&mut self.cqes);
+        self.ring.collect(&mut cqes, MAX_CQES_PER_TURN);
+        for cqe in &cqes {
+            self.handle_cqe(cqe, now);
+        }
+        self.sender.flush(&mut SendCtx {
+            ring: &mut self.ring,
+            bufs: &mut self.bufs,
+            counters: &self.core.shared.counters,
+        });
+        let handled = cqes.len();
+        self.cqes = cqes;
+        self.bufs.publish();
+        Ok(handled)
+    }
+
+    /// Publication and the stall watchdog, after every turn of the thread. `idle`: no ring
+    /// of the thread handled anything this turn.
+    pub(super) fn housekeeping(&mut self, now: u64, idle: bool) {
+        // Only a turn that found nothing (the wait timed out) finishes a round at once. A
+        // turn with one completion is not idle: at 10,000 streams and 50k packets/s per
+        // worker most turns bring one packet, and publishing a whole round (~0.35 ms) on
+        // them held up the packets behind it every 100 ms (p99 at 10,000 calls).
+        self.core.housekeeping(now, idle);
+        self.watchdog.tick(
+            now,
+            &mut self.core.table.slots,
+            &mut self.ring,
+            &self.core.shared.counters,
+        );
+    }
+
+    /// Registers an eventfd that the kernel signals whenever this ring gets work, for another
+    /// ring of the thread to watch.
+    pub(super) fn make_work_fd(&mut self) -> io::Result<libc::c_int> {
+        let owned = new_eventfd()?;
+        let fd = owned.as_raw_fd();
+        // Signals are wanted only while the thread sleeps (see `UringThread::run`).
+        self.ring.register_work_fd(fd)?;
+        self.work_fd = Some(owned);
+        Ok(fd)
+    }
+
+    /// Adds a read of another ring's work eventfd `fd` (armed when the thread sleeps here).
+    pub(super) fn watch(&mut self, fd: libc::c_int) {
+        self.watches.push(Watch {
+            fd,
+            buf: Box::new(0),
+            armed: false,
+        });
+    }
+
+    /// Arms this ring's reads of the other rings' work eventfds that are not in flight.
+    /// Called before the thread sleeps on this ring, so the submission rides on the sleep's
+    /// own enter. A read consumes the count: it completes once per signal.
+    pub(super) fn arm_watches(&mut self) -> bool {
+        for k in 0..self.watches.len() {
+            let w = &mut self.watches[k];
+            if w.armed {
+                continue;
+            }
+            let buf: *mut u64 = &mut *w.buf;
+            let e = opcode::Read::new(types::Fd(w.fd), buf.cast(), 8)
+                .build()
+                .user_data(token::item(token::KIND_PEER, k as u16));
+            if !self.ring.push_sqe(e) {
+                return false;
+            }
+            self.watches[k].armed = true;
+        }
+        true
+    }
+
+    /// The slot a [`token::slot`] names, and whether it still belongs to the same owner
+    /// (same generation, socket attached).
+    #[inline]
+    fn token_slot(&self, ud: u64) -> (SlotIdx, bool) {
+        let (idx, generation) = token::slot_of(ud);
+        let current = matches!(
+            self.core.slots().get(idx.index()),
+            Some(s) if s.generation & token::GENERATION_MASK == generation && s.has_socket()
+        );
+        (idx, current)
+    }
+
+    fn handle_cqe(&mut self, cqe: &cqueue::Entry, now: u64) {
+        let ud = cqe.user_data();
+        let res = cqe.result();
+        let flags = cqe.flags();
+        match token::kind(ud) {
+            token::KIND_RECV => {
+                let (idx, current) = self.token_slot(ud);
+                let bid = cqueue::buffer_select(flags);
+                let more = cqueue::more(flags);
+                if current {
+                    if let Some(s) = self.core.slots_mut().get_mut(idx.index()) {
+                        // Any completion proves the receive is alive (stall watchdog).
+                        s.stall_suspect = false;
+                        if !more {
+                            s.armed = false;
+                            let closing = s.closing;
+                            self.ring.on_recv_ended(idx, closing);
+                        }
+                    }
+                }
+                if res == -libc::ENOBUFS {
+                    bump(&self.core.counters().enobufs, 1);
+                }
+                let Some(bid) = bid else {
+                    return;
+                };
+                if res <= 0 || !current {
+                    if !current {
+                        bump(&self.core.counters().drop_stale, 1);
+                    }
+                    self.bufs.recycle(bid);
+                    return;
+                }
+                self.on_datagram(idx, bid, res as usize, now);
+            }
+            token::KIND_SEND => self.sender.on_sent(
+                token::item_of(ud),
+                res,
+                &mut SendCtx {
+                    ring: &mut self.ring,
+                    bufs: &mut self.bufs,
+                    counters: &self.core.shared.counters,
+                },
+            ),
+            token::KIND_GSO => self.sender.on_gso_sent(
+                token::item_of(ud),
+                res,
+                &self.core.table.slots,
+                &mut SendCtx {
+                    ring: &mut self.ring,
+                    bufs: &mut self.bufs,
+                    counters: &self.core.shared.counters,
+                },
+            ),
+            token::KIND_WATCH => {
+                let (idx, current) = self.token_slot(ud);
+                watchdog::on_answer(
+                    &mut self.core.table.slots,
+                    idx,
+                    current,
+                    res,
+                    &mut self.ring,
+                    &self.core.shared.counters,
+                );
+            }
+            token::KIND_PEER => {
+                // The signalling ring's turn follows on this same pass of the thread; the read
+                // is armed again before the thread next sleeps on this ring.
+                if let Some(w) = self.watches.get_mut(usize::from(token::item_of(ud))) {
+                    w.armed = false;
+                }
+            }
+            token::KIND_WAKE => {
+                let rearmed = self.ring.on_wake();
+                if rearmed.is_err() {
+                    tracing::error!("cannot re-arm the wake-up read");
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_datagram(&mut self, idx: SlotIdx, bid: u16, len: usize, now: u64) {
+        let base = self.bufs.buf_ptr(bid);
+        // SAFETY: the kernel wrote `len` (<= BUF_SIZE) bytes into buffer `bid`, which we own
+        // again until we recycle it; nothing else aliases it meanwhile.
+        let buf = unsafe { std::slice::from_raw_parts(base, len.min(BUF_SIZE)) };
+        let Ok(msg) = types::RecvMsgOut::parse(buf, self.ring.recv_hdr()) else {
+            bump(&self.core.counters().truncated, 1);
+            self.bufs.recycle(bid);
+            return;
+        };
+        if msg.is_payload_truncated() {
+            bump(&self.core.counters().truncated, 1);
+            self.bufs.recycle(bid);
+            return;
+        }
+        self.core.note_control(idx, msg.control_data());
+        let Some(src) = sockaddr::read(msg.name_data()) else {
+            self.bufs.recycle(bid);
+            return;
+        };
+        let payload = msg.payload_data();
+        let Some(fwd) = self.core.receive(idx, src, payload, now) else {
+            self.bufs.recycle(bid);
+            return;
+        };
+        if let Some(g) = self.sender.stage(bid, payload, &fwd) {
+            self.sender.send_group(
+                g,
+                &mut SendCtx {
+                    ring: &mut self.ring,
+                    bufs: &mut self.bufs,
+                    counters: &self.core.shared.counters,
+                },
+            );
+        }
+    }
+}
