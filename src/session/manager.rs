@@ -581,32 +581,53 @@ pub(super) struct RelayAddrs {
     pub(super) local: IpAddr,
 }
 
-impl RelayAddrs {
-    fn of(iface: &RelayInterface) -> RelayAddrs {
-        RelayAddrs {
-            sdp: iface.sdp_addr(),
-            local: iface.local,
-        }
-    }
+/// The SDP a plan passes on: the body as received, the relay addresses for the leg it goes
+/// to, and the warnings for the client.
+pub(super) struct Outgoing<'s> {
+    pub(super) sdp: Sdp<'s>,
+    pub(super) relay: RelayAddrs,
+    pub(super) warnings: Vec<String>,
 }
 
-/// The `m=` rewrite of a line: the relay ports `side` sends to, or the line unchanged.
-fn relay_rewrite(stream: Option<OpenedStream>, side: Side, rtcp_mux: bool) -> MediaRewrite {
-    match stream {
-        Some(s) => {
-            let p = side_ports(&s, side);
-            MediaRewrite::Relay {
-                rtp_port: p.rtp,
-                rtcp_port: p.rtcp(),
-                rtcp_mux,
-            }
+impl<'s> Outgoing<'s> {
+    fn new(sdp: Sdp<'s>, iface: &RelayInterface, warnings: Vec<String>) -> Outgoing<'s> {
+        Outgoing {
+            sdp,
+            relay: RelayAddrs {
+                sdp: iface.sdp_addr(),
+                local: iface.local,
+            },
+            warnings,
         }
-        None => MediaRewrite::Keep,
+    }
+
+    /// The body rewritten: per m= line, (the stream relaying it, rtcp-mux toward the leg);
+    /// a relayed line names the ports `side` sends to, any other passes unchanged.
+    fn render(
+        &self,
+        lines: impl Iterator<Item = (Option<OpenedStream>, bool)>,
+        side: Side,
+        opts: &NegotiateOptions,
+    ) -> Result<Vec<u8>, NegotiateError> {
+        let rewrites = lines
+            .map(|(stream, rtcp_mux)| match stream {
+                Some(s) => {
+                    let p = side_ports(&s, side);
+                    MediaRewrite::Relay {
+                        rtp_port: p.rtp,
+                        rtcp_port: p.rtcp(),
+                        rtcp_mux,
+                    }
+                }
+                None => MediaRewrite::Keep,
+            })
+            .collect();
+        negotiate::render(&self.sdp, rewrites, self.relay.sdp, opts)
     }
 }
 
 /// The two ends a new stream starts with.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub(super) struct StreamEnds {
     pub(super) a: EndpointSpec,
     pub(super) b: EndpointSpec,
@@ -647,12 +668,10 @@ pub(super) struct OfferLine {
 /// nothing allocated and nothing changed: the dialogue it goes to, who offers, the relay
 /// addresses for the receiving leg and, per m= line, the stream to keep, open or close.
 pub(super) struct OfferPlan<'s> {
-    pub(super) sdp: Sdp<'s>,
-    pub(super) warnings: Vec<String>,
+    /// The SDP for the receiving leg.
+    pub(super) out: Outgoing<'s>,
     pub(super) target: OfferTarget,
     pub(super) offerer: Side,
-    /// Where the receiving leg is told to send.
-    pub(super) relay: RelayAddrs,
     pub(super) lines: Vec<OfferLine>,
 }
 
@@ -723,11 +742,9 @@ impl<'s> OfferPlan<'s> {
             })
             .collect();
         Ok(OfferPlan {
-            sdp,
-            warnings,
+            out: Outgoing::new(sdp, iface, warnings),
             target,
             offerer,
-            relay: RelayAddrs::of(iface),
             lines,
         })
     }
@@ -735,16 +752,11 @@ impl<'s> OfferPlan<'s> {
     /// The SDP for the receiving leg: each relayed line names the relay ports that leg sends
     /// to (the streams must be allocated by now).
     pub(super) fn render(&self, opts: &NegotiateOptions) -> Result<Vec<u8>, NegotiateError> {
-        let receiver = self.offerer.other();
-        let rewrites = self
-            .lines
-            .iter()
-            .map(|l| {
-                let mux = opts.rtcp_mux.toward_answerer(l.desc.end.mux_in_sdp);
-                relay_rewrite(l.stream.relayed(), receiver, mux)
-            })
-            .collect();
-        negotiate::render(&self.sdp, rewrites, self.relay.sdp, opts)
+        let lines = self.lines.iter().map(|l| {
+            let mux = opts.rtcp_mux.toward_answerer(l.desc.end.mux_in_sdp);
+            (l.stream.relayed(), mux)
+        });
+        self.out.render(lines, self.offerer.other(), opts)
     }
 }
 
@@ -765,6 +777,58 @@ fn new_stream_ends(desc: &MediaDesc, offerer: Side, opts: &NegotiateOptions) -> 
         Side::B => (receiver_end, offerer_end),
     };
     StreamEnds { a, b }
+}
+
+/// The streams opened for one offer, closed again when the guard is dropped: whatever fails
+/// between opening and commit (an allocation half-way through the lines, an SDP that does not
+/// render) leaves nothing open. [`Allocation::commit`] disarms it.
+struct Allocation<'b, B: MediaBackend> {
+    backend: &'b mut B,
+    opened: Vec<StreamId>,
+}
+
+impl<'b, B: MediaBackend> Allocation<'b, B> {
+    /// Opens a stream for each `Open` line, which becomes `Opened`. On failure, the streams
+    /// opened so far are closed and the lines are not to be used.
+    fn open(
+        backend: &'b mut B,
+        call_id: &Arc<str>,
+        lines: &mut [OfferLine],
+        now: Nanos,
+    ) -> Result<Allocation<'b, B>, BackendError> {
+        let mut guard = Allocation {
+            backend,
+            opened: Vec::new(),
+        };
+        for line in lines {
+            let LineStream::Open(ends) = &mut line.stream else {
+                continue;
+            };
+            let StreamEnds { a, b } = std::mem::take(ends);
+            let spec = StreamSpec {
+                call_id: call_id.clone(),
+                a,
+                b,
+            };
+            let s = guard.backend.open(spec, now)?;
+            guard.opened.push(s.id);
+            line.stream = LineStream::Opened(s);
+        }
+        Ok(guard)
+    }
+
+    /// Keeps the streams: the guard closes nothing when dropped. Returns their ids.
+    fn commit(mut self) -> Vec<StreamId> {
+        std::mem::take(&mut self.opened)
+    }
+}
+
+impl<B: MediaBackend> Drop for Allocation<'_, B> {
+    fn drop(&mut self) {
+        for &id in &self.opened {
+            self.backend.close(id);
+        }
+    }
 }
 
 /// What an answer does with the stream of one line.
@@ -803,11 +867,9 @@ pub(super) struct AnswerTarget {
 /// What an answer asks of the call, worked out with nothing changed: the dialogue, the relay
 /// addresses for the offerer and, per m= line, the stream kept or closed and rtcp-mux.
 pub(super) struct AnswerPlan<'s> {
-    pub(super) sdp: Sdp<'s>,
-    pub(super) warnings: Vec<String>,
+    /// The SDP for the offerer.
+    pub(super) out: Outgoing<'s>,
     pub(super) target: AnswerTarget,
-    /// Where the offerer is told to send.
-    pub(super) relay: RelayAddrs,
     pub(super) lines: Vec<AnswerLine>,
 }
 
@@ -881,29 +943,22 @@ impl<'s> AnswerPlan<'s> {
             });
         }
         Ok(AnswerPlan {
-            sdp,
-            warnings,
+            out: Outgoing::new(sdp, iface, warnings),
             target,
-            relay: RelayAddrs::of(iface),
             lines,
         })
     }
 
     /// The SDP for the offerer: each kept line names the relay ports the offerer sends to.
     pub(super) fn render(&self, opts: &NegotiateOptions) -> Result<Vec<u8>, NegotiateError> {
-        let offerer = self.target.answerer.other();
-        let rewrites = self
-            .lines
-            .iter()
-            .map(|l| {
-                let kept = match l.stream {
-                    AnswerStream::Keep(s) => Some(s),
-                    AnswerStream::None | AnswerStream::Close(_) => None,
-                };
-                relay_rewrite(kept, offerer, l.offerer_mux)
-            })
-            .collect();
-        negotiate::render(&self.sdp, rewrites, self.relay.sdp, opts)
+        let lines = self.lines.iter().map(|l| {
+            let kept = match l.stream {
+                AnswerStream::Keep(s) => Some(s),
+                AnswerStream::None | AnswerStream::Close(_) => None,
+            };
+            (kept, l.offerer_mux)
+        });
+        self.out.render(lines, self.target.answerer.other(), opts)
     }
 }
 
@@ -1016,48 +1071,21 @@ impl<B: MediaBackend> SessionManager<B> {
         };
         let mut plan = OfferPlan::new(existing_call, sig, described, opts, &self.cfg.interfaces)?;
 
-        // Allocate everything first, so a failure leaves nothing behind.
-        let mut opened = Vec::new();
-        for line in &mut plan.lines {
-            if !matches!(line.stream, LineStream::Open(_)) {
-                continue;
-            }
-            let LineStream::Open(ends) = std::mem::replace(&mut line.stream, LineStream::None)
-            else {
-                continue;
-            };
-            let spec = StreamSpec {
-                call_id: call_id.clone(),
-                a: ends.a,
-                b: ends.b,
-            };
-            match self.backend.open(spec, now) {
-                Ok(s) => {
-                    opened.push(s.id);
-                    line.stream = LineStream::Opened(s);
-                }
-                Err(e) => {
-                    for &id in &opened {
-                        self.backend.close(id);
-                    }
-                    if new_call {
-                        self.rejected += 1;
-                    }
-                    tracing::warn!(call_id = %call_id, error = %e, "offer: stream allocation failed");
-                    return Err(e.into());
-                }
-            }
-        }
-        let sdp = match plan.render(opts) {
-            Ok(sdp) => sdp,
+        // Everything is allocated before anything is committed: until `commit`, the guard
+        // closes what it opened when an allocation or the rendering fails.
+        let allocation = match Allocation::open(&mut self.backend, &call_id, &mut plan.lines, now) {
+            Ok(allocation) => allocation,
             Err(e) => {
-                for &id in &opened {
-                    self.backend.close(id);
+                if new_call {
+                    self.rejected += 1;
                 }
+                tracing::warn!(call_id = %call_id, error = %e, "offer: stream allocation failed");
                 return Err(e.into());
             }
         };
-        let warnings = std::mem::take(&mut plan.warnings);
+        let sdp = plan.render(opts)?;
+        let opened = allocation.commit();
+        let warnings = std::mem::take(&mut plan.out.warnings);
         self.commit_offer(&call_id, sig, plan, &opened, opts, now);
         Ok(Negotiated { sdp, warnings })
     }
@@ -1077,7 +1105,7 @@ impl<B: MediaBackend> SessionManager<B> {
         let OfferPlan {
             target,
             offerer,
-            relay,
+            out: Outgoing { relay, .. },
             lines,
             ..
         } = plan;
@@ -1213,7 +1241,7 @@ impl<B: MediaBackend> SessionManager<B> {
             .ok_or(SessionError::UnknownCall)?;
         let mut plan = AnswerPlan::new(call, sig, to_tag, described, opts, &self.cfg.interfaces)?;
         let sdp = plan.render(opts)?;
-        let warnings = std::mem::take(&mut plan.warnings);
+        let warnings = std::mem::take(&mut plan.out.warnings);
         self.commit_answer(sig, to_tag, plan, now)?;
         Ok(Negotiated { sdp, warnings })
     }
@@ -1235,7 +1263,7 @@ impl<B: MediaBackend> SessionManager<B> {
                     name_b,
                     retarget,
                 },
-            relay,
+            out: Outgoing { relay, .. },
             lines,
             ..
         } = plan;
@@ -1930,7 +1958,7 @@ mod tests {
         assert_eq!(plan.offerer, Side::A);
         let relay_ip: IpAddr = "203.0.113.1".parse().unwrap();
         assert_eq!(
-            plan.relay,
+            plan.out.relay,
             RelayAddrs {
                 sdp: relay_ip,
                 local: relay_ip
@@ -2037,10 +2065,10 @@ mod tests {
         let o = NegotiateOptions::default();
         let s = sig("a", Some("b"), OFFER);
         let plan = OfferPlan::new(Some(&call), &s, described(OFFER), &o, &ifs).unwrap();
-        assert_eq!(plan.relay.sdp, v6);
+        assert_eq!(plan.out.relay.sdp, v6);
         // A new call has only the offerer's family to go by.
         let plan = OfferPlan::new(None, &s, described(OFFER), &o, &ifs).unwrap();
-        assert_eq!(plan.relay.sdp, "203.0.113.1".parse::<IpAddr>().unwrap());
+        assert_eq!(plan.out.relay.sdp, "203.0.113.1".parse::<IpAddr>().unwrap());
     }
 
     #[test]
@@ -2066,7 +2094,7 @@ mod tests {
                 AnswerStream::Close(opened(2, 30004, 30006))
             ]
         );
-        assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
+        assert!(plan.out.warnings.is_empty(), "{:?}", plan.out.warnings);
         // The caller is told the ports of side A; the refused line keeps port 0.
         let out = text(plan.render(&o));
         assert!(out.contains("m=audio 30000 RTP/AVP 0\r\n"), "{out}");
@@ -2085,8 +2113,8 @@ mod tests {
             plan.lines[1].stream,
             AnswerStream::Close(opened(2, 30004, 30006))
         );
-        assert_eq!(plan.warnings.len(), 1);
-        assert!(plan.warnings[0].contains("does not match the offer (video)"));
+        assert_eq!(plan.out.warnings.len(), 1);
+        assert!(plan.out.warnings[0].contains("does not match the offer (video)"));
     }
 
     #[test]
@@ -2124,5 +2152,43 @@ mod tests {
         let stranger = sig("x", Some("y"), ANSWER);
         let plan = AnswerPlan::new(&call, &stranger, "y", described(ANSWER), &o, &interfaces());
         assert_eq!(plan.err(), Some(SessionError::NoOffer));
+    }
+
+    fn planned_offer(sdp: &str) -> OfferPlan<'_> {
+        let s = sig("a", None, sdp);
+        let o = NegotiateOptions::default();
+        OfferPlan::new(None, &s, described(sdp), &o, &interfaces()).unwrap()
+    }
+
+    #[test]
+    fn allocation_closes_what_it_opened_unless_committed() {
+        let call_id: Arc<str> = Arc::from("c");
+        // Ports for one stream only: the second line fails, the first is closed again.
+        let mut backend = FakeBackend::new(30000, 30003).unwrap();
+        let mut plan = planned_offer(OFFER);
+        let failed = Allocation::open(&mut backend, &call_id, &mut plan.lines, S).err();
+        assert_eq!(failed, Some(BackendError::Ports(PortError::Exhausted)));
+        assert_eq!((backend.opens, backend.closes), (1, 1));
+        assert_eq!(backend.open_count(), 0);
+
+        let mut backend = FakeBackend::new(30000, 30999).unwrap();
+        let mut plan = planned_offer(OFFER);
+        drop(Allocation::open(&mut backend, &call_id, &mut plan.lines, S).unwrap());
+        assert_eq!((backend.opens, backend.closes), (2, 2));
+
+        let mut plan = planned_offer(OFFER);
+        let allocation = Allocation::open(&mut backend, &call_id, &mut plan.lines, S).unwrap();
+        let ids = allocation.commit();
+        assert_eq!(ids.len(), 2);
+        assert_eq!(backend.open_count(), 2);
+        let streams: Vec<_> = plan.lines.iter().map(|l| l.stream.relayed()).collect();
+        assert_eq!(
+            streams.iter().flatten().map(|s| s.id).collect::<Vec<_>>(),
+            ids
+        );
+        assert!(plan
+            .lines
+            .iter()
+            .all(|l| matches!(l.stream, LineStream::Opened(_))));
     }
 }
