@@ -1,0 +1,213 @@
+//! `offer`: read the SDP, plan, open the new streams under a guard, render, commit.
+
+use std::collections::hash_map::Entry;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use crate::session::backend::{MediaBackend, Side, StreamId};
+use crate::session::manager::allocation::Allocation;
+use crate::session::manager::plan::{
+    read_offer, LineStream, OfferLine, OfferPlan, OfferSdp, OfferTarget, Outgoing,
+};
+use crate::session::manager::{Negotiated, SessionError, SessionManager, Signal};
+use crate::session::model::{Call, Dialogue, MediaEnd, MediaSlot};
+use crate::session::negotiate::{MediaDesc, NegotiateOptions};
+use crate::time::Nanos;
+
+impl<B: MediaBackend> SessionManager<B> {
+    /// An SDP offer from `sig.from_tag`. Returns the SDP for the other leg.
+    pub fn offer(
+        &mut self,
+        sig: &Signal<'_>,
+        opts: &NegotiateOptions,
+        now: Nanos,
+    ) -> Result<Negotiated, SessionError> {
+        let described = match read_offer(sig, opts, &self.cfg.interfaces)? {
+            OfferSdp::Loop(passed) => return Ok(passed),
+            OfferSdp::Media(described) => described,
+        };
+        let existing_call = self.calls.get(sig.call_id).map(|c| &**c);
+        if existing_call.is_none()
+            && self.cfg.max_sessions > 0
+            && self.calls.len() >= self.cfg.max_sessions
+        {
+            self.rejected += 1;
+            return Err(SessionError::SessionLimit);
+        }
+        let new_call = existing_call.is_none();
+        let call_id: Arc<str> = match existing_call {
+            Some(c) => c.id.clone(),
+            None => Arc::from(sig.call_id),
+        };
+        let mut plan = OfferPlan::new(existing_call, sig, described, opts, &self.cfg.interfaces)?;
+
+        // Everything is allocated before anything is committed: until `commit`, the guard
+        // closes what it opened when an allocation or the rendering fails.
+        let allocation = match Allocation::open(&mut self.backend, &call_id, &mut plan.lines, now) {
+            Ok(allocation) => allocation,
+            Err(e) => {
+                if new_call {
+                    self.rejected += 1;
+                }
+                tracing::warn!(call_id = %call_id, error = %e, "offer: stream allocation failed");
+                return Err(e.into());
+            }
+        };
+        let sdp = plan.render(opts)?;
+        let opened = allocation.commit();
+        let warnings = std::mem::take(&mut plan.out.warnings);
+        self.commit_offer(&call_id, sig, plan, &opened, opts, now);
+        Ok(Negotiated { sdp, warnings })
+    }
+
+    /// Records an allocated offer in the call (created if new): the dialogue, its legs, one
+    /// media slot per m= line; updates the offerer's end of kept streams and closes the
+    /// streams the offer replaced or dropped.
+    fn commit_offer(
+        &mut self,
+        call_id: &Arc<str>,
+        sig: &Signal<'_>,
+        plan: OfferPlan<'_>,
+        opened: &[StreamId],
+        opts: &NegotiateOptions,
+        now: Nanos,
+    ) {
+        let OfferPlan {
+            target,
+            offerer,
+            out: Outgoing { relay, .. },
+            lines,
+            ..
+        } = plan;
+        let call = match self.calls.entry(call_id.clone()) {
+            Entry::Occupied(o) => o.into_mut(),
+            Entry::Vacant(v) => {
+                self.managed += 1;
+                let mut call = Box::new(Call::new(call_id.clone(), now));
+                call.sweep_slot = self.order.len();
+                self.order.push(call_id.clone());
+                v.insert(call)
+            }
+        };
+        call.last_signal_ns = now;
+        call.touch_leg(sig.from_tag, sig.label, now);
+        if let Some(to) = sig.to_tag {
+            call.touch_leg(to, None, now);
+        }
+        let idx = match target {
+            OfferTarget::Existing { idx, name_b, .. } => {
+                if let (Some(b), Some(d)) = (name_b, call.dialogues.get_mut(idx)) {
+                    d.b_tag = Some(b.into());
+                }
+                idx
+            }
+            OfferTarget::New { b_tag } => {
+                call.dialogues.reserve_exact(1);
+                call.dialogues.push(Dialogue {
+                    a_tag: sig.from_tag.into(),
+                    b_tag: b_tag.map(String::into_boxed_str),
+                    via_branch: sig.via_branch.map(Into::into),
+                    offerer: Side::A,
+                    answered: false,
+                    media: Vec::new(),
+                    created_ns: now,
+                });
+                call.dialogues.len() - 1
+            }
+        };
+        let mut to_close = Vec::new();
+        if let Some(d) = call.dialogues.get_mut(idx) {
+            d.offerer = offerer;
+            d.answered = false;
+            let mut old = std::mem::take(&mut d.media).into_iter();
+            // Exactly one slot per m= line: a grown Vec would reserve four (~1.9 KB a call).
+            d.media.reserve_exact(lines.len());
+            for line in lines {
+                let prev = old.next();
+                if let (LineStream::Keep(_), Some(st)) =
+                    (&line.stream, prev.as_ref().and_then(|p| p.stream))
+                {
+                    self.backend
+                        .update(st.id, offerer, line.desc.end.endpoint.clone(), now);
+                }
+                let (slot, replaced) = offered_slot(prev, line, offerer, relay.local, opts);
+                to_close.extend(replaced);
+                d.media.push(slot);
+            }
+            // A shorter re-offer (not RFC 3264 compliant): drop the extra lines.
+            for s in old {
+                if let Some(st) = s.stream {
+                    to_close.push(st.id);
+                }
+            }
+        }
+        for &id in opened {
+            self.stream_calls.insert(id, call_id.clone());
+        }
+        self.close_streams(to_close);
+    }
+}
+
+/// The media slot an offered line leaves in the dialogue, from the slot it had (`prev`), and
+/// the stream it had that closes now (replaced, or no longer relayed).
+fn offered_slot(
+    prev: Option<MediaSlot>,
+    line: OfferLine,
+    offerer: Side,
+    relay_local: IpAddr,
+    opts: &NegotiateOptions,
+) -> (MediaSlot, Option<StreamId>) {
+    let receiver = offerer.other();
+    let OfferLine { desc, stream } = line;
+    let MediaDesc {
+        index,
+        kind,
+        proto,
+        end,
+        label,
+        ..
+    } = desc;
+    let (mut slot, replaced) = match (stream, prev) {
+        (LineStream::Keep(_), Some(mut s)) => {
+            s.kind = kind.into();
+            s.proto = proto.into();
+            (s, None)
+        }
+        (stream, prev) => {
+            let replaced = prev.as_ref().and_then(|p| p.stream).map(|st| st.id);
+            // A closed line keeps what the receiver said about it; a new stream starts with
+            // nothing known about the receiver.
+            let keep_receiver = stream == LineStream::None;
+            let receiver_end = prev
+                .filter(|_| keep_receiver)
+                .map(|p| p.end(receiver).clone())
+                .unwrap_or_default();
+            let mut s = MediaSlot {
+                index,
+                kind: kind.into(),
+                proto: proto.into(),
+                stream: stream.relayed(),
+                a: MediaEnd::default(),
+                b: MediaEnd::default(),
+                mux_policy: opts.rtcp_mux,
+                mux_offered: false,
+                label: None,
+            };
+            *s.end_mut(receiver) = receiver_end;
+            (s, replaced)
+        }
+    };
+    slot.index = index;
+    slot.label = label.map(String::into_boxed_str);
+    slot.mux_policy = opts.rtcp_mux;
+    slot.mux_offered = end.mux_in_sdp;
+    let prev_relay = slot.end(offerer).relay_local;
+    *slot.end_mut(offerer) = MediaEnd {
+        relay_local: prev_relay,
+        ..end
+    };
+    if slot.stream.is_some() {
+        slot.end_mut(receiver).relay_local = Some(relay_local);
+    }
+    (slot, replaced)
+}

@@ -1,0 +1,196 @@
+//! What the manager reports: `query` (a call's tags, media and counters), `list` and
+//! `statistics`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::session::backend::{MediaBackend, Side, SideStats};
+use crate::session::manager::{
+    side_ports, CallReport, MediaReport, SessionError, SessionManager, Statistics, TagReport,
+    Totals,
+};
+use crate::session::model::{Call, MediaSlot};
+use crate::time::{Nanos, NANOS_PER_SEC};
+
+impl<B: MediaBackend> SessionManager<B> {
+    /// The call's state and counters.
+    pub fn query(&self, call_id: &str) -> Result<CallReport, SessionError> {
+        let call = self.calls.get(call_id).ok_or(SessionError::UnknownCall)?;
+        Ok(self.report(call))
+    }
+
+    /// Call-IDs, oldest first, at most `limit`.
+    pub fn list(&self, limit: usize) -> Vec<Arc<str>> {
+        let mut v: Vec<(&Nanos, &Arc<str>)> = self
+            .calls
+            .values()
+            .map(|c| (&c.created_ns, &c.id))
+            .collect();
+        v.sort();
+        v.into_iter()
+            .take(limit)
+            .map(|(_, id)| id.clone())
+            .collect()
+    }
+
+    fn live_totals(&self) -> Totals {
+        let mut t = Totals::default();
+        let lingering = self
+            .lingering
+            .iter()
+            .flat_map(|l| l.streams.iter().copied());
+        let live = self.calls.values().flat_map(|c| c.streams().map(|s| s.id));
+        for id in live.chain(lingering) {
+            if let Some(st) = self.backend.stats(id) {
+                t.add_side(&st.a);
+                t.add_side(&st.b);
+            }
+        }
+        t
+    }
+
+    pub fn statistics(&self, now: Nanos) -> Statistics {
+        let mut relayed = self.closed;
+        relayed.add(&self.live_totals());
+        let (pairs_used, pairs_total) = self.backend.port_usage();
+        Statistics {
+            sessions: self.calls.len(),
+            lingering: self.lingering.len(),
+            packet_rate: self.rates.packet,
+            byte_rate: self.rates.byte,
+            error_rate: self.rates.error,
+            uptime_secs: now.saturating_sub(self.started_ns) / NANOS_PER_SEC,
+            managed_sessions: self.managed,
+            rejected_sessions: self.rejected,
+            timeout_sessions: self.timeouts,
+            terminated_sessions: self.terminated,
+            relayed: relayed.sum(),
+            interfaces: self.cfg.interfaces.clone(),
+            port_min: self.cfg.port_min,
+            port_max: self.cfg.port_max,
+            pairs_used,
+            pairs_total,
+            dataplane: self.backend.counters(),
+        }
+    }
+
+    fn unix(&self, mono: Nanos) -> Duration {
+        self.cfg.unix_at_zero + Duration::from_nanos(mono)
+    }
+
+    fn unix_secs_or_zero(&self, mono: Nanos) -> u64 {
+        if mono == 0 {
+            0
+        } else {
+            self.unix(mono).as_secs()
+        }
+    }
+
+    pub(super) fn call_totals(&self, call: &Call) -> Totals {
+        let mut t = Totals::default();
+        for s in call.streams() {
+            if let Some(st) = self.backend.stats(s.id) {
+                t.add_side(&st.a);
+                t.add_side(&st.b);
+            }
+        }
+        t
+    }
+
+    pub(super) fn report(&self, call: &Call) -> CallReport {
+        let mut totals = Totals::default();
+        let mut tags: Vec<TagReport> = Vec::new();
+        let mut pending: Option<TagReport> = None;
+        for leg in &call.legs {
+            tags.push(TagReport {
+                tag: leg.tag.to_string(),
+                label: leg.label.as_deref().map(str::to_owned),
+                created_unix: self.unix(leg.created_ns).as_secs(),
+                via_branch: None,
+                peers: Vec::new(),
+                medias: Vec::new(),
+            });
+        }
+        for d in &call.dialogues {
+            let stats: Vec<_> = d
+                .media
+                .iter()
+                .map(|m| m.stream.and_then(|s| self.backend.stats(s.id)))
+                .collect();
+            for st in stats.iter().flatten() {
+                totals.add_side(&st.a);
+                totals.add_side(&st.b);
+            }
+            for side in [Side::A, Side::B] {
+                let medias: Vec<MediaReport> = d
+                    .media
+                    .iter()
+                    .zip(&stats)
+                    .map(|(m, st)| self.media_report(m, side, st.map(|s| *s.side(side))))
+                    .collect();
+                let peer = d.tag(side.other()).unwrap_or_default().to_owned();
+                let entry = match d.tag(side) {
+                    Some(tag) => {
+                        if !tags.iter().any(|t| t.tag == tag) {
+                            tags.push(TagReport {
+                                tag: tag.to_owned(),
+                                label: None,
+                                created_unix: self.unix(d.created_ns).as_secs(),
+                                via_branch: None,
+                                peers: Vec::new(),
+                                medias: Vec::new(),
+                            });
+                        }
+                        tags.iter_mut().find(|t| t.tag == tag)
+                    }
+                    None => Some(pending.get_or_insert_with(|| TagReport {
+                        tag: String::new(),
+                        label: None,
+                        created_unix: self.unix(d.created_ns).as_secs(),
+                        via_branch: None,
+                        peers: Vec::new(),
+                        medias: Vec::new(),
+                    })),
+                };
+                if let Some(t) = entry {
+                    if side == Side::B && d.via_branch.is_some() {
+                        t.via_branch = d.via_branch.as_deref().map(str::to_owned);
+                    }
+                    if !peer.is_empty() && !t.peers.contains(&peer) {
+                        t.peers.push(peer);
+                    }
+                    t.medias.extend(medias);
+                }
+            }
+        }
+        tags.extend(pending);
+        CallReport {
+            call_id: call.id.clone(),
+            created: self.unix(call.created_ns),
+            last_signal_unix: self.unix(call.last_signal_ns).as_secs(),
+            tags,
+            totals,
+        }
+    }
+
+    fn media_report(&self, m: &MediaSlot, side: Side, stats: Option<SideStats>) -> MediaReport {
+        let end = m.end(side);
+        let stats = stats.unwrap_or_default();
+        MediaReport {
+            index: m.index,
+            kind: m.kind.to_string(),
+            proto: m.proto.to_string(),
+            label: m.label.as_deref().map(str::to_owned),
+            ports: m.stream.map(|s| side_ports(&s, side)),
+            local_addr: m.stream.and(end.relay_local),
+            endpoint: stats.learned_rtp.or(end.endpoint.rtp()),
+            advertised: end.advertised.get(),
+            rtcp_endpoint: end.endpoint.rtcp_dest(),
+            rtcp_mux: end.endpoint.rtcp_mux,
+            direction: end.direction,
+            last_rtp_unix: self.unix_secs_or_zero(stats.rtp.last_packet_ns),
+            last_rtcp_unix: self.unix_secs_or_zero(stats.rtcp.last_packet_ns),
+            stats,
+        }
+    }
+}

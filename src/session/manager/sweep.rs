@@ -1,0 +1,130 @@
+//! `tick`: ends lingering deletes, sweeps the calls for media timeouts in slices, and
+//! updates the rates when a sweep round ends.
+
+use crate::session::backend::{MediaBackend, StreamId};
+use crate::session::manager::{
+    CloseReason, ClosedCall, SessionManager, Totals, SWEEP_PER_TICK, SWEEP_ROUND_NS,
+};
+use crate::time::{Nanos, NANOS_PER_SEC};
+
+impl<B: MediaBackend> SessionManager<B> {
+    /// Called every 10 ms or so: ends lingering deletes, sweeps up to [`SWEEP_PER_TICK`]
+    /// calls for media timeouts, and updates the rates when a sweep round ends. A round
+    /// starts at most once per [`SWEEP_ROUND_NS`]; with up to 100 calls it ends in one tick.
+    /// Returns the calls closed, for the caller to log with their final counters.
+    pub fn tick(&mut self, now: Nanos) -> Vec<ClosedCall> {
+        let mut closed = Vec::new();
+        let mut expired = Vec::new();
+        self.lingering.retain_mut(|l| {
+            if l.deadline <= now {
+                expired.push(std::mem::take(l));
+                false
+            } else {
+                true
+            }
+        });
+        for l in expired {
+            let mut totals = Totals::default();
+            for &id in &l.streams {
+                if let Some(st) = self.backend.stats(id) {
+                    totals.add_side(&st.a);
+                    totals.add_side(&st.b);
+                }
+                self.close_stream(id);
+            }
+            closed.push(ClosedCall {
+                call_id: l.call_id,
+                reason: CloseReason::DeleteDelayExpired,
+                age_ns: now.saturating_sub(l.created_ns),
+                totals,
+            });
+        }
+
+        // The timeout sweep, in slices of SWEEP_PER_TICK calls, over `order`. A call added
+        // during a round is visited in it if the sweep has not passed the end yet; a call
+        // moved into a visited slot by a removal waits for the next round. None is visited
+        // twice in a round.
+        if self.sweep.pos >= self.order.len() {
+            if self
+                .sweep
+                .started_ns
+                .is_some_and(|t| now.saturating_sub(t) < SWEEP_ROUND_NS)
+            {
+                return closed;
+            }
+            self.sweep.pos = 0;
+            self.sweep.live = Totals::default();
+        }
+        if self.sweep.pos == 0 {
+            self.sweep.started_ns = Some(now);
+        }
+        let end = self
+            .sweep
+            .pos
+            .saturating_add(SWEEP_PER_TICK)
+            .min(self.order.len());
+        let mut live = self.sweep.live;
+        let mut dead = Vec::new();
+        for id in self.order.get(self.sweep.pos..end).unwrap_or_default() {
+            let Some(call) = self.calls.get(id) else {
+                continue;
+            };
+            let mut last = call.last_signal_ns;
+            for s in call.streams() {
+                if let Some([a_rtp, a_rtcp, b_rtp, b_rtcp]) = self.backend.socket_counters(s.id) {
+                    for c in [a_rtp, a_rtcp, b_rtp, b_rtcp] {
+                        last = last.max(c.last_packet_ns);
+                    }
+                    live.rtp.add(&a_rtp);
+                    live.rtp.add(&b_rtp);
+                    live.rtcp.add(&a_rtcp);
+                    live.rtcp.add(&b_rtcp);
+                }
+            }
+            if self.cfg.timeout_ns > 0 && now.saturating_sub(last) >= self.cfg.timeout_ns {
+                dead.push(call.id.clone());
+            }
+        }
+        self.sweep.pos = end;
+        self.sweep.live = live;
+        let round_done = self.sweep.pos >= self.order.len();
+        for id in dead {
+            let Some(call) = self.remove_call(&id) else {
+                continue;
+            };
+            let totals = self.call_totals(&call);
+            let ids: Vec<StreamId> = call.streams().map(|s| s.id).collect();
+            self.close_streams(ids);
+            self.timeouts += 1;
+            tracing::info!(call_id = %id, "call timed out (no media)");
+            closed.push(ClosedCall {
+                call_id: id,
+                reason: CloseReason::Timeout,
+                age_ns: now.saturating_sub(call.created_ns),
+                totals,
+            });
+        }
+
+        // Rates over the interval since the last finished sweep (live streams of calls still
+        // open plus everything closed; lingering streams count once they close).
+        if !round_done {
+            return closed;
+        }
+        let mut total = self.closed;
+        total.add(&live);
+        let cur = total.sum();
+        let dt = now.saturating_sub(self.rates.last_ns);
+        if dt > 0 {
+            let per_sec = |a: u64, b: u64| {
+                (u128::from(a.saturating_sub(b)) * u128::from(NANOS_PER_SEC) / u128::from(dt))
+                    as u64
+            };
+            self.rates.packet = per_sec(cur.packets, self.rates.last.packets);
+            self.rates.byte = per_sec(cur.bytes, self.rates.last.bytes);
+            self.rates.error = per_sec(cur.errors, self.rates.last.errors);
+            self.rates.last = cur;
+            self.rates.last_ns = now;
+        }
+        closed
+    }
+}

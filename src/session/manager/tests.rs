@@ -1,0 +1,128 @@
+//! The manager's unit tests through the fake backend, and the fixtures the plan and
+//! allocation tests share.
+
+use super::*;
+use crate::session::backend::BackendError;
+use crate::session::fake::FakeBackend;
+use crate::session::model::{MAX_DIALOGUES, MAX_TOKEN_LEN};
+use crate::session::negotiate::NegotiateOptions;
+
+pub(super) const S: Nanos = NANOS_PER_SEC;
+pub(super) const OFFER: &str = "v=0\r\no=- 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0\r\nm=video 6002 RTP/AVP 96\r\n";
+pub(super) const ANSWER: &str = "v=0\r\no=- 2 2 IN IP4 198.51.100.20\r\ns=-\r\nc=IN IP4 198.51.100.20\r\nt=0 0\r\nm=audio 16000 RTP/AVP 0\r\nm=video 0 RTP/AVP 96\r\n";
+
+fn mgr() -> SessionManager<FakeBackend> {
+    let cfg = ManagerConfig {
+        interfaces: vec![RelayInterface::new("x", "203.0.113.1".parse().unwrap())],
+        ..ManagerConfig::default()
+    };
+    SessionManager::new(FakeBackend::new(30000, 30999).unwrap(), cfg, S)
+}
+
+pub(super) fn sig<'a>(from: &'a str, to: Option<&'a str>, sdp: &'a str) -> Signal<'a> {
+    Signal {
+        call_id: "c",
+        from_tag: from,
+        to_tag: to,
+        sdp: sdp.as_bytes(),
+        ..Signal::default()
+    }
+}
+
+#[test]
+fn answer_rejecting_a_stream_closes_it() {
+    let mut m = mgr();
+    let o = NegotiateOptions::default();
+    m.offer(&sig("a", None, OFFER), &o, S).unwrap();
+    assert_eq!(m.backend().open_count(), 2);
+    let out = m.answer(&sig("a", Some("b"), ANSWER), &o, S).unwrap();
+    let text = String::from_utf8(out.sdp).unwrap();
+    assert!(text.contains("m=audio 30000 RTP/AVP 0\r\n"), "{text}");
+    assert!(text.contains("m=video 0 RTP/AVP 96\r\n"), "{text}");
+    assert_eq!(m.backend().open_count(), 1);
+    let call = m.call("c").unwrap();
+    assert!(call.dialogues[0].answered);
+    assert!(call.dialogues[0].media[1].stream.is_none());
+}
+
+#[test]
+fn callee_update_before_answer_names_side_b() {
+    let mut m = mgr();
+    let o = NegotiateOptions::default();
+    m.offer(&sig("a", None, OFFER), &o, S).unwrap();
+    // Early-dialog UPDATE from the callee: from-tag b, to-tag a, no answer yet.
+    let out = m.offer(&sig("b", Some("a"), ANSWER), &o, 2 * S).unwrap();
+    assert!(String::from_utf8(out.sdp)
+        .unwrap()
+        .contains("m=audio 30000 "));
+    let d = &m.call("c").unwrap().dialogues[0];
+    assert_eq!((d.b_tag.as_deref(), d.offerer), (Some("b"), Side::B));
+    assert_eq!(m.call("c").unwrap().dialogues.len(), 1);
+}
+
+#[test]
+fn shorter_reoffer_closes_dropped_lines() {
+    let mut m = mgr();
+    let o = NegotiateOptions::default();
+    m.offer(&sig("a", None, OFFER), &o, S).unwrap();
+    let audio_only = OFFER.replace("m=video 6002 RTP/AVP 96\r\n", "");
+    m.offer(&sig("a", None, &audio_only), &o, S).unwrap();
+    assert_eq!(m.backend().open_count(), 1);
+    assert_eq!(m.call("c").unwrap().dialogues[0].media.len(), 1);
+}
+
+#[test]
+fn branches_per_call_are_bounded() {
+    let mut m = mgr();
+    let o = NegotiateOptions::default();
+    for n in 0..MAX_DIALOGUES {
+        let b = format!("br{n}");
+        let s = Signal {
+            via_branch: Some(&b),
+            ..sig("a", None, OFFER)
+        };
+        m.offer(&s, &o, S).unwrap();
+    }
+    let s = Signal {
+        via_branch: Some("one-too-many"),
+        ..sig("a", None, OFFER)
+    };
+    assert_eq!(
+        m.offer(&s, &o, S),
+        Err(SessionError::TooManyBranches(MAX_DIALOGUES))
+    );
+    assert_eq!(m.backend().open_count(), 2 * MAX_DIALOGUES);
+}
+
+#[test]
+fn hostile_tokens_are_refused_before_any_allocation() {
+    let mut m = mgr();
+    let o = NegotiateOptions::default();
+    let long = "x".repeat(MAX_TOKEN_LEN + 1);
+    assert_eq!(
+        m.offer(&sig(&long, None, OFFER), &o, S),
+        Err(SessionError::TooLong("from-tag"))
+    );
+    assert_eq!(
+        m.offer(&sig("", None, OFFER), &o, S),
+        Err(SessionError::Empty("from-tag"))
+    );
+    assert!(m.offer(&sig("a", None, "v=1\r\n"), &o, S).is_err());
+    assert_eq!(m.backend().opens, 0);
+    assert_eq!(m.call_count(), 0);
+}
+
+#[test]
+fn backend_failure_other_than_ports_is_an_error_not_a_load_limit() {
+    let mut m = mgr();
+    m.backend_mut().fail_next_open = Some(BackendError::Unavailable("worker gone".into()));
+    let e = m
+        .offer(&sig("a", None, OFFER), &NegotiateOptions::default(), S)
+        .unwrap_err();
+    assert!(!e.is_load_limit());
+    assert_eq!(
+        e.to_string(),
+        "Media backend failure: data plane unavailable: worker gone"
+    );
+    assert_eq!(m.backend().open_count(), 0);
+}
