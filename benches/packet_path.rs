@@ -18,6 +18,7 @@ use rtpanchor::dataplane::table::SlotTable;
 use rtpanchor::dataplane::worker::{NewStream, SideInit, WorkerShared};
 use rtpanchor::rtp::clock::ClockRateMap;
 use rtpanchor::rtp::RtpRepr;
+use rtpanchor::session::backend::StreamId;
 use rtpanchor::session::latch::LatchMode;
 
 /// The packet path never touches the descriptors, and 40,000 real ones exceed the fd limit
@@ -45,7 +46,7 @@ fn fill(t: &mut SlotTable, streams: usize, fd: i32) -> Vec<(SlotIdx, SocketAddr)
     for i in 0..streams {
         let port = 2000 + 4 * (i as u16 % 15000);
         let idx = t.add(NewStream {
-            id: i as u64 + 1,
+            id: StreamId::from_raw(i as u64 + 1),
             sockets: [dummy_fd(fd), dummy_fd(fd), dummy_fd(fd), dummy_fd(fd)],
             ports: [0; 4],
             a: side(port),

@@ -15,7 +15,7 @@ pub const MIN_SIP_MESSAGE: usize = 1_024;
 /// Receive queue asked for each media socket. The kernel default (212 KB) holds ~3 ms of a
 /// single stream at 90k packets/s; with a low-priority CPU hog on the relay's core that
 /// overflowed in every run at 150k (1 call: 107-455 packets lost in 5 s), and with this
-/// value in none (BENCHMARKS.md, latest sitting). The memory is the kernel's, used only while
+/// value in none of three runs (BENCHMARKS-history.md, second session, receive-queue table). The memory is the kernel's, used only while
 /// packets wait.
 pub const DEFAULT_SOCKET_RCVBUF: usize = 512 * 1024;
 

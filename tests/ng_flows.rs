@@ -5,7 +5,7 @@ use rtpanchor::control::bencode::Owned;
 use rtpanchor::control::handler::handle_body;
 use rtpanchor::control::ng::BodyFormat;
 use rtpanchor::session::backend::{
-    LatchEventKind, MediaBackend, MediaEvent, Side, SocketCounters, StreamStats,
+    LatchEventKind, MediaBackend, MediaEvent, Side, SocketCounters, StreamId, StreamStats,
 };
 use rtpanchor::session::fake::FakeBackend;
 use rtpanchor::session::latch::LatchMode;
@@ -110,8 +110,8 @@ fn lines(sdp: &str) -> Vec<&str> {
 }
 
 /// The only stream the fake has open.
-fn only_stream(m: &SessionManager<FakeBackend>) -> u64 {
-    let ids: Vec<u64> = m.backend().streams().map(|(id, _)| *id).collect();
+fn only_stream(m: &SessionManager<FakeBackend>) -> StreamId {
+    let ids: Vec<StreamId> = m.backend().streams().map(|(id, _)| *id).collect();
     assert_eq!(ids.len(), 1, "expected one open stream");
     ids[0]
 }
@@ -1241,7 +1241,7 @@ fn rates_come_from_whole_sweep_rounds() {
     for k in 0..n {
         run(&mut m, offer(&format!("c{k}"), "tagA", OFFER), SEC);
     }
-    let ids: Vec<u64> = m.backend().streams().map(|(id, _)| *id).collect();
+    let ids: Vec<StreamId> = m.backend().streams().map(|(id, _)| *id).collect();
     assert_eq!(ids.len(), n);
     let packet_rate = |m: &mut SessionManager<FakeBackend>, now| {
         let r = run(m, req("statistics"), now);

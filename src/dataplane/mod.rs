@@ -279,7 +279,7 @@ impl DataPlane {
                 sndbuf: config.socket_sndbuf,
             },
             streams: HashMap::new(),
-            next_id: 1,
+            next_id: StreamId::FIRST,
             placement,
             engine,
             kernel_path,
@@ -318,7 +318,7 @@ impl DataPlane {
         self.stop.store(true, Ordering::Relaxed);
         for w in &self.workers {
             // Wake the worker so it sees the stop flag now rather than at its next timeout.
-            let _ = w.send(Command::Remove(0));
+            let _ = w.send(Command::Remove(StreamId::NONE));
         }
         for t in self.threads.drain(..) {
             let _ = t.join();
@@ -358,7 +358,7 @@ impl MediaBackend for DataPlane {
             return Err(BackendError::Unavailable("no data plane workers".into()));
         }
         let id = self.next_id;
-        self.next_id += 1;
+        self.next_id = self.next_id.next();
         // A stream stays on its ring for life.
         let fixed: u64 = self
             .workers

@@ -92,7 +92,7 @@ impl Slot {
             generation: 0,
             socket: None,
             fixed: false,
-            stream: 0,
+            stream: StreamId::NONE,
             side: Side::A,
             kind: SlotKind::Rtp,
             peer_rtp: SlotIdx::NONE,

@@ -16,7 +16,37 @@ use crate::session::latch::LatchMode;
 use crate::session::ports::{PortError, PortPair};
 use crate::time::Nanos;
 
-pub type StreamId = u64;
+/// One stream of the relay, as the data plane numbers it. Ids are handed out in order by the
+/// backend that opened the stream and never reused while the process runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct StreamId(u64);
+
+impl StreamId {
+    /// No stream: never handed out (an empty slot's owner, a wake-up command's target).
+    pub const NONE: StreamId = StreamId(0);
+
+    /// The id a backend hands out first.
+    pub const FIRST: StreamId = StreamId(1);
+
+    /// The id after this one (what a backend hands out next).
+    pub fn next(self) -> StreamId {
+        StreamId(self.0.wrapping_add(1))
+    }
+
+    pub fn get(self) -> u64 {
+        self.0
+    }
+
+    pub fn from_raw(raw: u64) -> StreamId {
+        StreamId(raw)
+    }
+}
+
+impl std::fmt::Display for StreamId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Side {

@@ -49,7 +49,7 @@ impl FakeBackend {
     pub fn new(min: u16, max: u16) -> Result<FakeBackend, PortError> {
         Ok(FakeBackend {
             ports: PortAllocator::new(min, max)?,
-            next_id: 1,
+            next_id: StreamId::FIRST,
             streams: BTreeMap::new(),
             events: VecDeque::new(),
             opens: 0,
@@ -128,7 +128,7 @@ impl MediaBackend for FakeBackend {
             }
         };
         let id = self.next_id;
-        self.next_id += 1;
+        self.next_id = self.next_id.next();
         let opened = OpenedStream {
             id,
             a_ports,
@@ -221,7 +221,7 @@ mod tests {
         let mut st = StreamStats::default();
         st.a.rtp.packets = 7;
         assert!(f.set_stats(s.id, st));
-        assert!(!f.set_stats(999, st));
+        assert!(!f.set_stats(StreamId::from_raw(999), st));
         assert_eq!(f.stats(s.id).unwrap().a.rtp.packets, 7);
         let ep = EndpointSpec::new(Some("10.0.0.1:4000".parse().unwrap()), None);
         f.update(s.id, Side::B, ep.clone(), 2);

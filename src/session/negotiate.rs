@@ -407,7 +407,7 @@ mod tests {
             kind: kind.into(),
             proto: "RTP/AVP".into(),
             stream: open.then_some(OpenedStream {
-                id: 1,
+                id: crate::session::backend::StreamId::FIRST,
                 a_ports: PortPair { rtp: 2 },
                 b_ports: PortPair { rtp: 4 },
             }),

@@ -1,5 +1,5 @@
-//! What the proxy asks the media layer, and when (the `rtpengine_manage()` decision table,
-//! see `peers.md` §1.2).
+//! What the proxy asks the media layer, and when: the decision table Kamailio's
+//! `rtpengine_manage()` (5.6) applies, written out below.
 //!
 //! The proxy calls [`MediaHook::media`] for every message that carries or ends a media
 //! session; the hook answers with a replacement body, "leave it", or a failure that rejects

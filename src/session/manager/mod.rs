@@ -501,7 +501,7 @@ impl<B: MediaBackend> SessionManager<B> {
             };
             tracing::info!(
                 call_id,
-                stream = ev.stream,
+                stream = %ev.stream,
                 side = ?ev.side,
                 rtcp = ev.rtcp,
                 addr = %ev.addr,

@@ -582,7 +582,8 @@ pub(super) mod tests {
         vec![RelayInterface::new("x", "203.0.113.1".parse().unwrap())]
     }
 
-    fn opened(id: StreamId, a: u16, b: u16) -> OpenedStream {
+    fn opened(id: u64, a: u16, b: u16) -> OpenedStream {
+        let id = StreamId::from_raw(id);
         OpenedStream {
             id,
             a_ports: PortPair { rtp: a },
