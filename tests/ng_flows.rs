@@ -1053,9 +1053,11 @@ fn rtcp_mux_passthrough_and_demux() {
     let l = lines(&sdp);
     assert_eq!(l[5], "m=audio 30002 RTP/AVP 0 8 101");
     assert!(l.contains(&"a=rtcp-mux"), "{sdp}");
+    // Until the answer accepts mux, the separate RTCP port stays offered (RTP + 1), as
+    // rtpengine does: a callee that declines mux sends its RTCP there.
     assert!(
-        l.contains(&"a=rtcp:30002"),
-        "muxed RTCP goes to the RTP port: {sdp}"
+        l.contains(&"a=rtcp:30003"),
+        "an offered mux keeps the RTCP fallback port: {sdp}"
     );
     // The callee does not mux: the caller is told not to either (passthrough).
     let sdp = ok_sdp(&run(&mut m, answer("c", "a", "b", ANSWER), SEC));

@@ -290,10 +290,9 @@ fn media(m: &MediaReport) -> Owned {
         let local = m.local_addr;
         let st = &m.stats;
         let mut rtp = Owned::dict().with("local port", ports.rtp);
-        let mut rtcp = Owned::dict().with(
-            "local port",
-            if m.rtcp_mux { ports.rtp } else { ports.rtcp() },
-        );
+        // The RTCP port stays bound while RTCP is muxed (the fallback): it is listed, and
+        // the flags say which of the two carries RTCP, as rtpengine's do.
+        let mut rtcp = Owned::dict().with("local port", ports.rtcp());
         if let Some(ip) = local {
             for s in [&mut rtp, &mut rtcp] {
                 s.insert("local address", ip.to_string());
@@ -309,10 +308,17 @@ fn media(m: &MediaReport) -> Owned {
         if let Some(e) = m.rtcp_endpoint {
             rtcp.insert("endpoint", endpoint(e));
         }
+        if let Some(e) = m.rtcp_advertised {
+            rtcp.insert("advertised endpoint", endpoint(e));
+        }
         rtp.insert("last packet", m.last_rtp_unix);
         rtcp.insert("last packet", m.last_rtcp_unix);
         let mut rtp_flags = vec![Owned::str("RTP")];
         let mut rtcp_flags = vec![Owned::str("RTCP")];
+        if m.rtcp_mux {
+            rtp_flags.push(Owned::str("RTCP"));
+            rtcp_flags.push(Owned::str("fallback RTCP"));
+        }
         if m.endpoint.is_some() {
             rtp_flags.push(Owned::str("filled"));
         }

@@ -235,8 +235,12 @@ pub struct MediaReport {
     pub endpoint: Option<SocketAddr>,
     /// What the leg's SDP said (hold address included).
     pub advertised: Option<SocketAddr>,
-    /// Where RTCP for this leg goes (from signalling).
+    /// This leg's separate RTCP address (from signalling): where RTCP goes without mux, the
+    /// fallback while it muxes.
     pub rtcp_endpoint: Option<SocketAddr>,
+    /// The RTCP address as the leg's SDP named it (hold address included).
+    pub rtcp_advertised: Option<SocketAddr>,
+    /// RTCP for this leg travels on the RTP ports now (the fallback port stays bound).
     pub rtcp_mux: bool,
     pub direction: Option<Direction>,
     /// Ingress counters and quality of what this leg sends.
