@@ -145,6 +145,12 @@ pub fn negotiate_options(req: &NgRequest, warnings: &mut Vec<String>) -> Negotia
         replace_session_name: req.replace_session_name,
         remove_ice: true,
         loop_protect: f.loop_protect,
+        // ICE=remove asks for what we do; force/force-relay were warned about above.
+        ice_expected: matches!(
+            req.ice,
+            Some(IceMode::Remove | IceMode::Force | IceMode::ForceRelay)
+        ),
+        sdes_expected: !req.sdes.is_empty(),
     }
 }
 
@@ -328,6 +334,11 @@ fn media(m: &MediaReport) -> Owned {
         if st.confirmed {
             rtp_flags.push(Owned::str("confirmed"));
         }
+        if m.latch == LatchMode::StrictSource {
+            for f in [&mut rtp_flags, &mut rtcp_flags] {
+                f.push(Owned::str("strict source address"));
+            }
+        }
         rtp.insert("flags", Owned::List(rtp_flags));
         rtcp.insert("flags", Owned::List(rtcp_flags));
         let q = &st.quality;
@@ -376,13 +387,18 @@ fn media(m: &MediaReport) -> Owned {
     if m.rtcp_mux {
         flags.push(Owned::str("rtcp-mux"));
     }
+    if m.latch == LatchMode::Asymmetric {
+        flags.push(Owned::str("asymmetric"));
+    }
     if m.proto.to_ascii_uppercase().starts_with("UDP/TLS/") {
         flags.push(Owned::str("DTLS-SRTP"));
     }
+    // rtpengine's `send`/`recv` say what the relay does toward this leg: it sends to a
+    // leg that receives (a=recvonly) and receives from a leg that sends (a=sendonly).
     let (send, recv) = match m.direction.unwrap_or(Direction::SendRecv) {
         Direction::SendRecv => (true, true),
-        Direction::SendOnly => (true, false),
-        Direction::RecvOnly => (false, true),
+        Direction::SendOnly => (false, true),
+        Direction::RecvOnly => (true, false),
         Direction::Inactive => (false, false),
     };
     if send {
@@ -508,6 +524,8 @@ pub fn statistics_reply(s: &Statistics) -> Owned {
                 .with("currentstatistics", current)
                 .with("totalstatistics", total)
                 .with("interfaces", Owned::List(interfaces))
+                // rtpengine lists its transcoders here; this relay never transcodes.
+                .with("transcoders", Owned::list())
                 .with("dataplane", dataplane),
         )
         .with("result", "ok")

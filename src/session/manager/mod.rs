@@ -242,6 +242,8 @@ pub struct MediaReport {
     pub rtcp_advertised: Option<SocketAddr>,
     /// RTCP for this leg travels on the RTP ports now (the fallback port stays bound).
     pub rtcp_mux: bool,
+    /// How the relay learns this leg's source (`asymmetric`, `strict source` in query).
+    pub latch: crate::session::latch::LatchMode,
     pub direction: Option<Direction>,
     /// Ingress counters and quality of what this leg sends.
     pub stats: SideStats,

@@ -183,11 +183,17 @@ impl<B: MediaBackend> SessionManager<B> {
             label: m.label.as_deref().map(str::to_owned),
             ports: m.stream.map(|s| side_ports(&s, side)),
             local_addr: m.stream.and(end.relay_local),
-            endpoint: stats.learned_rtp.or(end.endpoint.rtp()),
+            // A hold address (0.0.0.0) is shown as it is, as rtpengine does, though no
+            // media goes there.
+            endpoint: stats
+                .learned_rtp
+                .or(end.endpoint.rtp())
+                .or(end.advertised.get()),
             advertised: end.advertised.get(),
-            rtcp_endpoint: end.endpoint.rtcp.get(),
+            rtcp_endpoint: end.endpoint.rtcp.get().or(rtcp_advertised(end)),
             rtcp_advertised: rtcp_advertised(end),
             rtcp_mux: end.endpoint.rtcp_mux,
+            latch: end.endpoint.latch,
             direction: end.direction,
             last_rtp_unix: self.unix_secs_or_zero(stats.rtp.last_packet_ns),
             last_rtcp_unix: self.unix_secs_or_zero(stats.rtcp.last_packet_ns),
