@@ -296,9 +296,18 @@ impl Walk<'_> {
         match (theirs, ours) {
             (Owned::Dict(t), Owned::Dict(_)) => {
                 let generic_keys = path.ends_with(".tags") || path.ends_with(".SSRC");
+                // Per-command counters: one row per command, not one per counter.
+                let per_command = path.contains(".controlstatistics");
                 for (k, tv) in t {
                     let sub = if generic_keys {
                         format!("{path}.*")
+                    } else if per_command && (k.ends_with("count") || k.ends_with("duration")) {
+                        let stem = k.strip_prefix("total").unwrap_or(k);
+                        let stem = stem.strip_suffix("count").unwrap_or(stem);
+                        let stem = stem.strip_suffix("duration").unwrap_or(stem);
+                        // Per proxy and in total alike.
+                        let base = path.replace(".proxies[]", "");
+                        format!("{base}.{stem}(count|duration)")
                     } else {
                         format!("{path}.{k}")
                     };

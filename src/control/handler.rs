@@ -46,6 +46,7 @@ use super::reply;
 use crate::sdp::{Direction, RtcpAttr};
 use crate::session::backend::MediaBackend;
 use crate::session::latch::LatchMode;
+use crate::session::manager::control::{ControlStats, COMMANDS};
 use crate::session::manager::{
     CallReport, Counters, DeleteRequest, MediaReport, SessionError, SessionManager, Signal,
     Statistics, TagReport,
@@ -524,9 +525,37 @@ pub fn statistics_reply(s: &Statistics) -> Owned {
                 .with("currentstatistics", current)
                 .with("totalstatistics", total)
                 .with("interfaces", Owned::List(interfaces))
+                .with("controlstatistics", control_statistics(&s.control))
                 // rtpengine lists its transcoders here; this relay never transcodes.
                 .with("transcoders", Owned::list())
                 .with("dataplane", dataplane),
         )
         .with("result", "ok")
+}
+
+/// Seconds with six decimals, as a string (rtpengine's duration format).
+fn seconds_text(ns: Nanos) -> String {
+    format!("{}.{:06}", ns / NANOS_PER_SEC, (ns % NANOS_PER_SEC) / 1_000)
+}
+
+/// rtpengine's `controlstatistics`: per proxy `<stem>count`, `<stem>duration` (seconds, summed)
+/// and `errorcount`; then `total<stem>count` over all senders.
+fn control_statistics(c: &ControlStats) -> Owned {
+    let proxies: Vec<Owned> = c
+        .proxies
+        .iter()
+        .map(|(ip, f)| {
+            let mut d = Owned::dict().with("proxy", ip.to_string());
+            for ((_, stem), fig) in COMMANDS.iter().zip(&f.commands) {
+                d.insert(&format!("{stem}count"), fig.count);
+                d.insert(&format!("{stem}duration"), seconds_text(fig.total_ns));
+            }
+            d.with("errorcount", f.errors)
+        })
+        .collect();
+    let mut d = Owned::dict().with("proxies", Owned::List(proxies));
+    for ((_, stem), fig) in COMMANDS.iter().zip(&c.totals.commands) {
+        d.insert(&format!("total{stem}count"), fig.count);
+    }
+    d
 }

@@ -65,6 +65,7 @@ use crate::time::{Nanos, NANOS_PER_SEC};
 
 mod allocation;
 mod answer;
+pub mod control;
 mod delete;
 mod offer;
 mod plan;
@@ -315,6 +316,8 @@ pub struct Statistics {
     pub pairs_total: usize,
     /// The data plane's own counters (drops by reason and so on).
     pub dataplane: Vec<(&'static str, u64)>,
+    /// ng commands handled, by kind and sender.
+    pub control: control::ControlStats,
 }
 
 #[derive(Debug)]
@@ -391,6 +394,7 @@ pub struct SessionManager<B: MediaBackend> {
     /// the start of each round cost ~1 ms of cold refcount updates on the workers' core.
     order: Vec<Arc<str>>,
     sweep: Sweep,
+    control: control::ControlStats,
 }
 
 /// What `delete` names.
@@ -432,6 +436,7 @@ impl<B: MediaBackend> SessionManager<B> {
             },
             order: Vec::new(),
             sweep: Sweep::default(),
+            control: control::ControlStats::default(),
         }
     }
 

@@ -71,7 +71,19 @@ impl<B: MediaBackend> SessionManager<B> {
             pairs_used,
             pairs_total,
             dataplane: self.backend.counters(),
+            control: self.control.clone(),
         }
+    }
+
+    /// Counts one ng command handled for `source` in `elapsed_ns` (the ng server calls it).
+    pub fn note_command(
+        &mut self,
+        source: Option<std::net::IpAddr>,
+        command: &str,
+        elapsed_ns: Nanos,
+        error: bool,
+    ) {
+        self.control.note(source, command, elapsed_ns, error);
     }
 
     fn unix(&self, mono: Nanos) -> Duration {
