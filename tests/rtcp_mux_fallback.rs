@@ -17,8 +17,8 @@ use common::ng::{client, ng, relay_port, start_relay_in};
 use rtpanchor::control::bencode::Owned;
 use rtpanchor::rtp::rtcp::emit_header;
 
-/// An RTCP receiver report without report blocks from `ssrc` (8 bytes), `n` in its SSRC's
-/// low byte so each packet is told apart.
+/// An RTCP receiver report without report blocks from `ssrc` (8 bytes); each packet of a
+/// test has its own SSRC, so they are told apart.
 fn rtcp_rr(ssrc: u32) -> Vec<u8> {
     let mut p = vec![0u8; 8];
     emit_header(&mut p, 0, 201, 8).expect("an 8-byte RR header fits");
@@ -52,6 +52,32 @@ fn exactly(s: &UdpSocket, want: usize, limit: Duration) -> Vec<(Vec<u8>, SocketA
     let mut got = recv_n(s, want, limit);
     got.extend(recv_n(s, 1, Duration::from_millis(200)));
     got
+}
+
+/// `k` RTCP reports (SSRCs `ssrc0`..) from `from` to the relay's `relay_port`, received
+/// unchanged, exactly `k`, at `at.0` from the relay port `at.1`.
+fn rtcp_one_way(
+    from: &UdpSocket,
+    relay_port: u16,
+    at: (&UdpSocket, u16),
+    ssrc0: u32,
+    k: u32,
+    engine: &str,
+) {
+    for i in 0..k {
+        from.send_to(&rtcp_rr(ssrc0 + i), relay(relay_port))
+            .unwrap();
+    }
+    let got = exactly(at.0, k as usize, Duration::from_secs(3));
+    assert_eq!(
+        got.len(),
+        k as usize,
+        "RTCP to relay port {relay_port} ({engine})"
+    );
+    for (i, (p, src)) in got.iter().enumerate() {
+        assert_eq!(p, &rtcp_rr(ssrc0 + i as u32), "RTCP #{i} unchanged");
+        assert_eq!(src.port(), at.1, "sent from the relay's RTCP port");
+    }
 }
 
 fn fallback_call(engine: &str, ng_port: u16, media: (u16, u16), ends: u16) {
@@ -119,36 +145,8 @@ fn fallback_call(engine: &str, ng_port: u16, media: (u16, u16), ends: u16) {
 
     // The callee declined mux: it sends RTCP to the fallback port the offer named.
     let k = 3u32;
-    for i in 0..k {
-        b_rtcp
-            .send_to(&rtcp_rr(0xb00 + i), relay(to_b + 1))
-            .unwrap();
-    }
-    let got = exactly(&a_rtcp, k as usize, Duration::from_secs(3));
-    assert_eq!(
-        got.len(),
-        k as usize,
-        "B->A RTCP at A's RTCP port ({engine})"
-    );
-    for (i, (p, from)) in got.iter().enumerate() {
-        assert_eq!(p, &rtcp_rr(0xb00 + i as u32), "B->A RTCP #{i} unchanged");
-        assert_eq!(from.port(), to_a + 1, "sent from A's relay RTCP port");
-    }
-    for i in 0..k {
-        a_rtcp
-            .send_to(&rtcp_rr(0xa00 + i), relay(to_a + 1))
-            .unwrap();
-    }
-    let got = exactly(&b_rtcp, k as usize, Duration::from_secs(3));
-    assert_eq!(
-        got.len(),
-        k as usize,
-        "A->B RTCP at B's RTCP port ({engine})"
-    );
-    for (i, (p, from)) in got.iter().enumerate() {
-        assert_eq!(p, &rtcp_rr(0xa00 + i as u32), "A->B RTCP #{i} unchanged");
-        assert_eq!(from.port(), to_b + 1, "sent from B's relay RTCP port");
-    }
+    rtcp_one_way(&b_rtcp, to_b + 1, (&a_rtcp, to_a + 1), 0xb00, k, engine);
+    rtcp_one_way(&a_rtcp, to_a + 1, (&b_rtcp, to_b + 1), 0xa00, k, engine);
     // Nothing strayed onto the RTP sockets.
     assert!(recv_n(&a_rtp, 1, Duration::from_millis(100)).is_empty());
     assert!(recv_n(&b_rtp, 1, Duration::from_millis(100)).is_empty());
