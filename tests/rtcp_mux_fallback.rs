@@ -12,8 +12,9 @@ use std::time::Duration;
 #[allow(dead_code)]
 mod common;
 
-use common::media::{pcmu, recv_n, relay};
-use common::ng::{client, ng, relay_port, start_relay_in};
+use common::kernel::cannot_run;
+use common::media::{pcmu, recv_n, relay, wait_for};
+use common::ng::{client, find_int, ng, relay_port, start_relay_in};
 use rtpanchor::control::bencode::Owned;
 use rtpanchor::rtp::rtcp::emit_header;
 
@@ -80,6 +81,12 @@ fn rtcp_one_way(
     }
 }
 
+/// The data plane's `kernel_streams` figure (directions the TC program holds).
+fn kernel_streams(c: &mut rtpanchor::client::ng::NgClient) -> Option<i64> {
+    let r = c.command("statistics").ok()?;
+    find_int(&r, "kernel_streams")
+}
+
 fn fallback_call(engine: &str, ng_port: u16, media: (u16, u16), ends: u16) {
     let relay_proc = start_relay_in(ng_port, media, engine, &[]);
     let mut c = client(relay_proc.ng);
@@ -143,10 +150,34 @@ fn fallback_call(engine: &str, ng_port: u16, media: (u16, u16), ends: u16) {
         "B->A RTP"
     );
 
+    // Where the in-kernel path can run (root, Linux 6.6+, built with clang) both latched
+    // directions go to it: RTCP must still reach the other side (the TC program leaves
+    // it to the worker).
+    match cannot_run() {
+        None => {
+            let handed = wait_for(Duration::from_secs(5), || kernel_streams(&mut c) == Some(2));
+            assert!(handed, "both RTP directions in the kernel ({engine})");
+        }
+        Some(why) => eprintln!("in-kernel path not running here ({why}): userspace only"),
+    }
+
     // The callee declined mux: it sends RTCP to the fallback port the offer named.
     let k = 3u32;
     rtcp_one_way(&b_rtcp, to_b + 1, (&a_rtcp, to_a + 1), 0xb00, k, engine);
     rtcp_one_way(&a_rtcp, to_a + 1, (&b_rtcp, to_b + 1), 0xa00, k, engine);
+    // RTP still flows both ways, exactly (in the kernel where it runs).
+    for i in n..2 * n {
+        a_rtp.send_to(&pcmu(i, 0xa), relay(to_a)).unwrap();
+        b_rtp.send_to(&pcmu(i, 0xb), relay(to_b)).unwrap();
+    }
+    assert_eq!(
+        exactly(&b_rtp, n.into(), Duration::from_secs(3)).len(),
+        n as usize
+    );
+    assert_eq!(
+        exactly(&a_rtp, n.into(), Duration::from_secs(3)).len(),
+        n as usize
+    );
     // Nothing strayed onto the RTP sockets.
     assert!(recv_n(&a_rtp, 1, Duration::from_millis(100)).is_empty());
     assert!(recv_n(&b_rtp, 1, Duration::from_millis(100)).is_empty());
