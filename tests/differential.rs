@@ -498,10 +498,22 @@ fn replies_match_rtpengine_or_the_compatibility_table() {
             .unwrap_or_default();
         report.push_str(&format!("| `{}` | | {seen}\n", d.replace('|', "\\|")));
     }
+    // The table is written against one rtpengine release: another one shows up here first.
+    let version = Command::new(find_program("rtpengine").expect("found above"))
+        .arg("--version")
+        .output()
+        .map(|o| {
+            // It prints the version on stderr.
+            let mut v = String::from_utf8_lossy(&o.stdout).into_owned();
+            v.push_str(&String::from_utf8_lossy(&o.stderr));
+            v.trim().to_owned()
+        })
+        .unwrap_or_default();
     assert!(
         unlisted.is_empty() && stale.is_empty(),
-        "{} differences from rtpengine are not in COMPATIBILITY.md (fix them or list them with \
-         a reason):\n{report}\n{} listed differences no longer occur (remove them):\n{}",
+        "against rtpengine {version:?}: {} differences are not in COMPATIBILITY.md (fix them \
+         or list them with a reason):\n{report}\n{} listed differences no longer occur \
+         (remove them):\n{}",
         unlisted.len(),
         stale.len(),
         stale
