@@ -319,6 +319,9 @@ impl LineStream {
 pub(super) struct OfferLine {
     pub(super) desc: MediaDesc,
     pub(super) stream: LineStream,
+    /// The receiving leg already muxes RTCP on this line's kept stream (it accepted mux in
+    /// an earlier answer): a re-offer needs no RTCP fallback port.
+    pub(super) receiver_muxes: bool,
 }
 
 /// What an offer asks of the call, worked out from the SDP and the call as it stands, with
@@ -395,7 +398,16 @@ impl<'s> OfferPlan<'s> {
                         .map_or(LineStream::None, LineStream::Keep),
                     StreamOp::Skip | StreamOp::Close => LineStream::None,
                 };
-                OfferLine { desc, stream }
+                let receiver_muxes = matches!(stream, LineStream::Keep(_))
+                    && existing
+                        .get(i)
+                        .map(|s| s.end(receiver))
+                        .is_some_and(|e| e.known && e.endpoint.rtcp_mux);
+                OfferLine {
+                    desc,
+                    stream,
+                    receiver_muxes,
+                }
             })
             .collect();
         Ok(OfferPlan {
@@ -412,8 +424,9 @@ impl<'s> OfferPlan<'s> {
         let lines = self.lines.iter().map(|l| {
             let mux = opts.rtcp_mux.toward_answerer(l.desc.end.mux_in_sdp);
             // Until the answer accepts mux, its RTCP may come apart: the RTCP port stays
-            // offered (and bound), unless `require` asks for mux-only on purpose.
-            let fallback = mux && opts.rtcp_mux != RtcpMuxPolicy::Require;
+            // offered (and bound), unless `require` asks for mux-only on purpose or the
+            // receiver muxes already (a re-offer in a dialogue that negotiated mux).
+            let fallback = mux && opts.rtcp_mux != RtcpMuxPolicy::Require && !l.receiver_muxes;
             (l.stream.relayed(), mux, fallback)
         });
         self.out.render(lines, self.offerer.other(), opts)

@@ -233,3 +233,36 @@ fn mux_accepted_by_the_answer_is_used_and_require_offers_no_fallback() {
     let s = m.call("c").unwrap().dialogues[0].media[0].stream.unwrap();
     assert_eq!(a_rtcp_line(&out.sdp), format!("a=rtcp:{}", s.b_ports.rtp));
 }
+
+/// Once the answer accepted mux, a re-offer with mux (either way) names the RTP port alone:
+/// the fallback is for an answer not yet known.
+#[test]
+fn reoffer_after_accepted_mux_offers_no_fallback() {
+    let mut m = mgr();
+    let o = NegotiateOptions::default();
+    m.offer(&sig("a", None, MUX_OFFER), &o, S).unwrap();
+    m.answer(&sig("a", Some("b"), MUX_ANSWER), &o, 2 * S)
+        .unwrap();
+    let s = m.call("c").unwrap().dialogues[0].media[0].stream.unwrap();
+    let re = m.offer(&sig("a", Some("b"), MUX_OFFER), &o, 3 * S).unwrap();
+    assert_eq!(a_rtcp_line(&re.sdp), format!("a=rtcp:{}", s.b_ports.rtp));
+    let from_b = m
+        .offer(&sig("b", Some("a"), MUX_ANSWER), &o, 4 * S)
+        .unwrap();
+    assert_eq!(
+        a_rtcp_line(&from_b.sdp),
+        format!("a=rtcp:{}", s.a_ports.rtp)
+    );
+
+    // Declined before: the re-offer keeps the fallback.
+    let mut m = mgr();
+    m.offer(&sig("a", None, MUX_OFFER), &o, S).unwrap();
+    m.answer(&sig("a", Some("b"), PLAIN_ANSWER), &o, 2 * S)
+        .unwrap();
+    let s = m.call("c").unwrap().dialogues[0].media[0].stream.unwrap();
+    let re = m.offer(&sig("a", Some("b"), MUX_OFFER), &o, 3 * S).unwrap();
+    assert_eq!(
+        a_rtcp_line(&re.sdp),
+        format!("a=rtcp:{}", s.b_ports.rtp + 1)
+    );
+}
