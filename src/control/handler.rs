@@ -19,7 +19,11 @@
 //!   our extras `SSRC`, `jitter` / `max jitter` (ms, rounded), `jitter us` / `max jitter us`,
 //!   `packets lost`, `duplicates`, `reordered`.
 //! - `list` -> `{calls: [...], result: ok}` (oldest first, `limit` default 32).
-//! - `statistics` -> `{statistics: {currentstatistics, totalstatistics, interfaces}}`.
+//! - `statistics` -> `{statistics: {currentstatistics, totalstatistics, interfaces,
+//!   controlstatistics, transcoders}}` plus our `dataplane` counters.
+//! - Media `send`/`recv` flags say what the relay does toward the leg (a leg that is
+//!   `sendonly` is only received from); RTCP streams list the RTCP port even while RTCP is
+//!   muxed (flags `RTCP` on the RTP stream and `fallback RTCP` on the RTCP stream then).
 //!
 //! Policy choices (documented here because the ng client sees them):
 //! - Endpoints come from the SDP (`trust address` is the default); `SIP source address`
@@ -27,7 +31,9 @@
 //! - Latching: `asymmetric` (or `endpoint-learning=off`) -> never learn, `strict source` ->
 //!   learn once, `media handover` -> follow new sources, else symmetric (safe default).
 //! - ICE attributes are always removed from relayed media: we do not terminate ICE, and the
-//!   endpoint's candidates would route media around the relay. `ICE=force` gets a warning.
+//!   endpoint's candidates would route media around the relay. Unless `ICE=remove` asked for
+//!   it, the reply warns (rtpengine would offer its own candidates); SDES `a=crypto` passed
+//!   end to end is warned about too (rtpengine terminates SDES).
 //! - The `label` names the leg that sent the SDP (offer: from-tag, answer: the answerer;
 //!   `to-label` takes precedence in an answer).
 //! - Direction attributes pass through as offered (`original sendrecv` is always in effect);
