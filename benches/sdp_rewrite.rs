@@ -25,6 +25,7 @@ fn bench(c: &mut Criterion) {
                 rtp_port: 30000 + 2 * i as u16,
                 rtcp_port: 30001 + 2 * i as u16,
                 rtcp_mux: false,
+                rtcp_fallback: false,
             })
             .collect();
         let mut params = RewriteParams::new(IpAddr::from([203, 0, 113, 1]), media);

@@ -73,7 +73,8 @@ fn parse_params(text: &str) -> RewriteParams {
                 ["relay", rtp, rtcp, flags @ ..] => MediaRewrite::Relay {
                     rtp_port: rtp.parse().expect("rtp port"),
                     rtcp_port: rtcp.parse().expect("rtcp port"),
-                    rtcp_mux: flags == ["mux"],
+                    rtcp_mux: flags.first() == Some(&"mux"),
+                    rtcp_fallback: flags == ["mux", "fallback"],
                 },
                 other => panic!("bad media directive {other:?}"),
             }),
@@ -189,6 +190,7 @@ fn golden_outputs_point_at_the_relay() {
                 rtp_port,
                 rtcp_port,
                 rtcp_mux,
+                ..
             } = params.media[i]
             else {
                 assert_eq!(

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: installs the real peers the end-to-end tests
-# use (Debian packages: Kamailio with its rtpengine module, SIPp; clang for the in-kernel
+# use (Debian packages: Kamailio with its rtpengine module, SIPp, rtpengine; clang for the in-kernel
 # fast path; iproute2 for a test that
 # changes the loopback MTU in a namespace of its own) when they are missing and we
 # are root, then runs every test in the workspace.
@@ -10,6 +10,8 @@ cd "$(dirname "$0")/.."
 need=()
 command -v kamailio >/dev/null 2>&1 || need+=(kamailio)
 command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
+# rtpengine is the reference of tests/differential.rs (run in userspace, no kernel module).
+command -v rtpengine >/dev/null 2>&1 || need+=(rtpengine-daemon)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 # build.rs compiles the in-kernel fast path with clang (without it the relay builds anyway,
 # and the fast path's tests check that it says why it is unavailable).

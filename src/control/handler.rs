@@ -19,7 +19,11 @@
 //!   our extras `SSRC`, `jitter` / `max jitter` (ms, rounded), `jitter us` / `max jitter us`,
 //!   `packets lost`, `duplicates`, `reordered`.
 //! - `list` -> `{calls: [...], result: ok}` (oldest first, `limit` default 32).
-//! - `statistics` -> `{statistics: {currentstatistics, totalstatistics, interfaces}}`.
+//! - `statistics` -> `{statistics: {currentstatistics, totalstatistics, interfaces,
+//!   controlstatistics, transcoders}}` plus our `dataplane` counters.
+//! - Media `send`/`recv` flags say what the relay does toward the leg (a leg that is
+//!   `sendonly` is only received from); RTCP streams list the RTCP port even while RTCP is
+//!   muxed (flags `RTCP` on the RTP stream and `fallback RTCP` on the RTCP stream then).
 //!
 //! Policy choices (documented here because the ng client sees them):
 //! - Endpoints come from the SDP (`trust address` is the default); `SIP source address`
@@ -27,7 +31,9 @@
 //! - Latching: `asymmetric` (or `endpoint-learning=off`) -> never learn, `strict source` ->
 //!   learn once, `media handover` -> follow new sources, else symmetric (safe default).
 //! - ICE attributes are always removed from relayed media: we do not terminate ICE, and the
-//!   endpoint's candidates would route media around the relay. `ICE=force` gets a warning.
+//!   endpoint's candidates would route media around the relay. Unless `ICE=remove` asked for
+//!   it, the reply warns (rtpengine would offer its own candidates); SDES `a=crypto` passed
+//!   end to end is warned about too (rtpengine terminates SDES).
 //! - The `label` names the leg that sent the SDP (offer: from-tag, answer: the answerer;
 //!   `to-label` takes precedence in an answer).
 //! - Direction attributes pass through as offered (`original sendrecv` is always in effect);
@@ -46,6 +52,7 @@ use super::reply;
 use crate::sdp::{Direction, RtcpAttr};
 use crate::session::backend::MediaBackend;
 use crate::session::latch::LatchMode;
+use crate::session::manager::control::{ControlStats, COMMANDS};
 use crate::session::manager::{
     CallReport, Counters, DeleteRequest, MediaReport, SessionError, SessionManager, Signal,
     Statistics, TagReport,
@@ -145,6 +152,12 @@ pub fn negotiate_options(req: &NgRequest, warnings: &mut Vec<String>) -> Negotia
         replace_session_name: req.replace_session_name,
         remove_ice: true,
         loop_protect: f.loop_protect,
+        // ICE=remove asks for what we do; force/force-relay were warned about above.
+        ice_expected: matches!(
+            req.ice,
+            Some(IceMode::Remove | IceMode::Force | IceMode::ForceRelay)
+        ),
+        sdes_expected: !req.sdes.is_empty(),
     }
 }
 
@@ -290,10 +303,9 @@ fn media(m: &MediaReport) -> Owned {
         let local = m.local_addr;
         let st = &m.stats;
         let mut rtp = Owned::dict().with("local port", ports.rtp);
-        let mut rtcp = Owned::dict().with(
-            "local port",
-            if m.rtcp_mux { ports.rtp } else { ports.rtcp() },
-        );
+        // The RTCP port stays bound while RTCP is muxed (the fallback): it is listed, and
+        // the flags say which of the two carries RTCP, as rtpengine's do.
+        let mut rtcp = Owned::dict().with("local port", ports.rtcp());
         if let Some(ip) = local {
             for s in [&mut rtp, &mut rtcp] {
                 s.insert("local address", ip.to_string());
@@ -309,10 +321,17 @@ fn media(m: &MediaReport) -> Owned {
         if let Some(e) = m.rtcp_endpoint {
             rtcp.insert("endpoint", endpoint(e));
         }
+        if let Some(e) = m.rtcp_advertised {
+            rtcp.insert("advertised endpoint", endpoint(e));
+        }
         rtp.insert("last packet", m.last_rtp_unix);
         rtcp.insert("last packet", m.last_rtcp_unix);
         let mut rtp_flags = vec![Owned::str("RTP")];
         let mut rtcp_flags = vec![Owned::str("RTCP")];
+        if m.rtcp_mux {
+            rtp_flags.push(Owned::str("RTCP"));
+            rtcp_flags.push(Owned::str("fallback RTCP"));
+        }
         if m.endpoint.is_some() {
             rtp_flags.push(Owned::str("filled"));
         }
@@ -321,6 +340,11 @@ fn media(m: &MediaReport) -> Owned {
         }
         if st.confirmed {
             rtp_flags.push(Owned::str("confirmed"));
+        }
+        if m.latch == LatchMode::StrictSource {
+            for f in [&mut rtp_flags, &mut rtcp_flags] {
+                f.push(Owned::str("strict source address"));
+            }
         }
         rtp.insert("flags", Owned::List(rtp_flags));
         rtcp.insert("flags", Owned::List(rtcp_flags));
@@ -370,13 +394,18 @@ fn media(m: &MediaReport) -> Owned {
     if m.rtcp_mux {
         flags.push(Owned::str("rtcp-mux"));
     }
+    if m.latch == LatchMode::Asymmetric {
+        flags.push(Owned::str("asymmetric"));
+    }
     if m.proto.to_ascii_uppercase().starts_with("UDP/TLS/") {
         flags.push(Owned::str("DTLS-SRTP"));
     }
+    // rtpengine's `send`/`recv` say what the relay does toward this leg: it sends to a
+    // leg that receives (a=recvonly) and receives from a leg that sends (a=sendonly).
     let (send, recv) = match m.direction.unwrap_or(Direction::SendRecv) {
         Direction::SendRecv => (true, true),
-        Direction::SendOnly => (true, false),
-        Direction::RecvOnly => (false, true),
+        Direction::SendOnly => (false, true),
+        Direction::RecvOnly => (true, false),
         Direction::Inactive => (false, false),
     };
     if send {
@@ -502,7 +531,37 @@ pub fn statistics_reply(s: &Statistics) -> Owned {
                 .with("currentstatistics", current)
                 .with("totalstatistics", total)
                 .with("interfaces", Owned::List(interfaces))
+                .with("controlstatistics", control_statistics(&s.control))
+                // rtpengine lists its transcoders here; this relay never transcodes.
+                .with("transcoders", Owned::list())
                 .with("dataplane", dataplane),
         )
         .with("result", "ok")
+}
+
+/// Seconds with six decimals, as a string (rtpengine's duration format).
+fn seconds_text(ns: Nanos) -> String {
+    format!("{}.{:06}", ns / NANOS_PER_SEC, (ns % NANOS_PER_SEC) / 1_000)
+}
+
+/// rtpengine's `controlstatistics`: per proxy `<stem>count`, `<stem>duration` (seconds, summed)
+/// and `errorcount`; then `total<stem>count` over all senders.
+fn control_statistics(c: &ControlStats) -> Owned {
+    let proxies: Vec<Owned> = c
+        .proxies
+        .iter()
+        .map(|(ip, f)| {
+            let mut d = Owned::dict().with("proxy", ip.to_string());
+            for ((_, stem), fig) in COMMANDS.iter().zip(&f.commands) {
+                d.insert(&format!("{stem}count"), fig.count);
+                d.insert(&format!("{stem}duration"), seconds_text(fig.total_ns));
+            }
+            d.with("errorcount", f.errors)
+        })
+        .collect();
+    let mut d = Owned::dict().with("proxies", Owned::List(proxies));
+    for ((_, stem), fig) in COMMANDS.iter().zip(&c.totals.commands) {
+        d.insert(&format!("total{stem}count"), fig.count);
+    }
+    d
 }

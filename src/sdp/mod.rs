@@ -53,7 +53,8 @@
 //!   duplicates are dropped; if there was none, a new one is inserted at the end of the media
 //!   section. [`RtcpAttr::Auto`] writes `a=rtcp:<port>` (like rtpengine, always),
 //!   [`RtcpAttr::Full`] writes `a=rtcp:<port> IN IP4|IP6 <relay>`, [`RtcpAttr::Omit`] removes
-//!   every `a=rtcp`. `<port>` is `rtcp_port`, or `rtp_port` when `rtcp_mux` is set.
+//!   every `a=rtcp`. `<port>` is `rtcp_port`, or `rtp_port` when `rtcp_mux` is set without
+//!   `rtcp_fallback` (an offer's mux keeps the separate RTCP port named until it is answered).
 //! - `a=rtcp` and `a=rtcp-mux` are only written or removed for RTP media ([`Media::is_rtp`]);
 //!   for `udptl` (T.38) and other non-RTP media those lines are copied as they are.
 //! - **`a=rtcp-mux`** (relayed media): kept when `rtcp_mux` is true (inserted at the end of the

@@ -15,6 +15,10 @@ pub enum MediaRewrite {
         rtp_port: u16,
         rtcp_port: u16,
         rtcp_mux: bool,
+        /// With `rtcp_mux`: `a=rtcp` still names `rtcp_port`, the separate RTCP port an
+        /// offer keeps as the fallback until the answer accepts mux (RFC 5761 §5.1.1: the
+        /// offerer must be able to receive RTCP apart when the answerer declines).
+        rtcp_fallback: bool,
     },
 }
 
@@ -214,6 +218,7 @@ pub fn rewrite(sdp: &Sdp<'_>, params: &RewriteParams) -> Result<Vec<u8>, SdpErro
                 rtp_port,
                 rtcp_port,
                 rtcp_mux,
+                rtcp_fallback,
             } if !rejected => relay_section(
                 &mut out,
                 section,
@@ -221,6 +226,7 @@ pub fn rewrite(sdp: &Sdp<'_>, params: &RewriteParams) -> Result<Vec<u8>, SdpErro
                 &net_addr,
                 is_rtp,
                 (rtp_port, rtcp_port, rtcp_mux),
+                rtcp_fallback,
             ),
             _ => keep_section(&mut out, section, moved_session_c.filter(|_| !rejected)),
         }
@@ -258,11 +264,13 @@ fn relay_section(
     net_addr: &[&[u8]; 2],
     is_rtp: bool,
     (rtp_port, rtcp_port, rtcp_mux): (u16, u16, bool),
+    rtcp_fallback: bool,
 ) {
     let relay = params.relay_addr;
     let (rtp_digits, rtp_from) = port_text(rtp_port);
     let rtp_text = rtp_digits.get(rtp_from..).unwrap_or_default();
-    let (rtcp_digits, rtcp_from) = port_text(if rtcp_mux { rtp_port } else { rtcp_port });
+    let rtcp_on_rtp = rtcp_mux && !rtcp_fallback;
+    let (rtcp_digits, rtcp_from) = port_text(if rtcp_on_rtp { rtp_port } else { rtcp_port });
     let rtcp_text = rtcp_digits.get(rtcp_from..).unwrap_or_default();
     let rtcp_line: Option<[&[u8]; 5]> = match params.rtcp_attr {
         _ if !is_rtp => None,

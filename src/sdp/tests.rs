@@ -28,6 +28,7 @@ fn relay(rtp: u16) -> MediaRewrite {
         rtp_port: rtp,
         rtcp_port: rtp + 1,
         rtcp_mux: false,
+        rtcp_fallback: false,
     }
 }
 
@@ -508,6 +509,7 @@ fn rewrite_rtcp_modes_and_mux() {
         rtp_port: 30000,
         rtcp_port: 30001,
         rtcp_mux: true,
+        rtcp_fallback: false,
     }];
     assert_eq!(
         rw(input, &p),
@@ -518,6 +520,17 @@ fn rewrite_rtcp_modes_and_mux() {
     assert_eq!(
         rw(bare, &p),
         format!("{base}a=rtcp:30000\r\na=rtcp-mux\r\n")
+    );
+    // Mux offered with the fallback kept: a=rtcp names the RTCP port beside a=rtcp-mux.
+    p.media = vec![MediaRewrite::Relay {
+        rtp_port: 30000,
+        rtcp_port: 30001,
+        rtcp_mux: true,
+        rtcp_fallback: true,
+    }];
+    assert_eq!(
+        rw(bare, &p),
+        format!("{base}a=rtcp:30001\r\na=rtcp-mux\r\n")
     );
 }
 
@@ -646,6 +659,7 @@ fn param_sets(n: usize) -> Vec<RewriteParams> {
             rtp_port: 30000 + 2 * i as u16,
             rtcp_port: 30001 + 2 * i as u16,
             rtcp_mux: i % 2 == 1,
+            rtcp_fallback: i % 4 == 1,
         })
         .collect();
     let mut everything = RewriteParams::new(RELAY, relay_all.clone());

@@ -247,6 +247,17 @@ impl<B: MediaBackend> NgShared<B> {
 
     /// One framed message: the reply bytes to send, or `None` (no reply due).
     pub fn process(&self, cookie: &[u8], body: &[u8], now: Nanos) -> Option<Arc<[u8]>> {
+        self.process_from(None, cookie, body, now)
+    }
+
+    /// [`NgShared::process`] for a message from `source` (counted per proxy in `statistics`).
+    pub fn process_from(
+        &self,
+        source: Option<std::net::IpAddr>,
+        cookie: &[u8],
+        body: &[u8],
+        now: Nanos,
+    ) -> Option<Arc<[u8]>> {
         bump(&self.stats.received);
         match lock(&self.cache).lookup_or_reserve(cookie, now) {
             CacheLookup::Hit(r) => {
@@ -265,7 +276,11 @@ impl<B: MediaBackend> NgShared<B> {
                 let command = req.command;
                 let handled = catch_unwind(AssertUnwindSafe(|| {
                     let mut m = lock(&self.manager);
-                    handler::handle(&mut m, req, now)
+                    let r = handler::handle(&mut m, req, now);
+                    let error = r.get("result").and_then(|v| v.as_str()) == Some("error");
+                    let took = time::now_ns().saturating_sub(now);
+                    m.note_command(source, command.as_str(), took, error);
+                    r
                 }));
                 match handled {
                     Ok(r) => (r, fmt),
@@ -289,8 +304,18 @@ impl<B: MediaBackend> NgShared<B> {
 
     /// One UDP datagram.
     pub fn process_datagram(&self, dgram: &[u8], now: Nanos) -> Option<Arc<[u8]>> {
+        self.process_datagram_from(None, dgram, now)
+    }
+
+    /// [`NgShared::process_datagram`] for a datagram from `source`.
+    pub fn process_datagram_from(
+        &self,
+        source: Option<std::net::IpAddr>,
+        dgram: &[u8],
+        now: Nanos,
+    ) -> Option<Arc<[u8]>> {
         match ng::split_datagram(dgram) {
-            Some((cookie, body)) => self.process(cookie, body, now),
+            Some((cookie, body)) => self.process_from(source, cookie, body, now),
             None => {
                 bump(&self.stats.no_cookie);
                 None
@@ -396,7 +421,7 @@ pub async fn udp_loop<B: MediaBackend + 'static>(
         let Some(dgram) = buf.get(..n) else {
             continue;
         };
-        if let Some(reply) = shared.process_datagram(dgram, time::now_ns()) {
+        if let Some(reply) = shared.process_datagram_from(Some(peer.ip()), dgram, time::now_ns()) {
             if let Err(e) = sock.send_to(&reply, peer).await {
                 tracing::debug!(%peer, error = %e, "ng UDP send failed");
             }
@@ -498,6 +523,7 @@ async fn tcp_connection<B: MediaBackend + 'static>(
     mut stream: TcpStream,
     shared: Arc<NgShared<B>>,
 ) -> anyhow::Result<()> {
+    let peer = stream.peer_addr().ok().map(|a| a.ip());
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     let mut chunk = vec![0u8; 16 * 1024];
     loop {
@@ -511,7 +537,7 @@ async fn tcp_connection<B: MediaBackend + 'static>(
                     consumed,
                 } => {
                     let reply = match (buf.get(cookie), buf.get(body)) {
-                        (Some(c), Some(b)) => shared.process(c, b, time::now_ns()),
+                        (Some(c), Some(b)) => shared.process_from(peer, c, b, time::now_ns()),
                         _ => None,
                     };
                     if let Some(r) = reply {

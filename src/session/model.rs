@@ -40,7 +40,8 @@ pub enum RtcpMuxPolicy {
     Demux,
     /// Accept the offerer's rtcp-mux ourselves; offer it on as the offerer did.
     Accept,
-    /// Never mux, on either leg.
+    /// Refuse the offerer's rtcp-mux (our answer tells it not to mux); the answerer is
+    /// offered mux as the offerer did, as rtpengine's `reject` does.
     Reject,
 }
 
@@ -48,9 +49,9 @@ impl RtcpMuxPolicy {
     /// Whether the SDP sent to the answerer carries `a=rtcp-mux`.
     pub fn toward_answerer(self, offered: bool) -> bool {
         match self {
-            RtcpMuxPolicy::Passthrough | RtcpMuxPolicy::Accept => offered,
+            RtcpMuxPolicy::Passthrough | RtcpMuxPolicy::Accept | RtcpMuxPolicy::Reject => offered,
             RtcpMuxPolicy::Offer | RtcpMuxPolicy::Require => true,
-            RtcpMuxPolicy::Demux | RtcpMuxPolicy::Reject => false,
+            RtcpMuxPolicy::Demux => false,
         }
     }
 
@@ -308,5 +309,6 @@ mod tests {
         assert!(Demux.offerer_final(true, false));
         assert!(!Passthrough.offerer_final(true, false));
         assert!(!Reject.offerer_final(true, true));
+        assert!(Reject.toward_answerer(true) && !Reject.toward_answerer(false));
     }
 }

@@ -96,6 +96,12 @@ pub struct NegotiateOptions {
     pub remove_ice: bool,
     /// Pass an SDP that already points at this relay through untouched (a signalling loop).
     pub loop_protect: bool,
+    /// The caller asked for what happens to ICE (or was told already): removing it needs
+    /// no warning.
+    pub ice_expected: bool,
+    /// The caller asked for SDES handling of its own: passing `a=crypto` through needs no
+    /// warning.
+    pub sdes_expected: bool,
 }
 
 impl Default for NegotiateOptions {
@@ -112,6 +118,8 @@ impl Default for NegotiateOptions {
             replace_session_name: false,
             remove_ice: true,
             loop_protect: false,
+            ice_expected: false,
+            sdes_expected: false,
         }
     }
 }
@@ -168,6 +176,27 @@ pub fn describe(
         .filter(|p| !p.eq_ignore_ascii_case("accept"));
     let session_c = sdp.session_connection;
     let mut out = Vec::with_capacity(sdp.media.len());
+    // What rtpengine would do differently by default is said, never silent: it terminates
+    // ICE (offering its own candidates) and SDES (offering its own keys).
+    let relayed = || {
+        sdp.media
+            .iter()
+            .filter(|m| is_relayed_protocol(m.proto) && !m.is_rejected())
+    };
+    if opts.remove_ice && !opts.ice_expected && relayed().any(|m| m.has_ice) {
+        warnings.push(
+            "ICE attributes removed: this relay does not terminate ICE (rtpengine would offer \
+             its own candidates); ICE=remove says so explicitly"
+                .into(),
+        );
+    }
+    if !opts.sdes_expected && relayed().any(|m| m.has_crypto) {
+        warnings.push(
+            "SDES a=crypto passed through end to end: this relay does not terminate SRTP \
+             (rtpengine would offer its own keys)"
+                .into(),
+        );
+    }
     for (i, m) in sdp.media.iter().enumerate() {
         let index = u32::try_from(i + 1).unwrap_or(u32::MAX);
         let relayable = is_relayed_protocol(m.proto);
@@ -212,7 +241,13 @@ pub fn describe(
                 latch: opts.latch,
                 clock_rates: m.rtpmap.iter().map(|(pt, _, rate)| (*pt, *rate)).collect(),
             },
-            advertised: PackedAddr::from_option(advertised),
+            // What query shows as `advertised endpoint`: the address media is signalled to,
+            // so with SIP-source-address (or media-address) the override, as rtpengine
+            // shows it; a hold address stays as the SDP said.
+            advertised: PackedAddr::from_option(advertised.map(|a| match ip_override {
+                Some(ip) if !a.ip().is_unspecified() => SocketAddr::new(ip, a.port()),
+                _ => a,
+            })),
             direction: m.direction,
             known: true,
             mux_in_sdp: m.rtcp_mux,
@@ -359,7 +394,8 @@ mod tests {
         );
         assert_eq!(
             d[0].end.advertised.get(),
-            Some("192.168.1.10:6000".parse().unwrap())
+            Some("198.51.100.7:6000".parse().unwrap()),
+            "the advertised endpoint is the SIP source, as rtpengine reports it"
         );
         opts.media_address = Some("203.0.113.1".parse().unwrap());
         let d = describe(&sdp, &opts, &mut Vec::new()).unwrap();
@@ -367,6 +403,35 @@ mod tests {
             d[0].end.endpoint.rtcp.get(),
             Some("203.0.113.1:6001".parse().unwrap())
         );
+    }
+
+    #[test]
+    fn removing_ice_and_passing_sdes_are_warned_unless_asked_for() {
+        let with = OFFER.replace(
+            "a=rtpmap:101 telephone-event/8000\r\n",
+            "a=rtpmap:101 telephone-event/8000\r\na=ice-ufrag:x\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:k\r\n",
+        );
+        let sdp = Sdp::parse(with.as_bytes()).unwrap();
+        let mut w = Vec::new();
+        describe(&sdp, &NegotiateOptions::default(), &mut w).unwrap();
+        let said = |w: &[String], what: &str| w.iter().any(|s| s.contains(what));
+        assert!(
+            said(&w, "ICE attributes removed") && said(&w, "SDES"),
+            "{w:?}"
+        );
+        let asked = NegotiateOptions {
+            ice_expected: true,
+            sdes_expected: true,
+            ..NegotiateOptions::default()
+        };
+        let mut w = Vec::new();
+        describe(&sdp, &asked, &mut w).unwrap();
+        assert!(!said(&w, "ICE") && !said(&w, "SDES"), "{w:?}");
+        // Nothing to say when the SDP has neither.
+        let mut w = Vec::new();
+        let plain = Sdp::parse(OFFER.as_bytes()).unwrap();
+        describe(&plain, &NegotiateOptions::default(), &mut w).unwrap();
+        assert!(!said(&w, "ICE") && !said(&w, "SDES"), "{w:?}");
     }
 
     #[test]

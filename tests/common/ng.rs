@@ -26,29 +26,7 @@ impl Drop for Relay {
 }
 
 pub fn start_relay(ng_port: u16, port_min: u16, engine: &str, extra: &[&str]) -> Relay {
-    let ng: SocketAddr = SocketAddr::from(([127, 0, 0, 1], ng_port));
-    let child = Command::new(env!("CARGO_BIN_EXE_rtpanchor"))
-        .args(["--interface", "127.0.0.1", "--listen-ng", &ng.to_string()])
-        .args(["--port-min", &port_min.to_string()])
-        .args(["--port-max", &(port_min + 999).to_string()])
-        .arg("--no-sip")
-        .args([
-            "--num-threads",
-            "1",
-            "--io-engine",
-            engine,
-            "--log-level",
-            "warn",
-        ])
-        .args(extra)
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("start rtpanchor");
-    let relay = Relay { child, ng };
-    if let Err(e) = client(ng).wait_ready(Duration::from_secs(10)) {
-        panic!("relay did not answer ping with pong in 10 s: {e}");
-    }
-    relay
+    start_relay_in(ng_port, (port_min, port_min + 999), engine, extra)
 }
 
 /// A client of the relay's ng socket at `ng` for tests that name their cookies ([`ng`]): each
@@ -143,4 +121,30 @@ pub fn find_int(v: &Owned, key: &str) -> Option<i64> {
         Owned::List(items) => items.iter().find_map(|v| find_int(v, key)),
         _ => None,
     }
+}
+
+/// A relay as [`start_relay`] starts it, with media ports `port_min..=port_max` only (for
+/// tests in a small port block of their own).
+pub fn start_relay_in(
+    ng_port: u16,
+    (port_min, port_max): (u16, u16),
+    engine: &str,
+    extra: &[&str],
+) -> Relay {
+    let ng: SocketAddr = SocketAddr::from(([127, 0, 0, 1], ng_port));
+    let child = Command::new(env!("CARGO_BIN_EXE_rtpanchor"))
+        .args(["--interface", "127.0.0.1", "--listen-ng", &ng.to_string()])
+        .args(["--port-min", &port_min.to_string()])
+        .args(["--port-max", &port_max.to_string()])
+        .args(["--no-sip", "--num-threads", "1", "--io-engine", engine])
+        .args(["--log-level", "warn"])
+        .args(extra)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start rtpanchor");
+    let relay = Relay { child, ng };
+    if let Err(e) = client(ng).wait_ready(Duration::from_secs(10)) {
+        panic!("relay did not answer ping with pong in 10 s: {e}");
+    }
+    relay
 }

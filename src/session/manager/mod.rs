@@ -65,6 +65,7 @@ use crate::time::{Nanos, NANOS_PER_SEC};
 
 mod allocation;
 mod answer;
+pub mod control;
 mod delete;
 mod offer;
 mod plan;
@@ -235,9 +236,15 @@ pub struct MediaReport {
     pub endpoint: Option<SocketAddr>,
     /// What the leg's SDP said (hold address included).
     pub advertised: Option<SocketAddr>,
-    /// Where RTCP for this leg goes (from signalling).
+    /// This leg's separate RTCP address (from signalling): where RTCP goes without mux, the
+    /// fallback while it muxes.
     pub rtcp_endpoint: Option<SocketAddr>,
+    /// The RTCP address as the leg's SDP named it (hold address included).
+    pub rtcp_advertised: Option<SocketAddr>,
+    /// RTCP for this leg travels on the RTP ports now (the fallback port stays bound).
     pub rtcp_mux: bool,
+    /// How the relay learns this leg's source (`asymmetric`, `strict source` in query).
+    pub latch: crate::session::latch::LatchMode,
     pub direction: Option<Direction>,
     /// Ingress counters and quality of what this leg sends.
     pub stats: SideStats,
@@ -309,6 +316,8 @@ pub struct Statistics {
     pub pairs_total: usize,
     /// The data plane's own counters (drops by reason and so on).
     pub dataplane: Vec<(&'static str, u64)>,
+    /// ng commands handled, by kind and sender.
+    pub control: control::ControlStats,
 }
 
 #[derive(Debug)]
@@ -385,6 +394,7 @@ pub struct SessionManager<B: MediaBackend> {
     /// the start of each round cost ~1 ms of cold refcount updates on the workers' core.
     order: Vec<Arc<str>>,
     sweep: Sweep,
+    control: control::ControlStats,
 }
 
 /// What `delete` names.
@@ -426,6 +436,7 @@ impl<B: MediaBackend> SessionManager<B> {
             },
             order: Vec::new(),
             sweep: Sweep::default(),
+            control: control::ControlStats::default(),
         }
     }
 

@@ -158,7 +158,7 @@ fn offered_slot(
     opts: &NegotiateOptions,
 ) -> (MediaSlot, Option<StreamId>) {
     let receiver = offerer.other();
-    let OfferLine { desc, stream } = line;
+    let OfferLine { desc, stream, .. } = line;
     let MediaDesc {
         index,
         kind,

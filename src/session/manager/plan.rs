@@ -9,7 +9,9 @@ use crate::addr::PackedAddr;
 use crate::sdp::{MediaRewrite, Sdp};
 use crate::session::backend::{EndpointSpec, OpenedStream, Side};
 use crate::session::manager::{side_ports, Negotiated, SessionError, Signal};
-use crate::session::model::{Call, Dialogue, MediaSlot, MAX_DIALOGUES, MAX_TOKEN_LEN};
+use crate::session::model::{
+    Call, Dialogue, MediaSlot, RtcpMuxPolicy, MAX_DIALOGUES, MAX_TOKEN_LEN,
+};
 use crate::session::negotiate::{
     self, MediaDesc, NegotiateError, NegotiateOptions, RelayInterface, StreamOp,
 };
@@ -254,22 +256,24 @@ impl<'s> Outgoing<'s> {
         }
     }
 
-    /// The body rewritten: per m= line, (the stream relaying it, rtcp-mux toward the leg);
-    /// a relayed line names the ports `side` sends to, any other passes unchanged.
+    /// The body rewritten: per m= line, (the stream relaying it, rtcp-mux toward the leg,
+    /// whether `a=rtcp` keeps naming the separate RTCP port beside the mux); a relayed line
+    /// names the ports `side` sends to, any other passes unchanged.
     fn render(
         &self,
-        lines: impl Iterator<Item = (Option<OpenedStream>, bool)>,
+        lines: impl Iterator<Item = (Option<OpenedStream>, bool, bool)>,
         side: Side,
         opts: &NegotiateOptions,
     ) -> Result<Vec<u8>, NegotiateError> {
         let rewrites = lines
-            .map(|(stream, rtcp_mux)| match stream {
+            .map(|(stream, rtcp_mux, rtcp_fallback)| match stream {
                 Some(s) => {
                     let p = side_ports(&s, side);
                     MediaRewrite::Relay {
                         rtp_port: p.rtp,
                         rtcp_port: p.rtcp(),
                         rtcp_mux,
+                        rtcp_fallback,
                     }
                 }
                 None => MediaRewrite::Keep,
@@ -315,6 +319,9 @@ impl LineStream {
 pub(super) struct OfferLine {
     pub(super) desc: MediaDesc,
     pub(super) stream: LineStream,
+    /// The receiving leg already muxes RTCP on this line's kept stream (it accepted mux in
+    /// an earlier answer): a re-offer needs no RTCP fallback port.
+    pub(super) receiver_muxes: bool,
 }
 
 /// What an offer asks of the call, worked out from the SDP and the call as it stands, with
@@ -391,7 +398,16 @@ impl<'s> OfferPlan<'s> {
                         .map_or(LineStream::None, LineStream::Keep),
                     StreamOp::Skip | StreamOp::Close => LineStream::None,
                 };
-                OfferLine { desc, stream }
+                let receiver_muxes = matches!(stream, LineStream::Keep(_))
+                    && existing
+                        .get(i)
+                        .map(|s| s.end(receiver))
+                        .is_some_and(|e| e.known && e.endpoint.rtcp_mux);
+                OfferLine {
+                    desc,
+                    stream,
+                    receiver_muxes,
+                }
             })
             .collect();
         Ok(OfferPlan {
@@ -407,7 +423,11 @@ impl<'s> OfferPlan<'s> {
     pub(super) fn render(&self, opts: &NegotiateOptions) -> Result<Vec<u8>, NegotiateError> {
         let lines = self.lines.iter().map(|l| {
             let mux = opts.rtcp_mux.toward_answerer(l.desc.end.mux_in_sdp);
-            (l.stream.relayed(), mux)
+            // Until the answer accepts mux, its RTCP may come apart: the RTCP port stays
+            // offered (and bound), unless `require` asks for mux-only on purpose or the
+            // receiver muxes already (a re-offer in a dialogue that negotiated mux).
+            let fallback = mux && opts.rtcp_mux != RtcpMuxPolicy::Require && !l.receiver_muxes;
+            (l.stream.relayed(), mux, fallback)
         });
         self.out.render(lines, self.offerer.other(), opts)
     }
@@ -557,7 +577,7 @@ impl<'s> AnswerPlan<'s> {
                 AnswerStream::Keep(s) => Some(s),
                 AnswerStream::None | AnswerStream::Close(_) => None,
             };
-            (kept, l.offerer_mux)
+            (kept, l.offerer_mux, false)
         });
         self.out.render(lines, self.target.answerer.other(), opts)
     }

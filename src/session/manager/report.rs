@@ -71,7 +71,19 @@ impl<B: MediaBackend> SessionManager<B> {
             pairs_used,
             pairs_total,
             dataplane: self.backend.counters(),
+            control: self.control.clone(),
         }
+    }
+
+    /// Counts one ng command handled for `source` in `elapsed_ns` (the ng server calls it).
+    pub fn note_command(
+        &mut self,
+        source: Option<std::net::IpAddr>,
+        command: &str,
+        elapsed_ns: Nanos,
+        error: bool,
+    ) {
+        self.control.note(source, command, elapsed_ns, error);
     }
 
     fn unix(&self, mono: Nanos) -> Duration {
@@ -183,14 +195,36 @@ impl<B: MediaBackend> SessionManager<B> {
             label: m.label.as_deref().map(str::to_owned),
             ports: m.stream.map(|s| side_ports(&s, side)),
             local_addr: m.stream.and(end.relay_local),
-            endpoint: stats.learned_rtp.or(end.endpoint.rtp()),
+            // A hold address (0.0.0.0) is shown as it is, as rtpengine does, though no
+            // media goes there.
+            endpoint: stats
+                .learned_rtp
+                .or(end.endpoint.rtp())
+                .or(end.advertised.get()),
             advertised: end.advertised.get(),
-            rtcp_endpoint: end.endpoint.rtcp_dest(),
+            rtcp_endpoint: end.endpoint.rtcp.get().or(rtcp_advertised(end)),
+            rtcp_advertised: rtcp_advertised(end),
             rtcp_mux: end.endpoint.rtcp_mux,
+            latch: end.endpoint.latch,
             direction: end.direction,
             last_rtp_unix: self.unix_secs_or_zero(stats.rtp.last_packet_ns),
             last_rtcp_unix: self.unix_secs_or_zero(stats.rtcp.last_packet_ns),
             stats,
         }
+    }
+}
+
+/// The RTCP address a leg's SDP named: its RTCP address on the advertised RTP address's host
+/// (so hold shows as `0.0.0.0`), or port + 1 of the advertised address when the relay keeps
+/// none (hold, or no address yet).
+fn rtcp_advertised(end: &crate::session::model::MediaEnd) -> Option<std::net::SocketAddr> {
+    let adv = end.advertised.get()?;
+    match end.endpoint.rtcp.get() {
+        Some(r) if r.ip() != adv.ip() && !adv.ip().is_unspecified() => Some(r),
+        Some(r) => Some(std::net::SocketAddr::new(adv.ip(), r.port())),
+        None => Some(std::net::SocketAddr::new(
+            adv.ip(),
+            adv.port().checked_add(1)?,
+        )),
     }
 }

@@ -4,7 +4,7 @@
 use super::*;
 use crate::session::backend::BackendError;
 use crate::session::fake::FakeBackend;
-use crate::session::model::{MAX_DIALOGUES, MAX_TOKEN_LEN};
+use crate::session::model::{RtcpMuxPolicy, MAX_DIALOGUES, MAX_TOKEN_LEN};
 use crate::session::negotiate::NegotiateOptions;
 
 pub(super) const S: Nanos = NANOS_PER_SEC;
@@ -125,4 +125,144 @@ fn backend_failure_other_than_ports_is_an_error_not_a_load_limit() {
         "Media backend failure: data plane unavailable: worker gone"
     );
     assert_eq!(m.backend().open_count(), 0);
+}
+
+const MUX_OFFER: &str = "v=0\r\no=- 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0\r\na=rtcp-mux\r\n";
+const PLAIN_ANSWER: &str = "v=0\r\no=- 2 2 IN IP4 198.51.100.20\r\ns=-\r\nc=IN IP4 198.51.100.20\r\nt=0 0\r\nm=audio 16000 RTP/AVP 0\r\n";
+const MUX_ANSWER: &str = "v=0\r\no=- 2 2 IN IP4 198.51.100.20\r\ns=-\r\nc=IN IP4 198.51.100.20\r\nt=0 0\r\nm=audio 16000 RTP/AVP 0\r\na=rtcp-mux\r\n";
+
+fn a_rtcp_line(sdp: &[u8]) -> String {
+    let text = String::from_utf8(sdp.to_vec()).unwrap();
+    text.lines()
+        .find(|l| l.starts_with("a=rtcp:"))
+        .unwrap_or_else(|| panic!("no a=rtcp in {text}"))
+        .to_owned()
+}
+
+/// An offer with rtcp-mux keeps the separate RTCP port named (RTP + 1) beside `a=rtcp-mux`;
+/// when the answer declines mux, both ends fall back to their separate RTCP addresses.
+#[test]
+fn mux_offer_keeps_the_rtcp_fallback_until_the_answer_declines() {
+    for policy in [
+        RtcpMuxPolicy::Passthrough,
+        RtcpMuxPolicy::Accept,
+        RtcpMuxPolicy::Offer,
+    ] {
+        let mut m = mgr();
+        let o = NegotiateOptions {
+            rtcp_mux: policy,
+            ..NegotiateOptions::default()
+        };
+        let out = m.offer(&sig("a", None, MUX_OFFER), &o, S).unwrap();
+        let s = m.call("c").unwrap().dialogues[0].media[0].stream.unwrap();
+        let text = String::from_utf8(out.sdp.clone()).unwrap();
+        assert!(text.contains("a=rtcp-mux\r\n"), "{policy:?}: {text}");
+        assert_eq!(
+            a_rtcp_line(&out.sdp),
+            format!("a=rtcp:{}", s.b_ports.rtp + 1),
+            "{policy:?}"
+        );
+        let ans = m
+            .answer(&sig("a", Some("b"), PLAIN_ANSWER), &o, 2 * S)
+            .unwrap();
+        let text = String::from_utf8(ans.sdp.clone()).unwrap();
+        // `accept`: the relay muxes with the offerer itself, whatever the answerer does.
+        let a_mux = policy == RtcpMuxPolicy::Accept;
+        assert_eq!(text.contains("a=rtcp-mux"), a_mux, "{policy:?}: {text}");
+        let a_rtcp = if a_mux {
+            s.a_ports.rtp
+        } else {
+            s.a_ports.rtp + 1
+        };
+        assert_eq!(a_rtcp_line(&ans.sdp), format!("a=rtcp:{a_rtcp}"));
+        let (a, b) = (
+            m.backend().endpoint(s.id, Side::A).unwrap(),
+            m.backend().endpoint(s.id, Side::B).unwrap(),
+        );
+        assert_eq!((a.rtcp_mux, b.rtcp_mux), (a_mux, false), "{policy:?}");
+        let a_dest = if a_mux {
+            "192.0.2.10:6000"
+        } else {
+            "192.0.2.10:6001"
+        };
+        assert_eq!(a.rtcp_dest(), Some(a_dest.parse().unwrap()));
+        assert_eq!(b.rtcp_dest(), Some("198.51.100.20:16001".parse().unwrap()));
+        let q = m.query("c").unwrap();
+        let muxed = q
+            .tags
+            .iter()
+            .flat_map(|t| &t.medias)
+            .filter(|md| md.rtcp_mux)
+            .count();
+        assert_eq!(muxed, usize::from(a_mux), "{policy:?}");
+    }
+}
+
+#[test]
+fn mux_accepted_by_the_answer_is_used_and_require_offers_no_fallback() {
+    let mut m = mgr();
+    let o = NegotiateOptions::default();
+    m.offer(&sig("a", None, MUX_OFFER), &o, S).unwrap();
+    let s = m.call("c").unwrap().dialogues[0].media[0].stream.unwrap();
+    let ans = m
+        .answer(&sig("a", Some("b"), MUX_ANSWER), &o, 2 * S)
+        .unwrap();
+    // The answer tells the offerer mux is on: a=rtcp names the RTP port.
+    assert_eq!(a_rtcp_line(&ans.sdp), format!("a=rtcp:{}", s.a_ports.rtp));
+    let (a, b) = (
+        m.backend().endpoint(s.id, Side::A).unwrap(),
+        m.backend().endpoint(s.id, Side::B).unwrap(),
+    );
+    assert!(a.rtcp_mux && b.rtcp_mux);
+    assert_eq!(a.rtcp_dest(), Some("192.0.2.10:6000".parse().unwrap()));
+    let q = m.query("c").unwrap();
+    let medias: Vec<_> = q.tags.iter().flat_map(|t| &t.medias).collect();
+    assert_eq!(medias.len(), 2);
+    assert!(medias.iter().all(|md| md.rtcp_mux));
+    // The fallback address stays known (rtpengine lists it on the RTCP stream).
+    assert!(medias
+        .iter()
+        .any(|md| md.rtcp_endpoint == Some("192.0.2.10:6001".parse().unwrap())));
+
+    let mut m = mgr();
+    let o = NegotiateOptions {
+        rtcp_mux: RtcpMuxPolicy::Require,
+        ..NegotiateOptions::default()
+    };
+    let out = m.offer(&sig("a", None, MUX_OFFER), &o, S).unwrap();
+    let s = m.call("c").unwrap().dialogues[0].media[0].stream.unwrap();
+    assert_eq!(a_rtcp_line(&out.sdp), format!("a=rtcp:{}", s.b_ports.rtp));
+}
+
+/// Once the answer accepted mux, a re-offer with mux (either way) names the RTP port alone:
+/// the fallback is for an answer not yet known.
+#[test]
+fn reoffer_after_accepted_mux_offers_no_fallback() {
+    let mut m = mgr();
+    let o = NegotiateOptions::default();
+    m.offer(&sig("a", None, MUX_OFFER), &o, S).unwrap();
+    m.answer(&sig("a", Some("b"), MUX_ANSWER), &o, 2 * S)
+        .unwrap();
+    let s = m.call("c").unwrap().dialogues[0].media[0].stream.unwrap();
+    let re = m.offer(&sig("a", Some("b"), MUX_OFFER), &o, 3 * S).unwrap();
+    assert_eq!(a_rtcp_line(&re.sdp), format!("a=rtcp:{}", s.b_ports.rtp));
+    let from_b = m
+        .offer(&sig("b", Some("a"), MUX_ANSWER), &o, 4 * S)
+        .unwrap();
+    assert_eq!(
+        a_rtcp_line(&from_b.sdp),
+        format!("a=rtcp:{}", s.a_ports.rtp)
+    );
+
+    // Declined before: the re-offer keeps the fallback.
+    let mut m = mgr();
+    m.offer(&sig("a", None, MUX_OFFER), &o, S).unwrap();
+    m.answer(&sig("a", Some("b"), PLAIN_ANSWER), &o, 2 * S)
+        .unwrap();
+    let s = m.call("c").unwrap().dialogues[0].media[0].stream.unwrap();
+    let re = m.offer(&sig("a", Some("b"), MUX_OFFER), &o, 3 * S).unwrap();
+    assert_eq!(
+        a_rtcp_line(&re.sdp),
+        format!("a=rtcp:{}", s.b_ports.rtp + 1)
+    );
 }
