@@ -67,11 +67,14 @@ mod allocation;
 mod answer;
 mod delete;
 mod offer;
+mod persist;
 mod plan;
 mod report;
 mod sweep;
 #[cfg(test)]
 mod tests;
+
+pub use persist::{RestoreError, MAX_FLUSH};
 
 /// Most backend events logged per [`SessionManager::drain_events`] call (bounds the time the
 /// manager's lock is held; the rest wait for the next drain).
@@ -385,6 +388,8 @@ pub struct SessionManager<B: MediaBackend> {
     /// the start of each round cost ~1 ms of cold refcount updates on the workers' core.
     order: Vec<Arc<str>>,
     sweep: Sweep,
+    /// The state store's sink and the calls waiting to be written to it.
+    store: persist::StoreState,
 }
 
 /// What `delete` names.
@@ -426,6 +431,7 @@ impl<B: MediaBackend> SessionManager<B> {
             },
             order: Vec::new(),
             sweep: Sweep::default(),
+            store: persist::StoreState::default(),
         }
     }
 
@@ -469,6 +475,7 @@ impl<B: MediaBackend> SessionManager<B> {
     /// Removes a call from the table and from the sweep order (its slot takes the last call).
     fn remove_call(&mut self, id: &str) -> Option<Box<Call>> {
         let call = self.calls.remove(id)?;
+        self.mark_dirty(id);
         let slot = call.sweep_slot;
         if slot < self.order.len() {
             self.order.swap_remove(slot);
@@ -490,10 +497,12 @@ impl<B: MediaBackend> SessionManager<B> {
                 break;
             };
             n += 1;
-            let call_id = self
-                .stream_calls
-                .get(&ev.stream)
-                .map_or("?", |c| c.as_ref());
+            let owner = self.stream_calls.get(&ev.stream).cloned();
+            if let Some(c) = &owner {
+                // A learned or confirmed endpoint is part of the stored record.
+                self.mark_dirty(c);
+            }
+            let call_id = owner.as_deref().unwrap_or("?");
             let what = match ev.kind {
                 LatchEventKind::Learned => "learned peer address",
                 LatchEventKind::Confirmed => "confirmed peer address",
