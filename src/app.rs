@@ -44,6 +44,10 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         },
         now,
     );
+    let mut manager = manager;
+    if let Some(url) = &config.redis {
+        open_store(url, &mut manager)?;
+    }
     let manager = Arc::new(Mutex::new(manager));
     let ng = NgServerConfig {
         listen_udp: config.listen_ng,
@@ -83,6 +87,34 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         let _ = stop_tx.send(true);
         outcome
     })
+}
+
+/// Connects the state store, restores the calls it holds (a call whose ports cannot be
+/// bound is reported and removed from the store), and sends later changes to it.
+fn open_store(url: &str, manager: &mut SessionManager<DataPlane>) -> anyhow::Result<()> {
+    let (store, loaded) = crate::store::redis::RedisStore::open(url)?;
+    let store = Arc::new(store);
+    let now = time::now_ns();
+    let now_unix = u64::try_from(time::unix_now().as_nanos()).unwrap_or(u64::MAX);
+    let (mut restored, mut dropped) = (0usize, 0usize);
+    for (call_id, record, stats) in &loaded.calls {
+        match manager.restore(record, stats.as_deref(), now, now_unix) {
+            Ok(_) => restored += 1,
+            Err(e) => {
+                dropped += 1;
+                tracing::warn!(call_id, error = %e, "stored call not restored; dropped");
+                let _ = crate::store::ChangeSink::offer(
+                    &*store,
+                    crate::store::Change::DeleteCall {
+                        call_id: call_id.clone(),
+                    },
+                );
+            }
+        }
+    }
+    tracing::info!(restored, dropped, "state store attached");
+    manager.set_store(store);
+    Ok(())
 }
 
 /// Binds the built-in SIP proxy (unless `--no-sip`) and starts it. The default listener is

@@ -452,8 +452,10 @@ impl MediaBackend for DataPlane {
             r.b_ports.rtp,
             r.b_ports.rtcp(),
         ] {
-            match sockets::bind_udp(std::net::SocketAddr::new(self.local_ip, port), self.sockopts)
-            {
+            match sockets::bind_udp(
+                std::net::SocketAddr::new(self.local_ip, port),
+                self.sockopts,
+            ) {
                 Ok(fd) => fds.push(fd),
                 Err(e) => {
                     self.ports.release(r.a_ports);

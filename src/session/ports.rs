@@ -89,7 +89,9 @@ impl PortAllocator {
     /// Takes a specific pair (a call restored from the state store). O(free pairs): only
     /// used at start.
     pub fn claim(&mut self, pair: PortPair) -> Result<(), PortError> {
-        let i = self.index(pair.rtp).ok_or(PortError::Unavailable(pair.rtp))?;
+        let i = self
+            .index(pair.rtp)
+            .ok_or(PortError::Unavailable(pair.rtp))?;
         if self.in_use[i] {
             return Err(PortError::Unavailable(pair.rtp));
         }
@@ -140,14 +142,23 @@ mod tests {
     fn claim_takes_a_free_pair_once() {
         let mut a = PortAllocator::new(30000, 30009).unwrap();
         assert!(a.claim(PortPair { rtp: 30004 }).is_ok());
-        assert_eq!(a.claim(PortPair { rtp: 30004 }), Err(PortError::Unavailable(30004)));
-        assert_eq!(a.claim(PortPair { rtp: 30005 }), Err(PortError::Unavailable(30005)));
-        assert_eq!(a.claim(PortPair { rtp: 40000 }), Err(PortError::Unavailable(40000)));
+        assert_eq!(
+            a.claim(PortPair { rtp: 30004 }),
+            Err(PortError::Unavailable(30004))
+        );
+        assert_eq!(
+            a.claim(PortPair { rtp: 30005 }),
+            Err(PortError::Unavailable(30005))
+        );
+        assert_eq!(
+            a.claim(PortPair { rtp: 40000 }),
+            Err(PortError::Unavailable(40000))
+        );
         let mut got = Vec::new();
         while let Ok(p) = a.allocate() {
             got.push(p.rtp);
         }
-        assert_eq!(got, vec![30000, 30002, 30006]);
+        assert_eq!(got, vec![30000, 30002, 30006, 30008]);
         a.release(PortPair { rtp: 30004 });
         assert_eq!(a.allocate(), Ok(PortPair { rtp: 30004 }));
     }

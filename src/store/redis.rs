@@ -285,10 +285,8 @@ async fn scan_keys(
 async fn load(con: &mut redis::aio::MultiplexedConnection) -> anyhow::Result<Loaded> {
     let mut out = Loaded::default();
     for key in scan_keys(con, CALL_KEY_PREFIX).await? {
-        let mut h: HashMap<String, String> = redis::cmd("HGETALL")
-            .arg(&key)
-            .query_async(con)
-            .await?;
+        let mut h: HashMap<String, String> =
+            redis::cmd("HGETALL").arg(&key).query_async(con).await?;
         let Some(rec) = h.remove(FIELD_RECORD) else {
             continue;
         };

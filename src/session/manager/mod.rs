@@ -68,6 +68,8 @@ mod answer;
 mod delete;
 mod offer;
 mod persist;
+#[cfg(test)]
+mod persist_tests;
 mod plan;
 mod report;
 mod sweep;

@@ -217,7 +217,7 @@ impl<B: MediaBackend> SessionManager<B> {
         self.store.dirty.len() + self.store.stats_dirty.len()
     }
 
-    fn to_unix(&self, mono: Nanos) -> u64 {
+    fn unix_of_mono(&self, mono: Nanos) -> u64 {
         if mono == 0 {
             0
         } else {
@@ -228,7 +228,7 @@ impl<B: MediaBackend> SessionManager<B> {
 
     /// A Unix time as this process's monotonic time; times before this process started
     /// become 1 (the earliest reading), `0` stays "never".
-    fn from_unix(&self, unix_ns: u64) -> Nanos {
+    fn mono_of_unix(&self, unix_ns: u64) -> Nanos {
         if unix_ns == 0 {
             return 0;
         }
@@ -244,7 +244,7 @@ impl<B: MediaBackend> SessionManager<B> {
             .map(|l| LegRecord {
                 tag: l.tag.to_string(),
                 label: l.label.as_deref().map(str::to_owned),
-                created_unix_ns: self.to_unix(l.created_ns),
+                created_unix_ns: self.unix_of_mono(l.created_ns),
             })
             .collect();
         let dialogues = call
@@ -256,15 +256,15 @@ impl<B: MediaBackend> SessionManager<B> {
                 via_branch: d.via_branch.as_deref().map(str::to_owned),
                 offerer: side_name(d.offerer).into(),
                 answered: d.answered,
-                created_unix_ns: self.to_unix(d.created_ns),
+                created_unix_ns: self.unix_of_mono(d.created_ns),
                 media: d.media.iter().map(|m| self.media_record(m)).collect(),
             })
             .collect();
         CallRecord {
             v: RECORD_VERSION,
             call_id: call.id.to_string(),
-            created_unix_ns: self.to_unix(call.created_ns),
-            last_signal_unix_ns: self.to_unix(call.last_signal_ns),
+            created_unix_ns: self.unix_of_mono(call.created_ns),
+            last_signal_unix_ns: self.unix_of_mono(call.last_signal_ns),
             legs,
             dialogues,
         }
@@ -311,7 +311,7 @@ impl<B: MediaBackend> SessionManager<B> {
         }
         StatsRecord {
             v: RECORD_VERSION,
-            last_packet_unix_ns: self.to_unix(last),
+            last_packet_unix_ns: self.unix_of_mono(last),
             streams,
         }
     }
@@ -360,7 +360,7 @@ impl<B: MediaBackend> SessionManager<B> {
                 continue;
             };
             let rec = self.stats_record(call);
-            let seen = self.from_unix(rec.last_packet_unix_ns);
+            let seen = self.mono_of_unix(rec.last_packet_unix_ns);
             let change = Change::PutStats {
                 call_id: id.to_string(),
                 json: rec.emit(),
@@ -411,12 +411,12 @@ impl<B: MediaBackend> SessionManager<B> {
         }
         let call_id: Arc<str> = Arc::from(rec.call_id.as_str());
         let mut call = Box::new(Call::new(call_id.clone(), now));
-        call.created_ns = self.from_unix(rec.created_unix_ns);
+        call.created_ns = self.mono_of_unix(rec.created_unix_ns);
         for l in &rec.legs {
             call.legs.push(Leg {
                 tag: token(&l.tag)?,
                 label: opt_token(&l.label)?,
-                created_ns: self.from_unix(l.created_unix_ns),
+                created_ns: self.mono_of_unix(l.created_unix_ns),
             });
         }
         let mut opened: Vec<StreamId> = Vec::new();
@@ -466,7 +466,7 @@ impl<B: MediaBackend> SessionManager<B> {
                 offerer,
                 answered: d.answered,
                 media: Vec::with_capacity(d.media.len()),
-                created_ns: self.from_unix(d.created_unix_ns),
+                created_ns: self.mono_of_unix(d.created_unix_ns),
             };
             for m in &d.media {
                 let a = end_from_record(&m.a)?;
