@@ -11,6 +11,7 @@ use crate::server::sip::{SipServer, SipServerConfig};
 use crate::session::manager::{ManagerConfig, SessionManager};
 use crate::session::negotiate::RelayInterface;
 use crate::sip::proxy::ProxyConfig;
+use crate::store::locations::LocationPersistence;
 use crate::time::{self, NANOS_PER_SEC};
 
 pub fn run(config: Config) -> anyhow::Result<()> {
@@ -45,9 +46,10 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         now,
     );
     let mut manager = manager;
-    if let Some(url) = &config.redis {
-        open_store(url, &mut manager)?;
-    }
+    let locations = match &config.redis {
+        Some(url) => Some(open_store(url, &mut manager, unix_at_zero)?),
+        None => None,
+    };
     let manager = Arc::new(Mutex::new(manager));
     let ng = NgServerConfig {
         listen_udp: config.listen_ng,
@@ -62,7 +64,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         .build()?;
     rt.block_on(async move {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let sip = match start_sip(&config, manager.clone(), stop_rx.clone()).await? {
+        let sip = match start_sip(&config, manager.clone(), stop_rx.clone(), locations).await? {
             Some(task) => task,
             // No SIP: a task that never ends keeps the select below uniform.
             None => tokio::spawn(std::future::pending::<anyhow::Result<()>>()),
@@ -90,8 +92,13 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 }
 
 /// Connects the state store, restores the calls it holds (a call whose ports cannot be
-/// bound is reported and removed from the store), and sends later changes to it.
-fn open_store(url: &str, manager: &mut SessionManager<DataPlane>) -> anyhow::Result<()> {
+/// bound is reported and removed from the store), and sends later changes to it. Returns
+/// what the registrar needs to do the same with registrations.
+fn open_store(
+    url: &str,
+    manager: &mut SessionManager<DataPlane>,
+    unix_at_zero: Duration,
+) -> anyhow::Result<LocationPersistence> {
     let (store, loaded) = crate::store::redis::RedisStore::open(url)?;
     let store = Arc::new(store);
     let now = time::now_ns();
@@ -113,8 +120,12 @@ fn open_store(url: &str, manager: &mut SessionManager<DataPlane>) -> anyhow::Res
         }
     }
     tracing::info!(restored, dropped, "state store attached");
-    manager.set_store(store);
-    Ok(())
+    manager.set_store(store.clone());
+    Ok(LocationPersistence {
+        sink: store,
+        loaded: loaded.registrations,
+        unix_at_zero,
+    })
 }
 
 /// Binds the built-in SIP proxy (unless `--no-sip`) and starts it. The default listener is
@@ -123,6 +134,7 @@ async fn start_sip(
     config: &Config,
     manager: Arc<Mutex<SessionManager<DataPlane>>>,
     stop: tokio::sync::watch::Receiver<bool>,
+    locations: Option<LocationPersistence>,
 ) -> anyhow::Result<Option<tokio::task::JoinHandle<anyhow::Result<()>>>> {
     let Some(listen) = config.listen_sip else {
         return Ok(None);
@@ -145,6 +157,7 @@ async fn start_sip(
     let cfg = SipServerConfig {
         listen,
         max_message: config.sip_max_message,
+        locations,
         ..SipServerConfig::default()
     };
     match SipServer::bind(cfg, proxy, manager).await {

@@ -11,6 +11,7 @@
 //!
 //! Loading (on start) is the only blocking operation, and it happens before any server runs.
 
+pub mod locations;
 pub mod record;
 pub mod redis;
 

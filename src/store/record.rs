@@ -147,11 +147,10 @@ pub struct RegistrationRecord {
 pub struct BindingRecord {
     /// The Contact URI as registered.
     pub contact: String,
-    /// Where the REGISTER came from (NAT: requests to the phone go there).
-    pub received: Option<SocketAddr>,
-    /// `"udp"` or `"tcp"`.
-    pub transport: String,
+    /// Where the REGISTER came from (requests to the phone go there, NAT included).
+    pub source: SocketAddr,
     pub expires_unix_ns: u64,
+    /// `q` in thousandths, if given.
     pub q: Option<u16>,
     pub call_id: String,
     pub cseq: u32,
