@@ -91,6 +91,11 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     })
 }
 
+/// Further tries for stored calls whose ports are still taken at start, and the pause
+/// between them (2 s in all).
+const RESTORE_RETRIES: usize = 10;
+const RESTORE_RETRY_DELAY: Duration = Duration::from_millis(200);
+
 /// Connects the state store, restores the calls it holds (a call whose ports cannot be
 /// bound is reported and removed from the store), and sends later changes to it. Returns
 /// what the registrar needs to do the same with registrations.
@@ -101,23 +106,37 @@ fn open_store(
 ) -> anyhow::Result<LocationPersistence> {
     let (store, loaded) = crate::store::redis::RedisStore::open(url)?;
     let store = Arc::new(store);
-    let now = time::now_ns();
-    let now_unix = u64::try_from(time::unix_now().as_nanos()).unwrap_or(u64::MAX);
     let (mut restored, mut dropped) = (0usize, 0usize);
-    for (call_id, record, stats) in &loaded.calls {
-        match manager.restore(record, stats.as_deref(), now, now_unix) {
-            Ok(_) => restored += 1,
-            Err(e) => {
-                dropped += 1;
-                tracing::warn!(call_id, error = %e, "stored call not restored; dropped");
-                let _ = crate::store::ChangeSink::offer(
-                    &*store,
-                    crate::store::Change::DeleteCall {
-                        call_id: call_id.clone(),
-                    },
-                );
+    let mut pending: Vec<&(String, String, Option<String>)> = loaded.calls.iter().collect();
+    // A crashed relay's sockets close a moment after it exits (io_uring tears its rings down
+    // asynchronously): calls whose ports are still taken are tried again for a short while.
+    for attempt in 0..=RESTORE_RETRIES {
+        let last = attempt == RESTORE_RETRIES;
+        let mut retry = Vec::new();
+        for item in pending {
+            let (call_id, record, stats) = item;
+            let now = time::now_ns();
+            let now_unix = u64::try_from(time::unix_now().as_nanos()).unwrap_or(u64::MAX);
+            match manager.restore(record, stats.as_deref(), now, now_unix) {
+                Ok(_) => restored += 1,
+                Err(crate::session::manager::RestoreError::Ports(..)) if !last => retry.push(item),
+                Err(e) => {
+                    dropped += 1;
+                    tracing::warn!(call_id, error = %e, "stored call not restored; dropped");
+                    let _ = crate::store::ChangeSink::offer(
+                        &*store,
+                        crate::store::Change::DeleteCall {
+                            call_id: call_id.clone(),
+                        },
+                    );
+                }
             }
         }
+        if retry.is_empty() {
+            break;
+        }
+        pending = retry;
+        std::thread::sleep(RESTORE_RETRY_DELAY);
     }
     tracing::info!(restored, dropped, "state store attached");
     manager.set_store(store.clone());

@@ -24,6 +24,7 @@ use common::ng::{client, find_int, ng, relay_port, sdp};
 use common::peers::{find_program, Peer};
 use common::TempDir;
 use rtpanchor::control::bencode::Owned;
+use rtpanchor::store::record::CallRecord;
 
 const REDIS_PORT: u16 = 14000;
 const NG_PORT: u16 = 14001;
@@ -35,6 +36,10 @@ const PHONE_B_BASE: u16 = 14800;
 const CALLS: usize = 100;
 /// Every fifth call is NATed on side A.
 const NAT_EVERY: usize = 5;
+/// A relay port pair another program (this test) holds: a stored call on it cannot be
+/// restored.
+const BLOCKED_PORT: u16 = MEDIA_MAX - 1;
+const GHOST: &str = "restore-ghost";
 /// One packet per direction per stream this often.
 const PACKET_INTERVAL: Duration = Duration::from_millis(40);
 
@@ -117,6 +122,29 @@ fn redis_call_keys() -> usize {
         .query(&mut con)
         .unwrap();
     keys.len()
+}
+
+/// Stores a copy of call 0 under another Call-ID whose side A is on the port pair this test
+/// holds (as if another program had taken it while the relay was down).
+fn store_ghost_call() {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{REDIS_PORT}/0")).unwrap();
+    let mut con = client.get_connection().unwrap();
+    let json: String = redis::cmd("HGET")
+        .arg(format!("rtpanchor:call:{}", call_id(0)))
+        .arg("record")
+        .query(&mut con)
+        .unwrap();
+    let mut rec = CallRecord::parse(&json).unwrap();
+    rec.call_id = GHOST.into();
+    let stream = rec.dialogues[0].media[0].stream.as_mut().unwrap();
+    stream.a_port = BLOCKED_PORT;
+    stream.b_port = BLOCKED_PORT - 2;
+    let _: () = redis::cmd("HSET")
+        .arg(format!("rtpanchor:call:{GHOST}"))
+        .arg("record")
+        .arg(rec.emit())
+        .query(&mut con)
+        .unwrap();
 }
 
 struct Phone {
@@ -257,6 +285,7 @@ fn calls_survive_kill_9_with_redis() {
     let dir = TempDir::new("rtpanchor-store-restore").unwrap();
     let mut redis = start_redis(&dir);
     let log = dir.path().join("relay.log");
+    let blocker = UdpSocket::bind(("127.0.0.1", BLOCKED_PORT)).expect("take a relay port");
     let mut relay = Relay::start(&log);
     let ng_addr = SocketAddr::from(([127, 0, 0, 1], NG_PORT));
     let mut c = client(ng_addr);
@@ -299,6 +328,7 @@ fn calls_survive_kill_9_with_redis() {
     // Let the stored counters catch up with what was just queried (written each round).
     std::thread::sleep(Duration::from_millis(2500));
     assert_eq!(redis_call_keys(), CALLS, "every call is in Redis");
+    store_ghost_call();
 
     // The crash. NATed phones say nothing from now until well after the restart: only a
     // restored latch sends their media to the port they really use.
@@ -329,7 +359,7 @@ fn calls_survive_kill_9_with_redis() {
         .max()
         .unwrap();
     eprintln!(
-        "restart took {restart:?}; worst media gap {worst:?} over {:?}",
+        "ng answered {restart:?} after the kill; worst media gap {worst:?} over {:?}",
         gap_window_start.elapsed()
     );
     for (k, r) in rx.iter().enumerate() {
@@ -373,6 +403,33 @@ fn calls_survive_kill_9_with_redis() {
         eprintln!("kernel streams after restore: {kernel_streams}");
         assert!(kernel_streams > 0, "no restored stream in the kernel: {s}");
     }
+
+    // The call whose port is taken was reported and dropped: unknown to ng, gone from Redis.
+    let q = ng(
+        &mut c,
+        "q-blocked",
+        &Owned::dict()
+            .with("call-id", GHOST)
+            .with("command", "query"),
+    );
+    assert_eq!(
+        q.get("result").and_then(Owned::as_str),
+        Some("error"),
+        "{q}"
+    );
+    let reported = std::fs::read_to_string(&log).unwrap_or_default();
+    let id = format!("call_id=\"{GHOST}\"");
+    assert!(
+        reported
+            .lines()
+            .any(|l| l.contains("stored call not restored") && l.contains(&id)),
+        "the dropped call was not reported"
+    );
+    assert!(
+        common::media::wait_for(Duration::from_secs(3), || redis_call_keys() == CALLS),
+        "the dropped call is still in Redis"
+    );
+    drop(blocker);
 
     // Delete frees every port, and the store forgets the calls.
     for i in 0..CALLS {
