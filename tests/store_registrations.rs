@@ -12,12 +12,11 @@
 mod common;
 
 use std::net::{SocketAddr, UdpSocket};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::ng::client;
-use common::peers::{find_program, tail, Peer};
+use common::peers::tail;
 use common::sip::{register_bytes, Uac};
+use common::store::{redis_keys, start_redis, CrashableRelay};
 use common::TempDir;
 
 const REDIS_PORT: u16 = 14030;
@@ -26,43 +25,27 @@ const SIP_PORT: u16 = 14032;
 const BOB_PORT: u16 = 14033;
 const ALICE_PORT: u16 = 14034;
 
-struct Relay(Child);
-
-impl Relay {
-    fn start(log: &std::path::Path) -> Relay {
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_rtpanchor"))
-            .args(["--interface", "127.0.0.1"])
-            .args(["--listen-ng", &format!("127.0.0.1:{NG_PORT}")])
-            .args(["--listen-sip", &format!("127.0.0.1:{SIP_PORT}")])
-            .args(["--domain", "example.com"])
-            .args(["--port-min", "14900", "--port-max", "14999"])
-            .args(["--num-threads", "1", "--log-level", "info"])
-            .args(["--redis", &format!("redis://127.0.0.1:{REDIS_PORT}/0")])
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(out.try_clone().unwrap()))
-            .stderr(Stdio::from(out))
-            .spawn()
-            .expect("start rtpanchor");
-        let relay = Relay(child);
-        let ng = SocketAddr::from(([127, 0, 0, 1], NG_PORT));
-        if let Err(e) = client(ng).wait_ready(Duration::from_secs(15)) {
-            panic!("relay did not answer ping: {e}\n{}", tail(log, 30));
-        }
-        relay
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        // SIGKILL: a crash.
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+fn relay_args() -> Vec<String> {
+    [
+        "--interface",
+        "127.0.0.1",
+        "--listen-sip",
+        &format!("127.0.0.1:{SIP_PORT}"),
+        "--domain",
+        "example.com",
+        "--port-min",
+        "14900",
+        "--port-max",
+        "14999",
+        "--num-threads",
+        "1",
+        "--log-level",
+        "info",
+        "--redis",
+        &format!("redis://127.0.0.1:{REDIS_PORT}/0"),
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 fn recv_text(s: &UdpSocket, limit: Duration) -> Option<String> {
@@ -77,13 +60,7 @@ fn recv_text(s: &UdpSocket, limit: Duration) -> Option<String> {
 }
 
 fn reg_keys() -> usize {
-    let c = redis::Client::open(format!("redis://127.0.0.1:{REDIS_PORT}/0")).unwrap();
-    let mut con = c.get_connection().unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg("rtpanchor:reg:*")
-        .query(&mut con)
-        .unwrap();
-    keys.len()
+    redis_keys(REDIS_PORT, "rtpanchor:reg:*")
 }
 
 /// Alice calls Bob; what Bob's socket receives within 3 s (None: nothing), and what Alice
@@ -108,26 +85,9 @@ fn call_bob(alice: &UdpSocket, bob: &UdpSocket, call_id: &str) -> (Option<String
 #[test]
 fn a_phone_registered_before_a_crash_is_called_after_it() {
     let dir = TempDir::new("rtpanchor-store-reg").unwrap();
-    let redis_bin = find_program("redis-server").expect("redis-server is not installed");
-    let mut redis = Peer::spawn(
-        "redis-server",
-        Command::new(redis_bin)
-            .args(["--port", &REDIS_PORT.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(dir.path()),
-        &dir.path().join("redis.log"),
-    )
-    .unwrap();
-    assert!(
-        common::media::wait_for(Duration::from_secs(10), || {
-            std::net::TcpStream::connect(("127.0.0.1", REDIS_PORT)).is_ok()
-        }),
-        "redis-server did not listen:\n{}",
-        redis.log_tail(20)
-    );
+    let mut redis = start_redis(REDIS_PORT, dir.path());
     let log = dir.path().join("relay.log");
-    let relay = Relay::start(&log);
+    let relay = CrashableRelay::start(&relay_args(), NG_PORT, &log);
 
     let bob = UdpSocket::bind(("127.0.0.1", BOB_PORT)).unwrap();
     bob.set_read_timeout(Some(Duration::from_millis(50)))
@@ -157,7 +117,7 @@ fn a_phone_registered_before_a_crash_is_called_after_it() {
     );
 
     drop(relay);
-    let relay = Relay::start(&log);
+    let relay = CrashableRelay::start(&relay_args(), NG_PORT, &log);
     let (at_bob, replies) = call_bob(&alice, &bob, "after-crash");
     let invite = at_bob.unwrap_or_else(|| {
         panic!(

@@ -14,14 +14,13 @@
 mod common;
 
 use std::net::{SocketAddr, UdpSocket};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::media::pcmu;
 use common::ng::{client, find_int, ng, relay_port, sdp};
-use common::peers::{find_program, Peer};
+use common::store::{redis_con, redis_keys, start_redis, CrashableRelay};
 use common::TempDir;
 use rtpanchor::control::bencode::Owned;
 use rtpanchor::store::record::CallRecord;
@@ -43,92 +42,34 @@ const GHOST: &str = "restore-ghost";
 /// One packet per direction per stream this often.
 const PACKET_INTERVAL: Duration = Duration::from_millis(40);
 
-/// A relay process; `kill` is SIGKILL (std's `Child::kill`), like a crash.
-struct Relay {
-    child: Child,
-}
-
-impl Relay {
-    fn start(log: &std::path::Path) -> Relay {
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_rtpanchor"))
-            .args(["--interface", "127.0.0.1"])
-            .args(["--listen-ng", &format!("127.0.0.1:{NG_PORT}")])
-            .args(["--port-min", &MEDIA_MIN.to_string()])
-            .args(["--port-max", &MEDIA_MAX.to_string()])
-            .args(["--no-sip", "--num-threads", "1", "--log-level", "info"])
-            .args(["--redis", &format!("redis://127.0.0.1:{REDIS_PORT}/0")])
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(out.try_clone().unwrap()))
-            .stderr(Stdio::from(out))
-            .spawn()
-            .expect("start rtpanchor");
-        let relay = Relay { child };
-        let ng = SocketAddr::from(([127, 0, 0, 1], NG_PORT));
-        if let Err(e) = client(ng).wait_ready(Duration::from_secs(15)) {
-            panic!(
-                "relay did not answer ping in 15 s: {e}\n{}",
-                common::peers::tail(log, 30)
-            );
-        }
-        relay
-    }
-
-    fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
-fn start_redis(dir: &TempDir) -> Peer {
-    let redis = find_program("redis-server").expect("redis-server is not installed");
-    let mut peer = Peer::spawn(
-        "redis-server",
-        Command::new(redis)
-            .args(["--port", &REDIS_PORT.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(dir.path()),
-        &dir.path().join("redis.log"),
-    )
-    .expect("start redis-server");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", REDIS_PORT)).is_err() {
-        assert!(
-            Instant::now() < deadline && peer.is_running(),
-            "redis-server did not listen on {REDIS_PORT}:\n{}",
-            peer.log_tail(20)
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    peer
+fn relay_args() -> Vec<String> {
+    [
+        "--interface",
+        "127.0.0.1",
+        "--port-min",
+        &MEDIA_MIN.to_string(),
+        "--port-max",
+        &MEDIA_MAX.to_string(),
+        "--no-sip",
+        "--num-threads",
+        "1",
+        "--log-level",
+        "info",
+        "--redis",
+        &format!("redis://127.0.0.1:{REDIS_PORT}/0"),
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 fn redis_call_keys() -> usize {
-    let client = redis::Client::open(format!("redis://127.0.0.1:{REDIS_PORT}/0")).unwrap();
-    let mut con = client.get_connection().unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg("rtpanchor:call:*")
-        .query(&mut con)
-        .unwrap();
-    keys.len()
+    redis_keys(REDIS_PORT, "rtpanchor:call:*")
 }
 
 /// Stores a copy of call 0 under another Call-ID whose side A is on the port pair this test
 /// holds (as if another program had taken it while the relay was down).
 fn store_ghost_call() {
-    let client = redis::Client::open(format!("redis://127.0.0.1:{REDIS_PORT}/0")).unwrap();
-    let mut con = client.get_connection().unwrap();
+    let mut con = redis_con(REDIS_PORT);
     let json: String = redis::cmd("HGET")
         .arg(format!("rtpanchor:call:{}", call_id(0)))
         .arg("record")
@@ -283,10 +224,10 @@ fn query_packets(c: &mut rtpanchor::client::ng::NgClient, i: usize, cookie: &str
 #[test]
 fn calls_survive_kill_9_with_redis() {
     let dir = TempDir::new("rtpanchor-store-restore").unwrap();
-    let mut redis = start_redis(&dir);
+    let mut redis = start_redis(REDIS_PORT, dir.path());
     let log = dir.path().join("relay.log");
     let blocker = UdpSocket::bind(("127.0.0.1", BLOCKED_PORT)).expect("take a relay port");
-    let mut relay = Relay::start(&log);
+    let mut relay = CrashableRelay::start(&relay_args(), NG_PORT, &log);
     let ng_addr = SocketAddr::from(([127, 0, 0, 1], NG_PORT));
     let mut c = client(ng_addr);
 
@@ -340,7 +281,7 @@ fn calls_survive_kill_9_with_redis() {
     nat_silent.store(true, Ordering::Relaxed);
     relay.kill9();
     let killed = Instant::now();
-    let relay = Relay::start(&log);
+    let relay = CrashableRelay::start(&relay_args(), NG_PORT, &log);
     let restart = killed.elapsed();
     std::thread::sleep(Duration::from_millis(1200));
     nat_silent.store(false, Ordering::Relaxed);
