@@ -46,9 +46,12 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         now,
     );
     let mut manager = manager;
-    let locations = match &config.redis {
-        Some(url) => Some(open_store(url, &mut manager, unix_at_zero)?),
-        None => None,
+    let (locations, store) = match &config.redis {
+        Some(url) => {
+            let (l, s) = open_store(url, &mut manager, unix_at_zero)?;
+            (Some(l), Some(s))
+        }
+        None => (None, None),
     };
     let manager = Arc::new(Mutex::new(manager));
     let ng = NgServerConfig {
@@ -87,6 +90,16 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         };
         tracing::info!("shutting down");
         let _ = stop_tx.send(true);
+        // Calls stay in the store (a restart restores them); what changed last goes out now.
+        if let Some(store) = &store {
+            manager
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .flush_changes();
+            if !store.wait_written(Duration::from_secs(2)) {
+                tracing::warn!("state store: the last changes were not all written");
+            }
+        }
         outcome
     })
 }
@@ -103,7 +116,7 @@ fn open_store(
     url: &str,
     manager: &mut SessionManager<DataPlane>,
     unix_at_zero: Duration,
-) -> anyhow::Result<LocationPersistence> {
+) -> anyhow::Result<(LocationPersistence, Arc<crate::store::redis::RedisStore>)> {
     let (store, loaded) = crate::store::redis::RedisStore::open(url)?;
     let store = Arc::new(store);
     let (mut restored, mut dropped) = (0usize, 0usize);
@@ -140,11 +153,12 @@ fn open_store(
     }
     tracing::info!(restored, dropped, "state store attached");
     manager.set_store(store.clone());
-    Ok(LocationPersistence {
-        sink: store,
+    let locations = LocationPersistence {
+        sink: store.clone(),
         loaded: loaded.registrations,
         unix_at_zero,
-    })
+    };
+    Ok((locations, store))
 }
 
 /// Binds the built-in SIP proxy (unless `--no-sip`) and starts it. The default listener is

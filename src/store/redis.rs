@@ -34,6 +34,8 @@ pub const CALL_TTL_SECS: i64 = 86_400;
 /// Counters of the writer, for logs and `statistics`.
 #[derive(Debug, Default)]
 pub struct RedisCounters {
+    /// Changes taken into the queue.
+    pub accepted: AtomicU64,
     pub refused: AtomicU64,
     pub written: AtomicU64,
     pub failures: AtomicU64,
@@ -94,6 +96,23 @@ impl RedisStore {
         &self.counters
     }
 
+    /// Waits (at most `limit`) until every change taken so far is written; false if some
+    /// are not. For a clean stop, after the last changes were offered.
+    pub fn wait_written(&self, limit: Duration) -> bool {
+        let limit_ns = u64::try_from(limit.as_nanos()).unwrap_or(u64::MAX);
+        let deadline = crate::time::now_ns().saturating_add(limit_ns);
+        loop {
+            let c = &self.counters;
+            if c.written.load(Ordering::Relaxed) >= c.accepted.load(Ordering::Relaxed) {
+                return true;
+            }
+            if crate::time::now_ns() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// Changes waiting to be written.
     pub fn queued(&self) -> usize {
         self.tx
@@ -119,7 +138,10 @@ impl ChangeSink for RedisStore {
             return false;
         };
         match tx.try_send(change) {
-            Ok(()) => true,
+            Ok(()) => {
+                self.counters.accepted.fetch_add(1, Ordering::Relaxed);
+                true
+            }
             Err(_) => {
                 let n = self.counters.refused.fetch_add(1, Ordering::Relaxed);
                 if n.is_power_of_two() {
