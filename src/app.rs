@@ -11,6 +11,7 @@ use crate::server::sip::{SipServer, SipServerConfig};
 use crate::session::manager::{ManagerConfig, SessionManager};
 use crate::session::negotiate::RelayInterface;
 use crate::sip::proxy::ProxyConfig;
+use crate::store::locations::LocationPersistence;
 use crate::time::{self, NANOS_PER_SEC};
 
 pub fn run(config: Config) -> anyhow::Result<()> {
@@ -44,6 +45,14 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         },
         now,
     );
+    let mut manager = manager;
+    let (locations, store) = match &config.redis {
+        Some(url) => {
+            let (l, s) = open_store(url, &mut manager, unix_at_zero)?;
+            (Some(l), Some(s))
+        }
+        None => (None, None),
+    };
     let manager = Arc::new(Mutex::new(manager));
     let ng = NgServerConfig {
         listen_udp: config.listen_ng,
@@ -58,7 +67,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         .build()?;
     rt.block_on(async move {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let sip = match start_sip(&config, manager.clone(), stop_rx.clone()).await? {
+        let sip = match start_sip(&config, manager.clone(), stop_rx.clone(), locations).await? {
             Some(task) => task,
             // No SIP: a task that never ends keeps the select below uniform.
             None => tokio::spawn(std::future::pending::<anyhow::Result<()>>()),
@@ -81,8 +90,75 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         };
         tracing::info!("shutting down");
         let _ = stop_tx.send(true);
+        // Calls stay in the store (a restart restores them); what changed last goes out now.
+        if let Some(store) = &store {
+            manager
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .flush_changes();
+            if !store.wait_written(Duration::from_secs(2)) {
+                tracing::warn!("state store: the last changes were not all written");
+            }
+        }
         outcome
     })
+}
+
+/// Further tries for stored calls whose ports are still taken at start, and the pause
+/// between them (2 s in all).
+const RESTORE_RETRIES: usize = 10;
+const RESTORE_RETRY_DELAY: Duration = Duration::from_millis(200);
+
+/// Connects the state store, restores the calls it holds (a call whose ports cannot be
+/// bound is reported and removed from the store), and sends later changes to it. Returns
+/// what the registrar needs to do the same with registrations.
+fn open_store(
+    url: &str,
+    manager: &mut SessionManager<DataPlane>,
+    unix_at_zero: Duration,
+) -> anyhow::Result<(LocationPersistence, Arc<crate::store::redis::RedisStore>)> {
+    let (store, loaded) = crate::store::redis::RedisStore::open(url)?;
+    let store = Arc::new(store);
+    let (mut restored, mut dropped) = (0usize, 0usize);
+    let mut pending: Vec<&(String, String, Option<String>)> = loaded.calls.iter().collect();
+    // A crashed relay's sockets close a moment after it exits (io_uring tears its rings down
+    // asynchronously): calls whose ports are still taken are tried again for a short while.
+    for attempt in 0..=RESTORE_RETRIES {
+        let last = attempt == RESTORE_RETRIES;
+        let mut retry = Vec::new();
+        for item in pending {
+            let (call_id, record, stats) = item;
+            let now = time::now_ns();
+            let now_unix = u64::try_from(time::unix_now().as_nanos()).unwrap_or(u64::MAX);
+            match manager.restore(record, stats.as_deref(), now, now_unix) {
+                Ok(_) => restored += 1,
+                Err(crate::session::manager::RestoreError::Ports(..)) if !last => retry.push(item),
+                Err(e) => {
+                    dropped += 1;
+                    tracing::warn!(call_id, error = %e, "stored call not restored; dropped");
+                    let _ = crate::store::ChangeSink::offer(
+                        &*store,
+                        crate::store::Change::DeleteCall {
+                            call_id: call_id.clone(),
+                        },
+                    );
+                }
+            }
+        }
+        if retry.is_empty() {
+            break;
+        }
+        pending = retry;
+        std::thread::sleep(RESTORE_RETRY_DELAY);
+    }
+    tracing::info!(restored, dropped, "state store attached");
+    manager.set_store(store.clone());
+    let locations = LocationPersistence {
+        sink: store.clone(),
+        loaded: loaded.registrations,
+        unix_at_zero,
+    };
+    Ok((locations, store))
 }
 
 /// Binds the built-in SIP proxy (unless `--no-sip`) and starts it. The default listener is
@@ -91,6 +167,7 @@ async fn start_sip(
     config: &Config,
     manager: Arc<Mutex<SessionManager<DataPlane>>>,
     stop: tokio::sync::watch::Receiver<bool>,
+    locations: Option<LocationPersistence>,
 ) -> anyhow::Result<Option<tokio::task::JoinHandle<anyhow::Result<()>>>> {
     let Some(listen) = config.listen_sip else {
         return Ok(None);
@@ -113,6 +190,7 @@ async fn start_sip(
     let cfg = SipServerConfig {
         listen,
         max_message: config.sip_max_message,
+        locations,
         ..SipServerConfig::default()
     };
     match SipServer::bind(cfg, proxy, manager).await {

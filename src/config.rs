@@ -152,6 +152,10 @@ pub struct Cli {
     /// Largest SIP message accepted, in bytes (at most 65535). [default: 65535]
     #[arg(long)]
     pub sip_max_message: Option<usize>,
+    /// Keep call and registration state in Redis or Valkey (`redis://HOST:PORT/DB`): written
+    /// behind, off the packet path; at start the stored calls are restored on their ports.
+    #[arg(long, value_name = "URL")]
+    pub redis: Option<String>,
     /// TOML file with the same keys (kebab-case); flags override it.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -187,6 +191,7 @@ struct FileConfig {
     sip_outbound: Option<SocketAddr>,
     sip_max_message: Option<usize>,
     log_level: Option<String>,
+    redis: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -224,6 +229,8 @@ pub struct Config {
     pub sip_outbound: Option<SocketAddr>,
     pub sip_max_message: usize,
     pub log_level: String,
+    /// State store URL (`--redis`); `None`: state lives in this process only.
+    pub redis: Option<String>,
 }
 
 impl Default for Config {
@@ -256,6 +263,7 @@ impl Default for Config {
             sip_outbound: None,
             sip_max_message: MAX_SIP_MESSAGE,
             log_level: "info".into(),
+            redis: None,
         }
     }
 }
@@ -331,6 +339,7 @@ impl Config {
         if let Some(l) = cli.log_level.clone().or(file.log_level) {
             c.log_level = l;
         }
+        c.redis = cli.redis.clone().or(file.redis);
         c.validate()?;
         Ok(c)
     }

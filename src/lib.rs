@@ -26,4 +26,5 @@ pub mod sdp;
 pub mod server;
 pub mod session;
 pub mod sip;
+pub mod store;
 pub mod time;

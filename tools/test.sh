@@ -12,6 +12,7 @@ command -v kamailio >/dev/null 2>&1 || need+=(kamailio)
 command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
 # rtpengine is the reference of tests/differential.rs (run in userspace, no kernel module).
 command -v rtpengine >/dev/null 2>&1 || need+=(rtpengine-daemon)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 # build.rs compiles the in-kernel fast path with clang (without it the relay builds anyway,
 # and the fast path's tests check that it says why it is unavailable).

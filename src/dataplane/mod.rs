@@ -32,8 +32,8 @@ use std::thread::JoinHandle;
 use crate::config::{Config, IoEngine};
 use crate::rtp::clock::ClockRateMap;
 use crate::session::backend::{
-    BackendError, EndpointSpec, LatchEventKind, MediaBackend, MediaEvent, OpenedStream, Side,
-    StreamId, StreamSpec, StreamStats,
+    BackendError, EndpointSpec, LatchEventKind, MediaBackend, MediaEvent, OpenedStream,
+    RestoredStream, Side, SocketCounters, StreamId, StreamSpec, StreamStats,
 };
 use crate::session::ports::{PortAllocator, PortPair};
 use crate::time::Nanos;
@@ -86,6 +86,17 @@ struct StreamEntry {
     /// Packed: one entry per stream (memory per stream).
     learned: [PackedAddr; 2],
     confirmed: [bool; 2],
+    /// Counters a restored stream had before (A RTP, A RTCP, B RTP, B RTCP), added to what
+    /// its sockets count now.
+    base: Option<Box<[SocketCounters; 4]>>,
+}
+
+/// Adds a restored stream's earlier counters (packets, bytes, errors; times are this
+/// process's own).
+fn add_base(c: &mut SocketCounters, base: &SocketCounters) {
+    c.packets = c.packets.saturating_add(base.packets);
+    c.bytes = c.bytes.saturating_add(base.bytes);
+    c.errors = c.errors.saturating_add(base.errors);
 }
 
 pub struct DataPlane {
@@ -325,33 +336,14 @@ impl DataPlane {
         }
     }
 
-    fn send(&self, worker: usize, cmd: Command) {
-        if let Some(w) = self.workers.get(worker) {
-            if w.send(cmd).is_err() {
-                tracing::error!(worker, "data plane command queue full; command dropped");
-            }
-        }
-    }
-}
-
-impl Drop for DataPlane {
-    fn drop(&mut self) {
-        self.shutdown();
-    }
-}
-
-impl MediaBackend for DataPlane {
-    fn open(&mut self, spec: StreamSpec, _now: Nanos) -> Result<OpenedStream, BackendError> {
-        let (a_ports, a_rtp, a_rtcp) =
-            sockets::bind_pair(&mut self.ports, self.local_ip, self.sockopts)?;
-        let (b_ports, b_rtp, b_rtcp) =
-            match sockets::bind_pair(&mut self.ports, self.local_ip, self.sockopts) {
-                Ok(x) => x,
-                Err(e) => {
-                    self.ports.release(a_ports);
-                    return Err(e.into());
-                }
-            };
+    /// Hands a stream with bound sockets to a worker (ports released on failure).
+    fn launch(
+        &mut self,
+        spec: StreamSpec,
+        [a_ports, b_ports]: [PortPair; 2],
+        [a_rtp, a_rtcp, b_rtp, b_rtcp]: [std::os::fd::OwnedFd; 4],
+        restored: Option<&RestoredStream>,
+    ) -> Result<OpenedStream, BackendError> {
         if self.workers.is_empty() {
             self.ports.release(a_ports);
             self.ports.release(b_ports);
@@ -393,8 +385,11 @@ impl MediaBackend for DataPlane {
                 shared,
                 a_ports,
                 b_ports,
-                learned: [PackedAddr::NONE; 2],
-                confirmed: [false, false],
+                learned: restored.map_or([PackedAddr::NONE; 2], |r| {
+                    r.learned.map(PackedAddr::from_option)
+                }),
+                confirmed: restored.map_or([false, false], |r| r.confirmed),
+                base: restored.map(|r| Box::new(r.base)),
             },
         );
         Ok(OpenedStream {
@@ -402,6 +397,80 @@ impl MediaBackend for DataPlane {
             a_ports,
             b_ports,
         })
+    }
+
+    fn send(&self, worker: usize, cmd: Command) {
+        if let Some(w) = self.workers.get(worker) {
+            if w.send(cmd).is_err() {
+                tracing::error!(worker, "data plane command queue full; command dropped");
+            }
+        }
+    }
+}
+
+impl Drop for DataPlane {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+impl MediaBackend for DataPlane {
+    fn open(&mut self, spec: StreamSpec, _now: Nanos) -> Result<OpenedStream, BackendError> {
+        let (a_ports, a_rtp, a_rtcp) =
+            sockets::bind_pair(&mut self.ports, self.local_ip, self.sockopts)?;
+        let (b_ports, b_rtp, b_rtcp) =
+            match sockets::bind_pair(&mut self.ports, self.local_ip, self.sockopts) {
+                Ok(x) => x,
+                Err(e) => {
+                    self.ports.release(a_ports);
+                    return Err(e.into());
+                }
+            };
+        self.launch(
+            spec,
+            [a_ports, b_ports],
+            [a_rtp, a_rtcp, b_rtp, b_rtcp],
+            None,
+        )
+    }
+
+    fn restore(
+        &mut self,
+        spec: StreamSpec,
+        r: &RestoredStream,
+        _now: Nanos,
+    ) -> Result<OpenedStream, BackendError> {
+        self.ports.claim(r.a_ports)?;
+        if let Err(e) = self.ports.claim(r.b_ports) {
+            self.ports.release(r.a_ports);
+            return Err(e.into());
+        }
+        let mut fds = Vec::with_capacity(4);
+        for port in [
+            r.a_ports.rtp,
+            r.a_ports.rtcp(),
+            r.b_ports.rtp,
+            r.b_ports.rtcp(),
+        ] {
+            match sockets::bind_udp(
+                std::net::SocketAddr::new(self.local_ip, port),
+                self.sockopts,
+            ) {
+                Ok(fd) => fds.push(fd),
+                Err(e) => {
+                    self.ports.release(r.a_ports);
+                    self.ports.release(r.b_ports);
+                    return Err(BackendError::Unavailable(format!(
+                        "cannot bind {}:{port}: {e}",
+                        self.local_ip
+                    )));
+                }
+            }
+        }
+        let Ok(fds) = <[std::os::fd::OwnedFd; 4]>::try_from(fds) else {
+            return Err(BackendError::Unavailable("socket count".into()));
+        };
+        self.launch(spec, [r.a_ports, r.b_ports], fds, Some(r))
     }
 
     fn update(&mut self, id: StreamId, side: Side, endpoint: EndpointSpec, _now: Nanos) {
@@ -459,6 +528,12 @@ impl MediaBackend for DataPlane {
         s.b.learned_rtp = e.learned[1].get();
         s.a.confirmed = e.confirmed[0];
         s.b.confirmed = e.confirmed[1];
+        if let Some(b) = &e.base {
+            add_base(&mut s.a.rtp, &b[0]);
+            add_base(&mut s.a.rtcp, &b[1]);
+            add_base(&mut s.b.rtp, &b[2]);
+            add_base(&mut s.b.rtcp, &b[3]);
+        }
         Some(s)
     }
 
@@ -466,8 +541,15 @@ impl MediaBackend for DataPlane {
         &self,
         id: StreamId,
     ) -> Option<[crate::session::backend::SocketCounters; 4]> {
-        let [a, b] = &self.streams.get(&id)?.shared.sides;
-        Some([a.rtp.read(), a.rtcp.read(), b.rtp.read(), b.rtcp.read()])
+        let e = self.streams.get(&id)?;
+        let [a, b] = &e.shared.sides;
+        let mut c = [a.rtp.read(), a.rtcp.read(), b.rtp.read(), b.rtcp.read()];
+        if let Some(base) = &e.base {
+            for (c, b) in c.iter_mut().zip(base.iter()) {
+                add_base(c, b);
+            }
+        }
+        Some(c)
     }
 
     fn poll_event(&mut self) -> Option<MediaEvent> {

@@ -603,6 +603,7 @@ async fn tick_loop<B: MediaBackend + 'static>(
             let mut m = lock(&shared.manager);
             let closed = m.tick(now);
             m.drain_events();
+            m.flush_changes();
             closed
         };
         for c in closed {

@@ -46,8 +46,8 @@ use crate::session::sip_media::SharedMedia;
 use crate::sip::message::{build_response, ReplyContext};
 use crate::sip::parse::{frame, Frame, ParseError, MAX_MESSAGE_LEN};
 use crate::sip::proxy::{Proxy, ProxyConfig, ProxyStats};
-use crate::sip::registrar::MemoryStore;
 use crate::sip::transport::{Transmit, Transport};
+use crate::store::locations::{LocationPersistence, StoredLocations};
 use crate::time::{self, Nanos};
 
 /// SO_RCVBUF asked for on the SIP UDP socket.
@@ -68,6 +68,8 @@ pub struct SipServerConfig {
     pub tcp_connect_timeout: Duration,
     /// Longest sleep of the timer task (timers are also checked this often).
     pub max_timer_sleep: Duration,
+    /// Registrations go to the state store and start from what it held (`--redis`).
+    pub locations: Option<LocationPersistence>,
 }
 
 impl Default for SipServerConfig {
@@ -80,6 +82,7 @@ impl Default for SipServerConfig {
             tcp_queue: 256,
             tcp_connect_timeout: Duration::from_secs(5),
             max_timer_sleep: Duration::from_secs(1),
+            locations: None,
         }
     }
 }
@@ -144,7 +147,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// The proxy and the media hook it calls, locked together for one message.
 struct Core<B: MediaBackend> {
-    proxy: Proxy<MemoryStore>,
+    proxy: Proxy<StoredLocations>,
     media: SharedMedia<B>,
 }
 
@@ -198,7 +201,7 @@ impl<B: MediaBackend + 'static> SipShared<B> {
     fn with_proxy(
         &self,
         what: &'static str,
-        f: impl FnOnce(&mut Proxy<MemoryStore>, &mut SharedMedia<B>) -> Vec<Transmit>,
+        f: impl FnOnce(&mut Proxy<StoredLocations>, &mut SharedMedia<B>) -> Vec<Transmit>,
     ) -> Vec<Transmit> {
         let done = catch_unwind(AssertUnwindSafe(|| {
             let mut core = lock(&self.core);
@@ -418,7 +421,19 @@ impl<B: MediaBackend + 'static> SipServer<B> {
         if proxy_cfg.local.port() == 0 {
             proxy_cfg.local.set_port(local.port());
         }
-        let proxy = Proxy::new(proxy_cfg, MemoryStore::default());
+        let locations = match cfg.locations.clone() {
+            Some(p) => {
+                let (store, bad) = StoredLocations::new(p, time::now_ns());
+                tracing::info!(
+                    aors = crate::sip::registrar::LocationStore::len(&store),
+                    unreadable = bad,
+                    "registrations restored from the state store"
+                );
+                store
+            }
+            None => StoredLocations::memory(),
+        };
+        let proxy = Proxy::new(proxy_cfg, locations);
         let mut cfg = cfg;
         cfg.max_message = cfg.max_message.clamp(1, MAX_MESSAGE_LEN);
         let shared = Arc::new(SipShared {

@@ -200,10 +200,36 @@ pub struct MediaEvent {
     pub addr: SocketAddr,
 }
 
+/// A stream as the state store kept it, to be opened again on the same ports.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct RestoredStream {
+    pub a_ports: PortPair,
+    pub b_ports: PortPair,
+    /// Latched RTP sources of side A and B, and whether they were confirmed.
+    pub learned: [Option<SocketAddr>; 2],
+    pub confirmed: [bool; 2],
+    /// Counters the stream had (A RTP, A RTCP, B RTP, B RTCP); reported counters continue
+    /// from them.
+    pub base: [SocketCounters; 4],
+}
+
 /// Implemented by the real data plane and by test fakes.
 pub trait MediaBackend: Send {
     /// Binds two port pairs and starts relaying between them.
     fn open(&mut self, spec: StreamSpec, now: Nanos) -> Result<OpenedStream, BackendError>;
+    /// Opens a stream on the given ports (a call restored from the state store). Fails
+    /// when a port is outside the range, in use, or cannot be bound.
+    fn restore(
+        &mut self,
+        spec: StreamSpec,
+        restored: &RestoredStream,
+        now: Nanos,
+    ) -> Result<OpenedStream, BackendError> {
+        let _ = (spec, restored, now);
+        Err(BackendError::Unavailable(
+            "this backend cannot restore streams".into(),
+        ))
+    }
     /// New signalling for one side (answer, re-offer): new addresses, latch mode, codecs.
     fn update(&mut self, id: StreamId, side: Side, endpoint: EndpointSpec, now: Nanos);
     /// Stops relaying and frees both port pairs. Unknown ids are ignored.

@@ -9,8 +9,8 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use crate::session::backend::{
-    BackendError, EndpointSpec, MediaBackend, MediaEvent, OpenedStream, Side, StreamId, StreamSpec,
-    StreamStats,
+    BackendError, EndpointSpec, MediaBackend, MediaEvent, OpenedStream, RestoredStream, Side,
+    StreamId, StreamSpec, StreamStats,
 };
 use crate::session::ports::{PortAllocator, PortError};
 use crate::time::Nanos;
@@ -140,6 +140,46 @@ impl MediaBackend for FakeBackend {
                 spec,
                 opened,
                 stats: StreamStats::default(),
+                updates: (0, 0),
+                opened_at: now,
+            },
+        );
+        self.opens += 1;
+        Ok(opened)
+    }
+
+    /// Takes exactly the stored ports; the stats start from the stored counters and
+    /// latched sources.
+    fn restore(
+        &mut self,
+        spec: StreamSpec,
+        r: &RestoredStream,
+        now: Nanos,
+    ) -> Result<OpenedStream, BackendError> {
+        self.ports.claim(r.a_ports)?;
+        if let Err(e) = self.ports.claim(r.b_ports) {
+            self.ports.release(r.a_ports);
+            return Err(e.into());
+        }
+        let id = self.next_id;
+        self.next_id = self.next_id.next();
+        let opened = OpenedStream {
+            id,
+            a_ports: r.a_ports,
+            b_ports: r.b_ports,
+        };
+        let mut stats = StreamStats::default();
+        [stats.a.rtp, stats.a.rtcp, stats.b.rtp, stats.b.rtcp] = r.base;
+        stats.a.learned_rtp = r.learned[0];
+        stats.b.learned_rtp = r.learned[1];
+        stats.a.confirmed = r.confirmed[0];
+        stats.b.confirmed = r.confirmed[1];
+        self.streams.insert(
+            id,
+            FakeStream {
+                spec,
+                opened,
+                stats,
                 updates: (0, 0),
                 opened_at: now,
             },

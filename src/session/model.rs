@@ -197,6 +197,12 @@ pub struct Call {
     pub last_signal_ns: Nanos,
     pub legs: Vec<Leg>,
     pub dialogues: Vec<Dialogue>,
+    /// Newest packet time whose counters went to the state store.
+    pub stored_seen_ns: Nanos,
+    /// For a call restored from the store: when (this process's clock), and how long it had
+    /// been idle before (counted toward its media timeout until media or a signal comes).
+    pub restored_ns: Nanos,
+    pub restored_idle_ns: Nanos,
 }
 
 impl Call {
@@ -208,6 +214,9 @@ impl Call {
             last_signal_ns: now,
             legs: Vec::new(),
             dialogues: Vec::new(),
+            stored_seen_ns: 0,
+            restored_ns: 0,
+            restored_idle_ns: 0,
         }
     }
 

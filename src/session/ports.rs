@@ -9,7 +9,7 @@
 
 use std::collections::VecDeque;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct PortPair {
     pub rtp: u16,
 }
@@ -27,6 +27,9 @@ pub enum PortError {
     Exhausted,
     #[error("invalid port range {0}-{1}: need at least one even/odd pair")]
     BadRange(u16, u16),
+    /// A specific pair was asked for (a restored call) and is outside the range or in use.
+    #[error("port pair {0} is outside the range or in use")]
+    Unavailable(u16),
 }
 
 #[derive(Debug)]
@@ -83,6 +86,22 @@ impl PortAllocator {
         Ok(PortPair { rtp })
     }
 
+    /// Takes a specific pair (a call restored from the state store). O(free pairs): only
+    /// used at start.
+    pub fn claim(&mut self, pair: PortPair) -> Result<(), PortError> {
+        let i = self
+            .index(pair.rtp)
+            .ok_or(PortError::Unavailable(pair.rtp))?;
+        if self.in_use[i] {
+            return Err(PortError::Unavailable(pair.rtp));
+        }
+        if let Some(pos) = self.free.iter().position(|&p| p == pair.rtp) {
+            self.free.remove(pos);
+        }
+        self.in_use[i] = true;
+        Ok(())
+    }
+
     /// A pair from [`allocate`](Self::allocate) that could not be bound: back of the queue.
     pub fn skip(&mut self, pair: PortPair) {
         self.release(pair);
@@ -118,6 +137,31 @@ impl PortAllocator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn claim_takes_a_free_pair_once() {
+        let mut a = PortAllocator::new(30000, 30009).unwrap();
+        assert!(a.claim(PortPair { rtp: 30004 }).is_ok());
+        assert_eq!(
+            a.claim(PortPair { rtp: 30004 }),
+            Err(PortError::Unavailable(30004))
+        );
+        assert_eq!(
+            a.claim(PortPair { rtp: 30005 }),
+            Err(PortError::Unavailable(30005))
+        );
+        assert_eq!(
+            a.claim(PortPair { rtp: 40000 }),
+            Err(PortError::Unavailable(40000))
+        );
+        let mut got = Vec::new();
+        while let Ok(p) = a.allocate() {
+            got.push(p.rtp);
+        }
+        assert_eq!(got, vec![30000, 30002, 30006, 30008]);
+        a.release(PortPair { rtp: 30004 });
+        assert_eq!(a.allocate(), Ok(PortPair { rtp: 30004 }));
+    }
 
     #[test]
     fn pairs_are_even_odd_and_inside_range() {

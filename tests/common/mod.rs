@@ -5,6 +5,7 @@ pub mod media;
 pub mod ng;
 pub mod peers;
 pub mod sip;
+pub mod store;
 
 use std::path::{Path, PathBuf};
 

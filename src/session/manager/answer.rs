@@ -27,6 +27,7 @@ impl<B: MediaBackend> SessionManager<B> {
         let sdp = plan.render(opts)?;
         let warnings = std::mem::take(&mut plan.out.warnings);
         self.commit_answer(sig, to_tag, plan, now)?;
+        self.mark_dirty(sig.call_id);
         Ok(Negotiated { sdp, warnings })
     }
 

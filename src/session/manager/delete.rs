@@ -76,6 +76,7 @@ impl<B: MediaBackend> SessionManager<B> {
             call.prune_legs();
             tracing::info!(call_id = %call_id, dialogues = victims.len(), "branch deleted");
         }
+        self.mark_dirty(req.call_id);
         if delay > 0 && !streams.is_empty() {
             self.lingering.push(Lingering {
                 call_id,

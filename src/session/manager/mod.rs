@@ -68,11 +68,16 @@ mod answer;
 pub mod control;
 mod delete;
 mod offer;
+mod persist;
+#[cfg(test)]
+mod persist_tests;
 mod plan;
 mod report;
 mod sweep;
 #[cfg(test)]
 mod tests;
+
+pub use persist::{RestoreError, MAX_FLUSH};
 
 /// Most backend events logged per [`SessionManager::drain_events`] call (bounds the time the
 /// manager's lock is held; the rest wait for the next drain).
@@ -395,6 +400,8 @@ pub struct SessionManager<B: MediaBackend> {
     order: Vec<Arc<str>>,
     sweep: Sweep,
     control: control::ControlStats,
+    /// The state store's sink and the calls waiting to be written to it.
+    store: persist::StoreState,
 }
 
 /// What `delete` names.
@@ -437,6 +444,7 @@ impl<B: MediaBackend> SessionManager<B> {
             order: Vec::new(),
             sweep: Sweep::default(),
             control: control::ControlStats::default(),
+            store: persist::StoreState::default(),
         }
     }
 
@@ -480,6 +488,7 @@ impl<B: MediaBackend> SessionManager<B> {
     /// Removes a call from the table and from the sweep order (its slot takes the last call).
     fn remove_call(&mut self, id: &str) -> Option<Box<Call>> {
         let call = self.calls.remove(id)?;
+        self.mark_dirty(id);
         let slot = call.sweep_slot;
         if slot < self.order.len() {
             self.order.swap_remove(slot);
@@ -501,10 +510,12 @@ impl<B: MediaBackend> SessionManager<B> {
                 break;
             };
             n += 1;
-            let call_id = self
-                .stream_calls
-                .get(&ev.stream)
-                .map_or("?", |c| c.as_ref());
+            let owner = self.stream_calls.get(&ev.stream).cloned();
+            if let Some(c) = &owner {
+                // A learned or confirmed endpoint is part of the stored record.
+                self.mark_dirty(c);
+            }
+            let call_id = owner.as_deref().unwrap_or("?");
             let what = match ev.kind {
                 LatchEventKind::Learned => "learned peer address",
                 LatchEventKind::Confirmed => "confirmed peer address",

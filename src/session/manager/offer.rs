@@ -57,6 +57,7 @@ impl<B: MediaBackend> SessionManager<B> {
         let opened = allocation.commit();
         let warnings = std::mem::take(&mut plan.out.warnings);
         self.commit_offer(&call_id, sig, plan, &opened, opts, now);
+        self.mark_dirty(&call_id);
         Ok(Negotiated { sdp, warnings })
     }
 

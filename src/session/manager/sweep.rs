@@ -65,6 +65,8 @@ impl<B: MediaBackend> SessionManager<B> {
             .min(self.order.len());
         let mut live = self.sweep.live;
         let mut dead = Vec::new();
+        let mut moved = Vec::new();
+        let persist = self.store.sink.is_some();
         for id in self.order.get(self.sweep.pos..end).unwrap_or_default() {
             let Some(call) = self.calls.get(id) else {
                 continue;
@@ -81,12 +83,21 @@ impl<B: MediaBackend> SessionManager<B> {
                     live.rtcp.add(&b_rtcp);
                 }
             }
-            if self.cfg.timeout_ns > 0 && now.saturating_sub(last) >= self.cfg.timeout_ns {
+            let mut idle = now.saturating_sub(last);
+            if last <= call.restored_ns {
+                idle = idle.saturating_add(call.restored_idle_ns);
+            }
+            if self.cfg.timeout_ns > 0 && idle >= self.cfg.timeout_ns {
                 dead.push(call.id.clone());
+            } else if persist && last > call.stored_seen_ns {
+                moved.push(call.id.clone());
             }
         }
         self.sweep.pos = end;
         self.sweep.live = live;
+        for id in &moved {
+            self.mark_stats_dirty(id);
+        }
         let round_done = self.sweep.pos >= self.order.len();
         for id in dead {
             let Some(call) = self.remove_call(&id) else {

@@ -4,7 +4,7 @@
 //! cycle. Two modes per run: `window 1` (one request at a time, the way one Kamailio worker
 //! talks to the relay) and a pipelined window (many proxy workers at once).
 //!
-//! Usage: ngbench --ng 127.0.0.1:2223 [--calls 2000] [--window 32] [--relay-pid PID] [--json F]
+//! Usage: ngbench --ng 127.0.0.1:2223 [--calls 2000] [--batch 500] [--window 32] [--relay-pid PID] [--json F]
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
@@ -25,6 +25,9 @@ struct Args {
     /// Calls (cycles) per mode.
     #[arg(long, default_value_t = 2000)]
     calls: usize,
+    /// Calls set up before they are torn down (each holds two port pairs meanwhile).
+    #[arg(long, default_value_t = 500)]
+    batch: usize,
     /// Outstanding requests in the pipelined mode.
     #[arg(long, default_value_t = 32)]
     window: usize,
@@ -153,7 +156,7 @@ fn run_mode(args: &Args, run: &str, window: usize) -> Result<ModeResult> {
     let t0 = sys::mono_ns();
     let mut errors = 0usize;
     // Calls go in batches so the relay never holds more than `batch` calls at once.
-    let batch = 500.min(args.calls.max(1));
+    let batch = args.batch.max(1).min(args.calls.max(1));
     let mut done = 0;
     while done < args.calls {
         let n = batch.min(args.calls - done);

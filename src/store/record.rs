@@ -1,0 +1,288 @@
+//! The stored form of a call and of a registration: versioned JSON, one record per call.
+//!
+//! # Format (version 1)
+//!
+//! A call is kept under the key `rtpanchor:call:<Call-ID>` as a Redis hash with two fields:
+//!
+//! - `record`: a [`CallRecord`], rewritten whenever the call's signalling or latching changes
+//!   (offer, answer, delete of a branch, a learned or confirmed endpoint);
+//! - `stats`: a [`StatsRecord`], the packet counters and the newest packet time, rewritten at
+//!   most once per sweep round (about a second) while media flows.
+//!
+//! A registration is kept under `rtpanchor:reg:<address-of-record>` as a string holding a
+//! [`RegistrationRecord`], expiring with its last binding.
+//!
+//! Times are Unix nanoseconds (`0` = never), so a restarted process (whose monotonic clock
+//! starts anew) can place them. Every record carries `v`; a reader refuses a version it does
+//! not know rather than guess. Addresses are `IP:PORT` strings (`[v6]:port` for IPv6).
+//! Enumerations are their lower-case names (`"symmetric"`, `"sendrecv"`, `"a"`).
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+use std::net::{IpAddr, SocketAddr};
+
+use serde::{Deserialize, Serialize};
+
+/// The version this build writes and the only one it reads.
+pub const RECORD_VERSION: u32 = 1;
+
+/// Key prefix of a call's hash.
+pub const CALL_KEY_PREFIX: &str = "rtpanchor:call:";
+/// Key prefix of a registration.
+pub const REG_KEY_PREFIX: &str = "rtpanchor:reg:";
+/// Hash field holding the [`CallRecord`].
+pub const FIELD_RECORD: &str = "record";
+/// Hash field holding the [`StatsRecord`].
+pub const FIELD_STATS: &str = "stats";
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    #[error("malformed record: {0}")]
+    Malformed(String),
+    #[error("record version {0} is not supported (this build reads {RECORD_VERSION})")]
+    Version(u32),
+}
+
+/// A call: its legs, dialogues and every m= line with both ends and the relay ports.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CallRecord {
+    pub v: u32,
+    pub call_id: String,
+    pub created_unix_ns: u64,
+    pub last_signal_unix_ns: u64,
+    pub legs: Vec<LegRecord>,
+    pub dialogues: Vec<DialogueRecord>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LegRecord {
+    pub tag: String,
+    pub label: Option<String>,
+    pub created_unix_ns: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DialogueRecord {
+    pub a_tag: String,
+    pub b_tag: Option<String>,
+    pub via_branch: Option<String>,
+    /// `"a"` or `"b"`: who sent the latest offer.
+    pub offerer: String,
+    pub answered: bool,
+    pub created_unix_ns: u64,
+    pub media: Vec<MediaRecord>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MediaRecord {
+    pub index: u32,
+    pub kind: String,
+    pub proto: String,
+    pub label: Option<String>,
+    /// The rtcp-mux policy of the latest offer (`"passthrough"`, `"offer"`, `"require"`,
+    /// `"demux"`, `"accept"`, `"reject"`).
+    pub mux_policy: String,
+    pub mux_offered: bool,
+    pub a: EndRecord,
+    pub b: EndRecord,
+    /// The relay ports, when the line is relayed.
+    pub stream: Option<StreamRecord>,
+}
+
+/// One end of one m= line: what its SDP said and what the relay learned.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EndRecord {
+    /// RTP and RTCP addresses from the SDP (none while unknown or on hold).
+    pub rtp: Option<SocketAddr>,
+    pub rtcp: Option<SocketAddr>,
+    pub rtcp_mux: bool,
+    /// `"symmetric"`, `"strict-source"`, `"media-handover"` or `"asymmetric"`.
+    pub latch: String,
+    /// Dynamic payload types' clock rates: `[pt, hz]`.
+    pub clock_rates: Vec<(u8, u32)>,
+    /// The address the SDP named, hold address included.
+    pub advertised: Option<SocketAddr>,
+    pub direction: Option<String>,
+    pub known: bool,
+    pub mux_in_sdp: bool,
+    pub ipv6: bool,
+    pub relay_local: Option<IpAddr>,
+    /// The source the relay latched onto (RTP), and whether it was confirmed.
+    pub learned: Option<SocketAddr>,
+    pub confirmed: bool,
+}
+
+/// The relay ports of one stream: A's RTP port (RTCP is the next one) and B's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamRecord {
+    pub a_port: u16,
+    pub b_port: u16,
+}
+
+/// Counters of one relay socket.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CounterRecord {
+    pub packets: u64,
+    pub bytes: u64,
+    pub errors: u64,
+}
+
+/// A call's counters: per stream (by A's RTP port), the four sockets in the order A RTP,
+/// A RTCP, B RTP, B RTCP.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct StatsRecord {
+    pub v: u32,
+    pub last_packet_unix_ns: u64,
+    pub streams: Vec<(u16, [CounterRecord; 4])>,
+}
+
+/// The bindings of one address of record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistrationRecord {
+    pub v: u32,
+    pub aor: String,
+    pub bindings: Vec<BindingRecord>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BindingRecord {
+    /// The Contact URI as registered.
+    pub contact: String,
+    /// Where the REGISTER came from (requests to the phone go there, NAT included).
+    pub source: SocketAddr,
+    pub expires_unix_ns: u64,
+    /// `q` in thousandths, if given.
+    pub q: Option<u16>,
+    pub call_id: String,
+    pub cseq: u32,
+}
+
+/// Reads the version first, so a newer record is refused by its version, not by a field.
+fn check_version(json: &str) -> Result<(), RecordError> {
+    #[derive(Deserialize)]
+    struct Version {
+        v: u32,
+    }
+    let v: Version =
+        serde_json::from_str(json).map_err(|e| RecordError::Malformed(e.to_string()))?;
+    if v.v != RECORD_VERSION {
+        return Err(RecordError::Version(v.v));
+    }
+    Ok(())
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(json: &str) -> Result<T, RecordError> {
+    check_version(json)?;
+    serde_json::from_str(json).map_err(|e| RecordError::Malformed(e.to_string()))
+}
+
+fn emit<T: Serialize>(r: &T) -> String {
+    // Plain structs of strings, numbers and addresses: serialising cannot fail.
+    serde_json::to_string(r).unwrap_or_default()
+}
+
+impl CallRecord {
+    pub fn parse(json: &str) -> Result<CallRecord, RecordError> {
+        parse(json)
+    }
+    pub fn emit(&self) -> String {
+        emit(self)
+    }
+}
+
+impl StatsRecord {
+    pub fn parse(json: &str) -> Result<StatsRecord, RecordError> {
+        parse(json)
+    }
+    pub fn emit(&self) -> String {
+        emit(self)
+    }
+}
+
+impl RegistrationRecord {
+    pub fn parse(json: &str) -> Result<RegistrationRecord, RecordError> {
+        parse(json)
+    }
+    pub fn emit(&self) -> String {
+        emit(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn end() -> EndRecord {
+        EndRecord {
+            rtp: Some("10.0.0.1:4000".parse().unwrap()),
+            rtcp: Some("10.0.0.1:4001".parse().unwrap()),
+            rtcp_mux: false,
+            latch: "symmetric".into(),
+            clock_rates: vec![(96, 48000)],
+            advertised: Some("10.0.0.1:4000".parse().unwrap()),
+            direction: Some("sendrecv".into()),
+            known: true,
+            mux_in_sdp: false,
+            ipv6: false,
+            relay_local: Some("127.0.0.1".parse().unwrap()),
+            learned: Some("[2001:db8::1]:5000".parse().unwrap()),
+            confirmed: true,
+        }
+    }
+
+    #[test]
+    fn call_record_round_trips() {
+        let r = CallRecord {
+            v: RECORD_VERSION,
+            call_id: "c\"1".into(),
+            created_unix_ns: 1,
+            last_signal_unix_ns: 2,
+            legs: vec![LegRecord {
+                tag: "x".into(),
+                label: None,
+                created_unix_ns: 1,
+            }],
+            dialogues: vec![DialogueRecord {
+                a_tag: "x".into(),
+                b_tag: Some("y".into()),
+                via_branch: None,
+                offerer: "a".into(),
+                answered: true,
+                created_unix_ns: 1,
+                media: vec![MediaRecord {
+                    index: 1,
+                    kind: "audio".into(),
+                    proto: "RTP/AVP".into(),
+                    label: None,
+                    mux_policy: "passthrough".into(),
+                    mux_offered: false,
+                    a: end(),
+                    b: end(),
+                    stream: Some(StreamRecord {
+                        a_port: 30000,
+                        b_port: 30002,
+                    }),
+                }],
+            }],
+        };
+        let json = r.emit();
+        assert!(json.starts_with("{\"v\":1,"), "{json}");
+        assert_eq!(CallRecord::parse(&json).unwrap(), r);
+    }
+
+    #[test]
+    fn refuses_other_versions_and_garbage() {
+        let s = StatsRecord {
+            v: 2,
+            ..StatsRecord::default()
+        };
+        assert_eq!(StatsRecord::parse(&s.emit()), Err(RecordError::Version(2)));
+        assert!(matches!(
+            CallRecord::parse("{\"v\":1}"),
+            Err(RecordError::Malformed(_))
+        ));
+        assert!(matches!(
+            CallRecord::parse("\u{0}[[["),
+            Err(RecordError::Malformed(_))
+        ));
+    }
+}

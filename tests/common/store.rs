@@ -1,0 +1,98 @@
+//! For the state-store tests: a real `redis-server` on a port of the test's own, counting
+//! its keys, and a relay that can be crashed (`kill -9`) and started again.
+#![allow(dead_code)]
+#![allow(clippy::disallowed_methods)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::ng::client;
+use super::peers::{find_program, tail, Peer};
+
+/// Starts `redis-server` on 127.0.0.1:`port` with nothing saved to disk (its working
+/// directory is `dir`), and waits (10 s at most) until it accepts connections.
+pub fn start_redis(port: u16, dir: &Path) -> Peer {
+    let bin = find_program("redis-server").expect("redis-server is not installed");
+    let mut peer = Peer::spawn(
+        "redis-server",
+        Command::new(bin)
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir),
+        &dir.join("redis.log"),
+    )
+    .expect("start redis-server");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline && peer.is_running(),
+            "redis-server did not listen on {port}:\n{}",
+            peer.log_tail(20)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    peer
+}
+
+/// A connection to the test's Redis.
+pub fn redis_con(port: u16) -> redis::Connection {
+    redis::Client::open(format!("redis://127.0.0.1:{port}/0"))
+        .unwrap()
+        .get_connection()
+        .unwrap()
+}
+
+/// How many keys match `pattern`.
+pub fn redis_keys(port: u16, pattern: &str) -> usize {
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(pattern)
+        .query(&mut redis_con(port))
+        .unwrap();
+    keys.len()
+}
+
+/// A relay process; dropping it or [`CrashableRelay::kill9`] sends SIGKILL (std's
+/// `Child::kill`), like a crash.
+pub struct CrashableRelay {
+    child: Child,
+}
+
+impl CrashableRelay {
+    /// Starts the relay with `args` (its output appended to `log`) and waits (15 s at most)
+    /// until it answers ng pings on 127.0.0.1:`ng_port`.
+    pub fn start(args: &[String], ng_port: u16, log: &Path) -> CrashableRelay {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_rtpanchor"))
+            .args(["--listen-ng", &format!("127.0.0.1:{ng_port}")])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out.try_clone().unwrap()))
+            .stderr(Stdio::from(out))
+            .spawn()
+            .expect("start rtpanchor");
+        let relay = CrashableRelay { child };
+        let ng = SocketAddr::from(([127, 0, 0, 1], ng_port));
+        if let Err(e) = client(ng).wait_ready(Duration::from_secs(15)) {
+            panic!("relay did not answer ping in 15 s: {e}\n{}", tail(log, 30));
+        }
+        relay
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for CrashableRelay {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
