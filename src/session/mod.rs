@@ -10,4 +10,5 @@ pub mod manager;
 pub mod model;
 pub mod negotiate;
 pub mod ports;
+pub mod quality;
 pub mod sip_media;
