@@ -10,6 +10,8 @@ cd "$(dirname "$0")/.."
 need=()
 command -v kamailio >/dev/null 2>&1 || need+=(kamailio)
 command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
+# The reference relay the MOS test compares its scale with (tests/kamailio_mos.rs).
+command -v rtpengine >/dev/null 2>&1 || need+=(rtpengine-daemon)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 # build.rs compiles the in-kernel fast path with clang (without it the relay builds anyway,
 # and the fast path's tests check that it says why it is unavailable).

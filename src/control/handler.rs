@@ -17,7 +17,8 @@
 //!   `local address`, `family`, `endpoint`, `advertised endpoint`, `last packet`, `flags`,
 //!   `stats` {packets, bytes, errors} (ingress: what that tag sends) and, on the RTP stream,
 //!   our extras `SSRC`, `jitter` / `max jitter` (ms, rounded), `jitter us` / `max jitter us`,
-//!   `packets lost`, `duplicates`, `reordered`.
+//!   `packets lost`, `duplicates`, `reordered`. `SSRC` holds per SSRC the MOS samples of
+//!   what that endpoint hears (rtpengine's shape; see `ssrc_block`).
 //! - `list` -> `{calls: [...], result: ok}` (oldest first, `limit` default 32).
 //! - `statistics` -> `{statistics: {currentstatistics, totalstatistics, interfaces}}`.
 //!
@@ -52,6 +53,7 @@ use crate::session::manager::{
 };
 use crate::session::model::RtcpMuxPolicy;
 use crate::session::negotiate::{Family, NegotiateOptions};
+use crate::session::quality::QualitySample;
 use crate::time::{Nanos, NANOS_PER_SEC};
 
 /// `list` without a `limit` key returns at most this many call-ids (rtpengine's default).
@@ -431,7 +433,7 @@ pub fn call_report(r: &CallReport) -> Owned {
         .with("created", r.created.as_secs())
         .with("created_us", r.created.subsec_micros())
         .with("last signal", r.last_signal_unix)
-        .with("SSRC", Owned::dict())
+        .with("SSRC", ssrc_block(r))
         .with("tags", tags)
         .with(
             "totals",
@@ -439,6 +441,53 @@ pub fn call_report(r: &CallReport) -> Owned {
                 .with("RTP", counters(&r.totals.rtp))
                 .with("RTCP", counters(&r.totals.rtcp)),
         )
+}
+
+/// The `SSRC` block in rtpengine's shape: per SSRC (decimal key) its RTP counters and the MOS
+/// samples of what the endpoint sending it hears (`session::quality`). `MOS` is × 10 (43 =
+/// 4.3), `round-trip time` (end to end) and `round-trip time leg` in µs, `jitter` in ms,
+/// `packet loss` in percent, `reported at` in Unix seconds.
+fn ssrc_block(r: &CallReport) -> Owned {
+    let unix = |ns: Nanos| (r.unix_at_zero + std::time::Duration::from_nanos(ns)).as_secs();
+    let common = |mos: u8, rtt: u64, leg: u64, jitter: u32, loss: u32| {
+        Owned::dict()
+            .with("MOS", u64::from(mos))
+            .with("round-trip time", rtt)
+            .with("round-trip time leg", leg)
+            .with("jitter", u64::from(jitter))
+            .with("packet loss", u64::from(loss))
+    };
+    let sample = |s: &QualitySample| {
+        common(s.mos.0, s.rtt_us, s.rtt_leg_us, s.jitter_ms, s.loss_percent)
+            .with("reported at", unix(s.at_ns))
+    };
+    let mut block = Owned::dict();
+    for d in &r.quality {
+        let a = &d.average;
+        let first = d.progression.first().map_or(0, |s| unix(s.at_ns));
+        let last = d.progression.last().map_or(0, |s| unix(s.at_ns));
+        let entries: Vec<Owned> = d.progression.iter().map(sample).collect();
+        let entry = Owned::dict()
+            .with("bytes", d.bytes)
+            .with("packets", d.packets)
+            .with("last RTP seq", d.last_seq)
+            .with("cumulative loss", d.cumulative_loss)
+            .with(
+                "average MOS",
+                common(a.mos.0, a.rtt_us, a.rtt_leg_us, a.jitter_ms, a.loss_percent)
+                    .with("samples", u64::from(a.samples)),
+            )
+            .with("lowest MOS", sample(&d.lowest))
+            .with("highest MOS", sample(&d.highest))
+            .with(
+                "MOS progression",
+                Owned::dict()
+                    .with("interval", last.saturating_sub(first) / 10)
+                    .with("entries", Owned::List(entries)),
+            );
+        block.insert(&d.ssrc.to_string(), entry);
+    }
+    block
 }
 
 fn statistics<B: MediaBackend>(mgr: &SessionManager<B>, now: Nanos) -> Owned {

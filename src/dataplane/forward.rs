@@ -136,8 +136,8 @@ pub fn decide(
             bump(&counters.rtcp_packets, 1);
             if let Some(sh) = slot.side_shared() {
                 let r = &sh.report;
-                let res = rtcp::for_each_report_block(pkt, |reporter, rb| {
-                    r.on_block(reporter, rb, now);
+                let res = rtcp::for_each_report_block(pkt, |_, rb| {
+                    r.on_block(rb);
                 })
                 .and_then(|_| {
                     rtcp::for_each_sender_info(pkt, |_, si| {

@@ -123,12 +123,11 @@ pub struct ReportCell {
     pub jitter: AtomicU32,
     /// Report blocks seen (wraps after 2^32, years of RTCP at any real rate).
     pub reports: AtomicU32,
-    /// SSRC of the endpoint that sent the last report block (its SR/RR's sender).
-    pub reporter_ssrc: AtomicU32,
-    /// The last block's LSR and DLSR, and when it arrived (monotonic ns).
+    /// The last block's LSR and DLSR. When it arrived is the side's RTCP socket's
+    /// `last_packet_ns` (the block came in the endpoint's latest compound packet), which
+    /// keeps this cell 8 bytes smaller.
     pub last_sr: AtomicU32,
     pub delay_since_last_sr: AtomicU32,
-    pub report_at_ns: AtomicU64,
     /// Middle 32 bits of the NTP timestamps of the two newest SRs (newest first), and when
     /// each arrived.
     pub sr_ntp_mid: [AtomicU32; 2],
@@ -136,19 +135,17 @@ pub struct ReportCell {
 }
 
 impl ReportCell {
-    /// Records a report block from `reporter` that arrived at `now`.
+    /// Records a report block.
     #[inline]
-    pub fn on_block(&self, reporter: u32, rb: &crate::rtp::rtcp::ReportBlock, now: u64) {
+    pub fn on_block(&self, rb: &crate::rtp::rtcp::ReportBlock) {
         self.fraction_lost
             .store(u32::from(rb.fraction_lost), Relaxed);
         self.cumulative_lost
             .store(rb.cumulative_lost as u32, Relaxed);
         self.jitter.store(rb.jitter, Relaxed);
-        self.reporter_ssrc.store(reporter, Relaxed);
         self.last_sr.store(rb.last_sr, Relaxed);
         self.delay_since_last_sr
             .store(rb.delay_since_last_sr, Relaxed);
-        self.report_at_ns.store(now, Relaxed);
         bump32(&self.reports, 1);
     }
 
@@ -161,16 +158,16 @@ impl ReportCell {
         self.sr_at_ns[0].store(now, Relaxed);
     }
 
-    pub fn read(&self) -> RtcpReport {
+    /// The report as last written; `report_at_ns` is when its RTCP packet arrived.
+    pub fn read(&self, report_at_ns: u64) -> RtcpReport {
         RtcpReport {
             fraction_lost: self.fraction_lost.load(Relaxed) as u8,
             cumulative_lost: self.cumulative_lost.load(Relaxed) as i32,
             jitter_rtp_units: self.jitter.load(Relaxed),
             reports: u64::from(self.reports.load(Relaxed)),
-            reporter_ssrc: self.reporter_ssrc.load(Relaxed),
             last_sr: self.last_sr.load(Relaxed),
             delay_since_last_sr: self.delay_since_last_sr.load(Relaxed),
-            report_at_ns: self.report_at_ns.load(Relaxed),
+            report_at_ns,
             sender_reports: [0, 1].map(|i| SenderReportSeen {
                 ntp_mid: self.sr_ntp_mid[i].load(Relaxed),
                 at_ns: self.sr_at_ns[i].load(Relaxed),
@@ -196,7 +193,7 @@ impl SideShared {
             quality: self.quality.read(self.rtp.last_packet_ns.load(Relaxed)),
             learned_rtp: None,
             confirmed: false,
-            rtcp_report: self.report.read(),
+            rtcp_report: self.report.read(self.rtcp.last_packet_ns.load(Relaxed)),
         }
     }
 }

@@ -146,8 +146,6 @@ pub struct RtcpReport {
     pub cumulative_lost: i32,
     pub jitter_rtp_units: u32,
     pub reports: u64,
-    /// SSRC of the endpoint that sent the last block.
-    pub reporter_ssrc: u32,
     /// The last block's LSR (middle 32 bits of the NTP time of the SR it answers; 0 = none)
     /// and DLSR (1/65536 s since that SR), and when the relay received it (monotonic ns).
     pub last_sr: u32,

@@ -85,7 +85,7 @@ pub struct QualityAverage {
 /// What `query`/`delete` report for one direction.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DirectionSummary {
-    /// The receiver's SSRC (its own RTP's, else its RTCP's, else the sender's).
+    /// The receiver's SSRC (of its own RTP; the sender's when it sends none).
     pub ssrc: u32,
     /// RTP of that SSRC as the relay received it.
     pub packets: u64,
@@ -178,6 +178,9 @@ impl DirectionQuality {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StreamQuality {
     dirs: [DirectionQuality; 2],
+    /// RTCP packets from both sides, and when the stream was last looked at (for [`Self::due`]).
+    rtcp_packets_seen: u64,
+    looked_ns: Option<Nanos>,
 }
 
 fn idx(side: Side) -> usize {
@@ -206,6 +209,21 @@ fn rtt_leg_us(rr: &RtcpReport, sender: &RtcpReport) -> Option<u64> {
 }
 
 impl StreamQuality {
+    /// Whether a look at the stream's full figures may find a sample due, given its RTCP
+    /// packet count (both sides) at `now`: some RTCP came in, or a relay interval passed.
+    /// Cheap, so a sweep can ask it of every stream with only the socket counters at hand.
+    pub fn due(&mut self, rtcp_packets: u64, now: Nanos) -> bool {
+        let due = rtcp_packets != self.rtcp_packets_seen
+            || self
+                .looked_ns
+                .is_none_or(|t| now.saturating_sub(t) >= RELAY_SAMPLE_NS);
+        if due {
+            self.rtcp_packets_seen = rtcp_packets;
+            self.looked_ns = Some(now);
+        }
+        due
+    }
+
     pub fn direction(&self, receiver: Side) -> &DirectionQuality {
         &self.dirs[idx(receiver)]
     }
@@ -302,8 +320,6 @@ impl StreamQuality {
         let heard = st.side(receiver.other());
         let ssrc = if own.quality.packets > 0 {
             own.quality.ssrc
-        } else if own.rtcp_report.reports > 0 {
-            own.rtcp_report.reporter_ssrc
         } else {
             heard.quality.ssrc
         };
@@ -378,6 +394,16 @@ mod tests {
     }
 
     #[test]
+    fn due_on_rtcp_or_interval() {
+        let mut q = StreamQuality::default();
+        assert!(q.due(0, S));
+        assert!(!q.due(0, 2 * S));
+        assert!(q.due(1, 2 * S), "new RTCP");
+        assert!(!q.due(1, 3 * S));
+        assert!(q.due(1, 7 * S), "relay interval");
+    }
+
+    #[test]
     fn closing_takes_the_last_interval() {
         let mut q = StreamQuality::default();
         let st = relay_only(100, 10, 0, 0);
@@ -413,7 +439,6 @@ mod tests {
         r.jitter_rtp_units = 80; // 10 ms at 8 kHz
         r.last_sr = lsr;
         r.delay_since_last_sr = dlsr;
-        r.reporter_ssrc = if rx == Side::A { 0xa } else { 0xb };
     }
 
     #[test]

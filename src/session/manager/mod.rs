@@ -61,6 +61,7 @@ use crate::session::backend::{
 use crate::session::model::{Call, MAX_TOKEN_LEN};
 use crate::session::negotiate::{NegotiateError, RelayInterface};
 use crate::session::ports::{PortError, PortPair};
+use crate::session::quality::{DirectionSummary, StreamQuality};
 use crate::time::{Nanos, NANOS_PER_SEC};
 
 mod allocation;
@@ -266,6 +267,10 @@ pub struct CallReport {
     pub last_signal_unix: u64,
     pub tags: Vec<TagReport>,
     pub totals: Totals,
+    /// Quality per stream direction (the `SSRC` block), and the Unix time at monotonic 0 to
+    /// date its samples.
+    pub quality: Vec<DirectionSummary>,
+    pub unix_at_zero: Duration,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -385,6 +390,8 @@ pub struct SessionManager<B: MediaBackend> {
     /// the start of each round cost ~1 ms of cold refcount updates on the workers' core.
     order: Vec<Arc<str>>,
     sweep: Sweep,
+    /// Quality samples of live streams (taken by the sweep; see `session::quality`).
+    quality: HashMap<StreamId, StreamQuality>,
 }
 
 /// What `delete` names.
@@ -426,6 +433,7 @@ impl<B: MediaBackend> SessionManager<B> {
             },
             order: Vec::new(),
             sweep: Sweep::default(),
+            quality: HashMap::new(),
         }
     }
 
@@ -458,6 +466,7 @@ impl<B: MediaBackend> SessionManager<B> {
         }
         self.backend.close(id);
         self.stream_calls.remove(&id);
+        self.quality.remove(&id);
     }
 
     fn close_streams(&mut self, ids: impl IntoIterator<Item = StreamId>) {

@@ -79,6 +79,12 @@ impl<B: MediaBackend> SessionManager<B> {
                     live.rtp.add(&b_rtp);
                     live.rtcp.add(&a_rtcp);
                     live.rtcp.add(&b_rtcp);
+                    let q = self.quality.entry(s.id).or_default();
+                    if q.due(a_rtcp.packets.wrapping_add(b_rtcp.packets), now) {
+                        if let Some(st) = self.backend.stats(s.id) {
+                            q.observe(&st, now, false);
+                        }
+                    }
                 }
             }
             if self.cfg.timeout_ns > 0 && now.saturating_sub(last) >= self.cfg.timeout_ns {
