@@ -6,10 +6,12 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::dataplane::DataPlane;
+use crate::server::cdr::CdrWriter;
 use crate::server::ng::{serve_ng, NgServerConfig};
 use crate::server::sip::{SipServer, SipServerConfig};
 use crate::session::manager::{ManagerConfig, SessionManager};
 use crate::session::negotiate::RelayInterface;
+use crate::session::record::EndReason;
 use crate::sip::proxy::ProxyConfig;
 use crate::time::{self, NANOS_PER_SEC};
 
@@ -44,7 +46,20 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         },
         now,
     );
+    let mut manager = manager;
+    let cdr = match &config.cdr_file {
+        Some(path) => {
+            let (tx, writer) = CdrWriter::start(path)
+                .map_err(|e| anyhow::anyhow!("cannot open --cdr-file {}: {e}", path.display()))?;
+            manager.set_record_sink(tx);
+            tracing::info!(path = %path.display(), "call records on");
+            Some(writer)
+        }
+        None => None,
+    };
     let manager = Arc::new(Mutex::new(manager));
+    let for_exit = manager.clone();
+    let hup_cdr = cdr.as_ref().map(CdrWriter::reopen_flag);
     let ng = NgServerConfig {
         listen_udp: config.listen_ng,
         listen_tcp: config.listen_tcp_ng,
@@ -65,6 +80,15 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         };
         let server = tokio::spawn(serve_ng(ng, manager.clone(), stop_rx));
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        let hup_task = tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                tracing::info!("SIGHUP");
+                if let Some(f) = &hup_cdr {
+                    f.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        });
         let outcome = tokio::select! {
             _ = tokio::signal::ctrl_c() => Ok(()),
             _ = term.recv() => Ok(()),
@@ -80,9 +104,22 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             },
         };
         tracing::info!("shutting down");
+        hup_task.abort();
         let _ = stop_tx.send(true);
         outcome
-    })
+    })?;
+    // Calls still up get their records too, then the writer finishes the queue.
+    if let Ok(mut m) = for_exit.lock() {
+        let n = m.terminate_all(EndReason::Shutdown, time::now_ns());
+        if n > 0 {
+            tracing::info!(calls = n, "calls ended at shutdown");
+        }
+        drop(m.take_record_sink());
+    }
+    if let Some(w) = cdr {
+        w.finish(Duration::from_secs(5));
+    }
+    Ok(())
 }
 
 /// Binds the built-in SIP proxy (unless `--no-sip`) and starts it. The default listener is

@@ -158,6 +158,9 @@ pub struct Cli {
     /// Log filter: error, warn, info, debug, trace, or a tracing filter. [default: info]
     #[arg(long)]
     pub log_level: Option<String>,
+    /// Append one JSON line per ended call to this file (`-`: stdout); SIGHUP reopens it.
+    #[arg(long, value_name = "PATH")]
+    pub cdr_file: Option<PathBuf>,
 }
 
 /// The file form: every key optional, same names as the flags.
@@ -187,6 +190,7 @@ struct FileConfig {
     sip_outbound: Option<SocketAddr>,
     sip_max_message: Option<usize>,
     log_level: Option<String>,
+    cdr_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug)]
@@ -224,6 +228,8 @@ pub struct Config {
     pub sip_outbound: Option<SocketAddr>,
     pub sip_max_message: usize,
     pub log_level: String,
+    /// Call records (`--cdr-file`), off unless given.
+    pub cdr_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -256,6 +262,7 @@ impl Default for Config {
             sip_outbound: None,
             sip_max_message: MAX_SIP_MESSAGE,
             log_level: "info".into(),
+            cdr_file: None,
         }
     }
 }
@@ -331,6 +338,7 @@ impl Config {
         if let Some(l) = cli.log_level.clone().or(file.log_level) {
             c.log_level = l;
         }
+        c.cdr_file = cli.cdr_file.clone().or(file.cdr_file);
         c.validate()?;
         Ok(c)
     }

@@ -54,6 +54,7 @@ use crate::session::manager::{
 use crate::session::model::RtcpMuxPolicy;
 use crate::session::negotiate::{Family, NegotiateOptions};
 use crate::session::quality::QualitySample;
+use crate::session::record::EndReason;
 use crate::time::{Nanos, NANOS_PER_SEC};
 
 /// `list` without a `limit` key returns at most this many call-ids (rtpengine's default).
@@ -220,6 +221,7 @@ fn delete<B: MediaBackend>(mgr: &mut SessionManager<B>, req: NgRequest, now: Nan
         delay_ns: req
             .delete_delay
             .map(|s| u64::from(s).saturating_mul(NANOS_PER_SEC)),
+        reason: EndReason::Delete,
     };
     match mgr.delete(&dreq, !req.flags.fast, now) {
         Ok(Some(report)) => {

@@ -11,4 +11,5 @@ pub mod model;
 pub mod negotiate;
 pub mod ports;
 pub mod quality;
+pub mod record;
 pub mod sip_media;

@@ -29,6 +29,7 @@ use crate::sdp::Sdp;
 use crate::session::backend::MediaBackend;
 use crate::session::manager::{DeleteRequest, SessionError, SessionManager, Signal};
 use crate::session::negotiate::NegotiateOptions;
+use crate::session::record::EndReason;
 use crate::sip::media::{MediaCtx, MediaHook, MediaOp, MediaResult};
 use crate::time::Nanos;
 
@@ -141,6 +142,7 @@ pub fn apply<B: MediaBackend>(
                 to_tag: None,
                 via_branch: nonempty(ctx.via_branch),
                 delay_ns: None,
+                reason: EndReason::Bye,
             };
             match mgr.delete(&req, false, now) {
                 Ok(_) | Err(SessionError::NotFound) => MediaResult::Unchanged,

@@ -44,7 +44,7 @@
 //!   the offer is committed;
 //! - `offer`, `answer`: read, plan, (allocate), render, commit;
 //! - `delete`; `report` (`query`, `list`, `statistics`); `sweep` (`tick`: delete delays,
-//!   media timeouts, rates).
+//!   media timeouts, rates); `record` (call records, terminate).
 //!
 //! They use this file; this file uses none of them.
 
@@ -62,6 +62,7 @@ use crate::session::model::{Call, MAX_TOKEN_LEN};
 use crate::session::negotiate::{NegotiateError, RelayInterface};
 use crate::session::ports::{PortError, PortPair};
 use crate::session::quality::{DirectionSummary, StreamQuality};
+use crate::session::record::{CallRecord, EndReason};
 use crate::time::{Nanos, NANOS_PER_SEC};
 
 mod allocation;
@@ -69,6 +70,7 @@ mod answer;
 mod delete;
 mod offer;
 mod plan;
+mod record;
 mod report;
 mod sweep;
 #[cfg(test)]
@@ -392,6 +394,9 @@ pub struct SessionManager<B: MediaBackend> {
     sweep: Sweep,
     /// Quality samples of live streams (taken by the sweep; see `session::quality`).
     quality: HashMap<StreamId, StreamQuality>,
+    /// Where call records go (`record.rs`), and how many a full queue cost.
+    records: Option<std::sync::mpsc::SyncSender<CallRecord>>,
+    records_dropped: u64,
 }
 
 /// What `delete` names.
@@ -403,6 +408,8 @@ pub struct DeleteRequest<'a> {
     pub via_branch: Option<&'a str>,
     /// Overrides the configured delete delay.
     pub delay_ns: Option<Nanos>,
+    /// What the call record says ended the call (when this deletes it whole).
+    pub reason: EndReason,
 }
 
 /// The relay ports the endpoint on `side` sends to.
@@ -434,6 +441,8 @@ impl<B: MediaBackend> SessionManager<B> {
             order: Vec::new(),
             sweep: Sweep::default(),
             quality: HashMap::new(),
+            records: None,
+            records_dropped: 0,
         }
     }
 

@@ -5,6 +5,7 @@ use crate::session::backend::{MediaBackend, StreamId};
 use crate::session::manager::{
     CloseReason, ClosedCall, SessionManager, Totals, SWEEP_PER_TICK, SWEEP_ROUND_NS,
 };
+use crate::session::record::EndReason;
 use crate::time::{Nanos, NANOS_PER_SEC};
 
 impl<B: MediaBackend> SessionManager<B> {
@@ -99,10 +100,17 @@ impl<B: MediaBackend> SessionManager<B> {
                 continue;
             };
             let totals = self.call_totals(&call);
+            let record = self
+                .records
+                .is_some()
+                .then(|| self.build_record(&call, EndReason::Timeout, now));
             let ids: Vec<StreamId> = call.streams().map(|s| s.id).collect();
             self.close_streams(ids);
             self.timeouts += 1;
             tracing::info!(call_id = %id, "call timed out (no media)");
+            if let Some(r) = record {
+                self.send_record(r);
+            }
             closed.push(ClosedCall {
                 call_id: id,
                 reason: CloseReason::Timeout,
