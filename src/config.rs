@@ -161,6 +161,10 @@ pub struct Cli {
     /// Append one JSON line per ended call to this file (`-`: stdout); SIGHUP reopens it.
     #[arg(long, value_name = "PATH")]
     pub cdr_file: Option<PathBuf>,
+    /// On SIGTERM (or ng drain) wait at most this long for calls to end, then end them and
+    /// exit; 0 = wait until the last call ends (media timeouts end silent ones). [default: 0]
+    #[arg(long, value_name = "SECS")]
+    pub drain_timeout: Option<u64>,
 }
 
 /// The file form: every key optional, same names as the flags.
@@ -191,6 +195,7 @@ struct FileConfig {
     sip_max_message: Option<usize>,
     log_level: Option<String>,
     cdr_file: Option<PathBuf>,
+    drain_timeout: Option<u64>,
 }
 
 #[derive(Clone, Debug)]
@@ -230,6 +235,8 @@ pub struct Config {
     pub log_level: String,
     /// Call records (`--cdr-file`), off unless given.
     pub cdr_file: Option<PathBuf>,
+    /// Longest drain (`--drain-timeout`); 0 = no limit.
+    pub drain_timeout_secs: u64,
 }
 
 impl Default for Config {
@@ -263,6 +270,7 @@ impl Default for Config {
             sip_max_message: MAX_SIP_MESSAGE,
             log_level: "info".into(),
             cdr_file: None,
+            drain_timeout_secs: 0,
         }
     }
 }
@@ -339,6 +347,7 @@ impl Config {
             c.log_level = l;
         }
         c.cdr_file = cli.cdr_file.clone().or(file.cdr_file);
+        c.drain_timeout_secs = cli.drain_timeout.or(file.drain_timeout).unwrap_or(0);
         c.validate()?;
         Ok(c)
     }

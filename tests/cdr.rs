@@ -1,7 +1,7 @@
 //! Call records (issue 15): `--cdr-file` gets one JSON line per ended call, with the figures
 //! the test sent. Four calls through the relay binary over ng: one deleted (ng `delete`), one
 //! left to the media timeout, one deleted after the file was moved away and SIGHUP sent
-//! (logrotate: it lands in a new file), one still up at SIGTERM (recorded at shutdown).
+//! (logrotate: it lands in a new file), one still up at SIGTERM (ended by the drain timeout).
 //! Ports: ng 11122, media 11600-11699, endpoints on ephemeral loopback ports.
 
 #![allow(clippy::disallowed_methods)]
@@ -117,7 +117,14 @@ fn one_record_per_call_with_the_figures_sent() {
             .args(["--interface", "127.0.0.1", "--no-sip", "--num-threads", "1"])
             .args(["--listen-ng", &format!("127.0.0.1:{NG}")])
             .args(["--port-min", "11600", "--port-max", "11699"])
-            .args(["--timeout", "2", "--log-level", "info"])
+            .args([
+                "--timeout",
+                "2",
+                "--log-level",
+                "info",
+                "--drain-timeout",
+                "1",
+            ])
             .arg("--cdr-file")
             .arg(&cdr),
         &dir.path().join("relay.log"),
@@ -205,7 +212,8 @@ fn one_record_per_call_with_the_figures_sent() {
     assert_eq!(direction(&r[0], "ta")["packets"], sent3);
     assert_eq!(records(&rotated).len(), 2, "the rotated file keeps its two");
 
-    // 4. Up at SIGTERM: recorded as ended by the shutdown; the relay exits 0.
+    // 4. Up at SIGTERM: the drain waits --drain-timeout (1 s), then ends it (recorded as
+    //    `drain`); the relay exits 0.
     let (a4, b4) = (sock(), sock());
     call(&mut c, "cdr-4", &a4, &b4);
     signal(relay.pid(), "-TERM");
@@ -218,5 +226,5 @@ fn one_record_per_call_with_the_figures_sent() {
     let r = records(&cdr);
     assert_eq!(r.len(), 2, "{r:?}");
     assert_eq!(r[1]["call_id"], "cdr-4");
-    assert_eq!(r[1]["end_reason"], "shutdown");
+    assert_eq!(r[1]["end_reason"], "drain");
 }

@@ -83,7 +83,63 @@ pub fn handle<B: MediaBackend>(mgr: &mut SessionManager<B>, req: NgRequest, now:
         Command::Query => query(mgr, &req),
         Command::List => list(mgr, &req),
         Command::Statistics => statistics(mgr, now),
+        Command::Terminate => terminate(mgr, &req, now),
+        Command::Drain => drain(mgr),
+        Command::Set => set(mgr, &req),
     }
+}
+
+/// `terminate` (ours): the call named by `call-id`, or every call with flag `all`. Replies
+/// `terminated` (how many).
+fn terminate<B: MediaBackend>(mgr: &mut SessionManager<B>, req: &NgRequest, now: Nanos) -> Owned {
+    if req.flags.all {
+        let n = mgr.terminate_all(EndReason::Terminate, now);
+        return reply::ok().with("terminated", n as u64);
+    }
+    let Some(call_id) = nonempty(&req.call_id) else {
+        return reply::from_error(&ng::NgError::NoCallId);
+    };
+    match mgr.terminate(call_id, EndReason::Terminate, now) {
+        Ok(()) => reply::ok().with("terminated", 1u64),
+        Err(e) => reply::error(&e.to_string()),
+    }
+}
+
+/// `drain` (ours): from now on no new call; the process exits when the last one ends (the
+/// app watches the flag). Replies the calls still up.
+fn drain<B: MediaBackend>(mgr: &mut SessionManager<B>) -> Owned {
+    let already = mgr.lifecycle().start_drain();
+    if !already {
+        tracing::info!(calls = mgr.call_count(), "draining (ng drain)");
+    }
+    reply::ok()
+        .with("calls", mgr.call_count() as u64)
+        .with("already draining", i64::from(already))
+}
+
+/// `set` (ours, after `rtpengine-ctl set`): `max-sessions` and/or `log-level`, live. Replies
+/// what changed.
+fn set<B: MediaBackend>(mgr: &mut SessionManager<B>, req: &NgRequest) -> Owned {
+    if req.max_sessions.is_none() && req.log_level.is_none() {
+        return reply::error("Nothing to set: give max-sessions or log-level");
+    }
+    if let Some(l) = &req.log_level {
+        if let Err(e) = mgr.lifecycle().set_log_level(l) {
+            return reply::error(&format!("Bad log-level: {e}"));
+        }
+        tracing::warn!(log_level = %l, "log level changed (ng set)");
+    }
+    let mut out = reply::ok();
+    if let Some(n) = req.max_sessions {
+        let old = mgr.config().max_sessions;
+        mgr.set_max_sessions(n);
+        tracing::info!(old, new = n, "max sessions changed (ng set)");
+        out.insert("max-sessions", n as u64);
+    }
+    if let Some(l) = &req.log_level {
+        out.insert("log-level", l.as_str());
+    }
+    out
 }
 
 /// The negotiation options a request asks for; warnings for what we only partly honour.

@@ -83,7 +83,9 @@ fn failed(status: u16, reason: impl Into<String>) -> MediaResult {
 
 fn refusal(e: &SessionError) -> MediaResult {
     match e {
-        SessionError::SessionLimit | SessionError::OutOfPorts => failed(503, e.to_string()),
+        SessionError::SessionLimit | SessionError::OutOfPorts | SessionError::Draining => {
+            failed(503, e.to_string())
+        }
         SessionError::Negotiate(_) | SessionError::TooManyBranches(_) => {
             failed(488, "Not Acceptable Here")
         }

@@ -53,6 +53,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::lifecycle::Lifecycle;
 use crate::sdp::Direction;
 use crate::session::backend::{
     BackendError, LatchEventKind, MediaBackend, OpenedStream, Side, SideStats, SocketCounters,
@@ -138,6 +139,9 @@ pub enum SessionError {
     /// rtpengine's wording (Kamailio fails over to the next node on it).
     #[error("Ran out of ports")]
     OutOfPorts,
+    /// The relay is draining (SIGTERM or ng `drain`): calls up keep going, no new ones.
+    #[error("Draining: no new sessions")]
+    Draining,
     #[error("Unknown call-id")]
     UnknownCall,
     #[error("Unknown call-id or tag: no offer to answer")]
@@ -162,7 +166,10 @@ pub enum SessionError {
 impl SessionError {
     /// Capacity problems: answered with `result: load limit` where the client supports it.
     pub fn is_load_limit(&self) -> bool {
-        matches!(self, SessionError::SessionLimit | SessionError::OutOfPorts)
+        matches!(
+            self,
+            SessionError::SessionLimit | SessionError::OutOfPorts | SessionError::Draining
+        )
     }
 }
 
@@ -397,6 +404,8 @@ pub struct SessionManager<B: MediaBackend> {
     /// Where call records go (`record.rs`), and how many a full queue cost.
     records: Option<std::sync::mpsc::SyncSender<CallRecord>>,
     records_dropped: u64,
+    /// Draining and live log level (shared with the app's signal handling).
+    lifecycle: Arc<Lifecycle>,
 }
 
 /// What `delete` names.
@@ -443,6 +452,7 @@ impl<B: MediaBackend> SessionManager<B> {
             quality: HashMap::new(),
             records: None,
             records_dropped: 0,
+            lifecycle: Lifecycle::new(),
         }
     }
 
@@ -456,6 +466,25 @@ impl<B: MediaBackend> SessionManager<B> {
 
     pub fn config(&self) -> &ManagerConfig {
         &self.cfg
+    }
+
+    /// Shares the process's run state (draining, log level) with this manager.
+    pub fn set_lifecycle(&mut self, l: Arc<Lifecycle>) {
+        self.lifecycle = l;
+    }
+
+    pub fn lifecycle(&self) -> &Arc<Lifecycle> {
+        &self.lifecycle
+    }
+
+    /// Changes the session limit live (0 = none); calls beyond it keep going.
+    pub fn set_max_sessions(&mut self, n: usize) {
+        self.cfg.max_sessions = n;
+    }
+
+    /// Changes the media timeout live (0 disables it).
+    pub fn set_timeout_ns(&mut self, ns: Nanos) {
+        self.cfg.timeout_ns = ns;
     }
 
     /// Live calls (not counting deleted ones lingering in their delete delay).
