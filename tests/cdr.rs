@@ -9,65 +9,20 @@
 #[allow(dead_code)]
 mod common;
 
-use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
 use std::process::Command;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use common::media::{pcmu, sock};
-use common::ng::{answering_client, relay_port, sdp};
+use common::calls::{call, send};
+use common::media::sock;
+use common::ng::answering_client;
 use common::peers::Peer;
 use common::TempDir;
-use rtpanchor::client::ng::NgClient;
 use rtpanchor::control::bencode::Owned;
 use serde_json::Value;
 
 const NG: u16 = 11122;
-
-/// Offers from `a` and answers from `b`: returns (where A sends, where B sends).
-fn call(c: &mut NgClient, id: &str, a: &UdpSocket, b: &UdpSocket) -> (SocketAddr, SocketAddr) {
-    let port = |s: &UdpSocket| s.local_addr().unwrap().port();
-    let offer = c
-        .request(
-            &Owned::dict()
-                .with("sdp", sdp(port(a), 1).as_str())
-                .with("call-id", id)
-                .with("from-tag", "ta")
-                .with("command", "offer"),
-        )
-        .unwrap();
-    let to_b = relay_port(offer.get("sdp").and_then(Owned::as_str).unwrap());
-    let answer = c
-        .request(
-            &Owned::dict()
-                .with("sdp", sdp(port(b), 2).as_str())
-                .with("call-id", id)
-                .with("from-tag", "ta")
-                .with("to-tag", "tb")
-                .with("command", "answer"),
-        )
-        .unwrap();
-    let to_a = relay_port(answer.get("sdp").and_then(Owned::as_str).unwrap());
-    (
-        SocketAddr::from(([127, 0, 0, 1], to_a)),
-        SocketAddr::from(([127, 0, 0, 1], to_b)),
-    )
-}
-
-/// Sends packets `1..=n` but those in `skip` from `s` to `to`; returns how many were sent.
-fn send(s: &UdpSocket, to: SocketAddr, ssrc: u32, n: u16, skip: &[u16]) -> u64 {
-    let mut sent = 0;
-    for seq in 1..=n {
-        if !skip.contains(&seq) {
-            s.send_to(&pcmu(seq, ssrc), to).unwrap();
-            sent += 1;
-            // A gentle pace: nothing is lost to a full socket buffer.
-            sleep(Duration::from_micros(300));
-        }
-    }
-    sent
-}
 
 fn records(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
