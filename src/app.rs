@@ -4,17 +4,26 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::config::Config;
+use crate::config::{Cli, Config};
 use crate::dataplane::DataPlane;
+use crate::lifecycle::Lifecycle;
+use crate::server::cdr::CdrWriter;
 use crate::server::ng::{serve_ng, NgServerConfig};
 use crate::server::sip::{SipServer, SipServerConfig};
 use crate::session::manager::{ManagerConfig, SessionManager};
 use crate::session::negotiate::RelayInterface;
+use crate::session::record::EndReason;
 use crate::sip::proxy::ProxyConfig;
 use crate::store::locations::LocationPersistence;
 use crate::time::{self, NANOS_PER_SEC};
 
 pub fn run(config: Config) -> anyhow::Result<()> {
+    run_with(config, Lifecycle::new(), None)
+}
+
+/// [`run`] with the process's run state (draining, live log level; `/health` reads the same
+/// flag) and the command line, which SIGHUP reads again (with the `--config` file it names).
+pub fn run_with(config: Config, lifecycle: Arc<Lifecycle>, cli: Option<Cli>) -> anyhow::Result<()> {
     let dataplane = DataPlane::start(&config)?;
     tracing::info!(
         interface = %config.interface.local,
@@ -53,7 +62,21 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         }
         None => (None, None),
     };
+    manager.set_lifecycle(lifecycle.clone());
+    let cdr = match &config.cdr_file {
+        Some(path) => {
+            let (tx, writer) = CdrWriter::start(path)
+                .map_err(|e| anyhow::anyhow!("cannot open --cdr-file {}: {e}", path.display()))?;
+            manager.set_record_sink(tx);
+            tracing::info!(path = %path.display(), "call records on");
+            Some(writer)
+        }
+        None => None,
+    };
+    let kept_in_store = store.is_some();
     let manager = Arc::new(Mutex::new(manager));
+    let for_exit = manager.clone();
+    let hup_cdr = cdr.as_ref().map(CdrWriter::reopen_flag);
     let ng = NgServerConfig {
         listen_udp: config.listen_ng,
         listen_tcp: config.listen_tcp_ng,
@@ -72,21 +95,67 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             // No SIP: a task that never ends keeps the select below uniform.
             None => tokio::spawn(std::future::pending::<anyhow::Result<()>>()),
         };
-        let server = tokio::spawn(serve_ng(ng, manager.clone(), stop_rx));
+        let mut server = tokio::spawn(serve_ng(ng, manager.clone(), stop_rx));
+        let mut sip = sip;
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        let outcome = tokio::select! {
-            _ = tokio::signal::ctrl_c() => Ok(()),
-            _ = term.recv() => Ok(()),
-            r = server => match r {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(e),
-                Err(e) => Err(anyhow::anyhow!("ng server task failed: {e}")),
-            },
-            r = sip => match r {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(e),
-                Err(e) => Err(anyhow::anyhow!("SIP server task failed: {e}")),
-            },
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        let mut running = config.clone();
+        // How often a drain looks whether the last call has ended.
+        let mut drain_check = tokio::time::interval(Duration::from_millis(100));
+        let mut drain_started: Option<u64> = None;
+        let outcome = loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => break Ok(()),
+                _ = term.recv() => {
+                    if lifecycle.start_drain() {
+                        tracing::warn!("second SIGTERM: exiting now");
+                        break Ok(());
+                    }
+                    let calls = manager.lock().map_or(0, |m| m.call_count());
+                    tracing::info!(calls, "SIGTERM: draining (no new calls; a second SIGTERM exits at once)");
+                }
+                _ = hup.recv() => {
+                    tracing::info!("SIGHUP");
+                    if let Some(f) = &hup_cdr {
+                        f.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    if let Some(cli) = &cli {
+                        reload(cli, &mut running, &manager, &lifecycle);
+                    }
+                }
+                _ = drain_check.tick() => {
+                    if !lifecycle.is_draining() {
+                        continue;
+                    }
+                    let started = *drain_started.get_or_insert_with(|| {
+                        tracing::info!("draining");
+                        time::now_ns()
+                    });
+                    let Ok(mut m) = manager.lock() else { break Ok(()) };
+                    if m.call_count() == 0 {
+                        tracing::info!("drained: the last call has ended");
+                        break Ok(());
+                    }
+                    let limit = running.drain_timeout_secs;
+                    if limit > 0
+                        && time::now_ns().saturating_sub(started) >= limit.saturating_mul(NANOS_PER_SEC)
+                    {
+                        let n = m.terminate_all(EndReason::Drain, time::now_ns());
+                        tracing::warn!(calls = n, "drain timeout: calls ended");
+                        break Ok(());
+                    }
+                }
+                r = &mut server => break match r {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(e),
+                    Err(e) => Err(anyhow::anyhow!("ng server task failed: {e}")),
+                },
+                r = &mut sip => break match r {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(e),
+                    Err(e) => Err(anyhow::anyhow!("SIP server task failed: {e}")),
+                },
+            }
         };
         tracing::info!("shutting down");
         let _ = stop_tx.send(true);
@@ -101,7 +170,24 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             }
         }
         outcome
-    })
+    })?;
+    // Calls still up get their records too, then the writer finishes the queue. With a state
+    // store they are not ended: they stay stored for the next start, whose records end them.
+    if let Ok(mut m) = for_exit.lock() {
+        if !kept_in_store {
+            let n = m.terminate_all(EndReason::Shutdown, time::now_ns());
+            if n > 0 {
+                tracing::info!(calls = n, "calls ended at shutdown");
+            }
+        } else {
+            tracing::info!(calls = m.call_count(), "calls left in the state store for the next start");
+        }
+        drop(m.take_record_sink());
+    }
+    if let Some(w) = cdr {
+        w.finish(Duration::from_secs(5));
+    }
+    Ok(())
 }
 
 /// Further tries for stored calls whose ports are still taken at start, and the pause
@@ -212,5 +298,67 @@ async fn start_sip(
             Ok(None)
         }
         Err(e) => Err(e),
+    }
+}
+
+/// SIGHUP: reads the configuration again and applies what can change live (log level, session
+/// limit, media timeout, drain timeout); says what else changed and needs a restart. A file
+/// that does not load changes nothing.
+fn reload(
+    cli: &Cli,
+    running: &mut Config,
+    manager: &Mutex<SessionManager<DataPlane>>,
+    lifecycle: &Lifecycle,
+) {
+    let new = match Config::load(cli) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(
+                error = format!("{e:#}"),
+                "reload failed: configuration unchanged"
+            );
+            return;
+        }
+    };
+    let plan = crate::reload::plan(running, &new);
+    if plan.is_empty() {
+        tracing::info!("reload: nothing changed");
+        return;
+    }
+    if let Some(l) = &plan.log_level {
+        match lifecycle.set_log_level(l) {
+            Ok(()) => {
+                tracing::info!(old = %running.log_level, new = %l, "reload: log level");
+                running.log_level = l.clone();
+            }
+            Err(e) => tracing::error!(level = %l, error = %e, "reload: log level not changed"),
+        }
+    }
+    if let Ok(mut m) = manager.lock() {
+        if let Some(n) = plan.max_sessions {
+            tracing::info!(old = running.max_sessions, new = n, "reload: max sessions");
+            m.set_max_sessions(n);
+            running.max_sessions = n;
+        }
+        if let Some(t) = plan.timeout_secs {
+            tracing::info!(
+                old = running.timeout_secs,
+                new = t,
+                "reload: media timeout (s)"
+            );
+            m.set_timeout_ns(t.saturating_mul(NANOS_PER_SEC));
+            running.timeout_secs = t;
+        }
+    }
+    if let Some(t) = plan.drain_timeout_secs {
+        tracing::info!(
+            old = running.drain_timeout_secs,
+            new = t,
+            "reload: drain timeout (s)"
+        );
+        running.drain_timeout_secs = t;
+    }
+    if !plan.restart_needed.is_empty() {
+        tracing::warn!(settings = ?plan.restart_needed, "reload: changed, but only a restart applies them");
     }
 }

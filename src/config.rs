@@ -162,6 +162,13 @@ pub struct Cli {
     /// Log filter: error, warn, info, debug, trace, or a tracing filter. [default: info]
     #[arg(long)]
     pub log_level: Option<String>,
+    /// Append one JSON line per ended call to this file (`-`: stdout); SIGHUP reopens it.
+    #[arg(long, value_name = "PATH")]
+    pub cdr_file: Option<PathBuf>,
+    /// On SIGTERM (or ng drain) wait at most this long for calls to end, then end them and
+    /// exit; 0 = wait until the last call ends (media timeouts end silent ones). [default: 0]
+    #[arg(long, value_name = "SECS")]
+    pub drain_timeout: Option<u64>,
 }
 
 /// The file form: every key optional, same names as the flags.
@@ -192,6 +199,8 @@ struct FileConfig {
     sip_max_message: Option<usize>,
     log_level: Option<String>,
     redis: Option<String>,
+    cdr_file: Option<PathBuf>,
+    drain_timeout: Option<u64>,
 }
 
 #[derive(Clone, Debug)]
@@ -231,6 +240,10 @@ pub struct Config {
     pub log_level: String,
     /// State store URL (`--redis`); `None`: state lives in this process only.
     pub redis: Option<String>,
+    /// Call records (`--cdr-file`), off unless given.
+    pub cdr_file: Option<PathBuf>,
+    /// Longest drain (`--drain-timeout`); 0 = no limit.
+    pub drain_timeout_secs: u64,
 }
 
 impl Default for Config {
@@ -264,6 +277,8 @@ impl Default for Config {
             sip_max_message: MAX_SIP_MESSAGE,
             log_level: "info".into(),
             redis: None,
+            cdr_file: None,
+            drain_timeout_secs: 0,
         }
     }
 }
@@ -340,6 +355,8 @@ impl Config {
             c.log_level = l;
         }
         c.redis = cli.redis.clone().or(file.redis);
+        c.cdr_file = cli.cdr_file.clone().or(file.cdr_file);
+        c.drain_timeout_secs = cli.drain_timeout.or(file.drain_timeout).unwrap_or(0);
         c.validate()?;
         Ok(c)
     }

@@ -4,6 +4,9 @@ use clap::Parser;
 use mimalloc::MiMalloc;
 
 use rtpanchor::config::{Cli, Config};
+use rtpanchor::lifecycle::Lifecycle;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 // mimalloc 2.x (the crate's `v2` feature), not 3.x: with 10,000 calls held, 3.x kept the
 // freed ng set-up replies resident (2.4-2.7 KB per call once the reply cache had expired)
@@ -12,15 +15,29 @@ use rtpanchor::config::{Cli, Config};
 static GLOBAL: MiMalloc = MiMalloc;
 
 fn main() -> anyhow::Result<()> {
+    // `rtpanchor ctl ...`: the control tool, same binary.
+    if std::env::args().nth(1).as_deref() == Some("ctl") {
+        std::process::exit(rtpanchor::ctl::main(std::env::args().skip(2)));
+    }
     let cli = Cli::parse();
     let config = Config::load(&cli)?;
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
         .map_err(|e| anyhow::anyhow!("bad --log-level {:?}: {e}", config.log_level))?;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // Colour only on a terminal: journald and log files get plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+    // The filter sits behind a reload handle: `ctl set log-level` and SIGHUP change it live.
+    let (filter, reload) = tracing_subscriber::reload::Layer::new(filter);
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                // Colour only on a terminal: journald and log files get plain text.
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
         .init();
-    rtpanchor::app::run(config)
+    let lifecycle = Lifecycle::new();
+    lifecycle.set_log_level_setter(Box::new(move |level| {
+        let f = tracing_subscriber::EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+        reload.reload(f).map_err(|e| e.to_string())
+    }));
+    rtpanchor::app::run_with(config, lifecycle, Some(cli))
 }

@@ -10,7 +10,8 @@ cd "$(dirname "$0")/.."
 need=()
 command -v kamailio >/dev/null 2>&1 || need+=(kamailio)
 command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
-# rtpengine is the reference of tests/differential.rs (run in userspace, no kernel module).
+# rtpengine is the reference of tests/differential.rs and of the MOS scale in
+# tests/kamailio_mos.rs (run in userspace, no kernel module).
 command -v rtpengine >/dev/null 2>&1 || need+=(rtpengine-daemon)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)

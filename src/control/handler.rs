@@ -17,7 +17,8 @@
 //!   `local address`, `family`, `endpoint`, `advertised endpoint`, `last packet`, `flags`,
 //!   `stats` {packets, bytes, errors} (ingress: what that tag sends) and, on the RTP stream,
 //!   our extras `SSRC`, `jitter` / `max jitter` (ms, rounded), `jitter us` / `max jitter us`,
-//!   `packets lost`, `duplicates`, `reordered`.
+//!   `packets lost`, `duplicates`, `reordered`. `SSRC` holds per SSRC the MOS samples of
+//!   what that endpoint hears (rtpengine's shape; see `ssrc_block`).
 //! - `list` -> `{calls: [...], result: ok}` (oldest first, `limit` default 32).
 //! - `statistics` -> `{statistics: {currentstatistics, totalstatistics, interfaces,
 //!   controlstatistics, transcoders}}` plus our `dataplane` counters.
@@ -59,6 +60,8 @@ use crate::session::manager::{
 };
 use crate::session::model::RtcpMuxPolicy;
 use crate::session::negotiate::{Family, NegotiateOptions};
+use crate::session::quality::QualitySample;
+use crate::session::record::EndReason;
 use crate::time::{Nanos, NANOS_PER_SEC};
 
 /// `list` without a `limit` key returns at most this many call-ids (rtpengine's default).
@@ -87,7 +90,63 @@ pub fn handle<B: MediaBackend>(mgr: &mut SessionManager<B>, req: NgRequest, now:
         Command::Query => query(mgr, &req),
         Command::List => list(mgr, &req),
         Command::Statistics => statistics(mgr, now),
+        Command::Terminate => terminate(mgr, &req, now),
+        Command::Drain => drain(mgr),
+        Command::Set => set(mgr, &req),
     }
+}
+
+/// `terminate` (ours): the call named by `call-id`, or every call with flag `all`. Replies
+/// `terminated` (how many).
+fn terminate<B: MediaBackend>(mgr: &mut SessionManager<B>, req: &NgRequest, now: Nanos) -> Owned {
+    if req.flags.all {
+        let n = mgr.terminate_all(EndReason::Terminate, now);
+        return reply::ok().with("terminated", n as u64);
+    }
+    let Some(call_id) = nonempty(&req.call_id) else {
+        return reply::from_error(&ng::NgError::NoCallId);
+    };
+    match mgr.terminate(call_id, EndReason::Terminate, now) {
+        Ok(()) => reply::ok().with("terminated", 1u64),
+        Err(e) => reply::error(&e.to_string()),
+    }
+}
+
+/// `drain` (ours): from now on no new call; the process exits when the last one ends (the
+/// app watches the flag). Replies the calls still up.
+fn drain<B: MediaBackend>(mgr: &mut SessionManager<B>) -> Owned {
+    let already = mgr.lifecycle().start_drain();
+    if !already {
+        tracing::info!(calls = mgr.call_count(), "draining (ng drain)");
+    }
+    reply::ok()
+        .with("calls", mgr.call_count() as u64)
+        .with("already draining", i64::from(already))
+}
+
+/// `set` (ours, after `rtpengine-ctl set`): `max-sessions` and/or `log-level`, live. Replies
+/// what changed.
+fn set<B: MediaBackend>(mgr: &mut SessionManager<B>, req: &NgRequest) -> Owned {
+    if req.max_sessions.is_none() && req.log_level.is_none() {
+        return reply::error("Nothing to set: give max-sessions or log-level");
+    }
+    if let Some(l) = &req.log_level {
+        if let Err(e) = mgr.lifecycle().set_log_level(l) {
+            return reply::error(&format!("Bad log-level: {e}"));
+        }
+        tracing::warn!(log_level = %l, "log level changed (ng set)");
+    }
+    let mut out = reply::ok();
+    if let Some(n) = req.max_sessions {
+        let old = mgr.config().max_sessions;
+        mgr.set_max_sessions(n);
+        tracing::info!(old, new = n, "max sessions changed (ng set)");
+        out.insert("max-sessions", n as u64);
+    }
+    if let Some(l) = &req.log_level {
+        out.insert("log-level", l.as_str());
+    }
+    out
 }
 
 /// The negotiation options a request asks for; warnings for what we only partly honour.
@@ -231,6 +290,7 @@ fn delete<B: MediaBackend>(mgr: &mut SessionManager<B>, req: NgRequest, now: Nan
         delay_ns: req
             .delete_delay
             .map(|s| u64::from(s).saturating_mul(NANOS_PER_SEC)),
+        reason: EndReason::Delete,
     };
     match mgr.delete(&dreq, !req.flags.fast, now) {
         Ok(Some(report)) => {
@@ -460,7 +520,7 @@ pub fn call_report(r: &CallReport) -> Owned {
         .with("created", r.created.as_secs())
         .with("created_us", r.created.subsec_micros())
         .with("last signal", r.last_signal_unix)
-        .with("SSRC", Owned::dict())
+        .with("SSRC", ssrc_block(r))
         .with("tags", tags)
         .with(
             "totals",
@@ -468,6 +528,53 @@ pub fn call_report(r: &CallReport) -> Owned {
                 .with("RTP", counters(&r.totals.rtp))
                 .with("RTCP", counters(&r.totals.rtcp)),
         )
+}
+
+/// The `SSRC` block in rtpengine's shape: per SSRC (decimal key) its RTP counters and the MOS
+/// samples of what the endpoint sending it hears (`session::quality`). `MOS` is × 10 (43 =
+/// 4.3), `round-trip time` (end to end) and `round-trip time leg` in µs, `jitter` in ms,
+/// `packet loss` in percent, `reported at` in Unix seconds.
+fn ssrc_block(r: &CallReport) -> Owned {
+    let unix = |ns: Nanos| (r.unix_at_zero + std::time::Duration::from_nanos(ns)).as_secs();
+    let common = |mos: u8, rtt: u64, leg: u64, jitter: u32, loss: u32| {
+        Owned::dict()
+            .with("MOS", u64::from(mos))
+            .with("round-trip time", rtt)
+            .with("round-trip time leg", leg)
+            .with("jitter", u64::from(jitter))
+            .with("packet loss", u64::from(loss))
+    };
+    let sample = |s: &QualitySample| {
+        common(s.mos.0, s.rtt_us, s.rtt_leg_us, s.jitter_ms, s.loss_percent)
+            .with("reported at", unix(s.at_ns))
+    };
+    let mut block = Owned::dict();
+    for d in &r.quality {
+        let a = &d.average;
+        let first = d.progression.first().map_or(0, |s| unix(s.at_ns));
+        let last = d.progression.last().map_or(0, |s| unix(s.at_ns));
+        let entries: Vec<Owned> = d.progression.iter().map(sample).collect();
+        let entry = Owned::dict()
+            .with("bytes", d.bytes)
+            .with("packets", d.packets)
+            .with("last RTP seq", d.last_seq)
+            .with("cumulative loss", d.cumulative_loss)
+            .with(
+                "average MOS",
+                common(a.mos.0, a.rtt_us, a.rtt_leg_us, a.jitter_ms, a.loss_percent)
+                    .with("samples", u64::from(a.samples)),
+            )
+            .with("lowest MOS", sample(&d.lowest))
+            .with("highest MOS", sample(&d.highest))
+            .with(
+                "MOS progression",
+                Owned::dict()
+                    .with("interval", last.saturating_sub(first) / 10)
+                    .with("entries", Owned::List(entries)),
+            );
+        block.insert(&d.ssrc.to_string(), entry);
+    }
+    block
 }
 
 fn statistics<B: MediaBackend>(mgr: &SessionManager<B>, now: Nanos) -> Owned {

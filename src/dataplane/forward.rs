@@ -17,7 +17,7 @@ use crate::session::backend::{LatchEventKind, MediaEvent};
 use crate::session::latch::{LatchEvent, LatchVerdict};
 use crate::time::Nanos;
 
-use super::shared::{bump, bump32, WorkerCounters};
+use super::shared::{bump, WorkerCounters};
 use super::slot::{DirtyList, Slot, SlotIdx, SlotKind};
 
 /// Worker-wide settings the packet path needs.
@@ -137,11 +137,12 @@ pub fn decide(
             if let Some(sh) = slot.side_shared() {
                 let r = &sh.report;
                 let res = rtcp::for_each_report_block(pkt, |_, rb| {
-                    use std::sync::atomic::Ordering::Relaxed;
-                    r.fraction_lost.store(u32::from(rb.fraction_lost), Relaxed);
-                    r.cumulative_lost.store(rb.cumulative_lost as u32, Relaxed);
-                    r.jitter.store(rb.jitter, Relaxed);
-                    bump32(&r.reports, 1);
+                    r.on_block(rb);
+                })
+                .and_then(|_| {
+                    rtcp::for_each_sender_info(pkt, |_, si| {
+                        r.on_sender_report(si.ntp_middle32(), now);
+                    })
                 });
                 if res.is_err() {
                     bump(&counters.malformed_rtcp, 1);

@@ -9,7 +9,9 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 
 use crate::rtp::stats::RtpStreamStats;
-use crate::session::backend::{RtcpReport, SideStats, SocketCounters, StreamStats};
+use crate::session::backend::{
+    RtcpReport, SenderReportSeen, SideStats, SocketCounters, StreamStats,
+};
 
 /// Increments a single-writer counter without a locked instruction.
 #[inline(always)]
@@ -110,7 +112,10 @@ impl QualityCell {
     }
 }
 
-/// The latest RTCP report block an endpoint sent (about the media it receives).
+/// The latest RTCP report block an endpoint sent (about the media it receives), and the
+/// two latest sender reports it sent with their arrival times: what the control plane needs
+/// for the round-trip time (RFC 3550 §6.4.1: `A − LSR − DLSR`, with the relay's own arrival
+/// times standing in for `A` and the SR's departure). Written per RTCP packet only.
 #[derive(Default, Debug)]
 pub struct ReportCell {
     pub fraction_lost: AtomicU32,
@@ -118,15 +123,55 @@ pub struct ReportCell {
     pub jitter: AtomicU32,
     /// Report blocks seen (wraps after 2^32, years of RTCP at any real rate).
     pub reports: AtomicU32,
+    /// The last block's LSR and DLSR. When it arrived is the side's RTCP socket's
+    /// `last_packet_ns` (the block came in the endpoint's latest compound packet), which
+    /// keeps this cell 8 bytes smaller.
+    pub last_sr: AtomicU32,
+    pub delay_since_last_sr: AtomicU32,
+    /// Middle 32 bits of the NTP timestamps of the two newest SRs (newest first), and when
+    /// each arrived.
+    pub sr_ntp_mid: [AtomicU32; 2],
+    pub sr_at_ns: [AtomicU64; 2],
 }
 
 impl ReportCell {
-    pub fn read(&self) -> RtcpReport {
+    /// Records a report block.
+    #[inline]
+    pub fn on_block(&self, rb: &crate::rtp::rtcp::ReportBlock) {
+        self.fraction_lost
+            .store(u32::from(rb.fraction_lost), Relaxed);
+        self.cumulative_lost
+            .store(rb.cumulative_lost as u32, Relaxed);
+        self.jitter.store(rb.jitter, Relaxed);
+        self.last_sr.store(rb.last_sr, Relaxed);
+        self.delay_since_last_sr
+            .store(rb.delay_since_last_sr, Relaxed);
+        bump32(&self.reports, 1);
+    }
+
+    /// Records a sender report whose NTP timestamp's middle 32 bits are `ntp_mid`.
+    #[inline]
+    pub fn on_sender_report(&self, ntp_mid: u32, now: u64) {
+        self.sr_ntp_mid[1].store(self.sr_ntp_mid[0].load(Relaxed), Relaxed);
+        self.sr_at_ns[1].store(self.sr_at_ns[0].load(Relaxed), Relaxed);
+        self.sr_ntp_mid[0].store(ntp_mid, Relaxed);
+        self.sr_at_ns[0].store(now, Relaxed);
+    }
+
+    /// The report as last written; `report_at_ns` is when its RTCP packet arrived.
+    pub fn read(&self, report_at_ns: u64) -> RtcpReport {
         RtcpReport {
             fraction_lost: self.fraction_lost.load(Relaxed) as u8,
             cumulative_lost: self.cumulative_lost.load(Relaxed) as i32,
             jitter_rtp_units: self.jitter.load(Relaxed),
             reports: u64::from(self.reports.load(Relaxed)),
+            last_sr: self.last_sr.load(Relaxed),
+            delay_since_last_sr: self.delay_since_last_sr.load(Relaxed),
+            report_at_ns,
+            sender_reports: [0, 1].map(|i| SenderReportSeen {
+                ntp_mid: self.sr_ntp_mid[i].load(Relaxed),
+                at_ns: self.sr_at_ns[i].load(Relaxed),
+            }),
         }
     }
 }
@@ -148,7 +193,7 @@ impl SideShared {
             quality: self.quality.read(self.rtp.last_packet_ns.load(Relaxed)),
             learned_rtp: None,
             confirmed: false,
-            rtcp_report: self.report.read(),
+            rtcp_report: self.report.read(self.rtcp.last_packet_ns.load(Relaxed)),
         }
     }
 }

@@ -10,11 +10,13 @@
 //! - [`seq`]: extended sequence numbers, duplicates and reordering (RFC 3550 §A.1).
 //! - [`stats`]: loss and interarrival jitter per stream direction (RFC 3550 §A.3, §A.8).
 //! - [`clock`]: RTP clock rates, static (RFC 3551) and learnt from SDP.
+//! - [`mos`]: MOS estimates from loss, jitter and round-trip time (G.107 E-model; control plane only).
 
 #![forbid(unsafe_code)]
 
 pub mod clock;
 pub mod demux;
+pub mod mos;
 pub mod packet;
 pub mod rtcp;
 pub mod seq;

@@ -3,8 +3,10 @@
 //!
 //! - [`ng`]: the rtpengine-compatible ng control protocol over UDP and TCP.
 //! - [`sip`]: the built-in SIP proxy's transport (UDP and TCP) around `sip::proxy`.
+//! - [`cdr`]: the call record writer (a thread appending JSON lines, reopened on SIGHUP).
 #![forbid(unsafe_code)]
 
+pub mod cdr;
 pub mod ng;
 pub mod sip;
 

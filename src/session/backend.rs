@@ -146,6 +146,21 @@ pub struct RtcpReport {
     pub cumulative_lost: i32,
     pub jitter_rtp_units: u32,
     pub reports: u64,
+    /// The last block's LSR (middle 32 bits of the NTP time of the SR it answers; 0 = none)
+    /// and DLSR (1/65536 s since that SR), and when the relay received it (monotonic ns).
+    pub last_sr: u32,
+    pub delay_since_last_sr: u32,
+    pub report_at_ns: Nanos,
+    /// The two newest sender reports this endpoint sent, newest first.
+    pub sender_reports: [SenderReportSeen; 2],
+}
+
+/// A sender report as the relay saw it pass: the middle 32 bits of its NTP timestamp (what a
+/// receiver echoes as LSR) and when it arrived (monotonic ns; 0 = none yet).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SenderReportSeen {
+    pub ntp_mid: u32,
+    pub at_ns: Nanos,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq)]

@@ -10,4 +10,6 @@ pub mod manager;
 pub mod model;
 pub mod negotiate;
 pub mod ports;
+pub mod quality;
+pub mod record;
 pub mod sip_media;

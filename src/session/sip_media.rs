@@ -29,6 +29,7 @@ use crate::sdp::Sdp;
 use crate::session::backend::MediaBackend;
 use crate::session::manager::{DeleteRequest, SessionError, SessionManager, Signal};
 use crate::session::negotiate::NegotiateOptions;
+use crate::session::record::EndReason;
 use crate::sip::media::{MediaCtx, MediaHook, MediaOp, MediaResult};
 use crate::time::Nanos;
 
@@ -82,7 +83,9 @@ fn failed(status: u16, reason: impl Into<String>) -> MediaResult {
 
 fn refusal(e: &SessionError) -> MediaResult {
     match e {
-        SessionError::SessionLimit | SessionError::OutOfPorts => failed(503, e.to_string()),
+        SessionError::SessionLimit | SessionError::OutOfPorts | SessionError::Draining => {
+            failed(503, e.to_string())
+        }
         SessionError::Negotiate(_) | SessionError::TooManyBranches(_) => {
             failed(488, "Not Acceptable Here")
         }
@@ -141,6 +144,7 @@ pub fn apply<B: MediaBackend>(
                 to_tag: None,
                 via_branch: nonempty(ctx.via_branch),
                 delay_ns: None,
+                reason: EndReason::Bye,
             };
             match mgr.delete(&req, false, now) {
                 Ok(_) | Err(SessionError::NotFound) => MediaResult::Unchanged,

@@ -118,7 +118,12 @@ impl ReqParser {
                     return Err(NgError::NoCallId);
                 }
             }
-            Command::Ping | Command::List | Command::Statistics => {}
+            Command::Ping
+            | Command::List
+            | Command::Statistics
+            | Command::Terminate
+            | Command::Drain
+            | Command::Set => {}
         }
         Ok(r)
     }
@@ -156,6 +161,8 @@ impl ReqParser {
             Key::ToLabel => r.to_label = Some(want_text(key, v)?),
             Key::DeleteDelay => r.delete_delay = Some(want_ranged(key, v)?),
             Key::Limit => r.limit = Some(want_ranged(key, v)?),
+            Key::MaxSessions => r.max_sessions = Some(want_ranged(key, v)?),
+            Key::LogLevel => r.log_level = Some(want_text(key, v)?),
             Key::Tos => r.tos = Some(want_ranged(key, v)?),
             Key::Supports => r.supports_load_limit |= supports_load_limit(key, v)?,
             Key::Dtls => self.apply_dtls(want_bytes(key, v)?)?,

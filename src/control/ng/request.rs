@@ -16,6 +16,13 @@ pub enum Command {
     Query,
     List,
     Statistics,
+    /// Ours (rtpengine has these only on its CLI, `rtpengine-ctl`): end a call (`call-id`) or
+    /// every call (flag `all`) at once.
+    Terminate,
+    /// Ours: stop taking new calls, exit once the last one ends (as SIGTERM).
+    Drain,
+    /// Ours (`rtpengine-ctl set`): `max-sessions` and/or `log-level`, live.
+    Set,
 }
 
 /// rtpengine commands that exist but that rtpanchor does not implement (normalised names).
@@ -59,6 +66,9 @@ impl Command {
             Command::Query => "query",
             Command::List => "list",
             Command::Statistics => "statistics",
+            Command::Terminate => "terminate",
+            Command::Drain => "drain",
+            Command::Set => "set",
         }
     }
 
@@ -73,6 +83,9 @@ impl Command {
             "query" => Command::Query,
             "list" => Command::List,
             "statistics" => Command::Statistics,
+            "terminate" => Command::Terminate,
+            "drain" => Command::Drain,
+            "set" => Command::Set,
             name if UNSUPPORTED_COMMANDS.contains(&name) => {
                 return Err(NgError::UnsupportedCommand(name.replace('-', " ")))
             }
@@ -172,6 +185,9 @@ pub struct NgRequest {
     pub delete_delay: Option<u32>,
     /// `list`: most call-ids to return.
     pub limit: Option<usize>,
+    /// `set`: new session limit (0 = none) and log filter.
+    pub max_sessions: Option<usize>,
+    pub log_level: Option<String>,
     /// `supports` contains `load limit`: the peer understands `result: load limit`.
     pub supports_load_limit: bool,
     pub dtls: Option<DtlsMode>,
@@ -215,6 +231,8 @@ impl NgRequest {
             to_label: None,
             delete_delay: None,
             limit: None,
+            max_sessions: None,
+            log_level: None,
             supports_load_limit: false,
             dtls: None,
             sdes: Vec::new(),

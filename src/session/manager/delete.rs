@@ -55,6 +55,8 @@ impl<B: MediaBackend> SessionManager<B> {
             }
         };
         let report = want_report.then(|| self.report(call));
+        let record = (victims.len() == call.dialogues.len() && self.records.is_some())
+            .then(|| self.build_record(call, req.reason, now));
         let delay = req.delay_ns.unwrap_or(self.cfg.delete_delay_ns);
         let Some(call) = self.calls.get_mut(req.call_id) else {
             return Err(SessionError::NotFound);
@@ -86,6 +88,9 @@ impl<B: MediaBackend> SessionManager<B> {
             });
         } else {
             self.close_streams(streams);
+        }
+        if let Some(r) = record {
+            self.send_record(r);
         }
         Ok(report)
     }

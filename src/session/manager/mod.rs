@@ -44,7 +44,7 @@
 //!   the offer is committed;
 //! - `offer`, `answer`: read, plan, (allocate), render, commit;
 //! - `delete`; `report` (`query`, `list`, `statistics`); `sweep` (`tick`: delete delays,
-//!   media timeouts, rates).
+//!   media timeouts, rates); `record` (call records, terminate).
 //!
 //! They use this file; this file uses none of them.
 
@@ -53,6 +53,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::lifecycle::Lifecycle;
 use crate::sdp::Direction;
 use crate::session::backend::{
     BackendError, LatchEventKind, MediaBackend, OpenedStream, Side, SideStats, SocketCounters,
@@ -61,6 +62,8 @@ use crate::session::backend::{
 use crate::session::model::{Call, MAX_TOKEN_LEN};
 use crate::session::negotiate::{NegotiateError, RelayInterface};
 use crate::session::ports::{PortError, PortPair};
+use crate::session::quality::{DirectionSummary, StreamQuality};
+use crate::session::record::{CallRecord, EndReason};
 use crate::time::{Nanos, NANOS_PER_SEC};
 
 mod allocation;
@@ -72,6 +75,7 @@ mod persist;
 #[cfg(test)]
 mod persist_tests;
 mod plan;
+mod record;
 mod report;
 mod sweep;
 #[cfg(test)]
@@ -141,6 +145,9 @@ pub enum SessionError {
     /// rtpengine's wording (Kamailio fails over to the next node on it).
     #[error("Ran out of ports")]
     OutOfPorts,
+    /// The relay is draining (SIGTERM or ng `drain`): calls up keep going, no new ones.
+    #[error("Draining: no new sessions")]
+    Draining,
     #[error("Unknown call-id")]
     UnknownCall,
     #[error("Unknown call-id or tag: no offer to answer")]
@@ -165,7 +172,10 @@ pub enum SessionError {
 impl SessionError {
     /// Capacity problems: answered with `result: load limit` where the client supports it.
     pub fn is_load_limit(&self) -> bool {
-        matches!(self, SessionError::SessionLimit | SessionError::OutOfPorts)
+        matches!(
+            self,
+            SessionError::SessionLimit | SessionError::OutOfPorts | SessionError::Draining
+        )
     }
 }
 
@@ -278,6 +288,10 @@ pub struct CallReport {
     pub last_signal_unix: u64,
     pub tags: Vec<TagReport>,
     pub totals: Totals,
+    /// Quality per stream direction (the `SSRC` block), and the Unix time at monotonic 0 to
+    /// date its samples.
+    pub quality: Vec<DirectionSummary>,
+    pub unix_at_zero: Duration,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -402,6 +416,13 @@ pub struct SessionManager<B: MediaBackend> {
     control: control::ControlStats,
     /// The state store's sink and the calls waiting to be written to it.
     store: persist::StoreState,
+    /// Quality samples of live streams (taken by the sweep; see `session::quality`).
+    quality: HashMap<StreamId, StreamQuality>,
+    /// Where call records go (`record.rs`), and how many a full queue cost.
+    records: Option<std::sync::mpsc::SyncSender<CallRecord>>,
+    records_dropped: u64,
+    /// Draining and live log level (shared with the app's signal handling).
+    lifecycle: Arc<Lifecycle>,
 }
 
 /// What `delete` names.
@@ -413,6 +434,8 @@ pub struct DeleteRequest<'a> {
     pub via_branch: Option<&'a str>,
     /// Overrides the configured delete delay.
     pub delay_ns: Option<Nanos>,
+    /// What the call record says ended the call (when this deletes it whole).
+    pub reason: EndReason,
 }
 
 /// The relay ports the endpoint on `side` sends to.
@@ -445,6 +468,10 @@ impl<B: MediaBackend> SessionManager<B> {
             sweep: Sweep::default(),
             control: control::ControlStats::default(),
             store: persist::StoreState::default(),
+            quality: HashMap::new(),
+            records: None,
+            records_dropped: 0,
+            lifecycle: Lifecycle::new(),
         }
     }
 
@@ -458,6 +485,25 @@ impl<B: MediaBackend> SessionManager<B> {
 
     pub fn config(&self) -> &ManagerConfig {
         &self.cfg
+    }
+
+    /// Shares the process's run state (draining, log level) with this manager.
+    pub fn set_lifecycle(&mut self, l: Arc<Lifecycle>) {
+        self.lifecycle = l;
+    }
+
+    pub fn lifecycle(&self) -> &Arc<Lifecycle> {
+        &self.lifecycle
+    }
+
+    /// Changes the session limit live (0 = none); calls beyond it keep going.
+    pub fn set_max_sessions(&mut self, n: usize) {
+        self.cfg.max_sessions = n;
+    }
+
+    /// Changes the media timeout live (0 disables it).
+    pub fn set_timeout_ns(&mut self, ns: Nanos) {
+        self.cfg.timeout_ns = ns;
     }
 
     /// Live calls (not counting deleted ones lingering in their delete delay).
@@ -477,6 +523,7 @@ impl<B: MediaBackend> SessionManager<B> {
         }
         self.backend.close(id);
         self.stream_calls.remove(&id);
+        self.quality.remove(&id);
     }
 
     fn close_streams(&mut self, ids: impl IntoIterator<Item = StreamId>) {

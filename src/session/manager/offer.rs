@@ -27,6 +27,10 @@ impl<B: MediaBackend> SessionManager<B> {
             OfferSdp::Media(described) => described,
         };
         let existing_call = self.calls.get(sig.call_id).map(|c| &**c);
+        if existing_call.is_none() && self.lifecycle.is_draining() {
+            self.rejected += 1;
+            return Err(SessionError::Draining);
+        }
         if existing_call.is_none()
             && self.cfg.max_sessions > 0
             && self.calls.len() >= self.cfg.max_sessions

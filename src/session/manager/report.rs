@@ -10,6 +10,7 @@ use crate::session::manager::{
     Totals,
 };
 use crate::session::model::{Call, MediaSlot};
+use crate::session::quality::DirectionSummary;
 use crate::time::{Nanos, NANOS_PER_SEC};
 
 impl<B: MediaBackend> SessionManager<B> {
@@ -182,7 +183,31 @@ impl<B: MediaBackend> SessionManager<B> {
             last_signal_unix: self.unix(call.last_signal_ns).as_secs(),
             tags,
             totals,
+            quality: self.quality_report(call),
+            unix_at_zero: self.cfg.unix_at_zero,
         }
+    }
+
+    /// Every stream direction's quality, with a last sample of the media since the sweep's
+    /// latest (taken on a copy, so a `query` changes nothing), dated by the newest packet.
+    fn quality_report(&self, call: &Call) -> Vec<DirectionSummary> {
+        let mut out: Vec<DirectionSummary> = Vec::new();
+        for s in call.streams() {
+            let Some(st) = self.backend.stats(s.id) else {
+                continue;
+            };
+            let mut q = self.quality.get(&s.id).cloned().unwrap_or_default();
+            q.observe(&st, st.last_packet_ns(), true);
+            for receiver in [Side::A, Side::B] {
+                if let Some(d) = q.summary(&st, receiver) {
+                    // One entry per SSRC, as rtpengine keys them.
+                    if !out.iter().any(|o| o.ssrc == d.ssrc) {
+                        out.push(d);
+                    }
+                }
+            }
+        }
+        out
     }
 
     fn media_report(&self, m: &MediaSlot, side: Side, stats: Option<SideStats>) -> MediaReport {

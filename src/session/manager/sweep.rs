@@ -5,6 +5,7 @@ use crate::session::backend::{MediaBackend, StreamId};
 use crate::session::manager::{
     CloseReason, ClosedCall, SessionManager, Totals, SWEEP_PER_TICK, SWEEP_ROUND_NS,
 };
+use crate::session::record::EndReason;
 use crate::time::{Nanos, NANOS_PER_SEC};
 
 impl<B: MediaBackend> SessionManager<B> {
@@ -81,6 +82,12 @@ impl<B: MediaBackend> SessionManager<B> {
                     live.rtp.add(&b_rtp);
                     live.rtcp.add(&a_rtcp);
                     live.rtcp.add(&b_rtcp);
+                    let q = self.quality.entry(s.id).or_default();
+                    if q.due(a_rtcp.packets.wrapping_add(b_rtcp.packets), now) {
+                        if let Some(st) = self.backend.stats(s.id) {
+                            q.observe(&st, now, false);
+                        }
+                    }
                 }
             }
             let mut idle = now.saturating_sub(last);
@@ -104,10 +111,17 @@ impl<B: MediaBackend> SessionManager<B> {
                 continue;
             };
             let totals = self.call_totals(&call);
+            let record = self
+                .records
+                .is_some()
+                .then(|| self.build_record(&call, EndReason::Timeout, now));
             let ids: Vec<StreamId> = call.streams().map(|s| s.id).collect();
             self.close_streams(ids);
             self.timeouts += 1;
             tracing::info!(call_id = %id, "call timed out (no media)");
+            if let Some(r) = record {
+                self.send_record(r);
+            }
             closed.push(ClosedCall {
                 call_id: id,
                 reason: CloseReason::Timeout,

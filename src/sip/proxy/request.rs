@@ -342,7 +342,13 @@ impl<S: LocationStore> Proxy<S> {
             if let Some(tx) = self.servers.get_mut(&sid) {
                 tx.media_engaged = false;
             }
-            let bytes = self.local_response(sid, status, &reason, &[]);
+            // A relay out of capacity (or draining) says when to try again (RFC 3261 §21.5.4).
+            let retry: &[(&str, &str)] = if status == 503 {
+                &[("Retry-After", "5")]
+            } else {
+                &[]
+            };
+            let bytes = self.local_response(sid, status, &reason, retry);
             self.server_send_final(sid, bytes, status, cx);
             return;
         }

@@ -1,0 +1,468 @@
+//! Call quality through Kamailio (issue 15): Kamailio's rtpengine module fills its `mos_*_pv`
+//! variables from the `SSRC` block of the relay's `delete` reply. Two calls run at once
+//! through Kamailio, signalled by this test's own user agents; their endpoints send 20 ms PCMU
+//! both ways and an RTCP SR with a reception report every 1.2 s (as real phones do, with LSR and
+//! DLSR, so the relay can measure round trips). One call is clean; in the other each endpoint
+//! drops every tenth packet before sending. After the BYE Kamailio logs the variables.
+//!
+//! Asserted: the clean call's average, lowest and highest MOS are 4.3-4.4 with 0 % loss and a
+//! round trip measured; the lossy one's are below 3.8 with about 10 % loss. The same traffic
+//! through Debian's rtpengine-daemon must give a clean MOS in the same range
+//! and a lossy one below 3.8, so the scale is rtpengine's. Ports: 11000-11999 only.
+
+#![allow(clippy::disallowed_methods)]
+
+#[allow(dead_code)]
+mod common;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::ng::answering_client;
+use common::peers::{find_program, Peer};
+use common::sip::{Uac, Uas};
+use common::TempDir;
+use rtpanchor::rtp::rtcp::{emit_header, ReportBlock, SenderInfo};
+use rtpanchor::rtp::RtpRepr;
+
+const LOOPBACK: &str = "127.0.0.1";
+const NG: u16 = 11022;
+const PROXY_SIP: u16 = 11060;
+const UAS_SIP: u16 = 11070;
+const UAC_SIP: u16 = 11080;
+const MEDIA_MIN: u16 = 11400;
+const MEDIA_MAX: u16 = 11599;
+/// Endpoint RTP ports (RTCP on +1): caller and callee of call 0 and call 1.
+const CALLER_MEDIA: [u16; 2] = [11200, 11210];
+const CALLEE_MEDIA: [u16; 2] = [11300, 11310];
+/// Media time per call: 5 RTCP rounds.
+const TALK: Duration = Duration::from_millis(6500);
+const RTCP_EVERY: Duration = Duration::from_millis(1200);
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Relay {
+    Rtpanchor,
+    Rtpengine,
+}
+
+fn relay_command(relay: Relay) -> Command {
+    match relay {
+        Relay::Rtpanchor => {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_rtpanchor"));
+            c.env("NO_COLOR", "1")
+                .args(["--interface", LOOPBACK])
+                .args(["--listen-ng", &format!("{LOOPBACK}:{NG}")])
+                .args(["--port-min", &MEDIA_MIN.to_string()])
+                .args(["--port-max", &MEDIA_MAX.to_string()])
+                .arg("--no-sip")
+                .args(["--log-level", "info"]);
+            c
+        }
+        Relay::Rtpengine => {
+            let mut c = Command::new(find_program("rtpengine").unwrap_or("rtpengine".into()));
+            c.args([
+                "--config-file=none",
+                "--foreground",
+                "--log-stderr",
+                "--table=-1",
+                "--delete-delay=0",
+            ])
+            .arg(format!("--interface={LOOPBACK}"))
+            .arg(format!("--listen-ng={LOOPBACK}:{NG}"))
+            .arg(format!("--port-min={MEDIA_MIN}"))
+            .arg(format!("--port-max={MEDIA_MAX}"));
+            c
+        }
+    }
+}
+
+fn ntp_now() -> u64 {
+    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    let secs = d.as_secs() + 2_208_988_800;
+    let frac = (u64::from(d.subsec_nanos()) << 32) / 1_000_000_000;
+    (secs << 32) | frac
+}
+
+/// What one endpoint sent and received.
+#[derive(Debug, Default)]
+struct EndpointReport {
+    sent: u64,
+    received: u64,
+    reports_sent: u64,
+    srs_received: u64,
+}
+
+/// One endpoint: sends 20 ms PCMU to `to` (RTCP to `to`+1), dropping every tenth packet if
+/// `lossy`; answers with RTCP SR + report block every [`RTCP_EVERY`].
+fn endpoint(
+    rtp: UdpSocket,
+    rtcp: UdpSocket,
+    to: SocketAddr,
+    ssrc: u32,
+    lossy: bool,
+) -> EndpointReport {
+    let to_rtcp = SocketAddr::new(to.ip(), to.port() + 1);
+    rtp.set_nonblocking(true).unwrap();
+    rtcp.set_nonblocking(true).unwrap();
+    let mut rep = EndpointReport::default();
+    let start = Instant::now();
+    let mut seq: u16 = 1000;
+    let mut next_rtp = start;
+    let mut next_rtcp = start + RTCP_EVERY;
+    // Reception state of the peer's stream (RFC 3550 A.3 / A.8, simply).
+    let mut peer_ssrc = 0u32;
+    let mut base: Option<u16> = None;
+    let mut max_seq: u16 = 0;
+    let mut received_prior = 0u64;
+    let mut expected_prior = 0u64;
+    let mut jitter = 0f64;
+    let mut last_transit: Option<f64> = None;
+    let mut last_sr: Option<(u32, Instant)> = None;
+    let mut buf = [0u8; 1500];
+    let payload = [0xffu8; 160];
+    while start.elapsed() < TALK {
+        let now = Instant::now();
+        if now >= next_rtp {
+            let n = (seq - 1000) as u32;
+            if !(lossy && seq % 10 == 0) {
+                let mut pkt = vec![0u8; 12 + 160];
+                RtpRepr::new(0, seq, n * 160, ssrc).emit(&mut pkt).unwrap();
+                pkt[12..].copy_from_slice(&payload);
+                rtp.send_to(&pkt, to).unwrap();
+                rep.sent += 1;
+            }
+            seq = seq.wrapping_add(1);
+            next_rtp += Duration::from_millis(20);
+        }
+        while let Ok((n, _)) = rtp.recv_from(&mut buf) {
+            if n < 12 {
+                continue;
+            }
+            rep.received += 1;
+            let s = u16::from_be_bytes([buf[2], buf[3]]);
+            let ts = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
+            peer_ssrc = u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]);
+            if base.is_none() {
+                base = Some(s);
+                max_seq = s;
+            } else if s.wrapping_sub(max_seq) < 0x8000 {
+                max_seq = s;
+            }
+            let arrival = start.elapsed().as_secs_f64() * 8000.0;
+            let transit = arrival - f64::from(ts);
+            if let Some(lt) = last_transit {
+                jitter += ((transit - lt).abs() - jitter) / 16.0;
+            }
+            last_transit = Some(transit);
+        }
+        while let Ok((n, _)) = rtcp.recv_from(&mut buf) {
+            if n >= 28 && buf[1] == 200 {
+                let ntp = u64::from_be_bytes(buf[8..16].try_into().unwrap());
+                last_sr = Some(((ntp >> 16) as u32, Instant::now()));
+                rep.srs_received += 1;
+            }
+        }
+        if now >= next_rtcp {
+            next_rtcp += RTCP_EVERY;
+            let expected = base.map_or(0, |b| u64::from(max_seq.wrapping_sub(b)) + 1);
+            let lost = expected.saturating_sub(rep.received);
+            let exp_int = expected - expected_prior;
+            let rec_int = rep.received - received_prior;
+            expected_prior = expected;
+            received_prior = rep.received;
+            let lost_int = exp_int.saturating_sub(rec_int);
+            let fraction = (lost_int * 256).checked_div(exp_int).unwrap_or(0) as u8;
+            let (lsr, dlsr) = match last_sr {
+                Some((mid, at)) => (mid, (at.elapsed().as_secs_f64() * 65536.0) as u32),
+                None => (0, 0),
+            };
+            let mut pkt = [0u8; 52];
+            emit_header(&mut pkt, 1, 200, 52).unwrap();
+            pkt[4..8].copy_from_slice(&ssrc.to_be_bytes());
+            SenderInfo {
+                ntp_timestamp: ntp_now(),
+                rtp_timestamp: u32::from(seq.wrapping_sub(1000)) * 160,
+                packet_count: rep.sent as u32,
+                octet_count: (rep.sent * 160) as u32,
+            }
+            .emit(&mut pkt[8..28])
+            .unwrap();
+            ReportBlock {
+                ssrc: peer_ssrc,
+                fraction_lost: fraction,
+                cumulative_lost: lost as i32,
+                extended_highest_seq: u32::from(max_seq),
+                jitter: jitter as u32,
+                last_sr: lsr,
+                delay_since_last_sr: dlsr,
+            }
+            .emit(&mut pkt[28..52])
+            .unwrap();
+            rtcp.send_to(&pkt, to_rtcp).unwrap();
+            rep.reports_sent += 1;
+        }
+        thread::sleep(Duration::from_millis(2));
+    }
+    rep
+}
+
+/// The `m=audio` port and `c=` address of an SDP body inside a SIP message.
+fn sdp_media(msg: &[u8]) -> SocketAddr {
+    let text = String::from_utf8_lossy(msg);
+    let ip = text
+        .lines()
+        .find_map(|l| l.strip_prefix("c=IN IP4 "))
+        .expect("c= line")
+        .trim()
+        .to_string();
+    let port: u16 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("m=audio "))
+        .and_then(|r| r.split(' ').next())
+        .and_then(|p| p.parse().ok())
+        .expect("m=audio line");
+    format!("{ip}:{port}").parse().unwrap()
+}
+
+fn sdp(port: u16) -> Vec<u8> {
+    format!(
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n"
+    )
+    .into_bytes()
+}
+
+/// Receives on `sock` until a message for which `want` is true (bounded by 5 s).
+fn recv_until(sock: &UdpSocket, want: impl Fn(&str) -> bool) -> Vec<u8> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut buf = [0u8; 8192];
+    while Instant::now() < deadline {
+        if let Ok((n, _)) = sock.recv_from(&mut buf) {
+            let m = buf[..n].to_vec();
+            if want(&String::from_utf8_lossy(&m)) {
+                return m;
+            }
+        }
+    }
+    panic!("no matching SIP message within 5 s");
+}
+
+/// MOS values Kamailio logged for a call.
+#[derive(Debug)]
+struct Logged {
+    avg: f64,
+    min: f64,
+    max: f64,
+    avg_loss: f64,
+    avg_rtt: f64,
+}
+
+fn logged(log: &Path, call_id: &str) -> Option<Logged> {
+    let text = std::fs::read_to_string(log).ok()?;
+    let line = text
+        .lines()
+        .find(|l| l.contains(&format!("MOS call-id={call_id} ")))?;
+    let field = |k: &str| -> f64 {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{k}=")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(f64::NAN)
+    };
+    Some(Logged {
+        avg: field("avg"),
+        min: field("min"),
+        max: field("max"),
+        avg_loss: field("avg_loss"),
+        avg_rtt: field("avg_rtt"),
+    })
+}
+
+/// Runs both calls through Kamailio and `relay`; returns what Kamailio logged, [clean, lossy].
+fn run(relay: Relay, repo: &Path, kamailio: &Path, dir: &Path) -> [Logged; 2] {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut relay_peer =
+        Peer::spawn("relay", &mut relay_command(relay), &dir.join("relay.log")).expect("relay");
+    let mut ng = answering_client(NG, "mos");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ng.ping().is_err() {
+        assert!(
+            relay_peer.is_running(),
+            "relay exited:\n{}",
+            relay_peer.log_tail(30)
+        );
+        assert!(Instant::now() < deadline, "relay never answered ping");
+    }
+    let cfg = dir.join("kamailio.cfg");
+    std::fs::copy(repo.join("tools/kamailio/kamailio.cfg"), &cfg).unwrap();
+    let run_dir = dir.join("kam-run");
+    std::fs::create_dir_all(&run_dir).unwrap();
+    let log = dir.join("kamailio.log");
+    let mut kam = Peer::spawn(
+        "kamailio",
+        Command::new(kamailio)
+            .arg("-f")
+            .arg(&cfg)
+            .args(["-DD", "-E", "-m", "32", "-M", "4"])
+            .arg("-Y")
+            .arg(&run_dir)
+            .arg("-P")
+            .arg(run_dir.join("kamailio.pid"))
+            .arg("-w")
+            .arg(dir)
+            .args(["-A", "WITH_MOS", "-A", "WORKERS=2"])
+            .args(["-A", &format!("SIP_PORT={PROXY_SIP}")])
+            .args(["-A", &format!("RTPENGINE_SOCK=\"udp:{LOOPBACK}:{NG}\"")])
+            .args(["-A", &format!("NEXT_HOP=\"sip:{LOOPBACK}:{UAS_SIP}\"")]),
+        &log,
+    )
+    .expect("kamailio");
+    thread::sleep(Duration::from_millis(1500));
+    assert!(kam.is_running(), "kamailio exited:\n{}", kam.log_tail(30));
+
+    let proxy: SocketAddr = format!("{LOOPBACK}:{PROXY_SIP}").parse().unwrap();
+    let uac_sock = UdpSocket::bind((LOOPBACK, UAC_SIP)).unwrap();
+    let uas_sock = UdpSocket::bind((LOOPBACK, UAS_SIP)).unwrap();
+    for s in [&uac_sock, &uas_sock] {
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+    }
+    let tag = format!("{relay:?}").to_lowercase();
+    let mut uacs = Vec::new();
+    let mut media = Vec::new();
+    for call in 0..2 {
+        let call_id = format!("mos-{tag}-{call}");
+        let mut uac = Uac::new(
+            uac_sock.local_addr().unwrap(),
+            &format!("{LOOPBACK}:{UAC_SIP}"),
+            &call_id,
+        )
+        .calling(&format!("sip:bob@{LOOPBACK}:{UAS_SIP}"));
+        let uas = Uas::new(
+            uas_sock.local_addr().unwrap(),
+            &format!("b{call}"),
+            &format!("sip:bob@{LOOPBACK}:{UAS_SIP}"),
+        );
+        uac_sock
+            .send_to(&uac.invite(Some(&sdp(CALLER_MEDIA[call]))), proxy)
+            .unwrap();
+        let invite = recv_until(&uas_sock, |m| m.starts_with("INVITE "));
+        let callee_to = sdp_media(&invite);
+        uas_sock
+            .send_to(
+                &uas.respond_sdp(&invite, 200, &sdp(CALLEE_MEDIA[call])),
+                proxy,
+            )
+            .unwrap();
+        let ok = recv_until(&uac_sock, |m| m.starts_with("SIP/2.0 200"));
+        let caller_to = sdp_media(&ok);
+        uac.learn(&ok);
+        uac_sock.send_to(&uac.ack(None), proxy).unwrap();
+        media.push((call, caller_to, callee_to));
+        uacs.push(uac);
+    }
+    let mut threads = Vec::new();
+    for &(call, caller_to, callee_to) in &media {
+        let lossy = call == 1;
+        for (port, to, ssrc) in [
+            (CALLER_MEDIA[call], caller_to, 0x1000 + call as u32),
+            (CALLEE_MEDIA[call], callee_to, 0x2000 + call as u32),
+        ] {
+            let rtp = UdpSocket::bind((LOOPBACK, port)).unwrap();
+            let rtcp = UdpSocket::bind((LOOPBACK, port + 1)).unwrap();
+            threads.push(thread::spawn(move || endpoint(rtp, rtcp, to, ssrc, lossy)));
+        }
+    }
+    for t in threads {
+        let rep = t.join().unwrap();
+        assert!(
+            rep.received > 200 && rep.srs_received >= 3,
+            "{relay:?}: media: {rep:?}"
+        );
+    }
+    for uac in &mut uacs {
+        uac_sock.send_to(&uac.bye(), proxy).unwrap();
+        let bye = recv_until(&uas_sock, |m| m.starts_with("BYE "));
+        let uas = Uas::new(uas_sock.local_addr().unwrap(), "x", "sip:bob@127.0.0.1");
+        uas_sock.send_to(&uas.respond(&bye, 200), proxy).unwrap();
+        recv_until(&uac_sock, |m| m.starts_with("SIP/2.0 200"));
+    }
+    let mut out = Vec::new();
+    for uac in &uacs {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let l = loop {
+            if let Some(l) = logged(&log, &uac.call_id) {
+                break l;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{relay:?}: Kamailio logged no MOS for {}:\n{}",
+                uac.call_id,
+                kam.log_tail(30)
+            );
+            thread::sleep(Duration::from_millis(100));
+        };
+        eprintln!("{relay:?} {}: {l:?}", uac.call_id);
+        out.push(l);
+    }
+    kam.stop(Duration::from_secs(3));
+    relay_peer.stop(Duration::from_secs(3));
+    let lossy = out.pop().unwrap();
+    let clean = out.pop().unwrap();
+    [clean, lossy]
+}
+
+#[test]
+fn kamailio_reads_mos_after_delete() {
+    let Some(kamailio) = find_program("kamailio") else {
+        panic!("kamailio is not installed (tools/test.sh installs it)");
+    };
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let dir = TempDir::new("rtpanchor-mos").unwrap();
+    let ours = run(
+        Relay::Rtpanchor,
+        &repo,
+        &kamailio,
+        &dir.path().join("rtpanchor"),
+    );
+    let [clean, lossy] = &ours;
+    for (what, v) in [("avg", clean.avg), ("min", clean.min), ("max", clean.max)] {
+        assert!(
+            (4.3..=4.4).contains(&v),
+            "clean call's {what} MOS {v}: {clean:?}"
+        );
+    }
+    assert_eq!(clean.avg_loss, 0.0, "{clean:?}");
+    assert!(
+        clean.avg_rtt > 0.0,
+        "round trip measured from RTCP: {clean:?}"
+    );
+    assert!(lossy.avg < 3.8 && lossy.max < 3.8, "lossy call: {lossy:?}");
+    assert!(
+        (8.0..=12.0).contains(&lossy.avg_loss),
+        "lossy call's loss: {lossy:?}"
+    );
+
+    // The same traffic through rtpengine: the same scale.
+    assert!(
+        find_program("rtpengine").is_some(),
+        "rtpengine is not installed (Debian rtpengine-daemon; tools/test.sh installs it)"
+    );
+    let [clean, lossy] = run(
+        Relay::Rtpengine,
+        &repo,
+        &kamailio,
+        &dir.path().join("rtpengine"),
+    );
+    assert!(
+        (4.3..=4.4).contains(&clean.avg),
+        "rtpengine clean: {clean:?}"
+    );
+    assert!(lossy.avg < 3.8, "rtpengine lossy: {lossy:?}");
+    assert!(
+        (ours[0].avg - clean.avg).abs() <= 0.1 && (ours[1].avg - lossy.avg).abs() <= 0.3,
+        "ours {ours:?} vs rtpengine {clean:?} / {lossy:?}"
+    );
+}
