@@ -21,6 +21,8 @@ pub mod client;
 pub mod config;
 pub mod control;
 pub mod dataplane;
+pub mod metrics;
+pub mod ops;
 pub mod rtp;
 pub mod sdp;
 pub mod server;

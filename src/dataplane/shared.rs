@@ -230,6 +230,8 @@ pub struct WorkerCounters {
     /// Packets the in-kernel fast path relayed (also in rx/tx; counted on the worker's
     /// housekeeping ticks), and directions now handed to it (a gauge).
     pub kernel_forwarded: AtomicU64,
+    /// Bytes of those packets (UDP payload).
+    pub kernel_bytes: AtomicU64,
     pub kernel_streams: AtomicU64,
     /// Directions handed to the fast path, and taken back by the worker.
     pub kernel_handovers: AtomicU64,
@@ -268,6 +270,7 @@ pub struct DataPlaneTotals {
     pub fixed_files: u64,
     pub fixed_fallbacks: u64,
     pub kernel_forwarded: u64,
+    pub kernel_bytes: u64,
     pub kernel_streams: u64,
     pub kernel_handovers: u64,
     pub kernel_takebacks: u64,
@@ -303,6 +306,7 @@ impl DataPlaneTotals {
         self.fixed_files += c.fixed_files.load(Relaxed);
         self.fixed_fallbacks += c.fixed_fallbacks.load(Relaxed);
         self.kernel_forwarded += c.kernel_forwarded.load(Relaxed);
+        self.kernel_bytes += c.kernel_bytes.load(Relaxed);
         self.kernel_streams += c.kernel_streams.load(Relaxed);
         self.kernel_handovers += c.kernel_handovers.load(Relaxed);
         self.kernel_takebacks += c.kernel_takebacks.load(Relaxed);
@@ -339,6 +343,7 @@ impl DataPlaneTotals {
             ("fixed_files", self.fixed_files),
             ("fixed_fallbacks", self.fixed_fallbacks),
             ("kernel_forwarded", self.kernel_forwarded),
+            ("kernel_bytes", self.kernel_bytes),
             ("kernel_streams", self.kernel_streams),
             ("kernel_handovers", self.kernel_handovers),
             ("kernel_takebacks", self.kernel_takebacks),

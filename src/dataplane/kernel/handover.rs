@@ -481,6 +481,7 @@ fn fold_counts(slot: &Slot, h: &mut Handed, v: &FwdValue, counters: &WorkerCount
     bump(&counters.tx_packets, packets);
     bump(&counters.tx_bytes, bytes);
     bump(&counters.kernel_forwarded, packets);
+    bump(&counters.kernel_bytes, bytes);
     if let Some(c) = slot.counters() {
         bump(&c.packets, packets);
         bump(&c.bytes, bytes);

@@ -68,10 +68,13 @@ mod answer;
 mod delete;
 mod offer;
 mod plan;
+mod quality;
 mod report;
 mod sweep;
 #[cfg(test)]
 mod tests;
+
+pub use quality::QualityTotals;
 
 /// Most backend events logged per [`SessionManager::drain_events`] call (bounds the time the
 /// manager's lock is held; the rest wait for the next drain).
@@ -379,6 +382,8 @@ pub struct SessionManager<B: MediaBackend> {
     terminated: u64,
     /// Counters of streams already closed.
     closed: Totals,
+    /// Their quality figures.
+    closed_quality: QualityTotals,
     rates: Rates,
     /// Every call, in the order the sweep visits them. Kept as calls come and go (a removed
     /// call's slot takes the last one), so a round needs no snapshot: cloning 10,000 ids at
@@ -420,6 +425,7 @@ impl<B: MediaBackend> SessionManager<B> {
             timeouts: 0,
             terminated: 0,
             closed: Totals::default(),
+            closed_quality: QualityTotals::default(),
             rates: Rates {
                 last_ns: now,
                 ..Rates::default()
@@ -455,6 +461,8 @@ impl<B: MediaBackend> SessionManager<B> {
         if let Some(st) = self.backend.stats(id) {
             self.closed.add_side(&st.a);
             self.closed.add_side(&st.b);
+            self.closed_quality.add_side(&st.a);
+            self.closed_quality.add_side(&st.b);
         }
         self.backend.close(id);
         self.stream_calls.remove(&id);
