@@ -13,6 +13,7 @@ use crate::metrics::{ClosedSessions, KernelPathState, MetricsSnapshot, SampleTri
 use crate::server::http::HttpHandlers;
 use crate::server::ng::NgShared;
 use crate::server::sip::SipShared;
+use crate::session::backend::KernelStatus;
 use crate::session::manager::SessionManager;
 use crate::time;
 
@@ -72,6 +73,11 @@ pub fn snapshot(src: &OpsSources) -> MetricsSnapshot {
             dataplane,
             worker_packets: dp.worker_packets(),
             quality: m.quality_totals(),
+            kernel_status: KernelStatus::ALL
+                .iter()
+                .map(|s| s.name())
+                .zip(m.kernel_statuses())
+                .collect(),
             ports_used: 2 * stats.pairs_used as u64,
             ports_free: 2 * pairs_free as u64,
             ..MetricsSnapshot::default()

@@ -18,7 +18,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::media::{count_rx, media_sock, pcmu};
+use common::kernel::cannot_run;
+use common::media::{count_rx, media_sock, pcmu, wait_for};
 use common::ng::{client, ng, relay_port, sdp, Relay};
 use common::peers::{find_program, Peer};
 use common::TempDir;
@@ -56,14 +57,15 @@ fn http_get(port: u16, target: &str) -> (u16, String) {
     (status, body)
 }
 
-fn start_relay() -> Relay {
-    let ng: SocketAddr = SocketAddr::from(([127, 0, 0, 1], NG));
+fn start_relay(ng: u16, http: u16, ports: (u16, u16), extra: &[&str]) -> Relay {
+    let ng: SocketAddr = SocketAddr::from(([127, 0, 0, 1], ng));
     let child = Command::new(env!("CARGO_BIN_EXE_rtpanchor"))
         .args(["--interface", "127.0.0.1", "--listen-ng", &ng.to_string()])
-        .args(["--port-min", &PORT_MIN.to_string()])
-        .args(["--port-max", &PORT_MAX.to_string()])
-        .args(["--listen-http", &format!("127.0.0.1:{HTTP}")])
-        .args(["--no-sip", "--no-kernel-forwarding", "--num-threads", "1"])
+        .args(["--port-min", &ports.0.to_string()])
+        .args(["--port-max", &ports.1.to_string()])
+        .args(["--listen-http", &format!("127.0.0.1:{http}")])
+        .args(["--no-sip", "--num-threads", "1"])
+        .args(extra)
         .args(["--log-level", "warn"])
         .stdin(Stdio::null())
         .spawn()
@@ -172,7 +174,7 @@ fn exposed(text: &str, series: &str) -> Option<f64> {
 
 #[test]
 fn prometheus_sees_the_packets_sent_and_sessions_back_to_zero() {
-    let relay = start_relay();
+    let relay = start_relay(NG, HTTP, (PORT_MIN, PORT_MAX), &["--no-kernel-forwarding"]);
     let mut tmp = TempDir::new("rtpanchor-prom").unwrap();
     let mut prom = start_prometheus(&tmp);
     let mut c = client(relay.ng);
@@ -313,4 +315,81 @@ fn prometheus_sees_the_packets_sent_and_sessions_back_to_zero() {
     if std::thread::panicking() {
         tmp.keep();
     }
+}
+
+/// With the fast path on, `/metrics` says where each direction is relayed and, when not in
+/// the kernel, why: before media both directions of a call are `pending`, after both ends
+/// latched they are in the kernel. Where the program cannot run here, every direction is
+/// under `unavailable` instead (what an operator must see rather than a silent fall-back).
+/// Ports: ng 10004, HTTP 10005, media 10500-10599.
+#[test]
+fn metrics_say_why_a_direction_is_not_in_the_kernel() {
+    let relay = start_relay(10_004, 10_005, (10_500, 10_599), &[]);
+    let mut c = client(relay.ng);
+    let a = media_sock();
+    let b = media_sock();
+    let offer = ng(
+        &mut c,
+        "ko",
+        &Owned::dict()
+            .with("sdp", sdp(a.local_addr().unwrap().port(), 1).as_str())
+            .with("call-id", "kernel-why")
+            .with("from-tag", "A")
+            .with("command", "offer"),
+    );
+    let to_b = relay_port(offer.get("sdp").and_then(Owned::as_str).unwrap());
+    let answer = ng(
+        &mut c,
+        "ka",
+        &Owned::dict()
+            .with("sdp", sdp(b.local_addr().unwrap().port(), 2).as_str())
+            .with("call-id", "kernel-why")
+            .with("from-tag", "A")
+            .with("to-tag", "B")
+            .with("command", "answer"),
+    );
+    let to_a = relay_port(answer.get("sdp").and_then(Owned::as_str).unwrap());
+    let metric = |series: &str| exposed(&http_get(10_005, "/metrics").1, series);
+    if let Some(why) = cannot_run() {
+        eprintln!("fast path cannot run here ({why}): checking that /metrics says so");
+        assert_eq!(
+            metric("rtpanchor_kernel_path{state=\"unavailable\"}"),
+            Some(1.0)
+        );
+        assert_eq!(
+            metric("rtpanchor_kernel_path_excluded{reason=\"unavailable\"}"),
+            Some(2.0)
+        );
+        return;
+    }
+    assert_eq!(
+        metric("rtpanchor_kernel_path{state=\"running\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric("rtpanchor_kernel_path_excluded{reason=\"pending\"}"),
+        Some(2.0),
+        "no media yet"
+    );
+    // Media both ways, paced, until both directions are handed over (the workers offer a
+    // direction on their housekeeping turn once both ends are latched).
+    let mut seq = 0u16;
+    let handed = wait_for(Duration::from_secs(10), || {
+        for _ in 0..5 {
+            a.send_to(&pcmu(seq, 0xa), ("127.0.0.1", to_a)).unwrap();
+            b.send_to(&pcmu(seq, 0xb), ("127.0.0.1", to_b)).unwrap();
+            seq = seq.wrapping_add(1);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        metric("rtpanchor_mediastreams{type=\"kernel\"}") == Some(2.0)
+    });
+    let text = http_get(10_005, "/metrics").1;
+    assert!(handed, "directions never reached the kernel:\n{text}");
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("rtpanchor_kernel_path_excluded{"))
+    {
+        assert!(line.ends_with(" 0"), "{line}");
+    }
+    assert!(exposed(&text, "rtpanchor_kernel_handovers_total") >= Some(2.0));
 }

@@ -9,7 +9,7 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 
 use crate::rtp::stats::RtpStreamStats;
-use crate::session::backend::{RtcpReport, SideStats, SocketCounters, StreamStats};
+use crate::session::backend::{KernelStatus, RtcpReport, SideStats, SocketCounters, StreamStats};
 
 /// Increments a single-writer counter without a locked instruction.
 #[inline(always)]
@@ -138,6 +138,9 @@ pub struct SideShared {
     pub rtcp: Counters,
     pub quality: QualityCell,
     pub report: ReportCell,
+    /// [`KernelStatus`] code of this side's RTP direction, written by the worker's
+    /// housekeeping (fits the struct's alignment padding: no memory per stream).
+    pub kernel: AtomicU32,
 }
 
 impl SideShared {
@@ -149,6 +152,7 @@ impl SideShared {
             learned_rtp: None,
             confirmed: false,
             rtcp_report: self.report.read(),
+            kernel: KernelStatus::from_code(self.kernel.load(Relaxed)),
         }
     }
 }

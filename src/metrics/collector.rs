@@ -281,20 +281,28 @@ fn kernel(enc: &mut DescriptorEncoder, s: &MetricsSnapshot) -> Res {
         "Media directions taken back from the kernel by a worker (new source, SSRC, payload type, RTCP...).",
         d.kernel_takebacks,
     )?;
-    // Why directions are in user space when the whole fast path is off: every direction,
-    // under one reason. A running path reports 0 for both reasons.
+    // Why directions are in user space: with the fast path off, every direction under that
+    // one reason; while it runs, each direction under the reason its worker last found.
     let user = s.directions.saturating_sub(s.kernel_directions);
     let (disabled, unavailable) = match &s.kernel {
         KernelPathState::Running => (0, 0),
         KernelPathState::Disabled => (user, 0),
         KernelPathState::Unavailable(_) => (0, user),
     };
+    let running = s.kernel == KernelPathState::Running;
+    let mut excluded = vec![("disabled", disabled), ("unavailable", unavailable)];
+    excluded.extend(
+        s.kernel_status
+            .iter()
+            .filter(|(name, _)| *name != "in_kernel")
+            .map(|(name, n)| (*name, if running { *n } else { 0 })),
+    );
     gauges(
         enc,
         "kernel_path_excluded",
-        "Media directions kept in user space because the fast path is off, by reason.",
+        "Media directions relayed in user space, by why they are not in the kernel.",
         "reason",
-        &[("disabled", disabled), ("unavailable", unavailable)],
+        &excluded,
     )?;
     let reason = match &s.kernel {
         KernelPathState::Running => "running",

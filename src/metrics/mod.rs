@@ -89,6 +89,9 @@ pub struct MetricsSnapshot {
     /// Of those, directions the kernel fast path relays.
     pub kernel_directions: u64,
     pub kernel: KernelPathState,
+    /// Directions by kernel status name (`in_kernel`, `not_latched`, ...), as the workers last
+    /// decided; meaningful while the fast path runs.
+    pub kernel_status: Vec<(&'static str, u64)>,
     /// The data plane's counters summed over its workers.
     pub dataplane: DataPlaneTotals,
     /// Packets received per worker (ring), in worker order.

@@ -1,7 +1,7 @@
 //! RTP quality summed over every stream the manager has carried, for the metrics endpoint:
 //! live streams are read at call time, closed ones were folded in when they closed.
 
-use crate::session::backend::{MediaBackend, SideStats};
+use crate::session::backend::{KernelStatus, MediaBackend, SideStats};
 use crate::session::manager::SessionManager;
 
 /// Loss, duplicates and reordering summed over streams and directions.
@@ -35,6 +35,22 @@ impl<B: MediaBackend> SessionManager<B> {
             }
         }
         t
+    }
+
+    /// Directions relayed now (two per stream) by where the data plane relays them and, when
+    /// not in the kernel, why not: one count per [`KernelStatus::ALL`] entry, in that order.
+    pub fn kernel_statuses(&self) -> [u64; KernelStatus::ALL.len()] {
+        let mut counts = [0u64; KernelStatus::ALL.len()];
+        for id in self.live_stream_ids() {
+            if let Some(st) = self.backend.stats(id) {
+                for side in [&st.a, &st.b] {
+                    if let Some(c) = counts.get_mut(side.kernel.code() as usize) {
+                        *c += 1;
+                    }
+                }
+            }
+        }
+        counts
     }
 
     /// Streams relayed now (live calls and those lingering in their delete delay).
