@@ -6,7 +6,7 @@
 //! packet path); the control plane reads it at any time without waiting for the worker.
 //! Multi-field snapshots may be slightly torn, which is fine for statistics.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
 
 use crate::rtp::stats::RtpStreamStats;
 use crate::session::backend::{KernelStatus, RtcpReport, SideStats, SocketCounters, StreamStats};
@@ -138,9 +138,6 @@ pub struct SideShared {
     pub rtcp: Counters,
     pub quality: QualityCell,
     pub report: ReportCell,
-    /// [`KernelStatus`] code of this side's RTP direction, written by the worker's
-    /// housekeeping (fits the struct's alignment padding: no memory per stream).
-    pub kernel: AtomicU32,
 }
 
 impl SideShared {
@@ -152,7 +149,7 @@ impl SideShared {
             learned_rtp: None,
             confirmed: false,
             rtcp_report: self.report.read(),
-            kernel: KernelStatus::from_code(self.kernel.load(Relaxed)),
+            kernel: KernelStatus::Pending,
         }
     }
 }
@@ -166,6 +163,10 @@ pub struct StreamShared {
     /// Set by the control plane on close: the worker drops this stream's packets at once
     /// and frees its sockets on its next turn (closing needs no wake-up of its own).
     pub closed: std::sync::atomic::AtomicBool,
+    /// [`KernelStatus`] code of each side's RTP direction, written by the worker's
+    /// housekeeping. Bytes beside `closed`, in the struct's alignment padding: no memory per
+    /// stream.
+    pub kernel: [AtomicU8; 2],
 }
 
 /// Socket order in a stream's four-slot group.
@@ -177,10 +178,13 @@ pub const B_RTCP: usize = 3;
 impl StreamShared {
     /// Reads everything but the learned addresses, which the control side tracks from events.
     pub fn stats(&self) -> StreamStats {
-        StreamStats {
+        let mut s = StreamStats {
             a: self.sides[0].stats(),
             b: self.sides[1].stats(),
-        }
+        };
+        s.a.kernel = KernelStatus::from_code(u32::from(self.kernel[0].load(Relaxed)));
+        s.b.kernel = KernelStatus::from_code(u32::from(self.kernel[1].load(Relaxed)));
+        s
     }
 }
 

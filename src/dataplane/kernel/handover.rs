@@ -64,9 +64,9 @@ struct Handed {
 
 /// Publishes why slot's direction is (not) in the kernel, for `/metrics` (housekeeping only).
 fn note(slot: &Slot, status: KernelStatus) {
-    if let Some(sh) = slot.side_shared() {
-        sh.kernel
-            .store(status.code(), std::sync::atomic::Ordering::Relaxed);
+    if let Some(cell) = slot.kernel_status_cell() {
+        // Nine statuses: the code always fits a byte.
+        cell.store(status.code() as u8, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
