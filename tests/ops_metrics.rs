@@ -14,7 +14,7 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -23,6 +23,7 @@ use common::media::{count_rx, media_sock, pcmu, wait_for};
 use common::ng::{client, ng, relay_port, sdp, Relay};
 use common::peers::{find_program, Peer};
 use common::TempDir;
+use rtpanchor::client::ng::NgClient;
 use rtpanchor::control::bencode::Owned;
 
 const NG: u16 = 10_000;
@@ -172,6 +173,32 @@ fn exposed(text: &str, series: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
+/// Offer (A) and answer (B) for call `id`: the relay ports A and B send to.
+fn set_up(c: &mut NgClient, id: &str, a: &UdpSocket, b: &UdpSocket) -> (u16, u16) {
+    let offer = ng(
+        c,
+        &format!("o-{id}"),
+        &Owned::dict()
+            .with("sdp", sdp(a.local_addr().unwrap().port(), 1).as_str())
+            .with("call-id", id)
+            .with("from-tag", "A")
+            .with("command", "offer"),
+    );
+    let to_b = relay_port(offer.get("sdp").and_then(Owned::as_str).unwrap());
+    let answer = ng(
+        c,
+        &format!("a-{id}"),
+        &Owned::dict()
+            .with("sdp", sdp(b.local_addr().unwrap().port(), 2).as_str())
+            .with("call-id", id)
+            .with("from-tag", "A")
+            .with("to-tag", "B")
+            .with("command", "answer"),
+    );
+    let to_a = relay_port(answer.get("sdp").and_then(Owned::as_str).unwrap());
+    (to_a, to_b)
+}
+
 #[test]
 fn prometheus_sees_the_packets_sent_and_sessions_back_to_zero() {
     let relay = start_relay(NG, HTTP, (PORT_MIN, PORT_MAX), &["--no-kernel-forwarding"]);
@@ -189,28 +216,7 @@ fn prometheus_sees_the_packets_sent_and_sessions_back_to_zero() {
     for call in 0..CALLS {
         let a = media_sock();
         let b = media_sock();
-        let id = format!("prom-call-{call}");
-        let offer = ng(
-            &mut c,
-            &format!("o{call}"),
-            &Owned::dict()
-                .with("sdp", sdp(a.local_addr().unwrap().port(), 1).as_str())
-                .with("call-id", id.as_str())
-                .with("from-tag", "A")
-                .with("command", "offer"),
-        );
-        let to_b = relay_port(offer.get("sdp").and_then(Owned::as_str).unwrap());
-        let answer = ng(
-            &mut c,
-            &format!("a{call}"),
-            &Owned::dict()
-                .with("sdp", sdp(b.local_addr().unwrap().port(), 2).as_str())
-                .with("call-id", id.as_str())
-                .with("from-tag", "A")
-                .with("to-tag", "B")
-                .with("command", "answer"),
-        );
-        let to_a = relay_port(answer.get("sdp").and_then(Owned::as_str).unwrap());
+        let (to_a, to_b) = set_up(&mut c, &format!("prom-call-{call}"), &a, &b);
         for i in 0..PACKETS {
             a.send_to(&pcmu(i, 0xa0 + call as u32), ("127.0.0.1", to_a))
                 .unwrap();
@@ -328,27 +334,7 @@ fn metrics_say_why_a_direction_is_not_in_the_kernel() {
     let mut c = client(relay.ng);
     let a = media_sock();
     let b = media_sock();
-    let offer = ng(
-        &mut c,
-        "ko",
-        &Owned::dict()
-            .with("sdp", sdp(a.local_addr().unwrap().port(), 1).as_str())
-            .with("call-id", "kernel-why")
-            .with("from-tag", "A")
-            .with("command", "offer"),
-    );
-    let to_b = relay_port(offer.get("sdp").and_then(Owned::as_str).unwrap());
-    let answer = ng(
-        &mut c,
-        "ka",
-        &Owned::dict()
-            .with("sdp", sdp(b.local_addr().unwrap().port(), 2).as_str())
-            .with("call-id", "kernel-why")
-            .with("from-tag", "A")
-            .with("to-tag", "B")
-            .with("command", "answer"),
-    );
-    let to_a = relay_port(answer.get("sdp").and_then(Owned::as_str).unwrap());
+    let (to_a, to_b) = set_up(&mut c, "kernel-why", &a, &b);
     let metric = |series: &str| exposed(&http_get(10_005, "/metrics").1, series);
     if let Some(why) = cannot_run() {
         eprintln!("fast path cannot run here ({why}): checking that /metrics says so");
