@@ -8,7 +8,8 @@ use crate::config::{Cli, Config};
 use crate::dataplane::DataPlane;
 use crate::lifecycle::Lifecycle;
 use crate::server::cdr::CdrWriter;
-use crate::server::ng::{serve_ng, NgServerConfig};
+use crate::server::http::HttpServer;
+use crate::server::ng::{NgServer, NgServerConfig};
 use crate::server::sip::{SipServer, SipServerConfig};
 use crate::session::manager::{ManagerConfig, SessionManager};
 use crate::session::negotiate::RelayInterface;
@@ -90,12 +91,31 @@ pub fn run_with(config: Config, lifecycle: Arc<Lifecycle>, cli: Option<Cli>) -> 
         .build()?;
     rt.block_on(async move {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let sip = match start_sip(&config, manager.clone(), stop_rx.clone(), locations).await? {
-            Some(task) => task,
+        let (sip, sip_shared) = match start_sip(&config, manager.clone(), stop_rx.clone(), locations).await? {
+            Some((task, shared)) => (task, Some(shared)),
             // No SIP: a task that never ends keeps the select below uniform.
-            None => tokio::spawn(std::future::pending::<anyhow::Result<()>>()),
+            None => (
+                tokio::spawn(std::future::pending::<anyhow::Result<()>>()),
+                None,
+            ),
         };
-        let mut server = tokio::spawn(serve_ng(ng, manager.clone(), stop_rx));
+        let ng_server = NgServer::bind(&ng, manager.clone()).await?;
+        tracing::info!(udp = %ng.listen_udp, tcp = ?ng.listen_tcp, "ng control listening");
+        let ng_shared = ng_server.shared();
+        if let Some(addr) = config.listen_http {
+            let sources = crate::ops::OpsSources {
+                manager: manager.clone(),
+                ng: ng_shared.clone(),
+                sip: sip_shared,
+                kernel_disabled: !config.kernel_forwarding,
+                lifecycle: lifecycle.clone(),
+                ng_addr: config.listen_ng,
+            };
+            let http = HttpServer::bind(addr, crate::ops::handlers(sources)).await?;
+            tracing::info!(listen = %addr, "HTTP /metrics and /health listening");
+            tokio::spawn(http.run(stop_rx.clone()));
+        }
+        let mut server = tokio::spawn(ng_server.run(stop_rx));
         let mut sip = sip;
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
@@ -247,6 +267,12 @@ fn open_store(
     Ok((locations, store))
 }
 
+/// The SIP server's task and its shared state (counters for `/metrics`).
+type SipStarted = (
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+    Arc<crate::server::sip::SipShared<DataPlane>>,
+);
+
 /// Binds the built-in SIP proxy (unless `--no-sip`) and starts it. The default listener is
 /// best-effort (a taken port is a warning); an explicit `--listen-sip` must bind.
 async fn start_sip(
@@ -254,7 +280,7 @@ async fn start_sip(
     manager: Arc<Mutex<SessionManager<DataPlane>>>,
     stop: tokio::sync::watch::Receiver<bool>,
     locations: Option<LocationPersistence>,
-) -> anyhow::Result<Option<tokio::task::JoinHandle<anyhow::Result<()>>>> {
+) -> anyhow::Result<Option<SipStarted>> {
     let Some(listen) = config.listen_sip else {
         return Ok(None);
     };
@@ -287,7 +313,8 @@ async fn start_sip(
                 outbound = ?config.sip_outbound,
                 "SIP proxy listening (UDP and TCP)"
             );
-            Ok(Some(tokio::spawn(server.run(stop))))
+            let shared = server.shared();
+            Ok(Some((tokio::spawn(server.run(stop)), shared)))
         }
         Err(e) if !config.listen_sip_explicit => {
             tracing::warn!(

@@ -87,6 +87,9 @@ pub struct Cli {
     /// TCP address of the ng control protocol (off unless given).
     #[arg(long)]
     pub listen_tcp_ng: Option<SocketAddr>,
+    /// HTTP address for Prometheus `/metrics` and `/health` (off unless given).
+    #[arg(long)]
+    pub listen_http: Option<SocketAddr>,
     /// Data-plane worker threads, each pinned to a core. [default: one per core]
     #[arg(long)]
     pub num_threads: Option<usize>,
@@ -180,6 +183,7 @@ struct FileConfig {
     port_max: Option<u16>,
     listen_ng: Option<SocketAddr>,
     listen_tcp_ng: Option<SocketAddr>,
+    listen_http: Option<SocketAddr>,
     num_threads: Option<usize>,
     timeout: Option<u64>,
     max_sessions: Option<usize>,
@@ -210,6 +214,7 @@ pub struct Config {
     pub port_max: u16,
     pub listen_ng: SocketAddr,
     pub listen_tcp_ng: Option<SocketAddr>,
+    pub listen_http: Option<SocketAddr>,
     pub num_threads: usize,
     pub timeout_secs: u64,
     pub max_sessions: usize,
@@ -258,6 +263,7 @@ impl Default for Config {
             port_max: 40000,
             listen_ng: SocketAddr::new(lo, 2223),
             listen_tcp_ng: None,
+            listen_http: None,
             num_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             timeout_secs: 60,
             max_sessions: 0,
@@ -303,6 +309,7 @@ impl Config {
         c.port_max = cli.port_max.or(file.port_max).unwrap_or(c.port_max);
         c.listen_ng = cli.listen_ng.or(file.listen_ng).unwrap_or(c.listen_ng);
         c.listen_tcp_ng = cli.listen_tcp_ng.or(file.listen_tcp_ng);
+        c.listen_http = cli.listen_http.or(file.listen_http);
         c.num_threads = cli
             .num_threads
             .or(file.num_threads)

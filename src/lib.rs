@@ -24,6 +24,8 @@ pub mod ctl;
 pub mod dataplane;
 pub mod lifecycle;
 pub mod reload;
+pub mod metrics;
+pub mod ops;
 pub mod rtp;
 pub mod sdp;
 pub mod server;

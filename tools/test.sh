@@ -18,6 +18,8 @@ command -v ip >/dev/null 2>&1 || need+=(iproute2)
 # build.rs compiles the in-kernel fast path with clang (without it the relay builds anyway,
 # and the fast path's tests check that it says why it is unavailable).
 command -v clang >/dev/null 2>&1 || need+=(clang)
+# A real Prometheus scrapes the relay in tests/ops_metrics.rs (promtool ships with it).
+command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive

@@ -324,6 +324,29 @@ impl DataPlane {
         self.streams.len()
     }
 
+    /// Packets received per worker ring (kernel-relayed ones included), in worker order.
+    pub fn worker_packets(&self) -> Vec<u64> {
+        self.workers
+            .iter()
+            .map(|w| w.counters.rx_packets.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// Each worker ring's loop count: a worker that answers a wake-up advances it.
+    pub fn worker_loops(&self) -> Vec<u64> {
+        self.workers
+            .iter()
+            .map(|w| w.counters.loops.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// Wakes every worker ring (a no-op command), for a liveness check.
+    pub fn wake_workers(&self) {
+        for w in &self.workers {
+            let _ = w.send(Command::Remove(StreamId::NONE));
+        }
+    }
+
     /// Stops the workers and waits for them.
     pub fn shutdown(&mut self) {
         self.stop.store(true, Ordering::Relaxed);

@@ -6,11 +6,11 @@
 //! packet path); the control plane reads it at any time without waiting for the worker.
 //! Multi-field snapshots may be slightly torn, which is fine for statistics.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
 
 use crate::rtp::stats::RtpStreamStats;
 use crate::session::backend::{
-    RtcpReport, SenderReportSeen, SideStats, SocketCounters, StreamStats,
+    KernelStatus, RtcpReport, SenderReportSeen, SideStats, SocketCounters, StreamStats,
 };
 
 /// Increments a single-writer counter without a locked instruction.
@@ -194,6 +194,7 @@ impl SideShared {
             learned_rtp: None,
             confirmed: false,
             rtcp_report: self.report.read(self.rtcp.last_packet_ns.load(Relaxed)),
+            kernel: KernelStatus::Pending,
         }
     }
 }
@@ -207,6 +208,10 @@ pub struct StreamShared {
     /// Set by the control plane on close: the worker drops this stream's packets at once
     /// and frees its sockets on its next turn (closing needs no wake-up of its own).
     pub closed: std::sync::atomic::AtomicBool,
+    /// [`KernelStatus`] code of each side's RTP direction, written by the worker's
+    /// housekeeping. Bytes beside `closed`, in the struct's alignment padding: no memory per
+    /// stream.
+    pub kernel: [AtomicU8; 2],
 }
 
 /// Socket order in a stream's four-slot group.
@@ -218,10 +223,13 @@ pub const B_RTCP: usize = 3;
 impl StreamShared {
     /// Reads everything but the learned addresses, which the control side tracks from events.
     pub fn stats(&self) -> StreamStats {
-        StreamStats {
+        let mut s = StreamStats {
             a: self.sides[0].stats(),
             b: self.sides[1].stats(),
-        }
+        };
+        s.a.kernel = KernelStatus::from_code(u32::from(self.kernel[0].load(Relaxed)));
+        s.b.kernel = KernelStatus::from_code(u32::from(self.kernel[1].load(Relaxed)));
+        s
     }
 }
 
@@ -275,6 +283,8 @@ pub struct WorkerCounters {
     /// Packets the in-kernel fast path relayed (also in rx/tx; counted on the worker's
     /// housekeeping ticks), and directions now handed to it (a gauge).
     pub kernel_forwarded: AtomicU64,
+    /// Bytes of those packets (UDP payload).
+    pub kernel_bytes: AtomicU64,
     pub kernel_streams: AtomicU64,
     /// Directions handed to the fast path, and taken back by the worker.
     pub kernel_handovers: AtomicU64,
@@ -313,6 +323,7 @@ pub struct DataPlaneTotals {
     pub fixed_files: u64,
     pub fixed_fallbacks: u64,
     pub kernel_forwarded: u64,
+    pub kernel_bytes: u64,
     pub kernel_streams: u64,
     pub kernel_handovers: u64,
     pub kernel_takebacks: u64,
@@ -348,6 +359,7 @@ impl DataPlaneTotals {
         self.fixed_files += c.fixed_files.load(Relaxed);
         self.fixed_fallbacks += c.fixed_fallbacks.load(Relaxed);
         self.kernel_forwarded += c.kernel_forwarded.load(Relaxed);
+        self.kernel_bytes += c.kernel_bytes.load(Relaxed);
         self.kernel_streams += c.kernel_streams.load(Relaxed);
         self.kernel_handovers += c.kernel_handovers.load(Relaxed);
         self.kernel_takebacks += c.kernel_takebacks.load(Relaxed);
@@ -384,6 +396,7 @@ impl DataPlaneTotals {
             ("fixed_files", self.fixed_files),
             ("fixed_fallbacks", self.fixed_fallbacks),
             ("kernel_forwarded", self.kernel_forwarded),
+            ("kernel_bytes", self.kernel_bytes),
             ("kernel_streams", self.kernel_streams),
             ("kernel_handovers", self.kernel_handovers),
             ("kernel_takebacks", self.kernel_takebacks),

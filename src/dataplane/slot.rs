@@ -150,6 +150,15 @@ impl Slot {
         self.shared.as_deref().map(|s| &s.sides[i])
     }
 
+    /// The cell where this socket's direction publishes its kernel status.
+    pub fn kernel_status_cell(&self) -> Option<&std::sync::atomic::AtomicU8> {
+        let i = match self.side {
+            Side::A => 0,
+            Side::B => 1,
+        };
+        self.shared.as_deref().and_then(|s| s.kernel.get(i))
+    }
+
     /// This socket's ingress counters.
     #[inline]
     pub fn counters(&self) -> Option<&Counters> {

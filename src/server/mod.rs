@@ -1,12 +1,14 @@
 //! Control-plane servers (tokio). Each feeds bytes to the sans-IO protocol code and the one
 //! session layer; none of them touches the data plane except through the session manager.
 //!
+//! - [`http`]: `/metrics` and `/health` for operators (`--listen-http`).
 //! - [`ng`]: the rtpengine-compatible ng control protocol over UDP and TCP.
 //! - [`sip`]: the built-in SIP proxy's transport (UDP and TCP) around `sip::proxy`.
 //! - [`cdr`]: the call record writer (a thread appending JSON lines, reopened on SIGHUP).
 #![forbid(unsafe_code)]
 
 pub mod cdr;
+pub mod http;
 pub mod ng;
 pub mod sip;
 

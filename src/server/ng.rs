@@ -38,6 +38,7 @@ use crate::control::bencode::{self, DecodeError};
 use crate::control::handler;
 use crate::control::ng::{self, BodyFormat};
 use crate::control::reply;
+use crate::metrics::RequestMetrics;
 use crate::session::backend::MediaBackend;
 use crate::session::manager::SessionManager;
 use crate::time::{self, Nanos, NANOS_PER_SEC};
@@ -225,6 +226,8 @@ pub struct NgShared<B: MediaBackend> {
     pub manager: Arc<Mutex<SessionManager<B>>>,
     cache: Mutex<ReplyCache>,
     pub stats: NgStats,
+    /// Per-command counts and latencies, for `/metrics`.
+    pub requests: RequestMetrics,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -242,21 +245,26 @@ impl<B: MediaBackend> NgShared<B> {
                 time::now_ns(),
             )),
             stats: NgStats::default(),
+            requests: RequestMetrics::default(),
         }
     }
 
-    /// One framed message: the reply bytes to send, or `None` (no reply due).
+    /// One framed message from a stream (TCP: no size limit on the reply): the reply bytes
+    /// to send, or `None` (no reply due).
     pub fn process(&self, cookie: &[u8], body: &[u8], now: Nanos) -> Option<Arc<[u8]>> {
-        self.process_from(None, cookie, body, now)
+        self.process_from(None, cookie, body, now, usize::MAX)
     }
 
-    /// [`NgShared::process`] for a message from `source` (counted per proxy in `statistics`).
+    /// [`NgShared::process`] for a message from `source` (counted per proxy in `statistics`),
+    /// with the reply held to `max_reply` bytes (one UDP datagram): `list` is cut to what
+    /// fits, with a warning; other oversized replies become errors.
     pub fn process_from(
         &self,
         source: Option<std::net::IpAddr>,
         cookie: &[u8],
         body: &[u8],
         now: Nanos,
+        max_reply: usize,
     ) -> Option<Arc<[u8]>> {
         bump(&self.stats.received);
         match lock(&self.cache).lookup_or_reserve(cookie, now) {
@@ -274,6 +282,7 @@ impl<B: MediaBackend> NgShared<B> {
         let (reply, fmt) = match ng::parse_request(body) {
             Ok((req, fmt)) => {
                 let command = req.command;
+                let started = time::now_ns();
                 let handled = catch_unwind(AssertUnwindSafe(|| {
                     let mut m = lock(&self.manager);
                     let r = handler::handle(&mut m, req, now);
@@ -282,6 +291,8 @@ impl<B: MediaBackend> NgShared<B> {
                     m.note_command(source, command.as_str(), took, error);
                     r
                 }));
+                self.requests
+                    .record(command.as_str(), time::now_ns().saturating_sub(started));
                 match handled {
                     Ok(r) => (r, fmt),
                     Err(_) => {
@@ -296,7 +307,7 @@ impl<B: MediaBackend> NgShared<B> {
         if reply.get("result").and_then(|r| r.as_str()) == Some("error") {
             bump(&self.stats.errors);
         }
-        let framed: Arc<[u8]> = ng::frame_reply(cookie, fmt, &reply).into();
+        let framed: Arc<[u8]> = ng::frame_reply_within(cookie, fmt, &reply, max_reply).into();
         lock(&self.cache).complete(cookie, framed.clone());
         bump(&self.stats.replied);
         Some(framed)
@@ -315,7 +326,7 @@ impl<B: MediaBackend> NgShared<B> {
         now: Nanos,
     ) -> Option<Arc<[u8]>> {
         match ng::split_datagram(dgram) {
-            Some((cookie, body)) => self.process_from(source, cookie, body, now),
+            Some((cookie, body)) => self.process_from(source, cookie, body, now, ng::MAX_UDP_REPLY),
             None => {
                 bump(&self.stats.no_cookie);
                 None
@@ -537,7 +548,7 @@ async fn tcp_connection<B: MediaBackend + 'static>(
                     consumed,
                 } => {
                     let reply = match (buf.get(cookie), buf.get(body)) {
-                        (Some(c), Some(b)) => shared.process_from(peer, c, b, time::now_ns()),
+                        (Some(c), Some(b)) => shared.process_from(peer, c, b, time::now_ns(), usize::MAX),
                         _ => None,
                     };
                     if let Some(r) = reply {

@@ -163,6 +163,76 @@ pub struct SenderReportSeen {
     pub at_ns: Nanos,
 }
 
+/// Whether one direction is relayed by the in-kernel fast path and, when not, why not, as the
+/// owning worker last decided it (on its housekeeping turns).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KernelStatus {
+    /// Not looked at yet (no media since the stream opened, or no fast path at all).
+    #[default]
+    Pending,
+    InKernel,
+    /// One of the two ends is not latched yet.
+    NotLatched,
+    /// No RTP tracked yet in this direction.
+    NoRtp,
+    /// Taken back by the worker (new source, SSRC, payload type, jump, RTP the program does
+    /// not parse) and not offered again yet.
+    TakenBack,
+    /// The payload type's clock rate differs from the one tracked so far.
+    ClockRate,
+    /// No route to the destination now.
+    NoRoute,
+    /// Something the program does not handle (IPv6, an address mode it lacks).
+    Unsupported,
+    /// The kernel map refused the entry (full or out of memory).
+    MapFull,
+}
+
+impl KernelStatus {
+    pub const ALL: [KernelStatus; 9] = [
+        KernelStatus::Pending,
+        KernelStatus::InKernel,
+        KernelStatus::NotLatched,
+        KernelStatus::NoRtp,
+        KernelStatus::TakenBack,
+        KernelStatus::ClockRate,
+        KernelStatus::NoRoute,
+        KernelStatus::Unsupported,
+        KernelStatus::MapFull,
+    ];
+
+    /// The status's number in a shared cell (its index in [`KernelStatus::ALL`]).
+    pub fn code(self) -> u32 {
+        KernelStatus::ALL
+            .iter()
+            .position(|s| *s == self)
+            .unwrap_or(0) as u32
+    }
+
+    /// The status of a code; unknown codes read as `Pending`.
+    pub fn from_code(code: u32) -> KernelStatus {
+        KernelStatus::ALL
+            .get(code as usize)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Its name in metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            KernelStatus::Pending => "pending",
+            KernelStatus::InKernel => "in_kernel",
+            KernelStatus::NotLatched => "not_latched",
+            KernelStatus::NoRtp => "no_rtp",
+            KernelStatus::TakenBack => "taken_back",
+            KernelStatus::ClockRate => "clock_rate",
+            KernelStatus::NoRoute => "no_route",
+            KernelStatus::Unsupported => "unsupported",
+            KernelStatus::MapFull => "map_full",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct SideStats {
     pub rtp: SocketCounters,
@@ -172,6 +242,8 @@ pub struct SideStats {
     pub learned_rtp: Option<SocketAddr>,
     pub confirmed: bool,
     pub rtcp_report: RtcpReport,
+    /// Where the direction from this side's endpoint is relayed.
+    pub kernel: KernelStatus,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq)]

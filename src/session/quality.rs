@@ -55,6 +55,47 @@ const MAX_RTT_US: u64 = 10_000_000;
 /// Clock rate assumed for RTCP jitter when no RTP told the real one (G.711).
 const DEFAULT_CLOCK_HZ: u32 = 8_000;
 
+/// Sum, sum of squares and count of one figure over samples: rtpengine's sample triple
+/// (`mos_total`, `mos2_total`, `mos_samples_total`), from which a scraper derives the mean
+/// and the spread over any interval.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct SampleSums {
+    pub total: f64,
+    pub total2: f64,
+    pub count: u64,
+}
+
+impl SampleSums {
+    fn add(&mut self, v: f64) {
+        self.total += v;
+        self.total2 += v * v;
+        self.count += 1;
+    }
+}
+
+/// Every sample the relay has taken, summed per figure (for `/metrics`). Round trips count
+/// only where one was known (end to end needs both legs).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct SampleTotals {
+    /// MOS (1.0 to 4.5).
+    pub mos: SampleSums,
+    pub jitter_ms: SampleSums,
+    pub packetloss_percent: SampleSums,
+    /// End-to-end round trip, microseconds.
+    pub rtt_e2e_us: SampleSums,
+}
+
+impl SampleTotals {
+    pub fn add(&mut self, s: &QualitySample) {
+        self.mos.add(f64::from(s.mos.0) / 10.0);
+        self.jitter_ms.add(f64::from(s.jitter_ms));
+        self.packetloss_percent.add(f64::from(s.loss_percent));
+        if s.rtt_us > 0 {
+            self.rtt_e2e_us.add(s.rtt_us as f64);
+        }
+    }
+}
+
 /// One estimate and what it was made of.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct QualitySample {
@@ -126,7 +167,7 @@ pub struct DirectionQuality {
 }
 
 impl DirectionQuality {
-    fn add(&mut self, s: QualitySample) {
+    fn add(&mut self, s: QualitySample) -> QualitySample {
         self.samples = self.samples.saturating_add(1);
         self.sum_mos += u64::from(s.mos.0);
         self.sum_loss += u64::from(s.loss_percent);
@@ -154,6 +195,7 @@ impl DirectionQuality {
             self.progression.push(s);
         }
         self.seen = self.seen.wrapping_add(1);
+        s
     }
 
     pub fn samples(&self) -> u32 {
@@ -232,7 +274,15 @@ impl StreamQuality {
     /// receiver report (a second apart at least), or, for a receiver that never reported, a
     /// relay sample every [`RELAY_SAMPLE_NS`]. `closing` takes a last relay sample of
     /// whatever media came since the previous one, however recent (for the final report).
-    pub fn observe(&mut self, st: &StreamStats, now: Nanos, closing: bool) {
+    ///
+    /// Returns the samples taken, by receiver (`[heard by A, heard by B]`).
+    pub fn observe(
+        &mut self,
+        st: &StreamStats,
+        now: Nanos,
+        closing: bool,
+    ) -> [Option<QualitySample>; 2] {
+        let mut taken = [None, None];
         for receiver in [Side::A, Side::B] {
             let sender = receiver.other();
             let rr = st.side(receiver).rtcp_report;
@@ -269,7 +319,7 @@ impl StreamQuality {
                     jitter_ms,
                     rtt_us,
                 };
-                d.add(QualitySample {
+                taken[idx(receiver)] = Some(d.add(QualitySample {
                     mos: mos_g107(inputs),
                     at_ns: rr.report_at_ns.max(1),
                     loss_percent: inputs.loss_percent,
@@ -277,7 +327,7 @@ impl StreamQuality {
                     rtt_us,
                     rtt_leg_us: leg,
                     from_rtcp: true,
-                });
+                }));
             } else if d.reports_seen == 0
                 && heard.expected > d.expected_seen
                 && due(RELAY_SAMPLE_NS)
@@ -299,7 +349,7 @@ impl StreamQuality {
                     rtt_us,
                 };
                 let leg = d.rtt_leg_us;
-                d.add(QualitySample {
+                taken[idx(receiver)] = Some(d.add(QualitySample {
                     mos: mos_g107(inputs),
                     at_ns: now.max(1),
                     loss_percent,
@@ -307,9 +357,10 @@ impl StreamQuality {
                     rtt_us,
                     rtt_leg_us: leg,
                     from_rtcp: false,
-                });
+                }));
             }
         }
+        taken
     }
 
     /// The report for the direction heard by `receiver`, if it has a sample.

@@ -18,6 +18,13 @@ pub struct Relay {
     pub ng: SocketAddr,
 }
 
+impl Relay {
+    /// A relay the test started itself (flags of its own), answering ng at `ng`.
+    pub fn new(child: Child, ng: SocketAddr) -> Relay {
+        Relay { child, ng }
+    }
+}
+
 impl Drop for Relay {
     fn drop(&mut self) {
         let _ = self.child.kill();

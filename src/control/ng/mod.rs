@@ -41,6 +41,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+mod fit;
 mod framing;
 mod keys;
 mod parse;
@@ -49,6 +50,7 @@ mod request;
 mod tests;
 mod value;
 
+pub use fit::{frame_reply_within, MAX_UDP_REPLY};
 pub use framing::{encode_body, frame_reply, parse_request, split_datagram, BodyFormat};
 pub use parse::parse_request_value;
 pub use request::{Command, NgError, NgRequest, MAX_WARNINGS};

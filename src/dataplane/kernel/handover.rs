@@ -14,6 +14,7 @@ use super::abi::{
 use super::route;
 use crate::dataplane::shared::{bump, WorkerCounters};
 use crate::dataplane::slot::{DirtyList, Slot, SlotIdx, SlotKind};
+use crate::session::backend::KernelStatus;
 
 /// After RTP the program does not parse (CSRCs, extensions, padding: likely on every packet
 /// of that stream), a direction is offered again only after this many packets.
@@ -55,6 +56,18 @@ struct Handed {
     carried_bytes: u64,
     /// Not offered again before the tracker has seen this many packets.
     retry_at_packets: u64,
+    /// Why it waits: no route at the last try, or the map refused the entry (else: taken
+    /// back).
+    unrouted: bool,
+    refused: bool,
+}
+
+/// Publishes why slot's direction is (not) in the kernel, for `/metrics` (housekeeping only).
+fn note(slot: &Slot, status: KernelStatus) {
+    if let Some(cell) = slot.kernel_status_cell() {
+        // Nine statuses: the code always fits a byte.
+        cell.store(status.code() as u8, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl Handed {
@@ -85,6 +98,8 @@ impl Handed {
             } else {
                 parts.packets + RETRY_AFTER_PACKETS
             },
+            unrouted: false,
+            refused: false,
         }
     }
 }
@@ -231,16 +246,28 @@ impl KernelWorker {
         };
         if let Some(h) = self.slots.get(&i) {
             if st.tracker.packets() < h.retry_at_packets {
+                let why = if h.unrouted {
+                    KernelStatus::NoRoute
+                } else if h.refused {
+                    KernelStatus::MapFull
+                } else {
+                    KernelStatus::TakenBack
+                };
+                note(slot, why);
                 return false;
             }
         }
         let Some(parts) = st.tracker.export() else {
+            note(slot, KernelStatus::NoRtp);
             return false;
         };
         // The kernel keeps one clock rate: the tracker's must be the payload type's.
         let clock_hz = match st.clock_rates.clock_rate_hz(parts.payload_type) {
             Some(hz) if hz == parts.clock_rate_hz => hz,
-            Some(_) => return false,
+            Some(_) => {
+                note(slot, KernelStatus::ClockRate);
+                return false;
+            }
             None => 0,
         };
         let Some(out) = slots.get(slot.peer_rtp.index()) else {
@@ -251,6 +278,7 @@ impl KernelWorker {
         }
         let (Some(source), Some(destination)) = (slot.latch.confirmed(), out.latch.confirmed())
         else {
+            note(slot, KernelStatus::NotLatched);
             return false;
         };
         let ip = IpAddr::V4(self.local);
@@ -271,26 +299,36 @@ impl KernelWorker {
                     Some(oif) => oif,
                     None => {
                         // No route now: asked again after as many packets as a take-back.
-                        let unrouted = Handed::new(FwdKey::default(), parts, now, false);
+                        note(slot, KernelStatus::NoRoute);
+                        let mut unrouted = Handed::new(FwdKey::default(), parts, now, false);
+                        unrouted.unrouted = true;
                         self.slots.insert(i, unrouted);
                         return true;
                     }
                 }
             }
-            _ => return false,
+            _ => {
+                note(slot, KernelStatus::Unsupported);
+                return false;
+            }
         };
         let Some((key, mut value)) = entry(&route, &parts, clock_hz, ifindex, self.origin_ns)
         else {
+            note(slot, KernelStatus::Unsupported);
             return false;
         };
         value.owner = self.owner;
         value.slot = i.raw();
         // Map full or out of memory: tried again after as many packets as a take-back.
         let handed = self.map.insert(key, value, 0).is_ok();
-        self.slots.insert(i, Handed::new(key, parts, now, handed));
+        let mut h = Handed::new(key, parts, now, handed);
+        h.refused = !handed;
+        self.slots.insert(i, h);
         if !handed {
+            note(slot, KernelStatus::MapFull);
             return true;
         }
+        note(slot, KernelStatus::InKernel);
         if let Some(s) = slots.get_mut(i.index()) {
             s.kernel = true;
         }
@@ -401,6 +439,9 @@ impl KernelWorker {
             return;
         }
         slot.kernel = false;
+        note(slot, KernelStatus::TakenBack);
+        h.unrouted = false;
+        h.refused = false;
         self.in_kernel = self.in_kernel.saturating_sub(1);
         bump(&counters.kernel_takebacks, 1);
         counters
@@ -481,6 +522,7 @@ fn fold_counts(slot: &Slot, h: &mut Handed, v: &FwdValue, counters: &WorkerCount
     bump(&counters.tx_packets, packets);
     bump(&counters.tx_bytes, bytes);
     bump(&counters.kernel_forwarded, packets);
+    bump(&counters.kernel_bytes, bytes);
     if let Some(c) = slot.counters() {
         bump(&c.packets, packets);
         bump(&c.bytes, bytes);

@@ -76,12 +76,14 @@ mod persist;
 mod persist_tests;
 mod plan;
 mod record;
+mod totals;
 mod report;
 mod sweep;
 #[cfg(test)]
 mod tests;
 
 pub use persist::{RestoreError, MAX_FLUSH};
+pub use totals::QualityTotals;
 
 /// Most backend events logged per [`SessionManager::drain_events`] call (bounds the time the
 /// manager's lock is held; the rest wait for the next drain).
@@ -407,6 +409,8 @@ pub struct SessionManager<B: MediaBackend> {
     terminated: u64,
     /// Counters of streams already closed.
     closed: Totals,
+    /// Their quality figures.
+    closed_quality: QualityTotals,
     rates: Rates,
     /// Every call, in the order the sweep visits them. Kept as calls come and go (a removed
     /// call's slot takes the last one), so a round needs no snapshot: cloning 10,000 ids at
@@ -418,6 +422,8 @@ pub struct SessionManager<B: MediaBackend> {
     store: persist::StoreState,
     /// Quality samples of live streams (taken by the sweep; see `session::quality`).
     quality: HashMap<StreamId, StreamQuality>,
+    /// Every quality sample taken so far, summed (`/metrics`).
+    sample_totals: crate::session::quality::SampleTotals,
     /// Where call records go (`record.rs`), and how many a full queue cost.
     records: Option<std::sync::mpsc::SyncSender<CallRecord>>,
     records_dropped: u64,
@@ -460,6 +466,7 @@ impl<B: MediaBackend> SessionManager<B> {
             timeouts: 0,
             terminated: 0,
             closed: Totals::default(),
+            closed_quality: QualityTotals::default(),
             rates: Rates {
                 last_ns: now,
                 ..Rates::default()
@@ -469,6 +476,7 @@ impl<B: MediaBackend> SessionManager<B> {
             control: control::ControlStats::default(),
             store: persist::StoreState::default(),
             quality: HashMap::new(),
+            sample_totals: Default::default(),
             records: None,
             records_dropped: 0,
             lifecycle: Lifecycle::new(),
@@ -520,6 +528,8 @@ impl<B: MediaBackend> SessionManager<B> {
         if let Some(st) = self.backend.stats(id) {
             self.closed.add_side(&st.a);
             self.closed.add_side(&st.b);
+            self.closed_quality.add_side(&st.a);
+            self.closed_quality.add_side(&st.b);
         }
         self.backend.close(id);
         self.stream_calls.remove(&id);

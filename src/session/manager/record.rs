@@ -49,7 +49,9 @@ impl<B: MediaBackend> SessionManager<B> {
                     .get(&opened.id)
                     .cloned()
                     .unwrap_or_else(StreamQuality::default);
-                q.observe(&st, now, true);
+                for t in q.observe(&st, now, true).iter().flatten() {
+                    self.sample_totals.add(t);
+                }
                 let mut directions = Vec::new();
                 for from in [Side::A, Side::B] {
                     let to = from.other();

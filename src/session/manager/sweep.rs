@@ -85,7 +85,9 @@ impl<B: MediaBackend> SessionManager<B> {
                     let q = self.quality.entry(s.id).or_default();
                     if q.due(a_rtcp.packets.wrapping_add(b_rtcp.packets), now) {
                         if let Some(st) = self.backend.stats(s.id) {
-                            q.observe(&st, now, false);
+                            for t in q.observe(&st, now, false).iter().flatten() {
+                                self.sample_totals.add(t);
+                            }
                         }
                     }
                 }
