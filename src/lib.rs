@@ -17,6 +17,7 @@
 
 pub mod addr;
 pub mod app;
+pub mod cidr;
 pub mod client;
 pub mod config;
 pub mod control;
