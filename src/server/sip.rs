@@ -43,6 +43,7 @@ use super::stopped;
 use crate::session::backend::MediaBackend;
 use crate::session::manager::SessionManager;
 use crate::session::sip_media::SharedMedia;
+use crate::sip::auth::{AuthHook, AuthStats, Authenticator, UserFile};
 use crate::sip::message::{build_response, ReplyContext};
 use crate::sip::parse::{frame, Frame, ParseError, MAX_MESSAGE_LEN};
 use crate::sip::proxy::{Proxy, ProxyConfig, ProxyStats};
@@ -146,6 +147,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 struct Core<B: MediaBackend> {
     proxy: Proxy<MemoryStore>,
     media: SharedMedia<B>,
+    /// Digest authentication (`--sip-users`); `None` serves everyone.
+    auth: Option<Authenticator>,
 }
 
 struct Conn {
@@ -194,16 +197,44 @@ impl<B: MediaBackend + 'static> SipShared<B> {
         lock(&self.core).proxy.stats()
     }
 
-    /// Runs `f` on the proxy with the media hook, catching panics; re-arms the timer.
+    /// Turns digest authentication on (or off with `None`).
+    pub fn set_auth(&self, auth: Option<Authenticator>) {
+        lock(&self.core).auth = auth;
+    }
+
+    /// Replaces the users (SIGHUP): registrations, dialogs and nonces in use are kept.
+    /// False when authentication is off.
+    pub fn reload_users(&self, users: UserFile) -> bool {
+        match lock(&self.core).auth.as_mut() {
+            Some(a) => {
+                a.replace_store(users);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The authentication counters (`None` when it is off).
+    pub fn auth_stats(&self) -> Option<AuthStats> {
+        lock(&self.core).auth.as_ref().map(Authenticator::stats)
+    }
+
+    /// Runs `f` on the proxy with the media and authentication hooks, catching panics;
+    /// re-arms the timer.
     fn with_proxy(
         &self,
         what: &'static str,
-        f: impl FnOnce(&mut Proxy<MemoryStore>, &mut SharedMedia<B>) -> Vec<Transmit>,
+        f: impl FnOnce(
+            &mut Proxy<MemoryStore>,
+            &mut SharedMedia<B>,
+            Option<&mut dyn AuthHook>,
+        ) -> Vec<Transmit>,
     ) -> Vec<Transmit> {
         let done = catch_unwind(AssertUnwindSafe(|| {
             let mut core = lock(&self.core);
-            let Core { proxy, media } = &mut *core;
-            let out = f(proxy, media);
+            let Core { proxy, media, auth } = &mut *core;
+            let auth = auth.as_mut().map(|a| a as &mut dyn AuthHook);
+            let out = f(proxy, media, auth);
             (out, proxy.poll_timeout())
         }));
         match done {
@@ -225,13 +256,14 @@ impl<B: MediaBackend + 'static> SipShared<B> {
 
     fn incoming(&self, data: &[u8], src: SocketAddr, transport: Transport) -> Vec<Transmit> {
         let now = time::now_ns();
-        self.with_proxy("incoming", |p, m| {
-            p.handle_incoming(data, src, transport, now, m)
+        self.with_proxy("incoming", |p, m, a| {
+            let a = a.map(|x| x as &mut dyn AuthHook);
+            p.handle_incoming_with_auth(data, src, transport, now, m, a)
         })
     }
 
     fn timeout(&self, now: Nanos) -> Vec<Transmit> {
-        self.with_proxy("timeout", |p, m| p.handle_timeout(now, m))
+        self.with_proxy("timeout", |p, m, _| p.handle_timeout(now, m))
     }
 }
 
@@ -425,6 +457,7 @@ impl<B: MediaBackend + 'static> SipServer<B> {
             core: Mutex::new(Core {
                 proxy,
                 media: SharedMedia::new(manager),
+                auth: None,
             }),
             udp: Arc::new(udp),
             conns: Mutex::new(HashMap::new()),

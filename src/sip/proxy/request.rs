@@ -34,6 +34,7 @@ use std::net::SocketAddr;
 use super::nat::{contact_key, via_mismatch};
 use super::route::{Decision, Hop, PopRoute};
 use super::state::{Cx, Proxy};
+use crate::sip::auth::{AuthRequest, AuthVerdict};
 use crate::sip::edit::{EditError, Editor};
 use crate::sip::media::{decide, has_sdp, media_tags, MediaCtx, MediaEvent, MediaOp, MediaResult};
 use crate::sip::message::check_request;
@@ -136,7 +137,32 @@ impl<S: LocationStore> Proxy<S> {
             self.answer_locally(msg, key, 482, "Loop Detected", &[], cx);
             return;
         }
-        // 7. The interception point (module docs): nothing intercepts yet.
+        // 7. The interception point (module docs): authentication.
+        if let Some(hook) = cx.auth.as_deref_mut() {
+            let req = AuthRequest::from_message(msg, cx.src.ip(), &|u| self.is_our_uri(u), &|u| {
+                self.is_our_route(u)
+            });
+            match hook.check(&req, cx.now) {
+                AuthVerdict::Pass => {}
+                AuthVerdict::Challenge {
+                    status,
+                    header,
+                    values,
+                } => {
+                    self.stats.auth_challenges += 1;
+                    let extra: Vec<(&str, &str)> =
+                        values.iter().map(|v| (header, v.as_str())).collect();
+                    let reason = AuthVerdict::reason(status);
+                    self.answer_locally(msg, key, status, reason, &extra, cx);
+                    return;
+                }
+                AuthVerdict::Forbidden(reason) => {
+                    self.stats.auth_forbidden += 1;
+                    self.answer_locally(msg, key, 403, reason, &[], cx);
+                    return;
+                }
+            }
+        }
         // 8. Routing.
         let (decision, pop) = self.route(msg, cx.now);
         match decision {

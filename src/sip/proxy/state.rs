@@ -6,6 +6,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 
+use crate::sip::auth::AuthHook;
 use crate::sip::media::{MediaCtx, MediaHook, MediaResult};
 use crate::sip::registrar::{LocationStore, MemoryStore, Registrar, RegistrarConfig};
 use crate::sip::transaction::{ClientId, ClientTx, ServerId, ServerTx, TimerConfig, Timers, TxIds};
@@ -92,6 +93,9 @@ pub struct ProxyStats {
     /// Finished transactions that lingered T4 instead of 64·T1 (see `Proxy::linger`).
     pub short_lingers: u64,
     pub media_failures: u64,
+    /// Requests answered 401/407 (a challenge) or 403 by the authentication hook.
+    pub auth_challenges: u64,
+    pub auth_forbidden: u64,
     pub server_transactions: usize,
     pub client_transactions: usize,
     pub registrations: u64,
@@ -145,6 +149,8 @@ pub(super) struct Cx<'m> {
     pub(super) src: SocketAddr,
     pub(super) transport: Transport,
     pub(super) media: &'m mut dyn MediaHook,
+    /// Digest authentication and authorization (`sip::auth`); `None` serves everyone.
+    pub(super) auth: Option<&'m mut dyn AuthHook>,
     pub(super) out: Vec<Transmit>,
 }
 
@@ -161,6 +167,7 @@ impl<'m> Cx<'m> {
             src,
             transport,
             media,
+            auth: None,
             out: Vec::new(),
         }
     }
