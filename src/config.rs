@@ -167,8 +167,10 @@ pub struct Cli {
     /// repeatable.
     #[arg(long = "sip-trusted", value_name = "CIDR")]
     pub sip_trusted: Vec<Cidr>,
-    /// Digest algorithms offered, most preferred first (phones take the first they
-    /// support). [default: SHA-256,MD5]
+    /// Digest algorithms offered, most preferred first: RFC 8760 phones take the first they
+    /// support, but older ones (SIPp 3.6, baresip 1.0) read only the first challenge and
+    /// fail on SHA-256, so MD5 leads by default; put SHA-256 first when every phone has
+    /// it. [default: MD5,SHA-256]
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     pub sip_auth_algorithms: Vec<String>,
     /// ng clients allowed (CIDR or address; repeatable); others are dropped and counted.
@@ -304,7 +306,7 @@ impl Default for Config {
             sip_users: None,
             sip_open: false,
             sip_trusted: Vec::new(),
-            sip_auth_algorithms: vec![Algorithm::Sha256, Algorithm::Md5],
+            sip_auth_algorithms: vec![Algorithm::Md5, Algorithm::Sha256],
             ng_allow: Vec::new(),
             log_level: "info".into(),
         }

@@ -161,7 +161,8 @@ pub trait AuthHook {
 #[derive(Clone, Debug)]
 pub struct AuthConfig {
     /// Challenges offered, in order of preference (RFC 8760 §2.4: a client takes the first
-    /// it supports).
+    /// it supports). MD5 first by default: clients older than RFC 8760 read only the first
+    /// challenge.
     pub algorithms: Vec<Algorithm>,
     /// How long a nonce may be used; after it the client gets `stale=true`. 300 s, as
     /// Kamailio's `nonce_expire` default.
@@ -175,7 +176,7 @@ pub struct AuthConfig {
 impl Default for AuthConfig {
     fn default() -> Self {
         AuthConfig {
-            algorithms: vec![Algorithm::Sha256, Algorithm::Md5],
+            algorithms: vec![Algorithm::Md5, Algorithm::Sha256],
             nonce_lifetime_ns: 300 * 1_000_000_000,
             max_nonces: 100_000,
             trusted: Vec::new(),

@@ -1,0 +1,530 @@
+//! Digest authentication and authorization through rtpanchor's built-in proxy
+//! (`--sip-users`), the real binary on 127.0.0.1.
+//!
+//! - [`sipp_registers_and_calls_with_passwords`]: SIPp phones with `-au`/`-ap`
+//!   (`[authentication]`): bob and alice register after a 401 challenge; a wrong password is
+//!   challenged again (401) and learns no binding; alice's valid credentials for bob's AoR get
+//!   403; alice calls bob after a 407 challenge, the call completes and both SDPs name the
+//!   relay.
+//! - [`replay_foreign_queries_and_forged_from_are_refused`]: a raw UDP client computing its
+//!   own digests: a captured Authorization reused in a new request is 401 (nonce count);
+//!   a binding query for another user's AoR is 403 and shows nothing, one for your own shows
+//!   only yours; a MESSAGE with alice's From and bob's credentials is 403, without credentials
+//!   407, and bob receives neither, while alice's own MESSAGE reaches him.
+//! - [`public_sip_without_users_refuses_to_start`]: the secure default.
+//!
+//! Port block 12000-12299 (SIP, ng, SIPp, media). Every process is stopped by pid, every wait
+//! bounded.
+
+// An I/O edge: every wait here is bounded by the wall clock.
+#![allow(clippy::disallowed_methods)]
+
+#[allow(dead_code)]
+mod common;
+
+use std::cell::Cell;
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::peers::{find_program, wait_udp_bound, Peer};
+use common::TempDir;
+use rtpanchor::sip::auth::{digest, passwd_line, Challenge, Credentials, Qop};
+
+const LO: &str = "127.0.0.1";
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn sipp() -> PathBuf {
+    // CI installs sip-tester (.ci/run); a missing SIPp is a failure, not a skip.
+    find_program("sipp").expect("sipp (Debian sip-tester) is required")
+}
+
+/// Writes the users file (alice, bob in realm 127.0.0.1) and starts the relay.
+fn start_relay(dir: &Path, sip: u16, ng: u16, media: (u16, u16), extra: &[&str]) -> Peer {
+    let users = dir.join("users.toml");
+    let text = format!(
+        "{}\n{}\n",
+        passwd_line("alice", LO, "alice-pw"),
+        passwd_line("bob", LO, "bob-pw")
+    );
+    std::fs::write(&users, text).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rtpanchor"));
+    cmd.env("NO_COLOR", "1")
+        .args(["--interface", LO])
+        .args(["--listen-ng", &format!("{LO}:{ng}")])
+        .args(["--listen-sip", &format!("{LO}:{sip}")])
+        .args(["--port-min", &media.0.to_string()])
+        .args(["--port-max", &media.1.to_string()])
+        .args(["--num-threads", "1", "--no-kernel-forwarding"])
+        .arg("--sip-users")
+        .arg(&users)
+        .args(extra);
+    let mut relay = Peer::spawn("rtpanchor", &mut cmd, &dir.join("relay.log")).expect("relay");
+    wait_udp_bound(&mut relay, sip, Duration::from_secs(10)).unwrap_or_else(|e| panic!("{e}"));
+    relay
+}
+
+// ---------------------------------------------------------------------------------------------
+// SIPp
+
+/// Runs auth_register.xml once; returns its `REGISTER-RESULT` line.
+fn sipp_register(
+    dir: &Path,
+    sip: u16,
+    name: &str,
+    creds: (&str, &str),
+    aor: &str,
+    contact: u16,
+) -> String {
+    let log = dir.join(format!("{name}.log"));
+    let mut cmd = Command::new(sipp());
+    cmd.current_dir(dir)
+        .arg("-sf")
+        .arg(repo().join("tools/sipp/auth_register.xml"))
+        .arg(format!("{LO}:{sip}"))
+        .args(["-i", LO, "-p", "12085", "-cp", "12092"])
+        .args(["-m", "1", "-nostdin", "-recv_timeout", "5000"])
+        .args(["-au", creds.0, "-ap", creds.1])
+        .args(["-key", "aor_user", aor, "-key", "aor_host", LO])
+        .args(["-key", "from_user", creds.0])
+        .args(["-key", "contact_port", &contact.to_string()])
+        .args(["-key", "expires", "600", "-trace_logs"])
+        .arg("-log_file")
+        .arg(&log);
+    let mut p = Peer::spawn(name, &mut cmd, &dir.join(format!("{name}.out"))).expect("sipp");
+    let status = p
+        .wait_timeout(Duration::from_secs(15))
+        .unwrap_or_else(|| panic!("{name}: SIPp still running after 15 s"));
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        status.success(),
+        "{name}: SIPp failed ({status}):\n{text}\n{}",
+        p.log_tail(20)
+    );
+    text.lines()
+        .find(|l| l.starts_with("REGISTER-RESULT"))
+        .unwrap_or_else(|| panic!("{name}: no result logged:\n{text}"))
+        .to_owned()
+}
+
+/// `c=` address and `m=` port of the first `<tag> ...` line in a SIPp log.
+fn logged_sdp(path: &Path, tag: &str) -> (String, u16) {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(tag))
+        .unwrap_or_else(|| panic!("no {tag} in {}:\n{text}", path.display()));
+    let w: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(w.len(), 7, "{line}");
+    (w[4].to_owned(), w[6].parse().unwrap())
+}
+
+#[test]
+fn sipp_registers_and_calls_with_passwords() {
+    let tmp = TempDir::new("sip-auth-sipp").unwrap();
+    let dir = tmp.path();
+    let (sip, ng, media) = (12060, 12022, (12100u16, 12199u16));
+    let mut relay = start_relay(dir, sip, ng, media, &[]);
+
+    // bob (the SIPp UAS on 12070) registers with his password.
+    let r = sipp_register(dir, sip, "reg-bob", ("bob", "bob-pw"), "bob", 12070);
+    assert!(
+        r.starts_with("REGISTER-RESULT 200") && r.contains(":12070"),
+        "{r}"
+    );
+    // A wrong password is challenged again and learns no binding.
+    let r = sipp_register(dir, sip, "reg-wrong", ("alice", "guess"), "alice", 12071);
+    assert_eq!(r, "REGISTER-RESULT 401");
+    // alice's own, valid credentials for bob's AoR: forbidden.
+    let r = sipp_register(dir, sip, "reg-foreign", ("alice", "alice-pw"), "bob", 12072);
+    assert_eq!(r, "REGISTER-RESULT 403");
+    let r = sipp_register(dir, sip, "reg-alice", ("alice", "alice-pw"), "alice", 12080);
+    assert!(
+        r.starts_with("REGISTER-RESULT 200") && r.contains(":12080"),
+        "{r}"
+    );
+
+    // bob answers; alice calls him and authenticates to the proxy.
+    let mut uas_cmd = Command::new(sipp());
+    uas_cmd
+        .current_dir(dir)
+        .arg("-sf")
+        .arg(repo().join("tools/sipp/uas_rr_sdp.xml"))
+        .args(["-i", LO, "-mi", LO, "-p", "12070"])
+        .args(["-mp", "12050", "-rtp_echo", "-key", "rtp_port", "12050"])
+        .args(["-cp", "12091", "-m", "1", "-nostdin", "-trace_logs"])
+        .arg("-log_file")
+        .arg(dir.join("uas.log"));
+    let mut uas = Peer::spawn("sipp-uas", &mut uas_cmd, &dir.join("uas.out")).expect("uas");
+    wait_udp_bound(&mut uas, 12070, Duration::from_secs(5)).unwrap_or_else(|e| panic!("{e}"));
+    let mut uac_cmd = Command::new(sipp());
+    uac_cmd
+        .current_dir(dir)
+        .arg("-sf")
+        .arg(repo().join("tools/sipp/auth_uac.xml"))
+        .arg(format!("{LO}:{sip}"))
+        .args(["-i", LO, "-mi", LO, "-p", "12080", "-mp", "12030"])
+        .args([
+            "-cp",
+            "12090",
+            "-m",
+            "1",
+            "-nostdin",
+            "-recv_timeout",
+            "5000",
+        ])
+        .args(["-au", "alice", "-ap", "alice-pw", "-s", "bob"])
+        .args([
+            "-key",
+            "from_user",
+            "alice",
+            "-key",
+            "domain",
+            LO,
+            "-trace_logs",
+        ])
+        .arg("-log_file")
+        .arg(dir.join("uac.log"));
+    let mut uac = Peer::spawn("sipp-uac", &mut uac_cmd, &dir.join("uac.out")).expect("uac");
+    let status = uac
+        .wait_timeout(Duration::from_secs(20))
+        .expect("UAC still running after 20 s");
+    assert!(
+        status.success(),
+        "authenticated call failed ({status}):\n{}\n{}",
+        uac.log_tail(30),
+        relay.log_tail(20)
+    );
+    uas.wait_timeout(Duration::from_secs(5));
+    uas.stop(Duration::from_secs(2));
+    // Media anchored: both sides were told to send to the relay.
+    for (log, tag) in [("uac.log", "UAC-ANSWER-SDP"), ("uas.log", "UAS-OFFER-SDP")] {
+        let (addr, port) = logged_sdp(&dir.join(log), tag);
+        assert_eq!(addr, LO, "{tag}");
+        assert!(
+            (media.0..=media.1).contains(&port),
+            "{tag}: port {port} not the relay's"
+        );
+    }
+    relay.stop(Duration::from_secs(5));
+}
+
+// ---------------------------------------------------------------------------------------------
+// A raw client
+
+struct Phone {
+    sock: UdpSocket,
+    proxy: String,
+    n: Cell<u32>,
+}
+
+/// A response: status and header lines.
+struct Resp {
+    status: u16,
+    text: String,
+}
+
+impl Resp {
+    fn headers<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.text.lines().filter_map(move |l| {
+            let (n, v) = l.split_once(':')?;
+            n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+}
+
+impl Phone {
+    fn new(port: u16, proxy: u16) -> Phone {
+        let sock = UdpSocket::bind((LO, port)).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        Phone {
+            sock,
+            proxy: format!("{LO}:{proxy}"),
+            n: Cell::new(0),
+        }
+    }
+
+    fn port(&self) -> u16 {
+        self.sock.local_addr().unwrap().port()
+    }
+
+    /// A request with a fresh branch; `extra` are whole header lines.
+    fn request(&self, method: &str, ruri: &str, from: &str, to: &str, extra: &str) -> String {
+        self.n.set(self.n.get() + 1);
+        let port = self.port();
+        format!(
+            "{method} {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP {LO}:{port};rport;branch=z9hG4bKauth{port}x{n}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:{from}@{LO}>;tag=t{port}\r\nTo: <sip:{to}@{LO}>\r\n\
+             Call-ID: auth-{port}-{n}\r\nCSeq: {n} {method}\r\n{extra}Content-Length: 0\r\n\r\n",
+            n = self.n.get()
+        )
+    }
+
+    /// Sends `req` and returns the first final response (bounded: 3 s).
+    fn send(&self, req: &str) -> Resp {
+        self.sock.send_to(req.as_bytes(), &self.proxy).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let mut buf = [0u8; 65536];
+        while Instant::now() < deadline {
+            let Ok((n, _)) = self.sock.recv_from(&mut buf) else {
+                continue;
+            };
+            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let Some(code) = text.strip_prefix("SIP/2.0 ").and_then(|s| s.get(..3)) else {
+                continue;
+            };
+            let status: u16 = code.parse().unwrap();
+            if status >= 200 {
+                return Resp { status, text };
+            }
+        }
+        panic!("no final response to:\n{req}");
+    }
+
+    /// Anything that arrives within `wait` (requests the proxy forwards to us).
+    fn inbox(&self, wait: Duration) -> Vec<String> {
+        let deadline = Instant::now() + wait;
+        let mut buf = [0u8; 65536];
+        let mut got = Vec::new();
+        while Instant::now() < deadline {
+            if let Ok((n, _)) = self.sock.recv_from(&mut buf) {
+                got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        }
+        got
+    }
+}
+
+/// The credentials line answering `challenge` (a 401/407) as `user` with `password`.
+fn credentials(
+    challenge: &Resp,
+    header: &str,
+    user: &str,
+    password: &str,
+    method: &str,
+    uri: &str,
+    nc: u32,
+) -> String {
+    let value = challenge
+        .headers(if header == "Authorization" {
+            "WWW-Authenticate"
+        } else {
+            "Proxy-Authenticate"
+        })
+        .next()
+        .unwrap_or_else(|| panic!("no challenge in:\n{}", challenge.text));
+    let (realm, nonce, alg, _) = Challenge::parse(value).unwrap();
+    let ha1 = digest::ha1(alg, user, &realm, password);
+    let response = digest::response(alg, &ha1, &nonce, Some((nc, "e2e")), method, uri);
+    let c = Credentials {
+        username: user.into(),
+        realm: realm.into(),
+        nonce: nonce.into(),
+        uri: uri.into(),
+        response: response.into(),
+        algorithm: alg,
+        opaque: None,
+        qop: Some((Qop::Auth, nc, "e2e".into())),
+    };
+    format!("{header}: {}\r\n", c.emit())
+}
+
+#[test]
+fn replay_foreign_queries_and_forged_from_are_refused() {
+    let tmp = TempDir::new("sip-auth-raw").unwrap();
+    let (sip, ng) = (12260, 12222);
+    // SHA-256 first here: this client supports it (SIPp's test covers MD5).
+    let mut relay = start_relay(
+        tmp.path(),
+        sip,
+        ng,
+        (12230, 12259),
+        &["--sip-auth-algorithms", "SHA-256,MD5"],
+    );
+    let reg_uri = format!("sip:{LO}");
+    let alice = Phone::new(12270, sip);
+    let bob = Phone::new(12271, sip);
+
+    // bob registers: challenge, then credentials.
+    let contact = format!("Contact: <sip:bob@{LO}:12271>\r\nExpires: 600\r\n");
+    let ch = bob.send(&bob.request("REGISTER", &reg_uri, "bob", "bob", &contact));
+    assert_eq!(ch.status, 401, "{}", ch.text);
+    assert!(ch
+        .headers("WWW-Authenticate")
+        .next()
+        .unwrap()
+        .contains("SHA-256"));
+    let auth = credentials(
+        &ch,
+        "Authorization",
+        "bob",
+        "bob-pw",
+        "REGISTER",
+        &reg_uri,
+        1,
+    );
+    let ok = bob.send(&bob.request(
+        "REGISTER",
+        &reg_uri,
+        "bob",
+        "bob",
+        &format!("{contact}{auth}"),
+    ));
+    assert_eq!(ok.status, 200, "{}", ok.text);
+
+    // alice registers; her Authorization, captured and reused in a new request: 401.
+    let contact_a = format!("Contact: <sip:alice@{LO}:12270>\r\nExpires: 600\r\n");
+    let ch = alice.send(&alice.request("REGISTER", &reg_uri, "alice", "alice", &contact_a));
+    let auth_a = credentials(
+        &ch,
+        "Authorization",
+        "alice",
+        "alice-pw",
+        "REGISTER",
+        &reg_uri,
+        1,
+    );
+    let ok = alice.send(&alice.request(
+        "REGISTER",
+        &reg_uri,
+        "alice",
+        "alice",
+        &format!("{contact_a}{auth_a}"),
+    ));
+    assert_eq!(ok.status, 200, "{}", ok.text);
+    let replay = alice.send(&alice.request(
+        "REGISTER",
+        &reg_uri,
+        "alice",
+        "alice",
+        &format!("{contact_a}{auth_a}"),
+    ));
+    assert_eq!(
+        replay.status, 401,
+        "replayed nonce count accepted:\n{}",
+        replay.text
+    );
+
+    // Binding query for bob's AoR with alice's valid credentials: 403, nothing shown.
+    let ch = alice.send(&alice.request("REGISTER", &reg_uri, "alice", "bob", ""));
+    assert_eq!(ch.status, 401);
+    let auth = credentials(
+        &ch,
+        "Authorization",
+        "alice",
+        "alice-pw",
+        "REGISTER",
+        &reg_uri,
+        1,
+    );
+    let q = alice.send(&alice.request("REGISTER", &reg_uri, "alice", "bob", &auth));
+    assert_eq!(q.status, 403, "{}", q.text);
+    assert!(
+        !q.text.contains("12271"),
+        "bob's binding leaked:\n{}",
+        q.text
+    );
+    // Her own query shows her binding and not bob's.
+    let auth = credentials(
+        &ch,
+        "Authorization",
+        "alice",
+        "alice-pw",
+        "REGISTER",
+        &reg_uri,
+        2,
+    );
+    let q = alice.send(&alice.request("REGISTER", &reg_uri, "alice", "alice", &auth));
+    assert_eq!(q.status, 200, "{}", q.text);
+    assert!(
+        q.text.contains(":12270") && !q.text.contains("12271"),
+        "{}",
+        q.text
+    );
+
+    // A MESSAGE claiming to be from alice: without credentials 407; with bob's 403; bob
+    // receives neither.
+    let bob_uri = format!("sip:bob@{LO}");
+    let ch = bob.send(&bob.request("MESSAGE", &bob_uri, "alice", "bob", ""));
+    assert_eq!(ch.status, 407, "{}", ch.text);
+    let auth = credentials(
+        &ch,
+        "Proxy-Authorization",
+        "bob",
+        "bob-pw",
+        "MESSAGE",
+        &bob_uri,
+        1,
+    );
+    let attacker = Phone::new(12272, sip);
+    let ch = attacker.send(&attacker.request("MESSAGE", &bob_uri, "alice", "bob", ""));
+    assert_eq!(ch.status, 407, "{}", ch.text);
+    let forged = bob.send(&bob.request("MESSAGE", &bob_uri, "alice", "bob", &auth));
+    assert_eq!(forged.status, 403, "{}", forged.text);
+    // alice's own MESSAGE, authenticated, is delivered (so the check above can fail).
+    let ch = alice.send(&alice.request("MESSAGE", &bob_uri, "alice", "bob", ""));
+    let auth = credentials(
+        &ch,
+        "Proxy-Authorization",
+        "alice",
+        "alice-pw",
+        "MESSAGE",
+        &bob_uri,
+        1,
+    );
+
+    alice
+        .sock
+        .send_to(
+            alice
+                .request("MESSAGE", &bob_uri, "alice", "bob", &auth)
+                .as_bytes(),
+            &alice.proxy,
+        )
+        .unwrap();
+    let got = bob.inbox(Duration::from_millis(800));
+    // Only alice's MESSAGE (bob does not answer, so it may come again: Timer E).
+    let call_ids: std::collections::BTreeSet<&str> = got
+        .iter()
+        .filter(|m| m.starts_with("MESSAGE "))
+        .filter_map(|m| m.lines().find_map(|l| l.strip_prefix("Call-ID: ")))
+        .collect();
+    let want = format!("auth-12270-{}", alice.n.get());
+    assert_eq!(
+        call_ids.into_iter().collect::<Vec<_>>(),
+        vec![want.as_str()],
+        "bob got {got:?}"
+    );
+    relay.stop(Duration::from_secs(5));
+}
+
+#[test]
+fn public_sip_without_users_refuses_to_start() {
+    let out = Command::new(env!("CARGO_BIN_EXE_rtpanchor"))
+        .args([
+            "--listen-sip",
+            "192.0.2.1:12290",
+            "--listen-ng",
+            "127.0.0.1:12291",
+        ])
+        .args(["--port-min", "12292", "--port-max", "12299"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("without authentication") && err.contains("--sip-users"),
+        "{err}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_rtpanchor"))
+        .args(["--no-sip", "--listen-ng", "192.0.2.1:12291"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--ng-allow"));
+}
