@@ -11,6 +11,7 @@ use crate::server::sip::{SipServer, SipServerConfig, SipShared};
 use crate::session::manager::{ManagerConfig, SessionManager};
 use crate::session::negotiate::RelayInterface;
 use crate::sip::auth::{AuthConfig, Authenticator, UserFile};
+use crate::sip::flood::{FloodConfig, FloodGuard};
 use crate::sip::proxy::ProxyConfig;
 use crate::time::{self, NANOS_PER_SEC};
 
@@ -140,6 +141,17 @@ async fn start_sip(
             );
             let shared = server.shared();
             shared.set_auth(auth);
+            // A public server gets scanned within minutes: flood control is on whenever
+            // SIP is served beyond loopback or passwords are checked.
+            if config.sip_users.is_some() || !listen.ip().is_loopback() {
+                let flood = FloodConfig {
+                    max_requests: config.sip_max_rate,
+                    max_failed_auths: config.sip_max_auth_failures,
+                    ban_ns: config.sip_ban_secs.saturating_mul(NANOS_PER_SEC),
+                    ..FloodConfig::default()
+                };
+                shared.set_flood(Some(FloodGuard::new(flood)), config.sip_trusted.clone());
+            }
             Ok(Some((tokio::spawn(server.run(stop)), shared)))
         }
         Err(e) if !config.listen_sip_explicit => {

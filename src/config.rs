@@ -173,6 +173,18 @@ pub struct Cli {
     /// it. [default: MD5,SHA-256]
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     pub sip_auth_algorithms: Vec<String>,
+    /// Flood control: most SIP messages per second from one address before it is banned
+    /// (0 = no limit). On with --sip-users or a non-loopback --listen-sip; --sip-trusted
+    /// peers are exempt. [default: 100]
+    #[arg(long, value_name = "N")]
+    pub sip_max_rate: Option<u32>,
+    /// Flood control: most failed authentications per minute from one address before it is
+    /// banned (0 = no limit). [default: 10]
+    #[arg(long, value_name = "N")]
+    pub sip_max_auth_failures: Option<u32>,
+    /// Flood control: how long a ban lasts. [default: 300]
+    #[arg(long, value_name = "SECS")]
+    pub sip_ban_secs: Option<u64>,
     /// ng clients allowed (CIDR or address; repeatable); others are dropped and counted.
     /// Required when --listen-ng/--listen-tcp-ng is not on loopback. [default: anyone on
     /// a loopback listener]
@@ -225,6 +237,9 @@ struct FileConfig {
     sip_open: Option<bool>,
     sip_trusted: Option<Vec<String>>,
     sip_auth_algorithms: Option<Vec<String>>,
+    sip_max_rate: Option<u32>,
+    sip_max_auth_failures: Option<u32>,
+    sip_ban_secs: Option<u64>,
     ng_allow: Option<Vec<String>>,
     log_level: Option<String>,
 }
@@ -269,6 +284,9 @@ pub struct Config {
     pub sip_open: bool,
     pub sip_trusted: Vec<Cidr>,
     pub sip_auth_algorithms: Vec<Algorithm>,
+    pub sip_max_rate: u32,
+    pub sip_max_auth_failures: u32,
+    pub sip_ban_secs: u64,
     /// ng clients allowed; empty: anyone (only allowed on loopback listeners).
     pub ng_allow: Vec<Cidr>,
     pub log_level: String,
@@ -307,6 +325,9 @@ impl Default for Config {
             sip_open: false,
             sip_trusted: Vec::new(),
             sip_auth_algorithms: vec![Algorithm::Md5, Algorithm::Sha256],
+            sip_max_rate: 100,
+            sip_max_auth_failures: 10,
+            sip_ban_secs: 300,
             ng_allow: Vec::new(),
             log_level: "info".into(),
         }
@@ -388,6 +409,18 @@ impl Config {
         } else {
             cli.sip_trusted.clone()
         };
+        c.sip_max_rate = cli
+            .sip_max_rate
+            .or(file.sip_max_rate)
+            .unwrap_or(c.sip_max_rate);
+        c.sip_max_auth_failures = cli
+            .sip_max_auth_failures
+            .or(file.sip_max_auth_failures)
+            .unwrap_or(c.sip_max_auth_failures);
+        c.sip_ban_secs = cli
+            .sip_ban_secs
+            .or(file.sip_ban_secs)
+            .unwrap_or(c.sip_ban_secs);
         c.ng_allow = if cli.ng_allow.is_empty() {
             parse_cidrs(file.ng_allow.unwrap_or_default())?
         } else {

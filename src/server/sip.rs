@@ -40,10 +40,12 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, watch, Notify};
 
 use super::stopped;
+use crate::cidr::{any_contains, Cidr};
 use crate::session::backend::MediaBackend;
 use crate::session::manager::SessionManager;
 use crate::session::sip_media::SharedMedia;
 use crate::sip::auth::{AuthHook, AuthStats, Authenticator, UserFile};
+use crate::sip::flood::{FloodGuard, FloodStats, Verdict};
 use crate::sip::message::{build_response, ReplyContext};
 use crate::sip::parse::{frame, Frame, ParseError, MAX_MESSAGE_LEN};
 use crate::sip::proxy::{Proxy, ProxyConfig, ProxyStats};
@@ -149,6 +151,10 @@ struct Core<B: MediaBackend> {
     media: SharedMedia<B>,
     /// Digest authentication (`--sip-users`); `None` serves everyone.
     auth: Option<Authenticator>,
+    /// Per-source flood control; `None`: off.
+    flood: Option<FloodGuard>,
+    /// Sources flood control leaves alone (`--sip-trusted`).
+    flood_exempt: Vec<Cidr>,
 }
 
 struct Conn {
@@ -219,23 +225,29 @@ impl<B: MediaBackend + 'static> SipShared<B> {
         lock(&self.core).auth.as_ref().map(Authenticator::stats)
     }
 
-    /// Runs `f` on the proxy with the media and authentication hooks, catching panics;
-    /// re-arms the timer.
+    /// Turns per-source flood control on (or off with `None`); `trusted` sources are exempt.
+    pub fn set_flood(&self, guard: Option<FloodGuard>, trusted: Vec<Cidr>) {
+        let mut core = lock(&self.core);
+        core.flood = guard;
+        core.flood_exempt = trusted;
+    }
+
+    /// The flood-control counters (`None` when it is off).
+    pub fn flood_stats(&self) -> Option<FloodStats> {
+        lock(&self.core).flood.as_ref().map(FloodGuard::stats)
+    }
+
+    /// Runs `f` on the locked core (proxy, hooks, flood guard), catching panics; re-arms the
+    /// timer.
     fn with_proxy(
         &self,
         what: &'static str,
-        f: impl FnOnce(
-            &mut Proxy<MemoryStore>,
-            &mut SharedMedia<B>,
-            Option<&mut dyn AuthHook>,
-        ) -> Vec<Transmit>,
+        f: impl FnOnce(&mut Core<B>) -> Vec<Transmit>,
     ) -> Vec<Transmit> {
         let done = catch_unwind(AssertUnwindSafe(|| {
             let mut core = lock(&self.core);
-            let Core { proxy, media, auth } = &mut *core;
-            let auth = auth.as_mut().map(|a| a as &mut dyn AuthHook);
-            let out = f(proxy, media, auth);
-            (out, proxy.poll_timeout())
+            let out = f(&mut core);
+            (out, core.proxy.poll_timeout())
         }));
         match done {
             Ok((out, next)) => {
@@ -256,14 +268,36 @@ impl<B: MediaBackend + 'static> SipShared<B> {
 
     fn incoming(&self, data: &[u8], src: SocketAddr, transport: Transport) -> Vec<Transmit> {
         let now = time::now_ns();
-        self.with_proxy("incoming", |p, m, a| {
-            let a = a.map(|x| x as &mut dyn AuthHook);
-            p.handle_incoming_with_auth(data, src, transport, now, m, a)
+        self.with_proxy("incoming", |core| {
+            let ip = src.ip();
+            let exempt = any_contains(&core.flood_exempt, ip);
+            if let (Some(g), false) = (core.flood.as_mut(), exempt) {
+                if let Verdict::Banned { new_ban } = g.admit(ip, now) {
+                    if new_ban {
+                        tracing::warn!(source = %ip, "SIP source banned: too many requests");
+                    }
+                    return Vec::new();
+                }
+            }
+            let Core {
+                proxy, media, auth, ..
+            } = core;
+            let hook = auth.as_mut().map(|a| a as &mut dyn AuthHook);
+            let out = proxy.handle_incoming_with_auth(data, src, transport, now, media, hook);
+            let failed = auth.as_ref().is_some_and(Authenticator::last_failed);
+            if let (Some(g), true, false) = (core.flood.as_mut(), failed, exempt) {
+                if g.failed_auth(ip, now) {
+                    tracing::warn!(source = %ip, "SIP source banned: too many failed authentications");
+                }
+            }
+            out
         })
     }
 
     fn timeout(&self, now: Nanos) -> Vec<Transmit> {
-        self.with_proxy("timeout", |p, m, _| p.handle_timeout(now, m))
+        self.with_proxy("timeout", |core| {
+            core.proxy.handle_timeout(now, &mut core.media)
+        })
     }
 }
 
@@ -458,6 +492,8 @@ impl<B: MediaBackend + 'static> SipServer<B> {
                 proxy,
                 media: SharedMedia::new(manager),
                 auth: None,
+                flood: None,
+                flood_exempt: Vec::new(),
             }),
             udp: Arc::new(udp),
             conns: Mutex::new(HashMap::new()),

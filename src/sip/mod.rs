@@ -20,6 +20,7 @@
 
 pub mod auth;
 pub mod edit;
+pub mod flood;
 pub mod header;
 pub mod lex;
 pub mod media;
