@@ -72,6 +72,7 @@ fn start_relay(dir: &Path, sip: u16, ng: u16, media: (u16, u16), extra: &[&str])
 // SIPp
 
 /// Runs auth_register.xml once; returns its `REGISTER-RESULT` line.
+/// `ports` are SIPp's SIP and control ports.
 fn sipp_register(
     dir: &Path,
     sip: u16,
@@ -79,6 +80,7 @@ fn sipp_register(
     creds: (&str, &str),
     aor: &str,
     contact: u16,
+    ports: (u16, u16),
 ) -> String {
     let log = dir.join(format!("{name}.log"));
     let mut cmd = Command::new(sipp());
@@ -86,7 +88,8 @@ fn sipp_register(
         .arg("-sf")
         .arg(repo().join("tools/sipp/auth_register.xml"))
         .arg(format!("{LO}:{sip}"))
-        .args(["-i", LO, "-p", "12085", "-cp", "12092"])
+        .args(["-i", LO, "-p", &ports.0.to_string()])
+        .args(["-cp", &ports.1.to_string()])
         .args(["-m", "1", "-nostdin", "-recv_timeout", "5000"])
         .args(["-au", creds.0, "-ap", creds.1])
         .args(["-key", "aor_user", aor, "-key", "aor_host", LO])
@@ -123,54 +126,51 @@ fn logged_sdp(path: &Path, tag: &str) -> (String, u16) {
     (w[4].to_owned(), w[6].parse().unwrap())
 }
 
-#[test]
-fn sipp_registers_and_calls_with_passwords() {
-    let tmp = TempDir::new("sip-auth-sipp").unwrap();
-    let dir = tmp.path();
-    let (sip, ng, media) = (12060, 12022, (12100u16, 12199u16));
-    let mut relay = start_relay(dir, sip, ng, media, &[]);
+/// SIPp SIP, media and control ports of a call's two sides.
+struct CallPorts {
+    uas: (u16, u16, u16),
+    uac: (u16, u16, u16),
+}
 
-    // bob (the SIPp UAS on 12070) registers with his password.
-    let r = sipp_register(dir, sip, "reg-bob", ("bob", "bob-pw"), "bob", 12070);
-    assert!(
-        r.starts_with("REGISTER-RESULT 200") && r.contains(":12070"),
-        "{r}"
-    );
-    // A wrong password is challenged again and learns no binding.
-    let r = sipp_register(dir, sip, "reg-wrong", ("alice", "guess"), "alice", 12071);
-    assert_eq!(r, "REGISTER-RESULT 401");
-    // alice's own, valid credentials for bob's AoR: forbidden.
-    let r = sipp_register(dir, sip, "reg-foreign", ("alice", "alice-pw"), "bob", 12072);
-    assert_eq!(r, "REGISTER-RESULT 403");
-    let r = sipp_register(dir, sip, "reg-alice", ("alice", "alice-pw"), "alice", 12080);
-    assert!(
-        r.starts_with("REGISTER-RESULT 200") && r.contains(":12080"),
-        "{r}"
-    );
+const REG_PORTS: (u16, u16) = (12085, 12092);
+const CALL_PORTS: CallPorts = CallPorts {
+    uas: (12070, 12050, 12091),
+    uac: (12080, 12030, 12090),
+};
 
-    // bob answers; alice calls him and authenticates to the proxy.
+/// alice (authenticating with -au/-ap) calls bob (a SIPp UAS on `p.uas`, registered there)
+/// through the proxy; the call must complete and both SDPs name the relay (`media`).
+fn sipp_call(dir: &Path, sip: u16, p: &CallPorts, media: (u16, u16), relay: &mut Peer) {
+    let s = |n: u16| n.to_string();
     let mut uas_cmd = Command::new(sipp());
     uas_cmd
         .current_dir(dir)
         .arg("-sf")
         .arg(repo().join("tools/sipp/uas_rr_sdp.xml"))
-        .args(["-i", LO, "-mi", LO, "-p", "12070"])
-        .args(["-mp", "12050", "-rtp_echo", "-key", "rtp_port", "12050"])
-        .args(["-cp", "12091", "-m", "1", "-nostdin", "-trace_logs"])
+        .args(["-i", LO, "-mi", LO, "-p", &s(p.uas.0)])
+        .args([
+            "-mp",
+            &s(p.uas.1),
+            "-rtp_echo",
+            "-key",
+            "rtp_port",
+            &s(p.uas.1),
+        ])
+        .args(["-cp", &s(p.uas.2), "-m", "1", "-nostdin", "-trace_logs"])
         .arg("-log_file")
         .arg(dir.join("uas.log"));
     let mut uas = Peer::spawn("sipp-uas", &mut uas_cmd, &dir.join("uas.out")).expect("uas");
-    wait_udp_bound(&mut uas, 12070, Duration::from_secs(5)).unwrap_or_else(|e| panic!("{e}"));
+    wait_udp_bound(&mut uas, p.uas.0, Duration::from_secs(5)).unwrap_or_else(|e| panic!("{e}"));
     let mut uac_cmd = Command::new(sipp());
     uac_cmd
         .current_dir(dir)
         .arg("-sf")
         .arg(repo().join("tools/sipp/auth_uac.xml"))
         .arg(format!("{LO}:{sip}"))
-        .args(["-i", LO, "-mi", LO, "-p", "12080", "-mp", "12030"])
+        .args(["-i", LO, "-mi", LO, "-p", &s(p.uac.0), "-mp", &s(p.uac.1)])
         .args([
             "-cp",
-            "12090",
+            &s(p.uac.2),
             "-m",
             "1",
             "-nostdin",
@@ -210,6 +210,67 @@ fn sipp_registers_and_calls_with_passwords() {
             "{tag}: port {port} not the relay's"
         );
     }
+}
+
+#[test]
+fn sipp_registers_and_calls_with_passwords() {
+    let tmp = TempDir::new("sip-auth-sipp").unwrap();
+    let dir = tmp.path();
+    let (sip, ng, media) = (12060, 12022, (12100u16, 12199u16));
+    let mut relay = start_relay(dir, sip, ng, media, &[]);
+
+    // bob (the SIPp UAS on 12070) registers with his password.
+    let r = sipp_register(
+        dir,
+        sip,
+        "reg-bob",
+        ("bob", "bob-pw"),
+        "bob",
+        12070,
+        REG_PORTS,
+    );
+    assert!(
+        r.starts_with("REGISTER-RESULT 200") && r.contains(":12070"),
+        "{r}"
+    );
+    // A wrong password is challenged again and learns no binding.
+    let r = sipp_register(
+        dir,
+        sip,
+        "reg-wrong",
+        ("alice", "guess"),
+        "alice",
+        12071,
+        REG_PORTS,
+    );
+    assert_eq!(r, "REGISTER-RESULT 401");
+    // alice's own, valid credentials for bob's AoR: forbidden.
+    let r = sipp_register(
+        dir,
+        sip,
+        "reg-foreign",
+        ("alice", "alice-pw"),
+        "bob",
+        12072,
+        REG_PORTS,
+    );
+    assert_eq!(r, "REGISTER-RESULT 403");
+    let r = sipp_register(
+        dir,
+        sip,
+        "reg-alice",
+        ("alice", "alice-pw"),
+        "alice",
+        12080,
+        REG_PORTS,
+    );
+    assert!(
+        r.starts_with("REGISTER-RESULT 200") && r.contains(":12080"),
+        "{r}"
+    );
+
+    // bob answers; alice calls him and authenticates to the proxy.
+    sipp_call(dir, sip, &CALL_PORTS, media, &mut relay);
     relay.stop(Duration::from_secs(5));
 }
 
@@ -527,4 +588,165 @@ fn public_sip_without_users_refuses_to_start() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--ng-allow"));
+}
+
+/// Resident memory of `pid` in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+const FLOOD: usize = 50_000;
+
+#[test]
+fn wrong_password_flood_is_banned_while_a_phone_keeps_working() {
+    let tmp = TempDir::new("sip-auth-flood").unwrap();
+    let dir = tmp.path();
+    let (sip, ng, media) = (12460, 12422, (12500u16, 12599u16));
+    let mut relay = start_relay(dir, sip, ng, media, &["--sip-ban-secs", "3"]);
+    let ports = CallPorts {
+        uas: (12471, 12450, 12491),
+        uac: (12481, 12430, 12490),
+    };
+    let r = sipp_register(
+        dir,
+        sip,
+        "reg-bob",
+        ("bob", "bob-pw"),
+        "bob",
+        ports.uas.0,
+        (12485, 12492),
+    );
+    assert!(r.starts_with("REGISTER-RESULT 200"), "{r}");
+    let rss_before = rss_kib(relay.pid());
+
+    // The attacker, on another address: one challenge, then 50,000 wrong answers.
+    let attacker = UdpSocket::bind(("127.0.0.2", 12475)).unwrap();
+    attacker
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let proxy = format!("{LO}:{sip}");
+    let reg = |n: usize, auth: &str| {
+        format!(
+            "REGISTER sip:{LO} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.2:12475;branch=z9hG4bKfl{n}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:alice@{LO}>;tag=fl\r\nTo: <sip:alice@{LO}>\r\n\
+             Call-ID: flood-{n}\r\nCSeq: 1 REGISTER\r\nContact: <sip:alice@127.0.0.2:12475>\r\n\
+             {auth}Content-Length: 0\r\n\r\n"
+        )
+    };
+    attacker.send_to(reg(0, "").as_bytes(), &proxy).unwrap();
+    let mut buf = [0u8; 65536];
+    let (n, _) = attacker
+        .recv_from(&mut buf)
+        .expect("the first REGISTER is challenged");
+    let challenge = Resp {
+        status: 401,
+        text: String::from_utf8_lossy(&buf[..n]).into_owned(),
+    };
+    let auth = credentials(
+        &challenge,
+        "Authorization",
+        "alice",
+        "guess",
+        "REGISTER",
+        &format!("sip:{LO}"),
+        1,
+    );
+    let receiver = attacker.try_clone().unwrap();
+    let start = Instant::now();
+    let listen = std::thread::spawn(move || {
+        // Responses the attacker gets, and when the last came; ends 1.5 s after the last.
+        let mut got = 0usize;
+        let mut last = None;
+        let mut buf = [0u8; 65536];
+        let mut quiet = Instant::now();
+        while quiet.elapsed() < Duration::from_millis(1500)
+            && start.elapsed() < Duration::from_secs(30)
+        {
+            if receiver.recv_from(&mut buf).is_ok() {
+                got += 1;
+                last = Some(start.elapsed());
+                quiet = Instant::now();
+            }
+        }
+        (got, last)
+    });
+    let flood = std::thread::spawn(move || {
+        for i in 1..=FLOOD {
+            let _ = attacker.send_to(reg(i, &auth).as_bytes(), &proxy);
+        }
+        start.elapsed()
+    });
+
+    // Meanwhile alice registers and calls bob.
+    let r = sipp_register(
+        dir,
+        sip,
+        "reg-alice",
+        ("alice", "alice-pw"),
+        "alice",
+        ports.uac.0,
+        (12486, 12493),
+    );
+    assert!(
+        r.starts_with("REGISTER-RESULT 200"),
+        "during the flood: {r}"
+    );
+    sipp_call(dir, sip, &ports, media, &mut relay);
+
+    let sent_in = flood.join().unwrap();
+    let (answered, last) = listen.join().unwrap();
+    let rss_after = rss_kib(relay.pid());
+    eprintln!(
+        "flood: {FLOOD} sent in {sent_in:?}; attacker got {answered} responses, the last at \
+         {last:?}; relay RSS {rss_before} -> {rss_after} KiB"
+    );
+    let last = last.unwrap_or_default();
+    assert!(
+        last < Duration::from_secs(1),
+        "attacker still answered {last:?} after it began"
+    );
+    assert!(answered < 1000, "attacker got {answered} responses");
+    // Without the ban each request would hold a transaction (~2 KiB, 50,000 of them).
+    assert!(
+        rss_after < rss_before + 20 * 1024,
+        "relay memory grew {rss_before} -> {rss_after} KiB"
+    );
+    let log = std::fs::read_to_string(dir.join("relay.log")).unwrap_or_default();
+    let bans: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("SIP source banned"))
+        .collect();
+    assert_eq!(bans.len(), 1, "one log line per ban: {bans:?}");
+    assert!(bans[0].contains("127.0.0.2"), "{}", bans[0]);
+
+    // After the ban window (3 s from the ban) the address is served again.
+    let again = UdpSocket::bind(("127.0.0.2", 12476)).unwrap();
+    again
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(8);
+    let unbanned = loop {
+        let probe = reg(FLOOD + 1, "").replace("12475", "12476");
+        again
+            .send_to(probe.as_bytes(), format!("{LO}:{sip}"))
+            .unwrap();
+        if let Ok((n, _)) = again.recv_from(&mut buf) {
+            break Some((
+                start.elapsed(),
+                String::from_utf8_lossy(&buf[..n]).into_owned(),
+            ));
+        }
+        if Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let (at, text) = unbanned.expect("the attacker's address was never unbanned");
+    assert!(at >= Duration::from_secs(3), "unbanned too early ({at:?})");
+    assert!(text.starts_with("SIP/2.0 401"), "{text}");
+    relay.stop(Duration::from_secs(5));
 }
