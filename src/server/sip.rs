@@ -56,6 +56,14 @@ use crate::time::{self, Nanos};
 /// SO_RCVBUF asked for on the SIP UDP socket.
 const UDP_RCVBUF: usize = 4 << 20;
 
+/// A UDP input queue that has not been empty for this long is standing: the proxy is
+/// slower than its input (CoDel's idea; 100 ms is its interval). Retransmission timers start
+/// at T1 = 500 ms, so by then a standing queue would soon multiply itself.
+const SHED_AFTER_NS: u64 = 100_000_000;
+
+/// Shedding episodes between two log lines (it can flap at the edge of capacity).
+const SHED_LOG_EVERY: u64 = 100;
+
 #[derive(Clone, Debug)]
 pub struct SipServerConfig {
     /// UDP and TCP are bound to this address (port 0: any free port, the same for both).
@@ -114,6 +122,8 @@ pub struct SipStats {
     pub tcp_idle_closed: AtomicU64,
     /// Panics caught inside the proxy (should stay 0).
     pub panics: AtomicU64,
+    /// Times the UDP input queue stood (overload control began refusing new INVITEs).
+    pub shed_starts: AtomicU64,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -132,6 +142,7 @@ pub struct SipStatsSnapshot {
     pub tcp_refused: u64,
     pub tcp_idle_closed: u64,
     pub panics: u64,
+    pub shed_starts: u64,
     /// TCP connections open now.
     pub tcp_open: u64,
 }
@@ -194,6 +205,7 @@ impl<B: MediaBackend + 'static> SipShared<B> {
             tcp_refused: l(&s.tcp_refused),
             tcp_idle_closed: l(&s.tcp_idle_closed),
             panics: l(&s.panics),
+            shed_starts: l(&s.shed_starts),
             tcp_open: lock(&self.conns).len() as u64,
         }
     }
@@ -230,6 +242,21 @@ impl<B: MediaBackend + 'static> SipShared<B> {
         let mut core = lock(&self.core);
         core.flood = guard;
         core.flood_exempt = trusted;
+    }
+
+    /// Overload control: the UDP loop says whether its queue is standing (see `udp_loop`).
+    fn set_shedding(&self, on: bool) {
+        lock(&self.core).proxy.set_shedding(on);
+        if on {
+            // Counted every time, logged at most once per SHED_LOG_EVERY starts.
+            let n = self.stats.shed_starts.fetch_add(1, Ordering::Relaxed);
+            if n % SHED_LOG_EVERY == 0 {
+                tracing::warn!(
+                    times = n + 1,
+                    "SIP input queue not draining: refusing new INVITEs with 503"
+                );
+            }
+        }
     }
 
     /// The flood-control counters (`None` when it is off).
@@ -557,17 +584,42 @@ async fn udp_loop<B: MediaBackend + 'static>(
     let stop = stopped(shutdown);
     tokio::pin!(stop);
     let udp = shared.udp.clone();
+    // Overload detection: when the socket was last found empty. A queue that has not
+    // drained for SHED_AFTER_NS is a standing queue (the proxy is slower than its input), so
+    // new INVITEs are refused until it drains again.
+    let mut last_empty = time::now_ns();
+    let mut shedding = false;
     loop {
-        let (n, peer) = tokio::select! {
-            _ = &mut stop => return Ok(()),
-            r = udp.recv_from(&mut buf) => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // ICMP errors from earlier sends surface here; keep serving.
-                    tracing::debug!(error = %e, "SIP UDP receive error");
-                    continue;
+        let (n, peer) = match udp.try_recv_from(&mut buf) {
+            Ok(x) => {
+                let standing = time::now_ns().saturating_sub(last_empty) > SHED_AFTER_NS;
+                if standing != shedding {
+                    shedding = standing;
+                    shared.set_shedding(shedding);
                 }
-            },
+                x
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                last_empty = time::now_ns();
+                if shedding {
+                    shedding = false;
+                    shared.set_shedding(false);
+                }
+                tokio::select! {
+                    _ = &mut stop => return Ok(()),
+                    r = udp.readable() => {
+                        if let Err(e) = r {
+                            tracing::debug!(error = %e, "SIP UDP readiness error");
+                        }
+                    }
+                }
+                continue;
+            }
+            Err(e) => {
+                // ICMP errors from earlier sends surface here; keep serving.
+                tracing::debug!(error = %e, "SIP UDP receive error");
+                continue;
+            }
         };
         let Some(data) = buf.get(..n) else {
             continue;

@@ -7,7 +7,8 @@
 //! 2. ACK: absorbed by the INVITE's server transaction after a non-2xx final, otherwise
 //!    routed end to end without a transaction (the ACK of a 2xx).
 //! 3. A retransmission is answered from its server transaction, never forwarded again.
-//! 4. Beyond the transaction cap: 503 with Retry-After.
+//! 4. Beyond the transaction cap: 503 with Retry-After. A new INVITE gets it earlier, at
+//!    the high-water mark or while the driver says it is shedding load (overload control).
 //! 5. CANCEL: see `cancel`.
 //! 6. §16.3 item 4: a loop (our Via with this request's loop hash) gets 482.
 //! 7. **The interception point** (see below).
@@ -122,6 +123,15 @@ impl<S: LocationStore> Proxy<S> {
         if self.live() >= self.cfg.max_transactions {
             self.stats.overload_rejects += 1;
             self.answer_stateless(msg, 503, "Service Unavailable", &[("Retry-After", "5")], cx);
+            return;
+        }
+        // 4b. Overload control: a new INVITE is refused before its SDP is looked at or a
+        // port is taken; its server transaction absorbs the retransmissions and the ACK.
+        if method == "INVITE" && msg.to_tag().is_none() && self.refusing_invites() {
+            self.stats.overload_invites_refused += 1;
+            let after = self.cfg.overload_retry_after_secs.to_string();
+            let extra = [("Retry-After", after.as_str())];
+            self.answer_locally(msg, key, 503, "Service Unavailable", &extra, cx);
             return;
         }
         // 5. CANCEL.
