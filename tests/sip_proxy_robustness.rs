@@ -206,7 +206,7 @@ fn shedding_refuses_new_invites_until_it_ends() {
         &mut NoMedia,
     );
     assert_eq!(
-        out.iter().map(|t| status(t)).collect::<Vec<_>>(),
+        out.iter().map(status).collect::<Vec<_>>(),
         vec![Some(503)]
     );
     // Requests other than a new INVITE are still served.
