@@ -685,12 +685,12 @@ mod tests {
         let c = Config::load(&Cli::default()).unwrap();
         assert_eq!(
             c.sip_auth_algorithms,
-            vec![Algorithm::Sha256, Algorithm::Md5]
+            vec![Algorithm::Md5, Algorithm::Sha256]
         );
         let c = Config::load(&Cli::parse_from([
             "x",
             "--sip-auth-algorithms",
-            "md5,SHA-256",
+            "sha-256,MD5",
             "--sip-trusted",
             "10.0.0.0/8",
             "--sip-trusted",
@@ -699,7 +699,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             c.sip_auth_algorithms,
-            vec![Algorithm::Md5, Algorithm::Sha256]
+            vec![Algorithm::Sha256, Algorithm::Md5]
         );
         assert_eq!(c.sip_trusted.len(), 2);
         assert!(Config::load(&Cli::parse_from(["x", "--sip-auth-algorithms", "sha-512"])).is_err());

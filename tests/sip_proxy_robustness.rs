@@ -205,10 +205,7 @@ fn shedding_refuses_new_invites_until_it_ends() {
         0,
         &mut NoMedia,
     );
-    assert_eq!(
-        out.iter().map(status).collect::<Vec<_>>(),
-        vec![Some(503)]
-    );
+    assert_eq!(out.iter().map(status).collect::<Vec<_>>(), vec![Some(503)]);
     // Requests other than a new INVITE are still served.
     let out = feed(
         &mut p,

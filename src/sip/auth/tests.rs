@@ -7,6 +7,9 @@ use crate::sip::uri::Host;
 
 const S: u64 = 1_000_000_000;
 const DOMAIN: &str = "example.org";
+const AOR: &str = "sip:alice@example.org";
+const BOB: &str = "sip:bob@example.org";
+const REG_URI: &str = "sip:example.org";
 
 fn ours(u: &SipUri<'_>) -> bool {
     matches!(u.host, Host::Name(n) if n.eq_ignore_ascii_case(DOMAIN))
@@ -34,17 +37,27 @@ fn auth(algorithms: Vec<Algorithm>) -> Authenticator {
     Authenticator::new(cfg, [42; 32], users())
 }
 
+fn md5() -> Authenticator {
+    auth(vec![Algorithm::Md5])
+}
+
 fn src() -> IpAddr {
     "203.0.113.7".parse().unwrap()
 }
 
-/// A request with optional credentials header lines.
+/// A request; `extra` holds whole header lines.
 fn request(method: &str, ruri: &str, from: &str, to: &str, extra: &str) -> String {
     format!(
         "{method} {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP 203.0.113.7:5060;branch=z9hG4bK1\r\n\
          Max-Forwards: 70\r\nFrom: <{from}>;tag=f1\r\nTo: <{to}>\r\nCall-ID: c1\r\n\
          CSeq: 1 {method}\r\n{extra}Content-Length: 0\r\n\r\n"
     )
+}
+
+/// A REGISTER from alice's phone for `to`, with a credentials line or none.
+fn register(to: &str, creds: Option<&str>) -> String {
+    let extra = creds.map_or(String::new(), |c| format!("Authorization: {c}\r\n"));
+    request("REGISTER", REG_URI, AOR, to, &extra)
 }
 
 fn check(a: &mut Authenticator, text: &str, from: IpAddr, now: u64) -> AuthVerdict {
@@ -57,44 +70,36 @@ fn check(a: &mut Authenticator, text: &str, from: IpAddr, now: u64) -> AuthVerdi
 fn answer(
     verdict: &AuthVerdict,
     supported: &[Algorithm],
-    user: &str,
-    password: &str,
-    method: &str,
-    uri: &str,
+    (user, password): (&str, &str),
+    (method, uri): (&str, &str),
     nc: u32,
 ) -> String {
     let AuthVerdict::Challenge { values, .. } = verdict else {
         panic!("not a challenge: {verdict:?}");
     };
-    let (realm, nonce, alg, _) = values
+    let value = values
         .iter()
-        .map(|v| Challenge::parse(v).unwrap())
-        .find(|(_, _, a, _)| supported.contains(a))
+        .find(|v| supported.contains(&Challenge::parse(v).unwrap().2))
         .expect("a supported algorithm");
-    let ha1 = digest::ha1(alg, user, &realm, password);
-    let response = digest::response(alg, &ha1, &nonce, Some((nc, "cn0")), method, uri);
-    Credentials {
-        username: user.into(),
-        realm: realm.into(),
-        nonce: nonce.into(),
-        uri: uri.into(),
-        response: response.into(),
-        algorithm: alg,
-        opaque: None,
-        qop: Some((Qop::Auth, nc, "cn0".into())),
-    }
-    .emit()
+    digest::answer_challenge(value, user, password, method, uri, nc, "cn0").unwrap()
 }
 
-const AOR: &str = "sip:alice@example.org";
-const REG_URI: &str = "sip:example.org";
+/// Challenges a REGISTER for `to` at `now` and answers it as `who` (MD5, count `nc`).
+fn registered(a: &mut Authenticator, to: &str, who: (&str, &str), nc: u32, now: u64) -> String {
+    let v = check(a, &register(to, None), src(), now);
+    let creds = answer(&v, &[Algorithm::Md5], who, ("REGISTER", REG_URI), nc);
+    register(to, Some(&creds))
+}
+
+fn is_challenge(v: &AuthVerdict, want: u16) -> bool {
+    matches!(v, AuthVerdict::Challenge { status, .. } if *status == want)
+}
 
 #[test]
 fn register_challenge_then_accept_with_either_algorithm() {
     for supported in [vec![Algorithm::Sha256], vec![Algorithm::Md5]] {
         let mut a = auth(vec![Algorithm::Sha256, Algorithm::Md5]);
-        let bare = request("REGISTER", REG_URI, AOR, AOR, "");
-        let v = check(&mut a, &bare, src(), S);
+        let v = check(&mut a, &register(AOR, None), src(), S);
         let AuthVerdict::Challenge {
             status,
             header,
@@ -105,129 +110,49 @@ fn register_challenge_then_accept_with_either_algorithm() {
         };
         assert_eq!((*status, *header), (401, "WWW-Authenticate"));
         assert!(values[0].contains("algorithm=SHA-256") && values[1].contains("algorithm=MD5"));
-        let creds = answer(&v, &supported, "alice", "alice-pw", "REGISTER", REG_URI, 1);
-        let with = request(
-            "REGISTER",
-            REG_URI,
-            AOR,
-            AOR,
-            &format!("Authorization: {creds}\r\n"),
+        let creds = answer(
+            &v,
+            &supported,
+            ("alice", "alice-pw"),
+            ("REGISTER", REG_URI),
+            1,
         );
-        assert_eq!(
-            check(&mut a, &with, src(), 2 * S),
-            AuthVerdict::Pass,
-            "{supported:?}"
-        );
+        let with = register(AOR, Some(&creds));
+        assert_eq!(check(&mut a, &with, src(), 2 * S), AuthVerdict::Pass);
         assert_eq!(a.stats().accepted, 1);
     }
 }
 
 #[test]
 fn wrong_password_replay_and_other_source_are_challenged_again() {
-    let mut a = auth(vec![Algorithm::Md5]);
-    let v = check(
-        &mut a,
-        &request("REGISTER", REG_URI, AOR, AOR, ""),
-        src(),
-        S,
-    );
-    let wrong = answer(
-        &v,
-        &[Algorithm::Md5],
-        "alice",
-        "guess",
-        "REGISTER",
-        REG_URI,
-        1,
-    );
-    let msg = request(
-        "REGISTER",
-        REG_URI,
-        AOR,
-        AOR,
-        &format!("Authorization: {wrong}\r\n"),
-    );
-    assert!(matches!(
-        check(&mut a, &msg, src(), S),
-        AuthVerdict::Challenge { status: 401, .. }
-    ));
+    let mut a = md5();
+    let wrong = registered(&mut a, AOR, ("alice", "guess"), 1, S);
+    assert!(is_challenge(&check(&mut a, &wrong, src(), S), 401));
     assert!(a.last_failed());
     assert_eq!(a.stats().failed, 1);
 
-    let good = answer(
-        &v,
-        &[Algorithm::Md5],
-        "alice",
-        "alice-pw",
-        "REGISTER",
-        REG_URI,
-        1,
-    );
-    let msg = request(
-        "REGISTER",
-        REG_URI,
-        AOR,
-        AOR,
-        &format!("Authorization: {good}\r\n"),
-    );
+    let v = check(&mut a, &register(AOR, None), src(), S);
+    let alice = ("alice", "alice-pw");
+    let creds = |nc| answer(&v, &[Algorithm::Md5], alice, ("REGISTER", REG_URI), nc);
+    let good = register(AOR, Some(&creds(1)));
     // Captured and sent from elsewhere: the nonce is bound to the source.
     let elsewhere: IpAddr = "203.0.113.99".parse().unwrap();
-    assert!(matches!(
-        check(&mut a, &msg, elsewhere, S),
-        AuthVerdict::Challenge { .. }
-    ));
-    assert_eq!(check(&mut a, &msg, src(), S), AuthVerdict::Pass);
+    assert!(is_challenge(&check(&mut a, &good, elsewhere, S), 401));
+    assert_eq!(check(&mut a, &good, src(), S), AuthVerdict::Pass);
     assert!(!a.last_failed());
     // The same nonce count again: a replay.
-    let v2 = check(&mut a, &msg, src(), S);
-    assert!(matches!(v2, AuthVerdict::Challenge { status: 401, .. }));
+    assert!(is_challenge(&check(&mut a, &good, src(), S), 401));
     assert_eq!(a.stats().replayed, 1);
     // A higher count with the same nonce is fine.
-    let next = answer(
-        &v,
-        &[Algorithm::Md5],
-        "alice",
-        "alice-pw",
-        "REGISTER",
-        REG_URI,
-        2,
-    );
-    let msg = request(
-        "REGISTER",
-        REG_URI,
-        AOR,
-        AOR,
-        &format!("Authorization: {next}\r\n"),
-    );
-    assert_eq!(check(&mut a, &msg, src(), S), AuthVerdict::Pass);
+    let next = register(AOR, Some(&creds(2)));
+    assert_eq!(check(&mut a, &next, src(), S), AuthVerdict::Pass);
 }
 
 #[test]
 fn expired_nonce_is_stale_not_a_failure() {
-    let mut a = auth(vec![Algorithm::Md5]);
-    let v = check(
-        &mut a,
-        &request("REGISTER", REG_URI, AOR, AOR, ""),
-        src(),
-        S,
-    );
-    let good = answer(
-        &v,
-        &[Algorithm::Md5],
-        "alice",
-        "alice-pw",
-        "REGISTER",
-        REG_URI,
-        1,
-    );
-    let msg = request(
-        "REGISTER",
-        REG_URI,
-        AOR,
-        AOR,
-        &format!("Authorization: {good}\r\n"),
-    );
-    let later = check(&mut a, &msg, src(), 400 * S);
+    let mut a = md5();
+    let good = registered(&mut a, AOR, ("alice", "alice-pw"), 1, S);
+    let later = check(&mut a, &good, src(), 400 * S);
     let AuthVerdict::Challenge { values, .. } = &later else {
         panic!("{later:?}");
     };
@@ -238,32 +163,10 @@ fn expired_nonce_is_stale_not_a_failure() {
 
 #[test]
 fn foreign_aor_and_binding_query_for_another_user_are_forbidden() {
-    let mut a = auth(vec![Algorithm::Md5]);
-    let bob_aor = "sip:bob@example.org";
+    let mut a = md5();
     // alice authenticates (correctly) but registers bob's AoR — or asks for its bindings
     // (the request is the same without Contact).
-    let v = check(
-        &mut a,
-        &request("REGISTER", REG_URI, AOR, bob_aor, ""),
-        src(),
-        S,
-    );
-    let creds = answer(
-        &v,
-        &[Algorithm::Md5],
-        "alice",
-        "alice-pw",
-        "REGISTER",
-        REG_URI,
-        1,
-    );
-    let msg = request(
-        "REGISTER",
-        REG_URI,
-        AOR,
-        bob_aor,
-        &format!("Authorization: {creds}\r\n"),
-    );
+    let msg = registered(&mut a, BOB, ("alice", "alice-pw"), 1, S);
     assert!(matches!(
         check(&mut a, &msg, src(), S),
         AuthVerdict::Forbidden(_)
@@ -273,10 +176,8 @@ fn foreign_aor_and_binding_query_for_another_user_are_forbidden() {
 
 #[test]
 fn local_from_must_authenticate_as_itself() {
-    let mut a = auth(vec![Algorithm::Md5]);
-    let bob = "sip:bob@example.org";
-    let inv = request("INVITE", bob, AOR, bob, "");
-    let v = check(&mut a, &inv, src(), S);
+    let mut a = md5();
+    let v = check(&mut a, &request("INVITE", BOB, AOR, BOB, ""), src(), S);
     assert!(matches!(
         &v,
         AuthVerdict::Challenge {
@@ -285,172 +186,113 @@ fn local_from_must_authenticate_as_itself() {
             ..
         }
     ));
+    let with = |method: &str, who: (&str, &str), nc: u32, header: &str| {
+        let c = answer(&v, &[Algorithm::Md5], who, (method, BOB), nc);
+        request(method, BOB, AOR, BOB, &format!("{header}: {c}\r\n"))
+    };
     // Authenticated as alice, From alice: passes.
-    let creds = answer(&v, &[Algorithm::Md5], "alice", "alice-pw", "INVITE", bob, 1);
-    let ok = request(
-        "INVITE",
-        bob,
-        AOR,
-        bob,
-        &format!("Proxy-Authorization: {creds}\r\n"),
-    );
+    let ok = with("INVITE", ("alice", "alice-pw"), 1, "Proxy-Authorization");
     assert_eq!(check(&mut a, &ok, src(), S), AuthVerdict::Pass);
     // Authenticated as bob but From alice (forged From): forbidden.
-    let creds = answer(&v, &[Algorithm::Md5], "bob", "bob-pw", "MESSAGE", bob, 2);
-    let forged = request(
-        "MESSAGE",
-        bob,
-        AOR,
-        bob,
-        &format!("Proxy-Authorization: {creds}\r\n"),
-    );
+    let forged = with("MESSAGE", ("bob", "bob-pw"), 2, "Proxy-Authorization");
     assert!(matches!(
         check(&mut a, &forged, src(), S),
         AuthVerdict::Forbidden(_)
     ));
     // Credentials in the wrong header (Authorization on an INVITE) do not count.
-    let creds = answer(&v, &[Algorithm::Md5], "alice", "alice-pw", "INVITE", bob, 3);
-    let wrong_hdr = request(
-        "INVITE",
-        bob,
-        AOR,
-        bob,
-        &format!("Authorization: {creds}\r\n"),
-    );
-    assert!(matches!(
-        check(&mut a, &wrong_hdr, src(), S),
-        AuthVerdict::Challenge { status: 407, .. }
-    ));
+    let wrong_hdr = with("INVITE", ("alice", "alice-pw"), 3, "Authorization");
+    assert!(is_challenge(&check(&mut a, &wrong_hdr, src(), S), 407));
 }
 
 #[test]
 fn foreign_callers_trusted_peers_and_dialogs() {
-    let mut a = auth(vec![Algorithm::Md5]);
-    let bob = "sip:bob@example.org";
+    let mut a = md5();
     // A call from another domain to a local user: no challenge.
-    let inbound = request("INVITE", bob, "sip:carol@elsewhere.net", bob, "");
+    let inbound = request("INVITE", BOB, "sip:carol@elsewhere.net", BOB, "");
     assert_eq!(check(&mut a, &inbound, src(), S), AuthVerdict::Pass);
     // Foreign to foreign: not relayed.
-    let relay = request(
-        "INVITE",
-        "sip:x@elsewhere.net",
-        "sip:carol@elsewhere.net",
-        "sip:x@elsewhere.net",
-        "",
-    );
+    let x = "sip:x@elsewhere.net";
+    let relay = request("INVITE", x, "sip:carol@elsewhere.net", x, "");
     assert!(matches!(
         check(&mut a, &relay, src(), S),
         AuthVerdict::Forbidden(_)
     ));
     // A trusted peer skips the challenge even for a local From.
     let trusted: IpAddr = "198.51.100.20".parse().unwrap();
-    let inv = request("INVITE", bob, AOR, bob, "");
+    let inv = request("INVITE", BOB, AOR, BOB, "");
     assert_eq!(check(&mut a, &inv, trusted, S), AuthVerdict::Pass);
     assert_eq!(a.stats().trusted, 1);
     // An in-dialog request through our Record-Route passes; one with a To tag but no
     // Route to us is treated as new (so a made-up To tag does not bypass the check).
     let dialog = format!(
-        "BYE {bob} SIP/2.0\r\nVia: SIP/2.0/UDP 203.0.113.7;branch=z9hG4bK2\r\nMax-Forwards: 70\r\n\
-         Route: <sip:192.0.2.1;lr>\r\nFrom: <{AOR}>;tag=f\r\nTo: <{bob}>;tag=t\r\nCall-ID: c\r\n\
+        "BYE {BOB} SIP/2.0\r\nVia: SIP/2.0/UDP 203.0.113.7;branch=z9hG4bK2\r\nMax-Forwards: 70\r\n\
+         Route: <sip:192.0.2.1;lr>\r\nFrom: <{AOR}>;tag=f\r\nTo: <{BOB}>;tag=t\r\nCall-ID: c\r\n\
          CSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n"
     );
     assert_eq!(check(&mut a, &dialog, src(), S), AuthVerdict::Pass);
     let fake = dialog.replace("Route: <sip:192.0.2.1;lr>\r\n", "");
-    assert!(matches!(
-        check(&mut a, &fake, src(), S),
-        AuthVerdict::Challenge { status: 407, .. }
-    ));
+    assert!(is_challenge(&check(&mut a, &fake, src(), S), 407));
 }
 
 #[test]
 fn unknown_user_and_garbage_credentials_fail_without_panic() {
-    let mut a = auth(vec![Algorithm::Md5]);
+    let mut a = md5();
+    let mallory = "sip:mallory@example.org";
     let v = check(
         &mut a,
-        &request(
-            "REGISTER",
-            REG_URI,
-            "sip:mallory@example.org",
-            "sip:mallory@example.org",
-            "",
-        ),
+        &request("REGISTER", REG_URI, mallory, mallory, ""),
         src(),
         S,
     );
     let creds = answer(
         &v,
         &[Algorithm::Md5],
-        "mallory",
-        "x",
-        "REGISTER",
-        REG_URI,
+        ("mallory", "x"),
+        ("REGISTER", REG_URI),
         1,
     );
-    let msg = request(
-        "REGISTER",
-        REG_URI,
-        "sip:mallory@example.org",
-        "sip:mallory@example.org",
-        &format!("Authorization: {creds}\r\n"),
-    );
-    assert!(matches!(
-        check(&mut a, &msg, src(), S),
-        AuthVerdict::Challenge { status: 401, .. }
-    ));
+    let extra = format!("Authorization: {creds}\r\n");
+    let msg = request("REGISTER", REG_URI, mallory, mallory, &extra);
+    assert!(is_challenge(&check(&mut a, &msg, src(), S), 401));
     assert!(a.last_failed());
-    for junk in ["Digest", "Digest realm=\"example.org\"", "Basic YWxhZGRpbjpvcGVuc2VzYW1l", "Digest realm=\"example.org\", nonce=\"zz\", username=\"alice\", uri=\"x\", response=\"00\""] {
-        let msg = request("REGISTER", REG_URI, AOR, AOR, &format!("Authorization: {junk}\r\n"));
-        assert!(matches!(check(&mut a, &msg, src(), S), AuthVerdict::Challenge { status: 401, .. }), "{junk}");
+    for junk in [
+        "Digest",
+        "Digest realm=\"example.org\"",
+        "Basic YWxhZGRpbjpvcGVuc2VzYW1l",
+        "Digest realm=\"example.org\", nonce=\"zz\", username=\"alice\", uri=\"x\", response=\"00\"",
+    ] {
+        let msg = register(AOR, Some(junk));
+        assert!(is_challenge(&check(&mut a, &msg, src(), S), 401), "{junk}");
     }
 }
 
 #[test]
 fn reloading_users_keeps_nonces_and_changes_who_can_log_in() {
-    let mut a = auth(vec![Algorithm::Md5]);
-    let v = check(
-        &mut a,
-        &request("REGISTER", REG_URI, AOR, AOR, ""),
-        src(),
-        S,
-    );
+    let mut a = md5();
+    let v = check(&mut a, &register(AOR, None), src(), S);
     a.replace_store(UserFile::parse(&passwd_line("alice", DOMAIN, "new-pw")).unwrap());
     let old = answer(
         &v,
         &[Algorithm::Md5],
-        "alice",
-        "alice-pw",
-        "REGISTER",
-        REG_URI,
+        ("alice", "alice-pw"),
+        ("REGISTER", REG_URI),
         1,
     );
-    let msg = request(
-        "REGISTER",
-        REG_URI,
-        AOR,
-        AOR,
-        &format!("Authorization: {old}\r\n"),
-    );
-    assert!(matches!(
-        check(&mut a, &msg, src(), S),
-        AuthVerdict::Challenge { .. }
+    assert!(is_challenge(
+        &check(&mut a, &register(AOR, Some(&old)), src(), S),
+        401
     ));
     let new = answer(
         &v,
         &[Algorithm::Md5],
-        "alice",
-        "new-pw",
-        "REGISTER",
-        REG_URI,
+        ("alice", "new-pw"),
+        ("REGISTER", REG_URI),
         2,
     );
-    let msg = request(
-        "REGISTER",
-        REG_URI,
-        AOR,
-        AOR,
-        &format!("Authorization: {new}\r\n"),
+    assert_eq!(
+        check(&mut a, &register(AOR, Some(&new)), src(), S),
+        AuthVerdict::Pass
     );
-    assert_eq!(check(&mut a, &msg, src(), S), AuthVerdict::Pass);
 }
 
 #[test]
@@ -461,30 +303,9 @@ fn nonce_table_stays_bounded_under_many_clients() {
         ..AuthConfig::default()
     };
     let mut a = Authenticator::new(cfg, [1; 32], users());
-    for i in 0..200u32 {
-        let v = check(
-            &mut a,
-            &request("REGISTER", REG_URI, AOR, AOR, ""),
-            src(),
-            S + u64::from(i),
-        );
-        let c = answer(
-            &v,
-            &[Algorithm::Md5],
-            "alice",
-            "alice-pw",
-            "REGISTER",
-            REG_URI,
-            1,
-        );
-        let msg = request(
-            "REGISTER",
-            REG_URI,
-            AOR,
-            AOR,
-            &format!("Authorization: {c}\r\n"),
-        );
-        let _ = check(&mut a, &msg, src(), S + u64::from(i));
+    for i in 0..200u64 {
+        let msg = registered(&mut a, AOR, ("alice", "alice-pw"), 1, S + i);
+        let _ = check(&mut a, &msg, src(), S + i);
     }
     assert!(a.nonces_tracked() <= 50);
     assert_eq!(a.stats().accepted, 50);
