@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use common::peers::{find_program, wait_udp_bound, Peer};
 use common::TempDir;
-use rtpanchor::sip::auth::{digest, passwd_line};
+use rtpanchor::sip::auth::{client, passwd_line};
 
 const LO: &str = "127.0.0.1";
 
@@ -358,10 +358,8 @@ impl Phone {
 fn credentials(
     challenge: &Resp,
     header: &str,
-    user: &str,
-    password: &str,
-    method: &str,
-    uri: &str,
+    (user, password): (&str, &str),
+    (method, uri): (&str, &str),
     nc: u32,
 ) -> String {
     let name = if header == "Authorization" {
@@ -373,7 +371,7 @@ fn credentials(
         .headers(name)
         .next()
         .unwrap_or_else(|| panic!("no challenge in:\n{}", challenge.text));
-    let c = digest::answer_challenge(value, user, password, method, uri, nc, "e2e").unwrap();
+    let c = client::answer_challenge(value, user, password, method, uri, nc, "e2e").unwrap();
     format!("{header}: {c}\r\n")
 }
 
@@ -405,10 +403,8 @@ fn replay_foreign_queries_and_forged_from_are_refused() {
     let auth = credentials(
         &ch,
         "Authorization",
-        "bob",
-        "bob-pw",
-        "REGISTER",
-        &reg_uri,
+        ("bob", "bob-pw"),
+        ("REGISTER", &reg_uri),
         1,
     );
     let ok = bob.send(&bob.request(
@@ -426,10 +422,8 @@ fn replay_foreign_queries_and_forged_from_are_refused() {
     let auth_a = credentials(
         &ch,
         "Authorization",
-        "alice",
-        "alice-pw",
-        "REGISTER",
-        &reg_uri,
+        ("alice", "alice-pw"),
+        ("REGISTER", &reg_uri),
         1,
     );
     let ok = alice.send(&alice.request(
@@ -459,10 +453,8 @@ fn replay_foreign_queries_and_forged_from_are_refused() {
     let auth = credentials(
         &ch,
         "Authorization",
-        "alice",
-        "alice-pw",
-        "REGISTER",
-        &reg_uri,
+        ("alice", "alice-pw"),
+        ("REGISTER", &reg_uri),
         1,
     );
     let q = alice.send(&alice.request("REGISTER", &reg_uri, "alice", "bob", &auth));
@@ -476,10 +468,8 @@ fn replay_foreign_queries_and_forged_from_are_refused() {
     let auth = credentials(
         &ch,
         "Authorization",
-        "alice",
-        "alice-pw",
-        "REGISTER",
-        &reg_uri,
+        ("alice", "alice-pw"),
+        ("REGISTER", &reg_uri),
         2,
     );
     let q = alice.send(&alice.request("REGISTER", &reg_uri, "alice", "alice", &auth));
@@ -498,10 +488,8 @@ fn replay_foreign_queries_and_forged_from_are_refused() {
     let auth = credentials(
         &ch,
         "Proxy-Authorization",
-        "bob",
-        "bob-pw",
-        "MESSAGE",
-        &bob_uri,
+        ("bob", "bob-pw"),
+        ("MESSAGE", &bob_uri),
         1,
     );
     let attacker = Phone::new(12272, sip);
@@ -514,10 +502,8 @@ fn replay_foreign_queries_and_forged_from_are_refused() {
     let auth = credentials(
         &ch,
         "Proxy-Authorization",
-        "alice",
-        "alice-pw",
-        "MESSAGE",
-        &bob_uri,
+        ("alice", "alice-pw"),
+        ("MESSAGE", &bob_uri),
         1,
     );
 
@@ -631,10 +617,8 @@ fn wrong_password_flood_is_banned_while_a_phone_keeps_working() {
     let auth = credentials(
         &challenge,
         "Authorization",
-        "alice",
-        "guess",
-        "REGISTER",
-        &format!("sip:{LO}"),
+        ("alice", "guess"),
+        ("REGISTER", &format!("sip:{LO}")),
         1,
     );
     let receiver = attacker.try_clone().unwrap();

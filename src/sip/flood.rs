@@ -65,12 +65,31 @@ pub struct FloodStats {
     pub tracked: usize,
 }
 
+/// Events counted in a fixed window.
+#[derive(Clone, Copy, Debug, Default)]
+struct Window {
+    start_ns: u64,
+    events: u32,
+}
+
+impl Window {
+    /// Counts one event at `now` in windows of `len_ns`; returns the window's count.
+    fn count(&mut self, now: u64, len_ns: u64) -> u32 {
+        if now.saturating_sub(self.start_ns) >= len_ns {
+            self.start_ns = now;
+            self.events = 0;
+        }
+        self.events = self.events.saturating_add(1);
+        self.events
+    }
+}
+
 #[derive(Clone, Copy, Debug, Default)]
 struct Entry {
-    second_start_ns: u64,
-    requests: u32,
-    minute_start_ns: u64,
-    failures: u32,
+    /// Messages in the current second.
+    requests: Window,
+    /// Failed authentications in the current minute.
+    failures: Window,
     banned_until_ns: u64,
     last_seen_ns: u64,
 }
@@ -119,7 +138,7 @@ impl FloodGuard {
 
     /// One message from `ip` at `now`.
     pub fn admit(&mut self, ip: IpAddr, now: u64) -> Verdict {
-        let cfg = self.cfg;
+        let (limit, ban_ns) = (self.cfg.max_requests, self.cfg.ban_ns);
         let Some(e) = self.entry(ip, now) else {
             return Verdict::Admit;
         };
@@ -128,13 +147,8 @@ impl FloodGuard {
             self.stats.dropped += 1;
             return Verdict::Banned { new_ban: false };
         }
-        if now.saturating_sub(e.second_start_ns) >= SECOND_NS {
-            e.second_start_ns = now;
-            e.requests = 0;
-        }
-        e.requests = e.requests.saturating_add(1);
-        if cfg.max_requests > 0 && e.requests > cfg.max_requests {
-            e.banned_until_ns = now.saturating_add(cfg.ban_ns);
+        if e.requests.count(now, SECOND_NS) > limit && limit > 0 {
+            e.banned_until_ns = now.saturating_add(ban_ns);
             self.stats.bans += 1;
             self.stats.dropped += 1;
             return Verdict::Banned { new_ban: true };
@@ -144,24 +158,16 @@ impl FloodGuard {
 
     /// A failed authentication from `ip`; true when it starts a ban (log it then).
     pub fn failed_auth(&mut self, ip: IpAddr, now: u64) -> bool {
-        let cfg = self.cfg;
+        let (limit, ban_ns) = (self.cfg.max_failed_auths, self.cfg.ban_ns);
         let Some(e) = self.entry(ip, now) else {
             return false;
         };
-        if e.banned_until_ns > now {
+        if e.banned_until_ns > now || limit == 0 || e.failures.count(now, MINUTE_NS) <= limit {
             return false;
         }
-        if now.saturating_sub(e.minute_start_ns) >= MINUTE_NS {
-            e.minute_start_ns = now;
-            e.failures = 0;
-        }
-        e.failures = e.failures.saturating_add(1);
-        if cfg.max_failed_auths > 0 && e.failures > cfg.max_failed_auths {
-            e.banned_until_ns = now.saturating_add(cfg.ban_ns);
-            self.stats.bans += 1;
-            return true;
-        }
-        false
+        e.banned_until_ns = now.saturating_add(ban_ns);
+        self.stats.bans += 1;
+        true
     }
 }
 

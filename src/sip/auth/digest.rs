@@ -104,35 +104,6 @@ pub fn response(
     }
 }
 
-/// The client side (tests, tools): the `Authorization`/`Proxy-Authorization` value
-/// answering the challenge value `challenge` as `user` with `password`, with `qop=auth`,
-/// nonce count `nc` and client nonce `cnonce`.
-pub fn answer_challenge(
-    challenge: &str,
-    user: &str,
-    password: &str,
-    method: &str,
-    uri: &str,
-    nc: u32,
-    cnonce: &str,
-) -> Result<String, super::header::HeaderError> {
-    use super::header::{Challenge, Credentials, Qop};
-    let (realm, nonce, alg, _) = Challenge::parse(challenge)?;
-    let h = ha1(alg, user, &realm, password);
-    let response = response(alg, &h, &nonce, Some((nc, cnonce)), method, uri);
-    Ok(Credentials {
-        username: user.into(),
-        realm: realm.into(),
-        nonce: nonce.into(),
-        uri: uri.into(),
-        response: response.into(),
-        algorithm: alg,
-        opaque: None,
-        qop: Some((Qop::Auth, nc, cnonce.into())),
-    }
-    .emit())
-}
-
 /// Compares two hex strings case-insensitively in time that depends only on their lengths
 /// (a response guessed byte by byte learns nothing from timing).
 pub fn hex_eq(a: &str, b: &str) -> bool {

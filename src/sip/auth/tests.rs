@@ -81,7 +81,7 @@ fn answer(
         .iter()
         .find(|v| supported.contains(&Challenge::parse(v).unwrap().2))
         .expect("a supported algorithm");
-    digest::answer_challenge(value, user, password, method, uri, nc, "cn0").unwrap()
+    client::answer_challenge(value, user, password, method, uri, nc, "cn0").unwrap()
 }
 
 /// Challenges a REGISTER for `to` at `now` and answers it as `who` (MD5, count `nc`).
