@@ -10,7 +10,8 @@
 //!   own digests: a captured Authorization reused in a new request is 401 (nonce count);
 //!   a binding query for another user's AoR is 403 and shows nothing, one for your own shows
 //!   only yours; a MESSAGE with alice's From and bob's credentials is 403, without credentials
-//!   407, and bob receives neither, while alice's own MESSAGE reaches him.
+//!   407, and bob receives neither, while alice's own MESSAGE reaches him (without her
+//!   credentials, which the proxy consumed).
 //! - [`public_sip_without_users_refuses_to_start`]: the secure default.
 //!
 //! Port block 12000-12299 (SIP, ng, SIPp, media). Every process is stopped by pid, every wait
@@ -523,6 +524,11 @@ fn replay_foreign_queries_and_forged_from_are_refused() {
         .filter(|m| m.starts_with("MESSAGE "))
         .filter_map(|m| m.lines().find_map(|l| l.strip_prefix("Call-ID: ")))
         .collect();
+    // The proxy consumed the credentials for its realm: bob never sees alice's.
+    assert!(
+        !got.iter().any(|m| m.contains("Proxy-Authorization")),
+        "{got:?}"
+    );
     let want = format!("auth-12270-{}", alice.n.get());
     assert_eq!(
         call_ids.into_iter().collect::<Vec<_>>(),

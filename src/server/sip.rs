@@ -600,7 +600,6 @@ async fn udp_loop<B: MediaBackend + 'static>(
                 x
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                last_empty = time::now_ns();
                 if shedding {
                     shedding = false;
                     shared.set_shedding(false);
@@ -613,6 +612,8 @@ async fn udp_loop<B: MediaBackend + 'static>(
                         }
                     }
                 }
+                // The queue was empty until this wake-up.
+                last_empty = time::now_ns();
                 continue;
             }
             Err(e) => {

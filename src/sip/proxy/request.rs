@@ -67,6 +67,9 @@ struct Outgoing<'a> {
     record_route: bool,
     /// A new body from the media layer.
     body: Option<&'a [u8]>,
+    /// Remove the Proxy-Authorization credentials for our own realms (we checked them;
+    /// the next hop has no use for them).
+    consume_credentials: bool,
 }
 
 impl<S: LocationStore> Proxy<S> {
@@ -240,6 +243,13 @@ impl<S: LocationStore> Proxy<S> {
             e.set_request_uri(r)?;
         }
         e.decrement_max_forwards()?;
+        if copy.consume_credentials {
+            for (i, h) in msg.headers.iter().enumerate() {
+                if h.kind == HeaderName::ProxyAuthorization && self.is_our_realm(h.value) {
+                    e.remove_header(i)?;
+                }
+            }
+        }
         if let Some(p) = copy.pop {
             match &p.rest {
                 Some(rest) => e.replace_value(p.header, rest)?,
@@ -363,6 +373,7 @@ impl<S: LocationStore> Proxy<S> {
                 pop: pop.as_ref(),
                 record_route,
                 body: body.as_deref(),
+                consume_credentials: cx.auth.is_some(),
             };
             let Ok(bytes) = self.build_request(msg, src, &copy) else {
                 continue;
@@ -456,6 +467,7 @@ impl<S: LocationStore> Proxy<S> {
             pop: pop.as_ref(),
             record_route: false,
             body: body.as_deref(),
+            consume_credentials: cx.auth.is_some(),
         };
         if let Ok(bytes) = self.build_request(msg, src, &copy) {
             self.stats.stateless_forwards += 1;
