@@ -722,3 +722,91 @@ fn wrong_password_flood_is_banned_while_a_phone_keeps_working() {
     assert!(text.starts_with("SIP/2.0 401"), "{text}");
     relay.stop(Duration::from_secs(5));
 }
+
+/// Challenges a REGISTER of `user`'s own AoR from `phone` and answers it with `password`;
+/// returns the final response.
+fn register_raw(phone: &Phone, user: &str, password: &str) -> Resp {
+    let reg_uri = format!("sip:{LO}");
+    let contact = format!(
+        "Contact: <sip:{user}@{LO}:{}>\r\nExpires: 600\r\n",
+        phone.port()
+    );
+    let ch = phone.send(&phone.request("REGISTER", &reg_uri, user, user, &contact));
+    assert_eq!(ch.status, 401, "{}", ch.text);
+    let auth = credentials(
+        &ch,
+        "Authorization",
+        (user, password),
+        ("REGISTER", &reg_uri),
+        1,
+    );
+    phone.send(&phone.request(
+        "REGISTER",
+        &reg_uri,
+        user,
+        user,
+        &format!("{contact}{auth}"),
+    ))
+}
+
+#[test]
+fn sighup_reloads_users_and_keeps_registrations() {
+    let tmp = TempDir::new("sip-auth-hup").unwrap();
+    let dir = tmp.path();
+    let sip = 12760;
+    let mut relay = start_relay(dir, sip, 12722, (12730, 12759), &[]);
+    let bob = Phone::new(12771, sip);
+    assert_eq!(register_raw(&bob, "bob", "bob-pw").status, 200);
+    let carol = Phone::new(12772, sip);
+    assert_ne!(register_raw(&carol, "carol", "carol-pw").status, 200);
+
+    // bob's password changes and carol is added; SIGHUP.
+    let text = format!(
+        "{}\n{}\n{}\n",
+        passwd_line("alice", LO, "alice-pw"),
+        passwd_line("bob", LO, "bob-new"),
+        passwd_line("carol", LO, "carol-pw")
+    );
+    std::fs::write(dir.join("users.toml"), text).unwrap();
+    let hup = Command::new("kill")
+        .args(["-HUP", &relay.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !std::fs::read_to_string(dir.join("relay.log"))
+        .unwrap_or_default()
+        .contains("SIP users reloaded")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no reload logged:\n{}",
+            relay.log_tail(20)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(relay.is_running(), "SIGHUP must not stop the relay");
+    assert_eq!(register_raw(&carol, "carol", "carol-pw").status, 200);
+    assert_eq!(register_raw(&bob, "bob", "bob-pw").status, 401);
+
+    // bob's registration from before the reload still routes: alice's MESSAGE reaches him.
+    let alice = Phone::new(12770, sip);
+    let bob_uri = format!("sip:bob@{LO}");
+    let ch = alice.send(&alice.request("MESSAGE", &bob_uri, "alice", "bob", ""));
+    let auth = credentials(
+        &ch,
+        "Proxy-Authorization",
+        ("alice", "alice-pw"),
+        ("MESSAGE", &bob_uri),
+        1,
+    );
+    let m = alice.request("MESSAGE", &bob_uri, "alice", "bob", &auth);
+    alice.sock.send_to(m.as_bytes(), &alice.proxy).unwrap();
+    let got = bob.inbox(Duration::from_millis(800));
+    assert!(
+        got.iter()
+            .any(|m| m.starts_with("MESSAGE ") && m.contains("From: <sip:alice@")),
+        "bob got {got:?}"
+    );
+    relay.stop(Duration::from_secs(5));
+}
