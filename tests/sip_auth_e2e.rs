@@ -392,29 +392,11 @@ fn replay_foreign_queries_and_forged_from_are_refused() {
     let alice = Phone::new(12270, sip);
     let bob = Phone::new(12271, sip);
 
-    // bob registers: challenge, then credentials.
-    let contact = format!("Contact: <sip:bob@{LO}:12271>\r\nExpires: 600\r\n");
-    let ch = bob.send(&bob.request("REGISTER", &reg_uri, "bob", "bob", &contact));
-    assert_eq!(ch.status, 401, "{}", ch.text);
-    assert!(ch
-        .headers("WWW-Authenticate")
-        .next()
-        .unwrap()
-        .contains("SHA-256"));
-    let auth = credentials(
-        &ch,
-        "Authorization",
-        ("bob", "bob-pw"),
-        ("REGISTER", &reg_uri),
-        1,
-    );
-    let ok = bob.send(&bob.request(
-        "REGISTER",
-        &reg_uri,
-        "bob",
-        "bob",
-        &format!("{contact}{auth}"),
-    ));
+    // bob registers: challenge (SHA-256 first, as configured), then credentials.
+    let ch = bob.send(&bob.request("REGISTER", &reg_uri, "bob", "bob", ""));
+    let first = ch.headers("WWW-Authenticate").next().unwrap_or_default();
+    assert!(first.contains("algorithm=SHA-256"), "{}", ch.text);
+    let ok = register_raw(&bob, "bob", "bob-pw");
     assert_eq!(ok.status, 200, "{}", ok.text);
 
     // alice registers; her Authorization, captured and reused in a new request: 401.
@@ -451,14 +433,16 @@ fn replay_foreign_queries_and_forged_from_are_refused() {
     // Binding query for bob's AoR with alice's valid credentials: 403, nothing shown.
     let ch = alice.send(&alice.request("REGISTER", &reg_uri, "alice", "bob", ""));
     assert_eq!(ch.status, 401);
-    let auth = credentials(
-        &ch,
-        "Authorization",
-        ("alice", "alice-pw"),
-        ("REGISTER", &reg_uri),
-        1,
-    );
-    let q = alice.send(&alice.request("REGISTER", &reg_uri, "alice", "bob", &auth));
+    let as_alice = |nc| {
+        credentials(
+            &ch,
+            "Authorization",
+            ("alice", "alice-pw"),
+            ("REGISTER", &reg_uri),
+            nc,
+        )
+    };
+    let q = alice.send(&alice.request("REGISTER", &reg_uri, "alice", "bob", &as_alice(1)));
     assert_eq!(q.status, 403, "{}", q.text);
     assert!(
         !q.text.contains("12271"),
@@ -466,20 +450,10 @@ fn replay_foreign_queries_and_forged_from_are_refused() {
         q.text
     );
     // Her own query shows her binding and not bob's.
-    let auth = credentials(
-        &ch,
-        "Authorization",
-        ("alice", "alice-pw"),
-        ("REGISTER", &reg_uri),
-        2,
-    );
-    let q = alice.send(&alice.request("REGISTER", &reg_uri, "alice", "alice", &auth));
+    let q = alice.send(&alice.request("REGISTER", &reg_uri, "alice", "alice", &as_alice(2)));
     assert_eq!(q.status, 200, "{}", q.text);
-    assert!(
-        q.text.contains(":12270") && !q.text.contains("12271"),
-        "{}",
-        q.text
-    );
+    let shows = q.text.contains(":12270") && !q.text.contains("12271");
+    assert!(shows, "{}", q.text);
 
     // A MESSAGE claiming to be from alice: without credentials 407; with bob's 403; bob
     // receives neither.
@@ -499,24 +473,7 @@ fn replay_foreign_queries_and_forged_from_are_refused() {
     let forged = bob.send(&bob.request("MESSAGE", &bob_uri, "alice", "bob", &auth));
     assert_eq!(forged.status, 403, "{}", forged.text);
     // alice's own MESSAGE, authenticated, is delivered (so the check above can fail).
-    let ch = alice.send(&alice.request("MESSAGE", &bob_uri, "alice", "bob", ""));
-    let auth = credentials(
-        &ch,
-        "Proxy-Authorization",
-        ("alice", "alice-pw"),
-        ("MESSAGE", &bob_uri),
-        1,
-    );
-
-    alice
-        .sock
-        .send_to(
-            alice
-                .request("MESSAGE", &bob_uri, "alice", "bob", &auth)
-                .as_bytes(),
-            &alice.proxy,
-        )
-        .unwrap();
+    message_as_alice(&alice, &bob_uri);
     let got = bob.inbox(Duration::from_millis(800));
     // Only alice's MESSAGE (bob does not answer, so it may come again: Timer E).
     let call_ids: std::collections::BTreeSet<&str> = got
@@ -723,6 +680,17 @@ fn wrong_password_flood_is_banned_while_a_phone_keeps_working() {
     relay.stop(Duration::from_secs(5));
 }
 
+/// alice sends a MESSAGE to `to`: challenged (407), then again with her credentials (its
+/// response is left to the caller's socket).
+fn message_as_alice(alice: &Phone, to: &str) {
+    let ch = alice.send(&alice.request("MESSAGE", to, "alice", "bob", ""));
+    assert_eq!(ch.status, 407, "{}", ch.text);
+    let who = ("alice", "alice-pw");
+    let auth = credentials(&ch, "Proxy-Authorization", who, ("MESSAGE", to), 1);
+    let m = alice.request("MESSAGE", to, "alice", "bob", &auth);
+    alice.sock.send_to(m.as_bytes(), &alice.proxy).unwrap();
+}
+
 /// Challenges a REGISTER of `user`'s own AoR from `phone` and answers it with `password`;
 /// returns the final response.
 fn register_raw(phone: &Phone, user: &str, password: &str) -> Resp {
@@ -792,16 +760,7 @@ fn sighup_reloads_users_and_keeps_registrations() {
     // bob's registration from before the reload still routes: alice's MESSAGE reaches him.
     let alice = Phone::new(12770, sip);
     let bob_uri = format!("sip:bob@{LO}");
-    let ch = alice.send(&alice.request("MESSAGE", &bob_uri, "alice", "bob", ""));
-    let auth = credentials(
-        &ch,
-        "Proxy-Authorization",
-        ("alice", "alice-pw"),
-        ("MESSAGE", &bob_uri),
-        1,
-    );
-    let m = alice.request("MESSAGE", &bob_uri, "alice", "bob", &auth);
-    alice.sock.send_to(m.as_bytes(), &alice.proxy).unwrap();
+    message_as_alice(&alice, &bob_uri);
     let got = bob.inbox(Duration::from_millis(800));
     assert!(
         got.iter()
