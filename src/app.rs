@@ -10,10 +10,12 @@ use crate::lifecycle::Lifecycle;
 use crate::server::cdr::CdrWriter;
 use crate::server::http::HttpServer;
 use crate::server::ng::{NgServer, NgServerConfig};
-use crate::server::sip::{SipServer, SipServerConfig};
+use crate::server::sip::{SipServer, SipServerConfig, SipShared};
 use crate::session::manager::{ManagerConfig, SessionManager};
 use crate::session::negotiate::RelayInterface;
 use crate::session::record::EndReason;
+use crate::sip::auth::{AuthConfig, Authenticator, UserFile};
+use crate::sip::flood::{FloodConfig, FloodGuard};
 use crate::sip::proxy::ProxyConfig;
 use crate::store::locations::LocationPersistence;
 use crate::time::{self, NANOS_PER_SEC};
@@ -81,6 +83,7 @@ pub fn run_with(config: Config, lifecycle: Arc<Lifecycle>, cli: Option<Cli>) -> 
     let ng = NgServerConfig {
         listen_udp: config.listen_ng,
         listen_tcp: config.listen_tcp_ng,
+        allow: config.ng_allow.clone(),
         ..NgServerConfig::default()
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -106,7 +109,7 @@ pub fn run_with(config: Config, lifecycle: Arc<Lifecycle>, cli: Option<Cli>) -> 
             let sources = crate::ops::OpsSources {
                 manager: manager.clone(),
                 ng: ng_shared.clone(),
-                sip: sip_shared,
+                sip: sip_shared.clone(),
                 kernel_disabled: !config.kernel_forwarding,
                 lifecycle: lifecycle.clone(),
                 ng_addr: config.listen_ng,
@@ -142,6 +145,7 @@ pub fn run_with(config: Config, lifecycle: Arc<Lifecycle>, cli: Option<Cli>) -> 
                     if let Some(cli) = &cli {
                         reload(cli, &mut running, &manager, &lifecycle);
                     }
+                    reload_sip_users(&config, sip_shared.as_deref());
                 }
                 _ = drain_check.tick() => {
                     if !lifecycle.is_draining() {
@@ -200,7 +204,10 @@ pub fn run_with(config: Config, lifecycle: Arc<Lifecycle>, cli: Option<Cli>) -> 
                 tracing::info!(calls = n, "calls ended at shutdown");
             }
         } else {
-            tracing::info!(calls = m.call_count(), "calls left in the state store for the next start");
+            tracing::info!(
+                calls = m.call_count(),
+                "calls left in the state store for the next start"
+            );
         }
         drop(m.take_record_sink());
     }
@@ -305,15 +312,29 @@ async fn start_sip(
         locations,
         ..SipServerConfig::default()
     };
+    let auth = sip_authenticator(config)?;
     match SipServer::bind(cfg, proxy, manager).await {
         Ok(server) => {
             tracing::info!(
                 listen = %server.local_addr(),
                 domains = ?config.domains,
                 outbound = ?config.sip_outbound,
+                authentication = auth.is_some(),
                 "SIP proxy listening (UDP and TCP)"
             );
             let shared = server.shared();
+            shared.set_auth(auth);
+            // A public server gets scanned within minutes: flood control is on whenever
+            // SIP is served beyond loopback or passwords are checked.
+            if config.sip_users.is_some() || !listen.ip().is_loopback() {
+                let flood = FloodConfig {
+                    max_requests: config.sip_max_rate,
+                    max_failed_auths: config.sip_max_auth_failures,
+                    ban_ns: config.sip_ban_secs.saturating_mul(NANOS_PER_SEC),
+                    ..FloodConfig::default()
+                };
+                shared.set_flood(Some(FloodGuard::new(flood)), config.sip_trusted.clone());
+            }
             Ok(Some((tokio::spawn(server.run(stop)), shared)))
         }
         Err(e) if !config.listen_sip_explicit => {
@@ -387,5 +408,58 @@ fn reload(
     }
     if !plan.restart_needed.is_empty() {
         tracing::warn!(settings = ?plan.restart_needed, "reload: changed, but only a restart applies them");
+    }
+}
+
+/// The digest authenticator for `--sip-users` (`None` without it).
+fn sip_authenticator(config: &Config) -> anyhow::Result<Option<Authenticator>> {
+    let Some(path) = &config.sip_users else {
+        return Ok(None);
+    };
+    let users = UserFile::load(path).map_err(|e| anyhow::anyhow!("--sip-users {e}"))?;
+    tracing::info!(users = users.len(), file = %path.display(), "SIP users loaded");
+    let cfg = AuthConfig {
+        algorithms: config.sip_auth_algorithms.clone(),
+        trusted: config.sip_trusted.clone(),
+        ..AuthConfig::default()
+    };
+    Ok(Some(Authenticator::new(cfg, random_secret(), users)))
+}
+
+/// 32 bytes from the kernel's random source, for keying nonces. Without it (no /dev/urandom)
+/// the start fails: predictable nonces would let captured credentials be replayed.
+fn random_secret() -> [u8; 32] {
+    use std::io::Read;
+    let mut out = [0u8; 32];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        if f.read_exact(&mut out).is_ok() {
+            return out;
+        }
+    }
+    // Fallback: std's per-process random hasher keys, hashed with time and pid.
+    for (i, chunk) in out.chunks_mut(8).enumerate() {
+        let h = std::hash::BuildHasher::hash_one(
+            &std::collections::hash_map::RandomState::new(),
+            (i, std::process::id(), time::now_ns()),
+        );
+        chunk.copy_from_slice(&h.to_le_bytes());
+    }
+    out
+}
+
+/// Re-reads `--sip-users` into the running proxy; called from the SIGHUP handling in
+/// [`run_with`].
+pub fn reload_sip_users(config: &Config, sip: Option<&SipShared<DataPlane>>) {
+    let (Some(path), Some(sip)) = (&config.sip_users, sip) else {
+        return;
+    };
+    match UserFile::load(path) {
+        Ok(users) => {
+            let n = users.len();
+            if sip.reload_users(users) {
+                tracing::info!(users = n, file = %path.display(), "SIP users reloaded");
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "SIP users not reloaded; keeping the old ones"),
     }
 }

@@ -7,6 +7,9 @@ use std::path::PathBuf;
 use clap::{Parser, ValueEnum};
 use serde::Deserialize;
 
+use crate::cidr::Cidr;
+use crate::sip::auth::Algorithm;
+
 /// Largest SIP message (the message layer's own limit, `sip::parse::MAX_MESSAGE_LEN`).
 pub const MAX_SIP_MESSAGE: usize = 65_535;
 /// Smallest `--sip-max-message` accepted (an INVITE with SDP needs a couple of KiB).
@@ -159,6 +162,41 @@ pub struct Cli {
     /// behind, off the packet path; at start the stored calls are restored on their ports.
     #[arg(long, value_name = "URL")]
     pub redis: Option<String>,
+    /// SIP users (TOML, HA1 hashes per realm; see `rtpanchor passwd`): turns on digest
+    /// authentication. Re-read on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    pub sip_users: Option<PathBuf>,
+    /// Serve SIP on a non-loopback address without authentication (an open registrar:
+    /// anyone may register as anyone).
+    #[arg(long)]
+    pub sip_open: bool,
+    /// SIP peers that skip authentication (e.g. a carrier gateway): CIDR or address;
+    /// repeatable.
+    #[arg(long = "sip-trusted", value_name = "CIDR")]
+    pub sip_trusted: Vec<Cidr>,
+    /// Digest algorithms offered, most preferred first: RFC 8760 phones take the first they
+    /// support, but older ones (SIPp 3.6, baresip 1.0) read only the first challenge and
+    /// fail on SHA-256, so MD5 leads by default; put SHA-256 first when every phone has
+    /// it. [default: MD5,SHA-256]
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub sip_auth_algorithms: Vec<String>,
+    /// Flood control: most SIP messages per second from one address before it is banned
+    /// (0 = no limit). On with --sip-users or a non-loopback --listen-sip; --sip-trusted
+    /// peers are exempt. [default: 100]
+    #[arg(long, value_name = "N")]
+    pub sip_max_rate: Option<u32>,
+    /// Flood control: most failed authentications per minute from one address before it is
+    /// banned (0 = no limit). [default: 10]
+    #[arg(long, value_name = "N")]
+    pub sip_max_auth_failures: Option<u32>,
+    /// Flood control: how long a ban lasts. [default: 300]
+    #[arg(long, value_name = "SECS")]
+    pub sip_ban_secs: Option<u64>,
+    /// ng clients allowed (CIDR or address; repeatable); others are dropped and counted.
+    /// Required when --listen-ng/--listen-tcp-ng is not on loopback. [default: anyone on
+    /// a loopback listener]
+    #[arg(long = "ng-allow", value_name = "CIDR")]
+    pub ng_allow: Vec<Cidr>,
     /// TOML file with the same keys (kebab-case); flags override it.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -172,6 +210,15 @@ pub struct Cli {
     /// exit; 0 = wait until the last call ends (media timeouts end silent ones). [default: 0]
     #[arg(long, value_name = "SECS")]
     pub drain_timeout: Option<u64>,
+    #[command(subcommand)]
+    pub command: Option<Subcommand>,
+}
+
+/// Tools beside the relay itself.
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum Subcommand {
+    /// Print the --sip-users line for USER in REALM; the password is read from stdin.
+    Passwd { user: String, realm: String },
 }
 
 /// The file form: every key optional, same names as the flags.
@@ -201,6 +248,14 @@ struct FileConfig {
     domain: Option<Vec<String>>,
     sip_outbound: Option<SocketAddr>,
     sip_max_message: Option<usize>,
+    sip_users: Option<PathBuf>,
+    sip_open: Option<bool>,
+    sip_trusted: Option<Vec<String>>,
+    sip_auth_algorithms: Option<Vec<String>>,
+    sip_max_rate: Option<u32>,
+    sip_max_auth_failures: Option<u32>,
+    sip_ban_secs: Option<u64>,
+    ng_allow: Option<Vec<String>>,
     log_level: Option<String>,
     redis: Option<String>,
     cdr_file: Option<PathBuf>,
@@ -242,6 +297,17 @@ pub struct Config {
     pub domains: Vec<String>,
     pub sip_outbound: Option<SocketAddr>,
     pub sip_max_message: usize,
+    /// Digest authentication's users file; `None`: no authentication.
+    pub sip_users: Option<PathBuf>,
+    /// Serving SIP on a public address without authentication was asked for explicitly.
+    pub sip_open: bool,
+    pub sip_trusted: Vec<Cidr>,
+    pub sip_auth_algorithms: Vec<Algorithm>,
+    pub sip_max_rate: u32,
+    pub sip_max_auth_failures: u32,
+    pub sip_ban_secs: u64,
+    /// ng clients allowed; empty: anyone (only allowed on loopback listeners).
+    pub ng_allow: Vec<Cidr>,
     pub log_level: String,
     /// State store URL (`--redis`); `None`: state lives in this process only.
     pub redis: Option<String>,
@@ -281,6 +347,14 @@ impl Default for Config {
             domains: vec![lo.to_string()],
             sip_outbound: None,
             sip_max_message: MAX_SIP_MESSAGE,
+            sip_users: None,
+            sip_open: false,
+            sip_trusted: Vec::new(),
+            sip_auth_algorithms: vec![Algorithm::Md5, Algorithm::Sha256],
+            sip_max_rate: 100,
+            sip_max_auth_failures: 10,
+            sip_ban_secs: 300,
+            ng_allow: Vec::new(),
             log_level: "info".into(),
             redis: None,
             cdr_file: None,
@@ -358,6 +432,45 @@ impl Config {
             .sip_max_message
             .or(file.sip_max_message)
             .unwrap_or(c.sip_max_message);
+        c.sip_users = cli.sip_users.clone().or(file.sip_users);
+        c.sip_open = cli.sip_open || file.sip_open.unwrap_or(false);
+        c.sip_trusted = if cli.sip_trusted.is_empty() {
+            parse_cidrs(file.sip_trusted.unwrap_or_default())?
+        } else {
+            cli.sip_trusted.clone()
+        };
+        c.sip_max_rate = cli
+            .sip_max_rate
+            .or(file.sip_max_rate)
+            .unwrap_or(c.sip_max_rate);
+        c.sip_max_auth_failures = cli
+            .sip_max_auth_failures
+            .or(file.sip_max_auth_failures)
+            .unwrap_or(c.sip_max_auth_failures);
+        c.sip_ban_secs = cli
+            .sip_ban_secs
+            .or(file.sip_ban_secs)
+            .unwrap_or(c.sip_ban_secs);
+        c.ng_allow = if cli.ng_allow.is_empty() {
+            parse_cidrs(file.ng_allow.unwrap_or_default())?
+        } else {
+            cli.ng_allow.clone()
+        };
+        let algs = if cli.sip_auth_algorithms.is_empty() {
+            file.sip_auth_algorithms.unwrap_or_default()
+        } else {
+            cli.sip_auth_algorithms.clone()
+        };
+        if !algs.is_empty() {
+            c.sip_auth_algorithms = algs
+                .iter()
+                .map(|a| {
+                    Algorithm::from_name(a.trim()).ok_or_else(|| {
+                        anyhow::anyhow!("--sip-auth-algorithms: {a:?} is not SHA-256 or MD5")
+                    })
+                })
+                .collect::<anyhow::Result<_>>()?;
+        }
         if let Some(l) = cli.log_level.clone().or(file.log_level) {
             c.log_level = l;
         }
@@ -399,8 +512,32 @@ impl Config {
                 .all(|d| !d.is_empty() && !d.contains(char::is_whitespace)),
             "--domain needs a host name or address"
         );
+        if let Some(sip) = self.listen_sip {
+            anyhow::ensure!(
+                sip.ip().is_loopback() || self.sip_users.is_some() || self.sip_open,
+                "refusing to serve SIP on {sip} without authentication: anyone could register \
+                 as any user and take their calls. Give --sip-users FILE (see `rtpanchor \
+                 passwd`), or --sip-open to run an open registrar on purpose, or a loopback \
+                 --listen-sip, or --no-sip"
+            );
+        }
+        for ng in std::iter::once(self.listen_ng).chain(self.listen_tcp_ng) {
+            anyhow::ensure!(
+                ng.ip().is_loopback() || !self.ng_allow.is_empty(),
+                "refusing to serve ng on {ng} to anyone: ng has no authentication, so any \
+                 host could open and tear down calls. Give --ng-allow CIDR (your SIP \
+                 proxies), or a loopback address"
+            );
+        }
         Ok(())
     }
+}
+
+/// The file form of a CIDR list.
+fn parse_cidrs(list: Vec<String>) -> anyhow::Result<Vec<Cidr>> {
+    list.iter()
+        .map(|s| s.parse::<Cidr>().map_err(|e| anyhow::anyhow!(e)))
+        .collect()
 }
 
 #[cfg(test)]
@@ -521,6 +658,7 @@ mod tests {
             "127.0.0.4",
             "--listen-sip",
             "0.0.0.0:5060",
+            "--sip-open",
         ]))
         .unwrap();
         assert_eq!(c.domains, vec!["127.0.0.4"]);
@@ -530,6 +668,90 @@ mod tests {
             let cli = Cli::parse_from(["rtpanchor", "--sip-max-message", bad]);
             assert!(Config::load(&cli).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn public_sip_needs_users_or_sip_open() {
+        let public = ["x", "--listen-sip", "192.0.2.1:5060"];
+        let e = Config::load(&Cli::parse_from(public))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("without authentication") && e.contains("--sip-users"),
+            "{e}"
+        );
+        let wildcard = Cli::parse_from(["x", "--listen-sip", "0.0.0.0:5060"]);
+        assert!(Config::load(&wildcard).is_err());
+        let mut open = public.to_vec();
+        open.push("--sip-open");
+        assert!(Config::load(&Cli::parse_from(&open)).unwrap().sip_open);
+        let mut users = public.to_vec();
+        users.extend(["--sip-users", "/etc/rtpanchor/users.toml"]);
+        let c = Config::load(&Cli::parse_from(&users)).unwrap();
+        assert!(c.sip_users.is_some());
+        // Loopback and --no-sip need neither.
+        assert!(Config::load(&Cli::parse_from(["x", "--listen-sip", "127.0.0.5:5060"])).is_ok());
+        assert!(Config::load(&Cli::parse_from([
+            "x",
+            "--interface",
+            "192.0.2.1",
+            "--no-sip"
+        ]))
+        .is_ok());
+    }
+
+    #[test]
+    fn public_ng_needs_an_allow_list() {
+        for flag in ["--listen-ng", "--listen-tcp-ng"] {
+            let cli = Cli::parse_from(["x", flag, "192.0.2.1:2223"]);
+            let e = Config::load(&cli).unwrap_err().to_string();
+            assert!(e.contains("--ng-allow"), "{e}");
+            let cli = Cli::parse_from(["x", flag, "192.0.2.1:2223", "--ng-allow", "192.0.2.0/24"]);
+            let c = Config::load(&cli).unwrap();
+            assert_eq!(c.ng_allow, vec!["192.0.2.0/24".parse::<Cidr>().unwrap()]);
+        }
+        assert!(Cli::try_parse_from(["x", "--ng-allow", "300.0.0.0/8"]).is_err());
+    }
+
+    #[test]
+    fn auth_options_from_flags_and_file() {
+        let c = Config::load(&Cli::default()).unwrap();
+        assert_eq!(
+            c.sip_auth_algorithms,
+            vec![Algorithm::Md5, Algorithm::Sha256]
+        );
+        let c = Config::load(&Cli::parse_from([
+            "x",
+            "--sip-auth-algorithms",
+            "sha-256,MD5",
+            "--sip-trusted",
+            "10.0.0.0/8",
+            "--sip-trusted",
+            "192.0.2.7",
+        ]))
+        .unwrap();
+        assert_eq!(
+            c.sip_auth_algorithms,
+            vec![Algorithm::Sha256, Algorithm::Md5]
+        );
+        assert_eq!(c.sip_trusted.len(), 2);
+        assert!(Config::load(&Cli::parse_from(["x", "--sip-auth-algorithms", "sha-512"])).is_err());
+        let dir = std::env::temp_dir().join(format!("rtpanchor-auth-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(
+            &path,
+            "sip-users = \"/u.toml\"\nsip-trusted = [\"10.0.0.0/8\"]\nng-allow = [\"127.0.0.1\"]\n",
+        )
+        .unwrap();
+        let c = Config::load(&Cli::parse_from(["x", "--config", path.to_str().unwrap()])).unwrap();
+        assert_eq!(
+            c.sip_users.as_deref(),
+            Some(std::path::Path::new("/u.toml"))
+        );
+        assert_eq!(c.sip_trusted.len(), 1);
+        assert_eq!(c.ng_allow.len(), 1);
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]

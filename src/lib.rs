@@ -17,15 +17,16 @@
 
 pub mod addr;
 pub mod app;
+pub mod cidr;
 pub mod client;
 pub mod config;
 pub mod control;
 pub mod ctl;
 pub mod dataplane;
 pub mod lifecycle;
-pub mod reload;
 pub mod metrics;
 pub mod ops;
+pub mod reload;
 pub mod rtp;
 pub mod sdp;
 pub mod server;

@@ -3,7 +3,7 @@
 use clap::Parser;
 use mimalloc::MiMalloc;
 
-use rtpanchor::config::{Cli, Config};
+use rtpanchor::config::{Cli, Config, Subcommand};
 use rtpanchor::lifecycle::Lifecycle;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -20,6 +20,19 @@ fn main() -> anyhow::Result<()> {
         std::process::exit(rtpanchor::ctl::main(std::env::args().skip(2)));
     }
     let cli = Cli::parse();
+    if let Some(Subcommand::Passwd { user, realm }) = &cli.command {
+        // The password comes from stdin (one line), never from the command line, where
+        // other users could see it.
+        let mut password = String::new();
+        std::io::stdin().read_line(&mut password)?;
+        let password = password.trim_end_matches(['\r', '\n']);
+        anyhow::ensure!(!password.is_empty(), "no password on stdin");
+        println!(
+            "{}",
+            rtpanchor::sip::auth::passwd_line(user, realm, password)
+        );
+        return Ok(());
+    }
     let config = Config::load(&cli)?;
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
         .map_err(|e| anyhow::anyhow!("bad --log-level {:?}: {e}", config.log_level))?;

@@ -4,7 +4,6 @@
 //! Everything here runs on the control plane at scrape time.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -15,6 +14,7 @@ use crate::server::ng::NgShared;
 use crate::server::sip::SipShared;
 use crate::session::backend::KernelStatus;
 use crate::session::manager::SessionManager;
+use crate::session::quality::{SampleSums, SampleTotals};
 use crate::time;
 
 /// How long `/health` waits for the ng pong and for each worker's wake-up. Prometheus'

@@ -501,6 +501,8 @@ fn a_relay_on_a_real_address_relays_in_the_kernel_through_the_routing_table() {
         std::process::Command::new("ip")
             .args(["netns", "exec", &nr, env!("CARGO_BIN_EXE_rtpanchor")])
             .args(["--interface", ROUTED_RELAY, "--listen-ng", &ng_addr])
+            // ng on a non-loopback address must name its clients.
+            .args(["--ng-allow", ROUTED_PEERS])
             .args(["--port-min", "47910", "--port-max", "48009", "--no-sip"])
             .args(["--num-threads", "1", "--log-level", "warn"])
             .stdin(std::process::Stdio::null())

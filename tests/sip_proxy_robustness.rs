@@ -132,3 +132,96 @@ fn no_panics_on_the_torture_corpus_and_truncations() {
         0
     );
 }
+
+#[test]
+fn overload_control_refuses_new_invites_and_admitted_calls_complete() {
+    let mut c = config();
+    c.invite_high_water = 3;
+    let mut p = proxy_with(c);
+    register_bob(&mut p);
+    // Below the mark (the REGISTER's transaction lingers): admitted and forwarded.
+    let mut admitted = Uac::alice("adm");
+    let out = feed(&mut p, &admitted.invite(None), alice(), 0, &mut NoMedia);
+    let fwd: Vec<_> = to(&out, bob()).into_iter().cloned().collect();
+    assert_eq!(fwd.len(), 1, "{out:?}");
+    // At the mark: a new INVITE gets 503 + Retry-After and goes nowhere.
+    let mut refused = Uac::alice("ref");
+    let inv = refused.invite(None);
+    let out = feed(&mut p, &inv, alice(), 0, &mut NoMedia);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(status(&out[0]), Some(503));
+    let ra = msg(&out[0])
+        .header_by_name("Retry-After")
+        .map(|h| h.value.to_owned());
+    assert_eq!(ra.as_deref(), Some("5"));
+    // Its retransmission is absorbed by the transaction: the same 503 again, nothing new.
+    let before = p.stats();
+    let out = feed(&mut p, &inv, alice(), 1_000_000, &mut NoMedia);
+    assert_eq!(out.len(), 1);
+    assert_eq!(status(&out[0]), Some(503));
+    assert_eq!(
+        p.stats().retransmissions_absorbed,
+        before.retransmissions_absorbed + 1
+    );
+    assert_eq!(p.stats().overload_invites_refused, 1);
+    assert_eq!(p.stats().forwarded_requests, before.forwarded_requests);
+    // The ACK of the 503 is absorbed too.
+    assert!(feed(
+        &mut p,
+        &refused.ack_failure(&out[0].bytes),
+        alice(),
+        2_000_000,
+        &mut NoMedia
+    )
+    .is_empty());
+    // The admitted call completes: bob's 200 reaches alice, her ACK and BYE reach bob.
+    let ok = Uas::bob().respond(&fwd[0].bytes, 200);
+    let out = feed(&mut p, &ok, bob(), 3_000_000, &mut NoMedia);
+    let to_alice = to(&out, alice());
+    assert_eq!(to_alice.len(), 1);
+    assert_eq!(status(to_alice[0]), Some(200));
+    admitted.learn(&to_alice[0].bytes);
+    let out = feed(
+        &mut p,
+        &admitted.ack(None),
+        alice(),
+        4_000_000,
+        &mut NoMedia,
+    );
+    assert_eq!(method(to(&out, bob())[0]).as_deref(), Some("ACK"));
+    let out = feed(&mut p, &admitted.bye(), alice(), 5_000_000, &mut NoMedia);
+    assert_eq!(method(to(&out, bob())[0]).as_deref(), Some("BYE"));
+}
+
+#[test]
+fn shedding_refuses_new_invites_until_it_ends() {
+    let mut p = new_proxy();
+    register_bob(&mut p);
+    p.set_shedding(true);
+    let out = feed(
+        &mut p,
+        &Uac::alice("s1").invite(None),
+        alice(),
+        0,
+        &mut NoMedia,
+    );
+    assert_eq!(out.iter().map(status).collect::<Vec<_>>(), vec![Some(503)]);
+    // Requests other than a new INVITE are still served.
+    let out = feed(
+        &mut p,
+        &Uac::alice("s2").request("OPTIONS", ""),
+        alice(),
+        0,
+        &mut NoMedia,
+    );
+    assert!(!out.iter().any(|t| status(t) == Some(503)), "{out:?}");
+    p.set_shedding(false);
+    let out = feed(
+        &mut p,
+        &Uac::alice("s3").invite(None),
+        alice(),
+        0,
+        &mut NoMedia,
+    );
+    assert_eq!(to(&out, bob()).len(), 1, "{out:?}");
+}

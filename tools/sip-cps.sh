@@ -12,6 +12,10 @@
 #   tools/sip-cps.sh                       # release build, defaults below
 #   RATES="500 1000 2000" STEP_SECS=10 HOLD_SECS=60 tools/sip-cps.sh
 #   KEEP=30 tools/sip-cps.sh              # keep the relay up 30 s after the run (ng on 127.0.0.1:20022)
+#   AUTH=1 tools/sip-cps.sh               # digest authentication on (--sip-users): the callee
+#                                         # registers after a 401, every call is challenged (407)
+#                                         # and re-sent with credentials (tools/sipp/auth_*.xml);
+#                                         # flood control off (one generator address)
 #
 # Loopback only; SIP and SIPp on 20000-21000, relay media on 40000-49999 (5,000 pairs: a
 # 100 ms stall of SIPp at 2,000 calls/s leaves ~200 calls pending, which a small range
@@ -35,6 +39,11 @@ if [ ! -x "$BIN" ]; then
 fi
 
 WORK=$(mktemp -d /tmp/rtpanchor-cps.XXXXXX)
+AUTH_ARGS=()
+if [ -n "${AUTH:-}" ]; then
+  { echo caller-pw | "$BIN" passwd alice $IP; echo callee-pw | "$BIN" passwd uas $IP; } >"$WORK/users.toml"
+  AUTH_ARGS=(--sip-users "$WORK/users.toml" --sip-max-rate 0 --sip-max-auth-failures 0)
+fi
 PIDS=()
 cleanup() {
   [ -n "${KEEP:-}" ] && sleep "$KEEP"
@@ -46,7 +55,7 @@ trap cleanup EXIT
 
 "$BIN" --interface $IP --listen-ng $IP:$NG --listen-sip $IP:$SIP \
   --port-min $MEDIA_MIN --port-max $MEDIA_MAX --num-threads "$THREADS" --log-level warn \
-  >"$WORK/relay.log" 2>&1 &
+  "${AUTH_ARGS[@]}" >"$WORK/relay.log" 2>&1 &
 RELAY=$!
 PIDS+=("$RELAY")
 for _ in $(seq 50); do
@@ -54,12 +63,19 @@ for _ in $(seq 50); do
   sleep 0.1
 done
 
-# The callee: a third-party registration, then the UAS (unlimited calls).
-(cd "$WORK" && timeout 15 sipp -sf "$OLDPWD/tools/sipp/proxy_register.xml" $IP:$SIP -i $IP -p $REG \
+# The callee: a registration (third-party, or its own with a password), then the UAS.
+if [ -n "${AUTH:-}" ]; then
+  (cd "$WORK" && timeout 15 sipp -sf "$OLDPWD/tools/sipp/auth_register.xml" $IP:$SIP -i $IP -p $REG \
+    -cp $REG_CP -m 1 -nostdin -recv_timeout 5000 -au uas -ap callee-pw -trace_logs \
+    -key aor_user uas -key aor_host $IP -key from_user uas -key contact_port $UAS -key expires 3600 \
+    >"$WORK/register.out" 2>&1) && grep -q "REGISTER-RESULT 200" "$WORK"/*_logs.log 2>/dev/null \
+    || { echo "REGISTER failed" >&2; tail -20 "$WORK/register.out" >&2; exit 1; }
+else (cd "$WORK" && timeout 15 sipp -sf "$OLDPWD/tools/sipp/proxy_register.xml" $IP:$SIP -i $IP -p $REG \
   -cp $REG_CP -m 1 -nostdin -recv_timeout 5000 \
   -key aor_user uas -key aor_host $IP -key contact_host $IP -key contact_port $UAS \
   -key via_host $IP -key via_port $REG -key expires 3600 >"$WORK/register.out" 2>&1) \
   || { echo "REGISTER failed" >&2; tail -20 "$WORK/register.out" >&2; exit 1; }
+fi
 
 (cd "$WORK" && exec sipp -sf "$OLDPWD/tools/sipp/uas_rr_sdp.xml" -i $IP -mi $IP -p $UAS \
   -mp 20500 -key rtp_port 20504 -cp $UAS_CP -nostdin -bind_local \
@@ -71,7 +87,12 @@ sleep 1
 run_step() {
   local rate=$1 secs=$2 calls=$(( $1 * $2 )) csv="$WORK/step_$1_$2.csv"
   set +e
-  (cd "$WORK" && timeout $(( secs + 60 )) sipp -sf "$OLDPWD/tools/sipp/proxy_uac_cps.xml" $IP:$SIP \
+  local scenario=proxy_uac_cps.xml uac_auth=()
+  if [ -n "${AUTH:-}" ]; then
+    scenario=auth_uac.xml
+    uac_auth=(-au alice -ap caller-pw -key from_user alice -key domain $IP)
+  fi
+  (cd "$WORK" && timeout $(( secs + 60 )) sipp -sf "$OLDPWD/tools/sipp/$scenario" $IP:$SIP "${uac_auth[@]}" \
     -s uas -i $IP -mi $IP -p $UAC -mp $UAC_MP -cp $UAC_CP -r "$rate" -m "$calls" -l $(( rate * 4 )) \
     -d 0 -recv_timeout 5000 -nostdin -trace_stat -stf "$csv" -fd 5 -trace_err \
     >"$WORK/uac_$1_$2.out" 2>&1)

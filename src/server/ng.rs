@@ -34,6 +34,7 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::watch;
 
 use super::stopped;
+use crate::cidr::{any_contains, Cidr};
 use crate::control::bencode::{self, DecodeError};
 use crate::control::handler;
 use crate::control::ng::{self, BodyFormat};
@@ -57,6 +58,8 @@ pub struct NgServerConfig {
     /// Most cached replies (both generations together).
     pub cache_max_entries: usize,
     pub tick_interval: Duration,
+    /// Clients allowed (`--ng-allow`); empty: anyone. ng has no authentication of its own.
+    pub allow: Vec<Cidr>,
 }
 
 impl Default for NgServerConfig {
@@ -68,6 +71,7 @@ impl Default for NgServerConfig {
             cache_max_entries: 100_000,
             // Short ticks, each sweeping a slice of the calls (see SWEEP_PER_TICK).
             tick_interval: Duration::from_millis(10),
+            allow: Vec::new(),
         }
     }
 }
@@ -88,6 +92,8 @@ pub struct NgStats {
     /// Handler panics caught (should stay 0).
     pub panics: AtomicU64,
     pub tcp_connections: AtomicU64,
+    /// Datagrams and connections from outside `--ng-allow`, dropped unanswered.
+    pub not_allowed: AtomicU64,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -100,6 +106,7 @@ pub struct NgStatsSnapshot {
     pub errors: u64,
     pub panics: u64,
     pub tcp_connections: u64,
+    pub not_allowed: u64,
 }
 
 impl NgStats {
@@ -114,6 +121,7 @@ impl NgStats {
             errors: l(&self.errors),
             panics: l(&self.panics),
             tcp_connections: l(&self.tcp_connections),
+            not_allowed: l(&self.not_allowed),
         }
     }
 }
@@ -225,6 +233,7 @@ impl ReplyCache {
 pub struct NgShared<B: MediaBackend> {
     pub manager: Arc<Mutex<SessionManager<B>>>,
     cache: Mutex<ReplyCache>,
+    allow: Vec<Cidr>,
     pub stats: NgStats,
     /// Per-command counts and latencies, for `/metrics`.
     pub requests: RequestMetrics,
@@ -244,9 +253,19 @@ impl<B: MediaBackend> NgShared<B> {
                 cfg.cache_max_entries,
                 time::now_ns(),
             )),
+            allow: cfg.allow.clone(),
             stats: NgStats::default(),
             requests: RequestMetrics::default(),
         }
+    }
+
+    /// Whether `peer` may talk ng (counting those that may not).
+    pub fn allowed(&self, peer: SocketAddr) -> bool {
+        if self.allow.is_empty() || any_contains(&self.allow, peer.ip()) {
+            return true;
+        }
+        bump(&self.stats.not_allowed);
+        false
     }
 
     /// One framed message from a stream (TCP: no size limit on the reply): the reply bytes
@@ -432,6 +451,9 @@ pub async fn udp_loop<B: MediaBackend + 'static>(
         let Some(dgram) = buf.get(..n) else {
             continue;
         };
+        if !shared.allowed(peer) {
+            continue;
+        }
         if let Some(reply) = shared.process_datagram_from(Some(peer.ip()), dgram, time::now_ns()) {
             if let Err(e) = sock.send_to(&reply, peer).await {
                 tracing::debug!(%peer, error = %e, "ng UDP send failed");
@@ -451,6 +473,9 @@ pub async fn tcp_loop<B: MediaBackend + 'static>(
         let Some((stream, peer)) = super::accept_or_stop(&listener, &mut stop, "ng").await else {
             return;
         };
+        if !shared.allowed(peer) {
+            continue;
+        }
         bump(&shared.stats.tcp_connections);
         let shared = shared.clone();
         let shutdown = shutdown.clone();
@@ -548,7 +573,9 @@ async fn tcp_connection<B: MediaBackend + 'static>(
                     consumed,
                 } => {
                     let reply = match (buf.get(cookie), buf.get(body)) {
-                        (Some(c), Some(b)) => shared.process_from(peer, c, b, time::now_ns(), usize::MAX),
+                        (Some(c), Some(b)) => {
+                            shared.process_from(peer, c, b, time::now_ns(), usize::MAX)
+                        }
                         _ => None,
                     };
                     if let Some(r) = reply {

@@ -18,7 +18,9 @@
 //! Nothing here does I/O or reads the clock, and no input makes it panic.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod edit;
+pub mod flood;
 pub mod header;
 pub mod lex;
 pub mod media;

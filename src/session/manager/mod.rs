@@ -76,11 +76,11 @@ mod persist;
 mod persist_tests;
 mod plan;
 mod record;
-mod totals;
 mod report;
 mod sweep;
 #[cfg(test)]
 mod tests;
+mod totals;
 
 pub use persist::{RestoreError, MAX_FLUSH};
 pub use totals::QualityTotals;

@@ -49,9 +49,7 @@ impl<B: MediaBackend> SessionManager<B> {
                     .get(&opened.id)
                     .cloned()
                     .unwrap_or_else(StreamQuality::default);
-                for t in q.observe(&st, now, true).iter().flatten() {
-                    self.sample_totals.add(t);
-                }
+                q.observe(&st, now, true);
                 let mut directions = Vec::new();
                 for from in [Side::A, Side::B] {
                     let to = from.other();

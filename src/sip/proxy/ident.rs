@@ -5,6 +5,7 @@
 use std::net::IpAddr;
 
 use super::state::Proxy;
+use crate::sip::auth::Credentials;
 use crate::sip::header::Via;
 use crate::sip::parse::{HeaderName, Message};
 use crate::sip::registrar::LocationStore;
@@ -48,6 +49,19 @@ impl<S: LocationStore> Proxy<S> {
     /// A Request-URI in a domain we serve.
     pub(super) fn is_our_uri(&self, u: &SipUri<'_>) -> bool {
         self.is_our_host(&u.host, u.port)
+    }
+
+    /// Whether a credentials value names one of our domains as its realm.
+    pub(super) fn is_our_realm(&self, credentials: &str) -> bool {
+        Credentials::parse(credentials).is_ok_and(|c| {
+            c.realm
+                .eq_ignore_ascii_case(&self.cfg.local.ip().to_string())
+                || self
+                    .cfg
+                    .domains
+                    .iter()
+                    .any(|d| d.eq_ignore_ascii_case(&c.realm))
+        })
     }
 
     /// A Route/Record-Route URI naming this proxy.

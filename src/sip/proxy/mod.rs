@@ -70,6 +70,7 @@ mod tx;
 use std::net::SocketAddr;
 
 use self::state::{Cx, HOUSEKEEPING_NS};
+use crate::sip::auth::AuthHook;
 use crate::sip::media::MediaHook;
 use crate::sip::message::{build_response, ReplyContext};
 use crate::sip::parse::{Message, ParseError};
@@ -88,7 +89,7 @@ impl<S: LocationStore> Proxy<S> {
         }
     }
 
-    /// One datagram (or one framed TCP message) from `src`.
+    /// One datagram (or one framed TCP message) from `src`, served without authentication.
     pub fn handle_incoming(
         &mut self,
         data: &[u8],
@@ -97,11 +98,26 @@ impl<S: LocationStore> Proxy<S> {
         now_ns: u64,
         media: &mut dyn MediaHook,
     ) -> Vec<Transmit> {
+        self.handle_incoming_with_auth(data, src, transport, now_ns, media, None)
+    }
+
+    /// One datagram (or one framed TCP message) from `src`; new requests are put to `auth`
+    /// (see [`crate::sip::auth`]) before they are routed.
+    pub fn handle_incoming_with_auth<'m>(
+        &mut self,
+        data: &[u8],
+        src: SocketAddr,
+        transport: Transport,
+        now_ns: u64,
+        media: &'m mut dyn MediaHook,
+        auth: Option<&'m mut dyn AuthHook>,
+    ) -> Vec<Transmit> {
         self.stats.received += 1;
         if self.next_housekeeping.is_none() {
             self.next_housekeeping = Some(now_ns.saturating_add(HOUSEKEEPING_NS));
         }
         let mut cx = Cx::message(now_ns, src, transport, media);
+        cx.auth = auth;
         // RFC 5626 §4.4.1: CRLFCRLF ping → CRLF pong on streams; ignored on UDP.
         if data.iter().all(|&b| b == b'\r' || b == b'\n') {
             self.stats.keepalives += 1;

@@ -7,7 +7,8 @@
 //! 2. ACK: absorbed by the INVITE's server transaction after a non-2xx final, otherwise
 //!    routed end to end without a transaction (the ACK of a 2xx).
 //! 3. A retransmission is answered from its server transaction, never forwarded again.
-//! 4. Beyond the transaction cap: 503 with Retry-After.
+//! 4. Beyond the transaction cap: 503 with Retry-After. A new INVITE gets it earlier, at
+//!    the high-water mark or while the driver says it is shedding load (overload control).
 //! 5. CANCEL: see `cancel`.
 //! 6. §16.3 item 4: a loop (our Via with this request's loop hash) gets 482.
 //! 7. **The interception point** (see below).
@@ -34,6 +35,7 @@ use std::net::SocketAddr;
 use super::nat::{contact_key, via_mismatch};
 use super::route::{Decision, Hop, PopRoute};
 use super::state::{Cx, Proxy};
+use crate::sip::auth::{AuthRequest, AuthVerdict};
 use crate::sip::edit::{EditError, Editor};
 use crate::sip::media::{decide, has_sdp, media_tags, MediaCtx, MediaEvent, MediaOp, MediaResult};
 use crate::sip::message::check_request;
@@ -65,6 +67,9 @@ struct Outgoing<'a> {
     record_route: bool,
     /// A new body from the media layer.
     body: Option<&'a [u8]>,
+    /// Remove the Proxy-Authorization credentials for our own realms (we checked them;
+    /// the next hop has no use for them).
+    consume_credentials: bool,
 }
 
 impl<S: LocationStore> Proxy<S> {
@@ -123,6 +128,15 @@ impl<S: LocationStore> Proxy<S> {
             self.answer_stateless(msg, 503, "Service Unavailable", &[("Retry-After", "5")], cx);
             return;
         }
+        // 4b. Overload control: a new INVITE is refused before its SDP is looked at or a
+        // port is taken; its server transaction absorbs the retransmissions and the ACK.
+        if method == "INVITE" && msg.to_tag().is_none() && self.refusing_invites() {
+            self.stats.overload_invites_refused += 1;
+            let after = self.cfg.overload_retry_after_secs.to_string();
+            let extra = [("Retry-After", after.as_str())];
+            self.answer_locally(msg, key, 503, "Service Unavailable", &extra, cx);
+            return;
+        }
         // 5. CANCEL.
         if method == "CANCEL" {
             let branches = self.on_cancel(msg, key, cx);
@@ -136,7 +150,32 @@ impl<S: LocationStore> Proxy<S> {
             self.answer_locally(msg, key, 482, "Loop Detected", &[], cx);
             return;
         }
-        // 7. The interception point (module docs): nothing intercepts yet.
+        // 7. The interception point (module docs): authentication.
+        if let Some(hook) = cx.auth.as_deref_mut() {
+            let req = AuthRequest::from_message(msg, cx.src.ip(), &|u| self.is_our_uri(u), &|u| {
+                self.is_our_route(u)
+            });
+            match hook.check(&req, cx.now) {
+                AuthVerdict::Pass => {}
+                AuthVerdict::Challenge {
+                    status,
+                    header,
+                    values,
+                } => {
+                    self.stats.auth_challenges += 1;
+                    let extra: Vec<(&str, &str)> =
+                        values.iter().map(|v| (header, v.as_str())).collect();
+                    let reason = AuthVerdict::reason(status);
+                    self.answer_locally(msg, key, status, reason, &extra, cx);
+                    return;
+                }
+                AuthVerdict::Forbidden(reason) => {
+                    self.stats.auth_forbidden += 1;
+                    self.answer_locally(msg, key, 403, reason, &[], cx);
+                    return;
+                }
+            }
+        }
         // 8. Routing.
         let (decision, pop) = self.route(msg, cx.now);
         match decision {
@@ -204,6 +243,13 @@ impl<S: LocationStore> Proxy<S> {
             e.set_request_uri(r)?;
         }
         e.decrement_max_forwards()?;
+        if copy.consume_credentials {
+            for (i, h) in msg.headers.iter().enumerate() {
+                if h.kind == HeaderName::ProxyAuthorization && self.is_our_realm(h.value) {
+                    e.remove_header(i)?;
+                }
+            }
+        }
         if let Some(p) = copy.pop {
             match &p.rest {
                 Some(rest) => e.replace_value(p.header, rest)?,
@@ -327,6 +373,7 @@ impl<S: LocationStore> Proxy<S> {
                 pop: pop.as_ref(),
                 record_route,
                 body: body.as_deref(),
+                consume_credentials: cx.auth.is_some(),
             };
             let Ok(bytes) = self.build_request(msg, src, &copy) else {
                 continue;
@@ -426,6 +473,7 @@ impl<S: LocationStore> Proxy<S> {
             pop: pop.as_ref(),
             record_route: false,
             body: body.as_deref(),
+            consume_credentials: cx.auth.is_some(),
         };
         if let Ok(bytes) = self.build_request(msg, src, &copy) {
             self.stats.stateless_forwards += 1;

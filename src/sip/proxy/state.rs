@@ -6,6 +6,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 
+use crate::sip::auth::AuthHook;
 use crate::sip::media::{MediaCtx, MediaHook, MediaResult};
 use crate::sip::registrar::{LocationStore, MemoryStore, Registrar, RegistrarConfig};
 use crate::sip::transaction::{ClientId, ClientTx, ServerId, ServerTx, TimerConfig, Timers, TxIds};
@@ -31,6 +32,12 @@ pub struct ProxyConfig {
     pub max_bindings: usize,
     /// Cap on live (server + client) transactions; beyond it requests get 503.
     pub max_transactions: usize,
+    /// Overload control: from this many live transactions on, new INVITEs (not in a
+    /// dialog) are refused with 503 + Retry-After before anything else is done for them,
+    /// so the rest of the cap serves the calls already admitted (their ACK, BYE, re-INVITE).
+    pub invite_high_water: usize,
+    /// Seconds in the Retry-After of an overload 503.
+    pub overload_retry_after_secs: u32,
     /// Cap on remembered NAT contacts, cached 2xx responses and known AORs (each).
     pub max_table_entries: usize,
     /// How long a Contact learnt from a NATed dialog request/response is remembered.
@@ -53,6 +60,8 @@ impl ProxyConfig {
             default_expires: 3600,
             max_bindings: 16,
             max_transactions: 100_000,
+            invite_high_water: 60_000,
+            overload_retry_after_secs: 5,
             max_table_entries: 200_000,
             nat_contact_ttl_ns: 12 * 3600 * 1_000_000_000,
             record_route: true,
@@ -89,9 +98,14 @@ pub struct ProxyStats {
     /// Client transactions that timed out (Timers B, F, C).
     pub timeouts: u64,
     pub overload_rejects: u64,
+    /// New INVITEs refused by overload control (high-water mark or shedding).
+    pub overload_invites_refused: u64,
     /// Finished transactions that lingered T4 instead of 64·T1 (see `Proxy::linger`).
     pub short_lingers: u64,
     pub media_failures: u64,
+    /// Requests answered 401/407 (a challenge) or 403 by the authentication hook.
+    pub auth_challenges: u64,
+    pub auth_forbidden: u64,
     pub server_transactions: usize,
     pub client_transactions: usize,
     pub registrations: u64,
@@ -132,6 +146,8 @@ pub struct Proxy<S: LocationStore = MemoryStore> {
     pub(super) next_housekeeping: Option<u64>,
     pub(super) ticks: u64,
     pub(super) stats: ProxyStats,
+    /// Set by the driver while it cannot keep up (see [`Proxy::set_shedding`]).
+    pub(super) shedding: bool,
 }
 
 /// What one call into the proxy carries from handler to handler: the time, where the
@@ -145,6 +161,8 @@ pub(super) struct Cx<'m> {
     pub(super) src: SocketAddr,
     pub(super) transport: Transport,
     pub(super) media: &'m mut dyn MediaHook,
+    /// Digest authentication and authorization (`sip::auth`); `None` serves everyone.
+    pub(super) auth: Option<&'m mut dyn AuthHook>,
     pub(super) out: Vec<Transmit>,
 }
 
@@ -161,6 +179,7 @@ impl<'m> Cx<'m> {
             src,
             transport,
             media,
+            auth: None,
             out: Vec::new(),
         }
     }
@@ -218,7 +237,19 @@ impl<S: LocationStore> Proxy<S> {
             next_housekeeping: None,
             ticks: 0,
             stats: ProxyStats::default(),
+            shedding: false,
         }
+    }
+
+    /// The driver says whether it is falling behind (its input queue is not draining):
+    /// while on, new INVITEs are refused with 503 + Retry-After.
+    pub fn set_shedding(&mut self, on: bool) {
+        self.shedding = on;
+    }
+
+    /// Whether new INVITEs are refused now (shedding, or the high-water mark reached).
+    pub(super) fn refusing_invites(&self) -> bool {
+        self.shedding || self.live() >= self.cfg.invite_high_water
     }
 
     pub fn config(&self) -> &ProxyConfig {

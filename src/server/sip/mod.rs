@@ -1,0 +1,627 @@
+//! The built-in SIP proxy's transport (tokio): UDP and TCP on one address (`--listen-sip`),
+//! feeding the sans-IO [`Proxy`] and carrying out the [`Transmit`]s it returns. Media steps
+//! reach the session manager shared with the ng server through [`SharedMedia`].
+//!
+//! - **UDP** (RFC 3261 §18): one datagram = one message. A datagram larger than
+//!   `max_message` is not parsed: a request whose Via headers can be salvaged is answered
+//!   `513 Message Too Large` at its source, anything else is dropped. Datagrams of nothing but
+//!   CRLF are keep-alives and ignored.
+//! - **TCP** (§18.3): messages are framed by Content-Length with [`crate::sip::frame`] (which also
+//!   bounds the header count and line length). Double-CRLF keep-alives are answered with a
+//!   single CRLF (RFC 5626 §4.4.1). A stream that cannot be framed (no Content-Length, a
+//!   message above `max_message`, a broken header section) cannot be re-synchronised: a
+//!   request gets its error response on the connection, then the connection is closed. A
+//!   connection silent for `tcp_idle` is closed. The head of a message is searched
+//!   incrementally, so a peer dribbling bytes costs linear, not quadratic, work.
+//! - **Where replies go.** Every connection (accepted or opened by us) is registered under its
+//!   peer address; a TCP [`Transmit`] to that address is written on it, so responses go back
+//!   on the connection the request came on. A TCP transmit to an address without a
+//!   connection opens one (bounded by `tcp_connect_timeout`); messages queue meanwhile.
+//!   Per-connection queues are bounded (`tcp_queue`); beyond, messages are dropped and counted.
+//! - **Timers.** A task sleeps until [`Proxy::poll_timeout`] (at most `max_timer_sleep`),
+//!   then calls [`Proxy::handle_timeout`]; a message that arms an earlier timer wakes it.
+//! - **Never stalls, never panics.** The proxy and the manager are each behind a mutex held
+//!   for one message (the manager only for a media step, inside the proxy's call; the ng
+//!   server takes only the manager's), never across an `.await`. A panic inside the proxy
+//!   is caught, counted and logged; the message is dropped and the server goes on.
+//! - Counters: [`SipStats`].
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{mpsc, watch, Notify};
+
+use super::stopped;
+use crate::cidr::{any_contains, Cidr};
+use crate::session::backend::MediaBackend;
+use crate::session::manager::SessionManager;
+use crate::session::sip_media::SharedMedia;
+use crate::sip::auth::{AuthHook, AuthStats, Authenticator, UserFile};
+use crate::sip::flood::{FloodGuard, FloodStats, Verdict};
+use crate::sip::message::{build_response, ReplyContext};
+use crate::sip::parse::{frame, Frame, ParseError, MAX_MESSAGE_LEN};
+use crate::sip::proxy::{Proxy, ProxyConfig, ProxyStats};
+use crate::sip::transport::{Transmit, Transport};
+use crate::store::locations::{LocationPersistence, StoredLocations};
+use crate::time::{self, Nanos};
+
+mod tcp;
+#[cfg(test)]
+use tcp::find_blank_line;
+use tcp::{send_tcp, tcp_loop};
+
+/// SO_RCVBUF asked for on the SIP UDP socket.
+const UDP_RCVBUF: usize = 4 << 20;
+
+/// A UDP input queue that has not been empty for this long is standing: the proxy is
+/// slower than its input. T1 (500 ms): requests waiting that long are being retransmitted,
+/// which multiplies the load; shorter stalls (the control thread descheduled on a shared
+/// machine, a generator's burst) refused calls that would have completed (100 ms refused
+/// 1.6% of calls at 2,000 calls/s on a relay using a quarter of a core).
+const SHED_AFTER_NS: u64 = 500_000_000;
+
+/// Shedding episodes between two log lines (it can flap at the edge of capacity).
+const SHED_LOG_EVERY: u64 = 100;
+
+#[derive(Clone, Debug)]
+pub struct SipServerConfig {
+    /// UDP and TCP are bound to this address (port 0: any free port, the same for both).
+    pub listen: SocketAddr,
+    /// Largest message accepted (at most the message layer's 65535).
+    pub max_message: usize,
+    /// A TCP connection without incoming bytes for this long is closed.
+    pub tcp_idle: Duration,
+    /// Most TCP connections at once (accepted and opened); more are refused.
+    pub max_tcp_connections: usize,
+    /// Messages queued per TCP connection before new ones are dropped.
+    pub tcp_queue: usize,
+    pub tcp_connect_timeout: Duration,
+    /// Longest sleep of the timer task (timers are also checked this often).
+    pub max_timer_sleep: Duration,
+    /// Registrations go to the state store and start from what it held (`--redis`).
+    pub locations: Option<LocationPersistence>,
+}
+
+impl Default for SipServerConfig {
+    fn default() -> Self {
+        SipServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 5060)),
+            max_message: MAX_MESSAGE_LEN,
+            tcp_idle: Duration::from_secs(300),
+            max_tcp_connections: 4096,
+            tcp_queue: 256,
+            tcp_connect_timeout: Duration::from_secs(5),
+            max_timer_sleep: Duration::from_secs(1),
+            locations: None,
+        }
+    }
+}
+
+/// Transport counters (the proxy keeps its own, [`ProxyStats`]).
+#[derive(Debug, Default)]
+pub struct SipStats {
+    /// UDP datagrams handed to the proxy.
+    pub udp_received: AtomicU64,
+    /// TCP messages framed and handed to the proxy.
+    pub tcp_received: AtomicU64,
+    /// CRLF keep-alives (UDP and TCP).
+    pub keepalives: AtomicU64,
+    /// Messages larger than `max_message` (UDP and TCP).
+    pub too_large: AtomicU64,
+    /// TCP streams that could not be framed (connection closed).
+    pub framing_errors: AtomicU64,
+    /// Error responses the transport itself sent (513 / 400 for unframable input).
+    pub transport_rejects: AtomicU64,
+    pub udp_sent: AtomicU64,
+    pub tcp_sent: AtomicU64,
+    /// Sends that failed or were dropped (full queue, no route, connect failure).
+    pub send_errors: AtomicU64,
+    pub tcp_accepted: AtomicU64,
+    /// Outgoing TCP connections opened.
+    pub tcp_connected: AtomicU64,
+    /// Connections refused because `max_tcp_connections` were open.
+    pub tcp_refused: AtomicU64,
+    pub tcp_idle_closed: AtomicU64,
+    /// Panics caught inside the proxy (should stay 0).
+    pub panics: AtomicU64,
+    /// Times the UDP input queue stood (overload control began refusing new INVITEs).
+    pub shed_starts: AtomicU64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SipStatsSnapshot {
+    pub udp_received: u64,
+    pub tcp_received: u64,
+    pub keepalives: u64,
+    pub too_large: u64,
+    pub framing_errors: u64,
+    pub transport_rejects: u64,
+    pub udp_sent: u64,
+    pub tcp_sent: u64,
+    pub send_errors: u64,
+    pub tcp_accepted: u64,
+    pub tcp_connected: u64,
+    pub tcp_refused: u64,
+    pub tcp_idle_closed: u64,
+    pub panics: u64,
+    pub shed_starts: u64,
+    /// TCP connections open now.
+    pub tcp_open: u64,
+}
+
+fn bump(a: &AtomicU64) {
+    a.fetch_add(1, Ordering::Relaxed);
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A caught panic may have poisoned it; the state is still the best we have.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The proxy and the media hook it calls, locked together for one message.
+struct Core<B: MediaBackend> {
+    proxy: Proxy<StoredLocations>,
+    media: SharedMedia<B>,
+    /// Digest authentication (`--sip-users`); `None` serves everyone.
+    auth: Option<Authenticator>,
+    /// Per-source flood control; `None`: off.
+    flood: Option<FloodGuard>,
+    /// Sources flood control leaves alone (`--sip-trusted`).
+    flood_exempt: Vec<Cidr>,
+}
+
+struct Conn {
+    id: u64,
+    tx: mpsc::Sender<Vec<u8>>,
+}
+
+/// State shared by the server's tasks.
+pub struct SipShared<B: MediaBackend> {
+    core: Mutex<Core<B>>,
+    udp: Arc<UdpSocket>,
+    conns: Mutex<HashMap<SocketAddr, Conn>>,
+    next_conn: AtomicU64,
+    /// The deadline the timer task sleeps toward (u64::MAX: none).
+    armed: AtomicU64,
+    wake: Notify,
+    cfg: SipServerConfig,
+    pub stats: SipStats,
+}
+
+impl<B: MediaBackend + 'static> SipShared<B> {
+    pub fn snapshot(&self) -> SipStatsSnapshot {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let s = &self.stats;
+        SipStatsSnapshot {
+            udp_received: l(&s.udp_received),
+            tcp_received: l(&s.tcp_received),
+            keepalives: l(&s.keepalives),
+            too_large: l(&s.too_large),
+            framing_errors: l(&s.framing_errors),
+            transport_rejects: l(&s.transport_rejects),
+            udp_sent: l(&s.udp_sent),
+            tcp_sent: l(&s.tcp_sent),
+            send_errors: l(&s.send_errors),
+            tcp_accepted: l(&s.tcp_accepted),
+            tcp_connected: l(&s.tcp_connected),
+            tcp_refused: l(&s.tcp_refused),
+            tcp_idle_closed: l(&s.tcp_idle_closed),
+            panics: l(&s.panics),
+            shed_starts: l(&s.shed_starts),
+            tcp_open: lock(&self.conns).len() as u64,
+        }
+    }
+
+    /// The proxy's own counters.
+    pub fn proxy_stats(&self) -> ProxyStats {
+        lock(&self.core).proxy.stats()
+    }
+
+    /// Turns digest authentication on (or off with `None`).
+    pub fn set_auth(&self, auth: Option<Authenticator>) {
+        lock(&self.core).auth = auth;
+    }
+
+    /// Replaces the users (SIGHUP): registrations, dialogs and nonces in use are kept.
+    /// False when authentication is off.
+    pub fn reload_users(&self, users: UserFile) -> bool {
+        match lock(&self.core).auth.as_mut() {
+            Some(a) => {
+                a.replace_store(users);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The authentication counters (`None` when it is off).
+    pub fn auth_stats(&self) -> Option<AuthStats> {
+        lock(&self.core).auth.as_ref().map(Authenticator::stats)
+    }
+
+    /// Turns per-source flood control on (or off with `None`); `trusted` sources are exempt.
+    pub fn set_flood(&self, guard: Option<FloodGuard>, trusted: Vec<Cidr>) {
+        let mut core = lock(&self.core);
+        core.flood = guard;
+        core.flood_exempt = trusted;
+    }
+
+    /// Overload control: the UDP loop says whether its queue is standing (see `udp_loop`).
+    fn set_shedding(&self, on: bool) {
+        lock(&self.core).proxy.set_shedding(on);
+        if on {
+            // Counted every time, logged at most once per SHED_LOG_EVERY starts.
+            let n = self.stats.shed_starts.fetch_add(1, Ordering::Relaxed);
+            if n % SHED_LOG_EVERY == 0 {
+                tracing::warn!(
+                    times = n + 1,
+                    "SIP input queue not draining: refusing new INVITEs with 503"
+                );
+            }
+        }
+    }
+
+    /// The flood-control counters (`None` when it is off).
+    pub fn flood_stats(&self) -> Option<FloodStats> {
+        lock(&self.core).flood.as_ref().map(FloodGuard::stats)
+    }
+
+    /// Runs `f` on the locked core (proxy, hooks, flood guard), catching panics; re-arms the
+    /// timer.
+    fn with_proxy(
+        &self,
+        what: &'static str,
+        f: impl FnOnce(&mut Core<B>) -> Vec<Transmit>,
+    ) -> Vec<Transmit> {
+        let done = catch_unwind(AssertUnwindSafe(|| {
+            let mut core = lock(&self.core);
+            let out = f(&mut core);
+            (out, core.proxy.poll_timeout())
+        }));
+        match done {
+            Ok((out, next)) => {
+                if let Some(next) = next {
+                    if next < self.armed.load(Ordering::Relaxed) {
+                        self.wake.notify_one();
+                    }
+                }
+                out
+            }
+            Err(_) => {
+                bump(&self.stats.panics);
+                tracing::error!(what, "SIP proxy panicked; message dropped");
+                Vec::new()
+            }
+        }
+    }
+
+    fn incoming(&self, data: &[u8], src: SocketAddr, transport: Transport) -> Vec<Transmit> {
+        let now = time::now_ns();
+        self.with_proxy("incoming", |core| {
+            let ip = src.ip();
+            let exempt = any_contains(&core.flood_exempt, ip);
+            if let (Some(g), false) = (core.flood.as_mut(), exempt) {
+                if let Verdict::Banned { new_ban } = g.admit(ip, now) {
+                    if new_ban {
+                        tracing::warn!(source = %ip, "SIP source banned: too many requests");
+                    }
+                    return Vec::new();
+                }
+            }
+            let Core {
+                proxy, media, auth, ..
+            } = core;
+            let hook = auth.as_mut().map(|a| a as &mut dyn AuthHook);
+            let out = proxy.handle_incoming_with_auth(data, src, transport, now, media, hook);
+            let failed = auth.as_ref().is_some_and(Authenticator::last_failed);
+            if let (Some(g), true, false) = (core.flood.as_mut(), failed, exempt) {
+                if g.failed_auth(ip, now) {
+                    tracing::warn!(source = %ip, "SIP source banned: too many failed authentications");
+                }
+            }
+            out
+        })
+    }
+
+    fn timeout(&self, now: Nanos) -> Vec<Transmit> {
+        self.with_proxy("timeout", |core| {
+            core.proxy.handle_timeout(now, &mut core.media)
+        })
+    }
+}
+
+/// Whether the bytes hold nothing but CR/LF (a keep-alive).
+fn is_keepalive(data: &[u8]) -> bool {
+    !data.is_empty() && data.iter().all(|&b| b == b'\r' || b == b'\n')
+}
+
+/// The error response for a request the transport cannot hand to the proxy (too large or
+/// unframable), if the bytes look like a request with at least one Via.
+fn transport_reject(data: &[u8], e: ParseError) -> Option<Vec<u8>> {
+    let start = data
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(data.len());
+    let first = data.get(start..start + 4)?;
+    if first.eq_ignore_ascii_case(b"SIP/") {
+        return None; // never answer a response
+    }
+    let ctx = ReplyContext::salvage(data);
+    if ctx.vias.is_empty() {
+        return None;
+    }
+    Some(build_response(
+        &ctx,
+        e.status(),
+        e.reason_phrase(),
+        None,
+        &[],
+    ))
+}
+
+fn first_line(bytes: &[u8]) -> &str {
+    let end = bytes
+        .iter()
+        .position(|&b| b == b'\r' || b == b'\n')
+        .unwrap_or(bytes.len())
+        .min(120);
+    std::str::from_utf8(bytes.get(..end).unwrap_or_default()).unwrap_or("<binary>")
+}
+
+/// Sends what the proxy asked for.
+async fn dispatch<B: MediaBackend + 'static>(shared: &Arc<SipShared<B>>, out: Vec<Transmit>) {
+    for t in out {
+        tracing::debug!(
+            to = %t.to,
+            transport = ?t.transport,
+            len = t.bytes.len(),
+            line = first_line(&t.bytes),
+            "sip send"
+        );
+        match t.transport {
+            Transport::Udp => send_udp(shared, t.to, &t.bytes).await,
+            Transport::Tcp => send_tcp(shared, t.to, t.bytes),
+        }
+    }
+}
+
+async fn send_udp<B: MediaBackend + 'static>(
+    shared: &Arc<SipShared<B>>,
+    to: SocketAddr,
+    bytes: &[u8],
+) {
+    let r = match shared.udp.try_send_to(bytes, to) {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => shared.udp.send_to(bytes, to).await,
+        other => other,
+    };
+    match r {
+        Ok(_) => bump(&shared.stats.udp_sent),
+        Err(e) => {
+            bump(&shared.stats.send_errors);
+            tracing::debug!(%to, error = %e, "SIP UDP send failed");
+        }
+    }
+}
+
+/// A bound SIP server, not yet running.
+pub struct SipServer<B: MediaBackend> {
+    tcp: TcpListener,
+    shared: Arc<SipShared<B>>,
+    local: SocketAddr,
+}
+
+/// Binds UDP, then TCP on the port UDP got (retrying a few times for port 0).
+async fn bind_both(listen: SocketAddr) -> anyhow::Result<(UdpSocket, TcpListener)> {
+    let mut last = None;
+    for _ in 0..8 {
+        let udp = UdpSocket::bind(listen)
+            .await
+            .with_context(|| format!("binding SIP UDP {listen}"))?;
+        // Bursts of INVITEs (and their retransmissions) must not overflow the kernel's
+        // default ~200 KiB receive buffer; best effort (capped by net.core.rmem_max).
+        let _ = socket2::SockRef::from(&udp).set_recv_buffer_size(UDP_RCVBUF);
+        let at = udp.local_addr()?;
+        match TcpListener::bind(at).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) if listen.port() == 0 => last = Some(e),
+            Err(e) => return Err(e).with_context(|| format!("binding SIP TCP {at}")),
+        }
+    }
+    Err(anyhow::anyhow!(
+        "no port free for both SIP UDP and TCP on {}: {last:?}",
+        listen.ip()
+    ))
+}
+
+impl<B: MediaBackend + 'static> SipServer<B> {
+    /// Binds `cfg.listen` (UDP and TCP) and builds the proxy. When the listen port is 0, the
+    /// proxy's `local` port is set to the one bound.
+    pub async fn bind(
+        cfg: SipServerConfig,
+        mut proxy_cfg: ProxyConfig,
+        manager: Arc<Mutex<SessionManager<B>>>,
+    ) -> anyhow::Result<SipServer<B>> {
+        let (udp, tcp) = bind_both(cfg.listen).await?;
+        let local = udp.local_addr()?;
+        if proxy_cfg.local.port() == 0 {
+            proxy_cfg.local.set_port(local.port());
+        }
+        let locations = match cfg.locations.clone() {
+            Some(p) => {
+                let (store, bad) = StoredLocations::new(p, time::now_ns());
+                tracing::info!(
+                    aors = crate::sip::registrar::LocationStore::len(&store),
+                    unreadable = bad,
+                    "registrations restored from the state store"
+                );
+                store
+            }
+            None => StoredLocations::memory(),
+        };
+        let proxy = Proxy::new(proxy_cfg, locations);
+        let mut cfg = cfg;
+        cfg.max_message = cfg.max_message.clamp(1, MAX_MESSAGE_LEN);
+        let shared = Arc::new(SipShared {
+            core: Mutex::new(Core {
+                proxy,
+                media: SharedMedia::new(manager),
+                auth: None,
+                flood: None,
+                flood_exempt: Vec::new(),
+            }),
+            udp: Arc::new(udp),
+            conns: Mutex::new(HashMap::new()),
+            next_conn: AtomicU64::new(1),
+            armed: AtomicU64::new(u64::MAX),
+            wake: Notify::new(),
+            cfg,
+            stats: SipStats::default(),
+        });
+        Ok(SipServer { tcp, shared, local })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    pub fn shared(&self) -> Arc<SipShared<B>> {
+        self.shared.clone()
+    }
+
+    /// Serves until `shutdown` becomes true (or its sender is dropped).
+    pub async fn run(self, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+        let SipServer { tcp, shared, .. } = self;
+        let timer = tokio::spawn(timer_loop(shared.clone(), shutdown.clone()));
+        let tcp_task = tokio::spawn(tcp_loop(tcp, shared.clone(), shutdown.clone()));
+        let result = udp_loop(shared.clone(), shutdown).await;
+        timer.abort();
+        tcp_task.abort();
+        let s = shared.snapshot();
+        tracing::info!(
+            udp_received = s.udp_received,
+            tcp_received = s.tcp_received,
+            too_large = s.too_large,
+            framing_errors = s.framing_errors,
+            send_errors = s.send_errors,
+            panics = s.panics,
+            "SIP server stopped"
+        );
+        result
+    }
+}
+
+/// Binds and serves SIP until `shutdown` turns true.
+pub async fn serve_sip<B: MediaBackend + 'static>(
+    cfg: SipServerConfig,
+    proxy_cfg: ProxyConfig,
+    manager: Arc<Mutex<SessionManager<B>>>,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let server = SipServer::bind(cfg, proxy_cfg, manager).await?;
+    tracing::info!(listen = %server.local_addr(), "SIP proxy listening (UDP and TCP)");
+    server.run(shutdown).await
+}
+
+async fn udp_loop<B: MediaBackend + 'static>(
+    shared: Arc<SipShared<B>>,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    // One byte more than the largest message, to tell "exactly the limit" from "more".
+    let mut buf = vec![0u8; MAX_MESSAGE_LEN + 1];
+    let stop = stopped(shutdown);
+    tokio::pin!(stop);
+    let udp = shared.udp.clone();
+    // Overload detection: when the socket was last found empty. A queue that has not
+    // drained for SHED_AFTER_NS is a standing queue (the proxy is slower than its input), so
+    // new INVITEs are refused until it drains again.
+    let mut last_empty = time::now_ns();
+    let mut shedding = false;
+    loop {
+        let (n, peer) = match udp.try_recv_from(&mut buf) {
+            Ok(x) => {
+                let standing = time::now_ns().saturating_sub(last_empty) > SHED_AFTER_NS;
+                if standing != shedding {
+                    shedding = standing;
+                    shared.set_shedding(shedding);
+                }
+                x
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if shedding {
+                    shedding = false;
+                    shared.set_shedding(false);
+                }
+                tokio::select! {
+                    _ = &mut stop => return Ok(()),
+                    r = udp.readable() => {
+                        if let Err(e) = r {
+                            tracing::debug!(error = %e, "SIP UDP readiness error");
+                        }
+                    }
+                }
+                // The queue was empty until this wake-up.
+                last_empty = time::now_ns();
+                continue;
+            }
+            Err(e) => {
+                // ICMP errors from earlier sends surface here; keep serving.
+                tracing::debug!(error = %e, "SIP UDP receive error");
+                continue;
+            }
+        };
+        let Some(data) = buf.get(..n) else {
+            continue;
+        };
+        if n > shared.cfg.max_message {
+            bump(&shared.stats.too_large);
+            if let Some(r) = transport_reject(data, ParseError::TooLarge) {
+                bump(&shared.stats.transport_rejects);
+                send_udp(&shared, peer, &r).await;
+            }
+            continue;
+        }
+        if is_keepalive(data) {
+            bump(&shared.stats.keepalives);
+            continue;
+        }
+        bump(&shared.stats.udp_received);
+        let out = shared.incoming(data, peer, Transport::Udp);
+        dispatch(&shared, out).await;
+    }
+}
+
+async fn timer_loop<B: MediaBackend + 'static>(
+    shared: Arc<SipShared<B>>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let stop = stopped(shutdown);
+    tokio::pin!(stop);
+    let max_sleep = u64::try_from(shared.cfg.max_timer_sleep.as_nanos())
+        .unwrap_or(u64::MAX)
+        .max(1_000_000);
+    loop {
+        let now = time::now_ns();
+        let next = lock(&shared.core).proxy.poll_timeout();
+        let deadline = next.unwrap_or(u64::MAX).min(now.saturating_add(max_sleep));
+        shared.armed.store(deadline, Ordering::Relaxed);
+        let wait = Duration::from_nanos(deadline.saturating_sub(now));
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = shared.wake.notified() => continue,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        let out = shared.timeout(time::now_ns());
+        dispatch(&shared, out).await;
+    }
+}
+
+#[cfg(test)]
+mod tests;
