@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: installs the real peers the end-to-end tests
-# use (Debian packages: Kamailio with its rtpengine module, SIPp, rtpengine; clang for the in-kernel
-# fast path; iproute2 for a test that
-# changes the loopback MTU in a namespace of its own) when they are missing and we
-# are root, then runs every test in the workspace.
+# use (Debian packages: Kamailio with its rtpengine module, SIPp, rtpengine, redis-server,
+# Prometheus; clang for the in-kernel fast path; iproute2 for the tests that build network
+# namespaces) when they are missing and we are root, then runs every test in the workspace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
