@@ -27,7 +27,9 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 /// [`run`] with the process's run state (draining, live log level; `/health` reads the same
 /// flag) and the command line, which SIGHUP reads again (with the `--config` file it names).
 pub fn run_with(config: Config, lifecycle: Arc<Lifecycle>, cli: Option<Cli>) -> anyhow::Result<()> {
-    let dataplane = DataPlane::start(&config)?;
+    let mut dataplane = DataPlane::start(&config)?;
+    // A later takeover hands every media socket over: keep a copy of each.
+    dataplane.keep_sockets_for_handover(config.takeover.is_some());
     tracing::info!(
         interface = %config.interface.local,
         advertised = %config.interface.advertised,
@@ -58,9 +60,15 @@ pub fn run_with(config: Config, lifecycle: Arc<Lifecycle>, cli: Option<Cli>) -> 
         now,
     );
     let mut manager = manager;
+    // Hitless upgrade: the running relay's calls and sockets come over first.
+    let mut taken = match &config.takeover {
+        Some(path) => crate::upgrade::take_over(path, &mut manager)?,
+        None => None,
+    };
     let (locations, store) = match &config.redis {
         Some(url) => {
-            let (l, s) = open_store(url, &mut manager, unix_at_zero)?;
+            // Calls taken over are the stored ones, already restored.
+            let (l, s) = open_store(url, &mut manager, unix_at_zero, taken.is_none())?;
             (Some(l), Some(s))
         }
         None => (None, None),
@@ -77,6 +85,9 @@ pub fn run_with(config: Config, lifecycle: Arc<Lifecycle>, cli: Option<Cli>) -> 
         None => None,
     };
     let kept_in_store = store.is_some();
+    // Set once a takeover has moved every call to the new process.
+    let handed_over = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let handed_over_exit = handed_over.clone();
     let manager = Arc::new(Mutex::new(manager));
     let for_exit = manager.clone();
     let hup_cdr = cdr.as_ref().map(CdrWriter::reopen_flag);
@@ -94,15 +105,33 @@ pub fn run_with(config: Config, lifecycle: Arc<Lifecycle>, cli: Option<Cli>) -> 
         .build()?;
     rt.block_on(async move {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let (sip, sip_shared) = match start_sip(&config, manager.clone(), stop_rx.clone(), locations).await? {
-            Some((task, shared)) => (task, Some(shared)),
+        let sip_adopted = taken.as_mut().and_then(crate::upgrade::Taken::sip_sockets);
+        let (sip, sip_shared, sip_fds) = match start_sip(&config, manager.clone(), stop_rx.clone(), locations, sip_adopted).await? {
+            Some((task, shared, fds)) => (task, Some(shared), fds),
             // No SIP: a task that never ends keeps the select below uniform.
             None => (
                 tokio::spawn(std::future::pending::<anyhow::Result<()>>()),
                 None,
+                None,
             ),
         };
-        let ng_server = NgServer::bind(&ng, manager.clone()).await?;
+        let ng_server = match taken.as_mut().and_then(crate::upgrade::Taken::ng_sockets) {
+            Some((udp, tcp)) => NgServer::from_sockets(&ng, manager.clone(), udp, tcp)?,
+            None => NgServer::bind(&ng, manager.clone()).await?,
+        };
+        let ng_fds = if config.takeover.is_some() {
+            Some(ng_server.handover_sockets()?)
+        } else {
+            None
+        };
+        if let Some(t) = taken.take() {
+            t.ready()?;
+        }
+        let mut takeovers = match &config.takeover {
+            Some(path) => Some(crate::server::takeover::listen(path.clone())?),
+            None => None,
+        };
+        let mut handover_conn = None;
         tracing::info!(udp = %ng.listen_udp, tcp = ?ng.listen_tcp, "ng control listening");
         let ng_shared = ng_server.shared();
         if let Some(addr) = config.listen_http {
@@ -129,6 +158,11 @@ pub fn run_with(config: Config, lifecycle: Arc<Lifecycle>, cli: Option<Cli>) -> 
         let outcome = loop {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => break Ok(()),
+                Some(conn) = crate::upgrade::next_takeover(&mut takeovers) => {
+                    tracing::info!("takeover asked: handing calls and sockets over");
+                    handover_conn = Some(conn);
+                    break Ok(());
+                }
                 _ = term.recv() => {
                     if lifecycle.start_drain() {
                         tracing::warn!("second SIGTERM: exiting now");
@@ -183,6 +217,18 @@ pub fn run_with(config: Config, lifecycle: Arc<Lifecycle>, cli: Option<Cli>) -> 
         };
         tracing::info!("shutting down");
         let _ = stop_tx.send(true);
+        if let Some(conn) = handover_conn {
+            // The servers answer what they already read, then stop reading.
+            crate::upgrade::stopped_in_time(&mut server).await;
+            if sip_shared.is_some() {
+                crate::upgrade::stopped_in_time(&mut sip).await;
+            }
+            let ok = crate::upgrade::hand_over(conn, &manager, ng_fds, sip_fds).await;
+            handed_over.store(ok, std::sync::atomic::Ordering::Relaxed);
+            if ok {
+                return outcome;
+            }
+        }
         // Calls stay in the store (a restart restores them); what changed last goes out now.
         if let Some(store) = &store {
             manager
@@ -197,6 +243,14 @@ pub fn run_with(config: Config, lifecycle: Arc<Lifecycle>, cli: Option<Cli>) -> 
     })?;
     // Calls still up get their records too, then the writer finishes the queue. With a state
     // store they are not ended: they stay stored for the next start, whose records end them.
+    if handed_over_exit.load(std::sync::atomic::Ordering::Relaxed) {
+        // The calls live on in the new process, which writes their records when they end.
+        tracing::info!("calls handed over; exiting");
+        if let Some(w) = cdr {
+            w.finish(Duration::from_secs(5));
+        }
+        return Ok(());
+    }
     if let Ok(mut m) = for_exit.lock() {
         if !kept_in_store {
             let n = m.terminate_all(EndReason::Shutdown, time::now_ns());
@@ -229,11 +283,16 @@ fn open_store(
     url: &str,
     manager: &mut SessionManager<DataPlane>,
     unix_at_zero: Duration,
+    restore_calls: bool,
 ) -> anyhow::Result<(LocationPersistence, Arc<crate::store::redis::RedisStore>)> {
     let (store, loaded) = crate::store::redis::RedisStore::open(url)?;
     let store = Arc::new(store);
     let (mut restored, mut dropped) = (0usize, 0usize);
-    let mut pending: Vec<&(String, String, Option<String>)> = loaded.calls.iter().collect();
+    let mut pending: Vec<&(String, String, Option<String>)> = if restore_calls {
+        loaded.calls.iter().collect()
+    } else {
+        Vec::new()
+    };
     // A crashed relay's sockets close a moment after it exits (io_uring tears its rings down
     // asynchronously): calls whose ports are still taken are tried again for a short while.
     for attempt in 0..=RESTORE_RETRIES {
@@ -278,6 +337,7 @@ fn open_store(
 type SipStarted = (
     tokio::task::JoinHandle<anyhow::Result<()>>,
     Arc<crate::server::sip::SipShared<DataPlane>>,
+    Option<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)>,
 );
 
 /// Binds the built-in SIP proxy (unless `--no-sip`) and starts it. The default listener is
@@ -287,6 +347,7 @@ async fn start_sip(
     manager: Arc<Mutex<SessionManager<DataPlane>>>,
     stop: tokio::sync::watch::Receiver<bool>,
     locations: Option<LocationPersistence>,
+    adopted: Option<(std::net::UdpSocket, std::net::TcpListener)>,
 ) -> anyhow::Result<Option<SipStarted>> {
     let Some(listen) = config.listen_sip else {
         return Ok(None);
@@ -313,8 +374,13 @@ async fn start_sip(
         ..SipServerConfig::default()
     };
     let auth = sip_authenticator(config)?;
-    match SipServer::bind(cfg, proxy, manager).await {
+    match SipServer::bind_or_adopt(cfg, proxy, manager, adopted).await {
         Ok(server) => {
+            let fds = if config.takeover.is_some() {
+                Some(server.handover_sockets()?)
+            } else {
+                None
+            };
             tracing::info!(
                 listen = %server.local_addr(),
                 domains = ?config.domains,
@@ -335,7 +401,7 @@ async fn start_sip(
                 };
                 shared.set_flood(Some(FloodGuard::new(flood)), config.sip_trusted.clone());
             }
-            Ok(Some((tokio::spawn(server.run(stop)), shared)))
+            Ok(Some((tokio::spawn(server.run(stop)), shared, fds)))
         }
         Err(e) if !config.listen_sip_explicit => {
             tracing::warn!(

@@ -162,6 +162,11 @@ pub struct Cli {
     /// behind, off the packet path; at start the stored calls are restored on their ports.
     #[arg(long, value_name = "URL")]
     pub redis: Option<String>,
+    /// Hitless upgrade: at start, take over the calls and sockets of the relay serving
+    /// takeovers at this Unix socket path (if one does: otherwise start afresh), then serve
+    /// the next takeover there (e.g. /run/rtpanchor/takeover.sock).
+    #[arg(long, value_name = "PATH")]
+    pub takeover: Option<PathBuf>,
     /// SIP users (TOML, HA1 hashes per realm; see `rtpanchor passwd`): turns on digest
     /// authentication. Re-read on SIGHUP.
     #[arg(long, value_name = "FILE")]
@@ -258,6 +263,7 @@ struct FileConfig {
     ng_allow: Option<Vec<String>>,
     log_level: Option<String>,
     redis: Option<String>,
+    takeover: Option<PathBuf>,
     cdr_file: Option<PathBuf>,
     drain_timeout: Option<u64>,
 }
@@ -311,6 +317,8 @@ pub struct Config {
     pub log_level: String,
     /// State store URL (`--redis`); `None`: state lives in this process only.
     pub redis: Option<String>,
+    /// The takeover socket (`--takeover`): taken over from at start, served after.
+    pub takeover: Option<PathBuf>,
     /// Call records (`--cdr-file`), off unless given.
     pub cdr_file: Option<PathBuf>,
     /// Longest drain (`--drain-timeout`); 0 = no limit.
@@ -357,6 +365,7 @@ impl Default for Config {
             ng_allow: Vec::new(),
             log_level: "info".into(),
             redis: None,
+            takeover: None,
             cdr_file: None,
             drain_timeout_secs: 0,
         }
@@ -475,6 +484,7 @@ impl Config {
             c.log_level = l;
         }
         c.redis = cli.redis.clone().or(file.redis);
+        c.takeover = cli.takeover.clone().or(file.takeover);
         c.cdr_file = cli.cdr_file.clone().or(file.cdr_file);
         c.drain_timeout_secs = cli.drain_timeout.or(file.drain_timeout).unwrap_or(0);
         c.validate()?;

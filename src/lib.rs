@@ -33,4 +33,6 @@ pub mod server;
 pub mod session;
 pub mod sip;
 pub mod store;
+pub mod takeover;
 pub mod time;
+pub mod upgrade;

@@ -32,6 +32,10 @@ pub trait SocketIo {
     /// Slot `i` of a stream being removed (marked closing): stop receiving, and release the
     /// slot now or once no operation in flight names its socket any more.
     fn detach(&mut self, table: &mut SlotTable, i: SlotIdx);
+    /// A takeover: stop receiving on every socket, keeping the slots (what the receives in
+    /// flight still bring is relayed as usual). The engine sets `WorkerShared::paused` once
+    /// nothing is received or waiting to be sent any more.
+    fn pause(&mut self, table: &mut SlotTable);
 }
 
 /// One worker's (one ring's) state apart from its engine's I/O.
@@ -114,6 +118,7 @@ impl WorkerCore {
                 }
                 self.table.update(id, side, &init)
             }
+            Command::Pause => io.pause(&mut self.table),
             Command::Remove(id) => {
                 if let (Some(k), Some(group)) = (self.kernel.as_mut(), self.table.group(id)) {
                     k.forget_group(&mut self.table.slots, group, &self.shared.counters);

@@ -51,7 +51,8 @@ fn token(idx: SlotIdx, generation: u32) -> u64 {
 }
 
 /// The epoll instance a worker waits on: every socket of its slots, and its wake-up eventfd.
-struct Epoll(OwnedFd);
+/// The flag: a takeover paused the worker (no socket is watched any more).
+struct Epoll(OwnedFd, bool);
 
 impl Epoll {
     /// Registers `fd` for input under `token`.
@@ -93,6 +94,22 @@ impl SocketIo for Epoll {
         // Synchronous engine: nothing in flight, close at once.
         table.release(i);
     }
+
+    fn pause(&mut self, table: &mut SlotTable) {
+        for s in table.slots.iter().filter(|s| s.is_live()) {
+            // SAFETY: the socket is open (its slot is live); removing it from our own epoll
+            // set has no other effect.
+            unsafe {
+                libc::epoll_ctl(
+                    self.0.as_raw_fd(),
+                    libc::EPOLL_CTL_DEL,
+                    s.fd(),
+                    std::ptr::null_mut(),
+                )
+            };
+        }
+        self.1 = true;
+    }
 }
 
 pub struct MmsgWorker {
@@ -132,7 +149,7 @@ impl MmsgWorker {
             return Err(std::io::Error::last_os_error());
         }
         // SAFETY: fresh descriptor owned by nobody else.
-        let epoll = Epoll(unsafe { OwnedFd::from_raw_fd(ep) });
+        let epoll = Epoll(unsafe { OwnedFd::from_raw_fd(ep) }, false);
         epoll.add(shared.wake.as_raw_fd(), WAKE_TOKEN)?;
         // SAFETY: all-zero is a valid value for these plain C structs.
         let zero_ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
@@ -199,12 +216,17 @@ impl MmsgWorker {
                 let idx = SlotIdx::new((tok & 0xffff_ffff) as u32);
                 let generation = (tok >> 32) as u32;
                 match self.core.slots().get(idx.index()) {
-                    Some(s) if s.is_live() && s.generation == generation => {}
+                    // Paused by a takeover: what is queued stays for the new process.
+                    Some(s) if s.is_live() && s.generation == generation && !self.epoll.1 => {}
                     _ => continue,
                 }
                 self.drain_socket(idx, now);
             }
             self.core.housekeeping(now, n <= 0);
+            if self.epoll.1 {
+                // Synchronous engine: every send of the last batch has been made.
+                self.core.shared.paused.store(true, Ordering::Release);
+            }
         }
     }
 

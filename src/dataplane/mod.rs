@@ -8,6 +8,7 @@
 
 pub mod cmsg;
 pub mod core;
+pub mod fdpass;
 pub mod forward;
 pub mod gso;
 pub mod kernel;
@@ -89,6 +90,10 @@ struct StreamEntry {
     /// Counters a restored stream had before (A RTP, A RTCP, B RTP, B RTCP), added to what
     /// its sockets count now.
     base: Option<Box<[SocketCounters; 4]>>,
+    /// Copies of the stream's four sockets (same order as the ports), kept when a takeover
+    /// may ask for them: the io_uring engine keeps its own in the ring's fixed-file table,
+    /// which has no descriptor to hand over.
+    handover: Option<Box<[std::os::fd::OwnedFd; 4]>>,
 }
 
 /// Adds a restored stream's earlier counters (packets, bytes, errors; times are this
@@ -116,6 +121,11 @@ pub struct DataPlane {
     kernel_path: Option<kernel::KernelPath>,
     /// Why the fast path was asked for and does not run.
     kernel_unavailable: Option<String>,
+    /// Whether every stream keeps copies of its sockets for a takeover.
+    keep_handover: bool,
+    /// Sockets taken over from the previous process, by local port, for [`MediaBackend::restore`]
+    /// to use instead of binding.
+    adopted: HashMap<u16, std::os::fd::OwnedFd>,
 }
 
 fn side_init(e: &EndpointSpec) -> SideInit {
@@ -295,7 +305,75 @@ impl DataPlane {
             engine,
             kernel_path,
             kernel_unavailable,
+            keep_handover: false,
+            adopted: HashMap::new(),
         })
+    }
+
+    /// Keeps a copy of every later stream's sockets, for [`DataPlane::handover_sockets`]
+    /// (one more descriptor per socket).
+    pub fn keep_sockets_for_handover(&mut self, on: bool) {
+        self.keep_handover = on;
+    }
+
+    /// Copies of every stream's sockets with their local ports, for a new process taking
+    /// over. Streams opened before [`DataPlane::keep_sockets_for_handover`] have none.
+    pub fn handover_sockets(&self) -> std::io::Result<Vec<(u16, std::os::fd::OwnedFd)>> {
+        let mut out = Vec::with_capacity(self.streams.len() * 4);
+        for e in self.streams.values() {
+            let Some(fds) = &e.handover else {
+                continue;
+            };
+            let ports = [
+                e.a_ports.rtp,
+                e.a_ports.rtcp(),
+                e.b_ports.rtp,
+                e.b_ports.rtcp(),
+            ];
+            for (port, fd) in ports.into_iter().zip(fds.iter()) {
+                out.push((port, fd.try_clone()?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Sockets handed over by the previous process: [`MediaBackend::restore`] uses them
+    /// (by local port) instead of binding, so datagrams already queued on them are relayed.
+    pub fn adopt_sockets(&mut self, sockets: Vec<(u16, std::os::fd::OwnedFd)>) {
+        self.adopted.extend(sockets);
+    }
+
+    /// Closes the handed-over sockets no restored call took; returns how many.
+    pub fn drop_unadopted(&mut self) -> usize {
+        let n = self.adopted.len();
+        self.adopted.clear();
+        n
+    }
+
+    /// A takeover: every worker stops receiving (what its receives in flight brought is
+    /// relayed first); datagrams arriving later stay queued on the sockets. Waits at most
+    /// `limit`; false if some worker did not confirm.
+    pub fn pause(&self, limit: std::time::Duration) -> bool {
+        for w in &self.workers {
+            if w.send(Command::Pause).is_err() {
+                return false;
+            }
+        }
+        let limit_ns = u64::try_from(limit.as_nanos()).unwrap_or(u64::MAX);
+        let deadline = crate::time::now_ns().saturating_add(limit_ns);
+        loop {
+            if self
+                .workers
+                .iter()
+                .all(|w| w.paused.load(Ordering::Acquire))
+            {
+                return true;
+            }
+            if crate::time::now_ns() >= deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
     }
 
     pub fn engine(&self) -> &EngineChoice {
@@ -386,6 +464,17 @@ impl DataPlane {
             .place(unfixed as usize)
             .min(self.workers.len() - 1);
         let shared = Arc::new(StreamShared::default());
+        let handover = if self.keep_handover {
+            match [&a_rtp, &a_rtcp, &b_rtp, &b_rtcp].map(|fd| fd.try_clone()) {
+                [Ok(a), Ok(b), Ok(c), Ok(d)] => Some(Box::new([a, b, c, d])),
+                _ => {
+                    tracing::warn!("no descriptor left to keep a stream's sockets for a takeover");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let ns = NewStream {
             id,
             sockets: [a_rtp, a_rtcp, b_rtp, b_rtcp],
@@ -413,6 +502,7 @@ impl DataPlane {
                 }),
                 confirmed: restored.map_or([false, false], |r| r.confirmed),
                 base: restored.map(|r| Box::new(r.base)),
+                handover,
             },
         );
         Ok(OpenedStream {
@@ -475,10 +565,14 @@ impl MediaBackend for DataPlane {
             r.b_ports.rtp,
             r.b_ports.rtcp(),
         ] {
-            match sockets::bind_udp(
-                std::net::SocketAddr::new(self.local_ip, port),
-                self.sockopts,
-            ) {
+            let bound = match self.adopted.remove(&port) {
+                Some(fd) => Ok(fd),
+                None => sockets::bind_udp(
+                    std::net::SocketAddr::new(self.local_ip, port),
+                    self.sockopts,
+                ),
+            };
+            match bound {
                 Ok(fd) => fds.push(fd),
                 Err(e) => {
                     self.ports.release(r.a_ports);

@@ -51,6 +51,10 @@ pub enum Command {
         init: Box<SideInit>,
     },
     Remove(StreamId),
+    /// A takeover: stop receiving on every socket (the receives in flight end first and what
+    /// they brought is relayed), then set [`WorkerShared::paused`]. Datagrams arriving later
+    /// stay in the sockets' queues for the process that took them over.
+    Pause,
 }
 
 /// The handle the control plane keeps for one worker.
@@ -62,6 +66,9 @@ pub struct WorkerShared {
     /// Set by the first command after the worker last woke; later commands see it set and
     /// skip the eventfd write, so a burst of signalling costs one wake-up, not one each.
     pub notified: AtomicBool,
+    /// Set by the worker once a [`Command::Pause`] is complete: nothing is being received
+    /// and nothing received is still to be sent.
+    pub paused: AtomicBool,
 }
 
 impl WorkerShared {
@@ -73,6 +80,7 @@ impl WorkerShared {
             counters: WorkerCounters::default(),
             wake,
             notified: AtomicBool::new(false),
+            paused: AtomicBool::new(false),
         }))
     }
 

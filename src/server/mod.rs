@@ -5,12 +5,14 @@
 //! - [`ng`]: the rtpengine-compatible ng control protocol over UDP and TCP.
 //! - [`sip`]: the built-in SIP proxy's transport (UDP and TCP) around `sip::proxy`.
 //! - [`cdr`]: the call record writer (a thread appending JSON lines, reopened on SIGHUP).
+//! - [`takeover`]: the hitless upgrade's Unix socket (`--takeover PATH`).
 #![forbid(unsafe_code)]
 
 pub mod cdr;
 pub mod http;
 pub mod ng;
 pub mod sip;
+pub mod takeover;
 
 use std::time::Duration;
 

@@ -386,6 +386,44 @@ impl<B: MediaBackend + 'static> NgServer<B> {
         })
     }
 
+    /// Serves on sockets bound before (handed over by a relay that was upgraded): what is
+    /// queued on them is answered here. Needs a tokio runtime.
+    pub fn from_sockets(
+        cfg: &NgServerConfig,
+        manager: Arc<Mutex<SessionManager<B>>>,
+        udp: std::net::UdpSocket,
+        tcp: Option<std::net::TcpListener>,
+    ) -> anyhow::Result<NgServer<B>> {
+        udp.set_nonblocking(true)?;
+        let udp = UdpSocket::from_std(udp)?;
+        let tcp = match tcp {
+            Some(l) => {
+                l.set_nonblocking(true)?;
+                Some(TcpListener::from_std(l)?)
+            }
+            None => None,
+        };
+        Ok(NgServer {
+            udp,
+            tcp,
+            shared: Arc::new(NgShared::new(manager, cfg)),
+            tick_interval: cfg.tick_interval,
+        })
+    }
+
+    /// Copies of the UDP socket and TCP listener, for a takeover.
+    pub fn handover_sockets(
+        &self,
+    ) -> std::io::Result<(std::os::fd::OwnedFd, Option<std::os::fd::OwnedFd>)> {
+        use std::os::fd::AsFd;
+        let udp = self.udp.as_fd().try_clone_to_owned()?;
+        let tcp = match &self.tcp {
+            Some(l) => Some(l.as_fd().try_clone_to_owned()?),
+            None => None,
+        };
+        Ok((udp, tcp))
+    }
+
     pub fn local_udp_addr(&self) -> std::io::Result<SocketAddr> {
         self.udp.local_addr()
     }

@@ -102,6 +102,10 @@ pub struct Ring {
     to_release: Vec<SlotIdx>,
     /// Size of the sparse fixed-file table (0: every socket stays a descriptor).
     fixed_cap: u32,
+    /// A takeover paused this ring: ended receives are not armed again.
+    paused: bool,
+    /// Slots whose receive is still to be cancelled (the queue had no room).
+    to_cancel: Vec<SlotIdx>,
 }
 
 impl Ring {
@@ -148,6 +152,8 @@ impl Ring {
             rearm: Vec::with_capacity(1 << 16),
             to_release: Vec::with_capacity(1024),
             fixed_cap,
+            paused: false,
+            to_cancel: Vec::new(),
         };
         r.arm_wake()?;
         Ok(r)
@@ -240,7 +246,7 @@ impl Ring {
     pub fn on_recv_ended(&mut self, idx: SlotIdx, closing: bool) {
         if closing {
             self.to_release.push(idx);
-        } else {
+        } else if !self.paused {
             bump(&self.shared.counters.recv_rearms, 1);
             self.rearm.push(idx);
         }
@@ -250,6 +256,11 @@ impl Ring {
     pub fn rearm_pending(&mut self, slots: &mut [Slot]) {
         // Taken and put back, so the list keeps its capacity (no allocation under load);
         // what `arm_recv` queues again (no room in the ring) stays queued.
+        if self.paused {
+            self.rearm.clear();
+            self.cancel_pending(slots);
+            return;
+        }
         let mut rearm = std::mem::take(&mut self.rearm);
         for &i in &rearm {
             self.arm_recv(slots, i);
@@ -257,6 +268,30 @@ impl Ring {
         rearm.clear();
         rearm.append(&mut self.rearm);
         self.rearm = rearm;
+    }
+
+    /// Whether a takeover paused this ring.
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    /// Whether a paused ring still has receives to cancel or in flight.
+    pub fn receiving(&self, slots: &[Slot]) -> bool {
+        !self.to_cancel.is_empty() || slots.iter().any(|s| s.armed)
+    }
+
+    /// Pushes the cancels of paused receives that found no room before.
+    fn cancel_pending(&mut self, slots: &[Slot]) {
+        while let Some(&i) = self.to_cancel.last() {
+            let Some(s) = slots.get(i.index()) else {
+                self.to_cancel.pop();
+                continue;
+            };
+            if s.armed && !self.cancel(token::recv(i, s.generation)) {
+                return;
+            }
+            self.to_cancel.pop();
+        }
     }
 
     /// Cancels the operation whose token is `target`. False when the ring had no room.
@@ -409,5 +444,17 @@ impl SocketIo for Ring {
         if !s.armed || !self.cancel(token::recv(i, s.generation)) {
             self.to_release.push(i);
         }
+    }
+
+    fn pause(&mut self, table: &mut SlotTable) {
+        self.paused = true;
+        self.rearm.clear();
+        // Each armed receive ends with a final completion (ECANCELED, no MORE); the
+        // datagrams it brought before are handled as usual.
+        self.to_cancel = (0..table.slots.len())
+            .filter(|&i| table.slots[i].armed)
+            .map(|i| SlotIdx::new(i as u32))
+            .collect();
+        self.cancel_pending(&table.slots);
     }
 }

@@ -48,6 +48,8 @@ pub struct UringWorker {
     watchdog: Watchdog,
     cqes: Vec<cqueue::Entry>,
     core: WorkerCore,
+    /// Turns in a row a paused ring found nothing received or in flight.
+    quiet_turns: u8,
 }
 
 // SAFETY: the raw pointers (buffer ring mapping, msghdrs) point into memory owned by this
@@ -76,6 +78,7 @@ impl UringWorker {
             watchdog: Watchdog::new(now),
             cqes: Vec::with_capacity(MAX_CQES_PER_TURN),
             core: WorkerCore::new(shared, cfg, slot_reserve, now),
+            quiet_turns: 0,
         })
     }
 
@@ -141,12 +144,32 @@ impl UringWorker {
         // worker most turns bring one packet, and publishing a whole round (~0.35 ms) on
         // them held up the packets behind it every 100 ms (p99 at 10,000 calls).
         self.core.housekeeping(now, idle);
+        if self.ring.is_paused() {
+            self.note_pause();
+            return;
+        }
         self.watchdog.tick(
             now,
             &mut self.core.table.slots,
             &mut self.ring,
             &self.core.shared.counters,
         );
+    }
+
+    /// A paused ring is done once no receive is armed (their last datagrams handled) and a
+    /// further turn has submitted what those datagrams staged for sending.
+    fn note_pause(&mut self) {
+        if self.ring.receiving(&self.core.table.slots) || self.ring.has_queued_submissions() {
+            self.quiet_turns = 0;
+            return;
+        }
+        self.quiet_turns = self.quiet_turns.saturating_add(1);
+        if self.quiet_turns >= 2 {
+            self.core
+                .shared
+                .paused
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
     }
 
     /// Registers an eventfd that the kernel signals whenever this ring gets work, for another

@@ -446,10 +446,28 @@ impl<B: MediaBackend + 'static> SipServer<B> {
     /// proxy's `local` port is set to the one bound.
     pub async fn bind(
         cfg: SipServerConfig,
-        mut proxy_cfg: ProxyConfig,
+        proxy_cfg: ProxyConfig,
         manager: Arc<Mutex<SessionManager<B>>>,
     ) -> anyhow::Result<SipServer<B>> {
-        let (udp, tcp) = bind_both(cfg.listen).await?;
+        Self::bind_or_adopt(cfg, proxy_cfg, manager, None).await
+    }
+
+    /// [`SipServer::bind`], or with `adopted` (UDP and TCP bound before: handed over by a
+    /// relay that was upgraded) serving those instead of binding.
+    pub async fn bind_or_adopt(
+        cfg: SipServerConfig,
+        mut proxy_cfg: ProxyConfig,
+        manager: Arc<Mutex<SessionManager<B>>>,
+        adopted: Option<(std::net::UdpSocket, std::net::TcpListener)>,
+    ) -> anyhow::Result<SipServer<B>> {
+        let (udp, tcp) = match adopted {
+            Some((u, t)) => {
+                u.set_nonblocking(true)?;
+                t.set_nonblocking(true)?;
+                (UdpSocket::from_std(u)?, TcpListener::from_std(t)?)
+            }
+            None => bind_both(cfg.listen).await?,
+        };
         let local = udp.local_addr()?;
         if proxy_cfg.local.port() == 0 {
             proxy_cfg.local.set_port(local.port());
@@ -494,6 +512,17 @@ impl<B: MediaBackend + 'static> SipServer<B> {
 
     pub fn shared(&self) -> Arc<SipShared<B>> {
         self.shared.clone()
+    }
+
+    /// Copies of the UDP socket and TCP listener, for a takeover.
+    pub fn handover_sockets(
+        &self,
+    ) -> std::io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+        use std::os::fd::AsFd;
+        Ok((
+            self.shared.udp.as_fd().try_clone_to_owned()?,
+            self.tcp.as_fd().try_clone_to_owned()?,
+        ))
     }
 
     /// Serves until `shutdown` becomes true (or its sender is dropped).

@@ -377,6 +377,28 @@ impl<B: MediaBackend> SessionManager<B> {
         taken
     }
 
+    /// Every call's record and counters as they stand, with the latch events still queued
+    /// taken in first: what a process taking over restores.
+    pub fn snapshot_calls(&mut self) -> Vec<(String, String, Option<String>)> {
+        // Bounded: the events queue holds a few per call, and every pass takes up to its
+        // batch.
+        for _ in 0..64 {
+            if self.drain_events() == 0 {
+                break;
+            }
+        }
+        self.calls
+            .values()
+            .map(|c| {
+                (
+                    c.id.to_string(),
+                    self.call_record(c).emit(),
+                    Some(self.stats_record(c).emit()),
+                )
+            })
+            .collect()
+    }
+
     /// Restores a stored call: re-binds its relay ports, starts its streams with the latched
     /// endpoints and counters it had, and adds it to the table. Media timeouts count from
     /// the stored newest packet (or signal). On failure nothing is left open.

@@ -1,0 +1,157 @@
+//! The hitless upgrade (`--takeover PATH`) in the relay's start and stop: the new process
+//! takes the running one's calls and sockets before it serves anything; the running one
+//! hands them over when asked, stops receiving media, and exits. The messages are
+//! [`crate::takeover`]'s, the socket I/O [`crate::server::takeover`]'s.
+
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::dataplane::fdpass::FdConn;
+use crate::dataplane::DataPlane;
+use crate::session::manager::SessionManager;
+use crate::takeover::{CallState, Handover, SocketRole, VERSION};
+use crate::time;
+
+pub use crate::server::takeover::Taken;
+
+/// How long the old relay's workers get to relay what they already received.
+const PAUSE_LIMIT: Duration = Duration::from_secs(2);
+/// How long the old relay's servers get to answer what they already read.
+const SERVER_STOP_LIMIT: Duration = Duration::from_secs(2);
+
+/// Takes over from the relay serving takeovers at `path`, if one does: its media sockets
+/// are adopted (no bind) and its calls restored on them. `None`: nothing to take over.
+pub fn take_over(
+    path: &Path,
+    manager: &mut SessionManager<DataPlane>,
+) -> anyhow::Result<Option<Taken>> {
+    let Some(mut taken) = crate::server::takeover::take(path)? else {
+        tracing::info!(path = %path.display(), "no relay to take over; starting afresh");
+        return Ok(None);
+    };
+    let media = taken.take_media();
+    let sockets = media.len();
+    manager.backend_mut().adopt_sockets(media);
+    let (mut restored, mut dropped) = (0usize, 0usize);
+    for c in &taken.state.calls {
+        let now = time::now_ns();
+        let now_unix = u64::try_from(time::unix_now().as_nanos()).unwrap_or(u64::MAX);
+        match manager.restore(&c.record, c.stats.as_deref(), now, now_unix) {
+            Ok(_) => restored += 1,
+            Err(e) => {
+                dropped += 1;
+                tracing::warn!(call_id = c.call_id, error = %e, "call handed over not restored");
+            }
+        }
+    }
+    let unused = manager.backend_mut().drop_unadopted();
+    tracing::info!(
+        restored,
+        dropped,
+        sockets,
+        unused,
+        "took over the running relay's calls"
+    );
+    Ok(Some(taken))
+}
+
+/// The next takeover asked for (never, without `--takeover`).
+pub async fn next_takeover(rx: &mut Option<tokio::sync::mpsc::Receiver<FdConn>>) -> Option<FdConn> {
+    match rx {
+        Some(r) => r.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits (a short while) for a server task that was told to stop.
+pub async fn stopped_in_time(task: &mut tokio::task::JoinHandle<anyhow::Result<()>>) {
+    if tokio::time::timeout(SERVER_STOP_LIMIT, task).await.is_err() {
+        tracing::warn!("a server did not stop in time for the takeover");
+    }
+}
+
+/// The old relay's side, once its servers stopped reading: sends every call and socket to
+/// the new relay, and once that one serves them, stops receiving media. True when the calls
+/// are the new relay's now.
+pub async fn hand_over(
+    conn: FdConn,
+    manager: &Arc<Mutex<SessionManager<DataPlane>>>,
+    ng: Option<(OwnedFd, Option<OwnedFd>)>,
+    sip: Option<(OwnedFd, OwnedFd)>,
+) -> bool {
+    let mut roles = Vec::new();
+    let mut fds = Vec::new();
+    if let Some((udp, tcp)) = ng {
+        roles.push(SocketRole::NgUdp);
+        fds.push(udp);
+        if let Some(tcp) = tcp {
+            roles.push(SocketRole::NgTcp);
+            fds.push(tcp);
+        }
+    }
+    if let Some((udp, tcp)) = sip {
+        roles.extend([SocketRole::SipUdp, SocketRole::SipTcp]);
+        fds.extend([udp, tcp]);
+    }
+    let calls = {
+        let mut m = manager.lock().unwrap_or_else(|e| e.into_inner());
+        let calls = m.snapshot_calls();
+        match m.backend().handover_sockets() {
+            Ok(media) => {
+                for (port, fd) in media {
+                    roles.push(SocketRole::Media { port });
+                    fds.push(fd);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "takeover: cannot copy the media sockets");
+                return false;
+            }
+        }
+        calls
+    };
+    let state = Handover {
+        v: VERSION,
+        calls: calls
+            .into_iter()
+            .map(|(call_id, record, stats)| CallState {
+                call_id,
+                record,
+                stats,
+            })
+            .collect(),
+        sockets: roles,
+        registrations: Vec::new(),
+    };
+    let n = state.calls.len();
+    let sent =
+        tokio::task::spawn_blocking(move || crate::server::takeover::give(&conn, &state, &fds))
+            .await;
+    match sent {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::error!(error = format!("{e:#}"), "takeover failed");
+            return false;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "takeover task failed");
+            return false;
+        }
+    }
+    let m = manager.clone();
+    let paused = tokio::task::spawn_blocking(move || {
+        m.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .backend()
+            .pause(PAUSE_LIMIT)
+    })
+    .await
+    .unwrap_or(false);
+    if !paused {
+        tracing::warn!("takeover: a worker did not confirm it stopped receiving");
+    }
+    tracing::info!(calls = n, "takeover done: the new relay serves every call");
+    true
+}
