@@ -105,8 +105,11 @@ pub fn run_with(config: Config, lifecycle: Arc<Lifecycle>, cli: Option<Cli>) -> 
         .build()?;
     rt.block_on(async move {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        // The ng and SIP servers stop on their own signal: a takeover stops them first, and
+        // one that fails starts them again.
+        let (mut serve_tx, serve_rx) = tokio::sync::watch::channel(false);
         let sip_adopted = taken.as_mut().and_then(crate::upgrade::Taken::sip_sockets);
-        let (sip, sip_shared, sip_fds) = match start_sip(&config, manager.clone(), stop_rx.clone(), locations, sip_adopted).await? {
+        let (sip, sip_shared, sip_fds) = match start_sip(&config, manager.clone(), serve_rx.clone(), locations, sip_adopted).await? {
             Some((task, shared, fds)) => (task, Some(shared), fds),
             // No SIP: a task that never ends keeps the select below uniform.
             None => (
@@ -131,7 +134,6 @@ pub fn run_with(config: Config, lifecycle: Arc<Lifecycle>, cli: Option<Cli>) -> 
             Some(path) => Some(crate::server::takeover::listen(path.clone())?),
             None => None,
         };
-        let mut handover_conn = None;
         tracing::info!(udp = %ng.listen_udp, tcp = ?ng.listen_tcp, "ng control listening");
         let ng_shared = ng_server.shared();
         if let Some(addr) = config.listen_http {
@@ -147,7 +149,7 @@ pub fn run_with(config: Config, lifecycle: Arc<Lifecycle>, cli: Option<Cli>) -> 
             tracing::info!(listen = %addr, "HTTP /metrics and /health listening");
             tokio::spawn(http.run(stop_rx.clone()));
         }
-        let mut server = tokio::spawn(ng_server.run(stop_rx));
+        let mut server = tokio::spawn(ng_server.run(serve_rx));
         let mut sip = sip;
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
@@ -160,8 +162,29 @@ pub fn run_with(config: Config, lifecycle: Arc<Lifecycle>, cli: Option<Cli>) -> 
                 _ = tokio::signal::ctrl_c() => break Ok(()),
                 Some(conn) = crate::upgrade::next_takeover(&mut takeovers) => {
                     tracing::info!("takeover asked: handing calls and sockets over");
-                    handover_conn = Some(conn);
-                    break Ok(());
+                    // The servers answer what they already read, then stop reading.
+                    let _ = serve_tx.send(true);
+                    crate::upgrade::stopped_in_time(&mut server).await;
+                    if sip_shared.is_some() {
+                        crate::upgrade::stopped_in_time(&mut sip).await;
+                    }
+                    if crate::upgrade::hand_over(conn, &manager, ng_fds.as_ref(), sip_fds.as_ref()).await {
+                        handed_over.store(true, std::sync::atomic::Ordering::Relaxed);
+                        break Ok(());
+                    }
+                    // The new relay failed: this one serves on, on the same sockets.
+                    tracing::warn!("takeover failed: serving on");
+                    let (tx, rx) = tokio::sync::watch::channel(false);
+                    serve_tx = tx;
+                    match crate::upgrade::resume(&ng_shared, ng_fds.as_ref(), ng.tick_interval, sip_shared.as_ref(), sip_fds.as_ref()) {
+                        Ok((n, s)) => {
+                            server = tokio::spawn(n.run(rx.clone()));
+                            if let Some(s) = s {
+                                sip = tokio::spawn(s.run(rx));
+                            }
+                        }
+                        Err(e) => break Err(e.context("serving again after a failed takeover")),
+                    }
                 }
                 _ = term.recv() => {
                     if lifecycle.start_drain() {
@@ -217,17 +240,10 @@ pub fn run_with(config: Config, lifecycle: Arc<Lifecycle>, cli: Option<Cli>) -> 
         };
         tracing::info!("shutting down");
         let _ = stop_tx.send(true);
-        if let Some(conn) = handover_conn {
-            // The servers answer what they already read, then stop reading.
-            crate::upgrade::stopped_in_time(&mut server).await;
-            if sip_shared.is_some() {
-                crate::upgrade::stopped_in_time(&mut sip).await;
-            }
-            let ok = crate::upgrade::hand_over(conn, &manager, ng_fds, sip_fds).await;
-            handed_over.store(ok, std::sync::atomic::Ordering::Relaxed);
-            if ok {
-                return outcome;
-            }
+        let _ = serve_tx.send(true);
+        if handed_over.load(std::sync::atomic::Ordering::Relaxed) {
+            // The new relay writes the calls' store records from now on.
+            return outcome;
         }
         // Calls stay in the store (a restart restores them); what changed last goes out now.
         if let Some(store) = &store {

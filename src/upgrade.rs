@@ -22,7 +22,9 @@ const PAUSE_LIMIT: Duration = Duration::from_secs(2);
 const SERVER_STOP_LIMIT: Duration = Duration::from_secs(2);
 
 /// Takes over from the relay serving takeovers at `path`, if one does: its media sockets
-/// are adopted (no bind) and its calls restored on them. `None`: nothing to take over.
+/// are adopted (no bind) and its calls restored on them. `None`: nothing to take over. A
+/// call that cannot be restored here (a port outside this relay's range, say) abandons
+/// the takeover: the running relay is told and serves on.
 pub fn take_over(
     path: &Path,
     manager: &mut SessionManager<DataPlane>,
@@ -47,6 +49,19 @@ pub fn take_over(
         }
     }
     let unused = manager.backend_mut().drop_unadopted();
+    if dropped > 0 {
+        // All or nothing: the running relay serves on with every call.
+        let why = format!(
+            "{dropped} of {} calls could not be restored here",
+            taken.state.calls.len()
+        );
+        // The calls restored here already receive: what they took is relayed before exit.
+        if !manager.backend().pause(PAUSE_LIMIT) {
+            tracing::warn!("a worker did not confirm it stopped receiving");
+        }
+        taken.abort(&why);
+        anyhow::bail!("takeover abandoned: {why}");
+    }
     tracing::info!(
         restored,
         dropped,
@@ -78,22 +93,29 @@ pub async fn stopped_in_time(task: &mut tokio::task::JoinHandle<anyhow::Result<(
 pub async fn hand_over(
     conn: FdConn,
     manager: &Arc<Mutex<SessionManager<DataPlane>>>,
-    ng: Option<(OwnedFd, Option<OwnedFd>)>,
-    sip: Option<(OwnedFd, OwnedFd)>,
+    ng: Option<&(OwnedFd, Option<OwnedFd>)>,
+    sip: Option<&(OwnedFd, OwnedFd)>,
 ) -> bool {
     let mut roles = Vec::new();
     let mut fds = Vec::new();
-    if let Some((udp, tcp)) = ng {
-        roles.push(SocketRole::NgUdp);
-        fds.push(udp);
-        if let Some(tcp) = tcp {
-            roles.push(SocketRole::NgTcp);
-            fds.push(tcp);
+    let copied = (|| -> std::io::Result<()> {
+        if let Some((udp, tcp)) = ng {
+            roles.push(SocketRole::NgUdp);
+            fds.push(udp.try_clone()?);
+            if let Some(tcp) = tcp {
+                roles.push(SocketRole::NgTcp);
+                fds.push(tcp.try_clone()?);
+            }
         }
-    }
-    if let Some((udp, tcp)) = sip {
-        roles.extend([SocketRole::SipUdp, SocketRole::SipTcp]);
-        fds.extend([udp, tcp]);
+        if let Some((udp, tcp)) = sip {
+            roles.extend([SocketRole::SipUdp, SocketRole::SipTcp]);
+            fds.extend([udp.try_clone()?, tcp.try_clone()?]);
+        }
+        Ok(())
+    })();
+    if let Err(e) = copied {
+        tracing::error!(error = %e, "takeover: cannot copy the ng and SIP sockets");
+        return false;
     }
     let calls = {
         let mut m = manager.lock().unwrap_or_else(|e| e.into_inner());
@@ -154,4 +176,36 @@ pub async fn hand_over(
     }
     tracing::info!(calls = n, "takeover done: the new relay serves every call");
     true
+}
+
+type NgServer = crate::server::ng::NgServer<DataPlane>;
+type SipServer = crate::server::sip::SipServer<DataPlane>;
+
+/// After a takeover that failed: the ng and SIP servers again, on the same state and on
+/// copies of the sockets they served (what was queued meanwhile is answered now).
+pub fn resume(
+    ng_shared: &Arc<crate::server::ng::NgShared<DataPlane>>,
+    ng: Option<&(OwnedFd, Option<OwnedFd>)>,
+    tick_interval: Duration,
+    sip_shared: Option<&Arc<crate::server::sip::SipShared<DataPlane>>>,
+    sip: Option<&(OwnedFd, OwnedFd)>,
+) -> anyhow::Result<(NgServer, Option<SipServer>)> {
+    let (udp, tcp) = ng.ok_or_else(|| anyhow::anyhow!("no copy of the ng sockets"))?;
+    let tcp = match tcp {
+        Some(t) => Some(t.try_clone()?.into()),
+        None => None,
+    };
+    let ng = NgServer::resume(
+        ng_shared.clone(),
+        udp.try_clone()?.into(),
+        tcp,
+        tick_interval,
+    )?;
+    let sip = match (sip_shared, sip) {
+        (Some(shared), Some((_, tcp))) => {
+            Some(SipServer::resume(shared.clone(), tcp.try_clone()?.into())?)
+        }
+        _ => None,
+    };
+    Ok((ng, sip))
 }

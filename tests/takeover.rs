@@ -42,7 +42,7 @@ const CALLS: usize = 120;
 const DEFAULT_PPS: u64 = 20_000;
 const PING_EVERY: Duration = Duration::from_millis(10);
 
-fn start(path: &Path, log: &Path, engine: &str, kernel: bool) -> Child {
+fn start(path: &Path, log: &Path, engine: &str, kernel: bool, port_max: u16) -> Child {
     let out = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -60,7 +60,7 @@ fn start(path: &Path, log: &Path, engine: &str, kernel: bool) -> Child {
             &["--no-kernel-forwarding"][..]
         })
         .args(["--port-min", &MEDIA_MIN.to_string()])
-        .args(["--port-max", &MEDIA_MAX.to_string()])
+        .args(["--port-max", &port_max.to_string()])
         .args(["--log-level", "info"])
         .arg("--takeover")
         .arg(path)
@@ -194,13 +194,19 @@ fn sip_answers() -> bool {
 fn takeover_loses_no_packet_call_or_ping() {
     // Without the in-kernel path every packet crosses the sockets' queues (where a
     // handover could lose it); with it (where it runs) latched RTP bypasses them.
-    for (engine, kernel) in [("uring", false), ("mmsg", false), ("uring", true)] {
+    // The first run begins with a takeover that fails (the new relay's port range lacks
+    // half the calls' ports): the running relay must serve on, losing nothing.
+    for (engine, kernel, failed_first) in [
+        ("uring", false, true),
+        ("mmsg", false, false),
+        ("uring", true, false),
+    ] {
         eprintln!("engine {engine}, kernel path asked: {kernel}");
-        run(engine, kernel);
+        run(engine, kernel, failed_first);
     }
 }
 
-fn run(engine: &str, kernel: bool) {
+fn run(engine: &str, kernel: bool, failed_first: bool) {
     let dir = TempDir::new("rtpanchor-takeover").unwrap();
     let path = dir.path().join("takeover.sock");
     let log1 = dir.path().join("old.log");
@@ -209,7 +215,7 @@ fn run(engine: &str, kernel: bool) {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(DEFAULT_PPS);
-    let mut old = Killed(start(&path, &log1, engine, kernel));
+    let mut old = Killed(start(&path, &log1, engine, kernel, MEDIA_MAX));
     let ng_addr = SocketAddr::from(([127, 0, 0, 1], NG_PORT));
     let mut c = client(ng_addr);
     if let Err(e) = c.wait_ready(Duration::from_secs(15)) {
@@ -281,8 +287,46 @@ fn run(engine: &str, kernel: bool) {
         tail(&log1, 30)
     );
 
+    if failed_first {
+        let log_bad = dir.path().join("refused.log");
+        let mut bad = Killed(start(&path, &log_bad, engine, kernel, MEDIA_MIN + 239));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Ok(Some(st)) = bad.0.try_wait() {
+                break st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "a relay that cannot restore every call still runs\n{}",
+                tail(&log_bad, 30)
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert!(!status.success(), "{}", tail(&log_bad, 30));
+        assert!(
+            std::fs::read_to_string(&log_bad)
+                .unwrap()
+                .contains("takeover abandoned"),
+            "{}",
+            tail(&log_bad, 30)
+        );
+        assert!(
+            pid_alive(&mut old.0),
+            "old relay gone after a failed takeover\n{}",
+            tail(&log1, 30)
+        );
+        let before_fail: u64 = got.iter().map(|g| g.load(Ordering::Relaxed)).sum();
+        std::thread::sleep(Duration::from_secs(1));
+        let after_fail: u64 = got.iter().map(|g| g.load(Ordering::Relaxed)).sum();
+        assert!(
+            after_fail > before_fail + pps / 2,
+            "media stalled after a failed takeover\n{}",
+            tail(&log1, 30)
+        );
+    }
+
     let t0 = Instant::now();
-    let mut new = Killed(start(&path, &log2, engine, kernel));
+    let mut new = Killed(start(&path, &log2, engine, kernel, MEDIA_MAX));
     let deadline = Instant::now() + Duration::from_secs(30);
     while pid_alive(&mut old.0) {
         assert!(

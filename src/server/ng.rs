@@ -411,6 +411,30 @@ impl<B: MediaBackend + 'static> NgServer<B> {
         })
     }
 
+    /// Serves again with the state of a server that was stopped (a takeover that failed),
+    /// on copies of its sockets. Needs a tokio runtime.
+    pub fn resume(
+        shared: Arc<NgShared<B>>,
+        udp: std::net::UdpSocket,
+        tcp: Option<std::net::TcpListener>,
+        tick_interval: Duration,
+    ) -> anyhow::Result<NgServer<B>> {
+        udp.set_nonblocking(true)?;
+        let tcp = match tcp {
+            Some(l) => {
+                l.set_nonblocking(true)?;
+                Some(TcpListener::from_std(l)?)
+            }
+            None => None,
+        };
+        Ok(NgServer {
+            udp: UdpSocket::from_std(udp)?,
+            tcp,
+            shared,
+            tick_interval,
+        })
+    }
+
     /// Copies of the UDP socket and TCP listener, for a takeover.
     pub fn handover_sockets(
         &self,

@@ -514,6 +514,22 @@ impl<B: MediaBackend + 'static> SipServer<B> {
         self.shared.clone()
     }
 
+    /// Serves again with the state of a server that was stopped (a takeover that failed):
+    /// its UDP socket is still in `shared`; `tcp` is a copy of its listener. Needs a tokio
+    /// runtime.
+    pub fn resume(
+        shared: Arc<SipShared<B>>,
+        tcp: std::net::TcpListener,
+    ) -> anyhow::Result<SipServer<B>> {
+        tcp.set_nonblocking(true)?;
+        let local = shared.udp.local_addr()?;
+        Ok(SipServer {
+            tcp: TcpListener::from_std(tcp)?,
+            shared,
+            local,
+        })
+    }
+
     /// Copies of the UDP socket and TCP listener, for a takeover.
     pub fn handover_sockets(
         &self,
