@@ -129,6 +129,7 @@ pub fn run_with(config: Config, lifecycle: Arc<Lifecycle>, cli: Option<Cli>) -> 
         };
         if let Some(t) = taken.take() {
             t.ready()?;
+            crate::upgrade::notify_main_pid();
         }
         let mut takeovers = match &config.takeover {
             Some(path) => Some(crate::server::takeover::listen(path.clone())?),
@@ -153,6 +154,7 @@ pub fn run_with(config: Config, lifecycle: Arc<Lifecycle>, cli: Option<Cli>) -> 
         let mut sip = sip;
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        let mut usr2 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined2())?;
         let mut running = config.clone();
         // How often a drain looks whether the last call has ended.
         let mut drain_check = tokio::time::interval(Duration::from_millis(100));
@@ -194,6 +196,7 @@ pub fn run_with(config: Config, lifecycle: Arc<Lifecycle>, cli: Option<Cli>) -> 
                     let calls = manager.lock().map_or(0, |m| m.call_count());
                     tracing::info!(calls, "SIGTERM: draining (no new calls; a second SIGTERM exits at once)");
                 }
+                _ = usr2.recv() => crate::upgrade::start_successor(config.takeover.is_some()),
                 _ = hup.recv() => {
                     tracing::info!("SIGHUP");
                     if let Some(f) = &hup_cdr {

@@ -209,3 +209,58 @@ pub fn resume(
     };
     Ok((ng, sip))
 }
+
+/// SIGUSR2 (the upgrade of a systemd service, see the unit): starts this program again as
+/// it was started (the binary at the same path: after a package upgrade, the new one), with
+/// the same arguments; with `--takeover` among them it takes this relay's calls over.
+pub fn start_successor(takeover_configured: bool) {
+    if !takeover_configured {
+        tracing::warn!("SIGUSR2: no --takeover socket configured; no upgrade started");
+        return;
+    }
+    let mut args = std::env::args_os();
+    let Some(program) = args.next() else {
+        tracing::error!("SIGUSR2: own program path unknown; no upgrade started");
+        return;
+    };
+    match std::process::Command::new(&program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .spawn()
+    {
+        Ok(child) => tracing::info!(
+            pid = child.id(),
+            program = %Path::new(&program).display(),
+            "SIGUSR2: started the new relay; it takes over"
+        ),
+        Err(e) => tracing::error!(error = %e, "SIGUSR2: cannot start the new relay"),
+    }
+}
+
+/// Tells systemd (when it started us with a notification socket) that this process is the
+/// service's main process now and ready: a takeover replaced the process systemd started.
+/// Needs `NotifyAccess=all` in the unit.
+pub fn notify_main_pid() {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let msg = format!("MAINPID={}\nREADY=1", std::process::id());
+    let sent = (|| -> std::io::Result<()> {
+        let sock = std::os::unix::net::UnixDatagram::unbound()?;
+        let bytes = std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str());
+        match bytes.strip_prefix(b"@") {
+            Some(name) => {
+                use std::os::linux::net::SocketAddrExt;
+                let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+                sock.send_to_addr(msg.as_bytes(), &addr)?;
+            }
+            None => {
+                sock.send_to(msg.as_bytes(), Path::new(&path))?;
+            }
+        }
+        Ok(())
+    })();
+    if let Err(e) = sent {
+        tracing::warn!(error = %e, "cannot notify systemd of the new main process");
+    }
+}
