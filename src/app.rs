@@ -65,7 +65,17 @@ pub fn run_with(config: Config, lifecycle: Arc<Lifecycle>, cli: Option<Cli>) -> 
         Some(path) => crate::upgrade::take_over(path, &mut manager)?,
         None => None,
     };
+    if config.standby {
+        anyhow::ensure!(config.redis.is_some(), "--standby needs --redis");
+        anyhow::ensure!(
+            config.listen_sip.is_none(),
+            "--standby runs without the SIP proxy: give --no-sip"
+        );
+        lifecycle.set_standby(true);
+    }
     let (locations, store) = match &config.redis {
+        // A standby attaches the store when it takes over.
+        Some(_) if config.standby => (None, None),
         Some(url) => {
             // Calls taken over are the stored ones, already restored.
             let (l, s) = open_store(url, &mut manager, unix_at_zero, taken.is_none())?;
@@ -84,7 +94,21 @@ pub fn run_with(config: Config, lifecycle: Arc<Lifecycle>, cli: Option<Cli>) -> 
         }
         None => None,
     };
-    let kept_in_store = store.is_some();
+    let kept_in_store = config.redis.is_some();
+    let mut store = store;
+    // The active relay's heartbeat, or the standby's watch of it.
+    let mut heartbeat = match &config.redis {
+        Some(url) if config.standby => {
+            crate::store::standby::watch(url, lifecycle.clone())?;
+            tracing::info!("standby: following the active relay's heartbeat in Redis");
+            None
+        }
+        Some(url) => Some(crate::store::standby::Heartbeat::start(
+            url,
+            crate::store::standby::node_name(),
+        )?),
+        None => None,
+    };
     // Set once a takeover has moved every call to the new process.
     let handed_over = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let handed_over_exit = handed_over.clone();
@@ -208,6 +232,34 @@ pub fn run_with(config: Config, lifecycle: Arc<Lifecycle>, cli: Option<Cli>) -> 
                     reload_sip_users(&config, sip_shared.as_deref());
                 }
                 _ = drain_check.tick() => {
+                    if lifecycle.take_activation() && lifecycle.is_standby() {
+                        if let Some(url) = &config.redis {
+                            let mut m = manager.lock().unwrap_or_else(|e| e.into_inner());
+                            // Loading blocks (a runtime of the store's own): off this one.
+                            let opened = tokio::task::block_in_place(|| {
+                                open_store(url, &mut m, unix_at_zero, true)
+                            });
+                            match opened {
+                                Ok((_, s)) => {
+                                    store = Some(s);
+                                    lifecycle.set_standby(false);
+                                    heartbeat = Some(crate::store::standby::Heartbeat::start(
+                                        url,
+                                        crate::store::standby::node_name(),
+                                    )?);
+                                    tracing::warn!(calls = m.call_count(), "standby took over: active now");
+                                }
+                                Err(e) => {
+                                    tracing::error!(error = format!("{e:#}"), "standby cannot take over; asking again in 1 s");
+                                    let l = lifecycle.clone();
+                                    tokio::spawn(async move {
+                                        tokio::time::sleep(Duration::from_secs(1)).await;
+                                        l.request_activation();
+                                    });
+                                }
+                            }
+                        }
+                    }
                     if !lifecycle.is_draining() {
                         continue;
                     }
@@ -244,6 +296,8 @@ pub fn run_with(config: Config, lifecycle: Arc<Lifecycle>, cli: Option<Cli>) -> 
         tracing::info!("shutting down");
         let _ = stop_tx.send(true);
         let _ = serve_tx.send(true);
+        // No heartbeat from a relay that stops: a standby takes over once the key expires.
+        drop(heartbeat);
         if handed_over.load(std::sync::atomic::Ordering::Relaxed) {
             // The new relay writes the calls' store records from now on.
             return outcome;

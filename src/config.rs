@@ -167,6 +167,10 @@ pub struct Cli {
     /// the next takeover there (e.g. /run/rtpanchor/takeover.sock).
     #[arg(long, value_name = "PATH")]
     pub takeover: Option<PathBuf>,
+    /// Standby (needs --redis and --no-sip): follow the active relay's heartbeat in Redis
+    /// and take its calls over when it stops or on `rtpanchor ctl active`.
+    #[arg(long)]
+    pub standby: bool,
     /// SIP users (TOML, HA1 hashes per realm; see `rtpanchor passwd`): turns on digest
     /// authentication. Re-read on SIGHUP.
     #[arg(long, value_name = "FILE")]
@@ -264,6 +268,7 @@ struct FileConfig {
     log_level: Option<String>,
     redis: Option<String>,
     takeover: Option<PathBuf>,
+    standby: Option<bool>,
     cdr_file: Option<PathBuf>,
     drain_timeout: Option<u64>,
 }
@@ -319,6 +324,8 @@ pub struct Config {
     pub redis: Option<String>,
     /// The takeover socket (`--takeover`): taken over from at start, served after.
     pub takeover: Option<PathBuf>,
+    /// A standby relay (`--standby`).
+    pub standby: bool,
     /// Call records (`--cdr-file`), off unless given.
     pub cdr_file: Option<PathBuf>,
     /// Longest drain (`--drain-timeout`); 0 = no limit.
@@ -366,6 +373,7 @@ impl Default for Config {
             log_level: "info".into(),
             redis: None,
             takeover: None,
+            standby: false,
             cdr_file: None,
             drain_timeout_secs: 0,
         }
@@ -485,6 +493,7 @@ impl Config {
         }
         c.redis = cli.redis.clone().or(file.redis);
         c.takeover = cli.takeover.clone().or(file.takeover);
+        c.standby = cli.standby || file.standby.unwrap_or(false);
         c.cdr_file = cli.cdr_file.clone().or(file.cdr_file);
         c.drain_timeout_secs = cli.drain_timeout.or(file.drain_timeout).unwrap_or(0);
         c.validate()?;

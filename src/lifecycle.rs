@@ -16,6 +16,10 @@ pub type LogLevelSetter = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 #[derive(Default)]
 pub struct Lifecycle {
     draining: AtomicBool,
+    /// A standby relay (`--standby`): no calls until activated.
+    standby: AtomicBool,
+    /// Activation asked (ng `active`, or the active relay's heartbeat expired).
+    activate: AtomicBool,
     log_level: OnceLock<LogLevelSetter>,
 }
 
@@ -40,6 +44,29 @@ impl Lifecycle {
     /// Starts draining; returns whether it was already.
     pub fn start_drain(&self) -> bool {
         self.draining.swap(true, Ordering::Relaxed)
+    }
+
+    /// Marks this relay a standby (or active again, once it took over).
+    pub fn set_standby(&self, on: bool) {
+        self.standby.store(on, Ordering::Relaxed);
+    }
+
+    pub fn is_standby(&self) -> bool {
+        self.standby.load(Ordering::Relaxed)
+    }
+
+    /// Asks a standby to take over; returns whether this relay is a standby.
+    pub fn request_activation(&self) -> bool {
+        let standby = self.is_standby();
+        if standby {
+            self.activate.store(true, Ordering::Relaxed);
+        }
+        standby
+    }
+
+    /// Whether activation was asked since the last look (and clears it).
+    pub fn take_activation(&self) -> bool {
+        self.activate.swap(false, Ordering::Relaxed)
     }
 
     /// Installs how the log filter is changed (once, by `main`).
@@ -77,5 +104,16 @@ mod tests {
         }));
         assert!(l.set_log_level("debug").is_ok());
         assert_eq!(l.set_log_level("x"), Err("bad x".into()));
+    }
+
+    #[test]
+    fn only_a_standby_is_activated() {
+        let l = Lifecycle::new();
+        assert!(!l.request_activation());
+        assert!(!l.take_activation());
+        l.set_standby(true);
+        assert!(l.request_activation());
+        assert!(l.take_activation());
+        assert!(!l.take_activation());
     }
 }

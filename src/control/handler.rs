@@ -93,7 +93,19 @@ pub fn handle<B: MediaBackend>(mgr: &mut SessionManager<B>, req: NgRequest, now:
         Command::Terminate => terminate(mgr, &req, now),
         Command::Drain => drain(mgr),
         Command::Set => set(mgr, &req),
+        Command::Active => active(mgr),
     }
+}
+
+/// `active` (ours): a standby relay takes the calls over from the state store now (the app
+/// watches the flag); on an active relay it changes nothing. Replies whether it was a
+/// standby.
+fn active<B: MediaBackend>(mgr: &mut SessionManager<B>) -> Owned {
+    let standby = mgr.lifecycle().request_activation();
+    if standby {
+        tracing::warn!("ng active: this standby takes over");
+    }
+    reply::ok().with("was standby", i64::from(standby))
 }
 
 /// `terminate` (ours): the call named by `call-id`, or every call with flag `all`. Replies
@@ -229,6 +241,10 @@ fn session_error(e: &SessionError, supports_load_limit: bool) -> Owned {
 }
 
 fn offer_answer<B: MediaBackend>(mgr: &mut SessionManager<B>, req: NgRequest, now: Nanos) -> Owned {
+    // A standby has no calls until it takes over; the proxy tries its next relay.
+    if mgr.lifecycle().is_standby() {
+        return reply::error("standby relay: not active");
+    }
     let mut warnings = req.warnings.clone();
     let opts = negotiate_options(&req, &mut warnings);
     let interfaces = &mgr.config().interfaces;

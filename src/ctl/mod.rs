@@ -57,6 +57,8 @@ pub enum CtlCommand {
     Stats,
     /// Stop taking new calls; the relay exits once the last call ends.
     Drain,
+    /// A standby relay (`--standby`) takes the calls over from Redis now.
+    Active,
     /// Change a setting live.
     Set {
         #[command(subcommand)]
@@ -89,6 +91,7 @@ pub fn request(cmd: &CtlCommand) -> Owned {
             .with("call-id", call_id.as_str()),
         CtlCommand::Stats => Owned::dict().with("command", "statistics"),
         CtlCommand::Drain => Owned::dict().with("command", "drain"),
+        CtlCommand::Active => Owned::dict().with("command", "active"),
         CtlCommand::Set { what } => match what {
             SetWhat::MaxSessions { n } => Owned::dict()
                 .with("command", "set")
@@ -125,6 +128,13 @@ pub fn render(cmd: &CtlCommand, reply: &Owned) -> String {
             "draining; {} calls up\n",
             reply.get("calls").and_then(Owned::as_int).unwrap_or(0)
         ),
+        CtlCommand::Active => {
+            if reply.get("was standby").and_then(Owned::as_int) == Some(1) {
+                "taking over\n".into()
+            } else {
+                "already active\n".into()
+            }
+        }
         CtlCommand::Set { what } => match what {
             SetWhat::MaxSessions { n } => format!("max-sessions {n}\n"),
             SetWhat::LogLevel { level } => format!("log-level {level}\n"),

@@ -14,6 +14,7 @@
 pub mod locations;
 pub mod record;
 pub mod redis;
+pub mod standby;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

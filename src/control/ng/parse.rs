@@ -123,6 +123,7 @@ impl ReqParser {
             | Command::Statistics
             | Command::Terminate
             | Command::Drain
+            | Command::Active
             | Command::Set => {}
         }
         Ok(r)

@@ -23,6 +23,8 @@ pub enum Command {
     Drain,
     /// Ours (`rtpengine-ctl set`): `max-sessions` and/or `log-level`, live.
     Set,
+    /// Ours: a standby relay (`--standby`) takes the calls over from Redis now.
+    Active,
 }
 
 /// rtpengine commands that exist but that rtpanchor does not implement (normalised names).
@@ -69,6 +71,7 @@ impl Command {
             Command::Terminate => "terminate",
             Command::Drain => "drain",
             Command::Set => "set",
+            Command::Active => "active",
         }
     }
 
@@ -86,6 +89,7 @@ impl Command {
             "terminate" => Command::Terminate,
             "drain" => Command::Drain,
             "set" => Command::Set,
+            "active" => Command::Active,
             name if UNSUPPORTED_COMMANDS.contains(&name) => {
                 return Err(NgError::UnsupportedCommand(name.replace('-', " ")))
             }
