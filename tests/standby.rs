@@ -17,13 +17,14 @@ mod common;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::media::rtp;
 use common::ng::{client, ng, try_ng};
 use common::peers::{find_program, tail, Peer};
+use common::streams::{count_by_ssrc, counters, open_calls, snapshot};
 use common::TempDir;
 use rtpanchor::control::bencode::Owned;
 use rtpanchor::sdp::AudioSdp;
@@ -217,6 +218,24 @@ fn relay_port(sdp: &str) -> u16 {
     m.split(' ').nth(1).unwrap().parse().unwrap()
 }
 
+/// Waits (15 s at most) until every stream got more than 10 packets more than it had.
+fn wait_resumed(got: &[std::sync::atomic::AtomicU64], log: &std::path::Path) {
+    let at_kill = snapshot(got);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !snapshot(got)
+        .iter()
+        .zip(&at_kill)
+        .all(|(n, k)| *n > *k + 10)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "media did not resume on every stream through the standby\n{}",
+            tail(log, 40)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Runs in namespace `p` (started by the test above).
 #[test]
 #[ignore = "run by the_standby_takes_the_calls_over_when_the_active_dies in its namespace"]
@@ -263,53 +282,16 @@ fn standby_inner() {
 
     let a = UdpSocket::bind((P_A, PHONE_A)).unwrap();
     let b = UdpSocket::bind((P_A, PHONE_B)).unwrap();
-    let mut dests = Vec::new();
-    for i in 0..CALLS {
-        let id = format!("standby-{i}");
-        let offer = ng(
-            &mut ca,
-            &format!("o{i}"),
-            &Owned::dict()
-                .with("sdp", sdp(PHONE_A, 1).as_str())
-                .with("call-id", id.as_str())
-                .with("from-tag", "ta")
-                .with("command", "offer"),
-        );
-        let to_b = relay_port(offer.get("sdp").and_then(Owned::as_str).unwrap());
-        let answer = ng(
-            &mut ca,
-            &format!("a{i}"),
-            &Owned::dict()
-                .with("sdp", sdp(PHONE_B, 2).as_str())
-                .with("call-id", id.as_str())
-                .with("from-tag", "ta")
-                .with("to-tag", "tb")
-                .with("command", "answer"),
-        );
-        let to_a = relay_port(answer.get("sdp").and_then(Owned::as_str).unwrap());
-        dests.push(SocketAddr::new(VIP.parse().unwrap(), to_b));
-        dests.push(SocketAddr::new(VIP.parse().unwrap(), to_a));
-    }
+    let (sdp_a, sdp_b) = (sdp(PHONE_A, 1), sdp(PHONE_B, 2));
+    let vip: std::net::IpAddr = VIP.parse().unwrap();
+    let dests = open_calls(&mut ca, "standby", CALLS, (&sdp_a, &sdp_b), relay_port, vip);
     let streams = dests.len();
-    let got: Arc<Vec<AtomicU64>> = Arc::new((0..streams).map(|_| AtomicU64::new(0)).collect());
+    let got = counters(streams);
     let stop = Arc::new(AtomicBool::new(false));
     let mut threads = Vec::new();
     for s in [&a, &b] {
         let (s, g, st) = (s.try_clone().unwrap(), got.clone(), stop.clone());
-        s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
-        threads.push(std::thread::spawn(move || {
-            let mut buf = [0u8; 2048];
-            while !st.load(Ordering::Relaxed) {
-                if let Ok(n) = s.recv(&mut buf) {
-                    if n >= 12 {
-                        let k = u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]) as usize;
-                        if let Some(c) = k.checked_sub(1).and_then(|k| g.get(k)) {
-                            c.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                }
-            }
-        }));
+        threads.push(std::thread::spawn(move || count_by_ssrc(s, g, st)));
     }
     {
         let (a, b, st) = (a.try_clone().unwrap(), b.try_clone().unwrap(), stop.clone());
@@ -328,13 +310,8 @@ fn standby_inner() {
             }
         }));
     }
-    let snapshot = || {
-        got.iter()
-            .map(|g| g.load(Ordering::Relaxed))
-            .collect::<Vec<_>>()
-    };
     std::thread::sleep(Duration::from_secs(2));
-    let before = snapshot();
+    let before = snapshot(&got);
     assert!(
         before.iter().all(|&n| n > 0),
         "media not flowing on every stream: {before:?}\n{}",
@@ -352,20 +329,7 @@ fn standby_inner() {
     ip(&["route", "replace", &format!("{VIP}/32"), "via", B]);
 
     // Every stream flows again, through the standby.
-    let at_kill = snapshot();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let now = snapshot();
-        if now.iter().zip(&at_kill).all(|(n, k)| *n > *k + 10) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "media did not resume on every stream through the standby\nstandby:\n{}",
-            tail(log_b, 40)
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_resumed(&got, log_b);
     let resumed = t0.elapsed();
     eprintln!("standby: media resumed on all {streams} streams {resumed:?} after the kill");
     let log = std::fs::read_to_string(log_b).unwrap();
@@ -425,20 +389,7 @@ fn standby_inner() {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "taking over\n");
-    let at_kill = snapshot();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let now = snapshot();
-        if now.iter().zip(&at_kill).all(|(n, k)| *n > *k + 10) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "media did not resume through the second standby\n{}",
-            tail(&log_c, 40)
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_resumed(&got, &log_c);
     eprintln!(
         "standby (ctl active): media resumed on all {streams} streams {:?} after the kill",
         t1.elapsed()

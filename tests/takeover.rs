@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use common::media::rtp;
 use common::ng::{client, ng, relay_port, sdp};
 use common::peers::tail;
+use common::streams::{count_by_ssrc, counters, open_calls};
 use common::TempDir;
 use rtpanchor::control::bencode::Owned;
 
@@ -84,21 +85,6 @@ fn phone(port: u16) -> UdpSocket {
     let _ = socket2::SockRef::from(&s).set_recv_buffer_size(8 << 20);
     s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
     s
-}
-
-/// Counts what arrives on `s` per SSRC (stream index = SSRC - 1).
-fn receive(s: UdpSocket, counts: Arc<Vec<AtomicU64>>, stop: Arc<AtomicBool>) {
-    let mut buf = [0u8; 2048];
-    while !stop.load(Ordering::Relaxed) {
-        if let Ok(n) = s.recv(&mut buf) {
-            if n >= 12 {
-                let ssrc = u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]) as usize;
-                if let Some(c) = ssrc.checked_sub(1).and_then(|k| counts.get(k)) {
-                    c.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }
-    }
 }
 
 /// Sends `pps` packets a second round-robin over the streams (stream 2i: A to B of call i,
@@ -224,48 +210,28 @@ fn run(engine: &str, kernel: bool, failed_first: bool) {
 
     let a = phone(PHONE_A);
     let b = phone(PHONE_B);
-    let mut dests = Vec::new();
-    for i in 0..CALLS {
-        let id = format!("takeover-{i}");
-        let offer = ng(
-            &mut c,
-            &format!("o{i}"),
-            &Owned::dict()
-                .with("sdp", sdp(PHONE_A, 1).as_str())
-                .with("call-id", id.as_str())
-                .with("from-tag", "ta")
-                .with("command", "offer"),
-        );
-        let to_b = relay_port(offer.get("sdp").and_then(Owned::as_str).unwrap());
-        let answer = ng(
-            &mut c,
-            &format!("a{i}"),
-            &Owned::dict()
-                .with("sdp", sdp(PHONE_B, 2).as_str())
-                .with("call-id", id.as_str())
-                .with("from-tag", "ta")
-                .with("to-tag", "tb")
-                .with("command", "answer"),
-        );
-        let to_a = relay_port(answer.get("sdp").and_then(Owned::as_str).unwrap());
-        // A sends to the port the offer's rewrite named; B to the answer's.
-        dests.push(SocketAddr::from(([127, 0, 0, 1], to_b)));
-        dests.push(SocketAddr::from(([127, 0, 0, 1], to_a)));
-    }
-
+    let (sdp_a, sdp_b) = (sdp(PHONE_A, 1), sdp(PHONE_B, 2));
+    let dests = open_calls(
+        &mut c,
+        "takeover",
+        CALLS,
+        (&sdp_a, &sdp_b),
+        relay_port,
+        [127, 0, 0, 1].into(),
+    );
     let streams = dests.len();
-    let sent: Arc<Vec<AtomicU64>> = Arc::new((0..streams).map(|_| AtomicU64::new(0)).collect());
-    let got: Arc<Vec<AtomicU64>> = Arc::new((0..streams).map(|_| AtomicU64::new(0)).collect());
+    let sent = counters(streams);
+    let got = counters(streams);
     let stop_send = Arc::new(AtomicBool::new(false));
     let stop_rx = Arc::new(AtomicBool::new(false));
     let stop_ping = Arc::new(AtomicBool::new(false));
     let rx_a = {
         let (s, g, st) = (a.try_clone().unwrap(), got.clone(), stop_rx.clone());
-        std::thread::spawn(move || receive(s, g, st))
+        std::thread::spawn(move || count_by_ssrc(s, g, st))
     };
     let rx_b = {
         let (s, g, st) = (b.try_clone().unwrap(), got.clone(), stop_rx.clone());
-        std::thread::spawn(move || receive(s, g, st))
+        std::thread::spawn(move || count_by_ssrc(s, g, st))
     };
     let tx = {
         let (s, t, st) = (sent.clone(), stop_send.clone(), stop_send.clone());

@@ -71,6 +71,22 @@ impl Epoll {
     }
 }
 
+impl Epoll {
+    /// Stops watching `fd`, an open socket of a slot.
+    fn del(&self, fd: i32) {
+        // SAFETY: both descriptors are open (the caller's socket until its slot is
+        // released); a null event is allowed for EPOLL_CTL_DEL.
+        unsafe {
+            libc::epoll_ctl(
+                self.0.as_raw_fd(),
+                libc::EPOLL_CTL_DEL,
+                fd,
+                std::ptr::null_mut(),
+            )
+        };
+    }
+}
+
 impl SocketIo for Epoll {
     fn attach(&mut self, table: &mut SlotTable, i: SlotIdx) {
         if let Some(s) = table.slots.get(i.index()) {
@@ -81,15 +97,8 @@ impl SocketIo for Epoll {
 
     fn detach(&mut self, table: &mut SlotTable, i: SlotIdx) {
         if let Some(s) = table.slots.get(i.index()) {
-            // SAFETY: the socket is still open (released just below).
-            unsafe {
-                libc::epoll_ctl(
-                    self.0.as_raw_fd(),
-                    libc::EPOLL_CTL_DEL,
-                    s.fd(),
-                    std::ptr::null_mut(),
-                )
-            };
+            // The socket is still open (released just below).
+            self.del(s.fd());
         }
         // Synchronous engine: nothing in flight, close at once.
         table.release(i);
@@ -97,16 +106,7 @@ impl SocketIo for Epoll {
 
     fn pause(&mut self, table: &mut SlotTable) {
         for s in table.slots.iter().filter(|s| s.is_live()) {
-            // SAFETY: the socket is open (its slot is live); removing it from our own epoll
-            // set has no other effect.
-            unsafe {
-                libc::epoll_ctl(
-                    self.0.as_raw_fd(),
-                    libc::EPOLL_CTL_DEL,
-                    s.fd(),
-                    std::ptr::null_mut(),
-                )
-            };
+            self.del(s.fd());
         }
         self.1 = true;
     }

@@ -394,21 +394,8 @@ impl<B: MediaBackend + 'static> NgServer<B> {
         udp: std::net::UdpSocket,
         tcp: Option<std::net::TcpListener>,
     ) -> anyhow::Result<NgServer<B>> {
-        udp.set_nonblocking(true)?;
-        let udp = UdpSocket::from_std(udp)?;
-        let tcp = match tcp {
-            Some(l) => {
-                l.set_nonblocking(true)?;
-                Some(TcpListener::from_std(l)?)
-            }
-            None => None,
-        };
-        Ok(NgServer {
-            udp,
-            tcp,
-            shared: Arc::new(NgShared::new(manager, cfg)),
-            tick_interval: cfg.tick_interval,
-        })
+        let shared = Arc::new(NgShared::new(manager, cfg));
+        Self::resume(shared, udp, tcp, cfg.tick_interval)
     }
 
     /// Serves again with the state of a server that was stopped (a takeover that failed),

@@ -7,6 +7,7 @@ pub mod ng;
 pub mod peers;
 pub mod sip;
 pub mod store;
+pub mod streams;
 
 use std::path::{Path, PathBuf};
 
