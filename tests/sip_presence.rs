@@ -80,6 +80,74 @@ Contact: <sip:{user}@{src}>\r\n\
     }
 }
 
+/// One UDP datagram from `src` at `now` (no media hook).
+fn send(p: &mut Proxy, data: &[u8], src: SocketAddr, now: u64) -> Vec<Transmit> {
+    feed(p, data, src, now, &mut NoMedia)
+}
+
+/// bob's phone registering at 127.0.0.1:5062.
+fn bob_register() -> Vec<u8> {
+    register_bytes(
+        "bob",
+        &["sip:bob@127.0.0.1:5062"],
+        "127.0.0.1:5062",
+        "rb",
+        1,
+    )
+}
+
+/// A PUBLISH from bob's phone at `now`.
+fn publish_bob(
+    p: &mut Proxy,
+    cseq: u32,
+    extra: &str,
+    body: Option<&[u8]>,
+    now: u64,
+) -> Vec<Transmit> {
+    send(p, &publish("bob", bob(), cseq, extra, body), bob(), now)
+}
+
+/// Where each user of these tests sends from.
+fn src_of(user: &str) -> SocketAddr {
+    match user {
+        "alice" => alice(),
+        "bob" => bob(),
+        _ => carol(),
+    }
+}
+
+/// A SUBSCRIBE from `user` to `target` outside a dialog, with `extra` header lines.
+fn new_subscribe(user: &str, target: &str, call_id: &str, extra: &str) -> Vec<u8> {
+    let ruri = format!("sip:{target}@example.com");
+    request(
+        "SUBSCRIBE",
+        &ruri,
+        user,
+        src_of(user),
+        call_id,
+        1,
+        None,
+        extra,
+        None,
+    )
+}
+
+/// alice's SUBSCRIBE in her dialog `call_id` with the server (our tag `tag`).
+fn resubscribe(call_id: &str, cseq: u32, tag: &str, extra: &str) -> Vec<u8> {
+    let ruri = "sip:127.0.0.1:5060";
+    request(
+        "SUBSCRIBE",
+        ruri,
+        "alice",
+        alice(),
+        call_id,
+        cseq,
+        Some(tag),
+        extra,
+        None,
+    )
+}
+
 fn subscribe(user: &str, src: SocketAddr, target: &str, call_id: &str, expires: u32) -> Vec<u8> {
     request(
         "SUBSCRIBE",
@@ -168,12 +236,11 @@ fn answer(p: &mut Proxy, req: &Transmit, from: SocketAddr, code: u16, now: u64) 
 #[test]
 fn subscribe_to_an_unregistered_user_gets_200_and_a_closed_notify() {
     let mut p = presence_proxy();
-    let out = feed(
+    let out = send(
         &mut p,
         &subscribe("alice", alice(), "bob", "s1", 600),
         alice(),
         0,
-        &mut NoMedia,
     );
     assert_eq!(out.len(), 2);
     let ok = msg(&out[0]);
@@ -213,19 +280,7 @@ fn registration_opens_and_binding_expiry_closes_for_a_user_that_never_publishes(
     let mut p = presence_proxy();
     let (_, doc) = watch(&mut p, "alice", alice(), "bob", 0);
     assert!(doc.contains("closed"));
-    let out = feed(
-        &mut p,
-        &register_bytes(
-            "bob",
-            &["sip:bob@127.0.0.1:5062"],
-            "127.0.0.1:5062",
-            "rb",
-            1,
-        ),
-        bob(),
-        SEC,
-        &mut NoMedia,
-    );
+    let out = send(&mut p, &bob_register(), bob(), SEC);
     assert_eq!(status(&out[0]), Some(200));
     let n = notifies(&out);
     assert_eq!(n.len(), 1, "bob's REGISTER NOTIFYs alice");
@@ -233,18 +288,8 @@ fn registration_opens_and_binding_expiry_closes_for_a_user_that_never_publishes(
     answer(&mut p, n[0], alice(), 200, SEC);
     let tag = msg(n[0]).from_tag().unwrap().to_string();
     // The binding (600 s) expires; the subscription (600 s from 0) is renewed first.
-    let refresh = request(
-        "SUBSCRIBE",
-        "sip:127.0.0.1:5060",
-        "alice",
-        alice(),
-        "sub-alice",
-        2,
-        Some(&tag),
-        "Event: presence\r\nExpires: 3600\r\n",
-        None,
-    );
-    let out = feed(&mut p, &refresh, alice(), 500 * SEC, &mut NoMedia);
+    let refresh = resubscribe("sub-alice", 2, &tag, "Event: presence\r\nExpires: 3600\r\n");
+    let out = send(&mut p, &refresh, alice(), 500 * SEC);
     assert_eq!(status(&out[0]), Some(200), "{}", text(&out[0]));
     assert_eq!(msg(&out[0]).expires().unwrap(), Some(3600));
     let n = notifies(&out);
@@ -271,13 +316,7 @@ fn publish_etags_refresh_modify_remove_and_412() {
     let mut p = presence_proxy();
     watch(&mut p, "alice", alice(), "bob", 0);
     let away = pidf("bob", "t1", "open", Some("away"));
-    let out = feed(
-        &mut p,
-        &publish("bob", bob(), 1, "Expires: 120\r\n", Some(&away)),
-        bob(),
-        SEC,
-        &mut NoMedia,
-    );
+    let out = publish_bob(&mut p, 1, "Expires: 120\r\n", Some(&away), SEC);
     assert_eq!(status(&out[0]), Some(200), "{}", text(&out[0]));
     assert_eq!(
         out[0].to,
@@ -293,52 +332,34 @@ fn publish_etags_refresh_modify_remove_and_412() {
     answer(&mut p, n[0], alice(), 200, SEC);
 
     // Refresh: no body, a new tag, no NOTIFY.
-    let out = feed(
+    let out = publish_bob(
         &mut p,
-        &publish(
-            "bob",
-            bob(),
-            2,
-            &format!("SIP-If-Match: {etag1}\r\nExpires: 120\r\n"),
-            None,
-        ),
-        bob(),
+        2,
+        &format!("SIP-If-Match: {etag1}\r\nExpires: 120\r\n"),
+        None,
         2 * SEC,
-        &mut NoMedia,
     );
     assert_eq!(status(&out[0]), Some(200));
     let etag2 = header(&out[0], "SIP-ETag").unwrap();
     assert_ne!(etag1, etag2);
     assert!(notifies(&out).is_empty());
     // The old tag is gone.
-    let out = feed(
+    let out = publish_bob(
         &mut p,
-        &publish(
-            "bob",
-            bob(),
-            3,
-            &format!("SIP-If-Match: {etag1}\r\n"),
-            Some(&away),
-        ),
-        bob(),
+        3,
+        &format!("SIP-If-Match: {etag1}\r\n"),
+        Some(&away),
         3 * SEC,
-        &mut NoMedia,
     );
     assert_eq!(status(&out[0]), Some(412));
     // Modify: busy.
     let busy = pidf("bob", "t1", "open", Some("busy"));
-    let out = feed(
+    let out = publish_bob(
         &mut p,
-        &publish(
-            "bob",
-            bob(),
-            4,
-            &format!("SIP-If-Match: {etag2}\r\n"),
-            Some(&busy),
-        ),
-        bob(),
+        4,
+        &format!("SIP-If-Match: {etag2}\r\n"),
+        Some(&busy),
         4 * SEC,
-        &mut NoMedia,
     );
     assert_eq!(status(&out[0]), Some(200));
     let etag3 = header(&out[0], "SIP-ETag").unwrap();
@@ -347,18 +368,12 @@ fn publish_etags_refresh_modify_remove_and_412() {
     assert!(body(n[0]).contains("<rpid:busy/>") && !body(n[0]).contains("away"));
     answer(&mut p, n[0], alice(), 200, 4 * SEC);
     // Remove: back to the registration-derived state (bob has no binding: closed).
-    let out = feed(
+    let out = publish_bob(
         &mut p,
-        &publish(
-            "bob",
-            bob(),
-            5,
-            &format!("SIP-If-Match: {etag3}\r\nExpires: 0\r\n"),
-            None,
-        ),
-        bob(),
+        5,
+        &format!("SIP-If-Match: {etag3}\r\nExpires: 0\r\n"),
+        None,
         5 * SEC,
-        &mut NoMedia,
     );
     assert_eq!(status(&out[0]), Some(200));
     let n = notifies(&out);
@@ -382,36 +397,23 @@ fn publish_rules_489_423_415_400() {
         "Event: dialog\r\n",
         Some(("application/pidf+xml", &doc)),
     );
-    let out = feed(&mut p, &wrong_event, bob(), 0, &mut NoMedia);
+    let out = send(&mut p, &wrong_event, bob(), 0);
     assert_eq!(status(&out[0]), Some(489));
     assert!(header(&out[0], "Allow-Events").is_some());
-    let out = feed(
-        &mut p,
-        &publish("bob", bob(), 1, "Expires: 5\r\n", Some(&doc)),
-        bob(),
-        0,
-        &mut NoMedia,
-    );
+    let out = publish_bob(&mut p, 1, "Expires: 5\r\n", Some(&doc), 0);
     assert_eq!(status(&out[0]), Some(423));
     assert_eq!(header(&out[0], "Min-Expires").as_deref(), Some("60"));
-    let out = feed(
-        &mut p,
-        &publish("bob", bob(), 2, "", None),
-        bob(),
-        0,
-        &mut NoMedia,
-    );
+    let out = publish_bob(&mut p, 2, "", None, 0);
     assert_eq!(
         status(&out[0]),
         Some(400),
         "an initial PUBLISH needs a body"
     );
-    let out = feed(
+    let out = send(
         &mut p,
         &publish("bob", bob(), 3, "", Some(b"<nope/>")),
         bob(),
         0,
-        &mut NoMedia,
     );
     assert_eq!(status(&out[0]), Some(400), "not PIDF");
     let plain = request(
@@ -425,7 +427,7 @@ fn publish_rules_489_423_415_400() {
         "Event: presence\r\n",
         Some(("text/plain", b"here")),
     );
-    let out = feed(&mut p, &plain, bob(), 0, &mut NoMedia);
+    let out = send(&mut p, &plain, bob(), 0);
     assert_eq!(status(&out[0]), Some(415));
 }
 
@@ -434,21 +436,14 @@ fn publication_expiry_notifies_and_two_publishers_are_composed() {
     let mut p = presence_proxy();
     watch(&mut p, "alice", alice(), "bob", 0);
     let desk = pidf("bob", "desk", "open", Some("away"));
-    let out = feed(
-        &mut p,
-        &publish("bob", bob(), 1, "Expires: 60\r\n", Some(&desk)),
-        bob(),
-        SEC,
-        &mut NoMedia,
-    );
+    let out = publish_bob(&mut p, 1, "Expires: 60\r\n", Some(&desk), SEC);
     answer(&mut p, notifies(&out)[0], alice(), 200, SEC);
     let mobile = pidf("bob", "mobile", "open", Some("on-the-phone"));
-    let out = feed(
+    let out = send(
         &mut p,
         &publish("bob", bob2(), 1, "Expires: 600\r\n", Some(&mobile)),
         bob2(),
         2 * SEC,
-        &mut NoMedia,
     );
     assert_eq!(status(&out[0]), Some(200));
     let n = notifies(&out);
@@ -474,18 +469,8 @@ fn unsubscribe_gets_a_final_terminated_notify() {
     let mut p = presence_proxy();
     let (n, _) = watch(&mut p, "alice", alice(), "bob", 0);
     let tag = Message::parse(&n).unwrap().from_tag().unwrap().to_string();
-    let unsub = request(
-        "SUBSCRIBE",
-        "sip:127.0.0.1:5060",
-        "alice",
-        alice(),
-        "sub-alice",
-        2,
-        Some(&tag),
-        "Event: presence\r\nExpires: 0\r\n",
-        None,
-    );
-    let out = feed(&mut p, &unsub, alice(), SEC, &mut NoMedia);
+    let unsub = resubscribe("sub-alice", 2, &tag, "Event: presence\r\nExpires: 0\r\n");
+    let out = send(&mut p, &unsub, alice(), SEC);
     assert_eq!(status(&out[0]), Some(200));
     assert_eq!(msg(&out[0]).expires().unwrap(), Some(0));
     let n = notifies(&out);
@@ -496,18 +481,8 @@ fn unsubscribe_gets_a_final_terminated_notify() {
     answer(&mut p, n[0], alice(), 200, SEC);
     assert_eq!(p.presence().unwrap().stats().subscriptions, 0);
     // The dialog is gone: a refresh gets 481.
-    let again = request(
-        "SUBSCRIBE",
-        "sip:127.0.0.1:5060",
-        "alice",
-        alice(),
-        "sub-alice",
-        3,
-        Some(&tag),
-        "Event: presence\r\nExpires: 600\r\n",
-        None,
-    );
-    let out = feed(&mut p, &again, alice(), 2 * SEC, &mut NoMedia);
+    let again = resubscribe("sub-alice", 3, &tag, "Event: presence\r\nExpires: 600\r\n");
+    let out = send(&mut p, &again, alice(), 2 * SEC);
     assert_eq!(status(&out[0]), Some(481));
 }
 
@@ -530,29 +505,18 @@ fn expiry_sends_terminated_timeout() {
 #[test]
 fn bad_event_short_expiry_and_unknown_dialog() {
     let mut p = presence_proxy();
-    let foo = request(
-        "SUBSCRIBE",
-        "sip:bob@example.com",
-        "alice",
-        alice(),
-        "e1",
-        1,
-        None,
-        "Event: foo\r\n",
-        None,
-    );
-    let out = feed(&mut p, &foo, alice(), 0, &mut NoMedia);
+    let foo = new_subscribe("alice", "bob", "e1", "Event: foo\r\n");
+    let out = send(&mut p, &foo, alice(), 0);
     assert_eq!(status(&out[0]), Some(489));
     assert_eq!(
         header(&out[0], "Allow-Events").as_deref(),
         Some("presence, presence.winfo")
     );
-    let out = feed(
+    let out = send(
         &mut p,
         &subscribe("alice", alice(), "bob", "e2", 10),
         alice(),
         0,
-        &mut NoMedia,
     );
     assert_eq!(out.len(), 1);
     assert_eq!(status(&out[0]), Some(423));
@@ -568,22 +532,12 @@ fn bad_event_short_expiry_and_unknown_dialog() {
         "Event: presence\r\n",
         None,
     );
-    let out = feed(&mut p, &stray, alice(), 0, &mut NoMedia);
+    let out = send(&mut p, &stray, alice(), 0);
     assert_eq!(status(&out[0]), Some(481));
     // A package a registered phone may serve (dialog) is still routed to it.
     register_bob(&mut p);
-    let dialog = request(
-        "SUBSCRIBE",
-        "sip:bob@example.com",
-        "alice",
-        alice(),
-        "e4",
-        1,
-        None,
-        "Event: dialog\r\n",
-        None,
-    );
-    let out = feed(&mut p, &dialog, alice(), 0, &mut NoMedia);
+    let dialog = new_subscribe("alice", "bob", "e4", "Event: dialog\r\n");
+    let out = send(&mut p, &dialog, alice(), 0);
     assert_eq!(
         (out[0].to, method(&out[0]).as_deref()),
         (bob(), Some("SUBSCRIBE"))
@@ -593,22 +547,20 @@ fn bad_event_short_expiry_and_unknown_dialog() {
 #[test]
 fn a_481_or_a_timeout_ends_the_subscription() {
     let mut p = presence_proxy();
-    let out = feed(
+    let out = send(
         &mut p,
         &subscribe("alice", alice(), "bob", "g1", 600),
         alice(),
         0,
-        &mut NoMedia,
     );
     answer(&mut p, notifies(&out)[0], alice(), 481, 10 * MS);
     assert_eq!(p.presence().unwrap().stats().subscriptions, 0);
     // carol never answers: Timer F (64·T1) ends it.
-    let out = feed(
+    let out = send(
         &mut p,
         &subscribe("carol", carol(), "bob", "g2", 600),
         carol(),
         0,
-        &mut NoMedia,
     );
     assert_eq!(notifies(&out).len(), 1);
     assert_eq!(p.presence().unwrap().stats().subscriptions, 1);
@@ -624,39 +576,26 @@ fn a_481_or_a_timeout_ends_the_subscription() {
 #[test]
 fn notify_waits_for_the_previous_one_and_carries_the_latest_state() {
     let mut p = presence_proxy();
-    let out = feed(
+    let out = send(
         &mut p,
         &subscribe("alice", alice(), "bob", "o1", 600),
         alice(),
         0,
-        &mut NoMedia,
     );
     let first = notifies(&out)[0].clone();
     // Unanswered: bob publishes twice; nothing is sent to alice meanwhile.
     let away = pidf("bob", "t", "open", Some("away"));
-    let out = feed(
-        &mut p,
-        &publish("bob", bob(), 1, "", Some(&away)),
-        bob(),
-        10 * MS,
-        &mut NoMedia,
-    );
+    let out = publish_bob(&mut p, 1, "", Some(&away), 10 * MS);
     assert_eq!(status(&out[0]), Some(200));
     assert!(notifies(&out).is_empty(), "previous NOTIFY unanswered");
     let etag = header(&out[0], "SIP-ETag").unwrap();
     let busy = pidf("bob", "t", "open", Some("busy"));
-    let out = feed(
+    let out = publish_bob(
         &mut p,
-        &publish(
-            "bob",
-            bob(),
-            2,
-            &format!("SIP-If-Match: {etag}\r\n"),
-            Some(&busy),
-        ),
-        bob(),
+        2,
+        &format!("SIP-If-Match: {etag}\r\n"),
+        Some(&busy),
         300 * MS,
-        &mut NoMedia,
     );
     assert!(notifies(&out).is_empty());
     let out = tick(&mut p, 600 * MS, &mut NoMedia);
@@ -677,13 +616,7 @@ fn changes_are_rate_limited_per_presentity() {
     watch(&mut p, "alice", alice(), "bob", 0);
     watch(&mut p, "carol", carol(), "bob", 0);
     let away = pidf("bob", "t", "open", Some("away"));
-    let out = feed(
-        &mut p,
-        &publish("bob", bob(), 1, "", Some(&away)),
-        bob(),
-        SEC,
-        &mut NoMedia,
-    );
+    let out = publish_bob(&mut p, 1, "", Some(&away), SEC);
     let n = notifies(&out);
     assert_eq!(n.len(), 2, "every watcher");
     let (na, nc) = (n[0].clone(), n[1].clone());
@@ -691,18 +624,12 @@ fn changes_are_rate_limited_per_presentity() {
     answer(&mut p, &nc, nc.to, 200, SEC);
     let etag = header(&out[0], "SIP-ETag").unwrap();
     let busy = pidf("bob", "t", "open", Some("busy"));
-    let out = feed(
+    let out = publish_bob(
         &mut p,
-        &publish(
-            "bob",
-            bob(),
-            2,
-            &format!("SIP-If-Match: {etag}\r\n"),
-            Some(&busy),
-        ),
-        bob(),
+        2,
+        &format!("SIP-If-Match: {etag}\r\n"),
+        Some(&busy),
         SEC + 50 * MS,
-        &mut NoMedia,
     );
     assert!(notifies(&out).is_empty(), "within the interval");
     assert!(notifies(&tick(&mut p, SEC + 150 * MS, &mut NoMedia)).is_empty());
@@ -721,12 +648,11 @@ fn subscriptions_are_capped_per_presentity() {
     let mut p = proxy_with(cfg);
     watch(&mut p, "alice", alice(), "bob", 0);
     watch(&mut p, "carol", carol(), "bob", 0);
-    let out = feed(
+    let out = send(
         &mut p,
         &subscribe("dave", bob2(), "bob", "c3", 600),
         bob2(),
         0,
-        &mut NoMedia,
     );
     assert_eq!(out.len(), 1);
     assert_eq!(status(&out[0]), Some(503));
@@ -744,7 +670,7 @@ fn foreign_watchers_follow_the_policy() {
         "<sip:mallory@elsewhere.net>;tag",
     );
     foreign = text.into_bytes();
-    let out = feed(&mut p, &foreign, carol(), 0, &mut NoMedia);
+    let out = send(&mut p, &foreign, carol(), 0);
     assert_eq!(out.len(), 1);
     assert_eq!(status(&out[0]), Some(403));
     let mut cfg = presence_config();
@@ -752,7 +678,7 @@ fn foreign_watchers_follow_the_policy() {
         pc.foreign_watchers = rtpanchor::sip::presence::WatcherPolicy::Pending;
     }
     let mut p = proxy_with(cfg);
-    let out = feed(&mut p, &foreign, carol(), 0, &mut NoMedia);
+    let out = send(&mut p, &foreign, carol(), 0);
     assert_eq!(status(&out[0]), Some(200));
     let n = notifies(&out);
     assert!(header(n[0], "Subscription-State")
@@ -767,18 +693,13 @@ fn foreign_watchers_follow_the_policy() {
 #[test]
 fn watcher_info_lists_the_watchers_to_the_presentity_only() {
     let mut p = presence_proxy();
-    let winfo = request(
-        "SUBSCRIBE",
-        "sip:bob@example.com",
+    let winfo = new_subscribe(
         "bob",
-        bob(),
+        "bob",
         "w1",
-        1,
-        None,
         "Event: presence.winfo\r\nExpires: 600\r\n",
-        None,
     );
-    let out = feed(&mut p, &winfo, bob(), 0, &mut NoMedia);
+    let out = send(&mut p, &winfo, bob(), 0);
     assert_eq!(status(&out[0]), Some(200));
     assert_eq!(out[1].to, bob(), "served by us, not looped to bob's phone");
     assert_eq!(header(&out[1], "Event").as_deref(), Some("presence.winfo"));
@@ -789,12 +710,11 @@ fn watcher_info_lists_the_watchers_to_the_presentity_only() {
     assert!(!body(&out[1]).contains("<watcher "));
     let first = out[1].clone();
     answer(&mut p, &first, bob(), 200, 0);
-    let out = feed(
+    let out = send(
         &mut p,
         &subscribe("alice", alice(), "bob", "w2", 600),
         alice(),
         SEC,
-        &mut NoMedia,
     );
     let to_bob: Vec<_> = notifies(&out)
         .into_iter()
@@ -808,18 +728,8 @@ fn watcher_info_lists_the_watchers_to_the_presentity_only() {
     );
     assert!(doc.contains("version=\"1\""));
     // alice may not see bob's watchers.
-    let nosy = request(
-        "SUBSCRIBE",
-        "sip:bob@example.com",
-        "alice",
-        alice(),
-        "w3",
-        1,
-        None,
-        "Event: presence.winfo\r\n",
-        None,
-    );
-    let out = feed(&mut p, &nosy, alice(), SEC, &mut NoMedia);
+    let nosy = new_subscribe("alice", "bob", "w3", "Event: presence.winfo\r\n");
+    let out = send(&mut p, &nosy, alice(), SEC);
     assert_eq!(status(&out[0]), Some(403));
 }
 
@@ -840,30 +750,17 @@ fn message(to: &str, call_id: &str, text: &str) -> Vec<u8> {
 #[test]
 fn message_to_an_offline_user_is_stored_and_delivered_on_register() {
     let mut p = presence_proxy();
-    let out = feed(
+    let out = send(
         &mut p,
         &message("sip:bob@example.com", "m1", "are you there?"),
         alice(),
         0,
-        &mut NoMedia,
     );
     assert_eq!(out.len(), 1);
     assert_eq!((out[0].to, status(&out[0])), (alice(), Some(202)));
     let stored = p.presence().unwrap().stored_for("sip:bob@example.com");
     assert_eq!(stored.len(), 1);
-    let out = feed(
-        &mut p,
-        &register_bytes(
-            "bob",
-            &["sip:bob@127.0.0.1:5062"],
-            "127.0.0.1:5062",
-            "rb",
-            1,
-        ),
-        bob(),
-        5 * SEC,
-        &mut NoMedia,
-    );
+    let out = send(&mut p, &bob_register(), bob(), 5 * SEC);
     assert_eq!(status(&out[0]), Some(200));
     let m: Vec<_> = out
         .iter()
@@ -885,12 +782,11 @@ fn message_to_an_offline_user_is_stored_and_delivered_on_register() {
     assert_eq!(p.presence().unwrap().stats().messages_delivered, 1);
     assert_eq!(p.presence().unwrap().stats().stored_messages, 0);
     // Now online: a MESSAGE is forwarded to his phone as before.
-    let out = feed(
+    let out = send(
         &mut p,
         &message("sip:bob@example.com", "m2", "hi"),
         alice(),
         6 * SEC,
-        &mut NoMedia,
     );
     assert_eq!(
         (out[0].to, method(&out[0]).as_deref()),
@@ -906,29 +802,16 @@ fn a_failed_delivery_is_kept_and_the_store_is_bounded() {
     }
     let mut p = proxy_with(cfg);
     for (i, cid) in ["k1", "k2", "k3"].iter().enumerate() {
-        let out = feed(
+        let out = send(
             &mut p,
             &message("sip:bob@example.com", cid, "x"),
             alice(),
             0,
-            &mut NoMedia,
         );
         let want = if i < 2 { 202 } else { 480 };
         assert_eq!(status(&out[0]), Some(want));
     }
-    let out = feed(
-        &mut p,
-        &register_bytes(
-            "bob",
-            &["sip:bob@127.0.0.1:5062"],
-            "127.0.0.1:5062",
-            "rb",
-            1,
-        ),
-        bob(),
-        SEC,
-        &mut NoMedia,
-    );
+    let out = send(&mut p, &bob_register(), bob(), SEC);
     let m: Vec<Transmit> = out
         .iter()
         .filter(|t| method(t).as_deref() == Some("MESSAGE"))
@@ -951,29 +834,26 @@ fn a_failed_delivery_is_kept_and_the_store_is_bounded() {
 fn a_large_message_over_udp_gets_513() {
     let mut p = presence_proxy();
     let big = "x".repeat(1400);
-    let out = feed(
+    let out = send(
         &mut p,
         &message("sip:bob@example.com", "big", &big),
         alice(),
         0,
-        &mut NoMedia,
     );
     assert_eq!(status(&out[0]), Some(513));
     register_bob(&mut p);
-    let out = feed(
+    let out = send(
         &mut p,
         &message("sip:bob@example.com", "big2", &big),
         alice(),
         0,
-        &mut NoMedia,
     );
     assert_eq!(status(&out[0]), Some(513), "bob is reached over UDP");
-    let out = feed(
+    let out = send(
         &mut p,
         &message("sip:bob@example.com", "small", "ok"),
         alice(),
         0,
-        &mut NoMedia,
     );
     assert_eq!(method(&out[0]).as_deref(), Some("MESSAGE"));
 }
@@ -996,7 +876,7 @@ fn numbers_tel_uris_and_visual_separators() {
         ))
         .unwrap()
         .replace("@example.com>", "@example.com;user=phone>");
-        let out = feed(&mut p, reg.as_bytes(), bob(), 0, &mut NoMedia);
+        let out = send(&mut p, reg.as_bytes(), bob(), 0);
         assert_eq!(status(&out[0]), Some(200), "{}", text(&out[0]));
         for (i, target) in [
             "tel:+81312345678",
@@ -1007,7 +887,7 @@ fn numbers_tel_uris_and_visual_separators() {
         .enumerate()
         {
             let mut a = Uac::alice(&format!("num{i}")).calling(target);
-            let out = feed(&mut p, &a.invite(None), alice(), 0, &mut NoMedia);
+            let out = send(&mut p, &a.invite(None), alice(), 0);
             let fwd: Vec<_> = out.iter().filter(|t| t.to == bob()).collect();
             assert_eq!(
                 fwd.len(),
@@ -1021,7 +901,7 @@ fn numbers_tel_uris_and_visual_separators() {
             );
         }
         let mut a = Uac::alice("nx").calling("tel:+15550100");
-        let out = feed(&mut p, &a.invite(None), alice(), 0, &mut NoMedia);
+        let out = send(&mut p, &a.invite(None), alice(), 0);
         assert_eq!(
             status(out.last().unwrap()),
             Some(404),
@@ -1032,7 +912,7 @@ fn numbers_tel_uris_and_visual_separators() {
     cfg.outbound = Some(carol());
     let mut p = proxy_with(cfg);
     let mut a = Uac::alice("ny").calling("tel:+15550100");
-    let out = feed(&mut p, &a.invite(None), alice(), 0, &mut NoMedia);
+    let out = send(&mut p, &a.invite(None), alice(), 0);
     assert!(out
         .iter()
         .any(|t| t.to == carol() && method(t).as_deref() == Some("INVITE")));
@@ -1047,7 +927,7 @@ fn options_lists_exactly_what_is_served() {
             config()
         });
         let mut a = Uac::alice("opt").calling("sip:example.com");
-        let out = feed(&mut p, &a.request("OPTIONS", ""), alice(), 0, &mut NoMedia);
+        let out = send(&mut p, &a.request("OPTIONS", ""), alice(), 0);
         let allow = header(&out[0], "Allow").unwrap();
         let methods: Vec<&str> = allow.split(", ").collect();
         assert!(!methods.contains(&"NOTIFY"));
@@ -1058,4 +938,46 @@ fn options_lists_exactly_what_is_served() {
             presence.then_some("presence, presence.winfo")
         );
     }
+}
+
+#[test]
+fn local_users_authenticate_before_presence_and_messages_are_served() {
+    use rtpanchor::sip::auth::{passwd_line, AuthConfig, Authenticator, UserFile};
+    use rtpanchor::sip::transport::Transport;
+    let users = UserFile::parse(&passwd_line("alice", "example.com", "pw")).unwrap();
+    let mut auth = Authenticator::new(AuthConfig::default(), [7; 32], users);
+    let mut p = presence_proxy();
+    let doc = pidf("alice", "t", "open", None);
+    let requests = [
+        subscribe("alice", alice(), "bob", "a1", 600),
+        request(
+            "PUBLISH",
+            "sip:alice@example.com",
+            "alice",
+            alice(),
+            "a2",
+            1,
+            None,
+            "Event: presence\r\n",
+            Some(("application/pidf+xml", &doc)),
+        ),
+        message("sip:bob@example.com", "a3", "unauthenticated"),
+    ];
+    for r in &requests {
+        let out = check(p.handle_incoming_with_auth(
+            r,
+            alice(),
+            Transport::Udp,
+            0,
+            &mut NoMedia,
+            Some(&mut auth),
+        ));
+        assert_eq!(out.len(), 1, "{}", text(&out[0]));
+        assert_eq!(status(&out[0]), Some(407), "{}", text(&out[0]));
+    }
+    let s = p.presence().unwrap().stats();
+    assert_eq!(
+        (s.subscriptions, s.publications, s.stored_messages),
+        (0, 0, 0)
+    );
 }

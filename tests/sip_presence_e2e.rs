@@ -12,23 +12,14 @@
 #[allow(dead_code)]
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::peers::{find_program, wait_udp_bound, Peer};
+use common::peers::{find_program, sipp_program, sipp_scenario, wait_udp_bound, Peer};
 use common::TempDir;
 
 const LO: &str = "127.0.0.1";
-
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn sipp() -> PathBuf {
-    // CI installs sip-tester (.ci/run); a missing SIPp is a failure, not a skip.
-    find_program("sipp").expect("sipp (Debian sip-tester) is required")
-}
 
 fn start_relay(dir: &Path, sip: u16, ng: u16, media: (u16, u16)) -> Peer {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_rtpanchor"));
@@ -57,12 +48,12 @@ fn sipp_start_with(
     port: u16,
     extra: &[&str],
 ) -> Peer {
-    let mut cmd = Command::new(sipp());
+    let mut cmd = Command::new(sipp_program());
     // Keys come before the scenario, which SIPp checks as it reads it.
     cmd.current_dir(dir)
         .args(extra)
         .arg("-sf")
-        .arg(repo().join("tools/sipp").join(scenario))
+        .arg(sipp_scenario(scenario))
         .arg(format!("{LO}:{sip}"))
         .args(["-s", service, "-i", LO, "-p", &port.to_string()])
         .args([
@@ -113,10 +104,10 @@ fn sipp_subscribe_publish_notify_and_offline_message() {
     // delivered there.
     let mut phone = sipp_start(dir.path(), sip, "message_receive.xml", "carol", 9074);
     wait_udp_bound(&mut phone, 9074, Duration::from_secs(5)).unwrap_or_else(|e| panic!("{e}"));
-    let mut cmd = Command::new(sipp());
+    let mut cmd = Command::new(sipp_program());
     cmd.current_dir(dir.path())
         .arg("-sf")
-        .arg(repo().join("tools/sipp/proxy_register.xml"))
+        .arg(sipp_scenario("proxy_register.xml"))
         .arg(format!("{LO}:{sip}"))
         .args(["-i", LO, "-p", "9073", "-m", "1", "-nostdin"])
         .args(["-key", "aor_user", "carol", "-key", "aor_host", LO])

@@ -21,6 +21,7 @@
 pub mod auth;
 pub mod edit;
 pub mod flood;
+pub mod hash;
 pub mod header;
 pub mod lex;
 pub mod media;

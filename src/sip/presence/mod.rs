@@ -45,6 +45,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 
+use crate::sip::hash::fnv;
 use crate::sip::parse::{HeaderName, Message};
 use crate::sip::transport::Transport;
 
@@ -450,21 +451,6 @@ fn event_of(msg: &Message<'_>) -> Option<(String, Option<String>)> {
             .then(|| v.trim().to_owned())
     });
     Some((package, id))
-}
-
-/// FNV-1a over parts, seeded (not cryptographic: it only keeps tokens unguessable enough
-/// not to collide with a peer's).
-fn fnv(seed: u64, parts: &[&[u8]]) -> u64 {
-    let mut h = 0xcbf2_9ce4_8422_2325u64 ^ seed;
-    for p in parts {
-        for &b in *p {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        h ^= 0xff;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
 }
 
 fn secs(ns: u64) -> u64 {
