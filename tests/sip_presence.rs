@@ -981,3 +981,33 @@ fn local_users_authenticate_before_presence_and_messages_are_served() {
         (0, 0, 0)
     );
 }
+
+#[test]
+fn the_final_notify_waits_for_the_unanswered_one() {
+    let mut p = presence_proxy();
+    let out = send(
+        &mut p,
+        &subscribe("alice", alice(), "bob", "u1", 600),
+        alice(),
+        0,
+    );
+    let first = notifies(&out)[0].clone();
+    let tag = msg(&first).from_tag().unwrap().to_string();
+    let out = send(
+        &mut p,
+        &resubscribe("u1", 2, &tag, "Event: presence\r\nExpires: 0\r\n"),
+        alice(),
+        100 * MS,
+    );
+    assert_eq!(status(&out[0]), Some(200));
+    assert!(notifies(&out).is_empty(), "the first NOTIFY is unanswered");
+    let out = answer(&mut p, &first, alice(), 200, 200 * MS);
+    let n = notifies(&out);
+    assert_eq!(n.len(), 1);
+    assert!(header(n[0], "Subscription-State")
+        .unwrap()
+        .starts_with("terminated"));
+    assert_eq!(p.presence().unwrap().stats().subscriptions, 1);
+    answer(&mut p, n[0], alice(), 200, 300 * MS);
+    assert_eq!(p.presence().unwrap().stats().subscriptions, 0);
+}

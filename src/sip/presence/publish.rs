@@ -124,11 +124,13 @@ impl Services {
                 let Some(publ) = p.publications.iter_mut().find(|x| x.etag == old) else {
                     return answer(Answer::new(412, "Conditional Request Failed"));
                 };
+                let stale = (publ.expires_at, Due::PubExpires(old));
                 publ.etag = etag.clone();
                 publ.expires_at = until;
                 if !body.is_empty() {
                     publ.body = body.to_vec();
                 }
+                self.timers.remove(&stale);
                 etag
             }
         };
@@ -168,6 +170,10 @@ impl Services {
         self.etags.remove(etag);
         if let Some(p) = self.presentities.get_mut(aor) {
             let before = p.publications.len();
+            for x in p.publications.iter().filter(|x| x.etag == etag) {
+                self.timers
+                    .remove(&(x.expires_at, Due::PubExpires(x.etag.clone())));
+            }
             p.publications.retain(|x| x.etag != etag);
             self.publications -= before - p.publications.len();
         }

@@ -70,6 +70,8 @@ pub(super) struct Subscription {
     dirty: bool,
     /// Ending: the next NOTIFY says `terminated` and the subscription is gone after it.
     ending: Option<&'static str>,
+    /// The `terminated` NOTIFY has been sent.
+    final_sent: bool,
     /// Watcher-info document version (RFC 3858 §4.4: one more per NOTIFY).
     version: u32,
 }
@@ -146,9 +148,9 @@ impl Services {
             .presentities
             .get(&target)
             .map_or(0, |p| p.watchers.len() + p.winfo.len());
-        if expires > 0
-            && (self.subs.len() >= self.cfg.max_subscriptions
-                || watchers >= self.cfg.max_watchers_per_presentity)
+        // A fetch (Expires: 0) lives until its NOTIFY is answered: it counts in the total.
+        if self.subs.len() >= self.cfg.max_subscriptions
+            || (expires > 0 && watchers >= self.cfg.max_watchers_per_presentity)
         {
             self.stats.refused_full += 1;
             return Handling::Answer(
@@ -196,6 +198,7 @@ impl Services {
             in_flight: None,
             dirty: false,
             ending: (expires == 0).then_some("timeout"),
+            final_sent: false,
             version: 0,
         };
         let answer = ok(expires, self.contact(o.reach.transport));
@@ -244,8 +247,13 @@ impl Services {
         if let Some(c) = contact_uri(msg) {
             sub.remote_target = c;
         }
+        let old = sub.expires_at;
         sub.expires_at = now.saturating_add(u64::from(expires) * NANOS_PER_SEC);
         let at = sub.expires_at;
+        self.timers.remove(&(old, Due::SubExpires(id)));
+        let Some(sub) = self.subs.get_mut(&id) else {
+            return Handling::Answer(Answer::new(481, "Subscription Does Not Exist"), Vec::new());
+        };
         if expires == 0 {
             sub.ending = Some("timeout");
         } else {
@@ -284,6 +292,7 @@ impl Services {
         sub.local_cseq += 1;
         sub.version += 1;
         sub.dirty = false;
+        sub.final_sent = sub.ending.is_some();
         sub.in_flight = Some(branch.clone());
         let state = match (sub.ending, sub.state) {
             (Some(reason), _) => format!("terminated;reason={reason}"),
@@ -354,14 +363,15 @@ impl Services {
             return Vec::new();
         };
         sub.in_flight = None;
-        if sub.ending.is_some() {
+        if sub.final_sent {
             self.remove_sub(id, now)
         } else if status >= 300 {
             // RFC 6665 §4.2.2: a 481, a timeout or another failure ends the subscription
             // (no further NOTIFY: the watcher is gone or refuses them).
             self.stats.notifies_failed += 1;
             self.remove_sub(id, now)
-        } else if sub.dirty || now >= sub.expires_at {
+        } else if sub.dirty || sub.ending.is_some() {
+            // Newer state, or the end, came while this NOTIFY was unanswered.
             self.send_notify(id, now)
         } else {
             Vec::new()
@@ -385,6 +395,7 @@ impl Services {
         let Some(sub) = self.subs.remove(&id) else {
             return Vec::new();
         };
+        self.timers.remove(&(sub.expires_at, Due::SubExpires(id)));
         self.dialogs.remove(&sub.dialog_key);
         if let Some(branch) = &sub.in_flight {
             self.outstanding.remove(branch);
