@@ -16,6 +16,7 @@ use crate::session::negotiate::RelayInterface;
 use crate::session::record::EndReason;
 use crate::sip::auth::{AuthConfig, Authenticator, UserFile};
 use crate::sip::flood::{FloodConfig, FloodGuard};
+use crate::sip::presence::PresenceConfig;
 use crate::sip::proxy::ProxyConfig;
 use crate::store::locations::LocationPersistence;
 use crate::time::{self, NANOS_PER_SEC};
@@ -435,6 +436,11 @@ async fn start_sip(
     let mut proxy = ProxyConfig::new(local);
     proxy.domains = config.domains.clone();
     proxy.outbound = config.sip_outbound;
+    if config.sip_presence {
+        let mut p = PresenceConfig::new(local);
+        p.foreign_watchers = config.sip_presence_foreign;
+        proxy.presence = Some(p);
+    }
     // Branch and tag hashes must not be predictable from outside: a per-process secret.
     proxy.secret = std::hash::BuildHasher::hash_one(
         &std::collections::hash_map::RandomState::new(),

@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use crate::cidr::Cidr;
 use crate::sip::auth::Algorithm;
+use crate::sip::presence::WatcherPolicy;
 
 /// Largest SIP message (the message layer's own limit, `sip::parse::MAX_MESSAGE_LEN`).
 pub const MAX_SIP_MESSAGE: usize = 65_535;
@@ -201,6 +202,14 @@ pub struct Cli {
     /// Flood control: how long a ban lasts. [default: 300]
     #[arg(long, value_name = "SECS")]
     pub sip_ban_secs: Option<u64>,
+    /// Route SUBSCRIBE/PUBLISH to the phones instead of serving presence, and do not store
+    /// MESSAGEs for offline users.
+    #[arg(long)]
+    pub no_sip_presence: bool,
+    /// Presence watchers from other domains: allow, pending or refuse (403); watchers from
+    /// our own domains are always allowed. [default: refuse]
+    #[arg(long, value_name = "POLICY")]
+    pub sip_presence_foreign: Option<WatcherPolicy>,
     /// ng clients allowed (CIDR or address; repeatable); others are dropped and counted.
     /// Required when --listen-ng/--listen-tcp-ng is not on loopback. [default: anyone on
     /// a loopback listener]
@@ -264,6 +273,8 @@ struct FileConfig {
     sip_max_rate: Option<u32>,
     sip_max_auth_failures: Option<u32>,
     sip_ban_secs: Option<u64>,
+    no_sip_presence: Option<bool>,
+    sip_presence_foreign: Option<String>,
     ng_allow: Option<Vec<String>>,
     log_level: Option<String>,
     redis: Option<String>,
@@ -317,6 +328,9 @@ pub struct Config {
     pub sip_max_rate: u32,
     pub sip_max_auth_failures: u32,
     pub sip_ban_secs: u64,
+    /// Serve presence and store messages (`sip::presence`).
+    pub sip_presence: bool,
+    pub sip_presence_foreign: WatcherPolicy,
     /// ng clients allowed; empty: anyone (only allowed on loopback listeners).
     pub ng_allow: Vec<Cidr>,
     pub log_level: String,
@@ -369,6 +383,8 @@ impl Default for Config {
             sip_max_rate: 100,
             sip_max_auth_failures: 10,
             sip_ban_secs: 300,
+            sip_presence: true,
+            sip_presence_foreign: WatcherPolicy::Refuse,
             ng_allow: Vec::new(),
             log_level: "info".into(),
             redis: None,
@@ -468,6 +484,14 @@ impl Config {
             .sip_ban_secs
             .or(file.sip_ban_secs)
             .unwrap_or(c.sip_ban_secs);
+        c.sip_presence = !(cli.no_sip_presence || file.no_sip_presence.unwrap_or(false));
+        if let Some(p) = cli.sip_presence_foreign {
+            c.sip_presence_foreign = p;
+        } else if let Some(p) = &file.sip_presence_foreign {
+            c.sip_presence_foreign = p
+                .parse()
+                .map_err(|e: String| anyhow::anyhow!("sip-presence-foreign: {e}"))?;
+        }
         c.ng_allow = if cli.ng_allow.is_empty() {
             parse_cidrs(file.ng_allow.unwrap_or_default())?
         } else {

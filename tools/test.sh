@@ -19,6 +19,8 @@ command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v clang >/dev/null 2>&1 || need+=(clang)
 # A real Prometheus scrapes the relay in tests/ops_metrics.rs (promtool ships with it).
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
+# Two baresip clients (its presence module) watch each other in tests/sip_presence_e2e.rs.
+command -v baresip >/dev/null 2>&1 || need+=(baresip)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive

@@ -21,11 +21,14 @@
 pub mod auth;
 pub mod edit;
 pub mod flood;
+pub mod hash;
 pub mod header;
 pub mod lex;
 pub mod media;
 pub mod message;
+pub mod number;
 pub mod parse;
+pub mod presence;
 pub mod proxy;
 pub mod registrar;
 pub mod transaction;

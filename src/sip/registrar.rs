@@ -168,7 +168,11 @@ pub fn canonical_aor(uri: &Uri<'_>) -> Option<String> {
     let mut s = String::with_capacity(u.raw.len());
     s.push_str(scheme);
     s.push(':');
-    if let Some(user) = u.user_decoded() {
+    // A number (`user=phone`, RFC 3966) is stored without its visual separators.
+    if let Some(number) = super::number::sip_phone_number(u) {
+        s.push_str(&number);
+        s.push('@');
+    } else if let Some(user) = u.user_decoded() {
         s.push_str(&String::from_utf8_lossy(&user));
         s.push('@');
     }

@@ -184,6 +184,18 @@ pub fn find_program(name: &str) -> Option<PathBuf> {
     })
 }
 
+/// SIPp, which CI installs (Debian sip-tester): a missing SIPp is a failure, not a skip.
+pub fn sipp_program() -> PathBuf {
+    find_program("sipp").expect("sipp (Debian sip-tester) is required")
+}
+
+/// A SIPp scenario of `tools/sipp/`.
+pub fn sipp_scenario(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tools/sipp")
+        .join(name)
+}
+
 /// Whether some socket is bound to UDP `127.0.0.1:port` or `0.0.0.0:port` (from /proc/net/udp).
 pub fn udp_bound(port: u16) -> bool {
     let Ok(table) = std::fs::read_to_string("/proc/net/udp") else {

@@ -12,18 +12,7 @@ use crate::sip::registrar::LocationStore;
 use crate::sip::uri::{Host, SipUri};
 
 /// FNV-1a, 64 bit: stable across runs, used for branch and tag derivation.
-pub(super) fn fnv(seed: u64, parts: &[&[u8]]) -> u64 {
-    let mut h = 0xcbf2_9ce4_8422_2325u64 ^ seed;
-    for p in parts {
-        for &b in *p {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        h ^= 0xff;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
-}
+pub(super) use crate::sip::hash::fnv;
 
 impl<S: LocationStore> Proxy<S> {
     pub(super) fn local_str(&self) -> String {

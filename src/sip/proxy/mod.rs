@@ -50,6 +50,8 @@
 //! - `response`: §16.7 and the response context of a forked request;
 //! - `cancel`: CANCEL from upstream, cancelling branches, building CANCEL and ACK;
 //! - `tx`: creating, answering through and removing transactions;
+//! - `services`: what the presence agent and message store (`sip::presence`) are told
+//!   at the interception point, and the requests they send;
 //! - `route`: §16.4–16.5, where a request goes; `nat`: the NAT contact table;
 //! - `ident`: our host, Route and Via, the branches and tags we mint, loop detection;
 //! - `state`: configuration, counters, tables and `Cx`.
@@ -63,6 +65,7 @@ mod nat;
 mod request;
 mod response;
 mod route;
+mod services;
 mod state;
 mod timers;
 mod tx;
@@ -83,10 +86,15 @@ pub use self::state::{Proxy, ProxyConfig, ProxyStats};
 impl<S: LocationStore> Proxy<S> {
     /// Earliest deadline at which [`Proxy::handle_timeout`] has work (possibly early).
     pub fn poll_timeout(&self) -> Option<u64> {
-        match (self.timers.next_deadline(), self.next_housekeeping) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let services = self.presence.as_ref().and_then(|s| s.poll_timeout());
+        [
+            self.timers.next_deadline(),
+            self.next_housekeeping,
+            services,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// One datagram (or one framed TCP message) from `src`, served without authentication.
@@ -145,6 +153,7 @@ impl<S: LocationStore> Proxy<S> {
     pub fn handle_timeout(&mut self, now_ns: u64, media: &mut dyn MediaHook) -> Vec<Transmit> {
         let mut cx = Cx::timer(now_ns, self.cfg.local, media);
         self.fire_due(&mut cx);
+        self.service_timers(&mut cx);
         if self.next_housekeeping.is_none_or(|h| h <= now_ns) {
             self.housekeeping(now_ns);
             self.next_housekeeping = Some(now_ns.saturating_add(HOUSEKEEPING_NS));

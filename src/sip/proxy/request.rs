@@ -45,16 +45,29 @@ use crate::sip::transaction::{server_key, ServerState, Slot, Target};
 use crate::sip::transport::fixed_via_value;
 use crate::sip::uri::SipUri;
 
+/// What we answer or route ourselves. SUBSCRIBE and PUBLISH only while we serve them
+/// (`sip::presence`); NOTIFY never (we send them; a phone's are routed in their dialog).
 const ALLOW: &str =
-    "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, PRACK, UPDATE, INFO, REFER, MESSAGE, SUBSCRIBE, NOTIFY, PUBLISH";
+    "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, PRACK, UPDATE, INFO, REFER, MESSAGE";
+const ALLOW_PRESENCE: &str =
+    "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, PRACK, UPDATE, INFO, REFER, MESSAGE, SUBSCRIBE, PUBLISH";
 
-/// The headers of our 200 to an OPTIONS (§11.2).
-fn options_headers() -> Vec<(&'static str, &'static str)> {
-    vec![
-        ("Allow", ALLOW),
-        ("Accept", "application/sdp"),
-        ("Supported", ""),
-    ]
+/// The headers of our 200 to an OPTIONS (§11.2): exactly what this server does.
+fn options_headers(presence: bool) -> Vec<(&'static str, &'static str)> {
+    if presence {
+        vec![
+            ("Allow", ALLOW_PRESENCE),
+            ("Allow-Events", crate::sip::presence::ALLOW_EVENTS),
+            ("Accept", "application/sdp, application/pidf+xml"),
+            ("Supported", ""),
+        ]
+    } else {
+        vec![
+            ("Allow", ALLOW),
+            ("Accept", "application/sdp"),
+            ("Supported", ""),
+        ]
+    }
 }
 
 /// What changes in one forwarded copy of a request (§16.6).
@@ -83,7 +96,13 @@ impl<S: LocationStore> Proxy<S> {
             } else if rej.status == 483 && method == "OPTIONS" {
                 // §11 / §16.3 item 3: an OPTIONS with Max-Forwards 0 may be answered by
                 // the proxy itself.
-                self.answer_stateless(msg, 200, "OK", &options_headers(), cx);
+                self.answer_stateless(
+                    msg,
+                    200,
+                    "OK",
+                    &options_headers(self.presence.is_some()),
+                    cx,
+                );
             } else {
                 if rej.status == 483 {
                     self.stats.too_many_hops += 1;
@@ -176,6 +195,10 @@ impl<S: LocationStore> Proxy<S> {
                 }
             }
         }
+        // 7b. Presence, publications and messages for our users (`services`).
+        if self.offer_to_services(msg, &key, cx) {
+            return;
+        }
         // 8. Routing.
         let (decision, pop) = self.route(msg, cx.now);
         match decision {
@@ -183,7 +206,14 @@ impl<S: LocationStore> Proxy<S> {
                 self.answer_locally(msg, key, status, reason, &[], cx);
             }
             Decision::Options => {
-                self.answer_locally(msg, key, 200, "OK", &options_headers(), cx);
+                self.answer_locally(
+                    msg,
+                    key,
+                    200,
+                    "OK",
+                    &options_headers(self.presence.is_some()),
+                    cx,
+                );
             }
             Decision::Register => self.on_register(msg, key, cx),
             Decision::Forward(hops) => {
@@ -229,6 +259,11 @@ impl<S: LocationStore> Proxy<S> {
         }
         let extra: Vec<(&str, &str)> = resp.headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
         self.answer_locally(msg, key, resp.status, resp.reason, &extra, cx);
+        if resp.status == 200 {
+            if let Some(to) = msg.to().ok().as_ref().and_then(|t| t.sip_uri()) {
+                self.service_bindings(to, cx);
+            }
+        }
     }
 
     /// Builds the request for one hop (§16.6).

@@ -156,7 +156,8 @@ impl<S: LocationStore> Proxy<S> {
             return;
         };
         let target = Target::Client(cid);
-        // Our own CANCELs: absorb the responses.
+        // Our own CANCELs and the services' requests: absorb the responses (the services
+        // are told the final status).
         let Some(sid) = ct.server else {
             if status >= 200 && ct.state != ClientState::Completed {
                 ct.state = ClientState::Completed;
@@ -165,6 +166,8 @@ impl<S: LocationStore> Proxy<S> {
                 let k = t.timer_ik(ct.reliable);
                 ct.timers
                     .arm(Slot::End, now.saturating_add(k), &mut self.timers, target);
+                let branch = ct.branch.clone();
+                self.service_result(&branch, status, cx);
             } else if status < 200 {
                 ct.state = ClientState::Proceeding;
             }

@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use super::nat::{contact_key, is_private};
 use super::state::Proxy;
 use crate::sip::header::{NameAddr, NameAddrIter};
+use crate::sip::number::{number_aor, sip_phone_number, tel_number};
 use crate::sip::parse::{HeaderName, Message};
 use crate::sip::registrar::{canonical_aor, LocationStore};
 use crate::sip::transport::Transport;
@@ -69,6 +70,11 @@ impl<S: LocationStore> Proxy<S> {
                 return (self.hop_to(next, None, now), pop);
             }
         }
+        if method != "REGISTER" {
+            if let Some(d) = self.route_number(&ruri, now) {
+                return (d, pop);
+            }
+        }
         let sip = ruri.as_sip();
         if sip.is_some_and(|u| self.is_our_uri(u)) {
             let Some(u) = sip else {
@@ -118,6 +124,26 @@ impl<S: LocationStore> Proxy<S> {
         }
     }
 
+    /// A number (RFC 3966: a `tel:` URI, or `user=phone` in one of our domains): looked up
+    /// without its visual separators (a `tel:` in the default domain); one that is not
+    /// ours goes to `outbound`, else 404.
+    fn route_number(&self, ruri: &Uri<'_>, now: u64) -> Option<Decision> {
+        let aor = match ruri {
+            Uri::Tel(t) => number_aor(&tel_number(t)?, &self.default_domain()),
+            Uri::Sip(u) if self.is_our_uri(u) => number_aor(&sip_phone_number(u)?, u.host_raw),
+            _ => return None,
+        };
+        let uri = Uri::parse(&aor).ok()?;
+        Some(match (self.lookup(&uri, now), self.cfg.outbound) {
+            (Decision::Reject(404, _), Some(to)) => Decision::Forward(vec![Hop {
+                ruri: None,
+                to,
+                transport: Transport::Udp,
+            }]),
+            (d, _) => d,
+        })
+    }
+
     fn hop_to(&self, route: &NameAddr<'_>, ruri: Option<String>, now: u64) -> Decision {
         match route.sip_uri().and_then(|u| self.resolve(u, now)) {
             Some((to, transport)) => Decision::Forward(vec![Hop {
@@ -159,7 +185,7 @@ impl<S: LocationStore> Proxy<S> {
     }
 
     /// Location service lookup (§16.5): bindings → hops, NAT-aware.
-    fn lookup(&self, ruri: &Uri<'_>, now: u64) -> Decision {
+    pub(super) fn lookup(&self, ruri: &Uri<'_>, now: u64) -> Decision {
         let Some(aor) = canonical_aor(ruri) else {
             return Decision::Reject(404, "Not Found");
         };

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 
 use crate::sip::auth::AuthHook;
 use crate::sip::media::{MediaCtx, MediaHook, MediaResult};
+use crate::sip::presence::{PresenceConfig, Services};
 use crate::sip::registrar::{LocationStore, MemoryStore, Registrar, RegistrarConfig};
 use crate::sip::transaction::{ClientId, ClientTx, ServerId, ServerTx, TimerConfig, Timers, TxIds};
 use crate::sip::transport::{Transmit, Transport};
@@ -47,6 +48,9 @@ pub struct ProxyConfig {
     pub timers: TimerConfig,
     /// Mixed into branch and tag hashes so they are not predictable from outside.
     pub secret: u64,
+    /// Serve presence, PUBLISH and store-and-forward MESSAGE for our domains
+    /// (`sip::presence`); `None` routes those requests like any other.
+    pub presence: Option<PresenceConfig>,
 }
 
 impl ProxyConfig {
@@ -67,6 +71,7 @@ impl ProxyConfig {
             record_route: true,
             timers: TimerConfig::default(),
             secret: 0x5eed_5eed_5eed_5eed,
+            presence: None,
         }
     }
 }
@@ -148,6 +153,8 @@ pub struct Proxy<S: LocationStore = MemoryStore> {
     pub(super) stats: ProxyStats,
     /// Set by the driver while it cannot keep up (see [`Proxy::set_shedding`]).
     pub(super) shedding: bool,
+    /// Presence, publications and stored messages (`services`).
+    pub(super) presence: Option<Services>,
 }
 
 /// What one call into the proxy carries from handler to handler: the time, where the
@@ -222,7 +229,13 @@ impl<S: LocationStore> Proxy<S> {
             max_expires: cfg.max_expires,
             max_bindings: cfg.max_bindings,
         };
+        let presence = cfg.presence.clone().map(|mut p| {
+            p.local = cfg.local;
+            p.secret ^= cfg.secret;
+            Services::new(p)
+        });
         Proxy {
+            presence,
             registrar: Registrar::new(rc, store),
             cfg,
             servers: HashMap::new(),
@@ -263,6 +276,11 @@ impl<S: LocationStore> Proxy<S> {
 
     pub fn registrar_mut(&mut self) -> &mut Registrar<S> {
         &mut self.registrar
+    }
+
+    /// The presence agent, compositor and message store, when served.
+    pub fn presence(&self) -> Option<&Services> {
+        self.presence.as_ref()
     }
 
     pub fn stats(&self) -> ProxyStats {

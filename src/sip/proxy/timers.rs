@@ -142,7 +142,10 @@ impl<S: LocationStore> Proxy<S> {
             return;
         };
         self.stats.timeouts += 1;
-        let Some(sid) = ct.server else { return };
+        let Some(sid) = ct.server else {
+            self.service_result(&ct.branch, 408, cx);
+            return;
+        };
         if ct.final_done {
             return;
         }
