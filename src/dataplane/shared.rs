@@ -195,6 +195,7 @@ impl SideShared {
             confirmed: false,
             rtcp_report: self.report.read(self.rtcp.last_packet_ns.load(Relaxed)),
             kernel: KernelStatus::Pending,
+            kernel_packets: 0,
         }
     }
 }
@@ -212,6 +213,10 @@ pub struct StreamShared {
     /// housekeeping. Bytes beside `closed`, in the struct's alignment padding: no memory per
     /// stream.
     pub kernel: [AtomicU8; 2],
+    /// RTP packets of each side's direction that the in-kernel path relayed (folded in from
+    /// the kernel's counts on the worker's housekeeping; saturating). 32 bits, so they too
+    /// fit in the alignment padding: four billion packets is 2.7 years of a 50 pps stream.
+    pub kernel_packets: [AtomicU32; 2],
 }
 
 /// Socket order in a stream's four-slot group.
@@ -229,6 +234,8 @@ impl StreamShared {
         };
         s.a.kernel = KernelStatus::from_code(u32::from(self.kernel[0].load(Relaxed)));
         s.b.kernel = KernelStatus::from_code(u32::from(self.kernel[1].load(Relaxed)));
+        s.a.kernel_packets = u64::from(self.kernel_packets[0].load(Relaxed));
+        s.b.kernel_packets = u64::from(self.kernel_packets[1].load(Relaxed));
         s
     }
 }

@@ -244,6 +244,8 @@ pub struct SideStats {
     pub rtcp_report: RtcpReport,
     /// Where the direction from this side's endpoint is relayed.
     pub kernel: KernelStatus,
+    /// Of `rtp.packets`, those the in-kernel path relayed (the rest went through a worker).
+    pub kernel_packets: u64,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq)]

@@ -266,3 +266,41 @@ fn reoffer_after_accepted_mux_offers_no_fallback() {
         format!("a=rtcp:{}", s.b_ports.rtp + 1)
     );
 }
+
+#[test]
+fn record_carries_the_kernel_share_per_direction() {
+    use crate::session::backend::KernelStatus;
+    use crate::session::record::EndReason;
+    let mut m = mgr();
+    let (tx, rx) = std::sync::mpsc::sync_channel(4);
+    m.set_record_sink(tx);
+    let o = NegotiateOptions::default();
+    let audio = OFFER.replace("m=video 6002 RTP/AVP 96\r\n", "");
+    let answer = ANSWER.replace("m=video 0 RTP/AVP 96\r\n", "");
+    m.offer(&sig("a", None, &audio), &o, S).unwrap();
+    m.answer(&sig("a", Some("b"), &answer), &o, S).unwrap();
+    let id = m.call("c").unwrap().dialogues[0].media[0]
+        .stream
+        .unwrap()
+        .id;
+    let mut st = crate::session::backend::StreamStats::default();
+    st.a.rtp.packets = 400;
+    st.a.kernel_packets = 300;
+    st.a.kernel = KernelStatus::InKernel;
+    st.b.rtp.packets = 200;
+    st.b.kernel = KernelStatus::TakenBack;
+    assert!(m.backend_mut().set_stats(id, st));
+    m.terminate("c", EndReason::Terminate, 3 * S).unwrap();
+    let r = rx.try_recv().unwrap();
+    let dirs = &r.streams[0].directions;
+    let from_a = dirs.iter().find(|d| d.from_tag == "a").unwrap();
+    assert_eq!(
+        (from_a.kernel_packets, from_a.kernel_percent, from_a.kernel),
+        (300, 75.0, "in_kernel")
+    );
+    let from_b = dirs.iter().find(|d| d.from_tag == "b").unwrap();
+    assert_eq!(
+        (from_b.kernel_packets, from_b.kernel_percent, from_b.kernel),
+        (0, 0.0, "taken_back")
+    );
+}
