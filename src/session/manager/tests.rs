@@ -304,3 +304,35 @@ fn record_carries_the_kernel_share_per_direction() {
         (0, 0.0, "taken_back")
     );
 }
+
+#[test]
+fn scrape_figures_sum_the_live_streams_in_one_pass() {
+    use crate::session::backend::KernelStatus;
+    let mut m = mgr();
+    let o = NegotiateOptions::default();
+    m.offer(&sig("a", None, OFFER), &o, S).unwrap();
+    m.answer(&sig("a", Some("b"), ANSWER), &o, S).unwrap();
+    let id = m.call("c").unwrap().dialogues[0].media[0]
+        .stream
+        .unwrap()
+        .id;
+    let mut st = crate::session::backend::StreamStats::default();
+    st.a.quality.lost = 7;
+    st.a.quality.duplicates = 2;
+    st.b.quality.lost = -3;
+    st.b.quality.reordered = 4;
+    st.a.kernel = KernelStatus::InKernel;
+    st.b.kernel = KernelStatus::NotLatched;
+    assert!(m.backend_mut().set_stats(id, st));
+    let f = m.scrape_figures(5 * S);
+    assert_eq!((f.sessions, f.streams, f.managed), (1, 1, 1));
+    assert_eq!((f.uptime_secs, f.pairs_used), (4, 2));
+    assert_eq!(
+        (f.quality.lost, f.quality.duplicates, f.quality.reordered),
+        (7, 2, 4)
+    );
+    let at = |k: KernelStatus| f.kernel[k.code() as usize];
+    assert_eq!(at(KernelStatus::InKernel), 1);
+    assert_eq!(at(KernelStatus::NotLatched), 1);
+    assert_eq!(f.kernel.iter().sum::<u64>(), 2);
+}
