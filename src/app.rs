@@ -21,6 +21,10 @@ use crate::sip::proxy::ProxyConfig;
 use crate::store::locations::LocationPersistence;
 use crate::time::{self, NANOS_PER_SEC};
 
+/// How long a drained relay with the SIP proxy on keeps serving after its last call ended,
+/// so the final responses to the last BYEs still reach the callers.
+const SIP_DRAIN_LINGER_NS: u64 = NANOS_PER_SEC;
+
 pub fn run(config: Config) -> anyhow::Result<()> {
     run_with(config, Lifecycle::new(), None)
 }
@@ -184,6 +188,7 @@ pub fn run_with(config: Config, lifecycle: Arc<Lifecycle>, cli: Option<Cli>) -> 
         // How often a drain looks whether the last call has ended.
         let mut drain_check = tokio::time::interval(Duration::from_millis(100));
         let mut drain_started: Option<u64> = None;
+        let mut drained_at: Option<u64> = None;
         let outcome = loop {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => break Ok(()),
@@ -270,8 +275,16 @@ pub fn run_with(config: Config, lifecycle: Arc<Lifecycle>, cli: Option<Cli>) -> 
                     });
                     let Ok(mut m) = manager.lock() else { break Ok(()) };
                     if m.call_count() == 0 {
-                        tracing::info!("drained: the last call has ended");
-                        break Ok(());
+                        // Through the SIP proxy the last call ends when its BYE is forwarded:
+                        // the BYE's final response still has to come back through us.
+                        let emptied = *drained_at.get_or_insert_with(time::now_ns);
+                        if sip_shared.is_none()
+                            || time::now_ns().saturating_sub(emptied) >= SIP_DRAIN_LINGER_NS
+                        {
+                            tracing::info!("drained: the last call has ended");
+                            break Ok(());
+                        }
+                        continue;
                     }
                     let limit = running.drain_timeout_secs;
                     if limit > 0

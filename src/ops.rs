@@ -64,24 +64,24 @@ pub struct OpsSources {
     pub ng_addr: SocketAddr,
 }
 
-/// One scrape's figures.
+/// One scrape's figures. The manager's lock is held only for one pass over the streams
+/// reading a few published atomics each (ng and the sweep wait for the lock meanwhile).
 pub fn snapshot(src: &OpsSources) -> MetricsSnapshot {
     let mut snap = {
         let m = lock(&src.manager);
-        let stats = m.statistics(time::now_ns());
+        let f = m.scrape_figures(time::now_ns());
         let dp = m.backend();
         let dataplane = dp.totals();
-        let pairs_free = stats.pairs_total.saturating_sub(stats.pairs_used);
         MetricsSnapshot {
-            uptime_secs: stats.uptime_secs,
-            sessions: stats.sessions as u64,
-            sessions_total: stats.managed_sessions,
+            uptime_secs: f.uptime_secs,
+            sessions: f.sessions,
+            sessions_total: f.managed,
             closed: ClosedSessions {
-                rejected: stats.rejected_sessions,
-                timeout: stats.timeout_sessions,
-                terminated: stats.terminated_sessions,
+                rejected: f.rejected,
+                timeout: f.timeouts,
+                terminated: f.terminated,
             },
-            directions: 2 * dp.stream_count() as u64,
+            directions: 2 * f.streams,
             kernel_directions: dataplane.kernel_streams,
             kernel: if dp.kernel_forwarding() {
                 KernelPathState::Running
@@ -92,15 +92,15 @@ pub fn snapshot(src: &OpsSources) -> MetricsSnapshot {
             },
             dataplane,
             worker_packets: dp.worker_packets(),
-            quality: m.quality_totals(),
+            quality: f.quality,
             samples: sample_triples(&m.sample_totals()),
             kernel_status: KernelStatus::ALL
                 .iter()
                 .map(|s| s.name())
-                .zip(m.kernel_statuses())
+                .zip(f.kernel)
                 .collect(),
-            ports_used: 2 * stats.pairs_used as u64,
-            ports_free: 2 * pairs_free as u64,
+            ports_used: 2 * f.pairs_used,
+            ports_free: 2 * f.pairs_total.saturating_sub(f.pairs_used),
             ..MetricsSnapshot::default()
         }
     };

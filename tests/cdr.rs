@@ -3,19 +3,24 @@
 //! left to the media timeout, one deleted after the file was moved away and SIGHUP sent
 //! (logrotate: it lands in a new file), one still up at SIGTERM (ended by the drain timeout).
 //! Ports: ng 11122, media 11600-11699, endpoints on ephemeral loopback ports.
+//!
+//! A fifth call, on a relay with the in-kernel fast path on (as it runs by default), checks
+//! the record's per-direction kernel share: ng 16700, media 16710-16799.
 
 #![allow(clippy::disallowed_methods)]
 
 #[allow(dead_code)]
 mod common;
 
+use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
 use std::process::Command;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use common::calls::{call, send};
-use common::media::sock;
+use common::calls::{call, delete, send};
+use common::kernel::cannot_run;
+use common::media::{pcmu, sock};
 use common::ng::answering_client;
 use common::peers::Peer;
 use common::TempDir;
@@ -61,33 +66,36 @@ fn signal(pid: u32, sig: &str) {
     assert!(ok, "kill {sig} {pid}");
 }
 
-#[test]
-fn one_record_per_call_with_the_figures_sent() {
-    let dir = TempDir::new("rtpanchor-cdr").unwrap();
-    let cdr = dir.path().join("calls.json");
-    let mut relay = Peer::spawn(
+/// A relay writing call records to `cdr`, with ng on `ng` and media ports `ports`.
+fn start(dir: &Path, cdr: &Path, ng: u16, ports: (u16, u16), extra: &[&str]) -> Peer {
+    let relay = Peer::spawn(
         "relay",
         Command::new(env!("CARGO_BIN_EXE_rtpanchor"))
             .env("NO_COLOR", "1")
             .args(["--interface", "127.0.0.1", "--no-sip", "--num-threads", "1"])
-            .args(["--listen-ng", &format!("127.0.0.1:{NG}")])
-            .args(["--port-min", "11600", "--port-max", "11699"])
-            .args([
-                "--timeout",
-                "2",
-                "--log-level",
-                "info",
-                "--drain-timeout",
-                "1",
-            ])
+            .args(["--listen-ng", &format!("127.0.0.1:{ng}")])
+            .args(["--port-min", &ports.0.to_string()])
+            .args(["--port-max", &ports.1.to_string()])
+            .args(["--log-level", "info"])
+            .args(extra)
             .arg("--cdr-file")
-            .arg(&cdr),
-        &dir.path().join("relay.log"),
+            .arg(cdr),
+        &dir.join(format!("relay-{ng}.log")),
     )
     .unwrap();
-    let mut c = answering_client(NG, "cdr");
-    c.wait_ready(Duration::from_secs(10))
+    answering_client(ng, "cdr-ready")
+        .wait_ready(Duration::from_secs(10))
         .unwrap_or_else(|e| panic!("relay not ready: {e}\n{}", relay.log_tail(20)));
+    relay
+}
+
+#[test]
+fn one_record_per_call_with_the_figures_sent() {
+    let dir = TempDir::new("rtpanchor-cdr").unwrap();
+    let cdr = dir.path().join("calls.json");
+    let extra = ["--timeout", "2", "--drain-timeout", "1"];
+    let mut relay = start(dir.path(), &cdr, NG, (11600, 11699), &extra);
+    let mut c = answering_client(NG, "cdr");
 
     // 1. Deleted: A sends 50 with seq 10 and 20 missing, B sends 30.
     let (a, b) = (sock(), sock());
@@ -182,4 +190,94 @@ fn one_record_per_call_with_the_figures_sent() {
     assert_eq!(r.len(), 2, "{r:?}");
     assert_eq!(r[1]["call_id"], "cdr-4");
     assert_eq!(r[1]["end_reason"], "drain");
+}
+
+/// Sends `n` packets each way, one pair every 10 ms, reading what the relay delivers as it
+/// goes; returns what each side received.
+fn talk_paced(
+    a: &UdpSocket,
+    to_a: SocketAddr,
+    b: &UdpSocket,
+    to_b: SocketAddr,
+    n: u16,
+) -> (u64, u64) {
+    let mut got = (0u64, 0u64);
+    let mut buf = [0u8; 2048];
+    a.set_nonblocking(true).unwrap();
+    b.set_nonblocking(true).unwrap();
+    let mut drain = |got: &mut (u64, u64)| {
+        while a.recv_from(&mut buf).is_ok() {
+            got.0 += 1;
+        }
+        while b.recv_from(&mut buf).is_ok() {
+            got.1 += 1;
+        }
+    };
+    for seq in 1..=n {
+        a.send_to(&pcmu(seq, 0xaa05), to_a).unwrap();
+        b.send_to(&pcmu(seq, 0xbb05), to_b).unwrap();
+        sleep(Duration::from_millis(10));
+        drain(&mut got);
+    }
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while (got.0 < u64::from(n) || got.1 < u64::from(n)) && Instant::now() < deadline {
+        sleep(Duration::from_millis(10));
+        drain(&mut got);
+    }
+    got
+}
+
+/// The in-kernel share per direction: with the fast path running here, both directions of a
+/// call that talked for 3 s are handed to the kernel once both ends latched, so the record
+/// says most of their packets were relayed there (and the first ones in user space). Where
+/// the program cannot run (not root, Linux < 6.6, built without clang) the record must say
+/// 0 and why instead.
+#[test]
+fn record_says_how_much_the_kernel_relayed() {
+    const NG5: u16 = 16700;
+    const N: u16 = 300;
+    let dir = TempDir::new("rtpanchor-cdr-kernel").unwrap();
+    let cdr = dir.path().join("calls.json");
+    let mut relay = start(dir.path(), &cdr, NG5, (16710, 16799), &[]);
+    let mut c = answering_client(NG5, "cdr-k");
+    let (a, b) = (sock(), sock());
+    let (to_a, to_b) = call(&mut c, "cdr-5", &a, &b);
+    let (at_a, at_b) = talk_paced(&a, to_a, &b, to_b, N);
+    assert_eq!((at_a, at_b), (N.into(), N.into()), "every packet relayed");
+    // The kernel's counts are folded into the published figures once a second.
+    sleep(Duration::from_millis(1500));
+    assert_eq!(delete(&mut c, "cdr-5"), "ok");
+    let r = wait_records(&cdr, 1, Duration::from_secs(3));
+    assert_eq!(r.len(), 1, "{r:?}");
+    for from in ["ta", "tb"] {
+        let d = direction(&r[0], from);
+        assert_eq!(d["packets"], N, "{d}");
+        let kernel = d["kernel_packets"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{d}"));
+        let share = d["kernel_percent"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{d}"));
+        eprintln!("from {from}: {kernel} of {N} packets in the kernel ({share} %)");
+        match cannot_run() {
+            None => {
+                assert!(
+                    kernel > 0 && kernel < u64::from(N),
+                    "from {from}: the kernel path runs here, yet it relayed {kernel} of {N} \
+                     (status {}):\n{d}\n{}",
+                    d["kernel"],
+                    relay.log_tail(20)
+                );
+                let want = (kernel as f64 * 10_000.0 / f64::from(N)).round() / 100.0;
+                assert_eq!(share, want, "{d}");
+                assert_eq!(d["kernel"], "in_kernel", "{d}");
+            }
+            Some(why) => {
+                eprintln!("kernel path cannot run here ({why}): the record must say 0");
+                assert_eq!((kernel, share), (0, 0.0), "{d}");
+                assert_ne!(d["kernel"], "in_kernel", "{d}");
+            }
+        }
+    }
+    relay.stop(Duration::from_secs(3));
 }

@@ -1,13 +1,15 @@
 //! Operating the relay (issue 15): every `rtpanchor ctl` subcommand against a running relay,
 //! a graceful drain on SIGTERM (new offers get `load limit`, calls up lose no packet, exit 0
 //! after the last), and a reload on SIGHUP. Ports: ng 11222/11232/11242, media 11700-11999.
+//! The drain through the built-in SIP proxy (a new INVITE gets 503 with Retry-After) uses
+//! 16500-16699: ng 16500, SIP 16502, HTTP 16504, phones 16510-16523, media 16600-16699.
 
 #![allow(clippy::disallowed_methods)]
 
 #[allow(dead_code)]
 mod common;
 
-use std::net::UdpSocket;
+use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,6 +18,7 @@ use std::thread::{self, sleep};
 use std::time::{Duration, Instant};
 
 use common::calls::{call, delete, offer, send};
+use common::http::http_get;
 use common::media::{pcmu, sock};
 use common::ng::answering_client;
 use common::peers::Peer;
@@ -312,4 +315,188 @@ fn sighup_reloads_what_can_change_live() {
         assert!(log.contains(want), "{want:?} not logged:\n{log}");
     }
     relay.stop(Duration::from_secs(3));
+}
+
+/// A SIP phone on a fixed loopback port: raw datagrams, bounded waits.
+struct Phone {
+    sock: UdpSocket,
+}
+
+impl Phone {
+    fn bind(port: u16) -> Phone {
+        let sock = UdpSocket::bind(("127.0.0.1", port)).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        Phone { sock }
+    }
+
+    fn send(&self, msg: &[u8], to: u16) {
+        self.sock.send_to(msg, ("127.0.0.1", to)).unwrap();
+    }
+
+    /// The first message for which `want` holds, within 3 s (others are skipped).
+    fn wait(&self, what: &str, want: impl Fn(&str) -> bool) -> Vec<u8> {
+        self.try_wait(Duration::from_secs(3), want)
+            .unwrap_or_else(|| panic!("no {what} within 3 s"))
+    }
+
+    fn try_wait(&self, limit: Duration, want: impl Fn(&str) -> bool) -> Option<Vec<u8>> {
+        let deadline = Instant::now() + limit;
+        let mut buf = [0u8; 65536];
+        while Instant::now() < deadline {
+            if let Ok((n, _)) = self.sock.recv_from(&mut buf) {
+                if want(&String::from_utf8_lossy(&buf[..n])) {
+                    return Some(buf[..n].to_vec());
+                }
+            }
+        }
+        None
+    }
+}
+
+fn is_status(code: u16, method: &str) -> impl Fn(&str) -> bool + '_ {
+    move |m: &str| {
+        m.starts_with(&format!("SIP/2.0 {code} "))
+            && m.lines()
+                .any(|l| l.starts_with("CSeq:") && l.trim_end().ends_with(method))
+    }
+}
+
+fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
+    msg.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+fn body_port(msg: &[u8]) -> u16 {
+    let text = String::from_utf8_lossy(msg);
+    let (_, body) = text.split_once("\r\n\r\n").expect("a body");
+    common::ng::relay_port(body)
+}
+
+/// The drain through the built-in SIP proxy: a call set up by INVITE with RTP both ways;
+/// SIGTERM; a new INVITE gets `503` with `Retry-After` (and never reaches the callee),
+/// `/health` says 503, ng ping still gets pong; the call's RTP loses nothing; its BYE ends
+/// it (the BYE's 200 still reaches the caller) and the relay exits 0.
+#[test]
+fn sip_invite_refused_with_retry_after_while_draining() {
+    use common::sip::{sdp as sip_sdp, Uac, Uas};
+    const NG: u16 = 16500;
+    const SIP: u16 = 16502;
+    const HTTP: u16 = 16504;
+    const ALICE: u16 = 16510;
+    const CAROL: u16 = 16512;
+    const BOB: u16 = 16514;
+    const ALICE_RTP: u16 = 16520;
+    const BOB_RTP: u16 = 16522;
+    let dir = TempDir::new("rtpanchor-sip-drain").unwrap();
+    let mut relay = Peer::spawn(
+        "relay",
+        Command::new(env!("CARGO_BIN_EXE_rtpanchor"))
+            .env("NO_COLOR", "1")
+            .args(["--interface", "127.0.0.1", "--num-threads", "1"])
+            .args(["--listen-ng", &format!("127.0.0.1:{NG}")])
+            .args(["--listen-sip", &format!("127.0.0.1:{SIP}")])
+            .args(["--sip-outbound", &format!("127.0.0.1:{BOB}")])
+            .args(["--listen-http", &format!("127.0.0.1:{HTTP}")])
+            .args(["--port-min", "16600", "--port-max", "16699"]),
+        &dir.path().join("relay.log"),
+    )
+    .unwrap();
+    let mut c = answering_client(NG, "sipdrain");
+    c.wait_ready(Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("relay not ready: {e}\n{}", relay.log_tail(20)));
+    let (alice, carol, bob) = (Phone::bind(ALICE), Phone::bind(CAROL), Phone::bind(BOB));
+    let callee = Uas::new(
+        SocketAddr::from(([127, 0, 0, 1], BOB)),
+        "b1",
+        &format!("sip:bob@127.0.0.1:{BOB}"),
+    );
+
+    // The call: INVITE (offer) through the proxy to bob, 200 with the answer, ACK.
+    let mut uac = Uac::new(
+        SocketAddr::from(([127, 0, 0, 1], ALICE)),
+        &format!("127.0.0.1:{ALICE}"),
+        "sip-drain-1",
+    );
+    alice.send(&uac.invite(Some(&sip_sdp("127.0.0.1", ALICE_RTP))), SIP);
+    let inv = bob.wait("the INVITE at bob", |m| m.starts_with("INVITE "));
+    let to_bob_side = body_port(&inv);
+    bob.send(
+        &callee.respond_sdp(&inv, 200, &sip_sdp("127.0.0.1", BOB_RTP)),
+        SIP,
+    );
+    let ok = alice.wait("the 200 to the INVITE", is_status(200, "INVITE"));
+    let to_alice_side = body_port(&ok);
+    uac.learn(&ok);
+    alice.send(&uac.ack(None), SIP);
+    bob.wait("the ACK at bob", |m| m.starts_with("ACK "));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let a_rtp = UdpSocket::bind(("127.0.0.1", ALICE_RTP)).unwrap();
+    let b_rtp = UdpSocket::bind(("127.0.0.1", BOB_RTP)).unwrap();
+    let talker = talk(
+        a_rtp,
+        b_rtp,
+        common::media::relay(to_alice_side),
+        common::media::relay(to_bob_side),
+        stop.clone(),
+    );
+    sleep(Duration::from_millis(500));
+    signal(relay.pid(), "-TERM");
+    sleep(Duration::from_millis(300));
+    assert!(
+        relay.is_running(),
+        "exited with a call up:\n{}",
+        relay.log_tail(20)
+    );
+
+    // A new call: 503 with Retry-After from the proxy itself; bob never sees it.
+    let mut uac2 = Uac::new(
+        SocketAddr::from(([127, 0, 0, 1], CAROL)),
+        &format!("127.0.0.1:{CAROL}"),
+        "sip-drain-2",
+    );
+    carol.send(&uac2.invite(Some(&sip_sdp("127.0.0.1", 16530))), SIP);
+    let refused = carol.wait("a final response to the new INVITE", |m| {
+        m.starts_with("SIP/2.0 ") && !m.starts_with("SIP/2.0 1")
+    });
+    let text = String::from_utf8_lossy(&refused).into_owned();
+    assert!(text.starts_with("SIP/2.0 503 "), "{text}");
+    let after: u32 = header(&text, "Retry-After")
+        .unwrap_or_else(|| panic!("no Retry-After:\n{text}"))
+        .parse()
+        .unwrap();
+    assert!(after > 0, "{text}");
+    carol.send(&uac2.ack_failure(&refused), SIP);
+    assert!(
+        bob.try_wait(Duration::from_millis(300), |m| m.contains("sip-drain-2"))
+            .is_none(),
+        "the refused call reached the callee"
+    );
+    let (status, body) = http_get(HTTP, "/health");
+    assert_eq!((status, body.as_str()), (503, "draining\n"));
+    assert!(c.ping().is_ok(), "ng ping while draining");
+
+    sleep(Duration::from_millis(700));
+    stop.store(true, Ordering::Relaxed);
+    let (sent, got) = talker.join().unwrap();
+    assert!(sent > 100, "{sent}");
+    assert_eq!(got, sent, "packets lost while draining");
+    assert!(relay.is_running(), "exited with the call still up");
+
+    // BYE through the proxy ends the call; its 200 comes back before the relay exits.
+    alice.send(&uac.bye(), SIP);
+    let bye = bob.wait("the BYE at bob", |m| m.starts_with("BYE "));
+    // A far phone answers a moment later; the relay must still be there to pass it on.
+    sleep(Duration::from_millis(300));
+    bob.send(&callee.respond(&bye, 200), SIP);
+    alice.wait("the 200 to the BYE", is_status(200, "BYE"));
+    let st = relay.wait_timeout(Duration::from_secs(5));
+    assert!(
+        st.is_some_and(|s| s.success()),
+        "{st:?}\n{}",
+        relay.log_tail(20)
+    );
 }

@@ -18,6 +18,7 @@ use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::http::{exposed, http_get};
 use common::kernel::cannot_run;
 use common::media::{count_rx, media_sock, pcmu, wait_for};
 use common::ng::{client, ng, relay_port, sdp, Relay};
@@ -33,30 +34,6 @@ const PORT_MIN: u16 = 10_100;
 const PORT_MAX: u16 = 10_499;
 const CALLS: usize = 3;
 const PACKETS: u16 = 40;
-
-/// One HTTP/1.1 GET on loopback: (status, body). Bounded by a 5 s timeout.
-fn http_get(port: u16, target: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("HTTP connect");
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(
-        s,
-        "GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).expect("HTTP response");
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
-}
 
 fn start_relay(ng: u16, http: u16, ports: (u16, u16), extra: &[&str]) -> Relay {
     let ng: SocketAddr = SocketAddr::from(([127, 0, 0, 1], ng));
@@ -165,12 +142,6 @@ fn http_get_ready(port: u16) -> Option<()> {
     let mut out = Vec::new();
     s.read_to_end(&mut out).ok()?;
     out.starts_with(b"HTTP/1.1 200").then_some(())
-}
-
-/// The value of the series `line_prefix` (name and labels exactly) in an exposition.
-fn exposed(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
 /// Offer (A) and answer (B) for call `id`: the relay ports A and B send to.
@@ -378,4 +349,70 @@ fn metrics_say_why_a_direction_is_not_in_the_kernel() {
         assert!(line.ends_with(" 0"), "{line}");
     }
     assert!(exposed(&text, "rtpanchor_kernel_handovers_total") >= Some(2.0));
+}
+
+/// rtpengine's sample triples end to end: a clean call whose endpoints send 20 ms PCMU and an
+/// RTCP SR with a reception report every second (as phones do) leaves MOS samples in
+/// `/metrics`, and their mean (`mos_total / mos_samples_total`) is a clean call's, 4.0-4.5;
+/// the packet-loss samples add up to 0 and the jitter samples are counted alongside.
+/// Ports: ng 16800, HTTP 16802, endpoints 16804-16807, media 16810-16899.
+#[test]
+fn metrics_carry_the_mos_of_a_clean_call() {
+    use common::rtcp_talk::Talk;
+    const HTTP2: u16 = 16_802;
+    let relay = start_relay(16_800, HTTP2, (16_810, 16_899), &[]);
+    let mut c = client(relay.ng);
+    let metric = |series: &str| exposed(&http_get(HTTP2, "/metrics").1, series);
+    assert_eq!(metric("rtpanchor_mos_samples_total"), Some(0.0));
+    let (a_port, b_port) = (16_804, 16_806);
+    let bind = |p: u16| UdpSocket::bind(("127.0.0.1", p)).unwrap();
+    let (a, b) = (bind(a_port), bind(b_port));
+    let (to_a, to_b) = set_up(&mut c, "mos-metrics", &a, &b);
+    let mut talkers = Vec::new();
+    for (rtp, to, ssrc) in [(a, to_a, 0x5a), (b, to_b, 0x5b)] {
+        let rtcp = bind(rtp.local_addr().unwrap().port() + 1);
+        let talk = Talk {
+            to: SocketAddr::from(([127, 0, 0, 1], to)),
+            ssrc,
+            lossy: false,
+            duration: Duration::from_millis(4500),
+            rtcp_every: Duration::from_secs(1),
+        };
+        talkers.push(std::thread::spawn(move || talk.run(rtp, rtcp)));
+    }
+    for t in talkers {
+        let rep = t.join().unwrap();
+        assert!(
+            rep.received >= rep.sent - 5 && rep.srs_received >= 3,
+            "media: {rep:?}"
+        );
+    }
+    // The manager samples on its once-a-second sweep.
+    let text = {
+        let mut text = String::new();
+        wait_for(Duration::from_secs(5), || {
+            text = http_get(HTTP2, "/metrics").1;
+            exposed(&text, "rtpanchor_mos_samples_total") >= Some(4.0)
+        });
+        text
+    };
+    let samples = exposed(&text, "rtpanchor_mos_samples_total").unwrap_or(0.0);
+    assert!(samples >= 4.0, "a sample per report and direction:\n{text}");
+    let mean = exposed(&text, "rtpanchor_mos_total").unwrap() / samples;
+    eprintln!("{samples} MOS samples, mean {mean:.3}");
+    assert!((4.0..=4.5).contains(&mean), "mean MOS {mean}:\n{text}");
+    let mos2 = exposed(&text, "rtpanchor_mos2_total").unwrap();
+    assert!(
+        (mos2 / samples - mean * mean).abs() < 0.05,
+        "a clean call's samples hardly vary: {mos2}"
+    );
+    assert_eq!(exposed(&text, "rtpanchor_packetloss_total"), Some(0.0));
+    assert_eq!(
+        exposed(&text, "rtpanchor_jitter_samples_total"),
+        Some(samples)
+    );
+    assert_eq!(
+        exposed(&text, "rtpanchor_packetloss_samples_total"),
+        Some(samples)
+    );
 }

@@ -654,6 +654,10 @@ impl MediaBackend for DataPlane {
         Some(s)
     }
 
+    fn briefs(&self, id: StreamId) -> Option<[crate::session::backend::SideBrief; 2]> {
+        Some(self.streams.get(&id)?.shared.briefs())
+    }
+
     fn socket_counters(
         &self,
         id: StreamId,

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
 
 use crate::rtp::stats::RtpStreamStats;
 use crate::session::backend::{
-    KernelStatus, RtcpReport, SenderReportSeen, SideStats, SocketCounters, StreamStats,
+    KernelStatus, RtcpReport, SenderReportSeen, SideBrief, SideStats, SocketCounters, StreamStats,
 };
 
 /// Increments a single-writer counter without a locked instruction.
@@ -86,6 +86,15 @@ impl QualityCell {
         self.max_jitter_units.store(s.max_jitter_rtp_units, Relaxed);
         self.clock_hz.store(s.clock_rate_hz, Relaxed);
         self.pt.store(u32::from(s.payload_type), Relaxed);
+    }
+
+    /// Loss (RFC 3550 A.3, may be negative), duplicates and reordered packets as published.
+    pub fn counts(&self) -> (i64, u64, u64) {
+        (
+            self.lost.load(Relaxed) as i64,
+            u64::from(self.duplicates.load(Relaxed)),
+            u64::from(self.reordered.load(Relaxed)),
+        )
     }
 
     /// The figures as published. `last_rtp_ns` is the time of the socket's last packet
@@ -195,6 +204,7 @@ impl SideShared {
             confirmed: false,
             rtcp_report: self.report.read(self.rtcp.last_packet_ns.load(Relaxed)),
             kernel: KernelStatus::Pending,
+            kernel_packets: 0,
         }
     }
 }
@@ -212,6 +222,10 @@ pub struct StreamShared {
     /// housekeeping. Bytes beside `closed`, in the struct's alignment padding: no memory per
     /// stream.
     pub kernel: [AtomicU8; 2],
+    /// RTP packets of each side's direction that the in-kernel path relayed (folded in from
+    /// the kernel's counts on the worker's housekeeping; saturating). 32 bits, so they too
+    /// fit in the alignment padding: four billion packets is 2.7 years of a 50 pps stream.
+    pub kernel_packets: [AtomicU32; 2],
 }
 
 /// Socket order in a stream's four-slot group.
@@ -229,7 +243,22 @@ impl StreamShared {
         };
         s.a.kernel = KernelStatus::from_code(u32::from(self.kernel[0].load(Relaxed)));
         s.b.kernel = KernelStatus::from_code(u32::from(self.kernel[1].load(Relaxed)));
+        s.a.kernel_packets = u64::from(self.kernel_packets[0].load(Relaxed));
+        s.b.kernel_packets = u64::from(self.kernel_packets[1].load(Relaxed));
         s
+    }
+
+    /// What a metrics scrape reads of each side (see [`SideBrief`]).
+    pub fn briefs(&self) -> [SideBrief; 2] {
+        [0, 1].map(|i| {
+            let (lost, duplicates, reordered) = self.sides[i].quality.counts();
+            SideBrief {
+                lost,
+                duplicates,
+                reordered,
+                kernel: KernelStatus::from_code(u32::from(self.kernel[i].load(Relaxed))),
+            }
+        })
     }
 }
 

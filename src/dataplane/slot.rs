@@ -2,6 +2,7 @@
 //! and the list of slots whose quality figures changed since they were last published.
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 
 use crate::rtp::clock::ClockRateMap;
@@ -157,6 +158,15 @@ impl Slot {
             Side::B => 1,
         };
         self.shared.as_deref().and_then(|s| s.kernel.get(i))
+    }
+
+    /// The cell counting the RTP packets of this socket's direction the kernel relayed.
+    pub fn kernel_packets_cell(&self) -> Option<&AtomicU32> {
+        let i = match self.side {
+            Side::A => 0,
+            Side::B => 1,
+        };
+        self.shared.as_deref().and_then(|s| s.kernel_packets.get(i))
     }
 
     /// This socket's ingress counters.

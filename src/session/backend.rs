@@ -244,6 +244,29 @@ pub struct SideStats {
     pub rtcp_report: RtcpReport,
     /// Where the direction from this side's endpoint is relayed.
     pub kernel: KernelStatus,
+    /// Of `rtp.packets`, those the in-kernel path relayed (the rest went through a worker).
+    pub kernel_packets: u64,
+}
+
+/// The few figures of one direction that a metrics scrape sums over every stream: cheap to
+/// read (no derived figures, no RTCP report).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SideBrief {
+    pub lost: i64,
+    pub duplicates: u64,
+    pub reordered: u64,
+    pub kernel: KernelStatus,
+}
+
+impl SideBrief {
+    pub fn of(s: &SideStats) -> SideBrief {
+        SideBrief {
+            lost: s.quality.lost,
+            duplicates: s.quality.duplicates,
+            reordered: s.quality.reordered,
+            kernel: s.kernel,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -328,6 +351,12 @@ pub trait MediaBackend: Send {
     fn socket_counters(&self, id: StreamId) -> Option<[SocketCounters; 4]> {
         let s = self.stats(id)?;
         Some([s.a.rtp, s.a.rtcp, s.b.rtp, s.b.rtcp])
+    }
+    /// Side A's and side B's [`SideBrief`]; `None` for unknown ids. What a scrape reads of
+    /// every stream, so it should cost less than [`MediaBackend::stats`].
+    fn briefs(&self, id: StreamId) -> Option<[SideBrief; 2]> {
+        let s = self.stats(id)?;
+        Some([SideBrief::of(&s.a), SideBrief::of(&s.b)])
     }
     /// Next latching event, if any.
     fn poll_event(&mut self) -> Option<MediaEvent>;

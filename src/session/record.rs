@@ -5,7 +5,8 @@
 //! Per stream (m= line) and direction (`from` tag → `to` tag): the endpoint that sent and the
 //! relay port it sent to, the SSRC, packets and bytes the relay received, loss (RFC 3550 A.3,
 //! as the relay saw it), jitter (A.8, ms), and the MOS the receiving end's quality was
-//! estimated at (`session::quality`: average and lowest; `null` without a sample).
+//! estimated at (`session::quality`: average and lowest; `null` without a sample), and how
+//! much of it the in-kernel fast path relayed.
 
 use serde::Serialize;
 
@@ -60,6 +61,13 @@ pub struct DirectionRecord {
     pub rtcp_packets: u64,
     /// Packets received but not relayed (any drop reason).
     pub errors: u64,
+    /// Of `packets`, those the in-kernel path relayed (the rest went through a worker), and
+    /// their share in percent (0 without packets).
+    pub kernel_packets: u64,
+    pub kernel_percent: f64,
+    /// Where the direction was relayed when the call ended (`in_kernel`) or why not there
+    /// (`not_latched`, `taken_back`, `unsupported`, ...; `pending` without a fast path).
+    pub kernel: &'static str,
     pub mos_average: Option<f64>,
     pub mos_lowest: Option<f64>,
     pub mos_samples: u32,

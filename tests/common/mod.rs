@@ -1,10 +1,12 @@
 //! Shared helpers for integration tests.
 
 pub mod calls;
+pub mod http;
 pub mod kernel;
 pub mod media;
 pub mod ng;
 pub mod peers;
+pub mod rtcp_talk;
 pub mod sip;
 pub mod store;
 pub mod streams;

@@ -523,6 +523,11 @@ fn fold_counts(slot: &Slot, h: &mut Handed, v: &FwdValue, counters: &WorkerCount
     bump(&counters.tx_bytes, bytes);
     bump(&counters.kernel_forwarded, packets);
     bump(&counters.kernel_bytes, bytes);
+    if let Some(k) = slot.kernel_packets_cell() {
+        let was = k.load(std::sync::atomic::Ordering::Relaxed);
+        let now = was.saturating_add(u32::try_from(packets).unwrap_or(u32::MAX));
+        k.store(now, std::sync::atomic::Ordering::Relaxed);
+    }
     if let Some(c) = slot.counters() {
         bump(&c.packets, packets);
         bump(&c.bytes, bytes);

@@ -56,8 +56,8 @@ use std::time::Duration;
 use crate::lifecycle::Lifecycle;
 use crate::sdp::Direction;
 use crate::session::backend::{
-    BackendError, LatchEventKind, MediaBackend, OpenedStream, Side, SideStats, SocketCounters,
-    StreamId,
+    BackendError, LatchEventKind, MediaBackend, OpenedStream, Side, SideBrief, SideStats,
+    SocketCounters, StreamId,
 };
 use crate::session::model::{Call, MAX_TOKEN_LEN};
 use crate::session::negotiate::{NegotiateError, RelayInterface};
@@ -83,7 +83,7 @@ mod tests;
 mod totals;
 
 pub use persist::{RestoreError, MAX_FLUSH};
-pub use totals::QualityTotals;
+pub use totals::{QualityTotals, ScrapeFigures};
 
 /// Most backend events logged per [`SessionManager::drain_events`] call (bounds the time the
 /// manager's lock is held; the rest wait for the next drain).
@@ -528,8 +528,8 @@ impl<B: MediaBackend> SessionManager<B> {
         if let Some(st) = self.backend.stats(id) {
             self.closed.add_side(&st.a);
             self.closed.add_side(&st.b);
-            self.closed_quality.add_side(&st.a);
-            self.closed_quality.add_side(&st.b);
+            self.closed_quality.add_side(&SideBrief::of(&st.a));
+            self.closed_quality.add_side(&SideBrief::of(&st.b));
         }
         self.backend.close(id);
         self.stream_calls.remove(&id);

@@ -11,6 +11,14 @@ use crate::session::quality::StreamQuality;
 use crate::session::record::{CallRecord, DirectionRecord, EndReason, StreamRecord};
 use crate::time::Nanos;
 
+/// `part` of `whole` in percent, to two decimals (0 when `whole` is 0).
+fn percent(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        return 0.0;
+    }
+    ((part.min(whole) as f64) * 10_000.0 / whole as f64).round() / 100.0
+}
+
 impl<B: MediaBackend> SessionManager<B> {
     /// Sends a record of every call that ends from now on to `tx` (a bounded channel: when it
     /// is full the record is dropped and counted, never waited for).
@@ -76,6 +84,9 @@ impl<B: MediaBackend> SessionManager<B> {
                         max_jitter_ms: (s.quality.max_jitter_ms * 1000.0).round() / 1000.0,
                         rtcp_packets: s.rtcp.packets,
                         errors: s.rtp.errors.saturating_add(s.rtcp.errors),
+                        kernel_packets: s.kernel_packets,
+                        kernel_percent: percent(s.kernel_packets, s.rtp.packets),
+                        kernel: s.kernel.name(),
                         mos_average: heard.as_ref().map(|h| h.average.mos.as_f64()),
                         mos_lowest: heard.as_ref().map(|h| h.lowest.mos.as_f64()),
                         mos_samples: heard.as_ref().map_or(0, |h| h.average.samples),

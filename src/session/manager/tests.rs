@@ -266,3 +266,73 @@ fn reoffer_after_accepted_mux_offers_no_fallback() {
         format!("a=rtcp:{}", s.b_ports.rtp + 1)
     );
 }
+
+#[test]
+fn record_carries_the_kernel_share_per_direction() {
+    use crate::session::backend::KernelStatus;
+    use crate::session::record::EndReason;
+    let mut m = mgr();
+    let (tx, rx) = std::sync::mpsc::sync_channel(4);
+    m.set_record_sink(tx);
+    let o = NegotiateOptions::default();
+    let audio = OFFER.replace("m=video 6002 RTP/AVP 96\r\n", "");
+    let answer = ANSWER.replace("m=video 0 RTP/AVP 96\r\n", "");
+    m.offer(&sig("a", None, &audio), &o, S).unwrap();
+    m.answer(&sig("a", Some("b"), &answer), &o, S).unwrap();
+    let id = m.call("c").unwrap().dialogues[0].media[0]
+        .stream
+        .unwrap()
+        .id;
+    let mut st = crate::session::backend::StreamStats::default();
+    st.a.rtp.packets = 400;
+    st.a.kernel_packets = 300;
+    st.a.kernel = KernelStatus::InKernel;
+    st.b.rtp.packets = 200;
+    st.b.kernel = KernelStatus::TakenBack;
+    assert!(m.backend_mut().set_stats(id, st));
+    m.terminate("c", EndReason::Terminate, 3 * S).unwrap();
+    let r = rx.try_recv().unwrap();
+    let dirs = &r.streams[0].directions;
+    let from_a = dirs.iter().find(|d| d.from_tag == "a").unwrap();
+    assert_eq!(
+        (from_a.kernel_packets, from_a.kernel_percent, from_a.kernel),
+        (300, 75.0, "in_kernel")
+    );
+    let from_b = dirs.iter().find(|d| d.from_tag == "b").unwrap();
+    assert_eq!(
+        (from_b.kernel_packets, from_b.kernel_percent, from_b.kernel),
+        (0, 0.0, "taken_back")
+    );
+}
+
+#[test]
+fn scrape_figures_sum_the_live_streams_in_one_pass() {
+    use crate::session::backend::KernelStatus;
+    let mut m = mgr();
+    let o = NegotiateOptions::default();
+    m.offer(&sig("a", None, OFFER), &o, S).unwrap();
+    m.answer(&sig("a", Some("b"), ANSWER), &o, S).unwrap();
+    let id = m.call("c").unwrap().dialogues[0].media[0]
+        .stream
+        .unwrap()
+        .id;
+    let mut st = crate::session::backend::StreamStats::default();
+    st.a.quality.lost = 7;
+    st.a.quality.duplicates = 2;
+    st.b.quality.lost = -3;
+    st.b.quality.reordered = 4;
+    st.a.kernel = KernelStatus::InKernel;
+    st.b.kernel = KernelStatus::NotLatched;
+    assert!(m.backend_mut().set_stats(id, st));
+    let f = m.scrape_figures(5 * S);
+    assert_eq!((f.sessions, f.streams, f.managed), (1, 1, 1));
+    assert_eq!((f.uptime_secs, f.pairs_used), (4, 2));
+    assert_eq!(
+        (f.quality.lost, f.quality.duplicates, f.quality.reordered),
+        (7, 2, 4)
+    );
+    let at = |k: KernelStatus| f.kernel[k.code() as usize];
+    assert_eq!(at(KernelStatus::InKernel), 1);
+    assert_eq!(at(KernelStatus::NotLatched), 1);
+    assert_eq!(f.kernel.iter().sum::<u64>(), 2);
+}
