@@ -145,8 +145,7 @@ fn call_from_a_tls_phone_reaches_a_udp_phone_and_the_callee_bye_comes_back() {
     assert_eq!((back.to, back.transport), (a.addr, Transport::Tls));
 
     // Bob hangs up: his route set is the Record-Route as received (UDP entry first).
-    let bye = format!(
-        "BYE sip:alice@127.0.0.1:5061;transport=tls SIP/2.0\r\n\
+    let bye = "BYE sip:alice@127.0.0.1:5061;transport=tls SIP/2.0\r\n\
 Via: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bKbye1\r\n\
 Route: <sip:127.0.0.1:5060;lr>, <sip:127.0.0.1:5081;transport=tls;lr>\r\n\
 Max-Forwards: 70\r\n\
@@ -154,8 +153,7 @@ From: <sip:bob@example.com>;tag=b1\r\n\
 To: \"Alice\" <sip:alice@example.com>;tag=a1\r\n\
 Call-ID: tls2\r\n\
 CSeq: 1 BYE\r\n\
-Content-Length: 0\r\n\r\n"
-    );
+Content-Length: 0\r\n\r\n";
     let out = feed(&mut p, bye.as_bytes(), bob(), 3 * MS, &mut NoMedia);
     let fwd = out
         .iter()

@@ -1,5 +1,6 @@
 //! Shared helpers for integration tests.
 
+pub mod baresip;
 pub mod calls;
 pub mod kernel;
 pub mod media;
