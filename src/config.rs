@@ -189,9 +189,9 @@ pub struct Cli {
     #[arg(long = "sip-trusted", value_name = "CIDR")]
     pub sip_trusted: Vec<Cidr>,
     /// Digest algorithms offered, most preferred first: RFC 8760 phones take the first they
-    /// support, but older ones (SIPp 3.6, baresip 1.0) read only the first challenge and
-    /// fail on SHA-256, so MD5 leads by default; put SHA-256 first when every phone has
-    /// it. [default: MD5,SHA-256]
+    /// support, but older ones (SIPp 3.6) read only the first challenge and fail on
+    /// SHA-256, so MD5 leads by default (baresip 1.0 needs MD5 alone); put SHA-256 first
+    /// when every phone has it. [default: MD5,SHA-256]
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     pub sip_auth_algorithms: Vec<String>,
     /// Flood control: most SIP messages per second from one address before it is banned
