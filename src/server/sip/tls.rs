@@ -59,7 +59,7 @@ pub(super) struct TlsState {
 /// The `ring` provider: no C build tool-chain beyond cc (aws-lc needs cmake). It lacks the
 /// post-quantum key exchange (hence deprecated), which no SIP phone offers today.
 #[allow(deprecated)]
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+pub(super) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
