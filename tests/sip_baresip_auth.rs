@@ -16,16 +16,14 @@
 #[allow(dead_code)]
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::baresip::Phone;
 use common::peers::{wait_udp_bound, Peer};
+use common::scrape::{metrics, series, wait_series};
 use common::TempDir;
-use rtpanchor::sip::auth::passwd_line;
 
 const LO: &str = "127.0.0.1";
 const SIP: u16 = 16300;
@@ -34,13 +32,7 @@ const HTTP: u16 = 16303;
 const MEDIA: (u16, u16) = (16400, 16499);
 
 fn start_relay(dir: &Path) -> Peer {
-    let users = dir.join("users.toml");
-    let text = format!(
-        "{}\n{}\n",
-        passwd_line("alice", LO, "alice-pw"),
-        passwd_line("bob", LO, "bob-pw")
-    );
-    std::fs::write(&users, text).unwrap();
+    let users = common::users_file(dir, LO, &[("alice", "alice-pw"), ("bob", "bob-pw")]);
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_rtpanchor"));
     cmd.env("NO_COLOR", "1")
         .args(["--interface", LO])
@@ -62,36 +54,8 @@ fn start_relay(dir: &Path) -> Peer {
     relay
 }
 
-/// The relay's /metrics text (empty if it does not answer).
-fn metrics() -> String {
-    let Ok(mut s) = TcpStream::connect((LO, HTTP)) else {
-        return String::new();
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out
-}
-
-fn series(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-}
-
 fn registrations() -> f64 {
-    series(&metrics(), "rtpanchor_sip_registrations_total").unwrap_or(-1.0)
-}
-
-fn wait_registrations(at_least: f64, limit: Duration) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if registrations() >= at_least {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    false
+    series(&metrics(HTTP), "rtpanchor_sip_registrations_total").unwrap_or(-1.0)
 }
 
 fn phone<'a>(
@@ -150,7 +114,12 @@ fn baresip_registers_and_calls_with_its_password_and_a_wrong_one_is_refused() {
     );
     let mut bob_p = bob.spawn(dir, 30, &[]);
     assert!(
-        wait_registrations(1.0, Duration::from_secs(10)),
+        wait_series(
+            HTTP,
+            "rtpanchor_sip_registrations_total",
+            1.0,
+            Duration::from_secs(10)
+        ),
         "bob did not register with his password:\n{}\nrelay:\n{}",
         bob_p.log_tail(40),
         relay.log_tail(30)
@@ -160,7 +129,7 @@ fn baresip_registers_and_calls_with_its_password_and_a_wrong_one_is_refused() {
     let status = alice_p
         .wait_timeout(Duration::from_secs(25))
         .expect("alice still running after 25 s");
-    let text = metrics();
+    let text = metrics(HTTP);
     let alice_log = std::fs::read_to_string(dir.join("alice.log")).unwrap_or_default();
     assert!(
         alice_log.to_lowercase().contains("call established"),

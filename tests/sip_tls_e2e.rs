@@ -18,14 +18,13 @@
 #[allow(dead_code)]
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::baresip::Phone;
 use common::peers::{wait_udp_bound, Peer};
+use common::scrape::{metrics, series, wait_series};
 use common::TempDir;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 
@@ -79,35 +78,6 @@ fn start_relay(dir: &Path) -> Peer {
     relay
 }
 
-/// The relay's /metrics text (empty if it does not answer).
-fn metrics() -> String {
-    let Ok(mut s) = TcpStream::connect((LO, HTTP)) else {
-        return String::new();
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out
-}
-
-/// The value of the series `name` (with its labels) in a /metrics text.
-fn series(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-}
-
-fn wait_metric(name: &str, at_least: f64, limit: Duration) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if series(&metrics(), name).is_some_and(|v| v >= at_least) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    false
-}
-
 /// A phone registering over TLS through the relay.
 fn tls_phone<'a>(name: &'a str, sip: u16, rtp: (u16, u16), ca: &'a Path, extra: &str) -> Phone<'a> {
     Phone {
@@ -134,7 +104,7 @@ fn tls_phones_register_and_call_over_their_own_connections() {
     let mut bob_p = bob.spawn(dir, 30, &[]);
     let reg = "rtpanchor_sip_registrations_total";
     assert!(
-        wait_metric(reg, 1.0, Duration::from_secs(10)),
+        wait_series(HTTP, reg, 1.0, Duration::from_secs(10)),
         "bob did not register over TLS:\n{}\nrelay:\n{}",
         bob_p.log_tail(40),
         relay.log_tail(30)
@@ -144,7 +114,7 @@ fn tls_phones_register_and_call_over_their_own_connections() {
     let status = alice_p
         .wait_timeout(Duration::from_secs(25))
         .expect("alice still running after 25 s");
-    let text = metrics();
+    let text = metrics(HTTP);
     let alice_log = std::fs::read_to_string(dir.join("alice.log")).unwrap_or_default();
     assert!(
         alice_log.to_lowercase().contains("call established"),

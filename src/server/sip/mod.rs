@@ -56,9 +56,9 @@ mod tcp;
 mod tls;
 #[cfg(test)]
 use tcp::find_blank_line;
-use tcp::{send_stream, tcp_loop};
+use tcp::{accept_loop, send_stream};
 pub use tls::TlsSettings;
-use tls::{tls_loop, TlsState};
+use tls::TlsState;
 
 /// SO_RCVBUF asked for on the SIP UDP socket.
 const UDP_RCVBUF: usize = 4 << 20;
@@ -574,8 +574,20 @@ impl<B: MediaBackend + 'static> SipServer<B> {
             tcp, tls, shared, ..
         } = self;
         let timer = tokio::spawn(timer_loop(shared.clone(), shutdown.clone()));
-        let tcp_task = tokio::spawn(tcp_loop(tcp, shared.clone(), shutdown.clone()));
-        let tls_task = tls.map(|l| tokio::spawn(tls_loop(l, shared.clone(), shutdown.clone())));
+        let tcp_task = tokio::spawn(accept_loop(
+            tcp,
+            shared.clone(),
+            shutdown.clone(),
+            Transport::Tcp,
+        ));
+        let tls_task = tls.map(|l| {
+            tokio::spawn(accept_loop(
+                l,
+                shared.clone(),
+                shutdown.clone(),
+                Transport::Tls,
+            ))
+        });
         let result = udp_loop(shared.clone(), shutdown).await;
         timer.abort();
         tcp_task.abort();

@@ -86,7 +86,7 @@ fn connect_failed<B: MediaBackend + 'static>(
     }
 }
 
-pub(super) fn unregister<B: MediaBackend + 'static>(
+fn unregister<B: MediaBackend + 'static>(
     shared: &SipShared<B>,
     key: (Transport, SocketAddr),
     id: u64,
@@ -100,7 +100,7 @@ pub(super) fn unregister<B: MediaBackend + 'static>(
 /// Registers a connection just accepted from `peer`; `None` (and counted) when
 /// `max_tcp_connections` are open. A newer connection from the same address replaces the
 /// old one for sending.
-pub(super) fn register_accepted<B: MediaBackend + 'static>(
+fn register_accepted<B: MediaBackend + 'static>(
     shared: &SipShared<B>,
     key: (Transport, SocketAddr),
 ) -> Option<(u64, mpsc::Receiver<Vec<u8>>)> {
@@ -115,38 +115,66 @@ pub(super) fn register_accepted<B: MediaBackend + 'static>(
     Some((id, rx))
 }
 
-pub(super) async fn tcp_loop<B: MediaBackend + 'static>(
+/// Accepts TCP (or, on the `--listen-sips` listener, TLS) connections until `shutdown`;
+/// each gets a task of its own (the TLS handshake first, bounded).
+pub(super) async fn accept_loop<B: MediaBackend + 'static>(
     listener: TcpListener,
     shared: Arc<SipShared<B>>,
     shutdown: watch::Receiver<bool>,
+    transport: Transport,
 ) {
     let stop = stopped(shutdown.clone());
     tokio::pin!(stop);
+    let what = if transport == Transport::Tls {
+        "SIP TLS"
+    } else {
+        "SIP"
+    };
     loop {
-        let Some((stream, peer)) = crate::server::accept_or_stop(&listener, &mut stop, "SIP").await
+        let Some((stream, peer)) = crate::server::accept_or_stop(&listener, &mut stop, what).await
         else {
             return;
         };
-        let key = (Transport::Tcp, peer);
+        let key = (transport, peer);
         let Some((id, rx)) = register_accepted(&shared, key) else {
             continue; // dropping the stream closes it
         };
-        bump(&shared.stats.tcp_accepted);
+        bump(if transport == Transport::Tls {
+            &shared.stats.tls_accepted
+        } else {
+            &shared.stats.tcp_accepted
+        });
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             tokio::select! {
                 _ = stopped(shutdown) => {}
-                _ = run_connection(shared, stream, key, id, rx) => {}
+                _ = serve_accepted(shared, stream, key, id, rx) => {}
             }
         });
     }
 }
 
+async fn serve_accepted<B: MediaBackend + 'static>(
+    shared: Arc<SipShared<B>>,
+    stream: TcpStream,
+    key: (Transport, SocketAddr),
+    id: u64,
+    rx: mpsc::Receiver<Vec<u8>>,
+) {
+    if key.0 != Transport::Tls {
+        return run_connection(shared, stream, key, id, rx).await;
+    }
+    match tls::accept(&shared, stream, key.1).await {
+        Some(tls) => run_connection(shared, tls, key, id, rx).await,
+        None => unregister(&shared, key, id),
+    }
+}
+
 /// Reads and writes one registered connection (TCP, or TLS after its handshake) until it
 /// closes, idles out or breaks.
-pub(super) async fn run_connection<B, S>(
+async fn run_connection<B, S>(
     shared: Arc<SipShared<B>>,
     stream: S,
     key: (Transport, SocketAddr),

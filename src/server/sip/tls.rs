@@ -18,7 +18,6 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-use super::tcp::{register_accepted, run_connection, unregister};
 use super::*;
 
 /// `--listen-sips` and its files.
@@ -147,51 +146,28 @@ impl<B: MediaBackend + 'static> SipShared<B> {
     }
 }
 
-pub(super) async fn tls_loop<B: MediaBackend + 'static>(
-    listener: TcpListener,
-    shared: Arc<SipShared<B>>,
-    shutdown: watch::Receiver<bool>,
-) {
-    let stop = stopped(shutdown.clone());
-    tokio::pin!(stop);
-    loop {
-        let Some((stream, peer)) =
-            crate::server::accept_or_stop(&listener, &mut stop, "SIP TLS").await
-        else {
-            return;
-        };
-        let Some(state) = shared.tls.as_ref() else {
-            return;
-        };
-        let key = (Transport::Tls, peer);
-        let Some((id, rx)) = register_accepted(&shared, key) else {
-            continue; // dropping the stream closes it
-        };
-        bump(&shared.stats.tls_accepted);
-        let _ = stream.set_nodelay(true);
-        let acceptor = lock(&state.acceptor).clone();
-        let limit = state.settings.handshake_timeout;
-        let shared = shared.clone();
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let tls = match tokio::time::timeout(limit, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    bump(&shared.stats.tls_handshake_failed);
-                    tracing::debug!(%peer, error = %e, "SIP TLS handshake failed");
-                    return unregister(&shared, key, id);
-                }
-                Err(_) => {
-                    bump(&shared.stats.tls_handshake_failed);
-                    tracing::debug!(%peer, "SIP TLS handshake timed out");
-                    return unregister(&shared, key, id);
-                }
-            };
-            tokio::select! {
-                _ = stopped(shutdown) => {}
-                _ = run_connection(shared, tls, key, id, rx) => {}
-            }
-        });
+/// The TLS server handshake on a connection accepted from `peer`, bounded by the handshake
+/// timeout; `None` (logged, counted) when it fails.
+pub(super) async fn accept<B: MediaBackend + 'static>(
+    shared: &SipShared<B>,
+    stream: TcpStream,
+    peer: SocketAddr,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let state = shared.tls.as_ref()?;
+    let acceptor = lock(&state.acceptor).clone();
+    let limit = state.settings.handshake_timeout;
+    match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => Some(tls),
+        Ok(Err(e)) => {
+            bump(&shared.stats.tls_handshake_failed);
+            tracing::debug!(%peer, error = %e, "SIP TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            bump(&shared.stats.tls_handshake_failed);
+            tracing::debug!(%peer, "SIP TLS handshake timed out");
+            None
+        }
     }
 }
 
