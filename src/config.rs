@@ -717,6 +717,25 @@ mod tests {
     }
 
     #[test]
+    fn listen_sips_needs_its_files_the_proxy_and_the_secure_default() {
+        let files = ["--sips-cert", "/c.pem", "--sips-key", "/k.pem"];
+        let load = |args: &[&str]| Config::load(&Cli::parse_from([&["x"], args].concat()));
+        let e = load(&["--listen-sips", "127.0.0.1:5061"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--sips-cert"), "{e}");
+        let c = load(&[&["--listen-sips", "127.0.0.1:5061"], &files[..]].concat()).unwrap();
+        assert_eq!(c.listen_sips, Some("127.0.0.1:5061".parse().unwrap()));
+        assert!(
+            load(&[&["--listen-sips", "127.0.0.1:5061", "--no-sip"], &files[..]].concat()).is_err()
+        );
+        let e = load(&[&["--listen-sips", "192.0.2.1:5061"], &files[..]].concat())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("without authentication"), "{e}");
+    }
+
+    #[test]
     fn public_sip_needs_users_or_sip_open() {
         let public = ["x", "--listen-sip", "192.0.2.1:5060"];
         let e = Config::load(&Cli::parse_from(public))
