@@ -10,7 +10,7 @@ use crate::lifecycle::Lifecycle;
 use crate::server::cdr::CdrWriter;
 use crate::server::http::HttpServer;
 use crate::server::ng::{NgServer, NgServerConfig};
-use crate::server::sip::{SipServer, SipServerConfig, SipShared};
+use crate::server::sip::{SipServer, SipServerConfig, SipShared, TlsSettings};
 use crate::session::manager::{ManagerConfig, SessionManager};
 use crate::session::negotiate::RelayInterface;
 use crate::session::record::EndReason;
@@ -236,6 +236,7 @@ pub fn run_with(config: Config, lifecycle: Arc<Lifecycle>, cli: Option<Cli>) -> 
                         reload(cli, &mut running, &manager, &lifecycle);
                     }
                     reload_sip_users(&config, sip_shared.as_deref());
+                    reload_sip_tls(sip_shared.as_deref());
                 }
                 _ = drain_check.tick() => {
                     if lifecycle.take_activation() && lifecycle.is_standby() {
@@ -459,10 +460,31 @@ async fn start_sip(
         &std::collections::hash_map::RandomState::new(),
         (std::process::id(), time::now_ns()),
     );
+    if let Some(sips) = config.listen_sips {
+        // As for UDP/TCP: a wildcard listener is named by the advertised address.
+        let ip = if sips.ip().is_unspecified() {
+            config.interface.advertised
+        } else {
+            sips.ip()
+        };
+        proxy.local_tls = Some(std::net::SocketAddr::new(ip, sips.port()));
+        if let Some(p) = proxy.presence.as_mut() {
+            p.local_tls = proxy.local_tls;
+        }
+    }
+    let tls = match (config.listen_sips, &config.sips_cert, &config.sips_key) {
+        (Some(at), Some(cert), Some(key)) => {
+            let mut t = TlsSettings::new(at, cert.clone(), key.clone());
+            t.ca = config.sips_ca.clone();
+            Some(t)
+        }
+        _ => None,
+    };
     let cfg = SipServerConfig {
         listen,
         max_message: config.sip_max_message,
         locations,
+        tls,
         ..SipServerConfig::default()
     };
     let auth = sip_authenticator(config)?;
@@ -478,7 +500,8 @@ async fn start_sip(
                 domains = ?config.domains,
                 outbound = ?config.sip_outbound,
                 authentication = auth.is_some(),
-                "SIP proxy listening (UDP and TCP)"
+                tls = ?server.tls_addr(),
+                "SIP proxy listening (UDP and TCP; TLS if given)"
             );
             let shared = server.shared();
             shared.set_auth(auth);
@@ -603,6 +626,19 @@ fn random_secret() -> [u8; 32] {
         chunk.copy_from_slice(&h.to_le_bytes());
     }
     out
+}
+
+/// Re-reads the `--sips-cert`/`--sips-key`/`--sips-ca` files (SIGHUP); on an error the
+/// old ones stay.
+fn reload_sip_tls(sip: Option<&SipShared<DataPlane>>) {
+    match sip.map(SipShared::reload_tls) {
+        Some(Ok(true)) => tracing::info!("SIP TLS certificate reloaded"),
+        Some(Err(e)) => tracing::error!(
+            error = format!("{e:#}"),
+            "SIP TLS certificate not reloaded; keeping the old one"
+        ),
+        _ => {}
+    }
 }
 
 /// Re-reads `--sip-users` into the running proxy; called from the SIGHUP handling in

@@ -148,6 +148,20 @@ pub struct Cli {
     /// Do not start the built-in SIP proxy (ng control only).
     #[arg(long)]
     pub no_sip: bool,
+    /// SIP over TLS (RFC 3261 §26) on this address too; needs --sips-cert and --sips-key.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen_sips: Option<SocketAddr>,
+    /// The TLS certificate chain (PEM, leaf first) for --listen-sips. Re-read on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    pub sips_cert: Option<PathBuf>,
+    /// The private key (PEM) of --sips-cert. Re-read on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    pub sips_key: Option<PathBuf>,
+    /// CA certificates (PEM) that TLS peers the proxy connects to must chain to; without it
+    /// TLS destinations are reached only over connections they opened (a phone's
+    /// registration). Re-read on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    pub sips_ca: Option<PathBuf>,
     /// A domain the SIP proxy is responsible for (registrations and calls to it are served
     /// here); repeatable. [default: the SIP listen address]
     #[arg(long = "domain", value_name = "NAME")]
@@ -185,9 +199,9 @@ pub struct Cli {
     #[arg(long = "sip-trusted", value_name = "CIDR")]
     pub sip_trusted: Vec<Cidr>,
     /// Digest algorithms offered, most preferred first: RFC 8760 phones take the first they
-    /// support, but older ones (SIPp 3.6, baresip 1.0) read only the first challenge and
-    /// fail on SHA-256, so MD5 leads by default; put SHA-256 first when every phone has
-    /// it. [default: MD5,SHA-256]
+    /// support, but older ones (SIPp 3.6) read only the first challenge and fail on
+    /// SHA-256, so MD5 leads by default (baresip 1.0 needs MD5 alone); put SHA-256 first
+    /// when every phone has it. [default: MD5,SHA-256]
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     pub sip_auth_algorithms: Vec<String>,
     /// Flood control: most SIP messages per second from one address before it is banned
@@ -263,6 +277,10 @@ struct FileConfig {
     no_kernel_forwarding: Option<bool>,
     listen_sip: Option<SocketAddr>,
     no_sip: Option<bool>,
+    listen_sips: Option<SocketAddr>,
+    sips_cert: Option<PathBuf>,
+    sips_key: Option<PathBuf>,
+    sips_ca: Option<PathBuf>,
     domain: Option<Vec<String>>,
     sip_outbound: Option<SocketAddr>,
     sip_max_message: Option<usize>,
@@ -315,6 +333,11 @@ pub struct Config {
     /// best-effort: if its port is taken the relay runs without SIP and says so; an explicit
     /// one that cannot be bound stops the start.
     pub listen_sip_explicit: bool,
+    /// SIP over TLS (`--listen-sips`), with its certificate, key and CA files.
+    pub listen_sips: Option<SocketAddr>,
+    pub sips_cert: Option<PathBuf>,
+    pub sips_key: Option<PathBuf>,
+    pub sips_ca: Option<PathBuf>,
     /// Domains the proxy serves; never empty when `listen_sip` is set.
     pub domains: Vec<String>,
     pub sip_outbound: Option<SocketAddr>,
@@ -373,6 +396,10 @@ impl Default for Config {
             kernel_forwarding: true,
             listen_sip: Some(SocketAddr::new(lo, 5060)),
             listen_sip_explicit: false,
+            listen_sips: None,
+            sips_cert: None,
+            sips_key: None,
+            sips_ca: None,
             domains: vec![lo.to_string()],
             sip_outbound: None,
             sip_max_message: MAX_SIP_MESSAGE,
@@ -444,6 +471,10 @@ impl Config {
         if cli.no_sip || file.no_sip.unwrap_or(false) {
             c.listen_sip = None;
         }
+        c.listen_sips = cli.listen_sips.or(file.listen_sips);
+        c.sips_cert = cli.sips_cert.clone().or(file.sips_cert);
+        c.sips_key = cli.sips_key.clone().or(file.sips_key);
+        c.sips_ca = cli.sips_ca.clone().or(file.sips_ca);
         c.domains = if cli.domains.is_empty() {
             file.domain.unwrap_or_default()
         } else {
@@ -555,6 +586,21 @@ impl Config {
                 .all(|d| !d.is_empty() && !d.contains(char::is_whitespace)),
             "--domain needs a host name or address"
         );
+        if let Some(sips) = self.listen_sips {
+            anyhow::ensure!(
+                self.listen_sip.is_some(),
+                "--listen-sips needs the SIP proxy (drop --no-sip)"
+            );
+            anyhow::ensure!(
+                self.sips_cert.is_some() && self.sips_key.is_some(),
+                "--listen-sips needs --sips-cert FILE and --sips-key FILE"
+            );
+            anyhow::ensure!(
+                sips.ip().is_loopback() || self.sip_users.is_some() || self.sip_open,
+                "refusing to serve SIP over TLS on {sips} without authentication: give \
+                 --sip-users FILE or --sip-open"
+            );
+        }
         if let Some(sip) = self.listen_sip {
             anyhow::ensure!(
                 sip.ip().is_loopback() || self.sip_users.is_some() || self.sip_open,
@@ -711,6 +757,25 @@ mod tests {
             let cli = Cli::parse_from(["rtpanchor", "--sip-max-message", bad]);
             assert!(Config::load(&cli).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn listen_sips_needs_its_files_the_proxy_and_the_secure_default() {
+        let files = ["--sips-cert", "/c.pem", "--sips-key", "/k.pem"];
+        let load = |args: &[&str]| Config::load(&Cli::parse_from([&["x"], args].concat()));
+        let e = load(&["--listen-sips", "127.0.0.1:5061"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--sips-cert"), "{e}");
+        let c = load(&[&["--listen-sips", "127.0.0.1:5061"], &files[..]].concat()).unwrap();
+        assert_eq!(c.listen_sips, Some("127.0.0.1:5061".parse().unwrap()));
+        assert!(
+            load(&[&["--listen-sips", "127.0.0.1:5061", "--no-sip"], &files[..]].concat()).is_err()
+        );
+        let e = load(&[&["--listen-sips", "192.0.2.1:5061"], &files[..]].concat())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("without authentication"), "{e}");
     }
 
     #[test]

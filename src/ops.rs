@@ -135,7 +135,16 @@ pub fn snapshot(src: &OpsSources) -> MetricsSnapshot {
                 ("too_large", t.too_large),
                 ("framing", t.framing_errors),
                 ("tcp_refused", t.tcp_refused),
+                ("slow_message", t.slow_closed),
             ],
+            connections_open: vec![("tcp", t.tcp_open), ("tls", t.tls_open)],
+            connections_made: vec![
+                ("tcp_accepted", t.tcp_accepted),
+                ("tcp_opened", t.tcp_connected),
+                ("tls_accepted", t.tls_accepted),
+                ("tls_opened", t.tls_connected),
+            ],
+            tls_handshake_failures: t.tls_handshake_failed,
         }
     });
     snap

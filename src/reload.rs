@@ -29,7 +29,12 @@ fn changed<T: PartialEq + Clone>(old: &T, new: &T) -> Option<T> {
 pub fn plan(old: &Config, new: &Config) -> ReloadPlan {
     let mut restart = Vec::new();
     // Settings bound at start: sockets, threads, the data plane's set-up.
-    let fixed: [(&'static str, String, String); 17] = [
+    let fixed: [(&'static str, String, String); 18] = [
+        (
+            "listen-sips",
+            format!("{:?}", old.listen_sips),
+            format!("{:?}", new.listen_sips),
+        ),
         (
             "interface",
             format!("{:?}", old.interface),

@@ -46,13 +46,7 @@ fn sipp() -> PathBuf {
 
 /// Writes the users file (alice, bob in realm 127.0.0.1) and starts the relay.
 fn start_relay(dir: &Path, sip: u16, ng: u16, media: (u16, u16), extra: &[&str]) -> Peer {
-    let users = dir.join("users.toml");
-    let text = format!(
-        "{}\n{}\n",
-        passwd_line("alice", LO, "alice-pw"),
-        passwd_line("bob", LO, "bob-pw")
-    );
-    std::fs::write(&users, text).unwrap();
+    let users = common::users_file(dir, LO, &[("alice", "alice-pw"), ("bob", "bob-pw")]);
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_rtpanchor"));
     cmd.env("NO_COLOR", "1")
         .args(["--interface", LO])

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: installs the real peers the end-to-end tests
 # use (Debian packages: Kamailio with its rtpengine module, SIPp, rtpengine, redis-server,
-# Prometheus; clang for the in-kernel fast path; iproute2 for the tests that build network
+# Prometheus, baresip; clang for the in-kernel fast path; iproute2 for the tests that build network
 # namespaces) when they are missing and we are root, then runs every test in the workspace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,7 +19,9 @@ command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v clang >/dev/null 2>&1 || need+=(clang)
 # A real Prometheus scrapes the relay in tests/ops_metrics.rs (promtool ships with it).
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
-# Two baresip clients (its presence module) watch each other in tests/sip_presence_e2e.rs.
+# baresip: two clients (its presence module) watch each other in tests/sip_presence_e2e.rs;
+# phones call over TLS (tests/sip_tls_e2e.rs; Debian's SIPp has no TLS) and with passwords
+# (tests/sip_baresip_auth.rs).
 command -v baresip >/dev/null 2>&1 || need+=(baresip)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

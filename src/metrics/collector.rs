@@ -439,5 +439,25 @@ fn sip(enc: &mut DescriptorEncoder, s: &MetricsSnapshot) -> Res {
         "SIP messages rejected or dropped, by reason.",
         "reason",
         &sip.rejected,
+    )?;
+    gauges(
+        enc,
+        "sip_connections",
+        "SIP TCP/TLS connections open now, by transport.",
+        "transport",
+        &sip.connections_open,
+    )?;
+    counters(
+        enc,
+        "sip_connections_made",
+        "SIP TCP/TLS connections accepted or opened by the proxy.",
+        "how",
+        &sip.connections_made,
+    )?;
+    counter(
+        enc,
+        "sip_tls_handshake_failures",
+        "SIP TLS handshakes that failed or timed out.",
+        sip.tls_handshake_failures,
     )
 }

@@ -61,6 +61,12 @@ pub struct SipMetrics {
     pub timeouts: u64,
     /// Messages rejected or dropped, by reason.
     pub rejected: Vec<(&'static str, u64)>,
+    /// TCP/TLS connections open now, by transport.
+    pub connections_open: Vec<(&'static str, u64)>,
+    /// Connections made since start, by how (`tcp_accepted`, `tls_opened`, ...).
+    pub connections_made: Vec<(&'static str, u64)>,
+    /// TLS handshakes that failed or timed out.
+    pub tls_handshake_failures: u64,
 }
 
 /// What the kernel fast path is doing, and why it is not used when it is not.

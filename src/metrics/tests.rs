@@ -83,6 +83,7 @@ fn sample_triples_and_sip_when_present() {
         sip: Some(SipMetrics {
             responses_by_class: [0, 1, 2, 0, 3, 0, 0],
             rejected: vec![("parse_error", 4)],
+            connections_made: vec![("tls_accepted", 2)],
             ..SipMetrics::default()
         }),
         kernel: KernelPathState::Disabled,
@@ -96,6 +97,10 @@ fn sample_triples_and_sip_when_present() {
         ("rtpanchor_mos_samples_total", 2.0),
         ("rtpanchor_sip_responses_sent_total{class=\"4xx\"}", 3.0),
         ("rtpanchor_sip_rejected_total{reason=\"parse_error\"}", 4.0),
+        (
+            "rtpanchor_sip_connections_made_total{how=\"tls_accepted\"}",
+            2.0,
+        ),
         ("rtpanchor_kernel_path_excluded{reason=\"disabled\"}", 4.0),
     ] {
         assert_eq!(series(&text, name), Some(want), "{name} in\n{text}");

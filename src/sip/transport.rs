@@ -1,6 +1,6 @@
 //! The transport layer as the proxy core sees it (RFC 3261 §18, RFC 3581), sans-IO.
 //!
-//! - [`Transport`]: the network transport a message arrives on or leaves by (UDP, TCP),
+//! - [`Transport`]: the network transport a message arrives on or leaves by (UDP, TCP, TLS),
 //!   and how that frames it for the parser ([`Framing`]).
 //! - [`Transmit`]: one message the driver is asked to send.
 //! - Where a response goes (§18.2.2 and RFC 3581 `rport`), the `received`/`rport` a server
@@ -16,13 +16,15 @@ use std::net::SocketAddr;
 use super::header::{Rport, Via, ViaIter};
 use super::message::is_sendable_destination;
 use super::parse::Framing;
-use super::uri::SipUri;
+use super::uri::{Scheme, SipUri};
 
 /// The transport a message arrived on or leaves by.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Transport {
     Udp,
     Tcp,
+    /// TCP under TLS (RFC 3261 §26.2.1); its own listen port (`ProxyConfig::local_tls`).
+    Tls,
 }
 
 impl Transport {
@@ -31,34 +33,42 @@ impl Transport {
         match self {
             Transport::Udp => "UDP",
             Transport::Tcp => "TCP",
+            Transport::Tls => "TLS",
         }
     }
 
     /// Reliable transports need no retransmissions and no lingering (§17).
     pub fn reliable(self) -> bool {
-        self == Transport::Tcp
+        matches!(self, Transport::Tcp | Transport::Tls)
     }
 
     /// How a message that arrived on this transport is framed for the parser.
     pub fn framing(self) -> Framing {
         match self {
             Transport::Udp => Framing::Datagram,
-            Transport::Tcp => Framing::Stream,
+            Transport::Tcp | Transport::Tls => Framing::Stream,
         }
     }
 
-    /// The transport a SIP URI asks for (`;transport=tcp`), UDP otherwise.
+    /// The transport a SIP URI asks for: TLS for `sips:` (RFC 3261 §26.2.2) or
+    /// `;transport=tls`, TCP for `;transport=tcp`, UDP otherwise.
     pub fn of_uri(u: &SipUri<'_>) -> Transport {
+        if u.scheme == Scheme::Sips {
+            return Transport::Tls;
+        }
         match u.transport() {
             Some(t) if t.eq_ignore_ascii_case("tcp") => Transport::Tcp,
+            Some(t) if t.eq_ignore_ascii_case("tls") => Transport::Tls,
             _ => Transport::Udp,
         }
     }
 
-    /// The transport named by a Via's `sent-protocol`, UDP unless it says TCP.
+    /// The transport named by a Via's `sent-protocol`, UDP unless it says TCP or TLS.
     pub fn of_via(via: &Via<'_>) -> Transport {
         if via.is_transport("TCP") {
             Transport::Tcp
+        } else if via.is_transport("TLS") {
+            Transport::Tls
         } else {
             Transport::Udp
         }
@@ -124,7 +134,7 @@ pub fn fixed_via_value(value: &str, src: SocketAddr) -> Option<String> {
 /// Where a response to a request with this top Via goes (RFC 3261 §18.2.2, RFC 3581).
 pub fn reply_address(via: Option<&Via<'_>>, src: SocketAddr, transport: Transport) -> SocketAddr {
     match (transport, via) {
-        (Transport::Tcp, _) | (_, None) => src,
+        (Transport::Tcp | Transport::Tls, _) | (_, None) => src,
         (Transport::Udp, Some(v)) => match v.rport {
             Rport::Requested | Rport::Port(_) => src,
             Rport::Absent => SocketAddr::new(src.ip(), v.port.unwrap_or(5060)),

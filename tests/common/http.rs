@@ -8,15 +8,20 @@ use std::time::Duration;
 
 /// One HTTP/1.1 GET on 127.0.0.1:`port`: (status, body). Bounded by a 5 s read timeout.
 pub fn http_get(port: u16, target: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("HTTP connect");
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    try_get(port, target).expect("HTTP GET")
+}
+
+/// [`http_get`], `None` when nothing answers (connection refused or no response).
+pub fn try_get(port: u16, target: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(
         s,
         "GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
     )
-    .unwrap();
+    .ok()?;
     let mut out = Vec::new();
-    s.read_to_end(&mut out).expect("HTTP response");
+    s.read_to_end(&mut out).ok()?;
     let text = String::from_utf8_lossy(&out).into_owned();
     let status = text
         .split(' ')
@@ -27,11 +32,16 @@ pub fn http_get(port: u16, target: &str) -> (u16, String) {
         .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
-    (status, body)
+    Some((status, body))
 }
 
 /// The value of the series `series` (name and labels exactly) in a text exposition.
 pub fn exposed(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
 }

@@ -1,5 +1,6 @@
 //! Shared helpers for integration tests.
 
+pub mod baresip;
 pub mod calls;
 pub mod http;
 pub mod kernel;
@@ -7,6 +8,7 @@ pub mod media;
 pub mod ng;
 pub mod peers;
 pub mod rtcp_talk;
+pub mod scrape;
 pub mod sip;
 pub mod store;
 pub mod streams;
@@ -156,4 +158,16 @@ pub fn run_inner_test(mut wrapper: std::process::Command, inner: &str, env: &[(&
     eprintln!("{text}");
     assert!(out.status.success(), "{inner} failed where it ran");
     assert!(text.contains("1 passed"), "{inner} did not run");
+}
+
+/// Writes a `--sip-users` file for `users` (name, password) in `realm` into `dir`.
+#[allow(dead_code)] // not every test binary that includes this module has users
+pub fn users_file(dir: &Path, realm: &str, users: &[(&str, &str)]) -> PathBuf {
+    let path = dir.join("users.toml");
+    let text: String = users
+        .iter()
+        .map(|(u, pw)| format!("{}\n", rtpanchor::sip::auth::passwd_line(u, realm, pw)))
+        .collect();
+    std::fs::write(&path, text).expect("writing the users file");
+    path
 }

@@ -1,5 +1,5 @@
 //! The built-in SIP proxy's transport (tokio): UDP and TCP on one address (`--listen-sip`),
-//! feeding the sans-IO [`Proxy`] and carrying out the [`Transmit`]s it returns. Media steps
+//! TLS on another (`--listen-sips`, see `tls`), feeding the sans-IO [`Proxy`] and carrying out the [`Transmit`]s it returns. Media steps
 //! reach the session manager shared with the ng server through [`SharedMedia`].
 //!
 //! - **UDP** (RFC 3261 §18): one datagram = one message. A datagram larger than
@@ -14,7 +14,7 @@
 //!   connection silent for `tcp_idle` is closed. The head of a message is searched
 //!   incrementally, so a peer dribbling bytes costs linear, not quadratic, work.
 //! - **Where replies go.** Every connection (accepted or opened by us) is registered under its
-//!   peer address; a TCP [`Transmit`] to that address is written on it, so responses go back
+//!   transport and peer address; a TCP or TLS [`Transmit`] to that address is written on it, so responses go back
 //!   on the connection the request came on. A TCP transmit to an address without a
 //!   connection opens one (bounded by `tcp_connect_timeout`); messages queue meanwhile.
 //!   Per-connection queues are bounded (`tcp_queue`); beyond, messages are dropped and counted.
@@ -35,7 +35,6 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, watch, Notify};
 
@@ -54,9 +53,12 @@ use crate::store::locations::{LocationPersistence, StoredLocations};
 use crate::time::{self, Nanos};
 
 mod tcp;
+mod tls;
 #[cfg(test)]
 use tcp::find_blank_line;
-use tcp::{send_tcp, tcp_loop};
+use tcp::{accept_loop, send_stream};
+pub use tls::TlsSettings;
+use tls::TlsState;
 
 /// SO_RCVBUF asked for on the SIP UDP socket.
 const UDP_RCVBUF: usize = 4 << 20;
@@ -79,6 +81,10 @@ pub struct SipServerConfig {
     pub max_message: usize,
     /// A TCP connection without incoming bytes for this long is closed.
     pub tcp_idle: Duration,
+    /// A TCP/TLS connection holding part of a message for this long is closed.
+    pub message_timeout: Duration,
+    /// TLS (`--listen-sips`); `None`: no TLS.
+    pub tls: Option<TlsSettings>,
     /// Most TCP connections at once (accepted and opened); more are refused.
     pub max_tcp_connections: usize,
     /// Messages queued per TCP connection before new ones are dropped.
@@ -96,6 +102,8 @@ impl Default for SipServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 5060)),
             max_message: MAX_MESSAGE_LEN,
             tcp_idle: Duration::from_secs(300),
+            message_timeout: Duration::from_secs(10),
+            tls: None,
             max_tcp_connections: 4096,
             tcp_queue: 256,
             tcp_connect_timeout: Duration::from_secs(5),
@@ -134,6 +142,17 @@ pub struct SipStats {
     pub panics: AtomicU64,
     /// Times the UDP input queue stood (overload control began refusing new INVITEs).
     pub shed_starts: AtomicU64,
+    /// TLS messages framed and handed to the proxy.
+    pub tls_received: AtomicU64,
+    pub tls_sent: AtomicU64,
+    /// TLS connections accepted (the handshake may still fail).
+    pub tls_accepted: AtomicU64,
+    /// Outgoing TLS connections opened (handshake done).
+    pub tls_connected: AtomicU64,
+    /// TLS handshakes that failed or timed out (accepted and opened).
+    pub tls_handshake_failed: AtomicU64,
+    /// Connections closed because a message did not complete within `message_timeout`.
+    pub slow_closed: AtomicU64,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -153,8 +172,16 @@ pub struct SipStatsSnapshot {
     pub tcp_idle_closed: u64,
     pub panics: u64,
     pub shed_starts: u64,
+    pub tls_received: u64,
+    pub tls_sent: u64,
+    pub tls_accepted: u64,
+    pub tls_connected: u64,
+    pub tls_handshake_failed: u64,
+    pub slow_closed: u64,
     /// TCP connections open now.
     pub tcp_open: u64,
+    /// TLS connections open now (handshaking included).
+    pub tls_open: u64,
 }
 
 fn bump(a: &AtomicU64) {
@@ -187,7 +214,10 @@ struct Conn {
 pub struct SipShared<B: MediaBackend> {
     core: Mutex<Core<B>>,
     udp: Arc<UdpSocket>,
-    conns: Mutex<HashMap<SocketAddr, Conn>>,
+    /// Open TCP and TLS connections by transport and peer address.
+    conns: Mutex<HashMap<(Transport, SocketAddr), Conn>>,
+    /// Certificates and keys (`None` without `--listen-sips`).
+    tls: Option<TlsState>,
     next_conn: AtomicU64,
     /// The deadline the timer task sleeps toward (u64::MAX: none).
     armed: AtomicU64,
@@ -199,6 +229,11 @@ pub struct SipShared<B: MediaBackend> {
 impl<B: MediaBackend + 'static> SipShared<B> {
     pub fn snapshot(&self) -> SipStatsSnapshot {
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let (tls_open, tcp_open) = {
+            let conns = lock(&self.conns);
+            let tls = conns.keys().filter(|(t, _)| *t == Transport::Tls).count() as u64;
+            (tls, conns.len() as u64 - tls)
+        };
         let s = &self.stats;
         SipStatsSnapshot {
             udp_received: l(&s.udp_received),
@@ -216,7 +251,14 @@ impl<B: MediaBackend + 'static> SipShared<B> {
             tcp_idle_closed: l(&s.tcp_idle_closed),
             panics: l(&s.panics),
             shed_starts: l(&s.shed_starts),
-            tcp_open: lock(&self.conns).len() as u64,
+            tls_received: l(&s.tls_received),
+            tls_sent: l(&s.tls_sent),
+            tls_accepted: l(&s.tls_accepted),
+            tls_connected: l(&s.tls_connected),
+            tls_handshake_failed: l(&s.tls_handshake_failed),
+            slow_closed: l(&s.slow_closed),
+            tcp_open,
+            tls_open,
         }
     }
 
@@ -388,7 +430,7 @@ async fn dispatch<B: MediaBackend + 'static>(shared: &Arc<SipShared<B>>, out: Ve
         );
         match t.transport {
             Transport::Udp => send_udp(shared, t.to, &t.bytes).await,
-            Transport::Tcp => send_tcp(shared, t.to, t.bytes),
+            Transport::Tcp | Transport::Tls => send_stream(shared, t.transport, t.to, t.bytes),
         }
     }
 }
@@ -414,6 +456,8 @@ async fn send_udp<B: MediaBackend + 'static>(
 /// A bound SIP server, not yet running.
 pub struct SipServer<B: MediaBackend> {
     tcp: TcpListener,
+    /// The TLS listener (`--listen-sips`).
+    tls: Option<TcpListener>,
     shared: Arc<SipShared<B>>,
     local: SocketAddr,
 }
@@ -484,6 +528,23 @@ impl<B: MediaBackend + 'static> SipServer<B> {
             }
             None => StoredLocations::memory(),
         };
+        let (tls_listener, tls) = match &cfg.tls {
+            Some(t) => {
+                let state = TlsState::load(t)?;
+                let l = TcpListener::bind(t.listen)
+                    .await
+                    .with_context(|| format!("binding SIP TLS {}", t.listen))?;
+                let at = l.local_addr()?;
+                // The address written into Via and Record-Route for TLS.
+                let mut ours = proxy_cfg.local_tls.unwrap_or(at);
+                if ours.port() == 0 {
+                    ours.set_port(at.port());
+                }
+                proxy_cfg.local_tls = Some(ours);
+                (Some(l), Some(state))
+            }
+            None => (None, None),
+        };
         let proxy = Proxy::new(proxy_cfg, locations);
         let mut cfg = cfg;
         cfg.max_message = cfg.max_message.clamp(1, MAX_MESSAGE_LEN);
@@ -497,17 +558,28 @@ impl<B: MediaBackend + 'static> SipServer<B> {
             }),
             udp: Arc::new(udp),
             conns: Mutex::new(HashMap::new()),
+            tls,
             next_conn: AtomicU64::new(1),
             armed: AtomicU64::new(u64::MAX),
             wake: Notify::new(),
             cfg,
             stats: SipStats::default(),
         });
-        Ok(SipServer { tcp, shared, local })
+        Ok(SipServer {
+            tcp,
+            tls: tls_listener,
+            shared,
+            local,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+
+    /// The TLS listener's address (`None` without TLS).
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     pub fn shared(&self) -> Arc<SipShared<B>> {
@@ -523,8 +595,11 @@ impl<B: MediaBackend + 'static> SipServer<B> {
     ) -> anyhow::Result<SipServer<B>> {
         tcp.set_nonblocking(true)?;
         let local = shared.udp.local_addr()?;
+        // The TLS listener is not part of a takeover (README): a resumed server serves
+        // UDP and TCP.
         Ok(SipServer {
             tcp: TcpListener::from_std(tcp)?,
+            tls: None,
             shared,
             local,
         })
@@ -543,16 +618,35 @@ impl<B: MediaBackend + 'static> SipServer<B> {
 
     /// Serves until `shutdown` becomes true (or its sender is dropped).
     pub async fn run(self, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
-        let SipServer { tcp, shared, .. } = self;
+        let SipServer {
+            tcp, tls, shared, ..
+        } = self;
         let timer = tokio::spawn(timer_loop(shared.clone(), shutdown.clone()));
-        let tcp_task = tokio::spawn(tcp_loop(tcp, shared.clone(), shutdown.clone()));
+        let tcp_task = tokio::spawn(accept_loop(
+            tcp,
+            shared.clone(),
+            shutdown.clone(),
+            Transport::Tcp,
+        ));
+        let tls_task = tls.map(|l| {
+            tokio::spawn(accept_loop(
+                l,
+                shared.clone(),
+                shutdown.clone(),
+                Transport::Tls,
+            ))
+        });
         let result = udp_loop(shared.clone(), shutdown).await;
         timer.abort();
         tcp_task.abort();
+        if let Some(t) = tls_task {
+            t.abort();
+        }
         let s = shared.snapshot();
         tracing::info!(
             udp_received = s.udp_received,
             tcp_received = s.tcp_received,
+            tls_received = s.tls_received,
             too_large = s.too_large,
             framing_errors = s.framing_errors,
             send_errors = s.send_errors,

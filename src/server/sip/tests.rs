@@ -191,6 +191,40 @@ async fn idle_tcp_connections_are_closed() {
 }
 
 #[tokio::test]
+async fn a_message_dribbled_slower_than_message_timeout_is_closed() {
+    let (addr, shared, _stop) = start(SipServerConfig {
+        message_timeout: Duration::from_millis(300),
+        ..test_cfg()
+    })
+    .await;
+    // Half a request, then a byte every 100 ms: each read is prompt, the message never ends.
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    c.write_all(
+        b"REGISTER sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:9;branch=z9hG4bKs\r\n",
+    )
+    .await
+    .unwrap();
+    let started = tokio::time::Instant::now();
+    let mut closed = false;
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if c.write_all(b"X").await.is_err() {
+            closed = true;
+            break;
+        }
+        let mut b = [0u8; 8];
+        if let Ok(Ok(0)) = tokio::time::timeout(Duration::from_millis(1), c.read(&mut b)).await {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "a dribbled message held its connection for 3 s");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    let s = shared.snapshot();
+    assert_eq!((s.slow_closed, s.tcp_open), (1, 0), "{s:?}");
+}
+
+#[tokio::test]
 async fn huge_tcp_message_is_refused() {
     let (addr, shared, _stop) = start(SipServerConfig {
         max_message: 4096,
@@ -212,6 +246,148 @@ async fn huge_tcp_message_is_refused() {
     );
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(shared.snapshot().too_large, 1);
+}
+
+mod over_tls {
+    use super::*;
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    use std::path::{Path, PathBuf};
+
+    /// A fresh CA (written as `<tag>-ca.pem`) and a certificate for 127.0.0.1 signed by it
+    /// (`cert.pem`, `key.pem`, replacing the previous ones) in `dir`.
+    fn issue(dir: &Path, tag: &str) -> PathBuf {
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca, ca_key);
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+        std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
+        std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+        let ca_path = dir.join(format!("{tag}-ca.pem"));
+        std::fs::write(&ca_path, ca_cert.pem()).unwrap();
+        ca_path
+    }
+
+    fn connector(ca: &Path) -> tokio_rustls::TlsConnector {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(ca).unwrap() {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let cfg = rustls::ClientConfig::builder_with_provider(crate::server::sip::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        tokio_rustls::TlsConnector::from(Arc::new(cfg))
+    }
+
+    async fn handshake(
+        tls: SocketAddr,
+        ca: &Path,
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+        let tcp = TcpStream::connect(tls).await?;
+        let name = ServerName::IpAddress(tls.ip().into());
+        connector(ca).connect(name, tcp).await
+    }
+
+    #[tokio::test]
+    async fn register_keepalive_handshake_timeout_and_certificate_reload() {
+        let dir = std::env::temp_dir().join(format!("rtpanchor-sip-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca1 = issue(&dir, "one");
+        let mut t = TlsSettings::new(
+            SocketAddr::from((LO, 0)),
+            dir.join("cert.pem"),
+            dir.join("key.pem"),
+        );
+        t.handshake_timeout = Duration::from_millis(300);
+        let cfg = SipServerConfig {
+            tls: Some(t),
+            ..test_cfg()
+        };
+        let mgr = SessionManager::new(
+            FakeBackend::new(30000, 30999).unwrap(),
+            ManagerConfig::default(),
+            time::now_ns(),
+        );
+        let mut proxy_cfg = ProxyConfig::new(SocketAddr::from((LO, 0)));
+        proxy_cfg.domains = vec!["127.0.0.1".into()];
+        let server = SipServer::bind(cfg, proxy_cfg, Arc::new(Mutex::new(mgr)))
+            .await
+            .unwrap();
+        let tls = server.tls_addr().unwrap();
+        let shared = server.shared();
+        let (_stop, rx) = watch::channel(false);
+        tokio::spawn(server.run(rx));
+
+        // A REGISTER over TLS is answered on the connection; a ping gets its pong.
+        let mut c = handshake(tls, &ca1).await.unwrap();
+        let me = c.get_ref().0.local_addr().unwrap();
+        c.write_all(register("TLS", me, 1).as_bytes())
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let _ = tokio::time::timeout(Duration::from_secs(3), async {
+            while !got.windows(6).any(|w| w == b"200 OK") {
+                match c.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&chunk[..n]),
+                }
+            }
+        })
+        .await;
+        assert!(
+            got.windows(6).any(|w| w == b"200 OK"),
+            "{}",
+            String::from_utf8_lossy(&got)
+        );
+        c.write_all(b"\r\n\r\n").await.unwrap();
+        let mut pong = [0u8; 2];
+        tokio::time::timeout(Duration::from_secs(3), c.read_exact(&mut pong))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&pong, b"\r\n");
+        let s = shared.snapshot();
+        assert_eq!(
+            (s.tls_received, s.tls_open, s.tls_accepted),
+            (1, 1, 1),
+            "{s:?}"
+        );
+
+        // A connection that never says hello is dropped at the handshake timeout.
+        let mut silent = TcpStream::connect(tls).await.unwrap();
+        let mut b = [0u8; 8];
+        let r = tokio::time::timeout(Duration::from_secs(3), silent.read(&mut b)).await;
+        assert!(matches!(r, Ok(Ok(0)) | Ok(Err(_))), "{r:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(shared.snapshot().tls_handshake_failed, 1);
+
+        // Reload: a new certificate from another CA serves new handshakes.
+        let ca2 = issue(&dir, "two");
+        assert!(shared.reload_tls().unwrap());
+        assert!(handshake(tls, &ca1).await.is_err(), "old CA still accepted");
+        assert!(handshake(tls, &ca2).await.is_ok());
+        // A broken file is refused and the running certificate kept.
+        std::fs::write(dir.join("key.pem"), "not a key").unwrap();
+        assert!(shared.reload_tls().is_err());
+        assert!(handshake(tls, &ca2).await.is_ok());
+        // The first connection lives on through the reloads.
+        c.write_all(b"\r\n\r\n").await.unwrap();
+        tokio::time::timeout(Duration::from_secs(3), c.read_exact(&mut pong))
+            .await
+            .unwrap()
+            .unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
 
 #[test]

@@ -104,6 +104,11 @@ fn quoted(s: &str) -> Result<(Cow<'_, str>, &str), HeaderError> {
     while let Some(&b) = bytes.get(i) {
         match b {
             b'\\' => {
+                // quoted-pair (§25.1) never escapes CR, LF (or NUL): no line breaks in a
+                // value, escaped or not.
+                if matches!(bytes.get(i + 1), None | Some(b'\r' | b'\n' | 0)) {
+                    return Err(HeaderError::Syntax);
+                }
                 escaped = true;
                 i += 2;
                 continue;
@@ -319,6 +324,19 @@ mod tests {
         );
         let again = c.emit();
         assert_eq!(Credentials::parse(&again).unwrap(), c);
+    }
+
+    #[test]
+    fn an_escaped_line_break_is_refused() {
+        // Found by the digest_header fuzz checks: `\<CR>` was unescaped into the value,
+        // which then could not be re-emitted.
+        for v in [
+            "Digest username=\"a\\\rb\", realm=\"r\", nonce=\"n\", uri=\"u\", response=\"0\"",
+            "Digest username=\"a\\\nb\", realm=\"r\", nonce=\"n\", uri=\"u\", response=\"0\"",
+            "Digest username=\"a\\",
+        ] {
+            assert_eq!(Credentials::parse(v), Err(HeaderError::Syntax), "{v:?}");
+        }
     }
 
     #[test]

@@ -31,6 +31,8 @@
 
 pub mod client;
 pub mod digest;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod header;
 pub mod nonce;
 pub mod store;

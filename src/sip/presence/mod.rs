@@ -84,6 +84,8 @@ impl std::str::FromStr for WatcherPolicy {
 pub struct PresenceConfig {
     /// Our listen address: the Via sent-by and Contact of what we send.
     pub local: SocketAddr,
+    /// Our TLS listen address (`--listen-sips`): the same for what goes over TLS.
+    pub local_tls: Option<SocketAddr>,
     /// Subscription and publication lifetimes (seconds): shorter non-zero ones get 423.
     pub min_expires: u32,
     pub default_expires: u32,
@@ -106,6 +108,7 @@ impl PresenceConfig {
     pub fn new(local: SocketAddr) -> Self {
         PresenceConfig {
             local,
+            local_tls: None,
             min_expires: 60,
             default_expires: 3600,
             max_expires: 3600,
@@ -422,16 +425,26 @@ impl Services {
             s,
             "{method} {ruri} SIP/2.0\r\nVia: SIP/2.0/{} {};branch={branch};rport\r\nMax-Forwards: 70\r\n",
             reach.transport.via_name(),
-            self.cfg.local
+            self.local_for(reach.transport)
         );
         s
     }
 
     /// Our Contact (a URI naming the server; in-dialog requests come back to it).
     fn contact(&self, transport: Transport) -> String {
+        let local = self.local_for(transport);
         match transport {
-            Transport::Udp => format!("<sip:{}>", self.cfg.local),
-            Transport::Tcp => format!("<sip:{};transport=tcp>", self.cfg.local),
+            Transport::Udp => format!("<sip:{local}>"),
+            Transport::Tcp => format!("<sip:{local};transport=tcp>"),
+            Transport::Tls => format!("<sip:{local};transport=tls>"),
+        }
+    }
+
+    /// The address we are reached at over `transport`.
+    fn local_for(&self, transport: Transport) -> SocketAddr {
+        match transport {
+            Transport::Tls => self.cfg.local_tls.unwrap_or(self.cfg.local),
+            Transport::Udp | Transport::Tcp => self.cfg.local,
         }
     }
 }

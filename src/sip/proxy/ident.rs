@@ -2,25 +2,46 @@
 //! we mint (§16.6 item 8, §8.2.6.2), and loop detection by branch (§16.3 item 4).
 #![forbid(unsafe_code)]
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use super::state::Proxy;
 use crate::sip::auth::Credentials;
 use crate::sip::header::Via;
 use crate::sip::parse::{HeaderName, Message};
 use crate::sip::registrar::LocationStore;
+use crate::sip::transport::Transport;
 use crate::sip::uri::{Host, SipUri};
 
 /// FNV-1a, 64 bit: stable across runs, used for branch and tag derivation.
 pub(super) use crate::sip::hash::fnv;
 
 impl<S: LocationStore> Proxy<S> {
-    pub(super) fn local_str(&self) -> String {
-        self.cfg.local.to_string()
+    /// Our address as seen over `transport` (TLS has a port of its own).
+    pub(super) fn local_for(&self, transport: Transport) -> SocketAddr {
+        match (transport, self.cfg.local_tls) {
+            (Transport::Tls, Some(a)) => a,
+            _ => self.cfg.local,
+        }
+    }
+
+    /// Our Record-Route entry for the side of a dialog that uses `transport`: TLS names our
+    /// TLS port with `transport=tls` (`sips:` when the request asked for end-to-end TLS,
+    /// RFC 5630 §3.1.3); UDP and TCP share the plain entry.
+    pub(super) fn record_route_for(&self, transport: Transport, sips: bool) -> String {
+        match (transport, self.cfg.local_tls) {
+            (Transport::Tls, Some(a)) if sips => format!("<sips:{a};lr>"),
+            (Transport::Tls, Some(a)) => format!("<sip:{a};transport=tls;lr>"),
+            _ => format!("<sip:{};lr>", self.cfg.local),
+        }
+    }
+
+    /// Whether `port` is one of our listen ports on `ip`.
+    fn is_our_port(&self, port: u16) -> bool {
+        port == self.cfg.local.port() || self.cfg.local_tls.is_some_and(|a| a.port() == port)
     }
 
     fn is_our_host(&self, host: &Host<'_>, port: Option<u16>) -> bool {
-        let port_ok = port.is_none_or(|p| p == self.cfg.local.port());
+        let port_ok = port.is_none_or(|p| self.is_our_port(p));
         match host.ip() {
             Some(ip) if ip == self.cfg.local.ip() => port_ok,
             Some(ip) => self
@@ -55,13 +76,15 @@ impl<S: LocationStore> Proxy<S> {
 
     /// A Route/Record-Route URI naming this proxy.
     pub(super) fn is_our_route(&self, u: &SipUri<'_>) -> bool {
-        u.host.ip() == Some(self.cfg.local.ip()) && u.port_or_default() == self.cfg.local.port()
+        let port = u.port_or_default();
+        u.host.ip() == Some(self.cfg.local.ip()) && self.is_our_port(port)
             || matches!(u.host, Host::Name(n) if self.cfg.domains.iter().any(|d| d.eq_ignore_ascii_case(n)))
-                && u.port_or_default() == self.cfg.local.port()
+                && self.is_our_port(port)
     }
 
     pub(super) fn is_our_via(&self, v: &Via<'_>) -> bool {
-        v.host.ip() == Some(self.cfg.local.ip()) && v.port.unwrap_or(5060) == self.cfg.local.port()
+        let default = if v.is_transport("TLS") { 5061 } else { 5060 };
+        v.host.ip() == Some(self.cfg.local.ip()) && self.is_our_port(v.port.unwrap_or(default))
     }
 
     /// The loop-detection part of our branch (§16.6 item 8): a hash of what identifies the

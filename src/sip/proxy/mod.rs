@@ -129,7 +129,7 @@ impl<S: LocationStore> Proxy<S> {
         // RFC 5626 §4.4.1: CRLFCRLF ping → CRLF pong on streams; ignored on UDP.
         if data.iter().all(|&b| b == b'\r' || b == b'\n') {
             self.stats.keepalives += 1;
-            if transport == Transport::Tcp && data.len() >= 4 {
+            if transport.reliable() && data.len() >= 4 {
                 cx.push(src, transport, b"\r\n".to_vec());
             }
             return cx.out;

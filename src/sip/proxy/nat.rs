@@ -80,7 +80,8 @@ impl<S: LocationStore> Proxy<S> {
             let Some(u) = c.sip_uri() else { continue };
             let private = u.host.ip().is_some_and(is_private);
             let elsewhere = u.host.ip() != Some(src.ip()) || u.port_or_default() != src.port();
-            if (private || evidence) && elsewhere {
+            // Over TCP/TLS the connection the contact came on is how it is reached.
+            if (private || evidence || transport.reliable()) && elsewhere {
                 let ttl = self.cfg.nat_contact_ttl_ns;
                 self.remember_nat(contact_key(u), src, transport, now.saturating_add(ttl));
             }

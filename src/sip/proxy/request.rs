@@ -42,8 +42,8 @@ use crate::sip::message::check_request;
 use crate::sip::parse::{HeaderName, Message};
 use crate::sip::registrar::{canonical_aor, LocationStore};
 use crate::sip::transaction::{server_key, ServerState, Slot, Target};
-use crate::sip::transport::fixed_via_value;
-use crate::sip::uri::SipUri;
+use crate::sip::transport::{fixed_via_value, Transport};
+use crate::sip::uri::{Scheme, SipUri};
 
 /// What we answer or route ourselves. SUBSCRIBE and PUBLISH only while we serve them
 /// (`sip::presence`); NOTIFY never (we send them; a phone's are routed in their dialog).
@@ -77,7 +77,8 @@ struct Outgoing<'a> {
     branch: &'a str,
     /// Our own top Route, to be removed.
     pop: Option<&'a PopRoute>,
-    record_route: bool,
+    /// Record-Route, given the transport the request arrived on (`None`: no Record-Route).
+    record_route: Option<Transport>,
     /// A new body from the media layer.
     body: Option<&'a [u8]>,
     /// Remove the Proxy-Authorization credentials for our own realms (we checked them;
@@ -246,7 +247,10 @@ impl<S: LocationStore> Proxy<S> {
                         continue;
                     };
                     let k = contact_key(&u);
-                    if evidence {
+                    // Over TCP/TLS the phone is reached on the connection it registered
+                    // over (RFC 5626 §5.3: its flow), which a NAT or firewall lets through
+                    // and on which it may be the only listener.
+                    if evidence || cx.transport.reliable() {
                         self.remember_nat(k, src, cx.transport, b.expires_at_ns);
                     } else {
                         self.nat.remove(&k);
@@ -285,23 +289,30 @@ impl<S: LocationStore> Proxy<S> {
                 }
             }
         }
-        if let Some(p) = copy.pop {
-            match &p.rest {
-                Some(rest) => e.replace_value(p.header, rest)?,
-                None => e.remove_header(p.header)?,
+        for (header, rest) in copy.pop.map(|p| p.edits.as_slice()).unwrap_or_default() {
+            match rest {
+                Some(rest) => e.replace_value(*header, rest)?,
+                None => e.remove_header(*header)?,
             }
         }
-        if copy.record_route {
+        if let Some(arrived) = copy.record_route {
             let at = msg
                 .headers
                 .iter()
                 .position(|h| h.kind == HeaderName::RecordRoute)
                 .unwrap_or(msg.headers.len());
-            e.insert_header_before(
-                at,
-                "Record-Route",
-                &format!("<sip:{};lr>", self.local_str()),
-            )?;
+            let sips = matches!(msg.request_uri(), Some(Ok(u)) if u.as_sip().is_some_and(|u| u.scheme == Scheme::Sips));
+            let out = self.record_route_for(copy.hop.transport, sips);
+            let back = self.record_route_for(arrived, sips);
+            // RFC 5658 double record-routing when the two sides reach us differently: the
+            // callee's route set starts at the entry facing it, the caller's (reversed) at
+            // the one facing the caller.
+            let value = if out == back {
+                out
+            } else {
+                format!("{out}, {back}")
+            };
+            e.insert_header_before(at, "Record-Route", &value)?;
         }
         // RFC 3581 on the received top Via, then ours above it.
         if let Some((idx, h)) = msg
@@ -317,7 +328,7 @@ impl<S: LocationStore> Proxy<S> {
         e.push_via(&format!(
             "SIP/2.0/{} {};branch={}",
             copy.hop.transport.via_name(),
-            self.local_str(),
+            self.local_for(copy.hop.transport),
             copy.branch
         ));
         if let Some(b) = copy.body {
@@ -346,9 +357,10 @@ impl<S: LocationStore> Proxy<S> {
         let from_tag = msg.from_tag().unwrap_or("").to_owned();
         let to_tag = msg.to_tag().map(str::to_owned);
         let initial = to_tag.is_none();
-        let record_route = self.cfg.record_route
+        let record_route = (self.cfg.record_route
             && initial
-            && matches!(method.as_str(), "INVITE" | "SUBSCRIBE" | "REFER" | "NOTIFY");
+            && matches!(method.as_str(), "INVITE" | "SUBSCRIBE" | "REFER" | "NOTIFY"))
+        .then_some(cx.transport);
         // Whole-request media ops (answer in PRACK, delete on BYE) happen once.
         let mut shared_body: Option<Vec<u8>> = None;
         if let Some(o @ (MediaOp::Answer | MediaOp::Delete)) = op {
@@ -506,7 +518,7 @@ impl<S: LocationStore> Proxy<S> {
             hop: &hop,
             branch: &branch,
             pop: pop.as_ref(),
-            record_route: false,
+            record_route: None,
             body: body.as_deref(),
             consume_credentials: cx.auth.is_some(),
         };

@@ -38,12 +38,12 @@ pub(super) enum Decision {
     Forward(Vec<Hop>),
 }
 
-/// Our own top Route entry, to be removed.
+/// Our own top Route entries (one, or two after double record-routing), to be removed.
 #[derive(Clone, Debug)]
 pub(super) struct PopRoute {
-    pub(super) header: usize,
-    /// What is left of that header's value (`None`: remove the line).
-    pub(super) rest: Option<String>,
+    /// Per Route header touched, in order: its index and what is left of its value
+    /// (`None`: remove the line).
+    pub(super) edits: Vec<(usize, Option<String>)>,
 }
 
 impl<S: LocationStore> Proxy<S> {
@@ -51,12 +51,23 @@ impl<S: LocationStore> Proxy<S> {
     pub(super) fn route(&self, msg: &Message<'_>, now: u64) -> (Decision, Option<PopRoute>) {
         let routes = msg.route_set(HeaderName::Route).unwrap_or_default();
         let mut pop = None;
+        let mut popped = 0;
         if let Some(first) = routes.first() {
             if first.sip_uri().is_some_and(|u| self.is_our_route(u)) {
-                pop = self.pop_route_edit(msg);
+                // RFC 5658: after double record-routing our second entry (the other
+                // transport's) follows the first; both are ours to remove.
+                let second = routes.get(1).is_some_and(|r| {
+                    r.sip_uri().is_some_and(|u| {
+                        self.is_our_route(u) && u.raw != first.sip_uri().map_or("", |f| f.raw)
+                    })
+                });
+                let n = 1 + usize::from(second);
+                pop = self.pop_route_edit(msg, n);
+                if pop.is_some() {
+                    popped = n;
+                }
             }
         }
-        let popped = usize::from(pop.is_some());
         let in_dialog = msg.to_tag().is_some();
         let method = msg.method().unwrap_or("");
         let Some(Ok(ruri)) = msg.request_uri() else {
@@ -155,18 +166,29 @@ impl<S: LocationStore> Proxy<S> {
         }
     }
 
-    fn pop_route_edit(&self, msg: &Message<'_>) -> Option<PopRoute> {
-        let (idx, h) = msg
-            .headers
-            .iter()
-            .enumerate()
-            .find(|(_, h)| h.kind == HeaderName::Route)?;
-        let first = NameAddrIter::new(h.value).next()?.ok()?;
-        let rest = h.value.get(first.next..).unwrap_or("").trim();
-        Some(PopRoute {
-            header: idx,
-            rest: (!rest.is_empty()).then(|| rest.to_owned()),
-        })
+    /// The edits removing the first `n` Route entries (which may span Route headers).
+    fn pop_route_edit(&self, msg: &Message<'_>, n: usize) -> Option<PopRoute> {
+        let mut edits = Vec::new();
+        let mut left = n;
+        for (idx, h) in msg.headers.iter().enumerate() {
+            if left == 0 {
+                break;
+            }
+            if h.kind != HeaderName::Route {
+                continue;
+            }
+            let mut cut = 0;
+            for entry in NameAddrIter::new(h.value) {
+                if left == 0 {
+                    break;
+                }
+                cut = entry.ok()?.next;
+                left -= 1;
+            }
+            let rest = h.value.get(cut..).unwrap_or("").trim();
+            edits.push((idx, (!rest.is_empty()).then(|| rest.to_owned())));
+        }
+        (left == 0).then_some(PopRoute { edits })
     }
 
     /// Resolves a URI to a next hop without DNS: a remembered NAT source first, then an IP
@@ -190,6 +212,14 @@ impl<S: LocationStore> Proxy<S> {
             return Decision::Reject(404, "Not Found");
         };
         let mut candidates = vec![aor.clone()];
+        // RFC 5630 §3.1.3: `sips:bob@example.com` is Bob's AOR asked to be reached over TLS
+        // only; his bindings stand under `sip:`, and only his TLS ones qualify.
+        let secure = ruri
+            .as_sip()
+            .is_some_and(|u| u.scheme == crate::sip::uri::Scheme::Sips);
+        if let Some(rest) = aor.strip_prefix("sips:").filter(|_| secure) {
+            candidates.push(format!("sip:{rest}"));
+        }
         if ruri.as_sip().is_some_and(|u| u.port.is_some()) {
             // `sip:bob@host:port` also finds `sip:bob@host`, and the reverse.
             if let Some(i) = aor.rfind(':').filter(|&i| i > 4 && !aor[i..].contains(']')) {
@@ -230,6 +260,9 @@ impl<S: LocationStore> Proxy<S> {
                         None => (b.source, Transport::of_uri(&u)),
                     }
                 };
+                if secure && transport != Transport::Tls {
+                    continue;
+                }
                 hops.push(Hop {
                     ruri: Some(b.uri.clone()),
                     to,

@@ -22,6 +22,9 @@ pub(super) const HOUSEKEEPING_NS: u64 = 1_000_000_000;
 pub struct ProxyConfig {
     /// Our listen address, used in Via and Record-Route (must be a concrete address).
     pub local: SocketAddr,
+    /// Our TLS listen address (`--listen-sips`), used in Via and Record-Route for what goes
+    /// out or comes in over TLS; `None`: no TLS.
+    pub local_tls: Option<SocketAddr>,
     /// Served domains (host names or IP literals); the listen address's IP is always one.
     pub domains: Vec<String>,
     /// Where requests for other domains go; `None` refuses them with 403.
@@ -57,6 +60,7 @@ impl ProxyConfig {
     pub fn new(local: SocketAddr) -> Self {
         ProxyConfig {
             local,
+            local_tls: None,
             domains: Vec::new(),
             outbound: None,
             min_expires: 60,
