@@ -8,6 +8,8 @@
 
 pub mod cmsg;
 pub mod core;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
 pub mod forward;
 pub mod gso;
 pub mod kernel;
