@@ -8,6 +8,9 @@
 #
 #   tools/fuzz.sh SECONDS [TARGET...]      (default: every target)
 #
+# Built optimised with debug assertions and overflow checks on (-O -a): arithmetic that
+# would wrap silently in a release build panics here.
+#
 # Needs the nightly toolchain and cargo-fuzz (`cargo install cargo-fuzz`). Logs in
 # fuzz/logs/<target>.log.
 set -euo pipefail
@@ -19,14 +22,14 @@ if [ ${#targets[@]} -eq 0 ]; then
     targets=(sip_message sip_proxy sdp ng_request rtp ng_sequence)
 fi
 mkdir -p fuzz/logs
-(cd fuzz && cargo +nightly fuzz build -O)
+(cd fuzz && cargo +nightly fuzz build -O -a)
 failed=()
 printf '%-12s %12s %8s %8s %6s %s\n' target executions cov ft secs result
 for t in "${targets[@]}"; do
     mkdir -p "fuzz/corpus-run/$t"
     log="fuzz/logs/$t.log"
     status=ok
-    (cd fuzz && cargo +nightly fuzz run -O "$t" "corpus-run/$t" "corpus/$t" -- \
+    (cd fuzz && cargo +nightly fuzz run -O -a "$t" "corpus-run/$t" "corpus/$t" -- \
         -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1) \
         >"$log" 2>&1 || status=FAILED
     [ "$status" = ok ] || failed+=("$t")
