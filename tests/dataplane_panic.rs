@@ -13,50 +13,28 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
 
+use common::calls::call;
 use common::media::{count_rx, media_sock, pcmu, relay};
-use common::ng::{client, find_int, ng, relay_port, sdp, start_relay_in};
-use rtpanchor::client::ng::NgClient;
+use common::ng::{client, find_int, ng, start_relay_in};
 use rtpanchor::control::bencode::Owned;
 use rtpanchor::dataplane::fault::PANIC_PACKET;
 
 const PACKETS: u16 = 10;
 
-/// Offer (A) and answer (B) for call `id`: the relay ports A and B send to (A's is in the
-/// answer, B's in the offer).
-fn set_up(c: &mut NgClient, id: &str, a: &UdpSocket, b: &UdpSocket) -> (u16, u16) {
-    let offer = ng(
-        c,
-        &format!("o-{id}"),
-        &Owned::dict()
-            .with("sdp", sdp(a.local_addr().unwrap().port(), 1).as_str())
-            .with("call-id", id)
-            .with("from-tag", "A")
-            .with("command", "offer"),
-    );
-    let to_b = relay_port(offer.get("sdp").and_then(Owned::as_str).unwrap());
-    let answer = ng(
-        c,
-        &format!("a-{id}"),
-        &Owned::dict()
-            .with("sdp", sdp(b.local_addr().unwrap().port(), 2).as_str())
-            .with("call-id", id)
-            .with("from-tag", "A")
-            .with("to-tag", "B")
-            .with("command", "answer"),
-    );
-    let to_a = relay_port(answer.get("sdp").and_then(Owned::as_str).unwrap());
-    (to_a, to_b)
-}
-
 /// `PACKETS` RTP packets each way (sequence numbers from `first`), and how many arrived at
 /// (A, B).
-fn exchange(a: &UdpSocket, b: &UdpSocket, (to_a, to_b): (u16, u16), first: u16) -> (usize, usize) {
+fn exchange(
+    a: &UdpSocket,
+    b: &UdpSocket,
+    (to_a, to_b): (SocketAddr, SocketAddr),
+    first: u16,
+) -> (usize, usize) {
     for seq in first..first + PACKETS {
-        a.send_to(&pcmu(seq, 0xa), relay(to_a)).unwrap();
-        b.send_to(&pcmu(seq, 0xb), relay(to_b)).unwrap();
+        a.send_to(&pcmu(seq, 0xa), to_a).unwrap();
+        b.send_to(&pcmu(seq, 0xb), to_b).unwrap();
     }
     let got_b = count_rx(b, usize::from(PACKETS), Duration::from_secs(3));
     let got_a = count_rx(a, usize::from(PACKETS), Duration::from_secs(3));
@@ -91,8 +69,8 @@ fn contained(engine: &str, ng_port: u16, http: u16, media: (u16, u16)) {
     );
     let mut c = client(relay(ng_port));
     let (a1, b1, a2, b2) = (media_sock(), media_sock(), media_sock(), media_sock());
-    let call1 = set_up(&mut c, "panic-1", &a1, &b1);
-    let call2 = set_up(&mut c, "panic-2", &a2, &b2);
+    let call1 = call(&mut c, "panic-1", &a1, &b1);
+    let call2 = call(&mut c, "panic-2", &a2, &b2);
     let full = (usize::from(PACKETS), usize::from(PACKETS));
     assert_eq!(
         exchange(&a1, &b1, call1, 1),
@@ -106,7 +84,7 @@ fn contained(engine: &str, ng_port: u16, http: u16, media: (u16, u16)) {
     );
 
     // The poisoned datagram, from call 1's own (latched) endpoint.
-    a1.send_to(PANIC_PACKET, relay(call1.0)).unwrap();
+    a1.send_to(PANIC_PACKET, call1.0).unwrap();
     assert_eq!(
         count_rx(&b1, 1, Duration::from_millis(300)),
         0,
