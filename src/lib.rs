@@ -23,6 +23,8 @@ pub mod config;
 pub mod control;
 pub mod ctl;
 pub mod dataplane;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod lifecycle;
 pub mod metrics;
 pub mod ops;

@@ -52,5 +52,7 @@ fn main() -> anyhow::Result<()> {
         let f = tracing_subscriber::EnvFilter::try_new(level).map_err(|e| e.to_string())?;
         reload.reload(f).map_err(|e| e.to_string())
     }));
+    // A worker reports at most one contained panic a second (the counters have them all).
+    rtpanchor::dataplane::panic_hook::install();
     rtpanchor::app::run_with(config, lifecycle, Some(cli))
 }

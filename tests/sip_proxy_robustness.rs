@@ -42,6 +42,28 @@ fn malformed_input_is_answered_or_dropped() {
     assert_eq!(s.rejected, 1);
 }
 
+/// Regression (fuzzing, issue 21): a Via naming port 0 (or `rport=0`) is malformed, and the
+/// 400 goes to where the request came from, never to port 0.
+#[test]
+fn a_via_with_port_zero_is_answered_at_the_source() {
+    for via in [
+        "SIP/2.0/UDP a:0",
+        "SIP/2.0/UDP a;rport=0",
+        "SIP/2.0/UDP 127.0.0.1:0;branch=z9hG4bKp0",
+    ] {
+        let mut p = new_proxy();
+        let msg = format!("OPTIONS sip:x SIP/2.0\r\nVia: {via}\r\n\r\n");
+        let out = feed(&mut p, msg.as_bytes(), alice(), 0, &mut NoMedia);
+        assert_eq!(out.len(), 1, "{via}: one answer");
+        assert!(
+            text(&out[0]).starts_with("SIP/2.0 400"),
+            "{via}: {}",
+            text(&out[0])
+        );
+        assert_eq!(out[0].to, alice(), "{via}: answered at the source");
+    }
+}
+
 #[test]
 fn overload_gets_503_retry_after() {
     let mut c = config();

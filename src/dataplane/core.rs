@@ -8,13 +8,14 @@
 //! in [`SocketIo`], called from [`WorkerCore::apply`] (generic: no dynamic dispatch).
 
 use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
 use crate::time::Nanos;
 
 use super::forward::{self, Forward, PacketCtx, PathConfig};
 use super::kernel::KernelWorker;
-use super::shared::WorkerCounters;
+use super::shared::{bump, WorkerCounters};
 use super::slot::{DirtyList, Slot, SlotIdx};
 use super::table::SlotTable;
 use super::worker::{Command, WorkerShared};
@@ -99,7 +100,10 @@ impl WorkerCore {
             let Some(cmd) = self.shared.commands.pop() else {
                 break;
             };
-            self.apply(cmd, io);
+            // A panic applying one command (a bug) loses that command, not the worker.
+            if catch_unwind(AssertUnwindSafe(|| self.apply(cmd, io))).is_err() {
+                bump(&self.shared.counters.worker_panics, 1);
+            }
         }
     }
 
@@ -140,6 +144,12 @@ impl WorkerCore {
     }
 
     /// Decides what happens to one datagram received on slot `idx` from `src` at `now`.
+    ///
+    /// A panic while deciding (a bug: the packet path has no panic on input by design, and
+    /// the fuzz targets look for one) drops that datagram and counts it (`drop_panic`,
+    /// `worker_panics`); the slot table stays as it is and the worker goes on with the next
+    /// datagram, so one bad packet cannot silence every call on the core. The guard costs
+    /// nothing until a panic unwinds (unwinding is table-driven).
     #[inline]
     pub fn receive(
         &mut self,
@@ -148,6 +158,23 @@ impl WorkerCore {
         pkt: &[u8],
         now: Nanos,
     ) -> Option<Forward> {
+        match catch_unwind(AssertUnwindSafe(|| self.decide(idx, src, pkt, now))) {
+            Ok(fwd) => fwd,
+            Err(_) => self.contained_panic(),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn contained_panic(&self) -> Option<Forward> {
+        let c = &self.shared.counters;
+        bump(&c.drop_panic, 1);
+        bump(&c.worker_panics, 1);
+        None
+    }
+
+    #[inline(always)]
+    fn decide(&mut self, idx: SlotIdx, src: SocketAddr, pkt: &[u8], now: Nanos) -> Option<Forward> {
         let counters = &self.shared.counters;
         let slots = &mut self.table.slots;
         let in_kernel = forward::admit(slots, idx, pkt.len(), counters)?.kernel;
@@ -170,7 +197,16 @@ impl WorkerCore {
     /// hand-overs and read-back first (it takes its candidates from the dirty list), then
     /// publication, which empties that list at the end of a round. `idle`: the turn
     /// received nothing at all.
+    ///
+    /// A panic in it (a bug) is caught and counted (`worker_panics`); the turn's remaining
+    /// housekeeping waits for the next turn.
     pub fn housekeeping(&mut self, now: Nanos, idle: bool) {
+        if catch_unwind(AssertUnwindSafe(|| self.housekeeping_turn(now, idle))).is_err() {
+            bump(&self.shared.counters.worker_panics, 1);
+        }
+    }
+
+    fn housekeeping_turn(&mut self, now: Nanos, idle: bool) {
         if let Some(k) = self.kernel.as_mut() {
             k.turn(
                 &mut self.table.slots,
@@ -224,6 +260,89 @@ impl Publisher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dataplane::fault::PANIC_PACKET;
+    use crate::dataplane::shared::StreamShared;
+    use crate::dataplane::worker::{new_eventfd, NewStream, SideInit};
+    use crate::rtp::clock::ClockRateMap;
+    use crate::rtp::RtpRepr;
+    use crate::session::backend::StreamId;
+    use crate::session::latch::LatchMode;
+    use std::sync::atomic::Ordering::Relaxed;
+
+    fn side(port: u16) -> SideInit {
+        SideInit {
+            rtp: Some(SocketAddr::from(([10, 0, 0, 1], port))),
+            rtcp: Some(SocketAddr::from(([10, 0, 0, 1], port + 1))),
+            rtcp_mux: false,
+            latch: LatchMode::Symmetric,
+            clock_rates: ClockRateMap::new(),
+        }
+    }
+
+    /// Adds a stream whose A side is 10.0.0.1:`port` and B side `port + 2`; returns A's RTP
+    /// slot and source.
+    fn add(core: &mut WorkerCore, id: u64, port: u16) -> (SlotIdx, SocketAddr) {
+        let fd = || new_eventfd().expect("eventfd");
+        let idx = core.table.add(NewStream {
+            id: StreamId::from_raw(id),
+            sockets: [fd(), fd(), fd(), fd()],
+            ports: [0; 4],
+            a: side(port),
+            b: side(port + 2),
+            shared: Arc::new(StreamShared::default()),
+        });
+        (idx[0], SocketAddr::from(([10, 0, 0, 1], port)))
+    }
+
+    fn rtp(seq: u16) -> Vec<u8> {
+        RtpRepr::new(0, seq, u32::from(seq) * 160, 7)
+            .to_vec(&[0xff; 160])
+            .expect("emit")
+    }
+
+    /// A panic deciding one datagram drops that datagram, counts it, and leaves the worker
+    /// and its slots working: the same stream and the other one are relayed right after.
+    #[test]
+    fn a_panic_on_the_packet_path_is_contained_and_counted() {
+        let shared = WorkerShared::new().expect("eventfd");
+        let cfg = PathConfig {
+            strict: false,
+            gso: false,
+        };
+        let mut core = WorkerCore::new(shared, cfg, 0, 1);
+        let (s1, src1) = add(&mut core, 1, 4000);
+        let (s2, src2) = add(&mut core, 2, 5000);
+        let peer1 = SocketAddr::from(([10, 0, 0, 1], 4002));
+        let peer2 = SocketAddr::from(([10, 0, 0, 1], 5002));
+        assert_eq!(
+            core.receive(s1, src1, &rtp(1), 10).map(|f| f.dst),
+            Some(peer1)
+        );
+
+        assert_eq!(core.receive(s1, src1, PANIC_PACKET, 20), None);
+        let c = core.counters();
+        assert_eq!(c.drop_panic.load(Relaxed), 1);
+        assert_eq!(c.worker_panics.load(Relaxed), 1);
+
+        assert_eq!(
+            core.receive(s1, src1, &rtp(2), 30).map(|f| f.dst),
+            Some(peer1)
+        );
+        assert_eq!(
+            core.receive(s2, src2, &rtp(1), 40).map(|f| f.dst),
+            Some(peer2)
+        );
+        assert_eq!(core.receive(s1, src1, PANIC_PACKET, 50), None);
+        let c = core.counters();
+        assert_eq!(c.drop_panic.load(Relaxed), 2);
+        assert_eq!(c.rx_packets.load(Relaxed), 5);
+        // The stream kept its figures across the panics: both RTP packets tracked.
+        let tracked = core.slots()[s1.index()]
+            .rtp
+            .as_deref()
+            .map(|st| st.tracker.packets());
+        assert_eq!(tracked, Some(2));
+    }
 
     fn published(t: &SlotTable) -> usize {
         t.slots.iter().filter(|s| !s.dirty).count()

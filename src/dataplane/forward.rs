@@ -157,6 +157,8 @@ pub fn decide(
             true
         }
         (SlotKind::Rtp, _) => {
+            #[cfg(feature = "fault-injection")]
+            super::fault::check(pkt);
             bump(&counters.non_rtp, 1);
             valid = false;
             false

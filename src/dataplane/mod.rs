@@ -8,11 +8,14 @@
 
 pub mod cmsg;
 pub mod core;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
 pub mod fdpass;
 pub mod forward;
 pub mod gso;
 pub mod kernel;
 pub mod mmsg;
+pub mod panic_hook;
 pub mod placement;
 pub mod shared;
 pub mod slot;
@@ -247,7 +250,7 @@ impl DataPlane {
             let engine2 = engine.clone();
             let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
             let t = std::thread::Builder::new()
-                .name(format!("rtpanchor-dp{n}"))
+                .name(format!("{}{n}", panic_hook::WORKER_THREAD_PREFIX))
                 .spawn(move || {
                     if let Some(c) = core {
                         core_affinity::set_for_current(c);

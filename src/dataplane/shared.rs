@@ -287,6 +287,10 @@ pub struct WorkerCounters {
     pub drop_overload: AtomicU64,
     /// Packets for a slot removed in the meantime.
     pub drop_stale: AtomicU64,
+    /// Packets whose handling panicked (a bug): dropped, and the worker went on.
+    pub drop_panic: AtomicU64,
+    /// Panics caught in the worker: packets (as `drop_panic`), commands, housekeeping.
+    pub worker_panics: AtomicU64,
     /// Dropped by the kernel before the worker read them: a socket's receive queue was full
     /// (`SO_RXQ_OVFL`; learnt from the next datagram that socket delivers).
     pub drop_rcvbuf: AtomicU64,
@@ -338,6 +342,8 @@ pub struct DataPlaneTotals {
     pub drop_send_failed: u64,
     pub drop_overload: u64,
     pub drop_stale: u64,
+    pub drop_panic: u64,
+    pub worker_panics: u64,
     pub drop_rcvbuf: u64,
     pub truncated: u64,
     pub gso_sends: u64,
@@ -374,6 +380,8 @@ impl DataPlaneTotals {
         self.drop_send_failed += c.drop_send_failed.load(Relaxed);
         self.drop_overload += c.drop_overload.load(Relaxed);
         self.drop_stale += c.drop_stale.load(Relaxed);
+        self.drop_panic += c.drop_panic.load(Relaxed);
+        self.worker_panics += c.worker_panics.load(Relaxed);
         self.drop_rcvbuf += c.drop_rcvbuf.load(Relaxed);
         self.truncated += c.truncated.load(Relaxed);
         self.gso_sends += c.gso_sends.load(Relaxed);
@@ -411,6 +419,8 @@ impl DataPlaneTotals {
             ("drop_send_failed", self.drop_send_failed),
             ("drop_overload", self.drop_overload),
             ("drop_stale", self.drop_stale),
+            ("drop_panic", self.drop_panic),
+            ("worker_panics", self.worker_panics),
             ("drop_rcvbuf", self.drop_rcvbuf),
             ("truncated", self.truncated),
             ("gso_sends", self.gso_sends),
@@ -441,6 +451,7 @@ impl DataPlaneTotals {
             + self.drop_send_failed
             + self.drop_overload
             + self.drop_stale
+            + self.drop_panic
     }
 }
 

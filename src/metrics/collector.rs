@@ -195,7 +195,14 @@ fn dataplane(enc: &mut DescriptorEncoder, s: &MetricsSnapshot) -> Res {
             ("send_failed", d.drop_send_failed),
             ("overload", d.drop_overload),
             ("stale", d.drop_stale),
+            ("panic", d.drop_panic),
         ],
+    )?;
+    counter(
+        enc,
+        "worker_panics",
+        "Panics caught in data-plane workers (packets, commands, housekeeping); each worker went on.",
+        d.worker_panics,
     )?;
     counters(
         enc,

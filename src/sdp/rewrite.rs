@@ -179,26 +179,29 @@ pub fn rewrite(sdp: &Sdp<'_>, params: &RewriteParams) -> Result<Vec<u8>, SdpErro
         .map_or(sdp.lines.len(), |&i| i as usize);
     let session_lines = sdp.lines.get(..first_media).unwrap_or_default();
 
-    // The original session c= line, when the rewrite changes it (see Keep media below).
+    // The original session c= line, when the rewrite changes it (see Keep media below). The
+    // first session c= is the session's connection (the parser keeps only that one) and
+    // decides for any duplicate after it (RFC 8866 allows one): all are moved to the relay or
+    // none is, so an SDP whose first c= already names the relay stays byte-identical.
+    let moves_session_c = session_lines.iter().find_map(|l| match l.kind {
+        Kind::Connection(addr) => Some(needs_relay(addr)),
+        _ => None,
+    }) == Some(true);
     let mut moved_session_c: Option<&Line> = None;
-    let mut seen_session_c = false;
     for l in session_lines {
         match l.kind {
             Kind::Origin if params.replace_origin => out.splice(l, &net_addr),
             Kind::SessionName if params.replace_session_name => {
                 out.replace(l, &[b"s=", session_name])
             }
-            Kind::Connection(addr) if needs_relay(addr) => {
-                if !seen_session_c {
+            Kind::Connection(addr) if moves_session_c && !addr.is_unspecified() => {
+                if moved_session_c.is_none() {
                     moved_session_c = Some(l);
                 }
                 out.splice(l, &net_addr);
             }
             Kind::Ice if params.remove_ice => {}
             _ => out.copy(l),
-        }
-        if matches!(l.kind, Kind::Connection(_)) {
-            seen_session_c = true;
         }
     }
 

@@ -634,6 +634,26 @@ fn rewrite_identity_without_edits() {
     }
 }
 
+/// Regression (fuzzing, issue 21): a second session-level c= after one that already names the
+/// relay was rewritten although every media line was kept; the first decides for both.
+#[test]
+fn rewrite_keeps_a_duplicate_session_c_when_the_first_names_the_relay() {
+    let input = "v=0\r\nc=IN IP4 192.0.2.1\r\nc=IN IP4 10.9.9.9\r\nm=audio 5004 RTP/AVP 0\r\n";
+    let sdp = Sdp::parse(input.as_bytes()).expect("parse");
+    let p = RewriteParams::new(v4(192, 0, 2, 1), vec![MediaRewrite::Keep]);
+    assert_eq!(rewrite(&sdp, &p).expect("rewrite"), input.as_bytes());
+    // When the first names the phone, both move to the relay when media is relayed.
+    let input = "v=0\r\nc=IN IP4 10.0.0.1\r\nc=IN IP4 10.9.9.9\r\nm=audio 5004 RTP/AVP 0\r\n";
+    let sdp = Sdp::parse(input.as_bytes()).expect("parse");
+    let p = RewriteParams::new(v4(192, 0, 2, 1), vec![relay(30000)]);
+    let out = String::from_utf8(rewrite(&sdp, &p).expect("rewrite")).expect("utf8");
+    assert!(
+        !out.contains("10.0.0.1") && !out.contains("10.9.9.9"),
+        "{out}"
+    );
+    assert_eq!(out.matches("c=IN IP4 192.0.2.1").count(), 2, "{out}");
+}
+
 // ---- robustness ----------------------------------------------------------------------------
 
 fn corpus() -> Vec<(String, Vec<u8>)> {

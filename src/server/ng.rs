@@ -89,7 +89,7 @@ pub struct NgStats {
     pub no_cookie: AtomicU64,
     /// Replies with `result: error`, malformed input included.
     pub errors: AtomicU64,
-    /// Handler panics caught (should stay 0).
+    /// Parser and handler panics caught (should stay 0).
     pub panics: AtomicU64,
     pub tcp_connections: AtomicU64,
     /// Datagrams and connections from outside `--ng-allow`, dropped unanswered.
@@ -298,8 +298,22 @@ impl<B: MediaBackend> NgShared<B> {
             }
             CacheLookup::Reserved => {}
         }
-        let (reply, fmt) = match ng::parse_request(body) {
-            Ok((req, fmt)) => {
+        // The parser runs under the same guard as the handler: a panic in either is an
+        // error reply and a count, never a lost control thread.
+        let parsed = catch_unwind(AssertUnwindSafe(|| parse_guarded(body)));
+        let (reply, fmt) = match parsed {
+            Err(_) => {
+                bump(&self.stats.panics);
+                tracing::error!("ng request parser panicked");
+                let fmt = if body.first() == Some(&b'{') {
+                    BodyFormat::Json
+                } else {
+                    BodyFormat::Bencode
+                };
+                (reply::error("Internal error"), fmt)
+            }
+            Ok(Err((e, fmt))) => (reply::from_error(&e), fmt),
+            Ok(Ok((req, fmt))) => {
                 let command = req.command;
                 let started = time::now_ns();
                 let handled = catch_unwind(AssertUnwindSafe(|| {
@@ -321,7 +335,6 @@ impl<B: MediaBackend> NgShared<B> {
                     }
                 }
             }
-            Err((e, fmt)) => (reply::from_error(&e), fmt),
         };
         if reply.get("result").and_then(|r| r.as_str()) == Some("error") {
             bump(&self.stats.errors);
@@ -709,9 +722,56 @@ async fn tick_loop<B: MediaBackend + 'static>(
     }
 }
 
+/// [`ng::parse_request`], with a panic a unit test can inject (the guard around it is what
+/// is tested).
+fn parse_guarded(body: &[u8]) -> Result<(ng::NgRequest, BodyFormat), (ng::NgError, BodyFormat)> {
+    #[cfg(test)]
+    if tests::PANIC_IN_PARSER.with(|p| p.replace(false)) {
+        panic!("injected parser panic");
+    }
+    ng::parse_request(body)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    thread_local! {
+        /// Set by a test: the next parse on this thread panics.
+        pub(super) static PANIC_IN_PARSER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+
+    #[test]
+    fn a_panic_in_the_request_parser_is_an_error_reply_and_a_count() {
+        use crate::session::fake::FakeBackend;
+        use crate::session::manager::ManagerConfig;
+        use crate::session::negotiate::RelayInterface;
+        let cfg = ManagerConfig {
+            interfaces: vec![RelayInterface::new(
+                "lo",
+                std::net::Ipv4Addr::LOCALHOST.into(),
+            )],
+            ..ManagerConfig::default()
+        };
+        let backend = FakeBackend::new(10_000, 10_099).expect("ports");
+        let manager = Arc::new(Mutex::new(SessionManager::new(backend, cfg, 1)));
+        let shared = NgShared::new(manager, &NgServerConfig::default());
+        PANIC_IN_PARSER.with(|p| p.set(true));
+        let reply = shared
+            .process(b"c1", b"d7:command4:pinge", 10)
+            .expect("a reply");
+        let text = String::from_utf8_lossy(&reply);
+        assert!(
+            text.contains("result5:error") && text.contains("Internal error"),
+            "{text}"
+        );
+        assert_eq!(shared.stats.snapshot().panics, 1);
+        // The next request is served as usual.
+        let reply = shared
+            .process(b"c2", b"d7:command4:pinge", 11)
+            .expect("a reply");
+        assert!(String::from_utf8_lossy(&reply).contains("pong"));
+    }
 
     const S: u64 = NANOS_PER_SEC;
 

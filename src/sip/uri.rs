@@ -103,12 +103,17 @@ pub fn parse_host(s: &str) -> Result<Host<'_>, UriError> {
         .map_err(|_| UriError::Host)
 }
 
-/// `port` = 1*DIGIT within 0..=65535.
+/// `port` = 1*DIGIT within 1..=65535. Port 0 is syntactically a port but nothing can be
+/// sent to it: a Via or URI naming it is malformed here, so a reply goes to the request's
+/// source instead of to port 0.
 pub fn parse_port(s: &str) -> Result<u16, UriError> {
     if s.is_empty() || s.len() > 5 || !s.bytes().all(|b| b.is_ascii_digit()) {
         return Err(UriError::Port);
     }
-    s.parse().map_err(|_| UriError::Port)
+    match s.parse() {
+        Ok(0) | Err(_) => Err(UriError::Port),
+        Ok(p) => Ok(p),
+    }
 }
 
 /// Splits `host[:port]`, minding IPv6 brackets.

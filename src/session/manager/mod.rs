@@ -68,6 +68,7 @@ use crate::time::{Nanos, NANOS_PER_SEC};
 
 mod allocation;
 mod answer;
+mod audit;
 pub mod control;
 mod delete;
 mod offer;
@@ -82,6 +83,7 @@ mod sweep;
 mod tests;
 mod totals;
 
+pub use audit::OwnedStreams;
 pub use persist::{RestoreError, MAX_FLUSH};
 pub use totals::{QualityTotals, ScrapeFigures};
 
