@@ -101,6 +101,15 @@ fn ctl_every_subcommand() {
     assert_eq!(cols[5], sent.to_string(), "{row}");
     assert_eq!(cols[6], (sent * 172).to_string(), "{row}");
     assert_eq!(cols[7], "1", "one lost: {row}");
+    // Where the stream is relayed (ours beside rtpengine's keys): a status name, then the
+    // packets the in-kernel path relayed, at most all of them.
+    let names: Vec<&str> = rtpanchor::session::backend::KernelStatus::ALL
+        .iter()
+        .map(|k| k.name())
+        .collect();
+    assert!(names.contains(&cols[11]), "kernel status: {row}");
+    let in_kernel: u64 = cols[12].parse().unwrap_or(u64::MAX);
+    assert!(in_kernel <= sent, "kernel packets: {row}");
     assert!(table.lines().any(|l| l.starts_with("tb ")), "{table}");
     let o = ctl(NG, &["show", "no-such-call"]);
     assert_eq!(code(&o), 1, "unknown call: refused");

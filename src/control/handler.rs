@@ -434,6 +434,10 @@ fn media(m: &MediaReport) -> Owned {
                 errors: st.rtp.errors,
             }),
         );
+        // Ours (rtpengine has no such key): where this direction is relayed now (`in_kernel`,
+        // or why it is not) and how many of its packets the in-kernel path relayed.
+        rtp.insert("kernel", st.kernel.name());
+        rtp.insert("kernel packets", st.kernel_packets);
         rtp.insert("jitter", ms_rounded(q.jitter_ms));
         rtp.insert("max jitter", ms_rounded(q.max_jitter_ms));
         rtp.insert("jitter us", us_rounded(q.jitter_ms));

@@ -32,6 +32,15 @@ fn mos(reply: &Owned, ssrc: i64) -> String {
     }
 }
 
+/// Where the stream is relayed: `in_kernel N` (packets the in-kernel path relayed), or why
+/// not (`not_latched`, `taken_back`, ...), `-` from a relay that does not say.
+fn kernel(rtp: &Owned) -> String {
+    match rtp.get("kernel").and_then(Owned::as_str) {
+        Some(k) => format!("{k} {}", int(rtp.get("kernel packets"))),
+        None => "-".into(),
+    }
+}
+
 /// `show CALL-ID`: per tag and media, the RTP stream the tag sends (ingress counters) and the
 /// MOS of what it hears.
 pub fn table(call_id: &str, reply: &Owned) -> String {
@@ -48,7 +57,7 @@ pub fn table(call_id: &str, reply: &Owned) -> String {
             .and_then(|r| r.get("packets"))),
     );
     out.push_str(&format!(
-        "{:<16} {:>5} {:<6} {:>10} {:<22} {:>9} {:>11} {:>6} {:>7} {:>5} {:>10}\n",
+        "{:<16} {:>5} {:<6} {:>10} {:<22} {:>9} {:>11} {:>6} {:>7} {:>5} {:>10} {}\n",
         "TAG",
         "MEDIA",
         "TYPE",
@@ -59,7 +68,8 @@ pub fn table(call_id: &str, reply: &Owned) -> String {
         "LOST",
         "JITTER",
         "MOS",
-        "SSRC"
+        "SSRC",
+        "KERNEL"
     ));
     let tags = reply.get("tags").and_then(Owned::as_dict).unwrap_or(&[]);
     for (tag, t) in tags {
@@ -73,7 +83,7 @@ pub fn table(call_id: &str, reply: &Owned) -> String {
             };
             let ssrc = int(rtp.get("SSRC"));
             out.push_str(&format!(
-                "{:<16} {:>5} {:<6} {:>10} {:<22} {:>9} {:>11} {:>6} {:>5}ms {:>5} {:>10}\n",
+                "{:<16} {:>5} {:<6} {:>10} {:<22} {:>9} {:>11} {:>6} {:>5}ms {:>5} {:>10} {}\n",
                 if tag.is_empty() { "(pending)" } else { tag },
                 int(m.get("index")),
                 text(m.get("type")),
@@ -85,6 +95,7 @@ pub fn table(call_id: &str, reply: &Owned) -> String {
                 int(rtp.get("jitter")),
                 mos(reply, ssrc),
                 format!("{ssrc:#x}"),
+                kernel(rtp),
             ));
         }
     }
@@ -130,7 +141,9 @@ mod tests {
                 Owned::dict().with("packets", 50u64).with("bytes", 8600u64),
             )
             .with("packets lost", 2u64)
-            .with("jitter", 3u64);
+            .with("jitter", 3u64)
+            .with("kernel", "in_kernel")
+            .with("kernel packets", 40u64);
         let media = Owned::dict()
             .with("index", 1u64)
             .with("type", "audio")
@@ -152,6 +165,7 @@ mod tests {
             );
         let t = table("c1", &reply);
         let row = t.lines().find(|l| l.starts_with("alice")).unwrap();
+        assert!(row.ends_with("in_kernel 40"), "{row}");
         for want in [
             "30000",
             "127.0.0.1:6000",
