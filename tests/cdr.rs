@@ -14,7 +14,6 @@ mod common;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
-use std::process::Command;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -22,7 +21,7 @@ use common::calls::{call, delete, send};
 use common::kernel::cannot_run;
 use common::media::{pcmu, sock};
 use common::ng::answering_client;
-use common::peers::Peer;
+use common::peers::{send_signal, spawn_relay, Peer};
 use common::TempDir;
 use rtpanchor::control::bencode::Owned;
 use serde_json::Value;
@@ -57,36 +56,13 @@ fn direction<'a>(rec: &'a Value, from: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no direction from {from}: {rec}"))
 }
 
-fn signal(pid: u32, sig: &str) {
-    let ok = Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill {sig} {pid}");
-}
-
 /// A relay writing call records to `cdr`, with ng on `ng` and media ports `ports`.
 fn start(dir: &Path, cdr: &Path, ng: u16, ports: (u16, u16), extra: &[&str]) -> Peer {
-    let relay = Peer::spawn(
-        "relay",
-        Command::new(env!("CARGO_BIN_EXE_rtpanchor"))
-            .env("NO_COLOR", "1")
-            .args(["--interface", "127.0.0.1", "--no-sip", "--num-threads", "1"])
-            .args(["--listen-ng", &format!("127.0.0.1:{ng}")])
-            .args(["--port-min", &ports.0.to_string()])
-            .args(["--port-max", &ports.1.to_string()])
-            .args(["--log-level", "info"])
-            .args(extra)
-            .arg("--cdr-file")
-            .arg(cdr),
-        &dir.join(format!("relay-{ng}.log")),
-    )
-    .unwrap();
-    answering_client(ng, "cdr-ready")
-        .wait_ready(Duration::from_secs(10))
-        .unwrap_or_else(|e| panic!("relay not ready: {e}\n{}", relay.log_tail(20)));
-    relay
+    let cdr = cdr.to_string_lossy();
+    let mut args = vec!["--log-level", "info"];
+    args.extend_from_slice(extra);
+    args.extend(["--cdr-file", &cdr]);
+    spawn_relay(dir, ng, ports, &args)
 }
 
 #[test]
@@ -156,7 +132,7 @@ fn one_record_per_call_with_the_figures_sent() {
     // 3. logrotate: move the file, SIGHUP, the next record goes to a new file.
     let rotated = dir.path().join("calls.json.1");
     std::fs::rename(&cdr, &rotated).unwrap();
-    signal(relay.pid(), "-HUP");
+    send_signal(relay.pid(), "HUP");
     sleep(Duration::from_millis(500));
     let (a3, b3) = (sock(), sock());
     let (to_a3, _) = call(&mut c, "cdr-3", &a3, &b3);
@@ -179,7 +155,7 @@ fn one_record_per_call_with_the_figures_sent() {
     //    `drain`); the relay exits 0.
     let (a4, b4) = (sock(), sock());
     call(&mut c, "cdr-4", &a4, &b4);
-    signal(relay.pid(), "-TERM");
+    send_signal(relay.pid(), "TERM");
     let status = relay.wait_timeout(Duration::from_secs(10));
     assert!(
         status.is_some_and(|s| s.success()),

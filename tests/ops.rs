@@ -21,27 +21,12 @@ use common::calls::{call, delete, offer, send};
 use common::http::http_get;
 use common::media::{pcmu, sock};
 use common::ng::answering_client;
-use common::peers::Peer;
+use common::peers::{send_signal, spawn_relay, Peer};
 use common::TempDir;
 use rtpanchor::control::bencode::Owned;
 
 fn start(dir: &Path, ng: u16, media_min: u16, extra: &[&str]) -> Peer {
-    let relay = Peer::spawn(
-        "relay",
-        Command::new(env!("CARGO_BIN_EXE_rtpanchor"))
-            .env("NO_COLOR", "1")
-            .args(["--interface", "127.0.0.1", "--no-sip", "--num-threads", "1"])
-            .args(["--listen-ng", &format!("127.0.0.1:{ng}")])
-            .args(["--port-min", &media_min.to_string()])
-            .args(["--port-max", &(media_min + 49).to_string()])
-            .args(extra),
-        &dir.join(format!("relay-{ng}.log")),
-    )
-    .unwrap();
-    answering_client(ng, "ops")
-        .wait_ready(Duration::from_secs(10))
-        .unwrap_or_else(|e| panic!("relay not ready: {e}\n{}", relay.log_tail(20)));
-    relay
+    spawn_relay(dir, ng, (media_min, media_min + 49), extra)
 }
 
 fn ctl(ng: u16, args: &[&str]) -> Output {
@@ -59,14 +44,6 @@ fn out(o: &Output) -> String {
 
 fn code(o: &Output) -> i32 {
     o.status.code().unwrap_or(-1)
-}
-
-fn signal(pid: u32, sig: &str) {
-    assert!(Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .status()
-        .unwrap()
-        .success());
 }
 
 #[test]
@@ -214,7 +191,7 @@ fn sigterm_drains_then_exits() {
         talkers.push(talk(a, b, to_a, to_b, stop.clone()));
     }
     sleep(Duration::from_millis(500));
-    signal(relay.pid(), "-TERM");
+    send_signal(relay.pid(), "TERM");
     sleep(Duration::from_millis(300));
     assert!(
         relay.is_running(),
@@ -257,7 +234,7 @@ fn drain_timeout_and_second_sigterm() {
     let mut c = answering_client(NG, "drain2");
     call(&mut c, "t-1", &sock(), &sock());
     let t0 = Instant::now();
-    signal(relay.pid(), "-TERM");
+    send_signal(relay.pid(), "TERM");
     let st = relay.wait_timeout(Duration::from_secs(5));
     assert!(st.is_some_and(|s| s.success()), "{st:?}");
     assert!(
@@ -270,10 +247,10 @@ fn drain_timeout_and_second_sigterm() {
     let mut relay = start(dir.path(), NG, 11900, &[]);
     let mut c = answering_client(NG, "drain3");
     call(&mut c, "t-2", &sock(), &sock());
-    signal(relay.pid(), "-TERM");
+    send_signal(relay.pid(), "TERM");
     sleep(Duration::from_millis(500));
     assert!(relay.is_running());
-    signal(relay.pid(), "-TERM");
+    send_signal(relay.pid(), "TERM");
     let st = relay.wait_timeout(Duration::from_secs(3));
     assert!(st.is_some_and(|s| s.success()), "{st:?}");
 }
@@ -291,7 +268,7 @@ fn sighup_reloads_what_can_change_live() {
     assert_eq!(r.get("result").and_then(Owned::as_str), Some("load limit"));
     // A broken file changes nothing.
     std::fs::write(&cfg, "max-sessions = \"many\"\n").unwrap();
-    signal(relay.pid(), "-HUP");
+    send_signal(relay.pid(), "HUP");
     sleep(Duration::from_millis(500));
     let r = offer(&mut c, "r-2", &sock());
     assert_eq!(r.get("result").and_then(Owned::as_str), Some("load limit"));
@@ -301,7 +278,7 @@ fn sighup_reloads_what_can_change_live() {
         "max-sessions = 5\ntimeout = 30\nlog-level = \"debug\"\nstrict-rtp = true\n",
     )
     .unwrap();
-    signal(relay.pid(), "-HUP");
+    send_signal(relay.pid(), "HUP");
     let deadline = Instant::now() + Duration::from_secs(3);
     let mut r = Owned::dict();
     while Instant::now() < deadline {
@@ -312,15 +289,24 @@ fn sighup_reloads_what_can_change_live() {
         sleep(Duration::from_millis(100));
     }
     assert_eq!(r.get("result").and_then(Owned::as_str), Some("ok"), "{r}");
-    let log = std::fs::read_to_string(relay.log_path()).unwrap();
-    for want in [
+    // The offer can succeed before the reload has logged its last line (the settings that
+    // need a restart come after the live ones): the log is read until all are there, 3 s at
+    // most.
+    let wants = [
         "reload failed",
         "reload: max sessions",
         "reload: media timeout",
         "reload: log level",
         "only a restart applies them",
         "strict-rtp",
-    ] {
+    ];
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut log = std::fs::read_to_string(relay.log_path()).unwrap();
+    while !wants.iter().all(|w| log.contains(w)) && Instant::now() < deadline {
+        sleep(Duration::from_millis(50));
+        log = std::fs::read_to_string(relay.log_path()).unwrap();
+    }
+    for want in wants {
         assert!(log.contains(want), "{want:?} not logged:\n{log}");
     }
     relay.stop(Duration::from_secs(3));
@@ -453,7 +439,7 @@ fn sip_invite_refused_with_retry_after_while_draining() {
         stop.clone(),
     );
     sleep(Duration::from_millis(500));
-    signal(relay.pid(), "-TERM");
+    send_signal(relay.pid(), "TERM");
     sleep(Duration::from_millis(300));
     assert!(
         relay.is_running(),

@@ -234,3 +234,29 @@ pub fn wait_udp_bound(peer: &mut Peer, port: u16, limit: Duration) -> Result<(),
         sleep(POLL);
     }
 }
+
+/// Sends `sig` (`TERM`, `HUP`, ...) to the process `pid`; the test fails if `kill` does.
+pub fn send_signal(pid: u32, sig: &str) {
+    assert!(signal(&pid.to_string(), sig), "kill -s {sig} {pid}");
+}
+
+/// The relay binary under test as a [`Peer`] (log in `dir`, stopped by pid): loopback, no
+/// SIP, one worker, ng on `ng`, media ports `ports`, then `extra`; returns once ng answers.
+pub fn spawn_relay(dir: &Path, ng: u16, ports: (u16, u16), extra: &[&str]) -> Peer {
+    let relay = Peer::spawn(
+        "relay",
+        Command::new(env!("CARGO_BIN_EXE_rtpanchor"))
+            .env("NO_COLOR", "1")
+            .args(["--interface", "127.0.0.1", "--no-sip", "--num-threads", "1"])
+            .args(["--listen-ng", &format!("127.0.0.1:{ng}")])
+            .args(["--port-min", &ports.0.to_string()])
+            .args(["--port-max", &ports.1.to_string()])
+            .args(extra),
+        &dir.join(format!("relay-{ng}.log")),
+    )
+    .unwrap_or_else(|e| panic!("relay: {e}"));
+    super::ng::answering_client(ng, "relay-ready")
+        .wait_ready(Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("relay not ready: {e}\n{}", relay.log_tail(20)));
+    relay
+}
