@@ -328,7 +328,7 @@ impl<C: CredentialStore> Authenticator<C> {
             return match self.counts.use_count(&c.nonce, minted, nc, now, lifetime) {
                 CountCheck::Accepted => Checked::Valid(c.username.into_owned()),
                 CountCheck::Replayed => Checked::Replayed,
-                CountCheck::Full => Checked::Stale,
+                CountCheck::Forgotten => Checked::Stale,
             };
         }
         if any_for_realm {

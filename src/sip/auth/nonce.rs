@@ -18,7 +18,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 
 use hmac::{Hmac, Mac};
@@ -139,15 +139,30 @@ pub enum CountCheck {
     Accepted,
     /// Not above the highest count already accepted with this nonce: a replay.
     Replayed,
-    /// The table is full of live nonces; the client is to get a fresh challenge.
-    Full,
+    /// A nonce the table had to forget to make room (or minted no later than one it
+    /// forgot): its counts are unknown, so the client is to get a fresh challenge
+    /// (`stale=true`) rather than be trusted.
+    Forgotten,
 }
 
 /// The highest nonce count accepted per nonce in use (see the module docs).
+///
+/// Bounded without ever refusing a new nonce: when the table is full, the entry inserted
+/// first is forgotten and `floor_ns` rises to its mint time. A nonce minted no later than
+/// the floor that is not in the table may have been forgotten, so it is not trusted
+/// ([`CountCheck::Forgotten`]); a nonce minted after the floor and not in the table is in
+/// its first use. Each call does O(1) amortised work (the queue is popped at most once per
+/// insertion), so a sustained rate of new nonces above `cap / lifetime` only shortens how
+/// long a nonce may be reused, instead of turning every new caller away.
 #[derive(Debug)]
 pub struct NonceCounts {
     /// Nonce → (minted at, highest count accepted; 0 means used once without qop).
     seen: HashMap<String, (u64, u32)>,
+    /// The nonces of `seen` in the order they were inserted, each with its mint time.
+    order: VecDeque<(String, u64)>,
+    /// Nonces minted at or before this that are not in `seen` may have been forgotten
+    /// (`None` until the table first had to forget one).
+    floor_ns: Option<u64>,
     cap: usize,
 }
 
@@ -155,7 +170,9 @@ impl NonceCounts {
     pub fn new(cap: usize) -> Self {
         NonceCounts {
             seen: HashMap::new(),
-            cap,
+            order: VecDeque::new(),
+            floor_ns: None,
+            cap: cap.max(1),
         }
     }
 
@@ -167,8 +184,8 @@ impl NonceCounts {
         self.seen.is_empty()
     }
 
-    /// Records `nc` for a fresh nonce minted at `minted_ns`. `None` is a client without
-    /// qop: its nonce may be used once.
+    /// Records `nc` for a nonce minted at `minted_ns` (checked fresh by the caller).
+    /// `None` is a client without qop: its nonce may be used once.
     pub fn use_count(
         &mut self,
         nonce: &str,
@@ -185,21 +202,43 @@ impl NonceCounts {
             *last = nc;
             return CountCheck::Accepted;
         }
-        if self.seen.len() >= self.cap {
-            self.sweep(now_ns, lifetime_ns);
-            if self.seen.len() >= self.cap {
-                return CountCheck::Full;
+        if self.floor_ns.is_some_and(|f| minted_ns <= f) {
+            return CountCheck::Forgotten;
+        }
+        self.sweep(now_ns, lifetime_ns);
+        while self.seen.len() >= self.cap {
+            if !self.forget_oldest() {
+                break;
             }
         }
         self.seen.insert(nonce.to_owned(), (minted_ns, nc));
+        self.order.push_back((nonce.to_owned(), minted_ns));
         CountCheck::Accepted
     }
 
-    /// Forgets nonces past their lifetime (they are refused as stale before the table is
-    /// consulted, so forgetting them opens no replay).
+    /// Forgets the entry inserted first; false when there is none.
+    fn forget_oldest(&mut self) -> bool {
+        let Some((n, minted)) = self.order.pop_front() else {
+            return false;
+        };
+        self.seen.remove(&n);
+        self.floor_ns = Some(self.floor_ns.map_or(minted, |f| f.max(minted)));
+        true
+    }
+
+    /// Forgets nonces past their lifetime from the front of the queue (they are refused
+    /// as stale before the table is consulted, so forgetting them opens no replay). Stops
+    /// at the first live one: entries are roughly in mint order, and a live one ahead only
+    /// delays the others until the table needs the room.
     pub fn sweep(&mut self, now_ns: u64, lifetime_ns: u64) {
-        self.seen
-            .retain(|_, (minted, _)| now_ns.saturating_sub(*minted) <= lifetime_ns);
+        while let Some((_, minted)) = self.order.front() {
+            if now_ns.saturating_sub(*minted) <= lifetime_ns {
+                break;
+            }
+            if let Some((n, _)) = self.order.pop_front() {
+                self.seen.remove(&n);
+            }
+        }
     }
 }
 
@@ -250,15 +289,65 @@ mod tests {
         assert_eq!(t.use_count("a", 0, Some(1), S, l), CountCheck::Replayed);
         assert_eq!(t.use_count("a", 0, Some(3), S, l), CountCheck::Accepted);
         assert_eq!(t.use_count("a", 0, Some(2), S, l), CountCheck::Replayed);
-        assert_eq!(t.use_count("b", 0, None, S, l), CountCheck::Accepted);
-        assert_eq!(t.use_count("b", 0, None, S, l), CountCheck::Replayed);
-        assert_eq!(t.use_count("c", 0, Some(1), S, l), CountCheck::Full);
-        assert_eq!(t.len(), 2);
-        // Once the first two expire, room again.
+        assert_eq!(t.use_count("b", S, None, S, l), CountCheck::Accepted);
+        assert_eq!(t.use_count("b", S, None, S, l), CountCheck::Replayed);
+        // Full of live nonces: a new one is still accepted; the first one is forgotten.
         assert_eq!(
-            t.use_count("c", 301 * S, Some(1), 302 * S, l),
+            t.use_count("c", 2 * S, Some(1), 2 * S, l),
+            CountCheck::Accepted
+        );
+        assert_eq!(t.len(), 2);
+        // The forgotten nonce is not trusted again (no replay through eviction).
+        assert_eq!(
+            t.use_count("a", 0, Some(9), 3 * S, l),
+            CountCheck::Forgotten
+        );
+        // Neither is an unseen one minted no later than it.
+        assert_eq!(
+            t.use_count("z", 0, Some(1), 3 * S, l),
+            CountCheck::Forgotten
+        );
+        // The kept ones still count.
+        assert_eq!(
+            t.use_count("c", 2 * S, Some(1), 3 * S, l),
+            CountCheck::Replayed
+        );
+        assert_eq!(
+            t.use_count("c", 2 * S, Some(2), 3 * S, l),
+            CountCheck::Accepted
+        );
+        // Once they expire, they leave the table by themselves.
+        assert_eq!(
+            t.use_count("d", 301 * S, Some(1), 303 * S, l),
             CountCheck::Accepted
         );
         assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn a_sustained_rate_of_new_nonces_is_never_refused() {
+        // Ten times the table's size in new nonces, one per millisecond, all within the
+        // lifetime: every first use is accepted, memory stays at the cap, and every
+        // nonce's replay is still refused or untrusted.
+        let cap = 1_000;
+        let mut t = NonceCounts::new(cap);
+        let l = 300 * S;
+        let ms = 1_000_000;
+        for i in 0..10 * cap as u64 {
+            let n = format!("n{i}");
+            assert_eq!(
+                t.use_count(&n, i * ms, Some(1), i * ms, l),
+                CountCheck::Accepted
+            );
+            assert!(t.len() <= cap);
+        }
+        let now = 10 * cap as u64 * ms;
+        for i in 0..10 * cap as u64 {
+            let n = format!("n{i}");
+            assert_ne!(
+                t.use_count(&n, i * ms, Some(1), now, l),
+                CountCheck::Accepted
+            );
+        }
     }
 }
