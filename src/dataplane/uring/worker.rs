@@ -136,6 +136,11 @@ impl UringWorker {
         Ok(handled)
     }
 
+    /// Counts a restart of the thread's loop after a panic (see `UringThread::run`).
+    pub(super) fn count_restart(&self) {
+        bump(&self.core.shared.counters.worker_restarts, 1);
+    }
+
     /// Publication and the stall watchdog, after every turn of the thread. `idle`: no ring
     /// of the thread handled anything this turn.
     pub(super) fn housekeeping(&mut self, now: u64, idle: bool) {
@@ -328,6 +333,8 @@ impl UringWorker {
             return;
         };
         let payload = msg.payload_data();
+        #[cfg(feature = "fault-injection")]
+        crate::dataplane::fault::check_io(payload);
         let Some(fwd) = self.core.receive(idx, src, payload, now) else {
             self.bufs.recycle(bid);
             return;
