@@ -5,8 +5,8 @@
 //! worker (one worker here) keeps being relayed, the one that carried the datagram too. The
 //! panic comes from the test-only hook of feature `fault-injection` (on in test builds).
 //!
-//! Ports (block 15500-15999): io_uring relay ng 15500, HTTP 15501, media 15510-15599; mmsg
-//! relay ng 15600, HTTP 15601, media 15610-15699.
+//! Ports (block 15500-15999): io_uring relay ng 15500, HTTP 15501, media 15510-15549; mmsg
+//! relay ng 15600, HTTP 15601, media 15610-15649.
 
 // Real-socket tests are an I/O edge: they read the clock to bound their waits.
 #![allow(clippy::disallowed_methods)]
@@ -144,10 +144,10 @@ fn restarted(engine: &str, ng_port: u16, http: u16, media: (u16, u16)) {
 
 #[test]
 fn a_panic_in_the_io_uring_loop_restarts_the_worker_with_its_streams() {
-    restarted("uring", 15500, 15501, (15510, 15599));
+    restarted("uring", 15500, 15501, (15510, 15549));
 }
 
 #[test]
 fn a_panic_in_the_mmsg_loop_restarts_the_worker_with_its_streams() {
-    restarted("mmsg", 15600, 15601, (15610, 15699));
+    restarted("mmsg", 15600, 15601, (15610, 15649));
 }

@@ -21,7 +21,7 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use common::calls::call;
-use common::media::{count_rx, pcmu, relay};
+use common::media::{count_rx, pcmu, relay, wait_for};
 use common::ng::{client, find_int, start_relay_in};
 use rtpanchor::dataplane::fault::{STALL, STALL_PACKET};
 
@@ -84,11 +84,17 @@ fn a_worker_stalled_for_two_seconds_relays_its_backlog_and_re_arms_its_receives(
             "call {i} B->A before"
         );
     }
-    let before = c.command("statistics").unwrap();
     let at = |v: &rtpanchor::control::bencode::Owned, k: &str| {
         find_int(v, k).unwrap_or_else(|| panic!("no {k}: {v}"))
     };
-    let (rx0, tx0) = (at(&before, "rx_packets"), at(&before, "tx_packets"));
+    // Worker counters are published on the worker's housekeeping rounds: wait for the 12.
+    let warm = (2 * CALLS) as i64;
+    assert!(wait_for(Duration::from_secs(3), || {
+        let s = c.command("statistics").unwrap();
+        at(&s, "rx_packets") == warm && at(&s, "tx_packets") == warm
+    }));
+    let before = c.command("statistics").unwrap();
+    let (rx0, tx0) = (warm, warm);
     let enobufs0 = at(&before, "enobufs");
     let rearms0 = at(&before, "recv_rearms");
 
@@ -127,9 +133,13 @@ fn a_worker_stalled_for_two_seconds_relays_its_backlog_and_re_arms_its_receives(
             "call {i} B->A"
         );
     }
-    let after = c.command("statistics").unwrap();
     // The burst and the stall datagram itself (not RTP: relayed as such, after the stall).
     let backlog = (2 * CALLS * usize::from(BURST) + 1) as i64;
+    wait_for(Duration::from_secs(3), || {
+        let s = c.command("statistics").unwrap();
+        at(&s, "rx_packets") - rx0 >= backlog && at(&s, "tx_packets") - tx0 >= backlog
+    });
+    let after = c.command("statistics").unwrap();
     assert_eq!(at(&after, "rx_packets") - rx0, backlog, "{after}");
     assert_eq!(at(&after, "tx_packets") - tx0, backlog, "{after}");
     assert_eq!(at(&after, "non_rtp"), 1, "{after}");

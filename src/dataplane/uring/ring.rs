@@ -360,6 +360,11 @@ impl Ring {
         self.to_release.clear();
     }
 
+    /// Whether removed streams' sockets wait to be closed (after the next submission).
+    pub fn has_closes(&self) -> bool {
+        !self.to_release.is_empty()
+    }
+
     /// Whether this ring has something to do without waiting: queued submissions, deferred
     /// completions to run, completions not yet handled, or receives to re-arm.
     pub fn has_work(&mut self) -> bool {

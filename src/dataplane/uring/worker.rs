@@ -113,6 +113,9 @@ impl UringWorker {
     ) -> io::Result<usize> {
         self.core.apply_commands(&mut self.ring);
         self.ring.rearm_pending(self.core.slots_mut());
+        // Sockets to close do not wait out a sleep: their ports are free for the next offer
+        // only once they are closed, so this enter only submits and the sleep comes next pass.
+        let wait = wait && !self.ring.has_closes();
         if !self.ring.enter(wait, ts)? {
             return Ok(0);
         }
