@@ -8,7 +8,14 @@
 //! the kernel hands a backlog to a multishot receive in bounded chunks, so the ring did not
 //! run dry in our runs: ENOBUFS is allowed, not required.)
 //!
-//! Ports (block 15500-15999): ng 15900, media 15910-15999.
+//! The stall watchdog, which no test had provoked: a test-only hook makes the worker lose one
+//! socket's multishot receive (cancelled, its end unseen), so the worker believes it armed
+//! while nothing reads the socket: data queued and no completion, the stall the watchdog
+//! exists for. It is found (`recv_stalls`), the receive is re-armed, and every packet queued
+//! meanwhile is relayed.
+//!
+//! Ports (block 15500-15999): stall ng 15900, media 15910-15959; watchdog ng 15960, media
+//! 15970-15999.
 
 // Real-socket tests are an I/O edge: they read the clock to bound their waits.
 #![allow(clippy::disallowed_methods)]
@@ -23,7 +30,7 @@ use std::time::{Duration, Instant};
 use common::calls::call;
 use common::media::{count_rx, pcmu, relay, wait_for};
 use common::ng::{client, find_int, start_relay_in};
-use rtpanchor::dataplane::fault::{STALL, STALL_PACKET};
+use rtpanchor::dataplane::fault::{LOSE_RECEIVE_PACKET, STALL, STALL_PACKET};
 
 const CALLS: usize = 6;
 /// Per direction of each call during the stall: 12 directions x 400 = 4,800 datagrams, more
@@ -59,7 +66,7 @@ fn count_rtp(s: &UdpSocket, want: usize, limit: Duration) -> usize {
 fn a_worker_stalled_for_two_seconds_relays_its_backlog_and_re_arms_its_receives() {
     let _relay = start_relay_in(
         15900,
-        (15910, 15999),
+        (15910, 15959),
         "uring",
         &["--no-kernel-forwarding", "--socket-rcvbuf", "2097152"],
     );
@@ -169,4 +176,71 @@ fn a_worker_stalled_for_two_seconds_relays_its_backlog_and_re_arms_its_receives(
             "call {i} B->A after"
         );
     }
+}
+
+#[test]
+fn a_lost_receive_is_found_by_the_stall_watchdog_and_re_armed_with_nothing_lost() {
+    let _relay = start_relay_in(15960, (15970, 15999), "uring", &["--no-kernel-forwarding"]);
+    let mut c = client(relay(15960));
+    let socks: Vec<(UdpSocket, UdpSocket)> = (0..2).map(|_| (big_sock(), big_sock())).collect();
+    let calls: Vec<(SocketAddr, SocketAddr)> = socks
+        .iter()
+        .enumerate()
+        .map(|(i, (a, b))| call(&mut c, &format!("lost-{i}"), a, b))
+        .collect();
+    let ((a1, b1), (a2, b2)) = (&socks[0], &socks[1]);
+    let ((to_a1, _), (to_a2, to_b2)) = (calls[0], calls[1]);
+    for seq in 1..=5u16 {
+        a1.send_to(&pcmu(seq, 0xa), to_a1).unwrap();
+    }
+    assert_eq!(count_rtp(b1, 5, Duration::from_secs(3)), 5, "before");
+    let at = |v: &rtpanchor::control::bencode::Owned, k: &str| {
+        find_int(v, k).unwrap_or_else(|| panic!("no {k}: {v}"))
+    };
+    let before = c.command("statistics").unwrap();
+    assert_eq!(at(&before, "recv_stalls"), 0, "{before}");
+    let rearms0 = at(&before, "recv_rearms");
+
+    // The receive of A's relay socket is lost; A goes on sending 50 packets a second for 4 s,
+    // and call 2 talks meanwhile.
+    a1.send_to(LOSE_RECEIVE_PACKET, to_a1).unwrap();
+    sleep(Duration::from_millis(100));
+    let t0 = Instant::now();
+    let mut relayed_early = 0;
+    for seq in 100..300u16 {
+        a1.send_to(&pcmu(seq, 0xa), to_a1).unwrap();
+        a2.send_to(&pcmu(seq, 0xa), to_a2).unwrap();
+        b2.send_to(&pcmu(seq, 0xb), to_b2).unwrap();
+        if t0.elapsed() < Duration::from_millis(400) {
+            relayed_early += count_rtp(b1, 1, Duration::from_millis(1));
+        }
+        sleep(Duration::from_millis(20));
+    }
+    assert_eq!(relayed_early, 0, "the hook did not take the receive away");
+    // Found and re-armed: everything A sent is relayed, nothing lost.
+    assert_eq!(
+        count_rtp(b1, 200, Duration::from_secs(5)),
+        200,
+        "A->B of call 1"
+    );
+    assert_eq!(
+        count_rtp(b2, 200, Duration::from_secs(3)),
+        200,
+        "A->B of call 2"
+    );
+    assert_eq!(
+        count_rtp(a2, 200, Duration::from_secs(3)),
+        200,
+        "B->A of call 2"
+    );
+    let after = c.command("statistics").unwrap();
+    assert_eq!(at(&after, "recv_stalls"), 1, "{after}");
+    assert_eq!(at(&after, "recv_rearms") - rearms0, 1, "{after}");
+    assert_eq!(at(&after, "watch_failed"), 0, "{after}");
+    assert_eq!(at(&after, "drop_rcvbuf"), 0, "{after}");
+    // And the socket is read at once again.
+    for seq in 400..410u16 {
+        a1.send_to(&pcmu(seq, 0xa), to_a1).unwrap();
+    }
+    assert_eq!(count_rtp(b1, 10, Duration::from_millis(500)), 10, "after");
 }

@@ -43,3 +43,13 @@ pub fn check_io(pkt: &[u8]) {
         std::thread::sleep(STALL);
     }
 }
+
+/// A datagram that starts with these bytes makes the io_uring worker lose the receive of the
+/// socket it came in on (cancelled, its end not seen): the stall watchdog's case.
+pub const LOSE_RECEIVE_PACKET: &[u8] = b"\xfertpanchor fault injection: lose receive";
+
+/// Whether `pkt` is [`LOSE_RECEIVE_PACKET`].
+#[inline]
+pub fn loses_receive(pkt: &[u8]) -> bool {
+    pkt.first() == Some(&0xfe) && pkt.starts_with(LOSE_RECEIVE_PACKET)
+}
