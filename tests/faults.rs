@@ -17,36 +17,17 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{TcpStream, UdpSocket};
 use std::process::{Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use common::calls::{call, delete, offer};
+use common::calls::{call, delete, exchange, offer, EXCHANGED};
 use common::media::{count_rx, media_sock, pcmu, relay, wait_for};
 use common::ng::{client, relayed_and_ports_used, start_relay_in, Relay};
+use common::scrape::{metrics, series};
 use rtpanchor::client::ng::NgClient;
 use rtpanchor::control::bencode::Owned;
-
-const PACKETS: u16 = 10;
-
-/// `PACKETS` RTP packets each way (sequence numbers from `first`); how many arrived at (A, B).
-fn exchange(
-    a: &UdpSocket,
-    b: &UdpSocket,
-    (to_a, to_b): (SocketAddr, SocketAddr),
-    first: u16,
-) -> (usize, usize) {
-    for seq in first..first + PACKETS {
-        a.send_to(&pcmu(seq, 0xa), to_a).unwrap();
-        b.send_to(&pcmu(seq, 0xb), to_b).unwrap();
-    }
-    let got_b = count_rx(b, usize::from(PACKETS), Duration::from_secs(3));
-    let got_a = count_rx(a, usize::from(PACKETS), Duration::from_secs(3));
-    (got_a, got_b)
-}
-
-const FULL: (usize, usize) = (PACKETS as usize, PACKETS as usize);
 
 fn result(r: &Owned) -> String {
     r.get("result")
@@ -112,7 +93,7 @@ fn ports_exhausted(engine: &str, ng_port: u16, media: (u16, u16)) {
     for (i, (a, b)) in socks.iter().take(4).enumerate() {
         assert_eq!(
             exchange(a, b, calls[i], 1),
-            FULL,
+            EXCHANGED,
             "call {i} while exhausted"
         );
     }
@@ -135,7 +116,7 @@ fn ports_exhausted(engine: &str, ng_port: u16, media: (u16, u16)) {
     let again = call(&mut c, "ports-4", &socks[4].0, &socks[4].1);
     assert_eq!(
         exchange(&socks[4].0, &socks[4].1, again, 1),
-        FULL,
+        EXCHANGED,
         "call after"
     );
     assert_eq!((ports_used(&mut c), sessions(&mut c)), (16, 4));
@@ -202,12 +183,12 @@ fn the_descriptor_limit_reached_refuses_offers_keeps_calls_and_recovers() {
     assert_eq!((ports_used(&mut c), sessions(&mut c)), (8, 2));
     assert_eq!(
         exchange(&socks[0].0, &socks[0].1, c0, 1),
-        FULL,
+        EXCHANGED,
         "call 0 at the limit"
     );
     assert_eq!(
         exchange(&socks[1].0, &socks[1].1, c1, 1),
-        FULL,
+        EXCHANGED,
         "call 1 at the limit"
     );
     assert_eq!(delete(&mut c, "fd-0"), "ok");
@@ -219,12 +200,12 @@ fn the_descriptor_limit_reached_refuses_offers_keeps_calls_and_recovers() {
     let c2 = call(&mut c, "fd-2", &socks[2].0, &socks[2].1);
     assert_eq!(
         exchange(&socks[2].0, &socks[2].1, c2, 1),
-        FULL,
+        EXCHANGED,
         "call 2 after"
     );
     assert_eq!(
         exchange(&socks[1].0, &socks[1].1, c1, 100),
-        FULL,
+        EXCHANGED,
         "call 1 after"
     );
     for id in ["fd-1", "fd-2"] {
@@ -252,7 +233,7 @@ fn sigstop_for_five_seconds_under_load_then_sigcont_resumes_with_nothing_lost() 
     let mut c = client(relay(15770));
     let (a, b) = (media_sock(), media_sock());
     let (to_a, to_b) = call(&mut c, "stop-1", &a, &b);
-    assert_eq!(exchange(&a, &b, (to_a, to_b), 1), FULL, "before");
+    assert_eq!(exchange(&a, &b, (to_a, to_b), 1), EXCHANGED, "before");
     let signal = |sig: &str| {
         let st = Command::new("kill")
             .args([sig, &pid.to_string()])
@@ -287,11 +268,11 @@ fn sigstop_for_five_seconds_under_load_then_sigcont_resumes_with_nothing_lost() 
         100,
         "queued B->A"
     );
-    assert_eq!(exchange(&a, &b, (to_a, to_b), 300), FULL, "after");
+    assert_eq!(exchange(&a, &b, (to_a, to_b), 300), EXCHANGED, "after");
     // Control is served again, and nothing is left once the calls end.
     let (a2, b2) = (media_sock(), media_sock());
     let second = call(&mut c, "stop-2", &a2, &b2);
-    assert_eq!(exchange(&a2, &b2, second, 1), FULL, "new call after");
+    assert_eq!(exchange(&a2, &b2, second, 1), EXCHANGED, "new call after");
     for id in ["stop-1", "stop-2"] {
         assert_eq!(delete(&mut c, id), "ok");
     }
@@ -383,21 +364,6 @@ fn an_ng_client_vanishing_mid_offer_leaves_the_relay_serving() {
     assert_eq!(sessions(&mut c), 0);
 }
 
-fn metrics(port: u16) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("HTTP connect");
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("HTTP response");
-    out
-}
-
-fn exposed(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-}
-
 #[test]
 fn a_sip_peer_sending_half_a_tcp_message_is_closed_after_the_message_timeout() {
     let (_relay, _pid) = spawn_relay(
@@ -420,7 +386,7 @@ fn a_sip_peer_sending_half_a_tcp_message_is_closed_after_the_message_timeout() {
     .unwrap();
     let open = "rtpanchor_sip_connections{transport=\"tcp\"}";
     assert!(
-        wait_for(Duration::from_secs(3), || exposed(&metrics(15872), open)
+        wait_for(Duration::from_secs(3), || series(&metrics(15872), open)
             == Some(1.0)),
         "{}",
         metrics(15872)
@@ -437,9 +403,9 @@ fn a_sip_peer_sending_half_a_tcp_message_is_closed_after_the_message_timeout() {
         "closed after {waited:?}"
     );
     let text = metrics(15872);
-    assert_eq!(exposed(&text, open), Some(0.0), "{text}");
+    assert_eq!(series(&text, open), Some(0.0), "{text}");
     assert_eq!(
-        exposed(
+        series(
             &text,
             "rtpanchor_sip_rejected_total{reason=\"slow_message\"}"
         ),
