@@ -16,8 +16,10 @@
 # (/metrics), and the driver's sent/received/lost counts, into $WORK/soak.csv.
 # Fails when: a packet the relay should have forwarded is lost; an ng request or a SIPp call
 # fails; an abandoned call is still there after its timeout; RSS, descriptors, ports or calls
-# rise more than 5% over their level in the minute after warm-up (WARMUP, default 60 s, or
-# 300 s for runs of 30 minutes and more); any call or port is left when everything has ended.
+# grow: the median of a later window more than 5% over the median of the first window after
+# warm-up (WARMUP and WINDOW: 60 s each, or 300 s each for runs of 30 minutes and more;
+# medians, so a transient of a minute is not growth and a leak is); any call or port is left
+# when everything has ended.
 #
 # Ports (loopback only, all in 2000-2999): relay media 2000-2799, generator 2900-2916,
 # ng 2950, SIP 2960, /metrics 2970, SIPp 2971-2990. User-space forwarding by default: other
@@ -34,9 +36,9 @@ CALLS=${CALLS:-150}
 SIP_RATE=${SIP_RATE:-2}
 THREADS=${THREADS:-2}
 RELAY_TIMEOUT=10
-if [ -z "${WARMUP:-}" ]; then
-  if [ "$MINUTES" -ge 30 ]; then WARMUP=300; else WARMUP=60; fi
-fi
+if [ "$MINUTES" -ge 30 ]; then LONG=300; else LONG=60; fi
+WARMUP=${WARMUP:-$LONG}
+WINDOW=${WINDOW:-$LONG}
 IP=127.0.0.1
 MEDIA_MIN=2000 MEDIA_MAX=2799 GEN=2900
 NG=2950 SIP=2960 HTTP=2970
@@ -91,10 +93,11 @@ SIP_CALLS=$(( SIP_RATE * (MINUTES * 60 - 30) ))
 UAC_PID=$!
 PIDS+=("$UAC_PID")
 
-echo "soak: $MINUTES min, $CALLS ng calls at 50 pps per stream, SIP $SIP_RATE calls/s, warm-up ${WARMUP}s, relay pid $RELAY ($THREADS workers), $(nproc) cores (shared machine)"
+echo "soak: $MINUTES min, $CALLS ng calls at 50 pps per stream, SIP $SIP_RATE calls/s, warm-up ${WARMUP}s, windows ${WINDOW}s, relay pid $RELAY ($THREADS workers), $(nproc) cores (shared machine)"
 set +e
 "$SOAK" --ng $IP:$NG --http $IP:$HTTP --sip $IP:$SIP --relay-pid "$RELAY" --calls "$CALLS" \
-  --minutes "$MINUTES" --warmup-secs "$WARMUP" --local-base $GEN --relay-timeout $RELAY_TIMEOUT \
+  --minutes "$MINUTES" --warmup-secs "$WARMUP" --window-secs "$WINDOW" --local-base $GEN \
+  --relay-timeout $RELAY_TIMEOUT \
   --csv "$WORK/soak.csv"
 rc=$?
 wait "$UAC_PID"

@@ -74,6 +74,10 @@ struct Args {
     skip_permille: u64,
     #[arg(long, default_value_t = 10)]
     reorder_permille: u64,
+    /// Length of the windows whose medians are compared (the first after warm-up is the
+    /// level), seconds.
+    #[arg(long, default_value_t = 60)]
+    window_secs: u64,
     /// Allowed growth over the post-warm-up level, percent.
     #[arg(long, default_value_t = 5.0)]
     growth_pct: f64,
@@ -579,17 +583,43 @@ fn csv_row(s: &Sample, t: &Totals) -> String {
 
 const CSV_HEAD: &str = "t_s,rss_kb,fds,ports_used,relay_calls,driver_calls,sent,received,lost,stale,misrouted,calls_deleted,calls_abandoned,ng_failures,timeout_leaks,malformed_sent\n";
 
-/// Which resources grew past the level of the minute after warm-up.
-fn growth(samples: &[Sample], warmup: u64, pct: f64) -> Vec<String> {
-    let base: Vec<&Sample> = samples
-        .iter()
-        .filter(|s| s.t_s >= warmup && s.t_s < warmup + 60)
-        .collect();
+/// The median of `v` (the upper one of an even count); 0 for none.
+fn median(mut v: Vec<u64>) -> u64 {
+    v.sort_unstable();
+    v.get(v.len() / 2).copied().unwrap_or(0)
+}
+
+/// Which resources grew: the median of each `window` seconds after the first one following
+/// warm-up (a final window counts when at least half full) against the median of that first
+/// window, the level. Medians, so a transient (a scrape's connection, an allocator holding
+/// freed memory for a minute) is not growth, while a leak moves every later window up. Also
+/// returns, per resource, the level and the window medians, for the report.
+fn growth(samples: &[Sample], warmup: u64, window: u64, pct: f64) -> (Vec<String>, Vec<String>) {
+    let window = window.max(10);
+    let in_window = |from: u64| -> Vec<&Sample> {
+        samples
+            .iter()
+            .filter(|s| s.t_s >= from && s.t_s < from + window)
+            .collect()
+    };
+    let base = in_window(warmup);
     if base.is_empty() {
-        return vec!["no sample after warm-up: run longer than the warm-up + 1 minute".into()];
+        return (
+            vec!["no sample after warm-up: run longer than the warm-up and one window".into()],
+            Vec::new(),
+        );
     }
-    let later = samples.iter().filter(|s| s.t_s >= warmup + 60);
-    let mut out = Vec::new();
+    let per_window = (window / 10).max(1) as usize;
+    let mut later = Vec::new();
+    let mut from = warmup + window;
+    while samples.iter().any(|s| s.t_s >= from) {
+        let w = in_window(from);
+        if w.len() * 2 >= per_window {
+            later.push((from, w));
+        }
+        from += window;
+    }
+    let (mut fails, mut report) = (Vec::new(), Vec::new());
     type Get = fn(&Sample) -> u64;
     let fields: [(&str, Get); 4] = [
         ("RSS kB", |s| s.rss_kb),
@@ -598,17 +628,23 @@ fn growth(samples: &[Sample], warmup: u64, pct: f64) -> Vec<String> {
         ("calls", |s| s.calls),
     ];
     for (name, get) in fields {
-        let level = base.iter().map(|s| get(s)).max().unwrap_or(0);
+        let level = median(base.iter().map(|s| get(s)).collect());
         let limit = level as f64 * (1.0 + pct / 100.0);
-        if let Some(s) = later.clone().find(|s| get(s) as f64 > limit) {
-            out.push(format!(
-                "{name} grew: {} at {} s, post-warm-up level {level} (+{pct}% = {limit:.0})",
-                get(s),
-                s.t_s
+        let meds: Vec<(u64, u64)> = later
+            .iter()
+            .map(|(t, w)| (*t, median(w.iter().map(|s| get(s)).collect())))
+            .collect();
+        report.push(format!(
+            "{name}: level {level}, later {window} s medians {:?}",
+            meds.iter().map(|m| m.1).collect::<Vec<_>>()
+        ));
+        if let Some((t, m)) = meds.iter().find(|(_, m)| *m as f64 > limit) {
+            fails.push(format!(
+                "{name} grew: median {m} in the {window} s from {t} s, level {level} (+{pct}% = {limit:.0})"
             ));
         }
     }
-    out
+    (fails, report)
 }
 
 fn main() {
@@ -799,7 +835,11 @@ fn run() -> Result<i32> {
         end.ports
     );
     let mut fails = d.failures.clone();
-    fails.extend(growth(&samples, d.a.warmup_secs, d.a.growth_pct));
+    let (grew, levels) = growth(&samples, d.a.warmup_secs, d.a.window_secs, d.a.growth_pct);
+    for l in &levels {
+        println!("soak: {l}");
+    }
+    fails.extend(grew);
     let counted = [
         ("packets lost", g(&t.lost)),
         ("packets misrouted", g(&t.misrouted)),
@@ -836,7 +876,7 @@ mod tests {
     }
 
     #[test]
-    fn growth_is_judged_against_the_minute_after_warm_up() {
+    fn growth_is_judged_by_window_medians_against_the_first_after_warm_up() {
         let s = |t, rss| Sample {
             t_s: t,
             rss_kb: rss,
@@ -844,12 +884,26 @@ mod tests {
             ports: 100,
             calls: 50,
         };
-        let flat = [s(0, 10), s(60, 100), s(110, 104), s(200, 108)];
-        assert!(growth(&flat, 60, 5.0).is_empty());
-        let grown = [s(0, 10), s(60, 100), s(110, 104), s(200, 110)];
-        let f = growth(&grown, 60, 5.0);
-        assert_eq!(f.len(), 1);
-        assert!(f[0].starts_with("RSS kB grew: 110 at 200 s"), "{f:?}");
-        assert_eq!(growth(&[s(0, 1)], 60, 5.0).len(), 1);
+        let run = |f: &dyn Fn(u64) -> u64| -> Vec<Sample> {
+            (0..30).map(|k| s(k * 10, f(k * 10))).collect()
+        };
+        // Flat, with a transient of two samples: no growth.
+        let flat = run(&|t| if (200..220).contains(&t) { 200 } else { 100 });
+        let (fails, report) = growth(&flat, 60, 60, 5.0);
+        assert!(fails.is_empty(), "{fails:?}");
+        assert_eq!(
+            report[0],
+            "RSS kB: level 100, later 60 s medians [100, 100, 100]"
+        );
+        // A leak: +1 a sample from the level on.
+        let leak = run(&|t| 100 + t / 10);
+        let (fails, _) = growth(&leak, 60, 60, 5.0);
+        assert_eq!(fails.len(), 1, "{fails:?}");
+        assert!(
+            fails[0].starts_with("RSS kB grew: median 115 in the 60 s from 120 s, level 109"),
+            "{fails:?}"
+        );
+        // Nothing after warm-up.
+        assert_eq!(growth(&[s(0, 1)], 60, 60, 5.0).0.len(), 1);
     }
 }
