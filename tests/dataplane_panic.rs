@@ -1,10 +1,16 @@
-//! Containment of a panic on the packet path, end to end, under both data-plane engines: a
-//! datagram that makes the worker's decision panic (the test-only hook of feature
-//! `fault-injection`, on in test builds) is dropped and counted in ng `statistics` and
-//! `/metrics`, and the worker goes on relaying every call, the one that carried it too.
+//! Containment of panics in the data plane, end to end, under both engines (the test-only
+//! hooks of feature `fault-injection`, on in test builds):
+//! - a datagram that makes the worker's decision panic is dropped and counted in ng
+//!   `statistics` and `/metrics` (`drop_panic`, `worker_panics`), and the worker goes on
+//!   relaying every call, the one that carried it too;
+//! - a panic in an engine's own I/O code (outside the decision's guard: the io_uring
+//!   completion handling, the mmsg receive loop) ends one pass of the worker's loop, not the
+//!   worker: the loop restarts on the same thread with the same sockets and slots, counted as
+//!   `worker_restarts`, and every call on that worker (one worker here) keeps being relayed.
 //!
-//! Ports (this test's block, 7600-7999): io_uring relay ng 7600, HTTP 7601, media
-//! 7610-7699; mmsg relay ng 7700, HTTP 7701, media 7710-7799.
+//! Ports: decision panics (7600-7999): io_uring relay ng 7600, HTTP 7601, media 7610-7699;
+//! mmsg relay ng 7700, HTTP 7701, media 7710-7799. Loop restarts (15500-15999): io_uring ng
+//! 15500, HTTP 15501, media 15510-15549; mmsg ng 15600, HTTP 15601, media 15610-15649.
 
 // Real-socket tests are an I/O edge: they read the clock to bound their waits.
 #![allow(clippy::disallowed_methods)]
@@ -12,52 +18,27 @@
 #[allow(dead_code)]
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
-use common::calls::call;
-use common::media::{count_rx, media_sock, pcmu, relay};
-use common::ng::{client, find_int, ng, start_relay_in};
+use common::calls::{call, exchange, EXCHANGED};
+use common::media::{count_rx, media_sock, relay, wait_for};
+use common::ng::{client, find_int, ng, start_relay_in, Relay};
+use common::scrape::{metrics, series};
+use rtpanchor::client::ng::NgClient;
 use rtpanchor::control::bencode::Owned;
-use rtpanchor::dataplane::fault::PANIC_PACKET;
+use rtpanchor::dataplane::fault::{IO_PANIC_PACKET, PANIC_PACKET};
 
-const PACKETS: u16 = 10;
-
-/// `PACKETS` RTP packets each way (sequence numbers from `first`), and how many arrived at
-/// (A, B).
-fn exchange(
-    a: &UdpSocket,
-    b: &UdpSocket,
-    (to_a, to_b): (SocketAddr, SocketAddr),
-    first: u16,
-) -> (usize, usize) {
-    for seq in first..first + PACKETS {
-        a.send_to(&pcmu(seq, 0xa), to_a).unwrap();
-        b.send_to(&pcmu(seq, 0xb), to_b).unwrap();
-    }
-    let got_b = count_rx(b, usize::from(PACKETS), Duration::from_secs(3));
-    let got_a = count_rx(a, usize::from(PACKETS), Duration::from_secs(3));
-    (got_a, got_b)
+/// A relay on one worker with two calls through it, each checked to relay both ways.
+struct Setup {
+    _relay: Relay,
+    c: NgClient,
+    socks: [(UdpSocket, UdpSocket); 2],
+    calls: [(SocketAddr, SocketAddr); 2],
 }
 
-fn metrics(port: u16) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("HTTP connect");
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("HTTP response");
-    out
-}
-
-fn exposed(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-}
-
-fn contained(engine: &str, ng_port: u16, http: u16, media: (u16, u16)) {
-    let _relay = start_relay_in(
+fn set_up(engine: &str, ng_port: u16, http: u16, media: (u16, u16)) -> Setup {
+    let relay_proc = start_relay_in(
         ng_port,
         media,
         engine,
@@ -68,42 +49,59 @@ fn contained(engine: &str, ng_port: u16, http: u16, media: (u16, u16)) {
         ],
     );
     let mut c = client(relay(ng_port));
-    let (a1, b1, a2, b2) = (media_sock(), media_sock(), media_sock(), media_sock());
-    let call1 = call(&mut c, "panic-1", &a1, &b1);
-    let call2 = call(&mut c, "panic-2", &a2, &b2);
-    let full = (usize::from(PACKETS), usize::from(PACKETS));
-    assert_eq!(
-        exchange(&a1, &b1, call1, 1),
-        full,
-        "{engine}: call 1 before"
-    );
-    assert_eq!(
-        exchange(&a2, &b2, call2, 1),
-        full,
-        "{engine}: call 2 before"
-    );
+    let socks = [(media_sock(), media_sock()), (media_sock(), media_sock())];
+    let calls = [0, 1].map(|i| call(&mut c, &format!("panic-{i}"), &socks[i].0, &socks[i].1));
+    for i in 0..2 {
+        let (a, b) = &socks[i];
+        assert_eq!(
+            exchange(a, b, calls[i], 1),
+            EXCHANGED,
+            "{engine}: call {i} before"
+        );
+    }
+    Setup {
+        _relay: relay_proc,
+        c,
+        socks,
+        calls,
+    }
+}
 
-    // The poisoned datagram, from call 1's own (latched) endpoint.
-    a1.send_to(PANIC_PACKET, call1.0).unwrap();
-    assert_eq!(
-        count_rx(&b1, 1, Duration::from_millis(300)),
-        0,
-        "{engine}: the datagram that panicked was relayed"
-    );
+impl Setup {
+    /// `pkt` `times`, from call 0's own (latched) endpoint; none of them relayed.
+    fn inject(&self, pkt: &[u8], times: usize, engine: &str) {
+        let (a, b) = &self.socks[0];
+        for _ in 0..times {
+            a.send_to(pkt, self.calls[0].0).unwrap();
+            assert_eq!(
+                count_rx(b, 1, Duration::from_millis(300)),
+                0,
+                "{engine}: the datagram that panicked was relayed"
+            );
+        }
+    }
 
-    assert_eq!(
-        exchange(&a1, &b1, call1, 100),
-        full,
-        "{engine}: call 1 after"
-    );
-    assert_eq!(
-        exchange(&a2, &b2, call2, 100),
-        full,
-        "{engine}: call 2 after"
-    );
+    /// Both calls relay both ways (sequence numbers from `first`).
+    fn both_relay(&self, first: u16, engine: &str) {
+        for i in 0..2 {
+            let (a, b) = &self.socks[i];
+            let got = exchange(a, b, self.calls[i], first);
+            assert_eq!(got, EXCHANGED, "{engine}: call {i} after");
+        }
+    }
 
+    fn counter(&mut self, name: &str) -> Option<i64> {
+        let r = self.c.command("statistics").ok()?;
+        find_int(&r, name)
+    }
+}
+
+fn contained(engine: &str, ng_port: u16, http: u16, media: (u16, u16)) {
+    let mut s = set_up(engine, ng_port, http, media);
+    s.inject(PANIC_PACKET, 1, engine);
+    s.both_relay(100, engine);
     let stats = ng(
-        &mut c,
+        &mut s.c,
         "stats",
         &Owned::dict().with("command", "statistics"),
     );
@@ -115,13 +113,42 @@ fn contained(engine: &str, ng_port: u16, http: u16, media: (u16, u16)) {
     );
     let text = metrics(http);
     assert_eq!(
-        exposed(&text, "rtpanchor_dataplane_drops_total{reason=\"panic\"}"),
+        series(&text, "rtpanchor_dataplane_drops_total{reason=\"panic\"}"),
         Some(1.0),
         "{engine}:\n{text}"
     );
     assert_eq!(
-        exposed(&text, "rtpanchor_worker_panics_total"),
+        series(&text, "rtpanchor_worker_panics_total"),
         Some(1.0),
+        "{engine}:\n{text}"
+    );
+}
+
+fn restarted(engine: &str, ng_port: u16, http: u16, media: (u16, u16)) {
+    let mut s = set_up(engine, ng_port, http, media);
+    // Twice: each ends one pass of the loop.
+    s.inject(IO_PANIC_PACKET, 2, engine);
+    // The worker reports the first panic through the panic hook (with a backtrace when
+    // RUST_BACKTRACE is set, which takes seconds to resolve on a loaded machine): wait for both.
+    assert!(
+        wait_for(Duration::from_secs(30), || s.counter("worker_restarts")
+            == Some(2)),
+        "{engine}: worker_restarts {:?}",
+        s.counter("worker_restarts")
+    );
+    // Both calls, on the one worker, are relayed as before: sockets and slots were kept.
+    s.both_relay(100, engine);
+    // A call set up after the restarts is served by the same worker too.
+    let (a3, b3) = (media_sock(), media_sock());
+    let call3 = call(&mut s.c, "restart-3", &a3, &b3);
+    assert_eq!(exchange(&a3, &b3, call3, 1), EXCHANGED, "{engine}: call 3");
+    // Not a panic the decision's guard caught: the loop's own guard did.
+    assert_eq!(s.counter("drop_panic"), Some(0), "{engine}");
+    assert_eq!(s.counter("worker_panics"), Some(0), "{engine}");
+    let text = metrics(http);
+    assert_eq!(
+        series(&text, "rtpanchor_worker_restarts_total"),
+        Some(2.0),
         "{engine}:\n{text}"
     );
 }
@@ -134,4 +161,14 @@ fn a_worker_panic_is_contained_under_io_uring() {
 #[test]
 fn a_worker_panic_is_contained_under_mmsg() {
     contained("mmsg", 7700, 7701, (7710, 7799));
+}
+
+#[test]
+fn a_panic_in_the_io_uring_loop_restarts_the_worker_with_its_streams() {
+    restarted("uring", 15500, 15501, (15510, 15549));
+}
+
+#[test]
+fn a_panic_in_the_mmsg_loop_restarts_the_worker_with_its_streams() {
+    restarted("mmsg", 15600, 15601, (15610, 15649));
 }

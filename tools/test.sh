@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: installs the real peers the end-to-end tests
 # use (Debian packages: Kamailio with its rtpengine module, SIPp, rtpengine, redis-server,
-# Prometheus, baresip; clang for the in-kernel fast path; iproute2 for the tests that build network
-# namespaces) when they are missing and we are root, then runs every test in the workspace.
+# Prometheus, baresip; clang for the in-kernel fast path, bpftool to detach it in a test;
+# iproute2 for the tests that build network namespaces) when they are missing and we are
+# root, then runs every test in the workspace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +24,8 @@ command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 # phones call over TLS (tests/sip_tls_e2e.rs; Debian's SIPp has no TLS) and with passwords
 # (tests/sip_baresip_auth.rs).
 command -v baresip >/dev/null 2>&1 || need+=(baresip)
+# bpftool: tests/kernel_detach.rs detaches the relay's in-kernel program as an outsider would.
+command -v bpftool >/dev/null 2>&1 || need+=(bpftool)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive

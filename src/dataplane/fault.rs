@@ -15,3 +15,41 @@ pub fn check(pkt: &[u8]) {
         panic!("injected data-plane panic");
     }
 }
+
+/// A datagram that starts with these bytes panics in the engine's own I/O code (io_uring
+/// completion handling or the mmsg receive loop), outside the packet decision's guard, so
+/// tests can show the worker's loop restarts with its streams.
+pub const IO_PANIC_PACKET: &[u8] = b"\xfertpanchor fault injection: engine panic";
+
+/// A datagram that starts with these bytes stalls the worker thread that reads it for
+/// [`STALL`] (in the engine's I/O code): its sockets fill meanwhile, as when the thread is
+/// descheduled on a busy machine.
+pub const STALL_PACKET: &[u8] = b"\xfertpanchor fault injection: stall";
+
+/// How long [`STALL_PACKET`] stalls a worker.
+pub const STALL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Panics when `pkt` is [`IO_PANIC_PACKET`], sleeps [`STALL`] when it is [`STALL_PACKET`].
+/// One byte compare for any other datagram.
+#[inline]
+pub fn check_io(pkt: &[u8]) {
+    if pkt.first() != Some(&0xfe) {
+        return;
+    }
+    if pkt.starts_with(IO_PANIC_PACKET) {
+        panic!("injected data-plane engine panic");
+    }
+    if pkt.starts_with(STALL_PACKET) {
+        std::thread::sleep(STALL);
+    }
+}
+
+/// A datagram that starts with these bytes makes the io_uring worker lose the receive of the
+/// socket it came in on (cancelled, its end not seen): the stall watchdog's case.
+pub const LOSE_RECEIVE_PACKET: &[u8] = b"\xfertpanchor fault injection: lose receive";
+
+/// Whether `pkt` is [`LOSE_RECEIVE_PACKET`].
+#[inline]
+pub fn loses_receive(pkt: &[u8]) -> bool {
+    pkt.first() == Some(&0xfe) && pkt.starts_with(LOSE_RECEIVE_PACKET)
+}

@@ -7,6 +7,7 @@
 //! busy the others are; what cannot be sent is dropped packet by packet and counted.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -190,10 +191,23 @@ impl MmsgWorker {
         self
     }
 
+    /// The thread's loop. A panic in a pass (a bug in this engine's I/O code: the packet
+    /// decision, commands and housekeeping have guards of their own) ends that pass only:
+    /// it is counted (`worker_restarts`) and the loop goes on with the same sockets and
+    /// slots; the datagrams of the batch in hand are lost.
     pub fn run(mut self, stop: Arc<AtomicBool>) {
         let mut events: Vec<libc::epoll_event> =
             vec![libc::epoll_event { events: 0, u64: 0 }; MAX_EVENTS];
         while !stop.load(Ordering::Relaxed) {
+            if catch_unwind(AssertUnwindSafe(|| self.pass(&mut events))).is_err() {
+                bump(&self.core.counters().worker_restarts, 1);
+            }
+        }
+    }
+
+    /// One pass: commands, a wait for ready sockets, their datagrams, housekeeping.
+    fn pass(&mut self, events: &mut [libc::epoll_event]) {
+        {
             self.core.apply_commands(&mut self.epoll);
             // SAFETY: `events` has MAX_EVENTS entries the kernel may write.
             let n = unsafe {
@@ -285,6 +299,8 @@ impl MmsgWorker {
                 )) else {
                     continue;
                 };
+                #[cfg(feature = "fault-injection")]
+                super::fault::check_io(&self.bufs[i][..len]);
                 let Some(fwd) = self.core.receive(idx, src, &self.bufs[i][..len], now) else {
                     continue;
                 };

@@ -624,7 +624,11 @@ impl MediaBackend for DataPlane {
                 // The `closed` flag stops the worker relaying at once, but not the kernel: with
                 // the fast path the worker is woken to take the stream's entries out now,
                 // rather than at its next turn (up to its idle timeout later).
-                let queued = if self.kernel_path.is_some() {
+                // So is a worker whose sockets' ports are about to be needed: a port is free
+                // for the next offer only once the worker has closed its socket (a bind before
+                // that fails, and with few pairs left the offer is refused).
+                let short = self.ports.free_pairs() < LOW_FREE_PAIRS;
+                let queued = if self.kernel_path.is_some() || short {
                     w.send(Command::Remove(id))
                 } else {
                     w.send_lazy(Command::Remove(id))
@@ -739,6 +743,10 @@ struct SchedAttr {
     sched_util_min: u32,
     sched_util_max: u32,
 }
+
+/// Below this many free port pairs a closed stream's worker is woken to close its sockets at
+/// once (otherwise at its next turn, up to its idle timeout later).
+const LOW_FREE_PAIRS: usize = 64;
 
 /// Sets the calling thread's fair-scheduler slice (0 = the kernel default). False when the
 /// kernel does not support a per-task slice.

@@ -291,6 +291,9 @@ pub struct WorkerCounters {
     pub drop_panic: AtomicU64,
     /// Panics caught in the worker: packets (as `drop_panic`), commands, housekeeping.
     pub worker_panics: AtomicU64,
+    /// Passes of the worker's loop ended by a panic in the engine's I/O code (outside the
+    /// guards above): the loop went on with the same sockets and slots.
+    pub worker_restarts: AtomicU64,
     /// Dropped by the kernel before the worker read them: a socket's receive queue was full
     /// (`SO_RXQ_OVFL`; learnt from the next datagram that socket delivers).
     pub drop_rcvbuf: AtomicU64,
@@ -344,6 +347,7 @@ pub struct DataPlaneTotals {
     pub drop_stale: u64,
     pub drop_panic: u64,
     pub worker_panics: u64,
+    pub worker_restarts: u64,
     pub drop_rcvbuf: u64,
     pub truncated: u64,
     pub gso_sends: u64,
@@ -382,6 +386,7 @@ impl DataPlaneTotals {
         self.drop_stale += c.drop_stale.load(Relaxed);
         self.drop_panic += c.drop_panic.load(Relaxed);
         self.worker_panics += c.worker_panics.load(Relaxed);
+        self.worker_restarts += c.worker_restarts.load(Relaxed);
         self.drop_rcvbuf += c.drop_rcvbuf.load(Relaxed);
         self.truncated += c.truncated.load(Relaxed);
         self.gso_sends += c.gso_sends.load(Relaxed);
@@ -421,6 +426,7 @@ impl DataPlaneTotals {
             ("drop_stale", self.drop_stale),
             ("drop_panic", self.drop_panic),
             ("worker_panics", self.worker_panics),
+            ("worker_restarts", self.worker_restarts),
             ("drop_rcvbuf", self.drop_rcvbuf),
             ("truncated", self.truncated),
             ("gso_sends", self.gso_sends),

@@ -204,6 +204,12 @@ fn dataplane(enc: &mut DescriptorEncoder, s: &MetricsSnapshot) -> Res {
         "Panics caught in data-plane workers (packets, commands, housekeeping); each worker went on.",
         d.worker_panics,
     )?;
+    counter(
+        enc,
+        "worker_restarts",
+        "Data-plane worker loops restarted after a panic in their I/O code; the sockets and streams were kept.",
+        d.worker_restarts,
+    )?;
     counters(
         enc,
         "dataplane_noted",

@@ -10,7 +10,7 @@ use std::time::Duration;
 use rtpanchor::client::ng::NgClient;
 use rtpanchor::control::bencode::Owned;
 
-use super::media::pcmu;
+use super::media::{count_rx, pcmu};
 use super::ng::{relay_port, sdp};
 
 /// The offer's reply as it came (`result` may be `load limit`).
@@ -81,3 +81,26 @@ pub fn send(s: &UdpSocket, to: SocketAddr, ssrc: u32, n: u16, skip: &[u16]) -> u
     }
     sent
 }
+
+/// Packets each way of an [`exchange`].
+pub const EXCHANGE: u16 = 10;
+
+/// [`EXCHANGE`] RTP packets each way through a call set up by [`call`] (sequence numbers
+/// from `first`): how many arrived at (A, B), each side waited for up to 3 s.
+pub fn exchange(
+    a: &UdpSocket,
+    b: &UdpSocket,
+    (to_a, to_b): (SocketAddr, SocketAddr),
+    first: u16,
+) -> (usize, usize) {
+    for seq in first..first + EXCHANGE {
+        a.send_to(&pcmu(seq, 0xa), to_a).unwrap();
+        b.send_to(&pcmu(seq, 0xb), to_b).unwrap();
+    }
+    let got_b = count_rx(b, usize::from(EXCHANGE), Duration::from_secs(3));
+    let got_a = count_rx(a, usize::from(EXCHANGE), Duration::from_secs(3));
+    (got_a, got_b)
+}
+
+/// What a whole [`exchange`] delivers.
+pub const EXCHANGED: (usize, usize) = (EXCHANGE as usize, EXCHANGE as usize);

@@ -38,6 +38,7 @@
 //! read; a packet that finds no room in the submission queue is dropped and counted.
 
 use std::io;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -108,50 +109,71 @@ impl UringThread {
         }
     }
 
+    /// The thread's loop. A panic in a pass (a bug in the engine's I/O code: the packet
+    /// decision, commands and housekeeping have guards of their own) ends that pass only:
+    /// it is counted (`worker_restarts`) and the loop goes on with the same rings, sockets
+    /// and slots. What the pass had in hand is lost: the completions it had not handled yet
+    /// (their datagrams, and the provided buffers they held, until the ring is rebuilt).
     pub fn run(mut self, stop: Arc<AtomicBool>) {
         let ts = types::Timespec::new().nsec(IDLE_WAIT_NS as u32);
-        let n = self.rings.len();
         let mut sleeper = 0;
         while !stop.load(Ordering::Relaxed) {
-            if let Some(k) = (0..n).find(|&k| self.rings[k].has_queued_submissions()) {
-                sleeper = k;
-            }
-            // Sleep only when no other ring has work (its sends would wait for the timeout).
-            let mut wait = self.others_idle(sleeper);
-            if wait && n > 1 {
-                self.signal_others(sleeper, true);
-                // The kernel signals a ring's eventfd only when it gets work with none pending
-                // (and sets IORING_SQ_TASKRUN first): work that came before the signals were
-                // on is seen here, work after them signals. A stale look costs one idle timeout.
-                std::sync::atomic::fence(Ordering::SeqCst);
-                wait = self.others_idle(sleeper);
-                if wait && !self.rings[sleeper].arm_watches() {
-                    tracing::error!("cannot arm the reads of the rings' work eventfds");
-                    wait = false;
-                }
-                if !wait {
-                    self.signal_others(sleeper, false);
-                }
-            }
-            let mut handled = 0;
-            let mut now = None;
-            // The sleeper first; the others after it, with what woke it.
-            for k in std::iter::once(sleeper).chain((0..n).filter(|&k| k != sleeper)) {
-                match self.rings[k].turn(wait && k == sleeper, &ts, &mut now) {
-                    Ok(got) => handled += got,
-                    Err(e) => {
-                        tracing::error!(error = %e, ring = k, "io_uring_enter failed; worker stops");
-                        return;
+            match catch_unwind(AssertUnwindSafe(|| self.pass(&ts, &mut sleeper))) {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(_) => {
+                    if let Some(ring) = self.rings.first() {
+                        ring.count_restart();
                     }
                 }
-                if wait && k == sleeper && n > 1 {
-                    self.signal_others(sleeper, false);
-                }
-            }
-            let now = now.unwrap_or_else(now_ns);
-            for ring in &mut self.rings {
-                ring.housekeeping(now, handled == 0);
             }
         }
+    }
+
+    /// One pass over the rings: submit, sleep if nothing is to do, handle completions, then
+    /// housekeeping. False when a ring cannot be entered any more (the worker stops).
+    fn pass(&mut self, ts: &types::Timespec, sleeper: &mut usize) -> bool {
+        let n = self.rings.len();
+        if let Some(k) = (0..n).find(|&k| self.rings[k].has_queued_submissions()) {
+            *sleeper = k;
+        }
+        let sleeper = *sleeper;
+        // Sleep only when no other ring has work (its sends would wait for the timeout).
+        let mut wait = self.others_idle(sleeper);
+        if wait && n > 1 {
+            self.signal_others(sleeper, true);
+            // The kernel signals a ring's eventfd only when it gets work with none pending
+            // (and sets IORING_SQ_TASKRUN first): work that came before the signals were
+            // on is seen here, work after them signals. A stale look costs one idle timeout.
+            std::sync::atomic::fence(Ordering::SeqCst);
+            wait = self.others_idle(sleeper);
+            if wait && !self.rings[sleeper].arm_watches() {
+                tracing::error!("cannot arm the reads of the rings' work eventfds");
+                wait = false;
+            }
+            if !wait {
+                self.signal_others(sleeper, false);
+            }
+        }
+        let mut handled = 0;
+        let mut now = None;
+        // The sleeper first; the others after it, with what woke it.
+        for k in std::iter::once(sleeper).chain((0..n).filter(|&k| k != sleeper)) {
+            match self.rings[k].turn(wait && k == sleeper, ts, &mut now) {
+                Ok(got) => handled += got,
+                Err(e) => {
+                    tracing::error!(error = %e, ring = k, "io_uring_enter failed; worker stops");
+                    return false;
+                }
+            }
+            if wait && k == sleeper && n > 1 {
+                self.signal_others(sleeper, false);
+            }
+        }
+        let now = now.unwrap_or_else(now_ns);
+        for ring in &mut self.rings {
+            ring.housekeeping(now, handled == 0);
+        }
+        true
     }
 }

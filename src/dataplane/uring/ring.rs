@@ -302,6 +302,15 @@ impl Ring {
         self.push_sqe(e)
     }
 
+    /// Cancels slot `i`'s receive for the stall watchdog: the completion names the slot, so a
+    /// receive the kernel no longer has (-ENOENT) is re-armed there. False when no room.
+    pub fn cancel_stalled(&mut self, i: SlotIdx, generation: u32) -> bool {
+        let e = opcode::AsyncCancel::new(token::recv(i, generation))
+            .build()
+            .user_data(token::slot(token::KIND_STALL_CANCEL, i, generation));
+        self.push_sqe(e)
+    }
+
     /// Asks how many bytes slot `i`'s socket, held in the fixed-file table, has queued; the
     /// answer comes back as a [`token::KIND_WATCH`] completion.
     pub fn ask_queued(&mut self, i: SlotIdx, generation: u32) -> bool {
@@ -358,6 +367,11 @@ impl Ring {
         }
         self.to_release = to_release;
         self.to_release.clear();
+    }
+
+    /// Whether removed streams' sockets wait to be closed (after the next submission).
+    pub fn has_closes(&self) -> bool {
+        !self.to_release.is_empty()
     }
 
     /// Whether this ring has something to do without waiting: queued submissions, deferred

@@ -25,6 +25,8 @@ pub const KIND_GSO: u64 = 6;
 /// A read of another ring's work eventfd, held by the ring the thread sleeps on (low bits:
 /// which of its watches).
 pub const KIND_PEER: u64 = 7;
+/// The stall watchdog's cancellation of a slot's receive (the slot and its generation).
+pub const KIND_STALL_CANCEL: u64 = 8;
 
 /// The token of an operation of `kind` that concerns nothing further (wake-up, cancel).
 #[inline]

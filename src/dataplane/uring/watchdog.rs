@@ -12,7 +12,6 @@ use crate::dataplane::slot::{Slot, SlotIdx, SlotKind};
 use crate::time::NANOS_PER_MS;
 
 use super::ring::Ring;
-use super::token;
 
 const WATCHDOG_EVERY_NS: u64 = 1_000 * NANOS_PER_MS;
 const STALL_SILENCE_NS: u64 = 500 * NANOS_PER_MS;
@@ -92,6 +91,23 @@ impl Watchdog {
     }
 }
 
+/// The answer `res` to the watchdog's cancellation of slot `idx`'s stalled receive. A
+/// cancelled receive re-arms through its own final completion; one the kernel no longer has
+/// (-ENOENT: it ended without a completion the worker saw) is re-armed here, or the socket
+/// would never be read again.
+pub fn on_cancelled(slots: &mut [Slot], idx: SlotIdx, current: bool, res: i32, ring: &mut Ring) {
+    if res != -libc::ENOENT || !current {
+        return;
+    }
+    if let Some(s) = slots.get_mut(idx.index()) {
+        if s.is_live() && s.armed {
+            s.armed = false;
+            let closing = s.closing;
+            ring.on_recv_ended(idx, closing);
+        }
+    }
+}
+
 /// The answer `res` (bytes queued, or -errno) to the query for slot `idx` through the ring;
 /// `current`: the slot still has the owner it had when asked.
 pub fn on_answer(
@@ -120,11 +136,10 @@ fn on_queued(slots: &mut [Slot], i: SlotIdx, has_data: bool, ring: &mut Ring, c:
     let Some(s) = slots.get_mut(i.index()) else {
         return;
     };
-    let target = token::recv(i, s.generation);
     let suspect = s.stall_suspect;
     s.stall_suspect = has_data && !suspect;
     if has_data && suspect {
         bump(&c.recv_stalls, 1);
-        let _ = ring.cancel(target);
+        let _ = ring.cancel_stalled(i, s.generation);
     }
 }

@@ -50,6 +50,9 @@ pub struct UringWorker {
     core: WorkerCore,
     /// Turns in a row a paused ring found nothing received or in flight.
     quiet_turns: u8,
+    /// Test-only: the slot whose receive's end is to go unseen (see `lose_receive`).
+    #[cfg(feature = "fault-injection")]
+    lost_recv: Option<SlotIdx>,
 }
 
 // SAFETY: the raw pointers (buffer ring mapping, msghdrs) point into memory owned by this
@@ -79,6 +82,8 @@ impl UringWorker {
             cqes: Vec::with_capacity(MAX_CQES_PER_TURN),
             core: WorkerCore::new(shared, cfg, slot_reserve, now),
             quiet_turns: 0,
+            #[cfg(feature = "fault-injection")]
+            lost_recv: None,
         })
     }
 
@@ -113,6 +118,9 @@ impl UringWorker {
     ) -> io::Result<usize> {
         self.core.apply_commands(&mut self.ring);
         self.ring.rearm_pending(self.core.slots_mut());
+        // Sockets to close do not wait out a sleep: their ports are free for the next offer
+        // only once they are closed, so this enter only submits and the sleep comes next pass.
+        let wait = wait && !self.ring.has_closes();
         if !self.ring.enter(wait, ts)? {
             return Ok(0);
         }
@@ -134,6 +142,24 @@ impl UringWorker {
         self.cqes = cqes;
         self.bufs.publish();
         Ok(handled)
+    }
+
+    /// Test-only fault: slot `idx`'s receive is cancelled and its final completion ignored,
+    /// so the worker believes it armed while nothing reads the socket: to the worker this is
+    /// the stall the watchdog exists for (data queued, no completion).
+    #[cfg(feature = "fault-injection")]
+    fn lose_receive(&mut self, idx: SlotIdx) {
+        let Some(generation) = self.core.slots().get(idx.index()).map(|s| s.generation) else {
+            return;
+        };
+        if self.ring.cancel(token::recv(idx, generation)) {
+            self.lost_recv = Some(idx);
+        }
+    }
+
+    /// Counts a restart of the thread's loop after a panic (see `UringThread::run`).
+    pub(super) fn count_restart(&self) {
+        bump(&self.core.shared.counters.worker_restarts, 1);
     }
 
     /// Publication and the stall watchdog, after every turn of the thread. `idle`: no ring
@@ -234,7 +260,11 @@ impl UringWorker {
                 let (idx, current) = self.token_slot(ud);
                 let bid = cqueue::buffer_select(flags);
                 let more = cqueue::more(flags);
-                if current {
+                #[cfg(feature = "fault-injection")]
+                let lost = !more && self.lost_recv.take_if(|l| *l == idx).is_some();
+                #[cfg(not(feature = "fault-injection"))]
+                let lost = false;
+                if current && !lost {
                     if let Some(s) = self.core.slots_mut().get_mut(idx.index()) {
                         // Any completion proves the receive is alive (stall watchdog).
                         s.stall_suspect = false;
@@ -279,6 +309,16 @@ impl UringWorker {
                     counters: &self.core.shared.counters,
                 },
             ),
+            token::KIND_STALL_CANCEL => {
+                let (idx, current) = self.token_slot(ud);
+                watchdog::on_cancelled(
+                    &mut self.core.table.slots,
+                    idx,
+                    current,
+                    res,
+                    &mut self.ring,
+                );
+            }
             token::KIND_WATCH => {
                 let (idx, current) = self.token_slot(ud);
                 watchdog::on_answer(
@@ -328,6 +368,13 @@ impl UringWorker {
             return;
         };
         let payload = msg.payload_data();
+        #[cfg(feature = "fault-injection")]
+        {
+            crate::dataplane::fault::check_io(payload);
+            if crate::dataplane::fault::loses_receive(payload) {
+                self.lose_receive(idx);
+            }
+        }
         let Some(fwd) = self.core.receive(idx, src, payload, now) else {
             self.bufs.recycle(bid);
             return;
