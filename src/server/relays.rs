@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
@@ -98,14 +98,14 @@ fn unreadable() -> Owned {
 
 struct Waiter {
     reply: oneshot::Sender<Outcome>,
-    sent: Instant,
+    sent: Nanos,
 }
 
 /// Hands a matched reply to its waiter.
 fn deliver(waiters: &mut HashMap<usize, Waiter>, ex: &mut NgExchange, message: &[u8]) {
     if let Some((Token(t), reply)) = ex.on_datagram(message) {
         if let Some(w) = waiters.remove(&t) {
-            let rtt_ns = u64::try_from(w.sent.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            let rtt_ns = time::now_ns().saturating_sub(w.sent);
             let reply = reply.unwrap_or_else(|_| unreadable());
             let _ = w.reply.send(Outcome::Reply { reply, rtt_ns });
         }
@@ -150,7 +150,7 @@ async fn udp_link(addr: SocketAddr, prefix: String, mut rx: mpsc::Receiver<LinkR
                 let dgram = ex.start(Token(next), &req.request, time::now_ns()).to_vec();
                 // A send error (ICMP refusal of an earlier one) is left to retransmission.
                 let _ = sock.send(&dgram).await;
-                waiters.insert(next, Waiter { reply: req.reply, sent: Instant::now() });
+                waiters.insert(next, Waiter { reply: req.reply, sent: time::now_ns() });
             }
             r = sock.recv(&mut buf) => {
                 if let Ok(n) = r {
@@ -198,7 +198,7 @@ async fn tcp_link(addr: SocketAddr, prefix: String, mut rx: mpsc::Receiver<LinkR
                 let policy = RetryPolicy { timeout_ns: req.policy.total_ns(), attempts: 1 };
                 ex.set_policy(policy);
                 let msg = ex.start(Token(next), &req.request, time::now_ns()).to_vec();
-                waiters.insert(next, Waiter { reply: req.reply, sent: Instant::now() });
+                waiters.insert(next, Waiter { reply: req.reply, sent: time::now_ns() });
                 if stream.is_none() {
                     inbox.clear();
                     stream = match tokio::time::timeout(TCP_CONNECT, TcpStream::connect(addr)).await {
