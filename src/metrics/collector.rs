@@ -99,13 +99,13 @@ fn media_relays(enc: &mut DescriptorEncoder, s: &MetricsSnapshot) -> Res {
             |r| u64::from(r.weight),
         ),
         (
-            "media_relay_calls",
+            "media_relay_active_calls",
             "Calls anchored on the relay now.",
             false,
             |r| r.active_calls,
         ),
         (
-            "media_relay_calls_total",
+            "media_relay_calls",
             "Calls whose first offer chose the relay.",
             true,
             |r| r.counters.calls,

@@ -9,11 +9,11 @@
 //!   (Kamailio keeps its call-id table an hour). Calls on a relay that goes down stay
 //!   where they are: they are counted and named in the down event, never moved (the relay
 //!   holds their ports; another relay cannot take them over without the state store).
-//! - **Health**: a relay is up while something it sent answered within `dead_after_ns`
-//!   (pings go out every `ping_every_ns` from the I/O side, so a silent relay is down
-//!   within `dead_after_ns` plus one ping interval), and at once when a request to it was
-//!   given up after its retransmissions. A down relay keeps being pinged; its first answer
-//!   brings it back.
+//! - **Health**: pings go out every `ping_every_ns` from the I/O side; a relay is down when
+//!   a ping had no reply within `ping_timeout_ns` (so within one interval plus that
+//!   timeout of dying: 1.3 s by default), and at once when a request to it was given up
+//!   after its retransmissions. A down relay keeps being pinged; its first answer brings it
+//!   back.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 use std::collections::HashMap;
@@ -28,6 +28,9 @@ pub struct RelayId(pub u16);
 #[derive(Clone, Copy, Debug)]
 pub struct HealthConfig {
     pub ping_every_ns: Nanos,
+    /// A ping without a reply after this long marks the relay down.
+    pub ping_timeout_ns: Nanos,
+    /// [`RelaySet::tick`]: a relay silent for this long is down.
     pub dead_after_ns: Nanos,
     pub sticky_ttl_ns: Nanos,
     /// Most calls remembered (the oldest beyond are forgotten).
@@ -38,6 +41,7 @@ impl Default for HealthConfig {
     fn default() -> Self {
         HealthConfig {
             ping_every_ns: 500 * NANOS_PER_MS,
+            ping_timeout_ns: 800 * NANOS_PER_MS,
             dead_after_ns: 1200 * NANOS_PER_MS,
             sticky_ttl_ns: 3600 * NANOS_PER_SEC,
             max_calls: 1_000_000,
@@ -300,7 +304,13 @@ impl RelaySet {
         self.mark_down(id)
     }
 
-    /// Relays silent for longer than `dead_after_ns` go down (called every ping round).
+    /// A ping had no reply within `ping_timeout_ns`.
+    pub fn on_ping_missed(&mut self, id: RelayId) -> Option<HealthEvent> {
+        self.mark_down(id)
+    }
+
+    /// Relays silent for longer than `dead_after_ns` go down (for a caller that judges
+    /// health by silence rather than by missed pings).
     pub fn tick(&mut self, now: Nanos) -> Vec<HealthEvent> {
         let dead_after = self.cfg.dead_after_ns;
         let silent: Vec<RelayId> = self

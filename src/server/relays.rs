@@ -9,8 +9,9 @@
 //!   relay answers a retransmission from its reply cache. Cookies start with a prefix unique
 //!   to this process and link.
 //! - **Health**: every `ping_every_ns` each remote relay gets a `ping`; a `pong` (or any
-//!   reply) marks it alive, and relays silent for `dead_after_ns` go down
-//!   ([`RelaySet::tick`]). Down and up are logged with the calls left on the relay.
+//!   reply) marks it alive, a ping without a reply within `ping_timeout_ns` marks it down.
+//!   Replies are read before deadlines are judged, so a stall of this process does not
+//!   fail relays that answered meanwhile. Down and up are logged with the calls left on it.
 //!
 //! Nothing here blocks the SIP tasks: they hand a [`Job`] over a channel and go on.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
@@ -142,7 +143,17 @@ async fn udp_link(addr: SocketAddr, prefix: String, mut rx: mpsc::Receiver<LinkR
     let mut buf = vec![0u8; MAX_REPLY];
     loop {
         let wait = sleep_until(ex.next_deadline());
+        // Replies first: after a stall of this process, answers waiting in the socket are
+        // read before any deadline is judged, so a slow front does not fail its relays.
         tokio::select! {
+            biased;
+            r = sock.recv(&mut buf) => {
+                if let Ok(n) = r {
+                    if let Some(m) = buf.get(..n) {
+                        deliver(&mut waiters, &mut ex, m);
+                    }
+                }
+            }
             req = rx.recv() => {
                 let Some(req) = req else { return };
                 next = next.wrapping_add(1);
@@ -151,13 +162,6 @@ async fn udp_link(addr: SocketAddr, prefix: String, mut rx: mpsc::Receiver<LinkR
                 // A send error (ICMP refusal of an earlier one) is left to retransmission.
                 let _ = sock.send(&dgram).await;
                 waiters.insert(next, Waiter { reply: req.reply, sent: time::now_ns() });
-            }
-            r = sock.recv(&mut buf) => {
-                if let Ok(n) = r {
-                    if let Some(m) = buf.get(..n) {
-                        deliver(&mut waiters, &mut ex, m);
-                    }
-                }
             }
             _ = tokio::time::sleep(wait) => {
                 let now = time::now_ns();
@@ -191,30 +195,7 @@ async fn tcp_link(addr: SocketAddr, prefix: String, mut rx: mpsc::Receiver<LinkR
     loop {
         let wait = sleep_until(ex.next_deadline());
         tokio::select! {
-            req = rx.recv() => {
-                let Some(req) = req else { return };
-                next = next.wrapping_add(1);
-                // Sent once: a stream does not lose it; the whole schedule is its timeout.
-                let policy = RetryPolicy { timeout_ns: req.policy.total_ns(), attempts: 1 };
-                ex.set_policy(policy);
-                let msg = ex.start(Token(next), &req.request, time::now_ns()).to_vec();
-                waiters.insert(next, Waiter { reply: req.reply, sent: time::now_ns() });
-                if stream.is_none() {
-                    inbox.clear();
-                    stream = match tokio::time::timeout(TCP_CONNECT, TcpStream::connect(addr)).await {
-                        Ok(Ok(s)) => {
-                            let _ = s.set_nodelay(true);
-                            Some(s)
-                        }
-                        _ => None,
-                    };
-                }
-                if let Some(s) = stream.as_mut() {
-                    if s.write_all(&msg).await.is_err() {
-                        stream = None;
-                    }
-                }
-            }
+            biased;
             r = async {
                 match stream.as_mut() {
                     Some(s) => s.read(&mut buf).await,
@@ -244,6 +225,30 @@ async fn tcp_link(addr: SocketAddr, prefix: String, mut rx: mpsc::Receiver<LinkR
                         if inbox.len() > MAX_REPLY * 16 {
                             stream = None;
                         }
+                    }
+                }
+            }
+            req = rx.recv() => {
+                let Some(req) = req else { return };
+                next = next.wrapping_add(1);
+                // Sent once: a stream does not lose it; the whole schedule is its timeout.
+                let policy = RetryPolicy { timeout_ns: req.policy.total_ns(), attempts: 1 };
+                ex.set_policy(policy);
+                let msg = ex.start(Token(next), &req.request, time::now_ns()).to_vec();
+                waiters.insert(next, Waiter { reply: req.reply, sent: time::now_ns() });
+                if stream.is_none() {
+                    inbox.clear();
+                    stream = match tokio::time::timeout(TCP_CONNECT, TcpStream::connect(addr)).await {
+                        Ok(Ok(s)) => {
+                            let _ = s.set_nodelay(true);
+                            Some(s)
+                        }
+                        _ => None,
+                    };
+                }
+                if let Some(s) = stream.as_mut() {
+                    if s.write_all(&msg).await.is_err() {
+                        stream = None;
                     }
                 }
             }
@@ -284,18 +289,18 @@ pub fn log_event(set: &RelaySet, ev: &HealthEvent) {
 
 /// Pings every remote relay of `set` forever (abort the task to stop it).
 pub async fn health_loop(set: Arc<Mutex<RelaySet>>, links: Links) {
-    let (every, dead_after, remote): (Nanos, Nanos, Vec<RelayId>) = {
+    let (every, ping_timeout, remote): (Nanos, Nanos, Vec<RelayId>) = {
         let s = lock(&set);
         let cfg = s.config();
         let remote = s
             .ids()
             .filter(|&id| matches!(s.target(id), Some(RelayTarget::Ng { .. })))
             .collect();
-        (cfg.ping_every_ns, cfg.dead_after_ns, remote)
+        (cfg.ping_every_ns, cfg.ping_timeout_ns, remote)
     };
     let every = Duration::from_nanos(every.max(10 * NANOS_PER_MS));
     let ping_policy = RetryPolicy {
-        timeout_ns: dead_after.max(10 * NANOS_PER_MS),
+        timeout_ns: ping_timeout.max(10 * NANOS_PER_MS),
         attempts: 1,
     };
     let mut tick = tokio::time::interval(every);
@@ -310,23 +315,23 @@ pub async fn health_loop(set: Arc<Mutex<RelaySet>>, links: Links) {
             }
             tokio::spawn(async move {
                 let ping = Owned::dict().with("command", "ping");
-                if let Outcome::Reply { reply, rtt_ns } = links.request(id, ping, ping_policy).await
-                {
-                    let mut s = lock(&set);
-                    if reply.get("result").and_then(Owned::as_str) == Some("pong") {
-                        if let Some(c) = s.counters_mut(id) {
-                            c.pongs += 1;
+                let outcome = links.request(id, ping, ping_policy).await;
+                let mut s = lock(&set);
+                let ev = match outcome {
+                    Outcome::Reply { reply, rtt_ns } => {
+                        if reply.get("result").and_then(Owned::as_str) == Some("pong") {
+                            if let Some(c) = s.counters_mut(id) {
+                                c.pongs += 1;
+                            }
                         }
+                        s.on_answer(id, time::now_ns(), rtt_ns)
                     }
-                    if let Some(ev) = s.on_answer(id, time::now_ns(), rtt_ns) {
-                        log_event(&s, &ev);
-                    }
+                    Outcome::GaveUp => s.on_ping_missed(id),
+                };
+                if let Some(ev) = ev {
+                    log_event(&s, &ev);
                 }
             });
-        }
-        let mut s = lock(&set);
-        for ev in s.tick(time::now_ns()) {
-            log_event(&s, &ev);
         }
     }
 }

@@ -608,7 +608,7 @@ impl<B: MediaBackend + 'static> SipServer<B> {
             None => (None, None),
         };
         let proxy = Proxy::new(proxy_cfg, locations);
-        let embedded = SharedMedia::new(manager);
+        let embedded = SharedMedia::new(manager.clone());
         let (media, relays) = if cfg.media_relays.is_empty() {
             (RelayMedia::embedded(embedded), None)
         } else {
@@ -618,6 +618,7 @@ impl<B: MediaBackend + 'static> SipServer<B> {
                 time::now_ns(),
             );
             let set = Arc::new(Mutex::new(set));
+            lock(&manager).set_relay_set(set.clone());
             let io = relay::RelayIo::start(set.clone());
             (RelayMedia::with_set(Some(embedded), Some(set)), Some(io))
         };
