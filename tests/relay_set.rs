@@ -7,7 +7,7 @@
 //!
 //! Needs root, iproute2 and SIPp (`sip-tester`); fails without them (CI installs them).
 //! Port block 3500-3999: relays' ng 3500 and media 3600-3999 inside their namespaces; the
-//! front's ng 3501, HTTP 3502, SIP 3510, media 3700-3799; SIPp 3520-3560.
+//! front's ng 3501, HTTP 3502, SIP 3510, media 3700-3799; SIPp 3520-3570.
 
 // Tests time their waits with the wall clock.
 #![allow(clippy::disallowed_methods)]
@@ -39,6 +39,13 @@ const REG_SIP: u16 = 3545;
 const REG_CP: u16 = 3546;
 const UAS_MEDIA: u16 = 3550;
 const WEIGHTS: [u32; 3] = [3, 2, 1];
+
+/// The two tests share SIPp's control ports' neighbourhood and the machine: one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -350,6 +357,7 @@ fn mixed_set_of_rtpengine_and_rtpanchor_both_carry_media() {
     const RTPE_NG: u16 = 3503;
     const ANCHOR_NG: u16 = 3504;
     const SIP: u16 = 3511;
+    let _one = serial();
     let tmp = TempDir::new("relayset-mixed").expect("tempdir");
     let d = tmp.path();
     let bin = find_program("rtpengine")
@@ -430,7 +438,7 @@ fn mixed_set_of_rtpengine_and_rtpanchor_both_carry_media() {
             target: format!("{LO}:{SIP}"),
             service: Some("uas"),
             sip_port: 3522,
-            media_port: 3532,
+            media_port: 3570,
             control_port: 3523,
             calls: 4,
             rate: 2,

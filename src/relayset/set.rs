@@ -10,9 +10,9 @@
 //!   where they are: they are counted and named in the down event, never moved (the relay
 //!   holds their ports; another relay cannot take them over without the state store).
 //! - **Health**: pings go out every `ping_every_ns` from the I/O side; a relay is down when
-//!   a ping had no reply within `ping_timeout_ns` (so within one interval plus that
-//!   timeout of dying: 1.3 s by default), and at once when a request to it was given up
-//!   after its retransmissions. A down relay keeps being pinged; its first answer brings it
+//!   `misses_to_down` pings in a row had no reply within `ping_timeout_ns` (by default two
+//!   pings 500 ms apart, 600 ms each: within 1.6 s of dying), and at once when a request
+//!   to it was given up after its retransmissions. A down relay keeps being pinged; its first answer brings it
 //!   back.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
@@ -28,8 +28,10 @@ pub struct RelayId(pub u16);
 #[derive(Clone, Copy, Debug)]
 pub struct HealthConfig {
     pub ping_every_ns: Nanos,
-    /// A ping without a reply after this long marks the relay down.
+    /// A ping without a reply after this long is missed.
     pub ping_timeout_ns: Nanos,
+    /// Consecutive missed pings that mark a relay down (one miss can be a stall of ours).
+    pub misses_to_down: u32,
     /// [`RelaySet::tick`]: a relay silent for this long is down.
     pub dead_after_ns: Nanos,
     pub sticky_ttl_ns: Nanos,
@@ -41,7 +43,8 @@ impl Default for HealthConfig {
     fn default() -> Self {
         HealthConfig {
             ping_every_ns: 500 * NANOS_PER_MS,
-            ping_timeout_ns: 800 * NANOS_PER_MS,
+            ping_timeout_ns: 600 * NANOS_PER_MS,
+            misses_to_down: 2,
             dead_after_ns: 1200 * NANOS_PER_MS,
             sticky_ttl_ns: 3600 * NANOS_PER_SEC,
             max_calls: 1_000_000,
@@ -108,6 +111,7 @@ struct Relay {
     spec: RelaySpec,
     up: bool,
     last_ok: Nanos,
+    missed: u32,
     credit: i64,
     active: u64,
     counters: RelayCounters,
@@ -136,6 +140,7 @@ impl RelaySet {
                 spec,
                 up: true,
                 last_ok: now,
+                missed: 0,
                 credit: 0,
                 active: 0,
                 counters: RelayCounters::default(),
@@ -286,6 +291,7 @@ impl RelaySet {
     pub fn on_answer(&mut self, id: RelayId, now: Nanos, rtt_ns: Nanos) -> Option<HealthEvent> {
         let r = self.relay_mut(id)?;
         r.last_ok = r.last_ok.max(now);
+        r.missed = 0;
         r.counters.last_rtt_us = rtt_ns / 1000;
         if r.up {
             return None;
@@ -306,6 +312,12 @@ impl RelaySet {
 
     /// A ping had no reply within `ping_timeout_ns`.
     pub fn on_ping_missed(&mut self, id: RelayId) -> Option<HealthEvent> {
+        let need = self.cfg.misses_to_down.max(1);
+        let r = self.relay_mut(id)?;
+        r.missed = r.missed.saturating_add(1);
+        if r.missed < need {
+            return None;
+        }
         self.mark_down(id)
     }
 
@@ -484,6 +496,19 @@ mod tests {
             .filter(|i| s.assign(&format!("b{i}"), 1600 * ms) == Some(RelayId(1)))
             .count();
         assert_eq!(back, 4);
+    }
+
+    #[test]
+    fn two_missed_pings_in_a_row_mark_a_relay_down() {
+        let mut s = set(&THREE);
+        assert_eq!(s.on_ping_missed(RelayId(0)), None);
+        s.on_answer(RelayId(0), 1, 1);
+        assert_eq!(s.on_ping_missed(RelayId(0)), None);
+        assert!(matches!(
+            s.on_ping_missed(RelayId(0)),
+            Some(HealthEvent::Down { .. })
+        ));
+        assert!(!s.is_up(RelayId(0)));
     }
 
     #[test]
