@@ -423,10 +423,10 @@ fn mixed_set_of_rtpengine_and_rtpanchor_both_carry_media() {
             "-p",
             "3542",
             "-mp",
-            "3552",
+            "3560",
             "-rtp_echo",
         ])
-        .args(["-key", "rtp_port", "3552", "-cp", "3543", "-nostdin"]);
+        .args(["-key", "rtp_port", "3560", "-cp", "3543", "-nostdin"]);
     let mut uas = Peer::spawn("uas", &mut uas_cmd, &d.join("uas.out")).expect("uas");
     wait_udp_bound(&mut uas, 3542, Duration::from_secs(5)).unwrap_or_else(|e| panic!("{e}"));
 
