@@ -485,6 +485,7 @@ async fn start_sip(
         max_message: config.sip_max_message,
         locations,
         tls,
+        media_relays: config.media_relays.clone(),
         ..SipServerConfig::default()
     };
     let auth = sip_authenticator(config)?;

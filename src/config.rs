@@ -198,6 +198,12 @@ pub struct Cli {
     /// repeatable.
     #[arg(long = "sip-trusted", value_name = "CIDR")]
     pub sip_trusted: Vec<Cidr>,
+    /// Anchor the SIP proxy's media on this relay (another rtpanchor or an rtpengine, over
+    /// ng): `ng:HOST:PORT[;weight=N][;transport=tcp]`, or `embedded[;weight=N]` for this
+    /// process's own relay; repeatable (a weighted set, a call sticks to one relay).
+    /// [default: the embedded relay alone]
+    #[arg(long = "media-relay", value_name = "RELAY")]
+    pub media_relays: Vec<String>,
     /// Digest algorithms offered, most preferred first: RFC 8760 phones take the first they
     /// support, but older ones (SIPp 3.6) read only the first challenge and fail on
     /// SHA-256, so MD5 leads by default (baresip 1.0 needs MD5 alone); put SHA-256 first
@@ -287,6 +293,7 @@ struct FileConfig {
     sip_users: Option<PathBuf>,
     sip_open: Option<bool>,
     sip_trusted: Option<Vec<String>>,
+    media_relay: Option<Vec<String>>,
     sip_auth_algorithms: Option<Vec<String>>,
     sip_max_rate: Option<u32>,
     sip_max_auth_failures: Option<u32>,
@@ -347,6 +354,8 @@ pub struct Config {
     /// Serving SIP on a public address without authentication was asked for explicitly.
     pub sip_open: bool,
     pub sip_trusted: Vec<Cidr>,
+    /// `--media-relay` (empty: the embedded relay alone).
+    pub media_relays: Vec<crate::relayset::RelaySpec>,
     pub sip_auth_algorithms: Vec<Algorithm>,
     pub sip_max_rate: u32,
     pub sip_max_auth_failures: u32,
@@ -406,6 +415,7 @@ impl Default for Config {
             sip_users: None,
             sip_open: false,
             sip_trusted: Vec::new(),
+            media_relays: Vec::new(),
             sip_auth_algorithms: vec![Algorithm::Md5, Algorithm::Sha256],
             sip_max_rate: 100,
             sip_max_auth_failures: 10,
@@ -503,6 +513,18 @@ impl Config {
         } else {
             cli.sip_trusted.clone()
         };
+        let relays = if cli.media_relays.is_empty() {
+            file.media_relay.unwrap_or_default()
+        } else {
+            cli.media_relays.clone()
+        };
+        c.media_relays = relays
+            .iter()
+            .map(|r| {
+                crate::relayset::parse_relay(r)
+                    .map_err(|e| anyhow::anyhow!("--media-relay {r:?}: {e}"))
+            })
+            .collect::<anyhow::Result<_>>()?;
         c.sip_max_rate = cli
             .sip_max_rate
             .or(file.sip_max_rate)

@@ -28,6 +28,7 @@ pub mod fuzzing;
 pub mod lifecycle;
 pub mod metrics;
 pub mod ops;
+pub mod relayset;
 pub mod reload;
 pub mod rtp;
 pub mod sdp;

@@ -113,6 +113,11 @@ pub fn snapshot(src: &OpsSources) -> MetricsSnapshot {
     snap.ng_received = ng.received;
     snap.ng_duplicates = ng.duplicates;
     snap.draining = src.lifecycle.is_draining();
+    snap.media_relays = src
+        .sip
+        .as_ref()
+        .map(|s| s.relay_stats())
+        .unwrap_or_default();
     snap.sip = src.sip.as_ref().map(|s| {
         let p = s.proxy_stats();
         let t = s.snapshot();

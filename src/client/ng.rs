@@ -150,7 +150,7 @@ static NEXT_CLIENT: AtomicU64 = AtomicU64::new(0);
 /// A cookie prefix no other client of the relay uses: the process id, this client's number in
 /// the process, and the wall clock's milliseconds (a reused process id a minute later, within
 /// the relay's reply-cache memory, still differs).
-fn unique_prefix() -> String {
+pub(crate) fn unique_prefix() -> String {
     format!(
         "{}.{}.{}",
         std::process::id(),

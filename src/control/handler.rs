@@ -661,9 +661,38 @@ pub fn statistics_reply(s: &Statistics) -> Owned {
                 .with("controlstatistics", control_statistics(&s.control))
                 // rtpengine lists its transcoders here; this relay never transcodes.
                 .with("transcoders", Owned::list())
-                .with("dataplane", dataplane),
+                .with("dataplane", dataplane)
+                .with("mediarelays", media_relays(&s.media_relays)),
         )
         .with("result", "ok")
+}
+
+/// Ours: the SIP proxy's relay set, one dictionary per relay (an empty list without one).
+fn media_relays(relays: &[crate::relayset::RelaySnapshot]) -> Owned {
+    let list = relays
+        .iter()
+        .map(|r| {
+            let c = &r.counters;
+            Owned::dict()
+                .with("relay", r.name.as_str())
+                .with("weight", r.weight)
+                .with("state", if r.up { "up" } else { "down" })
+                .with("activecalls", r.active_calls)
+                .with("calls", c.calls)
+                .with("offers", c.offers)
+                .with("answers", c.answers)
+                .with("deletes", c.deletes)
+                .with("errors", c.errors)
+                .with("timeouts", c.timeouts)
+                .with("failovers", c.failovers)
+                .with("pings", c.pings)
+                .with("pongs", c.pongs)
+                .with("downs", c.downs)
+                .with("strandedcalls", c.calls_stranded)
+                .with("rttus", c.last_rtt_us)
+        })
+        .collect();
+    Owned::List(list)
 }
 
 /// Seconds with six decimals, as a string (rtpengine's duration format).

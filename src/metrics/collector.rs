@@ -74,8 +74,110 @@ impl Collector for SnapshotCollector {
             counter_f(&mut enc, &stem2, "Sum of squares of the samples.", t.total2)?;
             counter(&mut enc, &samples, "Samples taken.", t.samples)?;
         }
-        sip(&mut enc, s)
+        sip(&mut enc, s)?;
+        media_relays(&mut enc, s)
     }
+}
+
+/// The relay set's figures (`--media-relay`), one series per relay (`relay="ng:ADDR"`).
+fn media_relays(enc: &mut DescriptorEncoder, s: &MetricsSnapshot) -> Res {
+    if s.media_relays.is_empty() {
+        return Ok(());
+    }
+    type Pick = fn(&crate::relayset::RelaySnapshot) -> u64;
+    let families: [(&str, &str, bool, Pick); 13] = [
+        (
+            "media_relay_up",
+            "1 while the relay answers, 0 while it is skipped.",
+            false,
+            |r| u64::from(r.up),
+        ),
+        (
+            "media_relay_weight",
+            "The relay's weight in the set.",
+            false,
+            |r| u64::from(r.weight),
+        ),
+        (
+            "media_relay_active_calls",
+            "Calls anchored on the relay now.",
+            false,
+            |r| r.active_calls,
+        ),
+        (
+            "media_relay_calls",
+            "Calls whose first offer chose the relay.",
+            true,
+            |r| r.counters.calls,
+        ),
+        (
+            "media_relay_offers",
+            "Offers sent to the relay.",
+            true,
+            |r| r.counters.offers,
+        ),
+        (
+            "media_relay_answers",
+            "Answers sent to the relay.",
+            true,
+            |r| r.counters.answers,
+        ),
+        (
+            "media_relay_deletes",
+            "Deletes sent to the relay.",
+            true,
+            |r| r.counters.deletes,
+        ),
+        (
+            "media_relay_errors",
+            "Requests the relay answered with an error.",
+            true,
+            |r| r.counters.errors,
+        ),
+        (
+            "media_relay_timeouts",
+            "Requests given up without a reply.",
+            true,
+            |r| r.counters.timeouts,
+        ),
+        (
+            "media_relay_failovers",
+            "Offers moved to another relay after no reply.",
+            true,
+            |r| r.counters.failovers,
+        ),
+        (
+            "media_relay_downs",
+            "Times the relay was found not answering.",
+            true,
+            |r| r.counters.downs,
+        ),
+        (
+            "media_relay_stranded_calls",
+            "Calls the relay held when it went down (summed).",
+            true,
+            |r| r.counters.calls_stranded,
+        ),
+        (
+            "media_relay_rtt_microseconds",
+            "The last ng round trip to the relay.",
+            false,
+            |r| r.counters.last_rtt_us,
+        ),
+    ];
+    for (name, help, is_counter, pick) in families {
+        let series: Vec<(&str, u64)> = s
+            .media_relays
+            .iter()
+            .map(|r| (r.name.as_str(), pick(r)))
+            .collect();
+        if is_counter {
+            counters(enc, name, help, "relay", &series)?;
+        } else {
+            gauges(enc, name, help, "relay", &series)?;
+        }
+    }
+    Ok(())
 }
 
 fn sessions(enc: &mut DescriptorEncoder, s: &MetricsSnapshot) -> Res {

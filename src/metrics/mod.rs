@@ -114,6 +114,8 @@ pub struct MetricsSnapshot {
     pub ports_used: u64,
     pub ports_free: u64,
     pub sip: Option<SipMetrics>,
+    /// The SIP proxy's relay set (`--media-relay`; empty without one).
+    pub media_relays: Vec<crate::relayset::RelaySnapshot>,
     /// Draining: no new sessions taken.
     pub draining: bool,
 }

@@ -11,6 +11,7 @@
 pub mod cdr;
 pub mod http;
 pub mod ng;
+pub mod relays;
 pub mod sip;
 pub mod takeover;
 

@@ -54,11 +54,24 @@ pub enum MediaResult {
     /// UPDATE offer is rejected with this status; for other messages the proxy forwards the
     /// message unchanged and counts the failure.
     Failed { status: u16, reason: String },
+    /// The media layer asked a remote relay and has no answer yet: the proxy drops the
+    /// message without changing any state; the caller hands it in again once the answer
+    /// is there (a retransmission meanwhile gets `Pending` again). Only for offers and
+    /// answers; never from a timer-driven delete.
+    Pending,
 }
 
 /// The media layer as the proxy sees it.
 pub trait MediaHook {
     fn media(&mut self, ctx: &MediaCtx<'_>, body: &[u8], now_ns: u64) -> MediaResult;
+
+    /// Whether [`MediaHook::media`] can answer `ctx` now. The proxy asks before it changes
+    /// any state for a message, for every offer and answer the message will cause; on
+    /// `false` it drops the message (the hook has started what it needs and the caller
+    /// hands the message in again later). A synchronous hook is always ready.
+    fn ready(&mut self, _ctx: &MediaCtx<'_>, _body: &[u8], _now_ns: u64) -> bool {
+        true
+    }
 }
 
 /// A media layer that does nothing (signalling-only proxy).

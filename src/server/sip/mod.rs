@@ -40,6 +40,7 @@ use tokio::sync::{mpsc, watch, Notify};
 
 use super::stopped;
 use crate::cidr::{any_contains, Cidr};
+use crate::relayset::{HealthConfig, RelayMedia, RelaySet, RelaySnapshot, RelaySpec};
 use crate::session::backend::MediaBackend;
 use crate::session::manager::SessionManager;
 use crate::session::sip_media::SharedMedia;
@@ -52,6 +53,7 @@ use crate::sip::transport::{Transmit, Transport};
 use crate::store::locations::{LocationPersistence, StoredLocations};
 use crate::time::{self, Nanos};
 
+mod relay;
 mod tcp;
 mod tls;
 #[cfg(test)]
@@ -94,6 +96,8 @@ pub struct SipServerConfig {
     pub max_timer_sleep: Duration,
     /// Registrations go to the state store and start from what it held (`--redis`).
     pub locations: Option<LocationPersistence>,
+    /// `--media-relay`: anchor media on these relays; empty: the embedded relay alone.
+    pub media_relays: Vec<RelaySpec>,
 }
 
 impl Default for SipServerConfig {
@@ -109,6 +113,7 @@ impl Default for SipServerConfig {
             tcp_connect_timeout: Duration::from_secs(5),
             max_timer_sleep: Duration::from_secs(1),
             locations: None,
+            media_relays: Vec::new(),
         }
     }
 }
@@ -196,7 +201,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// The proxy and the media hook it calls, locked together for one message.
 struct Core<B: MediaBackend> {
     proxy: Proxy<StoredLocations>,
-    media: SharedMedia<B>,
+    media: RelayMedia<B>,
     /// Digest authentication (`--sip-users`); `None` serves everyone.
     auth: Option<Authenticator>,
     /// Per-source flood control; `None`: off.
@@ -224,6 +229,8 @@ pub struct SipShared<B: MediaBackend> {
     wake: Notify,
     cfg: SipServerConfig,
     pub stats: SipStats,
+    /// The relay set (`--media-relay`).
+    relays: Option<relay::RelayIo>,
 }
 
 impl<B: MediaBackend + 'static> SipShared<B> {
@@ -260,6 +267,14 @@ impl<B: MediaBackend + 'static> SipShared<B> {
             tcp_open,
             tls_open,
         }
+    }
+
+    /// The relay set's figures (empty without `--media-relay`).
+    pub fn relay_stats(&self) -> Vec<RelaySnapshot> {
+        self.relays
+            .as_ref()
+            .map(|r| crate::server::relays::snapshot(&r.set))
+            .unwrap_or_default()
     }
 
     /// The proxy's own counters.
@@ -347,7 +362,8 @@ impl<B: MediaBackend + 'static> SipShared<B> {
 
     fn incoming(&self, data: &[u8], src: SocketAddr, transport: Transport) -> Vec<Transmit> {
         let now = time::now_ns();
-        self.with_proxy("incoming", |core| {
+        let mut jobs = Vec::new();
+        let out = self.with_proxy("incoming", |core| {
             let ip = src.ip();
             let exempt = any_contains(&core.flood_exempt, ip);
             if let (Some(g), false) = (core.flood.as_mut(), exempt) {
@@ -369,14 +385,60 @@ impl<B: MediaBackend + 'static> SipShared<B> {
                     tracing::warn!(source = %ip, "SIP source banned: too many failed authentications");
                 }
             }
+            jobs = core.media.take_jobs();
             out
-        })
+        });
+        self.send_jobs(jobs, data, src, transport);
+        out
+    }
+
+    /// A message handed in again once its relays answered: it was admitted and
+    /// authenticated the first time (its nonce count is spent), so neither is done again.
+    fn replay(&self, data: &[u8], src: SocketAddr, transport: Transport) -> Vec<Transmit> {
+        let now = time::now_ns();
+        let mut jobs = Vec::new();
+        let out = self.with_proxy("replay", |core| {
+            let out = core
+                .proxy
+                .handle_incoming(data, src, transport, now, &mut core.media);
+            jobs = core.media.take_jobs();
+            out
+        });
+        self.send_jobs(jobs, data, src, transport);
+        out
+    }
+
+    fn send_jobs(
+        &self,
+        jobs: Vec<crate::relayset::Job>,
+        data: &[u8],
+        src: SocketAddr,
+        transport: Transport,
+    ) {
+        if jobs.is_empty() {
+            return;
+        }
+        if let Some(io) = &self.relays {
+            let parked = relay::Parked {
+                bytes: data.to_vec(),
+                src,
+                transport,
+            };
+            io.spawn_jobs(jobs, Some(parked));
+        }
     }
 
     fn timeout(&self, now: Nanos) -> Vec<Transmit> {
-        self.with_proxy("timeout", |core| {
-            core.proxy.handle_timeout(now, &mut core.media)
-        })
+        let mut jobs = Vec::new();
+        let out = self.with_proxy("timeout", |core| {
+            let out = core.proxy.handle_timeout(now, &mut core.media);
+            jobs = core.media.take_jobs();
+            out
+        });
+        if let (false, Some(io)) = (jobs.is_empty(), &self.relays) {
+            io.spawn_jobs(jobs, None);
+        }
+        out
     }
 }
 
@@ -546,12 +608,26 @@ impl<B: MediaBackend + 'static> SipServer<B> {
             None => (None, None),
         };
         let proxy = Proxy::new(proxy_cfg, locations);
+        let embedded = SharedMedia::new(manager.clone());
+        let (media, relays) = if cfg.media_relays.is_empty() {
+            (RelayMedia::embedded(embedded), None)
+        } else {
+            let set = RelaySet::new(
+                cfg.media_relays.clone(),
+                HealthConfig::default(),
+                time::now_ns(),
+            );
+            let set = Arc::new(Mutex::new(set));
+            lock(&manager).set_relay_set(set.clone());
+            let io = relay::RelayIo::start(set.clone());
+            (RelayMedia::with_set(Some(embedded), Some(set)), Some(io))
+        };
         let mut cfg = cfg;
         cfg.max_message = cfg.max_message.clamp(1, MAX_MESSAGE_LEN);
         let shared = Arc::new(SipShared {
             core: Mutex::new(Core {
                 proxy,
-                media: SharedMedia::new(manager),
+                media,
                 auth: None,
                 flood: None,
                 flood_exempt: Vec::new(),
@@ -564,6 +640,7 @@ impl<B: MediaBackend + 'static> SipServer<B> {
             wake: Notify::new(),
             cfg,
             stats: SipStats::default(),
+            relays,
         });
         Ok(SipServer {
             tcp,
@@ -622,6 +699,12 @@ impl<B: MediaBackend + 'static> SipServer<B> {
             tcp, tls, shared, ..
         } = self;
         let timer = tokio::spawn(timer_loop(shared.clone(), shutdown.clone()));
+        let health = shared.relays.as_ref().map(relay::RelayIo::start_health);
+        let replay = shared
+            .relays
+            .as_ref()
+            .and_then(relay::RelayIo::take_receiver)
+            .map(|rx| tokio::spawn(relay::replay_loop(shared.clone(), rx)));
         let tcp_task = tokio::spawn(accept_loop(
             tcp,
             shared.clone(),
@@ -639,6 +722,9 @@ impl<B: MediaBackend + 'static> SipServer<B> {
         let result = udp_loop(shared.clone(), shutdown).await;
         timer.abort();
         tcp_task.abort();
+        for t in [health, replay].into_iter().flatten() {
+            t.abort();
+        }
         if let Some(t) = tls_task {
             t.abort();
         }

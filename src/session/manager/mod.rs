@@ -341,6 +341,8 @@ pub struct Statistics {
     pub dataplane: Vec<(&'static str, u64)>,
     /// ng commands handled, by kind and sender.
     pub control: control::ControlStats,
+    /// The SIP proxy's relay set (`--media-relay`), relay by relay; empty without one.
+    pub media_relays: Vec<crate::relayset::RelaySnapshot>,
 }
 
 #[derive(Debug)]
@@ -431,6 +433,8 @@ pub struct SessionManager<B: MediaBackend> {
     records_dropped: u64,
     /// Draining and live log level (shared with the app's signal handling).
     lifecycle: Arc<Lifecycle>,
+    /// The SIP proxy's relay set (statistics only; the proxy's hook drives it).
+    relay_set: Option<Arc<std::sync::Mutex<crate::relayset::RelaySet>>>,
 }
 
 /// What `delete` names.
@@ -482,7 +486,13 @@ impl<B: MediaBackend> SessionManager<B> {
             records: None,
             records_dropped: 0,
             lifecycle: Lifecycle::new(),
+            relay_set: None,
         }
+    }
+
+    /// The SIP proxy's relay set, reported by `statistics`.
+    pub fn set_relay_set(&mut self, set: Arc<std::sync::Mutex<crate::relayset::RelaySet>>) {
+        self.relay_set = Some(set);
     }
 
     pub fn backend(&self) -> &B {

@@ -73,6 +73,11 @@ impl<B: MediaBackend> SessionManager<B> {
             pairs_total,
             dataplane: self.backend.counters(),
             control: self.control.clone(),
+            media_relays: self
+                .relay_set
+                .as_ref()
+                .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).snapshot())
+                .unwrap_or_default(),
         }
     }
 

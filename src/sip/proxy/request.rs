@@ -361,6 +361,39 @@ impl<S: LocationStore> Proxy<S> {
             && initial
             && matches!(method.as_str(), "INVITE" | "SUBSCRIBE" | "REFER" | "NOTIFY"))
         .then_some(cx.transport);
+        // A remote relay's answer first: nothing below runs until every step is ready.
+        let hop_count = hops.len().min(self.cfg.max_bindings.max(1));
+        let mut ready = true;
+        if let Some(MediaOp::Answer) = op {
+            let (f, t) = media_tags(MediaOp::Answer, true, &from_tag, to_tag.as_deref());
+            let ctx = MediaCtx {
+                op: MediaOp::Answer,
+                call_id: &call_id,
+                from_tag: f,
+                to_tag: t,
+                via_branch: None,
+                source: src,
+            };
+            ready &= cx.media_ready(&ctx, msg.body());
+        }
+        if op == Some(MediaOp::Offer) {
+            for i in 0..hop_count {
+                let branch = self.branch(loop_hash, &key, &method, i);
+                let ctx = MediaCtx {
+                    op: MediaOp::Offer,
+                    call_id: &call_id,
+                    from_tag: &from_tag,
+                    to_tag: to_tag.as_deref(),
+                    via_branch: Some(&branch),
+                    source: src,
+                };
+                ready &= cx.media_ready(&ctx, msg.body());
+            }
+        }
+        if !ready {
+            self.stats.media_parked += 1;
+            return;
+        }
         // Whole-request media ops (answer in PRACK, delete on BYE) happen once.
         let mut shared_body: Option<Vec<u8>> = None;
         if let Some(o @ (MediaOp::Answer | MediaOp::Delete)) = op {
@@ -375,7 +408,7 @@ impl<S: LocationStore> Proxy<S> {
             };
             match cx.ask_media(&ctx, msg.body()) {
                 MediaResult::NewBody(b) if o == MediaOp::Answer => shared_body = Some(b),
-                MediaResult::Failed { .. } if o == MediaOp::Answer => {
+                MediaResult::Failed { .. } | MediaResult::Pending if o == MediaOp::Answer => {
                     self.stats.media_failures += 1
                 }
                 _ => {}
@@ -389,7 +422,7 @@ impl<S: LocationStore> Proxy<S> {
         }
         let mut failure: Option<(u16, String)> = None;
         let mut created = Vec::new();
-        for (i, hop) in hops.iter().enumerate().take(self.cfg.max_bindings.max(1)) {
+        for (i, hop) in hops.iter().enumerate().take(hop_count) {
             let branch = self.branch(loop_hash, &incoming, &method, i);
             let mut body = shared_body.clone();
             if op == Some(MediaOp::Offer) {
@@ -403,6 +436,7 @@ impl<S: LocationStore> Proxy<S> {
                 };
                 match cx.ask_media(&ctx, msg.body()) {
                     MediaResult::Unchanged => {}
+                    MediaResult::Pending => self.stats.media_failures += 1,
                     MediaResult::NewBody(b) => body = Some(b),
                     MediaResult::Failed { status, reason } => {
                         self.stats.media_failures += 1;
@@ -507,9 +541,13 @@ impl<S: LocationStore> Proxy<S> {
                 via_branch: None,
                 source: src,
             };
+            if !cx.media_ready(&ctx, msg.body()) {
+                self.stats.media_parked += 1;
+                return;
+            }
             match cx.ask_media(&ctx, msg.body()) {
                 MediaResult::NewBody(b) => body = Some(b),
-                MediaResult::Failed { .. } => self.stats.media_failures += 1,
+                MediaResult::Failed { .. } | MediaResult::Pending => self.stats.media_failures += 1,
                 MediaResult::Unchanged => {}
             }
         }

@@ -65,6 +65,10 @@ impl<S: LocationStore> Proxy<S> {
         }
         let branch = via.branch.unwrap_or("");
         if let Some(&cid) = self.client_index.get(&client_key(branch, cseq.method)) {
+            if !self.response_media_ready(cid, msg, status, branch, cx) {
+                self.stats.media_parked += 1;
+                return;
+            }
             self.on_client_response(cid, msg, status, cx);
             return;
         }
@@ -88,6 +92,44 @@ impl<S: LocationStore> Proxy<S> {
             return;
         }
         self.stats.dropped += 1;
+    }
+
+    /// Whether the media step `upstream_response` will take for this response can be
+    /// answered now (see `MediaHook::ready`); asked before any transaction state changes.
+    fn response_media_ready(
+        &mut self,
+        cid: ClientId,
+        msg: &Message<'_>,
+        status: u16,
+        branch: &str,
+        cx: &mut Cx<'_>,
+    ) -> bool {
+        let Some(sid) = self.clients.get(&cid).and_then(|c| c.server) else {
+            return true;
+        };
+        let had_sdp = self.servers.get(&sid).is_none_or(|tx| tx.request_had_sdp);
+        let method = msg.cseq().map(|c| c.method).unwrap_or("");
+        let op = decide(
+            MediaEvent::Response {
+                method,
+                status,
+                request_had_sdp: had_sdp,
+                other_branches_pending: true,
+            },
+            has_sdp(msg),
+        );
+        let Some(o @ (MediaOp::Offer | MediaOp::Answer)) = op else {
+            return true;
+        };
+        let ctx = MediaCtx {
+            op: o,
+            call_id: msg.call_id().unwrap_or(""),
+            from_tag: msg.from_tag().unwrap_or(""),
+            to_tag: msg.to_tag(),
+            via_branch: Some(branch),
+            source: cx.src,
+        };
+        cx.media_ready(&ctx, msg.body())
     }
 
     /// Pops our Via and runs the media hook for a response to be forwarded upstream.
@@ -131,7 +173,7 @@ impl<S: LocationStore> Proxy<S> {
             };
             match cx.ask_media(&ctx, msg.body()) {
                 MediaResult::NewBody(b) => e.set_body(&b),
-                MediaResult::Failed { .. } => self.stats.media_failures += 1,
+                MediaResult::Failed { .. } | MediaResult::Pending => self.stats.media_failures += 1,
                 MediaResult::Unchanged => {}
             }
             if o == MediaOp::Offer {

@@ -112,6 +112,8 @@ pub struct ProxyStats {
     /// Finished transactions that lingered T4 instead of 64·T1 (see `Proxy::linger`).
     pub short_lingers: u64,
     pub media_failures: u64,
+    /// Messages dropped until a remote media relay answers (handed in again then).
+    pub media_parked: u64,
     /// Requests answered 401/407 (a challenge) or 403 by the authentication hook.
     pub auth_challenges: u64,
     pub auth_forbidden: u64,
@@ -203,6 +205,11 @@ impl<'m> Cx<'m> {
     /// Asks the media layer about `ctx` (the body of the message it concerns).
     pub(super) fn ask_media(&mut self, ctx: &MediaCtx<'_>, body: &[u8]) -> MediaResult {
         self.media.media(ctx, body, self.now)
+    }
+
+    /// Whether the media layer can answer `ctx` now (see [`MediaHook::ready`]).
+    pub(super) fn media_ready(&mut self, ctx: &MediaCtx<'_>, body: &[u8]) -> bool {
+        self.media.ready(ctx, body, self.now)
     }
 
     /// Queues a request (or an ACK/CANCEL we build) for sending; responses go through

@@ -1,0 +1,492 @@
+//! Relay sets (`--media-relay`): three rtpanchor relays, each in a network namespace of the
+//! test bed (`tools/testbed.sh`, deleted by a Drop guard), behind one SIP front on loopback.
+//! SIPp calls through the front's built-in proxy; the front's `/metrics` say where each call
+//! went. Checks: 300 calls spread 3:2:1 by weight (±10%); a relay killed mid-run is skipped
+//! by new calls within 2 s, no call fails, the calls it held are reported (log and metrics);
+//! restarted, it gets calls again.
+//!
+//! Needs root, iproute2 and SIPp (`sip-tester`); fails without them (CI installs them).
+//! Port block 3500-3999: relays' ng 3500 and media 3600-3999 inside their namespaces; the
+//! front's ng 3501, HTTP 3502, SIP 3510, media 3700-3799; SIPp 3520-3570.
+
+// Tests time their waits with the wall clock.
+#![allow(clippy::disallowed_methods)]
+
+#[allow(dead_code)]
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::http::try_get;
+use common::peers::{find_program, send_signal, wait_udp_bound, Peer};
+use common::{sipp_call_counts, TempDir};
+use rtpanchor::client::ng::NgClient;
+use rtpanchor::control::bencode::Owned;
+
+const LO: &str = "127.0.0.1";
+const RELAY_NG: u16 = 3500;
+const FRONT_NG: u16 = 3501;
+const FRONT_HTTP: u16 = 3502;
+const FRONT_SIP: u16 = 3510;
+const UAC_SIP: u16 = 3520;
+const UAC_CP: u16 = 3521;
+const UAC_MEDIA: u16 = 3530;
+const UAS_SIP: u16 = 3540;
+const UAS_CP: u16 = 3541;
+const REG_SIP: u16 = 3545;
+const REG_CP: u16 = 3546;
+const UAS_MEDIA: u16 = 3550;
+const WEIGHTS: [u32; 3] = [3, 2, 1];
+
+/// The two tests share SIPp's control ports' neighbourhood and the machine: one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn box_ip(i: usize) -> String {
+    format!("10.222.0.{}", 11 + i)
+}
+
+fn relay_name(i: usize) -> String {
+    format!("ng:{}:{RELAY_NG}", box_ip(i))
+}
+
+/// The namespaces of `tools/testbed.sh`, deleted on drop (also when the test fails).
+struct Testbed;
+
+impl Testbed {
+    fn up(n: usize) -> Testbed {
+        let out = Command::new(repo().join("tools/testbed.sh"))
+            .args(["up", &n.to_string()])
+            .env("PREFIX", "ra22")
+            .output()
+            .expect("tools/testbed.sh");
+        let bed = Testbed;
+        assert!(
+            out.status.success(),
+            "testbed up: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        bed
+    }
+}
+
+impl Drop for Testbed {
+    fn drop(&mut self) {
+        let _ = Command::new(repo().join("tools/testbed.sh"))
+            .arg("down")
+            .env("PREFIX", "ra22")
+            .status();
+    }
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .find(|l| l.starts_with("Uid:"))
+            .and_then(|l| l.split_whitespace().nth(2))
+            == Some("0")
+    })
+}
+
+fn wait_pong(addr: &str, limit: Duration) -> Result<(), String> {
+    let mut c = NgClient::udp(addr.parse().map_err(|e| format!("{e}"))?)
+        .map_err(|e| e.to_string())?
+        .with_cookie_prefix("relayset-test");
+    c.wait_ready(limit).map_err(|e| e.to_string())
+}
+
+/// rtpanchor in namespace `ra22-n{i+1}`, ng on its box address.
+fn start_box(dir: &Path, i: usize, run: usize) -> Peer {
+    let ip = box_ip(i);
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &format!("ra22-n{}", i + 1)])
+        .arg(env!("CARGO_BIN_EXE_rtpanchor"))
+        .env("NO_COLOR", "1")
+        .args(["--interface", &ip, "--no-sip", "--num-threads", "1"])
+        .args(["--listen-ng", &format!("{ip}:{RELAY_NG}")])
+        .args(["--port-min", "3600", "--port-max", "3999"])
+        .args(["--ng-allow", "10.222.0.0/24"])
+        .args(["--no-kernel-forwarding", "--log-level", "info"]);
+    let relay = Peer::spawn(
+        &format!("box{i}"),
+        &mut cmd,
+        &dir.join(format!("box{i}-{run}.log")),
+    )
+    .expect("start relay box");
+    if let Err(e) = wait_pong(&format!("{ip}:{RELAY_NG}"), Duration::from_secs(10)) {
+        panic!("box {i} not answering: {e}\n{}", relay.log_tail(20));
+    }
+    relay
+}
+
+fn start_front(dir: &Path, relays: &[String]) -> Peer {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rtpanchor"));
+    cmd.env("NO_COLOR", "1")
+        .args(["--interface", LO, "--num-threads", "1"])
+        .args(["--listen-ng", &format!("{LO}:{FRONT_NG}")])
+        .args(["--listen-http", &format!("{LO}:{FRONT_HTTP}")])
+        .args(["--listen-sip", &format!("{LO}:{FRONT_SIP}")])
+        .args(["--port-min", "3700", "--port-max", "3799"])
+        .args(["--no-kernel-forwarding", "--log-level", "info"]);
+    for r in relays {
+        cmd.args(["--media-relay", r]);
+    }
+    let mut front = Peer::spawn("front", &mut cmd, &dir.join("front.log")).expect("front");
+    if let Err(e) = wait_pong(&format!("{LO}:{FRONT_NG}"), Duration::from_secs(10)) {
+        panic!("front not answering: {e}\n{}", front.log_tail(30));
+    }
+    wait_udp_bound(&mut front, FRONT_SIP, Duration::from_secs(5)).unwrap_or_else(|e| panic!("{e}"));
+    front
+}
+
+fn sipp() -> PathBuf {
+    find_program("sipp").expect("sipp not installed (apt-get install sip-tester)")
+}
+
+/// Registers `uas` at the front with its contact on UAS_SIP.
+fn register(dir: &Path) {
+    let mut cmd = Command::new(sipp());
+    cmd.current_dir(dir)
+        .arg("-sf")
+        .arg(repo().join("tools/sipp/proxy_register.xml"))
+        .arg(format!("{LO}:{FRONT_SIP}"))
+        .args([
+            "-i",
+            LO,
+            "-p",
+            &REG_SIP.to_string(),
+            "-cp",
+            &REG_CP.to_string(),
+        ])
+        .args(["-m", "1", "-nostdin", "-recv_timeout", "5000"])
+        .args(["-key", "aor_user", "uas", "-key", "aor_host", LO])
+        .args(["-key", "contact_host", LO])
+        .args(["-key", "contact_port", &UAS_SIP.to_string()])
+        .args(["-key", "via_host", LO])
+        .args(["-key", "via_port", &REG_SIP.to_string()])
+        .args(["-key", "expires", "600"]);
+    let mut p = Peer::spawn("register", &mut cmd, &dir.join("register.out")).expect("sipp");
+    let st = p
+        .wait_timeout(Duration::from_secs(15))
+        .expect("REGISTER still running after 15 s");
+    assert!(st.success(), "REGISTER failed:\n{}", p.log_tail(20));
+}
+
+fn start_uas(dir: &Path) -> Peer {
+    let mut cmd = Command::new(sipp());
+    cmd.current_dir(dir)
+        .arg("-sf")
+        .arg(repo().join("tools/sipp/uas_rr_sdp.xml"))
+        .args(["-i", LO, "-mi", LO, "-p", &UAS_SIP.to_string()])
+        .args(["-mp", &UAS_MEDIA.to_string()])
+        .args(["-key", "rtp_port", &UAS_MEDIA.to_string()])
+        .args(["-cp", &UAS_CP.to_string(), "-nostdin"]);
+    let mut uas = Peer::spawn("uas", &mut cmd, &dir.join("uas.out")).expect("sipp uas");
+    wait_udp_bound(&mut uas, UAS_SIP, Duration::from_secs(5)).unwrap_or_else(|e| panic!("{e}"));
+    uas
+}
+
+/// `calls` calls at `rate`/s, each held `hold_ms`; the UAC, to be waited for.
+fn start_uac(dir: &Path, name: &str, calls: usize, rate: usize, hold_ms: u64) -> Peer {
+    let mut cmd = Command::new(sipp());
+    cmd.current_dir(dir)
+        .arg("-sf")
+        .arg(repo().join("tools/sipp/proxy_uac_cps.xml"))
+        .arg(format!("{LO}:{FRONT_SIP}"))
+        .args(["-s", "uas", "-i", LO, "-mi", LO])
+        .args(["-p", &UAC_SIP.to_string(), "-mp", &UAC_MEDIA.to_string()])
+        .args(["-cp", &UAC_CP.to_string()])
+        .args([
+            "-r",
+            &rate.to_string(),
+            "-m",
+            &calls.to_string(),
+            "-l",
+            "200",
+        ])
+        .args([
+            "-d",
+            &hold_ms.to_string(),
+            "-recv_timeout",
+            "10000",
+            "-nostdin",
+        ])
+        .args(["-trace_stat", "-fd", "1", "-trace_err", "-stf"])
+        .arg(dir.join(format!("{name}.csv")));
+    Peer::spawn(name, &mut cmd, &dir.join(format!("{name}.out"))).expect("sipp uac")
+}
+
+fn finish_uac(dir: &Path, mut uac: Peer, name: &str, calls: usize, limit: Duration) {
+    let st = uac.wait_timeout(limit);
+    let counts = sipp_call_counts(&dir.join(format!("{name}.csv")));
+    assert!(
+        st.is_some_and(|s| s.success()),
+        "{name}: SIPp failed or ran over ({st:?}, {counts:?}):\n{}",
+        uac.log_tail(30)
+    );
+    assert_eq!(
+        counts,
+        Ok((calls as u64, 0)),
+        "{name}: successful, failed calls"
+    );
+}
+
+fn metrics() -> String {
+    try_get(FRONT_HTTP, "/metrics")
+        .map(|(_, body)| body)
+        .unwrap_or_default()
+}
+
+fn relay_series(text: &str, family: &str, i: usize) -> f64 {
+    let name = format!("rtpanchor_{family}{{relay=\"{}\"}}", relay_name(i));
+    common::http::exposed(text, &name).unwrap_or_else(|| panic!("{name} not exposed:\n{text}"))
+}
+
+fn calls_on(i: usize) -> f64 {
+    relay_series(&metrics(), "media_relay_calls_total", i)
+}
+
+#[test]
+fn relay_set_spreads_by_weight_and_survives_a_dead_relay() {
+    assert!(
+        is_root(),
+        "this test builds network namespaces: run it as root"
+    );
+    let _bed = Testbed::up(3);
+    let tmp = TempDir::new("relayset").expect("tempdir");
+    let d = tmp.path();
+    let mut boxes: Vec<Peer> = (0..3).map(|i| start_box(d, i, 0)).collect();
+    let specs: Vec<String> = (0..3)
+        .map(|i| format!("{};weight={}", relay_name(i), WEIGHTS[i]))
+        .collect();
+    let mut front = start_front(d, &specs);
+    register(d);
+    let mut uas = start_uas(d);
+
+    // 1. 300 calls: spread by weight.
+    let uac = start_uac(d, "spread", 300, 10, 0);
+    finish_uac(d, uac, "spread", 300, Duration::from_secs(90));
+    let text = metrics();
+    let total: f64 = WEIGHTS.iter().sum::<u32>().into();
+    for (i, w) in WEIGHTS.iter().enumerate() {
+        let got = relay_series(&text, "media_relay_calls_total", i);
+        let want = 300.0 * f64::from(*w) / total;
+        assert!(
+            (got - want).abs() <= want * 0.1,
+            "relay {i} (weight {w}) got {got} calls, want {want} ±10%\n{text}"
+        );
+        assert_eq!(relay_series(&text, "media_relay_up", i), 1.0);
+        // Every call was deleted on its relay.
+        assert_eq!(relay_series(&text, "media_relay_active_calls", i), 0.0);
+    }
+    // The relays themselves saw the calls (a relay counts the offers it served).
+    let mut c = NgClient::udp(format!("{}:{RELAY_NG}", box_ip(0)).parse().unwrap())
+        .unwrap()
+        .with_cookie_prefix("relayset-stats");
+    let stats = c.command("statistics").expect("statistics");
+    assert_eq!(stats.get("result").and_then(Owned::as_str), Some("ok"));
+
+    // 2. Box 1 killed 3 s into 120 calls held a second each.
+    let uac = start_uac(d, "kill", 120, 10, 1000);
+    std::thread::sleep(Duration::from_secs(3));
+    send_signal(boxes[1].pid(), "KILL");
+    let killed_at = Instant::now();
+    let _ = boxes[1].wait_timeout(Duration::from_secs(5));
+    std::thread::sleep(Duration::from_secs(2).saturating_sub(killed_at.elapsed()));
+    let after_2s = calls_on(1);
+    finish_uac(d, uac, "kill", 120, Duration::from_secs(60));
+    let text = metrics();
+    assert_eq!(
+        relay_series(&text, "media_relay_calls_total", 1),
+        after_2s,
+        "new calls still went to the dead relay more than 2 s after it died"
+    );
+    assert_eq!(relay_series(&text, "media_relay_up", 1), 0.0);
+    assert!(relay_series(&text, "media_relay_downs_total", 1) >= 1.0);
+    let stranded = relay_series(&text, "media_relay_stranded_calls_total", 1);
+    assert!(
+        stranded >= 1.0,
+        "no call reported on the dead relay\n{text}"
+    );
+    let log = std::fs::read_to_string(d.join("front.log")).unwrap_or_default();
+    assert!(
+        log.contains("media relay not answering") && log.contains(&relay_name(1)),
+        "the front did not report the dead relay:\n{}",
+        front.log_tail(30)
+    );
+    // The others carried the rest.
+    assert!(calls_on(0) > 150.0 && calls_on(2) > 50.0);
+
+    // 3. Back: it answers pings and gets calls again.
+    boxes[1] = start_box(d, 1, 1);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while relay_series(&metrics(), "media_relay_up", 1) != 1.0 {
+        assert!(Instant::now() < deadline, "relay not back within 3 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let before = calls_on(1);
+    let uac = start_uac(d, "back", 30, 10, 0);
+    finish_uac(d, uac, "back", 30, Duration::from_secs(30));
+    let got = calls_on(1) - before;
+    assert!(
+        (8.0..=12.0).contains(&got),
+        "the relay that came back got {got} of 30 calls (weight 2 of 6)"
+    );
+
+    uas.stop(Duration::from_secs(2));
+    front.stop(Duration::from_secs(5));
+    for b in &mut boxes {
+        b.stop(Duration::from_secs(5));
+    }
+}
+
+/// Mixed set: Debian's rtpengine and an rtpanchor relay (both on loopback, ng 3503 and
+/// 3504) behind one front (SIP 3511); four calls with RTP (SIPp's pcap, echoed by the UAS)
+/// alternate between them, and each relay is seen relaying packets of its call mid-call.
+#[test]
+fn mixed_set_of_rtpengine_and_rtpanchor_both_carry_media() {
+    const RTPE_NG: u16 = 3503;
+    const ANCHOR_NG: u16 = 3504;
+    const SIP: u16 = 3511;
+    let _one = serial();
+    let tmp = TempDir::new("relayset-mixed").expect("tempdir");
+    let d = tmp.path();
+    let bin = find_program("rtpengine")
+        .expect("rtpengine (Debian package rtpengine-daemon) is not installed");
+    let mut rtpe = Peer::spawn(
+        "rtpengine",
+        Command::new(bin)
+            .args([
+                "--config-file=none",
+                "--foreground",
+                "--log-stderr",
+                "--table=-1",
+            ])
+            .arg("--interface=127.0.0.1")
+            .arg(format!("--listen-ng=127.0.0.1:{RTPE_NG}"))
+            .args(["--port-min=3800", "--port-max=3899", "--delete-delay=0"]),
+        &d.join("rtpengine.log"),
+    )
+    .expect("rtpengine");
+    wait_udp_bound(&mut rtpe, RTPE_NG, Duration::from_secs(10)).unwrap_or_else(|e| panic!("{e}"));
+    let _anchor =
+        common::peers::spawn_relay(d, ANCHOR_NG, (3900, 3999), &["--no-kernel-forwarding"]);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rtpanchor"));
+    cmd.env("NO_COLOR", "1")
+        .args(["--interface", LO, "--num-threads", "1"])
+        .args(["--listen-ng", &format!("{LO}:3505")])
+        .args(["--listen-http", &format!("{LO}:3506")])
+        .args(["--listen-sip", &format!("{LO}:{SIP}")])
+        .args(["--port-min", "3700", "--port-max", "3799"])
+        .args(["--media-relay", &format!("ng:{LO}:{RTPE_NG}")])
+        .args(["--media-relay", &format!("ng:{LO}:{ANCHOR_NG}")]);
+    let mut front = Peer::spawn("front", &mut cmd, &d.join("front.log")).expect("front");
+    wait_udp_bound(&mut front, SIP, Duration::from_secs(10)).unwrap_or_else(|e| panic!("{e}"));
+
+    let mut reg = Command::new(sipp());
+    reg.current_dir(d)
+        .arg("-sf")
+        .arg(repo().join("tools/sipp/proxy_register.xml"))
+        .arg(format!("{LO}:{SIP}"))
+        .args(["-i", LO, "-p", "3547", "-cp", "3548"])
+        .args(["-m", "1", "-nostdin", "-recv_timeout", "5000"])
+        .args(["-key", "aor_user", "uas", "-key", "aor_host", LO])
+        .args(["-key", "contact_host", LO, "-key", "contact_port", "3542"])
+        .args(["-key", "via_host", LO, "-key", "via_port", "3547"])
+        .args(["-key", "expires", "600"]);
+    let mut r = Peer::spawn("register", &mut reg, &d.join("register.out")).expect("sipp");
+    assert!(
+        r.wait_timeout(Duration::from_secs(15))
+            .is_some_and(|s| s.success()),
+        "REGISTER failed:\n{}",
+        r.log_tail(20)
+    );
+    let mut uas_cmd = Command::new(sipp());
+    uas_cmd
+        .current_dir(d)
+        .arg("-sf")
+        .arg(repo().join("tools/sipp/uas_rr_sdp.xml"))
+        .args([
+            "-i",
+            LO,
+            "-mi",
+            LO,
+            "-p",
+            "3542",
+            "-mp",
+            "3560",
+            "-rtp_echo",
+        ])
+        .args(["-key", "rtp_port", "3560", "-cp", "3543", "-nostdin"]);
+    let mut uas = Peer::spawn("uas", &mut uas_cmd, &d.join("uas.out")).expect("uas");
+    wait_udp_bound(&mut uas, 3542, Duration::from_secs(5)).unwrap_or_else(|e| panic!("{e}"));
+
+    let mut uac_cmd = common::pcap_uac_command(
+        &sipp(),
+        d,
+        &repo().join("tools/sipp/uac_rr_pcap.xml"),
+        &common::PcapUac {
+            target: format!("{LO}:{SIP}"),
+            service: Some("uas"),
+            sip_port: 3522,
+            media_port: 3570,
+            control_port: 3523,
+            calls: 4,
+            rate: 2,
+            limit: 4,
+        },
+    );
+    let mut uac = Peer::spawn("uac", &mut uac_cmd, &d.join("uac.out")).expect("uac");
+    // Mid-call (the pcap plays for 7 s): each relay holds a call and relays its RTP.
+    std::thread::sleep(Duration::from_secs(4));
+    for (name, port) in [("rtpengine", RTPE_NG), ("rtpanchor", ANCHOR_NG)] {
+        let mut c = NgClient::udp(format!("{LO}:{port}").parse().unwrap())
+            .unwrap()
+            .with_cookie_prefix("mixed");
+        let list = c.command("list").expect("list");
+        let calls: Vec<String> = list
+            .get("calls")
+            .and_then(Owned::as_list)
+            .unwrap_or(&[])
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect();
+        assert!(!calls.is_empty(), "{name} holds no call: {list}");
+        let q = c
+            .request(
+                &Owned::dict()
+                    .with("command", "query")
+                    .with("call-id", calls[0].as_str()),
+            )
+            .expect("query");
+        let packets = common::ng::find_int(&q, "packets").unwrap_or(0);
+        assert!(packets > 0, "{name} relayed no RTP for {}: {q}", calls[0]);
+    }
+    let st = uac.wait_timeout(Duration::from_secs(40));
+    let counts = sipp_call_counts(&d.join("uac_stats.csv"));
+    assert!(
+        st.is_some_and(|s| s.success()),
+        "UAC: {st:?} {counts:?}\n{}",
+        uac.log_tail(20)
+    );
+    assert_eq!(counts, Ok((4, 0)));
+    let text = try_get(3506, "/metrics")
+        .map(|(_, b)| b)
+        .unwrap_or_default();
+    for port in [RTPE_NG, ANCHOR_NG] {
+        let s = format!("rtpanchor_media_relay_calls_total{{relay=\"ng:{LO}:{port}\"}}");
+        assert_eq!(common::http::exposed(&text, &s), Some(2.0), "{s}\n{text}");
+    }
+    uas.stop(Duration::from_secs(2));
+    front.stop(Duration::from_secs(5));
+    rtpe.stop(Duration::from_secs(5));
+}
