@@ -10,8 +10,9 @@
 //! sends and counts the echoes. Run for each engine with the in-kernel path on: once both
 //! ends are latched, both directions must be handed to the kernel and its counters grow.
 //!
-//! Names (prefix ra24-): namespaces ra24-lan-PID, ra24-inet-PID, ra24-relay-PID; veths
-//! ra24lNNNNN/ra24LNNNNN and ra24iNNNNN/ra24INNNNN. Ports (block 3000-3499): ng 3000, LAN
+//! Names (prefix ra24-; E is the engine's initial, as the two tests run at once): namespaces
+//! ra24-lan-EPID, ra24-inet-EPID, ra24-relay-EPID; veths ra24lENNNNN/ra24LENNNNN and
+//! ra24iENNNNN/ra24IENNNNN. Ports (block 3000-3499, inside the namespaces): ng 3000, LAN
 //! phone 3010, internet phone 3020, relay media 3100-3199.
 #![allow(clippy::disallowed_methods)]
 
@@ -68,13 +69,14 @@ impl Drop for Proc {
     }
 }
 
-/// Builds the three namespaces and their two links. Returns (guard, lan, inet, relay).
-fn build() -> (Namespaces, String, String, String) {
+/// Builds the three namespaces and their two links, named with `tag`. Returns (guard, lan,
+/// inet, relay).
+fn build(tag: char) -> (Namespaces, String, String, String) {
     let id = std::process::id();
     let (lan, inet, relay) = (
-        format!("ra24-lan-{id}"),
-        format!("ra24-inet-{id}"),
-        format!("ra24-relay-{id}"),
+        format!("ra24-lan-{tag}{id}"),
+        format!("ra24-inet-{tag}{id}"),
+        format!("ra24-relay-{tag}{id}"),
     );
     let n = id % 100_000;
     let guard = Namespaces(vec![lan.clone(), inet.clone(), relay.clone()]);
@@ -85,15 +87,15 @@ fn build() -> (Namespaces, String, String, String) {
     for (phone_ns, p_dev, r_dev, p_ip, r_ip) in [
         (
             &lan,
-            format!("ra24l{n}"),
-            format!("ra24L{n}"),
+            format!("ra24l{tag}{n}"),
+            format!("ra24L{tag}{n}"),
             LAN_PHONE,
             LAN_RELAY,
         ),
         (
             &inet,
-            format!("ra24i{n}"),
-            format!("ra24I{n}"),
+            format!("ra24i{tag}{n}"),
+            format!("ra24I{tag}{n}"),
             INET_PHONE,
             INET_RELAY,
         ),
@@ -167,7 +169,7 @@ fn start_echo(ns: &str, log: &std::path::Path) -> Proc {
 }
 
 fn run(engine: &str) {
-    let (_ns, lan, inet, relay) = build();
+    let (_ns, lan, inet, relay) = build(engine.chars().next().unwrap_or('x'));
     let dir = TempDir::new("rtpanchor-two-networks").unwrap();
     let relay_log = dir.path().join(format!("relay-{engine}.log"));
     let echo_log = dir.path().join(format!("echo-{engine}.log"));

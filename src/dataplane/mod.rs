@@ -107,6 +107,17 @@ fn add_base(c: &mut SocketCounters, base: &SocketCounters) {
     c.errors = c.errors.saturating_add(base.errors);
 }
 
+/// Every media address, in configuration order. A configuration whose `interface` is none of
+/// its `interfaces` (one made by hand with only `interface` set) has that address alone.
+fn interface_ips(config: &Config) -> Vec<IpAddr> {
+    let all: Vec<IpAddr> = config.interfaces.iter().map(|i| i.local).collect();
+    if all.contains(&config.interface.local) {
+        all
+    } else {
+        vec![config.interface.local]
+    }
+}
+
 pub struct DataPlane {
     /// One per io_uring ring (a thread may drive several), or per mmsg worker thread.
     workers: Vec<Arc<WorkerShared>>,
@@ -207,8 +218,7 @@ impl DataPlane {
         let slot_reserve = sockets_per_thread;
         let mut kernel_unavailable = None;
         let kernel_path = if config.kernel_forwarding {
-            let locals: Vec<IpAddr> = config.interfaces.iter().map(|i| i.local).collect();
-            match kernel::KernelPath::start(&locals) {
+            match kernel::KernelPath::start(&interface_ips(config)) {
                 Ok(k) => {
                     tracing::info!("kernel forwarding on: latched RTP is relayed by a TC program");
                     Some(k)
@@ -302,7 +312,7 @@ impl DataPlane {
             stop,
             ports,
             local_ip: config.interface.local,
-            interface_ips: config.interfaces.iter().map(|i| i.local).collect(),
+            interface_ips: interface_ips(config),
             sockopts: SocketOptions {
                 rcvbuf: config.socket_rcvbuf,
                 sndbuf: config.socket_sndbuf,
