@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use common::kernel::cannot_run;
 use common::media::rtp;
+use common::netns::{ip, Namespaces};
 use common::ng::{client, find_int, ng};
 use common::peers::tail;
 use common::TempDir;
@@ -41,23 +42,6 @@ const NG_PORT: u16 = 3000;
 const LAN_PORT: u16 = 3010;
 const INET_PORT: u16 = 3020;
 const MEDIA: (u16, u16) = (3100, 3199);
-
-fn ip(args: &[&str]) {
-    let st = Command::new("ip").args(args).status();
-    assert!(st.is_ok_and(|s| s.success()), "ip {}", args.join(" "));
-}
-
-/// The namespaces made for the test, deleted on drop (also when it panics); their veths go
-/// with them.
-struct Namespaces(Vec<String>);
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for n in &self.0 {
-            let _ = Command::new("ip").args(["netns", "del", n]).status();
-        }
-    }
-}
 
 /// A process of the test's, killed by pid when dropped.
 struct Proc(Child);
