@@ -12,7 +12,6 @@ use crate::server::http::HttpServer;
 use crate::server::ng::{NgServer, NgServerConfig};
 use crate::server::sip::{SipServer, SipServerConfig, SipShared, TlsSettings};
 use crate::session::manager::{ManagerConfig, SessionManager};
-use crate::session::negotiate::RelayInterface;
 use crate::session::record::EndReason;
 use crate::sip::auth::{AuthConfig, Authenticator, UserFile};
 use crate::sip::flood::{FloodConfig, FloodGuard};
@@ -45,16 +44,10 @@ pub fn run_with(config: Config, lifecycle: Arc<Lifecycle>, cli: Option<Cli>) -> 
     );
     let now = time::now_ns();
     let unix_at_zero = time::unix_now().saturating_sub(Duration::from_nanos(now));
-    let advertised = (config.interface.advertised != config.interface.local)
-        .then_some(config.interface.advertised);
     let manager = SessionManager::new(
         dataplane,
         ManagerConfig {
-            interfaces: vec![RelayInterface {
-                name: "default".into(),
-                local: config.interface.local,
-                advertised,
-            }],
+            interfaces: config.interfaces.clone(),
             max_sessions: config.max_sessions,
             timeout_ns: config.timeout_secs.saturating_mul(NANOS_PER_SEC),
             delete_delay_ns: 0,

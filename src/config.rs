@@ -48,24 +48,28 @@ pub struct Interface {
 impl std::str::FromStr for Interface {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        // Accept rtpengine's optional "NAME/" prefix and ignore the name (one interface for now).
-        let s = s.rsplit_once('/').map_or(s, |(_, rest)| rest);
-        let (local, adv) = match s.split_once('!') {
-            Some((l, a)) => (l, Some(a)),
-            None => (s, None),
-        };
-        let local: IpAddr = local
-            .trim()
-            .parse()
-            .map_err(|_| format!("bad interface address {local:?}"))?;
-        let advertised = match adv {
-            Some(a) => a
-                .trim()
-                .parse()
-                .map_err(|_| format!("bad advertised address {a:?}"))?,
-            None => local,
-        };
-        Ok(Interface { local, advertised })
+        let i = crate::session::interfaces::parse_interface(s)?;
+        Ok(Interface {
+            local: i.local,
+            advertised: i.sdp_addr(),
+        })
+    }
+}
+
+/// The config file's `interface`: one `[NAME/]ADDR[!ADVERTISED]` or a list of them.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
     }
 }
 
@@ -76,9 +80,11 @@ impl std::str::FromStr for Interface {
     about = "SIP-aware RTP media relay (rtpengine ng compatible)"
 )]
 pub struct Cli {
-    /// Address bound for media and written into SDP: ADDR or LOCAL!ADVERTISED. [default: 127.0.0.1]
+    /// Media interface: [NAME/]ADDR[!ADVERTISED], repeatable (rtpengine's form). Several
+    /// addresses under one name (IPv4 and IPv6, or several of one family: calls spread over
+    /// them); no name means `default`. ng `direction` picks names per side. [default: 127.0.0.1]
     #[arg(long)]
-    pub interface: Option<String>,
+    pub interface: Vec<String>,
     /// Lowest media port (RTP ports are even, RTCP = RTP+1). [default: 30000]
     #[arg(long)]
     pub port_min: Option<u16>,
@@ -263,7 +269,7 @@ pub enum Subcommand {
 #[derive(Deserialize, Debug, Default)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 struct FileConfig {
-    interface: Option<String>,
+    interface: Option<OneOrMany>,
     port_min: Option<u16>,
     port_max: Option<u16>,
     listen_ng: Option<SocketAddr>,
@@ -311,7 +317,10 @@ struct FileConfig {
 
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// The first of `interfaces` (the address the kernel path, SIP and logs use by default).
     pub interface: Interface,
+    /// Every media interface, in the order given (`--interface`, repeatable).
+    pub interfaces: Vec<crate::session::negotiate::RelayInterface>,
     pub port_min: u16,
     pub port_max: u16,
     pub listen_ng: SocketAddr,
@@ -386,6 +395,10 @@ impl Default for Config {
                 local: lo,
                 advertised: lo,
             },
+            interfaces: vec![crate::session::negotiate::RelayInterface::new(
+                crate::session::interfaces::DEFAULT_NAME,
+                lo,
+            )],
             port_min: 30000,
             port_max: 40000,
             listen_ng: SocketAddr::new(lo, 2223),
@@ -446,8 +459,20 @@ impl Config {
             None => FileConfig::default(),
         };
         let mut c = Config::default();
-        if let Some(i) = cli.interface.as_ref().or(file.interface.as_ref()) {
-            c.interface = i.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+        let interfaces = if cli.interface.is_empty() {
+            file.interface.clone().map(OneOrMany::into_vec)
+        } else {
+            Some(cli.interface.clone())
+        };
+        if let Some(list) = interfaces {
+            c.interfaces = crate::session::interfaces::parse_interfaces(&list)
+                .map_err(|e| anyhow::anyhow!("--interface: {e}"))?;
+            if let Some(first) = c.interfaces.first() {
+                c.interface = Interface {
+                    local: first.local,
+                    advertised: first.sdp_addr(),
+                };
+            }
         }
         c.port_min = cli.port_min.or(file.port_min).unwrap_or(c.port_min);
         c.port_max = cli.port_max.or(file.port_max).unwrap_or(c.port_max);
@@ -727,6 +752,42 @@ mod tests {
         let i: Interface = "pub/::1".parse().unwrap();
         assert_eq!(i.local.to_string(), "::1");
         assert!("nonsense".parse::<Interface>().is_err());
+    }
+
+    #[test]
+    fn named_interfaces_from_flags_and_file() {
+        let c = Config::load(&Cli::default()).unwrap();
+        assert_eq!(c.interfaces.len(), 1);
+        assert_eq!(c.interfaces[0].name, "default");
+        let c = Config::load(&Cli::parse_from([
+            "x",
+            "--interface",
+            "internal/10.0.0.1",
+            "--interface",
+            "external/192.168.7.1!203.0.113.1",
+            "--interface",
+            "external/2001:db8::1",
+            "--no-sip",
+        ]))
+        .unwrap();
+        let names: Vec<_> = c.interfaces.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names, ["internal", "external", "external"]);
+        assert_eq!(c.interface.local.to_string(), "10.0.0.1");
+        assert_eq!(c.interfaces[1].sdp_addr().to_string(), "203.0.113.1");
+        assert!(Config::load(&Cli::parse_from(["x", "--interface", "a/10.0.0.1!::1"])).is_err());
+        let dir = std::env::temp_dir().join(format!("rtpanchor-ifs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(
+            &path,
+            "interface = [\"lan/127.0.0.2\", \"wan/127.0.0.3!192.0.2.3\"]\n",
+        )
+        .unwrap();
+        let c = Config::load(&Cli::parse_from(["x", "--config", path.to_str().unwrap()])).unwrap();
+        assert_eq!(c.interfaces.len(), 2);
+        assert_eq!(c.interfaces[1].name, "wan");
+        assert_eq!(c.interface.local.to_string(), "127.0.0.2");
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]

@@ -47,6 +47,7 @@ fn open(dp: &mut DataPlane, call_id: &str, a: EndpointSpec, b: EndpointSpec) -> 
             call_id: call_id.into(),
             a,
             b,
+            locals: [None; 2],
         },
         0,
     )

@@ -123,6 +123,7 @@ fn open(dp: &mut DataPlane, a: &UdpSocket, b: &UdpSocket) -> OpenedStream {
             call_id: "k".into(),
             a: endpoint(a),
             b: endpoint(b),
+            locals: [None; 2],
         },
         0,
     )
@@ -311,6 +312,7 @@ fn where_the_program_cannot_run_the_relay_says_so_and_relays_in_user_space() {
                 call_id: "v6".into(),
                 a: endpoint(&a),
                 b: endpoint(&b),
+                locals: [None; 2],
             },
             0,
         )

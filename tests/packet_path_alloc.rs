@@ -119,6 +119,7 @@ fn steady_forwarding_allocates_nothing() {
                         call_id: format!("alloc-{i}").into(),
                         a: spec(&a),
                         b: spec(&b),
+                        locals: [None; 2],
                     },
                     0,
                 )

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::media::rtp;
+use common::netns::{ip, Namespaces};
 use common::ng::{client, ng, try_ng};
 use common::peers::{find_program, tail, Peer};
 use common::streams::{count_by_ssrc, counters, open_calls, snapshot};
@@ -42,22 +43,6 @@ const MEDIA_MIN: u16 = 15420;
 const MEDIA_MAX: u16 = 15499;
 const CALLS: usize = 20;
 const PACKET_EVERY: Duration = Duration::from_millis(20);
-
-fn ip(args: &[&str]) {
-    let st = Command::new("ip").args(args).status();
-    assert!(st.is_ok_and(|s| s.success()), "ip {}", args.join(" "));
-}
-
-/// The namespaces made for the test, deleted on drop (also when it panics).
-struct Namespaces(Vec<String>);
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for n in &self.0 {
-            let _ = Command::new("ip").args(["netns", "del", n]).status();
-        }
-    }
-}
 
 /// A relay process, killed by pid when dropped.
 struct Relay(std::process::Child);

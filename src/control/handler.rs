@@ -229,6 +229,7 @@ pub fn negotiate_options(req: &NgRequest, warnings: &mut Vec<String>) -> Negotia
             Some(IceMode::Remove | IceMode::Force | IceMode::ForceRelay)
         ),
         sdes_expected: !req.sdes.is_empty(),
+        direction: req.direction.clone(),
     }
 }
 
@@ -386,6 +387,9 @@ fn media(m: &MediaReport) -> Owned {
             for s in [&mut rtp, &mut rtcp] {
                 s.insert("local address", ip.to_string());
                 s.insert("family", family_name(ip));
+                if let Some(name) = &m.interface {
+                    s.insert("interface", name.as_str());
+                }
             }
         }
         if let Some(e) = m.endpoint {
@@ -625,11 +629,14 @@ pub fn statistics_reply(s: &Statistics) -> Owned {
     // Ports are counted one by one like rtpengine (each pair is two ports).
     let used = (s.pairs_used as u64).saturating_mul(2);
     let totals = (s.pairs_total as u64).saturating_mul(2);
-    let used_pct = (used * 100).checked_div(totals).unwrap_or(0);
     let interfaces: Vec<Owned> = s
         .interfaces
         .iter()
-        .map(|i| {
+        .enumerate()
+        .map(|(n, i)| {
+            // This address's own ports (the pool's total is shared by all addresses).
+            let used = s.interface_ports.get(n).copied().unwrap_or(used);
+            let used_pct = (used * 100).checked_div(totals).unwrap_or(0);
             Owned::dict()
                 .with("name", i.name.as_str())
                 .with("address", i.sdp_addr().to_string())

@@ -107,6 +107,17 @@ fn add_base(c: &mut SocketCounters, base: &SocketCounters) {
     c.errors = c.errors.saturating_add(base.errors);
 }
 
+/// Every media address, in configuration order. A configuration whose `interface` is none of
+/// its `interfaces` (one made by hand with only `interface` set) has that address alone.
+fn interface_ips(config: &Config) -> Vec<IpAddr> {
+    let all: Vec<IpAddr> = config.interfaces.iter().map(|i| i.local).collect();
+    if all.contains(&config.interface.local) {
+        all
+    } else {
+        vec![config.interface.local]
+    }
+}
+
 pub struct DataPlane {
     /// One per io_uring ring (a thread may drive several), or per mmsg worker thread.
     workers: Vec<Arc<WorkerShared>>,
@@ -114,6 +125,9 @@ pub struct DataPlane {
     stop: Arc<AtomicBool>,
     ports: PortAllocator,
     local_ip: IpAddr,
+    /// Every interface address, in configuration order (a stream's sides name theirs by
+    /// position for the fast path).
+    interface_ips: Vec<IpAddr>,
     sockopts: SocketOptions,
     streams: HashMap<StreamId, StreamEntry>,
     next_id: StreamId,
@@ -204,7 +218,7 @@ impl DataPlane {
         let slot_reserve = sockets_per_thread;
         let mut kernel_unavailable = None;
         let kernel_path = if config.kernel_forwarding {
-            match kernel::KernelPath::start(config.interface.local) {
+            match kernel::KernelPath::start(&interface_ips(config)) {
                 Ok(k) => {
                     tracing::info!("kernel forwarding on: latched RTP is relayed by a TC program");
                     Some(k)
@@ -298,6 +312,7 @@ impl DataPlane {
             stop,
             ports,
             local_ip: config.interface.local,
+            interface_ips: interface_ips(config),
             sockopts: SocketOptions {
                 rcvbuf: config.socket_rcvbuf,
                 sndbuf: config.socket_sndbuf,
@@ -466,7 +481,19 @@ impl DataPlane {
             .placement
             .place(unfixed as usize)
             .min(self.workers.len() - 1);
-        let shared = Arc::new(StreamShared::default());
+        let locals = spec.locals.map(|l| {
+            let ip = l.unwrap_or(self.local_ip);
+            self.interface_ips
+                .iter()
+                .position(|i| *i == ip)
+                .and_then(|n| u8::try_from(n).ok())
+                .filter(|n| *n != shared::NO_LOCAL)
+                .unwrap_or(shared::NO_LOCAL)
+        });
+        let shared = Arc::new(StreamShared {
+            locals,
+            ..StreamShared::default()
+        });
         let handover = if self.keep_handover {
             match [&a_rtp, &a_rtcp, &b_rtp, &b_rtcp].map(|fd| fd.try_clone()) {
                 [Ok(a), Ok(b), Ok(c), Ok(d)] => Some(Box::new([a, b, c, d])),
@@ -532,10 +559,11 @@ impl Drop for DataPlane {
 
 impl MediaBackend for DataPlane {
     fn open(&mut self, spec: StreamSpec, _now: Nanos) -> Result<OpenedStream, BackendError> {
-        let (a_ports, a_rtp, a_rtcp) =
-            sockets::bind_pair(&mut self.ports, self.local_ip, self.sockopts)?;
+        // Each side on its own interface's address: the two may be on two networks.
+        let [a_ip, b_ip] = spec.locals.map(|l| l.unwrap_or(self.local_ip));
+        let (a_ports, a_rtp, a_rtcp) = sockets::bind_pair(&mut self.ports, a_ip, self.sockopts)?;
         let (b_ports, b_rtp, b_rtcp) =
-            match sockets::bind_pair(&mut self.ports, self.local_ip, self.sockopts) {
+            match sockets::bind_pair(&mut self.ports, b_ip, self.sockopts) {
                 Ok(x) => x,
                 Err(e) => {
                     self.ports.release(a_ports);
@@ -562,18 +590,16 @@ impl MediaBackend for DataPlane {
             return Err(e.into());
         }
         let mut fds = Vec::with_capacity(4);
-        for port in [
-            r.a_ports.rtp,
-            r.a_ports.rtcp(),
-            r.b_ports.rtp,
-            r.b_ports.rtcp(),
+        let [a_ip, b_ip] = spec.locals.map(|l| l.unwrap_or(self.local_ip));
+        for (ip, port) in [
+            (a_ip, r.a_ports.rtp),
+            (a_ip, r.a_ports.rtcp()),
+            (b_ip, r.b_ports.rtp),
+            (b_ip, r.b_ports.rtcp()),
         ] {
             let bound = match self.adopted.remove(&port) {
                 Some(fd) => Ok(fd),
-                None => sockets::bind_udp(
-                    std::net::SocketAddr::new(self.local_ip, port),
-                    self.sockopts,
-                ),
+                None => sockets::bind_udp(std::net::SocketAddr::new(ip, port), self.sockopts),
             };
             match bound {
                 Ok(fd) => fds.push(fd),
@@ -581,8 +607,7 @@ impl MediaBackend for DataPlane {
                     self.ports.release(r.a_ports);
                     self.ports.release(r.b_ports);
                     return Err(BackendError::Unavailable(format!(
-                        "cannot bind {}:{port}: {e}",
-                        self.local_ip
+                        "cannot bind {ip}:{port}: {e}"
                     )));
                 }
             }

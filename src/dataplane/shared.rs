@@ -226,7 +226,15 @@ pub struct StreamShared {
     /// the kernel's counts on the worker's housekeeping; saturating). 32 bits, so they too
     /// fit in the alignment padding: four billion packets is 2.7 years of a 50 pps stream.
     pub kernel_packets: [AtomicU32; 2],
+    /// Which of the relay's interface addresses (their order in the configuration) side A's
+    /// and side B's sockets are bound on ([`NO_LOCAL`]: none known), fixed when the stream
+    /// opens: the two sides may be on two networks, and the fast path names each socket by
+    /// its address. Two bytes, in the alignment padding as well.
+    pub locals: [u8; 2],
 }
+
+/// `StreamShared::locals` of a side whose address is none of the configured ones.
+pub const NO_LOCAL: u8 = u8::MAX;
 
 /// Socket order in a stream's four-slot group.
 pub const A_RTP: usize = 0;

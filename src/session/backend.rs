@@ -110,6 +110,9 @@ pub struct StreamSpec {
     pub call_id: Arc<str>,
     pub a: EndpointSpec,
     pub b: EndpointSpec,
+    /// The relay addresses side A's and side B's sockets are bound on (`None`: the
+    /// backend's default address): the two sides may be on two networks.
+    pub locals: [Option<std::net::IpAddr>; 2],
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

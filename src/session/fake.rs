@@ -235,6 +235,7 @@ mod tests {
             call_id: Arc::from("c"),
             a: EndpointSpec::default(),
             b: EndpointSpec::default(),
+            locals: [None; 2],
         }
     }
 

@@ -5,6 +5,7 @@
 
 pub mod backend;
 pub mod fake;
+pub mod interfaces;
 pub mod latch;
 pub mod manager;
 pub mod model;

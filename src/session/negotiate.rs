@@ -102,6 +102,9 @@ pub struct NegotiateOptions {
     /// The caller asked for SDES handling of its own: passing `a=crypto` through needs no
     /// warning.
     pub sdes_expected: bool,
+    /// Interface names: the from-tag side's first, the other side's second (ng `direction`,
+    /// `from-interface`/`to-interface`); empty or missing entries take the default.
+    pub direction: Vec<String>,
 }
 
 impl Default for NegotiateOptions {
@@ -120,6 +123,7 @@ impl Default for NegotiateOptions {
             loop_protect: false,
             ice_expected: false,
             sdes_expected: false,
+            direction: Vec::new(),
         }
     }
 }

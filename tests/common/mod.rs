@@ -5,6 +5,7 @@ pub mod calls;
 pub mod http;
 pub mod kernel;
 pub mod media;
+pub mod netns;
 pub mod ng;
 pub mod peers;
 pub mod rtcp_talk;

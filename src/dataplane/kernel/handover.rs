@@ -2,7 +2,7 @@
 //! kernel's figures back into the published ones, and taking a direction back.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd};
 
 use crate::rtp::stats::{RtpStreamTracker, TrackerParts};
@@ -14,7 +14,7 @@ use super::abi::{
 use super::route;
 use crate::dataplane::shared::{bump, WorkerCounters};
 use crate::dataplane::slot::{DirtyList, Slot, SlotIdx, SlotKind};
-use crate::session::backend::KernelStatus;
+use crate::session::backend::{KernelStatus, Side};
 
 /// After RTP the program does not parse (CSRCs, extensions, padding: likely on every packet
 /// of that stream), a direction is offered again only after this many packets.
@@ -110,7 +110,8 @@ pub struct KernelWorker {
     /// Loopback's ifindex.
     ifindex: u32,
     origin_ns: u64,
-    local: Ipv4Addr,
+    /// The relay's interface addresses, in configuration order (`StreamShared::locals`).
+    locals: std::sync::Arc<[IpAddr]>,
     /// For a relay on a real address: which device each destination is reached by.
     routes: Option<route::RouteQuery>,
     slots: HashMap<SlotIdx, Handed>,
@@ -138,7 +139,7 @@ impl KernelWorker {
         map: aya::maps::HashMap<aya::maps::MapData, FwdKey, FwdValue>,
         ifindex: u32,
         origin_ns: u64,
-        local: Ipv4Addr,
+        locals: std::sync::Arc<[IpAddr]>,
         routes: Option<route::RouteQuery>,
         owner: u32,
     ) -> KernelWorker {
@@ -146,7 +147,7 @@ impl KernelWorker {
             map,
             ifindex,
             origin_ns,
-            local,
+            locals,
             routes,
             slots: HashMap::new(),
             in_kernel: 0,
@@ -281,11 +282,27 @@ impl KernelWorker {
             note(slot, KernelStatus::NotLatched);
             return false;
         };
-        let ip = IpAddr::V4(self.local);
+        // Each socket's own address: the two sides may be on two networks (two devices),
+        // the route question below then names the device of the outgoing side's network.
+        let local_of = |s: &Slot| {
+            let locals = s.shared.as_ref().map(|sh| sh.locals)?;
+            let n = match s.side {
+                Side::A => locals[0],
+                Side::B => locals[1],
+            };
+            self.locals
+                .get(usize::from(n))
+                .copied()
+                .filter(IpAddr::is_ipv4)
+        };
+        let (Some(in_ip), Some(out_ip)) = (local_of(slot), local_of(out)) else {
+            note(slot, KernelStatus::Unsupported);
+            return false;
+        };
         let route = Route {
-            local: SocketAddr::new(ip, slot.local_port),
+            local: SocketAddr::new(in_ip, slot.local_port),
             source,
-            out_local: SocketAddr::new(ip, out.local_port),
+            out_local: SocketAddr::new(out_ip, out.local_port),
             destination,
         };
         let ifindex = match (

@@ -12,7 +12,10 @@ pub struct KernelPath {
     map_id: u32,
     ifindex: u32,
     origin_ns: u64,
-    local: Ipv4Addr,
+    /// Some relay address is a real one (not loopback): workers ask routes.
+    routed: bool,
+    /// Every interface address, in configuration order.
+    locals: std::sync::Arc<[IpAddr]>,
     next_owner: std::sync::atomic::AtomicU32,
 }
 
@@ -34,37 +37,59 @@ fn monotonic_ns() -> u64 {
 }
 
 impl KernelPath {
-    /// Loads the program and attaches it to loopback's ingress. The error says why the
-    /// fast path is unavailable; the relay then carries all media in user space.
-    pub fn start(local: IpAddr) -> Result<KernelPath, String> {
-        let local = match local {
-            IpAddr::V4(ip) if !ip.is_unspecified() => ip,
-            other => {
-                return Err(format!(
-                "the relay address {other} is not one IPv4 address (the program handles IPv4 only)"
-            ))
-            }
-        };
+    /// Loads the program and attaches it to the ingress of each device that has one of the
+    /// relay's IPv4 addresses (`lo` for loopback ones): with interfaces on two networks,
+    /// packets from either are relayed in the kernel and leave by the other's device. The
+    /// error says why the fast path is unavailable; the relay then carries all media in user
+    /// space.
+    pub fn start(locals: &[IpAddr]) -> Result<KernelPath, String> {
+        let v4: Vec<Ipv4Addr> = locals
+            .iter()
+            .filter_map(|ip| match ip {
+                IpAddr::V4(ip) if !ip.is_unspecified() => Some(*ip),
+                _ => None,
+            })
+            .collect();
+        if v4.is_empty() {
+            return Err(format!(
+                "no relay address among {locals:?} is an IPv4 address (the program handles IPv4 only)"
+            ));
+        }
         if !kernel_at_least(6, 6) {
             return Err(
                 "Linux 6.6 or later is needed (TCX links, detached when the relay exits)".into(),
             );
         }
-        let device = if local.is_loopback() {
-            "lo".to_string()
-        } else {
-            device_with(local).ok_or_else(|| format!("no network device has {local}"))?
-        };
-        Self::load(local, &device)
+        let mut devices: Vec<String> = Vec::new();
+        for ip in &v4 {
+            let device = if ip.is_loopback() {
+                "lo".to_string()
+            } else {
+                device_with(*ip).ok_or_else(|| format!("no network device has {ip}"))?
+            };
+            if !devices.contains(&device) {
+                devices.push(device);
+            }
+        }
+        let routed = v4.iter().any(|ip| !ip.is_loopback());
+        Self::load(&devices, routed, locals.into())
     }
 
     #[cfg(not(rtpanchor_bpf))]
-    fn load(_local: Ipv4Addr, _device: &str) -> Result<KernelPath, String> {
+    fn load(
+        _devices: &[String],
+        _routed: bool,
+        _locals: std::sync::Arc<[IpAddr]>,
+    ) -> Result<KernelPath, String> {
         Err("built without the program (clang was not found at build time)".into())
     }
 
     #[cfg(rtpanchor_bpf)]
-    fn load(local: Ipv4Addr, device: &str) -> Result<KernelPath, String> {
+    fn load(
+        devices: &[String],
+        routed: bool,
+        locals: std::sync::Arc<[IpAddr]>,
+    ) -> Result<KernelPath, String> {
         use aya::programs::{tc::TcAttachOptions, LinkOrder, SchedClassifier, TcAttachType};
         static OBJECT: &[u8] = include_bytes!(env!("RTPANCHOR_BPF_OBJECT"));
         let mut ebpf = aya::Ebpf::load(OBJECT).map_err(|e| format!("loading the program: {e}"))?;
@@ -75,12 +100,14 @@ impl KernelPath {
             .map_err(|e| format!("anchor_forward: {e}"))?;
         prog.load()
             .map_err(|e| format!("the kernel refused the program: {e}"))?;
-        prog.attach_with_options(
-            device,
-            TcAttachType::Ingress,
-            TcAttachOptions::TcxOrder(LinkOrder::default()),
-        )
-        .map_err(|e| format!("attaching to {device}: {e}"))?;
+        for device in devices {
+            prog.attach_with_options(
+                device,
+                TcAttachType::Ingress,
+                TcAttachOptions::TcxOrder(LinkOrder::default()),
+            )
+            .map_err(|e| format!("attaching to {device}: {e}"))?;
+        }
         let map = ebpf
             .map("anchor_fwd")
             .ok_or("the object has no anchor_fwd map")?;
@@ -97,7 +124,8 @@ impl KernelPath {
             map_id,
             ifindex,
             origin_ns: monotonic_ns().saturating_sub(crate::time::now_ns()),
-            local,
+            routed,
+            locals,
             next_owner: std::sync::atomic::AtomicU32::new(0),
         })
     }
@@ -107,10 +135,10 @@ impl KernelPath {
         let data = aya::maps::MapData::from_id(self.map_id).map_err(|e| e.to_string())?;
         let map = aya::maps::HashMap::try_from(aya::maps::Map::HashMap(data))
             .map_err(|e| e.to_string())?;
-        let routes = if self.local.is_loopback() {
-            None
-        } else {
+        let routes = if self.routed {
             Some(route::RouteQuery::new().map_err(|e| format!("rtnetlink: {e}"))?)
+        } else {
+            None
         };
         let owner = self
             .next_owner
@@ -119,7 +147,7 @@ impl KernelPath {
             map,
             self.ifindex,
             self.origin_ns,
-            self.local,
+            self.locals.clone(),
             routes,
             owner,
         ))

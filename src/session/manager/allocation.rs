@@ -32,11 +32,12 @@ impl<'b, B: MediaBackend> Allocation<'b, B> {
             let LineStream::Open(ends) = &mut line.stream else {
                 continue;
             };
-            let StreamEnds { a, b } = std::mem::take(ends);
+            let StreamEnds { a, b, locals } = std::mem::take(ends);
             let spec = StreamSpec {
                 call_id: call_id.clone(),
                 a,
                 b,
+                locals,
             };
             let s = guard.backend.open(spec, now)?;
             guard.opened.push(s.id);
@@ -72,7 +73,7 @@ mod tests {
     fn planned_offer(sdp: &str) -> OfferPlan<'_> {
         let s = sig("a", None, sdp);
         let o = NegotiateOptions::default();
-        OfferPlan::new(None, &s, described(sdp), &o, &interfaces()).unwrap()
+        OfferPlan::new(None, &s, described(sdp), &o, &interfaces(), 0).unwrap()
     }
 
     #[test]

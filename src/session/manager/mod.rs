@@ -71,6 +71,8 @@ mod answer;
 mod audit;
 pub mod control;
 mod delete;
+#[cfg(test)]
+mod interface_tests;
 mod offer;
 mod persist;
 #[cfg(test)]
@@ -251,6 +253,8 @@ pub struct MediaReport {
     pub ports: Option<PortPair>,
     /// The relay's bound address for this leg.
     pub local_addr: Option<IpAddr>,
+    /// The name of the interface that address belongs to.
+    pub interface: Option<String>,
     /// Where media for this leg goes now: learned source, else the SDP endpoint.
     pub endpoint: Option<SocketAddr>,
     /// What the leg's SDP said (hold address included).
@@ -332,6 +336,8 @@ pub struct Statistics {
     /// Every packet relayed so far (closed calls and live ones).
     pub relayed: Counters,
     pub interfaces: Vec<RelayInterface>,
+    /// Ports in use on each of `interfaces` (same order; RTP and RTCP counted).
+    pub interface_ports: Vec<u64>,
     pub port_min: u16,
     pub port_max: u16,
     /// Port pairs in use and in total (from the backend).

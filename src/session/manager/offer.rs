@@ -43,7 +43,16 @@ impl<B: MediaBackend> SessionManager<B> {
             Some(c) => c.id.clone(),
             None => Arc::from(sig.call_id),
         };
-        let mut plan = OfferPlan::new(existing_call, sig, described, opts, &self.cfg.interfaces)?;
+        // One round-robin turn per call: the calls managed so far.
+        let turn = self.managed as usize;
+        let mut plan = OfferPlan::new(
+            existing_call,
+            sig,
+            described,
+            opts,
+            &self.cfg.interfaces,
+            turn,
+        )?;
 
         // Everything is allocated before anything is committed: until `commit`, the guard
         // closes what it opened when an allocation or the rendering fails.
@@ -80,9 +89,9 @@ impl<B: MediaBackend> SessionManager<B> {
         let OfferPlan {
             target,
             offerer,
+            offerer_local,
             out: Outgoing { relay, .. },
             lines,
-            ..
         } = plan;
         let call = match self.calls.entry(call_id.clone()) {
             Entry::Occupied(o) => o.into_mut(),
@@ -135,7 +144,8 @@ impl<B: MediaBackend> SessionManager<B> {
                     self.backend
                         .update(st.id, offerer, line.desc.end.endpoint.clone(), now);
                 }
-                let (slot, replaced) = offered_slot(prev, line, offerer, relay.local, opts);
+                let locals = [offerer_local, relay.local];
+                let (slot, replaced) = offered_slot(prev, line, offerer, locals, opts);
                 to_close.extend(replaced);
                 d.media.push(slot);
             }
@@ -159,7 +169,7 @@ fn offered_slot(
     prev: Option<MediaSlot>,
     line: OfferLine,
     offerer: Side,
-    relay_local: IpAddr,
+    [offerer_local, receiver_local]: [IpAddr; 2],
     opts: &NegotiateOptions,
 ) -> (MediaSlot, Option<StreamId>) {
     let receiver = offerer.other();
@@ -212,7 +222,9 @@ fn offered_slot(
         ..end
     };
     if slot.stream.is_some() {
-        slot.end_mut(receiver).relay_local = Some(relay_local);
+        // Both sides' bound addresses are known from the offer on (`query` shows them).
+        slot.end_mut(offerer).relay_local = Some(offerer_local);
+        slot.end_mut(receiver).relay_local = Some(receiver_local);
     }
     (slot, replaced)
 }

@@ -512,6 +512,7 @@ impl<B: MediaBackend> SessionManager<B> {
                             call_id: call_id.clone(),
                             a: restored_endpoint(&a, &m.a),
                             b: restored_endpoint(&b, &m.b),
+                            locals: [a.relay_local, b.relay_local],
                         };
                         let r = RestoredStream {
                             a_ports: PortPair { rtp: s.a_port },

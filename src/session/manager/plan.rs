@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use crate::addr::PackedAddr;
 use crate::sdp::{MediaRewrite, Sdp};
 use crate::session::backend::{EndpointSpec, OpenedStream, Side};
+use crate::session::interfaces;
 use crate::session::manager::{side_ports, Negotiated, SessionError, Signal};
 use crate::session::model::{
     Call, Dialogue, MediaSlot, RtcpMuxPolicy, MAX_DIALOGUES, MAX_TOKEN_LEN,
@@ -244,14 +245,37 @@ pub(super) struct Outgoing<'s> {
     pub(super) warnings: Vec<String>,
 }
 
+impl RelayAddrs {
+    fn of(iface: &RelayInterface) -> RelayAddrs {
+        RelayAddrs {
+            sdp: iface.sdp_addr(),
+            local: iface.local,
+        }
+    }
+
+    /// The addresses of a side already bound on `local` (its interface's advertised one, or
+    /// `local` itself when no interface has it any more).
+    fn bound(interfaces: &[RelayInterface], local: IpAddr) -> RelayAddrs {
+        interfaces::owner(interfaces, local)
+            .map_or(RelayAddrs { sdp: local, local }, RelayAddrs::of)
+    }
+}
+
+/// The relay address `side`'s streams among `slots` are bound on (the first such stream's;
+/// one offer binds all its lines of a side on one address).
+fn bound_on(slots: &[MediaSlot], side: Side, kept: impl Fn(usize) -> bool) -> Option<IpAddr> {
+    slots
+        .iter()
+        .enumerate()
+        .filter(|(i, s)| s.stream.is_some() && kept(*i))
+        .find_map(|(_, s)| s.end(side).relay_local)
+}
+
 impl<'s> Outgoing<'s> {
-    fn new(sdp: Sdp<'s>, iface: &RelayInterface, warnings: Vec<String>) -> Outgoing<'s> {
+    fn new(sdp: Sdp<'s>, relay: RelayAddrs, warnings: Vec<String>) -> Outgoing<'s> {
         Outgoing {
             sdp,
-            relay: RelayAddrs {
-                sdp: iface.sdp_addr(),
-                local: iface.local,
-            },
+            relay,
             warnings,
         }
     }
@@ -288,6 +312,8 @@ impl<'s> Outgoing<'s> {
 pub(super) struct StreamEnds {
     pub(super) a: EndpointSpec,
     pub(super) b: EndpointSpec,
+    /// The relay addresses side A's and B's sockets are bound on.
+    pub(super) locals: [Option<IpAddr>; 2],
 }
 
 /// What an offer's m= line does with the backend.
@@ -332,17 +358,21 @@ pub(super) struct OfferPlan<'s> {
     pub(super) out: Outgoing<'s>,
     pub(super) target: OfferTarget,
     pub(super) offerer: Side,
+    /// The relay address the offerer's side is bound on (the receiver's is in `out`).
+    pub(super) offerer_local: IpAddr,
     pub(super) lines: Vec<OfferLine>,
 }
 
 impl<'s> OfferPlan<'s> {
-    /// Plans an offer into `call` (`None`: a new call).
+    /// Plans an offer into `call` (`None`: a new call). `turn`: the round-robin turn for an
+    /// interface name with several addresses (one per call).
     pub(super) fn new(
         call: Option<&Call>,
         sig: &Signal<'_>,
         described: Described<'s>,
         opts: &NegotiateOptions,
         interfaces: &[RelayInterface],
+        turn: usize,
     ) -> Result<OfferPlan<'s>, SessionError> {
         let Described {
             sdp,
@@ -382,16 +412,42 @@ impl<'s> OfferPlan<'s> {
                     .find(|d| d.relayed())
                     .is_some_and(|d| d.end.ipv6)
             });
-        let iface = negotiate::pick_interface(interfaces, opts.family, receiver_v6)?;
+        let offerer_v6 = descs
+            .iter()
+            .find(|d| d.relayed())
+            .is_some_and(|d| d.end.ipv6);
+        // Each side on the interface `direction` names for it (the offer's SDP comes from the
+        // from-tag side: the first name is the offerer's). Streams this offer keeps stay on
+        // the addresses they are bound on, and new lines of the dialogue join them.
+        let [offerer_name, receiver_name] = interfaces::sides(&opts.direction, true);
+        let kept = |i: usize| ops.get(i) == Some(&StreamOp::Update);
+        let relay = match bound_on(existing, receiver, kept) {
+            Some(ip) => RelayAddrs::bound(interfaces, ip),
+            None => RelayAddrs::of(interfaces::select(
+                interfaces,
+                receiver_name,
+                opts.family,
+                receiver_v6,
+                turn,
+            )?),
+        };
+        let offerer_local = match bound_on(existing, offerer, kept) {
+            Some(ip) => ip,
+            None => interfaces::select(interfaces, offerer_name, None, offerer_v6, turn)?.local,
+        };
+        let mut locals = [None; 2];
+        locals[side_index(offerer)] = Some(offerer_local);
+        locals[side_index(receiver)] = Some(relay.local);
         let lines = descs
             .into_iter()
             .zip(ops)
             .enumerate()
             .map(|(i, (desc, op))| {
                 let stream = match op {
-                    StreamOp::Open | StreamOp::Reopen => {
-                        LineStream::Open(new_stream_ends(&desc, offerer, opts))
-                    }
+                    StreamOp::Open | StreamOp::Reopen => LineStream::Open(StreamEnds {
+                        locals,
+                        ..new_stream_ends(&desc, offerer, opts)
+                    }),
                     StreamOp::Update => existing
                         .get(i)
                         .and_then(|s| s.stream)
@@ -411,9 +467,10 @@ impl<'s> OfferPlan<'s> {
             })
             .collect();
         Ok(OfferPlan {
-            out: Outgoing::new(sdp, iface, warnings),
+            out: Outgoing::new(sdp, relay, warnings),
             target,
             offerer,
+            offerer_local,
             lines,
         })
     }
@@ -449,7 +506,18 @@ fn new_stream_ends(desc: &MediaDesc, offerer: Side, opts: &NegotiateOptions) -> 
         Side::A => (offerer_end, receiver_end),
         Side::B => (receiver_end, offerer_end),
     };
-    StreamEnds { a, b }
+    StreamEnds {
+        a,
+        b,
+        locals: [None; 2],
+    }
+}
+
+fn side_index(side: Side) -> usize {
+    match side {
+        Side::A => 0,
+        Side::B => 1,
+    }
 }
 
 /// What an answer does with the stream of one line.
@@ -529,7 +597,35 @@ impl<'s> AnswerPlan<'s> {
             .map(|s| s.end(offerer))
             .find(|e| e.known)
             .is_some_and(|e| e.ipv6);
-        let iface = negotiate::pick_interface(interfaces, opts.family, offerer_v6)?;
+        // The SDP for the offerer names the address its side was bound on at the offer.
+        // `direction` in an answer names the from-tag side first, and the answer's SDP comes
+        // from the other side (the to-tag's): its sender takes the second name.
+        let answerer_tag = target.name_b.as_deref().or_else(|| d.tag(target.answerer));
+        let [answerer_name, offerer_name] =
+            interfaces::sides(&opts.direction, answerer_tag == Some(sig.from_tag));
+        let relay = match bound_on(&d.media, offerer, |_| true) {
+            Some(ip) => RelayAddrs::bound(interfaces, ip),
+            None => RelayAddrs::of(interfaces::select(
+                interfaces,
+                offerer_name,
+                opts.family,
+                offerer_v6,
+                0,
+            )?),
+        };
+        if let (Some(name), Some(ip)) =
+            (answerer_name, bound_on(&d.media, target.answerer, |_| true))
+        {
+            let on = interfaces::owner(interfaces, ip).map(|i| i.name.as_str());
+            if interfaces::is_known(interfaces, name)
+                && !on.is_some_and(|n| n.eq_ignore_ascii_case(name))
+            {
+                warnings.push(format!(
+                    "direction names {name} for the answerer; its media stays on {} ({ip}), chosen at the offer",
+                    on.unwrap_or("?")
+                ));
+            }
+        }
         let mut lines = Vec::with_capacity(descs.len());
         for desc in descs {
             let slot = d.media.get(desc.index as usize - 1);
@@ -564,7 +660,7 @@ impl<'s> AnswerPlan<'s> {
             });
         }
         Ok(AnswerPlan {
-            out: Outgoing::new(sdp, iface, warnings),
+            out: Outgoing::new(sdp, relay, warnings),
             target,
             lines,
         })
@@ -656,7 +752,7 @@ pub(super) mod tests {
             ..NegotiateOptions::default()
         };
         let s = sig("a", None, &sdp);
-        let plan = OfferPlan::new(None, &s, described(&sdp), &opts, &interfaces()).unwrap();
+        let plan = OfferPlan::new(None, &s, described(&sdp), &opts, &interfaces(), 0).unwrap();
         assert_eq!(plan.target, OfferTarget::New { b_tag: None });
         assert_eq!(plan.offerer, Side::A);
         let relay_ip: IpAddr = "203.0.113.1".parse().unwrap();
@@ -686,7 +782,7 @@ pub(super) mod tests {
         let call = offered_call(Some("b"));
         let o = NegotiateOptions::default();
         let s = sig("a", Some("b"), OFFER);
-        let plan = OfferPlan::new(Some(&call), &s, described(OFFER), &o, &interfaces()).unwrap();
+        let plan = OfferPlan::new(Some(&call), &s, described(OFFER), &o, &interfaces(), 0).unwrap();
         assert_eq!(
             plan.target,
             OfferTarget::Existing {
@@ -716,7 +812,8 @@ pub(super) mod tests {
         let o = NegotiateOptions::default();
         let reoffer = ANSWER.replace("m=video 0 RTP/AVP 96", "m=text 16002 RTP/AVP 98");
         let s = sig("b", Some("a"), &reoffer);
-        let plan = OfferPlan::new(Some(&call), &s, described(&reoffer), &o, &interfaces()).unwrap();
+        let plan =
+            OfferPlan::new(Some(&call), &s, described(&reoffer), &o, &interfaces(), 0).unwrap();
         assert_eq!(plan.offerer, Side::B);
         assert_eq!(
             plan.lines[0].stream,
@@ -748,7 +845,7 @@ pub(super) mod tests {
             ..sig("a", None, OFFER)
         };
         let o = NegotiateOptions::default();
-        let plan = OfferPlan::new(Some(&call), &s, described(OFFER), &o, &interfaces());
+        let plan = OfferPlan::new(Some(&call), &s, described(OFFER), &o, &interfaces(), 0);
         assert_eq!(
             plan.err(),
             Some(SessionError::TooManyBranches(MAX_DIALOGUES))
@@ -767,10 +864,10 @@ pub(super) mod tests {
         ifs.push(RelayInterface::new("y", v6));
         let o = NegotiateOptions::default();
         let s = sig("a", Some("b"), OFFER);
-        let plan = OfferPlan::new(Some(&call), &s, described(OFFER), &o, &ifs).unwrap();
+        let plan = OfferPlan::new(Some(&call), &s, described(OFFER), &o, &ifs, 0).unwrap();
         assert_eq!(plan.out.relay.sdp, v6);
         // A new call has only the offerer's family to go by.
-        let plan = OfferPlan::new(None, &s, described(OFFER), &o, &ifs).unwrap();
+        let plan = OfferPlan::new(None, &s, described(OFFER), &o, &ifs, 0).unwrap();
         assert_eq!(plan.out.relay.sdp, "203.0.113.1".parse::<IpAddr>().unwrap());
     }
 

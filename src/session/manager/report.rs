@@ -67,6 +67,7 @@ impl<B: MediaBackend> SessionManager<B> {
             terminated_sessions: self.terminated,
             relayed: relayed.sum(),
             interfaces: self.cfg.interfaces.clone(),
+            interface_ports: self.interface_ports(),
             port_min: self.cfg.port_min,
             port_max: self.cfg.port_max,
             pairs_used,
@@ -79,6 +80,26 @@ impl<B: MediaBackend> SessionManager<B> {
                 .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).snapshot())
                 .unwrap_or_default(),
         }
+    }
+
+    /// Ports bound on each configured interface address: each relayed side of each line holds
+    /// an RTP and an RTCP port on the address it was bound on.
+    fn interface_ports(&self) -> Vec<u64> {
+        let ifs = &self.cfg.interfaces;
+        let mut used = vec![0u64; ifs.len()];
+        let sides = self
+            .calls
+            .values()
+            .flat_map(|c| c.dialogues.iter())
+            .flat_map(|d| d.media.iter())
+            .filter(|s| s.stream.is_some())
+            .flat_map(|s| [s.a.relay_local, s.b.relay_local]);
+        for ip in sides.flatten() {
+            if let Some(n) = ifs.iter().position(|i| i.local == ip) {
+                used[n] = used[n].saturating_add(2);
+            }
+        }
+        used
     }
 
     /// Counts one ng command handled for `source` in `elapsed_ns` (the ng server calls it).
@@ -225,6 +246,11 @@ impl<B: MediaBackend> SessionManager<B> {
             label: m.label.as_deref().map(str::to_owned),
             ports: m.stream.map(|s| side_ports(&s, side)),
             local_addr: m.stream.and(end.relay_local),
+            interface: m
+                .stream
+                .and(end.relay_local)
+                .and_then(|ip| crate::session::interfaces::owner(&self.cfg.interfaces, ip))
+                .map(|i| i.name.clone()),
             // A hold address (0.0.0.0) is shown as it is, as rtpengine does, though no
             // media goes there.
             endpoint: stats
