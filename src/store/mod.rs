@@ -11,7 +11,9 @@
 //!
 //! Loading (on start) is the only blocking operation, and it happens before any server runs.
 
+pub mod embedded;
 pub mod locations;
+pub mod presence;
 pub mod record;
 pub mod redis;
 pub mod standby;
@@ -38,6 +40,15 @@ pub enum Change {
     },
     /// The address of record has no binding left.
     DeleteRegistration { aor: String },
+    /// A presence or stored-message record (`sip::presence::PersistRecord`), of no use after
+    /// `expires_unix_ns`.
+    PutPresence {
+        key: String,
+        json: String,
+        expires_unix_ns: u64,
+    },
+    /// The presence entry is gone.
+    DeletePresence { key: String },
 }
 
 /// Takes changes without waiting (called with the session manager's lock held).
@@ -56,6 +67,8 @@ pub struct Loaded {
     pub calls: Vec<(String, String, Option<String>)>,
     /// (address of record, record).
     pub registrations: Vec<(String, String)>,
+    /// (presence key, record).
+    pub presence: Vec<(String, String)>,
 }
 
 /// The embedded store: the latest record of every key, in memory, with an optional bound on
@@ -72,6 +85,7 @@ pub struct MemoryStore {
 struct MemoryInner {
     calls: HashMap<String, (Option<String>, Option<String>)>,
     registrations: HashMap<String, String>,
+    presence: HashMap<String, String>,
     pending: usize,
 }
 
@@ -106,8 +120,12 @@ impl MemoryStore {
         for (aor, rec) in &g.registrations {
             out.registrations.push((aor.clone(), rec.clone()));
         }
+        for (key, rec) in &g.presence {
+            out.presence.push((key.clone(), rec.clone()));
+        }
         out.calls.sort();
         out.registrations.sort();
+        out.presence.sort();
         out
     }
 }
@@ -133,6 +151,12 @@ impl ChangeSink for MemoryStore {
             }
             Change::DeleteRegistration { aor } => {
                 g.registrations.remove(&aor);
+            }
+            Change::PutPresence { key, json, .. } => {
+                g.presence.insert(key, json);
+            }
+            Change::DeletePresence { key } => {
+                g.presence.remove(&key);
             }
         }
         true

@@ -19,7 +19,9 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::sync::mpsc;
 
-use super::record::{CALL_KEY_PREFIX, FIELD_RECORD, FIELD_STATS, REG_KEY_PREFIX};
+use super::record::{
+    CALL_KEY_PREFIX, FIELD_RECORD, FIELD_STATS, PRESENCE_KEY_PREFIX, REG_KEY_PREFIX,
+};
 use super::{Change, ChangeSink, Loaded};
 
 /// Changes the queue holds before it refuses more.
@@ -204,6 +206,20 @@ fn add_to_pipe(p: &mut redis::Pipeline, change: &Change) {
         Change::DeleteRegistration { aor } => {
             p.del(reg_key(aor)).ignore();
         }
+        Change::PutPresence {
+            key,
+            json,
+            expires_unix_ns,
+        } => {
+            // Redis drops the record when the last thing in it expires.
+            let k = format!("{PRESENCE_KEY_PREFIX}{key}");
+            p.set(&k, json).ignore();
+            let ms = (expires_unix_ns / 1_000_000).max(1);
+            p.cmd("PEXPIREAT").arg(&k).arg(ms).ignore();
+        }
+        Change::DeletePresence { key } => {
+            p.del(format!("{PRESENCE_KEY_PREFIX}{key}")).ignore();
+        }
     }
 }
 
@@ -320,6 +336,13 @@ async fn load(con: &mut redis::aio::MultiplexedConnection) -> anyhow::Result<Loa
         if let Some(v) = v {
             let aor = key.get(REG_KEY_PREFIX.len()..).unwrap_or_default();
             out.registrations.push((aor.to_owned(), v));
+        }
+    }
+    for key in scan_keys(con, PRESENCE_KEY_PREFIX).await? {
+        let v: Option<String> = redis::cmd("GET").arg(&key).query_async(con).await?;
+        if let Some(v) = v {
+            let k = key.get(PRESENCE_KEY_PREFIX.len()..).unwrap_or_default();
+            out.presence.push((k.to_owned(), v));
         }
     }
     Ok(out)

@@ -50,8 +50,10 @@ use crate::sip::parse::{frame, Frame, ParseError, MAX_MESSAGE_LEN};
 use crate::sip::proxy::{Proxy, ProxyConfig, ProxyStats};
 use crate::sip::transport::{Transmit, Transport};
 use crate::store::locations::{LocationPersistence, StoredLocations};
+use crate::store::presence::PresencePersistence;
 use crate::time::{self, Nanos};
 
+mod persist;
 mod tcp;
 mod tls;
 #[cfg(test)]
@@ -94,6 +96,8 @@ pub struct SipServerConfig {
     pub max_timer_sleep: Duration,
     /// Registrations go to the state store and start from what it held (`--redis`).
     pub locations: Option<LocationPersistence>,
+    /// Presence state and stored messages go to this store and start from what it held.
+    pub presence_store: Option<PresencePersistence>,
 }
 
 impl Default for SipServerConfig {
@@ -109,6 +113,7 @@ impl Default for SipServerConfig {
             tcp_connect_timeout: Duration::from_secs(5),
             max_timer_sleep: Duration::from_secs(1),
             locations: None,
+            presence_store: None,
         }
     }
 }
@@ -545,7 +550,10 @@ impl<B: MediaBackend + 'static> SipServer<B> {
             }
             None => (None, None),
         };
-        let proxy = Proxy::new(proxy_cfg, locations);
+        let mut proxy = Proxy::new(proxy_cfg, locations);
+        if let Some(p) = &cfg.presence_store {
+            persist::restore(&mut proxy, p);
+        }
         let mut cfg = cfg;
         cfg.max_message = cfg.max_message.clamp(1, MAX_MESSAGE_LEN);
         let shared = Arc::new(SipShared {
@@ -622,6 +630,11 @@ impl<B: MediaBackend + 'static> SipServer<B> {
             tcp, tls, shared, ..
         } = self;
         let timer = tokio::spawn(timer_loop(shared.clone(), shutdown.clone()));
+        let flusher = shared
+            .cfg
+            .presence_store
+            .clone()
+            .map(|p| tokio::spawn(persist::flush_loop(shared.clone(), p, shutdown.clone())));
         let tcp_task = tokio::spawn(accept_loop(
             tcp,
             shared.clone(),
@@ -638,6 +651,12 @@ impl<B: MediaBackend + 'static> SipServer<B> {
         });
         let result = udp_loop(shared.clone(), shutdown).await;
         timer.abort();
+        if let Some(f) = flusher {
+            f.abort();
+        }
+        if let Some(p) = &shared.cfg.presence_store {
+            persist::finish(&shared, p);
+        }
         tcp_task.abort();
         if let Some(t) = tls_task {
             t.abort();

@@ -37,6 +37,7 @@
 )]
 
 mod im;
+mod persist;
 mod pidf;
 mod publish;
 mod subscribe;
@@ -50,6 +51,7 @@ use crate::sip::parse::{HeaderName, Message};
 use crate::sip::transport::Transport;
 
 pub use self::im::{MessageStoreConfig, StoredMessage};
+pub use self::persist::{PersistRecord, RestoreCounts, RECORD_VERSION};
 
 const NANOS_PER_SEC: u64 = 1_000_000_000;
 
@@ -248,6 +250,8 @@ pub struct Services {
     timers: BTreeSet<(u64, Due)>,
     next_id: u64,
     stats: PresenceStats,
+    /// Entries changed since the last [`Services::take_persist`]; `None`: not persisting.
+    dirty: Option<BTreeSet<persist::PersistKey>>,
 }
 
 impl Services {
@@ -265,6 +269,7 @@ impl Services {
             timers: BTreeSet::new(),
             next_id: 1,
             stats: PresenceStats::default(),
+            dirty: None,
         }
     }
 
