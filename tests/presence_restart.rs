@@ -352,7 +352,7 @@ fn presence_and_messages_survive_kill9_with_the_embedded_store() {
     let p = Ports {
         sip: 14710,
         ng: 14711,
-        media: (14800, 14899),
+        media: (14800, 14849),
         phones: [14720, 14721, 14722, 14723],
     };
     let store = vec!["--sip-state-dir".to_owned(), state.display().to_string()];

@@ -23,6 +23,8 @@ command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 # phones call over TLS (tests/sip_tls_e2e.rs; Debian's SIPp has no TLS) and with passwords
 # (tests/sip_baresip_auth.rs).
 command -v baresip >/dev/null 2>&1 || need+=(baresip)
+# Kamailio's presence modules: the reference presence server of tests/presence_kamailio.rs.
+[ -e /usr/lib/x86_64-linux-gnu/kamailio/modules/presence_xml.so ] || need+=(kamailio-presence-modules)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive
