@@ -24,7 +24,7 @@ command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 # (tests/sip_baresip_auth.rs).
 command -v baresip >/dev/null 2>&1 || need+=(baresip)
 # Kamailio's presence modules: the reference presence server of tests/presence_kamailio.rs.
-[ -e /usr/lib/x86_64-linux-gnu/kamailio/modules/presence_xml.so ] || need+=(kamailio-presence-modules)
+dpkg -s kamailio-presence-modules >/dev/null 2>&1 || need+=(kamailio-presence-modules)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive
