@@ -11,22 +11,22 @@
 //! Writes are behind, as for Redis: [`EmbeddedStore::offer`] queues a change on a bounded
 //! channel and returns at once; a thread of its own takes up to [`BATCH`] changes and
 //! commits them in one transaction (one fsync per batch, however many changes a burst
-//! brings). A full queue refuses the change and counts it; the producer offers it again.
+//! brings). A full queue refuses the change and counts it; the producer offers it again. A
+//! batch the disk keeps refusing is tried for 2 s, then dropped with an error in the log.
 //! Each value is the record's expiry (8 bytes, Unix ns, big-endian) and its JSON; loading
 //! skips and deletes expired ones. Only presence changes are kept here: call and
 //! registration changes are not (they need `--redis`) and are ignored.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::Context;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::{Change, ChangeSink};
+use super::{Change, ChangeSink, Writer};
 
 /// The table: presence key → expiry (8 bytes) + record JSON.
 const PRESENCE: TableDefinition<&str, &[u8]> = TableDefinition::new("presence");
@@ -37,22 +37,14 @@ pub const QUEUE_CAPACITY: usize = 65_536;
 pub const BATCH: usize = 1024;
 /// Pause before retrying a failed commit.
 const RETRY_DELAY: Duration = Duration::from_millis(200);
-/// Tries of one batch after the queue closed (a clean stop), before giving up on it.
-const TRIES_AFTER_CLOSE: u32 = 3;
+/// Tries of one batch before giving up on it (a disk that keeps failing: 2 s).
+const MAX_TRIES: u32 = 10;
 
 /// Counters of the writer.
-#[derive(Debug, Default)]
-pub struct EmbeddedCounters {
-    pub accepted: AtomicU64,
-    pub refused: AtomicU64,
-    pub written: AtomicU64,
-    pub failures: AtomicU64,
-}
+pub type EmbeddedCounters = super::WriterCounters;
 
 pub struct EmbeddedStore {
-    tx: Option<SyncSender<Change>>,
-    counters: Arc<EmbeddedCounters>,
-    thread: Option<JoinHandle<()>>,
+    writer: Writer<SyncSender<Change>>,
 }
 
 impl std::fmt::Debug for EmbeddedStore {
@@ -95,43 +87,20 @@ impl EmbeddedStore {
             .spawn(move || writer(db, rx, c))?;
         Ok((
             EmbeddedStore {
-                tx: Some(tx),
-                counters,
-                thread: Some(thread),
+                writer: Writer::new(tx, thread, counters),
             },
             loaded,
         ))
     }
 
     pub fn counters(&self) -> &EmbeddedCounters {
-        &self.counters
+        self.writer.counters()
     }
 
     /// Waits (at most `limit`) until every change taken so far is committed; false if some
     /// are not.
     pub fn wait_written(&self, limit: Duration) -> bool {
-        let limit_ns = u64::try_from(limit.as_nanos()).unwrap_or(u64::MAX);
-        let deadline = crate::time::now_ns().saturating_add(limit_ns);
-        loop {
-            let c = &self.counters;
-            if c.written.load(Ordering::Relaxed) >= c.accepted.load(Ordering::Relaxed) {
-                return true;
-            }
-            if crate::time::now_ns() >= deadline {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-}
-
-impl Drop for EmbeddedStore {
-    /// Closes the queue and lets the writer commit what it holds.
-    fn drop(&mut self) {
-        self.tx = None;
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.writer.counters().wait_written(limit)
     }
 }
 
@@ -144,26 +113,14 @@ impl ChangeSink for EmbeddedStore {
             // Not kept here (see the module docs): taken and dropped.
             return true;
         }
-        let Some(tx) = &self.tx else {
-            return false;
-        };
-        match tx.try_send(change) {
-            Ok(()) => {
-                self.counters.accepted.fetch_add(1, Ordering::Relaxed);
-                true
-            }
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                let n = self.counters.refused.fetch_add(1, Ordering::Relaxed);
-                if n.is_power_of_two() {
-                    tracing::warn!(refused = n + 1, "state database queue full; changes wait");
-                }
-                false
-            }
-        }
+        self.writer
+            .offer("state database queue full; changes wait", |tx| {
+                tx.try_send(change).is_ok()
+            })
     }
 
     fn refused(&self) -> u64 {
-        self.counters.refused.load(Ordering::Relaxed)
+        self.writer.counters().refused.load(Ordering::Relaxed)
     }
 }
 
@@ -226,49 +183,35 @@ fn commit(db: &Database, batch: &[Change]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Takes a change, adds what else is queued (up to [`BATCH`]), commits them as one
+/// transaction; returns when the queue is closed and empty.
 fn writer(db: Database, rx: Receiver<Change>, counters: Arc<EmbeddedCounters>) {
-    let mut batch: Vec<Change> = Vec::with_capacity(BATCH);
-    let mut closed = false;
-    let mut tries_after_close = 0u32;
-    loop {
-        if batch.is_empty() {
-            if closed {
-                return;
-            }
-            match rx.recv() {
-                Ok(c) => batch.push(c),
-                Err(_) => return,
-            }
-        }
-        while batch.len() < BATCH && !closed {
-            match rx.recv_timeout(Duration::ZERO) {
-                Ok(c) => batch.push(c),
-                Err(RecvTimeoutError::Timeout) => break,
-                Err(RecvTimeoutError::Disconnected) => closed = true,
-            }
-        }
-        match commit(&db, &batch) {
-            Ok(()) => {
-                counters
-                    .written
-                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                batch.clear();
-            }
-            Err(e) => {
-                counters.failures.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(
+    while let Ok(first) = rx.recv() {
+        let mut batch = Vec::with_capacity(BATCH);
+        batch.push(first);
+        batch.extend(rx.try_iter().take(BATCH - 1));
+        let mut tries = 0;
+        while let Err(e) = commit(&db, &batch) {
+            counters.failures.fetch_add(1, Ordering::Relaxed);
+            tries += 1;
+            if tries >= MAX_TRIES {
+                tracing::error!(
                     error = format!("{e:#}"),
-                    "state database write failed; retrying"
+                    changes = batch.len(),
+                    "state database write failed; these changes are lost"
                 );
-                if closed {
-                    tries_after_close += 1;
-                    if tries_after_close > TRIES_AFTER_CLOSE {
-                        return;
-                    }
-                }
-                std::thread::sleep(RETRY_DELAY);
+                break;
             }
+            tracing::warn!(
+                error = format!("{e:#}"),
+                "state database write failed; retrying"
+            );
+            std::thread::sleep(RETRY_DELAY);
         }
+        // Written or given up: either way no longer waited for.
+        counters
+            .written
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
     }
 }
 

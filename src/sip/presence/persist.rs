@@ -25,6 +25,7 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::im::{MsgId, StoredMessage};
@@ -167,9 +168,34 @@ fn transport_of(s: &str) -> Option<Transport> {
     }
 }
 
-/// A Unix time (ns) as this process's monotonic time; `None` before its zero.
-fn to_mono(unix_ns: u64, unix_at_zero_ns: u64) -> Option<u64> {
-    unix_ns.checked_sub(unix_at_zero_ns)
+/// The clocks of a restore: monotonic now, and the Unix time (ns) at the monotonic zero.
+#[derive(Clone, Copy)]
+struct Clock {
+    now: u64,
+    zero: u64,
+}
+
+/// A record's expiry (Unix ns) as this process's monotonic time, if it is still ahead of
+/// now; an expired one is counted.
+fn live(unix_ns: u64, t: Clock, c: &mut RestoreCounts) -> Option<u64> {
+    let at = unix_ns.checked_sub(t.zero).filter(|m| *m > t.now);
+    if at.is_none() {
+        c.expired += 1;
+    }
+    at
+}
+
+/// A record of this version whose `fits` holds; anything else is counted as dropped.
+fn read<T: DeserializeOwned>(
+    json: &str,
+    c: &mut RestoreCounts,
+    fits: impl Fn(&T) -> bool,
+) -> Option<T> {
+    let rec = serde_json::from_str::<T>(json).ok().filter(|r| fits(r));
+    if rec.is_none() {
+        c.dropped += 1;
+    }
+    rec
 }
 
 impl Services {
@@ -324,19 +350,23 @@ impl Services {
         registered: &dyn Fn(&str) -> bool,
     ) -> RestoreCounts {
         let mut c = RestoreCounts::default();
+        let t = Clock {
+            now,
+            zero: unix_at_zero_ns,
+        };
         let of = |prefix: &'static str| {
             records
                 .iter()
                 .filter_map(move |(k, v)| k.strip_prefix(prefix).map(|rest| (rest, v.as_str())))
         };
         for (aor, json) in of(PRESENTITY) {
-            self.restore_presentity(aor, json, now, unix_at_zero_ns, &mut c);
+            self.restore_presentity(aor, json, t, &mut c);
         }
         for (_, json) in of(SUBSCRIPTION) {
-            self.restore_subscription(json, now, unix_at_zero_ns, &mut c);
+            self.restore_subscription(json, t, &mut c);
         }
         for (aor, json) in of(MESSAGES) {
-            self.restore_messages(aor, json, now, unix_at_zero_ns, &mut c);
+            self.restore_messages(aor, json, t, &mut c);
         }
         let aors: Vec<String> = self.presentities.keys().cloned().collect();
         for aor in aors {
@@ -347,25 +377,13 @@ impl Services {
         c
     }
 
-    fn restore_presentity(
-        &mut self,
-        aor: &str,
-        json: &str,
-        now: u64,
-        zero: u64,
-        c: &mut RestoreCounts,
-    ) {
-        let Ok(rec) = serde_json::from_str::<PresentityRecord>(json) else {
-            c.dropped += 1;
+    fn restore_presentity(&mut self, aor: &str, json: &str, t: Clock, c: &mut RestoreCounts) {
+        let fits = |r: &PresentityRecord| r.v == RECORD_VERSION && r.aor == aor;
+        let Some(rec) = read(json, c, fits) else {
             return;
         };
-        if rec.v != RECORD_VERSION || rec.aor != aor {
-            c.dropped += 1;
-            return;
-        }
         for p in rec.publications {
-            let Some(at) = to_mono(p.expires_unix_ns, zero).filter(|t| *t > now) else {
-                c.expired += 1;
+            let Some(at) = live(p.expires_unix_ns, t, c) else {
                 continue;
             };
             let per_aor = self
@@ -379,7 +397,7 @@ impl Services {
                 c.dropped += 1;
                 continue;
             }
-            self.presentity_mut(aor, now)
+            self.presentity_mut(aor, t.now)
                 .publications
                 .push(Publication {
                     etag: p.etag.clone(),
@@ -393,24 +411,23 @@ impl Services {
         }
     }
 
-    fn restore_subscription(&mut self, json: &str, now: u64, zero: u64, c: &mut RestoreCounts) {
-        let Ok(r) = serde_json::from_str::<SubscriptionRecord>(json) else {
-            c.dropped += 1;
+    fn restore_subscription(&mut self, json: &str, t: Clock, c: &mut RestoreCounts) {
+        let fits = |r: &SubscriptionRecord| {
+            r.v == RECORD_VERSION
+                && Package::parse(&r.package).is_some()
+                && transport_of(&r.transport).is_some()
+                && !self.subs.contains_key(&SubId(r.id))
+        };
+        let Some(r) = read(json, c, fits) else {
             return;
         };
         let (Some(package), Some(transport)) =
             (Package::parse(&r.package), transport_of(&r.transport))
         else {
-            c.dropped += 1;
             return;
         };
         let id = SubId(r.id);
-        if r.v != RECORD_VERSION || self.subs.contains_key(&id) {
-            c.dropped += 1;
-            return;
-        }
-        let Some(expires_at) = to_mono(r.expires_unix_ns, zero).filter(|t| *t > now) else {
-            c.expired += 1;
+        let Some(expires_at) = live(r.expires_unix_ns, t, c) else {
             return;
         };
         let watchers = self
@@ -458,7 +475,7 @@ impl Services {
             final_sent: false,
             version: r.version,
         };
-        let p = self.presentity_mut(&r.presentity, now);
+        let p = self.presentity_mut(&r.presentity, t.now);
         match package {
             Package::Presence => p.watchers.push(id),
             Package::Winfo => p.winfo.push(id),
@@ -471,25 +488,13 @@ impl Services {
         c.subscriptions += 1;
     }
 
-    fn restore_messages(
-        &mut self,
-        aor: &str,
-        json: &str,
-        now: u64,
-        zero: u64,
-        c: &mut RestoreCounts,
-    ) {
-        let Ok(rec) = serde_json::from_str::<MessagesRecord>(json) else {
-            c.dropped += 1;
+    fn restore_messages(&mut self, aor: &str, json: &str, t: Clock, c: &mut RestoreCounts) {
+        let fits = |r: &MessagesRecord| r.v == RECORD_VERSION && r.aor == aor;
+        let Some(rec) = read(json, c, fits) else {
             return;
         };
-        if rec.v != RECORD_VERSION || rec.aor != aor {
-            c.dropped += 1;
-            return;
-        }
         for m in rec.messages {
-            let Some(at) = to_mono(m.expires_unix_ns, zero).filter(|t| *t > now) else {
-                c.expired += 1;
+            let Some(at) = live(m.expires_unix_ns, t, c) else {
                 continue;
             };
             let msg = StoredMessage {
