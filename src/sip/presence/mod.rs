@@ -229,6 +229,13 @@ enum Due {
     MessagesExpire(String),
 }
 
+/// An entry whose persistence record changed (`persist.rs`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum PersistKey {
+    Presentity(String),
+    Subscription(SubId),
+}
+
 /// What an outstanding request of ours is for.
 #[derive(Clone, Debug)]
 enum Outstanding {
@@ -251,7 +258,7 @@ pub struct Services {
     next_id: u64,
     stats: PresenceStats,
     /// Entries changed since the last [`Services::take_persist`]; `None`: not persisting.
-    dirty: Option<BTreeSet<persist::PersistKey>>,
+    dirty: Option<BTreeSet<PersistKey>>,
 }
 
 impl Services {

@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use super::im::{MsgId, StoredMessage};
 use super::publish::Publication;
 use super::subscribe::{Package, SubState, Subscription};
-use super::{Due, Reach, Services, SubId};
+use super::{Due, PersistKey, Reach, Services, SubId};
 use crate::sip::transport::Transport;
 
 /// The version written in every record; others are not loaded.
@@ -40,13 +40,6 @@ pub const RECORD_VERSION: u32 = 1;
 const PRESENTITY: &str = "presentity:";
 const SUBSCRIPTION: &str = "subscription:";
 const MESSAGES: &str = "messages:";
-
-/// An entry whose record changed.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub(super) enum PersistKey {
-    Presentity(String),
-    Subscription(SubId),
-}
 
 /// One write for the state store.
 #[derive(Clone, Debug, PartialEq, Eq)]

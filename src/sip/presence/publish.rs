@@ -3,10 +3,10 @@
 //! table, and the rate-limited NOTIFY of every change to the presentity's watchers.
 #![forbid(unsafe_code)]
 
-use super::persist::PersistKey;
 use super::subscribe::SubState;
 use super::{
-    event_of, pidf, Answer, Due, Handling, Offer, OutRequest, Services, SubId, NANOS_PER_SEC,
+    event_of, pidf, Answer, Due, Handling, Offer, OutRequest, PersistKey, Services, SubId,
+    NANOS_PER_SEC,
 };
 
 /// One publication: a publisher's document under its current entity tag.

@@ -6,10 +6,9 @@
 
 use std::fmt::Write as _;
 
-use super::persist::PersistKey;
 use super::{
-    event_of, pidf, secs, Answer, Due, Handling, Offer, OutRequest, Outstanding, Reach, Services,
-    SubId, WatcherPolicy, ALLOW_EVENTS, NANOS_PER_SEC,
+    event_of, pidf, secs, Answer, Due, Handling, Offer, OutRequest, Outstanding, PersistKey, Reach,
+    Services, SubId, WatcherPolicy, ALLOW_EVENTS, NANOS_PER_SEC,
 };
 use crate::sip::parse::HeaderName;
 
