@@ -18,6 +18,7 @@ use crate::sip::flood::{FloodConfig, FloodGuard};
 use crate::sip::presence::PresenceConfig;
 use crate::sip::proxy::ProxyConfig;
 use crate::store::locations::LocationPersistence;
+use crate::store::presence::PresencePersistence;
 use crate::time::{self, NANOS_PER_SEC};
 
 /// How long a drained relay with the SIP proxy on keeps serving after its last call ended,
@@ -71,16 +72,20 @@ pub fn run_with(config: Config, lifecycle: Arc<Lifecycle>, cli: Option<Cli>) -> 
         );
         lifecycle.set_standby(true);
     }
+    let mut presence_loaded = Vec::new();
     let (locations, store) = match &config.redis {
         // A standby attaches the store when it takes over.
         Some(_) if config.standby => (None, None),
         Some(url) => {
             // Calls taken over are the stored ones, already restored.
-            let (l, s) = open_store(url, &mut manager, unix_at_zero, taken.is_none())?;
+            let (l, p, s) = open_store(url, &mut manager, unix_at_zero, taken.is_none())?;
+            presence_loaded = p;
             (Some(l), Some(s))
         }
         None => (None, None),
     };
+    let presence_store =
+        presence_persistence(&config, locations.as_ref(), presence_loaded, unix_at_zero)?;
     manager.set_lifecycle(lifecycle.clone());
     let cdr = match &config.cdr_file {
         Some(path) => {
@@ -131,7 +136,7 @@ pub fn run_with(config: Config, lifecycle: Arc<Lifecycle>, cli: Option<Cli>) -> 
         // one that fails starts them again.
         let (mut serve_tx, serve_rx) = tokio::sync::watch::channel(false);
         let sip_adopted = taken.as_mut().and_then(crate::upgrade::Taken::sip_sockets);
-        let (sip, sip_shared, sip_fds) = match start_sip(&config, manager.clone(), serve_rx.clone(), locations, sip_adopted).await? {
+        let (sip, sip_shared, sip_fds) = match start_sip(&config, manager.clone(), serve_rx.clone(), (locations, presence_store), sip_adopted).await? {
             Some((task, shared, fds)) => (task, Some(shared), fds),
             // No SIP: a task that never ends keeps the select below uniform.
             None => (
@@ -240,7 +245,7 @@ pub fn run_with(config: Config, lifecycle: Arc<Lifecycle>, cli: Option<Cli>) -> 
                                 open_store(url, &mut m, unix_at_zero, true)
                             });
                             match opened {
-                                Ok((_, s)) => {
+                                Ok((_, _, s)) => {
                                     store = Some(s);
                                     lifecycle.set_standby(false);
                                     heartbeat = Some(crate::store::standby::Heartbeat::start(
@@ -360,12 +365,20 @@ const RESTORE_RETRY_DELAY: Duration = Duration::from_millis(200);
 /// Connects the state store, restores the calls it holds (a call whose ports cannot be
 /// bound is reported and removed from the store), and sends later changes to it. Returns
 /// what the registrar needs to do the same with registrations.
+/// What `open_store` hands on: the registrar's persistence, the presence records loaded,
+/// and the store.
+type StoreOpened = (
+    LocationPersistence,
+    Vec<(String, String)>,
+    Arc<crate::store::redis::RedisStore>,
+);
+
 fn open_store(
     url: &str,
     manager: &mut SessionManager<DataPlane>,
     unix_at_zero: Duration,
     restore_calls: bool,
-) -> anyhow::Result<(LocationPersistence, Arc<crate::store::redis::RedisStore>)> {
+) -> anyhow::Result<StoreOpened> {
     let (store, loaded) = crate::store::redis::RedisStore::open(url)?;
     let store = Arc::new(store);
     let (mut restored, mut dropped) = (0usize, 0usize);
@@ -411,7 +424,30 @@ fn open_store(
         loaded: loaded.registrations,
         unix_at_zero,
     };
-    Ok((locations, store))
+    Ok((locations, loaded.presence, store))
+}
+
+/// Where the SIP server keeps presence state: Redis with `--redis` (the records it held
+/// were loaded with the rest), else the embedded database (`store::presence`).
+fn presence_persistence(
+    config: &Config,
+    locations: Option<&LocationPersistence>,
+    loaded: Vec<(String, String)>,
+    unix_at_zero: Duration,
+) -> anyhow::Result<Option<PresencePersistence>> {
+    if !config.sip_presence || config.listen_sip.is_none() || config.standby {
+        return Ok(None);
+    }
+    match locations {
+        Some(l) => Ok(Some(PresencePersistence::new(
+            l.sink.clone(),
+            loaded,
+            unix_at_zero,
+        ))),
+        None => {
+            crate::store::presence::open_embedded(config.sip_state_dir.as_deref(), unix_at_zero)
+        }
+    }
 }
 
 /// The SIP server's task and its shared state (counters for `/metrics`).
@@ -427,7 +463,7 @@ async fn start_sip(
     config: &Config,
     manager: Arc<Mutex<SessionManager<DataPlane>>>,
     stop: tokio::sync::watch::Receiver<bool>,
-    locations: Option<LocationPersistence>,
+    (locations, presence_store): (Option<LocationPersistence>, Option<PresencePersistence>),
     adopted: Option<(std::net::UdpSocket, std::net::TcpListener)>,
 ) -> anyhow::Result<Option<SipStarted>> {
     let Some(listen) = config.listen_sip else {
@@ -477,6 +513,7 @@ async fn start_sip(
         listen,
         max_message: config.sip_max_message,
         locations,
+        presence_store,
         tls,
         media_relays: config.media_relays.clone(),
         ..SipServerConfig::default()

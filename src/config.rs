@@ -236,6 +236,12 @@ pub struct Cli {
     /// our own domains are always allowed. [default: refuse]
     #[arg(long, value_name = "POLICY")]
     pub sip_presence_foreign: Option<WatcherPolicy>,
+    /// Where presence state (publications, subscriptions) and stored MESSAGEs are kept
+    /// across restarts (an embedded database, `presence.redb`); with --redis they go to
+    /// Redis instead. Given: created if missing, and the relay does not start without it.
+    /// [default: $STATE_DIRECTORY or /var/lib/rtpanchor, if it exists; else in memory]
+    #[arg(long, value_name = "DIR")]
+    pub sip_state_dir: Option<PathBuf>,
     /// ng clients allowed (CIDR or address; repeatable); others are dropped and counted.
     /// Required when --listen-ng/--listen-tcp-ng is not on loopback. [default: anyone on
     /// a loopback listener]
@@ -306,6 +312,7 @@ struct FileConfig {
     sip_ban_secs: Option<u64>,
     no_sip_presence: Option<bool>,
     sip_presence_foreign: Option<String>,
+    sip_state_dir: Option<PathBuf>,
     ng_allow: Option<Vec<String>>,
     log_level: Option<String>,
     redis: Option<String>,
@@ -372,6 +379,8 @@ pub struct Config {
     /// Serve presence and store messages (`sip::presence`).
     pub sip_presence: bool,
     pub sip_presence_foreign: WatcherPolicy,
+    /// `--sip-state-dir`; `None`: the default directory if it exists.
+    pub sip_state_dir: Option<PathBuf>,
     /// ng clients allowed; empty: anyone (only allowed on loopback listeners).
     pub ng_allow: Vec<Cidr>,
     pub log_level: String,
@@ -435,6 +444,7 @@ impl Default for Config {
             sip_ban_secs: 300,
             sip_presence: true,
             sip_presence_foreign: WatcherPolicy::Refuse,
+            sip_state_dir: None,
             ng_allow: Vec::new(),
             log_level: "info".into(),
             redis: None,
@@ -570,6 +580,7 @@ impl Config {
                 .parse()
                 .map_err(|e: String| anyhow::anyhow!("sip-presence-foreign: {e}"))?;
         }
+        c.sip_state_dir = cli.sip_state_dir.clone().or(file.sip_state_dir);
         c.ng_allow = if cli.ng_allow.is_empty() {
             parse_cidrs(file.ng_allow.unwrap_or_default())?
         } else {

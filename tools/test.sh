@@ -26,6 +26,8 @@ command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v baresip >/dev/null 2>&1 || need+=(baresip)
 # bpftool: tests/kernel_detach.rs detaches the relay's in-kernel program as an outsider would.
 command -v bpftool >/dev/null 2>&1 || need+=(bpftool)
+# Kamailio's presence modules: the reference presence server of tests/presence_kamailio.rs.
+dpkg -s kamailio-presence-modules >/dev/null 2>&1 || need+=(kamailio-presence-modules)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive

@@ -11,7 +11,9 @@
 //!
 //! Loading (on start) is the only blocking operation, and it happens before any server runs.
 
+pub mod embedded;
 pub mod locations;
+pub mod presence;
 pub mod record;
 pub mod redis;
 pub mod standby;
@@ -19,6 +21,8 @@ pub mod standby;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::thread::JoinHandle;
+use std::time::Duration;
 
 /// One write to the store.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,6 +42,15 @@ pub enum Change {
     },
     /// The address of record has no binding left.
     DeleteRegistration { aor: String },
+    /// A presence or stored-message record (`sip::presence::PersistRecord`), of no use after
+    /// `expires_unix_ns`.
+    PutPresence {
+        key: String,
+        json: String,
+        expires_unix_ns: u64,
+    },
+    /// The presence entry is gone.
+    DeletePresence { key: String },
 }
 
 /// Takes changes without waiting (called with the session manager's lock held).
@@ -49,6 +62,95 @@ pub trait ChangeSink: Send + Sync {
     fn refused(&self) -> u64;
 }
 
+/// Counters of a write-behind queue and the thread that drains it (Redis, the embedded
+/// database), for logs, `statistics` and a clean stop.
+#[derive(Debug, Default)]
+pub struct WriterCounters {
+    /// Changes taken into the queue.
+    pub accepted: AtomicU64,
+    pub refused: AtomicU64,
+    pub written: AtomicU64,
+    pub failures: AtomicU64,
+}
+
+impl WriterCounters {
+    /// Counts an offer: `taken` or refused (the first refusal and then every power of two
+    /// are logged as `what`). Returns `taken`.
+    pub fn offered(&self, taken: bool, what: &'static str) -> bool {
+        if taken {
+            self.accepted.fetch_add(1, Ordering::Relaxed);
+        } else {
+            let n = self.refused.fetch_add(1, Ordering::Relaxed);
+            if n.is_power_of_two() {
+                tracing::warn!(refused = n + 1, "{what}");
+            }
+        }
+        taken
+    }
+
+    /// Waits (at most `limit`) until every change taken so far is written; false if some
+    /// are not. For a clean stop, after the last changes were offered.
+    pub fn wait_written(&self, limit: Duration) -> bool {
+        let limit_ns = u64::try_from(limit.as_nanos()).unwrap_or(u64::MAX);
+        let deadline = crate::time::now_ns().saturating_add(limit_ns);
+        loop {
+            if self.written.load(Ordering::Relaxed) >= self.accepted.load(Ordering::Relaxed) {
+                return true;
+            }
+            if crate::time::now_ns() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+/// A writer thread and the sending end of its queue; dropping it closes the queue and waits
+/// for the thread to write what it holds (each writer bounds its own last tries).
+#[derive(Debug)]
+pub struct Writer<T> {
+    tx: Option<T>,
+    thread: Option<JoinHandle<()>>,
+    counters: std::sync::Arc<WriterCounters>,
+}
+
+impl<T> Writer<T> {
+    pub fn new(tx: T, thread: JoinHandle<()>, counters: std::sync::Arc<WriterCounters>) -> Self {
+        Writer {
+            tx: Some(tx),
+            thread: Some(thread),
+            counters,
+        }
+    }
+
+    /// The queue (`None` once closed).
+    pub fn tx(&self) -> Option<&T> {
+        self.tx.as_ref()
+    }
+
+    pub fn counters(&self) -> &WriterCounters {
+        &self.counters
+    }
+
+    /// Queues a change with `send` (a non-blocking send: false when the queue is full),
+    /// counting the outcome; a refusal is logged as `what`.
+    pub fn offer(&self, what: &'static str, send: impl FnOnce(&T) -> bool) -> bool {
+        match &self.tx {
+            Some(tx) => self.counters.offered(send(tx), what),
+            None => false,
+        }
+    }
+}
+
+impl<T> Drop for Writer<T> {
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// What a store held at start: records as stored (JSON), parsed by their owners.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Loaded {
@@ -56,6 +158,8 @@ pub struct Loaded {
     pub calls: Vec<(String, String, Option<String>)>,
     /// (address of record, record).
     pub registrations: Vec<(String, String)>,
+    /// (presence key, record).
+    pub presence: Vec<(String, String)>,
 }
 
 /// The embedded store: the latest record of every key, in memory, with an optional bound on
@@ -72,6 +176,7 @@ pub struct MemoryStore {
 struct MemoryInner {
     calls: HashMap<String, (Option<String>, Option<String>)>,
     registrations: HashMap<String, String>,
+    presence: HashMap<String, String>,
     pending: usize,
 }
 
@@ -106,8 +211,12 @@ impl MemoryStore {
         for (aor, rec) in &g.registrations {
             out.registrations.push((aor.clone(), rec.clone()));
         }
+        for (key, rec) in &g.presence {
+            out.presence.push((key.clone(), rec.clone()));
+        }
         out.calls.sort();
         out.registrations.sort();
+        out.presence.sort();
         out
     }
 }
@@ -133,6 +242,12 @@ impl ChangeSink for MemoryStore {
             }
             Change::DeleteRegistration { aor } => {
                 g.registrations.remove(&aor);
+            }
+            Change::PutPresence { key, json, .. } => {
+                g.presence.insert(key, json);
+            }
+            Change::DeletePresence { key } => {
+                g.presence.remove(&key);
             }
         }
         true

@@ -29,6 +29,9 @@ pub const RECORD_VERSION: u32 = 1;
 pub const CALL_KEY_PREFIX: &str = "rtpanchor:call:";
 /// Key prefix of a registration.
 pub const REG_KEY_PREFIX: &str = "rtpanchor:reg:";
+/// Presence records (publications, subscriptions, stored messages) in Redis: this prefix,
+/// then the record's own key (`presentity:AOR`, `subscription:ID`, `messages:AOR`).
+pub const PRESENCE_KEY_PREFIX: &str = "rtpanchor:presence:";
 /// Hash field holding the [`CallRecord`].
 pub const FIELD_RECORD: &str = "record";
 /// Hash field holding the [`StatsRecord`].

@@ -11,16 +11,17 @@
 //! never reached the store (a crash) does not stay there for ever.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::Context;
 use tokio::sync::mpsc;
 
-use super::record::{CALL_KEY_PREFIX, FIELD_RECORD, FIELD_STATS, REG_KEY_PREFIX};
-use super::{Change, ChangeSink, Loaded};
+use super::record::{
+    CALL_KEY_PREFIX, FIELD_RECORD, FIELD_STATS, PRESENCE_KEY_PREFIX, REG_KEY_PREFIX,
+};
+use super::{Change, ChangeSink, Loaded, Writer};
 
 /// Changes the queue holds before it refuses more.
 pub const QUEUE_CAPACITY: usize = 65_536;
@@ -32,19 +33,10 @@ pub const RETRY_DELAY: Duration = Duration::from_millis(200);
 pub const CALL_TTL_SECS: i64 = 86_400;
 
 /// Counters of the writer, for logs and `statistics`.
-#[derive(Debug, Default)]
-pub struct RedisCounters {
-    /// Changes taken into the queue.
-    pub accepted: AtomicU64,
-    pub refused: AtomicU64,
-    pub written: AtomicU64,
-    pub failures: AtomicU64,
-}
+pub type RedisCounters = super::WriterCounters;
 
 pub struct RedisStore {
-    tx: Option<mpsc::Sender<Change>>,
-    counters: Arc<RedisCounters>,
-    thread: Option<JoinHandle<()>>,
+    writer: Writer<mpsc::Sender<Change>>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -84,76 +76,39 @@ impl RedisStore {
             })?;
         Ok((
             RedisStore {
-                tx: Some(tx),
-                counters,
-                thread: Some(thread),
+                writer: Writer::new(tx, thread, counters),
             },
             loaded,
         ))
     }
 
     pub fn counters(&self) -> &RedisCounters {
-        &self.counters
+        self.writer.counters()
     }
 
     /// Waits (at most `limit`) until every change taken so far is written; false if some
     /// are not. For a clean stop, after the last changes were offered.
     pub fn wait_written(&self, limit: Duration) -> bool {
-        let limit_ns = u64::try_from(limit.as_nanos()).unwrap_or(u64::MAX);
-        let deadline = crate::time::now_ns().saturating_add(limit_ns);
-        loop {
-            let c = &self.counters;
-            if c.written.load(Ordering::Relaxed) >= c.accepted.load(Ordering::Relaxed) {
-                return true;
-            }
-            if crate::time::now_ns() >= deadline {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        self.writer.counters().wait_written(limit)
     }
 
     /// Changes waiting to be written.
     pub fn queued(&self) -> usize {
-        self.tx
-            .as_ref()
+        self.writer
+            .tx()
             .map_or(0, |tx| tx.max_capacity() - tx.capacity())
-    }
-}
-
-impl Drop for RedisStore {
-    /// Closes the queue and lets the writer send what it holds (bounded: it gives up on a
-    /// batch Redis keeps refusing after a few tries once the queue is closed).
-    fn drop(&mut self) {
-        self.tx = None;
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 
 impl ChangeSink for RedisStore {
     fn offer(&self, change: Change) -> bool {
-        let Some(tx) = &self.tx else {
-            return false;
-        };
-        match tx.try_send(change) {
-            Ok(()) => {
-                self.counters.accepted.fetch_add(1, Ordering::Relaxed);
-                true
-            }
-            Err(_) => {
-                let n = self.counters.refused.fetch_add(1, Ordering::Relaxed);
-                if n.is_power_of_two() {
-                    tracing::warn!(refused = n + 1, "store queue full; changes wait");
-                }
-                false
-            }
-        }
+        self.writer.offer("store queue full; changes wait", |tx| {
+            tx.try_send(change).is_ok()
+        })
     }
 
     fn refused(&self) -> u64 {
-        self.counters.refused.load(Ordering::Relaxed)
+        self.writer.counters().refused.load(Ordering::Relaxed)
     }
 }
 
@@ -203,6 +158,20 @@ fn add_to_pipe(p: &mut redis::Pipeline, change: &Change) {
         }
         Change::DeleteRegistration { aor } => {
             p.del(reg_key(aor)).ignore();
+        }
+        Change::PutPresence {
+            key,
+            json,
+            expires_unix_ns,
+        } => {
+            // Redis drops the record when the last thing in it expires.
+            let k = format!("{PRESENCE_KEY_PREFIX}{key}");
+            p.set(&k, json).ignore();
+            let ms = (expires_unix_ns / 1_000_000).max(1);
+            p.cmd("PEXPIREAT").arg(&k).arg(ms).ignore();
+        }
+        Change::DeletePresence { key } => {
+            p.del(format!("{PRESENCE_KEY_PREFIX}{key}")).ignore();
         }
     }
 }
@@ -320,6 +289,13 @@ async fn load(con: &mut redis::aio::MultiplexedConnection) -> anyhow::Result<Loa
         if let Some(v) = v {
             let aor = key.get(REG_KEY_PREFIX.len()..).unwrap_or_default();
             out.registrations.push((aor.to_owned(), v));
+        }
+    }
+    for key in scan_keys(con, PRESENCE_KEY_PREFIX).await? {
+        let v: Option<String> = redis::cmd("GET").arg(&key).query_async(con).await?;
+        if let Some(v) = v {
+            let k = key.get(PRESENCE_KEY_PREFIX.len()..).unwrap_or_default();
+            out.presence.push((k.to_owned(), v));
         }
     }
     Ok(out)

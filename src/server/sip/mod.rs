@@ -51,8 +51,10 @@ use crate::sip::parse::{frame, Frame, ParseError, MAX_MESSAGE_LEN};
 use crate::sip::proxy::{Proxy, ProxyConfig, ProxyStats};
 use crate::sip::transport::{Transmit, Transport};
 use crate::store::locations::{LocationPersistence, StoredLocations};
+use crate::store::presence::PresencePersistence;
 use crate::time::{self, Nanos};
 
+mod persist;
 mod relay;
 mod tcp;
 mod tls;
@@ -98,6 +100,8 @@ pub struct SipServerConfig {
     pub locations: Option<LocationPersistence>,
     /// `--media-relay`: anchor media on these relays; empty: the embedded relay alone.
     pub media_relays: Vec<RelaySpec>,
+    /// Presence state and stored messages go to this store and start from what it held.
+    pub presence_store: Option<PresencePersistence>,
 }
 
 impl Default for SipServerConfig {
@@ -114,6 +118,7 @@ impl Default for SipServerConfig {
             max_timer_sleep: Duration::from_secs(1),
             locations: None,
             media_relays: Vec::new(),
+            presence_store: None,
         }
     }
 }
@@ -607,7 +612,10 @@ impl<B: MediaBackend + 'static> SipServer<B> {
             }
             None => (None, None),
         };
-        let proxy = Proxy::new(proxy_cfg, locations);
+        let mut proxy = Proxy::new(proxy_cfg, locations);
+        if let Some(p) = &cfg.presence_store {
+            persist::restore(&mut proxy, p);
+        }
         let embedded = SharedMedia::new(manager.clone());
         let (media, relays) = if cfg.media_relays.is_empty() {
             (RelayMedia::embedded(embedded), None)
@@ -705,6 +713,11 @@ impl<B: MediaBackend + 'static> SipServer<B> {
             .as_ref()
             .and_then(relay::RelayIo::take_receiver)
             .map(|rx| tokio::spawn(relay::replay_loop(shared.clone(), rx)));
+        let flusher = shared
+            .cfg
+            .presence_store
+            .clone()
+            .map(|p| tokio::spawn(persist::flush_loop(shared.clone(), p, shutdown.clone())));
         let tcp_task = tokio::spawn(accept_loop(
             tcp,
             shared.clone(),
@@ -721,6 +734,12 @@ impl<B: MediaBackend + 'static> SipServer<B> {
         });
         let result = udp_loop(shared.clone(), shutdown).await;
         timer.abort();
+        if let Some(f) = flusher {
+            f.abort();
+        }
+        if let Some(p) = &shared.cfg.presence_store {
+            persist::finish(&shared, p);
+        }
         tcp_task.abort();
         for t in [health, replay].into_iter().flatten() {
             t.abort();

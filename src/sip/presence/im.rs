@@ -8,7 +8,7 @@
 //! that may include UDP) gets 513 unless a device of the target is reached over TCP.
 #![forbid(unsafe_code)]
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fmt::Write as _;
 
 use super::{Answer, Device, Due, Handling, Offer, Reach, Services, NANOS_PER_SEC};
@@ -54,7 +54,7 @@ pub struct StoredMessage {
     pub date: Option<String>,
     pub body: Vec<u8>,
     pub expires_at: u64,
-    attempts: u8,
+    pub(super) attempts: u8,
 }
 
 /// A message being delivered: how many devices have not answered yet.
@@ -73,6 +73,9 @@ pub(super) struct Store {
     total: usize,
     flights: HashMap<MsgId, Flight>,
     next: u64,
+    /// Users whose stored messages changed since the last [`Store::take_dirty`]; kept only
+    /// while persistence is on.
+    dirty: Option<BTreeSet<String>>,
 }
 
 impl Store {
@@ -83,7 +86,53 @@ impl Store {
             total: 0,
             flights: HashMap::new(),
             next: 1,
+            dirty: None,
         }
+    }
+
+    /// Starts recording which users' messages change.
+    pub(super) fn track(&mut self) {
+        self.dirty.get_or_insert_with(BTreeSet::new);
+    }
+
+    /// Marks a user's messages changed (when tracking).
+    pub(super) fn touch_user(&mut self, aor: &str) {
+        self.touch(aor);
+    }
+
+    fn touch(&mut self, aor: &str) {
+        if let Some(d) = self.dirty.as_mut() {
+            if !d.contains(aor) {
+                d.insert(aor.to_owned());
+            }
+        }
+    }
+
+    /// The users whose messages changed since the last call.
+    pub(super) fn take_dirty(&mut self) -> BTreeSet<String> {
+        self.dirty.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// What must survive a restart for `aor`: its stored messages and those being
+    /// delivered that no device has taken yet (delivery is at least once).
+    pub(super) fn kept_for(&self, aor: &str) -> Vec<StoredMessage> {
+        let mut out: Vec<StoredMessage> = self
+            .flights
+            .values()
+            .filter(|f| !f.delivered && f.msg.aor == aor)
+            .map(|f| f.msg.clone())
+            .collect();
+        out.sort_by_key(|m| m.id);
+        if let Some(q) = self.users.get(aor) {
+            out.extend(q.iter().cloned());
+        }
+        out
+    }
+
+    /// Puts back a message loaded at start (a fresh id); `false` when a cap is reached.
+    pub(super) fn restore(&mut self, mut msg: StoredMessage) -> bool {
+        msg.id = MsgId(0);
+        self.put(msg, false).is_some()
     }
 
     pub(super) fn len(&self) -> usize {
@@ -111,12 +160,14 @@ impl Store {
             self.next += 1;
         }
         let r = (msg.id, msg.expires_at);
+        let aor = msg.aor.clone();
         if front {
             q.push_front(msg);
         } else {
             q.push_back(msg);
         }
         self.total += 1;
+        self.touch(&aor);
         Some(r)
     }
 
@@ -130,6 +181,7 @@ impl Store {
             return Vec::new();
         };
         self.total -= q.len();
+        self.touch(aor);
         let mut out = Vec::new();
         for msg in q {
             for d in devices {
@@ -155,8 +207,12 @@ impl Store {
         let first = !f.delivered;
         f.delivered = true;
         f.pending = f.pending.saturating_sub(1);
+        let aor = f.msg.aor.clone();
         if f.pending == 0 {
             self.flights.remove(&id);
+        }
+        if first {
+            self.touch(&aor);
         }
         first
     }
@@ -174,6 +230,7 @@ impl Store {
             return;
         };
         let mut msg = f.msg;
+        self.touch(&msg.aor);
         msg.attempts = msg.attempts.saturating_add(1);
         if !f.delivered && msg.attempts < self.cfg.max_attempts && msg.expires_at > now {
             let _ = self.put(msg, true);
@@ -192,6 +249,9 @@ impl Store {
             self.users.remove(aor);
         }
         self.total -= gone;
+        if gone > 0 {
+            self.touch(aor);
+        }
         gone
     }
 }

@@ -37,6 +37,7 @@
 )]
 
 mod im;
+mod persist;
 mod pidf;
 mod publish;
 mod subscribe;
@@ -50,6 +51,7 @@ use crate::sip::parse::{HeaderName, Message};
 use crate::sip::transport::Transport;
 
 pub use self::im::{MessageStoreConfig, StoredMessage};
+pub use self::persist::{PersistRecord, RestoreCounts, RECORD_VERSION};
 
 const NANOS_PER_SEC: u64 = 1_000_000_000;
 
@@ -227,6 +229,13 @@ enum Due {
     MessagesExpire(String),
 }
 
+/// An entry whose persistence record changed (`persist.rs`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum PersistKey {
+    Presentity(String),
+    Subscription(SubId),
+}
+
 /// What an outstanding request of ours is for.
 #[derive(Clone, Debug)]
 enum Outstanding {
@@ -248,6 +257,8 @@ pub struct Services {
     timers: BTreeSet<(u64, Due)>,
     next_id: u64,
     stats: PresenceStats,
+    /// Entries changed since the last [`Services::take_persist`]; `None`: not persisting.
+    dirty: Option<BTreeSet<PersistKey>>,
 }
 
 impl Services {
@@ -265,6 +276,7 @@ impl Services {
             timers: BTreeSet::new(),
             next_id: 1,
             stats: PresenceStats::default(),
+            dirty: None,
         }
     }
 

@@ -5,7 +5,8 @@
 
 use super::subscribe::SubState;
 use super::{
-    event_of, pidf, Answer, Due, Handling, Offer, OutRequest, Services, SubId, NANOS_PER_SEC,
+    event_of, pidf, Answer, Due, Handling, Offer, OutRequest, PersistKey, Services, SubId,
+    NANOS_PER_SEC,
 };
 
 /// One publication: a publisher's document under its current entity tag.
@@ -136,6 +137,7 @@ impl Services {
         };
         self.etags.insert(etag.clone(), target.clone());
         self.arm(until, Due::PubExpires(etag.clone()));
+        self.touch(PersistKey::Presentity(target.clone()));
         let out = if body.is_empty() {
             Vec::new()
         } else {
@@ -168,6 +170,7 @@ impl Services {
 
     fn remove_publication(&mut self, aor: &str, etag: &str) {
         self.etags.remove(etag);
+        self.touch(PersistKey::Presentity(aor.to_owned()));
         if let Some(p) = self.presentities.get_mut(aor) {
             let before = p.publications.len();
             for x in p.publications.iter().filter(|x| x.etag == etag) {

@@ -7,8 +7,8 @@
 use std::fmt::Write as _;
 
 use super::{
-    event_of, pidf, secs, Answer, Due, Handling, Offer, OutRequest, Outstanding, Reach, Services,
-    SubId, WatcherPolicy, ALLOW_EVENTS, NANOS_PER_SEC,
+    event_of, pidf, secs, Answer, Due, Handling, Offer, OutRequest, Outstanding, PersistKey, Reach,
+    Services, SubId, WatcherPolicy, ALLOW_EVENTS, NANOS_PER_SEC,
 };
 use crate::sip::parse::HeaderName;
 
@@ -20,7 +20,7 @@ pub(super) enum Package {
 }
 
 impl Package {
-    fn parse(s: &str) -> Option<Self> {
+    pub(super) fn parse(s: &str) -> Option<Self> {
         match s {
             "presence" => Some(Package::Presence),
             "presence.winfo" => Some(Package::Winfo),
@@ -28,7 +28,7 @@ impl Package {
         }
     }
 
-    fn name(self) -> &'static str {
+    pub(super) fn name(self) -> &'static str {
         match self {
             Package::Presence => "presence",
             Package::Winfo => "presence.winfo",
@@ -53,27 +53,27 @@ pub(super) struct Subscription {
     pub(super) watcher: String,
     pub(super) state: SubState,
     pub(super) dialog_key: String,
-    call_id: String,
+    pub(super) call_id: String,
     /// The SUBSCRIBE's To (our side, without our tag) and From (theirs, with its tag).
-    local_uri: String,
-    local_tag: String,
-    remote: String,
-    remote_target: String,
-    route_set: Vec<String>,
-    reach: Reach,
-    local_cseq: u32,
-    remote_cseq: u32,
+    pub(super) local_uri: String,
+    pub(super) local_tag: String,
+    pub(super) remote: String,
+    pub(super) remote_target: String,
+    pub(super) route_set: Vec<String>,
+    pub(super) reach: Reach,
+    pub(super) local_cseq: u32,
+    pub(super) remote_cseq: u32,
     pub(super) expires_at: u64,
     /// The branch of the unanswered NOTIFY, if any.
-    in_flight: Option<String>,
+    pub(super) in_flight: Option<String>,
     /// State changed while a NOTIFY was unanswered: send the current one when it is.
-    dirty: bool,
+    pub(super) dirty: bool,
     /// Ending: the next NOTIFY says `terminated` and the subscription is gone after it.
-    ending: Option<&'static str>,
+    pub(super) ending: Option<&'static str>,
     /// The `terminated` NOTIFY has been sent.
-    final_sent: bool,
+    pub(super) final_sent: bool,
     /// Watcher-info document version (RFC 3858 §4.4: one more per NOTIFY).
-    version: u32,
+    pub(super) version: u32,
 }
 
 pub(super) fn dialog_key(call_id: &str, remote_tag: &str, local_tag: &str) -> String {
@@ -347,6 +347,7 @@ impl Services {
             bytes.extend_from_slice(&b);
         }
         self.stats.notifies_sent += 1;
+        self.touch(PersistKey::Subscription(id));
         self.outstanding
             .insert(branch.clone(), Outstanding::Notify(id));
         vec![OutRequest {
@@ -395,6 +396,7 @@ impl Services {
         let Some(sub) = self.subs.remove(&id) else {
             return Vec::new();
         };
+        self.touch(PersistKey::Subscription(id));
         self.timers.remove(&(sub.expires_at, Due::SubExpires(id)));
         self.dialogs.remove(&sub.dialog_key);
         if let Some(branch) = &sub.in_flight {

@@ -12,7 +12,9 @@ use super::route::{Decision, Hop};
 use super::state::{Cx, Proxy};
 use crate::sip::number::{number_aor, sip_phone_number, tel_number};
 use crate::sip::parse::{HeaderName, Message};
-use crate::sip::presence::{Device, Handling, Offer, OutRequest, Reach};
+use crate::sip::presence::{
+    Device, Handling, Offer, OutRequest, PersistRecord, Reach, RestoreCounts,
+};
 use crate::sip::registrar::LocationStore;
 use crate::sip::transport::Transport;
 use crate::sip::uri::{Scheme, SipUri, Uri};
@@ -219,5 +221,42 @@ impl<S: LocationStore> Proxy<S> {
             reqs.extend(services.check_registrations(now, &registered));
         }
         self.send_service_requests(reqs, cx);
+    }
+}
+
+impl<S: LocationStore> Proxy<S> {
+    /// Loads the presence records a store held at start (publications, subscriptions,
+    /// stored messages) and starts recording changes for [`Proxy::take_presence_records`].
+    /// `None` when presence is not served.
+    pub fn restore_presence(
+        &mut self,
+        records: &[(String, String)],
+        now: u64,
+        unix_at_zero_ns: u64,
+    ) -> Option<RestoreCounts> {
+        let port = self.cfg.local.port();
+        let registrar = &self.registrar;
+        let registered = |aor: &str| {
+            !registrar.lookup(aor, now).is_empty()
+                || !registrar.lookup(&format!("{aor}:{port}"), now).is_empty()
+        };
+        let services = self.presence.as_mut()?;
+        services.enable_persistence();
+        Some(services.restore(records, now, unix_at_zero_ns, &registered))
+    }
+
+    /// The presence records changed since the last call (see `sip::presence::persist`).
+    pub fn take_presence_records(&mut self, unix_at_zero_ns: u64) -> Vec<PersistRecord> {
+        self.presence
+            .as_mut()
+            .map(|s| s.take_persist(unix_at_zero_ns))
+            .unwrap_or_default()
+    }
+
+    /// A record the store refused: taken again next time.
+    pub fn presence_persist_again(&mut self, key: &str) {
+        if let Some(s) = self.presence.as_mut() {
+            s.persist_again(key);
+        }
     }
 }

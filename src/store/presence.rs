@@ -1,0 +1,126 @@
+//! Where presence state and stored messages are kept across restarts: one interface (a
+//! [`ChangeSink`] taking `PutPresence`/`DeletePresence` changes, and the records it held at
+//! start) over two backends:
+//!
+//! - the embedded database ([`super::embedded::EmbeddedStore`], `DIR/presence.redb`), the
+//!   default: `--sip-state-dir DIR`, else `$STATE_DIRECTORY` (systemd's `StateDirectory=`)
+//!   or `/var/lib/rtpanchor` when that directory exists. A default directory that is
+//!   missing or cannot be opened leaves presence in memory (a warning says so), so a
+//!   first run on a fresh machine works; a directory given explicitly is created, and the
+//!   relay does not start if it cannot be used;
+//! - Redis (`--redis`), the same store calls and registrations go to.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::embedded::EmbeddedStore;
+use super::ChangeSink;
+
+/// The default state directory when systemd does not name one.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/rtpanchor";
+/// The database file in the state directory.
+pub const DB_FILE: &str = "presence.redb";
+
+/// What the SIP server needs to keep presence state: where changes go, what was held at
+/// start, and the clock conversion.
+#[derive(Clone)]
+pub struct PresencePersistence {
+    pub sink: Arc<dyn ChangeSink>,
+    /// (key, record JSON) as loaded at start.
+    pub loaded: Vec<(String, String)>,
+    /// Unix time at this process's monotonic 0.
+    pub unix_at_zero: Duration,
+    /// The embedded backend, if that is the sink (waited for at a clean stop).
+    pub embedded: Option<Arc<EmbeddedStore>>,
+}
+
+impl std::fmt::Debug for PresencePersistence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PresencePersistence")
+            .field("loaded", &self.loaded.len())
+            .field("embedded", &self.embedded.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PresencePersistence {
+    /// Writes behind to `sink` (e.g. Redis), starting from `loaded`.
+    pub fn new(
+        sink: Arc<dyn ChangeSink>,
+        loaded: Vec<(String, String)>,
+        unix_at_zero: Duration,
+    ) -> Self {
+        PresencePersistence {
+            sink,
+            loaded,
+            unix_at_zero,
+            embedded: None,
+        }
+    }
+
+    /// Waits (at most `limit`) for the embedded backend to commit what it took.
+    pub fn wait_written(&self, limit: Duration) -> bool {
+        self.embedded.as_ref().is_none_or(|e| e.wait_written(limit))
+    }
+}
+
+/// The state directory used when none is given: systemd's first `$STATE_DIRECTORY`, else
+/// [`DEFAULT_STATE_DIR`].
+pub fn default_state_dir() -> PathBuf {
+    std::env::var_os("STATE_DIRECTORY")
+        .and_then(|v| {
+            v.to_str()
+                .and_then(|s| s.split(':').next())
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from)
+        })
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR))
+}
+
+/// Opens the embedded store in `dir` (given: created if missing, errors are fatal) or in
+/// the default directory (missing or unusable: `Ok(None)`, with a warning).
+pub fn open_embedded(
+    dir: Option<&Path>,
+    unix_at_zero: Duration,
+) -> anyhow::Result<Option<PresencePersistence>> {
+    let explicit = dir.is_some();
+    let dir = dir.map_or_else(default_state_dir, Path::to_path_buf);
+    if explicit {
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| anyhow::anyhow!("cannot create --sip-state-dir {}: {e}", dir.display()))?;
+    } else if !dir.is_dir() {
+        tracing::warn!(
+            dir = %dir.display(),
+            "presence state and stored messages are kept in memory only (lost at restart): \
+             create the directory or give --sip-state-dir"
+        );
+        return Ok(None);
+    }
+    let path = dir.join(DB_FILE);
+    let now_unix = u64::try_from(crate::time::unix_now().as_nanos()).unwrap_or(u64::MAX);
+    match EmbeddedStore::open(&path, now_unix) {
+        Ok((store, loaded)) => {
+            tracing::info!(
+                path = %path.display(),
+                records = loaded.len(),
+                "presence state database opened"
+            );
+            let store = Arc::new(store);
+            Ok(Some(PresencePersistence {
+                sink: store.clone(),
+                loaded,
+                unix_at_zero,
+                embedded: Some(store),
+            }))
+        }
+        Err(e) if !explicit => {
+            tracing::warn!(
+                error = format!("{e:#}"),
+                "presence state kept in memory only (lost at restart)"
+            );
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
