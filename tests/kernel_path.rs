@@ -19,7 +19,6 @@ use common::media::{self, endpoint, recv_n, relay, sock, wait_for};
 use common::ng::{client, find_int, int_at, ng, relay_port, sdp, start_relay, try_ng};
 use rtpanchor::client::ng::{NgClient, RetryPolicy};
 use rtpanchor::control::bencode::Owned;
-use rtpanchor::rtp::{CsrcList, RtpRepr};
 use rtpanchor::sdp::AudioSdp;
 
 use rtpanchor::config::{Config, IoEngine};
@@ -705,49 +704,5 @@ fn a_new_ssrc_and_a_sequence_jump_go_back_to_the_worker() {
         "{q:?}"
     );
     assert_eq!((q.ssrc, q.ssrc_changes), (0xa2, 1));
-    dp.close(o.id);
-}
-
-/// RTP the program does not parse (here with a CSRC) is the worker's: the stream comes back
-/// to it, the worker tracks those packets, and the direction is not offered again soon (its
-/// packets would bring it straight back).
-#[test]
-fn rtp_with_csrcs_goes_back_to_the_worker_and_stays() {
-    let Some((mut dp, a, b, o)) = handed_over(47500) else {
-        return;
-    };
-    let handovers = dp.totals().kernel_handovers;
-    // A mixer's packets: one CSRC (CC = 1), 4 more header bytes.
-    let with_csrc = |q: u16| {
-        RtpRepr {
-            csrcs: CsrcList::from_slice(&[0x1234_5678]).unwrap(),
-            ..RtpRepr::new(0, q, u32::from(q) * 160, 0xa)
-        }
-        .to_vec(&[q as u8; 160])
-        .unwrap()
-    };
-    for q in 60..160u16 {
-        a.send_to(&with_csrc(q), relay(o.a_ports.rtp)).unwrap();
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    let got = recv_n(&b, 100, Duration::from_secs(3));
-    assert_eq!(got.len(), 100, "all relayed");
-    assert!(got.iter().all(|(p, _)| p.len() == 176 && p[0] == 0x81));
-    assert!(dp.totals().kernel_takebacks >= 2, "{:?}", dp.totals());
-    assert_eq!(
-        dp.totals().kernel_handovers,
-        handovers,
-        "A's direction was not offered again after 100 such packets: {:?}",
-        dp.totals()
-    );
-    assert!(wait_for(Duration::from_secs(2), || {
-        dp.stats(o.id).unwrap().a.quality.packets == 160
-    }));
-    let q = dp.stats(o.id).unwrap().a.quality;
-    assert_eq!(
-        (q.expected, q.lost, q.extended_highest_seq),
-        (160, 0, 159),
-        "{q:?}"
-    );
     dp.close(o.id);
 }

@@ -7,9 +7,13 @@ use std::net::{IpAddr, SocketAddr};
 use crate::rtp::stats::TrackerParts;
 
 /// Set by the program when it passed up a packet the worker must see: the worker takes the
-/// direction back. With `OUT_OF_SCOPE`, that packet was RTP the program does not parse.
+/// direction back. With it, one of the `BACK_*` bits says why: another source, SSRC or
+/// payload type, or a sequence jump beyond the reorder window.
 pub const HANDED_BACK: u32 = 1;
-pub const OUT_OF_SCOPE: u32 = 2;
+pub const BACK_SOURCE: u32 = 1 << 8;
+pub const BACK_SSRC: u32 = 1 << 9;
+pub const BACK_PAYLOAD_TYPE: u32 = 1 << 10;
+pub const BACK_JUMP: u32 = 1 << 11;
 
 /// The program's map key: the relay socket a packet arrives on (network order).
 #[repr(C)]

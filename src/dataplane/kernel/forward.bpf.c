@@ -9,9 +9,9 @@
 // "next program", so other programs on the device, another relay's among them, still see
 // it; TC_ACT_OK would end the chain) and so up to the worker's socket; when that is a packet
 // the tracker or the latch must see (another source, SSRC or payload type, a big sequence
-// jump, RTP with CSRCs, an extension or padding) it also sets ANCHOR_HANDED_BACK, so every
-// later packet of the stream goes up as well and the worker takes the tracker back before it
-// handles them.
+// jump) it also sets ANCHOR_HANDED_BACK and the reason's bit, so every later packet of the
+// stream goes up as well and the worker takes the tracker back before it handles them.
+// RTP with CSRCs, a header extension or padding is relayed here like any other.
 //
 // The value is updated without a lock: a direction's packets come from one endpoint, so
 // two CPUs run this for the same entry at once only if that endpoint sends from two CPUs at
@@ -33,6 +33,8 @@
 
 static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)BPF_FUNC_map_lookup_elem;
 static __u64 (*bpf_ktime_get_ns)(void) = (void *)BPF_FUNC_ktime_get_ns;
+static long (*bpf_skb_load_bytes)(const struct __sk_buff *skb, __u32 offset, void *to, __u32 len) =
+    (void *)BPF_FUNC_skb_load_bytes;
 static long (*bpf_skb_store_bytes)(struct __sk_buff *skb, __u32 offset, const void *from, __u32 len,
                                    __u64 flags) = (void *)BPF_FUNC_skb_store_bytes;
 static long (*bpf_l3_csum_replace)(struct __sk_buff *skb, __u32 offset, __u64 from, __u64 to,
@@ -55,9 +57,12 @@ static long (*bpf_redirect_neigh)(__u32 ifindex, struct bpf_redir_neigh *params,
 #define UDP_CSUM_OFF (UDP_OFF + 6)
 
 #define ANCHOR_HANDED_BACK 1u
-// With it: the packet was RTP the program does not parse (CSRCs, an extension, padding), so
-// the direction is unlikely to fit it soon.
-#define ANCHOR_OUT_OF_SCOPE 2u
+// With it, why (one bit each, as `BACK_*` in abi.rs): another source, SSRC, payload type,
+// or a sequence jump beyond the reorder window.
+#define ANCHOR_BACK_SOURCE (1u << 8)
+#define ANCHOR_BACK_SSRC (1u << 9)
+#define ANCHOR_BACK_PT (1u << 10)
+#define ANCHOR_BACK_JUMP (1u << 11)
 
 // How a rewritten packet leaves. LOCAL: relay and both endpoints on loopback; the packet
 // goes out of `ifindex` (lo) again and keeps its local route. ROUTED: the relay on a real
@@ -140,6 +145,34 @@ static __always_inline __u32 ns_to_units(__u64 ns, __u32 hz) {
     return (__u32)(secs * hz + rem * hz / NANOS_PER_SEC);
 }
 
+// Whether the RTP packet of `len` bytes (at RTP_OFF, first byte `b0`) has a CSRC list, header
+// extension and padding that fit it (0) or not (-1). The CSRC count (0..15) and the
+// extension's length word (RFC 3550 5.3.1; the RFC 8285 one-byte 0xBEDE and two-byte
+// 0x100x profiles use the same word) are skipped by arithmetic, the padding count read
+// from the last byte: no loop, so the verifier sees a fixed number of instructions.
+static __always_inline int check_rtp_layout(struct __sk_buff *skb, __u8 b0, __u32 len) {
+    __u32 header = 12 + 4 * (__u32)(b0 & 0x0f);
+    if (header > len)
+        return -1;
+    if (b0 & 0x10) {
+        __u8 ext[4];
+        if (header + 4 > len || bpf_skb_load_bytes(skb, RTP_OFF + header, ext, 4) < 0)
+            return -1;
+        header += 4 + 4 * (__u32)load_be16(ext + 2);
+        if (header > len)
+            return -1;
+    }
+    if (b0 & 0x20) {
+        __u8 pad = 0;
+        if (bpf_skb_load_bytes(skb, RTP_OFF + len - 1, &pad, 1) < 0)
+            return -1;
+        // The count includes itself and may not reach into the header.
+        if (pad == 0 || header + pad > len)
+            return -1;
+    }
+    return 0;
+}
+
 SEC("classifier")
 int anchor_forward(struct __sk_buff *skb) {
     void *data = (void *)(long)skb->data;
@@ -160,7 +193,7 @@ int anchor_forward(struct __sk_buff *skb) {
     if (v->flags & ANCHOR_HANDED_BACK)
         return TC_ACT_UNSPEC;
     if (ip->saddr != v->src_addr || udp->source != v->src_port) {
-        v->flags |= ANCHOR_HANDED_BACK;
+        v->flags |= ANCHOR_HANDED_BACK | ANCHOR_BACK_SOURCE;
         return TC_ACT_UNSPEC;
     }
     const __u8 *rtp = data + RTP_OFF;
@@ -170,21 +203,21 @@ int anchor_forward(struct __sk_buff *skb) {
     // is not involved, so the stream stays here.
     if ((b0 & 0xc0) != 0x80 || (b1 >= 192 && b1 <= 223))
         return TC_ACT_UNSPEC;
-    // RTP with CSRCs, an extension or padding: the worker tracks it, so it takes the
-    // stream back.
-    if ((b0 & 0x3f) != 0) {
-        v->flags |= ANCHOR_HANDED_BACK | ANCHOR_OUT_OF_SCOPE;
-        return TC_ACT_UNSPEC;
-    }
     __u16 udp_len = __builtin_bswap16(udp->len);
     __u16 ip_len = __builtin_bswap16(ip->tot_len);
     if (udp_len < 8 + 12 || ip_len != 20 + udp_len)
+        return TC_ACT_UNSPEC;
+    // CSRCs, a header extension and padding (RtpPacket::check_len in src/rtp/packet.rs):
+    // the program relays the packet whole, so it only checks that they fit, with at most
+    // two loads. A packet that fails goes up unmarked: the worker counts it as malformed,
+    // as it would have, and the tracker never sees it.
+    if (check_rtp_layout(skb, b0, udp_len - 8) != 0)
         return TC_ACT_UNSPEC;
     __u16 seq = load_be16(rtp + 2);
     __u32 ts = load_be32(rtp + 4);
     __u32 ssrc = load_be32(rtp + 8);
     if (ssrc != v->ssrc || (b1 & 0x7f) != v->payload_type) {
-        v->flags |= ANCHOR_HANDED_BACK;
+        v->flags |= ANCHOR_HANDED_BACK | (ssrc != v->ssrc ? ANCHOR_BACK_SSRC : ANCHOR_BACK_PT);
         return TC_ACT_UNSPEC;
     }
 
@@ -213,7 +246,7 @@ int anchor_forward(struct __sk_buff *skb) {
         __u16 back = -ahead;
         if (back > MAX_MISORDER) {
             // A big jump: the worker's tracker waits for a second packet to confirm it.
-            v->flags |= ANCHOR_HANDED_BACK;
+            v->flags |= ANCHOR_HANDED_BACK | ANCHOR_BACK_JUMP;
             return TC_ACT_UNSPEC;
         }
         __u64 bit;

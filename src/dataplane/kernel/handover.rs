@@ -8,17 +8,11 @@ use std::os::fd::{AsFd, AsRawFd};
 use crate::rtp::stats::{RtpStreamTracker, TrackerParts};
 use crate::rtp::RtpPacket;
 
-use super::abi::{
-    entry, lookup_batch, mode_of, FwdKey, FwdValue, Route, HANDED_BACK, MODE_LOCAL, OUT_OF_SCOPE,
-};
+use super::abi::{entry, lookup_batch, mode_of, FwdKey, FwdValue, Route, HANDED_BACK, MODE_LOCAL};
 use super::route;
 use crate::dataplane::shared::{bump, WorkerCounters};
 use crate::dataplane::slot::{DirtyList, Slot, SlotIdx, SlotKind};
 use crate::session::backend::KernelStatus;
-
-/// After RTP the program does not parse (CSRCs, extensions, padding: likely on every packet
-/// of that stream), a direction is offered again only after this many packets.
-const RETRY_OUT_OF_SCOPE_PACKETS: u64 = 10_000;
 
 /// How often the kernel's counts are folded into the published figures: one map lookup
 /// (a syscall, ~1 µs) per direction each time, so 20,000 directions cost the worker ~2%
@@ -420,13 +414,6 @@ impl KernelWorker {
         let peer = slot.peer_rtp;
         self.take_back(slots, idx, counters);
         self.take_back(slots, peer, counters);
-        if flags & OUT_OF_SCOPE != 0 {
-            if let Some(h) = self.slots.get_mut(&idx) {
-                h.retry_at_packets = h
-                    .retry_at_packets
-                    .saturating_add(RETRY_OUT_OF_SCOPE_PACKETS);
-            }
-        }
     }
 
     /// Takes slot `i`'s direction back from the kernel: the tracker continues from where the

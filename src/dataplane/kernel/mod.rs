@@ -5,10 +5,12 @@
 //! (confirmed sources) it copies that direction's RTP tracker into the program's map
 //! ([`KernelWorker::turn`]); the program then checks the source, tracks sequence numbers,
 //! loss, duplicates, reordering and jitter exactly as `rtp::stats` does, rewrites the
-//! addresses and sends the packet on. RTCP and non-RTP it passes up to the worker's socket
-//! and the stream stays in the kernel. What the tracker or the latch must see (another
-//! source, SSRC or payload type, a big sequence jump, RTP with CSRCs, an extension or
-//! padding) it passes up and stops forwarding; the worker then takes the tracker back
+//! addresses and sends the packet on. RTP with CSRCs, a header extension (RFC 8285 one-byte
+//! or two-byte, or any RFC 3550 one) or padding it relays whole after checking that they
+//! fit, as the worker's parser does. RTCP, non-RTP and malformed RTP it passes up to the
+//! worker's socket and the stream stays in the kernel. What the tracker or the latch must
+//! see (another source, SSRC or payload type, a big sequence jump) it passes up and stops
+//! forwarding; the worker then takes the tracker back
 //! ([`KernelWorker::on_user_packet`]) before it handles the packet, and offers the stream to
 //! the kernel again later. The worker folds the kernel's counts into the stream's published
 //! figures on its housekeeping ticks, so ng queries, timeouts and metrics read the same
