@@ -323,14 +323,20 @@ fn extensions_csrcs_and_padding_are_relayed_in_the_kernel_with_the_workers_figur
     assert_eq!((kl, kd, kr), (ul, ud, ur), "lost, duplicates, reordered");
     assert_eq!((kl, kd, kr), (6, 6, 6));
     assert_eq!((kernel.malformed, user.malformed), (1, 1));
-    // Jitter depends on arrival times, which differ between runs by scheduling noise only:
-    // both climbed from near zero towards 160 units (20 ms) while the rounds were sent back
-    // to back. Without the kernel's tracking it would have stayed near zero.
+    // Jitter depends on arrival times, which differ between runs by scheduling noise only.
+    // Max jitter comes from the 3 s pause (|D| of 3 s: about 190 ms), the final jitter from
+    // the rounds sent back to back (|D| of 160 units each: towards 20 ms). Without the
+    // kernel's tracking both would have stayed near the latch phase's, near zero. A stall
+    // of the sending thread on a busy machine moves them by a few per cent.
     for (what, k, u) in [("jitter", kj, uj), ("max jitter", kmj, umj)] {
         assert!(
             k > 10_000 && u > 10_000,
             "{what}: kernel {k} µs, user {u} µs"
         );
-        assert!((k - u).abs() <= 2_000, "{what}: kernel {k} µs, user {u} µs");
+        let tolerance = (k.max(u) / 10).max(2_000);
+        assert!(
+            (k - u).abs() <= tolerance,
+            "{what}: kernel {k} µs, user {u} µs"
+        );
     }
 }

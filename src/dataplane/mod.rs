@@ -124,6 +124,8 @@ pub struct DataPlane {
     kernel_path: Option<kernel::KernelPath>,
     /// Why the fast path was asked for and does not run.
     kernel_unavailable: Option<String>,
+    /// Without the fast path: the reason its packets are counted under.
+    kernel_off: kernel::reasons::UserReason,
     /// Whether every stream keeps copies of its sockets for a takeover.
     keep_handover: bool,
     /// Sockets taken over from the previous process, by local port, for [`MediaBackend::restore`]
@@ -306,6 +308,13 @@ impl DataPlane {
             next_id: StreamId::FIRST,
             placement,
             engine,
+            kernel_off: if !config.kernel_forwarding {
+                kernel::reasons::UserReason::Disabled
+            } else if config.interface.local.is_ipv6() {
+                kernel::reasons::UserReason::Ipv6
+            } else {
+                kernel::reasons::UserReason::Unavailable
+            },
             kernel_path,
             kernel_unavailable,
             keep_handover: false,
@@ -398,6 +407,7 @@ impl DataPlane {
         for w in &self.workers {
             t.add(&w.counters);
         }
+        t.reasons.kernel_off_because(self.kernel_off);
         t
     }
 

@@ -28,6 +28,7 @@
 pub mod abi;
 pub mod handover;
 pub mod load;
+pub mod reasons;
 pub mod route;
 
 pub use handover::KernelWorker;
