@@ -292,39 +292,6 @@ fn latched_rtp_is_relayed_in_the_kernel_with_the_workers_figures() {
     }
 }
 
-#[test]
-fn where_the_program_cannot_run_the_relay_says_so_and_relays_in_user_space() {
-    // IPv6 is beyond the program today.
-    let mut cfg = config(IoEngine::Auto, 47600);
-    cfg.interface.local = "::1".parse().unwrap();
-    let mut dp = DataPlane::start(&cfg).unwrap();
-    assert!(!dp.kernel_forwarding());
-    let why = dp.kernel_unavailable().unwrap_or_default();
-    assert!(why.contains("IPv4 only"), "{why}");
-    let a = UdpSocket::bind("[::1]:0").unwrap();
-    let b = UdpSocket::bind("[::1]:0").unwrap();
-    b.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
-    let o = dp
-        .open(
-            StreamSpec {
-                call_id: "v6".into(),
-                a: endpoint(&a),
-                b: endpoint(&b),
-            },
-            0,
-        )
-        .unwrap();
-    for q in 0..20u16 {
-        a.send_to(
-            &rtp(q, 0, 1, 1),
-            SocketAddr::new("::1".parse().unwrap(), o.a_ports.rtp),
-        )
-        .unwrap();
-    }
-    assert_eq!(recv_n(&b, 20, Duration::from_secs(3)).len(), 20);
-    assert_eq!(dp.totals().kernel_forwarded, 0);
-}
-
 /// The relay binary driven over ng, as Kamailio would: the call's media goes to the kernel,
 /// `query` reports what the kernel relayed, and a relay killed with SIGKILL leaves no
 /// program behind (TCX links die with the process): its ports are then ordinary ports.

@@ -236,13 +236,14 @@ fn every_packet_kept_in_user_space_is_counted_under_its_reason() {
     assert_eq!(series("user_packets", "disabled"), Some(0.0));
 }
 
-/// Without the program every packet is counted under why there is none: turned off, or an
-/// IPv6 relay address (the program carries IPv4).
+/// Without the program every packet is counted under why there is none: turned off here
+/// (`--no-kernel-forwarding`); an address the program cannot attach for (the unspecified
+/// one) counts as unavailable.
 #[test]
-fn without_the_program_packets_are_counted_as_disabled_or_ipv6() {
+fn without_the_program_packets_are_counted_as_disabled_or_unavailable() {
     for (k, (local, kernel, why)) in [
         ("127.0.0.1", false, UserReason::Disabled),
-        ("::1", true, UserReason::Ipv6),
+        ("0.0.0.0", true, UserReason::Unavailable),
     ]
     .into_iter()
     .enumerate()
@@ -258,12 +259,8 @@ fn without_the_program_packets_are_counted_as_disabled_or_ipv6() {
         cfg.interface.local = local.parse().unwrap();
         let mut dp = DataPlane::start(&cfg).unwrap();
         assert!(!dp.kernel_forwarding());
-        let bind = || {
-            let s = UdpSocket::bind((local, 0)).unwrap();
-            s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
-            s
-        };
-        let (a, b) = (bind(), bind());
+        assert_eq!(dp.kernel_unavailable().is_some(), kernel, "{local}");
+        let (a, b) = (sock(), sock());
         let o = dp
             .open(
                 StreamSpec {
@@ -274,14 +271,18 @@ fn without_the_program_packets_are_counted_as_disabled_or_ipv6() {
                 0,
             )
             .unwrap();
-        let at = SocketAddr::new(local.parse().unwrap(), o.a_ports.rtp);
         for q in 0..20u16 {
-            a.send_to(&pcmu(q, 1), at).unwrap();
+            a.send_to(&pcmu(q, 1), relay(o.a_ports.rtp)).unwrap();
         }
         assert_eq!(recv_n(&b, 20, Duration::from_secs(3)).len(), 20);
         let t = dp.totals();
         assert_eq!(t.reasons.user_packets(why), 20, "{local}: {why:?}");
-        assert_eq!(t.reasons.user_packets(UserReason::Unavailable), 0);
+        let other = if kernel {
+            UserReason::Disabled
+        } else {
+            UserReason::Unavailable
+        };
+        assert_eq!(t.reasons.user_packets(other), 0);
         let named: Vec<_> = t.named().into_iter().filter(|(_, v)| *v == 20).collect();
         assert!(
             named.contains(&(why.stat_name(), 20)),

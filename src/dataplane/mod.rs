@@ -308,12 +308,10 @@ impl DataPlane {
             next_id: StreamId::FIRST,
             placement,
             engine,
-            kernel_off: if !config.kernel_forwarding {
-                kernel::reasons::UserReason::Disabled
-            } else if config.interface.local.is_ipv6() {
-                kernel::reasons::UserReason::Ipv6
-            } else {
+            kernel_off: if config.kernel_forwarding {
                 kernel::reasons::UserReason::Unavailable
+            } else {
+                kernel::reasons::UserReason::Disabled
             },
             kernel_path,
             kernel_unavailable,

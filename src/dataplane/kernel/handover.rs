@@ -2,7 +2,7 @@
 //! kernel's figures back into the published ones, and taking a direction back.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd};
 
 use crate::rtp::stats::{RtpStreamTracker, TrackerParts};
@@ -105,7 +105,7 @@ pub struct KernelWorker {
     /// Loopback's ifindex.
     ifindex: u32,
     origin_ns: u64,
-    local: Ipv4Addr,
+    local: IpAddr,
     /// For a relay on a real address: which device each destination is reached by.
     routes: Option<route::RouteQuery>,
     slots: HashMap<SlotIdx, Handed>,
@@ -133,7 +133,7 @@ impl KernelWorker {
         map: aya::maps::HashMap<aya::maps::MapData, FwdKey, FwdValue>,
         ifindex: u32,
         origin_ns: u64,
-        local: Ipv4Addr,
+        local: IpAddr,
         routes: Option<route::RouteQuery>,
         owner: u32,
     ) -> KernelWorker {
@@ -276,7 +276,7 @@ impl KernelWorker {
             note(slot, KernelStatus::NotLatched);
             return false;
         };
-        let ip = IpAddr::V4(self.local);
+        let ip = self.local;
         let route = Route {
             local: SocketAddr::new(ip, slot.local_port),
             source,
@@ -289,7 +289,7 @@ impl KernelWorker {
             route.destination.ip(),
         ) {
             (Some(MODE_LOCAL), _, _) => self.ifindex,
-            (Some(_), IpAddr::V4(from), IpAddr::V4(to)) => {
+            (Some(_), from, to) => {
                 match self.routes.as_mut().and_then(|r| r.egress(from, to)) {
                     Some(oif) => oif,
                     None => {

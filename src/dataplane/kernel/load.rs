@@ -1,6 +1,6 @@
 //! Loading and attaching the program, and each worker's handle on its map.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use super::handover::KernelWorker;
 use super::route;
@@ -12,7 +12,7 @@ pub struct KernelPath {
     map_id: u32,
     ifindex: u32,
     origin_ns: u64,
-    local: Ipv4Addr,
+    local: IpAddr,
     next_owner: std::sync::atomic::AtomicU32,
 }
 
@@ -37,14 +37,11 @@ impl KernelPath {
     /// Loads the program and attaches it to loopback's ingress. The error says why the
     /// fast path is unavailable; the relay then carries all media in user space.
     pub fn start(local: IpAddr) -> Result<KernelPath, String> {
-        let local = match local {
-            IpAddr::V4(ip) if !ip.is_unspecified() => ip,
-            other => {
-                return Err(format!(
-                "the relay address {other} is not one IPv4 address (the program handles IPv4 only)"
-            ))
-            }
-        };
+        if local.is_unspecified() {
+            return Err(format!(
+                "the relay address {local} is not one address (the program needs the one it relays on)"
+            ));
+        }
         if !kernel_at_least(6, 6) {
             return Err(
                 "Linux 6.6 or later is needed (TCX links, detached when the relay exits)".into(),
@@ -59,12 +56,12 @@ impl KernelPath {
     }
 
     #[cfg(not(rtpanchor_bpf))]
-    fn load(_local: Ipv4Addr, _device: &str) -> Result<KernelPath, String> {
+    fn load(_local: IpAddr, _device: &str) -> Result<KernelPath, String> {
         Err("built without the program (clang was not found at build time)".into())
     }
 
     #[cfg(rtpanchor_bpf)]
-    fn load(local: Ipv4Addr, device: &str) -> Result<KernelPath, String> {
+    fn load(local: IpAddr, device: &str) -> Result<KernelPath, String> {
         use aya::programs::{tc::TcAttachOptions, LinkOrder, SchedClassifier, TcAttachType};
         static OBJECT: &[u8] = include_bytes!(env!("RTPANCHOR_BPF_OBJECT"));
         let mut ebpf = aya::Ebpf::load(OBJECT).map_err(|e| format!("loading the program: {e}"))?;
@@ -127,7 +124,7 @@ impl KernelPath {
 }
 
 /// The name of the network device that has `ip`.
-fn device_with(ip: Ipv4Addr) -> Option<String> {
+fn device_with(ip: IpAddr) -> Option<String> {
     let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs writes a list head to a live pointer; the list is freed below.
     if unsafe { libc::getifaddrs(&mut list) } != 0 {
@@ -143,14 +140,22 @@ fn device_with(ip: Ipv4Addr) -> Option<String> {
             continue;
         }
         // SAFETY: ifa_addr points to a sockaddr of the family it names (AF_INET: a
-        // sockaddr_in), owned by the list.
+        // sockaddr_in, AF_INET6: a sockaddr_in6), owned by the list.
         let family = unsafe { (*ifa.ifa_addr).sa_family };
-        if i32::from(family) != libc::AF_INET {
-            continue;
-        }
-        // SAFETY: as above, an AF_INET address is a sockaddr_in.
-        let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
-        if sin.sin_addr.s_addr.to_ne_bytes() == ip.octets() {
+        let matches = match (i32::from(family), ip) {
+            (libc::AF_INET, IpAddr::V4(ip)) => {
+                // SAFETY: as above, an AF_INET address is a sockaddr_in.
+                let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+                sin.sin_addr.s_addr.to_ne_bytes() == ip.octets()
+            }
+            (libc::AF_INET6, IpAddr::V6(ip)) => {
+                // SAFETY: as above, an AF_INET6 address is a sockaddr_in6.
+                let sin6 = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
+                sin6.sin6_addr.s6_addr == ip.octets()
+            }
+            _ => false,
+        };
+        if matches {
             // SAFETY: ifa_name is a NUL-terminated string owned by the list.
             let name = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) };
             found = Some(name.to_string_lossy().into_owned());

@@ -18,8 +18,6 @@ pub enum UserReason {
     /// The relay could not attach the program (not root, no CAP_BPF, Linux < 6.6, built
     /// without clang); the log says which at start.
     Unavailable,
-    /// The relay's address is IPv6, which the program does not carry.
-    Ipv6,
     /// The direction was not looked at yet (its first packets).
     Pending,
     /// One of the two ends is not latched yet.
@@ -33,7 +31,8 @@ pub enum UserReason {
     ClockRate,
     /// No route to the destination.
     NoRoute,
-    /// An address the program does not carry (IPv6, loopback and real addresses mixed).
+    /// Addresses the program does not carry together (IPv4 and IPv6, or loopback and real
+    /// addresses mixed).
     Unsupported,
     /// The map refused the entry (full or out of memory).
     MapFull,
@@ -50,10 +49,9 @@ pub enum UserReason {
 }
 
 impl UserReason {
-    pub const ALL: [UserReason; 16] = [
+    pub const ALL: [UserReason; 15] = [
         UserReason::Disabled,
         UserReason::Unavailable,
-        UserReason::Ipv6,
         UserReason::Pending,
         UserReason::NotLatched,
         UserReason::NoRtp,
@@ -74,7 +72,6 @@ impl UserReason {
         match self {
             UserReason::Disabled => "disabled",
             UserReason::Unavailable => "unavailable",
-            UserReason::Ipv6 => "ipv6",
             UserReason::Pending => "pending",
             UserReason::NotLatched => "not_latched",
             UserReason::NoRtp => "no_rtp",
@@ -96,7 +93,6 @@ impl UserReason {
         match self {
             UserReason::Disabled => "user_disabled",
             UserReason::Unavailable => "user_unavailable",
-            UserReason::Ipv6 => "user_ipv6",
             UserReason::Pending => "user_pending",
             UserReason::NotLatched => "user_not_latched",
             UserReason::NoRtp => "user_no_rtp",
