@@ -3,10 +3,9 @@
 //! the kernel under the reason it came back. Both are single-writer counters of the worker
 //! (one relaxed add per packet), read by ng `statistics` and `/metrics`.
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use super::abi::{BACK_JUMP, BACK_PAYLOAD_TYPE, BACK_SOURCE, BACK_SSRC, HANDED_BACK};
-use crate::dataplane::shared::bump;
 use crate::rtp::demux::PacketKind;
 use crate::session::backend::KernelStatus;
 
@@ -214,17 +213,23 @@ pub struct ReasonCounters {
     pub back: [AtomicU64; Back::ALL.len()],
 }
 
+/// Adds one to a single-writer counter without a locked instruction.
+#[inline(always)]
+fn add_one(c: &AtomicU64) {
+    c.store(c.load(Relaxed).wrapping_add(1), Relaxed);
+}
+
 impl ReasonCounters {
     #[inline]
     pub fn user(&self, why: UserReason) {
         if let Some(c) = self.user.get(why as usize) {
-            bump(c, 1);
+            add_one(c);
         }
     }
 
     pub fn back(&self, why: Back) {
         if let Some(c) = self.back.get(why as usize) {
-            bump(c, 1);
+            add_one(c);
         }
     }
 }
@@ -238,7 +243,6 @@ pub struct ReasonTotals {
 
 impl ReasonTotals {
     pub fn add(&mut self, c: &ReasonCounters) {
-        use std::sync::atomic::Ordering::Relaxed;
         for (t, c) in self.user.iter_mut().zip(&c.user) {
             *t += c.load(Relaxed);
         }
