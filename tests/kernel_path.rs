@@ -19,7 +19,6 @@ use common::media::{self, endpoint, recv_n, relay, sock, wait_for};
 use common::ng::{client, find_int, int_at, ng, relay_port, sdp, start_relay, try_ng};
 use rtpanchor::client::ng::{NgClient, RetryPolicy};
 use rtpanchor::control::bencode::Owned;
-use rtpanchor::rtp::{CsrcList, RtpRepr};
 use rtpanchor::sdp::AudioSdp;
 
 use rtpanchor::config::{Config, IoEngine};
@@ -292,40 +291,6 @@ fn latched_rtp_is_relayed_in_the_kernel_with_the_workers_figures() {
         );
         assert_eq!(dp.totals().kernel_streams, 0);
     }
-}
-
-#[test]
-fn where_the_program_cannot_run_the_relay_says_so_and_relays_in_user_space() {
-    // IPv6 is beyond the program today.
-    let mut cfg = config(IoEngine::Auto, 47600);
-    cfg.interface.local = "::1".parse().unwrap();
-    let mut dp = DataPlane::start(&cfg).unwrap();
-    assert!(!dp.kernel_forwarding());
-    let why = dp.kernel_unavailable().unwrap_or_default();
-    assert!(why.contains("IPv4 only"), "{why}");
-    let a = UdpSocket::bind("[::1]:0").unwrap();
-    let b = UdpSocket::bind("[::1]:0").unwrap();
-    b.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
-    let o = dp
-        .open(
-            StreamSpec {
-                call_id: "v6".into(),
-                a: endpoint(&a),
-                b: endpoint(&b),
-                locals: [None; 2],
-            },
-            0,
-        )
-        .unwrap();
-    for q in 0..20u16 {
-        a.send_to(
-            &rtp(q, 0, 1, 1),
-            SocketAddr::new("::1".parse().unwrap(), o.a_ports.rtp),
-        )
-        .unwrap();
-    }
-    assert_eq!(recv_n(&b, 20, Duration::from_secs(3)).len(), 20);
-    assert_eq!(dp.totals().kernel_forwarded, 0);
 }
 
 /// The relay binary driven over ng, as Kamailio would: the call's media goes to the kernel,
@@ -707,49 +672,5 @@ fn a_new_ssrc_and_a_sequence_jump_go_back_to_the_worker() {
         "{q:?}"
     );
     assert_eq!((q.ssrc, q.ssrc_changes), (0xa2, 1));
-    dp.close(o.id);
-}
-
-/// RTP the program does not parse (here with a CSRC) is the worker's: the stream comes back
-/// to it, the worker tracks those packets, and the direction is not offered again soon (its
-/// packets would bring it straight back).
-#[test]
-fn rtp_with_csrcs_goes_back_to_the_worker_and_stays() {
-    let Some((mut dp, a, b, o)) = handed_over(47500) else {
-        return;
-    };
-    let handovers = dp.totals().kernel_handovers;
-    // A mixer's packets: one CSRC (CC = 1), 4 more header bytes.
-    let with_csrc = |q: u16| {
-        RtpRepr {
-            csrcs: CsrcList::from_slice(&[0x1234_5678]).unwrap(),
-            ..RtpRepr::new(0, q, u32::from(q) * 160, 0xa)
-        }
-        .to_vec(&[q as u8; 160])
-        .unwrap()
-    };
-    for q in 60..160u16 {
-        a.send_to(&with_csrc(q), relay(o.a_ports.rtp)).unwrap();
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    let got = recv_n(&b, 100, Duration::from_secs(3));
-    assert_eq!(got.len(), 100, "all relayed");
-    assert!(got.iter().all(|(p, _)| p.len() == 176 && p[0] == 0x81));
-    assert!(dp.totals().kernel_takebacks >= 2, "{:?}", dp.totals());
-    assert_eq!(
-        dp.totals().kernel_handovers,
-        handovers,
-        "A's direction was not offered again after 100 such packets: {:?}",
-        dp.totals()
-    );
-    assert!(wait_for(Duration::from_secs(2), || {
-        dp.stats(o.id).unwrap().a.quality.packets == 160
-    }));
-    let q = dp.stats(o.id).unwrap().a.quality;
-    assert_eq!(
-        (q.expected, q.lost, q.extended_highest_seq),
-        (160, 0, 159),
-        "{q:?}"
-    );
     dp.close(o.id);
 }

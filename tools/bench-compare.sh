@@ -35,6 +35,8 @@
 #      BIN_DIR overrides where rtpbench/reflector are (default target/release);
 #      BURST (default 1) packets each flow sends back to back (rtpbench --burst: 1 is voice,
 #      10-60 is like video frames).
+#      WEBRTC_EXT (unset by default): set to 1 to send WebRTC-like audio (rtpbench
+#      --webrtc-ext: an RFC 8285 header extension with audio level and abs-send-time).
 # Needs: jq. Every process started here is stopped by pid on exit.
 set -euo pipefail
 
@@ -262,6 +264,7 @@ for rep in $(seq "$REPS"); do
             timeout 600 "$RTPBENCH" --ng "$NG" --calls "$calls" --find-max --ladder "$LADDER" \
                 --step-duration "$STEP_DUR" --relay-pid "$RELAY_PID" --pin-cpus "$GEN_CPUS" \
                 --local-port-base "$GEN_BASE" --wait-ready 10 --label "$name" --burst "${BURST:-1}" \
+                ${WEBRTC_EXT:+--webrtc-ext} \
                 --json "$OUT/${name}_${calls}_rep${rep}.json" \
                 --plot "$OUT/${name}_${calls}_rep${rep}.svg" \
                 >"$OUT/${name}_${calls}_rep${rep}.txt" 2>"$OUT/${name}_${calls}_rep${rep}.err" \

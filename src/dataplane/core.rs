@@ -14,9 +14,10 @@ use std::sync::Arc;
 use crate::time::Nanos;
 
 use super::forward::{self, Forward, PacketCtx, PathConfig};
+use super::kernel::reasons::UserReason;
 use super::kernel::KernelWorker;
 use super::shared::{bump, WorkerCounters};
-use super::slot::{DirtyList, Slot, SlotIdx};
+use super::slot::{DirtyList, Slot, SlotIdx, SlotKind};
 use super::table::SlotTable;
 use super::worker::{Command, WorkerShared};
 
@@ -177,11 +178,28 @@ impl WorkerCore {
     fn decide(&mut self, idx: SlotIdx, src: SocketAddr, pkt: &[u8], now: Nanos) -> Option<Forward> {
         let counters = &self.shared.counters;
         let slots = &mut self.table.slots;
-        let in_kernel = forward::admit(slots, idx, pkt.len(), counters)?.kernel;
+        let slot = forward::admit(slots, idx, pkt.len(), counters)?;
+        let in_kernel = slot.kernel;
+        // Why this packet is here and not relayed in the kernel (one relaxed add).
+        let kind = crate::rtp::demux::classify(pkt);
+        let why = match (slot.kind, UserReason::of_kind(kind)) {
+            (SlotKind::Rtcp, _) => Some(UserReason::Rtcp),
+            (_, Some(why)) => Some(why),
+            // The data plane says why there is none (`ReasonTotals::kernel_off_because`).
+            _ if self.kernel.is_none() => Some(UserReason::Unavailable),
+            _ if in_kernel => None,
+            _ => Some(UserReason::of_status(slot.kernel_status())),
+        };
+        if let Some(why) = why {
+            counters.reasons.user(why);
+        }
         if in_kernel {
             // Rare: the kernel passed this packet up. Its tracker may have to come back first.
             if let Some(k) = self.kernel.as_mut() {
-                k.on_user_packet(slots, idx, src, pkt, now, counters);
+                let why = k.on_user_packet(slots, idx, src, pkt, now, counters);
+                if kind == crate::rtp::demux::PacketKind::Rtp {
+                    counters.reasons.user(why);
+                }
             }
         }
         let mut ctx = PacketCtx {

@@ -138,6 +138,8 @@ pub struct DataPlane {
     kernel_path: Option<kernel::KernelPath>,
     /// Why the fast path was asked for and does not run.
     kernel_unavailable: Option<String>,
+    /// Without the fast path: the reason its packets are counted under.
+    kernel_off: kernel::reasons::UserReason,
     /// Whether every stream keeps copies of its sockets for a takeover.
     keep_handover: bool,
     /// Sockets taken over from the previous process, by local port, for [`MediaBackend::restore`]
@@ -321,6 +323,11 @@ impl DataPlane {
             next_id: StreamId::FIRST,
             placement,
             engine,
+            kernel_off: if config.kernel_forwarding {
+                kernel::reasons::UserReason::Unavailable
+            } else {
+                kernel::reasons::UserReason::Disabled
+            },
             kernel_path,
             kernel_unavailable,
             keep_handover: false,
@@ -413,6 +420,7 @@ impl DataPlane {
         for w in &self.workers {
             t.add(&w.counters);
         }
+        t.reasons.kernel_off_because(self.kernel_off);
         t
     }
 

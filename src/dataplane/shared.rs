@@ -333,6 +333,8 @@ pub struct WorkerCounters {
     /// Directions handed to the fast path, and taken back by the worker.
     pub kernel_handovers: AtomicU64,
     pub kernel_takebacks: AtomicU64,
+    /// Packets received in user space and directions taken back, by why.
+    pub reasons: crate::dataplane::kernel::reasons::ReasonCounters,
     pub loops: AtomicU64,
 }
 
@@ -374,6 +376,7 @@ pub struct DataPlaneTotals {
     pub kernel_streams: u64,
     pub kernel_handovers: u64,
     pub kernel_takebacks: u64,
+    pub reasons: crate::dataplane::kernel::reasons::ReasonTotals,
 }
 
 impl DataPlaneTotals {
@@ -413,11 +416,12 @@ impl DataPlaneTotals {
         self.kernel_streams += c.kernel_streams.load(Relaxed);
         self.kernel_handovers += c.kernel_handovers.load(Relaxed);
         self.kernel_takebacks += c.kernel_takebacks.load(Relaxed);
+        self.reasons.add(&c.reasons);
     }
 
     /// Every counter with its report name.
     pub fn named(&self) -> Vec<(&'static str, u64)> {
-        vec![
+        let mut named = vec![
             ("rx_packets", self.rx_packets),
             ("rx_bytes", self.rx_bytes),
             ("tx_packets", self.tx_packets),
@@ -453,7 +457,9 @@ impl DataPlaneTotals {
             ("kernel_streams", self.kernel_streams),
             ("kernel_handovers", self.kernel_handovers),
             ("kernel_takebacks", self.kernel_takebacks),
-        ]
+        ];
+        named.extend(self.reasons.named());
+        named
     }
 
     /// Every packet received and then dropped, for any reason. Not `drop_rcvbuf`: the kernel

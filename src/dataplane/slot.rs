@@ -160,6 +160,16 @@ impl Slot {
         self.shared.as_deref().and_then(|s| s.kernel.get(i))
     }
 
+    /// This socket's direction's kernel status as last published (`Pending` without one).
+    #[inline]
+    pub fn kernel_status(&self) -> crate::session::backend::KernelStatus {
+        self.kernel_status_cell().map_or(Default::default(), |c| {
+            crate::session::backend::KernelStatus::from_code(u32::from(
+                c.load(std::sync::atomic::Ordering::Relaxed),
+            ))
+        })
+    }
+
     /// The cell counting the RTP packets of this socket's direction the kernel relayed.
     pub fn kernel_packets_cell(&self) -> Option<&AtomicU32> {
         let i = match self.side {

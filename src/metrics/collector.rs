@@ -8,6 +8,7 @@ use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 
 use super::{KernelPathState, MetricsSnapshot, LATENCY_BUCKETS_SECS};
+use crate::dataplane::kernel::reasons::{Back, UserReason};
 
 type Res = Result<(), std::fmt::Error>;
 
@@ -395,6 +396,28 @@ fn kernel(enc: &mut DescriptorEncoder, s: &MetricsSnapshot) -> Res {
         "kernel_takebacks",
         "Media directions taken back from the kernel by a worker (new source, SSRC, payload type, RTCP...).",
         d.kernel_takebacks,
+    )?;
+    let user: Vec<(&str, u64)> = UserReason::ALL
+        .iter()
+        .map(|r| (r.name(), d.reasons.user_packets(*r)))
+        .collect();
+    counters(
+        enc,
+        "kernel_path_user_packets",
+        "Packets a worker received instead of the in-kernel path, by why (statistics.dataplane user_*).",
+        "reason",
+        &user,
+    )?;
+    let back: Vec<(&str, u64)> = Back::ALL
+        .iter()
+        .map(|b| (b.name(), d.reasons.taken_back(*b)))
+        .collect();
+    counters(
+        enc,
+        "kernel_path_takebacks",
+        "Media directions taken back from the kernel, by why (statistics.dataplane kernel_back_*).",
+        "reason",
+        &back,
     )?;
     // Why directions are in user space: with the fast path off, every direction under that
     // one reason; while it runs, each direction under the reason its worker last found.

@@ -178,8 +178,8 @@ pub enum KernelStatus {
     NotLatched,
     /// No RTP tracked yet in this direction.
     NoRtp,
-    /// Taken back by the worker (new source, SSRC, payload type, jump, RTP the program does
-    /// not parse) and not offered again yet.
+    /// Taken back by the worker (new source, SSRC, payload type, sequence jump) and not
+    /// offered again yet.
     TakenBack,
     /// The payload type's clock rate differs from the one tracked so far.
     ClockRate,

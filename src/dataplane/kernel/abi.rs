@@ -7,15 +7,20 @@ use std::net::{IpAddr, SocketAddr};
 use crate::rtp::stats::TrackerParts;
 
 /// Set by the program when it passed up a packet the worker must see: the worker takes the
-/// direction back. With `OUT_OF_SCOPE`, that packet was RTP the program does not parse.
+/// direction back. With it, one of the `BACK_*` bits says why: another source, SSRC or
+/// payload type, or a sequence jump beyond the reorder window.
 pub const HANDED_BACK: u32 = 1;
-pub const OUT_OF_SCOPE: u32 = 2;
+pub const BACK_SOURCE: u32 = 1 << 8;
+pub const BACK_SSRC: u32 = 1 << 9;
+pub const BACK_PAYLOAD_TYPE: u32 = 1 << 10;
+pub const BACK_JUMP: u32 = 1 << 11;
 
-/// The program's map key: the relay socket a packet arrives on (network order).
+/// The program's map key: the relay socket a packet arrives on (network order). Addresses
+/// are 16 bytes: IPv6 as is, IPv4 mapped (`::ffff:a.b.c.d`), so one map serves both.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FwdKey {
-    pub addr: u32,
+    pub addr: [u8; 16],
     pub port: u16,
     pub pad: u16,
 }
@@ -24,18 +29,17 @@ pub struct FwdKey {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FwdValue {
-    pub src_addr: u32,
+    pub src_addr: [u8; 16],
+    pub out_saddr: [u8; 16],
+    pub out_daddr: [u8; 16],
     pub src_port: u16,
     pub out_sport: u16,
-    pub out_saddr: u32,
-    pub out_daddr: u32,
     pub out_dport: u16,
     pub payload_type: u8,
     /// `MODE_LOCAL` or `MODE_ROUTED` (see `forward.bpf.c`).
     pub mode: u8,
     pub ifindex: u32,
     pub clock_hz: u32,
-    pub pad2: u32,
     pub origin_ns: u64,
     pub flags: u32,
     pub ssrc: u32,
@@ -58,8 +62,8 @@ pub struct FwdValue {
     pub slot: u32,
 }
 
-const _: () = assert!(std::mem::size_of::<FwdValue>() == 136);
-const _: () = assert!(std::mem::size_of::<FwdKey>() == 8);
+const _: () = assert!(std::mem::size_of::<FwdValue>() == 168);
+const _: () = assert!(std::mem::size_of::<FwdKey>() == 20);
 
 // SAFETY: both are repr(C) structs of plain integers with every padding byte spelled out as a
 // field (the sizes are asserted above and in forward.bpf.c), so any bit pattern is valid and
@@ -105,35 +109,43 @@ pub struct Route {
 pub const MODE_LOCAL: u8 = 0;
 pub const MODE_ROUTED: u8 = 1;
 
-/// An IPv4 socket address in network order, and whether it is on loopback.
-fn v4(a: SocketAddr) -> Option<(u32, u16, bool)> {
-    match a.ip() {
-        IpAddr::V4(ip) if !ip.is_unspecified() && a.port() != 0 => Some((
-            u32::from_ne_bytes(ip.octets()),
-            a.port().to_be(),
-            ip.is_loopback(),
-        )),
-        _ => None,
+/// An address (16 bytes, IPv4 mapped) and port (network order) as the program keys them.
+type WireAddr = ([u8; 16], u16);
+
+/// A socket address as the program keys it (16 bytes, IPv4 mapped), its port in network
+/// order, and whether it is on loopback; `None` for the unspecified address or port 0.
+fn wire(a: SocketAddr) -> Option<([u8; 16], u16, bool)> {
+    let (bytes, lo) = match a.ip() {
+        IpAddr::V4(ip) if !ip.is_unspecified() => (ip.to_ipv6_mapped().octets(), ip.is_loopback()),
+        IpAddr::V6(ip) if !ip.is_unspecified() && ip.to_ipv4_mapped().is_none() => {
+            (ip.octets(), ip.is_loopback())
+        }
+        _ => return None,
+    };
+    if a.port() == 0 {
+        return None;
     }
+    Some((bytes, a.port().to_be(), lo))
 }
 
-/// The four addresses of a direction in network order, and how the program can send it on;
-/// `None` when it cannot carry it: IPv6, or loopback and other addresses mixed (a packet
-/// from outside cannot be delivered to a loopback address, and one that came in on `lo` is
-/// not routed out again).
-fn addresses(route: &Route) -> Option<([(u32, u16); 4], u8)> {
-    let mut out = [(0, 0); 4];
-    let mut loopback = [false; 4];
-    for (k, a) in [
+/// The four addresses of a direction as the program keys them, and how the program can
+/// send it on; `None` when it cannot carry it: the two families mixed, or loopback and other
+/// addresses mixed (a packet from outside cannot be delivered to a loopback address, and one
+/// that came in on `lo` is not routed out again).
+fn addresses(route: &Route) -> Option<([WireAddr; 4], u8)> {
+    let all = [
         route.local,
         route.source,
         route.out_local,
         route.destination,
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        let (addr, port, lo) = v4(a)?;
+    ];
+    if all.iter().any(|a| a.is_ipv4() != route.local.is_ipv4()) {
+        return None;
+    }
+    let mut out = [([0; 16], 0); 4];
+    let mut loopback = [false; 4];
+    for (k, a) in all.into_iter().enumerate() {
+        let (addr, port, lo) = wire(a)?;
         out[k] = (addr, port);
         loopback[k] = lo;
     }
@@ -150,8 +162,8 @@ pub fn mode_of(route: &Route) -> Option<u8> {
     addresses(route).map(|(_, mode)| mode)
 }
 
-/// The entry for one direction, or `None` when the program cannot carry it (IPv6, or
-/// loopback and other addresses mixed). `clock_hz`: the clock rate of the tracker's payload
+/// The entry for one direction, or `None` when the program cannot carry it (the families
+/// mixed, or loopback and other addresses mixed). `clock_hz`: the clock rate of the tracker's payload
 /// type; `ifindex`: the device packets leave by (`lo` for a local direction, the
 /// destination's route for a routed one).
 pub fn entry(
@@ -293,7 +305,8 @@ mod tests {
         t.on_rtp(pcm(8, 320, 0xdead_beef, 8), 21_000_000, 8_000);
         let parts = t.export().unwrap();
         let (k, v) = entry(&route(), &parts, 8_000, 1, 5).unwrap();
-        assert_eq!(k.addr.to_ne_bytes(), [127, 0, 0, 1]);
+        assert_eq!(k.addr[10..], [0xff, 0xff, 127, 0, 0, 1]);
+        assert_eq!(k.addr[..10], [0; 10]);
         assert_eq!(k.port.to_ne_bytes(), 30000u16.to_be_bytes());
         assert_eq!(v.src_port.to_ne_bytes(), 40000u16.to_be_bytes());
         assert_eq!(v.out_sport.to_ne_bytes(), 30002u16.to_be_bytes());
@@ -328,8 +341,8 @@ mod tests {
         };
         let (k, v) = entry(&routed, &parts, 8_000, 1, 0).unwrap();
         assert_eq!(v.mode, MODE_ROUTED);
-        assert_eq!(k.addr.to_ne_bytes(), [192, 0, 2, 1]);
-        assert_eq!(v.out_daddr.to_ne_bytes(), [203, 0, 113, 5]);
+        assert_eq!(k.addr[12..], [192, 0, 2, 1]);
+        assert_eq!(v.out_daddr[12..], [203, 0, 113, 5]);
         // A loopback endpoint of a relay on a real address, and the other way round.
         let mut r = route();
         r.destination = "192.0.2.7:4000".parse().unwrap();
@@ -337,10 +350,31 @@ mod tests {
         let mut r = routed;
         r.source = "127.0.0.1:4000".parse().unwrap();
         assert!(entry(&r, &parts, 8_000, 1, 0).is_none());
-        // IPv6, the unspecified address, port 0.
+        // The families mixed, the unspecified address, port 0.
         let mut r = route();
         r.source = "[::1]:4000".parse().unwrap();
         assert!(entry(&r, &parts, 8_000, 1, 0).is_none());
+        // IPv6 throughout: on loopback, and routed.
+        let v6 = Route {
+            local: "[::1]:30000".parse().unwrap(),
+            source: "[::1]:40000".parse().unwrap(),
+            out_local: "[::1]:30002".parse().unwrap(),
+            destination: "[::1]:40002".parse().unwrap(),
+        };
+        let (k, v) = entry(&v6, &parts, 8_000, 1, 0).unwrap();
+        assert_eq!(
+            (k.addr, v.mode),
+            (std::net::Ipv6Addr::LOCALHOST.octets(), MODE_LOCAL)
+        );
+        let v6 = Route {
+            local: "[2001:db8::1]:30000".parse().unwrap(),
+            source: "[2001:db8::9]:40000".parse().unwrap(),
+            out_local: "[2001:db8::1]:30002".parse().unwrap(),
+            destination: "[2001:db8:1::5]:40002".parse().unwrap(),
+        };
+        let (_, v) = entry(&v6, &parts, 8_000, 1, 0).unwrap();
+        assert_eq!(v.mode, MODE_ROUTED);
+        assert_eq!(v.out_daddr[..4], [0x20, 0x01, 0x0d, 0xb8]);
         let mut r = routed;
         r.destination = "0.0.0.0:5000".parse().unwrap();
         assert!(entry(&r, &parts, 8_000, 1, 0).is_none());

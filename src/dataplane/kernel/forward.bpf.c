@@ -9,9 +9,9 @@
 // "next program", so other programs on the device, another relay's among them, still see
 // it; TC_ACT_OK would end the chain) and so up to the worker's socket; when that is a packet
 // the tracker or the latch must see (another source, SSRC or payload type, a big sequence
-// jump, RTP with CSRCs, an extension or padding) it also sets ANCHOR_HANDED_BACK, so every
-// later packet of the stream goes up as well and the worker takes the tracker back before it
-// handles them.
+// jump) it also sets ANCHOR_HANDED_BACK and the reason's bit, so every later packet of the
+// stream goes up as well and the worker takes the tracker back before it handles them.
+// RTP with CSRCs, a header extension or padding is relayed here like any other.
 //
 // The value is updated without a lock: a direction's packets come from one endpoint, so
 // two CPUs run this for the same entry at once only if that endpoint sends from two CPUs at
@@ -24,6 +24,7 @@
 #include <linux/if_ether.h>
 #include <linux/in.h>
 #include <linux/ip.h>
+#include <linux/ipv6.h>
 #include <linux/pkt_cls.h>
 #include <linux/udp.h>
 
@@ -33,6 +34,8 @@
 
 static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)BPF_FUNC_map_lookup_elem;
 static __u64 (*bpf_ktime_get_ns)(void) = (void *)BPF_FUNC_ktime_get_ns;
+static long (*bpf_skb_load_bytes)(const struct __sk_buff *skb, __u32 offset, void *to, __u32 len) =
+    (void *)BPF_FUNC_skb_load_bytes;
 static long (*bpf_skb_store_bytes)(struct __sk_buff *skb, __u32 offset, const void *from, __u32 len,
                                    __u64 flags) = (void *)BPF_FUNC_skb_store_bytes;
 static long (*bpf_l3_csum_replace)(struct __sk_buff *skb, __u32 offset, __u64 from, __u64 to,
@@ -40,6 +43,8 @@ static long (*bpf_l3_csum_replace)(struct __sk_buff *skb, __u32 offset, __u64 fr
 static long (*bpf_l4_csum_replace)(struct __sk_buff *skb, __u32 offset, __u64 from, __u64 to,
                                    __u64 flags) = (void *)BPF_FUNC_l4_csum_replace;
 static long (*bpf_redirect)(__u32 ifindex, __u64 flags) = (void *)BPF_FUNC_redirect;
+static __s64 (*bpf_csum_diff)(__be32 *from, __u32 from_size, __be32 *to, __u32 to_size,
+                              __wsum seed) = (void *)BPF_FUNC_csum_diff;
 static long (*bpf_redirect_neigh)(__u32 ifindex, struct bpf_redir_neigh *params, int plen,
                                   __u64 flags) = (void *)BPF_FUNC_redirect_neigh;
 
@@ -53,11 +58,21 @@ static long (*bpf_redirect_neigh)(__u32 ifindex, struct bpf_redir_neigh *params,
 #define UDP_SPORT_OFF (UDP_OFF + 0)
 #define UDP_DPORT_OFF (UDP_OFF + 2)
 #define UDP_CSUM_OFF (UDP_OFF + 6)
+// IPv6: a fixed 40-byte header, UDP right after it (no extension headers).
+#define UDP6_OFF (IP_OFF + 40)
+#define RTP6_OFF (UDP6_OFF + 8)
+#define IP6_SADDR_OFF (IP_OFF + 8)
+#define UDP6_SPORT_OFF (UDP6_OFF + 0)
+#define UDP6_DPORT_OFF (UDP6_OFF + 2)
+#define UDP6_CSUM_OFF (UDP6_OFF + 6)
 
 #define ANCHOR_HANDED_BACK 1u
-// With it: the packet was RTP the program does not parse (CSRCs, an extension, padding), so
-// the direction is unlikely to fit it soon.
-#define ANCHOR_OUT_OF_SCOPE 2u
+// With it, why (one bit each, as `BACK_*` in abi.rs): another source, SSRC, payload type,
+// or a sequence jump beyond the reorder window.
+#define ANCHOR_BACK_SOURCE (1u << 8)
+#define ANCHOR_BACK_SSRC (1u << 9)
+#define ANCHOR_BACK_PT (1u << 10)
+#define ANCHOR_BACK_JUMP (1u << 11)
 
 // How a rewritten packet leaves. LOCAL: relay and both endpoints on loopback; the packet
 // goes out of `ifindex` (lo) again and keeps its local route. ROUTED: the relay on a real
@@ -72,25 +87,26 @@ static long (*bpf_redirect_neigh)(__u32 ifindex, struct bpf_redir_neigh *params,
 #define MAX_JITTER_STEP (1u << 27)
 #define NANOS_PER_SEC 1000000000ull
 
+// Addresses are 16 bytes in network order: IPv6 as is, IPv4 mapped (::ffff:a.b.c.d), so
+// one map serves both families.
 struct fwd_key {
-    __u32 addr;  // relay socket's address, network order
-    __u16 port;  // relay socket's port, network order
+    __u8 addr[16];  // relay socket's address
+    __u16 port;     // relay socket's port, network order
     __u16 pad;
 };
 
 struct fwd_value {
     // Set by the worker.
-    __u32 src_addr;  // the latched endpoint; network order
-    __u16 src_port;
-    __u16 out_sport;  // the relay socket packets leave from
-    __u32 out_saddr;
-    __u32 out_daddr;  // the other side's latched endpoint
+    __u8 src_addr[16];   // the latched endpoint
+    __u8 out_saddr[16];  // the relay socket packets leave from
+    __u8 out_daddr[16];  // the other side's latched endpoint
+    __u16 src_port;      // network order, as the three below
+    __u16 out_sport;
     __u16 out_dport;
     __u8 payload_type;
     __u8 mode;      // MODE_LOCAL or MODE_ROUTED
     __u32 ifindex;  // the device the rewritten packet is sent out of
     __u32 clock_hz;
-    __u32 pad2;
     __u64 origin_ns;  // CLOCK_MONOTONIC of the relay's time origin
     // Set by this program.
     __u32 flags;
@@ -116,8 +132,8 @@ struct fwd_value {
     __u32 slot;
 };
 
-_Static_assert(sizeof(struct fwd_value) == 136, "FwdValue in kernel/mod.rs has 136 bytes");
-_Static_assert(sizeof(struct fwd_key) == 8, "FwdKey in kernel/mod.rs has 8 bytes");
+_Static_assert(sizeof(struct fwd_value) == 168, "FwdValue in kernel/abi.rs has 168 bytes");
+_Static_assert(sizeof(struct fwd_key) == 20, "FwdKey in kernel/abi.rs has 20 bytes");
 
 struct {
     __uint(type, BPF_MAP_TYPE_HASH);
@@ -140,52 +156,57 @@ static __always_inline __u32 ns_to_units(__u64 ns, __u32 hz) {
     return (__u32)(secs * hz + rem * hz / NANOS_PER_SEC);
 }
 
-SEC("classifier")
-int anchor_forward(struct __sk_buff *skb) {
-    void *data = (void *)(long)skb->data;
-    void *end = (void *)(long)skb->data_end;
-    if (data + RTP_OFF + 12 > end)
-        return TC_ACT_UNSPEC;
-    struct ethhdr *eth = data;
-    if (eth->h_proto != __builtin_bswap16(ETH_P_IP))
-        return TC_ACT_UNSPEC;
-    struct iphdr *ip = data + IP_OFF;
-    if (ip->ihl != 5 || ip->protocol != IPPROTO_UDP || (ip->frag_off & __builtin_bswap16(0x3fff)))
-        return TC_ACT_UNSPEC;
-    struct udphdr *udp = data + UDP_OFF;
-    struct fwd_key key = {.addr = ip->daddr, .port = udp->dest, .pad = 0};
-    struct fwd_value *v = bpf_map_lookup_elem(&anchor_fwd, &key);
-    if (!v)
-        return TC_ACT_UNSPEC;
-    if (v->flags & ANCHOR_HANDED_BACK)
-        return TC_ACT_UNSPEC;
-    if (ip->saddr != v->src_addr || udp->source != v->src_port) {
-        v->flags |= ANCHOR_HANDED_BACK;
-        return TC_ACT_UNSPEC;
+// Whether the RTP packet of `len` bytes (at `off`, first byte `b0`) has a CSRC list, header
+// extension and padding that fit it (0) or not (-1). The CSRC count (0..15) and the
+// extension's length word (RFC 3550 5.3.1; the RFC 8285 one-byte 0xBEDE and two-byte
+// 0x100x profiles use the same word) are skipped by arithmetic, the padding count read
+// from the last byte: no loop, so the verifier sees a fixed number of instructions.
+static __always_inline int check_rtp_layout(struct __sk_buff *skb, __u32 off, __u8 b0, __u32 len) {
+    __u32 header = 12 + 4 * (__u32)(b0 & 0x0f);
+    if (header > len)
+        return -1;
+    if (b0 & 0x10) {
+        __u8 ext[4];
+        if (header + 4 > len || bpf_skb_load_bytes(skb, off + header, ext, 4) < 0)
+            return -1;
+        header += 4 + 4 * (__u32)load_be16(ext + 2);
+        if (header > len)
+            return -1;
     }
-    const __u8 *rtp = data + RTP_OFF;
+    if (b0 & 0x20) {
+        __u8 pad = 0;
+        if (bpf_skb_load_bytes(skb, off + len - 1, &pad, 1) < 0)
+            return -1;
+        // The count includes itself and may not reach into the header.
+        if (pad == 0 || header + pad > len)
+            return -1;
+    }
+    return 0;
+}
+
+// The tracker's part for the RTP packet `rtp` (its first 12 bytes in the linear data, `len`
+// bytes in all, at `off`) of direction `v`: 0 when the program relays it, -1 when it goes up
+// (with the flags set when the worker must take the direction back).
+static __always_inline int track(struct __sk_buff *skb, struct fwd_value *v, const __u8 *rtp,
+                                 __u32 off, __u32 len) {
     __u8 b0 = rtp[0];
     __u8 b1 = rtp[1];
     // Not RTP version 2, or RTCP on a multiplexed port: the worker handles it; the tracker
     // is not involved, so the stream stays here.
     if ((b0 & 0xc0) != 0x80 || (b1 >= 192 && b1 <= 223))
-        return TC_ACT_UNSPEC;
-    // RTP with CSRCs, an extension or padding: the worker tracks it, so it takes the
-    // stream back.
-    if ((b0 & 0x3f) != 0) {
-        v->flags |= ANCHOR_HANDED_BACK | ANCHOR_OUT_OF_SCOPE;
-        return TC_ACT_UNSPEC;
-    }
-    __u16 udp_len = __builtin_bswap16(udp->len);
-    __u16 ip_len = __builtin_bswap16(ip->tot_len);
-    if (udp_len < 8 + 12 || ip_len != 20 + udp_len)
-        return TC_ACT_UNSPEC;
+        return -1;
+    // CSRCs, a header extension and padding (RtpPacket::check_len in src/rtp/packet.rs):
+    // the program relays the packet whole, so it only checks that they fit, with at most
+    // two loads. A packet that fails goes up unmarked: the worker counts it as malformed,
+    // as it would have, and the tracker never sees it.
+    if (check_rtp_layout(skb, off, b0, len) != 0)
+        return -1;
     __u16 seq = load_be16(rtp + 2);
     __u32 ts = load_be32(rtp + 4);
     __u32 ssrc = load_be32(rtp + 8);
     if (ssrc != v->ssrc || (b1 & 0x7f) != v->payload_type) {
-        v->flags |= ANCHOR_HANDED_BACK;
-        return TC_ACT_UNSPEC;
+        v->flags |= ANCHOR_HANDED_BACK | (ssrc != v->ssrc ? ANCHOR_BACK_SSRC : ANCHOR_BACK_PT);
+        return -1;
     }
 
     // Sequence state (ExtendedSeq::update). Duplicates and late packets are forwarded too.
@@ -213,8 +234,8 @@ int anchor_forward(struct __sk_buff *skb) {
         __u16 back = -ahead;
         if (back > MAX_MISORDER) {
             // A big jump: the worker's tracker waits for a second packet to confirm it.
-            v->flags |= ANCHOR_HANDED_BACK;
-            return TC_ACT_UNSPEC;
+            v->flags |= ANCHOR_HANDED_BACK | ANCHOR_BACK_JUMP;
+            return -1;
         }
         __u64 bit;
         __u64 *half;
@@ -236,7 +257,7 @@ int anchor_forward(struct __sk_buff *skb) {
 
     __u64 now = bpf_ktime_get_ns() - v->origin_ns;
     v->packets += 1;
-    v->bytes += udp_len - 8;
+    v->bytes += len;
     v->last_packet_ns = now;
     if (received) {
         v->received += 1;
@@ -258,13 +279,54 @@ int anchor_forward(struct __sk_buff *skb) {
             v->have_transit = 1;
         }
     }
+    return 0;
+}
+
+// Sends the rewritten packet on: LOCAL out of `ifindex` again (loopback delivers it to the
+// local endpoint's socket; the packet keeps its local route), ROUTED by the route and next
+// hop the relay's own send from this address would take (an output route lookup bound to
+// the device the worker found for the destination), with the next hop's MAC from the
+// neighbour cache, resolved if need be.
+static __always_inline int send_on(const struct fwd_value *v) {
+    if (v->mode == MODE_ROUTED)
+        return bpf_redirect_neigh(v->ifindex, 0, 0, 0);
+    return bpf_redirect(v->ifindex, 0);
+}
+
+static __always_inline __u32 mapped_v4(const __u8 *a) { return *(const __u32 *)(a + 12); }
+
+static __always_inline int forward_v4(struct __sk_buff *skb, void *data, void *end) {
+    if (data + RTP_OFF + 12 > end)
+        return TC_ACT_UNSPEC;
+    struct iphdr *ip = data + IP_OFF;
+    if (ip->ihl != 5 || ip->protocol != IPPROTO_UDP || (ip->frag_off & __builtin_bswap16(0x3fff)))
+        return TC_ACT_UNSPEC;
+    struct udphdr *udp = data + UDP_OFF;
+    struct fwd_key key = {.port = udp->dest, .pad = 0};
+    key.addr[10] = 0xff;
+    key.addr[11] = 0xff;
+    *(__u32 *)(key.addr + 12) = ip->daddr;
+    struct fwd_value *v = bpf_map_lookup_elem(&anchor_fwd, &key);
+    if (!v)
+        return TC_ACT_UNSPEC;
+    if (v->flags & ANCHOR_HANDED_BACK)
+        return TC_ACT_UNSPEC;
+    if (ip->saddr != mapped_v4(v->src_addr) || udp->source != v->src_port) {
+        v->flags |= ANCHOR_HANDED_BACK | ANCHOR_BACK_SOURCE;
+        return TC_ACT_UNSPEC;
+    }
+    __u16 udp_len = __builtin_bswap16(udp->len);
+    __u16 ip_len = __builtin_bswap16(ip->tot_len);
+    if (udp_len < 8 + 12 || ip_len != 20 + udp_len)
+        return TC_ACT_UNSPEC;
+    if (track(skb, v, data + RTP_OFF, RTP_OFF, udp_len - 8) != 0)
+        return TC_ACT_UNSPEC;
 
     // Rewrite: from the relay's other socket to the other side's endpoint.
     __u32 old_saddr = ip->saddr, old_daddr = ip->daddr;
     __u16 old_sport = udp->source, old_dport = udp->dest;
-    __u32 new_saddr = v->out_saddr, new_daddr = v->out_daddr;
+    __u32 new_saddr = mapped_v4(v->out_saddr), new_daddr = mapped_v4(v->out_daddr);
     __u16 new_sport = v->out_sport, new_dport = v->out_dport;
-    __u32 ifindex = v->ifindex;
     bpf_l4_csum_replace(skb, UDP_CSUM_OFF, old_saddr, new_saddr, BPF_F_PSEUDO_HDR | BPF_F_MARK_MANGLED_0 | 4);
     bpf_l4_csum_replace(skb, UDP_CSUM_OFF, old_daddr, new_daddr, BPF_F_PSEUDO_HDR | BPF_F_MARK_MANGLED_0 | 4);
     bpf_l4_csum_replace(skb, UDP_CSUM_OFF, old_sport, new_sport, BPF_F_MARK_MANGLED_0 | 2);
@@ -275,14 +337,71 @@ int anchor_forward(struct __sk_buff *skb) {
     bpf_skb_store_bytes(skb, IP_DADDR_OFF, &new_daddr, 4, 0);
     bpf_skb_store_bytes(skb, UDP_SPORT_OFF, &new_sport, 2, 0);
     bpf_skb_store_bytes(skb, UDP_DPORT_OFF, &new_dport, 2, 0);
-    if (v->mode == MODE_ROUTED)
-        // The route and next hop as for the relay's own send from this address (an output
-        // route lookup bound to the device the worker found for the destination), and the
-        // next hop's MAC from the neighbour cache, resolved if need be.
-        return bpf_redirect_neigh(ifindex, 0, 0, 0);
-    // Out of the device again, as a send from the relay would go (loopback delivers it to
-    // the local endpoint's socket; the packet keeps its local route).
-    return bpf_redirect(ifindex, 0);
+    return send_on(v);
+}
+
+static __always_inline int same16(const __u8 *a, const __u8 *b) {
+    const __u32 *x = (const __u32 *)a, *y = (const __u32 *)b;
+    return x[0] == y[0] && x[1] == y[1] && x[2] == y[2] && x[3] == y[3];
+}
+
+static __always_inline int forward_v6(struct __sk_buff *skb, void *data, void *end) {
+    if (data + RTP6_OFF + 12 > end)
+        return TC_ACT_UNSPEC;
+    struct ipv6hdr *ip6 = data + IP_OFF;
+    // UDP right after the fixed header; anything else (extension headers, fragments) up.
+    if (ip6->version != 6 || ip6->nexthdr != IPPROTO_UDP)
+        return TC_ACT_UNSPEC;
+    struct udphdr *udp = data + UDP6_OFF;
+    struct fwd_key key = {.port = udp->dest, .pad = 0};
+    __builtin_memcpy(key.addr, &ip6->daddr, 16);
+    struct fwd_value *v = bpf_map_lookup_elem(&anchor_fwd, &key);
+    if (!v)
+        return TC_ACT_UNSPEC;
+    if (v->flags & ANCHOR_HANDED_BACK)
+        return TC_ACT_UNSPEC;
+    if (!same16((const __u8 *)&ip6->saddr, v->src_addr) || udp->source != v->src_port) {
+        v->flags |= ANCHOR_HANDED_BACK | ANCHOR_BACK_SOURCE;
+        return TC_ACT_UNSPEC;
+    }
+    __u16 udp_len = __builtin_bswap16(udp->len);
+    if (udp_len < 8 + 12 || __builtin_bswap16(ip6->payload_len) != udp_len)
+        return TC_ACT_UNSPEC;
+    if (track(skb, v, data + RTP6_OFF, RTP6_OFF, udp_len - 8) != 0)
+        return TC_ACT_UNSPEC;
+
+    // Rewrite both addresses (32 bytes, the pseudo-header's part of the UDP checksum: IPv6
+    // has no header checksum) and both ports.
+    __u32 old_addrs[8];
+    __builtin_memcpy(old_addrs, &ip6->saddr, 32);
+    __u16 old_sport = udp->source, old_dport = udp->dest;
+    __u16 new_sport = v->out_sport, new_dport = v->out_dport;
+    __u32 new_addrs[8];
+    __builtin_memcpy(new_addrs, v->out_saddr, 32);
+    __s64 diff = bpf_csum_diff(old_addrs, 32, new_addrs, 32, 0);
+    if (diff < 0)
+        return TC_ACT_UNSPEC;
+    bpf_l4_csum_replace(skb, UDP6_CSUM_OFF, 0, (__u32)diff, BPF_F_PSEUDO_HDR | BPF_F_MARK_MANGLED_0);
+    bpf_l4_csum_replace(skb, UDP6_CSUM_OFF, old_sport, new_sport, BPF_F_MARK_MANGLED_0 | 2);
+    bpf_l4_csum_replace(skb, UDP6_CSUM_OFF, old_dport, new_dport, BPF_F_MARK_MANGLED_0 | 2);
+    bpf_skb_store_bytes(skb, IP6_SADDR_OFF, new_addrs, 32, 0);
+    bpf_skb_store_bytes(skb, UDP6_SPORT_OFF, &new_sport, 2, 0);
+    bpf_skb_store_bytes(skb, UDP6_DPORT_OFF, &new_dport, 2, 0);
+    return send_on(v);
+}
+
+SEC("classifier")
+int anchor_forward(struct __sk_buff *skb) {
+    void *data = (void *)(long)skb->data;
+    void *end = (void *)(long)skb->data_end;
+    if (data + IP_OFF > end)
+        return TC_ACT_UNSPEC;
+    struct ethhdr *eth = data;
+    if (eth->h_proto == __builtin_bswap16(ETH_P_IP))
+        return forward_v4(skb, data, end);
+    if (eth->h_proto == __builtin_bswap16(ETH_P_IPV6))
+        return forward_v6(skb, data, end);
+    return TC_ACT_UNSPEC;
 }
 
 char _license[] SEC("license") = "GPL";

@@ -8,17 +8,12 @@ use std::os::fd::{AsFd, AsRawFd};
 use crate::rtp::stats::{RtpStreamTracker, TrackerParts};
 use crate::rtp::RtpPacket;
 
-use super::abi::{
-    entry, lookup_batch, mode_of, FwdKey, FwdValue, Route, HANDED_BACK, MODE_LOCAL, OUT_OF_SCOPE,
-};
+use super::abi::{entry, lookup_batch, mode_of, FwdKey, FwdValue, Route, HANDED_BACK, MODE_LOCAL};
+use super::reasons::{Back, UserReason};
 use super::route;
 use crate::dataplane::shared::{bump, WorkerCounters};
 use crate::dataplane::slot::{DirtyList, Slot, SlotIdx, SlotKind};
 use crate::session::backend::{KernelStatus, Side};
-
-/// After RTP the program does not parse (CSRCs, extensions, padding: likely on every packet
-/// of that stream), a direction is offered again only after this many packets.
-const RETRY_OUT_OF_SCOPE_PACKETS: u64 = 10_000;
 
 /// How often the kernel's counts are folded into the published figures: one map lookup
 /// (a syscall, ~1 µs) per direction each time, so 20,000 directions cost the worker ~2%
@@ -290,10 +285,7 @@ impl KernelWorker {
                 Side::A => locals[0],
                 Side::B => locals[1],
             };
-            self.locals
-                .get(usize::from(n))
-                .copied()
-                .filter(IpAddr::is_ipv4)
+            self.locals.get(usize::from(n)).copied()
         };
         let (Some(in_ip), Some(out_ip)) = (local_of(slot), local_of(out)) else {
             note(slot, KernelStatus::Unsupported);
@@ -311,7 +303,7 @@ impl KernelWorker {
             route.destination.ip(),
         ) {
             (Some(MODE_LOCAL), _, _) => self.ifindex,
-            (Some(_), IpAddr::V4(from), IpAddr::V4(to)) => {
+            (Some(_), from, to) => {
                 match self.routes.as_mut().and_then(|r| r.egress(from, to)) {
                     Some(oif) => oif,
                     None => {
@@ -397,7 +389,7 @@ impl KernelWorker {
     /// A packet reached the worker on slot `idx`, whose direction is in the kernel. Takes
     /// the direction (and the opposite one) back when the packet concerns the tracker or
     /// the latch, so the worker handles it with the kernel's state; a packet queued before
-    /// the hand-over is only counted.
+    /// the hand-over is only counted. Returns why an RTP packet reached the worker.
     pub fn on_user_packet(
         &mut self,
         slots: &mut [Slot],
@@ -406,16 +398,16 @@ impl KernelWorker {
         pkt: &[u8],
         now: u64,
         counters: &WorkerCounters,
-    ) {
+    ) -> UserReason {
         let Some(slot) = slots.get(idx.index()) else {
-            return;
+            return UserReason::Pending;
         };
         let is_rtp = crate::rtp::demux::classify(pkt) == crate::rtp::demux::PacketKind::Rtp
             && RtpPacket::new_checked(pkt).is_ok();
         let same_source = slot.latch.confirmed() == Some(src);
         if same_source && !is_rtp {
             // RTCP or not RTP at all: the worker handles it; the tracker is not involved.
-            return;
+            return UserReason::Malformed;
         }
         // The program marks what it passed up for the worker; an unmarked RTP packet from the
         // latched source was queued before the hand-over (the program never saw it).
@@ -431,24 +423,30 @@ impl KernelWorker {
             {
                 h.carried_packets += 1;
                 h.carried_bytes += pkt.len() as u64;
-                return;
+                return UserReason::Queued;
             }
         }
         let peer = slot.peer_rtp;
-        self.take_back(slots, idx, counters);
-        self.take_back(slots, peer, counters);
-        if flags & OUT_OF_SCOPE != 0 {
-            if let Some(h) = self.slots.get_mut(&idx) {
-                h.retry_at_packets = h
-                    .retry_at_packets
-                    .saturating_add(RETRY_OUT_OF_SCOPE_PACKETS);
-            }
-        }
+        // Another source is the latch's question whatever the program marked.
+        let why = if same_source {
+            Back::of_flags(flags)
+        } else {
+            Back::Source
+        };
+        self.take_back(slots, idx, why, counters);
+        self.take_back(slots, peer, Back::Pair, counters);
+        UserReason::HandedBack
     }
 
     /// Takes slot `i`'s direction back from the kernel: the tracker continues from where the
     /// kernel left it.
-    pub fn take_back(&mut self, slots: &mut [Slot], i: SlotIdx, counters: &WorkerCounters) {
+    pub fn take_back(
+        &mut self,
+        slots: &mut [Slot],
+        i: SlotIdx,
+        why: Back,
+        counters: &WorkerCounters,
+    ) {
         let (Some(h), Some(slot)) = (self.slots.get_mut(&i), slots.get_mut(i.index())) else {
             return;
         };
@@ -461,6 +459,7 @@ impl KernelWorker {
         h.refused = false;
         self.in_kernel = self.in_kernel.saturating_sub(1);
         bump(&counters.kernel_takebacks, 1);
+        counters.reasons.back(why);
         counters
             .kernel_streams
             .store(self.in_kernel, std::sync::atomic::Ordering::Relaxed);
@@ -486,7 +485,7 @@ impl KernelWorker {
         counters: &WorkerCounters,
     ) {
         for i in group {
-            self.take_back(slots, i, counters);
+            self.take_back(slots, i, Back::Signalling, counters);
         }
     }
 

@@ -1,6 +1,6 @@
 //! Loading and attaching the program, and each worker's handle on its map.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use super::handover::KernelWorker;
 use super::route;
@@ -38,21 +38,19 @@ fn monotonic_ns() -> u64 {
 
 impl KernelPath {
     /// Loads the program and attaches it to the ingress of each device that has one of the
-    /// relay's IPv4 addresses (`lo` for loopback ones): with interfaces on two networks,
-    /// packets from either are relayed in the kernel and leave by the other's device. The
-    /// error says why the fast path is unavailable; the relay then carries all media in user
-    /// space.
+    /// relay's addresses, IPv4 or IPv6 (`lo` for loopback ones): with interfaces on two
+    /// networks, packets from either are relayed in the kernel and leave by the other's
+    /// device. The error says why the fast path is unavailable; the relay then carries all
+    /// media in user space.
     pub fn start(locals: &[IpAddr]) -> Result<KernelPath, String> {
-        let v4: Vec<Ipv4Addr> = locals
+        let ips: Vec<IpAddr> = locals
             .iter()
-            .filter_map(|ip| match ip {
-                IpAddr::V4(ip) if !ip.is_unspecified() => Some(*ip),
-                _ => None,
-            })
+            .copied()
+            .filter(|ip| !ip.is_unspecified())
             .collect();
-        if v4.is_empty() {
+        if ips.is_empty() {
             return Err(format!(
-                "no relay address among {locals:?} is an IPv4 address (the program handles IPv4 only)"
+                "no relay address among {locals:?} is one address (the program needs the ones it relays on)"
             ));
         }
         if !kernel_at_least(6, 6) {
@@ -61,7 +59,7 @@ impl KernelPath {
             );
         }
         let mut devices: Vec<String> = Vec::new();
-        for ip in &v4 {
+        for ip in &ips {
             let device = if ip.is_loopback() {
                 "lo".to_string()
             } else {
@@ -71,7 +69,7 @@ impl KernelPath {
                 devices.push(device);
             }
         }
-        let routed = v4.iter().any(|ip| !ip.is_loopback());
+        let routed = ips.iter().any(|ip| !ip.is_loopback());
         Self::load(&devices, routed, locals.into())
     }
 
@@ -155,7 +153,7 @@ impl KernelPath {
 }
 
 /// The name of the network device that has `ip`.
-fn device_with(ip: Ipv4Addr) -> Option<String> {
+fn device_with(ip: IpAddr) -> Option<String> {
     let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs writes a list head to a live pointer; the list is freed below.
     if unsafe { libc::getifaddrs(&mut list) } != 0 {
@@ -171,14 +169,22 @@ fn device_with(ip: Ipv4Addr) -> Option<String> {
             continue;
         }
         // SAFETY: ifa_addr points to a sockaddr of the family it names (AF_INET: a
-        // sockaddr_in), owned by the list.
+        // sockaddr_in, AF_INET6: a sockaddr_in6), owned by the list.
         let family = unsafe { (*ifa.ifa_addr).sa_family };
-        if i32::from(family) != libc::AF_INET {
-            continue;
-        }
-        // SAFETY: as above, an AF_INET address is a sockaddr_in.
-        let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
-        if sin.sin_addr.s_addr.to_ne_bytes() == ip.octets() {
+        let matches = match (i32::from(family), ip) {
+            (libc::AF_INET, IpAddr::V4(ip)) => {
+                // SAFETY: as above, an AF_INET address is a sockaddr_in.
+                let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+                sin.sin_addr.s_addr.to_ne_bytes() == ip.octets()
+            }
+            (libc::AF_INET6, IpAddr::V6(ip)) => {
+                // SAFETY: as above, an AF_INET6 address is a sockaddr_in6.
+                let sin6 = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
+                sin6.sin6_addr.s6_addr == ip.octets()
+            }
+            _ => false,
+        };
+        if matches {
             // SAFETY: ifa_name is a NUL-terminated string owned by the list.
             let name = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) };
             found = Some(name.to_string_lossy().into_owned());

@@ -5,27 +5,32 @@
 //! (confirmed sources) it copies that direction's RTP tracker into the program's map
 //! ([`KernelWorker::turn`]); the program then checks the source, tracks sequence numbers,
 //! loss, duplicates, reordering and jitter exactly as `rtp::stats` does, rewrites the
-//! addresses and sends the packet on. RTCP and non-RTP it passes up to the worker's socket
-//! and the stream stays in the kernel. What the tracker or the latch must see (another
-//! source, SSRC or payload type, a big sequence jump, RTP with CSRCs, an extension or
-//! padding) it passes up and stops forwarding; the worker then takes the tracker back
+//! addresses and sends the packet on. RTP with CSRCs, a header extension (RFC 8285 one-byte
+//! or two-byte, or any RFC 3550 one) or padding it relays whole after checking that they
+//! fit, as the worker's parser does. RTCP, non-RTP and malformed RTP it passes up to the
+//! worker's socket and the stream stays in the kernel. What the tracker or the latch must
+//! see (another source, SSRC or payload type, a big sequence jump) it passes up and stops
+//! forwarding; the worker then takes the tracker back
 //! ([`KernelWorker::on_user_packet`]) before it handles the packet, and offers the stream to
 //! the kernel again later. The worker folds the kernel's counts into the stream's published
 //! figures on its housekeeping ticks, so ng queries, timeouts and metrics read the same
 //! cells as before.
 //!
-//! Scope today: IPv4. A relay on loopback (127.0.0.0/8) relays between endpoints on
-//! loopback: the program sits on `lo` and sends the packet out of it again. A relay on a
-//! real address relays between endpoints elsewhere: the program sits on the device that has
-//! the address and asks the kernel's routing table and neighbour cache (`bpf_fib_lookup`,
-//! `bpf_redirect_neigh`) where the packet goes, as the relay's own send would. A direction
-//! that mixes the two, and IPv6, stay in user space. The program is attached with TCX
-//! (Linux 6.6+), a link that goes away with the process, so a relay that dies leaves
-//! nothing behind.
+//! Scope: IPv4 and IPv6 (UDP right after the fixed IPv6 header); the map keys both with
+//! 16-byte addresses, IPv4 mapped. A relay on loopback (127.0.0.0/8, ::1) relays between
+//! endpoints on loopback: the program sits on `lo` and sends the packet out of it again. A
+//! relay on a real address relays between endpoints elsewhere: the program sits on the
+//! device that has the address, the worker asks rtnetlink which device each destination is
+//! routed through (`ip route get`, for either family), and the program sends the packet out
+//! of it with `bpf_redirect_neigh`, which finds the next hop's MAC (ARP or NDP). A
+//! direction that mixes loopback and real addresses, or the two families, stays in user
+//! space. The program is attached with TCX (Linux 6.6+), a link that goes away with the
+//! process, so a relay that dies leaves nothing behind.
 
 pub mod abi;
 pub mod handover;
 pub mod load;
+pub mod reasons;
 pub mod route;
 
 pub use handover::KernelWorker;

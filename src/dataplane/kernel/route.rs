@@ -6,7 +6,7 @@
 //! read here as bytes: the request by [`request`], the answer by [`parse_oif`], both pure.
 
 use std::io::Read;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -20,28 +20,46 @@ const RTA_SRC: u16 = 2;
 const RTA_OIF: u16 = 4;
 const NLMSG_HDR: usize = 16;
 const RTMSG: usize = 12;
-/// Header, rtmsg, and two 8-byte attributes.
+/// Header, rtmsg, and two 8-byte attributes (IPv4).
 pub const REQUEST_LEN: usize = NLMSG_HDR + RTMSG + 2 * 8;
+/// Header, rtmsg, and two 20-byte attributes (IPv6).
+pub const REQUEST6_LEN: usize = NLMSG_HDR + RTMSG + 2 * 20;
 
 /// The question "which route does a packet from `src` to `dst` take?".
 pub fn request(seq: u32, src: Ipv4Addr, dst: Ipv4Addr) -> [u8; REQUEST_LEN] {
     let mut m = [0u8; REQUEST_LEN];
-    m[0..4].copy_from_slice(&(REQUEST_LEN as u32).to_ne_bytes());
+    fill(&mut m, seq, libc::AF_INET, &src.octets(), &dst.octets());
+    m
+}
+
+/// The same question for IPv6 (`ip -6 route get DST from SRC`).
+pub fn request6(seq: u32, src: Ipv6Addr, dst: Ipv6Addr) -> [u8; REQUEST6_LEN] {
+    let mut m = [0u8; REQUEST6_LEN];
+    fill(&mut m, seq, libc::AF_INET6, &src.octets(), &dst.octets());
+    m
+}
+
+/// Writes the request into `m` (exactly its length): header, rtmsg of `family` with full
+/// prefix lengths, then RTA_DST and RTA_SRC.
+fn fill(m: &mut [u8], seq: u32, family: i32, src: &[u8], dst: &[u8]) {
+    let len = m.len();
+    m[0..4].copy_from_slice(&(len as u32).to_ne_bytes());
     m[4..6].copy_from_slice(&RTM_GETROUTE.to_ne_bytes());
     m[6..8].copy_from_slice(&NLM_F_REQUEST.to_ne_bytes());
     m[8..12].copy_from_slice(&seq.to_ne_bytes());
-    // rtmsg: family AF_INET, dst_len 32, src_len 32; the rest zero.
-    m[16] = libc::AF_INET as u8;
-    m[17] = 32;
-    m[18] = 32;
+    // rtmsg: family, dst_len and src_len in bits; the rest zero.
+    let bits = (dst.len() * 8) as u8;
+    m[16] = family as u8;
+    m[17] = bits;
+    m[18] = bits;
     let mut at = NLMSG_HDR + RTMSG;
     for (kind, addr) in [(RTA_DST, dst), (RTA_SRC, src)] {
-        m[at..at + 2].copy_from_slice(&8u16.to_ne_bytes());
+        let alen = 4 + addr.len();
+        m[at..at + 2].copy_from_slice(&(alen as u16).to_ne_bytes());
         m[at + 2..at + 4].copy_from_slice(&kind.to_ne_bytes());
-        m[at + 4..at + 8].copy_from_slice(&addr.octets());
-        at += 8;
+        m[at + 4..at + alen].copy_from_slice(addr);
+        at += alen;
     }
-    m
 }
 
 fn u16_at(b: &[u8], at: usize) -> Option<u16> {
@@ -110,10 +128,14 @@ impl RouteQuery {
     }
 
     /// The device a packet from `src` to `dst` leaves by, or `None` (no route, no answer).
-    pub fn egress(&mut self, src: Ipv4Addr, dst: Ipv4Addr) -> Option<u32> {
+    pub fn egress(&mut self, src: IpAddr, dst: IpAddr) -> Option<u32> {
         self.seq = self.seq.wrapping_add(1);
         let seq = self.seq;
-        self.sock.send(&request(seq, src, dst)).ok()?;
+        match (src, dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => self.sock.send(&request(seq, s, d)).ok()?,
+            (IpAddr::V6(s), IpAddr::V6(d)) => self.sock.send(&request6(seq, s, d)).ok()?,
+            _ => return None,
+        };
         // Answers to earlier questions that timed out are read past (bounded).
         for _ in 0..4 {
             let n = (&self.sock).read(&mut self.buf).ok()?;
@@ -165,6 +187,21 @@ mod tests {
         assert_eq!(&r[32..36], &[192, 0, 2, 9]);
         assert_eq!(u16_at(&r, 38), Some(RTA_SRC));
         assert_eq!(&r[40..44], &[10, 0, 0, 1]);
+    }
+
+    #[test]
+    fn the_ipv6_request_carries_both_addresses_whole() {
+        let (src, dst): (Ipv6Addr, Ipv6Addr) = (
+            "2001:db8::1".parse().unwrap(),
+            "2001:db8:1::5".parse().unwrap(),
+        );
+        let r = request6(3, src, dst);
+        assert_eq!(u32_at(&r, 0), Some(REQUEST6_LEN as u32));
+        assert_eq!((r[16], r[17], r[18]), (libc::AF_INET6 as u8, 128, 128));
+        assert_eq!((u16_at(&r, 28), u16_at(&r, 30)), (Some(20), Some(RTA_DST)));
+        assert_eq!(&r[32..48], &dst.octets());
+        assert_eq!((u16_at(&r, 48), u16_at(&r, 50)), (Some(20), Some(RTA_SRC)));
+        assert_eq!(&r[52..68], &src.octets());
     }
 
     #[test]

@@ -94,6 +94,10 @@ struct Args {
     /// Name of the relay under test (for the report).
     #[arg(long, default_value = "relay")]
     label: String,
+    /// Send WebRTC-like audio: each packet carries an RFC 8285 one-byte header extension
+    /// (audio level and abs-send-time, 12 bytes) before the payload.
+    #[arg(long)]
+    webrtc_ext: bool,
     /// Datagrams per sendmmsg/recvmmsg.
     #[arg(long, default_value_t = 64)]
     batch: usize,
@@ -646,7 +650,7 @@ fn run() -> Result<i32> {
     let mut bench = Bench {
         a: &a,
         ep: Arc::new(ep),
-        sender: Some(SenderState::new(flows, a.batch)),
+        sender: Some(SenderState::new(flows, a.batch, a.webrtc_ext)),
         rx_cmd: cmd_tx,
         rx_res: res_rx,
         shared,
@@ -737,7 +741,7 @@ fn run() -> Result<i32> {
         calls: a.calls,
         flows,
         calls_per_socket: per_socket,
-        packet_bytes: stats::PACKET_LEN,
+        packet_bytes: stats::packet_len(a.webrtc_ext),
         burst: a.burst,
         find_max: a.find_max,
         relay_pid: a.relay_pid.clone(),

@@ -6,6 +6,8 @@
 //! V=2, PT 0, sequence +1 and timestamp +160 per packet, one SSRC per flow) and a 160-byte
 //! payload that starts with a 28-byte stamp, the rest being PCMU silence (0xFF):
 //! `magic "RBv1" | step u32 | flow u32 | seq u64 | sent CLOCK_MONOTONIC ns u64` (big endian).
+//! With `--webrtc-ext` the header carries what WebRTC audio sends (RFC 8285 one-byte
+//! headers: audio level and abs-send-time, 12 bytes in all) and the packet is 184 bytes.
 
 use hdrhistogram::Histogram;
 use rtpanchor::rtp::{RtpPacket, RtpRepr};
@@ -14,6 +16,31 @@ use serde::Serialize;
 pub use rtpanchor::rtp::RTP_HEADER_LEN;
 pub const PAYLOAD_LEN: usize = 160;
 pub const PACKET_LEN: usize = RTP_HEADER_LEN + PAYLOAD_LEN;
+/// The header extension of `--webrtc-ext`: 0xBEDE, 2 words; audio level (id 1, 1 byte),
+/// abs-send-time (id 3, 3 bytes), 2 bytes of padding.
+const WEBRTC_EXT: [u8; 12] = [0xbe, 0xde, 0, 2, 0x10, 0x7f, 0x32, 0, 0, 0, 0, 0];
+/// The longest packet: with the extension.
+pub const MAX_PACKET_LEN: usize = PACKET_LEN + WEBRTC_EXT.len();
+
+/// The packet length with or without the WebRTC-like extension.
+pub fn packet_len(ext: bool) -> usize {
+    if ext {
+        MAX_PACKET_LEN
+    } else {
+        PACKET_LEN
+    }
+}
+
+/// Where the payload starts: after the fixed header and any extension (its length word);
+/// `None` when the extension runs past `buf`.
+fn payload_at(buf: &[u8]) -> Option<usize> {
+    let b0 = *buf.first()?;
+    if b0 & 0x10 == 0 {
+        return Some(RTP_HEADER_LEN);
+    }
+    let words = u16::from_be_bytes([*buf.get(14)?, *buf.get(15)?]);
+    Some(RTP_HEADER_LEN + 4 + 4 * usize::from(words))
+}
 pub const PT_PCMU: u8 = 0;
 pub const SAMPLES_PER_PACKET: u32 = 160;
 const MAGIC: [u8; 4] = *b"RBv1";
@@ -34,11 +61,17 @@ pub struct Stamp {
 
 /// Fills a whole packet buffer (`buf.len() >= PACKET_LEN`) once: header fields that never
 /// change and the silence payload.
-pub fn init_packet(buf: &mut [u8], ssrc: u32) {
-    buf[..PACKET_LEN].fill(0xFF);
-    // V=2, no padding, extension, CSRC or marker; sequence and timestamp come per packet.
+pub fn init_packet(buf: &mut [u8], ssrc: u32, ext: bool) {
+    buf[..packet_len(ext)].fill(0xFF);
+    // V=2, no padding, CSRC or marker; sequence and timestamp come per packet.
     let _ = RtpRepr::new(PT_PCMU, 0, 0, ssrc).emit(buf); // fits: buf holds PACKET_LEN
-    buf[RTP_HEADER_LEN..RTP_HEADER_LEN + 4].copy_from_slice(&MAGIC);
+    let mut at = RTP_HEADER_LEN;
+    if ext {
+        buf[0] |= 0x10;
+        buf[at..at + WEBRTC_EXT.len()].copy_from_slice(&WEBRTC_EXT);
+        at += WEBRTC_EXT.len();
+    }
+    buf[at..at + 4].copy_from_slice(&MAGIC);
 }
 
 /// Writes the per-packet fields into a buffer prepared by [`init_packet`].
@@ -46,7 +79,8 @@ pub fn stamp_packet(buf: &mut [u8], rtp_seq: u16, rtp_ts: u32, stamp: &Stamp) {
     let mut rtp = RtpPacket::new_unchecked(&mut *buf);
     rtp.set_sequence_number(rtp_seq);
     rtp.set_timestamp(rtp_ts);
-    let p = &mut buf[RTP_HEADER_LEN + 4..RTP_HEADER_LEN + STAMP_LEN];
+    let at = payload_at(buf).unwrap_or(RTP_HEADER_LEN);
+    let p = &mut buf[at + 4..at + STAMP_LEN];
     p[0..4].copy_from_slice(&stamp.step.to_be_bytes());
     p[4..8].copy_from_slice(&stamp.flow.to_be_bytes());
     p[8..16].copy_from_slice(&stamp.seq.to_be_bytes());
@@ -67,10 +101,11 @@ fn be_u64(b: &[u8]) -> u64 {
 
 /// Reads the stamp of a received datagram; `None` for anything that is not ours.
 pub fn read_stamp(pkt: &[u8]) -> Option<Stamp> {
-    if pkt.len() < RTP_HEADER_LEN + STAMP_LEN || RtpPacket::new_unchecked(pkt).version() != 2 {
+    let at = payload_at(pkt)?;
+    if pkt.len() < at + STAMP_LEN || RtpPacket::new_unchecked(pkt).version() != 2 {
         return None;
     }
-    let p = &pkt[RTP_HEADER_LEN..RTP_HEADER_LEN + STAMP_LEN];
+    let p = &pkt[at..at + STAMP_LEN];
     if p[0..4] != MAGIC {
         return None;
     }
@@ -233,7 +268,7 @@ mod tests {
     #[test]
     fn stamp_round_trip_and_rtp_header() {
         let mut buf = [0u8; PACKET_LEN];
-        init_packet(&mut buf, 0xDEADBEEF);
+        init_packet(&mut buf, 0xDEADBEEF, false);
         let st = Stamp {
             step: 3,
             flow: 17,
@@ -253,6 +288,14 @@ mod tests {
         let mut other = buf;
         other[13] = b'X';
         assert_eq!(read_stamp(&other), None);
+        // With the WebRTC-like extension: a valid RTP packet the relay's parser accepts.
+        let mut ext = [0u8; MAX_PACKET_LEN];
+        init_packet(&mut ext, 0xDEADBEEF, true);
+        stamp_packet(&mut ext, 7, 160, &st);
+        assert_eq!(read_stamp(&ext), Some(st));
+        let rtp = RtpPacket::new_checked(&ext[..]).unwrap();
+        assert_eq!(rtp.header_extension().map(|(p, _)| p), Some(0xBEDE));
+        assert_eq!(rtp.payload().len(), PAYLOAD_LEN);
     }
 
     #[test]

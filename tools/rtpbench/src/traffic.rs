@@ -22,7 +22,7 @@ use hdrhistogram::Histogram;
 use rtpanchor::rtp::RtpPacket;
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::stats::{self, FlowRx, Stamp, PACKET_LEN, SAMPLES_PER_PACKET};
+use crate::stats::{self, FlowRx, Stamp, MAX_PACKET_LEN, SAMPLES_PER_PACKET};
 use crate::sys::{self, MsgBatch};
 
 /// The generator's sockets and where each flow is sent.
@@ -103,13 +103,15 @@ pub struct SenderState {
     rtp_seq: Vec<u16>,
     rtp_ts: Vec<u32>,
     batch: MsgBatch,
+    /// Bytes per packet (with or without the WebRTC-like extension).
+    len: usize,
 }
 
 impl SenderState {
-    pub fn new(flows: usize, batch: usize) -> Self {
-        let mut b = MsgBatch::new(batch, PACKET_LEN);
+    pub fn new(flows: usize, batch: usize, ext: bool) -> Self {
+        let mut b = MsgBatch::new(batch, MAX_PACKET_LEN);
         for i in 0..b.capacity() {
-            stats::init_packet(b.slot_mut(i), 0);
+            stats::init_packet(b.slot_mut(i), 0, ext);
         }
         Self {
             rtp_seq: (0..flows).map(|f| (f as u16).wrapping_mul(7919)).collect(),
@@ -117,6 +119,7 @@ impl SenderState {
                 .map(|f| (f as u32).wrapping_mul(104_729))
                 .collect(),
             batch: b,
+            len: stats::packet_len(ext),
         }
     }
 }
@@ -224,7 +227,7 @@ pub fn run_sender(
                     seq[f] += 1;
                     st.rtp_seq[f] = st.rtp_seq[f].wrapping_add(1);
                     st.rtp_ts[f] = st.rtp_ts[f].wrapping_add(SAMPLES_PER_PACKET);
-                    st.batch.set(j, PACKET_LEN, ep.dest[f]);
+                    st.batch.set(j, st.len, ep.dest[f]);
                 }
                 let (ok, failed) = st.batch.send_all(fds[ep.layout.sock_of(f)], m);
                 res.syscalls += 1;
