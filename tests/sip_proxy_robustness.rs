@@ -156,12 +156,54 @@ fn no_panics_on_the_torture_corpus_and_truncations() {
 }
 
 #[test]
-fn overload_control_refuses_new_invites_and_admitted_calls_complete() {
+fn finished_transactions_that_linger_do_not_count_towards_the_overload_mark() {
     let mut c = config();
-    c.invite_high_water = 3;
+    c.invite_high_water = 2;
     let mut p = proxy_with(c);
     register_bob(&mut p);
-    // Below the mark (the REGISTER's transaction lingers): admitted and forwarded.
+    // Twenty calls set up and torn down: their INVITE (Timer L) and BYE (Timer J) server
+    // transactions linger for 32 s, far more than the mark, yet each new call is admitted.
+    for i in 0..20u64 {
+        let mut call = Uac::alice(&format!("c{i}"));
+        let now = i * 10_000_000;
+        let out = feed(&mut p, &call.invite(None), alice(), now, &mut NoMedia);
+        let fwd: Vec<_> = to(&out, bob()).into_iter().cloned().collect();
+        assert_eq!(fwd.len(), 1, "call {i} was not admitted: {out:?}");
+        let ok = Uas::bob().respond(&fwd[0].bytes, 200);
+        let out = feed(&mut p, &ok, bob(), now + 1_000_000, &mut NoMedia);
+        let to_alice = to(&out, alice());
+        assert_eq!(status(to_alice[0]), Some(200));
+        call.learn(&to_alice[0].bytes);
+        feed(
+            &mut p,
+            &call.ack(None),
+            alice(),
+            now + 2_000_000,
+            &mut NoMedia,
+        );
+        let out = feed(&mut p, &call.bye(), alice(), now + 3_000_000, &mut NoMedia);
+        let bye: Vec<_> = to(&out, bob()).into_iter().cloned().collect();
+        assert_eq!(bye.len(), 1);
+        let ok = Uas::bob().respond(&bye[0].bytes, 200);
+        let out = feed(&mut p, &ok, bob(), now + 4_000_000, &mut NoMedia);
+        assert_eq!(status(to(&out, alice())[0]), Some(200));
+    }
+    assert_eq!(p.stats().overload_invites_refused, 0);
+    assert!(
+        p.stats().server_transactions >= 20,
+        "the finished transactions still linger: {:?}",
+        p.stats()
+    );
+}
+
+#[test]
+fn overload_control_refuses_new_invites_and_admitted_calls_complete() {
+    let mut c = config();
+    c.invite_high_water = 2;
+    let mut p = proxy_with(c);
+    register_bob(&mut p);
+    // Below the mark (the REGISTER's finished transaction lingers but is not at work, so
+    // it does not count): admitted and forwarded.
     let mut admitted = Uac::alice("adm");
     let out = feed(&mut p, &admitted.invite(None), alice(), 0, &mut NoMedia);
     let fwd: Vec<_> = to(&out, bob()).into_iter().cloned().collect();

@@ -382,6 +382,9 @@ pub struct ServerTx {
     pub request_had_sdp: bool,
     /// The media layer was asked to offer for this request.
     pub media_engaged: bool,
+    /// A final response was sent: the transaction only absorbs retransmissions now (counted
+    /// apart, so overload control judges the work in progress, not what lingers).
+    pub finished: bool,
 }
 
 /// A client transaction.

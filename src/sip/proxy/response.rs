@@ -351,6 +351,7 @@ impl<S: LocationStore> Proxy<S> {
                 return;
             }
             ct.final_done = true;
+            self.finished_clients += 1;
         }
         let Some(tx) = self.servers.get_mut(&sid) else {
             return;

@@ -159,6 +159,8 @@ impl<S: LocationStore> Proxy<S> {
             },
         );
         self.branch_final(sid, cid, 408, bytes, cx);
-        self.clients.remove(&cid);
+        if self.clients.remove(&cid).is_some_and(|ct| ct.final_done) {
+            self.finished_clients = self.finished_clients.saturating_sub(1);
+        }
     }
 }

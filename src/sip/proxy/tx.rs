@@ -106,6 +106,7 @@ impl<S: LocationStore> Proxy<S> {
             cancelled: false,
             request_had_sdp: has_sdp(msg),
             media_engaged: false,
+            finished: false,
         };
         self.servers.insert(id, tx);
         self.server_index.insert(key, id);
@@ -168,6 +169,10 @@ impl<S: LocationStore> Proxy<S> {
         let Some(tx) = self.servers.get_mut(&sid) else {
             return;
         };
+        if !tx.finished && matches!(tx.state, ServerState::Trying | ServerState::Proceeding) {
+            tx.finished = true;
+            self.finished_servers += 1;
+        }
         let (to, tr) = (tx.reply_to, tx.transport);
         match tx.state {
             ServerState::Trying | ServerState::Proceeding => {}
@@ -245,6 +250,9 @@ impl<S: LocationStore> Proxy<S> {
 
     pub(super) fn remove_server(&mut self, sid: ServerId) {
         if let Some(tx) = self.servers.remove(&sid) {
+            if tx.finished {
+                self.finished_servers = self.finished_servers.saturating_sub(1);
+            }
             if self.server_index.get(&tx.key) == Some(&sid) {
                 self.server_index.remove(&tx.key);
             }
@@ -318,6 +326,9 @@ impl<S: LocationStore> Proxy<S> {
 
     pub(super) fn remove_client(&mut self, cid: ClientId) -> Option<ClientTx> {
         let ct = self.clients.remove(&cid)?;
+        if ct.final_done {
+            self.finished_clients = self.finished_clients.saturating_sub(1);
+        }
         if self.client_index.get(&ct.key) == Some(&cid) {
             self.client_index.remove(&ct.key);
         }
