@@ -19,7 +19,7 @@ secs=${1:?usage: tools/fuzz.sh SECONDS [TARGET...]}
 shift
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(sip_message sip_proxy sdp ng_request rtp ng_sequence)
+    targets=(sip_message sip_proxy sdp ng_request rtp ng_sequence digest_header)
 fi
 mkdir -p fuzz/logs
 (cd fuzz && cargo +nightly fuzz build -O -a)
