@@ -17,9 +17,11 @@
 #                                         # and re-sent with credentials (tools/sipp/auth_*.xml);
 #                                         # flood control off (one generator address)
 #
-# Loopback only; SIP and SIPp on 20000-21000, relay media on 40000-49999 (5,000 pairs: a
-# 100 ms stall of SIPp at 2,000 calls/s leaves ~200 calls pending, which a small range
-# cannot absorb). Needs sipp.
+# Loopback only; SIP and SIPp on 20000-21000, relay media on 30000-59999 (15,000 pairs, two
+# per call: each call holds its ports for its 0.5 s plus set-up, ~1,500 calls at 2,500/s, and
+# offered twice the capacity the calls admitted wait longer; a range of 5,000 pairs ran out
+# at 5,000 calls/s offered). Needs sipp. Each step also prints the 503s SIPp received and
+# the INVITE retransmissions it sent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,7 +33,7 @@ THREADS=${THREADS:-1}
 IP=127.0.0.1
 NG=20022 SIP=20060 UAS=20070 UAC=20080 REG=20085 UAS_CP=20091 UAC_CP=20090 REG_CP=20092
 UAC_MP=21000   # unused by RTP, but SIPp writes it into the SDP ([auto_media_port]): < 31000
-MEDIA_MIN=40000 MEDIA_MAX=49999
+MEDIA_MIN=30000 MEDIA_MAX=59999
 
 command -v sipp >/dev/null || { echo "sipp not installed (apt-get install sip-tester)" >&2; exit 2; }
 if [ ! -x "$BIN" ]; then
@@ -103,7 +105,12 @@ run_step() {
   failed=$(awk -F';' 'NR==1{for(i=1;i<=NF;i++)if($i=="FailedCall(C)")f=i}END{print $f}' "$csv" 2>/dev/null || echo "?")
   local cpu
   cpu=$(ps -o times= -p "$RELAY" | tr -d ' ')
-  echo "rate $rate/s for ${secs}s: rc=$rc successful=$ok failed=$failed (relay CPU so far ${cpu}s)"
+  # From SIPp's final screen: 503s received (first copies; a refused call is ACKed by
+  # auth_uac.xml), and INVITE retransmissions sent.
+  local refused retrans
+  refused=$(awk '$1=="503" && $2 ~ /^</ {n+=$3} END{print n+0}' "$WORK/uac_$1_$2.out")
+  retrans=$(awk '$1=="INVITE" && $2 ~ /^-/ {n+=$4} END{print n+0}' "$WORK/uac_$1_$2.out")
+  echo "rate $rate/s for ${secs}s: rc=$rc successful=$ok failed=$failed refused-503=$refused invite-retrans=$retrans (relay CPU so far ${cpu}s)"
   [ "$rc" = 0 ] && [ "$failed" = 0 ] && [ "$ok" = "$calls" ]
 }
 

@@ -781,14 +781,32 @@ struct SchedAttr {
 /// once (otherwise at its next turn, up to its idle timeout later).
 const LOW_FREE_PAIRS: usize = 64;
 
-/// Sets the calling thread's fair-scheduler slice (0 = the kernel default). False when the
+/// The calling thread's nice value (0 if it cannot be read).
+fn thread_nice() -> i32 {
+    // SAFETY: gettid takes no arguments; __errno_location returns this thread's errno cell,
+    // written before and read after getpriority (whose -1 may be a nice value or an error).
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        *libc::__errno_location() = 0;
+        let nice = libc::getpriority(libc::PRIO_PROCESS, tid);
+        if nice == -1 && *libc::__errno_location() != 0 {
+            0
+        } else {
+            nice
+        }
+    }
+}
+
+/// Sets the calling thread's fair-scheduler slice (0 = the kernel default), keeping its
+/// nice value (`sched_setattr` sets both: a relay started with `nice -n -5`, or systemd's
+/// `Nice=`, kept its priority on every thread but the control threads). False when the
 /// kernel does not support a per-task slice.
 fn set_thread_slice(slice_ns: u64) -> bool {
     let attr = SchedAttr {
         size: std::mem::size_of::<SchedAttr>() as u32,
         sched_policy: libc::SCHED_OTHER as u32,
         sched_flags: 0,
-        sched_nice: 0,
+        sched_nice: thread_nice(),
         sched_priority: 0,
         sched_runtime: slice_ns,
         sched_deadline: 0,
@@ -909,7 +927,26 @@ fn raise_fd_limit() {
 
 #[cfg(test)]
 mod tests {
-    use super::rings_per_thread;
+    use super::{rings_per_thread, set_thread_nice, set_thread_slice, thread_nice};
+
+    #[test]
+    fn the_control_slice_keeps_the_threads_nice_value() {
+        // On a thread of its own: the nice value set here must not leak into other tests.
+        let seen = std::thread::spawn(|| {
+            set_thread_nice(7);
+            let before = thread_nice();
+            let took = set_thread_slice(super::CONTROL_SLICE_NS);
+            (before, took, thread_nice())
+        })
+        .join()
+        .unwrap();
+        assert_eq!(seen.0, 7, "nice could not be lowered to 7");
+        assert_eq!(
+            seen.2, 7,
+            "the slice call reset nice (slice taken: {})",
+            seen.1
+        );
+    }
 
     #[test]
     fn a_worker_gets_the_fewest_rings_whose_tables_hold_its_sockets() {
