@@ -2,8 +2,9 @@
 //! with `bpftool link detach`: `tc filter del` does not reach a TCX link) while a call is
 //! relayed in the kernel. The packets then reach the worker's sockets again; the worker takes
 //! the directions back (counted: `kernel_takebacks`) and relays them in user space, with
-//! nothing lost and every packet counted once. Only the link held by this test's relay is
-//! detached, so other relays on the machine keep theirs.
+//! nothing lost and every packet counted once. Within a few seconds the relay attaches the
+//! program again (counted: `kernel_reattached`) and the call goes back to the kernel. Only
+//! the link held by this test's relay is detached, so other relays on the machine keep theirs.
 //!
 //! Ports (block 15500-15999): ng 15650, media 15660-15699.
 
@@ -45,12 +46,13 @@ fn round(from: &UdpSocket, to: SocketAddr, at: &UdpSocket, seqs: &[u16], ssrc: u
     assert_eq!(have, seqs, "{what}");
 }
 
-fn stats(c: &mut NgClient) -> (i64, i64, i64) {
+fn stats(c: &mut NgClient) -> (i64, i64, i64, i64) {
     let r = c.command("statistics").unwrap();
     (
         find_int(&r, "kernel_streams").unwrap_or(-1),
         find_int(&r, "kernel_forwarded").unwrap_or(-1),
         find_int(&r, "kernel_takebacks").unwrap_or(-1),
+        find_int(&r, "kernel_reattached").unwrap_or(-1),
     )
 }
 
@@ -70,7 +72,7 @@ fn links_of(pid: u32) -> Vec<u64> {
 }
 
 #[test]
-fn the_kernel_program_detached_by_an_outsider_falls_back_to_user_space_without_loss() {
+fn the_kernel_program_detached_by_an_outsider_falls_back_to_user_space_and_is_attached_again() {
     let ng = relay(15650);
     let child = Command::new(env!("CARGO_BIN_EXE_rtpanchor"))
         .args(["--interface", "127.0.0.1", "--listen-ng", &ng.to_string()])
@@ -113,6 +115,7 @@ fn the_kernel_program_detached_by_an_outsider_falls_back_to_user_space_without_l
         stats(&mut c)
     );
     assert_eq!(stats(&mut c).2, 0, "nothing went back to the worker yet");
+    assert_eq!(stats(&mut c).3, 0, "nothing was detached yet");
 
     // The outsider: detach every link this relay holds.
     let links = links_of(pid);
@@ -137,6 +140,40 @@ fn the_kernel_program_detached_by_an_outsider_falls_back_to_user_space_without_l
         "the worker did not take the directions back: {:?}",
         stats(&mut c)
     );
+    // Back to normal: the relay's watch attaches the program again within a few seconds,
+    // and the workers hand the directions to the kernel again.
+    assert!(
+        wait_for(Duration::from_secs(5), || stats(&mut c).3 >= 1),
+        "the program was not attached again: {:?}",
+        stats(&mut c)
+    );
+    assert!(
+        !links_of(pid).iter().all(|id| links.contains(id)),
+        "no new link held by the relay after the re-attach: {:?} (detached: {links:?})",
+        links_of(pid)
+    );
+    let before = stats(&mut c).1;
+    let mut next = 361u16;
+    let mut back = false;
+    // Rounds of 50 per direction until the kernel relays them again (bounded: 20 rounds).
+    for _ in 0..20 {
+        let seqs: Vec<u16> = (next..next + 50).collect();
+        round(&a, to_a, &b, &seqs, 0xa, "A->B after the re-attach");
+        round(&b, to_b, &a, &seqs, 0xb, "B->A after the re-attach");
+        next += 50;
+        if wait_for(Duration::from_millis(1500), || {
+            stats(&mut c).1 >= before + 100
+        }) {
+            back = true;
+            break;
+        }
+    }
+    assert!(
+        back,
+        "the kernel did not take the call back after the re-attach: {:?}",
+        stats(&mut c)
+    );
+    let sent = i64::from(next - 1);
     // Each packet counted once, wherever it was relayed.
     let q = c
         .request(
@@ -154,7 +191,7 @@ fn the_kernel_program_detached_by_an_outsider_falls_back_to_user_space_without_l
                         .with("command", "query"),
                 )
                 .unwrap();
-            int_at(&q, &["totals", "RTP", "packets"]) == 2 * 360
+            int_at(&q, &["totals", "RTP", "packets"]) == 2 * sent
         }),
         "{q}"
     );

@@ -421,6 +421,7 @@ impl DataPlane {
             t.add(&w.counters);
         }
         t.reasons.kernel_off_because(self.kernel_off);
+        t.kernel_reattached = self.kernel_path.as_ref().map_or(0, |k| k.reattached());
         t
     }
 

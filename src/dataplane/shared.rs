@@ -376,6 +376,8 @@ pub struct DataPlaneTotals {
     pub kernel_streams: u64,
     pub kernel_handovers: u64,
     pub kernel_takebacks: u64,
+    /// Times the program was attached again after an outsider detached it.
+    pub kernel_reattached: u64,
     pub reasons: crate::dataplane::kernel::reasons::ReasonTotals,
 }
 
@@ -457,6 +459,7 @@ impl DataPlaneTotals {
             ("kernel_streams", self.kernel_streams),
             ("kernel_handovers", self.kernel_handovers),
             ("kernel_takebacks", self.kernel_takebacks),
+            ("kernel_reattached", self.kernel_reattached),
         ];
         named.extend(self.reasons.named());
         named

@@ -397,6 +397,12 @@ fn kernel(enc: &mut DescriptorEncoder, s: &MetricsSnapshot) -> Res {
         "Media directions taken back from the kernel by a worker (new source, SSRC, payload type, RTCP...).",
         d.kernel_takebacks,
     )?;
+    counter(
+        enc,
+        "kernel_reattached",
+        "Times the in-kernel program was attached again after someone else detached it.",
+        d.kernel_reattached,
+    )?;
     let user: Vec<(&str, u64)> = UserReason::ALL
         .iter()
         .map(|r| (r.name(), d.reasons.user_packets(*r)))

@@ -1,14 +1,23 @@
-//! Loading and attaching the program, and each worker's handle on its map.
+//! Loading and attaching the program, and each worker's handle on its map; a watch thread
+//! attaches the program again where someone else detached it.
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use super::handover::KernelWorker;
 use super::route;
 
+/// How often the watch thread looks whether the program is still attached.
+const WATCH_EVERY: Duration = Duration::from_secs(1);
+
 /// The loaded and attached program; dropping it detaches it.
 pub struct KernelPath {
+    /// Stops and joins the watch thread before the program is dropped (field order).
+    watch: Option<Watch>,
     #[cfg(rtpanchor_bpf)]
-    _ebpf: aya::Ebpf,
+    _ebpf: Arc<Mutex<aya::Ebpf>>,
     map_id: u32,
     ifindex: u32,
     origin_ns: u64,
@@ -98,6 +107,10 @@ impl KernelPath {
             .map_err(|e| format!("anchor_forward: {e}"))?;
         prog.load()
             .map_err(|e| format!("the kernel refused the program: {e}"))?;
+        let prog_id = prog
+            .info()
+            .map_err(|e| format!("anchor_forward: {e}"))?
+            .id();
         for device in devices {
             prog.attach_with_options(
                 device,
@@ -117,7 +130,11 @@ impl KernelPath {
             .ok()
             .and_then(|s| s.trim().parse().ok())
             .ok_or("no ifindex for lo")?;
+        let ebpf = Arc::new(Mutex::new(ebpf));
+        let watch = Watch::start(ebpf.clone(), devices.to_vec(), prog_id)
+            .map_err(|e| format!("starting the watch thread: {e}"))?;
         Ok(KernelPath {
+            watch: Some(watch),
             _ebpf: ebpf,
             map_id,
             ifindex,
@@ -126,6 +143,13 @@ impl KernelPath {
             locals,
             next_owner: std::sync::atomic::AtomicU32::new(0),
         })
+    }
+
+    /// Times the program was attached again after someone else detached it.
+    pub fn reattached(&self) -> u64 {
+        self.watch
+            .as_ref()
+            .map_or(0, |w| w.reattached.load(Ordering::Relaxed))
     }
 
     /// A worker's own handle on the map (each holds its own descriptor).
@@ -150,6 +174,123 @@ impl KernelPath {
             owner,
         ))
     }
+}
+
+impl Drop for KernelPath {
+    fn drop(&mut self) {
+        if let Some(w) = self.watch.take() {
+            w.stop();
+        }
+    }
+}
+
+/// A thread that looks every [`WATCH_EVERY`] whether the program is still attached to each
+/// device's ingress, and attaches it again where it is not: an outsider (`bpftool link
+/// detach`, a network manager that resets the device's TC state) would otherwise leave every
+/// stream the workers hand over relayed in user space for good.
+#[cfg_attr(not(rtpanchor_bpf), allow(dead_code))]
+struct Watch {
+    stop: Arc<AtomicBool>,
+    reattached: Arc<AtomicU64>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Watch {
+    #[cfg(rtpanchor_bpf)]
+    fn start(
+        ebpf: Arc<Mutex<aya::Ebpf>>,
+        devices: Vec<String>,
+        prog_id: u32,
+    ) -> std::io::Result<Watch> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let reattached = Arc::new(AtomicU64::new(0));
+        let (stop2, count) = (stop.clone(), reattached.clone());
+        let thread = std::thread::Builder::new()
+            .name("rtpanchor-bpfwatch".into())
+            .spawn(move || {
+                // Devices whose last attempt failed (logged once until it works again).
+                let mut failing: Vec<String> = Vec::new();
+                while sleep_unless_stopped(&stop2, WATCH_EVERY) {
+                    for device in &devices {
+                        match attach_if_detached(&ebpf, device, prog_id) {
+                            Ok(false) => {}
+                            Ok(true) => {
+                                count.fetch_add(1, Ordering::Relaxed);
+                                failing.retain(|d| d != device);
+                                tracing::warn!(
+                                    device = %device,
+                                    "the in-kernel program was detached by someone else; attached it again"
+                                );
+                            }
+                            Err(e) => {
+                                if !failing.contains(device) {
+                                    failing.push(device.clone());
+                                    tracing::warn!(
+                                        device = %device,
+                                        error = %e,
+                                        "the in-kernel program is not attached and could not be attached again; media stays in user space there"
+                                    );
+                                }
+                            }
+                        }
+                    }
+                }
+            })?;
+        Ok(Watch {
+            stop,
+            reattached,
+            thread: Some(thread),
+        })
+    }
+
+    fn stop(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Sleeps `total` in short steps; false as soon as `stop` is set.
+#[cfg(rtpanchor_bpf)]
+fn sleep_unless_stopped(stop: &AtomicBool, total: Duration) -> bool {
+    let step = Duration::from_millis(50);
+    let mut slept = Duration::ZERO;
+    while slept < total {
+        if stop.load(Ordering::Relaxed) {
+            return false;
+        }
+        std::thread::sleep(step);
+        slept += step;
+    }
+    !stop.load(Ordering::Relaxed)
+}
+
+/// Attaches the program to `device`'s ingress unless it is there already; true when it
+/// attached it.
+#[cfg(rtpanchor_bpf)]
+fn attach_if_detached(ebpf: &Mutex<aya::Ebpf>, device: &str, prog_id: u32) -> Result<bool, String> {
+    use aya::programs::{tc::TcAttachOptions, LinkOrder, SchedClassifier, TcAttachType};
+    let (_, attached) = SchedClassifier::query_tcx(device, TcAttachType::Ingress)
+        .map_err(|e| format!("querying {device}: {e}"))?;
+    if attached.iter().any(|p| p.id() == prog_id) {
+        return Ok(false);
+    }
+    let mut ebpf = ebpf
+        .lock()
+        .map_err(|_| "program state poisoned".to_string())?;
+    let prog: &mut SchedClassifier = ebpf
+        .program_mut("anchor_forward")
+        .ok_or("the object has no anchor_forward program")?
+        .try_into()
+        .map_err(|e| format!("anchor_forward: {e}"))?;
+    prog.attach_with_options(
+        device,
+        TcAttachType::Ingress,
+        TcAttachOptions::TcxOrder(LinkOrder::default()),
+    )
+    .map_err(|e| format!("attaching to {device}: {e}"))?;
+    Ok(true)
 }
 
 /// The name of the network device that has `ip`.
