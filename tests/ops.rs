@@ -21,7 +21,7 @@ use common::calls::{call, delete, offer, send};
 use common::http::http_get;
 use common::media::{pcmu, sock};
 use common::ng::answering_client;
-use common::peers::{send_signal, spawn_relay, Peer};
+use common::peers::{send_signal, sip_relay_command, spawn_relay, Peer};
 use common::TempDir;
 use rtpanchor::control::bencode::Owned;
 
@@ -388,11 +388,7 @@ fn sip_invite_refused_with_retry_after_while_draining() {
     let dir = TempDir::new("rtpanchor-sip-drain").unwrap();
     let mut relay = Peer::spawn(
         "relay",
-        Command::new(env!("CARGO_BIN_EXE_rtpanchor"))
-            .env("NO_COLOR", "1")
-            .args(["--interface", "127.0.0.1", "--num-threads", "1"])
-            .args(["--listen-ng", &format!("127.0.0.1:{NG}")])
-            .args(["--listen-sip", &format!("127.0.0.1:{SIP}")])
+        sip_relay_command(NG, SIP)
             .args(["--sip-outbound", &format!("127.0.0.1:{BOB}")])
             .args(["--listen-http", &format!("127.0.0.1:{HTTP}")])
             .args(["--port-min", "16600", "--port-max", "16699"]),

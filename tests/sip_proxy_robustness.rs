@@ -10,7 +10,8 @@ use std::path::Path;
 
 use common::sip::*;
 use rtpanchor::sip::media::NoMedia;
-use rtpanchor::sip::transport::Transport;
+use rtpanchor::sip::proxy::Proxy;
+use rtpanchor::sip::transport::{Transmit, Transport};
 
 #[test]
 fn malformed_input_is_answered_or_dropped() {
@@ -155,6 +156,29 @@ fn no_panics_on_the_torture_corpus_and_truncations() {
     );
 }
 
+/// Alice's INVITE `id`, admitted: the call and the copy forwarded to bob.
+fn admitted_invite(p: &mut Proxy, id: &str, now: u64) -> (Uac, Transmit) {
+    let mut call = Uac::alice(id);
+    let out = feed(p, &call.invite(None), alice(), now, &mut NoMedia);
+    let mut fwd: Vec<Transmit> = to(&out, bob()).into_iter().cloned().collect();
+    assert_eq!(fwd.len(), 1, "call {id} was not admitted: {out:?}");
+    (call, fwd.remove(0))
+}
+
+/// One call through the proxy, set up and torn down; its transactions then linger.
+fn call_and_hang_up(p: &mut Proxy, id: &str, now: u64) {
+    let (mut call, fwd) = admitted_invite(p, id, now);
+    let ok = Uas::bob().respond(&fwd.bytes, 200);
+    let out = feed(p, &ok, bob(), now + 1_000, &mut NoMedia);
+    call.learn(&to(&out, alice())[0].bytes);
+    feed(p, &call.ack(None), alice(), now + 2_000, &mut NoMedia);
+    let out = feed(p, &call.bye(), alice(), now + 3_000, &mut NoMedia);
+    let bye: Vec<_> = to(&out, bob()).into_iter().cloned().collect();
+    assert_eq!(bye.len(), 1, "call {id}: BYE not forwarded");
+    let ok = Uas::bob().respond(&bye[0].bytes, 200);
+    feed(p, &ok, bob(), now + 4_000, &mut NoMedia);
+}
+
 #[test]
 fn finished_transactions_that_linger_do_not_count_towards_the_overload_mark() {
     let mut c = config();
@@ -164,35 +188,79 @@ fn finished_transactions_that_linger_do_not_count_towards_the_overload_mark() {
     // Twenty calls set up and torn down: their INVITE (Timer L) and BYE (Timer J) server
     // transactions linger for 32 s, far more than the mark, yet each new call is admitted.
     for i in 0..20u64 {
-        let mut call = Uac::alice(&format!("c{i}"));
-        let now = i * 10_000_000;
-        let out = feed(&mut p, &call.invite(None), alice(), now, &mut NoMedia);
-        let fwd: Vec<_> = to(&out, bob()).into_iter().cloned().collect();
-        assert_eq!(fwd.len(), 1, "call {i} was not admitted: {out:?}");
-        let ok = Uas::bob().respond(&fwd[0].bytes, 200);
-        let out = feed(&mut p, &ok, bob(), now + 1_000_000, &mut NoMedia);
-        let to_alice = to(&out, alice());
-        assert_eq!(status(to_alice[0]), Some(200));
-        call.learn(&to_alice[0].bytes);
-        feed(
-            &mut p,
-            &call.ack(None),
-            alice(),
-            now + 2_000_000,
-            &mut NoMedia,
-        );
-        let out = feed(&mut p, &call.bye(), alice(), now + 3_000_000, &mut NoMedia);
-        let bye: Vec<_> = to(&out, bob()).into_iter().cloned().collect();
-        assert_eq!(bye.len(), 1);
-        let ok = Uas::bob().respond(&bye[0].bytes, 200);
-        let out = feed(&mut p, &ok, bob(), now + 4_000_000, &mut NoMedia);
-        assert_eq!(status(to(&out, alice())[0]), Some(200));
+        call_and_hang_up(&mut p, &format!("c{i}"), i * 10_000_000);
     }
     assert_eq!(p.stats().overload_invites_refused, 0);
     assert!(
         p.stats().server_transactions >= 20,
         "the finished transactions still linger: {:?}",
         p.stats()
+    );
+}
+
+#[test]
+fn near_the_cap_new_invites_are_refused_statelessly_and_admitted_calls_keep_the_reserve() {
+    let mut c = config();
+    c.max_transactions = 100;
+    c.invite_high_water = 1_000;
+    let mut p = proxy_with(c);
+    register_bob(&mut p);
+    // A call admitted and answered, not hung up yet.
+    let (mut admitted, fwd) = admitted_invite(&mut p, "adm", 0);
+    let ok = Uas::bob().respond(&fwd.bytes, 200);
+    let out = feed(&mut p, &ok, bob(), 1_000, &mut NoMedia);
+    admitted.learn(&to(&out, alice())[0].bytes);
+    feed(&mut p, &admitted.ack(None), alice(), 2_000, &mut NoMedia);
+    // Finished calls' lingering transactions (up to 6 per call) fill the cap up to its
+    // reserve (90 of 100).
+    let live = |p: &Proxy| p.stats().server_transactions + p.stats().client_transactions;
+    let mut n = 0u64;
+    while live(&p) < 90 {
+        assert!(n < 40, "the table never filled: {:?}", p.stats());
+        call_and_hang_up(&mut p, &format!("fill{n}"), 10_000 + n * 10_000);
+        n += 1;
+    }
+    assert!(live(&p) < 98, "no room left for the BYE: {:?}", p.stats());
+    // A new INVITE: 503 + Retry-After at once, no transaction made for it.
+    let before = p.stats();
+    let mut refused = Uac::alice("ref");
+    let inv = refused.invite(None);
+    let out = feed(&mut p, &inv, alice(), 500_000, &mut NoMedia);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(status(&out[0]), Some(503));
+    assert!(msg(&out[0]).header_by_name("Retry-After").is_some());
+    assert_eq!(
+        (p.stats().server_transactions, p.stats().client_transactions),
+        (before.server_transactions, before.client_transactions),
+        "a transaction was made for the refused INVITE"
+    );
+    assert_eq!(
+        p.stats().overload_invites_refused,
+        before.overload_invites_refused + 1
+    );
+    let tag = msg(&out[0]).to_tag().map(str::to_owned);
+    // Its retransmission gets the same answer, with the same To tag.
+    let again = feed(&mut p, &inv, alice(), 600_000, &mut NoMedia);
+    assert_eq!(again.len(), 1);
+    assert_eq!(status(&again[0]), Some(503));
+    assert_eq!(msg(&again[0]).to_tag().map(str::to_owned), tag);
+    // Its ACK is recognised and absorbed, not routed to bob.
+    let forwarded = p.stats().forwarded_requests;
+    assert!(feed(
+        &mut p,
+        &refused.ack_failure(&out[0].bytes),
+        alice(),
+        700_000,
+        &mut NoMedia
+    )
+    .is_empty());
+    assert_eq!(p.stats().forwarded_requests, forwarded);
+    // The admitted call still hangs up through the reserve.
+    let out = feed(&mut p, &admitted.bye(), alice(), 800_000, &mut NoMedia);
+    assert_eq!(
+        method(to(&out, bob())[0]).as_deref(),
+        Some("BYE"),
+        "{out:?}"
     );
 }
 
@@ -204,10 +272,7 @@ fn overload_control_refuses_new_invites_and_admitted_calls_complete() {
     register_bob(&mut p);
     // Below the mark (the REGISTER's finished transaction lingers but is not at work, so
     // it does not count): admitted and forwarded.
-    let mut admitted = Uac::alice("adm");
-    let out = feed(&mut p, &admitted.invite(None), alice(), 0, &mut NoMedia);
-    let fwd: Vec<_> = to(&out, bob()).into_iter().cloned().collect();
-    assert_eq!(fwd.len(), 1, "{out:?}");
+    let (mut admitted, fwd) = admitted_invite(&mut p, "adm", 0);
     // At the mark: a new INVITE gets 503 + Retry-After and goes nowhere.
     let mut refused = Uac::alice("ref");
     let inv = refused.invite(None);
@@ -239,7 +304,7 @@ fn overload_control_refuses_new_invites_and_admitted_calls_complete() {
     )
     .is_empty());
     // The admitted call completes: bob's 200 reaches alice, her ACK and BYE reach bob.
-    let ok = Uas::bob().respond(&fwd[0].bytes, 200);
+    let ok = Uas::bob().respond(&fwd.bytes, 200);
     let out = feed(&mut p, &ok, bob(), 3_000_000, &mut NoMedia);
     let to_alice = to(&out, alice());
     assert_eq!(to_alice.len(), 1);

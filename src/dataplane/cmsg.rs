@@ -1,6 +1,7 @@
-//! The one control message the relay asks for: `SO_RXQ_OVFL`, the socket's running count of
-//! datagrams the kernel dropped before we read them (receive queue full). Parsed from plain
-//! bytes, so both engines share it and it is tested without sockets.
+//! The control messages the relay asks for: `SO_RXQ_OVFL`, the socket's running count of
+//! datagrams the kernel dropped before we read them (receive queue full), and, on the SIP
+//! socket, `SO_TIMESTAMPNS`, when the kernel queued each datagram (how long it waited for us).
+//! Parsed from plain bytes, so both engines share them and they are tested without sockets.
 #![forbid(unsafe_code)]
 
 use std::mem::size_of;
@@ -31,6 +32,15 @@ impl<const N: usize> ControlArea<N> {
 /// Control-area room for one `SO_RXQ_OVFL` message (`CMSG_SPACE(sizeof(u32))`).
 pub const RXQ_OVFL_SPACE: usize = cmsg_align(HEADER) + cmsg_align(size_of::<u32>());
 
+/// `SO_TIMESTAMPNS` (the "old" one, a `struct timespec` of two longs; asm-generic/socket.h,
+/// the same on x86, arm and riscv); its message type `SCM_TIMESTAMPNS` has the same value.
+pub const SO_TIMESTAMPNS: libc::c_int = 35;
+
+/// Control-area room for one `SCM_TIMESTAMPNS` message (`CMSG_SPACE(sizeof(timespec))`)
+/// and an `SO_RXQ_OVFL` one.
+pub const TIMESTAMP_SPACE: usize =
+    cmsg_align(HEADER) + cmsg_align(size_of::<libc::timespec>()) + RXQ_OVFL_SPACE;
+
 /// Control-area room for one `UDP_SEGMENT` message (`CMSG_SPACE(sizeof(u16))`).
 pub const UDP_SEGMENT_SPACE: usize = cmsg_align(HEADER) + cmsg_align(size_of::<u16>());
 
@@ -49,6 +59,36 @@ pub fn write_udp_segment(buf: &mut [u8; UDP_SEGMENT_SPACE], seg_len: u16) {
 /// kernel adds it only once the socket has dropped something, so an empty area is the
 /// common case and costs one length check.
 pub fn rxq_ovfl(control: &[u8]) -> Option<u32> {
+    let data = find(control, libc::SOL_SOCKET, SO_RXQ_OVFL)?;
+    Some(u32::from_ne_bytes(data.get(..4)?.try_into().ok()?))
+}
+
+/// When the kernel queued the datagram (CLOCK_REALTIME, ns since the Unix epoch), from an
+/// `SCM_TIMESTAMPNS` message.
+pub fn rx_timestamp_ns(control: &[u8]) -> Option<u64> {
+    let data = find(control, libc::SOL_SOCKET, SO_TIMESTAMPNS)?;
+    let word = size_of::<libc::c_long>();
+    let secs = i64::from_ne_bytes(pad_word(data.get(..word)?)?);
+    let nanos = i64::from_ne_bytes(pad_word(data.get(word..2 * word)?)?);
+    let secs = u64::try_from(secs).ok()?;
+    let nanos = u64::try_from(nanos).ok()?;
+    secs.checked_mul(1_000_000_000)?.checked_add(nanos)
+}
+
+/// A native-endian `long` (4 or 8 bytes) as the 8 bytes of an `i64`.
+fn pad_word(bytes: &[u8]) -> Option<[u8; 8]> {
+    match bytes.len() {
+        8 => bytes.try_into().ok(),
+        4 => {
+            let v = i32::from_ne_bytes(bytes.try_into().ok()?);
+            Some(i64::from(v).to_ne_bytes())
+        }
+        _ => None,
+    }
+}
+
+/// The data of the first control message of `level`/`kind` in `control`.
+fn find(control: &[u8], want_level: i32, want_kind: i32) -> Option<&[u8]> {
     let mut rest = control;
     // Each pass consumes at least one header, so this ends within len / HEADER passes.
     while rest.len() >= HEADER {
@@ -58,9 +98,8 @@ pub fn rxq_ovfl(control: &[u8]) -> Option<u32> {
         if len < HEADER || len > rest.len() {
             return None;
         }
-        if level == libc::SOL_SOCKET && kind == SO_RXQ_OVFL {
-            let data = rest.get(cmsg_align(HEADER)..len)?;
-            return Some(u32::from_ne_bytes(data.get(..4)?.try_into().ok()?));
+        if level == want_level && kind == want_kind {
+            return rest.get(cmsg_align(HEADER)..len);
         }
         rest = rest.get(cmsg_align(len)..).unwrap_or(&[]);
     }
@@ -101,6 +140,32 @@ mod tests {
         assert_eq!(&buf[..], &want[..]);
         #[cfg(target_pointer_width = "64")]
         assert_eq!(UDP_SEGMENT_SPACE, 24);
+    }
+
+    #[test]
+    fn reads_the_timestamp_beside_the_drop_count() {
+        let mut ts = Vec::new();
+        ts.extend_from_slice(&(1_796_548_929 as libc::c_long).to_ne_bytes());
+        ts.extend_from_slice(&(94_789_000 as libc::c_long).to_ne_bytes());
+        let mut c = cmsg(libc::SOL_SOCKET, SO_RXQ_OVFL, &5u32.to_ne_bytes());
+        c.extend(cmsg(libc::SOL_SOCKET, SO_TIMESTAMPNS, &ts));
+        assert!(c.len() <= TIMESTAMP_SPACE);
+        assert_eq!(rx_timestamp_ns(&c), Some(1_796_548_929_094_789_000));
+        assert_eq!(rxq_ovfl(&c), Some(5));
+        // Cut short, negative, or absent: none.
+        let short = cmsg(libc::SOL_SOCKET, SO_TIMESTAMPNS, &ts[..ts.len() / 2]);
+        assert_eq!(rx_timestamp_ns(&short), None);
+        let mut neg = Vec::new();
+        neg.extend_from_slice(&(-1 as libc::c_long).to_ne_bytes());
+        neg.extend_from_slice(&(0 as libc::c_long).to_ne_bytes());
+        assert_eq!(
+            rx_timestamp_ns(&cmsg(libc::SOL_SOCKET, SO_TIMESTAMPNS, &neg)),
+            None
+        );
+        assert_eq!(
+            rx_timestamp_ns(&cmsg(libc::SOL_SOCKET, SO_RXQ_OVFL, &[0; 4])),
+            None
+        );
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod shared;
 pub mod slot;
 pub mod sockaddr;
 pub mod sockets;
+pub mod stamped;
 pub mod table;
 pub mod uring;
 pub mod worker;

@@ -2,7 +2,7 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -72,14 +72,19 @@ pub fn gso_supported() -> bool {
 /// Asks the kernel to attach the socket's drop count to received datagrams (`SO_RXQ_OVFL`),
 /// so the workers can count what was lost to a full receive queue. socket2 has no setter.
 fn enable_drop_count(s: &Socket) -> io::Result<()> {
+    set_socket_flag(s.as_fd(), super::cmsg::SO_RXQ_OVFL)
+}
+
+/// Turns on a boolean `SOL_SOCKET` option that socket2 has no setter for.
+pub fn set_socket_flag(fd: BorrowedFd<'_>, option: libc::c_int) -> io::Result<()> {
     let on: libc::c_int = 1;
-    // SAFETY: the descriptor is open (owned by `s`), and `on` is a live c_int whose size is
+    // SAFETY: the descriptor is open for the borrow, and `on` is a live c_int whose size is
     // the length passed.
     let rc = unsafe {
         libc::setsockopt(
-            s.as_raw_fd(),
+            fd.as_raw_fd(),
             libc::SOL_SOCKET,
-            super::cmsg::SO_RXQ_OVFL,
+            option,
             (&on as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )

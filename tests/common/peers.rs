@@ -240,6 +240,17 @@ pub fn send_signal(pid: u32, sig: &str) {
     assert!(signal(&pid.to_string(), sig), "kill -s {sig} {pid}");
 }
 
+/// The relay binary under test with the built-in SIP proxy: loopback, one worker, ng on
+/// `ng`, SIP on `sip`; the caller adds media ports and the rest.
+pub fn sip_relay_command(ng: u16, sip: u16) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rtpanchor"));
+    cmd.env("NO_COLOR", "1")
+        .args(["--interface", "127.0.0.1", "--num-threads", "1"])
+        .args(["--listen-ng", &format!("127.0.0.1:{ng}")])
+        .args(["--listen-sip", &format!("127.0.0.1:{sip}")]);
+    cmd
+}
+
 /// The relay binary under test as a [`Peer`] (log in `dir`, stopped by pid): loopback, no
 /// SIP, one worker, ng on `ng`, media ports `ports`, then `extra`; returns once ng answers.
 pub fn spawn_relay(dir: &Path, ng: u16, ports: (u16, u16), extra: &[&str]) -> Peer {

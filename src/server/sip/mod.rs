@@ -28,6 +28,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -67,11 +68,19 @@ use tls::TlsState;
 /// SO_RCVBUF asked for on the SIP UDP socket.
 const UDP_RCVBUF: usize = 4 << 20;
 
-/// A UDP input queue that has not been empty for this long is standing: the proxy is
-/// slower than its input. T1 (500 ms): requests waiting that long are being retransmitted,
-/// which multiplies the load; shorter stalls (the control thread descheduled on a shared
-/// machine, a generator's burst) refused calls that would have completed (100 ms refused
-/// 1.6% of calls at 2,000 calls/s on a relay using a quarter of a core).
+/// Overload signal: how long a datagram waited in the UDP input queue (the kernel stamps
+/// each one, `SO_TIMESTAMPNS`). New INVITEs are refused once one waited this long, well
+/// before T1 (500 ms), when the peers' retransmissions would multiply the load: at 5,000
+/// calls/s offered with digest auth the queue grew to seconds, nearly every BYE was
+/// retransmitted and goodput fell to a third of capacity. Shorter waits (the control thread
+/// descheduled on a shared machine for a moment, a generator's burst) do not refuse calls.
+const SHED_DELAY_ON_NS: u64 = 100_000_000;
+
+/// Refusing stops once a datagram waited less than this (or the queue is empty).
+const SHED_DELAY_OFF_NS: u64 = 20_000_000;
+
+/// Where the kernel does not stamp datagrams: a UDP input queue that has not been empty for
+/// this long is standing (the proxy is slower than its input).
 const SHED_AFTER_NS: u64 = 500_000_000;
 
 /// Shedding episodes between two log lines (it can flap at the edge of capacity).
@@ -783,20 +792,37 @@ async fn udp_loop<B: MediaBackend + 'static>(
     let stop = stopped(shutdown);
     tokio::pin!(stop);
     let udp = shared.udp.clone();
-    // Overload detection: when the socket was last found empty. A queue that has not
-    // drained for SHED_AFTER_NS is a standing queue (the proxy is slower than its input), so
-    // new INVITEs are refused until it drains again.
+    if let Err(e) = crate::dataplane::stamped::enable(udp.as_fd()) {
+        tracing::warn!(error = %e, "SIP socket: no receive timestamps; overload is judged by a standing queue");
+    }
+    // Overload detection: how long each datagram waited (SHED_DELAY_ON_NS / _OFF_NS), or,
+    // without timestamps, when the socket was last found empty (SHED_AFTER_NS). While on,
+    // new INVITEs are refused.
     let mut last_empty = time::now_ns();
     let mut shedding = false;
     loop {
-        let (n, peer) = match udp.try_recv_from(&mut buf) {
-            Ok(x) => {
-                let standing = time::now_ns().saturating_sub(last_empty) > SHED_AFTER_NS;
+        let got = udp.try_io(tokio::io::Interest::READABLE, || {
+            crate::dataplane::stamped::recv(udp.as_fd(), &mut buf)
+        });
+        let (n, peer) = match got {
+            Ok(d) => {
+                let standing = match d.queued_unix_ns {
+                    Some(queued) => {
+                        let now = u64::try_from(time::unix_now().as_nanos()).unwrap_or(u64::MAX);
+                        now.saturating_sub(queued)
+                            > if shedding {
+                                SHED_DELAY_OFF_NS
+                            } else {
+                                SHED_DELAY_ON_NS
+                            }
+                    }
+                    None => time::now_ns().saturating_sub(last_empty) > SHED_AFTER_NS,
+                };
                 if standing != shedding {
                     shedding = standing;
                     shared.set_shedding(shedding);
                 }
-                x
+                (d.len, d.peer)
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 if shedding {

@@ -154,7 +154,13 @@ impl<S: LocationStore> Proxy<S> {
             self.stats.overload_invites_refused += 1;
             let after = self.cfg.overload_retry_after_secs.to_string();
             let extra = [("Retry-After", after.as_str())];
-            self.answer_locally(msg, key, 503, "Service Unavailable", &extra, cx);
+            if self.in_reserve() {
+                // No transaction left to spare: a stateless 503 (its retransmissions get
+                // the same answer, its ACK is recognised by our To tag and absorbed).
+                self.answer_stateless(msg, 503, "Service Unavailable", &extra, cx);
+            } else {
+                self.answer_locally(msg, key, 503, "Service Unavailable", &extra, cx);
+            }
             return;
         }
         // 5. CANCEL.
@@ -516,6 +522,12 @@ impl<S: LocationStore> Proxy<S> {
                     ServerState::Accepted => {}
                 }
             }
+        }
+        // The ACK of a final we sent statelessly (overload, cap): it carries the To tag we
+        // made for that response; absorbed, as Kamailio's sl module does.
+        if self.acks_stateless_reply(msg, cx.src) {
+            self.stats.retransmissions_absorbed += 1;
+            return;
         }
         // ACK of a 2xx: end to end, stateless (§16.11 behaviour for the one request that
         // has no transaction).

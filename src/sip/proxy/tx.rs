@@ -47,11 +47,26 @@ impl<S: LocationStore> Proxy<S> {
         cx: &mut Cx<'_>,
     ) {
         let reply = owned_reply(msg, cx.src);
-        let tag = self.tag_for(&format!("{:?}", reply.vias.first()));
+        let tag = self.stateless_tag(&reply);
         let bytes = build_response(&reply.as_ctx(), status, reason, Some(&tag), extra);
         let to = reply_address(msg.top_via().ok().as_ref(), cx.src, cx.transport);
         let transport = cx.transport;
         self.emit(cx, to, transport, bytes);
+    }
+
+    /// The To tag of a stateless final to the request `reply` was made from: the same for
+    /// the request's retransmissions and for the ACK of that final (same top Via, source).
+    fn stateless_tag(&self, reply: &OwnedReply) -> String {
+        self.tag_for(&format!("{:?}", reply.vias.first()))
+    }
+
+    /// Whether `ack` (from `src`) acknowledges a final this proxy sent statelessly.
+    pub(super) fn acks_stateless_reply(&self, ack: &Message<'_>, src: SocketAddr) -> bool {
+        match ack.to_tag() {
+            // Our tags are 12 hex digits (`tag_for`); others are not worth the hash.
+            Some(tag) if tag.len() == 12 => tag == self.stateless_tag(&owned_reply(ack, src)),
+            _ => false,
+        }
     }
 
     /// Creates the server transaction for `msg` (matched by `key`), from `cx.src`.
