@@ -49,6 +49,9 @@ impl std::fmt::Debug for LocationPersistence {
 pub struct StoredLocations {
     mem: MemoryStore,
     persist: Option<LocationPersistence>,
+    /// While a snapshot is being read (see [`StoredLocations::snapshot_reading`]): the
+    /// addresses of record changed here since.
+    changed_while_reading: Option<HashSet<String>>,
 }
 
 impl std::fmt::Debug for StoredLocations {
@@ -88,6 +91,7 @@ impl StoredLocations {
         let mut s = StoredLocations {
             mem: MemoryStore::default(),
             persist: Some(persist),
+            changed_while_reading: None,
         };
         let bad = loaded
             .iter()
@@ -149,15 +153,25 @@ impl StoredLocations {
         Ok(())
     }
 
+    /// A snapshot of the store is about to be read: addresses of record changed here from
+    /// now until [`StoredLocations::reload`] are left as they are by it.
+    pub fn snapshot_reading(&mut self) {
+        self.changed_while_reading = Some(HashSet::new());
+    }
+
     /// Everything the store holds now (after a reconnect, when changes may have been
     /// missed): its records replace what is held here; an address of record it no longer
     /// has loses its bindings held by other fronts, and one with bindings made here (the
-    /// store was emptied, or lost them) has those written again.
+    /// store was emptied, or lost them) has those written again. What changed here while
+    /// the snapshot was read is newer than it and kept.
     pub fn reload(&mut self, snapshot: &[(String, String)], now: Nanos) -> ReloadCounts {
         let mut counts = ReloadCounts::default();
-        let mut seen = HashSet::with_capacity(snapshot.len());
+        let newer = self.changed_while_reading.take().unwrap_or_default();
+        let mut seen: HashSet<&str> = newer.iter().map(String::as_str).collect();
         for (aor, json) in snapshot {
-            seen.insert(aor.as_str());
+            if !seen.insert(aor.as_str()) {
+                continue;
+            }
             match self.apply_remote(aor, Some(json), now) {
                 Ok(()) => counts.applied += 1,
                 Err(_) => counts.bad += 1,
@@ -244,6 +258,9 @@ impl LocationStore for StoredLocations {
     }
 
     fn put(&mut self, aor: &str, bindings: Vec<Binding>) {
+        if let Some(changed) = self.changed_while_reading.as_mut() {
+            changed.insert(aor.to_owned());
+        }
         self.write(aor, &bindings);
         self.mem.put(aor, bindings);
     }

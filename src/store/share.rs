@@ -39,6 +39,9 @@ use super::{Change, WriterCounters};
 pub enum RemoteChange {
     /// One address of record: its record as stored (`None`: no binding left).
     Changed { aor: String, record: Option<String> },
+    /// A snapshot is about to be read: address of record changed here from now on keep
+    /// their bindings when it is applied (the snapshot may predate them).
+    Reading,
     /// Every registration record the store holds (after a (re)subscription).
     Snapshot(Vec<(String, String)>),
 }
@@ -154,6 +157,9 @@ async fn subscription(
     // Subscribed first, then the snapshot: a change made between the two is in both,
     // applied twice, never missed.
     let caught_up = counters.wait_written(CATCH_UP_LIMIT);
+    if !apply(RemoteChange::Reading) {
+        return Ended::Stop;
+    }
     let snapshot = match client.get_multiplexed_async_connection().await {
         Ok(mut con) => super::redis::load_prefix(&mut con, REG_KEY_PREFIX).await,
         Err(e) => Err(e.into()),

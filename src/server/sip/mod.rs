@@ -344,6 +344,7 @@ impl<B: MediaBackend + 'static> SipShared<B> {
                     tracing::warn!(aor, error = %e, "shared locations: change not applied");
                 }
             }
+            RemoteChange::Reading => store.snapshot_reading(),
             RemoteChange::Snapshot(all) => {
                 let c = store.reload(&all, now);
                 tracing::info!(
