@@ -145,6 +145,17 @@ pub fn run_with(config: Config, lifecycle: Arc<Lifecycle>, cli: Option<Cli>) -> 
                 None,
             ),
         };
+        if let (Some(s), Some(shared)) = (store.as_ref(), sip_shared.as_ref()) {
+            // The location service shared with the other fronts on this Redis.
+            let weak = Arc::downgrade(shared);
+            s.share_locations(Box::new(move |change| match weak.upgrade() {
+                Some(sip) => {
+                    sip.apply_remote_locations(change);
+                    true
+                }
+                None => false,
+            }))?;
+        }
         let ng_server = match taken.as_mut().and_then(crate::upgrade::Taken::ng_sockets) {
             Some((udp, tcp)) => NgServer::from_sockets(&ng, manager.clone(), udp, tcp)?,
             None => NgServer::bind(&ng, manager.clone()).await?,
@@ -423,6 +434,7 @@ fn open_store(
         sink: store.clone(),
         loaded: loaded.registrations,
         unix_at_zero,
+        front: None,
     };
     Ok((locations, loaded.presence, store))
 }

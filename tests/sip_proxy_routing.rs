@@ -1,6 +1,6 @@
 //! Request checks and routing in the sans-IO proxy (RFC 3261 §16.3–16.5): loops and
 //! spirals, Max-Forwards, 404/480/403 and the outbound proxy, OPTIONS answered here and
-//! CRLF keep-alives.
+//! CRLF keep-alives, bindings held by another front (a shared location service).
 
 // Shared with the other integration tests; this one uses the SIP kit.
 #[allow(dead_code)]
@@ -153,4 +153,89 @@ fn options_and_keepalives() {
         }]
     );
     assert_eq!(p.stats().keepalives, 2);
+}
+
+/// A shared location service (`store::share`): a binding another front took over TCP is
+/// reached through that front (a Route naming it on top, the contact as Request-URI); that
+/// front pops its Route and sends the request on the phone's connection. A UDP binding from
+/// another front is reached directly.
+#[test]
+fn bindings_held_by_another_front() {
+    use rtpanchor::sip::registrar::{Binding, LocationStore};
+    let front_a = addr("127.0.0.1:5070");
+    let phone = addr("127.0.0.1:40001");
+    let contact = "sip:bob@127.0.0.1:40001;transport=tcp";
+    let held_by_a = |transport, uri: &str| Binding {
+        uri: uri.to_owned(),
+        q: None,
+        call_id: "reg-bob".into(),
+        cseq: 1,
+        source: phone,
+        expires_at_ns: 600 * SEC,
+        transport,
+        path: Some(format!("sip:{front_a}")),
+    };
+    // Front B (the kit's proxy) learnt bob's TCP binding from A.
+    let mut b = new_proxy();
+    b.registrar_mut().store.put(
+        "sip:bob@example.com",
+        vec![held_by_a(Transport::Tcp, contact)],
+    );
+    let out = feed(
+        &mut b,
+        &Uac::alice("via-a").invite(None),
+        alice(),
+        0,
+        &mut NoMedia,
+    );
+    let inv = out.iter().find(|t| method(t).as_deref() == Some("INVITE"));
+    let inv = inv.expect("INVITE forwarded");
+    assert_eq!((inv.to, inv.transport), (front_a, Transport::Udp));
+    let m = msg(inv);
+    assert_eq!(m.request_uri_str(), Some(contact));
+    let routes = m.route_set(HeaderName::Route).unwrap();
+    assert_eq!(routes[0].raw, format!("<sip:{front_a};lr>"));
+
+    // Front A took the REGISTER over TCP: it sends B's INVITE on that connection.
+    let mut cfg = config();
+    cfg.local = front_a;
+    let mut a = proxy_with(cfg);
+    let reg = String::from_utf8(register_bytes(
+        "bob",
+        &[contact],
+        "127.0.0.1:40001",
+        "reg-bob",
+        1,
+    ))
+    .unwrap()
+    .replace("SIP/2.0/UDP", "SIP/2.0/TCP");
+    let ok = check(a.handle_incoming(reg.as_bytes(), phone, Transport::Tcp, 0, &mut NoMedia));
+    assert_eq!(status(&ok[0]), Some(200));
+    let from_b =
+        check(a.handle_incoming(&inv.bytes, proxy_addr(), Transport::Udp, MS, &mut NoMedia));
+    let fwd = from_b
+        .iter()
+        .find(|t| method(t).as_deref() == Some("INVITE"))
+        .expect("A forwards it");
+    assert_eq!((fwd.to, fwd.transport), (phone, Transport::Tcp));
+    assert!(msg(fwd).route_set(HeaderName::Route).unwrap().is_empty());
+
+    // A UDP binding from another front: B goes straight to the phone.
+    let mut b = new_proxy();
+    b.registrar_mut().store.put(
+        "sip:bob@example.com",
+        vec![held_by_a(Transport::Udp, "sip:bob@127.0.0.1:40001")],
+    );
+    let out = feed(
+        &mut b,
+        &Uac::alice("direct").invite(None),
+        alice(),
+        0,
+        &mut NoMedia,
+    );
+    let inv = out.iter().find(|t| method(t).as_deref() == Some("INVITE"));
+    assert_eq!(
+        inv.map(|t| (t.to, t.transport)),
+        Some((phone, Transport::Udp))
+    );
 }

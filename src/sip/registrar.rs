@@ -25,6 +25,7 @@ use std::net::SocketAddr;
 use super::header::{parse_delta_seconds, parse_qvalue, Contact};
 use super::message::{build_response, ReplyContext};
 use super::parse::Message;
+use super::transport::Transport;
 use super::uri::Uri;
 
 const NANOS_PER_SEC: u64 = 1_000_000_000;
@@ -41,6 +42,11 @@ pub struct Binding {
     /// Where the REGISTER came from (the UA's public address when behind NAT).
     pub source: SocketAddr,
     pub expires_at_ns: u64,
+    /// The transport the REGISTER came over.
+    pub transport: Transport,
+    /// `None`: made here. Else the SIP URI of the front that took the REGISTER (a shared
+    /// location service, `store::share`), through which a TCP/TLS binding is reached.
+    pub path: Option<String>,
 }
 
 impl Binding {
@@ -71,6 +77,13 @@ pub trait LocationStore {
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     map: HashMap<String, Vec<Binding>>,
+}
+
+impl MemoryStore {
+    /// The addresses of record held.
+    pub fn aors(&self) -> Vec<String> {
+        self.map.keys().cloned().collect()
+    }
 }
 
 impl LocationStore for MemoryStore {
@@ -238,11 +251,22 @@ impl<S: LocationStore> Registrar<S> {
         }
     }
 
-    /// Processes one REGISTER (RFC 3261 §10.3 steps 5–8).
+    /// Processes one REGISTER that came over UDP (see [`Registrar::handle_register_on`]).
     pub fn handle_register(
         &mut self,
         req: &Message<'_>,
         source: SocketAddr,
+        now_ns: u64,
+    ) -> RegisterResponse {
+        self.handle_register_on(req, source, Transport::Udp, now_ns)
+    }
+
+    /// Processes one REGISTER (RFC 3261 §10.3 steps 5–8) that came over `transport`.
+    pub fn handle_register_on(
+        &mut self,
+        req: &Message<'_>,
+        source: SocketAddr,
+        transport: Transport,
         now_ns: u64,
     ) -> RegisterResponse {
         if req.method() != Some("REGISTER") {
@@ -336,6 +360,8 @@ impl<S: LocationStore> Registrar<S> {
                         cseq: cseq.seq,
                         source,
                         expires_at_ns: now_ns.saturating_add(u64::from(secs) * NANOS_PER_SEC),
+                        transport,
+                        path: None,
                     };
                     match existing {
                         Some(i) => bindings[i] = b,

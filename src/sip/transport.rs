@@ -18,8 +18,9 @@ use super::message::is_sendable_destination;
 use super::parse::Framing;
 use super::uri::{Scheme, SipUri};
 
-/// The transport a message arrived on or leaves by.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// The transport a message arrived on or leaves by (stored as `"udp"`, `"tcp"`, `"tls"`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Transport {
     Udp,
     Tcp,

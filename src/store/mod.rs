@@ -16,6 +16,7 @@ pub mod locations;
 pub mod presence;
 pub mod record;
 pub mod redis;
+pub mod share;
 pub mod standby;
 
 use std::collections::HashMap;
@@ -130,6 +131,11 @@ impl<T> Writer<T> {
 
     pub fn counters(&self) -> &WriterCounters {
         &self.counters
+    }
+
+    /// The counters, to share with another thread.
+    pub fn counters_arc(&self) -> std::sync::Arc<WriterCounters> {
+        self.counters.clone()
     }
 
     /// Queues a change with `send` (a non-blocking send: false when the queue is full),

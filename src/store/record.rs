@@ -12,6 +12,18 @@
 //! A registration is kept under `rtpanchor:reg:<address-of-record>` as a string holding a
 //! [`RegistrationRecord`], expiring with its last binding.
 //!
+//! # Registrations (version 2)
+//!
+//! A [`RegistrationRecord`] is written with [`REGISTRATION_VERSION`] 2: each binding also
+//! says which transport its REGISTER came over (`"udp"`, `"tcp"`, `"tls"`) and, as `path`,
+//! the SIP address of the front (the rtpanchor process) that took it and holds the phone's
+//! connection, like an RFC 3327 Path entry. Version-1 registrations (neither field) are still
+//! read: their bindings count as UDP, held by no front in particular.
+//!
+//! Every registration change is also published on the channel [`REG_CHANNEL`] as a
+//! [`RegistrationNotice`], so that the other fronts sharing the store apply it at once
+//! (`store::share`).
+//!
 //! Times are Unix nanoseconds (`0` = never), so a restarted process (whose monotonic clock
 //! starts anew) can place them. Every record carries `v`; a reader refuses a version it does
 //! not know rather than guess. Addresses are `IP:PORT` strings (`[v6]:port` for IPv6).
@@ -22,8 +34,16 @@ use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
-/// The version this build writes and the only one it reads.
+use crate::sip::transport::Transport;
+
+/// The version of call and stats records this build writes and the only one it reads.
 pub const RECORD_VERSION: u32 = 1;
+/// The version of registration records this build writes; it reads this one and version 1.
+pub const REGISTRATION_VERSION: u32 = 2;
+/// The oldest registration record version still read.
+pub const REGISTRATION_MIN_VERSION: u32 = 1;
+/// The Redis channel registration changes are published on.
+pub const REG_CHANNEL: &str = "rtpanchor:reg-changes";
 
 /// Key prefix of a call's hash.
 pub const CALL_KEY_PREFIX: &str = "rtpanchor:call:";
@@ -41,7 +61,7 @@ pub const FIELD_STATS: &str = "stats";
 pub enum RecordError {
     #[error("malformed record: {0}")]
     Malformed(String),
-    #[error("record version {0} is not supported (this build reads {RECORD_VERSION})")]
+    #[error("record version {0} is not supported by this build")]
     Version(u32),
 }
 
@@ -157,25 +177,54 @@ pub struct BindingRecord {
     pub q: Option<u16>,
     pub call_id: String,
     pub cseq: u32,
+    /// The transport the REGISTER came over (version 2; UDP in version 1).
+    #[serde(default = "udp")]
+    pub transport: Transport,
+    /// The SIP URI of the front holding the binding's flow (version 2), e.g.
+    /// `sip:192.0.2.10:5060`: a binding made over TCP or TLS is reached only through it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+}
+
+fn udp() -> Transport {
+    Transport::Udp
+}
+
+/// A registration change as published on [`REG_CHANNEL`]: who wrote it (`origin`, a token
+/// of the writing process, so a front skips its own), the address of record, and its
+/// [`RegistrationRecord`] as stored (`None`: no binding left).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistrationNotice {
+    pub v: u32,
+    pub origin: String,
+    pub aor: String,
+    pub record: Option<String>,
 }
 
 /// Reads the version first, so a newer record is refused by its version, not by a field.
-fn check_version(json: &str) -> Result<(), RecordError> {
+fn check_version(json: &str, read: std::ops::RangeInclusive<u32>) -> Result<(), RecordError> {
     #[derive(Deserialize)]
     struct Version {
         v: u32,
     }
     let v: Version =
         serde_json::from_str(json).map_err(|e| RecordError::Malformed(e.to_string()))?;
-    if v.v != RECORD_VERSION {
+    if !read.contains(&v.v) {
         return Err(RecordError::Version(v.v));
     }
     Ok(())
 }
 
-fn parse<T: for<'de> Deserialize<'de>>(json: &str) -> Result<T, RecordError> {
-    check_version(json)?;
+fn parse_versions<T: for<'de> Deserialize<'de>>(
+    json: &str,
+    read: std::ops::RangeInclusive<u32>,
+) -> Result<T, RecordError> {
+    check_version(json, read)?;
     serde_json::from_str(json).map_err(|e| RecordError::Malformed(e.to_string()))
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(json: &str) -> Result<T, RecordError> {
+    parse_versions(json, RECORD_VERSION..=RECORD_VERSION)
 }
 
 fn emit<T: Serialize>(r: &T) -> String {
@@ -202,8 +251,18 @@ impl StatsRecord {
 }
 
 impl RegistrationRecord {
+    /// Reads a version-1 or version-2 record.
     pub fn parse(json: &str) -> Result<RegistrationRecord, RecordError> {
-        parse(json)
+        parse_versions(json, REGISTRATION_MIN_VERSION..=REGISTRATION_VERSION)
+    }
+    pub fn emit(&self) -> String {
+        emit(self)
+    }
+}
+
+impl RegistrationNotice {
+    pub fn parse(json: &str) -> Result<RegistrationNotice, RecordError> {
+        parse_versions(json, REGISTRATION_VERSION..=REGISTRATION_VERSION)
     }
     pub fn emit(&self) -> String {
         emit(self)
@@ -287,5 +346,42 @@ mod tests {
             CallRecord::parse("\u{0}[[["),
             Err(RecordError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn version_1_registrations_are_read_as_udp_without_a_front() {
+        let old = "{\"v\":1,\"aor\":\"sip:bob@example.com\",\"bindings\":[{\"contact\":\
+                   \"sip:bob@10.0.0.5:5062\",\"source\":\"203.0.113.9:40000\",\
+                   \"expires_unix_ns\":5,\"q\":null,\"call_id\":\"r1\",\"cseq\":2}]}";
+        let r = RegistrationRecord::parse(old).unwrap();
+        assert_eq!(r.v, 1);
+        assert_eq!(r.bindings[0].transport, Transport::Udp);
+        assert_eq!(r.bindings[0].path, None);
+        // Version 2 carries both, and round-trips.
+        let mut r2 = r.clone();
+        r2.v = REGISTRATION_VERSION;
+        r2.bindings[0].transport = Transport::Tcp;
+        r2.bindings[0].path = Some("sip:192.0.2.10:5060".into());
+        let json = r2.emit();
+        assert!(json.contains("\"transport\":\"tcp\""), "{json}");
+        assert_eq!(RegistrationRecord::parse(&json).unwrap(), r2);
+        // A newer version is refused, not guessed at.
+        let newer = json.replacen("{\"v\":2,", "{\"v\":3,", 1);
+        assert_eq!(
+            RegistrationRecord::parse(&newer),
+            Err(RecordError::Version(3))
+        );
+    }
+
+    #[test]
+    fn notices_round_trip() {
+        let n = RegistrationNotice {
+            v: REGISTRATION_VERSION,
+            origin: "p1".into(),
+            aor: "sip:bob@example.com".into(),
+            record: None,
+        };
+        assert_eq!(RegistrationNotice::parse(&n.emit()).unwrap(), n);
+        assert!(RegistrationNotice::parse("{\"v\":2}").is_err());
     }
 }

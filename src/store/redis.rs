@@ -7,6 +7,9 @@
 //! [`RETRY_DELAY`] and new changes wait in the queue; once it is full they are refused and
 //! counted (the producer offers them again later).
 //!
+//! Each registration change is followed, in the same pipeline, by a PUBLISH of it (see
+//! [`super::share`]); [`RedisStore::share_locations`] subscribes to the other fronts'.
+//!
 //! Every call key expires [`CALL_TTL_SECS`] after its last write, so a call whose delete
 //! never reached the store (a crash) does not stay there for ever.
 
@@ -37,6 +40,9 @@ pub type RedisCounters = super::WriterCounters;
 
 pub struct RedisStore {
     writer: Writer<mpsc::Sender<Change>>,
+    client: redis::Client,
+    /// This process in its published notices.
+    origin: String,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -68,18 +74,33 @@ impl RedisStore {
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let counters = Arc::new(RedisCounters::default());
         let c = counters.clone();
+        let origin = super::share::origin_token();
+        let (w_client, w_origin) = (client.clone(), origin.clone());
         let thread = std::thread::Builder::new()
             .name("rtpanchor-store".into())
             .spawn(move || match runtime() {
-                Ok(rt) => rt.block_on(writer(client, rx, c)),
+                Ok(rt) => rt.block_on(writer(w_client, rx, c, w_origin)),
                 Err(e) => tracing::error!(error = %e, "store writer not started"),
             })?;
         Ok((
             RedisStore {
                 writer: Writer::new(tx, thread, counters),
+                client,
+                origin,
             },
             loaded,
         ))
+    }
+
+    /// Starts applying the registration changes other fronts publish (and a full reload
+    /// after every reconnect) with `apply`: see [`super::share`].
+    pub fn share_locations(&self, apply: super::share::ApplyRemote) -> std::io::Result<()> {
+        super::share::spawn_subscriber(
+            self.client.clone(),
+            self.origin.clone(),
+            self.writer.counters_arc(),
+            apply,
+        )
     }
 
     pub fn counters(&self) -> &RedisCounters {
@@ -120,7 +141,16 @@ fn reg_key(aor: &str) -> String {
     format!("{REG_KEY_PREFIX}{aor}")
 }
 
-fn add_to_pipe(p: &mut redis::Pipeline, change: &Change) {
+fn add_to_pipe(p: &mut redis::Pipeline, change: &Change, origin: &str) {
+    add_write(p, change);
+    // After the write, on the same connection: a front that reads the record on the
+    // notice finds it.
+    if let Some(notice) = super::share::notice_for(change, origin) {
+        p.publish(super::record::REG_CHANNEL, notice).ignore();
+    }
+}
+
+fn add_write(p: &mut redis::Pipeline, change: &Change) {
     match change {
         Change::PutCall { call_id, json } => {
             let k = call_key(call_id);
@@ -180,6 +210,7 @@ async fn writer(
     client: redis::Client,
     mut rx: mpsc::Receiver<Change>,
     counters: Arc<RedisCounters>,
+    origin: String,
 ) {
     let mut con: Option<redis::aio::MultiplexedConnection> = None;
     let mut batch: Vec<Change> = Vec::with_capacity(BATCH);
@@ -218,7 +249,7 @@ async fn writer(
         if let Some(c) = con.as_mut() {
             let mut p = redis::pipe();
             for ch in &batch {
-                add_to_pipe(&mut p, ch);
+                add_to_pipe(&mut p, ch, &origin);
             }
             match p.query_async::<()>(c).await {
                 Ok(()) => sent = true,
@@ -284,18 +315,22 @@ async fn load(con: &mut redis::aio::MultiplexedConnection) -> anyhow::Result<Loa
         let id = key.get(CALL_KEY_PREFIX.len()..).unwrap_or_default();
         out.calls.push((id.to_owned(), rec, h.remove(FIELD_STATS)));
     }
-    for key in scan_keys(con, REG_KEY_PREFIX).await? {
+    out.registrations = load_prefix(con, REG_KEY_PREFIX).await?;
+    out.presence = load_prefix(con, PRESENCE_KEY_PREFIX).await?;
+    Ok(out)
+}
+
+/// Every string key under `prefix`: (the key without it, the value).
+pub(super) async fn load_prefix(
+    con: &mut redis::aio::MultiplexedConnection,
+    prefix: &str,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for key in scan_keys(con, prefix).await? {
         let v: Option<String> = redis::cmd("GET").arg(&key).query_async(con).await?;
         if let Some(v) = v {
-            let aor = key.get(REG_KEY_PREFIX.len()..).unwrap_or_default();
-            out.registrations.push((aor.to_owned(), v));
-        }
-    }
-    for key in scan_keys(con, PRESENCE_KEY_PREFIX).await? {
-        let v: Option<String> = redis::cmd("GET").arg(&key).query_async(con).await?;
-        if let Some(v) = v {
-            let k = key.get(PRESENCE_KEY_PREFIX.len()..).unwrap_or_default();
-            out.presence.push((k.to_owned(), v));
+            let k = key.get(prefix.len()..).unwrap_or_default();
+            out.push((k.to_owned(), v));
         }
     }
     Ok(out)

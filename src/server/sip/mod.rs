@@ -53,6 +53,7 @@ use crate::sip::proxy::{Proxy, ProxyConfig, ProxyStats};
 use crate::sip::transport::{Transmit, Transport};
 use crate::store::locations::{LocationPersistence, StoredLocations};
 use crate::store::presence::PresencePersistence;
+use crate::store::share::RemoteChange;
 use crate::time::{self, Nanos};
 
 mod persist;
@@ -340,6 +341,31 @@ impl<B: MediaBackend + 'static> SipShared<B> {
         }
     }
 
+    /// Applies a registration change made at another front sharing the store (see
+    /// `store::share`).
+    pub fn apply_remote_locations(&self, change: RemoteChange) {
+        let now = time::now_ns();
+        let mut core = lock(&self.core);
+        let store = &mut core.proxy.registrar_mut().store;
+        match change {
+            RemoteChange::Changed { aor, record } => {
+                if let Err(e) = store.apply_remote(&aor, record.as_deref(), now) {
+                    tracing::warn!(aor, error = %e, "shared locations: change not applied");
+                }
+            }
+            RemoteChange::Reading => store.snapshot_reading(),
+            RemoteChange::Snapshot(all) => {
+                let c = store.reload(&all, now);
+                tracing::info!(
+                    applied = c.applied,
+                    unreadable = c.bad,
+                    rewritten = c.rewritten,
+                    "shared locations: reloaded"
+                );
+            }
+        }
+    }
+
     /// The flood-control counters (`None` when it is off).
     pub fn flood_stats(&self) -> Option<FloodStats> {
         lock(&self.core).flood.as_ref().map(FloodGuard::stats)
@@ -593,7 +619,9 @@ impl<B: MediaBackend + 'static> SipServer<B> {
             proxy_cfg.local.set_port(local.port());
         }
         let locations = match cfg.locations.clone() {
-            Some(p) => {
+            Some(mut p) => {
+                // The path of the bindings made here, for the other fronts.
+                p.front = Some(format!("sip:{}", proxy_cfg.local));
                 let (store, bad) = StoredLocations::new(p, time::now_ns());
                 tracing::info!(
                     aors = crate::sip::registrar::LocationStore::len(&store),

@@ -102,6 +102,7 @@ impl<S: LocationStore> Proxy<S> {
             ruri: None,
             to: ct.to,
             transport: ct.transport,
+            route: None,
         };
         let branch = ct.branch.clone();
         self.new_client_tx(None, &branch, "CANCEL", &hop, bytes.clone(), cx.now);

@@ -239,7 +239,9 @@ impl<S: LocationStore> Proxy<S> {
     /// this source are remembered as NATed (or forgotten) per the Via evidence.
     fn on_register(&mut self, msg: &Message<'_>, key: String, cx: &mut Cx<'_>) {
         let (src, now) = (cx.src, cx.now);
-        let resp = self.registrar.handle_register(msg, src, now);
+        let resp = self
+            .registrar
+            .handle_register_on(msg, src, cx.transport, now);
         self.stats.registrations += 1;
         if resp.status == 200 {
             if let Some(aor) = msg.to().ok().and_then(|t| canonical_aor(&t.uri)) {
@@ -300,6 +302,20 @@ impl<S: LocationStore> Proxy<S> {
                 Some(rest) => e.replace_value(*header, rest)?,
                 None => e.remove_header(*header)?,
             }
+        }
+        if let Some(route) = &copy.hop.route {
+            // Above every Route left (not at a line just removed): the first hop.
+            let removed = |i: usize| {
+                copy.pop
+                    .is_some_and(|p| p.edits.iter().any(|(h, rest)| *h == i && rest.is_none()))
+            };
+            let at = msg
+                .headers
+                .iter()
+                .enumerate()
+                .position(|(i, h)| h.kind == HeaderName::Route && !removed(i))
+                .unwrap_or(msg.headers.len());
+            e.insert_header_before(at, "Route", route)?;
         }
         if let Some(arrived) = copy.record_route {
             let at = msg

@@ -24,6 +24,8 @@ pub(super) struct Hop {
     pub(super) ruri: Option<String>,
     pub(super) to: SocketAddr,
     pub(super) transport: Transport,
+    /// A Route to put on top (the front holding a TCP/TLS binding, RFC 3327 style).
+    pub(super) route: Option<String>,
 }
 
 /// What routing decided for a request.
@@ -36,6 +38,19 @@ pub(super) enum Decision {
     Reject(u16, &'static str),
     /// Forward to these hops (more than one: parallel forking).
     Forward(Vec<Hop>),
+}
+
+/// The hop to a binding held by another front (`front`, its SIP URI): the request goes
+/// to that front, with a Route naming it on top and the binding's contact as Request-URI.
+fn via_front(front: &str, contact: &str) -> Option<Hop> {
+    let f = SipUri::parse(front).ok()?;
+    let ip = f.host.ip()?;
+    Some(Hop {
+        ruri: Some(contact.to_owned()),
+        to: SocketAddr::new(ip, f.port_or_default()),
+        transport: Transport::of_uri(&f),
+        route: Some(format!("<{front};lr>")),
+    })
 }
 
 /// Our own top Route entries (one, or two after double record-routing), to be removed.
@@ -111,6 +126,7 @@ impl<S: LocationStore> Proxy<S> {
                             ruri: None,
                             to,
                             transport,
+                            route: None,
                         }]),
                         pop,
                     ),
@@ -128,6 +144,7 @@ impl<S: LocationStore> Proxy<S> {
                     ruri: None,
                     to,
                     transport: Transport::Udp,
+                    route: None,
                 }]),
                 pop,
             ),
@@ -150,6 +167,7 @@ impl<S: LocationStore> Proxy<S> {
                 ruri: None,
                 to,
                 transport: Transport::Udp,
+                route: None,
             }]),
             (d, _) => d,
         })
@@ -161,6 +179,7 @@ impl<S: LocationStore> Proxy<S> {
                 ruri,
                 to,
                 transport,
+                route: None,
             }]),
             None => Decision::Reject(502, "Bad Gateway - Unresolvable Route"),
         }
@@ -240,6 +259,14 @@ impl<S: LocationStore> Proxy<S> {
                 let Ok(u) = SipUri::parse(&b.uri) else {
                     continue;
                 };
+                if let Some(front) = b.path.as_deref().filter(|_| b.transport.reliable()) {
+                    // Registered over TCP/TLS at another front: only its connection reaches
+                    // the phone, so the request goes there, routed through that front.
+                    if let Some(hop) = via_front(front, &b.uri).filter(|_| !secure) {
+                        hops.push(hop);
+                    }
+                    continue;
+                }
                 let private = u.host.ip().is_some_and(is_private);
                 let nat_seen = self
                     .nat
@@ -267,6 +294,7 @@ impl<S: LocationStore> Proxy<S> {
                     ruri: Some(b.uri.clone()),
                     to,
                     transport,
+                    route: None,
                 });
             }
             if !hops.is_empty() {

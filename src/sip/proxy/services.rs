@@ -166,6 +166,7 @@ impl<S: LocationStore> Proxy<S> {
                 ruri: None,
                 to: r.reach.to,
                 transport: r.reach.transport,
+                route: None,
             };
             self.new_client_tx(None, &r.branch, r.method, &hop, r.bytes.clone(), cx.now);
             cx.push(r.reach.to, r.reach.transport, r.bytes);

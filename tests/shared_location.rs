@@ -1,0 +1,609 @@
+//! A shared location service: two SIP fronts (two rtpanchor processes, each with its
+//! built-in proxy and embedded relay) on one real `redis-server` see each other's
+//! registrations. A phone registered at front A is called through front B: over UDP B
+//! reaches it directly, with media anchored on B's relay; over TCP the INVITE goes through A
+//! and reaches the phone on the connection it registered over. An unregistration at A is
+//! seen at B; with Redis stopped each front still serves its own phones, and once Redis is
+//! back what changed meanwhile is seen again.
+//!
+//! How fast B sees a change at A is measured (printed as `propagation`): REGISTER answered
+//! at A → the first OPTIONS through B that reaches the phone.
+//!
+//! Port block 6000-6499, a block of 100 per test: Redis +0, ng A +1, ng B +2, SIP A +3,
+//! SIP B +4, phone +5, caller +6, the caller's media +7, the phone's media +8, a second
+//! phone +9; relay media A +20..+59, B +60..+99.
+#![allow(clippy::disallowed_methods)]
+
+// Shared with the other end-to-end tests; this one uses a subset.
+#[allow(dead_code)]
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
+
+use common::media::{pcmu, recv_n};
+use common::peers::{tail, Peer};
+use common::sip::{register_bytes, sdp, Uac, Uas};
+use common::store::{start_redis, CrashableRelay};
+use common::TempDir;
+
+/// The ports of one test (see the module docs).
+#[derive(Clone, Copy)]
+struct Ports(u16);
+
+impl Ports {
+    fn redis(self) -> u16 {
+        self.0
+    }
+    fn sip_a(self) -> SocketAddr {
+        lo(self.0 + 3)
+    }
+    fn sip_b(self) -> SocketAddr {
+        lo(self.0 + 4)
+    }
+    fn phone(self) -> u16 {
+        self.0 + 5
+    }
+    fn caller(self) -> u16 {
+        self.0 + 6
+    }
+    fn b_media(self) -> std::ops::RangeInclusive<u16> {
+        self.0 + 60..=self.0 + 99
+    }
+}
+
+fn lo(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// Redis and the two fronts; stopped (by pid) when dropped.
+struct Bed {
+    dir: TempDir,
+    redis: Peer,
+    a: CrashableRelay,
+    b: CrashableRelay,
+    ports: Ports,
+}
+
+fn front_args(ports: Ports, front: u16) -> Vec<String> {
+    let sip = ports.0 + 3 + front;
+    let media = ports.0 + 20 + 40 * front;
+    [
+        "--interface",
+        "127.0.0.1",
+        "--listen-sip",
+        &format!("127.0.0.1:{sip}"),
+        "--domain",
+        "example.com",
+        "--port-min",
+        &media.to_string(),
+        "--port-max",
+        &(media + 39).to_string(),
+        "--num-threads",
+        "1",
+        "--log-level",
+        "info",
+        "--redis",
+        &format!("redis://127.0.0.1:{}/0", ports.redis()),
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+impl Bed {
+    fn start(base: u16, name: &str) -> Bed {
+        let ports = Ports(base);
+        let dir = TempDir::new(&format!("rtpanchor-shloc-{name}")).unwrap();
+        let redis = start_redis(ports.redis(), dir.path());
+        let a = CrashableRelay::start(&front_args(ports, 0), base + 1, &dir.path().join("a.log"));
+        let b = CrashableRelay::start(&front_args(ports, 1), base + 2, &dir.path().join("b.log"));
+        Bed {
+            dir,
+            redis,
+            a,
+            b,
+            ports,
+        }
+    }
+
+    fn logs(&self) -> String {
+        let p = self.dir.path();
+        format!(
+            "--- A:\n{}\n--- B:\n{}",
+            tail(&p.join("a.log"), 25),
+            tail(&p.join("b.log"), 25)
+        )
+    }
+}
+
+impl Drop for Bed {
+    fn drop(&mut self) {
+        self.a.kill9();
+        self.b.kill9();
+        self.redis.stop(Duration::from_secs(2));
+    }
+}
+
+/// A phone: where its requests arrive and how it answers them.
+trait Phone {
+    /// The next message within `limit`.
+    fn next(&mut self, limit: Duration) -> Option<String>;
+    /// Sends to where the last message came from.
+    fn send(&mut self, bytes: &[u8]);
+}
+
+struct UdpPhone {
+    sock: UdpSocket,
+    last: Option<SocketAddr>,
+}
+
+impl UdpPhone {
+    fn bind(port: u16) -> UdpPhone {
+        let sock = UdpSocket::bind(lo(port)).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(5)))
+            .unwrap();
+        UdpPhone { sock, last: None }
+    }
+
+    fn register(&mut self, front: SocketAddr, user: &str, cseq: u32, expires: u32) -> String {
+        let port = self.sock.local_addr().unwrap().port();
+        let contact = format!("sip:{user}@127.0.0.1:{port}");
+        let bytes = String::from_utf8(register_bytes(
+            user,
+            &[&contact],
+            &format!("127.0.0.1:{port}"),
+            &format!("reg-{user}-{port}"),
+            cseq,
+        ))
+        .unwrap()
+        .replace("Expires: 600", &format!("Expires: {expires}"));
+        self.sock.send_to(bytes.as_bytes(), front).unwrap();
+        self.next(Duration::from_secs(3))
+            .expect("no answer to REGISTER")
+    }
+}
+
+impl Phone for UdpPhone {
+    fn next(&mut self, limit: Duration) -> Option<String> {
+        let deadline = Instant::now() + limit;
+        let mut buf = [0u8; 65535];
+        loop {
+            if let Ok((n, from)) = self.sock.recv_from(&mut buf) {
+                self.last = Some(from);
+                return Some(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+        }
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        if let Some(to) = self.last {
+            self.sock.send_to(bytes, to).unwrap();
+        }
+    }
+}
+
+/// A phone on one TCP connection to its front; messages framed by Content-Length.
+struct TcpPhone {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl TcpPhone {
+    fn connect(front: SocketAddr) -> TcpPhone {
+        let stream = TcpStream::connect(front).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_millis(5)))
+            .unwrap();
+        TcpPhone {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    fn local(&self) -> SocketAddr {
+        self.stream.local_addr().unwrap()
+    }
+
+    /// One complete message from the front of the buffer.
+    fn take(&mut self) -> Option<String> {
+        let end = self.buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+        let head = String::from_utf8_lossy(&self.buf[..end]).into_owned();
+        let len: usize = head
+            .lines()
+            .find_map(|l| {
+                let (n, v) = l.split_once(':')?;
+                n.trim()
+                    .eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse().ok())?
+            })
+            .unwrap_or(0);
+        if self.buf.len() < end + len {
+            return None;
+        }
+        let msg: Vec<u8> = self.buf.drain(..end + len).collect();
+        Some(String::from_utf8_lossy(&msg).into_owned())
+    }
+}
+
+impl Phone for TcpPhone {
+    fn next(&mut self, limit: Duration) -> Option<String> {
+        let deadline = Instant::now() + limit;
+        let mut chunk = [0u8; 8192];
+        loop {
+            if let Some(m) = self.take() {
+                return Some(m);
+            }
+            if let Ok(n) = self.stream.read(&mut chunk) {
+                assert!(n > 0, "the front closed the phone's connection");
+                self.buf.extend_from_slice(&chunk[..n]);
+                continue;
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+        }
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+    }
+}
+
+/// The caller, on UDP, always talking to front B.
+struct Caller {
+    sock: UdpSocket,
+    via: String,
+}
+
+impl Caller {
+    fn bind(port: u16) -> Caller {
+        let sock = UdpSocket::bind(lo(port)).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(5)))
+            .unwrap();
+        Caller {
+            sock,
+            via: format!("127.0.0.1:{port}"),
+        }
+    }
+
+    fn uac(&self, call_id: &str, target: &str) -> Uac {
+        Uac::new(self.sock.local_addr().unwrap(), &self.via, call_id).calling(target)
+    }
+
+    /// The next response within `limit` that is not a 100.
+    fn response(&self, limit: Duration) -> Option<String> {
+        let deadline = Instant::now() + limit;
+        let mut buf = [0u8; 65535];
+        while Instant::now() < deadline {
+            if let Ok((n, _)) = self.sock.recv_from(&mut buf) {
+                let t = String::from_utf8_lossy(&buf[..n]).into_owned();
+                if !t.starts_with("SIP/2.0 100") {
+                    return Some(t);
+                }
+            }
+        }
+        None
+    }
+}
+
+fn status(msg: &str) -> u16 {
+    msg.get(8..11).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+fn sdp_port(msg: &str) -> u16 {
+    msg.lines()
+        .find_map(|l| l.strip_prefix("m=audio "))
+        .and_then(|r| r.split(' ').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no m=audio in:\n{msg}"))
+}
+
+/// One OPTIONS from the caller through `front` to `target`: the final status the caller
+/// got (the phone answers 200 to what reaches it), 0 if none within 1 s.
+fn probe(caller: &Caller, uac: &mut Uac, front: SocketAddr, phone: &mut dyn Phone) -> u16 {
+    caller
+        .sock
+        .send_to(&uac.request("OPTIONS", ""), front)
+        .unwrap();
+    let uas = Uas::new(lo(1), "p1", "sip:x@127.0.0.1");
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < deadline {
+        if let Some(m) = phone.next(Duration::from_millis(2)) {
+            if m.starts_with("OPTIONS ") {
+                phone.send(&uas.respond(m.as_bytes(), 200));
+            }
+        }
+        if let Some(r) = caller.response(Duration::from_millis(2)) {
+            return status(&r);
+        }
+    }
+    0
+}
+
+/// Probes through `front` until `done(status)`, for `limit` at most: how long it took.
+fn probe_until(
+    caller: &Caller,
+    target: &str,
+    front: SocketAddr,
+    phone: &mut dyn Phone,
+    limit: Duration,
+    done: impl Fn(u16) -> bool,
+) -> Option<Duration> {
+    let start = Instant::now();
+    let mut uac = caller.uac(&format!("probe-{}", front.port()), target);
+    while start.elapsed() < limit {
+        if done(probe(caller, &mut uac, front, phone)) {
+            return Some(start.elapsed());
+        }
+    }
+    None
+}
+
+/// The next request the phone gets whose method is `method` (answering OPTIONS probes).
+fn expect_request(phone: &mut dyn Phone, method: &str, limit: Duration) -> Option<String> {
+    let deadline = Instant::now() + limit;
+    let uas = Uas::new(lo(1), "p1", "sip:x@127.0.0.1");
+    while Instant::now() < deadline {
+        if let Some(m) = phone.next(Duration::from_millis(20)) {
+            if m.starts_with(&format!("{method} ")) {
+                return Some(m);
+            }
+            if m.starts_with("OPTIONS ") {
+                phone.send(&uas.respond(m.as_bytes(), 200));
+            }
+        }
+    }
+    None
+}
+
+/// Probes through `front` until the phone answers (`limit` at most): how long it took.
+fn until_reached(
+    bed: &Bed,
+    caller: &Caller,
+    target: &str,
+    front: SocketAddr,
+    phone: &mut dyn Phone,
+    limit: Duration,
+) -> Duration {
+    probe_until(caller, target, front, phone, limit, |s| s == 200).unwrap_or_else(|| {
+        panic!(
+            "{target} not reached through {front} in {limit:?}\n{}",
+            bed.logs()
+        )
+    })
+}
+
+/// How long until bob is reached through B (3 s at most).
+fn bob_through_b(bed: &Bed, caller: &Caller, bob: &mut dyn Phone) -> Duration {
+    let b = bed.ports.sip_b();
+    until_reached(bed, caller, BOB, b, bob, Duration::from_secs(3))
+}
+
+/// The caller's INVITE (with SDP) to bob through B, as it reaches the phone.
+fn invite_through_b(
+    bed: &Bed,
+    caller: &Caller,
+    call_id: &str,
+    phone: &mut dyn Phone,
+) -> (Uac, String) {
+    let p = bed.ports;
+    let mut uac = caller.uac(call_id, BOB);
+    caller
+        .sock
+        .send_to(&uac.invite(Some(&sdp("127.0.0.1", p.0 + 7))), p.sip_b())
+        .unwrap();
+    let invite = expect_request(phone, "INVITE", Duration::from_secs(3))
+        .unwrap_or_else(|| panic!("no INVITE at the phone\n{}", bed.logs()));
+    (uac, invite)
+}
+
+/// The phone answers 200 with SDP; the caller gets it, anchored on B's relay, and ACKs.
+/// Returns the relay port the caller's media goes to.
+fn answer_and_ack(
+    bed: &Bed,
+    caller: &Caller,
+    uac: &mut Uac,
+    phone: &mut dyn Phone,
+    uas: &Uas,
+    invite: &str,
+) -> u16 {
+    let p = bed.ports;
+    phone.send(&uas.respond_sdp(invite.as_bytes(), 200, &sdp("127.0.0.1", p.0 + 8)));
+    let ok = caller.response(Duration::from_secs(3)).expect("no 200");
+    assert_eq!(status(&ok), 200, "{ok}");
+    let relay = sdp_port(&ok);
+    assert!(
+        p.b_media().contains(&relay),
+        "answer not anchored on B:\n{ok}"
+    );
+    uac.learn(ok.as_bytes());
+    caller.sock.send_to(&uac.ack(None), p.sip_b()).unwrap();
+    assert!(expect_request(phone, "ACK", Duration::from_secs(2)).is_some());
+    relay
+}
+
+/// The caller hangs up through B; the phone gets the BYE and answers it.
+fn hang_up(bed: &Bed, caller: &Caller, uac: &mut Uac, phone: &mut dyn Phone, uas: &Uas) {
+    caller.sock.send_to(&uac.bye(), bed.ports.sip_b()).unwrap();
+    let bye = expect_request(phone, "BYE", Duration::from_secs(2))
+        .unwrap_or_else(|| panic!("no BYE at the phone\n{}", bed.logs()));
+    phone.send(&uas.respond(bye.as_bytes(), 200));
+    let ok = caller
+        .response(Duration::from_secs(2))
+        .expect("no 200 to BYE");
+    assert_eq!(status(&ok), 200, "{ok}");
+}
+
+const BOB: &str = "sip:bob@example.com";
+
+#[test]
+fn a_udp_phone_registered_at_a_is_called_through_b_and_unregistered() {
+    let bed = Bed::start(6000, "udp");
+    let p = bed.ports;
+    let mut bob = UdpPhone::bind(p.phone());
+    let caller = Caller::bind(p.caller());
+
+    let ok = bob.register(p.sip_a(), "bob", 1, 600);
+    assert_eq!(status(&ok), 200, "{ok}");
+    let seen = bob_through_b(&bed, &caller, &mut bob);
+    eprintln!("propagation register A -> routable at B: {seen:?}");
+    assert!(seen < Duration::from_secs(1), "{seen:?}");
+
+    // The call through B: B's relay anchors the media both ways.
+    let a_media = UdpSocket::bind(lo(p.0 + 7)).unwrap();
+    let b_media = UdpSocket::bind(lo(p.0 + 8)).unwrap();
+    b_media
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let (mut uac, invite) = invite_through_b(&bed, &caller, "shloc-udp-call", &mut bob);
+    assert!(
+        invite.starts_with(&format!("INVITE sip:bob@127.0.0.1:{} ", p.phone())),
+        "{invite}"
+    );
+    assert!(
+        p.b_media().contains(&sdp_port(&invite)),
+        "offer not anchored on B's relay:\n{invite}"
+    );
+    let uas = Uas::new(
+        lo(p.phone()),
+        "b1",
+        &format!("sip:bob@127.0.0.1:{}", p.phone()),
+    );
+    let relay = answer_and_ack(&bed, &caller, &mut uac, &mut bob, &uas, &invite);
+    for seq in 0..5 {
+        a_media.send_to(&pcmu(seq, 0x5eed), lo(relay)).unwrap();
+    }
+    let got = recv_n(&b_media, 5, Duration::from_secs(2));
+    assert_eq!(got.len(), 5, "media did not flow through B's relay");
+    assert!(got
+        .iter()
+        .all(|(_, from)| p.b_media().contains(&from.port())));
+    hang_up(&bed, &caller, &mut uac, &mut bob, &uas);
+
+    // Unregistered at A: B stops routing to it.
+    let ok = bob.register(p.sip_a(), "bob", 2, 0);
+    assert_eq!(status(&ok), 200, "{ok}");
+    let gone = probe_until(
+        &caller,
+        BOB,
+        p.sip_b(),
+        &mut bob,
+        Duration::from_secs(3),
+        |s| matches!(s, 404 | 480),
+    )
+    .unwrap_or_else(|| panic!("B still routes to the unregistered phone\n{}", bed.logs()));
+    eprintln!("propagation unregister A -> 404/480 at B: {gone:?}");
+    assert!(gone < Duration::from_secs(1), "{gone:?}");
+}
+
+#[test]
+fn a_tcp_phone_registered_at_a_is_reached_through_a_on_its_connection() {
+    let bed = Bed::start(6100, "tcp");
+    let p = bed.ports;
+    let mut bob = TcpPhone::connect(p.sip_a());
+    let me = bob.local();
+    let contact = format!("sip:bob@127.0.0.1:{};transport=tcp", me.port());
+    let reg = String::from_utf8(register_bytes(
+        "bob",
+        &[&contact],
+        &me.to_string(),
+        "reg-bob-tcp",
+        1,
+    ))
+    .unwrap()
+    .replace("SIP/2.0/UDP", "SIP/2.0/TCP");
+    bob.send(reg.as_bytes());
+    let ok = bob
+        .next(Duration::from_secs(3))
+        .expect("no 200 to REGISTER");
+    assert_eq!(status(&ok), 200, "{ok}");
+    let caller = Caller::bind(p.caller());
+    let seen = bob_through_b(&bed, &caller, &mut bob);
+    eprintln!("propagation register A (TCP) -> routable at B: {seen:?}");
+
+    let (mut uac, invite) = invite_through_b(&bed, &caller, "shloc-tcp-call", &mut bob);
+    assert!(
+        invite.starts_with(&format!("INVITE {contact} ")),
+        "{invite}"
+    );
+    // A's Via on top (it sent it on the connection), B's below it.
+    let vias: Vec<&str> = invite.lines().filter(|l| l.starts_with("Via:")).collect();
+    assert!(
+        vias[0].contains(&format!("SIP/2.0/TCP {}", p.sip_a())),
+        "{invite}"
+    );
+    assert!(vias[1].contains(&p.sip_b().to_string()), "{invite}");
+    assert!(
+        !invite.contains("\r\nRoute:"),
+        "A removed its Route:\n{invite}"
+    );
+    let uas = Uas::new(me, "b1", &contact);
+    answer_and_ack(&bed, &caller, &mut uac, &mut bob, &uas, &invite);
+    hang_up(&bed, &caller, &mut uac, &mut bob, &uas);
+}
+
+#[test]
+fn with_redis_stopped_each_front_serves_its_own_phones() {
+    let mut bed = Bed::start(6200, "down");
+    let p = bed.ports;
+    let mut bob = UdpPhone::bind(p.phone());
+    let mut carol = UdpPhone::bind(p.0 + 9);
+    let caller = Caller::bind(p.caller());
+    let ok = bob.register(p.sip_a(), "bob", 1, 600);
+    assert_eq!(status(&ok), 200, "{ok}");
+    bob_through_b(&bed, &caller, &mut bob);
+
+    bed.redis.stop(Duration::from_secs(2));
+    // Carol registers at B while Redis is away.
+    let ok = carol.register(p.sip_b(), "carol", 1, 600);
+    assert_eq!(status(&ok), 200, "{ok}");
+    let carol_uri = "sip:carol@example.com";
+    for (i, (front, target, on_carol)) in [
+        (p.sip_a(), BOB, false),
+        (p.sip_b(), carol_uri, true),
+        // What B learnt before the outage stays.
+        (p.sip_b(), BOB, false),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let phone: &mut dyn Phone = if on_carol { &mut carol } else { &mut bob };
+        let mut uac = caller.uac(&format!("down-{i}"), target);
+        assert_eq!(
+            probe(&caller, &mut uac, front, phone),
+            200,
+            "{target} through {front} with Redis down\n{}",
+            bed.logs()
+        );
+    }
+    // A does not know carol yet.
+    let mut uac = caller.uac("down-a-carol", carol_uri);
+    assert_eq!(probe(&caller, &mut uac, p.sip_a(), &mut carol), 404);
+
+    // Redis is back (empty: it saved nothing): B writes carol again, A reloads and sees her.
+    bed.redis = start_redis(p.redis(), bed.dir.path());
+    let back = until_reached(
+        &bed,
+        &caller,
+        carol_uri,
+        p.sip_a(),
+        &mut carol,
+        Duration::from_secs(10),
+    );
+    eprintln!("Redis back -> carol routable at A: {back:?}");
+    // And bob, registered at A before the outage, is written again by A (the store lost
+    // him) and reachable through B.
+    let again = until_reached(
+        &bed,
+        &caller,
+        BOB,
+        p.sip_b(),
+        &mut bob,
+        Duration::from_secs(5),
+    );
+    eprintln!("Redis back -> bob routable at B again: {again:?}");
+}
