@@ -82,7 +82,8 @@ fi
 (cd "$WORK" && exec sipp -sf "$OLDPWD/tools/sipp/uas_rr_sdp.xml" -i $IP -mi $IP -p $UAS \
   -mp 20500 -key rtp_port 20504 -cp $UAS_CP -nostdin -bind_local \
   >"$WORK/uas.out" 2>&1) &
-PIDS+=("$!")
+UAS_PID=$!
+PIDS+=("$UAS_PID")
 sleep 1
 
 # run_step RATE SECS -> 0 when every call succeeded
@@ -94,11 +95,20 @@ run_step() {
     scenario=auth_uac.xml
     uac_auth=(-au alice -ap caller-pw -key from_user alice -key domain $IP)
   fi
-  (cd "$WORK" && timeout $(( secs + 60 )) sipp -sf "$OLDPWD/tools/sipp/$scenario" $IP:$SIP "${uac_auth[@]}" \
+  local udp_drops_before
+  udp_drops_before=$(awk '/^Udp:/ && $2 ~ /^[0-9]/ {print $6}' /proc/net/snmp)
+  local TIMEFORMAT='%U %S'
+  { time (cd "$WORK" && timeout $(( secs + 60 )) sipp -sf "$OLDPWD/tools/sipp/$scenario" $IP:$SIP "${uac_auth[@]}" \
     -s uas -i $IP -mi $IP -p $UAC -mp $UAC_MP -cp $UAC_CP -r "$rate" -m "$calls" -l $(( rate * 4 )) \
     -d 0 -recv_timeout 5000 -nostdin -trace_stat -stf "$csv" -fd 5 -trace_err \
-    >"$WORK/uac_$1_$2.out" 2>&1)
+    >"$WORK/uac_$1_$2.out" 2>&1) ; } 2>"$WORK/uac_$1_$2.time"
   local rc=$?
+  # The generator's own figures: the UAC's CPU seconds for this step, the UAS's so far, and
+  # datagrams the kernel dropped at full receive queues on the machine (any socket) meanwhile.
+  local uac_cpu uas_cpu udp_drops
+  uac_cpu=$(awk '{printf "%.1f", $1 + $2}' "$WORK/uac_$1_$2.time" 2>/dev/null || echo '?')
+  uas_cpu=$(ps -o times= -p "$UAS_PID" 2>/dev/null | tr -d ' ' || echo '?')
+  udp_drops=$(( $(awk '/^Udp:/ && $2 ~ /^[0-9]/ {print $6}' /proc/net/snmp) - udp_drops_before ))
   set -e
   local ok failed
   ok=$(awk -F';' 'NR==1{for(i=1;i<=NF;i++)if($i=="SuccessfulCall(C)")s=i;if(!s)exit}END{print $s}' "$csv" 2>/dev/null || echo 0)
@@ -110,7 +120,7 @@ run_step() {
   local refused retrans
   refused=$(awk '$1=="503" && $2 ~ /^</ {n+=$3} END{print n+0}' "$WORK/uac_$1_$2.out")
   retrans=$(awk '$1=="INVITE" && $2 ~ /^-/ {n+=$4} END{print n+0}' "$WORK/uac_$1_$2.out")
-  echo "rate $rate/s for ${secs}s: rc=$rc successful=$ok failed=$failed refused-503=$refused invite-retrans=$retrans (relay CPU so far ${cpu}s)"
+  echo "rate $rate/s for ${secs}s: rc=$rc successful=$ok failed=$failed refused-503=$refused invite-retrans=$retrans (relay CPU so far ${cpu}s; SIPp UAC ${uac_cpu}s, UAS so far ${uas_cpu}s; UDP receive-queue drops $udp_drops)"
   [ "$rc" = 0 ] && [ "$failed" = 0 ] && [ "$ok" = "$calls" ]
 }
 
