@@ -41,6 +41,13 @@ pub fn request(ctx: &MediaCtx<'_>, body: &[u8]) -> Owned {
     replace.push("session-connection");
     d.insert("replace", replace);
     d.insert("ICE", "remove");
+    if let Some(names) = ctx.direction {
+        let mut dir = Owned::list();
+        for n in names {
+            dir.push(n);
+        }
+        d.insert("direction", dir);
+    }
     if let Some(ip) = options_for(body, ctx.source.ip()).sip_source {
         let mut flags = Owned::list();
         flags.push("SIP-source-address");
@@ -116,6 +123,7 @@ mod tests {
             to_tag: Some("tt"),
             via_branch: Some("z9hG4bKx"),
             source: src.parse::<SocketAddr>().unwrap(),
+            direction: None,
         }
     }
 

@@ -119,7 +119,10 @@ pub fn apply<B: MediaBackend>(
                 label: None,
                 sdp: body,
             };
-            let opts = options_for(body, ctx.source.ip());
+            let mut opts = options_for(body, ctx.source.ip());
+            if let Some(d) = ctx.direction {
+                opts.direction = d.iter().map(|n| (*n).to_owned()).collect();
+            }
             let result = match ctx.op {
                 MediaOp::Answer => mgr.answer(&sig, &opts, now),
                 _ => mgr.offer(&sig, &opts, now),
@@ -240,6 +243,7 @@ mod tests {
             to_tag: to,
             via_branch: None,
             source: src.parse::<SocketAddr>().unwrap(),
+            direction: None,
         }
     }
 
