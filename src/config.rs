@@ -204,6 +204,11 @@ pub struct Cli {
     /// repeatable.
     #[arg(long = "sip-trusted", value_name = "CIDR")]
     pub sip_trusted: Vec<Cidr>,
+    /// With named interfaces: SIP peers in CIDR are on the network of interface NAME (their
+    /// media is anchored there; longest prefix wins); repeatable. Peers no rule names are on
+    /// the interface whose subnet holds them, else on the default interface.
+    #[arg(long = "sip-network", value_name = "NAME=CIDR")]
+    pub sip_networks: Vec<String>,
     /// Anchor the SIP proxy's media on this relay (another rtpanchor or an rtpengine, over
     /// ng): `ng:HOST:PORT[;weight=N][;transport=tcp]`, or `embedded[;weight=N]` for this
     /// process's own relay; repeatable (a weighted set, a call sticks to one relay).
@@ -305,6 +310,7 @@ struct FileConfig {
     sip_users: Option<PathBuf>,
     sip_open: Option<bool>,
     sip_trusted: Option<Vec<String>>,
+    sip_network: Option<Vec<String>>,
     media_relay: Option<Vec<String>>,
     sip_auth_algorithms: Option<Vec<String>>,
     sip_max_rate: Option<u32>,
@@ -370,6 +376,8 @@ pub struct Config {
     /// Serving SIP on a public address without authentication was asked for explicitly.
     pub sip_open: bool,
     pub sip_trusted: Vec<Cidr>,
+    /// `--sip-network NAME=CIDR` rules, as given.
+    pub sip_networks: Vec<(String, Cidr)>,
     /// `--media-relay` (empty: the embedded relay alone).
     pub media_relays: Vec<crate::relayset::RelaySpec>,
     pub sip_auth_algorithms: Vec<Algorithm>,
@@ -437,6 +445,7 @@ impl Default for Config {
             sip_users: None,
             sip_open: false,
             sip_trusted: Vec::new(),
+            sip_networks: Vec::new(),
             media_relays: Vec::new(),
             sip_auth_algorithms: vec![Algorithm::Md5, Algorithm::Sha256],
             sip_max_rate: 100,
@@ -543,6 +552,15 @@ impl Config {
             .unwrap_or(c.sip_max_message);
         c.sip_users = cli.sip_users.clone().or(file.sip_users);
         c.sip_open = cli.sip_open || file.sip_open.unwrap_or(false);
+        let rules = if cli.sip_networks.is_empty() {
+            file.sip_network.unwrap_or_default()
+        } else {
+            cli.sip_networks.clone()
+        };
+        c.sip_networks = rules
+            .iter()
+            .map(|r| crate::sip::networks::parse_rule(r).map_err(|e| anyhow::anyhow!(e)))
+            .collect::<anyhow::Result<_>>()?;
         c.sip_trusted = if cli.sip_trusted.is_empty() {
             parse_cidrs(file.sip_trusted.unwrap_or_default())?
         } else {
@@ -613,6 +631,12 @@ impl Config {
         Ok(c)
     }
 
+    /// Whether the interfaces carry more than one name: the SIP proxy then listens on each
+    /// address and picks the network per peer (`sip::networks`).
+    pub fn bridges_networks(&self) -> bool {
+        crate::session::interfaces::names(&self.interfaces).len() > 1
+    }
+
     pub fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(
             self.port_min < self.port_max,
@@ -634,6 +658,23 @@ impl Config {
             self.timeout_secs >= 1,
             "--timeout must be at least 1 second"
         );
+        for (name, cidr) in &self.sip_networks {
+            anyhow::ensure!(
+                crate::session::interfaces::is_known(&self.interfaces, name),
+                "--sip-network {name}={cidr}: no interface is named {name}"
+            );
+        }
+        if self.listen_sip.is_some() && self.bridges_networks() {
+            for i in &self.interfaces {
+                anyhow::ensure!(
+                    i.local.is_loopback() || self.sip_users.is_some() || self.sip_open,
+                    "refusing to serve SIP on interface {} ({}) without authentication: give \
+                     --sip-users FILE or --sip-open",
+                    i.name,
+                    i.local
+                );
+            }
+        }
         anyhow::ensure!(
             (MIN_SIP_MESSAGE..=MAX_SIP_MESSAGE).contains(&self.sip_max_message),
             "--sip-max-message must be within {MIN_SIP_MESSAGE}-{MAX_SIP_MESSAGE} bytes"

@@ -88,6 +88,17 @@ impl SipNetworks {
         self.addrs.push(addr);
     }
 
+    /// Gives addresses added with port 0 the port the listener got.
+    pub fn set_port(&mut self, port: u16) {
+        for a in &mut self.addrs {
+            for at in [&mut a.local, &mut a.advertised] {
+                if at.port() == 0 {
+                    at.set_port(port);
+                }
+            }
+        }
+    }
+
     /// Whether there is more than one network to choose from.
     pub fn is_bridging(&self) -> bool {
         let first = self.addrs.first().map_or("", |a| a.name.as_str());
