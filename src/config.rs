@@ -807,6 +807,34 @@ mod tests {
     }
 
     #[test]
+    fn sip_networks_need_known_names_and_bridging_needs_authentication() {
+        let base = [
+            "x",
+            "--interface",
+            "internal/10.0.0.1",
+            "--interface",
+            "external/203.0.113.1",
+            "--listen-sip",
+            "10.0.0.1:5060",
+            "--sip-open",
+        ];
+        let with = |more: &[&str]| {
+            let args: Vec<&str> = base.iter().chain(more).copied().collect();
+            Config::load(&Cli::parse_from(args))
+        };
+        let c = with(&["--sip-network", "external=0.0.0.0/0"]).unwrap();
+        assert!(c.bridges_networks());
+        assert_eq!(c.sip_networks.len(), 1);
+        assert_eq!(c.sip_networks[0].0, "external");
+        assert!(with(&["--sip-network", "dmz=192.0.2.0/24"]).is_err());
+        assert!(with(&["--sip-network", "external"]).is_err());
+        // Without --sip-open (or users) the interfaces would be an open registrar.
+        let closed = Cli::parse_from(&base[..base.len() - 1]);
+        assert!(Config::load(&closed).is_err());
+        assert!(!Config::load(&Cli::default()).unwrap().bridges_networks());
+    }
+
+    #[test]
     fn named_interfaces_from_flags_and_file() {
         let c = Config::load(&Cli::default()).unwrap();
         assert_eq!(c.interfaces.len(), 1);

@@ -149,6 +149,20 @@ mod tests {
     }
 
     #[test]
+    fn the_proxys_interface_names_go_as_direction() {
+        let plain = request(&ctx(MediaOp::Offer, "10.0.0.9:5060"), NATED);
+        assert!(plain.get("direction").is_none());
+        let bridged = MediaCtx {
+            direction: Some(["internal", "external"]),
+            ..ctx(MediaOp::Offer, "10.0.0.9:5060")
+        };
+        let r = request(&bridged, NATED);
+        let d = r.get("direction").and_then(Owned::as_list).unwrap();
+        let names: Vec<_> = d.iter().filter_map(Owned::as_str).collect();
+        assert_eq!(names, ["internal", "external"]);
+    }
+
+    #[test]
     fn delete_names_only_the_call() {
         let r = request(&ctx(MediaOp::Delete, "198.51.100.1:5060"), b"");
         assert_eq!(r.get("command").and_then(Owned::as_str), Some("delete"));

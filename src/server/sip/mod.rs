@@ -1,4 +1,6 @@
-//! The built-in SIP proxy's transport (tokio): UDP and TCP on one address (`--listen-sip`),
+//! The built-in SIP proxy's transport (tokio): UDP and TCP on one address (`--listen-sip`), or
+//! on every interface address when bridging networks (`also_listen`; a UDP message then leaves
+//! from the socket on its destination's network, `sip::networks`),
 //! TLS on another (`--listen-sips`, see `tls`), feeding the sans-IO [`Proxy`] and carrying out the [`Transmit`]s it returns. Media steps
 //! reach the session manager shared with the ng server through [`SharedMedia`].
 //!
