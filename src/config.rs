@@ -631,10 +631,13 @@ impl Config {
         Ok(c)
     }
 
-    /// Whether the interfaces carry more than one name: the SIP proxy then listens on each
-    /// address and picks the network per peer (`sip::networks`).
+    /// Whether the SIP proxy bridges networks: `--listen-sip` given and the interfaces carry
+    /// more than one name. It then listens on each interface address and picks the network
+    /// per peer (`sip::networks`). The default loopback listener stays as it is.
     pub fn bridges_networks(&self) -> bool {
-        crate::session::interfaces::names(&self.interfaces).len() > 1
+        self.listen_sip.is_some()
+            && self.listen_sip_explicit
+            && crate::session::interfaces::names(&self.interfaces).len() > 1
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
@@ -831,6 +834,9 @@ mod tests {
         // Without --sip-open (or users) the interfaces would be an open registrar.
         let closed = Cli::parse_from(&base[..base.len() - 1]);
         assert!(Config::load(&closed).is_err());
+        // Without --listen-sip the default loopback listener is kept: nothing to refuse.
+        let ng_only = Cli::parse_from(&base[..5]);
+        assert!(!Config::load(&ng_only).unwrap().bridges_networks());
         assert!(!Config::load(&Cli::default()).unwrap().bridges_networks());
     }
 
