@@ -73,8 +73,11 @@ fn wait_exit(p: &mut Proc, limit: Duration) -> Option<std::process::ExitStatus> 
 
 #[test]
 fn phones_on_two_networks_call_each_other_through_the_proxy() {
-    if !rtpanchor_is_root() {
-        eprintln!("SKIPPED (not a pass): network namespaces need root");
+    if !common::netns::is_root() {
+        eprintln!(
+            "SKIP phones_on_two_networks_call_each_other_through_the_proxy: network \
+             namespaces and veths need root"
+        );
         return;
     }
     let id = std::process::id();
@@ -112,16 +115,6 @@ fn phones_on_two_networks_call_each_other_through_the_proxy() {
         let line = said.lines().find(|l| l.starts_with("PHONE ")).unwrap_or("");
         eprintln!("{who}: {line}");
     }
-}
-
-/// Whether we run as root (namespaces and veths need it).
-fn rtpanchor_is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        == Some("0")
 }
 
 // ---------------------------------------------------------------------------------------

@@ -123,3 +123,14 @@ pub fn inner_test(inner: &str) -> Command {
         .args(["--test-threads", "1"]);
     c
 }
+
+/// Whether we run as root (effective uid 0, from /proc/self/status): namespaces and veths
+/// need it.
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .find(|l| l.starts_with("Uid:"))
+            .and_then(|l| l.split_whitespace().nth(2))
+            == Some("0")
+    })
+}
