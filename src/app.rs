@@ -469,6 +469,37 @@ type SipStarted = (
     Option<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)>,
 );
 
+/// The networks the SIP proxy bridges: one per interface name, each interface address
+/// served on `port`, its subnet the prefix the OS has configured on it (`getifaddrs`).
+fn sip_networks(config: &Config, port: u16) -> crate::sip::networks::SipNetworks {
+    use crate::sip::networks::{SipAddr, SipNetworks};
+    let default = crate::session::interfaces::default_name(&config.interfaces).unwrap_or("");
+    let mut n = SipNetworks::new(default, config.sip_networks.clone());
+    for i in &config.interfaces {
+        let found = crate::dataplane::ifaddrs::find(i.local);
+        let subnet = found
+            .as_ref()
+            .and_then(|f| f.prefix_len)
+            .and_then(|len| crate::cidr::Cidr::new(i.local, len));
+        tracing::info!(
+            interface = %i.name,
+            address = %i.local,
+            device = found.as_ref().map_or("?", |f| f.device.as_str()),
+            subnet = subnet.map(|c| c.to_string()).unwrap_or_else(|| "none".into()),
+            "SIP network"
+        );
+        n.add_address(
+            SipAddr {
+                name: i.name.clone(),
+                local: std::net::SocketAddr::new(i.local, port),
+                advertised: std::net::SocketAddr::new(i.sdp_addr(), port),
+            },
+            subnet,
+        );
+    }
+    n
+}
+
 /// Binds the built-in SIP proxy (unless `--no-sip`) and starts it. The default listener is
 /// best-effort (a taken port is a warning); an explicit `--listen-sip` must bind.
 async fn start_sip(
@@ -483,12 +514,26 @@ async fn start_sip(
     };
     // The address the proxy writes into Via and Record-Route: a wildcard listener is known
     // to peers by the advertised media address.
-    let local = if listen.ip().is_unspecified() {
+    let mut local = if listen.ip().is_unspecified() {
         std::net::SocketAddr::new(config.interface.advertised, listen.port())
     } else {
         listen
     };
+    let (mut listen, mut also_listen) = (listen, Vec::new());
+    let networks = if config.bridges_networks() {
+        let n = sip_networks(config, listen.port());
+        // Every interface address is served, on the port of --listen-sip.
+        if let Some((first, rest)) = n.addresses().split_first() {
+            listen = first.local;
+            local = first.advertised;
+            also_listen = rest.iter().map(|a| a.local.ip()).collect();
+        }
+        n
+    } else {
+        crate::sip::networks::SipNetworks::default()
+    };
     let mut proxy = ProxyConfig::new(local);
+    proxy.networks = networks;
     proxy.domains = config.domains.clone();
     proxy.outbound = config.sip_outbound;
     if config.sip_presence {
@@ -528,6 +573,7 @@ async fn start_sip(
         presence_store,
         tls,
         media_relays: config.media_relays.clone(),
+        also_listen,
         ..SipServerConfig::default()
     };
     let auth = sip_authenticator(config)?;

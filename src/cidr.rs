@@ -13,6 +13,17 @@ pub struct Cidr {
 }
 
 impl Cidr {
+    /// The prefix of `len` bits holding `addr` (`None`: longer than the family allows).
+    pub fn new(addr: IpAddr, len: u8) -> Option<Cidr> {
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        (len <= max).then_some(Cidr { addr, len })
+    }
+
+    /// The prefix length in bits (the longer, the more specific).
+    pub fn prefix_len(&self) -> u8 {
+        self.len
+    }
+
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = match ip {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),

@@ -204,6 +204,11 @@ pub struct Cli {
     /// repeatable.
     #[arg(long = "sip-trusted", value_name = "CIDR")]
     pub sip_trusted: Vec<Cidr>,
+    /// With named interfaces: SIP peers in CIDR are on the network of interface NAME (their
+    /// media is anchored there; longest prefix wins); repeatable. Peers no rule names are on
+    /// the interface whose subnet holds them, else on the default interface.
+    #[arg(long = "sip-network", value_name = "NAME=CIDR")]
+    pub sip_networks: Vec<String>,
     /// Anchor the SIP proxy's media on this relay (another rtpanchor or an rtpengine, over
     /// ng): `ng:HOST:PORT[;weight=N][;transport=tcp]`, or `embedded[;weight=N]` for this
     /// process's own relay; repeatable (a weighted set, a call sticks to one relay).
@@ -305,6 +310,7 @@ struct FileConfig {
     sip_users: Option<PathBuf>,
     sip_open: Option<bool>,
     sip_trusted: Option<Vec<String>>,
+    sip_network: Option<Vec<String>>,
     media_relay: Option<Vec<String>>,
     sip_auth_algorithms: Option<Vec<String>>,
     sip_max_rate: Option<u32>,
@@ -370,6 +376,8 @@ pub struct Config {
     /// Serving SIP on a public address without authentication was asked for explicitly.
     pub sip_open: bool,
     pub sip_trusted: Vec<Cidr>,
+    /// `--sip-network NAME=CIDR` rules, as given.
+    pub sip_networks: Vec<(String, Cidr)>,
     /// `--media-relay` (empty: the embedded relay alone).
     pub media_relays: Vec<crate::relayset::RelaySpec>,
     pub sip_auth_algorithms: Vec<Algorithm>,
@@ -437,6 +445,7 @@ impl Default for Config {
             sip_users: None,
             sip_open: false,
             sip_trusted: Vec::new(),
+            sip_networks: Vec::new(),
             media_relays: Vec::new(),
             sip_auth_algorithms: vec![Algorithm::Md5, Algorithm::Sha256],
             sip_max_rate: 100,
@@ -543,6 +552,15 @@ impl Config {
             .unwrap_or(c.sip_max_message);
         c.sip_users = cli.sip_users.clone().or(file.sip_users);
         c.sip_open = cli.sip_open || file.sip_open.unwrap_or(false);
+        let rules = if cli.sip_networks.is_empty() {
+            file.sip_network.unwrap_or_default()
+        } else {
+            cli.sip_networks.clone()
+        };
+        c.sip_networks = rules
+            .iter()
+            .map(|r| crate::sip::networks::parse_rule(r).map_err(|e| anyhow::anyhow!(e)))
+            .collect::<anyhow::Result<_>>()?;
         c.sip_trusted = if cli.sip_trusted.is_empty() {
             parse_cidrs(file.sip_trusted.unwrap_or_default())?
         } else {
@@ -613,6 +631,15 @@ impl Config {
         Ok(c)
     }
 
+    /// Whether the SIP proxy bridges networks: `--listen-sip` given and the interfaces carry
+    /// more than one name. It then listens on each interface address and picks the network
+    /// per peer (`sip::networks`). The default loopback listener stays as it is.
+    pub fn bridges_networks(&self) -> bool {
+        self.listen_sip.is_some()
+            && self.listen_sip_explicit
+            && crate::session::interfaces::names(&self.interfaces).len() > 1
+    }
+
     pub fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(
             self.port_min < self.port_max,
@@ -634,6 +661,23 @@ impl Config {
             self.timeout_secs >= 1,
             "--timeout must be at least 1 second"
         );
+        for (name, cidr) in &self.sip_networks {
+            anyhow::ensure!(
+                crate::session::interfaces::is_known(&self.interfaces, name),
+                "--sip-network {name}={cidr}: no interface is named {name}"
+            );
+        }
+        if self.listen_sip.is_some() && self.bridges_networks() {
+            for i in &self.interfaces {
+                anyhow::ensure!(
+                    i.local.is_loopback() || self.sip_users.is_some() || self.sip_open,
+                    "refusing to serve SIP on interface {} ({}) without authentication: give \
+                     --sip-users FILE or --sip-open",
+                    i.name,
+                    i.local
+                );
+            }
+        }
         anyhow::ensure!(
             (MIN_SIP_MESSAGE..=MAX_SIP_MESSAGE).contains(&self.sip_max_message),
             "--sip-max-message must be within {MIN_SIP_MESSAGE}-{MAX_SIP_MESSAGE} bytes"
@@ -763,6 +807,37 @@ mod tests {
         let i: Interface = "pub/::1".parse().unwrap();
         assert_eq!(i.local.to_string(), "::1");
         assert!("nonsense".parse::<Interface>().is_err());
+    }
+
+    #[test]
+    fn sip_networks_need_known_names_and_bridging_needs_authentication() {
+        let base = [
+            "x",
+            "--interface",
+            "internal/10.0.0.1",
+            "--interface",
+            "external/203.0.113.1",
+            "--listen-sip",
+            "10.0.0.1:5060",
+            "--sip-open",
+        ];
+        let with = |more: &[&str]| {
+            let args: Vec<&str> = base.iter().chain(more).copied().collect();
+            Config::load(&Cli::parse_from(args))
+        };
+        let c = with(&["--sip-network", "external=0.0.0.0/0"]).unwrap();
+        assert!(c.bridges_networks());
+        assert_eq!(c.sip_networks.len(), 1);
+        assert_eq!(c.sip_networks[0].0, "external");
+        assert!(with(&["--sip-network", "dmz=192.0.2.0/24"]).is_err());
+        assert!(with(&["--sip-network", "external"]).is_err());
+        // Without --sip-open (or users) the interfaces would be an open registrar.
+        let closed = Cli::parse_from(&base[..base.len() - 1]);
+        assert!(Config::load(&closed).is_err());
+        // Without --listen-sip the default loopback listener is kept: nothing to refuse.
+        let ng_only = Cli::parse_from(&base[..5]);
+        assert!(!Config::load(&ng_only).unwrap().bridges_networks());
+        assert!(!Config::load(&Cli::default()).unwrap().bridges_networks());
     }
 
     #[test]

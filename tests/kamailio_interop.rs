@@ -230,16 +230,6 @@ fn wait_proxy_ready(kam: &mut Peer, port: u16, limit: Duration) -> Result<(), St
     ))
 }
 
-/// Whether we run as root (from /proc/self/status), for SIPp's raw-socket pcap play.
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines()
-            .find(|l| l.starts_with("Uid:"))
-            .and_then(|l| l.split_whitespace().nth(2))
-            == Some("0")
-    })
-}
-
 /// One SDP summary line logged by the scenarios:
 /// `<TAG> call-id=<id> c=IN IP4 <addr> m=audio <port>`.
 #[derive(Debug)]
@@ -511,7 +501,7 @@ fn sipp_calls_through_kamailio_anchor_media_on_relay() {
         "no RTP reached the callee's media port {} ({} non-RTP datagrams){}; relay log:\n{}",
         PORTS.sink,
         report.not_rtp,
-        if is_root() {
+        if common::netns::is_root() {
             ""
         } else {
             " -- SIPp's pcap play needs a raw socket: run as root or with CAP_NET_RAW"

@@ -21,12 +21,15 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::net::{SocketAddr, UdpSocket};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::kernel::cannot_run;
 use common::media::rtp;
-use common::netns::{ip, Namespaces};
+use common::netns::{
+    inner_test, spawn_in, two_networks, Namespaces, Proc, INET_PHONE, INET_RELAY, LAN_PHONE,
+    LAN_RELAY,
+};
 use common::ng::{client, find_int, ng};
 use common::peers::tail;
 use common::TempDir;
@@ -34,91 +37,26 @@ use rtpanchor::client::ng::NgClient;
 use rtpanchor::control::bencode::Owned;
 use rtpanchor::sdp::AudioSdp;
 
-const LAN_RELAY: &str = "10.0.0.1";
-const LAN_PHONE: &str = "10.0.0.10";
-const INET_RELAY: &str = "203.0.113.1";
-const INET_PHONE: &str = "203.0.113.20";
 const NG_PORT: u16 = 3000;
 const LAN_PORT: u16 = 3010;
 const INET_PORT: u16 = 3020;
 const MEDIA: (u16, u16) = (3100, 3199);
 
-/// A process of the test's, killed by pid when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Builds the three namespaces and their two links, named with `tag`. Returns (guard, lan,
 /// inet, relay).
 fn build(tag: char) -> (Namespaces, String, String, String) {
     let id = std::process::id();
-    let (lan, inet, relay) = (
-        format!("ra24-lan-{tag}{id}"),
-        format!("ra24-inet-{tag}{id}"),
-        format!("ra24-relay-{tag}{id}"),
-    );
-    let n = id % 100_000;
-    let guard = Namespaces(vec![lan.clone(), inet.clone(), relay.clone()]);
-    for ns in &guard.0 {
-        ip(&["netns", "add", ns]);
-        ip(&["-n", ns, "link", "set", "lo", "up"]);
-    }
-    for (phone_ns, p_dev, r_dev, p_ip, r_ip) in [
-        (
-            &lan,
-            format!("ra24l{tag}{n}"),
-            format!("ra24L{tag}{n}"),
-            LAN_PHONE,
-            LAN_RELAY,
-        ),
-        (
-            &inet,
-            format!("ra24i{tag}{n}"),
-            format!("ra24I{tag}{n}"),
-            INET_PHONE,
-            INET_RELAY,
-        ),
-    ] {
-        ip(&[
-            "link", "add", &p_dev, "type", "veth", "peer", "name", &r_dev,
-        ]);
-        ip(&["link", "set", &p_dev, "netns", phone_ns]);
-        ip(&["link", "set", &r_dev, "netns", &relay]);
-        ip(&[
-            "-n",
-            phone_ns,
-            "addr",
-            "add",
-            &format!("{p_ip}/24"),
-            "dev",
-            &p_dev,
-        ]);
-        ip(&["-n", phone_ns, "link", "set", &p_dev, "up"]);
-        ip(&[
-            "-n",
-            &relay,
-            "addr",
-            "add",
-            &format!("{r_ip}/24"),
-            "dev",
-            &r_dev,
-        ]);
-        ip(&["-n", &relay, "link", "set", &r_dev, "up"]);
-        ip(&["-n", phone_ns, "route", "add", "default", "via", r_ip]);
-    }
-    // A new namespace does not forward: the relay's is no router (the LAN side checks).
-    (guard, lan, inet, relay)
+    two_networks(
+        "ra24",
+        &format!("{tag}{id}"),
+        &format!("{tag}{}", id % 100_000),
+        [(LAN_PHONE, LAN_RELAY), (INET_PHONE, INET_RELAY)],
+    )
 }
 
 fn start_relay(ns: &str, engine: &str, log: &std::path::Path) -> Proc {
-    let out = std::fs::File::create(log).unwrap();
-    let child = Command::new("ip")
-        .args(["netns", "exec", ns, env!("CARGO_BIN_EXE_rtpanchor")])
+    let mut relay = Command::new(env!("CARGO_BIN_EXE_rtpanchor"));
+    relay
         .args(["--interface", &format!("internal/{LAN_RELAY}")])
         .args(["--interface", &format!("external/{INET_RELAY}")])
         .args(["--listen-ng", &format!("{LAN_RELAY}:{NG_PORT}")])
@@ -126,30 +64,13 @@ fn start_relay(ns: &str, engine: &str, log: &std::path::Path) -> Proc {
         .args(["--port-min", &MEDIA.0.to_string()])
         .args(["--port-max", &MEDIA.1.to_string()])
         .args(["--num-threads", "1", "--io-engine", engine])
-        .args(["--log-level", "info"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(out.try_clone().unwrap()))
-        .stderr(Stdio::from(out))
-        .spawn()
-        .expect("start rtpanchor in its namespace");
-    Proc(child)
+        .args(["--log-level", "info"]);
+    spawn_in(ns, &mut relay, log)
 }
 
 /// The internet phone: this binary's `inet_echo_phone` in the internet namespace.
 fn start_echo(ns: &str, log: &std::path::Path) -> Proc {
-    let out = std::fs::File::create(log).unwrap();
-    let exe = std::env::current_exe().expect("the test binary");
-    let child = Command::new("ip")
-        .args(["netns", "exec", ns])
-        .arg(exe)
-        .args(["--exact", "inet_echo_phone", "--ignored", "--nocapture"])
-        .args(["--test-threads", "1"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(out.try_clone().unwrap()))
-        .stderr(Stdio::from(out))
-        .spawn()
-        .expect("start the internet phone");
-    Proc(child)
+    spawn_in(ns, &mut inner_test("inet_echo_phone"), log)
 }
 
 fn run(engine: &str) {

@@ -13,6 +13,7 @@ pub mod fault;
 pub mod fdpass;
 pub mod forward;
 pub mod gso;
+pub mod ifaddrs;
 pub mod kernel;
 pub mod mmsg;
 pub mod panic_hook;

@@ -438,6 +438,7 @@ mod tests {
             to_tag: None,
             via_branch: Some("z9hG4bK1"),
             source: "192.0.2.1:5060".parse::<SocketAddr>().unwrap(),
+            direction: None,
         }
     }
 

@@ -41,6 +41,13 @@ pub fn request(ctx: &MediaCtx<'_>, body: &[u8]) -> Owned {
     replace.push("session-connection");
     d.insert("replace", replace);
     d.insert("ICE", "remove");
+    if let Some(names) = ctx.direction {
+        let mut dir = Owned::list();
+        for n in names {
+            dir.push(n);
+        }
+        d.insert("direction", dir);
+    }
     if let Some(ip) = options_for(body, ctx.source.ip()).sip_source {
         let mut flags = Owned::list();
         flags.push("SIP-source-address");
@@ -116,6 +123,7 @@ mod tests {
             to_tag: Some("tt"),
             via_branch: Some("z9hG4bKx"),
             source: src.parse::<SocketAddr>().unwrap(),
+            direction: None,
         }
     }
 
@@ -138,6 +146,20 @@ mod tests {
         let r = request(&ctx(MediaOp::Answer, "10.0.0.9:5060"), NATED);
         assert_eq!(r.get("command").and_then(Owned::as_str), Some("answer"));
         assert!(r.get("received-from").is_none());
+    }
+
+    #[test]
+    fn the_proxys_interface_names_go_as_direction() {
+        let plain = request(&ctx(MediaOp::Offer, "10.0.0.9:5060"), NATED);
+        assert!(plain.get("direction").is_none());
+        let bridged = MediaCtx {
+            direction: Some(["internal", "external"]),
+            ..ctx(MediaOp::Offer, "10.0.0.9:5060")
+        };
+        let r = request(&bridged, NATED);
+        let d = r.get("direction").and_then(Owned::as_list).unwrap();
+        let names: Vec<_> = d.iter().filter_map(Owned::as_str).collect();
+        assert_eq!(names, ["internal", "external"]);
     }
 
     #[test]

@@ -14,6 +14,8 @@
 //!   address is private (RFC 1918, RFC 6598 shared space, IPv6 ULA) but the SIP message came
 //!   from a non-private address, the media endpoint is the SIP source IP with the SDP's port.
 //!   The relay then never sends media to an unreachable private address.
+//! - Two networks: the interface names the proxy chose per side (`MediaCtx::direction`, from
+//!   where each peer is) become ng `direction`, so each side's SDP names its own network.
 //! - Delete: Call-ID + From-tag (+ Via branch), no To-tag, as the module sends it: the whole
 //!   call, or only a forked branch's dialogue when the branch names one. A delete of a call the
 //!   relay does not hold is not an error (a BYE for a call without SDP).
@@ -119,7 +121,10 @@ pub fn apply<B: MediaBackend>(
                 label: None,
                 sdp: body,
             };
-            let opts = options_for(body, ctx.source.ip());
+            let mut opts = options_for(body, ctx.source.ip());
+            if let Some(d) = ctx.direction {
+                opts.direction = d.iter().map(|n| (*n).to_owned()).collect();
+            }
             let result = match ctx.op {
                 MediaOp::Answer => mgr.answer(&sig, &opts, now),
                 _ => mgr.offer(&sig, &opts, now),
@@ -240,6 +245,7 @@ mod tests {
             to_tag: to,
             via_branch: None,
             source: src.parse::<SocketAddr>().unwrap(),
+            direction: None,
         }
     }
 
@@ -248,6 +254,37 @@ mod tests {
             MediaResult::NewBody(b) => String::from_utf8(b).unwrap(),
             other => panic!("expected a new body, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn the_proxys_direction_picks_each_sides_interface() {
+        let cfg = ManagerConfig {
+            interfaces: vec![
+                RelayInterface::new("internal", "10.0.0.1".parse().unwrap()),
+                RelayInterface::new("external", "203.0.113.1".parse().unwrap()),
+            ],
+            port_min: 30000,
+            port_max: 30999,
+            ..ManagerConfig::default()
+        };
+        let mut m = SessionManager::new(FakeBackend::new(30000, 30999).unwrap(), cfg, 1);
+        let mut hook = ManagerMedia { manager: &mut m };
+        let dir = Some(["internal", "external"]);
+        let offer = MediaCtx {
+            direction: dir,
+            ..ctx(MediaOp::Offer, "c1", None, "10.0.0.10:5060")
+        };
+        // The offer goes to the external side: it names the external address.
+        let out = body(hook.media(&offer, OFFER.as_bytes(), 2));
+        assert!(out.contains("c=IN IP4 203.0.113.1\r\n"), "{out}");
+        let answer = MediaCtx {
+            direction: dir,
+            ..ctx(MediaOp::Answer, "c1", Some("tt"), "203.0.113.20:5060")
+        };
+        // The answer goes back to the internal side.
+        let ans = body(hook.media(&answer, ANSWER.as_bytes(), 3));
+        assert!(ans.contains("c=IN IP4 10.0.0.1\r\n"), "{ans}");
+        assert!(!ans.contains("203.0.113.1"), "{ans}");
     }
 
     #[test]

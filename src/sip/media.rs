@@ -41,6 +41,10 @@ pub struct MediaCtx<'a> {
     pub via_branch: Option<&'a str>,
     /// Where the SIP message came from.
     pub source: SocketAddr,
+    /// The interface names media is anchored on, as ng `direction` reads them (for an
+    /// offer the SDP's sender first, for an answer its receiver first); `None`: the default
+    /// for both sides (the proxy does not bridge networks).
+    pub direction: Option<[&'a str; 2]>,
 }
 
 /// What the media layer did with a body.

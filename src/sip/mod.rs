@@ -26,6 +26,7 @@ pub mod header;
 pub mod lex;
 pub mod media;
 pub mod message;
+pub mod networks;
 pub mod number;
 pub mod parse;
 pub mod presence;

@@ -295,46 +295,7 @@ fn attach_if_detached(ebpf: &Mutex<aya::Ebpf>, device: &str, prog_id: u32) -> Re
 
 /// The name of the network device that has `ip`.
 fn device_with(ip: IpAddr) -> Option<String> {
-    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs writes a list head to a live pointer; the list is freed below.
-    if unsafe { libc::getifaddrs(&mut list) } != 0 {
-        return None;
-    }
-    let mut found = None;
-    let mut cur = list;
-    while !cur.is_null() {
-        // SAFETY: `cur` is a node of the list getifaddrs returned, not yet freed.
-        let ifa = unsafe { &*cur };
-        cur = ifa.ifa_next;
-        if ifa.ifa_addr.is_null() || ifa.ifa_name.is_null() {
-            continue;
-        }
-        // SAFETY: ifa_addr points to a sockaddr of the family it names (AF_INET: a
-        // sockaddr_in, AF_INET6: a sockaddr_in6), owned by the list.
-        let family = unsafe { (*ifa.ifa_addr).sa_family };
-        let matches = match (i32::from(family), ip) {
-            (libc::AF_INET, IpAddr::V4(ip)) => {
-                // SAFETY: as above, an AF_INET address is a sockaddr_in.
-                let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
-                sin.sin_addr.s_addr.to_ne_bytes() == ip.octets()
-            }
-            (libc::AF_INET6, IpAddr::V6(ip)) => {
-                // SAFETY: as above, an AF_INET6 address is a sockaddr_in6.
-                let sin6 = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
-                sin6.sin6_addr.s6_addr == ip.octets()
-            }
-            _ => false,
-        };
-        if matches {
-            // SAFETY: ifa_name is a NUL-terminated string owned by the list.
-            let name = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) };
-            found = Some(name.to_string_lossy().into_owned());
-            break;
-        }
-    }
-    // SAFETY: frees the list getifaddrs returned, once; no reference into it outlives this.
-    unsafe { libc::freeifaddrs(list) };
-    found
+    crate::dataplane::ifaddrs::find(ip).map(|a| a.device)
 }
 
 fn kernel_at_least(major: u32, minor: u32) -> bool {

@@ -1,4 +1,6 @@
-//! The built-in SIP proxy's transport (tokio): UDP and TCP on one address (`--listen-sip`),
+//! The built-in SIP proxy's transport (tokio): UDP and TCP on one address (`--listen-sip`), or
+//! on every interface address when bridging networks (`also_listen`; a UDP message then leaves
+//! from the socket on its destination's network, `sip::networks`),
 //! TLS on another (`--listen-sips`, see `tls`), feeding the sans-IO [`Proxy`] and carrying out the [`Transmit`]s it returns. Media steps
 //! reach the session manager shared with the ng server through [`SharedMedia`].
 //!
@@ -48,6 +50,7 @@ use crate::session::sip_media::SharedMedia;
 use crate::sip::auth::{AuthHook, AuthStats, Authenticator, UserFile};
 use crate::sip::flood::{FloodGuard, FloodStats, Verdict};
 use crate::sip::message::{build_response, ReplyContext};
+use crate::sip::networks::SipNetworks;
 use crate::sip::parse::{frame, Frame, ParseError, MAX_MESSAGE_LEN};
 use crate::sip::proxy::{Proxy, ProxyConfig, ProxyStats};
 use crate::sip::transport::{Transmit, Transport};
@@ -112,6 +115,9 @@ pub struct SipServerConfig {
     pub media_relays: Vec<RelaySpec>,
     /// Presence state and stored messages go to this store and start from what it held.
     pub presence_store: Option<PresencePersistence>,
+    /// More addresses served with UDP and TCP on the port `listen` got (the other
+    /// interfaces' addresses when bridging networks, `sip::networks`).
+    pub also_listen: Vec<std::net::IpAddr>,
 }
 
 impl Default for SipServerConfig {
@@ -129,6 +135,7 @@ impl Default for SipServerConfig {
             locations: None,
             media_relays: Vec::new(),
             presence_store: None,
+            also_listen: Vec::new(),
         }
     }
 }
@@ -234,6 +241,10 @@ struct Conn {
 pub struct SipShared<B: MediaBackend> {
     core: Mutex<Core<B>>,
     udp: Arc<UdpSocket>,
+    /// The UDP sockets on `also_listen`, by the address each is bound to.
+    udp_more: Vec<(SocketAddr, Arc<UdpSocket>)>,
+    /// Which network a destination is on: UDP leaves from our address there.
+    networks: SipNetworks,
     /// Open TCP and TLS connections by transport and peer address.
     conns: Mutex<HashMap<(Transport, SocketAddr), Conn>>,
     /// Certificates and keys (`None` without `--listen-sips`).
@@ -537,13 +548,27 @@ async fn dispatch<B: MediaBackend + 'static>(shared: &Arc<SipShared<B>>, out: Ve
     }
 }
 
+/// The UDP socket a datagram to `to` leaves from: when bridging networks, the one on our
+/// address in `to`'s network (the address the proxy wrote into Via and Record-Route).
+fn udp_toward<B: MediaBackend + 'static>(shared: &SipShared<B>, to: SocketAddr) -> &UdpSocket {
+    let Some(ours) = shared.networks.address_for(to.ip()).map(|a| a.local) else {
+        return &shared.udp;
+    };
+    shared
+        .udp_more
+        .iter()
+        .find(|(at, _)| *at == ours)
+        .map_or(&shared.udp, |(_, u)| u)
+}
+
 async fn send_udp<B: MediaBackend + 'static>(
     shared: &Arc<SipShared<B>>,
     to: SocketAddr,
     bytes: &[u8],
 ) {
-    let r = match shared.udp.try_send_to(bytes, to) {
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => shared.udp.send_to(bytes, to).await,
+    let udp = udp_toward(shared, to);
+    let r = match udp.try_send_to(bytes, to) {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => udp.send_to(bytes, to).await,
         other => other,
     };
     match r {
@@ -558,6 +583,8 @@ async fn send_udp<B: MediaBackend + 'static>(
 /// A bound SIP server, not yet running.
 pub struct SipServer<B: MediaBackend> {
     tcp: TcpListener,
+    /// The TCP listeners on `also_listen`.
+    tcp_more: Vec<TcpListener>,
     /// The TLS listener (`--listen-sips`).
     tls: Option<TcpListener>,
     shared: Arc<SipShared<B>>,
@@ -618,6 +645,14 @@ impl<B: MediaBackend + 'static> SipServer<B> {
         if proxy_cfg.local.port() == 0 {
             proxy_cfg.local.set_port(local.port());
         }
+        proxy_cfg.networks.set_port(local.port());
+        let (mut udp_more, mut tcp_more) = (Vec::new(), Vec::new());
+        for ip in &cfg.also_listen {
+            let (u, t) = bind_both(SocketAddr::new(*ip, local.port())).await?;
+            udp_more.push((u.local_addr()?, Arc::new(u)));
+            tcp_more.push(t);
+        }
+        let networks = proxy_cfg.networks.clone();
         let locations = match cfg.locations.clone() {
             Some(mut p) => {
                 // The path of the bindings made here, for the other fronts.
@@ -678,6 +713,8 @@ impl<B: MediaBackend + 'static> SipServer<B> {
                 flood_exempt: Vec::new(),
             }),
             udp: Arc::new(udp),
+            udp_more,
+            networks,
             conns: Mutex::new(HashMap::new()),
             tls,
             next_conn: AtomicU64::new(1),
@@ -689,6 +726,7 @@ impl<B: MediaBackend + 'static> SipServer<B> {
         });
         Ok(SipServer {
             tcp,
+            tcp_more,
             tls: tls_listener,
             shared,
             local,
@@ -721,6 +759,7 @@ impl<B: MediaBackend + 'static> SipServer<B> {
         // UDP and TCP.
         Ok(SipServer {
             tcp: TcpListener::from_std(tcp)?,
+            tcp_more: Vec::new(),
             tls: None,
             shared,
             local,
@@ -741,7 +780,11 @@ impl<B: MediaBackend + 'static> SipServer<B> {
     /// Serves until `shutdown` becomes true (or its sender is dropped).
     pub async fn run(self, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
         let SipServer {
-            tcp, tls, shared, ..
+            tcp,
+            tcp_more,
+            tls,
+            shared,
+            ..
         } = self;
         let timer = tokio::spawn(timer_loop(shared.clone(), shutdown.clone()));
         let health = shared.relays.as_ref().map(relay::RelayIo::start_health);
@@ -761,6 +804,20 @@ impl<B: MediaBackend + 'static> SipServer<B> {
             shutdown.clone(),
             Transport::Tcp,
         ));
+        let mut more: Vec<tokio::task::JoinHandle<()>> = Vec::new();
+        for l in tcp_more {
+            let t = accept_loop(l, shared.clone(), shutdown.clone(), Transport::Tcp);
+            more.push(tokio::spawn(t));
+        }
+        for (_, u) in shared.udp_more.clone() {
+            let sh = shared.clone();
+            let stop = shutdown.clone();
+            more.push(tokio::spawn(async move {
+                if let Err(e) = udp_loop(sh, u, stop, false).await {
+                    tracing::warn!(error = format!("{e:#}"), "SIP UDP listener stopped");
+                }
+            }));
+        }
         let tls_task = tls.map(|l| {
             tokio::spawn(accept_loop(
                 l,
@@ -769,8 +826,11 @@ impl<B: MediaBackend + 'static> SipServer<B> {
                 Transport::Tls,
             ))
         });
-        let result = udp_loop(shared.clone(), shutdown).await;
+        let result = udp_loop(shared.clone(), shared.udp.clone(), shutdown, true).await;
         timer.abort();
+        for t in more {
+            t.abort();
+        }
         if let Some(f) = flusher {
             f.abort();
         }
@@ -811,15 +871,17 @@ pub async fn serve_sip<B: MediaBackend + 'static>(
     server.run(shutdown).await
 }
 
+/// Serves one UDP socket; the one that `sheds` drives overload control.
 async fn udp_loop<B: MediaBackend + 'static>(
     shared: Arc<SipShared<B>>,
+    udp: Arc<UdpSocket>,
     shutdown: watch::Receiver<bool>,
+    sheds: bool,
 ) -> anyhow::Result<()> {
     // One byte more than the largest message, to tell "exactly the limit" from "more".
     let mut buf = vec![0u8; MAX_MESSAGE_LEN + 1];
     let stop = stopped(shutdown);
     tokio::pin!(stop);
-    let udp = shared.udp.clone();
     if let Err(e) = crate::dataplane::stamped::enable(udp.as_fd()) {
         tracing::warn!(error = %e, "SIP socket: no receive timestamps; overload is judged by a standing queue");
     }
@@ -846,7 +908,7 @@ async fn udp_loop<B: MediaBackend + 'static>(
                     }
                     None => time::now_ns().saturating_sub(last_empty) > SHED_AFTER_NS,
                 };
-                if standing != shedding {
+                if sheds && standing != shedding {
                     shedding = standing;
                     shared.set_shedding(shedding);
                 }

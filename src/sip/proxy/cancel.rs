@@ -49,6 +49,7 @@ impl<S: LocationStore> Proxy<S> {
             to_tag: None,
             via_branch: None,
             source: cx.src,
+            direction: None,
         };
         let _ = cx.ask_media(&ctx, &[]);
         let Some(tx) = self.servers.get_mut(&isid) else {

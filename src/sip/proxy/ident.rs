@@ -7,6 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use super::state::Proxy;
 use crate::sip::auth::Credentials;
 use crate::sip::header::Via;
+use crate::sip::media::MediaOp;
 use crate::sip::parse::{HeaderName, Message};
 use crate::sip::registrar::LocationStore;
 use crate::sip::transport::Transport;
@@ -15,35 +16,79 @@ use crate::sip::uri::{Host, SipUri};
 /// FNV-1a, 64 bit: stable across runs, used for branch and tag derivation.
 pub(super) use crate::sip::hash::fnv;
 
+/// Borrows what [`Proxy::media_direction`] returned, for a `MediaCtx`.
+pub(super) fn names(d: &Option<[String; 2]>) -> Option<[&str; 2]> {
+    d.as_ref().map(|[a, b]| [a.as_str(), b.as_str()])
+}
+
 impl<S: LocationStore> Proxy<S> {
-    /// Our address as seen over `transport` (TLS has a port of its own).
-    pub(super) fn local_for(&self, transport: Transport) -> SocketAddr {
+    /// Our address toward a peer at `peer` over `transport`: TLS has a port of its own;
+    /// when bridging networks, the (advertised) address on the peer's network
+    /// ([`SipNetworks`](crate::sip::networks::SipNetworks)).
+    pub(super) fn local_for(&self, transport: Transport, peer: IpAddr) -> SocketAddr {
         match (transport, self.cfg.local_tls) {
             (Transport::Tls, Some(a)) => a,
-            _ => self.cfg.local,
+            _ => self
+                .cfg
+                .networks
+                .address_for(peer)
+                .map_or(self.cfg.local, |a| a.advertised),
         }
     }
 
-    /// Our Record-Route entry for the side of a dialog that uses `transport`: TLS names our
-    /// TLS port with `transport=tls` (`sips:` when the request asked for end-to-end TLS,
-    /// RFC 5630 §3.1.3); UDP and TCP share the plain entry.
-    pub(super) fn record_route_for(&self, transport: Transport, sips: bool) -> String {
+    /// Our Record-Route entry for the side of a dialog that uses `transport` and on which
+    /// the peer is at `peer`: TLS names our TLS port with `transport=tls` (`sips:` when the
+    /// request asked for end-to-end TLS, RFC 5630 §3.1.3); UDP and TCP share the plain
+    /// entry, on the address of the peer's network.
+    pub(super) fn record_route_for(
+        &self,
+        transport: Transport,
+        sips: bool,
+        peer: IpAddr,
+    ) -> String {
         match (transport, self.cfg.local_tls) {
             (Transport::Tls, Some(a)) if sips => format!("<sips:{a};lr>"),
             (Transport::Tls, Some(a)) => format!("<sip:{a};transport=tls;lr>"),
-            _ => format!("<sip:{};lr>", self.cfg.local),
+            _ => format!("<sip:{};lr>", self.local_for(transport, peer)),
         }
+    }
+
+    /// The interface names for a media step whose SDP goes from a peer at `sender` to one
+    /// at `receiver`, in the order ng `direction` has them (an offer's sender first, an
+    /// answer's receiver first: the from-tag side's); `None` when not bridging networks.
+    pub(super) fn media_direction(
+        &self,
+        op: MediaOp,
+        sender: IpAddr,
+        receiver: IpAddr,
+    ) -> Option<[String; 2]> {
+        let n = &self.cfg.networks;
+        if !n.is_bridging() || op == MediaOp::Delete {
+            return None;
+        }
+        let (s, r) = (
+            n.network_of(sender).to_owned(),
+            n.network_of(receiver).to_owned(),
+        );
+        Some(if op == MediaOp::Offer { [s, r] } else { [r, s] })
     }
 
     /// Whether `port` is one of our listen ports on `ip`.
     fn is_our_port(&self, port: u16) -> bool {
-        port == self.cfg.local.port() || self.cfg.local_tls.is_some_and(|a| a.port() == port)
+        port == self.cfg.local.port()
+            || self.cfg.local_tls.is_some_and(|a| a.port() == port)
+            || self.cfg.networks.has_port(port)
+    }
+
+    /// Whether `ip` is one of our listen addresses.
+    fn is_our_ip(&self, ip: IpAddr) -> bool {
+        ip == self.cfg.local.ip() || self.cfg.networks.is_ours(ip)
     }
 
     fn is_our_host(&self, host: &Host<'_>, port: Option<u16>) -> bool {
         let port_ok = port.is_none_or(|p| self.is_our_port(p));
         match host.ip() {
-            Some(ip) if ip == self.cfg.local.ip() => port_ok,
+            Some(ip) if self.is_our_ip(ip) => port_ok,
             Some(ip) => self
                 .cfg
                 .domains
@@ -77,14 +122,15 @@ impl<S: LocationStore> Proxy<S> {
     /// A Route/Record-Route URI naming this proxy.
     pub(super) fn is_our_route(&self, u: &SipUri<'_>) -> bool {
         let port = u.port_or_default();
-        u.host.ip() == Some(self.cfg.local.ip()) && self.is_our_port(port)
+        u.host.ip().is_some_and(|ip| self.is_our_ip(ip)) && self.is_our_port(port)
             || matches!(u.host, Host::Name(n) if self.cfg.domains.iter().any(|d| d.eq_ignore_ascii_case(n)))
                 && self.is_our_port(port)
     }
 
     pub(super) fn is_our_via(&self, v: &Via<'_>) -> bool {
         let default = if v.is_transport("TLS") { 5061 } else { 5060 };
-        v.host.ip() == Some(self.cfg.local.ip()) && self.is_our_port(v.port.unwrap_or(default))
+        v.host.ip().is_some_and(|ip| self.is_our_ip(ip))
+            && self.is_our_port(v.port.unwrap_or(default))
     }
 
     /// The loop-detection part of our branch (§16.6 item 8): a hash of what identifies the

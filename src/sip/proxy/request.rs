@@ -32,6 +32,7 @@
 
 use std::net::SocketAddr;
 
+use super::ident::names;
 use super::nat::{contact_key, via_mismatch};
 use super::route::{Decision, Hop, PopRoute};
 use super::state::{Cx, Proxy};
@@ -324,11 +325,12 @@ impl<S: LocationStore> Proxy<S> {
                 .position(|h| h.kind == HeaderName::RecordRoute)
                 .unwrap_or(msg.headers.len());
             let sips = matches!(msg.request_uri(), Some(Ok(u)) if u.as_sip().is_some_and(|u| u.scheme == Scheme::Sips));
-            let out = self.record_route_for(copy.hop.transport, sips);
-            let back = self.record_route_for(arrived, sips);
-            // RFC 5658 double record-routing when the two sides reach us differently: the
-            // callee's route set starts at the entry facing it, the caller's (reversed) at
-            // the one facing the caller.
+            let out = self.record_route_for(copy.hop.transport, sips, copy.hop.to.ip());
+            let back = self.record_route_for(arrived, sips, src.ip());
+            // RFC 5658 double record-routing when the two sides reach us differently (by
+            // transport, or on two networks, RFC 3261 §16.6 item 4): the callee's route set
+            // starts at the entry facing it, the caller's (reversed) at the one facing the
+            // caller.
             let value = if out == back {
                 out
             } else {
@@ -350,7 +352,7 @@ impl<S: LocationStore> Proxy<S> {
         e.push_via(&format!(
             "SIP/2.0/{} {};branch={}",
             copy.hop.transport.via_name(),
-            self.local_for(copy.hop.transport),
+            self.local_for(copy.hop.transport, copy.hop.to.ip()),
             copy.branch
         ));
         if let Some(b) = copy.body {
@@ -385,6 +387,8 @@ impl<S: LocationStore> Proxy<S> {
         .then_some(cx.transport);
         // A remote relay's answer first: nothing below runs until every step is ready.
         let hop_count = hops.len().min(self.cfg.max_bindings.max(1));
+        let first_to = hops.first().map_or(src.ip(), |h| h.to.ip());
+        let answer_dir = self.media_direction(MediaOp::Answer, src.ip(), first_to);
         let mut ready = true;
         if let Some(MediaOp::Answer) = op {
             let (f, t) = media_tags(MediaOp::Answer, true, &from_tag, to_tag.as_deref());
@@ -395,12 +399,14 @@ impl<S: LocationStore> Proxy<S> {
                 to_tag: t,
                 via_branch: None,
                 source: src,
+                direction: names(&answer_dir),
             };
             ready &= cx.media_ready(&ctx, msg.body());
         }
         if op == Some(MediaOp::Offer) {
-            for i in 0..hop_count {
+            for (i, hop) in hops.iter().enumerate().take(hop_count) {
                 let branch = self.branch(loop_hash, &key, &method, i);
+                let dir = self.media_direction(MediaOp::Offer, src.ip(), hop.to.ip());
                 let ctx = MediaCtx {
                     op: MediaOp::Offer,
                     call_id: &call_id,
@@ -408,6 +414,7 @@ impl<S: LocationStore> Proxy<S> {
                     to_tag: to_tag.as_deref(),
                     via_branch: Some(&branch),
                     source: src,
+                    direction: names(&dir),
                 };
                 ready &= cx.media_ready(&ctx, msg.body());
             }
@@ -427,6 +434,7 @@ impl<S: LocationStore> Proxy<S> {
                 to_tag: t,
                 via_branch: None,
                 source: src,
+                direction: names(&answer_dir).filter(|_| o == MediaOp::Answer),
             };
             match cx.ask_media(&ctx, msg.body()) {
                 MediaResult::NewBody(b) if o == MediaOp::Answer => shared_body = Some(b),
@@ -448,6 +456,7 @@ impl<S: LocationStore> Proxy<S> {
             let branch = self.branch(loop_hash, &incoming, &method, i);
             let mut body = shared_body.clone();
             if op == Some(MediaOp::Offer) {
+                let dir = self.media_direction(MediaOp::Offer, src.ip(), hop.to.ip());
                 let ctx = MediaCtx {
                     op: MediaOp::Offer,
                     call_id: &call_id,
@@ -455,6 +464,7 @@ impl<S: LocationStore> Proxy<S> {
                     to_tag: to_tag.as_deref(),
                     via_branch: Some(&branch),
                     source: src,
+                    direction: names(&dir),
                 };
                 match cx.ask_media(&ctx, msg.body()) {
                     MediaResult::Unchanged => {}
@@ -561,6 +571,7 @@ impl<S: LocationStore> Proxy<S> {
         if let Some(MediaOp::Answer) = decide(MediaEvent::Request { method: "ACK" }, has_sdp(msg)) {
             let from_tag = msg.from_tag().unwrap_or("");
             let (f, t) = media_tags(MediaOp::Answer, true, from_tag, msg.to_tag());
+            let dir = self.media_direction(MediaOp::Answer, src.ip(), hop.to.ip());
             let ctx = MediaCtx {
                 op: MediaOp::Answer,
                 call_id: msg.call_id().unwrap_or(""),
@@ -568,6 +579,7 @@ impl<S: LocationStore> Proxy<S> {
                 to_tag: t,
                 via_branch: None,
                 source: src,
+                direction: names(&dir),
             };
             if !cx.media_ready(&ctx, msg.body()) {
                 self.stats.media_parked += 1;

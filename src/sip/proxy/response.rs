@@ -9,6 +9,7 @@
 //! statelessly from a short cache of what was sent, or by the next Via.
 #![forbid(unsafe_code)]
 
+use super::ident::names;
 use super::state::{Cached2xx, Cx, Proxy};
 use crate::sip::edit::{EditError, Editor};
 use crate::sip::header::Contact;
@@ -121,6 +122,8 @@ impl<S: LocationStore> Proxy<S> {
         let Some(o @ (MediaOp::Offer | MediaOp::Answer)) = op else {
             return true;
         };
+        let upstream = self.servers.get(&sid).map_or(cx.src, |tx| tx.reply_to);
+        let dir = self.media_direction(o, cx.src.ip(), upstream.ip());
         let ctx = MediaCtx {
             op: o,
             call_id: msg.call_id().unwrap_or(""),
@@ -128,6 +131,7 @@ impl<S: LocationStore> Proxy<S> {
             to_tag: msg.to_tag(),
             via_branch: Some(branch),
             source: cx.src,
+            direction: names(&dir),
         };
         cx.media_ready(&ctx, msg.body())
     }
@@ -144,9 +148,9 @@ impl<S: LocationStore> Proxy<S> {
     ) -> Option<Vec<u8>> {
         let mut e = Editor::new(msg);
         e.remove_top_via().ok()?;
-        let (had_sdp, method) = match self.servers.get(&sid) {
-            Some(tx) => (tx.request_had_sdp, tx.method.clone()),
-            None => (true, String::new()),
+        let (had_sdp, method, upstream) = match self.servers.get(&sid) {
+            Some(tx) => (tx.request_had_sdp, tx.method.clone(), tx.reply_to),
+            None => (true, String::new(), cx.src),
         };
         let method = msg
             .cseq()
@@ -163,6 +167,7 @@ impl<S: LocationStore> Proxy<S> {
             has_sdp(msg),
         );
         if let Some(o @ (MediaOp::Offer | MediaOp::Answer)) = op {
+            let dir = self.media_direction(o, cx.src.ip(), upstream.ip());
             let ctx = MediaCtx {
                 op: o,
                 call_id: msg.call_id().unwrap_or(""),
@@ -170,6 +175,7 @@ impl<S: LocationStore> Proxy<S> {
                 to_tag: msg.to_tag(),
                 via_branch: Some(branch),
                 source: cx.src,
+                direction: names(&dir),
             };
             match cx.ask_media(&ctx, msg.body()) {
                 MediaResult::NewBody(b) => e.set_body(&b),

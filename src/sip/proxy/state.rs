@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 
 use crate::sip::auth::AuthHook;
 use crate::sip::media::{MediaCtx, MediaHook, MediaResult};
+use crate::sip::networks::SipNetworks;
 use crate::sip::presence::{PresenceConfig, Services};
 use crate::sip::registrar::{LocationStore, MemoryStore, Registrar, RegistrarConfig};
 use crate::sip::transaction::{ClientId, ClientTx, ServerId, ServerTx, TimerConfig, Timers, TxIds};
@@ -54,6 +55,9 @@ pub struct ProxyConfig {
     /// Serve presence, PUBLISH and store-and-forward MESSAGE for our domains
     /// (`sip::presence`); `None` routes those requests like any other.
     pub presence: Option<PresenceConfig>,
+    /// The networks bridged (named interfaces): which one a peer is on, our address on
+    /// each, and the interface names media is anchored on. Empty: one network, `local`.
+    pub networks: SipNetworks,
 }
 
 impl ProxyConfig {
@@ -76,6 +80,7 @@ impl ProxyConfig {
             timers: TimerConfig::default(),
             secret: 0x5eed_5eed_5eed_5eed,
             presence: None,
+            networks: SipNetworks::default(),
         }
     }
 }
