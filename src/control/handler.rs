@@ -626,17 +626,15 @@ pub fn statistics_reply(s: &Statistics) -> Owned {
         .with("relayedpackets", s.relayed.packets)
         .with("relayedbytes", s.relayed.bytes)
         .with("relayedpacketerrors", s.relayed.errors);
-    // Ports are counted one by one like rtpengine (each pair is two ports).
-    let used = (s.pairs_used as u64).saturating_mul(2);
-    let totals = (s.pairs_total as u64).saturating_mul(2);
     let interfaces: Vec<Owned> = s
         .interfaces
         .iter()
         .enumerate()
         .map(|(n, i)| {
-            // This address's own ports (the pool's total is shared by all addresses).
-            let used = s.interface_ports.get(n).copied().unwrap_or(used);
-            let used_pct = (used * 100).checked_div(totals).unwrap_or(0);
+            // This address's own ports: each address has the whole range (ports are counted
+            // one by one like rtpengine, each pair is two).
+            let p = s.interface_ports.get(n).copied().unwrap_or_default();
+            let used_pct = (p.used * 100).checked_div(p.total).unwrap_or(0);
             Owned::dict()
                 .with("name", i.name.as_str())
                 .with("address", i.sdp_addr().to_string())
@@ -646,10 +644,10 @@ pub fn statistics_reply(s: &Statistics) -> Owned {
                     Owned::dict()
                         .with("min", s.port_min)
                         .with("max", s.port_max)
-                        .with("used", used)
+                        .with("used", p.used)
                         .with("used_pct", used_pct)
-                        .with("free", totals.saturating_sub(used))
-                        .with("totals", totals),
+                        .with("free", p.total.saturating_sub(p.used))
+                        .with("totals", p.total),
                 )
         })
         .collect();

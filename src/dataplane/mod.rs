@@ -41,7 +41,7 @@ use crate::session::backend::{
     BackendError, EndpointSpec, LatchEventKind, MediaBackend, MediaEvent, OpenedStream,
     RestoredStream, Side, SocketCounters, StreamId, StreamSpec, StreamStats,
 };
-use crate::session::ports::{PortAllocator, PortPair};
+use crate::session::ports::{AddressId, AddressPorts, AddressUsage, PortPair};
 use crate::time::Nanos;
 
 use forward::PathConfig;
@@ -89,6 +89,8 @@ struct StreamEntry {
     shared: Arc<StreamShared>,
     a_ports: PortPair,
     b_ports: PortPair,
+    /// The address pools the two pairs came from (side A, side B).
+    pools: [AddressId; 2],
     /// Packed: one entry per stream (memory per stream).
     learned: [PackedAddr; 2],
     confirmed: [bool; 2],
@@ -125,7 +127,8 @@ pub struct DataPlane {
     workers: Vec<Arc<WorkerShared>>,
     threads: Vec<JoinHandle<()>>,
     stop: Arc<AtomicBool>,
-    ports: PortAllocator,
+    /// Each interface address with the whole port range.
+    ports: AddressPorts,
     local_ip: IpAddr,
     /// Every interface address, in configuration order (a stream's sides name theirs by
     /// position for the fast path).
@@ -144,9 +147,9 @@ pub struct DataPlane {
     kernel_off: kernel::reasons::UserReason,
     /// Whether every stream keeps copies of its sockets for a takeover.
     keep_handover: bool,
-    /// Sockets taken over from the previous process, by local port, for [`MediaBackend::restore`]
-    /// to use instead of binding.
-    adopted: HashMap<u16, std::os::fd::OwnedFd>,
+    /// Sockets taken over from the previous process, by local address, for
+    /// [`MediaBackend::restore`] to use instead of binding.
+    adopted: HashMap<std::net::SocketAddr, std::os::fd::OwnedFd>,
 }
 
 fn side_init(e: &EndpointSpec) -> SideInit {
@@ -190,7 +193,7 @@ impl DataPlane {
             .uring_fixed_files
             .unwrap_or_else(fd_soft_limit)
             .min(1 << 20);
-        let ports = PortAllocator::new(config.port_min, config.port_max)?;
+        let ports = AddressPorts::new(&interface_ips(config), config.port_min, config.port_max)?;
         // Each worker's slot table is reserved for its share of the port range (one slot per
         // port) instead of growing by doubling: every doubling copied the table and left the
         // old copy resident in the allocator (~11 MB at 10,000 calls).
@@ -365,9 +368,22 @@ impl DataPlane {
     }
 
     /// Sockets handed over by the previous process: [`MediaBackend::restore`] uses them
-    /// (by local port) instead of binding, so datagrams already queued on them are relayed.
+    /// instead of binding, so datagrams already queued on them are relayed. They are kept by
+    /// the address each is bound to (asked of the socket: a port number alone may be in use
+    /// on several interface addresses); one that cannot say is closed.
     pub fn adopt_sockets(&mut self, sockets: Vec<(u16, std::os::fd::OwnedFd)>) {
-        self.adopted.extend(sockets);
+        for (port, fd) in sockets {
+            match socket2::SockRef::from(&fd)
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_socket())
+            {
+                Some(addr) if addr.port() == port => {
+                    self.adopted.insert(addr, fd);
+                }
+                _ => tracing::warn!(port, "handed-over media socket has no local address"),
+            }
+        }
     }
 
     /// Closes the handed-over sockets no restored call took; returns how many.
@@ -470,13 +486,14 @@ impl DataPlane {
     fn launch(
         &mut self,
         spec: StreamSpec,
+        pools: [AddressId; 2],
         [a_ports, b_ports]: [PortPair; 2],
         [a_rtp, a_rtcp, b_rtp, b_rtcp]: [std::os::fd::OwnedFd; 4],
         restored: Option<&RestoredStream>,
     ) -> Result<OpenedStream, BackendError> {
         if self.workers.is_empty() {
-            self.ports.release(a_ports);
-            self.ports.release(b_ports);
+            self.ports.release(pools[0], a_ports);
+            self.ports.release(pools[1], b_ports);
             return Err(BackendError::Unavailable("no data plane workers".into()));
         }
         let id = self.next_id;
@@ -527,8 +544,8 @@ impl DataPlane {
         if let Err(Command::Add(ns)) = self.workers[worker].send(Command::Add(Box::new(ns))) {
             drop(ns);
             self.placement.remove(worker);
-            self.ports.release(a_ports);
-            self.ports.release(b_ports);
+            self.ports.release(pools[0], a_ports);
+            self.ports.release(pools[1], b_ports);
             return Err(BackendError::Unavailable("data plane queue full".into()));
         }
         self.streams.insert(
@@ -538,6 +555,7 @@ impl DataPlane {
                 shared,
                 a_ports,
                 b_ports,
+                pools,
                 learned: restored.map_or([PackedAddr::NONE; 2], |r| {
                     r.learned.map(PackedAddr::from_option)
                 }),
@@ -572,17 +590,19 @@ impl MediaBackend for DataPlane {
     fn open(&mut self, spec: StreamSpec, _now: Nanos) -> Result<OpenedStream, BackendError> {
         // Each side on its own interface's address: the two may be on two networks.
         let [a_ip, b_ip] = spec.locals.map(|l| l.unwrap_or(self.local_ip));
-        let (a_ports, a_rtp, a_rtcp) = sockets::bind_pair(&mut self.ports, a_ip, self.sockopts)?;
-        let (b_ports, b_rtp, b_rtcp) =
+        let (a_pool, a_ports, a_rtp, a_rtcp) =
+            sockets::bind_pair(&mut self.ports, a_ip, self.sockopts)?;
+        let (b_pool, b_ports, b_rtp, b_rtcp) =
             match sockets::bind_pair(&mut self.ports, b_ip, self.sockopts) {
                 Ok(x) => x,
                 Err(e) => {
-                    self.ports.release(a_ports);
+                    self.ports.release(a_pool, a_ports);
                     return Err(e.into());
                 }
             };
         self.launch(
             spec,
+            [a_pool, b_pool],
             [a_ports, b_ports],
             [a_rtp, a_rtcp, b_rtp, b_rtcp],
             None,
@@ -595,28 +615,27 @@ impl MediaBackend for DataPlane {
         r: &RestoredStream,
         _now: Nanos,
     ) -> Result<OpenedStream, BackendError> {
-        self.ports.claim(r.a_ports)?;
-        if let Err(e) = self.ports.claim(r.b_ports) {
-            self.ports.release(r.a_ports);
-            return Err(e.into());
-        }
-        let mut fds = Vec::with_capacity(4);
         let [a_ip, b_ip] = spec.locals.map(|l| l.unwrap_or(self.local_ip));
+        let [a_pool, b_pool] = self
+            .ports
+            .claim_both([a_ip, b_ip], [r.a_ports, r.b_ports])?;
+        let mut fds = Vec::with_capacity(4);
         for (ip, port) in [
             (a_ip, r.a_ports.rtp),
             (a_ip, r.a_ports.rtcp()),
             (b_ip, r.b_ports.rtp),
             (b_ip, r.b_ports.rtcp()),
         ] {
-            let bound = match self.adopted.remove(&port) {
+            let local = std::net::SocketAddr::new(ip, port);
+            let bound = match self.adopted.remove(&local) {
                 Some(fd) => Ok(fd),
-                None => sockets::bind_udp(std::net::SocketAddr::new(ip, port), self.sockopts),
+                None => sockets::bind_udp(local, self.sockopts),
             };
             match bound {
                 Ok(fd) => fds.push(fd),
                 Err(e) => {
-                    self.ports.release(r.a_ports);
-                    self.ports.release(r.b_ports);
+                    self.ports.release(a_pool, r.a_ports);
+                    self.ports.release(b_pool, r.b_ports);
                     return Err(BackendError::Unavailable(format!(
                         "cannot bind {ip}:{port}: {e}"
                     )));
@@ -626,7 +645,7 @@ impl MediaBackend for DataPlane {
         let Ok(fds) = <[std::os::fd::OwnedFd; 4]>::try_from(fds) else {
             return Err(BackendError::Unavailable("socket count".into()));
         };
-        self.launch(spec, [r.a_ports, r.b_ports], fds, Some(r))
+        self.launch(spec, [a_pool, b_pool], [r.a_ports, r.b_ports], fds, Some(r))
     }
 
     fn update(&mut self, id: StreamId, side: Side, endpoint: EndpointSpec, _now: Nanos) {
@@ -663,7 +682,10 @@ impl MediaBackend for DataPlane {
                 // So is a worker whose sockets' ports are about to be needed: a port is free
                 // for the next offer only once the worker has closed its socket (a bind before
                 // that fails, and with few pairs left the offer is refused).
-                let short = self.ports.free_pairs() < LOW_FREE_PAIRS;
+                let short = e
+                    .pools
+                    .iter()
+                    .any(|p| self.ports.free_pairs_of(*p) < LOW_FREE_PAIRS);
                 let queued = if self.kernel_path.is_some() || short {
                     w.send(Command::Remove(id))
                 } else {
@@ -676,8 +698,8 @@ impl MediaBackend for DataPlane {
                     );
                 }
             }
-            self.ports.release(e.a_ports);
-            self.ports.release(e.b_ports);
+            self.ports.release(e.pools[0], e.a_ports);
+            self.ports.release(e.pools[1], e.b_ports);
         }
     }
 
@@ -740,6 +762,10 @@ impl MediaBackend for DataPlane {
 
     fn port_usage(&self) -> (usize, usize) {
         (self.ports.used_pairs(), self.ports.total_pairs())
+    }
+
+    fn address_usage(&self) -> Vec<AddressUsage> {
+        self.ports.usage()
     }
 
     fn counters(&self) -> Vec<(&'static str, u64)> {

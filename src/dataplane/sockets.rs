@@ -6,7 +6,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::session::ports::{PortAllocator, PortError, PortPair};
+use crate::session::ports::{AddressId, AddressPorts, PortError, PortPair};
 
 #[derive(Clone, Copy, Debug)]
 pub struct SocketOptions {
@@ -100,14 +100,15 @@ pub fn set_socket_flag(fd: BorrowedFd<'_>, option: libc::c_int) -> io::Result<()
 /// other programs hold, small enough that a full range fails fast.
 const MAX_BIND_ATTEMPTS: usize = 64;
 
-/// Allocates a pair and binds both sockets, skipping pairs that cannot be bound.
+/// Allocates a pair on `ip` (from that address's own range) and binds both sockets, skipping
+/// pairs that cannot be bound.
 pub fn bind_pair(
-    ports: &mut PortAllocator,
+    ports: &mut AddressPorts,
     ip: IpAddr,
     opts: SocketOptions,
-) -> Result<(PortPair, OwnedFd, OwnedFd), PortError> {
-    for _ in 0..MAX_BIND_ATTEMPTS.min(ports.total_pairs()) {
-        let pair = ports.allocate()?;
+) -> Result<(AddressId, PortPair, OwnedFd, OwnedFd), PortError> {
+    for _ in 0..MAX_BIND_ATTEMPTS.min(ports.pairs_per_address()) {
+        let (pool, pair) = ports.allocate(ip)?;
         let rtp = bind_udp(SocketAddr::new(ip, pair.rtp), opts);
         let rtcp = rtp
             .as_ref()
@@ -115,8 +116,8 @@ pub fn bind_pair(
             .map(|_| bind_udp(SocketAddr::new(ip, pair.rtcp()), opts));
         let no_fds = out_of_descriptors(&rtp) || rtcp.as_ref().is_some_and(out_of_descriptors);
         match (rtp, rtcp) {
-            (Ok(a), Some(Ok(b))) => return Ok((pair, a, b)),
-            _ => ports.skip(pair),
+            (Ok(a), Some(Ok(b))) => return Ok((pool, pair, a, b)),
+            _ => ports.skip(pool, pair),
         }
         // Every other pair would fail alike; the caller reports it as running out of ports
         // (rtpengine's wording, on which a proxy fails over to another relay).

@@ -301,14 +301,29 @@ fn audit(mgr: &SessionManager<FakeBackend>) {
     assert_eq!(held.len(), n, "a stream held twice: {owned:?}");
     let open: Vec<_> = mgr.backend().streams().map(|(id, _)| *id).collect();
     assert_eq!(open, held, "open streams differ from the streams held");
+    // Ports are per local address: the same number may be owned once on each.
     let mut ports = BTreeSet::new();
     for (_, s) in mgr.backend().streams() {
-        for p in [s.opened.a_ports, s.opened.b_ports] {
-            assert!(ports.insert(p.rtp), "port {} owned twice", p.rtp);
+        for (pool, p) in s.pools.iter().zip([s.opened.a_ports, s.opened.b_ports]) {
+            let addr = mgr.backend().pool_addr(*pool);
+            assert!(addr.is_some(), "a stream's pool has no address");
+            assert!(
+                ports.insert((addr, p.rtp)),
+                "port {} owned twice on {addr:?}",
+                p.rtp
+            );
         }
     }
     let (used, _) = mgr.backend().port_usage();
     assert_eq!(used, ports.len(), "ports in use that no stream owns");
+    for u in mgr.backend().address_usage() {
+        let owned = ports.iter().filter(|(a, _)| *a == Some(u.addr)).count();
+        assert_eq!(
+            u.used_pairs, owned,
+            "ports in use on {} that no stream owns",
+            u.addr
+        );
+    }
     assert_eq!(mgr.stream_count(), n);
 }
 

@@ -13,7 +13,7 @@ use crate::addr::PackedAddr;
 
 use crate::rtp::stats::RtpStreamStats;
 use crate::session::latch::LatchMode;
-use crate::session::ports::{PortError, PortPair};
+use crate::session::ports::{AddressUsage, PortError, PortPair};
 use crate::time::Nanos;
 
 /// One stream of the relay, as the data plane numbers it. Ids are handed out in order by the
@@ -363,8 +363,13 @@ pub trait MediaBackend: Send {
     }
     /// Next latching event, if any.
     fn poll_event(&mut self) -> Option<MediaEvent>;
-    /// (used, total) port pairs, for `statistics`.
+    /// (used, total) port pairs on all addresses, for `statistics`.
     fn port_usage(&self) -> (usize, usize);
+    /// Port pairs used and in all on each local address (each has the whole range), for
+    /// `statistics.interfaces`. Empty when the backend does not count by address.
+    fn address_usage(&self) -> Vec<AddressUsage> {
+        Vec::new()
+    }
     /// Engine-wide counters by name (received, forwarded, each drop reason), for
     /// `statistics`. Summed from the workers when read.
     fn counters(&self) -> Vec<(&'static str, u64)> {

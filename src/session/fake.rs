@@ -1,7 +1,9 @@
 //! A deterministic in-memory [`MediaBackend`] for tests (unit, integration, benches).
 //!
-//! Ports come from a [`PortAllocator`] in allocation order (side A first, then side B), so a
-//! test can predict them: with range 30000-30999 the first stream gets A=30000, B=30002.
+//! Ports come from [`AddressPorts`] in allocation order (side A first, then side B), each
+//! local address with the whole range (a side without one counts as on 0.0.0.0), so a test
+//! can predict them: with range 30000-30999 the first stream on one address gets A=30000,
+//! B=30002.
 //! Nothing is bound and no packet moves: a test sets the counters a stream should report with
 //! [`FakeBackend::set_stats`] and queues latching events with [`FakeBackend::push_event`].
 //! Every call is counted so tests can assert "exactly one open".
@@ -12,7 +14,9 @@ use crate::session::backend::{
     BackendError, EndpointSpec, MediaBackend, MediaEvent, OpenedStream, RestoredStream, Side,
     StreamId, StreamSpec, StreamStats,
 };
-use crate::session::ports::{PortAllocator, PortError};
+use std::net::{IpAddr, Ipv4Addr};
+
+use crate::session::ports::{AddressId, AddressPorts, AddressUsage, PortError, PortPair};
 use crate::time::Nanos;
 
 /// One open stream as the fake sees it.
@@ -24,11 +28,13 @@ pub struct FakeStream {
     /// Number of `update` calls per side (A, B).
     pub updates: (u32, u32),
     pub opened_at: Nanos,
+    /// The address pools side A's and side B's ports came from.
+    pub pools: [AddressId; 2],
 }
 
 #[derive(Debug)]
 pub struct FakeBackend {
-    ports: PortAllocator,
+    ports: AddressPorts,
     next_id: StreamId,
     streams: BTreeMap<StreamId, FakeStream>,
     events: VecDeque<MediaEvent>,
@@ -45,10 +51,11 @@ pub struct FakeBackend {
 }
 
 impl FakeBackend {
-    /// Ports `min..=max` (pairs as [`PortAllocator::new`] forms them).
+    /// Ports `min..=max` on each address a stream names (pairs as
+    /// [`PortAllocator::new`](crate::session::ports::PortAllocator::new) forms them).
     pub fn new(min: u16, max: u16) -> Result<FakeBackend, PortError> {
         Ok(FakeBackend {
-            ports: PortAllocator::new(min, max)?,
+            ports: AddressPorts::new(&[], min, max)?,
             next_id: StreamId::FIRST,
             streams: BTreeMap::new(),
             events: VecDeque::new(),
@@ -98,6 +105,17 @@ impl FakeBackend {
     }
 
     /// The current endpoint of one side of a stream.
+    /// A pair on `addr`, its pool made on first use.
+    fn allocate(&mut self, addr: IpAddr) -> Result<(AddressId, PortPair), PortError> {
+        self.ports.add(addr)?;
+        self.ports.allocate(addr)
+    }
+
+    /// The address of one of the fake's pools.
+    pub fn pool_addr(&self, id: AddressId) -> Option<IpAddr> {
+        self.ports.addr(id)
+    }
+
     pub fn endpoint(&self, id: StreamId, side: Side) -> Option<&EndpointSpec> {
         self.streams.get(&id).map(|s| match side {
             Side::A => &s.spec.a,
@@ -112,17 +130,18 @@ impl MediaBackend for FakeBackend {
             self.failed_opens += 1;
             return Err(err);
         }
-        let a_ports = match self.ports.allocate() {
+        let [a_ip, b_ip] = spec.locals.map(side_addr);
+        let (a_pool, a_ports) = match self.allocate(a_ip) {
             Ok(p) => p,
             Err(e) => {
                 self.failed_opens += 1;
                 return Err(e.into());
             }
         };
-        let b_ports = match self.ports.allocate() {
+        let (b_pool, b_ports) = match self.allocate(b_ip) {
             Ok(p) => p,
             Err(e) => {
-                self.ports.release(a_ports);
+                self.ports.release(a_pool, a_ports);
                 self.failed_opens += 1;
                 return Err(e.into());
             }
@@ -142,6 +161,7 @@ impl MediaBackend for FakeBackend {
                 stats: StreamStats::default(),
                 updates: (0, 0),
                 opened_at: now,
+                pools: [a_pool, b_pool],
             },
         );
         self.opens += 1;
@@ -156,11 +176,12 @@ impl MediaBackend for FakeBackend {
         r: &RestoredStream,
         now: Nanos,
     ) -> Result<OpenedStream, BackendError> {
-        self.ports.claim(r.a_ports)?;
-        if let Err(e) = self.ports.claim(r.b_ports) {
-            self.ports.release(r.a_ports);
-            return Err(e.into());
-        }
+        let [a_ip, b_ip] = spec.locals.map(side_addr);
+        self.ports.add(a_ip)?;
+        self.ports.add(b_ip)?;
+        let [a_pool, b_pool] = self
+            .ports
+            .claim_both([a_ip, b_ip], [r.a_ports, r.b_ports])?;
         let id = self.next_id;
         self.next_id = self.next_id.next();
         let opened = OpenedStream {
@@ -182,6 +203,7 @@ impl MediaBackend for FakeBackend {
                 stats,
                 updates: (0, 0),
                 opened_at: now,
+                pools: [a_pool, b_pool],
             },
         );
         self.opens += 1;
@@ -206,8 +228,8 @@ impl MediaBackend for FakeBackend {
 
     fn close(&mut self, id: StreamId) {
         if let Some(s) = self.streams.remove(&id) {
-            self.ports.release(s.opened.a_ports);
-            self.ports.release(s.opened.b_ports);
+            self.ports.release(s.pools[0], s.opened.a_ports);
+            self.ports.release(s.pools[1], s.opened.b_ports);
             self.closes += 1;
         }
     }
@@ -223,6 +245,15 @@ impl MediaBackend for FakeBackend {
     fn port_usage(&self) -> (usize, usize) {
         (self.ports.used_pairs(), self.ports.total_pairs())
     }
+
+    fn address_usage(&self) -> Vec<AddressUsage> {
+        self.ports.usage()
+    }
+}
+
+/// The address a side's ports are counted on: its local address, or 0.0.0.0 without one.
+fn side_addr(local: Option<IpAddr>) -> IpAddr {
+    local.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
 }
 
 #[cfg(test)]

@@ -77,7 +77,11 @@ fn each_side_is_bound_and_named_on_its_own_interface() {
     )));
     // Only the audio line stays relayed after the answer: 2 ports on each side's address.
     let st = m.statistics(S);
-    assert_eq!(st.interface_ports, vec![2, 2, 0]);
+    let used: Vec<u64> = st.interface_ports.iter().map(|p| p.used).collect();
+    assert_eq!(used, vec![2, 2, 0]);
+    // Each address has the fake's whole range (30000-30999: 500 pairs).
+    assert_eq!(st.interface_ports[0].total, 1000);
+    assert_eq!(st.interface_ports[1].total, 1000);
 }
 
 #[test]
@@ -144,4 +148,78 @@ fn calls_take_the_addresses_of_a_name_in_turn() {
     };
     let out = m.offer(&s, &NegotiateOptions::default(), S).unwrap();
     assert_eq!(c_line(&out.sdp), "c=IN IP4 10.0.0.1");
+}
+
+/// Two addresses under one name, 4 pairs each: each address takes two calls (a pair per side),
+/// the fifth call is refused, and a delete frees the ports of the address its call was on,
+/// which the next call then finds even when its turn names the full one.
+#[test]
+fn each_address_of_a_name_has_its_own_ports() {
+    let cfg = ManagerConfig {
+        interfaces: parse_interfaces(&["pool/10.0.0.1", "pool/10.0.0.2"]).unwrap(),
+        port_min: 30000,
+        port_max: 30007,
+        ..ManagerConfig::default()
+    };
+    let mut m = SessionManager::new(FakeBackend::new(30000, 30007).unwrap(), cfg, S);
+    let audio = OFFER.replace("m=video 6002 RTP/AVP 96\r\n", "");
+    let o = NegotiateOptions::default();
+    let offer = |m: &mut SessionManager<FakeBackend>, id: &str| {
+        let s = Signal {
+            call_id: id,
+            ..sig("a", None, &audio)
+        };
+        m.offer(&s, &o, S).map(|n| c_line(&n.sdp))
+    };
+    let mut seen = Vec::new();
+    for n in 0..4 {
+        seen.push(offer(&mut m, &format!("call{n}")).unwrap());
+    }
+    assert_eq!(
+        seen,
+        [
+            "c=IN IP4 10.0.0.1",
+            "c=IN IP4 10.0.0.2",
+            "c=IN IP4 10.0.0.1",
+            "c=IN IP4 10.0.0.2"
+        ]
+    );
+    // The same port numbers on both addresses.
+    let mut ports: Vec<u16> = m
+        .backend()
+        .streams()
+        .flat_map(|(_, s)| [s.opened.a_ports.rtp, s.opened.b_ports.rtp])
+        .collect();
+    ports.sort_unstable();
+    assert_eq!(
+        ports,
+        [30000, 30000, 30002, 30002, 30004, 30004, 30006, 30006]
+    );
+    assert!(matches!(
+        offer(&mut m, "call4"),
+        Err(SessionError::OutOfPorts)
+    ));
+    let used = |m: &SessionManager<FakeBackend>| -> Vec<(u64, u64)> {
+        m.statistics(S)
+            .interface_ports
+            .iter()
+            .map(|p| (p.used, p.total))
+            .collect()
+    };
+    assert_eq!(used(&m), [(8, 8), (8, 8)]);
+    // call1 was on 10.0.0.2: its four ports (two pairs) are free there again.
+    let del = DeleteRequest {
+        call_id: "call1",
+        from_tag: None,
+        to_tag: None,
+        via_branch: None,
+        delay_ns: Some(0),
+        reason: EndReason::Delete,
+    };
+    m.delete(&del, false, S).unwrap();
+    m.tick(2 * S);
+    assert_eq!(used(&m), [(8, 8), (4, 8)]);
+    // The next call's turn names 10.0.0.1, which is full: it goes to 10.0.0.2.
+    assert_eq!(offer(&mut m, "call5").unwrap(), "c=IN IP4 10.0.0.2");
+    assert_eq!(used(&m), [(8, 8), (8, 8)]);
 }

@@ -320,6 +320,13 @@ pub struct ClosedCall {
 }
 
 /// Figures for `statistics`.
+/// Ports of one interface address in `statistics`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InterfacePorts {
+    pub used: u64,
+    pub total: u64,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Statistics {
     pub sessions: usize,
@@ -336,8 +343,9 @@ pub struct Statistics {
     /// Every packet relayed so far (closed calls and live ones).
     pub relayed: Counters,
     pub interfaces: Vec<RelayInterface>,
-    /// Ports in use on each of `interfaces` (same order; RTP and RTCP counted).
-    pub interface_ports: Vec<u64>,
+    /// Ports on each of `interfaces` (same order; RTP and RTCP counted one by one): each
+    /// address has the whole range to itself.
+    pub interface_ports: Vec<InterfacePorts>,
     pub port_min: u16,
     pub port_max: u16,
     /// Port pairs in use and in total (from the backend).

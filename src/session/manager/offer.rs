@@ -4,7 +4,7 @@ use std::collections::hash_map::Entry;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::session::backend::{MediaBackend, Side, StreamId};
+use crate::session::backend::{BackendError, MediaBackend, Side, StreamId};
 use crate::session::manager::allocation::Allocation;
 use crate::session::manager::plan::{
     read_offer, LineStream, OfferLine, OfferPlan, OfferSdp, OfferTarget, Outgoing,
@@ -12,6 +12,7 @@ use crate::session::manager::plan::{
 use crate::session::manager::{Negotiated, SessionError, SessionManager, Signal};
 use crate::session::model::{Call, Dialogue, MediaEnd, MediaSlot};
 use crate::session::negotiate::{MediaDesc, NegotiateOptions};
+use crate::session::ports::PortError;
 use crate::time::Nanos;
 
 impl<B: MediaBackend> SessionManager<B> {
@@ -43,27 +44,44 @@ impl<B: MediaBackend> SessionManager<B> {
             Some(c) => c.id.clone(),
             None => Arc::from(sig.call_id),
         };
-        // One round-robin turn per call: the calls managed so far.
-        let turn = self.managed as usize;
-        let mut plan = OfferPlan::new(
-            existing_call,
-            sig,
-            described,
-            opts,
-            &self.cfg.interfaces,
-            turn,
-        )?;
-
-        // Everything is allocated before anything is committed: until `commit`, the guard
-        // closes what it opened when an allocation or the rendering fails.
-        let allocation = match Allocation::open(&mut self.backend, &call_id, &mut plan.lines, now) {
-            Ok(allocation) => allocation,
-            Err(e) => {
-                if new_call {
-                    self.rejected += 1;
+        // One round-robin turn per call: the calls managed so far. Each address has its own
+        // ports, so when the turn's address has run out, the next turns try the name's other
+        // addresses (at most one try per configured address).
+        let first_turn = self.managed as usize;
+        let tries = self.cfg.interfaces.len().max(1);
+        let mut attempt = 0;
+        let mut described = Some(described);
+        let (mut plan, allocation) = loop {
+            // A retry reads the SDP again (the failed plan took it): no copy on the usual path.
+            let described = match described.take() {
+                Some(d) => d,
+                None => match read_offer(sig, opts, &self.cfg.interfaces)? {
+                    OfferSdp::Loop(passed) => return Ok(passed),
+                    OfferSdp::Media(d) => d,
+                },
+            };
+            let mut plan = OfferPlan::new(
+                existing_call,
+                sig,
+                described,
+                opts,
+                &self.cfg.interfaces,
+                first_turn.wrapping_add(attempt),
+            )?;
+            // Everything is allocated before anything is committed: until `commit`, the guard
+            // closes what it opened when an allocation or the rendering fails.
+            match Allocation::open(&mut self.backend, &call_id, &mut plan.lines, now) {
+                Ok(allocation) => break (plan, allocation),
+                Err(BackendError::Ports(PortError::Exhausted)) if attempt + 1 < tries => {
+                    attempt += 1;
                 }
-                tracing::warn!(call_id = %call_id, error = %e, "offer: stream allocation failed");
-                return Err(e.into());
+                Err(e) => {
+                    if new_call {
+                        self.rejected += 1;
+                    }
+                    tracing::warn!(call_id = %call_id, error = %e, "offer: stream allocation failed");
+                    return Err(e.into());
+                }
             }
         };
         let sdp = plan.render(opts)?;

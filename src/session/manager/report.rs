@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use crate::session::backend::{MediaBackend, Side, SideStats};
 use crate::session::manager::{
-    side_ports, CallReport, MediaReport, SessionError, SessionManager, Statistics, TagReport,
-    Totals,
+    side_ports, CallReport, InterfacePorts, MediaReport, SessionError, SessionManager, Statistics,
+    TagReport, Totals,
 };
 use crate::session::model::{Call, MediaSlot};
+use crate::session::ports::pairs_in_range;
 use crate::session::quality::DirectionSummary;
 use crate::time::{Nanos, NANOS_PER_SEC};
 
@@ -82,24 +83,26 @@ impl<B: MediaBackend> SessionManager<B> {
         }
     }
 
-    /// Ports bound on each configured interface address: each relayed side of each line holds
-    /// an RTP and an RTCP port on the address it was bound on.
-    fn interface_ports(&self) -> Vec<u64> {
-        let ifs = &self.cfg.interfaces;
-        let mut used = vec![0u64; ifs.len()];
-        let sides = self
-            .calls
-            .values()
-            .flat_map(|c| c.dialogues.iter())
-            .flat_map(|d| d.media.iter())
-            .filter(|s| s.stream.is_some())
-            .flat_map(|s| [s.a.relay_local, s.b.relay_local]);
-        for ip in sides.flatten() {
-            if let Some(n) = ifs.iter().position(|i| i.local == ip) {
-                used[n] = used[n].saturating_add(2);
-            }
-        }
-        used
+    /// Ports on each configured interface address, as the backend counts them by address
+    /// (each pair is two ports). An address the backend has no pool for yet (the fake makes
+    /// them on first use) has the configured range, none used.
+    fn interface_ports(&self) -> Vec<InterfacePorts> {
+        let by_address = self.backend.address_usage();
+        let range = pairs_in_range(self.cfg.port_min, self.cfg.port_max) as u64;
+        self.cfg
+            .interfaces
+            .iter()
+            .map(|i| match by_address.iter().find(|u| u.addr == i.local) {
+                Some(u) => InterfacePorts {
+                    used: 2 * u.used_pairs as u64,
+                    total: 2 * u.total_pairs as u64,
+                },
+                None => InterfacePorts {
+                    used: 0,
+                    total: 2 * range,
+                },
+            })
+            .collect()
     }
 
     /// Counts one ng command handled for `source` in `elapsed_ns` (the ng server calls it).
