@@ -229,7 +229,7 @@ pub fn negotiate_options(req: &NgRequest, warnings: &mut Vec<String>) -> Negotia
             Some(IceMode::Remove | IceMode::Force | IceMode::ForceRelay)
         ),
         sdes_expected: !req.sdes.is_empty(),
-        direction: req.direction.clone(),
+        direction: req.interfaces(),
     }
 }
 
@@ -249,7 +249,15 @@ fn offer_answer<B: MediaBackend>(mgr: &mut SessionManager<B>, req: NgRequest, no
     let mut warnings = req.warnings.clone();
     let opts = negotiate_options(&req, &mut warnings);
     let interfaces = &mgr.config().interfaces;
-    for name in req.direction.iter().filter(|n| !n.is_empty()) {
+    for (n, name) in opts
+        .direction
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| !n.is_empty())
+    {
+        if opts.direction[..n].contains(name) {
+            continue;
+        }
         if !interfaces.iter().any(|i| i.name.eq_ignore_ascii_case(name)) {
             warnings.push(format!("Unknown interface {name}: default interface used"));
         }

@@ -154,6 +154,7 @@ impl ReqParser {
             Key::RtcpMux => self.each_string(key, v, Self::apply_rtcp_mux)?,
             Key::Direction => self.apply_direction(key, v)?,
             Key::FromInterface | Key::ToInterface => self.apply_interface(key, v)?,
+            Key::Interface => r.interface = Some(want_text(key, v)?),
             Key::ReceivedFrom => r.received_from = Some(parse_received_from(key, v)?),
             Key::MediaAddress => r.media_address = Some(parse_ip(key, want_bytes(key, v)?)?),
             Key::AddressFamily => r.address_family = Some(address_family(key, v)?),

@@ -176,6 +176,9 @@ pub struct NgRequest {
     /// Logical interface names, from-side first (`direction`, `from-interface`/`to-interface`,
     /// `internal`/`external` tokens). An empty string means "default".
     pub direction: Vec<String>,
+    /// `interface`: the interface of both sides, where `direction` (or `from-interface`,
+    /// `to-interface`) leaves one unnamed. See [`NgRequest::interfaces`].
+    pub interface: Option<String>,
     /// `received-from`: the source address of the SIP message.
     pub received_from: Option<IpAddr>,
     pub media_address: Option<IpAddr>,
@@ -227,6 +230,7 @@ impl NgRequest {
             ice: None,
             rtcp_mux: RtcpMuxOpts::default(),
             direction: Vec::new(),
+            interface: None,
             received_from: None,
             media_address: None,
             address_family: None,
@@ -245,5 +249,23 @@ impl NgRequest {
             tos: None,
             warnings: Vec::new(),
         }
+    }
+
+    /// The interface names of the two sides, from-side first: `direction` (or
+    /// `from-interface`/`to-interface`), with `interface` for a side they leave unnamed.
+    /// rtpengine reads `interface` only in its one-sided commands (`publish`, `subscribe`);
+    /// here an offer or answer that names one network for its whole call can say so with it.
+    pub fn interfaces(&self) -> Vec<String> {
+        let Some(both) = self.interface.as_deref().filter(|i| !i.is_empty()) else {
+            return self.direction.clone();
+        };
+        let mut out = self.direction.clone();
+        if out.len() < 2 {
+            out.resize(2, String::new());
+        }
+        for name in out.iter_mut().take(2).filter(|n| n.is_empty()) {
+            *name = both.to_owned();
+        }
+        out
     }
 }

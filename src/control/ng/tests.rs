@@ -559,6 +559,15 @@ fn structured_keys() {
     assert_eq!(r.direction, ["priv", "pub"]);
     let r = parse_ok(&offer_with("12:to-interface3:pub"));
     assert_eq!(r.direction, ["", "pub"]);
+    assert_eq!(r.interfaces(), ["", "pub"]);
+    // `interface` fills the sides `direction` leaves unnamed.
+    let r = parse_ok(&offer_with("9:interface3:dmz12:to-interface3:pub"));
+    assert_eq!(r.interface.as_deref(), Some("dmz"));
+    assert_eq!(r.interfaces(), ["dmz", "pub"]);
+    let r = parse_ok(&offer_with("9:interface3:dmz"));
+    assert_eq!(r.interfaces(), ["dmz", "dmz"]);
+    let r = parse_ok(&offer_with("9:directionl4:priv3:pube9:interface3:dmz"));
+    assert_eq!(r.interfaces(), ["priv", "pub"]);
     let r = parse_ok(&offer_with("13:received-from7:2001::1"));
     assert!(r.received_from.is_some_and(|ip| ip.is_ipv6()));
     let r = parse_ok(&offer_with("13:received-froml3:IP65:[::1]e"));
