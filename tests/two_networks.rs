@@ -25,7 +25,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::kernel::cannot_run;
-use common::media::rtp;
+use common::media::{echo_until_quiet, rtp};
 use common::netns::{
     inner_test, spawn_in, two_networks, Namespaces, Proc, INET_PHONE, INET_RELAY, LAN_PHONE,
     LAN_RELAY,
@@ -135,27 +135,13 @@ fn a_call_between_a_lan_and_the_internet_over_mmsg() {
 #[ignore = "the internet phone, run by the tests above in its namespace"]
 fn inet_echo_phone() {
     let s = UdpSocket::bind((INET_PHONE, INET_PORT)).unwrap();
-    s.set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
-    let start = Instant::now();
-    let mut last = None::<Instant>;
-    let mut got = 0usize;
-    let mut sources = BTreeSet::new();
-    let mut buf = [0u8; 2048];
-    while start.elapsed() < Duration::from_secs(30)
-        && last.is_none_or(|t| t.elapsed() < Duration::from_secs(3))
-    {
-        if let Ok((n, from)) = s.recv_from(&mut buf) {
-            got += 1;
-            sources.insert(from);
-            last = Some(Instant::now());
-            // The same packet with this phone's SSRC.
-            if n >= 12 {
-                buf[8..12].copy_from_slice(&0x1E7u32.to_be_bytes());
-            }
-            let _ = s.send_to(&buf[..n], from);
-        }
-    }
+    // The same packets with this phone's SSRC.
+    let (got, sources) = echo_until_quiet(
+        &s,
+        Duration::from_secs(30),
+        Duration::from_secs(3),
+        Some(0x1E7),
+    );
     let list: Vec<String> = sources.iter().map(|a| a.to_string()).collect();
     println!("ECHO {got} {}", list.join(" "));
 }

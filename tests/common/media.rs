@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 #![allow(clippy::disallowed_methods)]
 
+use std::collections::BTreeSet;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
@@ -75,4 +76,34 @@ pub fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(10));
     }
     f()
+}
+
+/// A phone's echo: sends every datagram on `s` back to its source (an RTP one with `ssrc`
+/// written in, if given) for at most `limit`, stopping `quiet` after the last one once
+/// something came. Returns how many came and from where.
+pub fn echo_until_quiet(
+    s: &UdpSocket,
+    limit: Duration,
+    quiet: Duration,
+    ssrc: Option<u32>,
+) -> (usize, BTreeSet<SocketAddr>) {
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let start = Instant::now();
+    let mut last = None::<Instant>;
+    let mut got = 0usize;
+    let mut sources = BTreeSet::new();
+    let mut buf = [0u8; 2048];
+    while start.elapsed() < limit && last.is_none_or(|t| t.elapsed() < quiet) {
+        if let Ok((n, from)) = s.recv_from(&mut buf) {
+            got += 1;
+            sources.insert(from);
+            last = Some(Instant::now());
+            if let (Some(ssrc), true) = (ssrc, n >= 12) {
+                buf[8..12].copy_from_slice(&ssrc.to_be_bytes());
+            }
+            let _ = s.send_to(&buf[..n], from);
+        }
+    }
+    (got, sources)
 }

@@ -108,12 +108,29 @@ pub fn pcap_uac_command(
     scenario: &Path,
     o: &PcapUac<'_>,
 ) -> std::process::Command {
-    let mut cmd = std::process::Command::new(sipp);
+    pcap_uac_command_at(
+        std::process::Command::new(sipp),
+        "127.0.0.1",
+        dir,
+        scenario,
+        o,
+    )
+}
+
+/// [`pcap_uac_command`] with SIP and media on `ip`, run by `cmd` (SIPp itself, or a wrapper
+/// that runs SIPp elsewhere: `ip netns exec NS sipp`).
+pub fn pcap_uac_command_at(
+    mut cmd: std::process::Command,
+    ip: &str,
+    dir: &Path,
+    scenario: &Path,
+    o: &PcapUac<'_>,
+) -> std::process::Command {
     cmd.current_dir(dir).arg("-sf").arg(scenario).arg(&o.target);
     if let Some(s) = o.service {
         cmd.args(["-s", s]);
     }
-    cmd.args(["-i", "127.0.0.1", "-mi", "127.0.0.1"])
+    cmd.args(["-i", ip, "-mi", ip])
         .args(["-p", &o.sip_port.to_string()])
         .args(["-mp", &o.media_port.to_string()])
         .args(["-cp", &o.control_port.to_string()])
