@@ -4,24 +4,26 @@
 //! not forward. In the relay namespace Kamailio listens on both addresses
 //! (tools/kamailio/two_networks.cfg) and drives rtpanchor (`--interface internal/10.0.0.1
 //! --interface external/203.0.113.1`, ng on 127.0.0.1 there) with
-//! `rtpengine_manage("direction=internal direction=external")` for a call from the LAN.
+//! `rtpengine_manage("direction=internal direction=external")` for a call from the LAN, the
+//! names the other way round for a call from the internet. One call each way.
 //!
 //! ```text
 //!  LAN phone (SIPp UAC, pcap) ──SIP──▶ 10.0.0.1 Kamailio 203.0.113.1 ──SIP──▶ internet phone (SIPp UAS)
 //!  10.0.0.10 ──RTP──▶ 10.0.0.1 rtpanchor 203.0.113.1 ──RTP──▶ echo at 203.0.113.20 (this binary)
 //! ```
 //!
-//! Asserted: the call completes (SIPp's counts); the internet phone is offered only the relay's
-//! internet address and the LAN phone is answered with only its LAN address; the echo got the
-//! pcap's packets, only from the relay's internet address; an ng `query` during the call (run
-//! in the relay namespace by this binary) shows the caller's side bound on 10.0.0.1 as
-//! `internal` and the callee's on 203.0.113.1 as `external`, with RTP counted on both sides
-//! (the caller's pcap in, the echoes in from the internet and relayed to the LAN).
+//! Asserted for each call: it completes (SIPp's counts); the callee is offered only the relay's
+//! address in its network and the caller is answered with only the one in its own; the
+//! callee's echo got the pcap's packets, only from the relay's address in its network; an ng
+//! `query` during the call (run in the relay namespace by this binary) shows the LAN side
+//! bound on 10.0.0.1 as `internal` and the internet side on 203.0.113.1 as `external`, with
+//! RTP counted on both sides (the caller's pcap in, the echoes in and relayed to the caller).
 //!
 //! Skips with a printed reason when not root (namespaces) or without `kamailio`/`sipp`.
 //! Names: namespaces ra30b-{lan,inet,relay}-kPID. Ports (block 5500-5999, inside the
-//! namespaces): ng 5500, Kamailio 5560, LAN phone SIP 5570 / media 5600 / control 5590,
-//! internet phone SIP 5575 / media 5700 / control 5591, echo 5710, relay media 5800-5899.
+//! namespaces): ng 5500, Kamailio 5560, LAN phone SIP 5570, internet phone SIP 5575, caller
+//! media 5600 / control 5590, callee media 5700 / control 5591, echo 5710, relay media
+//! 5800-5899.
 #![allow(clippy::disallowed_methods)]
 
 #[allow(dead_code)]
@@ -43,11 +45,12 @@ use rtpanchor::control::bencode::Owned;
 const NG_PORT: u16 = 5500;
 const SIP_PORT: u16 = 5560;
 const LAN_SIP: u16 = 5570;
-const LAN_MEDIA: u16 = 5600;
-const LAN_CP: u16 = 5590;
 const INET_SIP: u16 = 5575;
-const INET_MEDIA: u16 = 5700;
-const INET_CP: u16 = 5591;
+/// The caller's media and control ports, and the callee's (each in its own namespace).
+const UAC_MEDIA: u16 = 5600;
+const UAC_CP: u16 = 5590;
+const UAS_MEDIA: u16 = 5700;
+const UAS_CP: u16 = 5591;
 const ECHO_PORT: u16 = 5710;
 const MEDIA: (u16, u16) = (5800, 5899);
 /// Packets in SIPp's g711a.pcap; each side must count at least this many of them.
@@ -96,7 +99,7 @@ fn logged_sdp(log: &Path, tag: &str) -> Vec<String> {
 }
 
 #[test]
-fn a_call_through_kamailio_from_the_lan_to_the_internet() {
+fn calls_through_kamailio_between_the_lan_and_the_internet() {
     if !is_root() {
         eprintln!("SKIP calls_through_kamailio_between_the_lan_and_the_internet: network namespaces need root");
         return;
@@ -154,49 +157,93 @@ fn a_call_through_kamailio_from_the_lan_to_the_internet() {
         Peer::spawn("kamailio", &mut kam_cmd, &d.join("kamailio.log")).expect("start kamailio");
     wait_bound(&relay, SIP_PORT, &mut kam, Duration::from_secs(10));
 
-    // 3. The internet phone: this binary's echo on the port the UAS's answer names, and SIPp.
+    for (caller, callee) in [
+        (Phone::lan(&lan), Phone::inet(&inet)),
+        (Phone::inet(&inet), Phone::lan(&lan)),
+    ] {
+        let sub = d.join(format!("{}-to-{}", caller.name, callee.name));
+        std::fs::create_dir(&sub).expect("a directory per call");
+        call(&sipp, &relay, &caller, &callee, &sub, &mut kam);
+    }
+    for p in [&mut kam, &mut relay_peer] {
+        p.stop(Duration::from_secs(3));
+    }
+}
+
+/// A phone: its namespace, address, SIP port (the one Kamailio's LAN_HOP or INET_HOP names)
+/// and the relay's address in its network.
+struct Phone<'a> {
+    name: &'static str,
+    ns: &'a str,
+    ip: &'static str,
+    sip: u16,
+    relay: &'static str,
+}
+
+impl<'a> Phone<'a> {
+    fn lan(ns: &'a str) -> Phone<'a> {
+        Phone {
+            name: "lan",
+            ns,
+            ip: LAN_PHONE,
+            sip: LAN_SIP,
+            relay: LAN_RELAY,
+        }
+    }
+
+    fn inet(ns: &'a str) -> Phone<'a> {
+        Phone {
+            name: "inet",
+            ns,
+            ip: INET_PHONE,
+            sip: INET_SIP,
+            relay: INET_RELAY,
+        }
+    }
+}
+
+/// One call from `caller` to `callee` through Kamailio, with its checks; logs in `d`.
+fn call(sipp: &Path, relay: &str, caller: &Phone, callee: &Phone, d: &Path, kam: &mut Peer) {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // The callee: this binary's echo on the port the UAS's answer names, and SIPp.
     let exe = std::env::current_exe().expect("the test binary");
-    let mut echo_cmd = in_ns(&inet, &exe);
-    echo_cmd.args([
-        "--exact",
-        "inet_echo",
-        "--ignored",
-        "--nocapture",
-        "--test-threads",
-        "1",
-    ]);
+    let mut echo_cmd = in_ns(callee.ns, &exe);
+    echo_cmd
+        .env("RA30B_ECHO_IP", callee.ip)
+        .args(["--exact", "callee_echo", "--ignored", "--nocapture"])
+        .args(["--test-threads", "1"]);
     let echo_log = d.join("echo.log");
     let mut echo = Peer::spawn("echo", &mut echo_cmd, &echo_log).expect("start the echo");
     let uas_log = d.join("uas_sdp.log");
-    let mut uas_cmd = in_ns(&inet, &sipp);
+    let mut uas_cmd = in_ns(callee.ns, sipp);
     uas_cmd
         .current_dir(d)
         .arg("-sf")
         .arg(repo.join("tools/sipp/uas_rr_sdp.xml"))
-        .args(["-i", INET_PHONE, "-mi", INET_PHONE])
-        .args(["-p", &INET_SIP.to_string()])
-        .args(["-mp", &INET_MEDIA.to_string()])
+        .args(["-i", callee.ip, "-mi", callee.ip])
+        .args(["-p", &callee.sip.to_string()])
+        .args(["-mp", &UAS_MEDIA.to_string()])
         .args(["-key", "rtp_port", &ECHO_PORT.to_string()])
-        .args(["-cp", &INET_CP.to_string()])
+        .args(["-cp", &UAS_CP.to_string()])
         .args(["-m", "1", "-nostdin", "-trace_logs"])
         .arg("-log_file")
         .arg(&uas_log);
     let mut uas = Peer::spawn("sipp-uas", &mut uas_cmd, &d.join("uas.out")).expect("sipp uas");
-    wait_bound(&inet, INET_SIP, &mut uas, Duration::from_secs(10));
-    wait_bound(&inet, ECHO_PORT, &mut echo, Duration::from_secs(10));
+    wait_bound(callee.ns, callee.sip, &mut uas, Duration::from_secs(10));
+    wait_bound(callee.ns, ECHO_PORT, &mut echo, Duration::from_secs(10));
 
-    // 4. The LAN phone calls the internet phone through Kamailio.
+    // The caller calls through Kamailio's address in its own network.
     let mut uac_cmd = pcap_uac_command_at(
-        in_ns(&lan, &sipp),
-        LAN_PHONE,
+        in_ns(caller.ns, sipp),
+        caller.ip,
         d,
         &repo.join("tools/sipp/uac_rr_pcap.xml"),
         &PcapUac {
-            target: format!("{LAN_RELAY}:{SIP_PORT}"),
+            target: format!("{}:{SIP_PORT}", caller.relay),
             service: None,
-            sip_port: LAN_SIP,
-            media_port: LAN_MEDIA,
-            control_port: LAN_CP,
+            sip_port: caller.sip,
+            media_port: UAC_MEDIA,
+            control_port: UAC_CP,
             calls: 1,
             rate: 1,
             limit: 1,
@@ -204,77 +251,77 @@ fn a_call_through_kamailio_from_the_lan_to_the_internet() {
     );
     let mut uac = Peer::spawn("sipp-uac", &mut uac_cmd, &d.join("uac.out")).expect("sipp uac");
 
-    // 5. While the call runs: the ng query, from inside the relay's namespace.
+    // While the call runs: the ng query, from inside the relay's namespace.
     let mut query_cmd = Command::new("ip");
-    query_cmd.args(["netns", "exec", &relay]);
+    query_cmd.args(["netns", "exec", relay]);
     common::run_inner_test(query_cmd, "relay_query", &[]);
 
     let status = uac.wait_timeout(Duration::from_secs(30));
-    let logs = || {
+    let logs = |uac: &Peer, uas: &Peer, kam: &Peer| {
         format!(
             "uac:\n{}\nuas:\n{}\nkamailio:\n{}\nrelay:\n{}",
             uac.log_tail(30),
             uas.log_tail(30),
             kam.log_tail(40),
-            tail(&d.join("relay.log"), 30)
+            tail(&d.join("../relay.log"), 30)
         )
     };
+    let why = logs(&uac, &uas, kam);
     assert!(
         status.is_some_and(|s| s.success()),
-        "SIPp UAC: {status:?}\n{}",
-        logs()
+        "SIPp UAC: {status:?}\n{why}"
     );
     let counts = sipp_call_counts(&d.join("uac_stats.csv")).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(counts, (1, 0), "{}", logs());
+    assert_eq!(counts, (1, 0), "{why}");
 
     // Each phone saw only the relay's address of its own network.
     assert_eq!(
         logged_sdp(&uas_log, "UAS-OFFER-SDP"),
-        [INET_RELAY],
-        "{}",
-        logs()
+        [callee.relay],
+        "{why}"
     );
     assert_eq!(
         logged_sdp(&d.join("uac_sdp.log"), "UAC-ANSWER-SDP"),
-        [LAN_RELAY],
-        "{}",
-        logs()
+        [caller.relay],
+        "{why}"
     );
 
-    // The echo got the pcap, all of it from the relay's internet address.
+    // The echo got the pcap, all of it from the relay's address in the callee's network.
     let _ = echo.wait_timeout(Duration::from_secs(15));
     let said = std::fs::read_to_string(&echo_log).unwrap_or_default();
     let line = said
         .lines()
         .find_map(|l| l.find("ECHO ").map(|at| &l[at..]))
-        .unwrap_or_else(|| panic!("the echo said nothing:\n{said}\n{}", logs()));
+        .unwrap_or_else(|| panic!("the echo said nothing:\n{said}\n{why}"));
     let mut parts = line.split(' ').skip(1);
     let packets: i64 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
     let sources: BTreeSet<SocketAddr> = parts.filter_map(|p| p.parse().ok()).collect();
     assert!(packets >= MIN_PACKETS, "{line}");
     assert_eq!(sources.len(), 1, "{line}");
     assert!(
-        sources.iter().all(|s| s.ip().to_string() == INET_RELAY),
+        sources.iter().all(|s| s.ip().to_string() == callee.relay),
         "{line}"
     );
-    let kam_log = std::fs::read_to_string(d.join("kamailio.log")).unwrap_or_default();
+    let kam_log = std::fs::read_to_string(kam.log_path()).unwrap_or_default();
     assert!(
         !kam_log.contains("ERROR: rtpengine"),
-        "kamailio logged rtpengine errors:\n{}",
-        logs()
+        "kamailio logged rtpengine errors:\n{why}"
     );
-    eprintln!("call completed; echo: {line}");
-    for p in [&mut uas, &mut kam, &mut relay_peer] {
-        p.stop(Duration::from_secs(3));
-    }
+    eprintln!(
+        "{} to {}: call completed; echo: {line}",
+        caller.name, callee.name
+    );
+    uas.stop(Duration::from_secs(3));
 }
 
-/// The internet phone's media: echoes every datagram to its source for at most 40 s,
-/// stopping 3 s after the last one (once something came); then prints what it got.
+/// The callee's media: echoes every datagram to its source for at most 40 s, stopping 3 s
+/// after the last one (once something came); then prints what it got. Binds
+/// `RA30B_ECHO_IP`.
 #[test]
-#[ignore = "the internet phone's echo, run by the test above in its namespace"]
-fn inet_echo() {
-    let s = UdpSocket::bind((INET_PHONE, ECHO_PORT)).unwrap();
+#[ignore = "the callee's echo, run by the test above in the callee's namespace"]
+fn callee_echo() {
+    let ip = std::env::var("RA30B_ECHO_IP").unwrap_or_else(|_| INET_PHONE.to_owned());
+    let s = UdpSocket::bind((ip.as_str(), ECHO_PORT)).unwrap();
     let (got, sources) =
         echo_until_quiet(&s, Duration::from_secs(40), Duration::from_secs(3), None);
     let list: Vec<String> = sources.iter().map(|a| a.to_string()).collect();
