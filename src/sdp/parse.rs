@@ -241,6 +241,10 @@ pub(crate) fn parse(input: &[u8]) -> Result<Sdp<'_>, SdpError> {
         let (clen, eol) = match rest.iter().position(|&b| b == b'\n') {
             Some(i) if i > 0 && rest[i - 1] == b'\r' => (i - 1, 2),
             Some(i) => (i, 1),
+            // A body cut after the CR of its last CRLF: that CR ends the line, it is not
+            // content (a value of only blanks before it would otherwise pass as "\r", and
+            // turn empty once a line is inserted after it).
+            None if rest.last() == Some(&b'\r') => (rest.len() - 1, 1),
             None => (rest.len(), 0),
         };
         let content = &rest[..clen];

@@ -114,6 +114,10 @@ impl<'b> Out<'b> {
             // The previous line ended the body without a terminator: separate, and keep the
             // body unterminated.
             self.buf.extend_from_slice(self.default_eol);
+        } else if !eol.ends_with(b"\n") {
+            // It ended the body with the CR of a cut CRLF: complete that, and end the new
+            // last line the same way.
+            self.buf.push(b'\n');
         }
         for p in parts {
             self.buf.extend_from_slice(p);
@@ -156,6 +160,7 @@ pub fn rewrite(sdp: &Sdp<'_>, params: &RewriteParams) -> Result<Vec<u8>, SdpErro
     let default_eol: &[u8] = match sdp.lines.first() {
         Some(l) if l.end > l.content_end => raw
             .get(l.content_end as usize..l.end as usize)
+            .filter(|e| e.ends_with(b"\n"))
             .unwrap_or(b"\r\n"),
         _ => b"\r\n",
     };

@@ -654,6 +654,35 @@ fn rewrite_keeps_a_duplicate_session_c_when_the_first_names_the_relay() {
     assert_eq!(out.matches("c=IN IP4 192.0.2.1").count(), 2, "{out}");
 }
 
+/// Regression (fuzzing, 2026-12-06, `fuzz/corpus/sdp/regress-final-cr-mid`): a body cut
+/// after the CR of its last CRLF kept that CR as content, so `a=mid:` with only blanks
+/// before it parsed as a mid of "\r"; a line inserted after it completed the CRLF and the
+/// rewritten body no longer parsed. The CR now ends the line.
+#[test]
+fn a_final_lone_cr_ends_the_last_line() {
+    let input = b"v=0\nm=ao 50456 *\x0bP5E:;\x00\r\na=mid:\t\t\t\r";
+    assert!(
+        Sdp::parse(input).is_err(),
+        "a mid of only blanks must not parse"
+    );
+    let input = "v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 5004 RTP/AVP 0\r\na=mid:0\r";
+    let sdp = Sdp::parse(input.as_bytes()).expect("parse");
+    assert_eq!(sdp.media[0].mid, Some("0"));
+    // Kept as it is, byte for byte; with a line inserted after it, it parses again with
+    // the same mid and the new line, and still ends with a lone CR.
+    let keep = RewriteParams::new(v4(10, 0, 0, 1), vec![MediaRewrite::Keep]);
+    assert_eq!(rewrite(&sdp, &keep).expect("rewrite"), input.as_bytes());
+    let mut p = RewriteParams::new(v4(192, 0, 2, 1), vec![relay(30000)]);
+    p.direction = Some(Direction::SendRecv);
+    let out = rewrite(&sdp, &p).expect("rewrite");
+    let text = String::from_utf8(out.clone()).expect("utf8");
+    assert!(text.contains("a=mid:0\r\na=sendrecv\r\n"), "{text:?}");
+    assert!(text.ends_with("\r") && !text.ends_with("\r\n"), "{text:?}");
+    let again = Sdp::parse(&out).expect("the rewritten body parses");
+    assert_eq!(again.media[0].mid, Some("0"));
+    assert_eq!(again.media[0].direction, Some(Direction::SendRecv));
+}
+
 // ---- robustness ----------------------------------------------------------------------------
 
 fn corpus() -> Vec<(String, Vec<u8>)> {
