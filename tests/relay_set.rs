@@ -6,8 +6,12 @@
 //! restarted, it gets calls again.
 //!
 //! Needs root, iproute2 and SIPp (`sip-tester`); fails without them (CI installs them).
+//! Also, on loopback: a mixed set (rtpengine and rtpanchor) and a relay reached over TCP ng,
+//! both carrying calls with RTP.
+//!
 //! Port block 3500-3999: relays' ng 3500 and media 3600-3999 inside their namespaces; the
-//! front's ng 3501, HTTP 3502, SIP 3510, media 3700-3799; SIPp 3520-3570.
+//! front's ng 3501, HTTP 3502, SIP 3510, media 3700-3799; SIPp 3520-3570. The TCP ng test:
+//! 6700-6799. The tests run one at a time (the fronts share a media range).
 
 // Tests time their waits with the wall clock.
 #![allow(clippy::disallowed_methods)]
@@ -40,7 +44,7 @@ const REG_CP: u16 = 3546;
 const UAS_MEDIA: u16 = 3550;
 const WEIGHTS: [u32; 3] = [3, 2, 1];
 
-/// The two tests share SIPp's control ports' neighbourhood and the machine: one at a time.
+/// The tests share the fronts' media range and the machine: one at a time.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
@@ -129,22 +133,18 @@ fn start_box(dir: &Path, i: usize, run: usize) -> Peer {
 }
 
 fn start_front(dir: &Path, relays: &[String]) -> Peer {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rtpanchor"));
-    cmd.env("NO_COLOR", "1")
-        .args(["--interface", LO, "--num-threads", "1"])
-        .args(["--listen-ng", &format!("{LO}:{FRONT_NG}")])
-        .args(["--listen-http", &format!("{LO}:{FRONT_HTTP}")])
-        .args(["--listen-sip", &format!("{LO}:{FRONT_SIP}")])
-        .args(["--port-min", "3700", "--port-max", "3799"])
-        .args(["--no-kernel-forwarding", "--log-level", "info"]);
-    for r in relays {
-        cmd.args(["--media-relay", r]);
-    }
-    let mut front = Peer::spawn("front", &mut cmd, &dir.join("front.log")).expect("front");
+    let run = MediaRun {
+        front_ng: FRONT_NG,
+        front_http: FRONT_HTTP,
+        front_sip: FRONT_SIP,
+        reg: (REG_SIP, REG_CP),
+        uas: (UAS_SIP, UAS_CP, UAS_MEDIA),
+        uac: (UAC_SIP, UAC_CP, UAC_MEDIA),
+    };
+    let front = start_loopback_front(dir, &run, relays);
     if let Err(e) = wait_pong(&format!("{LO}:{FRONT_NG}"), Duration::from_secs(10)) {
         panic!("front not answering: {e}\n{}", front.log_tail(30));
     }
-    wait_udp_bound(&mut front, FRONT_SIP, Duration::from_secs(5)).unwrap_or_else(|e| panic!("{e}"));
     front
 }
 
@@ -154,25 +154,25 @@ fn sipp() -> PathBuf {
 
 /// Registers `uas` at the front with its contact on UAS_SIP.
 fn register(dir: &Path) {
+    register_at(dir, FRONT_SIP, (REG_SIP, REG_CP), UAS_SIP);
+}
+
+/// Registers `uas` at the front on `front_sip`, its contact on `uas_sip`, from SIPp on `reg`
+/// (SIP, control).
+fn register_at(dir: &Path, front_sip: u16, reg: (u16, u16), uas_sip: u16) {
     let mut cmd = Command::new(sipp());
     cmd.current_dir(dir)
         .arg("-sf")
         .arg(repo().join("tools/sipp/proxy_register.xml"))
-        .arg(format!("{LO}:{FRONT_SIP}"))
-        .args([
-            "-i",
-            LO,
-            "-p",
-            &REG_SIP.to_string(),
-            "-cp",
-            &REG_CP.to_string(),
-        ])
+        .arg(format!("{LO}:{front_sip}"))
+        .args(["-i", LO, "-p", &reg.0.to_string()])
+        .args(["-cp", &reg.1.to_string()])
         .args(["-m", "1", "-nostdin", "-recv_timeout", "5000"])
         .args(["-key", "aor_user", "uas", "-key", "aor_host", LO])
         .args(["-key", "contact_host", LO])
-        .args(["-key", "contact_port", &UAS_SIP.to_string()])
+        .args(["-key", "contact_port", &uas_sip.to_string()])
         .args(["-key", "via_host", LO])
-        .args(["-key", "via_port", &REG_SIP.to_string()])
+        .args(["-key", "via_port", &reg.0.to_string()])
         .args(["-key", "expires", "600"]);
     let mut p = Peer::spawn("register", &mut cmd, &dir.join("register.out")).expect("sipp");
     let st = p
@@ -182,16 +182,25 @@ fn register(dir: &Path) {
 }
 
 fn start_uas(dir: &Path) -> Peer {
+    start_uas_at(dir, (UAS_SIP, UAS_CP, UAS_MEDIA), false)
+}
+
+/// The SIPp UAS on `at` (SIP, control, media), echoing RTP if `echo`.
+fn start_uas_at(dir: &Path, at: (u16, u16, u16), echo: bool) -> Peer {
+    let (sip, cp, media) = at;
     let mut cmd = Command::new(sipp());
     cmd.current_dir(dir)
         .arg("-sf")
         .arg(repo().join("tools/sipp/uas_rr_sdp.xml"))
-        .args(["-i", LO, "-mi", LO, "-p", &UAS_SIP.to_string()])
-        .args(["-mp", &UAS_MEDIA.to_string()])
-        .args(["-key", "rtp_port", &UAS_MEDIA.to_string()])
-        .args(["-cp", &UAS_CP.to_string(), "-nostdin"]);
+        .args(["-i", LO, "-mi", LO, "-p", &sip.to_string()])
+        .args(["-mp", &media.to_string()])
+        .args(["-key", "rtp_port", &media.to_string()])
+        .args(["-cp", &cp.to_string(), "-nostdin"]);
+    if echo {
+        cmd.arg("-rtp_echo");
+    }
     let mut uas = Peer::spawn("uas", &mut cmd, &dir.join("uas.out")).expect("sipp uas");
-    wait_udp_bound(&mut uas, UAS_SIP, Duration::from_secs(5)).unwrap_or_else(|e| panic!("{e}"));
+    wait_udp_bound(&mut uas, sip, Duration::from_secs(5)).unwrap_or_else(|e| panic!("{e}"));
     uas
 }
 
@@ -261,6 +270,7 @@ fn relay_set_spreads_by_weight_and_survives_a_dead_relay() {
         is_root(),
         "this test builds network namespaces: run it as root"
     );
+    let _one = serial();
     let _bed = Testbed::up(3);
     let tmp = TempDir::new("relayset").expect("tempdir");
     let d = tmp.path();
@@ -349,14 +359,113 @@ fn relay_set_spreads_by_weight_and_survives_a_dead_relay() {
     }
 }
 
+/// Where the front, the callee and the caller of a media run listen.
+struct MediaRun {
+    front_ng: u16,
+    front_http: u16,
+    front_sip: u16,
+    /// The registering SIPp: SIP, control.
+    reg: (u16, u16),
+    /// The UAS: SIP, control, media.
+    uas: (u16, u16, u16),
+    /// The UAC: SIP, control, media.
+    uac: (u16, u16, u16),
+}
+
+/// A front on loopback whose media go to `relays` (its `--media-relay` values).
+fn start_loopback_front(d: &Path, run: &MediaRun, relays: &[String]) -> Peer {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rtpanchor"));
+    cmd.env("NO_COLOR", "1")
+        .args(["--interface", LO, "--num-threads", "1"])
+        .args(["--listen-ng", &format!("{LO}:{}", run.front_ng)])
+        .args(["--listen-http", &format!("{LO}:{}", run.front_http)])
+        .args(["--listen-sip", &format!("{LO}:{}", run.front_sip)])
+        .args(["--port-min", "3700", "--port-max", "3799"])
+        .args(["--no-kernel-forwarding", "--log-level", "info"]);
+    for r in relays {
+        cmd.args(["--media-relay", r]);
+    }
+    let mut front = Peer::spawn("front", &mut cmd, &d.join("front.log")).expect("front");
+    wait_udp_bound(&mut front, run.front_sip, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e}"));
+    front
+}
+
+/// `calls` calls with RTP (SIPp's pcap, echoed by the UAS) through the front of `run`, spread
+/// evenly over `relays` (the name the front's `/metrics` gives each, and the UDP ng port to
+/// ask it on): mid-call each relay holds a call and relays its RTP; every call succeeds.
+fn calls_with_media(d: &Path, run: &MediaRun, relays: &[(String, u16)], calls: usize) {
+    let (uac_sip, uac_cp, uac_media) = run.uac;
+    register_at(d, run.front_sip, run.reg, run.uas.0);
+    let mut uas = start_uas_at(d, run.uas, true);
+
+    let mut uac_cmd = common::pcap_uac_command(
+        &sipp(),
+        d,
+        &repo().join("tools/sipp/uac_rr_pcap.xml"),
+        &common::PcapUac {
+            target: format!("{LO}:{}", run.front_sip),
+            service: Some("uas"),
+            sip_port: uac_sip,
+            media_port: uac_media,
+            control_port: uac_cp,
+            calls,
+            rate: 2,
+            limit: calls,
+        },
+    );
+    let mut uac = Peer::spawn("uac", &mut uac_cmd, &d.join("uac.out")).expect("uac");
+    // Mid-call (the pcap plays for 7 s): each relay holds a call and relays its RTP.
+    std::thread::sleep(Duration::from_secs(4));
+    for (name, port) in relays {
+        let mut c = NgClient::udp(format!("{LO}:{port}").parse().unwrap())
+            .unwrap()
+            .with_cookie_prefix("mediarun");
+        let list = c.command("list").expect("list");
+        let held: Vec<String> = list
+            .get("calls")
+            .and_then(Owned::as_list)
+            .unwrap_or(&[])
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect();
+        assert!(!held.is_empty(), "{name} holds no call: {list}");
+        let q = c
+            .request(
+                &Owned::dict()
+                    .with("command", "query")
+                    .with("call-id", held[0].as_str()),
+            )
+            .expect("query");
+        let packets = common::ng::find_int(&q, "packets").unwrap_or(0);
+        assert!(packets > 0, "{name} relayed no RTP for {}: {q}", held[0]);
+    }
+    let st = uac.wait_timeout(Duration::from_secs(40));
+    let counts = sipp_call_counts(&d.join("uac_stats.csv"));
+    assert!(
+        st.is_some_and(|s| s.success()),
+        "UAC: {st:?} {counts:?}\n{}",
+        uac.log_tail(20)
+    );
+    assert_eq!(counts, Ok((calls as u64, 0)));
+    let text = try_get(run.front_http, "/metrics")
+        .map(|(_, b)| b)
+        .unwrap_or_default();
+    for (name, _) in relays {
+        let s = format!("rtpanchor_media_relay_calls_total{{relay=\"{name}\"}}");
+        let want = (calls / relays.len()) as f64;
+        assert_eq!(common::http::exposed(&text, &s), Some(want), "{s}\n{text}");
+    }
+    uas.stop(Duration::from_secs(2));
+}
+
 /// Mixed set: Debian's rtpengine and an rtpanchor relay (both on loopback, ng 3503 and
-/// 3504) behind one front (SIP 3511); four calls with RTP (SIPp's pcap, echoed by the UAS)
-/// alternate between them, and each relay is seen relaying packets of its call mid-call.
+/// 3504) behind one front (SIP 3511); four calls with RTP alternate between them, and each
+/// relay is seen relaying packets of its call mid-call.
 #[test]
 fn mixed_set_of_rtpengine_and_rtpanchor_both_carry_media() {
     const RTPE_NG: u16 = 3503;
     const ANCHOR_NG: u16 = 3504;
-    const SIP: u16 = 3511;
     let _one = serial();
     let tmp = TempDir::new("relayset-mixed").expect("tempdir");
     let d = tmp.path();
@@ -380,113 +489,60 @@ fn mixed_set_of_rtpengine_and_rtpanchor_both_carry_media() {
     wait_udp_bound(&mut rtpe, RTPE_NG, Duration::from_secs(10)).unwrap_or_else(|e| panic!("{e}"));
     let _anchor =
         common::peers::spawn_relay(d, ANCHOR_NG, (3900, 3999), &["--no-kernel-forwarding"]);
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rtpanchor"));
-    cmd.env("NO_COLOR", "1")
-        .args(["--interface", LO, "--num-threads", "1"])
-        .args(["--listen-ng", &format!("{LO}:3505")])
-        .args(["--listen-http", &format!("{LO}:3506")])
-        .args(["--listen-sip", &format!("{LO}:{SIP}")])
-        .args(["--port-min", "3700", "--port-max", "3799"])
-        .args(["--media-relay", &format!("ng:{LO}:{RTPE_NG}")])
-        .args(["--media-relay", &format!("ng:{LO}:{ANCHOR_NG}")]);
-    let mut front = Peer::spawn("front", &mut cmd, &d.join("front.log")).expect("front");
-    wait_udp_bound(&mut front, SIP, Duration::from_secs(10)).unwrap_or_else(|e| panic!("{e}"));
-
-    let mut reg = Command::new(sipp());
-    reg.current_dir(d)
-        .arg("-sf")
-        .arg(repo().join("tools/sipp/proxy_register.xml"))
-        .arg(format!("{LO}:{SIP}"))
-        .args(["-i", LO, "-p", "3547", "-cp", "3548"])
-        .args(["-m", "1", "-nostdin", "-recv_timeout", "5000"])
-        .args(["-key", "aor_user", "uas", "-key", "aor_host", LO])
-        .args(["-key", "contact_host", LO, "-key", "contact_port", "3542"])
-        .args(["-key", "via_host", LO, "-key", "via_port", "3547"])
-        .args(["-key", "expires", "600"]);
-    let mut r = Peer::spawn("register", &mut reg, &d.join("register.out")).expect("sipp");
-    assert!(
-        r.wait_timeout(Duration::from_secs(15))
-            .is_some_and(|s| s.success()),
-        "REGISTER failed:\n{}",
-        r.log_tail(20)
-    );
-    let mut uas_cmd = Command::new(sipp());
-    uas_cmd
-        .current_dir(d)
-        .arg("-sf")
-        .arg(repo().join("tools/sipp/uas_rr_sdp.xml"))
-        .args([
-            "-i",
-            LO,
-            "-mi",
-            LO,
-            "-p",
-            "3542",
-            "-mp",
-            "3560",
-            "-rtp_echo",
-        ])
-        .args(["-key", "rtp_port", "3560", "-cp", "3543", "-nostdin"]);
-    let mut uas = Peer::spawn("uas", &mut uas_cmd, &d.join("uas.out")).expect("uas");
-    wait_udp_bound(&mut uas, 3542, Duration::from_secs(5)).unwrap_or_else(|e| panic!("{e}"));
-
-    let mut uac_cmd = common::pcap_uac_command(
-        &sipp(),
-        d,
-        &repo().join("tools/sipp/uac_rr_pcap.xml"),
-        &common::PcapUac {
-            target: format!("{LO}:{SIP}"),
-            service: Some("uas"),
-            sip_port: 3522,
-            media_port: 3570,
-            control_port: 3523,
-            calls: 4,
-            rate: 2,
-            limit: 4,
-        },
-    );
-    let mut uac = Peer::spawn("uac", &mut uac_cmd, &d.join("uac.out")).expect("uac");
-    // Mid-call (the pcap plays for 7 s): each relay holds a call and relays its RTP.
-    std::thread::sleep(Duration::from_secs(4));
-    for (name, port) in [("rtpengine", RTPE_NG), ("rtpanchor", ANCHOR_NG)] {
-        let mut c = NgClient::udp(format!("{LO}:{port}").parse().unwrap())
-            .unwrap()
-            .with_cookie_prefix("mixed");
-        let list = c.command("list").expect("list");
-        let calls: Vec<String> = list
-            .get("calls")
-            .and_then(Owned::as_list)
-            .unwrap_or(&[])
-            .iter()
-            .filter_map(|v| v.as_str().map(str::to_owned))
-            .collect();
-        assert!(!calls.is_empty(), "{name} holds no call: {list}");
-        let q = c
-            .request(
-                &Owned::dict()
-                    .with("command", "query")
-                    .with("call-id", calls[0].as_str()),
-            )
-            .expect("query");
-        let packets = common::ng::find_int(&q, "packets").unwrap_or(0);
-        assert!(packets > 0, "{name} relayed no RTP for {}: {q}", calls[0]);
-    }
-    let st = uac.wait_timeout(Duration::from_secs(40));
-    let counts = sipp_call_counts(&d.join("uac_stats.csv"));
-    assert!(
-        st.is_some_and(|s| s.success()),
-        "UAC: {st:?} {counts:?}\n{}",
-        uac.log_tail(20)
-    );
-    assert_eq!(counts, Ok((4, 0)));
-    let text = try_get(3506, "/metrics")
-        .map(|(_, b)| b)
-        .unwrap_or_default();
-    for port in [RTPE_NG, ANCHOR_NG] {
-        let s = format!("rtpanchor_media_relay_calls_total{{relay=\"ng:{LO}:{port}\"}}");
-        assert_eq!(common::http::exposed(&text, &s), Some(2.0), "{s}\n{text}");
-    }
-    uas.stop(Duration::from_secs(2));
+    let run = MediaRun {
+        front_ng: 3505,
+        front_http: 3506,
+        front_sip: 3511,
+        reg: (3547, 3548),
+        uas: (3542, 3543, 3560),
+        uac: (3522, 3523, 3570),
+    };
+    let relays: Vec<(String, u16)> = [RTPE_NG, ANCHOR_NG]
+        .into_iter()
+        .map(|p| (format!("ng:{LO}:{p}"), p))
+        .collect();
+    let specs: Vec<String> = relays.iter().map(|(n, _)| n.clone()).collect();
+    let mut front = start_loopback_front(d, &run, &specs);
+    calls_with_media(d, &run, &relays, 4);
     front.stop(Duration::from_secs(5));
     rtpe.stop(Duration::from_secs(5));
+}
+
+/// TCP ng in a set: an rtpanchor relay listening for ng over TCP (`--listen-tcp-ng`, port
+/// 6701; its UDP ng 6700 only for the test's own queries) is the front's only relay,
+/// `--media-relay 'ng:127.0.0.1:6701;transport=tcp'`; two calls with RTP go through it.
+/// Nothing listens for UDP on 6701, so the calls can only have been set up over TCP. Ports
+/// 6700-6799 (the front's ng 6702, HTTP 6703, SIP 6710; SIPp 6720-6760; relay media 6770-6799).
+#[test]
+fn a_tcp_ng_relay_carries_calls_with_media() {
+    const UDP_NG: u16 = 6700;
+    const TCP_NG: u16 = 6701;
+    let _one = serial();
+    let tmp = TempDir::new("relayset-tcp").expect("tempdir");
+    let d = tmp.path();
+    let tcp = format!("{LO}:{TCP_NG}");
+    let mut relay = common::peers::spawn_relay(
+        d,
+        UDP_NG,
+        (6770, 6799),
+        &["--no-kernel-forwarding", "--listen-tcp-ng", &tcp],
+    );
+    let run = MediaRun {
+        front_ng: 6702,
+        front_http: 6703,
+        front_sip: 6710,
+        reg: (6720, 6721),
+        uas: (6730, 6731, 6740),
+        uac: (6750, 6751, 6760),
+    };
+    let mut front = start_loopback_front(d, &run, &[format!("ng:{tcp};transport=tcp")]);
+    calls_with_media(d, &run, &[(format!("ng:{tcp}"), UDP_NG)], 2);
+    // No request to it was given up.
+    let text = try_get(run.front_http, "/metrics")
+        .map(|(_, b)| b)
+        .unwrap_or_default();
+    let timeouts = format!("rtpanchor_media_relay_timeouts_total{{relay=\"ng:{tcp}\"}}");
+    assert_eq!(common::http::exposed(&text, &timeouts), Some(0.0), "{text}");
+    front.stop(Duration::from_secs(5));
+    relay.stop(Duration::from_secs(5));
 }

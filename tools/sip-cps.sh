@@ -24,6 +24,7 @@
 # the INVITE retransmissions it sent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. tools/sipp/stat.sh
 
 RATES=${RATES:-"250 500 1000 1500 2000 2500 3000 3500 4000 4500 5000"}
 STEP_SECS=${STEP_SECS:-10}
@@ -111,8 +112,8 @@ run_step() {
   udp_drops=$(( $(awk '/^Udp:/ && $2 ~ /^[0-9]/ {print $6}' /proc/net/snmp) - udp_drops_before ))
   set -e
   local ok failed
-  ok=$(awk -F';' 'NR==1{for(i=1;i<=NF;i++)if($i=="SuccessfulCall(C)")s=i;if(!s)exit}END{print $s}' "$csv" 2>/dev/null || echo 0)
-  failed=$(awk -F';' 'NR==1{for(i=1;i<=NF;i++)if($i=="FailedCall(C)")f=i}END{print $f}' "$csv" 2>/dev/null || echo "?")
+  ok=$(sipp_stat "$csv" "SuccessfulCall(C)" 0)
+  failed=$(sipp_stat "$csv" "FailedCall(C)")
   local cpu
   cpu=$(ps -o times= -p "$RELAY" | tr -d ' ')
   # From SIPp's final screen: 503s received (first copies; a refused call is ACKed by

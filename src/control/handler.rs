@@ -703,6 +703,9 @@ fn media_relays(relays: &[crate::relayset::RelaySnapshot]) -> Owned {
                 .with("downs", c.downs)
                 .with("strandedcalls", c.calls_stranded)
                 .with("rttus", c.last_rtt_us)
+                .with("requestrtts", c.request_rtts)
+                .with("requestrttmedianus", c.request_rtt_median_us)
+                .with("requestrttp99us", c.request_rtt_p99_us)
         })
         .collect();
     Owned::List(list)

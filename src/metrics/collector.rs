@@ -86,7 +86,7 @@ fn media_relays(enc: &mut DescriptorEncoder, s: &MetricsSnapshot) -> Res {
         return Ok(());
     }
     type Pick = fn(&crate::relayset::RelaySnapshot) -> u64;
-    let families: [(&str, &str, bool, Pick); 13] = [
+    let families: [(&str, &str, bool, Pick); 15] = [
         (
             "media_relay_up",
             "1 while the relay answers, 0 while it is skipped.",
@@ -164,6 +164,18 @@ fn media_relays(enc: &mut DescriptorEncoder, s: &MetricsSnapshot) -> Res {
             "The last ng round trip to the relay.",
             false,
             |r| r.counters.last_rtt_us,
+        ),
+        (
+            "media_relay_request_rtt_median_microseconds",
+            "Median ng round trip of the calls' requests (offer, answer, delete) to the relay.",
+            false,
+            |r| r.counters.request_rtt_median_us,
+        ),
+        (
+            "media_relay_request_rtt_p99_microseconds",
+            "99th percentile ng round trip of the calls' requests to the relay.",
+            false,
+            |r| r.counters.request_rtt_p99_us,
         ),
     ];
     for (name, help, is_counter, pick) in families {

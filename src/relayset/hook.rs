@@ -207,6 +207,7 @@ impl<B: MediaBackend> RelayMedia<B> {
                 let mut set = lock(&set);
                 match outcome {
                     Outcome::Reply { rtt_ns, .. } => {
+                        set.on_request_rtt(relay, rtt_ns);
                         out.events.extend(set.on_answer(relay, now, rtt_ns))
                     }
                     Outcome::GaveUp => out.events.extend(set.on_given_up(relay)),
@@ -219,6 +220,7 @@ impl<B: MediaBackend> RelayMedia<B> {
                 let result = ng::interpret(&reply);
                 {
                     let mut set = lock(&set);
+                    set.on_request_rtt(f.relay, rtt_ns);
                     out.events.extend(set.on_answer(f.relay, now, rtt_ns));
                     if matches!(result, MediaResult::Failed { .. }) {
                         if let Some(c) = set.counters_mut(f.relay) {
@@ -490,6 +492,97 @@ mod tests {
         let del = h.take_jobs();
         assert!(del[0].detached);
         assert_eq!(del[0].relay, jobs[0].relay);
+        // The call's three round trips (1 µs each) are counted on its relay, pings aside.
+        h.complete(answer[0].id, ok("v=0 relayed"), 7);
+        h.complete(del[0].id, ok(""), 8);
+        let set = h.set().unwrap().clone();
+        let snap = set.lock().unwrap().snapshot();
+        let c = &snap[usize::from(jobs[0].relay.0)].counters;
+        assert_eq!(
+            (
+                c.request_rtts,
+                c.request_rtt_median_us,
+                c.request_rtt_p99_us
+            ),
+            (3, 1, 1)
+        );
+    }
+
+    /// A relay dies mid-call: nothing in the dialog hangs on it.
+    #[test]
+    fn in_dialog_requests_of_a_call_whose_relay_died() {
+        let mut h = hook(&["ng:127.0.0.1:1", "ng:127.0.0.2:1"]);
+        let c = ctx(MediaOp::Offer);
+        assert!(!h.ready(&c, SDP, 1));
+        let offer = h.take_jobs().remove(0);
+        assert!(h.complete(offer.id, ok("v=0 a"), 2).ready);
+        let dead = offer.relay;
+        // A re-INVITE before anyone knows: its offer waits for the dead relay, is given up
+        // and goes to the other relay; the re-INVITE then carries the other relay's SDP.
+        let reinvite = MediaCtx {
+            to_tag: Some("tt"),
+            via_branch: Some("z9hG4bK2"),
+            ..ctx(MediaOp::Offer)
+        };
+        const SDP2: &[u8] = b"v=0\r\nc=IN IP4 192.0.2.1\r\nm=audio 4002 RTP/AVP 0\r\n";
+        assert!(!h.ready(&reinvite, SDP2, 3));
+        let job = h.take_jobs().remove(0);
+        assert_eq!(job.relay, dead);
+        let done = h.complete(job.id, Outcome::GaveUp, 4);
+        assert!(matches!(done.events[..], [HealthEvent::Down { .. }]));
+        let retry = done.retry.expect("the offer moves");
+        assert_ne!(retry.relay, dead);
+        assert!(h.complete(retry.id, ok("v=0 b"), 5).ready);
+        assert_eq!(
+            h.media(&reinvite, SDP2, 5),
+            MediaResult::NewBody(b"v=0 b".to_vec())
+        );
+        // Another re-INVITE once it is known down: straight to the live relay.
+        let third = MediaCtx {
+            via_branch: Some("z9hG4bK3"),
+            ..reinvite
+        };
+        assert!(!h.ready(&third, SDP, 6));
+        assert_eq!(h.take_jobs()[0].relay, retry.relay);
+        // BYE: forwarded at once (its delete does not wait) to the relay the call is on.
+        let bye = MediaCtx {
+            via_branch: None,
+            ..ctx(MediaOp::Delete)
+        };
+        assert_eq!(h.media(&bye, b"", 7), MediaResult::Unchanged);
+        let del = h.take_jobs().remove(0);
+        assert!(del.detached);
+        assert_eq!(del.relay, retry.relay);
+    }
+
+    /// A BYE whose relay is dead and the call never moved: forwarded at once, the lost
+    /// delete counted as a timeout of that relay.
+    #[test]
+    fn a_bye_on_a_dead_relay_is_forwarded_and_counted() {
+        let mut h = hook(&["ng:127.0.0.1:1", "ng:127.0.0.2:1"]);
+        let c = ctx(MediaOp::Offer);
+        assert!(!h.ready(&c, SDP, 1));
+        let offer = h.take_jobs().remove(0);
+        assert!(h.complete(offer.id, ok("v=0 a"), 2).ready);
+        let bye = MediaCtx {
+            via_branch: None,
+            ..ctx(MediaOp::Delete)
+        };
+        assert!(h.ready(&bye, b"", 3));
+        assert_eq!(h.media(&bye, b"", 3), MediaResult::Unchanged);
+        let del = h.take_jobs().remove(0);
+        assert_eq!((del.relay, del.detached), (offer.relay, true));
+        let done = h.complete(del.id, Outcome::GaveUp, 4);
+        assert!(!done.ready && done.retry.is_none());
+        assert!(matches!(
+            done.events[..],
+            [HealthEvent::Down { calls: 0, .. }]
+        ));
+        let set = h.set().unwrap().clone();
+        let snap = set.lock().unwrap().snapshot();
+        let r = &snap[usize::from(offer.relay.0)];
+        assert_eq!((r.counters.deletes, r.counters.timeouts), (1, 1));
+        assert_eq!(r.active_calls, 0);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 pub mod hook;
 pub mod ng;
+pub mod rtt;
 pub mod set;
 pub mod spec;
 

@@ -18,6 +18,7 @@
 
 use std::collections::HashMap;
 
+use super::rtt::RttHistogram;
 use super::spec::{RelaySpec, RelayTarget};
 use crate::time::{Nanos, NANOS_PER_MS, NANOS_PER_SEC};
 
@@ -74,6 +75,11 @@ pub struct RelayCounters {
     pub calls_stranded: u64,
     /// The last ng round trip, microseconds.
     pub last_rtt_us: u64,
+    /// Round trips of the calls' requests (offer, answer, delete; not pings): how many,
+    /// their median and 99th percentile in microseconds (filled by [`RelaySet::snapshot`]).
+    pub request_rtts: u64,
+    pub request_rtt_median_us: u64,
+    pub request_rtt_p99_us: u64,
 }
 
 /// One relay's figures for `statistics` and `/metrics`.
@@ -115,6 +121,7 @@ struct Relay {
     credit: i64,
     active: u64,
     counters: RelayCounters,
+    rtts: RttHistogram,
 }
 
 struct Sticky {
@@ -144,6 +151,7 @@ impl RelaySet {
                 credit: 0,
                 active: 0,
                 counters: RelayCounters::default(),
+                rtts: RttHistogram::default(),
             })
             .collect();
         RelaySet {
@@ -222,11 +230,20 @@ impl RelaySet {
         Some(s.relay)
     }
 
-    /// The relay of `call_id`: the one it sticks to, or a new choice it now sticks to.
+    /// The relay of an offer of `call_id`: the one it sticks to, or a new choice it now
+    /// sticks to. A call whose relay is down moves to one that is up (an offer sets up both
+    /// of its legs anew, e.g. a re-INVITE: the media follow), counted as a fail-over of the
+    /// dead one, instead of waiting for the dead relay's timeout first.
     pub fn assign(&mut self, call_id: &str, now: Nanos) -> Option<RelayId> {
         self.expire(now);
         if let Some(id) = self.sticky(call_id, now) {
-            return Some(id);
+            if self.is_up(id) || !self.relays.iter().any(|r| r.up) {
+                return Some(id);
+            }
+            self.forget(call_id);
+            if let Some(c) = self.counters_mut(id) {
+                c.failovers += 1;
+            }
         }
         let id = self.choose()?;
         self.stick(call_id, id, now);
@@ -300,6 +317,13 @@ impl RelaySet {
         // Back with no head start over the others.
         r.credit = 0;
         Some(HealthEvent::Up { id })
+    }
+
+    /// A call's request (offer, answer, delete) was answered after `rtt_ns`.
+    pub fn on_request_rtt(&mut self, id: RelayId, rtt_ns: Nanos) {
+        if let Some(r) = self.relay_mut(id) {
+            r.rtts.record(rtt_ns / 1000);
+        }
     }
 
     /// A request to the relay was given up after its retransmissions.
@@ -406,7 +430,12 @@ impl RelaySet {
                 weight: r.spec.weight,
                 up: r.up,
                 active_calls: r.active,
-                counters: r.counters.clone(),
+                counters: RelayCounters {
+                    request_rtts: r.rtts.samples(),
+                    request_rtt_median_us: r.rtts.quantile_us(0.5),
+                    request_rtt_p99_us: r.rtts.quantile_us(0.99),
+                    ..r.counters.clone()
+                },
             })
             .collect()
     }
@@ -525,6 +554,29 @@ mod tests {
             s.on_given_up(id);
         }
         assert_eq!(s.assign("y", 4), None);
+    }
+
+    #[test]
+    fn an_offer_on_a_call_whose_relay_died_moves_at_once() {
+        let mut s = set(&THREE);
+        let first = s.assign("x", 1).unwrap();
+        assert!(matches!(
+            s.on_given_up(first),
+            Some(HealthEvent::Down { calls: 1, .. })
+        ));
+        // A re-INVITE's offer: another relay, the call sticks there, counted.
+        let next = s.assign("x", 2).unwrap();
+        assert_ne!(next, first);
+        assert_eq!(s.sticky("x", 3), Some(next));
+        let snap = s.snapshot();
+        assert_eq!(snap[usize::from(first.0)].counters.failovers, 1);
+        assert_eq!(snap[usize::from(first.0)].active_calls, 0);
+        assert_eq!(snap[usize::from(next.0)].active_calls, 1);
+        // Nobody up: it stays where it is (the request tells).
+        for id in [RelayId(0), RelayId(1), RelayId(2)] {
+            s.on_given_up(id);
+        }
+        assert_eq!(s.assign("x", 4), Some(next));
     }
 
     #[test]
