@@ -77,11 +77,13 @@ const UDP_RCVBUF: usize = 4 << 20;
 /// before T1 (500 ms), when the peers' retransmissions would multiply the load: at 5,000
 /// calls/s offered with digest auth the queue grew to seconds, nearly every BYE was
 /// retransmitted and goodput fell to a third of capacity. Shorter waits (the control thread
-/// descheduled on a shared machine for a moment, a generator's burst) do not refuse calls.
-const SHED_DELAY_ON_NS: u64 = 100_000_000;
+/// descheduled on a shared machine for a moment, a generator's burst, one long pass of the
+/// control thread's housekeeping) do not refuse calls: at 100 ms, single stalls of the
+/// relay refused ~300 calls in a 2,000 calls/s step that it otherwise held.
+const SHED_DELAY_ON_NS: u64 = 250_000_000;
 
 /// Refusing stops once a datagram waited less than this (or the queue is empty).
-const SHED_DELAY_OFF_NS: u64 = 20_000_000;
+const SHED_DELAY_OFF_NS: u64 = 50_000_000;
 
 /// Where the kernel does not stamp datagrams: a UDP input queue that has not been empty for
 /// this long is standing (the proxy is slower than its input).
