@@ -40,7 +40,7 @@ use std::thread::{sleep, JoinHandle};
 use std::time::{Duration, Instant};
 
 use common::ng::{answering_client, relayed_packets};
-use common::peers::{find_program, udp_bound, wait_udp_bound, Peer};
+use common::peers::{find_program, kamailio_args, udp_bound, wait_udp_bound, Peer};
 use common::{pcap_uac_command, sipp_call_counts, PcapUac, TempDir};
 
 /// Calls placed (at `CALL_RATE` per second, all may overlap).
@@ -361,18 +361,7 @@ fn sipp_calls_through_kamailio_anchor_media_on_relay() {
     let kam_run = d.join("kamailio-run");
     std::fs::create_dir(&kam_run).expect("kamailio runtime dir");
     let mut kam_cmd = Command::new(&kamailio);
-    kam_cmd
-        .arg("-f")
-        .arg(&cfg)
-        // Stay in the foreground (the pid is ours to stop), log to stderr.
-        .args(["-DD", "-E"])
-        .arg("-Y")
-        .arg(&kam_run)
-        .arg("-P")
-        .arg(kam_run.join("kamailio.pid"))
-        .arg("-w")
-        .arg(d)
-        .args(["-m", "32", "-M", "4"])
+    kamailio_args(&mut kam_cmd, &cfg, &kam_run, d)
         .args(["-A", &format!("LISTEN_IP={LOOPBACK}")])
         .args(["-A", &format!("SIP_PORT={}", PORTS.proxy_sip)])
         .args([

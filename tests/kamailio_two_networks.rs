@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 use common::media::echo_until_quiet;
 use common::netns::{is_root, two_networks, INET_PHONE, INET_RELAY, LAN_PHONE, LAN_RELAY};
 use common::ng::{client, ng};
-use common::peers::{find_program, tail, Peer};
+use common::peers::{find_program, kamailio_args, tail, Peer};
 use common::{pcap_uac_command_at, sipp_call_counts, PcapUac, TempDir};
 use rtpanchor::control::bencode::Owned;
 
@@ -137,22 +137,18 @@ fn calls_through_kamailio_between_the_lan_and_the_internet() {
     let kam_run = d.join("kamailio-run");
     std::fs::create_dir(&kam_run).expect("kamailio runtime dir");
     let mut kam_cmd = in_ns(&relay, &kamailio);
-    kam_cmd
-        .arg("-f")
-        .arg(repo.join("tools/kamailio/two_networks.cfg"))
-        .args(["-DD", "-E", "-m", "32", "-M", "4"])
-        .arg("-Y")
-        .arg(&kam_run)
-        .arg("-P")
-        .arg(kam_run.join("kamailio.pid"))
-        .arg("-w")
-        .arg(d)
-        .args(["-A", &format!("LAN_IP={LAN_RELAY}")])
-        .args(["-A", &format!("INET_IP={INET_RELAY}")])
-        .args(["-A", &format!("SIP_PORT={SIP_PORT}")])
-        .args(["-A", &format!("RTPENGINE_SOCK=\"udp:127.0.0.1:{NG_PORT}\"")])
-        .args(["-A", &format!("LAN_HOP=\"sip:{LAN_PHONE}:{LAN_SIP}\"")])
-        .args(["-A", &format!("INET_HOP=\"sip:{INET_PHONE}:{INET_SIP}\"")]);
+    kamailio_args(
+        &mut kam_cmd,
+        &repo.join("tools/kamailio/two_networks.cfg"),
+        &kam_run,
+        d,
+    )
+    .args(["-A", &format!("LAN_IP={LAN_RELAY}")])
+    .args(["-A", &format!("INET_IP={INET_RELAY}")])
+    .args(["-A", &format!("SIP_PORT={SIP_PORT}")])
+    .args(["-A", &format!("RTPENGINE_SOCK=\"udp:127.0.0.1:{NG_PORT}\"")])
+    .args(["-A", &format!("LAN_HOP=\"sip:{LAN_PHONE}:{LAN_SIP}\"")])
+    .args(["-A", &format!("INET_HOP=\"sip:{INET_PHONE}:{INET_SIP}\"")]);
     let mut kam =
         Peer::spawn("kamailio", &mut kam_cmd, &d.join("kamailio.log")).expect("start kamailio");
     wait_bound(&relay, SIP_PORT, &mut kam, Duration::from_secs(10));

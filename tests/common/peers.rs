@@ -240,6 +240,27 @@ pub fn send_signal(pid: u32, sig: &str) {
     assert!(signal(&pid.to_string(), sig), "kill -s {sig} {pid}");
 }
 
+/// Adds the arguments every Kamailio of the tests takes to `cmd` (Kamailio itself, or a
+/// wrapper that runs it): config `cfg`, foreground with logs on stderr (the pid is the
+/// test's to stop), 32 MB shared and 4 MB private memory, runtime files and pid in `run`,
+/// working directory `work`.
+pub fn kamailio_args<'c>(
+    cmd: &'c mut Command,
+    cfg: &Path,
+    run: &Path,
+    work: &Path,
+) -> &'c mut Command {
+    cmd.arg("-f")
+        .arg(cfg)
+        .args(["-DD", "-E", "-m", "32", "-M", "4"])
+        .arg("-Y")
+        .arg(run)
+        .arg("-P")
+        .arg(run.join("kamailio.pid"))
+        .arg("-w")
+        .arg(work)
+}
+
 /// The relay binary under test with the built-in SIP proxy: loopback, one worker, ng on
 /// `ng`, SIP on `sip`; the caller adds media ports and the rest.
 pub fn sip_relay_command(ng: u16, sip: u16) -> Command {
