@@ -3,7 +3,10 @@
 //! `503` + `Retry-After`, while an INVITE that arrives once the queue has drained is served.
 //! The wait is made real by stopping the relay (`SIGSTOP`) with INVITEs arriving meanwhile.
 //!
-//! Ports (block 7800-7899): SIP 7800, ng 7801, media 7810-7849, the phone 7850.
+//! In-dialog traffic is served ahead of new INVITEs that queued before it (`sip::admission`).
+//!
+//! Ports (block 7800-7899): SIP 7800, ng 7801, media 7810-7849, the phone 7850; the second
+//! relay: SIP 7870, ng 7871, media 7852-7869, its phone 7899.
 
 // Real-socket tests are an I/O edge: they read the clock to bound their waits.
 #![allow(clippy::disallowed_methods)]
@@ -38,6 +41,42 @@ fn invite(n: usize, from: SocketAddr) -> Vec<u8> {
     .into_bytes()
 }
 
+/// A BYE inside a dialog (it carries a To tag) the proxy does not know: it is answered
+/// with a final all the same (no such user or dialog).
+fn bye(n: usize, from: SocketAddr) -> Vec<u8> {
+    format!(
+        "BYE sip:bob@127.0.0.1 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {from};branch=z9hG4bKbye{n}\r\n\
+         From: <sip:alice@127.0.0.1>;tag=a{n}\r\n\
+         To: <sip:bob@127.0.0.1>;tag=b{n}\r\n\
+         Call-ID: delay-{n}@127.0.0.1\r\n\
+         CSeq: 2 BYE\r\n\
+         Max-Forwards: 70\r\n\
+         Content-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// A final response (status >= 200): the number of its Call-ID, its status, and whether it
+/// carries Retry-After.
+fn read_final(bytes: &[u8]) -> Option<(usize, u16, bool)> {
+    let text = String::from_utf8_lossy(bytes);
+    let status: u16 = text
+        .strip_prefix("SIP/2.0 ")
+        .and_then(|r| r.get(..3))
+        .and_then(|c| c.parse().ok())?;
+    if status < 200 {
+        return None;
+    }
+    let id = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Call-ID: delay-"))
+        .and_then(|r| r.split('@').next())
+        .and_then(|d| d.parse().ok())?;
+    let retry = text.lines().any(|l| l.starts_with("Retry-After:"));
+    Some((id, status, retry))
+}
+
 /// The first final response (status >= 200) to each INVITE numbered in `ids` received
 /// within `limit`, by Call-ID number, with whether it carried Retry-After (retransmitted
 /// finals of earlier INVITEs, never ACKed here, are skipped).
@@ -54,26 +93,12 @@ fn finals(
         let Ok(n) = sock.recv(&mut buf) else {
             continue;
         };
-        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-        let status: u16 = text
-            .strip_prefix("SIP/2.0 ")
-            .and_then(|r| r.get(..3))
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        if status < 200 {
+        let Some(f) = read_final(&buf[..n]) else {
             continue;
+        };
+        if ids.contains(&f.0) && !got.iter().any(|g| g.0 == f.0) {
+            got.push(f);
         }
-        let id = text
-            .lines()
-            .find_map(|l| l.strip_prefix("Call-ID: delay-"))
-            .and_then(|r| r.split('@').next())
-            .and_then(|d| d.parse().ok())
-            .unwrap_or(usize::MAX);
-        if !ids.contains(&id) || got.iter().any(|g| g.0 == id) {
-            continue;
-        }
-        let retry = text.lines().any(|l| l.starts_with("Retry-After:"));
-        got.push((id, status, retry));
     }
     got.sort_unstable();
     got
@@ -139,6 +164,64 @@ fn invites_that_waited_in_the_input_queue_get_503_and_later_ones_are_served() {
     assert_eq!(
         first[0].1, after[0].1,
         "served the same way as before the stop"
+    );
+    relay.stop(Duration::from_secs(5));
+}
+
+#[test]
+fn a_bye_is_served_before_the_new_invites_queued_ahead_of_it() {
+    const SIP2: u16 = 7870;
+    let dir = TempDir::new("sip-overload-order").unwrap();
+    let mut relay = Peer::spawn(
+        "relay",
+        sip_relay_command(7871, SIP2)
+            .args(["--port-min", "7852", "--port-max", "7869"])
+            .args(["--log-level", "info"]),
+        &dir.path().join("relay.log"),
+    )
+    .expect("start rtpanchor");
+    wait_udp_bound(&mut relay, SIP2, Duration::from_secs(10)).expect("SIP bound");
+    let phone = UdpSocket::bind("127.0.0.1:7899").unwrap();
+    phone
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let proxy: SocketAddr = format!("127.0.0.1:{SIP2}").parse().unwrap();
+    let me = phone.local_addr().unwrap();
+
+    // 100 new INVITEs, then a BYE of a dialog, all queued while the relay is stopped.
+    send_signal(relay.pid(), "STOP");
+    for n in 1..=100 {
+        phone.send_to(&invite(n, me), proxy).unwrap();
+    }
+    phone.send_to(&bye(101, me), proxy).unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    send_signal(relay.pid(), "CONT");
+
+    // Finals in the order they came back.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut order: Vec<(usize, u16)> = Vec::new();
+    let mut buf = [0u8; 4096];
+    while order.len() < 101 && Instant::now() < deadline {
+        let Ok(n) = phone.recv(&mut buf) else {
+            continue;
+        };
+        if let Some((id, status, _)) = read_final(&buf[..n]) {
+            if !order.iter().any(|o| o.0 == id) {
+                order.push((id, status));
+            }
+        }
+    }
+    assert_eq!(order.len(), 101, "not everything was answered: {order:?}");
+    let bye_at = order.iter().position(|o| o.0 == 101).unwrap();
+    // Served within the first batch read after the stop, not after the 100 INVITEs.
+    assert!(
+        bye_at < 16,
+        "the BYE was answered as number {bye_at} of 101: {order:?}"
+    );
+    let refused = order.iter().filter(|o| o.0 != 101 && o.1 == 503).count();
+    assert_eq!(
+        refused, 100,
+        "the queued INVITEs were not all refused: {order:?}"
     );
     relay.stop(Duration::from_secs(5));
 }

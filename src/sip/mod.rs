@@ -18,6 +18,7 @@
 //! Nothing here does I/O or reads the clock, and no input makes it panic.
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod auth;
 pub mod edit;
 pub mod flood;

@@ -47,6 +47,7 @@ use crate::relayset::{HealthConfig, RelayMedia, RelaySet, RelaySnapshot, RelaySp
 use crate::session::backend::MediaBackend;
 use crate::session::manager::SessionManager;
 use crate::session::sip_media::SharedMedia;
+use crate::sip::admission::{priority, InputQueue, Overflow, Queued, Shedder};
 use crate::sip::auth::{AuthHook, AuthStats, Authenticator, UserFile};
 use crate::sip::flood::{FloodGuard, FloodStats, Verdict};
 use crate::sip::message::{build_response, ReplyContext};
@@ -85,9 +86,17 @@ const SHED_DELAY_ON_NS: u64 = 250_000_000;
 /// Refusing stops once a datagram waited less than this (or the queue is empty).
 const SHED_DELAY_OFF_NS: u64 = 50_000_000;
 
-/// Where the kernel does not stamp datagrams: a UDP input queue that has not been empty for
-/// this long is standing (the proxy is slower than its input).
-const SHED_AFTER_NS: u64 = 500_000_000;
+/// Datagrams read from a UDP socket in one round, before queued ones are served.
+const DRAIN_MAX: usize = 256;
+
+/// Datagrams served between two reads of the socket: what arrives for admitted calls waits
+/// at most this many messages' work before it is queued ahead of new requests.
+const SERVE_BATCH: usize = 16;
+
+/// Most datagrams queued in user space per UDP socket (~1 KB each). Beyond it new requests
+/// are dropped unanswered, oldest first (their senders retransmit); at 5,000 calls/s offered
+/// the queue holds a quarter of a second of new requests when shedding starts.
+const INPUT_QUEUE_CAP: usize = 16_384;
 
 /// Shedding episodes between two log lines (it can flap at the edge of capacity).
 const SHED_LOG_EVERY: u64 = 100;
@@ -171,6 +180,9 @@ pub struct SipStats {
     pub panics: AtomicU64,
     /// Times the UDP input queue stood (overload control began refusing new INVITEs).
     pub shed_starts: AtomicU64,
+    /// UDP datagrams dropped unanswered because the input queue was full (oldest new
+    /// requests first, see `sip::admission::InputQueue`).
+    pub input_dropped: AtomicU64,
     /// TLS messages framed and handed to the proxy.
     pub tls_received: AtomicU64,
     pub tls_sent: AtomicU64,
@@ -201,6 +213,7 @@ pub struct SipStatsSnapshot {
     pub tcp_idle_closed: u64,
     pub panics: u64,
     pub shed_starts: u64,
+    pub input_dropped: u64,
     pub tls_received: u64,
     pub tls_sent: u64,
     pub tls_accepted: u64,
@@ -286,6 +299,7 @@ impl<B: MediaBackend + 'static> SipShared<B> {
             tcp_idle_closed: l(&s.tcp_idle_closed),
             panics: l(&s.panics),
             shed_starts: l(&s.shed_starts),
+            input_dropped: l(&s.input_dropped),
             tls_received: l(&s.tls_received),
             tls_sent: l(&s.tls_sent),
             tls_accepted: l(&s.tls_accepted),
@@ -339,7 +353,7 @@ impl<B: MediaBackend + 'static> SipShared<B> {
         core.flood_exempt = trusted;
     }
 
-    /// Overload control: the UDP loop says whether its queue is standing (see `udp_loop`).
+    /// Overload control: the UDP loop says whether new requests wait too long (see `udp_loop`).
     fn set_shedding(&self, on: bool) {
         lock(&self.core).proxy.set_shedding(on);
         if on {
@@ -874,6 +888,12 @@ pub async fn serve_sip<B: MediaBackend + 'static>(
 }
 
 /// Serves one UDP socket; the one that `sheds` drives overload control.
+///
+/// The socket is read empty into an [`InputQueue`] (at most [`DRAIN_MAX`] datagrams a round)
+/// and served by priority, [`SERVE_BATCH`] at a time, so that what belongs to calls already
+/// admitted never waits behind new INVITEs (`sip::admission`). How long each new request
+/// waited since the kernel queued it (`SO_TIMESTAMPNS`; without stamps, since it was read)
+/// switches overload control on and off.
 async fn udp_loop<B: MediaBackend + 'static>(
     shared: Arc<SipShared<B>>,
     udp: Arc<UdpSocket>,
@@ -885,78 +905,116 @@ async fn udp_loop<B: MediaBackend + 'static>(
     let stop = stopped(shutdown);
     tokio::pin!(stop);
     if let Err(e) = crate::dataplane::stamped::enable(udp.as_fd()) {
-        tracing::warn!(error = %e, "SIP socket: no receive timestamps; overload is judged by a standing queue");
+        tracing::warn!(error = %e, "SIP socket: no receive timestamps; overload is judged by the wait after reading");
     }
-    // Overload detection: how long each datagram waited (SHED_DELAY_ON_NS / _OFF_NS), or,
-    // without timestamps, when the socket was last found empty (SHED_AFTER_NS). While on,
-    // new INVITEs are refused.
-    let mut last_empty = time::now_ns();
-    let mut shedding = false;
+    let mut queue: InputQueue<(Vec<u8>, SocketAddr)> = InputQueue::new(INPUT_QUEUE_CAP);
+    let mut shed = Shedder::new(SHED_DELAY_ON_NS, SHED_DELAY_OFF_NS);
     loop {
-        let got = udp.try_io(tokio::io::Interest::READABLE, || {
-            crate::dataplane::stamped::recv(udp.as_fd(), &mut buf)
-        });
-        let (n, peer) = match got {
-            Ok(d) => {
-                let standing = match d.queued_unix_ns {
-                    Some(queued) => {
-                        let now = u64::try_from(time::unix_now().as_nanos()).unwrap_or(u64::MAX);
-                        now.saturating_sub(queued)
-                            > if shedding {
-                                SHED_DELAY_OFF_NS
-                            } else {
-                                SHED_DELAY_ON_NS
-                            }
-                    }
-                    None => time::now_ns().saturating_sub(last_empty) > SHED_AFTER_NS,
-                };
-                if sheds && standing != shedding {
-                    shedding = standing;
-                    shared.set_shedding(shedding);
+        // 1. Read what the socket holds.
+        let mut dry = false;
+        for _ in 0..DRAIN_MAX {
+            match crate::dataplane::stamped::recv(udp.as_fd(), &mut buf) {
+                Ok(d) => {
+                    take_datagram(&shared, &mut queue, &buf, d).await;
                 }
-                (d.len, d.peer)
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                if shedding {
-                    shedding = false;
-                    shared.set_shedding(false);
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    dry = true;
+                    break;
                 }
-                tokio::select! {
-                    _ = &mut stop => return Ok(()),
-                    r = udp.readable() => {
-                        if let Err(e) = r {
-                            tracing::debug!(error = %e, "SIP UDP readiness error");
-                        }
-                    }
-                }
-                // The queue was empty until this wake-up.
-                last_empty = time::now_ns();
-                continue;
-            }
-            Err(e) => {
                 // ICMP errors from earlier sends surface here; keep serving.
-                tracing::debug!(error = %e, "SIP UDP receive error");
-                continue;
+                Err(e) => tracing::debug!(error = %e, "SIP UDP receive error"),
             }
-        };
-        let Some(data) = buf.get(..n) else {
-            continue;
-        };
-        if n > shared.cfg.max_message {
-            bump(&shared.stats.too_large);
-            if let Some(r) = transport_reject(data, ParseError::TooLarge) {
-                bump(&shared.stats.transport_rejects);
-                send_udp(&shared, peer, &r).await;
+        }
+        // 2. Serve the most urgent of what is queued.
+        for _ in 0..SERVE_BATCH {
+            let Some(q) = queue.pop() else {
+                break;
+            };
+            if sheds {
+                let waited = unix_now_ns().saturating_sub(q.queued_ns);
+                if let Some(on) = shed.serving(q.priority, waited) {
+                    shared.set_shedding(on);
+                }
             }
+            let (data, peer) = q.item;
+            bump(&shared.stats.udp_received);
+            let out = shared.incoming(&data, peer, Transport::Udp);
+            dispatch(&shared, out).await;
+        }
+        if !queue.is_empty() || !dry {
+            // Let the timer and connection tasks in between batches.
+            tokio::task::yield_now().await;
             continue;
         }
-        if is_keepalive(data) {
-            bump(&shared.stats.keepalives);
-            continue;
+        // 3. Nothing left: wait for the next datagram.
+        if sheds {
+            if let Some(on) = shed.idle() {
+                shared.set_shedding(on);
+            }
         }
-        bump(&shared.stats.udp_received);
-        let out = shared.incoming(data, peer, Transport::Udp);
-        dispatch(&shared, out).await;
+        loop {
+            tokio::select! {
+                _ = &mut stop => return Ok(()),
+                r = udp.readable() => {
+                    if let Err(e) = r {
+                        tracing::debug!(error = %e, "SIP UDP readiness error");
+                    }
+                }
+            }
+            // Through `try_io`, so that a stale readiness is cleared when nothing is there.
+            let got = udp.try_io(tokio::io::Interest::READABLE, || {
+                crate::dataplane::stamped::recv(udp.as_fd(), &mut buf)
+            });
+            match got {
+                Ok(d) => {
+                    take_datagram(&shared, &mut queue, &buf, d).await;
+                    break;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => {
+                    tracing::debug!(error = %e, "SIP UDP receive error");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Now on the clock the kernel stamps datagrams with (ns since the Unix epoch).
+fn unix_now_ns() -> u64 {
+    u64::try_from(time::unix_now().as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// One datagram read: too large ones are answered or dropped, keep-alives counted, anything
+/// else queued by priority.
+async fn take_datagram<B: MediaBackend + 'static>(
+    shared: &Arc<SipShared<B>>,
+    queue: &mut InputQueue<(Vec<u8>, SocketAddr)>,
+    buf: &[u8],
+    d: crate::dataplane::stamped::Stamped,
+) {
+    let Some(data) = buf.get(..d.len) else {
+        return;
+    };
+    if d.len > shared.cfg.max_message {
+        bump(&shared.stats.too_large);
+        if let Some(r) = transport_reject(data, ParseError::TooLarge) {
+            bump(&shared.stats.transport_rejects);
+            send_udp(shared, d.peer, &r).await;
+        }
+        return;
+    }
+    if is_keepalive(data) {
+        bump(&shared.stats.keepalives);
+        return;
+    }
+    let queued = Queued {
+        priority: priority(data),
+        queued_ns: d.queued_unix_ns.unwrap_or_else(unix_now_ns),
+        item: (data.to_vec(), d.peer),
+    };
+    if queue.push(queued) != Overflow::None {
+        bump(&shared.stats.input_dropped);
     }
 }
 
