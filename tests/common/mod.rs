@@ -8,6 +8,7 @@ pub mod media;
 pub mod netns;
 pub mod ng;
 pub mod peers;
+pub mod presence;
 pub mod rtcp_talk;
 pub mod scrape;
 pub mod sip;
