@@ -6,6 +6,8 @@
 //!   watcher at B is listed in the watcher information (`presence.winfo`) bob gets from A;
 //! - a MESSAGE through B to a user registered at A is delivered; one to a user registered
 //!   nowhere is stored at B (202) and delivered, once, when the user registers at A;
+//! - a message stored at B reaches a phone registered at A over TCP through A, on the
+//!   phone's connection;
 //! - with Redis stopped each front serves alone; a PUBLISH at A made meanwhile reaches B's
 //!   watcher once Redis is back (restarted empty).
 //!
@@ -13,7 +15,7 @@
 //! PUBLISH sent → the NOTIFY at the watcher.
 //!
 //! Port block 19000-19499, a block of 100 per test: Redis +0, ng A +1, ng B +2, SIP A +3,
-//! SIP B +4, phones +10..+19; relay media A +20..+59, B +60..+99.
+//! SIP B +4, phones +10..+19; relay media A +20..+59, B +60..+99 (`common::store::Fronts`).
 #![allow(clippy::disallowed_methods)]
 
 #[allow(dead_code)]
@@ -23,8 +25,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::presence::{body, header, is_notify, pidf, pidf_status, status, Phone};
-use common::sip::register_bytes;
+use common::sip::{register_bytes, Uas};
 use common::store::{redis_keys, start_redis, Fronts as Bed};
+use common::tcp_phone::TcpPhone;
 use rtpanchor::sip::Message;
 
 /// A phone on port `+n` of the block, sending to `front` by default.
@@ -87,6 +90,21 @@ fn register(phone: &Phone, front: SocketAddr, cseq: u32) {
     );
     let ok = phone.transact_at(&reg, front);
     assert_eq!(status(&ok), Some(200), "{}", text(&ok));
+}
+
+/// Waits (5 s at most) until keys matching `pattern` exist in the test's Redis, or
+/// (`present` false) until none does.
+fn wait_keys(bed: &Bed, pattern: &str, present: bool, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while (redis_keys(bed.base, pattern) > 0) != present {
+        assert!(Instant::now() < deadline, "{what}\n{}", bed.logs());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The key of the messages front `front` stores for dave.
+fn daves_messages(front: SocketAddr) -> String {
+    format!("rtpanchor:presence:front/sip:{front}/messages:sip:dave@example.com")
 }
 
 #[test]
@@ -241,12 +259,7 @@ fn messages_through_b_reach_a_phone_at_a_and_stored_ones_are_delivered_once() {
         Some(("text/plain", "stored at B")),
     );
     assert_eq!(status(&alice.transact(&msg)), Some(202));
-    let stored_key = format!("rtpanchor:presence:front/sip:{b}/messages:sip:dave@example.com");
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while redis_keys(bed.base, &stored_key) == 0 {
-        assert!(Instant::now() < deadline, "not written under B's name");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_keys(&bed, &daves_messages(b), true, "not written under B's name");
     // dave registers at A: B delivers it.
     let sent = Instant::now();
     register(&dave, a, 1);
@@ -282,11 +295,71 @@ fn messages_through_b_reach_a_phone_at_a_and_stored_ones_are_delivered_once() {
         "delivered twice:\n{}",
         text(&again.unwrap())
     );
+    wait_keys(
+        &bed,
+        &daves_messages(b),
+        false,
+        "delivered message still stored",
+    );
+}
+
+#[test]
+fn a_message_stored_at_b_reaches_a_tcp_phone_at_a_through_a() {
+    let bed = Bed::start(19300, "rtpanchor-shpres-tcp");
+    let (a, b) = (bed.sip_a(), bed.sip_b());
+    let alice = phone(&bed, "alice", 10, b);
+    let msg = alice.request_with(
+        "MESSAGE",
+        "sip:dave@example.com",
+        "msg-dave-tcp",
+        1,
+        "",
+        Some(("text/plain", "to your TCP phone")),
+    );
+    assert_eq!(status(&alice.transact(&msg)), Some(202));
+    wait_keys(&bed, &daves_messages(b), true, "not written under B's name");
+
+    // dave registers at A over TCP: B sends the message to A, which forwards it on
+    // dave's connection.
+    let mut dave = TcpPhone::connect(a);
+    let me = dave.local();
+    let contact = format!("sip:dave@127.0.0.1:{};transport=tcp", me.port());
+    let reg = text(&register_bytes(
+        "dave",
+        &[&contact],
+        &me.to_string(),
+        "reg-dave-tcp",
+        1,
+    ))
+    .replace("SIP/2.0/UDP", "SIP/2.0/TCP");
+    dave.send(reg.as_bytes());
     let deadline = Instant::now() + Duration::from_secs(3);
-    while redis_keys(bed.base, &stored_key) != 0 {
-        assert!(Instant::now() < deadline, "delivered message still stored");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let got = loop {
+        assert!(
+            Instant::now() < deadline,
+            "no MESSAGE on dave's connection\n{}",
+            bed.logs()
+        );
+        match dave.next(Duration::from_millis(50)) {
+            Some(m) if m.starts_with("MESSAGE ") => break m,
+            _ => {}
+        }
+    };
+    assert!(got.starts_with(&format!("MESSAGE {contact} ")), "{got}");
+    assert!(got.ends_with("to your TCP phone"), "{got}");
+    let vias: Vec<&str> = got.lines().filter(|l| l.starts_with("Via:")).collect();
+    assert!(vias[0].contains(&format!("SIP/2.0/TCP {a}")), "{got}");
+    assert!(vias[1].contains(&format!("SIP/2.0/UDP {b}")), "{got}");
+    assert!(!got.contains("\r\nRoute:"), "A removed its Route:\n{got}");
+    // dave's 200 goes back through A to B, which forgets the message.
+    let uas = Uas::new(me, "d1", &contact);
+    dave.send(&uas.respond(got.as_bytes(), 200));
+    wait_keys(
+        &bed,
+        &daves_messages(b),
+        false,
+        "B kept the delivered message",
+    );
 }
 
 #[test]
@@ -299,6 +372,9 @@ fn with_redis_stopped_fronts_serve_alone_and_resync_when_it_is_back() {
     let first = watch_bob(&carol);
     assert!(first.contains("<basic>closed</basic>"), "{first}");
 
+    // B's records are in the store before it stops.
+    let watchers_key = format!("rtpanchor:presence:front/sip:{b}/watchers:sip:bob@example.com");
+    wait_keys(&bed, &watchers_key, true, "B's watcher list not written");
     bed.redis.stop(Duration::from_secs(2));
     // A serves alone: the PUBLISH is taken and a watcher at A sees it.
     publish(&bob, a, 1, "Expires: 600\r\n", Some(&pidf("bob", "away")));
@@ -321,15 +397,14 @@ fn with_redis_stopped_fronts_serve_alone_and_resync_when_it_is_back() {
         "Redis back -> A's PUBLISH NOTIFYed by B: {:?}",
         back.elapsed()
     );
-    // And B's own subscription record is written again (the store lost it).
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let pattern = format!("rtpanchor:presence:front/sip:{b}/subscription:*");
-    while redis_keys(bed.base, &pattern) == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "B's subscription not written again\n{}",
-            bed.logs()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // And B's records the store lost are written again, even those nothing changed since
+    // (its watcher list of bob, written when carol subscribed before the outage).
+    wait_keys(
+        &bed,
+        &watchers_key,
+        true,
+        "B's watcher list not written again",
+    );
+    let key = format!("rtpanchor:presence:front/sip:{b}/subscription:*");
+    wait_keys(&bed, &key, true, "B's subscription not written again");
 }

@@ -14,6 +14,7 @@ pub mod scrape;
 pub mod sip;
 pub mod store;
 pub mod streams;
+pub mod tcp_phone;
 
 use std::path::{Path, PathBuf};
 
