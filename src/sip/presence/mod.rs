@@ -30,6 +30,11 @@
 //!
 //! Every table is bounded (subscriptions in total and per presentity, publications in total
 //! and per AoR, stored messages per user and in total) and every entry ends by a timer.
+//!
+//! Several SIP fronts sharing a store (`store::share`) share presence: the other fronts'
+//! publications and watcher lists come in through [`Services::apply_remote_record`]
+//! (`remote.rs`) and are composed with ours; a registration at another front comes in
+//! through [`Services::on_bindings`] like one here.
 #![forbid(unsafe_code)]
 #![cfg_attr(
     not(test),
