@@ -15,6 +15,9 @@ use crate::store::presence::split_scoped;
 use crate::store::share::RemoteChange;
 use crate::time;
 
+/// Most transmits waiting in the outbox.
+const OUTBOX_CAP: usize = 100_000;
+
 /// The (front, record key) of another front's shared presence record (see
 /// `sip::presence::shared_record`); `None` for this front's own (`own`) and other records.
 fn other_front<'k>(key: &'k str, own: &str) -> Option<(&'k str, &'k str)> {
@@ -109,12 +112,24 @@ impl<B: MediaBackend + 'static> SipShared<B> {
         self.post(out);
     }
 
-    /// Queues transmits made outside the server's tasks for the timer task to send.
+    /// Queues transmits made outside the server's tasks for the timer task to send (at
+    /// most [`OUTBOX_CAP`] waiting: beyond, they are dropped, and the requests among them
+    /// end as timeouts).
     fn post(&self, out: Vec<Transmit>) {
         if out.is_empty() {
             return;
         }
-        lock(&self.outbox).extend(out);
+        {
+            let mut q = lock(&self.outbox);
+            let room = OUTBOX_CAP.saturating_sub(q.len());
+            if out.len() > room {
+                tracing::warn!(
+                    dropped = out.len() - room,
+                    "shared presence: outbox full; messages dropped"
+                );
+            }
+            q.extend(out.into_iter().take(room));
+        }
         self.wake.notify_one();
     }
 
