@@ -150,7 +150,7 @@ pub fn run_with(config: Config, lifecycle: Arc<Lifecycle>, cli: Option<Cli>) -> 
             let weak = Arc::downgrade(shared);
             s.share_locations(Box::new(move |change| match weak.upgrade() {
                 Some(sip) => {
-                    sip.apply_remote_locations(change);
+                    sip.apply_remote(change);
                     true
                 }
                 None => false,

@@ -18,15 +18,13 @@
 #[allow(dead_code)]
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use common::media::{pcmu, recv_n};
-use common::peers::{tail, Peer};
 use common::sip::{register_bytes, sdp, Uac, Uas};
-use common::store::{start_redis, CrashableRelay};
-use common::TempDir;
+use common::store::{start_redis, Fronts as Bed};
+use common::tcp_phone::TcpPhone;
 
 /// The ports of one test (see the module docs).
 #[derive(Clone, Copy)]
@@ -55,74 +53,6 @@ impl Ports {
 
 fn lo(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
-}
-
-/// Redis and the two fronts; stopped (by pid) when dropped.
-struct Bed {
-    dir: TempDir,
-    redis: Peer,
-    a: CrashableRelay,
-    b: CrashableRelay,
-    ports: Ports,
-}
-
-fn front_args(ports: Ports, front: u16) -> Vec<String> {
-    let sip = ports.0 + 3 + front;
-    let media = ports.0 + 20 + 40 * front;
-    [
-        "--interface",
-        "127.0.0.1",
-        "--listen-sip",
-        &format!("127.0.0.1:{sip}"),
-        "--domain",
-        "example.com",
-        "--port-min",
-        &media.to_string(),
-        "--port-max",
-        &(media + 39).to_string(),
-        "--num-threads",
-        "1",
-        "--log-level",
-        "info",
-        "--redis",
-        &format!("redis://127.0.0.1:{}/0", ports.redis()),
-    ]
-    .map(String::from)
-    .to_vec()
-}
-
-impl Bed {
-    fn start(base: u16, name: &str) -> Bed {
-        let ports = Ports(base);
-        let dir = TempDir::new(&format!("rtpanchor-shloc-{name}")).unwrap();
-        let redis = start_redis(ports.redis(), dir.path());
-        let a = CrashableRelay::start(&front_args(ports, 0), base + 1, &dir.path().join("a.log"));
-        let b = CrashableRelay::start(&front_args(ports, 1), base + 2, &dir.path().join("b.log"));
-        Bed {
-            dir,
-            redis,
-            a,
-            b,
-            ports,
-        }
-    }
-
-    fn logs(&self) -> String {
-        let p = self.dir.path();
-        format!(
-            "--- A:\n{}\n--- B:\n{}",
-            tail(&p.join("a.log"), 25),
-            tail(&p.join("b.log"), 25)
-        )
-    }
-}
-
-impl Drop for Bed {
-    fn drop(&mut self) {
-        self.a.kill9();
-        self.b.kill9();
-        self.redis.stop(Duration::from_secs(2));
-    }
 }
 
 /// A phone: where its requests arrive and how it answers them.
@@ -186,70 +116,13 @@ impl Phone for UdpPhone {
     }
 }
 
-/// A phone on one TCP connection to its front; messages framed by Content-Length.
-struct TcpPhone {
-    stream: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl TcpPhone {
-    fn connect(front: SocketAddr) -> TcpPhone {
-        let stream = TcpStream::connect(front).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_millis(5)))
-            .unwrap();
-        TcpPhone {
-            stream,
-            buf: Vec::new(),
-        }
-    }
-
-    fn local(&self) -> SocketAddr {
-        self.stream.local_addr().unwrap()
-    }
-
-    /// One complete message from the front of the buffer.
-    fn take(&mut self) -> Option<String> {
-        let end = self.buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
-        let head = String::from_utf8_lossy(&self.buf[..end]).into_owned();
-        let len: usize = head
-            .lines()
-            .find_map(|l| {
-                let (n, v) = l.split_once(':')?;
-                n.trim()
-                    .eq_ignore_ascii_case("content-length")
-                    .then(|| v.trim().parse().ok())?
-            })
-            .unwrap_or(0);
-        if self.buf.len() < end + len {
-            return None;
-        }
-        let msg: Vec<u8> = self.buf.drain(..end + len).collect();
-        Some(String::from_utf8_lossy(&msg).into_owned())
-    }
-}
-
 impl Phone for TcpPhone {
     fn next(&mut self, limit: Duration) -> Option<String> {
-        let deadline = Instant::now() + limit;
-        let mut chunk = [0u8; 8192];
-        loop {
-            if let Some(m) = self.take() {
-                return Some(m);
-            }
-            if let Ok(n) = self.stream.read(&mut chunk) {
-                assert!(n > 0, "the front closed the phone's connection");
-                self.buf.extend_from_slice(&chunk[..n]);
-                continue;
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-        }
+        TcpPhone::next(self, limit)
     }
 
     fn send(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).unwrap();
+        TcpPhone::send(self, bytes)
     }
 }
 
@@ -379,7 +252,7 @@ fn until_reached(
 
 /// How long until bob is reached through B (3 s at most).
 fn bob_through_b(bed: &Bed, caller: &Caller, bob: &mut dyn Phone) -> Duration {
-    let b = bed.ports.sip_b();
+    let b = Ports(bed.base).sip_b();
     until_reached(bed, caller, BOB, b, bob, Duration::from_secs(3))
 }
 
@@ -390,7 +263,7 @@ fn invite_through_b(
     call_id: &str,
     phone: &mut dyn Phone,
 ) -> (Uac, String) {
-    let p = bed.ports;
+    let p = Ports(bed.base);
     let mut uac = caller.uac(call_id, BOB);
     caller
         .sock
@@ -411,7 +284,7 @@ fn answer_and_ack(
     uas: &Uas,
     invite: &str,
 ) -> u16 {
-    let p = bed.ports;
+    let p = Ports(bed.base);
     phone.send(&uas.respond_sdp(invite.as_bytes(), 200, &sdp("127.0.0.1", p.0 + 8)));
     let ok = caller.response(Duration::from_secs(3)).expect("no 200");
     assert_eq!(status(&ok), 200, "{ok}");
@@ -428,7 +301,10 @@ fn answer_and_ack(
 
 /// The caller hangs up through B; the phone gets the BYE and answers it.
 fn hang_up(bed: &Bed, caller: &Caller, uac: &mut Uac, phone: &mut dyn Phone, uas: &Uas) {
-    caller.sock.send_to(&uac.bye(), bed.ports.sip_b()).unwrap();
+    caller
+        .sock
+        .send_to(&uac.bye(), Ports(bed.base).sip_b())
+        .unwrap();
     let bye = expect_request(phone, "BYE", Duration::from_secs(2))
         .unwrap_or_else(|| panic!("no BYE at the phone\n{}", bed.logs()));
     phone.send(&uas.respond(bye.as_bytes(), 200));
@@ -442,8 +318,8 @@ const BOB: &str = "sip:bob@example.com";
 
 #[test]
 fn a_udp_phone_registered_at_a_is_called_through_b_and_unregistered() {
-    let bed = Bed::start(6000, "udp");
-    let p = bed.ports;
+    let bed = Bed::start(6000, "rtpanchor-shloc-udp");
+    let p = Ports(bed.base);
     let mut bob = UdpPhone::bind(p.phone());
     let caller = Caller::bind(p.caller());
 
@@ -502,8 +378,8 @@ fn a_udp_phone_registered_at_a_is_called_through_b_and_unregistered() {
 
 #[test]
 fn a_tcp_phone_registered_at_a_is_reached_through_a_on_its_connection() {
-    let bed = Bed::start(6100, "tcp");
-    let p = bed.ports;
+    let bed = Bed::start(6100, "rtpanchor-shloc-tcp");
+    let p = Ports(bed.base);
     let mut bob = TcpPhone::connect(p.sip_a());
     let me = bob.local();
     let contact = format!("sip:bob@127.0.0.1:{};transport=tcp", me.port());
@@ -548,8 +424,8 @@ fn a_tcp_phone_registered_at_a_is_reached_through_a_on_its_connection() {
 
 #[test]
 fn with_redis_stopped_each_front_serves_its_own_phones() {
-    let mut bed = Bed::start(6200, "down");
-    let p = bed.ports;
+    let mut bed = Bed::start(6200, "rtpanchor-shloc-down");
+    let p = Ports(bed.base);
     let mut bob = UdpPhone::bind(p.phone());
     let mut carol = UdpPhone::bind(p.0 + 9);
     let caller = Caller::bind(p.caller());

@@ -45,12 +45,19 @@ pub const REGISTRATION_MIN_VERSION: u32 = 1;
 /// The Redis channel registration changes are published on.
 pub const REG_CHANNEL: &str = "rtpanchor:reg-changes";
 
+/// The Redis channel changes of presence state shared between fronts are published on.
+pub const PRESENCE_CHANNEL: &str = "rtpanchor:presence-changes";
+/// The version of [`PresenceNotice`]s this build writes and reads.
+pub const PRESENCE_NOTICE_VERSION: u32 = 1;
+
 /// Key prefix of a call's hash.
 pub const CALL_KEY_PREFIX: &str = "rtpanchor:call:";
 /// Key prefix of a registration.
 pub const REG_KEY_PREFIX: &str = "rtpanchor:reg:";
 /// Presence records (publications, subscriptions, stored messages) in Redis: this prefix,
-/// then the record's own key (`presentity:AOR`, `subscription:ID`, `messages:AOR`).
+/// then the record's own key (`presentity:AOR`, `subscription:ID`, `messages:AOR`), which
+/// a SIP front sharing the store writes under its own name (`front/<front>/presentity:AOR`,
+/// see `store::presence::scoped_key`).
 pub const PRESENCE_KEY_PREFIX: &str = "rtpanchor:presence:";
 /// Hash field holding the [`CallRecord`].
 pub const FIELD_RECORD: &str = "record";
@@ -201,6 +208,17 @@ pub struct RegistrationNotice {
     pub record: Option<String>,
 }
 
+/// A change of a front's presence records as published on [`PRESENCE_CHANNEL`]: who wrote
+/// it (`origin`, as in [`RegistrationNotice`]), the record's key (without
+/// [`PRESENCE_KEY_PREFIX`]) and the record as stored (`None`: deleted).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceNotice {
+    pub v: u32,
+    pub origin: String,
+    pub key: String,
+    pub record: Option<String>,
+}
+
 /// Reads the version first, so a newer record is refused by its version, not by a field.
 fn check_version(json: &str, read: std::ops::RangeInclusive<u32>) -> Result<(), RecordError> {
     #[derive(Deserialize)]
@@ -263,6 +281,15 @@ impl RegistrationRecord {
 impl RegistrationNotice {
     pub fn parse(json: &str) -> Result<RegistrationNotice, RecordError> {
         parse_versions(json, REGISTRATION_VERSION..=REGISTRATION_VERSION)
+    }
+    pub fn emit(&self) -> String {
+        emit(self)
+    }
+}
+
+impl PresenceNotice {
+    pub fn parse(json: &str) -> Result<PresenceNotice, RecordError> {
+        parse_versions(json, PRESENCE_NOTICE_VERSION..=PRESENCE_NOTICE_VERSION)
     }
     pub fn emit(&self) -> String {
         emit(self)

@@ -7,8 +7,9 @@
 //! [`RETRY_DELAY`] and new changes wait in the queue; once it is full they are refused and
 //! counted (the producer offers them again later).
 //!
-//! Each registration change is followed, in the same pipeline, by a PUBLISH of it (see
-//! [`super::share`]); [`RedisStore::share_locations`] subscribes to the other fronts'.
+//! Each registration change, and each change of a front's presentity record, is followed,
+//! in the same pipeline, by a PUBLISH of it (see [`super::share`]);
+//! [`RedisStore::share_locations`] subscribes to the other fronts'.
 //!
 //! Every call key expires [`CALL_TTL_SECS`] after its last write, so a call whose delete
 //! never reached the store (a crash) does not stay there for ever.
@@ -92,8 +93,8 @@ impl RedisStore {
         ))
     }
 
-    /// Starts applying the registration changes other fronts publish (and a full reload
-    /// after every reconnect) with `apply`: see [`super::share`].
+    /// Starts applying the registration and presence changes other fronts publish (and a
+    /// full reload after every reconnect) with `apply`: see [`super::share`].
     pub fn share_locations(&self, apply: super::share::ApplyRemote) -> std::io::Result<()> {
         super::share::spawn_subscriber(
             self.client.clone(),
@@ -145,8 +146,8 @@ fn add_to_pipe(p: &mut redis::Pipeline, change: &Change, origin: &str) {
     add_write(p, change);
     // After the write, on the same connection: a front that reads the record on the
     // notice finds it.
-    if let Some(notice) = super::share::notice_for(change, origin) {
-        p.publish(super::record::REG_CHANNEL, notice).ignore();
+    if let Some((channel, notice)) = super::share::notice_for(change, origin) {
+        p.publish(channel, notice).ignore();
     }
 }
 
@@ -278,9 +279,10 @@ async fn writer(
     }
 }
 
+/// Every key matching the glob `pattern`.
 async fn scan_keys(
     con: &mut redis::aio::MultiplexedConnection,
-    prefix: &str,
+    pattern: &str,
 ) -> anyhow::Result<Vec<String>> {
     let mut keys = Vec::new();
     let mut cursor: u64 = 0;
@@ -288,7 +290,7 @@ async fn scan_keys(
         let (next, mut found): (u64, Vec<String>) = redis::cmd("SCAN")
             .arg(cursor)
             .arg("MATCH")
-            .arg(format!("{prefix}*"))
+            .arg(pattern)
             .arg("COUNT")
             .arg(1000)
             .query_async(con)
@@ -306,7 +308,7 @@ async fn scan_keys(
 
 async fn load(con: &mut redis::aio::MultiplexedConnection) -> anyhow::Result<Loaded> {
     let mut out = Loaded::default();
-    for key in scan_keys(con, CALL_KEY_PREFIX).await? {
+    for key in scan_keys(con, &format!("{CALL_KEY_PREFIX}*")).await? {
         let mut h: HashMap<String, String> =
             redis::cmd("HGETALL").arg(&key).query_async(con).await?;
         let Some(rec) = h.remove(FIELD_RECORD) else {
@@ -325,8 +327,18 @@ pub(super) async fn load_prefix(
     con: &mut redis::aio::MultiplexedConnection,
     prefix: &str,
 ) -> anyhow::Result<Vec<(String, String)>> {
+    load_matching(con, prefix, "*").await
+}
+
+/// Every string key under `prefix` whose rest matches the glob `rest`: (the key without
+/// the prefix, the value).
+pub(super) async fn load_matching(
+    con: &mut redis::aio::MultiplexedConnection,
+    prefix: &str,
+    rest: &str,
+) -> anyhow::Result<Vec<(String, String)>> {
     let mut out = Vec::new();
-    for key in scan_keys(con, prefix).await? {
+    for key in scan_keys(con, &format!("{prefix}{rest}")).await? {
         let v: Option<String> = redis::cmd("GET").arg(&key).query_async(con).await?;
         if let Some(v) = v {
             let k = key.get(prefix.len()..).unwrap_or_default();

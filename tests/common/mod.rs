@@ -8,11 +8,13 @@ pub mod media;
 pub mod netns;
 pub mod ng;
 pub mod peers;
+pub mod presence;
 pub mod rtcp_talk;
 pub mod scrape;
 pub mod sip;
 pub mod store;
 pub mod streams;
+pub mod tcp_phone;
 
 use std::path::{Path, PathBuf};
 

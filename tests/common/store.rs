@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::ng::client;
 use super::peers::{find_program, tail, Peer};
+use super::TempDir;
 
 /// Starts `redis-server` on 127.0.0.1:`port` with nothing saved to disk (its working
 /// directory is `dir`), and waits (10 s at most) until it accepts connections.
@@ -52,6 +53,89 @@ pub fn redis_keys(port: u16, pattern: &str) -> usize {
         .query(&mut redis_con(port))
         .unwrap();
     keys.len()
+}
+
+/// The arguments of a SIP front on loopback sharing the Redis on `redis` (`tests/shared_*`):
+/// SIP on `sip`, domain `example.com`, media ports `media`..`media`+39, one worker.
+pub fn front_args(sip: u16, media: u16, redis: u16) -> Vec<String> {
+    [
+        "--interface",
+        "127.0.0.1",
+        "--listen-sip",
+        &format!("127.0.0.1:{sip}"),
+        "--domain",
+        "example.com",
+        "--port-min",
+        &media.to_string(),
+        "--port-max",
+        &(media + 39).to_string(),
+        "--num-threads",
+        "1",
+        "--log-level",
+        "info",
+        "--redis",
+        &format!("redis://127.0.0.1:{redis}/0"),
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// Two SIP fronts (A and B) sharing one `redis-server`, for `tests/shared_*`; stopped (by
+/// pid) when dropped. Ports from `base`: Redis +0, ng A +1, ng B +2, SIP A +3, SIP B +4,
+/// relay media A +20..+59, B +60..+99; logs `a.log`, `b.log` in `dir`.
+pub struct Fronts {
+    pub dir: TempDir,
+    pub redis: Peer,
+    pub a: CrashableRelay,
+    pub b: CrashableRelay,
+    pub base: u16,
+}
+
+impl Fronts {
+    /// Starts Redis and both fronts; `name` names the directory.
+    pub fn start(base: u16, name: &str) -> Fronts {
+        let dir = TempDir::new(name).unwrap();
+        let redis = start_redis(base, dir.path());
+        let front = |i: u16| {
+            let args = front_args(base + 3 + i, base + 20 + 40 * i, base);
+            let log = dir.path().join(if i == 0 { "a.log" } else { "b.log" });
+            CrashableRelay::start(&args, base + 1 + i, &log)
+        };
+        let (a, b) = (front(0), front(1));
+        Fronts {
+            dir,
+            redis,
+            a,
+            b,
+            base,
+        }
+    }
+
+    pub fn sip_a(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.base + 3))
+    }
+
+    pub fn sip_b(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.base + 4))
+    }
+
+    /// The ends of both fronts' logs.
+    pub fn logs(&self) -> String {
+        let p = self.dir.path();
+        format!(
+            "--- A:\n{}\n--- B:\n{}",
+            tail(&p.join("a.log"), 25),
+            tail(&p.join("b.log"), 25)
+        )
+    }
+}
+
+impl Drop for Fronts {
+    fn drop(&mut self) {
+        self.a.kill9();
+        self.b.kill9();
+        self.redis.stop(Duration::from_secs(2));
+    }
 }
 
 /// A relay process; dropping it or [`CrashableRelay::kill9`] sends SIGKILL (std's

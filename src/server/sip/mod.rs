@@ -57,11 +57,11 @@ use crate::sip::proxy::{Proxy, ProxyConfig, ProxyStats};
 use crate::sip::transport::{Transmit, Transport};
 use crate::store::locations::{LocationPersistence, StoredLocations};
 use crate::store::presence::PresencePersistence;
-use crate::store::share::RemoteChange;
 use crate::time::{self, Nanos};
 
 mod persist;
 mod relay;
+mod remote;
 mod tcp;
 mod tls;
 #[cfg(test)]
@@ -272,6 +272,11 @@ pub struct SipShared<B: MediaBackend> {
     pub stats: SipStats,
     /// The relay set (`--media-relay`).
     relays: Option<relay::RelayIo>,
+    /// What was made outside the server's tasks (other fronts' changes), for the timer
+    /// task to send.
+    outbox: Mutex<Vec<Transmit>>,
+    /// Subscriptions to the other fronts' changes so far (`remote`).
+    resubscribed: AtomicU64,
 }
 
 impl<B: MediaBackend + 'static> SipShared<B> {
@@ -363,31 +368,6 @@ impl<B: MediaBackend + 'static> SipShared<B> {
                 tracing::warn!(
                     times = n + 1,
                     "SIP input queue not draining: refusing new INVITEs with 503"
-                );
-            }
-        }
-    }
-
-    /// Applies a registration change made at another front sharing the store (see
-    /// `store::share`).
-    pub fn apply_remote_locations(&self, change: RemoteChange) {
-        let now = time::now_ns();
-        let mut core = lock(&self.core);
-        let store = &mut core.proxy.registrar_mut().store;
-        match change {
-            RemoteChange::Changed { aor, record } => {
-                if let Err(e) = store.apply_remote(&aor, record.as_deref(), now) {
-                    tracing::warn!(aor, error = %e, "shared locations: change not applied");
-                }
-            }
-            RemoteChange::Reading => store.snapshot_reading(),
-            RemoteChange::Snapshot(all) => {
-                let c = store.reload(&all, now);
-                tracing::info!(
-                    applied = c.applied,
-                    unreadable = c.bad,
-                    rewritten = c.rewritten,
-                    "shared locations: reloaded"
                 );
             }
         }
@@ -669,6 +649,11 @@ impl<B: MediaBackend + 'static> SipServer<B> {
             tcp_more.push(t);
         }
         let networks = proxy_cfg.networks.clone();
+        let mut cfg = cfg;
+        if let (Some(_), Some(p)) = (&cfg.locations, cfg.presence_store.as_mut()) {
+            // Shared with other fronts: presence records are kept under this front's name.
+            p.front = Some(format!("sip:{}", proxy_cfg.local));
+        }
         let locations = match cfg.locations.clone() {
             Some(mut p) => {
                 // The path of the bindings made here, for the other fronts.
@@ -718,7 +703,6 @@ impl<B: MediaBackend + 'static> SipServer<B> {
             let io = relay::RelayIo::start(set.clone());
             (RelayMedia::with_set(Some(embedded), Some(set)), Some(io))
         };
-        let mut cfg = cfg;
         cfg.max_message = cfg.max_message.clamp(1, MAX_MESSAGE_LEN);
         let shared = Arc::new(SipShared {
             core: Mutex::new(Core {
@@ -739,6 +723,8 @@ impl<B: MediaBackend + 'static> SipServer<B> {
             cfg,
             stats: SipStats::default(),
             relays,
+            outbox: Mutex::new(Vec::new()),
+            resubscribed: AtomicU64::new(0),
         });
         Ok(SipServer {
             tcp,
@@ -1035,7 +1021,11 @@ async fn timer_loop<B: MediaBackend + 'static>(
         let wait = Duration::from_nanos(deadline.saturating_sub(now));
         tokio::select! {
             _ = &mut stop => return,
-            _ = shared.wake.notified() => continue,
+            _ = shared.wake.notified() => {
+                let out = shared.take_outbox();
+                dispatch(&shared, out).await;
+                continue;
+            }
             _ = tokio::time::sleep(wait) => {}
         }
         let out = shared.timeout(time::now_ns());

@@ -11,6 +11,7 @@ use tokio::sync::watch;
 
 use super::{lock, stopped, SipShared, StoredLocations};
 use crate::session::backend::MediaBackend;
+use crate::sip::presence::PersistRecord;
 use crate::sip::proxy::Proxy;
 use crate::store::presence::PresencePersistence;
 use crate::store::Change;
@@ -20,12 +21,19 @@ use crate::time;
 pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
 
 fn at_zero_ns(p: &PresencePersistence) -> u64 {
-    u64::try_from(p.unix_at_zero.as_nanos()).unwrap_or(u64::MAX)
+    super::remote::at_zero_ns(p.unix_at_zero)
 }
 
-/// Loads what the store held into the proxy's presence services.
+/// Loads what the store held into the proxy's presence services: this front's own records
+/// when the store is shared (`PresencePersistence::own_records`). Records written before
+/// keys were scoped by front are taken, written again under this front's name and deleted.
 pub(super) fn restore(proxy: &mut Proxy<StoredLocations>, p: &PresencePersistence) {
-    if let Some(c) = proxy.restore_presence(&p.loaded, time::now_ns(), at_zero_ns(p)) {
+    let (own, legacy) = p.own_records();
+    let restored = proxy.restore_presence(&own, time::now_ns(), at_zero_ns(p));
+    if p.front.is_some() {
+        proxy.share_presence();
+    }
+    if let Some(c) = restored {
         tracing::info!(
             publications = c.publications,
             subscriptions = c.subscriptions,
@@ -35,6 +43,37 @@ pub(super) fn restore(proxy: &mut Proxy<StoredLocations>, p: &PresencePersistenc
             "presence state restored"
         );
     }
+    if legacy.is_empty() {
+        return;
+    }
+    proxy.presence_persist_all();
+    let refused = offer(proxy.take_presence_records(at_zero_ns(p)), p);
+    for k in &refused {
+        proxy.presence_persist_again(k);
+    }
+    for key in legacy {
+        let _ = p.sink.offer(Change::DeletePresence { key });
+    }
+}
+
+/// Offers records to the store under this front's keys; the (unscoped) keys refused.
+fn offer(records: Vec<PersistRecord>, p: &PresencePersistence) -> Vec<String> {
+    let mut refused = Vec::new();
+    for r in records {
+        let key = p.store_key(&r.key);
+        let change = match r.value {
+            Some((json, expires_unix_ns)) => Change::PutPresence {
+                key,
+                json,
+                expires_unix_ns,
+            },
+            None => Change::DeletePresence { key },
+        };
+        if !p.sink.offer(change) {
+            refused.push(r.key);
+        }
+    }
+    refused
 }
 
 /// Takes the proxy's changed records and offers them to the store; how many were taken.
@@ -46,20 +85,7 @@ pub(super) fn flush<B: MediaBackend + 'static>(
         .proxy
         .take_presence_records(at_zero_ns(p));
     let n = records.len();
-    let mut refused = Vec::new();
-    for r in records {
-        let change = match r.value {
-            Some((json, expires_unix_ns)) => Change::PutPresence {
-                key: r.key.clone(),
-                json,
-                expires_unix_ns,
-            },
-            None => Change::DeletePresence { key: r.key.clone() },
-        };
-        if !p.sink.offer(change) {
-            refused.push(r.key);
-        }
-    }
+    let refused = offer(records, p);
     if !refused.is_empty() {
         let mut core = lock(&shared.core);
         for k in &refused {

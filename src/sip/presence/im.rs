@@ -11,7 +11,7 @@
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fmt::Write as _;
 
-use super::{Answer, Device, Due, Handling, Offer, Reach, Services, NANOS_PER_SEC};
+use super::{Answer, Device, Due, Handling, Offer, Services, NANOS_PER_SEC};
 use crate::sip::parse::HeaderName;
 use crate::sip::transport::Transport;
 
@@ -95,6 +95,19 @@ impl Store {
         self.dirty.get_or_insert_with(BTreeSet::new);
     }
 
+    /// Marks every user with messages (stored or being delivered) changed.
+    pub(super) fn touch_all(&mut self) {
+        let users: BTreeSet<String> = self
+            .users
+            .keys()
+            .cloned()
+            .chain(self.flights.values().map(|f| f.msg.aor.clone()))
+            .collect();
+        for u in users {
+            self.touch(&u);
+        }
+    }
+
     /// Marks a user's messages changed (when tracking).
     pub(super) fn touch_user(&mut self, aor: &str) {
         self.touch(aor);
@@ -133,6 +146,11 @@ impl Store {
     pub(super) fn restore(&mut self, mut msg: StoredMessage) -> bool {
         msg.id = MsgId(0);
         self.put(msg, false).is_some()
+    }
+
+    /// The users with stored messages.
+    pub(super) fn users(&self) -> impl Iterator<Item = String> + '_ {
+        self.users.keys().cloned()
     }
 
     pub(super) fn len(&self) -> usize {
@@ -309,12 +327,14 @@ impl Services {
     pub(super) fn delivery(
         &self,
         m: &StoredMessage,
-        ruri: &str,
+        dev: &Device,
         branch: &str,
         call_id: &str,
-        reach: Reach,
     ) -> Vec<u8> {
-        let mut s = self.request_head("MESSAGE", ruri, reach, branch);
+        let mut s = self.request_head("MESSAGE", &dev.uri, dev.reach, branch);
+        if let Some(r) = &dev.route {
+            let _ = write!(s, "Route: {r}\r\n");
+        }
         let _ = write!(
             s,
             "From: {}\r\nTo: {}\r\nCall-ID: {call_id}\r\nCSeq: 1 MESSAGE\r\n",

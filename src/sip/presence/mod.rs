@@ -30,6 +30,11 @@
 //!
 //! Every table is bounded (subscriptions in total and per presentity, publications in total
 //! and per AoR, stored messages per user and in total) and every entry ends by a timer.
+//!
+//! Several SIP fronts sharing a store (`store::share`) share presence: the other fronts'
+//! publications and watcher lists come in through [`Services::apply_remote_record`]
+//! (`remote.rs`) and are composed with ours; a registration at another front comes in
+//! through [`Services::on_bindings`] like one here.
 #![forbid(unsafe_code)]
 #![cfg_attr(
     not(test),
@@ -40,6 +45,7 @@ mod im;
 mod persist;
 mod pidf;
 mod publish;
+mod remote;
 mod subscribe;
 
 use std::collections::{BTreeSet, HashMap};
@@ -51,7 +57,10 @@ use crate::sip::parse::{HeaderName, Message};
 use crate::sip::transport::Transport;
 
 pub use self::im::{MessageStoreConfig, StoredMessage};
-pub use self::persist::{PersistRecord, RestoreCounts, RECORD_VERSION};
+pub use self::persist::{
+    shared_record, PersistRecord, RestoreCounts, SharedRecord, RECORD_VERSION,
+};
+pub use self::remote::{RemoteError, RemoteRecord};
 
 const NANOS_PER_SEC: u64 = 1_000_000_000;
 
@@ -139,6 +148,9 @@ pub struct Reach {
 pub struct Device {
     pub uri: String,
     pub reach: Reach,
+    /// A Route to put on top: the front holding the device's connection (another SIP front
+    /// sharing the location service), reached at `reach`.
+    pub route: Option<String>,
 }
 
 /// A request handed over by the proxy, with what routing knows about it.
@@ -225,6 +237,8 @@ pub struct SubId(u64);
 enum Due {
     SubExpires(SubId),
     PubExpires(String),
+    /// Another front's publications of this AoR may have expired.
+    RemoteExpires(String),
     Notify(String),
     MessagesExpire(String),
 }
@@ -234,6 +248,8 @@ enum Due {
 enum PersistKey {
     Presentity(String),
     Subscription(SubId),
+    /// The presentity's watchers, for the other fronts' watcher info (when sharing).
+    Watchers(String),
 }
 
 /// What an outstanding request of ours is for.
@@ -252,6 +268,9 @@ pub struct Services {
     /// Entity tag → AoR of its publication.
     etags: HashMap<String, String>,
     publications: usize,
+    /// Publications and watchers held by other fronts (see `remote.rs`), in total.
+    remote_publications: usize,
+    remote_watchers: usize,
     store: im::Store,
     outstanding: HashMap<String, Outstanding>,
     timers: BTreeSet<(u64, Due)>,
@@ -259,6 +278,8 @@ pub struct Services {
     stats: PresenceStats,
     /// Entries changed since the last [`Services::take_persist`]; `None`: not persisting.
     dirty: Option<BTreeSet<PersistKey>>,
+    /// Shared with other fronts: watcher lists are written for them too (`remote.rs`).
+    sharing: bool,
 }
 
 impl Services {
@@ -271,12 +292,15 @@ impl Services {
             presentities: HashMap::new(),
             etags: HashMap::new(),
             publications: 0,
+            remote_publications: 0,
+            remote_watchers: 0,
             store,
             outstanding: HashMap::new(),
             timers: BTreeSet::new(),
             next_id: 1,
             stats: PresenceStats::default(),
             dirty: None,
+            sharing: false,
         }
     }
 
@@ -333,7 +357,7 @@ impl Services {
             for (msg, dev) in self.store.take_for(aor, devices) {
                 let branch = self.mint("m");
                 let call_id = format!("{}@{}", self.mint("c"), self.cfg.local.ip());
-                let bytes = self.delivery(&msg, &dev.uri, &branch, &call_id, dev.reach);
+                let bytes = self.delivery(&msg, &dev, &branch, &call_id);
                 self.outstanding
                     .insert(branch.clone(), Outstanding::Message(msg.id));
                 out.push(OutRequest {
@@ -370,6 +394,7 @@ impl Services {
             match first.1 {
                 Due::SubExpires(id) => out.extend(self.sub_expired(id, first.0, now)),
                 Due::PubExpires(etag) => out.extend(self.pub_expired(&etag, first.0, now)),
+                Due::RemoteExpires(aor) => out.extend(self.remote_expired(&aor, now)),
                 Due::Notify(aor) => out.extend(self.notify_due(&aor, now)),
                 Due::MessagesExpire(aor) => {
                     self.stats.messages_expired += self.store.expire_user(&aor, now) as u64;

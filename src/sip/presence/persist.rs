@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use super::im::{MsgId, StoredMessage};
 use super::publish::Publication;
+use super::remote::RemoteWatcher;
 use super::subscribe::{Package, SubState, Subscription};
 use super::{Due, PersistKey, Reach, Services, SubId};
 use crate::sip::transport::Transport;
@@ -40,6 +41,95 @@ pub const RECORD_VERSION: u32 = 1;
 const PRESENTITY: &str = "presentity:";
 const SUBSCRIPTION: &str = "subscription:";
 const MESSAGES: &str = "messages:";
+const WATCHERS: &str = "watchers:";
+
+/// A record other SIP fronts read (`remote.rs`), by its key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SharedRecord<'k> {
+    /// `presentity:AOR`: the publications a front holds.
+    Presentity(&'k str),
+    /// `watchers:AOR`: the watchers subscribed at a front (written only when sharing).
+    Watchers(&'k str),
+}
+
+/// What a record's key names, if it is one the other fronts read.
+pub fn shared_record(key: &str) -> Option<SharedRecord<'_>> {
+    if let Some(aor) = key.strip_prefix(PRESENTITY) {
+        return Some(SharedRecord::Presentity(aor));
+    }
+    key.strip_prefix(WATCHERS).map(SharedRecord::Watchers)
+}
+
+#[derive(Serialize, Deserialize)]
+struct WatchersRecord {
+    v: u32,
+    aor: String,
+    watchers: Vec<WatcherRecord>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct WatcherRecord {
+    id: u64,
+    watcher: String,
+    pending: bool,
+    expires_unix_ns: u64,
+}
+
+/// The watchers of a watchers record (another front's) still live at `now`, in this
+/// process's clock; `None` when it cannot be read or is not `aor`'s.
+pub(super) fn read_watchers(
+    aor: &str,
+    json: &str,
+    now: u64,
+    zero: u64,
+) -> Option<Vec<RemoteWatcher>> {
+    let mut c = RestoreCounts::default();
+    let rec = read(json, &mut c, |r: &WatchersRecord| {
+        r.v == RECORD_VERSION && r.aor == aor
+    })?;
+    let t = Clock { now, zero };
+    Some(
+        rec.watchers
+            .into_iter()
+            .filter_map(|w| {
+                live(w.expires_unix_ns, t, &mut c).map(|at| RemoteWatcher {
+                    id: w.id,
+                    watcher: w.watcher,
+                    pending: w.pending,
+                    expires_at: at,
+                })
+            })
+            .collect(),
+    )
+}
+
+/// The publications of a presentity record (another front's) still live at `now`, in this
+/// process's clock (`zero`: the Unix time at its monotonic zero); `None` when the record
+/// cannot be read or is not `aor`'s.
+pub(super) fn read_publications(
+    aor: &str,
+    json: &str,
+    now: u64,
+    zero: u64,
+) -> Option<Vec<Publication>> {
+    let mut c = RestoreCounts::default();
+    let rec = read(json, &mut c, |r: &PresentityRecord| {
+        r.v == RECORD_VERSION && r.aor == aor
+    })?;
+    let t = Clock { now, zero };
+    Some(
+        rec.publications
+            .into_iter()
+            .filter_map(|p| {
+                live(p.expires_unix_ns, t, &mut c).map(|at| Publication {
+                    etag: p.etag,
+                    body: p.body.into_bytes(),
+                    expires_at: at,
+                })
+            })
+            .collect(),
+    )
+}
 
 /// One write for the state store.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -215,12 +305,44 @@ impl Services {
             out.push(match k {
                 PersistKey::Presentity(aor) => self.presentity_record(&aor, unix_at_zero_ns),
                 PersistKey::Subscription(id) => self.subscription_record(id, unix_at_zero_ns),
+                PersistKey::Watchers(aor) => self.watchers_record(&aor, unix_at_zero_ns),
             });
         }
         for aor in users {
             out.push(self.messages_record(&aor, unix_at_zero_ns));
         }
         out
+    }
+
+    /// Marks every entry changed: all of them are written at the next take (the store
+    /// lost them: a Redis restarted empty).
+    pub fn persist_all(&mut self) {
+        if self.dirty.is_none() {
+            return;
+        }
+        let aors: Vec<String> = self
+            .presentities
+            .iter()
+            .filter(|(_, p)| !p.publications.is_empty())
+            .map(|(a, _)| a.clone())
+            .collect();
+        for aor in aors {
+            self.touch(PersistKey::Presentity(aor));
+        }
+        let ids: Vec<SubId> = self.subs.keys().copied().collect();
+        for id in ids {
+            self.touch(PersistKey::Subscription(id));
+        }
+        let watched: Vec<String> = self
+            .presentities
+            .iter()
+            .filter(|(_, p)| !p.watchers.is_empty())
+            .map(|(a, _)| a.clone())
+            .collect();
+        for aor in watched {
+            self.watchers_changed(&aor);
+        }
+        self.store.touch_all();
     }
 
     /// A record the store refused (its queue was full): written again at the next take.
@@ -233,6 +355,58 @@ impl Services {
             }
         } else if let Some(aor) = key.strip_prefix(MESSAGES) {
             self.store.touch_user(aor);
+        } else if let Some(aor) = key.strip_prefix(WATCHERS) {
+            self.touch(PersistKey::Watchers(aor.to_owned()));
+        }
+    }
+
+    /// Shares watcher lists with other fronts: every change of one is written too.
+    pub fn enable_sharing(&mut self) {
+        self.sharing = true;
+        let watched: Vec<String> = self.presentities.keys().cloned().collect();
+        for aor in watched {
+            self.watchers_changed(&aor);
+        }
+    }
+
+    /// The watchers of `aor` changed (when sharing: its watchers record is written).
+    pub(super) fn watchers_changed(&mut self, aor: &str) {
+        if self.sharing {
+            self.touch(PersistKey::Watchers(aor.to_owned()));
+        }
+    }
+
+    fn watchers_record(&self, aor: &str, zero: u64) -> PersistRecord {
+        let key = format!("{WATCHERS}{aor}");
+        let watchers: Vec<WatcherRecord> = self
+            .presentities
+            .get(aor)
+            .map(|p| {
+                p.watchers
+                    .iter()
+                    .filter_map(|id| {
+                        let s = self.subs.get(id).filter(|s| s.ending.is_none())?;
+                        Some(WatcherRecord {
+                            id: id.0,
+                            watcher: s.watcher.clone(),
+                            pending: s.state == SubState::Pending,
+                            expires_unix_ns: zero.saturating_add(s.expires_at),
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let Some(until) = watchers.iter().map(|w| w.expires_unix_ns).max() else {
+            return PersistRecord { key, value: None };
+        };
+        let rec = WatchersRecord {
+            v: RECORD_VERSION,
+            aor: aor.to_owned(),
+            watchers,
+        };
+        PersistRecord {
+            key,
+            value: serde_json::to_string(&rec).ok().map(|j| (j, until)),
         }
     }
 

@@ -3,6 +3,7 @@
 //! table, and the rate-limited NOTIFY of every change to the presentity's watchers.
 #![forbid(unsafe_code)]
 
+use super::remote::{ByFront, RemoteWatcher};
 use super::subscribe::SubState;
 use super::{
     event_of, pidf, Answer, Due, Handling, Offer, OutRequest, PersistKey, Services, SubId,
@@ -23,11 +24,22 @@ pub(super) struct Presentity {
     pub(super) publications: Vec<Publication>,
     pub(super) watchers: Vec<SubId>,
     pub(super) winfo: Vec<SubId>,
+    /// Other fronts' publications of this AoR, by front (see `remote.rs`).
+    pub(super) remote: ByFront<Publication>,
+    /// Other fronts' watchers of this AoR, by front (their watcher info).
+    pub(super) remote_watchers: ByFront<RemoteWatcher>,
     /// Whether the AoR has a binding (its state while nothing is published).
     pub(super) registered: bool,
     /// When its watchers were last told of a change; a NOTIFY due later is armed.
     last_notify: Option<u64>,
     notify_armed: bool,
+}
+
+impl Presentity {
+    /// Whether anything is published for it, here or at another front.
+    pub(super) fn published(&self) -> bool {
+        !self.publications.is_empty() || self.remote.iter().any(|(_, p)| !p.is_empty())
+    }
 }
 
 impl Services {
@@ -191,7 +203,7 @@ impl Services {
             return Vec::new();
         }
         p.registered = on;
-        if p.publications.is_empty() {
+        if !p.published() {
             self.state_changed(aor, now)
         } else {
             Vec::new()
@@ -200,7 +212,7 @@ impl Services {
 
     /// The presentity's state changed: NOTIFY its watchers now, or at the end of the rate
     /// limit's interval.
-    fn state_changed(&mut self, aor: &str, now: u64) -> Vec<OutRequest> {
+    pub(super) fn state_changed(&mut self, aor: &str, now: u64) -> Vec<OutRequest> {
         let interval = self.cfg.notify_interval_ns;
         let Some(p) = self.presentities.get_mut(aor) else {
             return Vec::new();
@@ -255,7 +267,14 @@ impl Services {
     pub(super) fn document(&self, aor: &str) -> Vec<u8> {
         let p = self.presentities.get(aor);
         let docs: Vec<&[u8]> = p
-            .map(|p| p.publications.iter().map(|x| x.body.as_slice()).collect())
+            .map(|p| {
+                let remote = p.remote.iter().flat_map(|(_, pubs)| pubs.iter());
+                p.publications
+                    .iter()
+                    .chain(remote)
+                    .map(|x| x.body.as_slice())
+                    .collect()
+            })
             .unwrap_or_default();
         if docs.is_empty() {
             return pidf::basic(aor, p.is_some_and(|p| p.registered));
@@ -270,9 +289,10 @@ impl Services {
     /// Forgets a presentity with nothing published, no watcher and nothing pending.
     pub(super) fn drop_presentity_if_idle(&mut self, aor: &str) {
         let idle = self.presentities.get(aor).is_some_and(|p| {
-            p.publications.is_empty()
+            !p.published()
                 && p.watchers.is_empty()
                 && p.winfo.is_empty()
+                && p.remote_watchers.is_empty()
                 && !p.notify_armed
         });
         if idle {

@@ -220,6 +220,7 @@ impl Services {
         if package == Package::Presence && expires > 0 {
             // The presentity's owner watching its watchers learns of the new one.
             out.extend(self.winfo_changed(&target, now));
+            self.watchers_changed(&target);
         }
         Handling::Answer(answer, out)
     }
@@ -254,10 +255,15 @@ impl Services {
         let Some(sub) = self.subs.get_mut(&id) else {
             return Handling::Answer(Answer::new(481, "Subscription Does Not Exist"), Vec::new());
         };
+        // Its new expiry, for the other fronts' watcher info.
+        let watched = (sub.package == Package::Presence).then(|| sub.presentity.clone());
         if expires == 0 {
             sub.ending = Some("timeout");
         } else {
             self.arm(at, Due::SubExpires(id));
+        }
+        if let Some(aor) = watched {
+            self.watchers_changed(&aor);
         }
         let out = self.send_notify(id, now);
         Handling::Answer(ok(expires, contact), out)
@@ -411,6 +417,7 @@ impl Services {
         }
         self.drop_presentity_if_idle(&sub.presentity);
         if changed {
+            self.watchers_changed(&sub.presentity);
             self.winfo_changed(&sub.presentity, now)
         } else {
             Vec::new()
@@ -418,7 +425,7 @@ impl Services {
     }
 
     /// The watcher list of `aor` changed: its `presence.winfo` subscribers are told.
-    fn winfo_changed(&mut self, aor: &str, now: u64) -> Vec<OutRequest> {
+    pub(super) fn winfo_changed(&mut self, aor: &str, now: u64) -> Vec<OutRequest> {
         let ids = self
             .presentities
             .get(aor)
@@ -450,6 +457,21 @@ impl Services {
                     id.0,
                     pidf::escape(&w.watcher)
                 );
+            }
+        }
+        if let Some(p) = self.presentities.get(aor) {
+            for (front, list) in &p.remote_watchers {
+                // Ids unique in the document: the other front's id under its name's hash.
+                let f = crate::sip::hash::fnv(0, &[front.as_bytes()]) as u32;
+                for w in list {
+                    let status = if w.pending { "pending" } else { "active" };
+                    let _ = write!(
+                        s,
+                        "<watcher id=\"w{f:08x}.{}\" event=\"subscribe\" status=\"{status}\">{}</watcher>\r\n",
+                        w.id,
+                        pidf::escape(&w.watcher)
+                    );
+                }
             }
         }
         s.push_str("</watcher-list>\r\n</watcherinfo>\r\n");

@@ -10,13 +10,15 @@ use std::net::SocketAddr;
 use super::nat::{is_private, via_mismatch};
 use super::route::{Decision, Hop};
 use super::state::{Cx, Proxy};
+use crate::sip::media::MediaHook;
 use crate::sip::number::{number_aor, sip_phone_number, tel_number};
 use crate::sip::parse::{HeaderName, Message};
 use crate::sip::presence::{
-    Device, Handling, Offer, OutRequest, PersistRecord, Reach, RestoreCounts,
+    Device, Handling, Offer, OutRequest, PersistRecord, Reach, RemoteError, RemoteRecord,
+    RestoreCounts,
 };
 use crate::sip::registrar::LocationStore;
-use crate::sip::transport::Transport;
+use crate::sip::transport::{Transmit, Transport};
 use crate::sip::uri::{Scheme, SipUri, Uri};
 
 /// The AoR a SIP URI names for presence and messages: scheme, user (a number normalised),
@@ -70,6 +72,7 @@ impl<S: LocationStore> Proxy<S> {
                         to: h.to,
                         transport: h.transport,
                     },
+                    route: h.route,
                 })
                 .collect(),
             _ => Vec::new(),
@@ -188,11 +191,17 @@ impl<S: LocationStore> Proxy<S> {
             return;
         }
         let Some(aor) = service_aor(to) else { return };
-        let devices = self.devices(&aor, cx.now);
+        self.bindings_changed(&aor, cx);
+    }
+
+    /// The bindings of `aor` (a service AoR) changed: its devices as routing reaches them
+    /// now get the stored messages, and its registration-derived state is NOTIFYed.
+    fn bindings_changed(&mut self, aor: &str, cx: &mut Cx<'_>) {
+        let devices = self.devices(aor, cx.now);
         let Some(services) = self.presence.as_mut() else {
             return;
         };
-        let reqs = services.on_bindings(&aor, &devices, cx.now);
+        let reqs = services.on_bindings(aor, &devices, cx.now);
         self.send_service_requests(reqs, cx);
     }
 
@@ -258,6 +267,98 @@ impl<S: LocationStore> Proxy<S> {
     pub fn presence_persist_again(&mut self, key: &str) {
         if let Some(s) = self.presence.as_mut() {
             s.persist_again(key);
+        }
+    }
+}
+
+/// State learnt from other SIP fronts sharing the store (`store::share`): their
+/// publications, and their registrations' effect on presence and stored messages.
+impl<S: LocationStore> Proxy<S> {
+    /// Another front's presence record (`presentity:AOR`, `watchers:AOR`); our watchers of
+    /// the AoR get the composed state, our watcher-info subscribers its watchers.
+    pub fn remote_presence(
+        &mut self,
+        record: RemoteRecord<'_>,
+        now: u64,
+        unix_at_zero_ns: u64,
+        media: &mut dyn MediaHook,
+    ) -> Result<Vec<Transmit>, RemoteError> {
+        let Some(services) = self.presence.as_mut() else {
+            return Ok(Vec::new());
+        };
+        let reqs = services.apply_remote_record(record, now, unix_at_zero_ns)?;
+        Ok(self.send_from_outside(reqs, now, media))
+    }
+
+    /// Sends requests the services made outside a message or timer (another front's
+    /// change): what to transmit.
+    fn send_from_outside(
+        &mut self,
+        reqs: Vec<OutRequest>,
+        now: u64,
+        media: &mut dyn MediaHook,
+    ) -> Vec<Transmit> {
+        let mut cx = Cx::timer(now, self.cfg.local, media);
+        self.send_service_requests(reqs, &mut cx);
+        cx.out
+    }
+
+    /// Every other front's shared presence records, (front, key, record), after a
+    /// reconnect; how many could not be applied.
+    pub fn reload_remote_presence(
+        &mut self,
+        records: &[(String, String, String)],
+        now: u64,
+        unix_at_zero_ns: u64,
+        media: &mut dyn MediaHook,
+    ) -> (Vec<Transmit>, usize) {
+        let Some(services) = self.presence.as_mut() else {
+            return (Vec::new(), 0);
+        };
+        let (reqs, bad) = services.reload_remote(records, now, unix_at_zero_ns);
+        (self.send_from_outside(reqs, now, media), bad)
+    }
+
+    /// Bindings changed at another front (already applied to the location store) for these
+    /// AoRs (`None`: every AoR presence holds something of, after a reload): stored messages
+    /// go to the devices, registration-derived state is NOTIFYed, as after a REGISTER here.
+    pub fn remote_bindings(
+        &mut self,
+        aors: Option<&[String]>,
+        now: u64,
+        media: &mut dyn MediaHook,
+    ) -> Vec<Transmit> {
+        let Some(services) = self.presence.as_ref() else {
+            return Vec::new();
+        };
+        let aors = match aors {
+            Some(a) => a.to_vec(),
+            None => services.known_aors(),
+        };
+        let mut cx = Cx::timer(now, self.cfg.local, media);
+        for aor in aors {
+            let service = match Uri::parse(&aor) {
+                Ok(Uri::Sip(u)) => service_aor(&u),
+                _ => None,
+            };
+            if let Some(a) = service {
+                self.bindings_changed(&a, &mut cx);
+            }
+        }
+        cx.out
+    }
+
+    /// Shares watcher lists with the other fronts (their watcher info).
+    pub fn share_presence(&mut self) {
+        if let Some(s) = self.presence.as_mut() {
+            s.enable_sharing();
+        }
+    }
+
+    /// Marks every presence record to be written again (the store lost them).
+    pub fn presence_persist_all(&mut self) {
+        if let Some(s) = self.presence.as_mut() {
+            s.persist_all();
         }
     }
 }
