@@ -13,6 +13,7 @@ pub mod scrape;
 pub mod sip;
 pub mod store;
 pub mod streams;
+pub mod tls;
 
 use std::path::{Path, PathBuf};
 

@@ -482,9 +482,19 @@ impl<B: MediaBackend + 'static> SipShared<B> {
     }
 
     fn timeout(&self, now: Nanos) -> Vec<Transmit> {
+        self.with_media("timeout", |proxy, media| proxy.handle_timeout(now, media))
+    }
+
+    /// Runs `f` on the proxy and its media hook (not for a message: nothing is parked), and
+    /// hands the relay-set requests it made to the relay I/O.
+    fn with_media(
+        &self,
+        what: &'static str,
+        f: impl FnOnce(&mut Proxy<StoredLocations>, &mut RelayMedia<B>) -> Vec<Transmit>,
+    ) -> Vec<Transmit> {
         let mut jobs = Vec::new();
-        let out = self.with_proxy("timeout", |core| {
-            let out = core.proxy.handle_timeout(now, &mut core.media);
+        let out = self.with_proxy(what, |core| {
+            let out = f(&mut core.proxy, &mut core.media);
             jobs = core.media.take_jobs();
             out
         });
