@@ -29,7 +29,8 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use common::peers::{sip_relay_command, wait_udp_bound, Peer};
+use common::ng::answering_client;
+use common::peers::{sip_relay_command, Peer};
 use common::scrape::{metrics, series};
 use common::sip::{register_bytes, sdp, Uac, Uas};
 use common::tls::{read_message, relay_ca, relay_tls_args, server_config, TestCa};
@@ -81,8 +82,12 @@ fn start_relay(dir: &Path, p: &Ports) -> Peer {
         .args(["--port-min", &p.media.0.to_string()])
         .args(["--port-max", &p.media.1.to_string()])
         .args(["--no-kernel-forwarding", "--log-level", "info"]);
-    let mut relay = Peer::spawn("rtpanchor", &mut cmd, &dir.join("relay.log")).expect("relay");
-    wait_udp_bound(&mut relay, p.sip, Duration::from_secs(10)).unwrap_or_else(|e| panic!("{e}"));
+    let relay = Peer::spawn("rtpanchor", &mut cmd, &dir.join("relay.log")).expect("relay");
+    // ng answers once SIP is bound (the relay starts it first); a ping is a surer sign
+    // than /proc/net/udp on a machine whose UDP table is huge.
+    answering_client(p.ng, "tls-client-ready")
+        .wait_ready(Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("relay not ready: {e}\n{}", relay.log_tail(20)));
     relay
 }
 
