@@ -13,7 +13,7 @@ use std::sync::Arc;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use rtpanchor::sip::{frame, Frame};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
 /// A certificate authority made for one test.
 pub struct TestCa {
@@ -95,6 +95,61 @@ pub fn server_config(cert: &Path, key: &Path) -> Arc<rustls::ServerConfig> {
     .with_single_cert(chain, key)
     .expect("server certificate");
     Arc::new(cfg)
+}
+
+/// A TLS connection to 127.0.0.1:`port` whose certificate is verified against the CA in
+/// `ca` (PEM), its handshake done; reads time out after 5 s.
+#[allow(deprecated)]
+pub fn connect(
+    ca: &Path,
+    port: u16,
+) -> Result<rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca).map_err(|e| e.to_string())? {
+        roots
+            .add(c.map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into());
+    let conn = rustls::ClientConnection::new(Arc::new(cfg), name).map_err(|e| e.to_string())?;
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    while tls.conn.is_handshaking() {
+        tls.conn
+            .complete_io(&mut tls.sock)
+            .map_err(|e| format!("handshake: {e}"))?;
+    }
+    Ok(tls)
+}
+
+/// An OPTIONS to the relay over a new TLS connection to 127.0.0.1:`port` (verified with
+/// `ca`): the response's first line, or what went wrong.
+pub fn options_over_tls(ca: &Path, port: u16) -> Result<String, String> {
+    use std::io::Write;
+    let mut tls = connect(ca, port)?;
+    let me = tls.sock.local_addr().map_err(|e| e.to_string())?;
+    let req = format!(
+        "OPTIONS sip:127.0.0.1:{port};transport=tls SIP/2.0\r\n\
+         Via: SIP/2.0/TLS {me};branch=z9hG4bK-tls-options-{}\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:t@127.0.0.1>;tag=t1\r\nTo: <sip:127.0.0.1>\r\n\
+         Call-ID: tls-options-{}@127.0.0.1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+        me.port(),
+        me.port()
+    );
+    tls.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
+    tls.flush().map_err(|e| e.to_string())?;
+    let msg = read_message(&mut tls, &mut Vec::new())?;
+    let text = String::from_utf8_lossy(&msg);
+    Ok(text.lines().next().unwrap_or("").to_owned())
 }
 
 /// The next SIP message from a stream (keep-alives skipped), with `buf` holding what was

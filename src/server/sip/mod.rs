@@ -59,10 +59,12 @@ use crate::store::presence::PresencePersistence;
 use crate::store::share::RemoteChange;
 use crate::time::{self, Nanos};
 
+mod handover;
 mod persist;
 mod relay;
 mod tcp;
 mod tls;
+pub use handover::{AdoptedSip, SipFds};
 #[cfg(test)]
 use tcp::find_blank_line;
 use tcp::{accept_loop, send_stream};
@@ -637,21 +639,23 @@ impl<B: MediaBackend + 'static> SipServer<B> {
         Self::bind_or_adopt(cfg, proxy_cfg, manager, None).await
     }
 
-    /// [`SipServer::bind`], or with `adopted` (UDP and TCP bound before: handed over by a
-    /// relay that was upgraded) serving those instead of binding.
+    /// [`SipServer::bind`], or with `adopted` (UDP, TCP and perhaps TLS bound before:
+    /// handed over by a relay that was upgraded) serving those instead of binding.
     pub async fn bind_or_adopt(
         cfg: SipServerConfig,
         mut proxy_cfg: ProxyConfig,
         manager: Arc<Mutex<SessionManager<B>>>,
-        adopted: Option<(std::net::UdpSocket, std::net::TcpListener)>,
+        adopted: Option<AdoptedSip>,
     ) -> anyhow::Result<SipServer<B>> {
-        let (udp, tcp) = match adopted {
-            Some((u, t)) => {
-                u.set_nonblocking(true)?;
-                t.set_nonblocking(true)?;
-                (UdpSocket::from_std(u)?, TcpListener::from_std(t)?)
+        let (udp, tcp, adopted_tls) = match adopted {
+            Some(a) => {
+                let (udp, tcp) = a.into_tokio()?;
+                (udp, tcp.0, tcp.1)
             }
-            None => bind_both(cfg.listen).await?,
+            None => {
+                let (udp, tcp) = bind_both(cfg.listen).await?;
+                (udp, tcp, None)
+            }
         };
         let local = udp.local_addr()?;
         if proxy_cfg.local.port() == 0 {
@@ -682,9 +686,12 @@ impl<B: MediaBackend + 'static> SipServer<B> {
         let (tls_listener, tls) = match &cfg.tls {
             Some(t) => {
                 let state = TlsState::load(t)?;
-                let l = TcpListener::bind(t.listen)
-                    .await
-                    .with_context(|| format!("binding SIP TLS {}", t.listen))?;
+                let l = match adopted_tls {
+                    Some(l) => l,
+                    None => TcpListener::bind(t.listen)
+                        .await
+                        .with_context(|| format!("binding SIP TLS {}", t.listen))?,
+                };
                 let at = l.local_addr()?;
                 // The address written into Via and Record-Route for TLS.
                 let mut ours = proxy_cfg.local_tls.unwrap_or(at);
@@ -756,37 +763,6 @@ impl<B: MediaBackend + 'static> SipServer<B> {
 
     pub fn shared(&self) -> Arc<SipShared<B>> {
         self.shared.clone()
-    }
-
-    /// Serves again with the state of a server that was stopped (a takeover that failed):
-    /// its UDP socket is still in `shared`; `tcp` is a copy of its listener. Needs a tokio
-    /// runtime.
-    pub fn resume(
-        shared: Arc<SipShared<B>>,
-        tcp: std::net::TcpListener,
-    ) -> anyhow::Result<SipServer<B>> {
-        tcp.set_nonblocking(true)?;
-        let local = shared.udp.local_addr()?;
-        // The TLS listener is not part of a takeover (README): a resumed server serves
-        // UDP and TCP.
-        Ok(SipServer {
-            tcp: TcpListener::from_std(tcp)?,
-            tcp_more: Vec::new(),
-            tls: None,
-            shared,
-            local,
-        })
-    }
-
-    /// Copies of the UDP socket and TCP listener, for a takeover.
-    pub fn handover_sockets(
-        &self,
-    ) -> std::io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
-        use std::os::fd::AsFd;
-        Ok((
-            self.shared.udp.as_fd().try_clone_to_owned()?,
-            self.tcp.as_fd().try_clone_to_owned()?,
-        ))
     }
 
     /// Serves until `shutdown` becomes true (or its sender is dropped).
