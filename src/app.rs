@@ -466,7 +466,7 @@ fn presence_persistence(
 type SipStarted = (
     tokio::task::JoinHandle<anyhow::Result<()>>,
     Arc<crate::server::sip::SipShared<DataPlane>>,
-    Option<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)>,
+    Option<crate::server::sip::SipFds>,
 );
 
 /// The networks the SIP proxy bridges: one per interface name, each interface address
@@ -507,7 +507,7 @@ async fn start_sip(
     manager: Arc<Mutex<SessionManager<DataPlane>>>,
     stop: tokio::sync::watch::Receiver<bool>,
     (locations, presence_store): (Option<LocationPersistence>, Option<PresencePersistence>),
-    adopted: Option<(std::net::UdpSocket, std::net::TcpListener)>,
+    adopted: Option<crate::server::sip::AdoptedSip>,
 ) -> anyhow::Result<Option<SipStarted>> {
     let Some(listen) = config.listen_sip else {
         return Ok(None);

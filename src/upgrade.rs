@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use crate::dataplane::fdpass::FdConn;
 use crate::dataplane::DataPlane;
+use crate::server::sip::SipFds;
 use crate::session::manager::SessionManager;
 use crate::takeover::{CallState, Handover, SocketRole, VERSION};
 use crate::time;
@@ -94,7 +95,7 @@ pub async fn hand_over(
     conn: FdConn,
     manager: &Arc<Mutex<SessionManager<DataPlane>>>,
     ng: Option<&(OwnedFd, Option<OwnedFd>)>,
-    sip: Option<&(OwnedFd, OwnedFd)>,
+    sip: Option<&SipFds>,
 ) -> bool {
     let mut roles = Vec::new();
     let mut fds = Vec::new();
@@ -107,9 +108,13 @@ pub async fn hand_over(
                 fds.push(tcp.try_clone()?);
             }
         }
-        if let Some((udp, tcp)) = sip {
+        if let Some(s) = sip {
             roles.extend([SocketRole::SipUdp, SocketRole::SipTcp]);
-            fds.extend([udp.try_clone()?, tcp.try_clone()?]);
+            fds.extend([s.udp.try_clone()?, s.tcp.try_clone()?]);
+            if let Some(tls) = &s.tls {
+                roles.push(SocketRole::SipTls);
+                fds.push(tls.try_clone()?);
+            }
         }
         Ok(())
     })();
@@ -188,7 +193,7 @@ pub fn resume(
     ng: Option<&(OwnedFd, Option<OwnedFd>)>,
     tick_interval: Duration,
     sip_shared: Option<&Arc<crate::server::sip::SipShared<DataPlane>>>,
-    sip: Option<&(OwnedFd, OwnedFd)>,
+    sip: Option<&SipFds>,
 ) -> anyhow::Result<(NgServer, Option<SipServer>)> {
     let (udp, tcp) = ng.ok_or_else(|| anyhow::anyhow!("no copy of the ng sockets"))?;
     let tcp = match tcp {
@@ -202,8 +207,16 @@ pub fn resume(
         tick_interval,
     )?;
     let sip = match (sip_shared, sip) {
-        (Some(shared), Some((_, tcp))) => {
-            Some(SipServer::resume(shared.clone(), tcp.try_clone()?.into())?)
+        (Some(shared), Some(fds)) => {
+            let tls = match &fds.tls {
+                Some(l) => Some(l.try_clone()?.into()),
+                None => None,
+            };
+            Some(SipServer::resume(
+                shared.clone(),
+                fds.tcp.try_clone()?.into(),
+                tls,
+            )?)
         }
         _ => None,
     };

@@ -22,7 +22,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::ng::answering_client;
-use common::peers::{find_program, Peer};
+use common::peers::{find_program, kamailio_args, Peer};
 use common::rtcp_talk::Talk;
 use common::sip::{Uac, Uas};
 use common::TempDir;
@@ -171,16 +171,7 @@ fn run(relay: Relay, repo: &Path, kamailio: &Path, dir: &Path) -> [Logged; 2] {
     let log = dir.join("kamailio.log");
     let mut kam = Peer::spawn(
         "kamailio",
-        Command::new(kamailio)
-            .arg("-f")
-            .arg(&cfg)
-            .args(["-DD", "-E", "-m", "32", "-M", "4"])
-            .arg("-Y")
-            .arg(&run_dir)
-            .arg("-P")
-            .arg(run_dir.join("kamailio.pid"))
-            .arg("-w")
-            .arg(dir)
+        kamailio_args(&mut Command::new(kamailio), &cfg, &run_dir, dir)
             .args(["-A", "WITH_MOS", "-A", "WORKERS=2"])
             .args(["-A", &format!("SIP_PORT={PROXY_SIP}")])
             .args(["-A", &format!("RTPENGINE_SOCK=\"udp:{LOOPBACK}:{NG}\"")])

@@ -20,7 +20,7 @@ mod common;
 
 use common::media::{pcmu, recv_n, relay};
 use common::ng::{client, start_relay_in};
-use common::peers::{find_program, udp_bound, wait_udp_bound, Peer};
+use common::peers::{find_program, kamailio_args, udp_bound, wait_udp_bound, Peer};
 use common::sip::{Uac, Uas};
 use common::TempDir;
 use rtpanchor::rtp::rtcp::emit_header;
@@ -108,15 +108,7 @@ fn rtcp_mux_offer_through_kamailio_falls_back_when_declined() {
     let run = d.join("run");
     std::fs::create_dir(&run).expect("kamailio runtime dir");
     let mut cmd = Command::new(kamailio);
-    cmd.arg("-f")
-        .arg(&cfg)
-        .args(["-DD", "-E", "-m", "32", "-M", "4"])
-        .arg("-Y")
-        .arg(&run)
-        .arg("-P")
-        .arg(run.join("kamailio.pid"))
-        .arg("-w")
-        .arg(d)
+    kamailio_args(&mut cmd, &cfg, &run, d)
         .args(["-A", &format!("LISTEN_IP={LOOPBACK}")])
         .args(["-A", &format!("SIP_PORT={KAMAILIO}")])
         .args(["-A", &format!("RTPENGINE_SOCK=\"udp:{LOOPBACK}:{NG}\"")])

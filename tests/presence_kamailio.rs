@@ -22,7 +22,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::peers::{find_program, sipp_program, sipp_scenario, wait_udp_bound, Peer};
+use common::peers::{
+    find_program, kamailio_args, sipp_program, sipp_scenario, wait_udp_bound, Peer,
+};
 use common::TempDir;
 
 const LO: &str = "127.0.0.1";
@@ -236,16 +238,7 @@ fn start_kamailio(dir: &Path) -> Peer {
     std::fs::create_dir_all(&run).unwrap();
     let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/kamailio/presence.cfg");
     let mut cmd = Command::new(kamailio);
-    cmd.arg("-f")
-        .arg(cfg)
-        .args(["-DD", "-E"])
-        .arg("-Y")
-        .arg(&run)
-        .arg("-P")
-        .arg(run.join("kamailio.pid"))
-        .arg("-w")
-        .arg(dir)
-        .args(["-m", "32", "-M", "4"])
+    kamailio_args(&mut cmd, &cfg, &run, dir)
         .args(["-A", &format!("LISTEN_IP={LO}")])
         .args(["-A", &format!("SIP_PORT={KAMAILIO_SIP}")])
         .args(["-A", &format!("SERVER_ADDRESS=\"sip:{LO}:{KAMAILIO_SIP}\"")])

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::http::try_get;
+use common::netns::is_root;
 use common::peers::{find_program, send_signal, wait_udp_bound, Peer};
 use common::{sipp_call_counts, TempDir};
 use rtpanchor::client::ng::NgClient;
@@ -90,15 +90,6 @@ impl Drop for Testbed {
             .env("PREFIX", "ra22")
             .status();
     }
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines()
-            .find(|l| l.starts_with("Uid:"))
-            .and_then(|l| l.split_whitespace().nth(2))
-            == Some("0")
-    })
 }
 
 fn wait_pong(addr: &str, limit: Duration) -> Result<(), String> {
@@ -234,9 +225,15 @@ fn start_uac(dir: &Path, name: &str, calls: usize, rate: usize, hold_ms: u64) ->
     Peer::spawn(name, &mut cmd, &dir.join(format!("{name}.out"))).expect("sipp uac")
 }
 
-fn finish_uac(dir: &Path, mut uac: Peer, name: &str, calls: usize, limit: Duration) {
+fn finish_uac(dir: &Path, uac: Peer, name: &str, calls: usize, limit: Duration) {
+    finish_uac_stats(uac, &dir.join(format!("{name}.csv")), name, calls, limit);
+}
+
+/// Waits (at most `limit`) for the SIPp UAC `uac` and checks that its statistics file
+/// `stats` counts `calls` successful calls and none failed.
+fn finish_uac_stats(mut uac: Peer, stats: &Path, name: &str, calls: usize, limit: Duration) {
     let st = uac.wait_timeout(limit);
-    let counts = sipp_call_counts(&dir.join(format!("{name}.csv")));
+    let counts = sipp_call_counts(stats);
     assert!(
         st.is_some_and(|s| s.success()),
         "{name}: SIPp failed or ran over ({st:?}, {counts:?}):\n{}",
@@ -250,9 +247,7 @@ fn finish_uac(dir: &Path, mut uac: Peer, name: &str, calls: usize, limit: Durati
 }
 
 fn metrics() -> String {
-    try_get(FRONT_HTTP, "/metrics")
-        .map(|(_, body)| body)
-        .unwrap_or_default()
+    common::scrape::metrics(FRONT_HTTP)
 }
 
 fn relay_series(text: &str, family: &str, i: usize) -> f64 {
@@ -414,7 +409,7 @@ fn calls_with_media(d: &Path, run: &MediaRun, relays: &[(String, u16)], calls: u
             limit: calls,
         },
     );
-    let mut uac = Peer::spawn("uac", &mut uac_cmd, &d.join("uac.out")).expect("uac");
+    let uac = Peer::spawn("uac", &mut uac_cmd, &d.join("uac.out")).expect("uac");
     // Mid-call (the pcap plays for 7 s): each relay holds a call and relays its RTP.
     std::thread::sleep(Duration::from_secs(4));
     for (name, port) in relays {
@@ -440,17 +435,14 @@ fn calls_with_media(d: &Path, run: &MediaRun, relays: &[(String, u16)], calls: u
         let packets = common::ng::find_int(&q, "packets").unwrap_or(0);
         assert!(packets > 0, "{name} relayed no RTP for {}: {q}", held[0]);
     }
-    let st = uac.wait_timeout(Duration::from_secs(40));
-    let counts = sipp_call_counts(&d.join("uac_stats.csv"));
-    assert!(
-        st.is_some_and(|s| s.success()),
-        "UAC: {st:?} {counts:?}\n{}",
-        uac.log_tail(20)
+    finish_uac_stats(
+        uac,
+        &d.join("uac_stats.csv"),
+        "uac",
+        calls,
+        Duration::from_secs(40),
     );
-    assert_eq!(counts, Ok((calls as u64, 0)));
-    let text = try_get(run.front_http, "/metrics")
-        .map(|(_, b)| b)
-        .unwrap_or_default();
+    let text = common::scrape::metrics(run.front_http);
     for (name, _) in relays {
         let s = format!("rtpanchor_media_relay_calls_total{{relay=\"{name}\"}}");
         let want = (calls / relays.len()) as f64;
@@ -538,9 +530,7 @@ fn a_tcp_ng_relay_carries_calls_with_media() {
     let mut front = start_loopback_front(d, &run, &[format!("ng:{tcp};transport=tcp")]);
     calls_with_media(d, &run, &[(format!("ng:{tcp}"), UDP_NG)], 2);
     // No request to it was given up.
-    let text = try_get(run.front_http, "/metrics")
-        .map(|(_, b)| b)
-        .unwrap_or_default();
+    let text = common::scrape::metrics(run.front_http);
     let timeouts = format!("rtpanchor_media_relay_timeouts_total{{relay=\"ng:{tcp}\"}}");
     assert_eq!(common::http::exposed(&text, &timeouts), Some(0.0), "{text}");
     front.stop(Duration::from_secs(5));

@@ -365,15 +365,6 @@ fn assert_relay_empty(ng: &mut NgClient) {
     }
 }
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines()
-            .find(|l| l.starts_with("Uid:"))
-            .and_then(|l| l.split_whitespace().nth(2))
-            == Some("0")
-    })
-}
-
 // ---------------------------------------------------------------------------------------------
 
 #[test]
@@ -454,7 +445,7 @@ fn calls_through_builtin_proxy_anchor_media() {
     assert!(
         relayed >= PCAP_PACKETS * CALLS as i64 * 9 / 10,
         "relay forwarded {relayed} packets for {CALLS} calls of {PCAP_PACKETS} packets each way{}",
-        if is_root() {
+        if common::netns::is_root() {
             ""
         } else {
             " (pcap play needs root or CAP_NET_RAW)"

@@ -68,16 +68,24 @@ fn headers(t: &Transmit, h: HeaderName) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn call_from_udp_to_a_tls_registered_phone_uses_its_flow_and_double_record_routes() {
+/// A TLS proxy, Bob registered over TLS, and Alice's INVITE (Call-ID `call_id`, at 1 ms)
+/// sent: the proxy, Alice, and the INVITE it forwarded.
+fn alice_calls_tls_bob(call_id: &str) -> (Proxy, Uac, Transmit) {
     let mut p = tls_proxy();
     register_bob_over(&mut p, Transport::Tls);
-    let mut a = Uac::alice("tls1");
+    let mut a = Uac::alice(call_id);
     let out = feed(&mut p, &a.invite(None), alice(), MS, &mut NoMedia);
     let inv = out
-        .iter()
+        .into_iter()
         .find(|t| method(t).as_deref() == Some("INVITE"))
         .expect("INVITE forwarded");
+    (p, a, inv)
+}
+
+#[test]
+fn call_from_udp_to_a_tls_registered_phone_uses_its_flow_and_double_record_routes() {
+    let (mut p, mut a, inv) = alice_calls_tls_bob("tls1");
+    let inv = &inv;
     // Bob's flow, over TLS: not a new connection to his Contact's port.
     assert_eq!((inv.to, inv.transport), (bob_flow(), Transport::Tls));
     assert!(
@@ -211,4 +219,31 @@ fn a_sips_request_uri_gets_a_sips_record_route_and_tls_keepalive_pong() {
             bytes: b"\r\n".to_vec()
         }]
     );
+}
+
+/// RFC 3261 §16.9: the INVITE to Bob's TLS flow cannot be sent (no connection could be
+/// made): the branch ends as a 503 from Bob, Alice gets the final response at once (500,
+/// §16.7), and no ACK is sent toward the connection that does not exist.
+#[test]
+fn a_request_the_transport_cannot_send_ends_its_branch_as_a_503() {
+    let (mut p, a, inv) = alice_calls_tls_bob("tls-err");
+    assert_eq!((inv.to, inv.transport), (bob_flow(), Transport::Tls));
+    let out =
+        check(p.handle_transport_error(&inv.bytes, inv.to, inv.transport, 2 * MS, &mut NoMedia));
+    let fin = out
+        .iter()
+        .find(|t| status(t).is_some_and(|s| s >= 200))
+        .expect("a final response to Alice");
+    assert_eq!((status(fin), fin.to), (Some(500), alice()), "{}", text(fin));
+    assert!(
+        out.iter().all(|t| t.to != bob_flow()),
+        "nothing goes to the dead flow"
+    );
+    assert_eq!(p.stats().transport_errors, 1);
+    // A response or an ACK that could not be sent is forgotten.
+    let ack = a.ack_failure(&fin.bytes);
+    assert!(p
+        .handle_transport_error(&ack, bob_flow(), Transport::Tls, 3 * MS, &mut NoMedia)
+        .is_empty());
+    assert_eq!(p.stats().transport_errors, 1);
 }

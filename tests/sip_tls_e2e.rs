@@ -25,8 +25,8 @@ use std::time::Duration;
 use common::baresip::Phone;
 use common::peers::{wait_udp_bound, Peer};
 use common::scrape::{metrics, series, wait_series};
+use common::tls::{relay_ca, relay_tls_args};
 use common::TempDir;
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 
 const LO: &str = "127.0.0.1";
 const SIP: u16 = 16100;
@@ -35,40 +35,15 @@ const NG: u16 = 16102;
 const HTTP: u16 = 16103;
 const MEDIA: (u16, u16) = (16200, 16299);
 
-/// A test CA and the relay's certificate for 127.0.0.1, as PEM files in `dir`: ca.pem,
-/// relay.pem, relay.key.
-fn make_certificates(dir: &Path) {
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(DnType::CommonName, "rtpanchor test CA");
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca, ca_key);
-    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let mut p = CertificateParams::new(vec![LO.to_string()]).unwrap();
-    p.distinguished_name.push(DnType::CommonName, "relay");
-    let cert = p.signed_by(&key, &issuer).unwrap();
-    std::fs::write(dir.join("relay.pem"), cert.pem()).unwrap();
-    std::fs::write(dir.join("relay.key"), key.serialize_pem()).unwrap();
-}
-
 fn start_relay(dir: &Path) -> Peer {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_rtpanchor"));
     cmd.env("NO_COLOR", "1")
         .args(["--interface", LO])
         .args(["--listen-ng", &format!("{LO}:{NG}")])
         .args(["--listen-http", &format!("{LO}:{HTTP}")])
-        .args(["--listen-sip", &format!("{LO}:{SIP}")])
-        .args(["--listen-sips", &format!("{LO}:{SIPS}")])
-        .arg("--sips-cert")
-        .arg(dir.join("relay.pem"))
-        .arg("--sips-key")
-        .arg(dir.join("relay.key"))
-        // With a CA the relay could open TLS connections itself: the test shows it does not.
-        .arg("--sips-ca")
-        .arg(dir.join("ca.pem"))
+        .args(["--listen-sip", &format!("{LO}:{SIP}")]);
+    // With a CA the relay could open TLS connections itself: the test shows it does not.
+    relay_tls_args(&mut cmd, dir, SIPS)
         .args(["--port-min", &MEDIA.0.to_string()])
         .args(["--port-max", &MEDIA.1.to_string()])
         .args(["--num-threads", "1", "--no-kernel-forwarding"])
@@ -96,7 +71,7 @@ fn tls_phone<'a>(name: &'a str, sip: u16, rtp: (u16, u16), ca: &'a Path, extra: 
 fn tls_phones_register_and_call_over_their_own_connections() {
     let tmp = TempDir::new("sip-tls").unwrap();
     let dir = tmp.path();
-    make_certificates(dir);
+    relay_ca(dir);
     let ca = dir.join("ca.pem");
     let mut relay = start_relay(dir);
 

@@ -4,11 +4,13 @@
 //! packet sent arrives (none lost in the handover: they wait in the socket queues), every
 //! call is there afterwards (ng `query`), and every ping is answered.
 //!
-//! The SIP and ng TCP listeners are handed over too: a SIP request and an ng ping over TCP
-//! are answered by the new relay. Run three times: io_uring and mmsg in user space, and io_uring with the kernel path.
+//! The SIP and ng TCP listeners and the SIP TLS listener (`--listen-sips`, a test CA) are
+//! handed over too: a SIP request, an ng ping over TCP and an OPTIONS over a new TLS
+//! connection are answered by the new relay (and by the old one again after the takeover
+//! that fails). A TLS connection open during the takeover is closed with the old relay. Run three times: io_uring and mmsg in user space, and io_uring with the kernel path.
 //!
 //! Ports: ng 15000 (UDP and TCP), phones 15001 (every call's side A) and 15002 (side B),
-//! pinger 15003, SIP 15004, SIP client 15005; relay media 20000-20999 (a block no other test
+//! pinger 15003, SIP 15004, SIP client 15005, SIP TLS 19590; relay media 20000-20999 (a block no other test
 //! uses): 200 calls, four ports each, as the upgrade test asks. `TAKEOVER_PPS=50000`
 //! runs it at the rate (the default, 20,000, keeps CI's 2 cores unhurried).
 #![allow(clippy::disallowed_methods)]
@@ -28,6 +30,7 @@ use common::media::rtp;
 use common::ng::{client, ng, relay_port, sdp};
 use common::peers::tail;
 use common::streams::{count_by_ssrc, counters, open_calls};
+use common::tls::{options_over_tls, relay_ca, relay_tls_args};
 use common::TempDir;
 use rtpanchor::control::bencode::Owned;
 
@@ -37,6 +40,7 @@ const PHONE_B: u16 = 15002;
 const PINGER: u16 = 15003;
 const SIP_PORT: u16 = 15004;
 const SIP_CLIENT: u16 = 15005;
+const SIPS_PORT: u16 = 19590;
 const MEDIA_MIN: u16 = 20000;
 const MEDIA_MAX: u16 = 20999;
 const CALLS: usize = 200;
@@ -50,7 +54,9 @@ fn start(path: &Path, log: &Path, engine: &str, kernel: bool, port_max: u16) -> 
         .append(true)
         .open(log)
         .unwrap();
-    Command::new(env!("CARGO_BIN_EXE_rtpanchor"))
+    let dir = path.parent().expect("the takeover socket's directory");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rtpanchor"));
+    relay_tls_args(&mut cmd, dir, SIPS_PORT)
         .args(["--listen-ng", &format!("127.0.0.1:{NG_PORT}")])
         .args(["--listen-tcp-ng", &format!("127.0.0.1:{NG_PORT}")])
         .args(["--listen-sip", &format!("127.0.0.1:{SIP_PORT}")])
@@ -202,6 +208,8 @@ fn run(engine: &str, kernel: bool, failed_first: bool) {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(DEFAULT_PPS);
+    relay_ca(dir.path());
+    let ca = dir.path().join("ca.pem");
     let mut old = Killed(start(&path, &log1, engine, kernel, MEDIA_MAX));
     let ng_addr = SocketAddr::from(([127, 0, 0, 1], NG_PORT));
     let mut c = client(ng_addr);
@@ -290,7 +298,15 @@ fn run(engine: &str, kernel: bool, failed_first: bool) {
             "media stalled after a failed takeover\n{}",
             tail(&log1, 30)
         );
+        assert_eq!(
+            options_over_tls(&ca, SIPS_PORT).as_deref(),
+            Ok("SIP/2.0 200 OK"),
+            "TLS not served again after a failed takeover\n{}",
+            tail(&log1, 30)
+        );
     }
+    // A TLS connection to the old relay: not handed over, it closes when the old relay exits.
+    let mut held = common::tls::connect(&ca, SIPS_PORT).expect("TLS to the old relay");
 
     let t0 = Instant::now();
     let mut new = Killed(start(&path, &log2, engine, kernel, MEDIA_MAX));
@@ -355,11 +371,23 @@ fn run(engine: &str, kernel: bool, failed_first: bool) {
     assert!(pings_sent > 100, "too few pings: {pings_sent}");
     assert_eq!(pongs, pings_sent, "ng pings unanswered");
 
-    // The SIP and ng TCP listeners are the new relay's too.
+    // The SIP and ng TCP listeners and the TLS listener are the new relay's too.
     assert!(
         sip_answers(),
         "SIP not answered after the takeover\n{}",
         tail(&log2, 30)
+    );
+    assert_eq!(
+        options_over_tls(&ca, SIPS_PORT).as_deref(),
+        Ok("SIP/2.0 200 OK"),
+        "TLS not served after the takeover\n{}",
+        tail(&log2, 30)
+    );
+    let closed = common::tls::read_message(&mut held, &mut Vec::new());
+    // Closed (an end of stream or a reset), not merely silent until the read timeout.
+    assert!(
+        matches!(&closed, Err(e) if e.contains("closed") || e.contains("reset")),
+        "the old relay's TLS connection was not closed: {closed:?}"
     );
     let mut tcp = rtpanchor::client::ng::NgClient::tcp(ng_addr, Duration::from_secs(2))
         .expect("ng TCP connect after the takeover");

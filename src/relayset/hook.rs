@@ -453,6 +453,36 @@ mod tests {
         }
     }
 
+    /// A two-relay hook with the call's offer sent at t=1: the hook and that offer's job.
+    fn offered() -> (RelayMedia<FakeBackend>, Job) {
+        let mut h = hook(&["ng:127.0.0.1:1", "ng:127.0.0.2:1"]);
+        assert!(!h.ready(&ctx(MediaOp::Offer), SDP, 1));
+        let offer = h.take_jobs().remove(0);
+        (h, offer)
+    }
+
+    /// As `offered`, the offer answered at t=2: the call is up on `offer.relay`.
+    fn call_up() -> (RelayMedia<FakeBackend>, Job) {
+        let (mut h, offer) = offered();
+        assert!(h.complete(offer.id, ok("v=0 a"), 2).ready);
+        (h, offer)
+    }
+
+    /// The BYE of the call (no Via branch of its own matters to the hook).
+    fn bye() -> MediaCtx<'static> {
+        MediaCtx {
+            via_branch: None,
+            ..ctx(MediaOp::Delete)
+        }
+    }
+
+    /// The set's figures, relay by relay.
+    fn snapshot(h: &RelayMedia<FakeBackend>) -> Vec<crate::relayset::set::RelaySnapshot> {
+        let set = h.set().unwrap().clone();
+        let snap = set.lock().unwrap().snapshot();
+        snap
+    }
+
     #[test]
     fn a_remote_step_waits_for_its_reply_then_answers_at_once() {
         let mut h = hook(&["ng:127.0.0.1:1", "ng:127.0.0.2:1"]);
@@ -495,8 +525,7 @@ mod tests {
         // The call's three round trips (1 µs each) are counted on its relay, pings aside.
         h.complete(answer[0].id, ok("v=0 relayed"), 7);
         h.complete(del[0].id, ok(""), 8);
-        let set = h.set().unwrap().clone();
-        let snap = set.lock().unwrap().snapshot();
+        let snap = snapshot(&h);
         let c = &snap[usize::from(jobs[0].relay.0)].counters;
         assert_eq!(
             (
@@ -511,11 +540,7 @@ mod tests {
     /// A relay dies mid-call: nothing in the dialog hangs on it.
     #[test]
     fn in_dialog_requests_of_a_call_whose_relay_died() {
-        let mut h = hook(&["ng:127.0.0.1:1", "ng:127.0.0.2:1"]);
-        let c = ctx(MediaOp::Offer);
-        assert!(!h.ready(&c, SDP, 1));
-        let offer = h.take_jobs().remove(0);
-        assert!(h.complete(offer.id, ok("v=0 a"), 2).ready);
+        let (mut h, offer) = call_up();
         let dead = offer.relay;
         // A re-INVITE before anyone knows: its offer waits for the dead relay, is given up
         // and goes to the other relay; the re-INVITE then carries the other relay's SDP.
@@ -545,11 +570,7 @@ mod tests {
         assert!(!h.ready(&third, SDP, 6));
         assert_eq!(h.take_jobs()[0].relay, retry.relay);
         // BYE: forwarded at once (its delete does not wait) to the relay the call is on.
-        let bye = MediaCtx {
-            via_branch: None,
-            ..ctx(MediaOp::Delete)
-        };
-        assert_eq!(h.media(&bye, b"", 7), MediaResult::Unchanged);
+        assert_eq!(h.media(&bye(), b"", 7), MediaResult::Unchanged);
         let del = h.take_jobs().remove(0);
         assert!(del.detached);
         assert_eq!(del.relay, retry.relay);
@@ -559,17 +580,9 @@ mod tests {
     /// delete counted as a timeout of that relay.
     #[test]
     fn a_bye_on_a_dead_relay_is_forwarded_and_counted() {
-        let mut h = hook(&["ng:127.0.0.1:1", "ng:127.0.0.2:1"]);
-        let c = ctx(MediaOp::Offer);
-        assert!(!h.ready(&c, SDP, 1));
-        let offer = h.take_jobs().remove(0);
-        assert!(h.complete(offer.id, ok("v=0 a"), 2).ready);
-        let bye = MediaCtx {
-            via_branch: None,
-            ..ctx(MediaOp::Delete)
-        };
-        assert!(h.ready(&bye, b"", 3));
-        assert_eq!(h.media(&bye, b"", 3), MediaResult::Unchanged);
+        let (mut h, offer) = call_up();
+        assert!(h.ready(&bye(), b"", 3));
+        assert_eq!(h.media(&bye(), b"", 3), MediaResult::Unchanged);
         let del = h.take_jobs().remove(0);
         assert_eq!((del.relay, del.detached), (offer.relay, true));
         let done = h.complete(del.id, Outcome::GaveUp, 4);
@@ -578,8 +591,7 @@ mod tests {
             done.events[..],
             [HealthEvent::Down { calls: 0, .. }]
         ));
-        let set = h.set().unwrap().clone();
-        let snap = set.lock().unwrap().snapshot();
+        let snap = snapshot(&h);
         let r = &snap[usize::from(offer.relay.0)];
         assert_eq!((r.counters.deletes, r.counters.timeouts), (1, 1));
         assert_eq!(r.active_calls, 0);
@@ -587,10 +599,8 @@ mod tests {
 
     #[test]
     fn an_offer_nobody_answers_moves_to_another_relay() {
-        let mut h = hook(&["ng:127.0.0.1:1", "ng:127.0.0.2:1"]);
+        let (mut h, first) = offered();
         let c = ctx(MediaOp::Offer);
-        assert!(!h.ready(&c, SDP, 1));
-        let first = h.take_jobs().remove(0);
         let done = h.complete(first.id, Outcome::GaveUp, 2);
         assert!(!done.ready);
         assert!(matches!(done.events[..], [HealthEvent::Down { .. }]));

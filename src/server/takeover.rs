@@ -123,11 +123,17 @@ impl Taken {
         Some((udp.into(), tcp.map(Into::into)))
     }
 
-    /// The SIP UDP socket and TCP listener handed over, if any.
-    pub fn sip_sockets(&mut self) -> Option<(std::net::UdpSocket, std::net::TcpListener)> {
+    /// The SIP UDP socket and TCP listener handed over, if any, and the TLS listener if
+    /// the old relay had one.
+    pub fn sip_sockets(&mut self) -> Option<crate::server::sip::AdoptedSip> {
         let udp = self.take_socket(SocketRole::SipUdp)?;
         let tcp = self.take_socket(SocketRole::SipTcp)?;
-        Some((udp.into(), tcp.into()))
+        let tls = self.take_socket(SocketRole::SipTls);
+        Some(crate::server::sip::AdoptedSip {
+            udp: udp.into(),
+            tcp: tcp.into(),
+            tls: tls.map(Into::into),
+        })
     }
 
     /// The media sockets, by local port (taken out).

@@ -80,6 +80,8 @@ pub enum SocketRole {
     NgTcp,
     SipUdp,
     SipTcp,
+    /// The SIP TLS listener (`--listen-sips`).
+    SipTls,
     /// A relay port of a call.
     Media {
         port: u16,
@@ -172,6 +174,7 @@ mod tests {
             sockets: vec![
                 SocketRole::NgUdp,
                 SocketRole::SipTcp,
+                SocketRole::SipTls,
                 SocketRole::Media { port: 30000 },
             ],
             registrations: vec![("sip:a@x".into(), "{}".into())],

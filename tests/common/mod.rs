@@ -15,6 +15,7 @@ pub mod sip;
 pub mod store;
 pub mod streams;
 pub mod tcp_phone;
+pub mod tls;
 
 use std::path::{Path, PathBuf};
 

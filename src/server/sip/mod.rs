@@ -59,11 +59,13 @@ use crate::store::locations::{LocationPersistence, StoredLocations};
 use crate::store::presence::PresencePersistence;
 use crate::time::{self, Nanos};
 
+mod handover;
 mod persist;
 mod relay;
 mod remote;
 mod tcp;
 mod tls;
+pub use handover::{AdoptedSip, SipFds};
 #[cfg(test)]
 use tcp::find_blank_line;
 use tcp::{accept_loop, send_stream};
@@ -476,9 +478,19 @@ impl<B: MediaBackend + 'static> SipShared<B> {
     }
 
     fn timeout(&self, now: Nanos) -> Vec<Transmit> {
+        self.with_media("timeout", |proxy, media| proxy.handle_timeout(now, media))
+    }
+
+    /// Runs `f` on the proxy and its media hook (not for a message: nothing is parked), and
+    /// hands the relay-set requests it made to the relay I/O.
+    fn with_media(
+        &self,
+        what: &'static str,
+        f: impl FnOnce(&mut Proxy<StoredLocations>, &mut RelayMedia<B>) -> Vec<Transmit>,
+    ) -> Vec<Transmit> {
         let mut jobs = Vec::new();
-        let out = self.with_proxy("timeout", |core| {
-            let out = core.proxy.handle_timeout(now, &mut core.media);
+        let out = self.with_proxy(what, |core| {
+            let out = f(&mut core.proxy, &mut core.media);
             jobs = core.media.take_jobs();
             out
         });
@@ -621,21 +633,23 @@ impl<B: MediaBackend + 'static> SipServer<B> {
         Self::bind_or_adopt(cfg, proxy_cfg, manager, None).await
     }
 
-    /// [`SipServer::bind`], or with `adopted` (UDP and TCP bound before: handed over by a
-    /// relay that was upgraded) serving those instead of binding.
+    /// [`SipServer::bind`], or with `adopted` (UDP, TCP and perhaps TLS bound before:
+    /// handed over by a relay that was upgraded) serving those instead of binding.
     pub async fn bind_or_adopt(
         cfg: SipServerConfig,
         mut proxy_cfg: ProxyConfig,
         manager: Arc<Mutex<SessionManager<B>>>,
-        adopted: Option<(std::net::UdpSocket, std::net::TcpListener)>,
+        adopted: Option<AdoptedSip>,
     ) -> anyhow::Result<SipServer<B>> {
-        let (udp, tcp) = match adopted {
-            Some((u, t)) => {
-                u.set_nonblocking(true)?;
-                t.set_nonblocking(true)?;
-                (UdpSocket::from_std(u)?, TcpListener::from_std(t)?)
+        let (udp, tcp, adopted_tls) = match adopted {
+            Some(a) => {
+                let (udp, tcp) = a.into_tokio()?;
+                (udp, tcp.0, tcp.1)
             }
-            None => bind_both(cfg.listen).await?,
+            None => {
+                let (udp, tcp) = bind_both(cfg.listen).await?;
+                (udp, tcp, None)
+            }
         };
         let local = udp.local_addr()?;
         if proxy_cfg.local.port() == 0 {
@@ -671,9 +685,12 @@ impl<B: MediaBackend + 'static> SipServer<B> {
         let (tls_listener, tls) = match &cfg.tls {
             Some(t) => {
                 let state = TlsState::load(t)?;
-                let l = TcpListener::bind(t.listen)
-                    .await
-                    .with_context(|| format!("binding SIP TLS {}", t.listen))?;
+                let l = match adopted_tls {
+                    Some(l) => l,
+                    None => TcpListener::bind(t.listen)
+                        .await
+                        .with_context(|| format!("binding SIP TLS {}", t.listen))?,
+                };
                 let at = l.local_addr()?;
                 // The address written into Via and Record-Route for TLS.
                 let mut ours = proxy_cfg.local_tls.unwrap_or(at);
@@ -746,37 +763,6 @@ impl<B: MediaBackend + 'static> SipServer<B> {
 
     pub fn shared(&self) -> Arc<SipShared<B>> {
         self.shared.clone()
-    }
-
-    /// Serves again with the state of a server that was stopped (a takeover that failed):
-    /// its UDP socket is still in `shared`; `tcp` is a copy of its listener. Needs a tokio
-    /// runtime.
-    pub fn resume(
-        shared: Arc<SipShared<B>>,
-        tcp: std::net::TcpListener,
-    ) -> anyhow::Result<SipServer<B>> {
-        tcp.set_nonblocking(true)?;
-        let local = shared.udp.local_addr()?;
-        // The TLS listener is not part of a takeover (README): a resumed server serves
-        // UDP and TCP.
-        Ok(SipServer {
-            tcp: TcpListener::from_std(tcp)?,
-            tcp_more: Vec::new(),
-            tls: None,
-            shared,
-            local,
-        })
-    }
-
-    /// Copies of the UDP socket and TCP listener, for a takeover.
-    pub fn handover_sockets(
-        &self,
-    ) -> std::io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
-        use std::os::fd::AsFd;
-        Ok((
-            self.shared.udp.as_fd().try_clone_to_owned()?,
-            self.tcp.as_fd().try_clone_to_owned()?,
-        ))
     }
 
     /// Serves until `shutdown` becomes true (or its sender is dropped).

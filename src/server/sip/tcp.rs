@@ -50,11 +50,11 @@ pub(super) fn send_stream<B: MediaBackend + 'static>(
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => {
                 tracing::debug!(%to, ?transport, error = %e, "SIP connect failed");
-                return connect_failed(&shared, key, id, rx);
+                return connect_failed(&shared, key, id, rx).await;
             }
             Err(_) => {
                 tracing::debug!(%to, ?transport, "SIP connect timed out");
-                return connect_failed(&shared, key, id, rx);
+                return connect_failed(&shared, key, id, rx).await;
             }
         };
         let _ = stream.set_nodelay(true);
@@ -64,7 +64,7 @@ pub(super) fn send_stream<B: MediaBackend + 'static>(
                     bump(&shared.stats.tls_connected);
                     run_connection(shared, tls, key, id, rx).await;
                 }
-                None => connect_failed(&shared, key, id, rx),
+                None => connect_failed(&shared, key, id, rx).await,
             }
         } else {
             bump(&shared.stats.tcp_connected);
@@ -73,16 +73,24 @@ pub(super) fn send_stream<B: MediaBackend + 'static>(
     });
 }
 
-fn connect_failed<B: MediaBackend + 'static>(
-    shared: &SipShared<B>,
+/// No connection could be made for `key`: what waited for it is dropped (counted), and
+/// each request among it ends its branch as a 503 from the peer (RFC 3261 §16.9), whose
+/// result (the caller's final response, usually) is sent at once.
+async fn connect_failed<B: MediaBackend + 'static>(
+    shared: &Arc<SipShared<B>>,
     key: (Transport, SocketAddr),
     id: u64,
     mut rx: mpsc::Receiver<Vec<u8>>,
 ) {
     unregister(shared, key, id);
     rx.close();
-    while rx.try_recv().is_ok() {
+    let (transport, to) = key;
+    while let Ok(bytes) = rx.try_recv() {
         bump(&shared.stats.send_errors);
+        let out = shared.with_media("transport error", |proxy, media| {
+            proxy.handle_transport_error(&bytes, to, transport, time::now_ns(), media)
+        });
+        dispatch(shared, out).await;
     }
 }
 

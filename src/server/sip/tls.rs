@@ -188,14 +188,16 @@ pub(super) async fn connect<B: MediaBackend + 'static>(
     let limit = state.settings.handshake_timeout;
     match tokio::time::timeout(limit, connector.connect(name, stream)).await {
         Ok(Ok(tls)) => Some(tls),
+        // Ours to fix (a CA missing from --sips-ca, a peer's expired certificate): said
+        // at warn, unlike a stranger's failed handshake with us.
         Ok(Err(e)) => {
             bump(&shared.stats.tls_handshake_failed);
-            tracing::debug!(%to, error = %e, "SIP TLS handshake (outgoing) failed");
+            tracing::warn!(%to, error = %e, "SIP TLS handshake (outgoing) failed");
             None
         }
         Err(_) => {
             bump(&shared.stats.tls_handshake_failed);
-            tracing::debug!(%to, "SIP TLS handshake (outgoing) timed out");
+            tracing::warn!(%to, "SIP TLS handshake (outgoing) timed out");
             None
         }
     }

@@ -161,6 +161,38 @@ impl<S: LocationStore> Proxy<S> {
         cx.out
     }
 
+    /// A request we sent to `to` that the transport could not deliver (no connection could
+    /// be made: refused, timed out, or a TLS handshake that failed). RFC 3261 §16.9 (and
+    /// §8.1.3.1): the branch ends as if `to` had answered 503, so the caller hears at once
+    /// instead of at Timer B/F. Responses, ACKs and whatever is not ours are forgotten; the
+    /// ACK of that 503 is not sent (there is no connection to send it on).
+    pub fn handle_transport_error(
+        &mut self,
+        request: &[u8],
+        to: SocketAddr,
+        transport: Transport,
+        now_ns: u64,
+        media: &mut dyn MediaHook,
+    ) -> Vec<Transmit> {
+        let Ok(msg) = Message::parse_with(request, transport.framing()) else {
+            return Vec::new();
+        };
+        if !msg.is_request() || msg.method() == Some("ACK") {
+            return Vec::new();
+        }
+        self.stats.transport_errors += 1;
+        let reply = ReplyContext::from_message(&msg);
+        let bytes = build_response(&reply, 503, "Service Unavailable", Some("tperr"), &[]);
+        let Ok(answer) = Message::parse_with(&bytes, transport.framing()) else {
+            return Vec::new();
+        };
+        let mut cx = Cx::message(now_ns, to, transport, media);
+        self.on_response(&answer, &mut cx);
+        let mut out = cx.out;
+        out.retain(|t| !(t.to == to && t.transport == transport && t.bytes.starts_with(b"ACK ")));
+        out
+    }
+
     /// What does not parse: a request whose Vias can be salvaged gets the parser's status
     /// (400, 413, 505...) without a transaction; anything else is dropped.
     fn on_unparseable(&mut self, data: &[u8], e: ParseError, cx: &mut Cx<'_>) {

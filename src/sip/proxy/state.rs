@@ -111,6 +111,9 @@ pub struct ProxyStats {
     pub too_many_hops: u64,
     /// Client transactions that timed out (Timers B, F, C).
     pub timeouts: u64,
+    /// Requests the transport could not deliver (no connection to the next hop), each
+    /// answered as a 503 from it (`Proxy::handle_transport_error`).
+    pub transport_errors: u64,
     pub overload_rejects: u64,
     /// New INVITEs refused by overload control (high-water mark or shedding).
     pub overload_invites_refused: u64,
