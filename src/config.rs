@@ -37,6 +37,22 @@ pub enum IoEngine {
     Mmsg,
 }
 
+/// Which in-kernel program relays on a real device (`--kernel-mode`); loopback always gets
+/// the TC program (it has no native XDP).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum KernelMode {
+    /// XDP where the driver runs it natively and the device forwards (the FIB lookup needs
+    /// it), TC elsewhere.
+    #[default]
+    Auto,
+    /// XDP wherever the driver runs it natively, forwarding or not (TC relays what XDP
+    /// cannot send).
+    Xdp,
+    /// The TC program only.
+    Tc,
+}
+
 /// A media interface: the address bound for media, and the one written into SDP (they differ
 /// behind 1:1 NAT, rtpengine's `--interface=LOCAL!ADVERTISED`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -148,6 +164,11 @@ pub struct Cli {
     /// time); where it cannot, the relay says why at start and relays in user space.
     #[arg(long)]
     pub no_kernel_forwarding: bool,
+    /// Which in-kernel program relays on real devices: `xdp` at the driver where it runs
+    /// natively, `tc` the TC program, `auto` XDP where the driver has it natively and the
+    /// device forwards, else TC. Loopback is always TC. [default: auto]
+    #[arg(long, value_enum)]
+    pub kernel_mode: Option<KernelMode>,
     /// Built-in SIP proxy and registrar: UDP and TCP on this address. [default: 127.0.0.1:5060]
     #[arg(long)]
     pub listen_sip: Option<SocketAddr>,
@@ -298,6 +319,7 @@ struct FileConfig {
     strict_rtp: Option<bool>,
     no_gso: Option<bool>,
     no_kernel_forwarding: Option<bool>,
+    kernel_mode: Option<KernelMode>,
     listen_sip: Option<SocketAddr>,
     no_sip: Option<bool>,
     listen_sips: Option<SocketAddr>,
@@ -356,6 +378,8 @@ pub struct Config {
     pub gso: bool,
     /// Try the in-kernel fast path (see `dataplane::kernel`); on unless turned off.
     pub kernel_forwarding: bool,
+    /// Which program relays in the kernel on real devices.
+    pub kernel_mode: KernelMode,
     /// The SIP proxy's address (UDP and TCP); `None` with `--no-sip`.
     pub listen_sip: Option<SocketAddr>,
     /// Whether `listen_sip` was asked for (flag or file). The default listener is
@@ -433,6 +457,7 @@ impl Default for Config {
             strict_rtp: false,
             gso: true,
             kernel_forwarding: true,
+            kernel_mode: KernelMode::Auto,
             listen_sip: Some(SocketAddr::new(lo, 5060)),
             listen_sip_explicit: false,
             listen_sips: None,
@@ -517,6 +542,7 @@ impl Config {
         c.gso = !(cli.no_gso || file.no_gso.unwrap_or(false));
         c.kernel_forwarding =
             !(cli.no_kernel_forwarding || file.no_kernel_forwarding.unwrap_or(false));
+        c.kernel_mode = cli.kernel_mode.or(file.kernel_mode).unwrap_or_default();
         let listen_sip = cli.listen_sip.or(file.listen_sip);
         c.listen_sip_explicit = listen_sip.is_some();
         if let Some(a) = listen_sip {
@@ -753,6 +779,9 @@ mod tests {
                 .unwrap()
                 .kernel_forwarding
         );
+        assert_eq!(c.kernel_mode, KernelMode::Auto);
+        let tc = Config::load(&Cli::parse_from(["x", "--kernel-mode", "tc"])).unwrap();
+        assert_eq!(tc.kernel_mode, KernelMode::Tc);
         assert_eq!(c.socket_rcvbuf, DEFAULT_SOCKET_RCVBUF);
         let zero = Config::load(&Cli::parse_from(["x", "--socket-rcvbuf", "0"])).unwrap();
         assert_eq!(zero.socket_rcvbuf, 0, "0 keeps the kernel default");

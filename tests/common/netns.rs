@@ -134,3 +134,89 @@ pub fn is_root() -> bool {
             == Some("0")
     })
 }
+
+/// The internet phone of the two-network bed: binds `INET_PHONE:port`, echoes every datagram
+/// to its source with its own SSRC for at most `limit`, stopping after 3 s without one (once
+/// something came), then prints "ECHO <packets> <source> ..." (what it got and from where).
+pub fn run_echo_phone(port: u16, limit: std::time::Duration) {
+    let s = std::net::UdpSocket::bind((INET_PHONE, port)).expect("the echo phone's port");
+    let (got, sources) =
+        super::media::echo_until_quiet(&s, limit, std::time::Duration::from_secs(3), Some(0x1E7));
+    let list: Vec<String> = sources.iter().map(|a| a.to_string()).collect();
+    println!("ECHO {got} {}", list.join(" "));
+}
+
+/// Waits (at most 15 s) for the echo phone `echo` to stop by itself (media has stopped for a
+/// while), then reads its ECHO line from `echo_log`: the packets it got and their sources.
+/// Panics, with the tail of `relay_log`, when it said nothing.
+pub fn echo_result(
+    mut echo: Proc,
+    echo_log: &std::path::Path,
+    relay_log: &std::path::Path,
+) -> (usize, std::collections::BTreeSet<std::net::SocketAddr>) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while echo.0.try_wait().ok().flatten().is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    drop(echo);
+    let said = std::fs::read_to_string(echo_log).unwrap_or_default();
+    let line = said
+        .lines()
+        .find_map(|l| l.find("ECHO ").map(|at| &l[at..]))
+        .unwrap_or_else(|| {
+            panic!(
+                "the internet phone said nothing:\n{said}\nrelay:\n{}",
+                super::peers::tail(relay_log, 30)
+            )
+        });
+    let mut parts = line.split(' ').skip(1);
+    let packets = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    (packets, parts.filter_map(|p| p.parse().ok()).collect())
+}
+
+/// A call over ng client `c` between the two-network bed's phones (the LAN phone at
+/// `lan_port`, the internet phone at `inet_port`), each side anchored on its own network
+/// (`direction=[internal, external]`): the replies to the offer and to the answer.
+pub fn lan_inet_call(
+    c: &mut rtpanchor::client::ng::NgClient,
+    call_id: &str,
+    lan_port: u16,
+    inet_port: u16,
+) -> (
+    rtpanchor::control::bencode::Owned,
+    rtpanchor::control::bencode::Owned,
+) {
+    use rtpanchor::control::bencode::Owned;
+    let direction = || {
+        let mut l = Owned::list();
+        l.push("internal");
+        l.push("external");
+        l
+    };
+    let sdp = |ip: &str, port: u16, sess: u64| {
+        let at = std::net::SocketAddr::new(ip.parse().expect("an address"), port);
+        rtpanchor::sdp::AudioSdp::new(at, sess).to_string()
+    };
+    let offer = super::ng::ng(
+        c,
+        "offer",
+        &Owned::dict()
+            .with("command", "offer")
+            .with("call-id", call_id)
+            .with("from-tag", "lan")
+            .with("sdp", sdp(LAN_PHONE, lan_port, 1).as_str())
+            .with("direction", direction()),
+    );
+    let answer = super::ng::ng(
+        c,
+        "answer",
+        &Owned::dict()
+            .with("command", "answer")
+            .with("call-id", call_id)
+            .with("from-tag", "lan")
+            .with("to-tag", "inet")
+            .with("sdp", sdp(INET_PHONE, inet_port, 2).as_str())
+            .with("direction", direction()),
+    );
+    (offer, answer)
+}
