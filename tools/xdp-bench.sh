@@ -5,7 +5,9 @@
 # leaves by it again (XDP_TX for the XDP program, bpf_redirect_neigh for TC).
 # Rounds alternate: `--kernel-mode xdp`, `--kernel-mode tc`, and the same traffic sent
 # directly between the generator's sockets (`rtpbench --direct`, no relay). Reported per run:
-# whole-machine busy CPU per delivered packet (rtpbench's machine_cpu_ns_per_pkt), relay
+# whole-machine busy CPU per delivered packet (rtpbench's machine_cpu_ns_per_pkt), the
+# generator's own CPU per packet (the in-kernel path runs in the softirq of the sender's
+# veth transmit, charged to the generator: BENCHMARKS.md, "How the cost is measured"), relay
 # process CPU per packet, loss; and the medians, minus the direct run's.
 #
 # Usage: tools/xdp-bench.sh [--reps N] [--calls N] [--rate PPS] [--duration S] [--out DIR]
@@ -72,6 +74,13 @@ ip -n "$NSR" link set ra31xbr0 up
 ip -n "$NSP" link set ra31xbp0 up
 ip netns exec "$NSR" sysctl -qw net.ipv4.conf.ra31xbr0.forwarding=1
 ip -n "$NSP" link set dev ra31xbp0 xdpdrv obj "$OBJ" sec xdp
+# The generator's veth computes UDP checksums in software, as packets from a wire carry them
+# (with the offload a local socket's packet carries only the pseudo-header's sum, which the
+# XDP program leaves to TC): `ethtool -K ra31xbp0 tx off`, as an ioctl (no ethtool here).
+ip netns exec "$NSP" python3 -c "import ctypes, fcntl, socket, struct
+data = ctypes.create_string_buffer(struct.pack('II', 0x17, 0))
+ifr = struct.pack('16sP16x', b'ra31xbp0', ctypes.addressof(data))
+fcntl.ioctl(socket.socket(socket.AF_INET, socket.SOCK_DGRAM), 0x8946, ifr)"
 
 bench() { # $1 label, then rtpbench arguments
     local label=$1; shift
@@ -92,20 +101,26 @@ for r in $(seq 1 "$REPS"); do
                 >"$OUT/relay-$label.log" 2>&1 &
             RELAY_PID=$!
             bench "$label" --ng "$NG" --relay-pid "$RELAY_PID" --warmup 3
+            # Which program relayed the packets (the relay's own counts).
+            ip netns exec "$NSP" "$BIN/rtpanchor" ctl --ng "$NG" --json stats \
+                >"$OUT/stats-$label.json" 2>&1 || true
             kill "$RELAY_PID"; wait "$RELAY_PID" 2>/dev/null || true
             RELAY_PID=""
             grep -o 'mode="[a-z]*"' "$OUT/relay-$label.log" | head -1 >"$OUT/mode-$label.txt" || true
+            grep -o '"kernel_\(tc\|xdp\)_forwarded":[0-9]*' "$OUT/stats-$label.json" | tr '\n' ' ' || true
         fi
         jq -c --arg l "$label" '{label: $l, machine_ns: .steps[-1].machine_cpu_ns_per_pkt,
-            relay_ns: .steps[-1].relay_cpu_ns_per_pkt, loss: .steps[-1].loss_pct,
+            relay_ns: .steps[-1].relay_cpu_ns_per_pkt, gen_ns: .steps[-1].gen_cpu_ns_per_pkt,
+            loss: .steps[-1].loss_pct,
             pps: .steps[-1].achieved_pps}' "$OUT/$label.json" | tee -a "$OUT/runs.jsonl"
     done
 done
 
 jq -s -r 'def med: sort | .[(length / 2 | floor)];
     group_by(.label | sub("-[0-9]+$"; "")) | map({mode: (.[0].label | sub("-[0-9]+$"; "")),
-      machine: (map(.machine_ns) | med), relay: (map(.relay_ns) | med)}) as $m
-    | ($m | map(select(.mode == "direct"))[0].machine) as $d
-    | $m[] | "\(.mode): machine \(.machine | floor) ns/pkt, minus direct \((.machine - $d) | floor), relay process \(.relay // 0 | floor)"' \
+      machine: (map(.machine_ns) | med), gen: (map(.gen_ns) | med),
+      relay: (map(.relay_ns // 0) | med)}) as $m
+    | ($m | map(select(.mode == "direct"))[0]) as $d
+    | $m[] | "\(.mode): machine \(.machine | floor) ns/pkt (minus direct \((.machine - $d.machine) | floor)), generator \(.gen | floor) (minus direct \((.gen - $d.gen) | floor)), relay process \(.relay | floor)"' \
     "$OUT/runs.jsonl"
 echo "results in $OUT"
