@@ -18,10 +18,16 @@
 //! - `forwarding_off`: `auto` on a relay whose veths do not forward attaches TC only and says
 //!   why; TC relays the call.
 //!
+//! And IPv6 over one veth (`xdp_relays_ipv6_back_out_of_its_veth`): both endpoints behind
+//! the relay's one veth, so XDP sends each packet back out of the device it came in on
+//! (XDP_TX), with the IPv6 FIB lookup and checksum.
+//!
 //! Names (prefix ra31x-; C is the case's initial): namespaces ra31x-lan-CPID,
 //! ra31x-inet-CPID, ra31x-relay-CPID; veths ra31xlCNNNNN/ra31xLCNNNNN and
 //! ra31xiCNNNNN/ra31xICNNNNN. Ports (block 18000-18999, inside the namespaces): ng 18000, LAN
-//! phone 18010, internet phone 18020, relay media 18100-18199.
+//! phone 18010, internet phone 18020, relay media 18100-18199. IPv6: namespaces
+//! ra31x-r6-PID/ra31x-e6-PID, veths ra31x6aNNNNN/ra31x6bNNNNN, fd31:31::1 (relay) and
+//! fd31:31::2 (endpoints); ng 18600, relay media 18610-18699.
 #![allow(clippy::disallowed_methods)]
 
 #[allow(dead_code)]
@@ -32,10 +38,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::kernel::cannot_run;
-use common::media::{rtp, wait_for};
+use common::media::{relay_round, rtp, wait_for};
 use common::netns::{
-    echo_result, inner_test, ip, lan_inet_call, run_echo_phone, spawn_in, two_networks, INET_PHONE,
-    INET_RELAY, LAN_PHONE, LAN_RELAY,
+    echo_result, inner_test, ip, lan_inet_call, routed6_call, run_echo_phone, spawn_in,
+    two_networks, veth_pair6, INET_PHONE, INET_RELAY, LAN_PHONE, LAN_RELAY,
 };
 use common::ng::{client, find_int, ng};
 use common::TempDir;
@@ -328,5 +334,81 @@ fn xdp_lan_side() {
         &Owned::dict()
             .with("command", "delete")
             .with("call-id", "xdp"),
+    );
+}
+
+const RELAY6: &str = "fd31:31::1";
+const PEERS6: &str = "fd31:31::2";
+
+#[test]
+fn xdp_relays_ipv6_back_out_of_its_veth() {
+    if let Some(why) = cannot_run() {
+        eprintln!("kernel path not tested here: {why}");
+        return;
+    }
+    let id = std::process::id() % 100_000;
+    let (nr, ne) = (format!("ra31x-r6-{id}"), format!("ra31x-e6-{id}"));
+    let (vr, ve) = (format!("ra31x6a{id}"), format!("ra31x6b{id}"));
+    let _ns = veth_pair6([&nr, &ne], [&vr, &ve], [RELAY6, PEERS6]);
+    let st = Command::new("ip")
+        .args(["netns", "exec", &nr, "sysctl", "-qw"])
+        .arg(format!("net.ipv6.conf.{vr}.forwarding=1"))
+        .status();
+    assert!(st.is_ok_and(|s| s.success()), "forwarding on for {vr}");
+    let object = env!("RTPANCHOR_BPF_OBJECT");
+    ip(&[
+        "-n", &ne, "link", "set", "dev", &ve, "xdpdrv", "obj", object, "sec", "xdp",
+    ]);
+    tx_checksum_off(&ne, &ve);
+    let dir = TempDir::new("rtpanchor-kernel-xdp6").unwrap();
+    let relay_log = dir.path().join("relay.log");
+    let ng_addr = format!("[{RELAY6}]:18600");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rtpanchor"));
+    cmd.args(["--interface", RELAY6, "--listen-ng", &ng_addr])
+        .args(["--ng-allow", PEERS6, "--no-sip"])
+        .args(["--port-min", "18610", "--port-max", "18699"])
+        .args(["--num-threads", "1", "--log-level", "info"]);
+    let _relay = spawn_in(&nr, &mut cmd, &relay_log);
+    let mut wrapper = Command::new("ip");
+    wrapper.args(["netns", "exec", &ne]);
+    common::run_inner_test(wrapper, "xdp6_inner", &[("RA31X_NG6", &ng_addr)]);
+    let log = std::fs::read_to_string(&relay_log).unwrap_or_default();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("mode=\"xdp\"") && l.contains(vr.as_str())),
+        "{log}"
+    );
+}
+
+#[test]
+#[ignore = "run by xdp_relays_ipv6_back_out_of_its_veth in the endpoints' namespace"]
+fn xdp6_inner() {
+    let (mut c, [a, b], [at_a, at_b]) = routed6_call("RA31X_NG6", RELAY6, PEERS6, "xdp6");
+    let first: Vec<u16> = (0..60).collect();
+    relay_round(&a, at_a, &b, at_b, &first, 0xa);
+    relay_round(&b, at_b, &a, at_a, &first, 0xb);
+    let mut n = 0;
+    assert!(
+        wait_for(Duration::from_secs(5), || {
+            n += 1;
+            let r = ng(
+                &mut c,
+                &format!("k{n}"),
+                &Owned::dict().with("command", "statistics"),
+            );
+            find_int(&r, "kernel_streams") == Some(2)
+        }),
+        "both directions handed over"
+    );
+    let before = figures(&mut c, &mut n);
+    let second: Vec<u16> = (60..260).collect();
+    relay_round(&a, at_a, &b, at_b, &second, 0xa);
+    relay_round(&b, at_b, &a, at_a, &second, 0xb);
+    let after = figures(&mut c, &mut n);
+    assert_eq!(after.xdp_devices, 1);
+    assert_eq!(
+        (after.xdp - before.xdp, after.tc - before.tc),
+        (400, 0),
+        "XDP relayed every packet of the second round"
     );
 }
