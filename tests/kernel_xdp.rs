@@ -147,6 +147,14 @@ fn run(case: Case) {
             .lines()
             .find(|l| l.contains("in-kernel path") && l.contains(d.as_str()))
             .unwrap_or_else(|| panic!("no line for {d}:\n{log}"));
+        if case == Case::NoNapi {
+            // And says why XDP does not send there.
+            assert!(
+                log.lines()
+                    .any(|l| l.contains(d.as_str()) && l.contains("cannot take redirected frames")),
+                "{log}"
+            );
+        }
         match case {
             Case::Xdp | Case::NoNapi => assert!(line.contains("mode=\"xdp\""), "{line}"),
             Case::ForwardingOff => {

@@ -263,6 +263,8 @@ pub struct Egress {
     listed: Vec<u32>,
     /// Whether a failing features question was logged.
     warned: bool,
+    /// Devices logged as unable to take redirected frames (once each).
+    told: Vec<u32>,
 }
 
 impl Egress {
@@ -310,8 +312,8 @@ impl Egress {
                 let _ = devmap.remove(*ifindex);
                 self.listed.retain(|i| i != ifindex);
                 tracing::info!(device = %name, "XDP does not send out of this device now (it cannot take redirected frames; a veth needs XDP or GRO on its peer); the TC program relays those packets");
-            } else if !can && !listed && !self.warned {
-                self.warned = true;
+            } else if !can && !listed && !self.told.contains(ifindex) {
+                self.told.push(*ifindex);
                 tracing::info!(device = %name, "the device cannot take redirected frames (a veth needs XDP or GRO on its peer); the TC program relays the packets XDP would send there");
             }
         }
