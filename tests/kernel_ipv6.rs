@@ -15,7 +15,8 @@ use std::time::Duration;
 mod common;
 
 use common::kernel::cannot_run;
-use common::media::{endpoint, pcmu, recv_n, wait_for};
+use common::media::{endpoint, pcmu, recv_n, relay_round, wait_for};
+use common::netns::{routed6_call, veth_pair6};
 use rtpanchor::config::{Config, IoEngine};
 use rtpanchor::dataplane::DataPlane;
 use rtpanchor::session::backend::{MediaBackend, StreamSpec};
@@ -28,34 +29,6 @@ fn sock6() -> UdpSocket {
     let s = UdpSocket::bind("[::1]:0").unwrap();
     s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
     s
-}
-
-/// Sends `seqs` of `ssrc` from `from` to `to` and checks that `at` gets exactly those, intact,
-/// from `back_from`, 25 at a time.
-fn round(
-    from: &UdpSocket,
-    to: SocketAddr,
-    at: &UdpSocket,
-    back_from: SocketAddr,
-    seqs: &[u16],
-    ssrc: u32,
-) {
-    for chunk in seqs.chunks(25) {
-        let mut want: Vec<Vec<u8>> = chunk.iter().map(|&q| pcmu(q, ssrc)).collect();
-        for p in &want {
-            from.send_to(p, to).unwrap();
-        }
-        let mut got: Vec<Vec<u8>> = recv_n(at, chunk.len(), Duration::from_secs(3))
-            .into_iter()
-            .map(|(p, src)| {
-                assert_eq!(src, back_from, "from the relay's port");
-                p
-            })
-            .collect();
-        got.sort();
-        want.sort();
-        assert_eq!(got, want, "relayed intact");
-    }
 }
 
 #[test]
@@ -94,8 +67,8 @@ fn ipv6_on_loopback_is_relayed_in_the_kernel_with_the_workers_figures() {
     let (at_a, at_b) = (v6(o.a_ports.rtp), v6(o.b_ports.rtp));
     // Both ends latch on their first packets, which the worker relays.
     let first: Vec<u16> = (0..60).collect();
-    round(&a, at_a, &b, at_b, &first, 0xa);
-    round(&b, at_b, &a, at_a, &first, 0xb);
+    relay_round(&a, at_a, &b, at_b, &first, 0xa);
+    relay_round(&b, at_b, &a, at_a, &first, 0xb);
     assert!(
         wait_for(Duration::from_secs(3), || dp.totals().kernel_streams == 2),
         "both directions handed over: {:?}",
@@ -114,8 +87,8 @@ fn ipv6_on_loopback_is_relayed_in_the_kernel_with_the_workers_figures() {
     second.insert(at, 160);
     let at = second.iter().position(|&q| q == 200).unwrap();
     second.swap(at, at + 1);
-    round(&a, at_a, &b, at_b, &second, 0xa);
-    round(&b, at_b, &a, at_a, &second, 0xb);
+    relay_round(&a, at_a, &b, at_b, &second, 0xa);
+    relay_round(&b, at_b, &a, at_a, &second, 0xb);
     let n = 2 * second.len() as u64;
     assert!(
         wait_for(Duration::from_secs(3), || dp.totals().kernel_forwarded
@@ -151,26 +124,6 @@ fn ipv6_on_loopback_is_relayed_in_the_kernel_with_the_workers_figures() {
     assert_eq!(dp.totals().kernel_streams, 0);
 }
 
-/// Runs `ip ARGS`, failing the test if it fails.
-fn ip(args: &[&str]) {
-    let st = std::process::Command::new("ip").args(args).status();
-    assert!(st.is_ok_and(|s| s.success()), "ip {}", args.join(" "));
-}
-
-/// Namespaces made for one test (their veth ends go with them), deleted on drop, also when
-/// the test panics.
-struct Namespaces(Vec<String>);
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for n in &self.0 {
-            let _ = std::process::Command::new("ip")
-                .args(["netns", "del", n])
-                .status();
-        }
-    }
-}
-
 /// A relay process, killed by pid when dropped.
 struct Child(std::process::Child);
 
@@ -196,19 +149,7 @@ fn a_relay_on_a_real_ipv6_address_relays_in_the_kernel_over_a_veth_pair() {
     let id = std::process::id() % 100_000;
     let (nr, ne) = (format!("ra19-r{id}"), format!("ra19-e{id}"));
     let (vr, ve) = (format!("ra19-a{id}"), format!("ra19-b{id}"));
-    ip(&["netns", "add", &nr]);
-    let _ns = Namespaces(vec![nr.clone(), ne.clone()]);
-    ip(&["netns", "add", &ne]);
-    ip(&["link", "add", &vr, "type", "veth", "peer", "name", &ve]);
-    ip(&["link", "set", &vr, "netns", &nr]);
-    ip(&["link", "set", &ve, "netns", &ne]);
-    for (ns, dev, addr) in [(&nr, &vr, RELAY6), (&ne, &ve, PEERS6)] {
-        ip(&["-n", ns, "link", "set", "lo", "up"]);
-        ip(&["-n", ns, "link", "set", dev, "up"]);
-        // No duplicate address detection: usable at once.
-        let a = format!("{addr}/64");
-        ip(&["-n", ns, "-6", "addr", "add", &a, "dev", dev, "nodad"]);
-    }
+    let _ns = veth_pair6([&nr, &ne], [&vr, &ve], [RELAY6, PEERS6]);
     let ng_addr = format!("[{RELAY6}]:4600");
     let _relay = Child(
         std::process::Command::new("ip")
@@ -229,31 +170,11 @@ fn a_relay_on_a_real_ipv6_address_relays_in_the_kernel_over_a_veth_pair() {
 #[test]
 #[ignore = "run by a_relay_on_a_real_ipv6_address_relays_in_the_kernel_over_a_veth_pair"]
 fn routed6_inner() {
-    use common::ng::{find_int, int_at, ng, try_ng};
-    use rtpanchor::client::ng::{NgClient, RetryPolicy};
+    use common::ng::{find_int, int_at, ng};
+    use rtpanchor::client::ng::NgClient;
     use rtpanchor::control::bencode::Owned;
-    use rtpanchor::sdp::AudioSdp;
 
-    let ng_addr: SocketAddr = std::env::var("RA19_NG6")
-        .expect("run in the endpoints' namespace")
-        .parse()
-        .unwrap();
-    let relay_ip: std::net::IpAddr = RELAY6.parse().unwrap();
-    let peers_ip: std::net::IpAddr = PEERS6.parse().unwrap();
-    let bind = || {
-        let s = UdpSocket::bind(SocketAddr::new(peers_ip, 0)).unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
-        s
-    };
-    let mut c = NgClient::udp_from(SocketAddr::new(peers_ip, 0), ng_addr)
-        .unwrap()
-        .with_policy(RetryPolicy::millis(500, 1));
-    assert!(
-        wait_for(Duration::from_secs(10), || {
-            try_ng(&mut c, "p", &Owned::dict().with("command", "ping")).is_some()
-        }),
-        "the relay answers ping"
-    );
+    let (mut c, [a, b], [at_a, at_b]) = routed6_call("RA19_NG6", RELAY6, PEERS6, "routed6");
     let asked = std::cell::Cell::new(0u32);
     let stat = |c: &mut NgClient, key: &str| {
         asked.set(asked.get() + 1);
@@ -264,33 +185,9 @@ fn routed6_inner() {
         );
         find_int(&r, key).unwrap_or(-1)
     };
-    let (a, b) = (bind(), bind());
-    let call = |c: &mut NgClient, cmd: &str, port: u16, sess: u64| {
-        let sdp = AudioSdp::new(SocketAddr::new(peers_ip, port), sess).to_string();
-        let mut req = Owned::dict()
-            .with("sdp", sdp.as_str())
-            .with("call-id", "routed6")
-            .with("from-tag", "tagA")
-            .with("command", cmd);
-        if cmd == "answer" {
-            req = req.with("to-tag", "tagB");
-        }
-        let r = ng(c, cmd, &req);
-        assert_eq!(r.get("result").and_then(Owned::as_str), Some("ok"), "{r}");
-        let sdp = r.get("sdp").and_then(Owned::as_str).unwrap().to_string();
-        assert!(sdp.contains(&format!("c=IN IP6 {RELAY6}")), "{sdp}");
-        let m = sdp.lines().find(|l| l.starts_with("m=audio ")).unwrap();
-        m.split(' ').nth(1).unwrap().parse::<u16>().unwrap()
-    };
-    let to_b = call(&mut c, "offer", a.local_addr().unwrap().port(), 1);
-    let to_a = call(&mut c, "answer", b.local_addr().unwrap().port(), 2);
-    let (at_a, at_b) = (
-        SocketAddr::new(relay_ip, to_a),
-        SocketAddr::new(relay_ip, to_b),
-    );
     let first: Vec<u16> = (0..60).collect();
-    round(&a, at_a, &b, at_b, &first, 0xa);
-    round(&b, at_b, &a, at_a, &first, 0xb);
+    relay_round(&a, at_a, &b, at_b, &first, 0xa);
+    relay_round(&b, at_b, &a, at_a, &first, 0xb);
     assert!(
         wait_for(Duration::from_secs(3), || stat(&mut c, "kernel_streams")
             == 2),
@@ -298,8 +195,8 @@ fn routed6_inner() {
         stat(&mut c, "kernel_streams")
     );
     let second: Vec<u16> = (60..260).collect();
-    round(&a, at_a, &b, at_b, &second, 0xa);
-    round(&b, at_b, &a, at_a, &second, 0xb);
+    relay_round(&a, at_a, &b, at_b, &second, 0xa);
+    relay_round(&b, at_b, &a, at_a, &second, 0xb);
     assert!(
         wait_for(Duration::from_secs(3), || stat(&mut c, "kernel_forwarded")
             >= 400),

@@ -19,23 +19,20 @@
 #[allow(dead_code)]
 mod common;
 
-use std::collections::BTreeSet;
 use std::net::{SocketAddr, UdpSocket};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::kernel::cannot_run;
-use common::media::{echo_until_quiet, rtp};
+use common::media::rtp;
 use common::netns::{
-    inner_test, spawn_in, two_networks, Namespaces, Proc, INET_PHONE, INET_RELAY, LAN_PHONE,
-    LAN_RELAY,
+    echo_result, inner_test, lan_inet_call, run_echo_phone, spawn_in, two_networks, Namespaces,
+    Proc, INET_PHONE, INET_RELAY, LAN_PHONE, LAN_RELAY,
 };
 use common::ng::{client, find_int, ng};
-use common::peers::tail;
 use common::TempDir;
 use rtpanchor::client::ng::NgClient;
 use rtpanchor::control::bencode::Owned;
-use rtpanchor::sdp::AudioSdp;
 
 const NG_PORT: u16 = 3000;
 const LAN_PORT: u16 = 3010;
@@ -79,7 +76,7 @@ fn run(engine: &str) {
     let relay_log = dir.path().join(format!("relay-{engine}.log"));
     let echo_log = dir.path().join(format!("echo-{engine}.log"));
     let relay_proc = start_relay(&relay, engine, &relay_log);
-    let mut echo = start_echo(&inet, &echo_log);
+    let echo = start_echo(&inet, &echo_log);
     let kernel = cannot_run().is_none();
     let mut wrapper = Command::new("ip");
     wrapper.args(["netns", "exec", &lan]);
@@ -88,28 +85,11 @@ fn run(engine: &str) {
         "lan_side",
         &[("RA24_KERNEL", if kernel { "1" } else { "0" })],
     );
-    // The echo phone stops by itself once media has stopped for a while.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while echo.0.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    drop(echo);
+    let (packets, sources) = echo_result(echo, &echo_log, &relay_log);
     drop(relay_proc);
-    let said = std::fs::read_to_string(&echo_log).unwrap_or_default();
-    let line = said
-        .lines()
-        .find_map(|l| l.find("ECHO ").map(|at| &l[at..]))
-        .unwrap_or_else(|| {
-            panic!(
-                "the internet phone said nothing:\n{said}\nrelay:\n{}",
-                tail(&relay_log, 30)
-            )
-        });
-    // "ECHO <packets> <source> <source> ...": everything it got came from the relay's
-    // external address (none straight from the LAN phone, none from the internal address).
-    let mut parts = line.split(' ').skip(1);
-    let packets: usize = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-    let sources: BTreeSet<SocketAddr> = parts.filter_map(|p| p.parse().ok()).collect();
+    // Everything it got came from the relay's external address (none straight from the LAN
+    // phone, none from the internal address).
+    let line = format!("{packets} packets from {sources:?}");
     assert!(packets >= 100, "{line}");
     assert_eq!(sources.len(), 1, "{line}");
     assert!(
@@ -129,25 +109,11 @@ fn a_call_between_a_lan_and_the_internet_over_mmsg() {
     run("mmsg");
 }
 
-/// Echoes every datagram to its source, for at most 30 s, stopping after 3 s without one
-/// (once something came); then prints what it got and from where.
+/// The internet phone, for at most 30 s ([`run_echo_phone`]).
 #[test]
 #[ignore = "the internet phone, run by the tests above in its namespace"]
 fn inet_echo_phone() {
-    let s = UdpSocket::bind((INET_PHONE, INET_PORT)).unwrap();
-    // The same packets with this phone's SSRC.
-    let (got, sources) = echo_until_quiet(
-        &s,
-        Duration::from_secs(30),
-        Duration::from_secs(3),
-        Some(0x1E7),
-    );
-    let list: Vec<String> = sources.iter().map(|a| a.to_string()).collect();
-    println!("ECHO {got} {}", list.join(" "));
-}
-
-fn sdp(ip: &str, port: u16, sess: u64) -> String {
-    AudioSdp::new(SocketAddr::new(ip.parse().unwrap(), port), sess).to_string()
+    run_echo_phone(INET_PORT, Duration::from_secs(30));
 }
 
 fn port_and_address(sdp: &str) -> (String, u16) {
@@ -214,39 +180,13 @@ fn lan_side() {
             (INET_PHONE.parse::<std::net::IpAddr>().unwrap(), INET_PORT),
         );
     }
-    let direction = || {
-        let mut l = Owned::list();
-        l.push("internal");
-        l.push("external");
-        l
-    };
-    let offer = ng(
-        &mut c,
-        "offer",
-        &Owned::dict()
-            .with("command", "offer")
-            .with("call-id", "two-networks")
-            .with("from-tag", "lan")
-            .with("sdp", sdp(LAN_PHONE, LAN_PORT, 1).as_str())
-            .with("direction", direction()),
-    );
+    let (offer, answer) = lan_inet_call(&mut c, "two-networks", LAN_PORT, INET_PORT);
     let to_inet = offer.get("sdp").and_then(Owned::as_str).unwrap_or_default();
     let (inet_addr, _inet_port) = port_and_address(to_inet);
     assert_eq!(inet_addr, INET_RELAY, "{offer}");
     assert!(
         !to_inet.contains(&format!("IN IP4 {LAN_RELAY}\r\n")),
         "{to_inet}"
-    );
-    let answer = ng(
-        &mut c,
-        "answer",
-        &Owned::dict()
-            .with("command", "answer")
-            .with("call-id", "two-networks")
-            .with("from-tag", "lan")
-            .with("to-tag", "inet")
-            .with("sdp", sdp(INET_PHONE, INET_PORT, 2).as_str())
-            .with("direction", direction()),
     );
     let to_lan = answer
         .get("sdp")

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
-use super::IoEngine;
+use super::{IoEngine, KernelMode};
 use crate::cidr::Cidr;
 use crate::sip::presence::WatcherPolicy;
 
@@ -84,6 +84,11 @@ pub struct Cli {
     /// time); where it cannot, the relay says why at start and relays in user space.
     #[arg(long)]
     pub no_kernel_forwarding: bool,
+    /// Which in-kernel program relays on real devices: `xdp` at the driver where it runs
+    /// natively, `tc` the TC program, `auto` XDP where the driver has it natively and the
+    /// device forwards, else TC. Loopback is always TC. [default: auto]
+    #[arg(long, value_enum)]
+    pub kernel_mode: Option<KernelMode>,
     /// Built-in SIP proxy and registrar: UDP and TCP on this address. [default: 127.0.0.1:5060]
     #[arg(long)]
     pub listen_sip: Option<SocketAddr>,

@@ -48,6 +48,7 @@ pub(super) struct FileConfig {
     pub(super) strict_rtp: Option<bool>,
     pub(super) no_gso: Option<bool>,
     pub(super) no_kernel_forwarding: Option<bool>,
+    pub(super) kernel_mode: Option<super::KernelMode>,
     pub(super) listen_sip: Option<SocketAddr>,
     pub(super) no_sip: Option<bool>,
     pub(super) listen_sips: Option<SocketAddr>,

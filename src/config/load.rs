@@ -71,6 +71,7 @@ impl Config {
         c.gso = !(cli.no_gso || file.no_gso.unwrap_or(false));
         c.kernel_forwarding =
             !(cli.no_kernel_forwarding || file.no_kernel_forwarding.unwrap_or(false));
+        c.kernel_mode = cli.kernel_mode.or(file.kernel_mode).unwrap_or_default();
         Ok(())
     }
 }

@@ -51,6 +51,22 @@ pub enum IoEngine {
     Mmsg,
 }
 
+/// Which in-kernel program relays on a real device (`--kernel-mode`); loopback always gets
+/// the TC program (it has no native XDP).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum KernelMode {
+    /// XDP where the driver runs it natively and the device forwards (the FIB lookup needs
+    /// it), TC elsewhere.
+    #[default]
+    Auto,
+    /// XDP wherever the driver runs it natively, forwarding or not (TC relays what XDP
+    /// cannot send).
+    Xdp,
+    /// The TC program only.
+    Tc,
+}
+
 /// A media interface: the address bound for media, and the one written into SDP (they differ
 /// behind 1:1 NAT, rtpengine's `--interface=LOCAL!ADVERTISED`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,6 +114,8 @@ pub struct Config {
     pub gso: bool,
     /// Try the in-kernel fast path (see `dataplane::kernel`); on unless turned off.
     pub kernel_forwarding: bool,
+    /// Which program relays in the kernel on real devices.
+    pub kernel_mode: KernelMode,
     /// The SIP proxy's address (UDP and TCP); `None` with `--no-sip`.
     pub listen_sip: Option<SocketAddr>,
     /// Whether `listen_sip` was asked for (flag or file). The default listener is
@@ -175,6 +193,7 @@ impl Default for Config {
             strict_rtp: false,
             gso: true,
             kernel_forwarding: true,
+            kernel_mode: KernelMode::Auto,
             listen_sip: Some(SocketAddr::new(lo, 5060)),
             listen_sip_explicit: false,
             listen_sips: None,

@@ -22,6 +22,9 @@ fn defaults_are_loopback_and_rtpengine_like() {
             .unwrap()
             .kernel_forwarding
     );
+    assert_eq!(c.kernel_mode, KernelMode::Auto);
+    let tc = Config::load(&Cli::parse_from(["x", "--kernel-mode", "tc"])).unwrap();
+    assert_eq!(tc.kernel_mode, KernelMode::Tc);
     assert_eq!(c.socket_rcvbuf, DEFAULT_SOCKET_RCVBUF);
     let zero = Config::load(&Cli::parse_from(["x", "--socket-rcvbuf", "0"])).unwrap();
     assert_eq!(zero.socket_rcvbuf, 0, "0 keeps the kernel default");

@@ -225,9 +225,12 @@ impl DataPlane {
         let slot_reserve = sockets_per_thread;
         let mut kernel_unavailable = None;
         let kernel_path = if config.kernel_forwarding {
-            match kernel::KernelPath::start(&interface_ips(config)) {
+            match kernel::KernelPath::start(&interface_ips(config), config.kernel_mode) {
                 Ok(k) => {
-                    tracing::info!("kernel forwarding on: latched RTP is relayed by a TC program");
+                    tracing::info!(
+                        xdp_devices = k.xdp_devices(),
+                        "kernel forwarding on: latched RTP is relayed by a TC program, and by XDP where the device line above says xdp"
+                    );
                     Some(k)
                 }
                 Err(reason) => {
@@ -440,6 +443,12 @@ impl DataPlane {
         }
         t.reasons.kernel_off_because(self.kernel_off);
         t.kernel_reattached = self.kernel_path.as_ref().map_or(0, |k| k.reattached());
+        if let Some(k) = &self.kernel_path {
+            let (tc, xdp) = k.relayed_by_path();
+            t.kernel_tc_forwarded = tc;
+            t.kernel_xdp_forwarded = xdp;
+            t.kernel_xdp_devices = k.xdp_devices();
+        }
         t
     }
 

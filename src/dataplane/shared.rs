@@ -378,6 +378,11 @@ pub struct DataPlaneTotals {
     pub kernel_takebacks: u64,
     /// Times the program was attached again after an outsider detached it.
     pub kernel_reattached: u64,
+    /// Packets the TC program and the XDP program relayed (of `kernel_forwarded`, counted
+    /// by the programs themselves), and the devices XDP runs on.
+    pub kernel_tc_forwarded: u64,
+    pub kernel_xdp_forwarded: u64,
+    pub kernel_xdp_devices: u64,
     pub reasons: crate::dataplane::kernel::reasons::ReasonTotals,
 }
 
@@ -460,6 +465,9 @@ impl DataPlaneTotals {
             ("kernel_handovers", self.kernel_handovers),
             ("kernel_takebacks", self.kernel_takebacks),
             ("kernel_reattached", self.kernel_reattached),
+            ("kernel_tc_forwarded", self.kernel_tc_forwarded),
+            ("kernel_xdp_forwarded", self.kernel_xdp_forwarded),
+            ("kernel_xdp_devices", self.kernel_xdp_devices),
         ];
         named.extend(self.reasons.named());
         named

@@ -415,6 +415,18 @@ fn kernel(enc: &mut DescriptorEncoder, s: &MetricsSnapshot) -> Res {
         "Times the in-kernel program was attached again after someone else detached it.",
         d.kernel_reattached,
     )?;
+    counter(
+        enc,
+        "kernel_xdp_forwarded",
+        "Packets the XDP program relayed at the driver (of kernel_forwarded; the rest went through the TC program).",
+        d.kernel_xdp_forwarded,
+    )?;
+    gauge(
+        enc,
+        "kernel_xdp_devices",
+        "Devices whose driver runs the XDP program (the others relay through the TC program only).",
+        d.kernel_xdp_devices,
+    )?;
     let user: Vec<(&str, u64)> = UserReason::ALL
         .iter()
         .map(|r| (r.name(), d.reasons.user_packets(*r)))

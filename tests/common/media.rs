@@ -107,3 +107,31 @@ pub fn echo_until_quiet(
     }
     (got, sources)
 }
+
+/// Sends `seqs` of `ssrc` ([`pcmu`]) from `from` to `to` and checks that `at` gets exactly
+/// those, intact, from `back_from`, 25 at a time.
+pub fn relay_round(
+    from: &UdpSocket,
+    to: SocketAddr,
+    at: &UdpSocket,
+    back_from: SocketAddr,
+    seqs: &[u16],
+    ssrc: u32,
+) {
+    for chunk in seqs.chunks(25) {
+        let mut want: Vec<Vec<u8>> = chunk.iter().map(|&q| pcmu(q, ssrc)).collect();
+        for p in &want {
+            from.send_to(p, to).unwrap();
+        }
+        let mut got: Vec<Vec<u8>> = recv_n(at, chunk.len(), Duration::from_secs(3))
+            .into_iter()
+            .map(|(p, src)| {
+                assert_eq!(src, back_from, "from the relay's port");
+                p
+            })
+            .collect();
+        got.sort();
+        want.sort();
+        assert_eq!(got, want, "relayed intact");
+    }
+}

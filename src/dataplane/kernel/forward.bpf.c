@@ -1,5 +1,9 @@
-// rtpanchor's in-kernel fast path: a TC ingress program that relays RTP of latched streams
-// without waking the relay process.
+// rtpanchor's in-kernel fast path: one relay, two entry points. `anchor_forward` is a TC
+// ingress program (every device, loopback included); `anchor_xdp` runs at the driver's XDP
+// hook of real devices that have native XDP, before an skb exists. Both relay RTP of latched
+// streams without waking the relay process, with the same map, parsing and tracking below;
+// they differ only in how they rewrite and send the packet. What the XDP program passes on
+// (XDP_PASS) reaches the TC program on the same device, which relays it or passes it up.
 //
 // The worker that owns a stream copies its RTP tracker into `anchor_fwd` (keyed by the relay
 // socket a packet arrives on) once both ends are latched. From then on this program does what
@@ -13,12 +17,19 @@
 // stream goes up as well and the worker takes the tracker back before it handles them.
 // RTP with CSRCs, a header extension or padding is relayed here like any other.
 //
+// The XDP program decides where a packet leaves before it touches the tracker: a FIB lookup
+// from the relay's outgoing address (which needs forwarding on for the device it names; the
+// kernel refuses the lookup otherwise) with the neighbour's MAC, and a device in
+// `anchor_egress`, the devices the relay found able to take redirected frames (ndo_xdp_xmit;
+// a veth only when its peer runs XDP or GRO). Without either it passes the packet on
+// untouched and the TC program relays it with bpf_redirect_neigh, which resolves neighbours.
+//
 // The value is updated without a lock: a direction's packets come from one endpoint, so
 // two CPUs run this for the same entry at once only if that endpoint sends from two CPUs at
 // once, and then a count may miss one packet (the packet itself is still relayed).
 //
 // Built by build.rs with clang (-target bpf); the field layout must match `FwdValue` in
-// kernel/mod.rs.
+// kernel/abi.rs.
 
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -27,6 +38,11 @@
 #include <linux/ipv6.h>
 #include <linux/pkt_cls.h>
 #include <linux/udp.h>
+
+// The UAPI headers' fallback is a plain `inline`; every helper here must be inlined (BPF calls
+// take at most five arguments, and the verifier then sees one straight program).
+#undef __always_inline
+#define __always_inline inline __attribute__((always_inline))
 
 #define SEC(name) __attribute__((section(name), used))
 #define __uint(name, val) int(*name)[val]
@@ -47,6 +63,11 @@ static __s64 (*bpf_csum_diff)(__be32 *from, __u32 from_size, __be32 *to, __u32 t
                               __wsum seed) = (void *)BPF_FUNC_csum_diff;
 static long (*bpf_redirect_neigh)(__u32 ifindex, struct bpf_redir_neigh *params, int plen,
                                   __u64 flags) = (void *)BPF_FUNC_redirect_neigh;
+static long (*bpf_xdp_load_bytes)(struct xdp_md *ctx, __u32 offset, void *buf, __u32 len) =
+    (void *)BPF_FUNC_xdp_load_bytes;
+static long (*bpf_fib_lookup)(void *ctx, struct bpf_fib_lookup *params, int plen, __u32 flags) =
+    (void *)BPF_FUNC_fib_lookup;
+static long (*bpf_redirect_map)(void *map, __u64 key, __u64 flags) = (void *)BPF_FUNC_redirect_map;
 
 #define ETH_OFF 0
 #define IP_OFF 14
@@ -80,6 +101,13 @@ static long (*bpf_redirect_neigh)(__u32 ifindex, struct bpf_redir_neigh *params,
 // through (the worker asked it), with the next hop and MACs the kernel finds for it.
 #define MODE_LOCAL 0
 #define MODE_ROUTED 1
+
+// Which program relayed a packet: the slots of `anchor_paths`.
+#define PATH_TC 0
+#define PATH_XDP 1
+
+#define AF_INET 2
+#define AF_INET6 10
 
 // As in src/rtp/seq.rs and src/rtp/stats.rs.
 #define MAX_DROPOUT 3000
@@ -143,6 +171,29 @@ struct {
     __type(value, struct fwd_value);
 } anchor_fwd SEC(".maps");
 
+// The devices the XDP program may send a packet out of (ifindex to itself), kept by the
+// relay: those where its XDP program runs and the driver takes redirected frames.
+struct {
+    __uint(type, BPF_MAP_TYPE_DEVMAP_HASH);
+    __uint(max_entries, 256);
+    __type(key, __u32);
+    __type(value, struct bpf_devmap_val);
+} anchor_egress SEC(".maps");
+
+// Packets relayed, per program (PATH_TC, PATH_XDP), per CPU.
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __uint(max_entries, 2);
+    __type(key, __u32);
+    __type(value, __u64);
+} anchor_paths SEC(".maps");
+
+static __always_inline void count_path(__u32 path) {
+    __u64 *n = bpf_map_lookup_elem(&anchor_paths, &path);
+    if (n)
+        *n += 1;
+}
+
 static __always_inline __u16 load_be16(const __u8 *p) { return ((__u16)p[0] << 8) | p[1]; }
 
 static __always_inline __u32 load_be32(const __u8 *p) {
@@ -161,13 +212,21 @@ static __always_inline __u32 ns_to_units(__u64 ns, __u32 hz) {
 // extension's length word (RFC 3550 5.3.1; the RFC 8285 one-byte 0xBEDE and two-byte
 // 0x100x profiles use the same word) are skipped by arithmetic, the padding count read
 // from the last byte: no loop, so the verifier sees a fixed number of instructions.
-static __always_inline int check_rtp_layout(struct __sk_buff *skb, __u32 off, __u8 b0, __u32 len) {
+// Bytes beyond the first 12 of the RTP header, from either program's context (`xdp` is a
+// constant at each call site, so each program keeps only its own helper).
+static __always_inline long load_bytes(void *ctx, int xdp, __u32 off, void *to, __u32 len) {
+    if (xdp)
+        return bpf_xdp_load_bytes(ctx, off, to, len);
+    return bpf_skb_load_bytes(ctx, off, to, len);
+}
+
+static __always_inline int check_rtp_layout(void *ctx, int xdp, __u32 off, __u8 b0, __u32 len) {
     __u32 header = 12 + 4 * (__u32)(b0 & 0x0f);
     if (header > len)
         return -1;
     if (b0 & 0x10) {
         __u8 ext[4];
-        if (header + 4 > len || bpf_skb_load_bytes(skb, off + header, ext, 4) < 0)
+        if (header + 4 > len || load_bytes(ctx, xdp, off + header, ext, 4) < 0)
             return -1;
         header += 4 + 4 * (__u32)load_be16(ext + 2);
         if (header > len)
@@ -175,7 +234,7 @@ static __always_inline int check_rtp_layout(struct __sk_buff *skb, __u32 off, __
     }
     if (b0 & 0x20) {
         __u8 pad = 0;
-        if (bpf_skb_load_bytes(skb, off + len - 1, &pad, 1) < 0)
+        if (load_bytes(ctx, xdp, off + len - 1, &pad, 1) < 0)
             return -1;
         // The count includes itself and may not reach into the header.
         if (pad == 0 || header + pad > len)
@@ -187,8 +246,8 @@ static __always_inline int check_rtp_layout(struct __sk_buff *skb, __u32 off, __
 // The tracker's part for the RTP packet `rtp` (its first 12 bytes in the linear data, `len`
 // bytes in all, at `off`) of direction `v`: 0 when the program relays it, -1 when it goes up
 // (with the flags set when the worker must take the direction back).
-static __always_inline int track(struct __sk_buff *skb, struct fwd_value *v, const __u8 *rtp,
-                                 __u32 off, __u32 len) {
+static __always_inline int track(void *ctx, int xdp, struct fwd_value *v, const __u8 *rtp, __u32 off,
+                                 __u32 len) {
     __u8 b0 = rtp[0];
     __u8 b1 = rtp[1];
     // Not RTP version 2, or RTCP on a multiplexed port: the worker handles it; the tracker
@@ -199,7 +258,7 @@ static __always_inline int track(struct __sk_buff *skb, struct fwd_value *v, con
     // the program relays the packet whole, so it only checks that they fit, with at most
     // two loads. A packet that fails goes up unmarked: the worker counts it as malformed,
     // as it would have, and the tracker never sees it.
-    if (check_rtp_layout(skb, off, b0, len) != 0)
+    if (check_rtp_layout(ctx, xdp, off, b0, len) != 0)
         return -1;
     __u16 seq = load_be16(rtp + 2);
     __u32 ts = load_be32(rtp + 4);
@@ -282,45 +341,91 @@ static __always_inline int track(struct __sk_buff *skb, struct fwd_value *v, con
     return 0;
 }
 
-// Sends the rewritten packet on: LOCAL out of `ifindex` again (loopback delivers it to the
-// local endpoint's socket; the packet keeps its local route), ROUTED by the route and next
-// hop the relay's own send from this address would take (an output route lookup bound to
-// the device the worker found for the destination), with the next hop's MAC from the
-// neighbour cache, resolved if need be.
-static __always_inline int send_on(const struct fwd_value *v) {
-    if (v->mode == MODE_ROUTED)
-        return bpf_redirect_neigh(v->ifindex, 0, 0, 0);
-    return bpf_redirect(v->ifindex, 0);
-}
-
 static __always_inline __u32 mapped_v4(const __u8 *a) { return *(const __u32 *)(a + 12); }
 
-static __always_inline int forward_v4(struct __sk_buff *skb, void *data, void *end) {
+static __always_inline int same16(const __u8 *a, const __u8 *b) {
+    const __u32 *x = (const __u32 *)a, *y = (const __u32 *)b;
+    return x[0] == y[0] && x[1] == y[1] && x[2] == y[2] && x[3] == y[3];
+}
+
+// Both programs' first step for an IPv4 packet (Ethernet frame at `data`): the direction
+// whose relay socket it arrives on, when it comes from the latched source with lengths that
+// agree; its RTP length in `rtp_len`. NULL: not ours, handed back, or (flagged) another
+// source.
+static __always_inline struct fwd_value *lookup_v4(void *data, void *end, __u32 *rtp_len) {
     if (data + RTP_OFF + 12 > end)
-        return TC_ACT_UNSPEC;
+        return 0;
     struct iphdr *ip = data + IP_OFF;
     if (ip->ihl != 5 || ip->protocol != IPPROTO_UDP || (ip->frag_off & __builtin_bswap16(0x3fff)))
-        return TC_ACT_UNSPEC;
+        return 0;
     struct udphdr *udp = data + UDP_OFF;
     struct fwd_key key = {.port = udp->dest, .pad = 0};
     key.addr[10] = 0xff;
     key.addr[11] = 0xff;
     *(__u32 *)(key.addr + 12) = ip->daddr;
     struct fwd_value *v = bpf_map_lookup_elem(&anchor_fwd, &key);
-    if (!v)
-        return TC_ACT_UNSPEC;
-    if (v->flags & ANCHOR_HANDED_BACK)
-        return TC_ACT_UNSPEC;
+    if (!v || (v->flags & ANCHOR_HANDED_BACK))
+        return 0;
     if (ip->saddr != mapped_v4(v->src_addr) || udp->source != v->src_port) {
         v->flags |= ANCHOR_HANDED_BACK | ANCHOR_BACK_SOURCE;
-        return TC_ACT_UNSPEC;
+        return 0;
     }
     __u16 udp_len = __builtin_bswap16(udp->len);
     __u16 ip_len = __builtin_bswap16(ip->tot_len);
     if (udp_len < 8 + 12 || ip_len != 20 + udp_len)
+        return 0;
+    *rtp_len = udp_len - 8;
+    return v;
+}
+
+// The same for IPv6 (UDP right after the fixed header; extension headers and fragments go
+// up).
+static __always_inline struct fwd_value *lookup_v6(void *data, void *end, __u32 *rtp_len) {
+    if (data + RTP6_OFF + 12 > end)
+        return 0;
+    struct ipv6hdr *ip6 = data + IP_OFF;
+    if (ip6->version != 6 || ip6->nexthdr != IPPROTO_UDP)
+        return 0;
+    struct udphdr *udp = data + UDP6_OFF;
+    struct fwd_key key = {.port = udp->dest, .pad = 0};
+    __builtin_memcpy(key.addr, &ip6->daddr, 16);
+    struct fwd_value *v = bpf_map_lookup_elem(&anchor_fwd, &key);
+    if (!v || (v->flags & ANCHOR_HANDED_BACK))
+        return 0;
+    if (!same16((const __u8 *)&ip6->saddr, v->src_addr) || udp->source != v->src_port) {
+        v->flags |= ANCHOR_HANDED_BACK | ANCHOR_BACK_SOURCE;
+        return 0;
+    }
+    __u16 udp_len = __builtin_bswap16(udp->len);
+    if (udp_len < 8 + 12 || __builtin_bswap16(ip6->payload_len) != udp_len)
+        return 0;
+    *rtp_len = udp_len - 8;
+    return v;
+}
+
+// ---- TC ----------------------------------------------------------------------------------
+
+// Sends the rewritten packet on: LOCAL out of `ifindex` again (loopback delivers it to the
+// local endpoint's socket; the packet keeps its local route), ROUTED by the route and next
+// hop the relay's own send from this address would take (an output route lookup bound to
+// the device the worker found for the destination), with the next hop's MAC from the
+// neighbour cache, resolved if need be.
+static __always_inline int send_on(const struct fwd_value *v) {
+    count_path(PATH_TC);
+    if (v->mode == MODE_ROUTED)
+        return bpf_redirect_neigh(v->ifindex, 0, 0, 0);
+    return bpf_redirect(v->ifindex, 0);
+}
+
+static __always_inline int tc_v4(struct __sk_buff *skb, void *data, void *end) {
+    __u32 len = 0;
+    struct fwd_value *v = lookup_v4(data, end, &len);
+    if (!v || data + RTP_OFF + 12 > end)
         return TC_ACT_UNSPEC;
-    if (track(skb, v, data + RTP_OFF, RTP_OFF, udp_len - 8) != 0)
+    if (track(skb, 0, v, data + RTP_OFF, RTP_OFF, len) != 0)
         return TC_ACT_UNSPEC;
+    struct iphdr *ip = data + IP_OFF;
+    struct udphdr *udp = data + UDP_OFF;
 
     // Rewrite: from the relay's other socket to the other side's endpoint.
     __u32 old_saddr = ip->saddr, old_daddr = ip->daddr;
@@ -340,35 +445,15 @@ static __always_inline int forward_v4(struct __sk_buff *skb, void *data, void *e
     return send_on(v);
 }
 
-static __always_inline int same16(const __u8 *a, const __u8 *b) {
-    const __u32 *x = (const __u32 *)a, *y = (const __u32 *)b;
-    return x[0] == y[0] && x[1] == y[1] && x[2] == y[2] && x[3] == y[3];
-}
-
-static __always_inline int forward_v6(struct __sk_buff *skb, void *data, void *end) {
-    if (data + RTP6_OFF + 12 > end)
+static __always_inline int tc_v6(struct __sk_buff *skb, void *data, void *end) {
+    __u32 len = 0;
+    struct fwd_value *v = lookup_v6(data, end, &len);
+    if (!v || data + RTP6_OFF + 12 > end)
+        return TC_ACT_UNSPEC;
+    if (track(skb, 0, v, data + RTP6_OFF, RTP6_OFF, len) != 0)
         return TC_ACT_UNSPEC;
     struct ipv6hdr *ip6 = data + IP_OFF;
-    // UDP right after the fixed header; anything else (extension headers, fragments) up.
-    if (ip6->version != 6 || ip6->nexthdr != IPPROTO_UDP)
-        return TC_ACT_UNSPEC;
     struct udphdr *udp = data + UDP6_OFF;
-    struct fwd_key key = {.port = udp->dest, .pad = 0};
-    __builtin_memcpy(key.addr, &ip6->daddr, 16);
-    struct fwd_value *v = bpf_map_lookup_elem(&anchor_fwd, &key);
-    if (!v)
-        return TC_ACT_UNSPEC;
-    if (v->flags & ANCHOR_HANDED_BACK)
-        return TC_ACT_UNSPEC;
-    if (!same16((const __u8 *)&ip6->saddr, v->src_addr) || udp->source != v->src_port) {
-        v->flags |= ANCHOR_HANDED_BACK | ANCHOR_BACK_SOURCE;
-        return TC_ACT_UNSPEC;
-    }
-    __u16 udp_len = __builtin_bswap16(udp->len);
-    if (udp_len < 8 + 12 || __builtin_bswap16(ip6->payload_len) != udp_len)
-        return TC_ACT_UNSPEC;
-    if (track(skb, v, data + RTP6_OFF, RTP6_OFF, udp_len - 8) != 0)
-        return TC_ACT_UNSPEC;
 
     // Rewrite both addresses (32 bytes, the pseudo-header's part of the UDP checksum: IPv6
     // has no header checksum) and both ports.
@@ -398,10 +483,169 @@ int anchor_forward(struct __sk_buff *skb) {
         return TC_ACT_UNSPEC;
     struct ethhdr *eth = data;
     if (eth->h_proto == __builtin_bswap16(ETH_P_IP))
-        return forward_v4(skb, data, end);
+        return tc_v4(skb, data, end);
     if (eth->h_proto == __builtin_bswap16(ETH_P_IPV6))
-        return forward_v6(skb, data, end);
+        return tc_v6(skb, data, end);
     return TC_ACT_UNSPEC;
+}
+
+// ---- XDP ---------------------------------------------------------------------------------
+
+// One's complement checksum `check` after the `size` bytes at `from` became those at `to`
+// (RFC 1624: ~(~HC + ~m + m')), both on the stack, `size` a multiple of 4.
+static __always_inline __u16 csum_replace(__u16 check, __u32 *from, __u32 *to, __u32 size) {
+    __s64 sum = bpf_csum_diff(from, size, to, size, (__u16)~check);
+    __u32 s = (__u32)sum;
+    s = (s & 0xffff) + (s >> 16);
+    s = (s & 0xffff) + (s >> 16);
+    return (__u16)~s;
+}
+
+// The folded one's complement sum of `size` bytes at `words` (on the stack).
+static __always_inline __u16 csum_words(__u32 *words, __u32 size) {
+    __u32 s = (__u32)bpf_csum_diff(0, 0, words, size, 0);
+    s = (s & 0xffff) + (s >> 16);
+    s = (s & 0xffff) + (s >> 16);
+    return (__u16)s;
+}
+
+// Whether the UDP checksum field `check` is a CHECKSUM_PARTIAL one: the sender's stack left
+// the sum over the datagram to the device and wrote only the pseudo-header's (`pseudo`,
+// folded, not inverted). Packets from a wire always carry the whole checksum; a packet a
+// local socket sent into a veth does not, and the XDP program cannot finish it (the frame
+// it sends carries no checksum state), so such packets go on to the TC program, whose skb
+// keeps that state. A whole checksum equal to the pseudo-header's sum by chance (1 in
+// 65,536) goes to TC as well, which relays it as any other.
+static __always_inline int csum_partial(__u16 check, __u16 pseudo) { return check != 0 && check == pseudo; }
+
+// Where the XDP program sends direction `v`'s packet of `tot_len` L3 bytes: the FIB's answer
+// from the relay's outgoing address (the worker's device; `fib` holds the family and both
+// addresses), when it found the neighbour's MAC and names a device of `anchor_egress`.
+// 0 with `fib` holding the device and both MACs; -1: the packet goes on to the TC program.
+static __always_inline int xdp_egress(struct xdp_md *ctx, const struct fwd_value *v,
+                                      struct bpf_fib_lookup *fib, __u16 tot_len) {
+    if (v->mode != MODE_ROUTED)
+        return -1;
+    fib->l4_protocol = IPPROTO_UDP;
+    fib->sport = v->out_sport;
+    fib->dport = v->out_dport;
+    fib->tot_len = tot_len;
+    fib->ifindex = v->ifindex;
+    if (bpf_fib_lookup(ctx, fib, sizeof(*fib), BPF_FIB_LOOKUP_OUTPUT) != 0)
+        return -1;
+    __u32 out = fib->ifindex;
+    if (!bpf_map_lookup_elem(&anchor_egress, &out))
+        return -1;
+    return 0;
+}
+
+// Sends the rewritten frame out of `fib`'s device with its MACs: back out of the device it
+// came in on (XDP_TX) or redirected to another.
+static __always_inline int xdp_send(struct xdp_md *ctx, struct ethhdr *eth,
+                                    const struct bpf_fib_lookup *fib) {
+    __builtin_memcpy(eth->h_dest, fib->dmac, ETH_ALEN);
+    __builtin_memcpy(eth->h_source, fib->smac, ETH_ALEN);
+    count_path(PATH_XDP);
+    if (fib->ifindex == ctx->ingress_ifindex)
+        return XDP_TX;
+    return bpf_redirect_map(&anchor_egress, fib->ifindex, 0);
+}
+
+// The relay's ports as they sit in the UDP header's first word.
+static __always_inline __u32 ports_word(__u16 sport, __u16 dport) {
+    union {
+        __u16 p[2];
+        __u32 w;
+    } u = {.p = {sport, dport}};
+    return u.w;
+}
+
+static __always_inline int xdp_v4(struct xdp_md *ctx, void *data, void *end) {
+    __u32 len = 0;
+    struct fwd_value *v = lookup_v4(data, end, &len);
+    if (!v || data + RTP_OFF + 12 > end)
+        return XDP_PASS;
+    struct iphdr *ip = data + IP_OFF;
+    struct udphdr *udp = data + UDP_OFF;
+    union {
+        __u16 h[6];
+        __u32 w[3];
+    } pseudo = {.h = {0, 0, 0, 0, __builtin_bswap16(IPPROTO_UDP), udp->len}};
+    pseudo.w[0] = ip->saddr;
+    pseudo.w[1] = ip->daddr;
+    if (csum_partial(udp->check, csum_words(pseudo.w, 12)))
+        return XDP_PASS;
+    struct bpf_fib_lookup fib = {.family = AF_INET};
+    fib.ipv4_src = mapped_v4(v->out_saddr);
+    fib.ipv4_dst = mapped_v4(v->out_daddr);
+    if (xdp_egress(ctx, v, &fib, __builtin_bswap16(ip->tot_len)) != 0)
+        return XDP_PASS;
+    if (track(ctx, 1, v, data + RTP_OFF, RTP_OFF, len) != 0)
+        return XDP_PASS;
+
+    // Addresses and ports, and both checksums over them (a UDP checksum of 0 means none).
+    __u32 old[3] = {ip->saddr, ip->daddr, *(__u32 *)udp};
+    __u32 new[3] = {mapped_v4(v->out_saddr), mapped_v4(v->out_daddr),
+                    ports_word(v->out_sport, v->out_dport)};
+    ip->check = csum_replace(ip->check, old, new, 8);
+    if (udp->check) {
+        __u16 c = csum_replace(udp->check, old, new, 12);
+        udp->check = c ? c : 0xffff;
+    }
+    ip->saddr = new[0];
+    ip->daddr = new[1];
+    udp->source = v->out_sport;
+    udp->dest = v->out_dport;
+    return xdp_send(ctx, data, &fib);
+}
+
+static __always_inline int xdp_v6(struct xdp_md *ctx, void *data, void *end) {
+    __u32 len = 0;
+    struct fwd_value *v = lookup_v6(data, end, &len);
+    if (!v || data + RTP6_OFF + 12 > end)
+        return XDP_PASS;
+    struct ipv6hdr *ip6 = data + IP_OFF;
+    struct udphdr *udp = data + UDP6_OFF;
+    __u32 pseudo[10];
+    __builtin_memcpy(pseudo, &ip6->saddr, 32);
+    pseudo[8] = __builtin_bswap32(len + 8);
+    pseudo[9] = __builtin_bswap32(IPPROTO_UDP);
+    if (csum_partial(udp->check, csum_words(pseudo, 40)))
+        return XDP_PASS;
+    struct bpf_fib_lookup fib = {.family = AF_INET6};
+    __builtin_memcpy(fib.ipv6_src, v->out_saddr, 16);
+    __builtin_memcpy(fib.ipv6_dst, v->out_daddr, 16);
+    if (xdp_egress(ctx, v, &fib, 40 + __builtin_bswap16(ip6->payload_len)) != 0)
+        return XDP_PASS;
+    if (track(ctx, 1, v, data + RTP6_OFF, RTP6_OFF, len) != 0)
+        return XDP_PASS;
+
+    // Both addresses (the pseudo-header's part of the UDP checksum) and both ports.
+    __u32 old[9], new[9];
+    __builtin_memcpy(old, &ip6->saddr, 32);
+    old[8] = *(__u32 *)udp;
+    __builtin_memcpy(new, v->out_saddr, 32);
+    new[8] = ports_word(v->out_sport, v->out_dport);
+    __u16 c = csum_replace(udp->check, old, new, 36);
+    udp->check = c ? c : 0xffff;
+    __builtin_memcpy(&ip6->saddr, new, 32);
+    udp->source = v->out_sport;
+    udp->dest = v->out_dport;
+    return xdp_send(ctx, data, &fib);
+}
+
+SEC("xdp")
+int anchor_xdp(struct xdp_md *ctx) {
+    void *data = (void *)(long)ctx->data;
+    void *end = (void *)(long)ctx->data_end;
+    if (data + IP_OFF > end)
+        return XDP_PASS;
+    struct ethhdr *eth = data;
+    if (eth->h_proto == __builtin_bswap16(ETH_P_IP))
+        return xdp_v4(ctx, data, end);
+    if (eth->h_proto == __builtin_bswap16(ETH_P_IPV6))
+        return xdp_v6(ctx, data, end);
+    return XDP_PASS;
 }
 
 char _license[] SEC("license") = "GPL";

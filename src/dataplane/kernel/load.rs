@@ -8,6 +8,16 @@ use std::time::Duration;
 
 use super::handover::KernelWorker;
 use super::route;
+#[cfg(rtpanchor_bpf)]
+use super::xdp;
+use crate::config::KernelMode;
+
+/// A device the program attaches to, and the families of the relay's addresses on it.
+pub struct Device {
+    pub name: String,
+    pub v4: bool,
+    pub v6: bool,
+}
 
 /// How often the watch thread looks whether the program is still attached.
 const WATCH_EVERY: Duration = Duration::from_secs(1);
@@ -19,6 +29,11 @@ pub struct KernelPath {
     #[cfg(rtpanchor_bpf)]
     _ebpf: Arc<Mutex<aya::Ebpf>>,
     map_id: u32,
+    /// Packets each program relayed (`anchor_paths`: TC, XDP), summed over CPUs at read.
+    #[cfg(rtpanchor_bpf)]
+    paths: aya::maps::PerCpuArray<aya::maps::MapData, u64>,
+    /// Devices whose driver runs the XDP program.
+    xdp_devices: u64,
     ifindex: u32,
     origin_ns: u64,
     /// Some relay address is a real one (not loopback): workers ask routes.
@@ -51,7 +66,7 @@ impl KernelPath {
     /// networks, packets from either are relayed in the kernel and leave by the other's
     /// device. The error says why the fast path is unavailable; the relay then carries all
     /// media in user space.
-    pub fn start(locals: &[IpAddr]) -> Result<KernelPath, String> {
+    pub fn start(locals: &[IpAddr], mode: KernelMode) -> Result<KernelPath, String> {
         let ips: Vec<IpAddr> = locals
             .iter()
             .copied()
@@ -67,24 +82,37 @@ impl KernelPath {
                 "Linux 6.6 or later is needed (TCX links, detached when the relay exits)".into(),
             );
         }
-        let mut devices: Vec<String> = Vec::new();
+        let mut devices: Vec<Device> = Vec::new();
         for ip in &ips {
-            let device = if ip.is_loopback() {
+            let name = if ip.is_loopback() {
                 "lo".to_string()
             } else {
                 device_with(*ip).ok_or_else(|| format!("no network device has {ip}"))?
             };
-            if !devices.contains(&device) {
-                devices.push(device);
+            let at = match devices.iter().position(|d| d.name == name) {
+                Some(at) => at,
+                None => {
+                    devices.push(Device {
+                        name,
+                        v4: false,
+                        v6: false,
+                    });
+                    devices.len() - 1
+                }
+            };
+            if let Some(d) = devices.get_mut(at) {
+                d.v4 |= ip.is_ipv4();
+                d.v6 |= ip.is_ipv6();
             }
         }
         let routed = ips.iter().any(|ip| !ip.is_loopback());
-        Self::load(&devices, routed, locals.into())
+        Self::load(&devices, mode, routed, locals.into())
     }
 
     #[cfg(not(rtpanchor_bpf))]
     fn load(
-        _devices: &[String],
+        _devices: &[Device],
+        _mode: KernelMode,
         _routed: bool,
         _locals: std::sync::Arc<[IpAddr]>,
     ) -> Result<KernelPath, String> {
@@ -93,7 +121,8 @@ impl KernelPath {
 
     #[cfg(rtpanchor_bpf)]
     fn load(
-        devices: &[String],
+        devices: &[Device],
+        mode: KernelMode,
         routed: bool,
         locals: std::sync::Arc<[IpAddr]>,
     ) -> Result<KernelPath, String> {
@@ -111,7 +140,8 @@ impl KernelPath {
             .info()
             .map_err(|e| format!("anchor_forward: {e}"))?
             .id();
-        for device in devices {
+        let names: Vec<String> = devices.iter().map(|d| d.name.clone()).collect();
+        for device in &names {
             prog.attach_with_options(
                 device,
                 TcAttachType::Ingress,
@@ -119,6 +149,11 @@ impl KernelPath {
             )
             .map_err(|e| format!("attaching to {device}: {e}"))?;
         }
+        let xdp_on = xdp::attach_all(&mut ebpf, devices, mode)?;
+        let paths = ebpf
+            .take_map("anchor_paths")
+            .ok_or("the object has no anchor_paths map")?;
+        let paths = aya::maps::PerCpuArray::try_from(paths).map_err(|e| e.to_string())?;
         let map = ebpf
             .map("anchor_fwd")
             .ok_or("the object has no anchor_fwd map")?;
@@ -131,12 +166,15 @@ impl KernelPath {
             .and_then(|s| s.trim().parse().ok())
             .ok_or("no ifindex for lo")?;
         let ebpf = Arc::new(Mutex::new(ebpf));
-        let watch = Watch::start(ebpf.clone(), devices.to_vec(), prog_id)
+        let xdp_devices = xdp_on.len() as u64;
+        let watch = Watch::start(ebpf.clone(), names, prog_id, xdp_on)
             .map_err(|e| format!("starting the watch thread: {e}"))?;
         Ok(KernelPath {
             watch: Some(watch),
             _ebpf: ebpf,
             map_id,
+            paths,
+            xdp_devices,
             ifindex,
             origin_ns: monotonic_ns().saturating_sub(crate::time::now_ns()),
             routed,
@@ -150,6 +188,26 @@ impl KernelPath {
         self.watch
             .as_ref()
             .map_or(0, |w| w.reattached.load(Ordering::Relaxed))
+    }
+
+    /// Devices whose driver runs the XDP program.
+    pub fn xdp_devices(&self) -> u64 {
+        self.xdp_devices
+    }
+
+    /// Packets the TC program and the XDP program relayed, in that order.
+    pub fn relayed_by_path(&self) -> (u64, u64) {
+        #[cfg(rtpanchor_bpf)]
+        {
+            let sum = |i: u32| {
+                self.paths
+                    .get(&i, 0)
+                    .map_or(0, |v| v.iter().copied().fold(0u64, u64::wrapping_add))
+            };
+            (sum(0), sum(1))
+        }
+        #[cfg(not(rtpanchor_bpf))]
+        (0, 0)
     }
 
     /// A worker's own handle on the map (each holds its own descriptor).
@@ -201,6 +259,7 @@ impl Watch {
         ebpf: Arc<Mutex<aya::Ebpf>>,
         devices: Vec<String>,
         prog_id: u32,
+        xdp_on: Vec<(String, u32)>,
     ) -> std::io::Result<Watch> {
         let stop = Arc::new(AtomicBool::new(false));
         let reattached = Arc::new(AtomicU64::new(0));
@@ -210,7 +269,12 @@ impl Watch {
             .spawn(move || {
                 // Devices whose last attempt failed (logged once until it works again).
                 let mut failing: Vec<String> = Vec::new();
+                // The devices XDP may send out of, asked at once and then every turn (a veth
+                // peer's XDP or GRO comes and goes).
+                let mut egress = xdp::Egress::default();
+                egress.refresh(&ebpf, &xdp_on);
                 while sleep_unless_stopped(&stop2, WATCH_EVERY) {
+                    egress.refresh(&ebpf, &xdp_on);
                     for device in &devices {
                         match attach_if_detached(&ebpf, device, prog_id) {
                             Ok(false) => {}

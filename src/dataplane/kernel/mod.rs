@@ -1,5 +1,7 @@
 //! The in-kernel fast path: a TC program (`forward.bpf.c`) relays the RTP of latched streams
-//! inside the kernel, so those packets never wake a worker.
+//! inside the kernel, so those packets never wake a worker; on real devices whose driver runs
+//! XDP natively an XDP program with the same parsing and tracking relays them before the
+//! kernel builds an skb, and passes to the TC program what it cannot send (`xdp.rs`).
 //!
 //! The worker stays the owner of every stream. Once both ends of a direction are latched
 //! (confirmed sources) it copies that direction's RTP tracker into the program's map
@@ -32,6 +34,7 @@ pub mod handover;
 pub mod load;
 pub mod reasons;
 pub mod route;
+pub mod xdp;
 
 pub use handover::KernelWorker;
 pub use load::KernelPath;

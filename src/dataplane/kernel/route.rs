@@ -156,24 +156,31 @@ fn reply_is_for(reply: &[u8], seq: u32) -> bool {
     u32_at(reply, 8) == Some(seq)
 }
 
+/// A netlink answer for tests: message `kind` to request `seq`, a family header of `family`
+/// bytes (zeros), then `attrs`, each padded to 4 bytes.
+#[cfg(test)]
+pub(super) fn test_answer(seq: u32, kind: u16, family: usize, attrs: &[(u16, &[u8])]) -> Vec<u8> {
+    let mut m = vec![0u8; NLMSG_HDR + family];
+    for (k, data) in attrs {
+        let len = 4 + data.len();
+        m.extend_from_slice(&(len as u16).to_ne_bytes());
+        m.extend_from_slice(&k.to_ne_bytes());
+        m.extend_from_slice(data);
+        m.resize(m.len().div_ceil(4) * 4, 0);
+    }
+    let total = m.len() as u32;
+    m[0..4].copy_from_slice(&total.to_ne_bytes());
+    m[4..6].copy_from_slice(&kind.to_ne_bytes());
+    m[8..12].copy_from_slice(&seq.to_ne_bytes());
+    m
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn answer(seq: u32, kind: u16, attrs: &[(u16, &[u8])]) -> Vec<u8> {
-        let mut m = vec![0u8; NLMSG_HDR + RTMSG];
-        for (k, data) in attrs {
-            let len = 4 + data.len();
-            m.extend_from_slice(&(len as u16).to_ne_bytes());
-            m.extend_from_slice(&k.to_ne_bytes());
-            m.extend_from_slice(data);
-            m.resize(m.len().div_ceil(4) * 4, 0);
-        }
-        let total = m.len() as u32;
-        m[0..4].copy_from_slice(&total.to_ne_bytes());
-        m[4..6].copy_from_slice(&kind.to_ne_bytes());
-        m[8..12].copy_from_slice(&seq.to_ne_bytes());
-        m
+        test_answer(seq, kind, RTMSG, attrs)
     }
 
     #[test]
