@@ -35,6 +35,11 @@ IP=127.0.0.1
 NG=20022 SIP=20060 UAS=20070 UAC=20080 REG=20085 UAS_CP=20091 UAC_CP=20090 REG_CP=20092
 UAC_MP=21000   # unused by RTP, but SIPp writes it into the SDP ([auto_media_port]): < 31000
 MEDIA_MIN=30000 MEDIA_MAX=59999
+# SIPp's socket buffers (-buff_size; the kernel caps them at net.core.rmem_max/wmem_max).
+# With its default (~200 KB), the UAC dropped ~70,000 responses at its own socket in 14 s at
+# 5,000 calls/s offered, then retransmitted those INVITEs: the generator's drops, not the
+# relay's, drove the retransmission storm. Per-socket drops are printed at each step.
+SIPP_BUF=${SIPP_BUF:-4194304}
 
 command -v sipp >/dev/null || { echo "sipp not installed (apt-get install sip-tester)" >&2; exit 2; }
 if [ ! -x "$BIN" ]; then
@@ -80,12 +85,17 @@ else (cd "$WORK" && timeout 15 sipp -sf "$OLDPWD/tools/sipp/proxy_register.xml" 
   || { echo "REGISTER failed" >&2; tail -20 "$WORK/register.out" >&2; exit 1; }
 fi
 
-(cd "$WORK" && exec sipp -sf "$OLDPWD/tools/sipp/uas_rr_sdp.xml" -i $IP -mi $IP -p $UAS \
+(cd "$WORK" && exec sipp -sf "$OLDPWD/tools/sipp/uas_rr_sdp.xml" -i $IP -mi $IP -p $UAS -buff_size $SIPP_BUF \
   -mp 20500 -key rtp_port 20504 -cp $UAS_CP -nostdin -bind_local \
   >"$WORK/uas.out" 2>&1) &
 UAS_PID=$!
 PIDS+=("$UAS_PID")
 sleep 1
+
+# socket_drops PORT: datagrams dropped at full receive queues of the UDP sockets bound to PORT.
+socket_drops() {
+  awk -v p=":$(printf '%04X' "$1")" '$2 ~ p"$" {n += $NF} END {print n+0}' /proc/net/udp
+}
 
 # run_step RATE SECS -> 0 when every call succeeded
 run_step() {
@@ -98,8 +108,11 @@ run_step() {
   fi
   local udp_drops_before
   udp_drops_before=$(awk '/^Udp:/ && $2 ~ /^[0-9]/ {print $6}' /proc/net/snmp)
+  local relay_drops_before uas_drops_before
+  relay_drops_before=$(socket_drops $SIP)
+  uas_drops_before=$(socket_drops $UAS)
   local TIMEFORMAT='%U %S'
-  { time (cd "$WORK" && timeout $(( secs + 60 )) sipp -sf "$OLDPWD/tools/sipp/$scenario" $IP:$SIP "${uac_auth[@]}" \
+  { time (cd "$WORK" && timeout $(( secs + 60 )) sipp -sf "$OLDPWD/tools/sipp/$scenario" $IP:$SIP "${uac_auth[@]}" -buff_size $SIPP_BUF \
     -s uas -i $IP -mi $IP -p $UAC -mp $UAC_MP -cp $UAC_CP -r "$rate" -m "$calls" -l $(( rate * 4 )) \
     -d 0 -recv_timeout 5000 -nostdin -trace_stat -stf "$csv" -fd 5 -trace_err \
     >"$WORK/uac_$1_$2.out" 2>&1) ; } 2>"$WORK/uac_$1_$2.time"
@@ -110,6 +123,8 @@ run_step() {
   uac_cpu=$(awk '{printf "%.1f", $1 + $2}' "$WORK/uac_$1_$2.time" 2>/dev/null || echo '?')
   uas_cpu=$(ps -o times= -p "$UAS_PID" 2>/dev/null | tr -d ' ' || echo '?')
   udp_drops=$(( $(awk '/^Udp:/ && $2 ~ /^[0-9]/ {print $6}' /proc/net/snmp) - udp_drops_before ))
+  local relay_drops=$(( $(socket_drops $SIP) - relay_drops_before ))
+  local uas_drops=$(( $(socket_drops $UAS) - uas_drops_before ))
   set -e
   local ok failed
   ok=$(sipp_stat "$csv" "SuccessfulCall(C)" 0)
@@ -121,7 +136,7 @@ run_step() {
   local refused retrans
   refused=$(awk '$1=="503" && $2 ~ /^</ {n+=$3} END{print n+0}' "$WORK/uac_$1_$2.out")
   retrans=$(awk '$1=="INVITE" && $2 ~ /^-/ {n+=$4} END{print n+0}' "$WORK/uac_$1_$2.out")
-  echo "rate $rate/s for ${secs}s: rc=$rc successful=$ok failed=$failed refused-503=$refused invite-retrans=$retrans (relay CPU so far ${cpu}s; SIPp UAC ${uac_cpu}s, UAS so far ${uas_cpu}s; UDP receive-queue drops $udp_drops)"
+  echo "rate $rate/s for ${secs}s: rc=$rc successful=$ok failed=$failed refused-503=$refused invite-retrans=$retrans (relay CPU so far ${cpu}s; SIPp UAC ${uac_cpu}s, UAS so far ${uas_cpu}s; UDP receive-queue drops $udp_drops: relay $relay_drops, UAS $uas_drops, the rest (UAC) $(( udp_drops - relay_drops - uas_drops )))"
   [ "$rc" = 0 ] && [ "$failed" = 0 ] && [ "$ok" = "$calls" ]
 }
 
