@@ -156,11 +156,22 @@ impl<B: MediaBackend> SessionManager<B> {
             d.media.reserve_exact(lines.len());
             for line in lines {
                 let prev = old.next();
-                if let (LineStream::Keep(_), Some(st)) =
-                    (&line.stream, prev.as_ref().and_then(|p| p.stream))
+                if let (LineStream::Keep(_), Some(p), Some(st)) =
+                    (&line.stream, &prev, prev.as_ref().and_then(|p| p.stream))
                 {
-                    self.backend
-                        .update(st.id, offerer, line.desc.end.endpoint.clone(), now);
+                    let endpoint = &line.desc.end.endpoint;
+                    self.backend.update(st.id, offerer, endpoint.clone(), now);
+                    // A side whose RTCP socket was closed (it muxed) gets it back as soon as
+                    // its RTCP may come apart again: the offerer drops mux, or the SDP toward
+                    // the receiver names the RTCP port. Mux is settled again by the answer.
+                    if !endpoint.rtcp_mux {
+                        self.backend.settle_rtcp(st.id, offerer, endpoint, false);
+                    }
+                    if line.receiver_rtcp_port(opts) {
+                        let receiver = &p.end(offerer.other()).endpoint;
+                        self.backend
+                            .settle_rtcp(st.id, offerer.other(), receiver, false);
+                    }
                 }
                 let locals = [offerer_local, relay.local];
                 let (slot, replaced) = offered_slot(prev, line, offerer, locals, opts);

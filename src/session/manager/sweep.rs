@@ -82,6 +82,13 @@ impl<B: MediaBackend> SessionManager<B> {
                     live.rtp.add(&b_rtp);
                     live.rtcp.add(&a_rtcp);
                     live.rtcp.add(&b_rtcp);
+                    // A stream that has carried nothing has nothing to sample: its entry is
+                    // made with its first packet, not kept for every silent stream (memory per
+                    // call).
+                    let any = [a_rtp, a_rtcp, b_rtp, b_rtcp].iter().any(|c| c.packets > 0);
+                    if !any {
+                        continue;
+                    }
                     let q = self.quality.entry(s.id).or_default();
                     if q.due(a_rtcp.packets.wrapping_add(b_rtcp.packets), now) {
                         if let Some(st) = self.backend.stats(s.id) {
