@@ -52,6 +52,9 @@ struct Args {
     /// With --hold: both ends offer and answer `a=rtcp-mux` (one relay socket per side).
     #[arg(long)]
     mux: bool,
+    /// With --hold: leave the calls up (a later run measures what more calls add on top).
+    #[arg(long)]
+    keep: bool,
 }
 
 /// Open descriptors of `pid` (entries of /proc/PID/fd).
@@ -120,8 +123,10 @@ fn hold(args: &Args, n: usize) -> Result<()> {
         }
         settled = rss_bytes(pid);
     }
-    let deletes: Vec<_> = ids.iter().map(|id| ng::delete(id)).collect();
-    client.transact_many(&deletes, &|| false);
+    if !args.keep {
+        let deletes: Vec<_> = ids.iter().map(|id| ng::delete(id)).collect();
+        client.transact_many(&deletes, &|| false);
+    }
     let per_call = after.saturating_sub(before) as f64 / n as f64;
     println!(
         "{}: {n} calls held ({failed} failed): relay RSS {:.1} MiB -> {:.1} MiB, {:.0} bytes per call, {:.0} bytes per stream side",
