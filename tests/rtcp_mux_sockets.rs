@@ -8,11 +8,12 @@
 //! files, and as fixed-file table entries under io_uring (where they hold no descriptor).
 //! RTP and RTCP both flow on the RTP ports of a muxed call, in user space and with the
 //! in-kernel path where it runs (the default start), and its RTCP report blocks still reach
-//! the call's figures; the odd port is free to bind from outside.
+//! the call's figures; the odd port is free to bind from outside. A re-offer without mux
+//! binds the RTCP ports again (the same ports) and RTCP flows on them.
 //!
 //! Ports (block 17000-17999): ng 17000-17002 on 127.0.0.1; relay media 17100-17799 on
 //! 127.0.0.{1,2}, 127.0.0.{3,4} and 127.0.0.{5,6} (one pair of addresses per test);
-//! endpoints 17900-17959 on 127.0.0.1.
+//! endpoints 17900-17951 on 127.0.0.1 (17990-17996 are named in SDP, never bound).
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::process::{Command, Stdio};
@@ -59,10 +60,22 @@ fn sdp(port: u16, sess: u64, mux: bool) -> String {
 
 /// Offer and answer of one call between endpoints at `a` and `b`; the relay ends A and B
 /// send to (from the answer's and the offer's SDP).
-fn call(c: &mut NgClient, id: &str, (a, b): (u16, u16), mux: bool) -> (SocketAddr, SocketAddr) {
+fn call(c: &mut NgClient, id: &str, ends: (u16, u16), mux: bool) -> (SocketAddr, SocketAddr) {
+    signal(c, id, "", ends, mux)
+}
+
+/// [`call`], or a later offer and answer of the same call (`round` tells their cookies
+/// apart).
+fn signal(
+    c: &mut NgClient,
+    id: &str,
+    round: &str,
+    (a, b): (u16, u16),
+    mux: bool,
+) -> (SocketAddr, SocketAddr) {
     let offer = ng(
         c,
-        &format!("{id}-o"),
+        &format!("{id}-o{round}"),
         &Owned::dict()
             .with("command", "offer")
             .with("call-id", id)
@@ -72,7 +85,7 @@ fn call(c: &mut NgClient, id: &str, (a, b): (u16, u16), mux: bool) -> (SocketAdd
     let to_b = relay_end(offer.get("sdp").and_then(Owned::as_str).expect("offer sdp"));
     let answer = ng(
         c,
-        &format!("{id}-a"),
+        &format!("{id}-a{round}"),
         &Owned::dict()
             .with("command", "answer")
             .with("call-id", id)
@@ -143,7 +156,8 @@ fn one_way(
 
 /// RTP and RTCP of one muxed call between endpoints at 127.0.0.1:`ends` and `ends + 10`:
 /// both on the RTP ports both ways, RTCP's report blocks counted in `query`, the RTCP ports
-/// unbound.
+/// unbound; then a re-offer without mux binds them again and RTCP flows there (endpoints'
+/// RTCP at `ends + 1` and `ends + 11`).
 fn media_on_the_rtp_ports(c: &mut NgClient, label: &str, ends: u16) {
     let (a, b) = (bind(ends), bind(ends + 10));
     let id = format!("mux-media-{label}");
@@ -198,17 +212,54 @@ fn media_on_the_rtp_ports(c: &mut NgClient, label: &str, ends: u16) {
         assert_eq!(reports, Some(i64::from(k)), "{tag}: {}", streams[1]);
     }
     // The RTCP ports hold no socket of the relay: anyone may bind them now.
+    let odd = |end: SocketAddr| SocketAddr::new(end.ip(), end.port() + 1);
     for end in [to_a, to_b] {
-        let odd = SocketAddr::new(end.ip(), end.port() + 1);
+        let odd = odd(end);
         assert!(
             UdpSocket::bind(odd).is_ok(),
             "{odd} is still bound ({label})"
         );
     }
+    // A re-offer and answer without mux bind them again, same ports: RTCP flows there.
+    let again = signal(c, &id, "2", (ends, ends + 10), false);
+    assert_eq!(again, (to_a, to_b), "same relay ends");
+    for end in [to_a, to_b] {
+        let odd = odd(end);
+        assert!(
+            UdpSocket::bind(odd).is_err(),
+            "{odd} not bound again ({label})"
+        );
+    }
+    let (a_rtcp, b_rtcp) = (bind(ends + 1), bind(ends + 11));
+    one_way(
+        &a_rtcp,
+        odd(to_a),
+        (&b_rtcp, odd(to_b)),
+        k,
+        rr(0xa10),
+        "A->B RTCP apart",
+    );
+    one_way(
+        &b_rtcp,
+        odd(to_b),
+        (&a_rtcp, odd(to_a)),
+        k,
+        rr(0xb10),
+        "B->A RTCP apart",
+    );
+    one_way(
+        &a,
+        to_a,
+        (&b, to_b),
+        n,
+        |i| pcmu(2 * n + i, 0xa),
+        "A->B RTP apart",
+    );
 }
 
-/// Sets up the media call, then `MUXED` muxed and `PLAIN` unmuxed calls, and checks the
-/// relay's sockets grow by exactly 2 per muxed call and 4 per unmuxed one, read by `count`.
+/// Sets up the media call (unmuxed again at its end), then `MUXED` muxed and `PLAIN` unmuxed
+/// calls, and checks the relay's sockets grow by exactly 2 per muxed call and 4 per unmuxed
+/// one, read by `count`.
 fn sockets_per_call(
     ng_port: u16,
     ips: [&str; 2],
@@ -229,16 +280,15 @@ fn sockets_per_call(
         }
     }
     assert_eq!(used.len(), 2, "calls on both addresses: {used:?}");
-    let muxed = 2 * (MUXED + 1);
+    let muxed = 4 + 2 * MUXED;
     let settled = wait_for(Duration::from_secs(5), || {
         count(&mut c, pid) == before + muxed
     });
     let now = count(&mut c, pid);
     assert!(
         settled,
-        "{label}: {} sockets for {} muxed calls, want 2 each",
+        "{label}: {} sockets for {MUXED} muxed calls and one unmuxed, want 2 each and 4",
         now - before,
-        MUXED + 1
     );
     for i in 0..PLAIN {
         call(&mut c, &format!("{label}-p{i}"), (17994, 17996), false);
@@ -250,9 +300,9 @@ fn sockets_per_call(
     let now = count(&mut c, pid);
     assert!(
         settled,
-        "{label}: {} sockets for {} muxed and {PLAIN} unmuxed calls, want {want}",
+        "{label}: {} sockets for {MUXED} muxed and {} unmuxed calls, want {want}",
         now - before,
-        MUXED + 1
+        PLAIN + 1
     );
     drop(relay);
 }
