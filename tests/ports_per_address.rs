@@ -16,7 +16,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::media::rtp;
-use common::ng::{client, ng, Relay};
+use common::ng::{client, ng, relay_end, Relay};
 use rtpanchor::client::ng::NgClient;
 use rtpanchor::control::bencode::Owned;
 use rtpanchor::sdp::AudioSdp;
@@ -51,20 +51,6 @@ fn start(engine: &str) -> Relay {
 
 fn sdp(port: u16, sess: u64) -> String {
     AudioSdp::new(SocketAddr::from(([127, 0, 0, 1], port)), sess).to_string()
-}
-
-/// The relay address and RTP port an SDP names.
-fn relay_end(sdp: &str) -> SocketAddr {
-    let c = sdp
-        .lines()
-        .find_map(|l| l.strip_prefix("c=IN IP4 "))
-        .unwrap_or_else(|| panic!("no c= line: {sdp}"));
-    let m = sdp
-        .lines()
-        .find_map(|l| l.strip_prefix("m=audio "))
-        .unwrap_or_else(|| panic!("no m= line: {sdp}"));
-    let port: u16 = m.split(' ').next().and_then(|p| p.parse().ok()).unwrap();
-    SocketAddr::new(c.trim().parse().unwrap(), port)
 }
 
 fn offer(c: &mut NgClient, call: &str, phone: u16) -> Owned {

@@ -7,7 +7,14 @@
 #
 # Usage: tools/mem-hold.sh [BINARY...]        (default: target/release/rtpanchor)
 # Env: CALLS (default 10000), HOLD (default 65), REPS (default 1), THREADS (default 2),
-#      NG_PORT (default 2298). Needs target/release/ngbench.
+#      NG_PORT (default 2298), ADDRS (default 1: media on ADDRS loopback addresses from
+#      127.0.0.FIRST_ADDR on, FIRST_ADDR default 1, one --interface each; 25,000 calls need
+#      3 with this 43,000-port range), MUX (1: both ends offer and answer
+#      a=rtcp-mux), RELAY_ARGS (more flags for the relay, e.g. "--io-engine mmsg"),
+#      WARM (default 0: calls set up and held HOLD seconds first, and kept; the figures are
+#      then what CALLS more calls add on top of a relay that has settled: startup memory the
+#      allocator returns late no longer hides in the idle figure).
+#      Needs target/release/ngbench. Prints RSS and descriptors per call.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -17,6 +24,15 @@ HOLD=${HOLD:-65}
 REPS=${REPS:-1}
 THREADS=${THREADS:-2}
 NG_PORT=${NG_PORT:-2298}
+ADDRS=${ADDRS:-1}
+FIRST_ADDR=${FIRST_ADDR:-1}
+MUX=${MUX:-0}
+WARM=${WARM:-0}
+read -r -a EXTRA <<<"${RELAY_ARGS:-}"
+IFACE_ARGS=()
+for k in $(seq "$FIRST_ADDR" $((FIRST_ADDR + ADDRS - 1))); do IFACE_ARGS+=(--interface "127.0.0.$k"); done
+MUX_ARG=()
+[ "$MUX" = 1 ] && MUX_ARG=(--mux)
 [ $# -gt 0 ] || set -- "$ROOT/target/release/rtpanchor"
 [ -x "$NGBENCH" ] || { echo "build first: cargo build --release -p rtpbench" >&2; exit 2; }
 
@@ -33,13 +49,17 @@ trap stop_relay EXIT
 
 for rep in $(seq "$REPS"); do
     for bin in "$@"; do
-        "$bin" --interface 127.0.0.1 --listen-ng "127.0.0.1:$NG_PORT" --num-threads "$THREADS" \
-            --port-min 22000 --port-max 65000 --log-level warn >/dev/null 2>&1 &
+        "$bin" "${IFACE_ARGS[@]}" --listen-ng "127.0.0.1:$NG_PORT" --num-threads "$THREADS" \
+            --port-min 22000 --port-max 65000 --log-level warn --no-sip "${EXTRA[@]}" >/dev/null 2>&1 &
         RELAY_PID=$!
         sleep 2
         kill -0 "$RELAY_PID" || { echo "$bin did not start" >&2; exit 1; }
         echo "== rep $rep: $bin (pid $RELAY_PID)"
-        "$NGBENCH" --ng "127.0.0.1:$NG_PORT" --hold "$CALLS" --hold-secs "$HOLD" \
+        if [ "$WARM" -gt 0 ]; then
+            "$NGBENCH" --ng "127.0.0.1:$NG_PORT" --hold "$WARM" --hold-secs "$HOLD" "${MUX_ARG[@]}" \
+                --keep --relay-pid "$RELAY_PID" --label warm-up >/dev/null
+        fi
+        "$NGBENCH" --ng "127.0.0.1:$NG_PORT" --hold "$CALLS" --hold-secs "$HOLD" "${MUX_ARG[@]}" \
             --relay-pid "$RELAY_PID" --label "$(basename "$(dirname "$(dirname "$(dirname "$bin")")")")"
         stop_relay
     done

@@ -124,6 +124,18 @@ impl WorkerCore {
                 self.table.update(id, side, &init)
             }
             Command::Pause => io.pause(&mut self.table),
+            Command::Rtcp { id, side, open } => match open {
+                None => {
+                    if let Some(i) = self.table.close_rtcp(id, side) {
+                        io.detach(&mut self.table, i);
+                    }
+                }
+                Some(open) => {
+                    if let Some(i) = self.table.open_rtcp(id, side, *open) {
+                        io.attach(&mut self.table, i);
+                    }
+                }
+            },
             Command::Remove(id) => {
                 if let (Some(k), Some(group)) = (self.kernel.as_mut(), self.table.group(id)) {
                     k.forget_group(&mut self.table.slots, group, &self.shared.counters);

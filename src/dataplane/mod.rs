@@ -97,10 +97,20 @@ struct StreamEntry {
     /// Counters a restored stream had before (A RTP, A RTCP, B RTP, B RTCP), added to what
     /// its sockets count now.
     base: Option<Box<[SocketCounters; 4]>>,
-    /// Copies of the stream's four sockets (same order as the ports), kept when a takeover
-    /// may ask for them: the io_uring engine keeps its own in the ring's fixed-file table,
-    /// which has no descriptor to hand over.
-    handover: Option<Box<[std::os::fd::OwnedFd; 4]>>,
+    /// Whether side A's and side B's separate RTCP sockets are bound (closed while that
+    /// side's endpoint muxes RTCP on its RTP port; the port stays reserved).
+    rtcp_open: [bool; 2],
+    /// Copies of the stream's sockets (same order as the ports; none for a closed RTCP
+    /// socket), kept when a takeover may ask for them: the io_uring engine keeps its own in
+    /// the ring's fixed-file table, which has no descriptor to hand over.
+    handover: Option<Box<[Option<std::os::fd::OwnedFd>; 4]>>,
+}
+
+impl StreamEntry {
+    /// Sockets the stream holds now (two per side, one per side that muxes).
+    fn sockets(&self) -> usize {
+        2 + self.rtcp_open.iter().filter(|o| **o).count()
+    }
 }
 
 /// Adds a restored stream's earlier counters (packets, bytes, errors; times are this
@@ -364,7 +374,9 @@ impl DataPlane {
                 e.b_ports.rtcp(),
             ];
             for (port, fd) in ports.into_iter().zip(fds.iter()) {
-                out.push((port, fd.try_clone()?));
+                if let Some(fd) = fd {
+                    out.push((port, fd.try_clone()?));
+                }
             }
         }
         Ok(out)
@@ -533,7 +545,9 @@ impl DataPlane {
         });
         let handover = if self.keep_handover {
             match [&a_rtp, &a_rtcp, &b_rtp, &b_rtcp].map(|fd| fd.try_clone()) {
-                [Ok(a), Ok(b), Ok(c), Ok(d)] => Some(Box::new([a, b, c, d])),
+                [Ok(a), Ok(b), Ok(c), Ok(d)] => {
+                    Some(Box::new([Some(a), Some(b), Some(c), Some(d)]))
+                }
                 _ => {
                     tracing::warn!("no descriptor left to keep a stream's sockets for a takeover");
                     None
@@ -552,7 +566,7 @@ impl DataPlane {
         };
         if let Err(Command::Add(ns)) = self.workers[worker].send(Command::Add(Box::new(ns))) {
             drop(ns);
-            self.placement.remove(worker);
+            self.placement.remove(worker, placement::SOCKETS_PER_STREAM);
             self.ports.release(pools[0], a_ports);
             self.ports.release(pools[1], b_ports);
             return Err(BackendError::Unavailable("data plane queue full".into()));
@@ -570,6 +584,7 @@ impl DataPlane {
                 }),
                 confirmed: restored.map_or([false, false], |r| r.confirmed),
                 base: restored.map(|r| Box::new(r.base)),
+                rtcp_open: [true; 2],
                 handover,
             },
         );
@@ -683,7 +698,7 @@ impl MediaBackend for DataPlane {
     fn close(&mut self, id: StreamId) {
         if let Some(e) = self.streams.remove(&id) {
             e.shared.closed.store(true, Ordering::Relaxed);
-            self.placement.remove(e.worker);
+            self.placement.remove(e.worker, e.sockets());
             if let Some(w) = self.workers.get(e.worker) {
                 // The `closed` flag stops the worker relaying at once, but not the kernel: with
                 // the fast path the worker is woken to take the stream's entries out now,
@@ -710,6 +725,53 @@ impl MediaBackend for DataPlane {
             self.ports.release(e.pools[0], e.a_ports);
             self.ports.release(e.pools[1], e.b_ports);
         }
+    }
+
+    fn settle_rtcp(&mut self, id: StreamId, side: Side, endpoint: &EndpointSpec, muxed: bool) {
+        let Some(e) = self.streams.get_mut(&id) else {
+            return;
+        };
+        let i = match side {
+            Side::A => 0,
+            Side::B => 1,
+        };
+        if e.rtcp_open[i] != muxed {
+            return;
+        }
+        let worker = e.worker;
+        let open = if muxed {
+            None
+        } else {
+            let pair = if i == 0 { e.a_ports } else { e.b_ports };
+            let Some(ip) = self.ports.addr(e.pools[i]) else {
+                return;
+            };
+            let local = std::net::SocketAddr::new(ip, pair.rtcp());
+            let socket = match sockets::bind_udp(local, self.sockopts) {
+                Ok(s) => s,
+                Err(error) => {
+                    // Its RTCP is not relayed (counted as no destination) until a later
+                    // signal binds it; the call's RTP goes on.
+                    tracing::warn!(%local, %error, "cannot bind a stream's RTCP port again");
+                    return;
+                }
+            };
+            Some(Box::new(worker::RtcpOpen {
+                socket,
+                port: pair.rtcp(),
+                init: side_init(endpoint),
+            }))
+        };
+        if let Some(fds) = e.handover.as_deref_mut() {
+            fds[2 * i + 1] = open.as_ref().and_then(|o| o.socket.try_clone().ok());
+        }
+        e.rtcp_open[i] = !muxed;
+        if muxed {
+            self.placement.remove(worker, 1);
+        } else {
+            self.placement.add(worker);
+        }
+        self.send(worker, Command::Rtcp { id, side, open });
     }
 
     fn stats(&self, id: StreamId) -> Option<StreamStats> {

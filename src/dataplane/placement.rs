@@ -9,7 +9,8 @@
 //! it into a table; sockets still waiting for that count against the spare descriptors too.
 //! What the budget leaves free absorbs a worker that falls behind a burst of offers.
 
-/// Sockets per stream: RTP and RTCP on each side.
+/// Sockets per stream when it opens: RTP and RTCP on each side (a side whose endpoint
+/// muxes RTCP closes its RTCP socket once the answer settles it, see `DataPlane`).
 pub const SOCKETS_PER_STREAM: usize = 4;
 
 pub struct Placement {
@@ -77,10 +78,19 @@ impl Placement {
         ring
     }
 
-    /// A stream on `ring` ended.
-    pub fn remove(&mut self, ring: usize) {
+    /// `sockets` sockets on `ring` were closed (a stream ended, or a side's RTCP socket
+    /// closed because it muxes).
+    pub fn remove(&mut self, ring: usize, sockets: usize) {
         if let Some(n) = self.sockets.get_mut(ring) {
-            *n = n.saturating_sub(SOCKETS_PER_STREAM);
+            *n = n.saturating_sub(sockets);
+        }
+    }
+
+    /// A socket was bound again on `ring` (a side's RTCP socket, after a re-offer without
+    /// mux).
+    pub fn add(&mut self, ring: usize) {
+        if let Some(n) = self.sockets.get_mut(ring) {
+            *n += 1;
         }
     }
 }
@@ -108,8 +118,8 @@ mod tests {
         assert_eq!(p.place(0), 1);
         assert_eq!(p.descriptor_sockets(), 12);
         // A stream of ring 0 ends: its room is taken again before ring 1's.
-        p.remove(0);
-        p.remove(1);
+        p.remove(0, SOCKETS_PER_STREAM);
+        p.remove(1, SOCKETS_PER_STREAM);
         assert_eq!(p.descriptor_sockets(), 4);
         assert_eq!(p.place(0), 0);
         assert_eq!(p.descriptor_sockets(), 8);

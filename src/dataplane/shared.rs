@@ -54,9 +54,12 @@ impl Counters {
 pub struct QualityCell {
     packets: AtomicU64,
     bytes: AtomicU64,
-    expected: AtomicU64,
-    lost: AtomicU64, // i64 bits
-    ext_seq: AtomicU64,
+    /// Expected packets, loss (i32 bits) and the extended highest sequence number are 32-bit
+    /// (saturating), as RTCP carries them: four billion packets is 2.7 years at 50 pps, and
+    /// the smaller cell keeps the stream's record in a smaller allocator class.
+    expected: AtomicU32,
+    lost: AtomicU32,
+    ext_seq: AtomicU32,
     duplicates: AtomicU32,
     reordered: AtomicU32,
     ssrc: AtomicU32,
@@ -75,9 +78,11 @@ impl QualityCell {
     pub fn publish(&self, s: &RtpStreamStats) {
         self.packets.store(s.packets, Relaxed);
         self.bytes.store(s.bytes, Relaxed);
-        self.expected.store(s.expected, Relaxed);
-        self.lost.store(s.lost as u64, Relaxed);
-        self.ext_seq.store(s.extended_highest_seq, Relaxed);
+        self.expected.store(saturate(s.expected), Relaxed);
+        let lost = s.lost.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32;
+        self.lost.store(lost as u32, Relaxed);
+        self.ext_seq
+            .store(saturate(s.extended_highest_seq), Relaxed);
         self.duplicates.store(saturate(s.duplicates), Relaxed);
         self.reordered.store(saturate(s.reordered), Relaxed);
         self.ssrc.store(s.ssrc, Relaxed);
@@ -91,7 +96,7 @@ impl QualityCell {
     /// Loss (RFC 3550 A.3, may be negative), duplicates and reordered packets as published.
     pub fn counts(&self) -> (i64, u64, u64) {
         (
-            self.lost.load(Relaxed) as i64,
+            i64::from(self.lost.load(Relaxed) as i32),
             u64::from(self.duplicates.load(Relaxed)),
             u64::from(self.reordered.load(Relaxed)),
         )
@@ -106,9 +111,9 @@ impl QualityCell {
             ssrc: self.ssrc.load(Relaxed),
             ssrc_changes: self.ssrc_changes.load(Relaxed),
             payload_type: self.pt.load(Relaxed) as u8,
-            extended_highest_seq: self.ext_seq.load(Relaxed),
-            expected: self.expected.load(Relaxed),
-            lost: self.lost.load(Relaxed) as i64,
+            extended_highest_seq: u64::from(self.ext_seq.load(Relaxed)),
+            expected: u64::from(self.expected.load(Relaxed)),
+            lost: i64::from(self.lost.load(Relaxed) as i32),
             duplicates: u64::from(self.duplicates.load(Relaxed)),
             reordered: u64::from(self.reordered.load(Relaxed)),
             jitter_rtp_units: self.jitter_units.load(Relaxed),
@@ -209,18 +214,18 @@ impl SideShared {
     }
 }
 
-/// Both sides of one stream. One allocation per stream, cache-line aligned so streams
-/// written by different workers never share a line.
+/// Both sides of one stream. One allocation per stream: with its `Arc` header 384 bytes, an
+/// allocator size class (it was padded to a cache line, 448 bytes with the header: memory
+/// per call). Two streams' records may now share a line at their edges, where this one has
+/// the fields written on housekeeping (`kernel`, `locals`) and the next its reference counts.
 #[derive(Default, Debug)]
-#[repr(align(64))]
 pub struct StreamShared {
     pub sides: [SideShared; 2],
     /// Set by the control plane on close: the worker drops this stream's packets at once
     /// and frees its sockets on its next turn (closing needs no wake-up of its own).
     pub closed: std::sync::atomic::AtomicBool,
     /// [`KernelStatus`] code of each side's RTP direction, written by the worker's
-    /// housekeeping. Bytes beside `closed`, in the struct's alignment padding: no memory per
-    /// stream.
+    /// housekeeping. Bytes beside `closed`.
     pub kernel: [AtomicU8; 2],
     /// RTP packets of each side's direction that the in-kernel path relayed (folded in from
     /// the kernel's counts on the worker's housekeeping; saturating). 32 bits, so they too
@@ -229,7 +234,7 @@ pub struct StreamShared {
     /// Which of the relay's interface addresses (their order in the configuration) side A's
     /// and side B's sockets are bound on ([`NO_LOCAL`]: none known), fixed when the stream
     /// opens: the two sides may be on two networks, and the fast path names each socket by
-    /// its address. Two bytes, in the alignment padding as well.
+    /// its address. Two bytes.
     pub locals: [u8; 2],
 }
 

@@ -269,7 +269,8 @@ mod size_tests {
     /// just under an allocator size class, so a few bytes more cost a whole class. Slots
     /// live in one vector: 120 bytes since each keeps its socket's kernel drop count.
     /// `StreamShared` went from 320 to 384 bytes (one cache line) when each side's RTCP cell
-    /// started keeping what round-trip times need (LSR/DLSR and the two newest SRs).
+    /// started keeping what round-trip times need (LSR/DLSR and the two newest SRs), and to
+    /// 368 (384 with its `Arc` header, no longer padded to a cache line) for issue 19.
     #[test]
     fn worker_memory_per_stream_stays_small() {
         use std::mem::size_of;
@@ -283,15 +284,16 @@ mod size_tests {
             "RtpState is {} bytes",
             size_of::<RtpState>()
         );
+        // 368 + the Arc's two counts = 384, an allocator size class.
         assert!(
-            size_of::<StreamShared>() <= 384,
+            size_of::<StreamShared>() <= 368,
             "StreamShared is {} bytes",
             size_of::<StreamShared>()
         );
         let per_stream =
             4 * size_of::<Slot>() + 2 * size_of::<RtpState>() + size_of::<StreamShared>();
         assert!(
-            per_stream <= 1_184,
+            per_stream <= 1_168,
             "worker state per stream is {per_stream} bytes"
         );
     }

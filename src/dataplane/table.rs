@@ -3,13 +3,40 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
 
 use crate::session::backend::{Side, StreamId};
 use crate::session::latch::Latch;
 
+use super::shared::StreamShared;
 use super::shared::{A_RTCP, A_RTP, B_RTCP, B_RTP};
 use super::slot::{DirtyList, RtpState, Slot, SlotIdx, SlotKind};
-use super::worker::{NewStream, SideInit};
+use super::worker::{NewStream, RtcpOpen, SideInit};
+
+/// The side and kind of a stream's slot at `pos` (A_RTP, A_RTCP, B_RTP, B_RTCP).
+fn position(pos: usize) -> (Side, SlotKind) {
+    match pos {
+        A_RTP => (Side::A, SlotKind::Rtp),
+        A_RTCP => (Side::A, SlotKind::Rtcp),
+        B_RTP => (Side::B, SlotKind::Rtp),
+        _ => (Side::B, SlotKind::Rtcp),
+    }
+}
+
+fn rtp_position(side: Side) -> usize {
+    match side {
+        Side::A => A_RTP,
+        Side::B => B_RTP,
+    }
+}
+
+fn rtcp_position(side: Side) -> usize {
+    match side {
+        Side::A => A_RTCP,
+        Side::B => B_RTCP,
+    }
+}
 
 /// A worker's slots, indexed by the number carried in each completion (no hashing per packet).
 pub struct SlotTable {
@@ -81,35 +108,100 @@ impl SlotTable {
             self.take_slot(),
         ];
         for (pos, sock) in sockets.into_iter().enumerate() {
-            let (side, kind, init) = match pos {
-                A_RTP => (Side::A, SlotKind::Rtp, &a),
-                A_RTCP => (Side::A, SlotKind::Rtcp, &a),
-                B_RTP => (Side::B, SlotKind::Rtp, &b),
-                _ => (Side::B, SlotKind::Rtcp, &b),
-            };
-            let (peer_rtp, peer_rtcp) = match side {
-                Side::A => (idx[B_RTP], idx[B_RTCP]),
-                Side::B => (idx[A_RTP], idx[A_RTCP]),
-            };
-            let s = &mut self.slots[idx[pos].index()];
-            let generation = s.generation;
-            *s = Slot::empty();
-            s.generation = generation.wrapping_add(1) & 0x00ff_ffff;
-            s.attach(sock);
-            s.local_port = ports[pos];
-            s.stream = id;
-            s.side = side;
-            s.kind = kind;
-            s.peer_rtp = peer_rtp;
-            s.peer_rtcp = peer_rtcp;
-            s.shared = Some(shared.clone());
-            Self::init_side(s, init, kind);
+            let init = if pos < B_RTP { &a } else { &b };
+            self.install(idx, pos, sock, ports[pos], id, init, &shared);
         }
         self.streams.insert(id, idx);
         idx
     }
 
-    /// A stream's four slot indices (A_RTP, A_RTCP, B_RTP, B_RTCP).
+    /// Fills slot `group[pos]` (a fresh generation) for stream `id`: its socket, port, side,
+    /// kind, peers (the other side's slots in `group`) and signalling.
+    #[allow(clippy::too_many_arguments)]
+    fn install(
+        &mut self,
+        group: [SlotIdx; 4],
+        pos: usize,
+        sock: OwnedFd,
+        port: u16,
+        id: StreamId,
+        init: &SideInit,
+        shared: &Arc<StreamShared>,
+    ) {
+        let (side, kind) = position(pos);
+        let (peer_rtp, peer_rtcp) = match side {
+            Side::A => (group[B_RTP], group[B_RTCP]),
+            Side::B => (group[A_RTP], group[A_RTCP]),
+        };
+        let Some(s) = self.slots.get_mut(group[pos].index()) else {
+            return;
+        };
+        let generation = s.generation;
+        *s = Slot::empty();
+        s.generation = generation.wrapping_add(1) & 0x00ff_ffff;
+        s.attach(sock);
+        s.local_port = port;
+        s.stream = id;
+        s.side = side;
+        s.kind = kind;
+        s.peer_rtp = peer_rtp;
+        s.peer_rtcp = peer_rtcp;
+        s.shared = Some(shared.clone());
+        Self::init_side(s, init, kind);
+    }
+
+    /// Points the other side's slots of `group` at `side`'s RTCP slot `to` (NONE: none).
+    fn repoint_rtcp_peers(&mut self, group: [SlotIdx; 4], side: Side, to: SlotIdx) {
+        let others = match side {
+            Side::A => [group[B_RTP], group[B_RTCP]],
+            Side::B => [group[A_RTP], group[A_RTCP]],
+        };
+        for o in others {
+            if let Some(s) = self.slots.get_mut(o.index()) {
+                s.peer_rtcp = to;
+            }
+        }
+    }
+
+    /// Takes `side`'s RTCP slot out of stream `id` (its endpoint muxes RTCP on the RTP port):
+    /// the slot is marked closing and returned for the engine to release; the stream goes
+    /// on with three slots (RTCP toward that side leaves by its RTP slot).
+    pub fn close_rtcp(&mut self, id: StreamId, side: Side) -> Option<SlotIdx> {
+        let pos = rtcp_position(side);
+        let group = self.streams.get_mut(&id)?;
+        let i = std::mem::replace(&mut group[pos], SlotIdx::NONE);
+        let group = *group;
+        if i == SlotIdx::NONE {
+            return None;
+        }
+        self.repoint_rtcp_peers(group, side, SlotIdx::NONE);
+        let s = self.slots.get_mut(i.index())?;
+        s.closing = true;
+        Some(i)
+    }
+
+    /// Gives stream `id` a new RTCP slot for `side` (bound again: a re-offer without mux) and
+    /// returns it for the engine to attach. `None` (the socket is dropped) when the stream
+    /// is gone or the side has its RTCP slot.
+    pub fn open_rtcp(&mut self, id: StreamId, side: Side, open: RtcpOpen) -> Option<SlotIdx> {
+        let pos = rtcp_position(side);
+        let group = *self.streams.get(&id)?;
+        if group[pos] != SlotIdx::NONE {
+            return None;
+        }
+        let rtp = group[rtp_position(side)];
+        let shared = self.slots.get(rtp.index())?.shared.clone()?;
+        let i = self.take_slot();
+        let mut group = group;
+        group[pos] = i;
+        self.install(group, pos, open.socket, open.port, id, &open.init, &shared);
+        self.repoint_rtcp_peers(group, side, i);
+        self.streams.insert(id, group);
+        Some(i)
+    }
+
+    /// A stream's four slot indices (A_RTP, A_RTCP, B_RTP, B_RTCP); an RTCP one is
+    /// [`SlotIdx::NONE`] while its side muxes RTCP and its socket is closed.
     pub fn group(&self, id: StreamId) -> Option<[SlotIdx; 4]> {
         self.streams.get(&id).copied()
     }

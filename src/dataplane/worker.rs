@@ -41,6 +41,13 @@ pub struct NewStream {
     pub shared: Arc<StreamShared>,
 }
 
+/// A side's RTCP socket bound again, with its port and the side's signalling.
+pub struct RtcpOpen {
+    pub socket: OwnedFd,
+    pub port: u16,
+    pub init: SideInit,
+}
+
 pub enum Command {
     Add(Box<NewStream>),
     /// Boxed, like `Add`: every slot of the command queue is as large as its largest
@@ -51,6 +58,13 @@ pub enum Command {
         init: Box<SideInit>,
     },
     Remove(StreamId),
+    /// A side's separate RTCP socket: closed (`None`: its endpoint muxes RTCP on the RTP
+    /// port; the slot is freed) or attached again (a re-offer without mux).
+    Rtcp {
+        id: StreamId,
+        side: Side,
+        open: Option<Box<RtcpOpen>>,
+    },
     /// A takeover: stop receiving on every socket (the receives in flight end first and what
     /// they brought is relayed), then set [`WorkerShared::paused`]. Datagrams arriving later
     /// stay in the sockets' queues for the process that took them over.

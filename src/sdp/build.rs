@@ -4,7 +4,8 @@
 //!
 //! The body: `v=0`, `o=<user> <session id> 1 IN IP4|IP6 <address>`, `s=<name>`, a session
 //! `c=` line, `t=0 0`, `m=audio <port> RTP/AVP 0 [<event PT>]`, `a=rtpmap:0 PCMU/8000`, then
-//! optionally `a=rtpmap:<PT> telephone-event/8000` (RFC 4733) and `a=ptime:<ms>`, and
+//! optionally `a=rtpmap:<PT> telephone-event/8000` (RFC 4733), `a=ptime:<ms>` and
+//! `a=rtcp-mux` (RFC 5761), and
 //! `a=sendrecv`; every line ends in CRLF. No `a=rtcp:` line, so RTCP is on `port + 1`
 //! (RFC 3605's default).
 
@@ -26,6 +27,8 @@ pub struct AudioSdp<'a> {
     pub telephone_event: Option<u8>,
     /// `a=ptime`, if given.
     pub ptime_ms: Option<u32>,
+    /// `a=rtcp-mux` (RFC 5761): RTCP on the RTP port.
+    pub rtcp_mux: bool,
 }
 
 impl AudioSdp<'static> {
@@ -38,6 +41,7 @@ impl AudioSdp<'static> {
             session_name: "-",
             telephone_event: None,
             ptime_ms: None,
+            rtcp_mux: false,
         }
     }
 }
@@ -67,6 +71,13 @@ impl<'a> AudioSdp<'a> {
             ..self
         }
     }
+
+    pub fn rtcp_mux(self, on: bool) -> Self {
+        AudioSdp {
+            rtcp_mux: on,
+            ..self
+        }
+    }
 }
 
 impl fmt::Display for AudioSdp<'_> {
@@ -89,6 +100,9 @@ impl fmt::Display for AudioSdp<'_> {
         }
         if let Some(ms) = self.ptime_ms {
             write!(f, "a=ptime:{ms}\r\n")?;
+        }
+        if self.rtcp_mux {
+            f.write_str("a=rtcp-mux\r\n")?;
         }
         f.write_str("a=sendrecv\r\n")
     }

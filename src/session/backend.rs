@@ -345,6 +345,14 @@ pub trait MediaBackend: Send {
     }
     /// New signalling for one side (answer, re-offer): new addresses, latch mode, codecs.
     fn update(&mut self, id: StreamId, side: Side, endpoint: EndpointSpec, now: Nanos);
+    /// Signalling settled whether `side`'s endpoint muxes RTCP on its RTP port (an answer
+    /// accepted mux, or a re-offer dropped it). While it does (`muxed`), the side's separate
+    /// RTCP socket is closed and its port stays reserved (one socket per side); when it no
+    /// longer does, the socket is bound again, with `endpoint` as the side's signalling.
+    /// Unknown ids are ignored; the default keeps every socket.
+    fn settle_rtcp(&mut self, id: StreamId, side: Side, endpoint: &EndpointSpec, muxed: bool) {
+        let _ = (id, side, endpoint, muxed);
+    }
     /// Stops relaying and frees both port pairs. Unknown ids are ignored.
     fn close(&mut self, id: StreamId);
     /// Current counters; `None` for unknown ids. Never waits for the data plane.

@@ -30,6 +30,9 @@ pub struct FakeStream {
     pub opened_at: Nanos,
     /// The address pools side A's and side B's ports came from.
     pub pools: [AddressId; 2],
+    /// Whether side A's and side B's separate RTCP sockets would be bound (see
+    /// [`MediaBackend::settle_rtcp`]).
+    pub rtcp_open: [bool; 2],
 }
 
 #[derive(Debug)]
@@ -162,6 +165,7 @@ impl MediaBackend for FakeBackend {
                 updates: (0, 0),
                 opened_at: now,
                 pools: [a_pool, b_pool],
+                rtcp_open: [true; 2],
             },
         );
         self.opens += 1;
@@ -204,6 +208,7 @@ impl MediaBackend for FakeBackend {
                 updates: (0, 0),
                 opened_at: now,
                 pools: [a_pool, b_pool],
+                rtcp_open: [true; 2],
             },
         );
         self.opens += 1;
@@ -223,6 +228,16 @@ impl MediaBackend for FakeBackend {
                     s.updates.1 += 1;
                 }
             }
+        }
+    }
+
+    fn settle_rtcp(&mut self, id: StreamId, side: Side, _: &EndpointSpec, muxed: bool) {
+        if let Some(s) = self.streams.get_mut(&id) {
+            let i = match side {
+                Side::A => 0,
+                Side::B => 1,
+            };
+            s.rtcp_open[i] = !muxed;
         }
     }
 

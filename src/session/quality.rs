@@ -282,6 +282,23 @@ impl StreamQuality {
         now: Nanos,
         closing: bool,
     ) -> [Option<QualitySample>; 2] {
+        self.observe_with(st, now, closing, true)
+    }
+
+    /// [`Self::observe`] on the first look at a stream that already carries media: receiver
+    /// reports are sampled, the relay's own measurement only from the next period on (not
+    /// off the first few packets), as when the first look came before the media.
+    pub fn observe_first(&mut self, st: &StreamStats, now: Nanos) -> [Option<QualitySample>; 2] {
+        self.observe_with(st, now, false, false)
+    }
+
+    fn observe_with(
+        &mut self,
+        st: &StreamStats,
+        now: Nanos,
+        closing: bool,
+        relay: bool,
+    ) -> [Option<QualitySample>; 2] {
         let mut taken = [None, None];
         for receiver in [Side::A, Side::B] {
             let sender = receiver.other();
@@ -328,7 +345,8 @@ impl StreamQuality {
                     rtt_leg_us: leg,
                     from_rtcp: true,
                 }));
-            } else if d.reports_seen == 0
+            } else if relay
+                && d.reports_seen == 0
                 && heard.expected > d.expected_seen
                 && due(RELAY_SAMPLE_NS)
             {

@@ -107,6 +107,21 @@ pub fn relay_port(sdp: &str) -> u16 {
     m.split(' ').nth(1).unwrap().parse().unwrap()
 }
 
+/// The relay address and RTP port an SDP names (its `c=` line and first `m=audio` port).
+pub fn relay_end(sdp: &str) -> SocketAddr {
+    let c = sdp
+        .lines()
+        .find_map(|l| l.strip_prefix("c=IN IP4 "))
+        .unwrap_or_else(|| panic!("no c= line: {sdp}"));
+    let port = sdp
+        .lines()
+        .find_map(|l| l.strip_prefix("m=audio "))
+        .and_then(|m| m.split(' ').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no m= port: {sdp}"));
+    SocketAddr::new(c.trim().parse().expect("c= address"), port)
+}
+
 pub fn int_at(v: &Owned, path: &[&str]) -> i64 {
     let mut cur = v;
     for k in path {

@@ -104,6 +104,12 @@ impl<B: MediaBackend> SessionManager<B> {
                             self.backend
                                 .update(s.id, offerer, off.endpoint.clone(), now);
                         }
+                        // The answer settles rtcp-mux for both ends: a side that muxes keeps
+                        // one socket (its RTCP port stays reserved, unbound).
+                        self.backend
+                            .settle_rtcp(s.id, offerer, &off.endpoint, line.offerer_mux);
+                        self.backend
+                            .settle_rtcp(s.id, answerer, &end.endpoint, line.answerer_mux);
                     }
                     AnswerStream::Close(s) => {
                         to_close.push(s.id);

@@ -439,7 +439,9 @@ pub struct SessionManager<B: MediaBackend> {
     /// The state store's sink and the calls waiting to be written to it.
     store: persist::StoreState,
     /// Quality samples of live streams (taken by the sweep; see `session::quality`).
-    quality: HashMap<StreamId, StreamQuality>,
+    /// Boxed values (~0.5 KB each): the table's spare buckets then cost 16 bytes, not a
+    /// whole record (memory per call).
+    quality: HashMap<StreamId, Box<StreamQuality>>,
     /// Every quality sample taken so far, summed (`/metrics`).
     sample_totals: crate::session::quality::SampleTotals,
     /// Where call records go (`record.rs`), and how many a full queue cost.

@@ -526,6 +526,12 @@ impl<B: MediaBackend> SessionManager<B> {
                             .restore(spec, &r, now)
                             .map_err(|e| RestoreError::Ports(s.a_port, s.b_port, e.to_string()))?;
                         opened.push(o.id);
+                        // Sides that settled on mux keep one socket, as before the restart.
+                        for (side, end) in [(Side::A, &a), (Side::B, &b)] {
+                            if d.answered && end.known && end.endpoint.rtcp_mux {
+                                self.backend.settle_rtcp(o.id, side, &end.endpoint, true);
+                            }
+                        }
                         Some(o)
                     }
                     None => None,

@@ -350,6 +350,25 @@ pub(super) struct OfferLine {
     pub(super) receiver_muxes: bool,
 }
 
+impl OfferLine {
+    /// Whether the SDP toward the receiver offers rtcp-mux, and whether its `a=rtcp` still
+    /// names the separate RTCP port beside it. Until the answer accepts mux, its RTCP may
+    /// come apart: the RTCP port stays offered (and bound), unless `require` asks for
+    /// mux-only on purpose or the receiver muxes already (a re-offer in a dialogue that
+    /// negotiated mux).
+    pub(super) fn toward_receiver(&self, opts: &NegotiateOptions) -> (bool, bool) {
+        let mux = opts.rtcp_mux.toward_answerer(self.desc.end.mux_in_sdp);
+        let fallback = mux && opts.rtcp_mux != RtcpMuxPolicy::Require && !self.receiver_muxes;
+        (mux, fallback)
+    }
+
+    /// Whether the receiver may send RTCP to the separate RTCP port after this offer.
+    pub(super) fn receiver_rtcp_port(&self, opts: &NegotiateOptions) -> bool {
+        let (mux, fallback) = self.toward_receiver(opts);
+        !mux || fallback
+    }
+}
+
 /// What an offer asks of the call, worked out from the SDP and the call as it stands, with
 /// nothing allocated and nothing changed: the dialogue it goes to, who offers, the relay
 /// addresses for the receiving leg and, per m= line, the stream to keep, open or close.
@@ -479,11 +498,7 @@ impl<'s> OfferPlan<'s> {
     /// to (the streams must be allocated by now).
     pub(super) fn render(&self, opts: &NegotiateOptions) -> Result<Vec<u8>, NegotiateError> {
         let lines = self.lines.iter().map(|l| {
-            let mux = opts.rtcp_mux.toward_answerer(l.desc.end.mux_in_sdp);
-            // Until the answer accepts mux, its RTCP may come apart: the RTCP port stays
-            // offered (and bound), unless `require` asks for mux-only on purpose or the
-            // receiver muxes already (a re-offer in a dialogue that negotiated mux).
-            let fallback = mux && opts.rtcp_mux != RtcpMuxPolicy::Require && !l.receiver_muxes;
+            let (mux, fallback) = l.toward_receiver(opts);
             (l.stream.relayed(), mux, fallback)
         });
         self.out.render(lines, self.offerer.other(), opts)

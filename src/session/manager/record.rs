@@ -55,8 +55,8 @@ impl<B: MediaBackend> SessionManager<B> {
                 let mut q = self
                     .quality
                     .get(&opened.id)
-                    .cloned()
-                    .unwrap_or_else(StreamQuality::default);
+                    .map(|q| StreamQuality::clone(q))
+                    .unwrap_or_default();
                 q.observe(&st, now, true);
                 let mut directions = Vec::new();
                 for from in [Side::A, Side::B] {

@@ -11,7 +11,7 @@ use crate::session::manager::{
 };
 use crate::session::model::{Call, MediaSlot};
 use crate::session::ports::pairs_in_range;
-use crate::session::quality::DirectionSummary;
+use crate::session::quality::{DirectionSummary, StreamQuality};
 use crate::time::{Nanos, NANOS_PER_SEC};
 
 impl<B: MediaBackend> SessionManager<B> {
@@ -225,7 +225,11 @@ impl<B: MediaBackend> SessionManager<B> {
             let Some(st) = self.backend.stats(s.id) else {
                 continue;
             };
-            let mut q = self.quality.get(&s.id).cloned().unwrap_or_default();
+            let mut q = self
+                .quality
+                .get(&s.id)
+                .map(|q| StreamQuality::clone(q))
+                .unwrap_or_default();
             q.observe(&st, st.last_packet_ns(), true);
             for receiver in [Side::A, Side::B] {
                 if let Some(d) = q.summary(&st, receiver) {

@@ -82,10 +82,24 @@ impl<B: MediaBackend> SessionManager<B> {
                     live.rtp.add(&b_rtp);
                     live.rtcp.add(&a_rtcp);
                     live.rtcp.add(&b_rtcp);
+                    // A stream that has carried nothing has nothing to sample: its entry is
+                    // made when the sweep first finds packets, not kept for every silent
+                    // stream (memory per call).
+                    let any = [a_rtp, a_rtcp, b_rtp, b_rtcp].iter().any(|c| c.packets > 0);
+                    if !any {
+                        continue;
+                    }
+                    let fresh = !self.quality.contains_key(&s.id);
                     let q = self.quality.entry(s.id).or_default();
                     if q.due(a_rtcp.packets.wrapping_add(b_rtcp.packets), now) {
                         if let Some(st) = self.backend.stats(s.id) {
-                            for t in q.observe(&st, now, false).iter().flatten() {
+                            // The first look no longer comes before the media (see above).
+                            let taken = if fresh {
+                                q.observe_first(&st, now)
+                            } else {
+                                q.observe(&st, now, false)
+                            };
+                            for t in taken.iter().flatten() {
                                 self.sample_totals.add(t);
                             }
                         }

@@ -267,6 +267,62 @@ fn reoffer_after_accepted_mux_offers_no_fallback() {
     );
 }
 
+/// One socket per side that muxes: a new stream's muxing offerer has its RTCP socket closed
+/// at the offer, the answer settles each side's (closed where mux is on, bound again where
+/// it is off), and a re-offer without mux has them bound again at once.
+#[test]
+fn the_answer_settles_which_sides_keep_an_rtcp_socket() {
+    let plain_offer = MUX_OFFER.replace("a=rtcp-mux\r\n", "");
+    let rtcp_open = |m: &SessionManager<FakeBackend>| {
+        let s = m.call("c").unwrap().dialogues[0].media[0].stream.unwrap();
+        m.backend().stream(s.id).unwrap().rtcp_open
+    };
+    for (policy, answer, after) in [
+        (RtcpMuxPolicy::Passthrough, MUX_ANSWER, [false, false]),
+        (RtcpMuxPolicy::Passthrough, PLAIN_ANSWER, [true, true]),
+        (RtcpMuxPolicy::Accept, PLAIN_ANSWER, [false, true]),
+    ] {
+        let mut m = mgr();
+        let o = NegotiateOptions {
+            rtcp_mux: policy,
+            ..NegotiateOptions::default()
+        };
+        m.offer(&sig("a", None, MUX_OFFER), &o, S).unwrap();
+        // The offerer's closes at once (it learns its ports from the answer), the
+        // receiver's stays bound as the fallback until the answer.
+        assert_eq!(rtcp_open(&m), [false, true], "{policy:?}");
+        m.answer(&sig("a", Some("b"), answer), &o, 2 * S).unwrap();
+        assert_eq!(rtcp_open(&m), after, "{policy:?}");
+    }
+    // Refusing the offerer's mux keeps its socket; an offer without mux keeps both.
+    for (policy, offer) in [
+        (RtcpMuxPolicy::Reject, MUX_OFFER.to_owned()),
+        (RtcpMuxPolicy::Passthrough, plain_offer.clone()),
+    ] {
+        let mut m = mgr();
+        let o = NegotiateOptions {
+            rtcp_mux: policy,
+            ..NegotiateOptions::default()
+        };
+        m.offer(&sig("a", None, &offer), &o, S).unwrap();
+        assert_eq!(rtcp_open(&m), [true, true], "{policy:?}");
+    }
+    let mut m = mgr();
+    let o = NegotiateOptions::default();
+    m.offer(&sig("a", None, MUX_OFFER), &o, S).unwrap();
+    m.answer(&sig("a", Some("b"), MUX_ANSWER), &o, 2 * S)
+        .unwrap();
+    // A re-offer with mux keeps them closed; one without binds both again before the answer.
+    m.offer(&sig("a", Some("b"), MUX_OFFER), &o, 3 * S).unwrap();
+    assert_eq!(rtcp_open(&m), [false, false]);
+    m.offer(&sig("a", Some("b"), &plain_offer), &o, 4 * S)
+        .unwrap();
+    assert_eq!(rtcp_open(&m), [true, true]);
+    m.answer(&sig("a", Some("b"), PLAIN_ANSWER), &o, 5 * S)
+        .unwrap();
+    assert_eq!(rtcp_open(&m), [true, true]);
+}
+
 #[test]
 fn record_carries_the_kernel_share_per_direction() {
     use crate::session::backend::KernelStatus;

@@ -11,10 +11,16 @@ use rtpanchor::sdp::AudioSdp;
 /// A one-audio-stream SDP: PCMU (PT 0), 20 ms packets, RTP only. No `a=rtcp:` line, so the
 /// implied RTCP port is `port + 1` (RFC 3605 default); the benchmark sends no RTCP.
 pub fn audio_sdp(addr: SocketAddrV4, session_id: u64) -> String {
+    audio_sdp_mux(addr, session_id, false)
+}
+
+/// [`audio_sdp`], with `a=rtcp-mux` when `mux` (RTCP on the RTP port).
+pub fn audio_sdp_mux(addr: SocketAddrV4, session_id: u64, mux: bool) -> String {
     AudioSdp::new(addr.into(), session_id)
         .user("rtpbench")
         .session_name("rtpbench")
         .ptime(20)
+        .rtcp_mux(mux)
         .to_string()
 }
 

@@ -49,6 +49,17 @@ struct Args {
     /// figure is the calls' own memory.
     #[arg(long, default_value_t = 0)]
     hold_secs: u64,
+    /// With --hold: both ends offer and answer `a=rtcp-mux` (one relay socket per side).
+    #[arg(long)]
+    mux: bool,
+    /// With --hold: leave the calls up (a later run measures what more calls add on top).
+    #[arg(long)]
+    keep: bool,
+}
+
+/// Open descriptors of `pid` (entries of /proc/PID/fd).
+fn fd_count(pid: u32) -> Option<usize> {
+    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
 }
 
 /// Resident set size of `pid` in bytes (VmRSS in /proc/PID/status).
@@ -70,19 +81,23 @@ fn hold(args: &Args, n: usize) -> Result<()> {
     let addr =
         |base: u16, i: usize| SocketAddrV4::new(Ipv4Addr::LOCALHOST, base + 2 * (i % 5000) as u16);
     let before = rss_bytes(pid).context("relay gone")?;
+    let fds_before = fd_count(pid).unwrap_or(0);
+    let sdp = |base: u16, i: usize, id: u64| {
+        Owned::str(&rtpbench::sdp::audio_sdp_mux(addr(base, i), id, args.mux))
+    };
     let mut failed = 0;
     for (reqs, what) in [
         (
             ids.iter()
                 .enumerate()
-                .map(|(i, id)| ng::offer(id, addr(2000, i), 1))
+                .map(|(i, id)| ng::offer(id, addr(2000, i), 1).with("sdp", sdp(2000, i, 1)))
                 .collect::<Vec<_>>(),
             "offer",
         ),
         (
             ids.iter()
                 .enumerate()
-                .map(|(i, id)| ng::answer(id, addr(12000, i), 2))
+                .map(|(i, id)| ng::answer(id, addr(12000, i), 2).with("sdp", sdp(12000, i, 2)))
                 .collect(),
             "answer",
         ),
@@ -98,6 +113,7 @@ fn hold(args: &Args, n: usize) -> Result<()> {
     }
     std::thread::sleep(Duration::from_millis(300));
     let after = rss_bytes(pid).context("relay gone")?;
+    let fds_after = fd_count(pid).unwrap_or(0);
     let mut settled = None;
     if args.hold_secs > 0 {
         for _ in 0..args.hold_secs {
@@ -107,8 +123,10 @@ fn hold(args: &Args, n: usize) -> Result<()> {
         }
         settled = rss_bytes(pid);
     }
-    let deletes: Vec<_> = ids.iter().map(|id| ng::delete(id)).collect();
-    client.transact_many(&deletes, &|| false);
+    if !args.keep {
+        let deletes: Vec<_> = ids.iter().map(|id| ng::delete(id)).collect();
+        client.transact_many(&deletes, &|| false);
+    }
     let per_call = after.saturating_sub(before) as f64 / n as f64;
     println!(
         "{}: {n} calls held ({failed} failed): relay RSS {:.1} MiB -> {:.1} MiB, {:.0} bytes per call, {:.0} bytes per stream side",
@@ -117,6 +135,11 @@ fn hold(args: &Args, n: usize) -> Result<()> {
         after as f64 / 1048576.0,
         per_call,
         per_call / 2.0
+    );
+    println!(
+        "{}: descriptors {fds_before} -> {fds_after}: {:.2} per call",
+        args.label,
+        fds_after.saturating_sub(fds_before) as f64 / n as f64
     );
     if let Some(settled) = settled {
         println!(
