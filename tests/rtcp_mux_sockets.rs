@@ -162,9 +162,21 @@ fn media_on_the_rtp_ports(c: &mut NgClient, label: &str, ends: u16) {
     let (a, b) = (bind(ends), bind(ends + 10));
     let id = format!("mux-media-{label}");
     let (to_a, to_b) = call(c, &id, (ends, ends + 10), true);
-    let n = 20u16;
-    one_way(&a, to_a, (&b, to_b), n, |i| pcmu(i, 0xa), "A->B RTP");
-    one_way(&b, to_b, (&a, to_a), n, |i| pcmu(i, 0xb), "B->A RTP");
+    // A first exchange both ways latches the ends. Where the in-kernel path runs, it takes
+    // each direction over during that exchange: datagrams still queued for the worker then
+    // leave after newer ones the kernel already relayed (reordering at the hand-over, seen
+    // under load), so the exact checks below start once both directions are in the kernel.
+    let w = 5u16;
+    for (from, to, at, ssrc) in [(&a, to_a, &b, 0xa), (&b, to_b, &a, 0xb)] {
+        for i in 0..w {
+            from.send_to(&pcmu(i, ssrc), to).unwrap();
+        }
+        let got = recv_n(at, w.into(), Duration::from_secs(3));
+        assert!(
+            !got.is_empty(),
+            "{label}: nothing relayed in the first exchange"
+        );
+    }
     match cannot_run() {
         None if !label.contains("no-kernel") => {
             let both = wait_for(Duration::from_secs(5), || {
@@ -175,6 +187,9 @@ fn media_on_the_rtp_ports(c: &mut NgClient, label: &str, ends: u16) {
         None => {}
         Some(why) => eprintln!("in-kernel path not running here ({why}): user space only"),
     }
+    let n = 20u16;
+    one_way(&a, to_a, (&b, to_b), n, |i| pcmu(w + i, 0xa), "A->B RTP");
+    one_way(&b, to_b, (&a, to_a), n, |i| pcmu(w + i, 0xb), "B->A RTP");
     let k = 3u16;
     let rr = |base: u32| move |i: u16| rtcp_rr(base + u32::from(i));
     one_way(&a, to_a, (&b, to_b), k, rr(0xa00), "A->B RTCP");
@@ -184,7 +199,7 @@ fn media_on_the_rtp_ports(c: &mut NgClient, label: &str, ends: u16) {
         to_a,
         (&b, to_b),
         n,
-        |i| pcmu(n + i, 0xa),
+        |i| pcmu(w + n + i, 0xa),
         "A->B RTP after",
     );
     // Each end's report blocks are the figures of its side.
@@ -252,7 +267,7 @@ fn media_on_the_rtp_ports(c: &mut NgClient, label: &str, ends: u16) {
         to_a,
         (&b, to_b),
         n,
-        |i| pcmu(2 * n + i, 0xa),
+        |i| pcmu(w + 2 * n + i, 0xa),
         "A->B RTP apart",
     );
 }
