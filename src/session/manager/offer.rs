@@ -10,7 +10,7 @@ use crate::session::manager::plan::{
     read_offer, LineStream, OfferLine, OfferPlan, OfferSdp, OfferTarget, Outgoing,
 };
 use crate::session::manager::{Negotiated, SessionError, SessionManager, Signal};
-use crate::session::model::{Call, Dialogue, MediaEnd, MediaSlot, RtcpMuxPolicy};
+use crate::session::model::{Call, Dialogue, MediaEnd, MediaSlot};
 use crate::session::negotiate::{MediaDesc, NegotiateOptions};
 use crate::session::ports::PortError;
 use crate::time::Nanos;
@@ -173,19 +173,8 @@ impl<B: MediaBackend> SessionManager<B> {
                             .settle_rtcp(st.id, offerer.other(), receiver, false);
                     }
                 }
-                let opened_now = matches!(line.stream, LineStream::Opened(_));
                 let locals = [offerer_local, relay.local];
                 let (slot, replaced) = offered_slot(prev, line, offerer, locals, opts);
-                // A new stream's offerer learns its relay ports from our answer, so nothing
-                // reaches its RTCP port before then; when it muxes (and we do not refuse
-                // mux), RTCP toward it leaves by its RTP port: its RTCP socket closes at once
-                // and the answer binds it again only if mux is off after all.
-                let offerer_end = &slot.end(offerer).endpoint;
-                if let (true, Some(st)) = (opened_now, slot.stream) {
-                    if offerer_end.rtcp_mux && opts.rtcp_mux != RtcpMuxPolicy::Reject {
-                        self.backend.settle_rtcp(st.id, offerer, offerer_end, true);
-                    }
-                }
                 to_close.extend(replaced);
                 d.media.push(slot);
             }
