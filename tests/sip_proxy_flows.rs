@@ -223,3 +223,30 @@ fn a_message_over_a_new_connection_from_the_flow_address_makes_it_live_again() {
     assert_eq!((inv.to, inv.transport), (bob_flow(), Transport::Tls));
     assert_eq!(p.stats().flows_failed, 0);
 }
+
+/// In a dialog: Bob answered over his flow, which then closed; Alice's BYE goes over a new
+/// connection to his Contact's address instead of the flow that is gone.
+#[test]
+fn an_in_dialog_request_to_a_gone_flow_goes_to_the_contact() {
+    let mut p = proxy(None);
+    let contact = "sip:bob@127.0.0.1:5062;transport=tls";
+    register_bob(&mut p, Transport::Tls, contact, false);
+    let mut a = Uac::alice("fd-1");
+    let out = feed(&mut p, &a.invite(None), alice(), MS, &mut NoMedia);
+    let inv = invite(&out).expect("forwarded").clone();
+    assert_eq!((inv.to, inv.transport), (bob_flow(), Transport::Tls));
+    let ok = Uas::new(bob_flow(), "b1", contact).respond(&inv.bytes, 200);
+    let out = check(p.handle_incoming(&ok, bob_flow(), Transport::Tls, 2 * MS, &mut NoMedia));
+    let ok = to(&out, alice())[0].bytes.clone();
+    a.learn(&ok);
+    p.flow_closed(Transport::Tls, bob_flow(), 3 * MS);
+    let out = feed(&mut p, &a.bye(), alice(), 4 * MS, &mut NoMedia);
+    let bye = out
+        .iter()
+        .find(|t| method(t).as_deref() == Some("BYE"))
+        .expect("BYE forwarded");
+    assert_eq!(
+        (bye.to, bye.transport),
+        (addr("127.0.0.1:5062"), Transport::Tls)
+    );
+}
