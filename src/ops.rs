@@ -152,6 +152,33 @@ pub fn snapshot(src: &OpsSources) -> MetricsSnapshot {
                 ("tls_opened", t.tls_connected),
             ],
             tls_handshake_failures: t.tls_handshake_failed,
+            transport_errors: p.transport_errors,
+            flows_failed: p.flows_failed,
+            forwarded: vec![
+                ("request", p.forwarded_requests),
+                ("response", p.forwarded_responses),
+                ("stateless", p.stateless_forwards),
+            ],
+            retransmissions: vec![
+                ("absorbed", p.retransmissions_absorbed),
+                ("sent", p.retransmissions_sent),
+            ],
+            keepalives: t.keepalives,
+            sent: vec![
+                ("udp", t.udp_sent),
+                ("tcp", t.tcp_sent),
+                ("tls", t.tls_sent),
+            ],
+            send_errors: t.send_errors,
+            auth: vec![
+                ("challenge", p.auth_challenges),
+                ("forbidden", p.auth_forbidden),
+            ],
+            media: vec![("failed", p.media_failures), ("parked", p.media_parked)],
+            short_lingers: p.short_lingers,
+            shed_starts: t.shed_starts,
+            idle_closed: t.tcp_idle_closed,
+            panics: t.panics,
         }
     });
     snap

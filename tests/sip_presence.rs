@@ -909,7 +909,7 @@ fn numbers_tel_uris_and_visual_separators() {
         );
     }
     let mut cfg = config();
-    cfg.outbound = Some(carol());
+    cfg.outbound = Some(rtpanchor::sip::transport::NextHop::udp(carol()));
     let mut p = proxy_with(cfg);
     let mut a = Uac::alice("ny").calling("tel:+15550100");
     let out = send(&mut p, &a.invite(None), alice(), 0);

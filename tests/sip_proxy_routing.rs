@@ -9,14 +9,14 @@ mod common;
 use common::sip::*;
 use rtpanchor::sip::media::NoMedia;
 use rtpanchor::sip::proxy::Proxy;
-use rtpanchor::sip::transport::{Transmit, Transport};
+use rtpanchor::sip::transport::{NextHop, Transmit, Transport};
 use rtpanchor::sip::HeaderName;
 
 #[test]
 fn loop_gets_482_and_spiral_does_not() {
     // outbound = ourselves: the forwarded request comes straight back.
     let mut c = config();
-    c.outbound = Some(proxy_addr());
+    c.outbound = Some(NextHop::udp(proxy_addr()));
     let mut p = proxy_with(c.clone());
     let m = Uac::alice("loop1")
         .calling("sip:carol@elsewhere.test")
@@ -111,7 +111,7 @@ fn not_found_unavailable_forbidden() {
     assert_eq!(call(&mut p, "sip:nobody@127.0.0.1", "nf4"), 404);
     // Outbound configured: foreign domains go there.
     let mut c = config();
-    c.outbound = Some(addr("127.0.0.1:5099"));
+    c.outbound = Some(NextHop::udp(addr("127.0.0.1:5099")));
     let mut p = proxy_with(c);
     let r = Uac::alice("ob").calling("sip:bob@other.test").invite(None);
     let out = feed(&mut p, &r, alice(), 0, &mut NoMedia);
@@ -174,6 +174,7 @@ fn bindings_held_by_another_front() {
         expires_at_ns: 600 * SEC,
         transport,
         path: Some(format!("sip:{front_a}")),
+        outbound: false,
     };
     // Front B (the kit's proxy) learnt bob's TCP binding from A.
     let mut b = new_proxy();

@@ -22,20 +22,17 @@
 #[allow(dead_code)]
 mod common;
 
-use std::io::{ErrorKind, Write};
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::Path;
-use std::sync::Arc;
-use std::thread::{self, JoinHandle};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::ng::answering_client;
 use common::peers::{sip_relay_command, Peer};
 use common::scrape::{metrics, series};
-use common::sip::{register_bytes, sdp, Uac, Uas};
-use common::tls::{read_message, relay_ca, relay_tls_args, server_config, TestCa};
+use common::sip::{final_answer, methods, register_bytes, sdp, status_of, until_final, Uac, Uas};
+use common::tls::{call_and_hang_up, relay_ca, relay_tls_args, server_config, sip_callee, TestCa};
 use common::TempDir;
-use rtpanchor::sip::Message;
 
 const LO: &str = "127.0.0.1";
 
@@ -91,111 +88,14 @@ fn start_relay(dir: &Path, p: &Ports) -> Peer {
     relay
 }
 
-/// A TLS callee on `listener`: takes one connection (within 10 s), does the server
-/// handshake with `cert`, and answers what comes (200 with `answer` to an INVITE, 200 to a
-/// BYE) until the BYE or the connection's end. Returns what it read, or how it failed
-/// before reading anything (the handshake's error, say).
+/// A TLS callee on `listener` with `cert` (see [`sip_callee`]).
 fn tls_callee(
     listener: TcpListener,
     cert: (&Path, &Path),
     uas: Uas,
     answer: Vec<u8>,
 ) -> JoinHandle<Result<Vec<Vec<u8>>, String>> {
-    let cfg = server_config(cert.0, cert.1);
-    thread::spawn(move || {
-        listener.set_nonblocking(true).map_err(|e| e.to_string())?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let tcp = loop {
-            match listener.accept() {
-                Ok((s, _)) => break s,
-                Err(e) if e.kind() == ErrorKind::WouldBlock && Instant::now() < deadline => {
-                    thread::sleep(Duration::from_millis(10));
-                }
-                Err(e) => return Err(format!("no connection: {e}")),
-            }
-        };
-        tcp.set_nonblocking(false).map_err(|e| e.to_string())?;
-        tcp.set_read_timeout(Some(Duration::from_secs(5)))
-            .map_err(|e| e.to_string())?;
-        let conn = rustls::ServerConnection::new(Arc::clone(&cfg)).map_err(|e| e.to_string())?;
-        let mut tls = rustls::StreamOwned::new(conn, tcp);
-        while tls.conn.is_handshaking() {
-            tls.conn
-                .complete_io(&mut tls.sock)
-                .map_err(|e| format!("handshake: {e}"))?;
-        }
-        let mut got = Vec::new();
-        let mut buf = Vec::new();
-        loop {
-            let m = match read_message(&mut tls, &mut buf) {
-                Ok(m) => m,
-                Err(e) if got.is_empty() => return Err(e),
-                Err(_) => break,
-            };
-            let reply = match Message::parse(&m).ok().and_then(|r| r.method()) {
-                Some("INVITE") => Some(uas.respond_sdp(&m, 200, &answer)),
-                Some("BYE") => Some(uas.respond(&m, 200)),
-                _ => None,
-            };
-            let bye = m.starts_with(b"BYE ");
-            got.push(m);
-            if let Some(r) = reply {
-                tls.write_all(&r).map_err(|e| e.to_string())?;
-                tls.flush().map_err(|e| e.to_string())?;
-            }
-            if bye {
-                break;
-            }
-        }
-        Ok(got)
-    })
-}
-
-/// Datagrams on `sock` until a final response (status 200-699) comes, or 10 s; returns
-/// them all, that final last.
-fn until_final(sock: &UdpSocket) -> Vec<Vec<u8>> {
-    sock.set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut got = Vec::new();
-    let mut buf = [0u8; 65_535];
-    while Instant::now() < deadline {
-        let Ok(n) = sock.recv(&mut buf) else { continue };
-        let m = buf[..n].to_vec();
-        let done = Message::parse(&m)
-            .ok()
-            .and_then(|r| r.status())
-            .is_some_and(|s| s >= 200);
-        got.push(m);
-        if done {
-            break;
-        }
-    }
-    got
-}
-
-/// The final response alice's socket gets (within 10 s): its status and bytes; the test
-/// fails, showing what came and the relay's log, without one.
-fn final_answer(alice: &UdpSocket, relay: &Peer) -> (u16, Vec<u8>) {
-    let answers = until_final(alice);
-    match answers
-        .last()
-        .and_then(|m| Some((status_of(m)?, m.clone())))
-    {
-        Some((s, m)) if s >= 200 => (s, m),
-        _ => panic!(
-            "no final response; alice got {:?}\nrelay:\n{}",
-            answers
-                .iter()
-                .map(|m| String::from_utf8_lossy(m))
-                .collect::<Vec<_>>(),
-            relay.log_tail(30)
-        ),
-    }
-}
-
-fn status_of(bytes: &[u8]) -> Option<u16> {
-    Message::parse(bytes).ok().and_then(|m| m.status())
+    sip_callee(listener, Some(server_config(cert.0, cert.1)), uas, answer)
 }
 
 fn connections_made(text: &str, how: &str) -> f64 {
@@ -247,33 +147,9 @@ fn a_call_reaches_a_tls_callee_over_a_connection_the_proxy_opens() {
     // Alice calls bob.
     let alice = UdpSocket::bind(at(p.alice)).unwrap();
     let mut uac = Uac::new(at(p.alice), &format!("{LO}:{}", p.alice), "tls-client-1");
-    alice
-        .send_to(&uac.invite(Some(&sdp(LO, 19512))), at(p.sip))
-        .unwrap();
-    let (status, ok) = final_answer(&alice, &relay);
-    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&ok));
-    uac.learn(&ok);
-    alice.send_to(&uac.ack(None), at(p.sip)).unwrap();
-    alice.send_to(&uac.bye(), at(p.sip)).unwrap();
-    let bye_ok = until_final(&alice);
-    assert_eq!(bye_ok.last().and_then(|m| status_of(m)), Some(200));
-
-    let got = bob
-        .join()
-        .expect("callee thread")
-        .unwrap_or_else(|e| panic!("bob: {e}\nrelay:\n{}", relay.log_tail(30)));
-    let methods: Vec<_> = got
-        .iter()
-        .map(|m| {
-            Message::parse(m)
-                .ok()
-                .and_then(|r| r.method())
-                .unwrap_or("?")
-                .to_owned()
-        })
-        .collect();
+    let got = call_and_hang_up(&alice, &mut uac, at(p.sip), &sdp(LO, 19512), &relay, bob);
     assert_eq!(
-        methods,
+        methods(&got),
         ["INVITE", "ACK", "BYE"],
         "one connection for the dialog"
     );

@@ -8,6 +8,7 @@ use clap::Parser;
 use super::{IoEngine, KernelMode};
 use crate::cidr::Cidr;
 use crate::sip::presence::WatcherPolicy;
+use crate::sip::transport::NextHop;
 
 #[derive(Parser, Debug, Default, Clone)]
 #[command(
@@ -113,10 +114,12 @@ pub struct Cli {
     /// here); repeatable. [default: the SIP listen address]
     #[arg(long = "domain", value_name = "NAME")]
     pub domains: Vec<String>,
-    /// Next hop (IP:PORT, no DNS) for requests to domains the proxy does not serve; without
-    /// it they are refused with 403, so the proxy is not an open relay.
-    #[arg(long, value_name = "ADDR:PORT")]
-    pub sip_outbound: Option<SocketAddr>,
+    /// Next hop (an IP and port, no DNS) for requests to domains the proxy does not serve;
+    /// without it they are refused with 403, so the proxy is not an open relay. `ADDR:PORT`
+    /// is reached over UDP; `ADDR:PORT;transport=tcp|tls`, `sip:ADDR:PORT;transport=...` or
+    /// `sips:ADDR:PORT` name the transport. A `sips:` request goes out over TLS only.
+    #[arg(long, value_name = "[sips:]ADDR:PORT[;transport=T]")]
+    pub sip_outbound: Option<NextHop>,
     /// Largest SIP message accepted, in bytes (at most 65535). [default: 65535]
     #[arg(long)]
     pub sip_max_message: Option<usize>,

@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use super::IoEngine;
 use crate::cidr::Cidr;
+use crate::sip::transport::NextHop;
 
 /// The config file's `interface`: one `[NAME/]ADDR[!ADVERTISED]` or a list of them.
 #[derive(Deserialize, Debug, Clone)]
@@ -56,7 +57,7 @@ pub(super) struct FileConfig {
     pub(super) sips_key: Option<PathBuf>,
     pub(super) sips_ca: Option<PathBuf>,
     pub(super) domain: Option<Vec<String>>,
-    pub(super) sip_outbound: Option<SocketAddr>,
+    pub(super) sip_outbound: Option<NextHop>,
     pub(super) sip_max_message: Option<usize>,
     pub(super) sip_users: Option<PathBuf>,
     pub(super) sip_open: Option<bool>,

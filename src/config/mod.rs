@@ -14,6 +14,7 @@ use serde::Deserialize;
 use crate::cidr::Cidr;
 use crate::sip::auth::Algorithm;
 use crate::sip::presence::WatcherPolicy;
+use crate::sip::transport::NextHop;
 
 mod cli;
 mod file;
@@ -129,7 +130,8 @@ pub struct Config {
     pub sips_ca: Option<PathBuf>,
     /// Domains the proxy serves; never empty when `listen_sip` is set.
     pub domains: Vec<String>,
-    pub sip_outbound: Option<SocketAddr>,
+    /// `--sip-outbound`: where requests for other domains go, and over what.
+    pub sip_outbound: Option<NextHop>,
     pub sip_max_message: usize,
     /// Digest authentication's users file; `None`: no authentication.
     pub sip_users: Option<PathBuf>,

@@ -4,6 +4,7 @@
 use super::file::{parse_cidrs, FileConfig};
 use super::{Cli, Config};
 use crate::sip::auth::Algorithm;
+use crate::sip::transport::Transport;
 
 impl Config {
     /// Every SIP option but the digest algorithms (`merge_sip_auth_algorithms`).
@@ -38,6 +39,16 @@ impl Config {
             }
         }
         c.sip_outbound = cli.sip_outbound.or(file.sip_outbound);
+        if let Some(hop) = c.sip_outbound.filter(|h| h.transport == Transport::Tls) {
+            // Our Via and the client handshake need both; refusing to start beats
+            // answering every request for that next hop with an error.
+            if c.listen_sips.is_none() || c.sips_ca.is_none() {
+                anyhow::bail!(
+                    "--sip-outbound {hop} is reached over TLS: it needs --listen-sips (with \
+                     --sips-cert and --sips-key) and --sips-ca to verify its certificate"
+                );
+            }
+        }
         c.sip_max_message = cli
             .sip_max_message
             .or(file.sip_max_message)

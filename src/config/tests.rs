@@ -170,11 +170,41 @@ fn sip_listener_and_domains() {
         "127.0.0.9:5060",
     ]))
     .unwrap();
-    assert_eq!(c.sip_outbound, Some("127.0.0.9:5060".parse().unwrap()));
+    assert_eq!(
+        c.sip_outbound,
+        Some(NextHop::udp("127.0.0.9:5060".parse().unwrap()))
+    );
     assert_eq!(c.listen_sip, Some("127.0.0.2:5070".parse().unwrap()));
     assert!(c.listen_sip_explicit);
     assert_eq!(c.domains, vec!["example.org", "example.net"]);
     assert_eq!(c.sip_max_message, 4096);
+    let tls = ["rtpanchor", "--sip-outbound", "sips:127.0.0.9:5061"];
+    let e = Config::load(&Cli::parse_from(tls)).unwrap_err().to_string();
+    assert!(e.contains("--listen-sips"), "{e}");
+    let c = Config::load(&Cli::parse_from([
+        "rtpanchor",
+        "--sip-outbound",
+        "127.0.0.9:5070;transport=tcp",
+    ]))
+    .unwrap();
+    assert_eq!(
+        c.sip_outbound.map(|h| (h.addr.port(), h.transport)),
+        Some((5070, crate::sip::transport::Transport::Tcp))
+    );
+    let dir = std::env::temp_dir().join(format!("rtpanchor-ob-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("c.toml");
+    let file = |text: &str| {
+        std::fs::write(&path, text).unwrap();
+        Config::load(&Cli::parse_from(["x", "--config", path.to_str().unwrap()]))
+    };
+    let c = file("sip-outbound = \"sip:127.0.0.9:5070;transport=tcp\"\n").unwrap();
+    assert_eq!(
+        c.sip_outbound.map(|h| h.transport),
+        Some(crate::sip::transport::Transport::Tcp)
+    );
+    assert!(file("sip-outbound = \"127.0.0.9:5070;transport=sctp\"\n").is_err());
+    std::fs::remove_dir_all(&dir).ok();
     let c = Config::load(&Cli::parse_from([
         "rtpanchor",
         "--listen-sip",

@@ -627,5 +627,88 @@ fn sip(enc: &mut DescriptorEncoder, s: &MetricsSnapshot) -> Res {
         "sip_tls_handshake_failures",
         "SIP TLS handshakes that failed or timed out.",
         sip.tls_handshake_failures,
+    )?;
+    counter(
+        enc,
+        "sip_transport_errors",
+        "SIP requests the transport could not deliver (no connection to the next hop), answered as a 503 from it.",
+        sip.transport_errors,
+    )?;
+    counter(
+        enc,
+        "sip_flows_failed",
+        "SIP requests answered 430 Flow Failed: the RFC 5626 flow of the binding was gone.",
+        sip.flows_failed,
+    )?;
+    counters(
+        enc,
+        "sip_forwarded",
+        "SIP messages forwarded, by kind (stateless: ACKs of 2xx and 2xx retransmissions).",
+        "kind",
+        &sip.forwarded,
+    )?;
+    counters(
+        enc,
+        "sip_retransmissions",
+        "SIP retransmissions: of requests, absorbed by a transaction; ours, sent on timers.",
+        "direction",
+        &sip.retransmissions,
+    )?;
+    counter(
+        enc,
+        "sip_keepalives",
+        "SIP CRLF keep-alives received.",
+        sip.keepalives,
+    )?;
+    counters(
+        enc,
+        "sip_messages_sent",
+        "SIP messages sent, by transport.",
+        "transport",
+        &sip.sent,
+    )?;
+    counter(
+        enc,
+        "sip_send_errors",
+        "SIP sends that failed or were dropped (full queue, connect failure, write error).",
+        sip.send_errors,
+    )?;
+    counters(
+        enc,
+        "sip_auth",
+        "SIP requests answered by digest authentication, by result.",
+        "result",
+        &sip.auth,
+    )?;
+    counters(
+        enc,
+        "sip_media",
+        "SIP media steps that failed, and messages parked until a remote media relay answered.",
+        "what",
+        &sip.media,
+    )?;
+    counter(
+        enc,
+        "sip_short_lingers",
+        "Finished SIP transactions that lingered T4 instead of 64*T1 (half the cap taken).",
+        sip.short_lingers,
+    )?;
+    counter(
+        enc,
+        "sip_shed_starts",
+        "Times SIP overload control began refusing new INVITEs (input queue not draining).",
+        sip.shed_starts,
+    )?;
+    counter(
+        enc,
+        "sip_idle_closed",
+        "SIP TCP/TLS connections closed because they were idle.",
+        sip.idle_closed,
+    )?;
+    counter(
+        enc,
+        "sip_panics",
+        "Panics caught inside the SIP proxy (should stay 0).",
+        sip.panics,
     )
 }

@@ -67,6 +67,36 @@ pub struct SipMetrics {
     pub connections_made: Vec<(&'static str, u64)>,
     /// TLS handshakes that failed or timed out.
     pub tls_handshake_failures: u64,
+    /// Requests the transport could not deliver (no connection to the next hop), each
+    /// answered as a 503 from it.
+    pub transport_errors: u64,
+    /// Requests answered 430 Flow Failed: the RFC 5626 flow of the binding was gone.
+    pub flows_failed: u64,
+    /// Messages forwarded, by kind (`request`, `response`, `stateless`).
+    pub forwarded: Vec<(&'static str, u64)>,
+    /// Retransmissions, by direction (`absorbed`: of requests, answered from a transaction;
+    /// `sent`: ours, Timers A, E, G).
+    pub retransmissions: Vec<(&'static str, u64)>,
+    /// CRLF keep-alives received (UDP and TCP/TLS).
+    pub keepalives: u64,
+    /// Messages sent, by transport (`udp`, `tcp`, `tls`).
+    pub sent: Vec<(&'static str, u64)>,
+    /// Sends that failed or were dropped (full queue, connect failure, write error).
+    pub send_errors: u64,
+    /// Requests answered by digest authentication, by result (`challenge`: 401/407,
+    /// `forbidden`: 403).
+    pub auth: Vec<(&'static str, u64)>,
+    /// Media steps that failed (the call got an error) and messages parked until a remote
+    /// media relay answered, by what (`failed`, `parked`).
+    pub media: Vec<(&'static str, u64)>,
+    /// Finished transactions that lingered T4 instead of 64·T1 (half the cap taken).
+    pub short_lingers: u64,
+    /// Times overload control began refusing new INVITEs (the UDP input queue stood).
+    pub shed_starts: u64,
+    /// TCP/TLS connections closed because they were idle.
+    pub idle_closed: u64,
+    /// Panics caught inside the proxy (should stay 0).
+    pub panics: u64,
 }
 
 /// What the kernel fast path is doing, and why it is not used when it is not.

@@ -84,6 +84,15 @@ fn sample_triples_and_sip_when_present() {
             responses_by_class: [0, 1, 2, 0, 3, 0, 0],
             rejected: vec![("parse_error", 4)],
             connections_made: vec![("tls_accepted", 2)],
+            transport_errors: 5,
+            flows_failed: 6,
+            forwarded: vec![("stateless", 7)],
+            retransmissions: vec![("absorbed", 8)],
+            sent: vec![("tls", 9)],
+            auth: vec![("challenge", 10)],
+            media: vec![("parked", 11)],
+            send_errors: 12,
+            panics: 13,
             ..SipMetrics::default()
         }),
         kernel: KernelPathState::Disabled,
@@ -102,6 +111,18 @@ fn sample_triples_and_sip_when_present() {
             2.0,
         ),
         ("rtpanchor_kernel_path_excluded{reason=\"disabled\"}", 4.0),
+        ("rtpanchor_sip_transport_errors_total", 5.0),
+        ("rtpanchor_sip_flows_failed_total", 6.0),
+        ("rtpanchor_sip_forwarded_total{kind=\"stateless\"}", 7.0),
+        (
+            "rtpanchor_sip_retransmissions_total{direction=\"absorbed\"}",
+            8.0,
+        ),
+        ("rtpanchor_sip_messages_sent_total{transport=\"tls\"}", 9.0),
+        ("rtpanchor_sip_auth_total{result=\"challenge\"}", 10.0),
+        ("rtpanchor_sip_media_total{what=\"parked\"}", 11.0),
+        ("rtpanchor_sip_send_errors_total", 12.0),
+        ("rtpanchor_sip_panics_total", 13.0),
     ] {
         assert_eq!(series(&text, name), Some(want), "{name} in\n{text}");
     }

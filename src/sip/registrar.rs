@@ -47,6 +47,10 @@ pub struct Binding {
     /// `None`: made here. Else the SIP URI of the front that took the REGISTER (a shared
     /// location service, `store::share`), through which a TCP/TLS binding is reached.
     pub path: Option<String>,
+    /// Registered with RFC 5626 outbound: its Contact carried `reg-id` and `+sip.instance`.
+    /// Its flow (the connection it came over) is the only way to it: when that is gone,
+    /// requests get 430 Flow Failed (§5.3) and the binding is dropped.
+    pub outbound: bool,
 }
 
 impl Binding {
@@ -362,6 +366,8 @@ impl<S: LocationStore> Registrar<S> {
                         expires_at_ns: now_ns.saturating_add(u64::from(secs) * NANOS_PER_SEC),
                         transport,
                         path: None,
+                        outbound: c.params.get("reg-id").is_some()
+                            && c.params.get("+sip.instance").is_some(),
                     };
                     match existing {
                         Some(i) => bindings[i] = b,

@@ -76,6 +76,103 @@ impl Transport {
     }
 }
 
+/// A configured next hop (`--sip-outbound`): an IP literal and port (no DNS) and the
+/// transport it is reached over. Written `HOST:PORT` (UDP, the old form),
+/// `HOST:PORT;transport=udp|tcp|tls`, or as a URI: `sip:HOST[:PORT][;transport=...]`,
+/// `sips:HOST[:PORT]` (TLS, RFC 3261 §26.2.2). Without a port: 5060, or 5061 over TLS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(try_from = "String")]
+pub struct NextHop {
+    pub addr: SocketAddr,
+    pub transport: Transport,
+}
+
+impl NextHop {
+    pub fn udp(addr: SocketAddr) -> NextHop {
+        NextHop {
+            addr,
+            transport: Transport::Udp,
+        }
+    }
+}
+
+impl std::str::FromStr for NextHop {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<NextHop, String> {
+        let bad = |why: &str| format!("{s:?}: {why}");
+        let t = s.trim();
+        let lower = t.to_ascii_lowercase();
+        let (sips, rest) = if lower.starts_with("sips:") {
+            (true, &t[5..])
+        } else if lower.starts_with("sip:") {
+            (false, &t[4..])
+        } else {
+            (false, t)
+        };
+        let mut parts = rest.split(';');
+        let hostport = parts.next().unwrap_or("").trim();
+        let mut transport = sips.then_some(Transport::Tls);
+        for p in parts {
+            let (name, value) = p.split_once('=').unwrap_or((p, ""));
+            if !name.trim().eq_ignore_ascii_case("transport") {
+                continue; // `lr` and the like say nothing about how to reach it
+            }
+            let named = match value.trim().to_ascii_lowercase().as_str() {
+                "udp" => Transport::Udp,
+                "tcp" => Transport::Tcp,
+                "tls" => Transport::Tls,
+                _ => return Err(bad("transport must be udp, tcp or tls")),
+            };
+            if sips && named != Transport::Tls {
+                return Err(bad("a sips: next hop is reached over TLS only"));
+            }
+            transport = Some(named);
+        }
+        let transport = transport.unwrap_or(Transport::Udp);
+        let default_port = if transport == Transport::Tls {
+            5061
+        } else {
+            5060
+        };
+        let addr = match hostport.parse::<SocketAddr>() {
+            Ok(a) => a,
+            Err(_) => {
+                let ip = hostport
+                    .strip_prefix('[')
+                    .and_then(|h| h.strip_suffix(']'))
+                    .unwrap_or(hostport);
+                let ip: std::net::IpAddr = ip
+                    .parse()
+                    .map_err(|_| bad("expected an IP address and port (no DNS)"))?;
+                SocketAddr::new(ip, default_port)
+            }
+        };
+        if addr.port() == 0 {
+            return Err(bad("port 0"));
+        }
+        Ok(NextHop { addr, transport })
+    }
+}
+
+impl TryFrom<String> for NextHop {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<NextHop, String> {
+        s.parse()
+    }
+}
+
+impl std::fmt::Display for NextHop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.transport {
+            Transport::Tls => write!(f, "sips:{}", self.addr),
+            Transport::Tcp => write!(f, "sip:{};transport=tcp", self.addr),
+            Transport::Udp => write!(f, "sip:{}", self.addr),
+        }
+    }
+}
+
 /// One message to send. For TCP, `to` is the peer of an existing connection (responses,
 /// pongs) or a target to connect to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -160,6 +257,38 @@ pub fn via_destination(via: &Via<'_>) -> Option<(SocketAddr, Transport)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn next_hops_name_their_transport() {
+        let hop = |s: &str| s.parse::<NextHop>();
+        let a: SocketAddr = "192.0.2.1:5070".parse().unwrap();
+        let at = |addr, transport| Ok(NextHop { addr, transport });
+        assert_eq!(hop("192.0.2.1:5070"), at(a, Transport::Udp));
+        assert_eq!(hop("sip:192.0.2.1:5070"), at(a, Transport::Udp));
+        assert_eq!(hop("192.0.2.1:5070;transport=TCP"), at(a, Transport::Tcp));
+        assert_eq!(hop("192.0.2.1:5070;transport=tls"), at(a, Transport::Tls));
+        assert_eq!(hop("SIPS:192.0.2.1:5070;lr"), at(a, Transport::Tls));
+        assert_eq!(
+            hop("sips:192.0.2.1"),
+            at("192.0.2.1:5061".parse().unwrap(), Transport::Tls)
+        );
+        assert_eq!(
+            hop("sip:[2001:db8::1];transport=tcp"),
+            at("[2001:db8::1]:5060".parse().unwrap(), Transport::Tcp)
+        );
+        for bad in [
+            "",
+            "proxy.example.com:5060",
+            "sips:192.0.2.1:5061;transport=udp",
+            "192.0.2.1:5060;transport=sctp",
+            "192.0.2.1:0",
+        ] {
+            assert!(hop(bad).is_err(), "{bad:?} accepted");
+        }
+        for s in ["sips:192.0.2.1:5070", "sip:192.0.2.1:5070;transport=tcp"] {
+            assert_eq!(hop(s).unwrap().to_string(), s);
+        }
+    }
 
     #[test]
     fn via_fixing_rfc3581() {

@@ -191,6 +191,10 @@ pub struct BindingRecord {
     /// `sip:192.0.2.10:5060`: a binding made over TCP or TLS is reached only through it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// Registered with RFC 5626 outbound (`reg-id` and `+sip.instance`): when its flow is
+    /// gone, requests get 430 Flow Failed instead of a new connection.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub outbound: bool,
 }
 
 fn udp() -> Transport {

@@ -4,8 +4,9 @@
 //! for what came out. Every transmitted message must parse with our own parser.
 #![allow(dead_code)]
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use rtpanchor::sip::media::{MediaCtx, MediaHook, MediaOp, MediaResult, NoMedia};
 use rtpanchor::sip::proxy::{Proxy, ProxyConfig};
@@ -592,4 +593,69 @@ pub fn call_to_bob(rec: &mut Rec, body: Option<&[u8]>) -> (Proxy, Uac, Vec<u8>) 
     assert_eq!(method(&out[1]).as_deref(), Some("INVITE"));
     let inv = out[1].bytes.clone();
     (p, a, inv)
+}
+
+// ---------------------------------------------------------------------------------------
+// Over real sockets
+
+/// Datagrams on `sock` until a final response (status 200-699) comes, or 10 s; returns
+/// them all, that final last.
+#[allow(clippy::disallowed_methods)] // wall-clock bounded wait
+pub fn until_final(sock: &UdpSocket) -> Vec<Vec<u8>> {
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut got = Vec::new();
+    let mut buf = [0u8; 65_535];
+    while Instant::now() < deadline {
+        let Ok(n) = sock.recv(&mut buf) else { continue };
+        let m = buf[..n].to_vec();
+        let done = Message::parse(&m)
+            .ok()
+            .and_then(|r| r.status())
+            .is_some_and(|s| s >= 200);
+        got.push(m);
+        if done {
+            break;
+        }
+    }
+    got
+}
+
+/// The final response alice's socket gets (within 10 s): its status and bytes; the test
+/// fails, showing what came and the relay's log, without one.
+pub fn final_answer(alice: &UdpSocket, relay: &super::peers::Peer) -> (u16, Vec<u8>) {
+    let answers = until_final(alice);
+    match answers
+        .last()
+        .and_then(|m| Some((status_of(m)?, m.clone())))
+    {
+        Some((s, m)) if s >= 200 => (s, m),
+        _ => panic!(
+            "no final response; alice got {:?}\nrelay:\n{}",
+            answers
+                .iter()
+                .map(|m| String::from_utf8_lossy(m))
+                .collect::<Vec<_>>(),
+            relay.log_tail(30)
+        ),
+    }
+}
+
+/// The status of a response (`None` for a request or what does not parse).
+pub fn status_of(bytes: &[u8]) -> Option<u16> {
+    Message::parse(bytes).ok().and_then(|m| m.status())
+}
+
+/// The methods of `got` (`?` for what is not a request).
+pub fn methods(got: &[Vec<u8>]) -> Vec<String> {
+    got.iter()
+        .map(|m| {
+            Message::parse(m)
+                .ok()
+                .and_then(|r| r.method())
+                .unwrap_or("?")
+                .to_owned()
+        })
+        .collect()
 }

@@ -5,13 +5,16 @@
 // An I/O edge: every wait here is bounded by the wall clock.
 #![allow(clippy::disallowed_methods)]
 
-use std::io::Read;
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-use rtpanchor::sip::{frame, Frame};
+use rtpanchor::sip::{frame, Frame, Message};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
@@ -173,4 +176,105 @@ pub fn read_message(stream: &mut impl Read, buf: &mut Vec<u8>) -> Result<Vec<u8>
             Err(e) => return Err(e.to_string()),
         }
     }
+}
+
+/// A byte stream a callee reads and writes (TCP, or TLS over it).
+trait Stream: Read + Write + Send {}
+impl<T: Read + Write + Send> Stream for T {}
+
+/// A SIP callee on `listener`: takes one connection (within 10 s), does the server
+/// handshake with `tls` (plain TCP without), and answers what comes (200 with `answer` to
+/// an INVITE, 200 to a BYE) until the BYE or the connection's end. Returns what it read, or
+/// how it failed before reading anything (the handshake's error, say).
+pub fn sip_callee(
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    uas: super::sip::Uas,
+    answer: Vec<u8>,
+) -> JoinHandle<Result<Vec<Vec<u8>>, String>> {
+    thread::spawn(move || {
+        listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let tcp = loop {
+            match listener.accept() {
+                Ok((s, _)) => break s,
+                Err(e) if e.kind() == ErrorKind::WouldBlock && Instant::now() < deadline => {
+                    thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => return Err(format!("no connection: {e}")),
+            }
+        };
+        tcp.set_nonblocking(false).map_err(|e| e.to_string())?;
+        tcp.set_read_timeout(Some(Duration::from_secs(5)))
+            .map_err(|e| e.to_string())?;
+        let mut stream: Box<dyn Stream> = match tls {
+            None => Box::new(tcp),
+            Some(cfg) => {
+                let conn = rustls::ServerConnection::new(cfg).map_err(|e| e.to_string())?;
+                let mut tls = rustls::StreamOwned::new(conn, tcp);
+                while tls.conn.is_handshaking() {
+                    tls.conn
+                        .complete_io(&mut tls.sock)
+                        .map_err(|e| format!("handshake: {e}"))?;
+                }
+                Box::new(tls)
+            }
+        };
+        let mut got = Vec::new();
+        let mut buf = Vec::new();
+        loop {
+            let m = match read_message(&mut stream, &mut buf) {
+                Ok(m) => m,
+                Err(e) if got.is_empty() => return Err(e),
+                Err(_) => break,
+            };
+            let reply = match Message::parse(&m).ok().and_then(|r| r.method()) {
+                Some("INVITE") => Some(uas.respond_sdp(&m, 200, &answer)),
+                Some("BYE") => Some(uas.respond(&m, 200)),
+                _ => None,
+            };
+            let bye = m.starts_with(b"BYE ");
+            got.push(m);
+            if let Some(r) = reply {
+                stream.write_all(&r).map_err(|e| e.to_string())?;
+                stream.flush().map_err(|e| e.to_string())?;
+            }
+            if bye {
+                break;
+            }
+        }
+        Ok(got)
+    })
+}
+
+/// Alice's call through the relay at `relay_sip` to a [`sip_callee`]: the INVITE with
+/// `offer`, a 200 (the test fails without one, showing `relay`'s log), ACK, BYE and its
+/// 200. Returns what the callee read.
+pub fn call_and_hang_up(
+    alice: &std::net::UdpSocket,
+    uac: &mut super::sip::Uac,
+    relay_sip: std::net::SocketAddr,
+    offer: &[u8],
+    relay: &super::peers::Peer,
+    callee: JoinHandle<Result<Vec<Vec<u8>>, String>>,
+) -> Vec<Vec<u8>> {
+    use super::sip::{final_answer, status_of, until_final};
+    alice.send_to(&uac.invite(Some(offer)), relay_sip).unwrap();
+    let (status, ok) = final_answer(alice, relay);
+    assert_eq!(
+        status,
+        200,
+        "{}\nrelay:\n{}",
+        String::from_utf8_lossy(&ok),
+        relay.log_tail(30)
+    );
+    uac.learn(&ok);
+    alice.send_to(&uac.ack(None), relay_sip).unwrap();
+    alice.send_to(&uac.bye(), relay_sip).unwrap();
+    let bye_ok = until_final(alice);
+    assert_eq!(bye_ok.last().and_then(|m| status_of(m)), Some(200));
+    callee
+        .join()
+        .expect("callee thread")
+        .unwrap_or_else(|e| panic!("callee: {e}\nrelay:\n{}", relay.log_tail(30)))
 }

@@ -94,15 +94,18 @@ async fn connect_failed<B: MediaBackend + 'static>(
     }
 }
 
+/// Forgets the connection `id` for `key`; false when another one has replaced it.
 fn unregister<B: MediaBackend + 'static>(
     shared: &SipShared<B>,
     key: (Transport, SocketAddr),
     id: u64,
-) {
+) -> bool {
     let mut conns = lock(&shared.conns);
-    if conns.get(&key).is_some_and(|c| c.id == id) {
+    let ours = conns.get(&key).is_some_and(|c| c.id == id);
+    if ours {
         conns.remove(&key);
     }
+    ours
 }
 
 /// Registers a connection just accepted from `peer`; `None` (and counted) when
@@ -176,7 +179,9 @@ async fn serve_accepted<B: MediaBackend + 'static>(
     }
     match tls::accept(&shared, stream, key.1).await {
         Some(tls) => run_connection(shared, tls, key, id, rx).await,
-        None => unregister(&shared, key, id),
+        None => {
+            unregister(&shared, key, id);
+        }
     }
 }
 
@@ -204,7 +209,20 @@ async fn run_connection<B, S>(
             };
             if let Err(e) = written {
                 tracing::debug!(%peer, ?transport, error = %e, "SIP stream write failed");
-                bump(&stats.stats.send_errors);
+                // What could not be written, and what waits behind it, ends its branch
+                // at once (a 503 from the peer), not after Timer B.
+                rx.close();
+                let mut lost = vec![bytes];
+                while let Ok(b) = rx.try_recv() {
+                    lost.push(b);
+                }
+                for b in lost {
+                    bump(&stats.stats.send_errors);
+                    let out = stats.with_media("transport error", |proxy, media| {
+                        proxy.handle_transport_error(&b, peer, transport, time::now_ns(), media)
+                    });
+                    dispatch(&stats, out).await;
+                }
                 return;
             }
             bump(if transport == Transport::Tls {
@@ -222,7 +240,12 @@ async fn run_connection<B, S>(
     };
     tracing::debug!(%peer, ?transport, reason, "SIP connection closed");
     // Drop our sender so the writer drains what is queued (a final error response), then ends.
-    unregister(&shared, key, id);
+    if unregister(&shared, key, id) {
+        // Bindings on this flow are reached otherwise from now on (`Proxy::flow_closed`).
+        lock(&shared.core)
+            .proxy
+            .flow_closed(transport, peer, time::now_ns());
+    }
     if !writer.is_finished()
         && tokio::time::timeout(Duration::from_secs(2), &mut writer)
             .await

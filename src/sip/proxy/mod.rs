@@ -52,7 +52,8 @@
 //! - `tx`: creating, answering through and removing transactions;
 //! - `services`: what the presence agent and message store (`sip::presence`) are told
 //!   at the interception point, and the requests they send;
-//! - `route`: §16.4–16.5, where a request goes; `nat`: the NAT contact table;
+//! - `route`: §16.4–16.5, where a request goes; `nat`: the NAT contact table; `flows`:
+//!   TCP/TLS flows that are gone (430 Flow Failed, or a new connection to the Contact);
 //! - `ident`: our host, Route and Via, the branches and tags we mint, loop detection;
 //! - `state`: configuration, counters, tables and `Cx`.
 //!
@@ -60,6 +61,7 @@
 #![forbid(unsafe_code)]
 
 mod cancel;
+mod flows;
 mod ident;
 mod nat;
 mod request;
@@ -124,6 +126,7 @@ impl<S: LocationStore> Proxy<S> {
         if self.next_housekeeping.is_none() {
             self.next_housekeeping = Some(now_ns.saturating_add(HOUSEKEEPING_NS));
         }
+        self.flow_seen(transport, src);
         let mut cx = Cx::message(now_ns, src, transport, media);
         cx.auth = auth;
         // RFC 5626 §4.4.1: CRLFCRLF ping → CRLF pong on streams; ignored on UDP.

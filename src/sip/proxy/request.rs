@@ -211,6 +211,13 @@ impl<S: LocationStore> Proxy<S> {
         let (decision, pop) = self.route(msg, cx.now);
         match decision {
             Decision::Reject(status, reason) => {
+                if status == 430 {
+                    // RFC 5626 §5.3: the binding's flow is gone; the phone makes a new one.
+                    self.stats.flows_failed += 1;
+                    if let Some(Ok(ruri)) = msg.request_uri() {
+                        self.drop_failed_flows(&ruri, cx.now);
+                    }
+                }
                 self.answer_locally(msg, key, status, reason, &[], cx);
             }
             Decision::Options => {

@@ -13,7 +13,7 @@ use super::state::Proxy;
 use crate::sip::header::{NameAddr, NameAddrIter};
 use crate::sip::number::{number_aor, sip_phone_number, tel_number};
 use crate::sip::parse::{HeaderName, Message};
-use crate::sip::registrar::{canonical_aor, LocationStore};
+use crate::sip::registrar::LocationStore;
 use crate::sip::transport::Transport;
 use crate::sip::uri::{SipUri, Uri};
 
@@ -50,6 +50,29 @@ fn via_front(front: &str, contact: &str) -> Option<Hop> {
         to: SocketAddr::new(ip, f.port_or_default()),
         transport: Transport::of_uri(&f),
         route: Some(format!("<{front};lr>")),
+    })
+}
+
+/// The hop to a binding's Contact address, over a new connection, once the flow it
+/// registered over is gone (`flows`): the transport the Contact names, or the one it
+/// registered over when it names UDP (a phone that registered over TCP/TLS listens there).
+/// `None` for a hostname (no DNS here).
+fn contact_hop(u: &SipUri<'_>, contact: &str, registered: Transport) -> Option<Hop> {
+    let ip = u.host.ip()?;
+    let transport = match Transport::of_uri(u) {
+        Transport::Udp => registered,
+        t => t,
+    };
+    let port = match (u.port, transport) {
+        (Some(p), _) => p,
+        (None, Transport::Tls) => 5061,
+        (None, _) => 5060,
+    };
+    Some(Hop {
+        ruri: Some(contact.to_owned()),
+        to: SocketAddr::new(ip, port),
+        transport,
+        route: None,
     })
 }
 
@@ -138,18 +161,29 @@ impl<S: LocationStore> Proxy<S> {
                 None => (Decision::Reject(416, "Unsupported URI Scheme"), pop),
             };
         }
-        match self.cfg.outbound {
-            Some(to) => (
-                Decision::Forward(vec![Hop {
-                    ruri: None,
-                    to,
-                    transport: Transport::Udp,
-                    route: None,
-                }]),
-                pop,
-            ),
-            None => (Decision::Reject(403, "Forbidden - Domain Not Served"), pop),
+        (self.to_outbound(&ruri), pop)
+    }
+
+    /// A request for a domain we do not serve: to `outbound`, over its transport, else 403.
+    /// One that must go over TLS (a `sips:` Request-URI or `;transport=tls`: RFC 3261 §26.2
+    /// wants TLS on every hop) is refused at once with 503 when `outbound` is not reached
+    /// over TLS: never downgraded to UDP or TCP.
+    fn to_outbound(&self, ruri: &Uri<'_>) -> Decision {
+        let Some(next) = self.cfg.outbound else {
+            return Decision::Reject(403, "Forbidden - Domain Not Served");
+        };
+        let tls_only = ruri
+            .as_sip()
+            .is_some_and(|u| Transport::of_uri(u) == Transport::Tls);
+        if tls_only && next.transport != Transport::Tls {
+            return Decision::Reject(503, "Service Unavailable - No TLS Route");
         }
+        Decision::Forward(vec![Hop {
+            ruri: None,
+            to: next.addr,
+            transport: next.transport,
+            route: None,
+        }])
     }
 
     /// A number (RFC 3966: a `tel:` URI, or `user=phone` in one of our domains): looked up
@@ -162,14 +196,9 @@ impl<S: LocationStore> Proxy<S> {
             _ => return None,
         };
         let uri = Uri::parse(&aor).ok()?;
-        Some(match (self.lookup(&uri, now), self.cfg.outbound) {
-            (Decision::Reject(404, _), Some(to)) => Decision::Forward(vec![Hop {
-                ruri: None,
-                to,
-                transport: Transport::Udp,
-                route: None,
-            }]),
-            (d, _) => d,
+        Some(match self.lookup(&uri, now) {
+            Decision::Reject(404, _) if self.cfg.outbound.is_some() => self.to_outbound(ruri),
+            d => d,
         })
     }
 
@@ -214,7 +243,8 @@ impl<S: LocationStore> Proxy<S> {
     /// literal.
     fn resolve(&self, u: &SipUri<'_>, now: u64) -> Option<(SocketAddr, Transport)> {
         if let Some(e) = self.nat.get(&contact_key(u)) {
-            if e.expires_at_ns > now {
+            // A flow that is gone: a new connection to the URI's own address instead.
+            if e.expires_at_ns > now && !self.flow_is_closed(e.transport, e.source) {
                 return Some((e.source, e.transport));
             }
         }
@@ -227,27 +257,18 @@ impl<S: LocationStore> Proxy<S> {
 
     /// Location service lookup (§16.5): bindings → hops, NAT-aware.
     pub(super) fn lookup(&self, ruri: &Uri<'_>, now: u64) -> Decision {
-        let Some(aor) = canonical_aor(ruri) else {
+        let candidates = self.aor_candidates(ruri);
+        if candidates.is_empty() {
             return Decision::Reject(404, "Not Found");
-        };
-        let mut candidates = vec![aor.clone()];
+        }
         // RFC 5630 §3.1.3: `sips:bob@example.com` is Bob's AOR asked to be reached over TLS
         // only; his bindings stand under `sip:`, and only his TLS ones qualify.
         let secure = ruri
             .as_sip()
             .is_some_and(|u| u.scheme == crate::sip::uri::Scheme::Sips);
-        if let Some(rest) = aor.strip_prefix("sips:").filter(|_| secure) {
-            candidates.push(format!("sip:{rest}"));
-        }
-        if ruri.as_sip().is_some_and(|u| u.port.is_some()) {
-            // `sip:bob@host:port` also finds `sip:bob@host`, and the reverse.
-            if let Some(i) = aor.rfind(':').filter(|&i| i > 4 && !aor[i..].contains(']')) {
-                candidates.push(aor[..i].to_owned());
-            }
-        } else {
-            candidates.push(format!("{aor}:{}", self.cfg.local.port()));
-        }
         let mut known = false;
+        // An outbound binding whose flow is gone was found (`flows`).
+        let mut flow_failed = false;
         for a in &candidates {
             let bindings = self.registrar.lookup(a, now);
             known |= self.known_aors.contains(a) || !self.registrar.store.get(a).is_empty();
@@ -259,6 +280,16 @@ impl<S: LocationStore> Proxy<S> {
                 let Ok(u) = SipUri::parse(&b.uri) else {
                     continue;
                 };
+                if b.path.is_none() && self.flow_is_closed(b.transport, b.source) {
+                    if b.outbound {
+                        flow_failed = true;
+                    } else if let Some(hop) = contact_hop(&u, &b.uri, b.transport) {
+                        if !secure || hop.transport == Transport::Tls {
+                            hops.push(hop);
+                        }
+                    }
+                    continue;
+                }
                 if let Some(front) = b.path.as_deref().filter(|_| b.transport.reliable()) {
                     // Registered over TCP/TLS at another front: only its connection reaches
                     // the phone, so the request goes there, routed through that front.
@@ -301,7 +332,9 @@ impl<S: LocationStore> Proxy<S> {
                 return Decision::Forward(hops);
             }
         }
-        if known {
+        if flow_failed {
+            Decision::Reject(430, "Flow Failed")
+        } else if known {
             Decision::Reject(480, "Temporarily Unavailable")
         } else {
             Decision::Reject(404, "Not Found")

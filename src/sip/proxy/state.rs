@@ -12,7 +12,7 @@ use crate::sip::networks::SipNetworks;
 use crate::sip::presence::{PresenceConfig, Services};
 use crate::sip::registrar::{LocationStore, MemoryStore, Registrar, RegistrarConfig};
 use crate::sip::transaction::{ClientId, ClientTx, ServerId, ServerTx, TimerConfig, Timers, TxIds};
-use crate::sip::transport::{Transmit, Transport};
+use crate::sip::transport::{NextHop, Transmit, Transport};
 
 /// How often housekeeping runs (2xx cache sweep; registrar expiry and NAT sweep every
 /// tenth run).
@@ -28,8 +28,10 @@ pub struct ProxyConfig {
     pub local_tls: Option<SocketAddr>,
     /// Served domains (host names or IP literals); the listen address's IP is always one.
     pub domains: Vec<String>,
-    /// Where requests for other domains go; `None` refuses them with 403.
-    pub outbound: Option<SocketAddr>,
+    /// Where requests for other domains go, and over what transport; `None` refuses them
+    /// with 403. A request that must go over TLS (a `sips:` Request-URI, RFC 3261 §26.2) is
+    /// refused at once when this is not TLS: it is never downgraded.
+    pub outbound: Option<NextHop>,
     pub min_expires: u32,
     pub max_expires: u32,
     pub default_expires: u32,
@@ -114,6 +116,9 @@ pub struct ProxyStats {
     /// Requests the transport could not deliver (no connection to the next hop), each
     /// answered as a 503 from it (`Proxy::handle_transport_error`).
     pub transport_errors: u64,
+    /// Requests answered 430 Flow Failed (RFC 5626 §5.3): the binding was registered with
+    /// outbound and its flow (the connection it came over) is gone.
+    pub flows_failed: u64,
     pub overload_rejects: u64,
     /// New INVITEs refused by overload control (high-water mark or shedding).
     pub overload_invites_refused: u64,
@@ -173,6 +178,8 @@ pub struct Proxy<S: LocationStore = MemoryStore> {
     pub(super) finished_clients: usize,
     /// Presence, publications and stored messages (`services`).
     pub(super) presence: Option<Services>,
+    /// TCP/TLS flows the driver said are gone, with when (`flows`).
+    pub(super) closed_flows: HashMap<super::flows::FlowKey, u64>,
 }
 
 /// What one call into the proxy carries from handler to handler: the time, where the
@@ -276,6 +283,7 @@ impl<S: LocationStore> Proxy<S> {
             shedding: false,
             finished_servers: 0,
             finished_clients: 0,
+            closed_flows: HashMap::new(),
         }
     }
 

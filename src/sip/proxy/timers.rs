@@ -31,6 +31,7 @@ impl<S: LocationStore> Proxy<S> {
         if self.ticks % 10 == 1 {
             self.registrar.expire(now);
             self.nat.retain(|_, e| e.expires_at_ns > now);
+            self.sweep_flows(now);
         }
     }
 
