@@ -47,6 +47,10 @@ pub struct Binding {
     /// `None`: made here. Else the SIP URI of the front that took the REGISTER (a shared
     /// location service, `store::share`), through which a TCP/TLS binding is reached.
     pub path: Option<String>,
+    /// NAT evidence when it was made (the REGISTER's top Via differed from its source):
+    /// the phone is reached at `source`, not at its Contact. Stored with the binding, so
+    /// another front sharing the location service reaches it there too.
+    pub nat: bool,
 }
 
 impl Binding {
@@ -286,6 +290,9 @@ impl<S: LocationStore> Registrar<S> {
             Ok(e) => e,
             Err(e) => return RegisterResponse::error(400, e.reason_phrase()),
         };
+        let nat = req
+            .top_via()
+            .is_ok_and(|v| crate::sip::proxy::via_mismatch(&v, source));
         let mut bindings: Vec<Binding> = self
             .store
             .get(&aor)
@@ -362,6 +369,7 @@ impl<S: LocationStore> Registrar<S> {
                         expires_at_ns: now_ns.saturating_add(u64::from(secs) * NANOS_PER_SEC),
                         transport,
                         path: None,
+                        nat,
                     };
                     match existing {
                         Some(i) => bindings[i] = b,

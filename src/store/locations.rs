@@ -123,6 +123,7 @@ impl StoredLocations {
                     expires_at_ns,
                     transport: b.transport,
                     path: b.path.filter(|p| Some(p.as_str()) != own),
+                    nat: b.nat,
                 })
             })
             .collect()
@@ -218,6 +219,7 @@ impl StoredLocations {
                     cseq: b.cseq,
                     transport: b.transport,
                     path: b.path.clone().or_else(|| front.map(str::to_owned)),
+                    nat: b.nat,
                 })
                 .collect(),
         }
@@ -289,6 +291,7 @@ mod tests {
             expires_at_ns: exp,
             transport: crate::sip::transport::Transport::Udp,
             path: None,
+            nat: true,
         }
     }
 
