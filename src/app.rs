@@ -73,12 +73,20 @@ pub fn run_with(config: Config, lifecycle: Arc<Lifecycle>, cli: Option<Cli>) -> 
         lifecycle.set_standby(true);
     }
     let mut presence_loaded = Vec::new();
+    // The addresses this relay binds media on: the stored calls it may restore.
+    let own_addresses: Vec<std::net::IpAddr> = config.interfaces.iter().map(|i| i.local).collect();
     let (locations, store) = match &config.redis {
         // A standby attaches the store when it takes over.
         Some(_) if config.standby => (None, None),
         Some(url) => {
             // Calls taken over are the stored ones, already restored.
-            let (l, p, s) = open_store(url, &mut manager, unix_at_zero, taken.is_none())?;
+            let (l, p, s) = open_store(
+                url,
+                &mut manager,
+                unix_at_zero,
+                taken.is_none(),
+                &own_addresses,
+            )?;
             presence_loaded = p;
             (Some(l), Some(s))
         }
@@ -253,7 +261,7 @@ pub fn run_with(config: Config, lifecycle: Arc<Lifecycle>, cli: Option<Cli>) -> 
                             let mut m = manager.lock().unwrap_or_else(|e| e.into_inner());
                             // Loading blocks (a runtime of the store's own): off this one.
                             let opened = tokio::task::block_in_place(|| {
-                                open_store(url, &mut m, unix_at_zero, true)
+                                open_store(url, &mut m, unix_at_zero, true, &own_addresses)
                             });
                             match opened {
                                 Ok((_, _, s)) => {
@@ -389,14 +397,29 @@ fn open_store(
     manager: &mut SessionManager<DataPlane>,
     unix_at_zero: Duration,
     restore_calls: bool,
+    own: &[std::net::IpAddr],
 ) -> anyhow::Result<StoreOpened> {
     let (store, loaded) = crate::store::redis::RedisStore::open(url)?;
     let store = Arc::new(store);
     let (mut restored, mut dropped) = (0usize, 0usize);
+    // Relays of a set may share one store: each restores only the calls bound on its own
+    // addresses, and leaves the others' records alone (never drops them).
+    let elsewhere = |record: &str| {
+        crate::store::record::CallRecord::parse(record).is_ok_and(|r| r.relayed_elsewhere(own))
+    };
     let mut pending: Vec<&(String, String, Option<String>)> = if restore_calls {
-        loaded.calls.iter().collect()
+        loaded
+            .calls
+            .iter()
+            .filter(|(_, record, _)| !elsewhere(record))
+            .collect()
     } else {
         Vec::new()
+    };
+    let others = if restore_calls {
+        loaded.calls.len() - pending.len()
+    } else {
+        0
     };
     // A crashed relay's sockets close a moment after it exits (io_uring tears its rings down
     // asynchronously): calls whose ports are still taken are tried again for a short while.
@@ -428,7 +451,7 @@ fn open_store(
         pending = retry;
         std::thread::sleep(RESTORE_RETRY_DELAY);
     }
-    tracing::info!(restored, dropped, "state store attached");
+    tracing::info!(restored, dropped, others, "state store attached");
     manager.set_store(store.clone());
     let locations = LocationPersistence {
         sink: store.clone(),

@@ -3,7 +3,10 @@
 //! SIPp calls through the front's built-in proxy; the front's `/metrics` say where each call
 //! went. Checks: 300 calls spread 3:2:1 by weight (±10%); a relay killed mid-run is skipped
 //! by new calls within 2 s, no call fails, the calls it held are reported (log and metrics);
-//! restarted, it gets calls again.
+//! restarted, it restores those calls from the state store (the relays run with `--redis`,
+//! one `redis-server` the test starts on the bridge address), the media of a restored call
+//! flow through it again, the front's deletes at BYE reach the restored calls, and it gets
+//! new calls again.
 //!
 //! Needs root, iproute2 and SIPp (`sip-tester`); fails without them (CI installs them).
 //! Also, on loopback: a mixed set (rtpengine and rtpanchor) and a relay reached over TCP ng,
@@ -11,7 +14,9 @@
 //!
 //! Port block 3500-3999: relays' ng 3500 and media 3600-3999 inside their namespaces; the
 //! front's ng 3501, HTTP 3502, SIP 3510, media 3700-3799; SIPp 3520-3570. The TCP ng test:
-//! 6700-6799. The tests run one at a time (the fronts share a media range).
+//! 6700-6799. The state store's Redis: 61000 on the bridge address. The tests run one at a
+//! time (the fronts share a media range). `RELAYSET_NETNS` names the namespaces' prefix
+//! (default `ra22`).
 
 // Tests time their waits with the wall clock.
 #![allow(clippy::disallowed_methods)]
@@ -43,6 +48,14 @@ const REG_SIP: u16 = 3545;
 const REG_CP: u16 = 3546;
 const UAS_MEDIA: u16 = 3550;
 const WEIGHTS: [u32; 3] = [3, 2, 1];
+/// The state store the relays share, on the bridge address (`tools/testbed.sh`).
+const BRIDGE: &str = "10.222.0.1";
+const REDIS: u16 = 61000;
+
+/// The test bed's namespaces' prefix.
+fn netns_prefix() -> String {
+    std::env::var("RELAYSET_NETNS").unwrap_or_else(|_| "ra22".to_owned())
+}
 
 /// The tests share the fronts' media range and the machine: one at a time.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -70,7 +83,7 @@ impl Testbed {
     fn up(n: usize) -> Testbed {
         let out = Command::new(repo().join("tools/testbed.sh"))
             .args(["up", &n.to_string()])
-            .env("PREFIX", "ra22")
+            .env("PREFIX", netns_prefix())
             .output()
             .expect("tools/testbed.sh");
         let bed = Testbed;
@@ -87,7 +100,7 @@ impl Drop for Testbed {
     fn drop(&mut self) {
         let _ = Command::new(repo().join("tools/testbed.sh"))
             .arg("down")
-            .env("PREFIX", "ra22")
+            .env("PREFIX", netns_prefix())
             .status();
     }
 }
@@ -99,17 +112,19 @@ fn wait_pong(addr: &str, limit: Duration) -> Result<(), String> {
     c.wait_ready(limit).map_err(|e| e.to_string())
 }
 
-/// rtpanchor in namespace `ra22-n{i+1}`, ng on its box address.
+/// rtpanchor in namespace `PREFIX-n{i+1}`, ng on its box address, its calls kept in the
+/// shared Redis.
 fn start_box(dir: &Path, i: usize, run: usize) -> Peer {
     let ip = box_ip(i);
     let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", &format!("ra22-n{}", i + 1)])
+    cmd.args(["netns", "exec", &format!("{}-n{}", netns_prefix(), i + 1)])
         .arg(env!("CARGO_BIN_EXE_rtpanchor"))
         .env("NO_COLOR", "1")
         .args(["--interface", &ip, "--no-sip", "--num-threads", "1"])
         .args(["--listen-ng", &format!("{ip}:{RELAY_NG}")])
         .args(["--port-min", "3600", "--port-max", "3999"])
         .args(["--ng-allow", "10.222.0.0/24"])
+        .args(["--redis", &format!("redis://{BRIDGE}:{REDIS}/0")])
         .args(["--no-kernel-forwarding", "--log-level", "info"]);
     let relay = Peer::spawn(
         &format!("box{i}"),
@@ -269,6 +284,7 @@ fn relay_set_spreads_by_weight_and_survives_a_dead_relay() {
     let _bed = Testbed::up(3);
     let tmp = TempDir::new("relayset").expect("tempdir");
     let d = tmp.path();
+    let mut redis = common::store::start_redis_on(BRIDGE, REDIS, d);
     let mut boxes: Vec<Peer> = (0..3).map(|i| start_box(d, i, 0)).collect();
     let specs: Vec<String> = (0..3)
         .map(|i| format!("{};weight={}", relay_name(i), WEIGHTS[i]))
@@ -300,15 +316,15 @@ fn relay_set_spreads_by_weight_and_survives_a_dead_relay() {
     let stats = c.command("statistics").expect("statistics");
     assert_eq!(stats.get("result").and_then(Owned::as_str), Some("ok"));
 
-    // 2. Box 1 killed 3 s into 120 calls held a second each.
-    let uac = start_uac(d, "kill", 120, 10, 1000);
+    // 2. Box 1 killed 3 s into 120 calls held 12 s each (its calls outlive its absence).
+    let uac = start_uac(d, "kill", 120, 10, 12_000);
     std::thread::sleep(Duration::from_secs(3));
     send_signal(boxes[1].pid(), "KILL");
     let killed_at = Instant::now();
     let _ = boxes[1].wait_timeout(Duration::from_secs(5));
     std::thread::sleep(Duration::from_secs(2).saturating_sub(killed_at.elapsed()));
     let after_2s = calls_on(1);
-    finish_uac(d, uac, "kill", 120, Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(4).saturating_sub(killed_at.elapsed()));
     let text = metrics();
     assert_eq!(
         relay_series(&text, "media_relay_calls_total", 1),
@@ -323,21 +339,58 @@ fn relay_set_spreads_by_weight_and_survives_a_dead_relay() {
         "no call reported on the dead relay\n{text}"
     );
     let log = std::fs::read_to_string(d.join("front.log")).unwrap_or_default();
+    let named = reported_calls(&log, &relay_name(1));
     assert!(
-        log.contains("media relay not answering") && log.contains(&relay_name(1)),
-        "the front did not report the dead relay:\n{}",
+        !named.is_empty(),
+        "the front did not report the dead relay's calls:\n{}",
         front.log_tail(30)
     );
-    // The others carried the rest.
-    assert!(calls_on(0) > 150.0 && calls_on(2) > 50.0);
 
-    // 3. Back: it answers pings and gets calls again.
+    // 3. Back, with the store: it restores the calls it held (and only those: the other
+    // relays' records in the same Redis are left alone), relays their media again, and the
+    // front's deletes at BYE reach them.
     boxes[1] = start_box(d, 1, 1);
+    let box_log = std::fs::read_to_string(d.join("box1-1.log")).unwrap_or_default();
+    assert!(
+        box_log.contains("state store attached") && box_log.contains("dropped=0"),
+        "the restarted relay dropped stored calls:\n{}",
+        boxes[1].log_tail(20)
+    );
+    let restored = box_calls(1, "restored");
+    let missing: Vec<&String> = named.iter().filter(|c| !restored.contains(c)).collect();
+    // A call answered in the last milliseconds before the kill may not have been written.
+    assert!(
+        missing.len() <= 1 && restored.len() + 1 >= named.len(),
+        "calls reported on the dead relay not restored on it: {missing:?} (restored {restored:?})"
+    );
+    let probe = named
+        .iter()
+        .find(|c| restored.contains(c))
+        .expect("a reported call restored");
+    let (at_caller, at_callee) = media_round_trip(1, probe);
+    assert!(
+        at_caller >= 15 && at_callee >= 15,
+        "RTP through restored call {probe}: {at_caller} and {at_callee} of 20 arrived"
+    );
     let deadline = Instant::now() + Duration::from_secs(3);
     while relay_series(&metrics(), "media_relay_up", 1) != 1.0 {
         assert!(Instant::now() < deadline, "relay not back within 3 s");
         std::thread::sleep(Duration::from_millis(100));
     }
+    finish_uac(d, uac, "kill", 120, Duration::from_secs(60));
+    // Every restored call was ended by the front's delete at BYE (media timeouts are 60 s).
+    let left = box_calls(1, "left");
+    let lingering: Vec<&String> = restored.iter().filter(|c| left.contains(c)).collect();
+    assert!(
+        lingering.is_empty(),
+        "restored calls still held after their BYE: {lingering:?}"
+    );
+    let text = metrics();
+    assert_eq!(relay_series(&text, "media_relay_active_calls", 1), 0.0);
+    // The others carried the rest.
+    assert!(calls_on(0) > 150.0 && calls_on(2) > 50.0);
+
+    // 4. It gets new calls again.
     let before = calls_on(1);
     let uac = start_uac(d, "back", 30, 10, 0);
     finish_uac(d, uac, "back", 30, Duration::from_secs(30));
@@ -352,6 +405,91 @@ fn relay_set_spreads_by_weight_and_survives_a_dead_relay() {
     for b in &mut boxes {
         b.stop(Duration::from_secs(5));
     }
+    redis.stop(Duration::from_secs(2));
+}
+
+/// The Call-IDs the front's log names for `relay` going down.
+fn reported_calls(log: &str, relay: &str) -> Vec<String> {
+    log.lines()
+        .filter(|l| l.contains("media relay not answering") && l.contains(relay))
+        .filter_map(|l| l.split("call_ids=[").nth(1))
+        .filter_map(|rest| rest.split(']').next())
+        .flat_map(|list| list.split(','))
+        .map(|c| c.trim().trim_matches('"').to_owned())
+        .filter(|c| !c.is_empty())
+        .collect()
+}
+
+/// The calls box `i` holds (ng `list`); `asking` names the ng cookies (the relay answers a
+/// cookie it saw from its reply cache).
+fn box_calls(i: usize, asking: &str) -> Vec<String> {
+    let mut c = NgClient::udp(format!("{}:{RELAY_NG}", box_ip(i)).parse().unwrap())
+        .unwrap()
+        .with_cookie_prefix(format!("relayset-list-{asking}"));
+    let list = c.command("list").expect("list");
+    list.get("calls")
+        .and_then(Owned::as_list)
+        .unwrap_or(&[])
+        .iter()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect()
+}
+
+/// RTP both ways through `call_id` on box `i`, from two sockets on the bridge address
+/// standing in for its phones (their SDP addresses, on loopback, are not reachable from the
+/// namespace): the caller's socket sends first, so the relay latches onto it, then 20 packets
+/// each way. How many arrived at (the caller, the callee).
+fn media_round_trip(i: usize, call_id: &str) -> (usize, usize) {
+    let mut c = NgClient::udp(format!("{}:{RELAY_NG}", box_ip(i)).parse().unwrap())
+        .unwrap()
+        .with_cookie_prefix("relayset-query");
+    let q = c
+        .request(
+            &Owned::dict()
+                .with("command", "query")
+                .with("call-id", call_id),
+        )
+        .expect("query");
+    // The relay's RTP port for each party; SIPp's caller's tag is `<pid>cps<call number>`.
+    let port_of = |caller: bool| {
+        q.get("tags")
+            .and_then(Owned::as_dict)
+            .unwrap_or(&[])
+            .iter()
+            .filter(|(tag, _)| tag.contains("cps") == caller)
+            .find_map(|(_, t)| {
+                let m = t.get("medias")?.as_list()?.first()?;
+                m.get("streams")?
+                    .as_list()?
+                    .first()?
+                    .get("local port")?
+                    .as_int()
+            })
+            .unwrap_or_else(|| panic!("no relay port for caller={caller} in {q}"))
+    };
+    let relay =
+        |port: i64| -> std::net::SocketAddr { format!("{}:{port}", box_ip(i)).parse().unwrap() };
+    let (to_a, to_b) = (relay(port_of(true)), relay(port_of(false)));
+    let bind = || {
+        let s = std::net::UdpSocket::bind((BRIDGE, 0)).expect("bind on the bridge");
+        s.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        s
+    };
+    let (a, b) = (bind(), bind());
+    a.send_to(&common::media::pcmu(1, 0xa), to_a).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    for seq in 2..22u16 {
+        b.send_to(&common::media::pcmu(seq, 0xb), to_b).unwrap();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let at_a = common::media::count_rx(&a, 20, Duration::from_secs(3));
+    for seq in 2..22u16 {
+        a.send_to(&common::media::pcmu(seq, 0xa), to_a).unwrap();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let at_b = common::media::count_rx(&b, 20, Duration::from_secs(3));
+    (at_a, at_b)
 }
 
 /// Where the front, the callee and the caller of a media run listen.

@@ -483,3 +483,108 @@ fn with_redis_stopped_each_front_serves_its_own_phones() {
     );
     eprintln!("Redis back -> bob routable at B again: {again:?}");
 }
+
+/// NAT evidence is shared with the binding: bob registers at A over UDP from behind a NAT
+/// (his Via and Contact name 127.0.0.1:+10, his own view; the REGISTER comes from +5, the
+/// NAT's mapping), and is reached through B at +5, where A would reach him, never at his
+/// Contact (a socket there stays silent). Ports 61100-61199 (the layout of the others).
+#[test]
+fn a_natted_phone_registered_at_a_is_reached_by_b_at_its_source() {
+    let bed = Bed::start(61100, "rtpanchor-shloc-nat");
+    let p = Ports(bed.base);
+    let private = p.0 + 10;
+    let decoy = UdpSocket::bind(lo(private)).unwrap();
+    decoy
+        .set_read_timeout(Some(Duration::from_millis(5)))
+        .unwrap();
+    let mut bob = UdpPhone::bind(p.phone());
+    let contact = format!("sip:bob@127.0.0.1:{private}");
+    let reg = register_bytes(
+        "bob",
+        &[&contact],
+        &format!("127.0.0.1:{private}"),
+        "reg-bob-nat",
+        1,
+    );
+    bob.sock.send_to(&reg, p.sip_a()).unwrap();
+    let ok = bob
+        .next(Duration::from_secs(3))
+        .expect("no answer to REGISTER");
+    assert_eq!(status(&ok), 200, "{ok}");
+    let caller = Caller::bind(p.caller());
+    // A reaches him at his source; so does B, once it has the binding.
+    let mut uac = caller.uac("nat-at-a", BOB);
+    assert_eq!(probe(&caller, &mut uac, p.sip_a(), &mut bob), 200);
+    let seen = bob_through_b(&bed, &caller, &mut bob);
+    eprintln!("propagation register A (NATed) -> reached at its source through B: {seen:?}");
+    // An INVITE through B too, at the source, with the Contact as its Request-URI.
+    let (mut uac, invite) = invite_through_b(&bed, &caller, "shloc-nat-call", &mut bob);
+    assert!(
+        invite.starts_with(&format!("INVITE {contact} ")),
+        "{invite}"
+    );
+    // (Its 200 names where the NAT maps it: in-dialog requests follow the dialog's Contact.)
+    let uas = Uas::new(
+        lo(p.phone()),
+        "b1",
+        &format!("sip:bob@127.0.0.1:{}", p.phone()),
+    );
+    answer_and_ack(&bed, &caller, &mut uac, &mut bob, &uas, &invite);
+    hang_up(&bed, &caller, &mut uac, &mut bob, &uas);
+    let mut buf = [0u8; 2048];
+    assert!(
+        decoy.recv_from(&mut buf).is_err(),
+        "a request went to the private Contact"
+    );
+}
+
+/// A MESSAGE of 2,000 bytes through B to a phone registered over TCP at A: B forwards it to
+/// A over TCP (RFC 3261 §18.1.1: over 1,300 bytes), A on the phone's connection; the phone's
+/// 200 reaches the caller. Ports 61300-61399 (the layout of the others).
+#[test]
+fn a_large_message_reaches_a_tcp_phone_behind_the_other_front() {
+    let bed = Bed::start(61300, "rtpanchor-shloc-bigmsg");
+    let p = Ports(bed.base);
+    let mut bob = TcpPhone::connect(p.sip_a());
+    let me = bob.local();
+    let contact = format!("sip:bob@127.0.0.1:{};transport=tcp", me.port());
+    let reg = String::from_utf8(register_bytes(
+        "bob",
+        &[&contact],
+        &me.to_string(),
+        "reg-bob-bigmsg",
+        1,
+    ))
+    .unwrap()
+    .replace("SIP/2.0/UDP", "SIP/2.0/TCP");
+    bob.send(reg.as_bytes());
+    let ok = bob
+        .next(Duration::from_secs(3))
+        .expect("no 200 to REGISTER");
+    assert_eq!(status(&ok), 200, "{ok}");
+    let caller = Caller::bind(p.caller());
+    bob_through_b(&bed, &caller, &mut bob);
+
+    // (The kit's requests carry no text body: a long header makes it large.)
+    let text = "y".repeat(2000);
+    let mut uac = caller.uac("shloc-bigmsg", BOB);
+    let bytes = uac.request("MESSAGE", &format!("Subject: {text}\r\n"));
+    assert!(bytes.len() > 2000);
+    caller.sock.send_to(&bytes, p.sip_b()).unwrap();
+    let got = expect_request(&mut bob, "MESSAGE", Duration::from_secs(3))
+        .unwrap_or_else(|| panic!("no MESSAGE at the phone\n{}", bed.logs()));
+    assert!(got.contains(&format!("Subject: {text}\r\n")), "cut:\n{got}");
+    // B's Via says it went to A over TCP.
+    let vias: Vec<&str> = got.lines().filter(|l| l.starts_with("Via:")).collect();
+    assert!(
+        vias.get(1)
+            .is_some_and(|v| v.contains(&format!("SIP/2.0/TCP {}", p.sip_b()))),
+        "{got}"
+    );
+    let uas = Uas::new(me, "b1", &contact);
+    bob.send(&uas.respond(got.as_bytes(), 200));
+    let ok = caller
+        .response(Duration::from_secs(3))
+        .unwrap_or_else(|| panic!("no answer to the MESSAGE\n{}", bed.logs()));
+    assert_eq!(status(&ok), 200, "{ok}");
+}

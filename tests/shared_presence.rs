@@ -408,3 +408,81 @@ fn with_redis_stopped_fronts_serve_alone_and_resync_when_it_is_back() {
     let key = format!("rtpanchor:presence:front/sip:{b}/subscription:*");
     wait_keys(&bed, &key, true, "B's subscription not written again");
 }
+
+/// An entity tag front A issued is honoured at front B (RFC 3903 `SIP-If-Match`): B hands
+/// the PUBLISH to A, which holds the publication, and the answer (a new tag) comes back
+/// through B. Modify, refresh and removal at B; B's watcher sees each change. Ports
+/// 61200-61299 (the layout of the others).
+#[test]
+fn an_entity_tag_from_a_is_honoured_at_b() {
+    let bed = Bed::start(61200, "rtpanchor-shpres-etag");
+    let (a, b) = (bed.sip_a(), bed.sip_b());
+    let carol = phone(&bed, "carol", 10, b);
+    let bob = phone(&bed, "bob", 11, a);
+    watch_bob(&carol);
+    let etag = publish(&bob, a, 1, "Expires: 600\r\n", Some(&pidf("bob", "away")));
+    carol.wait(
+        "NOTIFY away",
+        notify_with(&["<basic>open</basic>", "<rpid:away/>"], &[]),
+    );
+
+    // Modified at B with A's tag.
+    let busy = pidf_status("bob", "closed", "busy");
+    let etag = publish(
+        &bob,
+        b,
+        2,
+        &format!("SIP-If-Match: {etag}\r\n"),
+        Some(&busy),
+    );
+    carol.wait(
+        "NOTIFY busy",
+        notify_with(
+            &["<basic>closed</basic>", "<rpid:busy/>"],
+            &["<rpid:away/>"],
+        ),
+    );
+    // Refreshed at B (its watcher's NOTIFY above says B holds A's record with this tag).
+    let etag = publish(
+        &bob,
+        b,
+        3,
+        &format!("SIP-If-Match: {etag}\r\nExpires: 600\r\n"),
+        None,
+    );
+    // Removed at B, once A's record with the refreshed tag has reached B (written every
+    // 100 ms: a few tries).
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut cseq = 4;
+    let removed = loop {
+        let req = bob.request_with(
+            "PUBLISH",
+            BOB,
+            "pub-bob",
+            cseq,
+            &format!("Event: presence\r\nSIP-If-Match: {etag}\r\nExpires: 0\r\n"),
+            None,
+        );
+        let got = status(&bob.transact_at(&req, b));
+        if got != Some(412) || Instant::now() >= deadline {
+            break got;
+        }
+        cseq += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(removed, Some(200), "{}", bed.logs());
+    carol.wait(
+        "NOTIFY after the removal",
+        notify_with(&["<basic>closed</basic>"], &["<rpid:"]),
+    );
+    // A tag nobody issued is still refused.
+    let req = bob.request_with(
+        "PUBLISH",
+        BOB,
+        "pub-bob",
+        cseq + 1,
+        "Event: presence\r\nSIP-If-Match: nosuchtag\r\nExpires: 600\r\n",
+        None,
+    );
+    assert_eq!(status(&bob.transact_at(&req, b)), Some(412));
+}

@@ -175,6 +175,7 @@ fn bindings_held_by_another_front() {
         transport,
         path: Some(format!("sip:{front_a}")),
         outbound: false,
+        nat: false,
     };
     // Front B (the kit's proxy) learnt bob's TCP binding from A.
     let mut b = new_proxy();
@@ -196,6 +197,23 @@ fn bindings_held_by_another_front() {
     assert_eq!(m.request_uri_str(), Some(contact));
     let routes = m.route_set(HeaderName::Route).unwrap();
     assert_eq!(routes[0].raw, format!("<sip:{front_a};lr>"));
+    // A request over 1,300 bytes to that front goes over TCP (RFC 3261 §18.1.1), its Via
+    // saying so; a small one over UDP.
+    for (name, size, transport) in [("big", 1500, Transport::Tcp), ("small", 10, Transport::Udp)] {
+        let mut uac = Uac::alice(&format!("msg-{name}"));
+        let bytes = uac.request("MESSAGE", &format!("Subject: {}\r\n", "x".repeat(size)));
+        let out = feed(&mut b, &bytes, alice(), 0, &mut NoMedia);
+        let fwd = out
+            .iter()
+            .find(|t| method(t).as_deref() == Some("MESSAGE"))
+            .unwrap_or_else(|| panic!("{name} MESSAGE not forwarded: {out:?}"));
+        assert_eq!((fwd.to, fwd.transport), (front_a, transport), "{name}");
+        assert!(
+            vias(fwd)[0].starts_with(&format!("SIP/2.0/{}", transport.via_name())),
+            "{}",
+            text(fwd)
+        );
+    }
 
     // Front A took the REGISTER over TCP: it sends B's INVITE on that connection.
     let mut cfg = config();
@@ -239,4 +257,46 @@ fn bindings_held_by_another_front() {
         inv.map(|t| (t.to, t.transport)),
         Some((phone, Transport::Udp))
     );
+
+    // A UDP binding A made with NAT evidence (the REGISTER's Via differed from its source),
+    // its Contact a public address: B reaches it at the source too, as A would.
+    let mut b = new_proxy();
+    let natted = Binding {
+        nat: true,
+        ..held_by_a(Transport::Udp, "sip:bob@198.51.100.7:5062")
+    };
+    b.registrar_mut()
+        .store
+        .put("sip:bob@example.com", vec![natted.clone()]);
+    let out = feed(
+        &mut b,
+        &Uac::alice("natted").invite(None),
+        alice(),
+        0,
+        &mut NoMedia,
+    );
+    let inv = out.iter().find(|t| method(t).as_deref() == Some("INVITE"));
+    assert_eq!(
+        inv.map(|t| (t.to, t.transport)),
+        Some((phone, Transport::Udp)),
+        "B must reach a NATed binding at its source"
+    );
+    // Without the evidence, the same public Contact is reached as written.
+    let mut b = new_proxy();
+    b.registrar_mut().store.put(
+        "sip:bob@example.com",
+        vec![Binding {
+            nat: false,
+            ..natted
+        }],
+    );
+    let out = feed(
+        &mut b,
+        &Uac::alice("public").invite(None),
+        alice(),
+        0,
+        &mut NoMedia,
+    );
+    let inv = out.iter().find(|t| method(t).as_deref() == Some("INVITE"));
+    assert_eq!(inv.map(|t| t.to), Some(addr("198.51.100.7:5062")));
 }

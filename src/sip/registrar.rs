@@ -51,6 +51,10 @@ pub struct Binding {
     /// Its flow (the connection it came over) is the only way to it: when that is gone,
     /// requests get 430 Flow Failed (§5.3) and the binding is dropped.
     pub outbound: bool,
+    /// NAT evidence when it was made (the REGISTER's top Via differed from its source):
+    /// the phone is reached at `source`, not at its Contact. Stored with the binding, so
+    /// another front sharing the location service reaches it there too.
+    pub nat: bool,
 }
 
 impl Binding {
@@ -290,6 +294,9 @@ impl<S: LocationStore> Registrar<S> {
             Ok(e) => e,
             Err(e) => return RegisterResponse::error(400, e.reason_phrase()),
         };
+        let nat = req
+            .top_via()
+            .is_ok_and(|v| crate::sip::proxy::via_mismatch(&v, source));
         let mut bindings: Vec<Binding> = self
             .store
             .get(&aor)
@@ -368,6 +375,7 @@ impl<S: LocationStore> Registrar<S> {
                         path: None,
                         outbound: c.params.get("reg-id").is_some()
                             && c.params.get("+sip.instance").is_some(),
+                        nat,
                     };
                     match existing {
                         Some(i) => bindings[i] = b,

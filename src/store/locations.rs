@@ -124,6 +124,7 @@ impl StoredLocations {
                     transport: b.transport,
                     path: b.path.filter(|p| Some(p.as_str()) != own),
                     outbound: b.outbound,
+                    nat: b.nat,
                 })
             })
             .collect()
@@ -220,6 +221,7 @@ impl StoredLocations {
                     transport: b.transport,
                     path: b.path.clone().or_else(|| front.map(str::to_owned)),
                     outbound: b.outbound,
+                    nat: b.nat,
                 })
                 .collect(),
         }
@@ -292,6 +294,7 @@ mod tests {
             transport: crate::sip::transport::Transport::Udp,
             path: None,
             outbound: false,
+            nat: true,
         }
     }
 

@@ -17,8 +17,10 @@
 //! A [`RegistrationRecord`] is written with [`REGISTRATION_VERSION`] 2: each binding also
 //! says which transport its REGISTER came over (`"udp"`, `"tcp"`, `"tls"`) and, as `path`,
 //! the SIP address of the front (the rtpanchor process) that took it and holds the phone's
-//! connection, like an RFC 3327 Path entry. Version-1 registrations (neither field) are still
-//! read: their bindings count as UDP, held by no front in particular.
+//! connection, like an RFC 3327 Path entry, and `nat: true` when the REGISTER showed NAT
+//! evidence (its top Via differed from its source: the phone is reached at `source`); absent
+//! means none, so older version-2 records read the same. Version-1 registrations (none of
+//! these fields) are still read: their bindings count as UDP, held by no front in particular.
 //!
 //! Every registration change is also published on the channel [`REG_CHANNEL`] as a
 //! [`RegistrationNotice`], so that the other fronts sharing the store apply it at once
@@ -195,6 +197,14 @@ pub struct BindingRecord {
     /// gone, requests get 430 Flow Failed instead of a new connection.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub outbound: bool,
+    /// NAT evidence at the REGISTER (its top Via differed from its source): reach the
+    /// phone at `source`, not at `contact` (absent: none; older writers never set it).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub nat: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn udp() -> Transport {
@@ -260,6 +270,22 @@ impl CallRecord {
     }
     pub fn emit(&self) -> String {
         emit(self)
+    }
+
+    /// Whether the call's relay ports are on another relay: some relayed m= line names the
+    /// local address it was bound on and none of those is in `own` (the relays of a set
+    /// sharing one store each restore only their own calls). A record naming no address is
+    /// taken as ours.
+    pub fn relayed_elsewhere(&self, own: &[IpAddr]) -> bool {
+        let mut named = self
+            .dialogues
+            .iter()
+            .flat_map(|d| &d.media)
+            .filter(|m| m.stream.is_some())
+            .flat_map(|m| [m.a.relay_local, m.b.relay_local])
+            .flatten()
+            .peekable();
+        named.peek().is_some() && !named.any(|ip| own.contains(&ip))
     }
 }
 
@@ -360,6 +386,15 @@ mod tests {
         let json = r.emit();
         assert!(json.starts_with("{\"v\":1,"), "{json}");
         assert_eq!(CallRecord::parse(&json).unwrap(), r);
+        // Its ports are on 127.0.0.1: ours there, another relay's elsewhere.
+        let here: IpAddr = "127.0.0.1".parse().unwrap();
+        let other: IpAddr = "10.222.0.12".parse().unwrap();
+        assert!(!r.relayed_elsewhere(&[other, here]));
+        assert!(r.relayed_elsewhere(&[other]));
+        // Nothing relayed names an address: taken as ours.
+        let mut bare = r.clone();
+        bare.dialogues[0].media[0].stream = None;
+        assert!(!bare.relayed_elsewhere(&[other]));
     }
 
     #[test]

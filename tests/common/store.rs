@@ -15,22 +15,30 @@ use super::TempDir;
 /// Starts `redis-server` on 127.0.0.1:`port` with nothing saved to disk (its working
 /// directory is `dir`), and waits (10 s at most) until it accepts connections.
 pub fn start_redis(port: u16, dir: &Path) -> Peer {
+    start_redis_on("127.0.0.1", port, dir)
+}
+
+/// As [`start_redis`], listening on `ip` (e.g. the test bed's bridge address, which its
+/// namespaces reach).
+pub fn start_redis_on(ip: &str, port: u16, dir: &Path) -> Peer {
     let bin = find_program("redis-server").expect("redis-server is not installed");
     let mut peer = Peer::spawn(
         "redis-server",
         Command::new(bin)
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--port", &port.to_string(), "--bind", ip])
             .args(["--save", "", "--appendonly", "no"])
+            // Reached from the test's namespaces too (no password: the test's own).
+            .args(["--protected-mode", "no"])
             .arg("--dir")
             .arg(dir),
         &dir.join("redis.log"),
     )
     .expect("start redis-server");
     let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+    while std::net::TcpStream::connect((ip, port)).is_err() {
         assert!(
             Instant::now() < deadline && peer.is_running(),
-            "redis-server did not listen on {port}:\n{}",
+            "redis-server did not listen on {ip}:{port}:\n{}",
             peer.log_tail(20)
         );
         std::thread::sleep(Duration::from_millis(20));

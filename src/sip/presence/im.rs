@@ -285,10 +285,12 @@ impl Services {
         }
         let answer = |a: Answer| Handling::Answer(a, Vec::new());
         let cfg = &self.cfg.messages;
+        // A device held by another front is reached through it over TCP when the request is
+        // large (the proxy's front-to-front hop, RFC 3261 §18.1.1).
         let tcp = o
             .devices
             .iter()
-            .any(|d| d.reach.transport == Transport::Tcp);
+            .any(|d| d.reach.transport == Transport::Tcp || d.route.is_some());
         if msg.as_bytes().len() > cfg.udp_limit && !tcp {
             return answer(Answer::new(513, "Message Too Large"));
         }

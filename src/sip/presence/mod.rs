@@ -211,6 +211,10 @@ pub enum Handling {
     Pass,
     /// Answer it with this, then send these.
     Answer(Answer, Vec<OutRequest>),
+    /// Another front sharing the store holds what it is about (a PUBLISH whose
+    /// `SIP-If-Match` names an entity tag that front issued): forward it to that front, by
+    /// its SIP URI.
+    ToFront(String),
 }
 
 /// Counters.

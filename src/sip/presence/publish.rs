@@ -116,6 +116,11 @@ impl Services {
             Some(old) => {
                 let found = self.etags.get(&old).is_some_and(|a| *a == target);
                 if !found {
+                    // An entity tag another front issued: that front refreshes, modifies or
+                    // removes its publication (its tags are its own).
+                    if let Some(front) = self.front_of_etag(&target, &old) {
+                        return Handling::ToFront(front);
+                    }
                     return answer(Answer::new(412, "Conditional Request Failed"));
                 }
                 if expires == 0 {
@@ -161,6 +166,16 @@ impl Services {
                 .with("Expires", expires.to_string()),
             out,
         )
+    }
+
+    /// The front holding `aor`'s live publication under `etag`, if another front does.
+    pub(super) fn front_of_etag(&self, aor: &str, etag: &str) -> Option<String> {
+        self.presentities
+            .get(aor)?
+            .remote
+            .iter()
+            .find(|(_, pubs)| pubs.iter().any(|p| p.etag == etag))
+            .map(|(front, _)| front.clone())
     }
 
     /// A publication's expiry timer fired.

@@ -382,6 +382,22 @@ mod tests {
         );
     }
 
+    /// A `SIP-If-Match` naming another front's tag goes to that front (`Handling::ToFront`).
+    #[test]
+    fn another_fronts_entity_tag_names_its_front() {
+        let mut s = services();
+        let rec = record(BOB, "open", "e1", ZERO + 100 * SEC);
+        s.apply_remote_record(rec_of(&key(BOB), Some(&rec)), SEC, ZERO)
+            .unwrap();
+        assert_eq!(s.front_of_etag(BOB, "e1").as_deref(), Some("sip:a"));
+        assert_eq!(s.front_of_etag(BOB, "e2"), None);
+        assert_eq!(s.front_of_etag("sip:carol@example.com", "e1"), None);
+        // Gone from that front's record: no longer its.
+        s.apply_remote_record(rec_of(&key(BOB), None), 2 * SEC, ZERO)
+            .unwrap();
+        assert_eq!(s.front_of_etag(BOB, "e1"), None);
+    }
+
     #[test]
     fn a_reload_drops_what_the_snapshot_lacks() {
         let mut s = services();

@@ -82,7 +82,7 @@ use crate::sip::parse::{Message, ParseError};
 use crate::sip::registrar::LocationStore;
 use crate::sip::transport::{Transmit, Transport};
 
-pub use self::nat::is_private;
+pub use self::nat::{is_private, via_mismatch};
 pub use self::state::{Proxy, ProxyConfig, ProxyStats};
 
 impl<S: LocationStore> Proxy<S> {

@@ -39,7 +39,7 @@ pub(super) fn contact_key(u: &SipUri<'_>) -> String {
 }
 
 /// Whether the top Via disagrees with where the packet came from (nat_uac_test 2 + 16).
-pub(super) fn via_mismatch(via: &Via<'_>, src: SocketAddr) -> bool {
+pub fn via_mismatch(via: &Via<'_>, src: SocketAddr) -> bool {
     via.host.ip() != Some(src.ip()) || via.port.unwrap_or(5060) != src.port()
 }
 

@@ -34,7 +34,8 @@ use std::net::SocketAddr;
 
 use super::ident::names;
 use super::nat::{contact_key, via_mismatch};
-use super::route::{Decision, Hop, PopRoute};
+use super::route::{to_front_over_tcp, Decision, Hop, PopRoute};
+use super::services::Served;
 use super::state::{Cx, Proxy};
 use crate::sip::auth::{AuthRequest, AuthVerdict};
 use crate::sip::edit::{EditError, Editor};
@@ -204,8 +205,13 @@ impl<S: LocationStore> Proxy<S> {
             }
         }
         // 7b. Presence, publications and messages for our users (`services`).
-        if self.offer_to_services(msg, &key, cx) {
-            return;
+        match self.offer_to_services(msg, &key, cx) {
+            Served::Answered => return,
+            Served::ToFront(hop) => {
+                self.forward_stateful(msg, key, vec![hop], None, loop_hash, cx);
+                return;
+            }
+            Served::Route => {}
         }
         // 8. Routing.
         let (decision, pop) = self.route(msg, cx.now);
@@ -495,8 +501,24 @@ impl<S: LocationStore> Proxy<S> {
                 body: body.as_deref(),
                 consume_credentials: cx.auth.is_some(),
             };
-            let Ok(bytes) = self.build_request(msg, src, &copy) else {
+            let Ok(mut bytes) = self.build_request(msg, src, &copy) else {
                 continue;
+            };
+            let over_tcp;
+            let hop = match to_front_over_tcp(hop, bytes.len()) {
+                Some(h) => {
+                    over_tcp = h;
+                    let copy = Outgoing {
+                        hop: &over_tcp,
+                        ..copy
+                    };
+                    let Ok(b) = self.build_request(msg, src, &copy) else {
+                        continue;
+                    };
+                    bytes = b;
+                    &over_tcp
+                }
+                None => hop,
             };
             let cid = self.new_client_tx(Some(sid), &branch, &method, hop, bytes.clone(), now);
             created.push(cid);

@@ -76,6 +76,22 @@ fn contact_hop(u: &SipUri<'_>, contact: &str, registered: Transport) -> Option<H
     })
 }
 
+/// RFC 3261 §18.1.1: a request larger than this (the path MTU unknown) goes over a
+/// congestion-controlled transport.
+pub(super) const UDP_REQUEST_LIMIT: usize = 1300;
+
+/// The hop over TCP for a request of `size` bytes to another front (a hop with its Route)
+/// that is over [`UDP_REQUEST_LIMIT`]: a front listens for TCP on its SIP port. Requests to
+/// phones keep the transport they registered with.
+pub(super) fn to_front_over_tcp(hop: &Hop, size: usize) -> Option<Hop> {
+    (hop.route.is_some() && hop.transport == Transport::Udp && size > UDP_REQUEST_LIMIT).then(
+        || Hop {
+            transport: Transport::Tcp,
+            ..hop.clone()
+        },
+    )
+}
+
 /// Our own top Route entries (one, or two after double record-routing), to be removed.
 #[derive(Clone, Debug)]
 pub(super) struct PopRoute {
@@ -299,15 +315,22 @@ impl<S: LocationStore> Proxy<S> {
                     continue;
                 }
                 let private = u.host.ip().is_some_and(is_private);
-                let nat_seen = self
-                    .nat
-                    .get(&contact_key(&u))
-                    .is_some_and(|e| e.source == b.source && e.expires_at_ns > now);
-                let (to, transport) = if private || nat_seen || u.host.ip().is_none() {
-                    let t = self
+                // The evidence seen here, or stored with the binding by the front that took
+                // it (a shared location service).
+                let nat_seen = b.nat
+                    || self
                         .nat
                         .get(&contact_key(&u))
-                        .map_or(Transport::of_uri(&u), |e| e.transport);
+                        .is_some_and(|e| e.source == b.source && e.expires_at_ns > now);
+                let (to, transport) = if private || nat_seen || u.host.ip().is_none() {
+                    let t = self.nat.get(&contact_key(&u)).map_or(
+                        if b.nat {
+                            b.transport
+                        } else {
+                            Transport::of_uri(&u)
+                        },
+                        |e| e.transport,
+                    );
                     (b.source, t)
                 } else {
                     match u.host.ip() {

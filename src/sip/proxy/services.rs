@@ -21,6 +21,28 @@ use crate::sip::registrar::LocationStore;
 use crate::sip::transport::{Transmit, Transport};
 use crate::sip::uri::{Scheme, SipUri, Uri};
 
+/// What the services made of a request at the interception point.
+pub(super) enum Served {
+    /// Answered here.
+    Answered,
+    /// Not theirs: route it as usual.
+    Route,
+    /// Another front holds its state: forward it there, as is.
+    ToFront(Hop),
+}
+
+/// The next hop to another front, by its SIP URI (`sip:IP:PORT`).
+fn front_hop(front: &str) -> Option<Hop> {
+    let u = SipUri::parse(front).ok()?;
+    let ip = u.host.ip()?;
+    Some(Hop {
+        ruri: None,
+        to: SocketAddr::new(ip, u.port_or_default()),
+        transport: Transport::of_uri(&u),
+        route: None,
+    })
+}
+
 /// The AoR a SIP URI names for presence and messages: scheme, user (a number normalised),
 /// lower-case host, no port (a user is the same user on any of our ports).
 pub(super) fn service_aor(u: &SipUri<'_>) -> Option<String> {
@@ -105,20 +127,21 @@ impl<S: LocationStore> Proxy<S> {
         }
     }
 
-    /// Step 7 of `on_request` for presence and messages: true when the services answered.
+    /// Step 7 of `on_request` for presence and messages: whether the services answered,
+    /// leave the request to routing, or send it to another front.
     pub(super) fn offer_to_services(
         &mut self,
         msg: &Message<'_>,
         key: &str,
         cx: &mut Cx<'_>,
-    ) -> bool {
+    ) -> Served {
         if self.presence.is_none()
             || !matches!(msg.method(), Some("SUBSCRIBE" | "PUBLISH" | "MESSAGE"))
         {
-            return false;
+            return Served::Route;
         }
         let Some(Ok(ruri)) = msg.request_uri() else {
-            return false;
+            return Served::Route;
         };
         // A request routed through us by Route headers is not for us to serve.
         if msg
@@ -127,7 +150,7 @@ impl<S: LocationStore> Proxy<S> {
             .iter()
             .any(|r| !r.sip_uri().is_some_and(|u| self.is_our_route(u)))
         {
-            return false;
+            return Served::Route;
         }
         let target = self.target_aor(&ruri);
         let to_server = matches!(&ruri, Uri::Sip(u) if self.is_our_uri(u) && u.user.is_none());
@@ -148,17 +171,25 @@ impl<S: LocationStore> Proxy<S> {
             local_tag: self.tag_for(key),
         };
         let Some(services) = self.presence.as_mut() else {
-            return false;
+            return Served::Route;
         };
         match services.on_request(&offer, cx.now) {
-            Handling::Pass => false,
+            Handling::Pass => Served::Route,
             Handling::Answer(a, reqs) => {
                 let extra: Vec<(&str, &str)> =
                     a.headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
                 self.answer_locally(msg, key.to_owned(), a.status, a.reason, &extra, cx);
                 self.send_service_requests(reqs, cx);
-                true
+                Served::Answered
             }
+            Handling::ToFront(front) => match front_hop(&front) {
+                Some(hop) => Served::ToFront(hop),
+                None => {
+                    let reason = "Conditional Request Failed";
+                    self.answer_locally(msg, key.to_owned(), 412, reason, &[], cx);
+                    Served::Answered
+                }
+            },
         }
     }
 
