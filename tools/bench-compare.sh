@@ -16,6 +16,10 @@
 #                 sockets in fixed-file tables (the limit per ring; a worker thread drives
 #                 as many rings as its calls need) instead;
 #                 rtpengine and the reflector are sharded (below).
+#   --calls N,... the call counts instead (above 1,000: the --full port plan; where 4 ports
+#                 per call exceed the relay port range, above ~10,000 calls, each rtpengine
+#                 or reflector shard binds an address of its own, 127.0.0.1+shard, and
+#                 rtpanchor as many --interface addresses as its calls need)
 #   --reps N      repetitions per scenario (default 1); medians are reported (of an even
 #                 count, the upper middle value: with 2 reps, the higher one)
 #   --budget S    stop starting new runs after S seconds (default 1500)
@@ -90,7 +94,10 @@ CALLS="1 100 1000"
 # Relays run one at a time; each still gets its own range (4 ports per call for
 # rtpengine/rtpanchor, 2 for the reflector). --full needs 40000 relay ports: then all relays
 # share 22000-65000 (they never run concurrently).
-if [ "$FULL" = 1 ]; then
+# More than 1,000 calls (--full, or --calls with such a count) take the wide plan.
+WIDE_PLAN=$FULL
+for c in $CALLS; do [ "$c" -gt 1000 ] && WIDE_PLAN=1; done
+if [ "$WIDE_PLAN" = 1 ]; then
     GEN_BASE=5000   # above the ng ports (2223-2225), below the relays (22000+)
     RANGE_rtpengine="22000 65000"; RANGE_rtpanchor="22000 65000"; RANGE_reflector="22000 65000"
     RANGE_rtpanchor_mmsg="22000 65000"; RANGE_rtpanchor_kernel="22000 65000"
@@ -120,7 +127,7 @@ fits() {
     local per=4
     case "$1" in
         rtpanchor|rtpanchor-kernel) per=$(( 4 * $2 > RELAY_THREADS * $(anchor_rings "$2") * NOFILE ? 4 : 0 )) ;;
-        rtpengine|reflector) per=0 ;; # sharded below when they do not fit
+        rtpengine|reflector|direct) per=0 ;; # sharded below when they do not fit
     esac
     [ $(( per * $2 + 500 )) -le "$NOFILE" ]
 }
@@ -160,6 +167,11 @@ fi
 if [ -z "$ONLY" ] || [[ ",$ONLY," == *,reflector,* ]]; then
     RELAYS+=(reflector)
 fi
+# No relay: the generator's sockets send to each other. The whole machine's CPU per packet
+# of a relay minus this one's, same calls and rate, is what relaying adds (issue 19's measure).
+if [ -z "$ONLY" ] || [[ ",$ONLY," == *,direct,* ]]; then
+    RELAYS+=(direct)
+fi
 
 RELAY_PID=""
 RELAY_PIDS=()
@@ -186,11 +198,28 @@ start_relay() { # name calls [shards] -> RELAY_PIDS, NG (comma-separated with se
         rtpengine) RELAY_NOTE=", $RTPENGINE_THREADS thread(s) per process" ;;
     esac
     # Shard s: ng port (the relay's own) + 10 s, an even-sized slice of the port range (the
-    # last one runs to its end).
-    local span=$(( ((hi - lo + 1) / n) & ~1 ))
+    # last one runs to its end). Where the calls need more relay ports than the range holds
+    # on one address (4 per call; above ~10,000 calls), each shard gets an address of its
+    # own (127.0.0.1+s) and the whole range, and one rtpanchor process as many addresses
+    # (--interface, repeated) as its calls need.
+    local span=$(( ((hi - lo + 1) / n) & ~1 )) wide=0 iface=(--interface 127.0.0.1) a
+    if [ $(( 4 * calls )) -gt $(( hi - lo + 1 )) ]; then
+        wide=1 span=0
+        iface=()
+        for a in $(seq 1 $(( (4 * calls + hi - lo) / (hi - lo + 1) ))); do
+            iface+=(--interface "127.0.0.$a")
+        done
+        if [ "$n" -gt 1 ]; then
+            RELAY_NOTE="$RELAY_NOTE, an address each"
+        else
+            RELAY_NOTE="$RELAY_NOTE, ${#iface[@]} addresses"
+        fi
+    fi
     for s in $(seq 0 $((n - 1))); do
         local slo=$((lo + s * span)) shi=$((lo + (s + 1) * span - 1)) log="$OUT/$name.log" ng
+        local ip=127.0.0.1
         [ "$s" -eq $((n - 1)) ] && shi=$hi
+        if [ "$wide" = 1 ]; then slo=$lo shi=$hi ip=127.0.0.$((1 + s)); fi
         [ "$n" -gt 1 ] && log="$OUT/$name.$s.log"
         case "$name" in
             rtpanchor|rtpanchor-mmsg|rtpanchor-kernel)
@@ -200,7 +229,7 @@ start_relay() { # name calls [shards] -> RELAY_PIDS, NG (comma-separated with se
                 # The in-kernel path is on by default; "rtpanchor" and "rtpanchor-mmsg" are
                 # the user-space relay.
                 [ "$name" = rtpanchor-kernel ] || engine+=(--no-kernel-forwarding)
-                taskset -c "$RELAY_CPU" "$RTPANCHOR" --listen-ng "$ng" --interface 127.0.0.1 \
+                taskset -c "$RELAY_CPU" "$RTPANCHOR" --listen-ng "$ng" "${iface[@]}" \
                     --port-min "$slo" --port-max "$shi" --num-threads "$RELAY_THREADS" \
                     "${engine[@]}" --log-level warn >"$log" 2>&1 &
                 ;;
@@ -208,12 +237,12 @@ start_relay() { # name calls [shards] -> RELAY_PIDS, NG (comma-separated with se
                 ng=127.0.0.1:$((2224 + 10 * s))
                 taskset -c "$RELAY_CPU" rtpengine --config-file=none --foreground --log-stderr \
                     --num-threads="$RTPENGINE_THREADS" \
-                    --table=-1 --interface=127.0.0.1 --listen-ng="$ng" --port-min="$slo" \
+                    --table=-1 --interface="$ip" --listen-ng="$ng" --port-min="$slo" \
                     --port-max="$shi" --delete-delay=0 --log-level=4 >"$log" 2>&1 &
                 ;;
             reflector)
                 ng=127.0.0.1:$((2225 + 10 * s))
-                taskset -c "$RELAY_CPU" "$REFLECTOR" --listen-ng "$ng" --interface 127.0.0.1 \
+                taskset -c "$RELAY_CPU" "$REFLECTOR" --listen-ng "$ng" --interface "$ip" \
                     --port-min "$slo" --port-max "$shi" >"$log" 2>&1 &
                 ;;
         esac
@@ -251,6 +280,19 @@ for rep in $(seq "$REPS"); do
             name=${RELAYS[$(((k + rep - 1) % n_relays))]}
             if ! fits "$name" "$calls"; then
                 echo "== $name, $calls calls: skipped, its sockets exceed the open-files limit $NOFILE" >&2
+                continue
+            fi
+            if [ "$name" = direct ]; then
+                echo "== direct (no relay), $calls calls, rep $rep" >&2
+                timeout 600 "$RTPBENCH" --direct --calls "$calls" --find-max --ladder "$LADDER" \
+                    --step-duration "$STEP_DUR" --pin-cpus "$GEN_CPUS" \
+                    --local-port-base "$GEN_BASE" --label direct --burst "${BURST:-1}" \
+                    ${WEBRTC_EXT:+--webrtc-ext} \
+                    --json "$OUT/direct_${calls}_rep${rep}.json" \
+                    >"$OUT/direct_${calls}_rep${rep}.txt" 2>"$OUT/direct_${calls}_rep${rep}.err" \
+                    || echo "   rtpbench exited $? (see $OUT/direct_${calls}_rep${rep}.err)" >&2
+                tail -n 1 "$OUT/direct_${calls}_rep${rep}.txt" >&2 || true
+                sleep 1
                 continue
             fi
             nshards=$(shards "$name" "$calls")
@@ -292,6 +334,9 @@ files=("$OUT"/*_rep*.json)
 #               charged to the generator: there it is its process time plus what the
 #               generator's time per packet grew by against user-space rtpanchor in the same
 #               sitting (gen_light - gen_light of rtpanchor). Ratios use it.
+#   added_light the whole machine's ns/packet at the first step minus the direct run's (no
+#               relay) at the same calls: what relaying adds, attribution-free; its ratio
+#               to rtpengine's is issue 19's measure.
 jq -rs '
   def median: sort | if length == 0 then null else .[(length / 2 | floor)] end;
   def r(x): if x == null then "-" else (x * 100 | round / 100 | tostring) end;
@@ -321,15 +366,21 @@ jq -rs '
                                       else .ns_light + ([.gen_light - $u.gen_light, 0] | max) end)
                                 else .ns_light end)}))
   | map(. as $g
+        | ($g | map(select(.label == "direct")) | first) as $d
+        | $g
+        | map(. + {added_light: (if $d == null or $d.mach_light == null or .mach_light == null
+                                    or .label == "direct" then null
+                                 else .mach_light - $d.mach_light end)}))
+  | map(. as $g
         | ($g | map(select(.label == "rtpengine")) | first) as $e
         | ($g | map(select(.label == "reflector")) | first) as $f
         | $g[]
         | [(.calls | tostring), .label, r(.max_pps), r(.ns_light), r(.ns_max), r(.p99_light),
-           r(.mach_light), r(.gen_light), r(.cost_light),
+           r(.mach_light), r(.gen_light), r(.cost_light), r(.added_light), ratio(.added_light; $e.added_light),
            ratio(.max_pps; $e.max_pps), ratio(.cost_light; $e.cost_light), ratio(.p99_light; $e.p99_light),
            ratio(.max_pps; $f.max_pps), ratio(.cost_light; $f.cost_light), ratio(.p99_light; $f.p99_light)]
         | @tsv)
-  | (["calls","relay","max_pps","ns/pkt@first","ns/pkt@max","p99us@first","mach_ns@first","gen_ns@first","cost@first",
+  | (["calls","relay","max_pps","ns/pkt@first","ns/pkt@max","p99us@first","mach_ns@first","gen_ns@first","cost@first","added@first","added/rtpengine",
       "pps/rtpengine","cost/rtpengine","p99/rtpengine","pps/reflector","cost/reflector","p99/reflector"]
      | @tsv), .[]
 ' "${files[@]}" | column -t -s $'\t'
