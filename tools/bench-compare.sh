@@ -146,6 +146,8 @@ shards() {
     echo $(( ($2 + per_proc - 1) / per_proc ))
 }
 
+warmup() { if [ "$1" -gt 5000 ]; then echo 3; else echo 1; fi; }
+
 RELAYS=()
 if [ -z "$ONLY" ] || [[ ",$ONLY," == *,rtpanchor,* ]]; then
     [ -x "$RTPANCHOR" ] && RELAYS+=(rtpanchor) || echo "note: $RTPANCHOR not built, skipped" >&2
@@ -212,7 +214,7 @@ start_relay() { # name calls [shards] -> RELAY_PIDS, NG (comma-separated with se
         if [ "$n" -gt 1 ]; then
             RELAY_NOTE="$RELAY_NOTE, an address each"
         else
-            RELAY_NOTE="$RELAY_NOTE, ${#iface[@]} addresses"
+            RELAY_NOTE="$RELAY_NOTE, $(( ${#iface[@]} / 2 )) addresses"
         fi
     fi
     for s in $(seq 0 $((n - 1))); do
@@ -287,6 +289,7 @@ for rep in $(seq "$REPS"); do
                 timeout 600 "$RTPBENCH" --direct --calls "$calls" --find-max --ladder "$LADDER" \
                     --step-duration "$STEP_DUR" --pin-cpus "$GEN_CPUS" \
                     --local-port-base "$GEN_BASE" --label direct --burst "${BURST:-1}" \
+                    --warmup "$(warmup "$calls")" \
                     ${WEBRTC_EXT:+--webrtc-ext} \
                     --json "$OUT/direct_${calls}_rep${rep}.json" \
                     >"$OUT/direct_${calls}_rep${rep}.txt" 2>"$OUT/direct_${calls}_rep${rep}.err" \
@@ -303,9 +306,12 @@ for rep in $(seq "$REPS"); do
                 echo "== $name, $calls calls, rep $rep (pid $RELAY_PID$RELAY_NOTE)" >&2
             fi
             # 10000 calls take a while to set up; everything else is bounded by the ladder.
+            # Above 5,000 calls a flow sends a few packets a second: warm up 3 s, not 1, so
+            # every flow has latched (and, by default, gone to the kernel) before measuring.
             timeout 600 "$RTPBENCH" --ng "$NG" --calls "$calls" --find-max --ladder "$LADDER" \
                 --step-duration "$STEP_DUR" --relay-pid "$RELAY_PID" --pin-cpus "$GEN_CPUS" \
                 --local-port-base "$GEN_BASE" --wait-ready 10 --label "$name" --burst "${BURST:-1}" \
+                --warmup "$(warmup "$calls")" \
                 ${WEBRTC_EXT:+--webrtc-ext} \
                 --json "$OUT/${name}_${calls}_rep${rep}.json" \
                 --plot "$OUT/${name}_${calls}_rep${rep}.svg" \
