@@ -963,4 +963,12 @@ mod tests {
         assert_eq!(rings_per_thread(Some(0), 20_000, 10), 1);
         assert_eq!(rings_per_thread(Some(99), 20_000, 10), 8);
     }
+
+    /// One entry per stream, inline in the streams table (memory per call, issue 19): 88
+    /// bytes before the worker index went to 2 bytes and the packed addresses to 19.
+    #[test]
+    fn a_stream_entry_stays_small() {
+        let size = std::mem::size_of::<super::StreamEntry>();
+        assert!(size <= 80, "StreamEntry is {size} bytes");
+    }
 }
