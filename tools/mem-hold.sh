@@ -8,8 +8,10 @@
 # Usage: tools/mem-hold.sh [BINARY...]        (default: target/release/rtpanchor)
 # Env: CALLS (default 10000), HOLD (default 65), REPS (default 1), THREADS (default 2),
 #      NG_PORT (default 2298), ADDRS (default 1: media on ADDRS loopback addresses from
-#      127.0.0.FIRST_ADDR on, FIRST_ADDR default 1, one --interface each; 25,000 calls need
-#      3 with this 43,000-port range), MUX (1: both ends offer and answer
+#      ${ADDR_PREFIX}FIRST_ADDR on, FIRST_ADDR default 1, ADDR_PREFIX default 127.0.0., one
+#      --interface each; 25,000 calls need 3 with the default 43,000-port range),
+#      PORT_MIN/PORT_MAX (media port range, default 22000-65000; a call takes four ports
+#      of an address, so a small range needs many addresses), MUX (1: both ends offer and answer
 #      a=rtcp-mux), RELAY_ARGS (more flags for the relay, e.g. "--io-engine mmsg"),
 #      WARM (default 0: calls set up and held HOLD seconds first, and kept; the figures are
 #      then what CALLS more calls add on top of a relay that has settled: startup memory the
@@ -26,11 +28,14 @@ THREADS=${THREADS:-2}
 NG_PORT=${NG_PORT:-2298}
 ADDRS=${ADDRS:-1}
 FIRST_ADDR=${FIRST_ADDR:-1}
+ADDR_PREFIX=${ADDR_PREFIX:-127.0.0.}
+PORT_MIN=${PORT_MIN:-22000}
+PORT_MAX=${PORT_MAX:-65000}
 MUX=${MUX:-0}
 WARM=${WARM:-0}
 read -r -a EXTRA <<<"${RELAY_ARGS:-}"
 IFACE_ARGS=()
-for k in $(seq "$FIRST_ADDR" $((FIRST_ADDR + ADDRS - 1))); do IFACE_ARGS+=(--interface "127.0.0.$k"); done
+for k in $(seq "$FIRST_ADDR" $((FIRST_ADDR + ADDRS - 1))); do IFACE_ARGS+=(--interface "$ADDR_PREFIX$k"); done
 MUX_ARG=()
 [ "$MUX" = 1 ] && MUX_ARG=(--mux)
 [ $# -gt 0 ] || set -- "$ROOT/target/release/rtpanchor"
@@ -50,7 +55,7 @@ trap stop_relay EXIT
 for rep in $(seq "$REPS"); do
     for bin in "$@"; do
         "$bin" "${IFACE_ARGS[@]}" --listen-ng "127.0.0.1:$NG_PORT" --num-threads "$THREADS" \
-            --port-min 22000 --port-max 65000 --log-level warn --no-sip "${EXTRA[@]}" >/dev/null 2>&1 &
+            --port-min "$PORT_MIN" --port-max "$PORT_MAX" --log-level warn --no-sip "${EXTRA[@]}" >/dev/null 2>&1 &
         RELAY_PID=$!
         sleep 2
         kill -0 "$RELAY_PID" || { echo "$bin did not start" >&2; exit 1; }

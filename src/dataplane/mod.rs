@@ -88,7 +88,8 @@ pub fn choose_engine(wanted: IoEngine) -> EngineChoice {
 }
 
 struct StreamEntry {
-    worker: usize,
+    /// The worker's index (at most 256 workers; two bytes, not eight: one entry per stream).
+    worker: u16,
     shared: Arc<StreamShared>,
     a_ports: PortPair,
     b_ports: PortPair,
@@ -167,7 +168,7 @@ pub struct DataPlane {
 
 fn side_init(e: &EndpointSpec) -> SideInit {
     let mut clock_rates = ClockRateMap::new();
-    for &(pt, hz) in &e.clock_rates {
+    for &(pt, hz) in e.clock_rates.iter() {
         clock_rates.insert(pt, hz);
     }
     SideInit {
@@ -577,7 +578,7 @@ impl DataPlane {
         self.streams.insert(
             id,
             StreamEntry {
-                worker,
+                worker: u16::try_from(worker).unwrap_or(u16::MAX),
                 shared,
                 a_ports,
                 b_ports,
@@ -683,7 +684,7 @@ impl MediaBackend for DataPlane {
             Side::A => 0,
             Side::B => 1,
         };
-        let worker = e.worker;
+        let worker = usize::from(e.worker);
         let init = side_init(&endpoint);
         if init.rtp != e.learned[i].get() {
             e.confirmed[i] = false;
@@ -701,8 +702,8 @@ impl MediaBackend for DataPlane {
     fn close(&mut self, id: StreamId) {
         if let Some(e) = self.streams.remove(&id) {
             e.shared.closed.store(true, Ordering::Relaxed);
-            self.placement.remove(e.worker, e.sockets());
-            if let Some(w) = self.workers.get(e.worker) {
+            self.placement.remove(usize::from(e.worker), e.sockets());
+            if let Some(w) = self.workers.get(usize::from(e.worker)) {
                 // The `closed` flag stops the worker relaying at once, but not the kernel: with
                 // the fast path the worker is woken to take the stream's entries out now,
                 // rather than at its next turn (up to its idle timeout later).
@@ -741,7 +742,7 @@ impl MediaBackend for DataPlane {
         if e.rtcp_open[i] != muxed {
             return;
         }
-        let worker = e.worker;
+        let worker = usize::from(e.worker);
         let open = if muxed {
             None
         } else {
@@ -961,5 +962,13 @@ mod tests {
         assert_eq!(rings_per_thread(Some(3), 20_000, 10), 3);
         assert_eq!(rings_per_thread(Some(0), 20_000, 10), 1);
         assert_eq!(rings_per_thread(Some(99), 20_000, 10), 8);
+    }
+
+    /// One entry per stream, inline in the streams table (memory per call, issue 19): 88
+    /// bytes before the worker index went to 2 bytes and the packed addresses to 19.
+    #[test]
+    fn a_stream_entry_stays_small() {
+        let size = std::mem::size_of::<super::StreamEntry>();
+        assert!(size <= 80, "StreamEntry is {size} bytes");
     }
 }

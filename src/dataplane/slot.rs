@@ -270,12 +270,13 @@ mod size_tests {
     /// live in one vector: 120 bytes since each keeps its socket's kernel drop count.
     /// `StreamShared` went from 320 to 384 bytes (one cache line) when each side's RTCP cell
     /// started keeping what round-trip times need (LSR/DLSR and the two newest SRs), and to
-    /// 368 (384 with its `Arc` header, no longer padded to a cache line) for issue 19.
+    /// 368 (384 with its `Arc` header, no longer padded to a cache line) for issue 19. Slots
+    /// went back to 112 bytes (issue 19) when the latch's two times became byte arrays.
     #[test]
     fn worker_memory_per_stream_stays_small() {
         use std::mem::size_of;
         assert!(
-            size_of::<Slot>() <= 120,
+            size_of::<Slot>() <= 112,
             "Slot is {} bytes",
             size_of::<Slot>()
         );
@@ -293,7 +294,7 @@ mod size_tests {
         let per_stream =
             4 * size_of::<Slot>() + 2 * size_of::<RtpState>() + size_of::<StreamShared>();
         assert!(
-            per_stream <= 1_168,
+            per_stream <= 1_136,
             "worker state per stream is {per_stream} bytes"
         );
     }

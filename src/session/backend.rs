@@ -77,7 +77,8 @@ pub struct EndpointSpec {
     pub rtcp_mux: bool,
     pub latch: LatchMode,
     /// Dynamic payload type clock rates from `a=rtpmap` (static ones are known already).
-    pub clock_rates: Vec<(u8, u32)>,
+    /// A boxed slice (16 bytes, allocated to its length), not a `Vec`: kept per stream side.
+    pub clock_rates: Box<[(u8, u32)]>,
 }
 
 impl EndpointSpec {

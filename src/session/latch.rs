@@ -78,8 +78,28 @@ pub struct Latch {
     candidate: PackedAddr,
     candidate_rank: Rank,
     confirmed: bool,
-    learning_since_ns: Nanos,
-    last_confirmed_packet_ns: Nanos,
+    /// Times kept as bytes ([`Stamp`]): the latch then needs no 8-byte alignment and a
+    /// worker's slot, which holds one, fits in 112 bytes instead of 120 (memory per socket).
+    learning_since_ns: Stamp,
+    last_confirmed_packet_ns: Stamp,
+}
+
+/// A [`Nanos`] in eight bytes of alignment 1 (native byte order).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Stamp([u8; 8]);
+
+impl Stamp {
+    const ZERO: Stamp = Stamp([0; 8]);
+
+    #[inline(always)]
+    fn get(self) -> Nanos {
+        Nanos::from_ne_bytes(self.0)
+    }
+
+    #[inline(always)]
+    fn of(ns: Nanos) -> Stamp {
+        Stamp(ns.to_ne_bytes())
+    }
 }
 
 impl Latch {
@@ -90,8 +110,8 @@ impl Latch {
             candidate: PackedAddr::NONE,
             candidate_rank: Rank::None,
             confirmed: false,
-            learning_since_ns: 0,
-            last_confirmed_packet_ns: 0,
+            learning_since_ns: Stamp::ZERO,
+            last_confirmed_packet_ns: Stamp::ZERO,
         }
     }
 
@@ -120,7 +140,7 @@ impl Latch {
         self.candidate = addr;
         self.candidate_rank = self.rank(addr);
         self.confirmed = true;
-        self.last_confirmed_packet_ns = now;
+        self.last_confirmed_packet_ns = Stamp::of(now);
     }
 
     /// Where packets for this endpoint go now.
@@ -154,7 +174,7 @@ impl Latch {
             self.candidate = PackedAddr::NONE;
             self.candidate_rank = Rank::None;
             self.confirmed = false;
-            self.learning_since_ns = 0;
+            self.learning_since_ns = Stamp::ZERO;
         }
     }
 
@@ -174,7 +194,7 @@ impl Latch {
     /// fast path forwarded it): silence, and with it re-learning, counts from there.
     pub fn note_confirmed_packet(&mut self, at: Nanos) {
         if self.confirmed {
-            self.last_confirmed_packet_ns = self.last_confirmed_packet_ns.max(at);
+            self.last_confirmed_packet_ns = Stamp::of(self.last_confirmed_packet_ns.get().max(at));
         }
     }
 
@@ -205,10 +225,11 @@ impl Latch {
         if self.confirmed && self.candidate.is_some() {
             let c = self.candidate;
             if c == src {
-                self.last_confirmed_packet_ns = now;
+                self.last_confirmed_packet_ns = Stamp::of(now);
                 return LatchVerdict::Accept(None);
             }
-            let silent = now.saturating_sub(self.last_confirmed_packet_ns) >= RELEARN_SILENCE_NS;
+            let silent =
+                now.saturating_sub(self.last_confirmed_packet_ns.get()) >= RELEARN_SILENCE_NS;
             if self.mode == LatchMode::Symmetric && silent {
                 // NAT rebinding: the new source takes over, confirmed at once (a learning
                 // phase here would reopen the window an attacker waits for).
@@ -227,7 +248,7 @@ impl Latch {
         if !self.candidate.is_some() {
             self.candidate = src;
             self.candidate_rank = rank;
-            self.learning_since_ns = now;
+            self.learning_since_ns = Stamp::of(now);
             event = Some(LatchEvent::Learned(src_addr));
         } else if self.candidate != src {
             if rank > self.candidate_rank {
@@ -241,7 +262,7 @@ impl Latch {
             // Equal rank: keep the first (an injector would have to win the race).
         }
         let cand = self.candidate;
-        let window_over = now.saturating_sub(self.learning_since_ns) >= LEARN_WINDOW_NS;
+        let window_over = now.saturating_sub(self.learning_since_ns.get()) >= LEARN_WINDOW_NS;
         if self.candidate_rank == Rank::Exact || window_over {
             self.confirm(cand, now);
             if cand != src {

@@ -98,9 +98,9 @@ impl MediaEnd {
 pub struct MediaSlot {
     /// 1-based position of the m= line (rtpengine's `index`).
     pub index: u32,
-    /// Boxed strings, not `String`s: a media slot is kept per stream (memory per stream).
-    pub kind: Box<str>,
-    pub proto: Box<str>,
+    /// Media type and transport protocol, in one allocation: a media slot is kept per
+    /// stream (memory per stream).
+    pub names: MediaNames,
     /// `None`: rejected (port 0) or not relayed; the SDP passes such a line unchanged.
     pub stream: Option<OpenedStream>,
     pub a: MediaEnd,
@@ -112,7 +112,43 @@ pub struct MediaSlot {
     pub label: Option<Box<str>>,
 }
 
+/// An m= line's media type and transport protocol (`audio`, `RTP/AVP`) in one boxed string,
+/// `"audio RTP/AVP"`: 16 bytes and one allocation, not two boxed strings' 32 bytes and two
+/// allocations. Both are tokens of the m= line, split on white space by the SDP parser, so
+/// neither holds a space; one that does (a restored record's) has its spaces stored as `_`,
+/// so the two always come back apart.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MediaNames(Box<str>);
+
+impl MediaNames {
+    pub fn new(kind: &str, proto: &str) -> MediaNames {
+        let mut text = String::with_capacity(kind.len() + 1 + proto.len());
+        text.extend(kind.chars().map(|c| if c == ' ' { '_' } else { c }));
+        text.push(' ');
+        text.push_str(proto);
+        MediaNames(text.into_boxed_str())
+    }
+
+    /// The media type (`audio`, `video`, ...).
+    pub fn kind(&self) -> &str {
+        self.0.split_once(' ').map_or(&*self.0, |(k, _)| k)
+    }
+
+    /// The transport protocol (`RTP/AVP`, ...).
+    pub fn proto(&self) -> &str {
+        self.0.split_once(' ').map_or("", |(_, p)| p)
+    }
+}
+
 impl MediaSlot {
+    pub fn kind(&self) -> &str {
+        self.names.kind()
+    }
+
+    pub fn proto(&self) -> &str {
+        self.names.proto()
+    }
+
     pub fn end(&self, side: Side) -> &MediaEnd {
         match side {
             Side::A => &self.a,
@@ -305,9 +341,24 @@ mod tests {
     #[test]
     fn per_stream_records_stay_within_their_size_class() {
         use std::mem::size_of;
-        assert!(size_of::<MediaSlot>() <= 320, "{}", size_of::<MediaSlot>());
+        assert!(size_of::<MediaSlot>() <= 256, "{}", size_of::<MediaSlot>());
+        assert!(size_of::<MediaEnd>() <= 96, "{}", size_of::<MediaEnd>());
         assert!(size_of::<Dialogue>() <= 96, "{}", size_of::<Dialogue>());
         assert!(size_of::<Leg>() <= 40, "{}", size_of::<Leg>());
+    }
+
+    #[test]
+    fn media_names_split_where_they_were_joined() {
+        use std::mem::size_of;
+        let n = MediaNames::new("audio", "RTP/AVP");
+        assert_eq!((n.kind(), n.proto()), ("audio", "RTP/AVP"));
+        let n = MediaNames::new("", "UDP/TLS/RTP/SAVPF");
+        assert_eq!((n.kind(), n.proto()), ("", "UDP/TLS/RTP/SAVPF"));
+        let n = MediaNames::new("vidéo", "");
+        assert_eq!((n.kind(), n.proto()), ("vidéo", ""));
+        let n = MediaNames::new("a b", "c d");
+        assert_eq!((n.kind(), n.proto()), ("a_b", "c d"));
+        assert_eq!(size_of::<MediaNames>(), 16);
     }
 
     #[test]

@@ -317,7 +317,7 @@ pub fn plan_streams(existing: &[MediaSlot], new: &[MediaDesc]) -> Vec<StreamOp> 
                 (None, false) => StreamOp::Skip,
                 (None, true) => StreamOp::Open,
                 (Some(_), false) => StreamOp::Close,
-                (Some(s), true) if s.kind.eq_ignore_ascii_case(&d.kind) => StreamOp::Update,
+                (Some(s), true) if s.kind().eq_ignore_ascii_case(&d.kind) => StreamOp::Update,
                 (Some(_), true) => StreamOp::Reopen,
             }
         })
@@ -378,7 +378,7 @@ mod tests {
             d[0].end.endpoint.rtcp.get(),
             Some("192.168.1.10:6001".parse().unwrap())
         );
-        assert_eq!(d[0].end.endpoint.clock_rates, vec![(101, 8000)]);
+        assert_eq!(&*d[0].end.endpoint.clock_rates, &[(101, 8000)]);
         assert!(d[0].relayed() && !d[1].relayed() && !d[2].relayed());
         assert_eq!(w.len(), 1, "only the MSRP line is warned about: {w:?}");
         assert!(w[0].contains("TCP/MSRP"));
@@ -473,8 +473,7 @@ mod tests {
         let d = describe(&sdp, &NegotiateOptions::default(), &mut Vec::new()).unwrap();
         let slot = |kind: &str, open: bool| MediaSlot {
             index: 1,
-            kind: kind.into(),
-            proto: "RTP/AVP".into(),
+            names: crate::session::model::MediaNames::new(kind, "RTP/AVP"),
             stream: open.then_some(OpenedStream {
                 id: crate::session::backend::StreamId::FIRST,
                 a_ports: PortPair { rtp: 2 },

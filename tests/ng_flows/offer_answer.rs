@@ -147,8 +147,8 @@ a=rtpmap:96 H264/90000\r\n";
     );
     let video = m.backend().stream_by_port(30004).map(|(id, _)| id).unwrap();
     assert_eq!(
-        m.backend().stream(video).unwrap().spec.a.clock_rates,
-        vec![(96, 90000)]
+        &*m.backend().stream(video).unwrap().spec.a.clock_rates,
+        &[(96, 90000)]
     );
 
     // Next re-INVITE disables the video (port 0): stream closed, SDP keeps port 0.

@@ -10,7 +10,7 @@ use crate::session::manager::plan::{
     read_offer, LineStream, OfferLine, OfferPlan, OfferSdp, OfferTarget, Outgoing,
 };
 use crate::session::manager::{Negotiated, SessionError, SessionManager, Signal};
-use crate::session::model::{Call, Dialogue, MediaEnd, MediaSlot};
+use crate::session::model::{Call, Dialogue, MediaEnd, MediaNames, MediaSlot};
 use crate::session::negotiate::{MediaDesc, NegotiateOptions};
 use crate::session::ports::PortError;
 use crate::time::Nanos;
@@ -213,8 +213,7 @@ fn offered_slot(
     } = desc;
     let (mut slot, replaced) = match (stream, prev) {
         (LineStream::Keep(_), Some(mut s)) => {
-            s.kind = kind.into();
-            s.proto = proto.into();
+            s.names = MediaNames::new(&kind, &proto);
             (s, None)
         }
         (stream, prev) => {
@@ -228,8 +227,7 @@ fn offered_slot(
                 .unwrap_or_default();
             let mut s = MediaSlot {
                 index,
-                kind: kind.into(),
-                proto: proto.into(),
+                names: MediaNames::new(&kind, &proto),
                 stream: stream.relayed(),
                 a: MediaEnd::default(),
                 b: MediaEnd::default(),

@@ -19,7 +19,8 @@ use crate::session::backend::{
 use crate::session::latch::LatchMode;
 use crate::session::manager::SessionManager;
 use crate::session::model::{
-    Call, Dialogue, Leg, MediaEnd, MediaSlot, RtcpMuxPolicy, MAX_DIALOGUES, MAX_TOKEN_LEN,
+    Call, Dialogue, Leg, MediaEnd, MediaNames, MediaSlot, RtcpMuxPolicy, MAX_DIALOGUES,
+    MAX_TOKEN_LEN,
 };
 use crate::session::ports::PortPair;
 use crate::store::record::{
@@ -140,7 +141,7 @@ fn end_record(e: &MediaEnd, learned: Option<SocketAddr>, confirmed: bool) -> End
         rtcp: e.endpoint.rtcp.get(),
         rtcp_mux: e.endpoint.rtcp_mux,
         latch: latch_name(e.endpoint.latch).into(),
-        clock_rates: e.endpoint.clock_rates.clone(),
+        clock_rates: e.endpoint.clock_rates.to_vec(),
         advertised: e.advertised.get(),
         direction: e.direction.map(|d| d.as_str().into()),
         known: e.known,
@@ -162,7 +163,7 @@ fn end_from_record(r: &EndRecord) -> Result<MediaEnd, RestoreError> {
             rtcp: PackedAddr::from_option(r.rtcp),
             rtcp_mux: r.rtcp_mux,
             latch: latch_parse(&r.latch).ok_or(RestoreError::Invalid("latch mode"))?,
-            clock_rates: r.clock_rates.clone(),
+            clock_rates: r.clock_rates.as_slice().into(),
         },
         advertised: PackedAddr::from_option(r.advertised),
         direction: match &r.direction {
@@ -283,8 +284,8 @@ impl<B: MediaBackend> SessionManager<B> {
         };
         MediaRecord {
             index: m.index,
-            kind: m.kind.to_string(),
-            proto: m.proto.to_string(),
+            kind: m.kind().to_string(),
+            proto: m.proto().to_string(),
             label: m.label.as_deref().map(str::to_owned),
             mux_policy: mux_name(m.mux_policy).into(),
             mux_offered: m.mux_offered,
@@ -538,8 +539,7 @@ impl<B: MediaBackend> SessionManager<B> {
                 };
                 dialogue.media.push(MediaSlot {
                     index: m.index,
-                    kind: m.kind.as_str().into(),
-                    proto: m.proto.as_str().into(),
+                    names: MediaNames::new(&m.kind, &m.proto),
                     stream,
                     a,
                     b,

@@ -646,14 +646,16 @@ impl<'s> AnswerPlan<'s> {
             let slot = d.media.get(desc.index as usize - 1);
             let stream = match slot.and_then(|s| s.stream.map(|st| (s, st))) {
                 None => AnswerStream::None,
-                Some((s, st)) if desc.relayed() && s.kind.eq_ignore_ascii_case(&desc.kind) => {
+                Some((s, st)) if desc.relayed() && s.kind().eq_ignore_ascii_case(&desc.kind) => {
                     AnswerStream::Keep(st)
                 }
                 Some((s, st)) => {
                     if !desc.rejected {
                         warnings.push(format!(
                             "answer m= line {} ({}) does not match the offer ({}): stream closed",
-                            desc.index, desc.kind, s.kind
+                            desc.index,
+                            desc.kind,
+                            s.kind()
                         ));
                     }
                     AnswerStream::Close(st)
@@ -732,8 +734,7 @@ pub(super) mod tests {
             .zip(streams)
             .map(|(d, st)| MediaSlot {
                 index: d.index,
-                kind: d.kind.into(),
-                proto: d.proto.into(),
+                names: crate::session::model::MediaNames::new(&d.kind, &d.proto),
                 stream: Some(st),
                 a: d.end,
                 b: MediaEnd::default(),

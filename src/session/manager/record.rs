@@ -94,7 +94,7 @@ impl<B: MediaBackend> SessionManager<B> {
                 }
                 streams.push(StreamRecord {
                     index: m.index,
-                    kind: m.kind.to_string(),
+                    kind: m.kind().to_string(),
                     directions,
                 });
             }

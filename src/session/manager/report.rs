@@ -248,8 +248,8 @@ impl<B: MediaBackend> SessionManager<B> {
         let stats = stats.unwrap_or_default();
         MediaReport {
             index: m.index,
-            kind: m.kind.to_string(),
-            proto: m.proto.to_string(),
+            kind: m.kind().to_string(),
+            proto: m.proto().to_string(),
             label: m.label.as_deref().map(str::to_owned),
             ports: m.stream.map(|s| side_ports(&s, side)),
             local_addr: m.stream.and(end.relay_local),
