@@ -76,6 +76,7 @@ fn bench(c: &mut Criterion) {
         let cfg = PathConfig {
             strict: false,
             gso: true,
+            connect: false,
         };
         let mut core = WorkerCore::new(shared, cfg, 0, 1);
         let targets = fill(&mut core.table, streams, fd);
@@ -132,6 +133,7 @@ fn bench(c: &mut Criterion) {
                     cfg: PathConfig {
                         strict: false,
                         gso: true,
+                        connect: false,
                     },
                     counters: &counters,
                     events: &events,

@@ -78,6 +78,13 @@ pub struct Cli {
     /// it, Linux 4.18+).
     #[arg(long)]
     pub no_gso: bool,
+    /// In user space (io_uring engine, no in-kernel fast path), connect a media socket to
+    /// its endpoint's source once the latch has locked it in, so each send skips the
+    /// kernel's route lookup. The kernel then drops packets from other sources before the
+    /// relay sees them (answering with ICMP port unreachable): they are not counted in
+    /// `drop_source` while the socket is connected. Off by default.
+    #[arg(long)]
+    pub connect_latched: bool,
     /// Relay all media in user space. By default the RTP of latched streams is relayed
     /// inside the kernel where it can be (a TC program on the device with the relay's
     /// address; needs root or CAP_BPF+CAP_NET_ADMIN, Linux 6.6+, IPv4, and clang at build

@@ -47,6 +47,7 @@ pub(super) struct FileConfig {
     pub(super) socket_sndbuf: Option<usize>,
     pub(super) strict_rtp: Option<bool>,
     pub(super) no_gso: Option<bool>,
+    pub(super) connect_latched: Option<bool>,
     pub(super) no_kernel_forwarding: Option<bool>,
     pub(super) kernel_mode: Option<super::KernelMode>,
     pub(super) listen_sip: Option<SocketAddr>,

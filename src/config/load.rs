@@ -69,6 +69,7 @@ impl Config {
         c.socket_sndbuf = cli.socket_sndbuf.or(file.socket_sndbuf).unwrap_or(0);
         c.strict_rtp = cli.strict_rtp || file.strict_rtp.unwrap_or(false);
         c.gso = !(cli.no_gso || file.no_gso.unwrap_or(false));
+        c.connect_latched = cli.connect_latched || file.connect_latched.unwrap_or(false);
         c.kernel_forwarding =
             !(cli.no_kernel_forwarding || file.no_kernel_forwarding.unwrap_or(false));
         c.kernel_mode = cli.kernel_mode.or(file.kernel_mode).unwrap_or_default();

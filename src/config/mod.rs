@@ -112,6 +112,8 @@ pub struct Config {
     pub strict_rtp: bool,
     /// Gather bursts for one destination into UDP GSO sends (where the kernel supports it).
     pub gso: bool,
+    /// Connect a media socket to its endpoint's locked source (user space, io_uring).
+    pub connect_latched: bool,
     /// Try the in-kernel fast path (see `dataplane::kernel`); on unless turned off.
     pub kernel_forwarding: bool,
     /// Which program relays in the kernel on real devices.
@@ -192,6 +194,7 @@ impl Default for Config {
             socket_sndbuf: 0,
             strict_rtp: false,
             gso: true,
+            connect_latched: false,
             kernel_forwarding: true,
             kernel_mode: KernelMode::Auto,
             listen_sip: Some(SocketAddr::new(lo, 5060)),

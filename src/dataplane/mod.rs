@@ -200,6 +200,7 @@ impl DataPlane {
         let path = PathConfig {
             strict: config.strict_rtp,
             gso,
+            connect: config.connect_latched,
         };
         // The kernel caps each ring's fixed-file table at the descriptor limit (and 2^20).
         let fixed_files = config

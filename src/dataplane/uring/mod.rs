@@ -47,6 +47,7 @@ use io_uring::types;
 use crate::time::now_ns;
 
 pub mod bufring;
+pub mod connect;
 pub mod ring;
 pub mod send;
 pub mod token;
