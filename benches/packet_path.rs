@@ -77,6 +77,7 @@ fn bench(c: &mut Criterion) {
             strict: false,
             gso: true,
             connect: false,
+            batch_wait_us: 0,
         };
         let mut core = WorkerCore::new(shared, cfg, 0, 1);
         let targets = fill(&mut core.table, streams, fd);
@@ -134,6 +135,7 @@ fn bench(c: &mut Criterion) {
                         strict: false,
                         gso: true,
                         connect: false,
+                        batch_wait_us: 0,
                     },
                     counters: &counters,
                     events: &events,

@@ -41,6 +41,7 @@ pub(super) struct FileConfig {
     pub(super) max_sessions: Option<usize>,
     pub(super) io_engine: Option<IoEngine>,
     pub(super) uring_fixed_files: Option<u32>,
+    pub(super) uring_batch_wait_us: Option<u32>,
     pub(super) uring_rings: Option<u32>,
     pub(super) spare_descriptors: Option<usize>,
     pub(super) socket_rcvbuf: Option<usize>,

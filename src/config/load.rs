@@ -60,6 +60,11 @@ impl Config {
         c.max_sessions = cli.max_sessions.or(file.max_sessions).unwrap_or(0);
         c.io_engine = cli.io_engine.or(file.io_engine).unwrap_or_default();
         c.uring_fixed_files = cli.uring_fixed_files.or(file.uring_fixed_files);
+        c.uring_batch_wait_us = cli
+            .uring_batch_wait_us
+            .or(file.uring_batch_wait_us)
+            .unwrap_or(0)
+            .min(10_000);
         c.uring_rings = cli.uring_rings.or(file.uring_rings);
         c.spare_descriptors = cli.spare_descriptors.or(file.spare_descriptors);
         c.socket_rcvbuf = cli

@@ -103,6 +103,8 @@ pub struct Config {
     pub io_engine: IoEngine,
     /// `None`: as many as the descriptor limit allows.
     pub uring_fixed_files: Option<u32>,
+    /// io_uring: microseconds a waking worker may wait to batch completions (0: none).
+    pub uring_batch_wait_us: u32,
     /// `None`: enough rings for the worker's share of the port range (see `dataplane`).
     pub uring_rings: Option<u32>,
     /// `None`: 1/4 of the descriptor limit, at least 64.
@@ -188,6 +190,7 @@ impl Default for Config {
             max_sessions: 0,
             io_engine: IoEngine::Auto,
             uring_fixed_files: None,
+            uring_batch_wait_us: 0,
             uring_rings: None,
             spare_descriptors: None,
             socket_rcvbuf: DEFAULT_SOCKET_RCVBUF,

@@ -346,6 +346,7 @@ mod tests {
             strict: false,
             gso: false,
             connect: false,
+            batch_wait_us: 0,
         };
         let mut core = WorkerCore::new(shared, cfg, 0, 1);
         let (s1, src1) = add(&mut core, 1, 4000);

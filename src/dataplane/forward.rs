@@ -30,6 +30,8 @@ pub struct PathConfig {
     /// Connect a socket to its endpoint's locked source while the latch holds it, so sends
     /// skip the per-send route lookup (io_uring engine without the in-kernel fast path).
     pub connect: bool,
+    /// io_uring: microseconds a worker waking from sleep may wait to batch completions.
+    pub batch_wait_us: u32,
 }
 
 /// Where to send a datagram: out of `slot`'s socket to `dst`.

@@ -69,7 +69,7 @@ impl UringWorker {
         fixed_files: u32,
         slot_reserve: usize,
     ) -> io::Result<UringWorker> {
-        let mut ring = Ring::new(shared.clone(), fixed_files)?;
+        let mut ring = Ring::new(shared.clone(), fixed_files, cfg.batch_wait_us)?;
         let bufs = BufRing::new()?;
         // SAFETY: `bufs` is moved into the worker below, next to the ring, and dropped after
         // it (field order); moving the BufRing does not move its mapping or buffers.
