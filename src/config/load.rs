@@ -63,7 +63,7 @@ impl Config {
         c.uring_batch_wait_us = cli
             .uring_batch_wait_us
             .or(file.uring_batch_wait_us)
-            .unwrap_or(0)
+            .unwrap_or(super::DEFAULT_BATCH_WAIT_US)
             .min(10_000);
         c.uring_rings = cli.uring_rings.or(file.uring_rings);
         c.spare_descriptors = cli.spare_descriptors.or(file.spare_descriptors);

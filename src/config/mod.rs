@@ -86,6 +86,10 @@ impl std::str::FromStr for Interface {
     }
 }
 
+/// io_uring: how long (µs) a worker waking from sleep may go on gathering completions, so
+/// one wake-up handles a batch: 0.2 ms, 1% of a 20 ms voice packet interval.
+pub const DEFAULT_BATCH_WAIT_US: u32 = 200;
+
 #[derive(Clone, Debug)]
 pub struct Config {
     /// The first of `interfaces` (the address the kernel path, SIP and logs use by default).
@@ -190,7 +194,7 @@ impl Default for Config {
             max_sessions: 0,
             io_engine: IoEngine::Auto,
             uring_fixed_files: None,
-            uring_batch_wait_us: 0,
+            uring_batch_wait_us: DEFAULT_BATCH_WAIT_US,
             uring_rings: None,
             spare_descriptors: None,
             socket_rcvbuf: DEFAULT_SOCKET_RCVBUF,

@@ -138,6 +138,13 @@ impl UringWorker {
         }
         // Sockets of removed slots are closed only now: the SQEs naming them are submitted.
         self.ring.release_closed(&mut self.core.table);
+        // Commands that came while the ring slept go before the datagrams that came with
+        // them: a batching sleep (`--uring-batch-wait-us`) holds the wake-up a command
+        // sends for up to the wait, and an answer's media must find the answer applied.
+        self.core.apply_commands(&mut Io {
+            ring: &mut self.ring,
+            connect: &mut self.connect,
+        });
         let now = *now.get_or_insert_with(now_ns);
         bump(&self.core.counters().loops, 1);
         let mut cqes = std::mem::take(&mut self.cqes);
