@@ -76,6 +76,8 @@ fn bench(c: &mut Criterion) {
         let cfg = PathConfig {
             strict: false,
             gso: true,
+            connect: false,
+            batch_wait_us: 0,
         };
         let mut core = WorkerCore::new(shared, cfg, 0, 1);
         let targets = fill(&mut core.table, streams, fd);
@@ -132,6 +134,8 @@ fn bench(c: &mut Criterion) {
                     cfg: PathConfig {
                         strict: false,
                         gso: true,
+                        connect: false,
+                        batch_wait_us: 0,
                     },
                     counters: &counters,
                     events: &events,

@@ -83,18 +83,24 @@ fn traffic(
 #[test]
 fn steady_forwarding_allocates_nothing() {
     let _profiler = dhat::Profiler::builder().testing().build();
-    for (n, engine) in [IoEngine::Mmsg, IoEngine::Uring].into_iter().enumerate() {
-        let base = 21000 + 1000 * n as u16;
+    // io_uring once more with `--connect-latched` (sockets connected once latched, sends
+    // without an address), in ports 63400-64199.
+    for (engine, connect, base) in [
+        (IoEngine::Mmsg, false, 21000),
+        (IoEngine::Uring, false, 22000),
+        (IoEngine::Uring, true, 63400),
+    ] {
         let mut dp = DataPlane::start(&Config {
             io_engine: engine,
             num_threads: 2,
             port_min: base,
-            port_max: base + 999,
+            port_max: base + 799,
             // The premise: every packet goes through the user-space worker (the in-kernel
             // path, on by default, would take the latched streams mid-test, and its bursts
             // would then never reach the GSO batching asserted below), with GSO on.
             kernel_forwarding: false,
             gso: true,
+            connect_latched: connect,
             ..Config::default()
         })
         .unwrap();
@@ -156,6 +162,9 @@ fn steady_forwarding_allocates_nothing() {
             t.gso_sends > 0,
             "{engine:?}: the bursts went out as GSO sends"
         );
+        if connect {
+            assert_eq!(t.connects, 2 * STREAMS as u64, "every RTP socket connected");
+        }
         drop(dp);
     }
 }

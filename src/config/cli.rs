@@ -54,6 +54,12 @@ pub struct Cli {
     /// limit, per ring]
     #[arg(long)]
     pub uring_fixed_files: Option<u32>,
+    /// io_uring: once a worker has slept, it wakes for its first completions only after up
+    /// to this many microseconds (or 32 completions), so each wake-up handles a batch; a
+    /// packet waits at most this long more. Needs Linux 6.12+ (IORING_FEAT_MIN_TIMEOUT);
+    /// 0 wakes for every completion. [default: 200]
+    #[arg(long)]
+    pub uring_batch_wait_us: Option<u32>,
     /// io_uring: rings per worker thread, each with its own fixed-file table (1-8). [default:
     /// enough for the worker's share of the port range to fit in the tables, at most 8]
     #[arg(long)]
@@ -79,6 +85,13 @@ pub struct Cli {
     /// it, Linux 4.18+).
     #[arg(long)]
     pub no_gso: bool,
+    /// In user space (io_uring engine, no in-kernel fast path), connect a media socket to
+    /// its endpoint's source once the latch has locked it in, so each send skips the
+    /// kernel's route lookup. The kernel then drops packets from other sources before the
+    /// relay sees them (answering with ICMP port unreachable): they are not counted in
+    /// `drop_source` while the socket is connected. Off by default.
+    #[arg(long)]
+    pub connect_latched: bool,
     /// Relay all media in user space. By default the RTP of latched streams is relayed
     /// inside the kernel where it can be (a TC program on the device with the relay's
     /// address; needs root or CAP_BPF+CAP_NET_ADMIN, Linux 6.6+, IPv4, and clang at build

@@ -60,6 +60,11 @@ impl Config {
         c.max_sessions = cli.max_sessions.or(file.max_sessions).unwrap_or(0);
         c.io_engine = cli.io_engine.or(file.io_engine).unwrap_or_default();
         c.uring_fixed_files = cli.uring_fixed_files.or(file.uring_fixed_files);
+        c.uring_batch_wait_us = cli
+            .uring_batch_wait_us
+            .or(file.uring_batch_wait_us)
+            .unwrap_or(super::DEFAULT_BATCH_WAIT_US)
+            .min(10_000);
         c.uring_rings = cli.uring_rings.or(file.uring_rings);
         c.spare_descriptors = cli.spare_descriptors.or(file.spare_descriptors);
         c.socket_rcvbuf = cli
@@ -69,6 +74,7 @@ impl Config {
         c.socket_sndbuf = cli.socket_sndbuf.or(file.socket_sndbuf).unwrap_or(0);
         c.strict_rtp = cli.strict_rtp || file.strict_rtp.unwrap_or(false);
         c.gso = !(cli.no_gso || file.no_gso.unwrap_or(false));
+        c.connect_latched = cli.connect_latched || file.connect_latched.unwrap_or(false);
         c.kernel_forwarding =
             !(cli.no_kernel_forwarding || file.no_kernel_forwarding.unwrap_or(false));
         c.kernel_mode = cli.kernel_mode.or(file.kernel_mode).unwrap_or_default();

@@ -38,6 +38,8 @@ pub trait SocketIo {
     /// flight still bring is relayed as usual). The engine sets `WorkerShared::paused` once
     /// nothing is received or waiting to be sent any more.
     fn pause(&mut self, table: &mut SlotTable);
+    /// Slot `i`'s signalling changed (an offer or answer): its latch may take a new source.
+    fn relatch(&mut self, _table: &mut SlotTable, _i: SlotIdx) {}
 }
 
 /// One worker's (one ring's) state apart from its engine's I/O.
@@ -121,7 +123,12 @@ impl WorkerCore {
                 if let (Some(k), Some(group)) = (self.kernel.as_mut(), self.table.group(id)) {
                     k.take_back_group(&mut self.table.slots, group, &self.shared.counters);
                 }
-                self.table.update(id, side, &init)
+                self.table.update(id, side, &init);
+                if let Some(group) = self.table.group(id) {
+                    for i in group {
+                        io.relatch(&mut self.table, i);
+                    }
+                }
             }
             Command::Pause => io.pause(&mut self.table),
             Command::Rtcp { id, side, open } => match open {
@@ -338,6 +345,8 @@ mod tests {
         let cfg = PathConfig {
             strict: false,
             gso: false,
+            connect: false,
+            batch_wait_us: 0,
         };
         let mut core = WorkerCore::new(shared, cfg, 0, 1);
         let (s1, src1) = add(&mut core, 1, 4000);

@@ -18,7 +18,7 @@ use crate::session::latch::{LatchEvent, LatchVerdict};
 use crate::time::Nanos;
 
 use super::shared::{bump, WorkerCounters};
-use super::slot::{DirtyList, Slot, SlotIdx, SlotKind};
+use super::slot::{Conn, DirtyList, Slot, SlotIdx, SlotKind};
 
 /// Worker-wide settings the packet path needs.
 #[derive(Clone, Copy, Debug)]
@@ -27,6 +27,11 @@ pub struct PathConfig {
     pub strict: bool,
     /// Gather bursts for one destination into UDP GSO sends (asked for, and the kernel has it).
     pub gso: bool,
+    /// Connect a socket to its endpoint's locked source while the latch holds it, so sends
+    /// skip the per-send route lookup (io_uring engine without the in-kernel fast path).
+    pub connect: bool,
+    /// io_uring: microseconds a worker waking from sleep may wait to batch completions.
+    pub batch_wait_us: u32,
 }
 
 /// Where to send a datagram: out of `slot`'s socket to `dst`.
@@ -40,6 +45,8 @@ pub struct Forward {
     /// the socket still belongs to the same stream.
     pub generation: u32,
     pub dst: SocketAddr,
+    /// The out socket is connected to `dst`: the send names no address.
+    pub connected: bool,
 }
 
 fn event_kind(e: LatchEvent) -> (LatchEventKind, SocketAddr) {
@@ -240,6 +247,7 @@ pub fn decide(
             fixed: out.fixed,
             generation: out.generation,
             dst,
+            connected: out.conn == Conn::On && out.latch.locked_peer() == Some(dst),
         }),
         _ => {
             bump(&counters.drop_no_destination, 1);

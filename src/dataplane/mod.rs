@@ -201,6 +201,8 @@ impl DataPlane {
         let path = PathConfig {
             strict: config.strict_rtp,
             gso,
+            connect: config.connect_latched,
+            batch_wait_us: config.uring_batch_wait_us,
         };
         // The kernel caps each ring's fixed-file table at the descriptor limit (and 2^20).
         let fixed_files = config

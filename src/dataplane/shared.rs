@@ -329,6 +329,12 @@ pub struct WorkerCounters {
     pub fixed_files: AtomicU64,
     /// io_uring: sockets that stayed plain descriptors (table full or registration failed).
     pub fixed_fallbacks: AtomicU64,
+    /// io_uring: sockets connected to their endpoint's locked source, disconnected again
+    /// (new signalling, a silence that allows re-learning, a takeover), and connects or
+    /// disconnects the kernel refused.
+    pub connects: AtomicU64,
+    pub disconnects: AtomicU64,
+    pub connect_failed: AtomicU64,
     /// Packets the in-kernel fast path relayed (also in rx/tx; counted on the worker's
     /// housekeeping ticks), and directions now handed to it (a gauge).
     pub kernel_forwarded: AtomicU64,
@@ -376,6 +382,9 @@ pub struct DataPlaneTotals {
     pub watch_failed: u64,
     pub fixed_files: u64,
     pub fixed_fallbacks: u64,
+    pub connects: u64,
+    pub disconnects: u64,
+    pub connect_failed: u64,
     pub kernel_forwarded: u64,
     pub kernel_bytes: u64,
     pub kernel_streams: u64,
@@ -423,6 +432,9 @@ impl DataPlaneTotals {
         self.watch_failed += c.watch_failed.load(Relaxed);
         self.fixed_files += c.fixed_files.load(Relaxed);
         self.fixed_fallbacks += c.fixed_fallbacks.load(Relaxed);
+        self.connects += c.connects.load(Relaxed);
+        self.disconnects += c.disconnects.load(Relaxed);
+        self.connect_failed += c.connect_failed.load(Relaxed);
         self.kernel_forwarded += c.kernel_forwarded.load(Relaxed);
         self.kernel_bytes += c.kernel_bytes.load(Relaxed);
         self.kernel_streams += c.kernel_streams.load(Relaxed);
@@ -464,6 +476,9 @@ impl DataPlaneTotals {
             ("watch_failed", self.watch_failed),
             ("fixed_files", self.fixed_files),
             ("fixed_fallbacks", self.fixed_fallbacks),
+            ("connects", self.connects),
+            ("disconnects", self.disconnects),
+            ("connect_failed", self.connect_failed),
             ("kernel_forwarded", self.kernel_forwarded),
             ("kernel_bytes", self.kernel_bytes),
             ("kernel_streams", self.kernel_streams),

@@ -85,6 +85,26 @@ pub struct Slot {
     pub local_port: u16,
     /// RTP sockets: the in-kernel fast path relays this direction (see `kernel`).
     pub kernel: bool,
+    /// Whether the socket is connected to its endpoint's locked source (user space only:
+    /// sends then skip the kernel's per-send route lookup).
+    pub conn: Conn,
+}
+
+/// A relay socket's `connect()` state (see `uring::connect`). Sends name no address only
+/// in `On`; in every other state they name it, which a connected socket accepts too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Conn {
+    /// Unconnected: receives from anyone, sends name their destination.
+    #[default]
+    Off,
+    /// A connect to the locked source is in flight.
+    Connecting,
+    /// Connected to the latch's locked source.
+    On,
+    /// A disconnect (`AF_UNSPEC`) is in flight.
+    Disconnecting,
+    /// The kernel refused to connect it: not tried again for this socket.
+    Refused,
 }
 
 impl Slot {
@@ -109,6 +129,7 @@ impl Slot {
             kernel_drops: 0,
             local_port: 0,
             kernel: false,
+            conn: Conn::Off,
         }
     }
 

@@ -131,6 +131,32 @@ impl Latch {
         }
     }
 
+    /// The one source this endpoint is locked to, while nothing but a new signal or a
+    /// silence of [`RELEARN_SILENCE_NS`] can change it (`Symmetric`, `StrictSource`): the
+    /// only address its socket may be connected to (`MediaHandover` follows any source and
+    /// `Asymmetric` accepts any, so neither ever is).
+    #[inline]
+    pub fn locked_peer(&self) -> Option<SocketAddr> {
+        match self.mode {
+            LatchMode::Symmetric | LatchMode::StrictSource if self.confirmed => {
+                self.candidate.get()
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether at `now` a packet from another source could take the endpoint over (a
+    /// `Symmetric` lock whose source has been silent for [`RELEARN_SILENCE_NS`]), or no
+    /// lock holds at all: a socket connected to the locked peer must be disconnected then,
+    /// or the kernel would keep the new source's packets from the latch.
+    pub fn may_change(&self, now: Nanos) -> bool {
+        if self.locked_peer().is_none() {
+            return true;
+        }
+        self.mode == LatchMode::Symmetric
+            && now.saturating_sub(self.last_confirmed_packet_ns) >= RELEARN_SILENCE_NS
+    }
+
     /// The learned source so far (confirmed or candidate).
     pub fn learned(&self) -> Option<SocketAddr> {
         self.candidate.get()
@@ -299,6 +325,38 @@ mod tests {
             LatchVerdict::Reject
         );
         assert_eq!(l.destination(), Some(a("10.0.0.1:4000")));
+    }
+
+    #[test]
+    fn locked_peer_is_only_a_confirmed_source_that_cannot_change_yet() {
+        let sdp = a("10.0.0.1:4000");
+        let mut l = Latch::new(LatchMode::Symmetric, Some(sdp));
+        assert_eq!(l.locked_peer(), None, "nothing learned");
+        assert!(l.may_change(0));
+        l.on_packet(sdp, 10 * MS);
+        assert_eq!(l.locked_peer(), Some(sdp));
+        assert!(!l.may_change(10 * MS + RELEARN_SILENCE_NS - 1));
+        assert!(
+            l.may_change(10 * MS + RELEARN_SILENCE_NS),
+            "silent: re-learnable"
+        );
+        // A candidate still in its learning window is not a lock.
+        let mut n = Latch::new(LatchMode::Symmetric, Some(a("192.168.1.5:4000")));
+        n.on_packet(a("198.51.100.7:61000"), 0);
+        assert_eq!(n.locked_peer(), None);
+        // A new signal unlocks.
+        l.on_signal(LatchMode::Symmetric, Some(a("10.0.0.2:4000")));
+        assert_eq!(l.locked_peer(), None);
+        // Strict never re-learns; handover and asymmetric never lock.
+        let mut st = Latch::new(LatchMode::StrictSource, Some(sdp));
+        st.on_packet(sdp, 0);
+        assert_eq!(st.locked_peer(), Some(sdp));
+        assert!(!st.may_change(100 * RELEARN_SILENCE_NS));
+        for mode in [LatchMode::MediaHandover, LatchMode::Asymmetric] {
+            let mut h = Latch::new(mode, Some(sdp));
+            h.on_packet(sdp, 0);
+            assert_eq!(h.locked_peer(), None, "{mode:?}");
+        }
     }
 
     #[test]

@@ -26,6 +26,12 @@
 //! per packet measured). Every ring has an eventfd registered, which the kernel signals when
 //! that ring gets work; the ring the thread sleeps on holds a read of the others'.
 //!
+//! Wake-ups: a thread that slept wakes for its first completion only after up to
+//! `--uring-batch-wait-us` (200 µs by default; `min_wait_usec`, Linux 6.12+) or 32
+//! completions, so at voice rates one wake-up handles several packets instead of one; the
+//! commands that came meanwhile are applied before those packets. [`connect`] connects a
+//! socket to its latch's locked source (`--connect-latched`).
+//!
 //! The engine is I/O only: commands, the per-datagram decision and housekeeping are the
 //! worker core's ([`WorkerCore`](super::core::WorkerCore)), as under the mmsg engine. Here:
 //! [`ring`] (the ring, receives, fixed files, submission), [`bufring`] (the provided
@@ -47,6 +53,7 @@ use io_uring::types;
 use crate::time::now_ns;
 
 pub mod bufring;
+pub mod connect;
 pub mod ring;
 pub mod send;
 pub mod token;

@@ -24,6 +24,8 @@ use super::token;
 const SQ_ENTRIES: u32 = 2048;
 /// 16 completions per submission slot: multishot receives post without submissions.
 const CQ_ENTRIES: u32 = SQ_ENTRIES * 16;
+/// Completions a batching sleep waits for before its minimum wait is over.
+const BATCH_WAIT_COMPLETIONS: usize = 32;
 /// `SOCKET_URING_OP_SIOCINQ` from linux/io_uring.h (Linux 6.7+): bytes queued on a socket.
 const SOCKET_URING_OP_SIOCINQ: u32 = 0;
 
@@ -106,14 +108,29 @@ pub struct Ring {
     paused: bool,
     /// Slots whose receive is still to be cancelled (the queue had no room).
     to_cancel: Vec<SlotIdx>,
+    /// Microseconds a sleep, once a completion has come, may go on to gather more (0: none,
+    /// or the kernel lacks IORING_FEAT_MIN_TIMEOUT).
+    batch_wait_us: u32,
 }
 
 impl Ring {
     /// Builds the ring on the calling thread (the one that will submit) with a sparse
     /// fixed-file table of `fixed_files` entries where the kernel allows it, and arms the
     /// read of the worker's wake-up eventfd.
-    pub fn new(shared: Arc<WorkerShared>, fixed_files: u32) -> io::Result<Ring> {
+    pub fn new(
+        shared: Arc<WorkerShared>,
+        fixed_files: u32,
+        batch_wait_us: u32,
+    ) -> io::Result<Ring> {
         let mut ring = build_ring(SQ_ENTRIES)?;
+        let batch_wait_us = if ring.params().is_feature_min_timeout() {
+            batch_wait_us
+        } else {
+            if batch_wait_us > 0 {
+                tracing::warn!("kernel lacks io_uring min-wait (Linux < 6.12): no batching wait");
+            }
+            0
+        };
         let fixed_cap = if fixed_files == 0 {
             0
         } else {
@@ -154,6 +171,7 @@ impl Ring {
             fixed_cap,
             paused: false,
             to_cancel: Vec::new(),
+            batch_wait_us,
         };
         r.arm_wake()?;
         Ok(r)
@@ -394,7 +412,17 @@ impl Ring {
     /// Without `wait` it enters only when the ring has work; false when it did not enter.
     /// A timeout, an interrupted wait or a completion backlog is not an error.
     pub fn enter(&mut self, wait: bool, ts: &types::Timespec) -> io::Result<bool> {
-        let entered = if wait {
+        let entered = if wait && self.batch_wait_us > 0 {
+            // Sleep until a completion comes; then up to `batch_wait_us` from the start of
+            // the wait, or until BATCH_WAIT_COMPLETIONS, gather more before waking.
+            let args = types::SubmitArgs::new()
+                .timespec(ts)
+                .min_wait_usec(self.batch_wait_us);
+            self.ring
+                .submitter()
+                .submit_with_args(BATCH_WAIT_COMPLETIONS, &args)
+                .map(|_| ())
+        } else if wait {
             let args = types::SubmitArgs::new().timespec(ts);
             self.ring.submitter().submit_with_args(1, &args).map(|_| ())
         } else if self.has_work() {

@@ -130,13 +130,18 @@ impl Sender {
     #[inline]
     pub fn stage(&mut self, bid: u16, payload: &[u8], fwd: &Forward) -> Option<gso::Group> {
         let st = &mut self.sends[usize::from(bid)];
-        let namelen = sockaddr::write(fwd.dst, &mut st.name);
         st.iov = libc::iovec {
             iov_base: payload.as_ptr() as *mut libc::c_void,
             iov_len: payload.len(),
         };
-        st.hdr.msg_name = (&mut st.name as *mut libc::sockaddr_storage).cast();
-        st.hdr.msg_namelen = namelen;
+        if fwd.connected {
+            // The socket is connected to `dst`: naming no address skips the route lookup.
+            st.hdr.msg_name = std::ptr::null_mut();
+            st.hdr.msg_namelen = 0;
+        } else {
+            st.hdr.msg_namelen = sockaddr::write(fwd.dst, &mut st.name);
+            st.hdr.msg_name = (&mut st.name as *mut libc::sockaddr_storage).cast();
+        }
         st.out = OutSocket::of(fwd);
         let route = gso::Route {
             slot: fwd.slot.raw(),
@@ -171,7 +176,8 @@ impl Sender {
             return;
         };
         let head = &mut self.sends[usize::from(first)];
-        let name = (&mut head.name as *mut libc::sockaddr_storage).cast();
+        // The head's name, or none when its socket is connected (see `stage`).
+        let name = head.hdr.msg_name;
         let namelen = head.hdr.msg_namelen;
         let out = head.out;
         let gs = &mut self.gso_sends[usize::from(k)];

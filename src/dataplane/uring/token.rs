@@ -27,6 +27,10 @@ pub const KIND_GSO: u64 = 6;
 pub const KIND_PEER: u64 = 7;
 /// The stall watchdog's cancellation of a slot's receive (the slot and its generation).
 pub const KIND_STALL_CANCEL: u64 = 8;
+/// A connect of a slot's socket to its locked source (index into the worker's pool).
+pub const KIND_CONNECT: u64 = 9;
+/// A disconnect (`AF_UNSPEC`) of a slot's socket (the slot and its generation).
+pub const KIND_DISCONNECT: u64 = 10;
 
 /// The token of an operation of `kind` that concerns nothing further (wake-up, cancel).
 #[inline]

@@ -9,16 +9,18 @@ use std::sync::Arc;
 
 use io_uring::{cqueue, opcode, types};
 
-use crate::dataplane::core::WorkerCore;
+use crate::dataplane::core::{SocketIo, WorkerCore};
 use crate::dataplane::forward::PathConfig;
 use crate::dataplane::kernel::KernelWorker;
 use crate::dataplane::shared::bump;
 use crate::dataplane::slot::SlotIdx;
 use crate::dataplane::sockaddr;
+use crate::dataplane::table::SlotTable;
 use crate::dataplane::worker::{new_eventfd, WorkerShared};
 use crate::time::now_ns;
 
 use super::bufring::{BufRing, BUF_SIZE};
+use super::connect::Connector;
 use super::ring::Ring;
 use super::send::{SendCtx, Sender};
 use super::token;
@@ -45,6 +47,7 @@ pub struct UringWorker {
     /// This ring's work eventfd, when the thread drives other rings too.
     work_fd: Option<OwnedFd>,
     sender: Sender,
+    connect: Connector,
     watchdog: Watchdog,
     cqes: Vec<cqueue::Entry>,
     core: WorkerCore,
@@ -66,7 +69,7 @@ impl UringWorker {
         fixed_files: u32,
         slot_reserve: usize,
     ) -> io::Result<UringWorker> {
-        let mut ring = Ring::new(shared.clone(), fixed_files)?;
+        let mut ring = Ring::new(shared.clone(), fixed_files, cfg.batch_wait_us)?;
         let bufs = BufRing::new()?;
         // SAFETY: `bufs` is moved into the worker below, next to the ring, and dropped after
         // it (field order); moving the BufRing does not move its mapping or buffers.
@@ -78,6 +81,7 @@ impl UringWorker {
             watches: Vec::new(),
             work_fd: None,
             sender: Sender::new(cfg.gso),
+            connect: Connector::new(cfg.connect),
             watchdog: Watchdog::new(now),
             cqes: Vec::with_capacity(MAX_CQES_PER_TURN),
             core: WorkerCore::new(shared, cfg, slot_reserve, now),
@@ -89,6 +93,11 @@ impl UringWorker {
 
     /// Gives this ring the in-kernel fast path.
     pub fn with_kernel(mut self, kernel: Option<KernelWorker>) -> UringWorker {
+        if kernel.is_some() {
+            // The fast path takes the packets the socket would filter (and the stranger it
+            // passes up must reach the latch): its sockets stay unconnected.
+            self.connect = Connector::new(false);
+        }
         self.core = self.core.with_kernel(kernel);
         self
     }
@@ -116,7 +125,10 @@ impl UringWorker {
         ts: &types::Timespec,
         now: &mut Option<u64>,
     ) -> io::Result<usize> {
-        self.core.apply_commands(&mut self.ring);
+        self.core.apply_commands(&mut Io {
+            ring: &mut self.ring,
+            connect: &mut self.connect,
+        });
         self.ring.rearm_pending(self.core.slots_mut());
         // Sockets to close do not wait out a sleep: their ports are free for the next offer
         // only once they are closed, so this enter only submits and the sleep comes next pass.
@@ -126,6 +138,13 @@ impl UringWorker {
         }
         // Sockets of removed slots are closed only now: the SQEs naming them are submitted.
         self.ring.release_closed(&mut self.core.table);
+        // Commands that came while the ring slept go before the datagrams that came with
+        // them: a batching sleep (`--uring-batch-wait-us`) holds the wake-up a command
+        // sends for up to the wait, and an answer's media must find the answer applied.
+        self.core.apply_commands(&mut Io {
+            ring: &mut self.ring,
+            connect: &mut self.connect,
+        });
         let now = *now.get_or_insert_with(now_ns);
         bump(&self.core.counters().loops, 1);
         let mut cqes = std::mem::take(&mut self.cqes);
@@ -170,6 +189,8 @@ impl UringWorker {
         // worker most turns bring one packet, and publishing a whole round (~0.35 ms) on
         // them held up the packets behind it every 100 ms (p99 at 10,000 calls).
         self.core.housekeeping(now, idle);
+        self.connect
+            .turn(&mut self.core.table.slots, now, &mut self.ring);
         if self.ring.is_paused() {
             self.note_pause();
             return;
@@ -185,7 +206,10 @@ impl UringWorker {
     /// A paused ring is done once no receive is armed (their last datagrams handled) and a
     /// further turn has submitted what those datagrams staged for sending.
     fn note_pause(&mut self) {
-        if self.ring.receiving(&self.core.table.slots) || self.ring.has_queued_submissions() {
+        if self.ring.receiving(&self.core.table.slots)
+            || self.ring.has_queued_submissions()
+            || !self.connect.settled(&self.core.table.slots)
+        {
             self.quiet_turns = 0;
             return;
         }
@@ -330,6 +354,23 @@ impl UringWorker {
                     &self.core.shared.counters,
                 );
             }
+            token::KIND_CONNECT => self.connect.on_connected(
+                token::item_of(ud),
+                res,
+                &mut self.core.table.slots,
+                &mut self.ring,
+                &self.core.shared.counters,
+            ),
+            token::KIND_DISCONNECT => {
+                let (idx, generation) = token::slot_of(ud);
+                self.connect.on_disconnected(
+                    idx,
+                    generation,
+                    res,
+                    &mut self.core.table.slots,
+                    &self.core.shared.counters,
+                );
+            }
             token::KIND_PEER => {
                 // The signalling ring's turn follows on this same pass of the thread; the read
                 // is armed again before the thread next sleeps on this ring.
@@ -375,7 +416,10 @@ impl UringWorker {
                 self.lose_receive(idx);
             }
         }
-        let Some(fwd) = self.core.receive(idx, src, payload, now) else {
+        let fwd = self.core.receive(idx, src, payload, now);
+        self.connect
+            .after_receive(&mut self.core.table.slots, idx, &mut self.ring);
+        let Some(fwd) = fwd else {
             self.bufs.recycle(bid);
             return;
         };
@@ -389,5 +433,30 @@ impl UringWorker {
                 },
             );
         }
+    }
+}
+
+/// The engine's side of the commands: the ring's sockets, and their connections.
+struct Io<'a> {
+    ring: &'a mut Ring,
+    connect: &'a mut Connector,
+}
+
+impl SocketIo for Io<'_> {
+    fn attach(&mut self, table: &mut SlotTable, i: SlotIdx) {
+        self.ring.attach(table, i);
+    }
+
+    fn detach(&mut self, table: &mut SlotTable, i: SlotIdx) {
+        self.ring.detach(table, i);
+    }
+
+    fn pause(&mut self, table: &mut SlotTable) {
+        self.connect.pause();
+        self.ring.pause(table);
+    }
+
+    fn relatch(&mut self, _table: &mut SlotTable, i: SlotIdx) {
+        self.connect.relatch(i);
     }
 }
