@@ -154,7 +154,7 @@ impl Latch {
             return true;
         }
         self.mode == LatchMode::Symmetric
-            && now.saturating_sub(self.last_confirmed_packet_ns) >= RELEARN_SILENCE_NS
+            && now.saturating_sub(self.last_confirmed_packet_ns.get()) >= RELEARN_SILENCE_NS
     }
 
     /// The learned source so far (confirmed or candidate).
