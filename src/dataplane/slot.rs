@@ -317,7 +317,7 @@ mod size_tests {
         let per_stream =
             4 * size_of::<Slot>() + 2 * size_of::<RtpState>() + size_of::<StreamShared>();
         assert!(
-            per_stream <= 1_136,
+            per_stream <= 1_168,
             "worker state per stream is {per_stream} bytes"
         );
     }
