@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use common::calls::{call, delete, exchange, offer, EXCHANGED};
 use common::media::{count_rx, media_sock, pcmu, relay, wait_for};
 use common::ng::{client, relayed_and_ports_used, start_relay_in, Relay};
+use common::peers::stop_and_wait;
 use common::scrape::{metrics, series};
 use rtpanchor::client::ng::NgClient;
 use rtpanchor::control::bencode::Owned;
@@ -241,7 +242,8 @@ fn sigstop_for_five_seconds_under_load_then_sigcont_resumes_with_nothing_lost() 
             .expect("kill");
         assert!(st.success(), "kill {sig}");
     };
-    signal("-STOP");
+    // Stopped for real (every thread) before the load starts: the signal is asynchronous.
+    stop_and_wait(pid);
     // Load while it is stopped: 100 packets each way over 5 s (20 a second), well inside a
     // socket's receive buffer, so the kernel keeps every one for the relay.
     let t0 = Instant::now();

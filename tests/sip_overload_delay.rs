@@ -17,7 +17,7 @@ mod common;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use common::peers::{send_signal, sip_relay_command, wait_udp_bound, Peer};
+use common::peers::{send_signal, sip_relay_command, stop_and_wait, wait_udp_bound, Peer};
 use common::TempDir;
 
 const SIP: u16 = 7800;
@@ -39,25 +39,6 @@ fn invite(n: usize, from: SocketAddr) -> Vec<u8> {
         sdp.len()
     )
     .into_bytes()
-}
-
-/// Stops the relay and waits (bounded) until the kernel says it is stopped, so that what is
-/// sent next queues unread.
-fn stop(pid: u32) {
-    send_signal(pid, "STOP");
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while Instant::now() < deadline {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let state = stat
-            .rsplit(')')
-            .next()
-            .and_then(|r| r.split_whitespace().next());
-        if state == Some("T") {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    panic!("relay {pid} not stopped within 2 s");
 }
 
 /// A BYE inside a dialog (it carries a To tag) the proxy does not know: it is answered
@@ -150,7 +131,7 @@ fn invites_that_waited_in_the_input_queue_get_503_and_later_ones_are_served() {
 
     // The control thread cannot run for 400 ms while 20 INVITEs arrive: each waits at least
     // 200 ms (the limit) in the queue.
-    stop(relay.pid());
+    stop_and_wait(relay.pid());
     for n in 1..=20 {
         phone.send_to(&invite(n, me), proxy).unwrap();
     }
@@ -208,7 +189,7 @@ fn a_bye_is_served_before_the_new_invites_queued_ahead_of_it() {
     let me = phone.local_addr().unwrap();
 
     // 100 new INVITEs, then a BYE of a dialog, all queued while the relay is stopped.
-    stop(relay.pid());
+    stop_and_wait(relay.pid());
     for n in 1..=100 {
         phone.send_to(&invite(n, me), proxy).unwrap();
     }

@@ -240,6 +240,40 @@ pub fn send_signal(pid: u32, sig: &str) {
     assert!(signal(&pid.to_string(), sig), "kill -s {sig} {pid}");
 }
 
+/// Stops `pid` (`SIGSTOP`) and waits, at most 2 s, until the kernel shows every one of its
+/// threads stopped (state `T` in `/proc/PID/task/*/stat`): the signal is delivered
+/// asynchronously, and a worker thread still running would read what the test sends next.
+pub fn stop_and_wait(pid: u32) {
+    send_signal(pid, "STOP");
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        if all_threads_stopped(pid) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    panic!("process {pid} not stopped within 2 s");
+}
+
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    let mut seen = 0;
+    for t in tasks.flatten() {
+        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+        let state = stat
+            .rsplit(')')
+            .next()
+            .and_then(|r| r.split_whitespace().next());
+        if state != Some("T") {
+            return false;
+        }
+        seen += 1;
+    }
+    seen > 0
+}
+
 /// Adds the arguments every Kamailio of the tests takes to `cmd` (Kamailio itself, or a
 /// wrapper that runs it): config `cfg`, foreground with logs on stderr (the pid is the
 /// test's to stop), 32 MB shared and 4 MB private memory, runtime files and pid in `run`,
