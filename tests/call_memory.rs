@@ -8,7 +8,7 @@
 //! per call must stay within its bound: once with rtcp-mux on both ends (one socket per side)
 //! and once without. The ng reply cache is not in it (it expires); the workers' slot tables
 //! are reserved at start (their touched pages are RSS, not heap growth: `Slot` has a size
-//! test of its own: 120 bytes, two per muxed call, four per unmuxed one).
+//! test of its own: 112 bytes, two per muxed call, four per unmuxed one).
 //!
 //! The bound is the figure measured when it was last tightened (1,520 bytes in 15 blocks,
 //! both ways; 1,593 in 16 before issue 19's record trimming), so any growth shows. With its

@@ -293,13 +293,13 @@ mod size_tests {
     /// started keeping what round-trip times need (LSR/DLSR and the two newest SRs), and to
     /// 368 (384 with its `Arc` header, no longer padded to a cache line) for issue 19. Slots
     /// went back to 112 bytes (issue 19) when the latch's two times became byte arrays, and
-    /// to 120 again with the socket's connect state (`Conn`, `--connect-latched`): one byte
-    /// past 112, the 8-byte alignment of the stream id rounds it up.
+    /// stayed there with the socket's connect state (`Conn`) once the latch kept its rank and
+    /// confirmation in one byte (one byte more and the stream id's alignment makes it 120).
     #[test]
     fn worker_memory_per_stream_stays_small() {
         use std::mem::size_of;
         assert!(
-            size_of::<Slot>() <= 120,
+            size_of::<Slot>() <= 112,
             "Slot is {} bytes",
             size_of::<Slot>()
         );
@@ -317,7 +317,7 @@ mod size_tests {
         let per_stream =
             4 * size_of::<Slot>() + 2 * size_of::<RtpState>() + size_of::<StreamShared>();
         assert!(
-            per_stream <= 1_168,
+            per_stream <= 1_136,
             "worker state per stream is {per_stream} bytes"
         );
     }

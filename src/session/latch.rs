@@ -76,12 +76,47 @@ pub struct Latch {
     /// The best source seen (`NONE` with `Rank::None`); locked in once `confirmed` (kept as
     /// one address, not two, to keep the per-socket state small).
     candidate: PackedAddr,
-    candidate_rank: Rank,
-    confirmed: bool,
+    /// The candidate's rank and whether it is confirmed, in one byte ([`Status`]).
+    status: Status,
     /// Times kept as bytes ([`Stamp`]): the latch then needs no 8-byte alignment and a
     /// worker's slot, which holds one, fits in 112 bytes instead of 120 (memory per socket).
     learning_since_ns: Stamp,
     last_confirmed_packet_ns: Stamp,
+}
+
+/// The candidate's [`Rank`] (low two bits) and whether it is confirmed (top bit) in one byte:
+/// a slot holds a latch, and a byte more takes a slot from 112 to 120 bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Status(u8);
+
+impl Status {
+    const NEW: Status = Status(0);
+    const CONFIRMED: u8 = 0x80;
+
+    #[inline(always)]
+    fn rank(self) -> Rank {
+        match self.0 & 0x03 {
+            0 => Rank::None,
+            1 => Rank::Other,
+            2 => Rank::SameAddr,
+            _ => Rank::Exact,
+        }
+    }
+
+    #[inline(always)]
+    fn confirmed(self) -> bool {
+        self.0 & Self::CONFIRMED != 0
+    }
+
+    #[inline(always)]
+    fn set_rank(&mut self, r: Rank) {
+        self.0 = (self.0 & Self::CONFIRMED) | r as u8;
+    }
+
+    #[inline(always)]
+    fn set_confirmed(&mut self, c: bool) {
+        self.0 = (self.0 & !Self::CONFIRMED) | if c { Self::CONFIRMED } else { 0 };
+    }
 }
 
 /// A [`Nanos`] in eight bytes of alignment 1 (native byte order).
@@ -108,8 +143,7 @@ impl Latch {
             mode,
             sdp: PackedAddr::from_option(sdp),
             candidate: PackedAddr::NONE,
-            candidate_rank: Rank::None,
-            confirmed: false,
+            status: Status::NEW,
             learning_since_ns: Stamp::ZERO,
             last_confirmed_packet_ns: Stamp::ZERO,
         }
@@ -124,7 +158,7 @@ impl Latch {
     }
 
     pub fn confirmed(&self) -> Option<SocketAddr> {
-        if self.confirmed {
+        if self.status.confirmed() {
             self.candidate.get()
         } else {
             None
@@ -138,7 +172,7 @@ impl Latch {
     #[inline]
     pub fn locked_peer(&self) -> Option<SocketAddr> {
         match self.mode {
-            LatchMode::Symmetric | LatchMode::StrictSource if self.confirmed => {
+            LatchMode::Symmetric | LatchMode::StrictSource if self.status.confirmed() => {
                 self.candidate.get()
             }
             _ => None,
@@ -164,8 +198,8 @@ impl Latch {
 
     fn confirm(&mut self, addr: PackedAddr, now: Nanos) {
         self.candidate = addr;
-        self.candidate_rank = self.rank(addr);
-        self.confirmed = true;
+        self.status.set_rank(self.rank(addr));
+        self.status.set_confirmed(true);
         self.last_confirmed_packet_ns = Stamp::of(now);
     }
 
@@ -194,12 +228,12 @@ impl Latch {
         self.sdp = sdp;
         if first_address {
             if self.candidate.is_some() {
-                self.candidate_rank = self.rank(self.candidate);
+                self.status.set_rank(self.rank(self.candidate));
             }
         } else if changed {
             self.candidate = PackedAddr::NONE;
-            self.candidate_rank = Rank::None;
-            self.confirmed = false;
+            self.status.set_rank(Rank::None);
+            self.status.set_confirmed(false);
             self.learning_since_ns = Stamp::ZERO;
         }
     }
@@ -219,7 +253,7 @@ impl Latch {
     /// The confirmed source sent a packet at `at` that this latch did not see (the in-kernel
     /// fast path forwarded it): silence, and with it re-learning, counts from there.
     pub fn note_confirmed_packet(&mut self, at: Nanos) {
-        if self.confirmed {
+        if self.status.confirmed() {
             self.last_confirmed_packet_ns = Stamp::of(self.last_confirmed_packet_ns.get().max(at));
         }
     }
@@ -232,7 +266,7 @@ impl Latch {
         match self.mode {
             LatchMode::Asymmetric => return LatchVerdict::Accept(None),
             LatchMode::MediaHandover => {
-                if self.confirmed && self.candidate == src {
+                if self.status.confirmed() && self.candidate == src {
                     return LatchVerdict::Accept(None);
                 }
                 let old = self.confirmed().map(|_| self.candidate);
@@ -248,7 +282,7 @@ impl Latch {
             LatchMode::Symmetric | LatchMode::StrictSource => {}
         }
 
-        if self.confirmed && self.candidate.is_some() {
+        if self.status.confirmed() && self.candidate.is_some() {
             let c = self.candidate;
             if c == src {
                 self.last_confirmed_packet_ns = Stamp::of(now);
@@ -273,15 +307,15 @@ impl Latch {
         let mut event = None;
         if !self.candidate.is_some() {
             self.candidate = src;
-            self.candidate_rank = rank;
+            self.status.set_rank(rank);
             self.learning_since_ns = Stamp::of(now);
             event = Some(LatchEvent::Learned(src_addr));
         } else if self.candidate != src {
-            if rank > self.candidate_rank {
+            if rank > self.status.rank() {
                 self.candidate = src;
-                self.candidate_rank = rank;
+                self.status.set_rank(rank);
                 event = Some(LatchEvent::Learned(src_addr));
-            } else if rank < self.candidate_rank {
+            } else if rank < self.status.rank() {
                 // A worse source than the one we have: not ours to forward.
                 return LatchVerdict::Reject;
             }
@@ -289,7 +323,7 @@ impl Latch {
         }
         let cand = self.candidate;
         let window_over = now.saturating_sub(self.learning_since_ns.get()) >= LEARN_WINDOW_NS;
-        if self.candidate_rank == Rank::Exact || window_over {
+        if self.status.rank() == Rank::Exact || window_over {
             self.confirm(cand, now);
             if cand != src {
                 // The window closed on a packet from a tied source: it is not the one we lock.
