@@ -376,10 +376,10 @@ fn a_udp_phone_registered_at_a_is_called_through_b_and_unregistered() {
     assert!(gone < Duration::from_secs(1), "{gone:?}");
 }
 
-#[test]
-fn a_tcp_phone_registered_at_a_is_reached_through_a_on_its_connection() {
-    let bed = Bed::start(6100, "rtpanchor-shloc-tcp");
-    let p = Ports(bed.base);
+/// bob registers at front A over a TCP connection of his own (Call-ID `call_id`); A answers
+/// 200 on it. The connection is his flow: requests for him come back on it. Returns it
+/// and the Contact he registered.
+fn register_bob_over_tcp(p: Ports, call_id: &str) -> (TcpPhone, String) {
     let mut bob = TcpPhone::connect(p.sip_a());
     let me = bob.local();
     let contact = format!("sip:bob@127.0.0.1:{};transport=tcp", me.port());
@@ -387,7 +387,7 @@ fn a_tcp_phone_registered_at_a_is_reached_through_a_on_its_connection() {
         "bob",
         &[&contact],
         &me.to_string(),
-        "reg-bob-tcp",
+        call_id,
         1,
     ))
     .unwrap()
@@ -397,6 +397,15 @@ fn a_tcp_phone_registered_at_a_is_reached_through_a_on_its_connection() {
         .next(Duration::from_secs(3))
         .expect("no 200 to REGISTER");
     assert_eq!(status(&ok), 200, "{ok}");
+    (bob, contact)
+}
+
+#[test]
+fn a_tcp_phone_registered_at_a_is_reached_through_a_on_its_connection() {
+    let bed = Bed::start(6100, "rtpanchor-shloc-tcp");
+    let p = Ports(bed.base);
+    let (mut bob, contact) = register_bob_over_tcp(p, "reg-bob-tcp");
+    let me = bob.local();
     let caller = Caller::bind(p.caller());
     let seen = bob_through_b(&bed, &caller, &mut bob);
     eprintln!("propagation register A (TCP) -> routable at B: {seen:?}");
@@ -545,23 +554,8 @@ fn a_natted_phone_registered_at_a_is_reached_by_b_at_its_source() {
 fn a_large_message_reaches_a_tcp_phone_behind_the_other_front() {
     let bed = Bed::start(61300, "rtpanchor-shloc-bigmsg");
     let p = Ports(bed.base);
-    let mut bob = TcpPhone::connect(p.sip_a());
+    let (mut bob, contact) = register_bob_over_tcp(p, "reg-bob-bigmsg");
     let me = bob.local();
-    let contact = format!("sip:bob@127.0.0.1:{};transport=tcp", me.port());
-    let reg = String::from_utf8(register_bytes(
-        "bob",
-        &[&contact],
-        &me.to_string(),
-        "reg-bob-bigmsg",
-        1,
-    ))
-    .unwrap()
-    .replace("SIP/2.0/UDP", "SIP/2.0/TCP");
-    bob.send(reg.as_bytes());
-    let ok = bob
-        .next(Duration::from_secs(3))
-        .expect("no 200 to REGISTER");
-    assert_eq!(status(&ok), 200, "{ok}");
     let caller = Caller::bind(p.caller());
     bob_through_b(&bed, &caller, &mut bob);
 
