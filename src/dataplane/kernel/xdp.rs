@@ -265,10 +265,15 @@ pub fn attach_all(
         }
     }
     // Which of them take XDP_TX and redirected frames, asked once the program is attached
-    // (some drivers take them only then; a veth only while its peer runs XDP or GRO).
-    let sends: Option<Vec<Option<u64>>> = Features::new()
-        .ok()
-        .map(|mut f| attached.iter().map(|(_, i, _)| f.of(*i)).collect());
+    // (some drivers take them only then; a veth only while its peer runs XDP, or GRO, which
+    // it reports alike but which dropped the frames here).
+    let sends: Option<Vec<Option<u64>>> = if attached.is_empty() {
+        None
+    } else {
+        Features::new()
+            .ok()
+            .map(|mut f| attached.iter().map(|(_, i, _)| f.of(*i)).collect())
+    };
     if let (Some(why), Some(p)) = (
         sends.as_deref().and_then(|s| detach_why(mode, s)),
         prog.as_mut(),
