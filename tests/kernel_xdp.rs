@@ -7,7 +7,7 @@
 //! each way once both directions are in the kernel), every packet counted at the far phone:
 //! - `xdp`: forwarding on for the relay's veths (XDP's FIB lookup needs it) and an XDP
 //!   program on each phone's veth (a veth takes redirected frames only when its peer runs
-//!   XDP or GRO): the default `auto` attaches XDP to both relay veths, and the XDP program
+//!   XDP): `--kernel-mode xdp` attaches XDP to both relay veths, and the XDP program
 //!   relays the call (`kernel_xdp_forwarded` grows by the packets, the workers receive none).
 //!   The phones' veths compute UDP checksums in software there, as packets from a wire
 //!   carry them: a local socket's packet on a veth carries only the pseudo-header's sum
@@ -17,12 +17,15 @@
 //!   every packet on and the TC program relays them (none lost, none through XDP).
 //! - `forwarding_off`: `auto` on a relay whose veths do not forward attaches TC only and says
 //!   why; TC relays the call.
+//! - `auto_veth`: as `xdp` but with the default `auto`, which attaches XDP only to devices a
+//!   driver backs: on a veth TC costs less (BENCHMARKS.md), so it attaches TC and says why;
+//!   TC relays the call.
 //!
 //! And IPv6 over one veth (`xdp_relays_ipv6_back_out_of_its_veth`): both endpoints behind
 //! the relay's one veth, so XDP sends each packet back out of the device it came in on
 //! (XDP_TX), with the IPv6 FIB lookup and checksum.
 //!
-//! Names (prefix ra31x-; C is the case's initial): namespaces ra31x-lan-CPID,
+//! Names (prefix ra31x-, h5- for `auto_veth`; C is the case's initial): namespaces ra31x-lan-CPID,
 //! ra31x-inet-CPID, ra31x-relay-CPID; veths ra31xlCNNNNN/ra31xLCNNNNN and
 //! ra31xiCNNNNN/ra31xICNNNNN. Ports (block 18000-18999, inside the namespaces): ng 18000, LAN
 //! phone 18010, internet phone 18020, relay media 18100-18199. IPv6: namespaces
@@ -58,6 +61,7 @@ enum Case {
     Xdp,
     NoNapi,
     ForwardingOff,
+    AutoVeth,
 }
 
 impl Case {
@@ -66,6 +70,15 @@ impl Case {
             Case::Xdp => "xdp",
             Case::NoNapi => "no_napi",
             Case::ForwardingOff => "forwarding_off",
+            Case::AutoVeth => "auto_veth",
+        }
+    }
+
+    /// Names of namespaces and veths start with it.
+    fn prefix(self) -> &'static str {
+        match self {
+            Case::AutoVeth => "h5",
+            _ => "ra31x",
         }
     }
 
@@ -73,6 +86,7 @@ impl Case {
         match name {
             "xdp" => Case::Xdp,
             "no_napi" => Case::NoNapi,
+            "auto_veth" => Case::AutoVeth,
             _ => Case::ForwardingOff,
         }
     }
@@ -86,13 +100,14 @@ fn run(case: Case) {
     let tag = case.name().chars().next().unwrap_or('x');
     let id = std::process::id();
     let dev = format!("{tag}{}", id % 100_000);
+    let pre = case.prefix();
     let (_ns, lan, inet, relay) = two_networks(
-        "ra31x",
+        pre,
         &format!("{tag}{id}"),
         &dev,
         [(LAN_PHONE, LAN_RELAY), (INET_PHONE, INET_RELAY)],
     );
-    let relay_devs = [format!("ra31xL{dev}"), format!("ra31xI{dev}")];
+    let relay_devs = [format!("{pre}L{dev}"), format!("{pre}I{dev}")];
     if case != Case::ForwardingOff {
         for d in &relay_devs {
             let st = Command::new("ip")
@@ -102,7 +117,7 @@ fn run(case: Case) {
             assert!(st.is_ok_and(|s| s.success()), "forwarding on for {d}");
         }
     }
-    if case == Case::Xdp {
+    if matches!(case, Case::Xdp | Case::AutoVeth) {
         // Any native XDP program on the phones' veths gives them the NAPI ring redirected
         // frames land in; ours, with its maps empty here, passes every packet. And the
         // phones compute their UDP checksums themselves, as a packet from a wire has them
@@ -110,8 +125,8 @@ fn run(case: Case) {
         // sum, which the XDP program leaves to TC).
         let object = env!("RTPANCHOR_BPF_OBJECT");
         for (ns, d) in [
-            (&lan, format!("ra31xl{dev}")),
-            (&inet, format!("ra31xi{dev}")),
+            (&lan, format!("{pre}l{dev}")),
+            (&inet, format!("{pre}i{dev}")),
         ] {
             ip(&[
                 "-n", ns, "link", "set", "dev", &d, "xdpdrv", "obj", object, "sec", "xdp",
@@ -130,7 +145,7 @@ fn run(case: Case) {
         .args(["--port-min", &MEDIA.0.to_string()])
         .args(["--port-max", &MEDIA.1.to_string()])
         .args(["--num-threads", "1", "--log-level", "info"]);
-    if case == Case::NoNapi {
+    if matches!(case, Case::Xdp | Case::NoNapi) {
         cmd.args(["--kernel-mode", "xdp"]);
     }
     let relay_proc = spawn_in(&relay, &mut cmd, &relay_log);
@@ -147,6 +162,9 @@ fn run(case: Case) {
             .lines()
             .find(|l| l.contains("in-kernel path") && l.contains(d.as_str()))
             .unwrap_or_else(|| panic!("no line for {d}:\n{log}"));
+        if case == Case::AutoVeth {
+            assert!(line.contains("a virtual device"), "{line}");
+        }
         if case == Case::NoNapi {
             // And says why XDP does not send there.
             assert!(
@@ -157,6 +175,7 @@ fn run(case: Case) {
         }
         match case {
             Case::Xdp | Case::NoNapi => assert!(line.contains("mode=\"xdp\""), "{line}"),
+            Case::AutoVeth => assert!(line.contains("mode=\"tc\""), "{line}"),
             Case::ForwardingOff => {
                 assert!(line.contains("mode=\"tc\""), "{line}");
                 assert!(line.contains("forwarding is off"), "{line}");
@@ -173,20 +192,30 @@ fn run(case: Case) {
     );
 }
 
-/// Turns the transmit checksum offload of device `dev` in namespace `ns` off (what `ethtool -K
-/// DEV tx off` does; ethtool is not installed here): the ETHTOOL_STXCSUM ioctl, from python3.
-fn tx_checksum_off(ns: &str, dev: &str) {
+const ETHTOOL_STXCSUM: u32 = 0x17;
+
+/// Sets the ethtool value `cmd` (an `ETHTOOL_S*` of `struct ethtool_value`) of device `dev` in
+/// namespace `ns` to `value` (what `ethtool -K` does; ethtool is not installed here): the
+/// SIOCETHTOOL ioctl, from python3.
+fn ethtool(ns: &str, dev: &str, cmd: u32, value: u32) {
     const SCRIPT: &str = "import ctypes, fcntl, socket, struct, sys\n\
-        data = ctypes.create_string_buffer(struct.pack('II', 0x17, 0))\n\
+        data = ctypes.create_string_buffer(struct.pack('II', int(sys.argv[2]), int(sys.argv[3])))\n\
         ifr = struct.pack('16sP16x', sys.argv[1].encode(), ctypes.addressof(data))\n\
         fcntl.ioctl(socket.socket(socket.AF_INET, socket.SOCK_DGRAM), 0x8946, ifr)\n";
     let st = Command::new("ip")
         .args(["netns", "exec", ns, "python3", "-c", SCRIPT, dev])
+        .args([cmd.to_string(), value.to_string()])
         .status();
     assert!(
         st.is_ok_and(|s| s.success()),
-        "tx checksum offload off for {dev} (needs python3)"
+        "ethtool {cmd:#x} {value} for {dev} (needs python3)"
     );
+}
+
+/// Turns the transmit checksum offload of device `dev` in namespace `ns` off (`ethtool -K DEV
+/// tx off`).
+fn tx_checksum_off(ns: &str, dev: &str) {
+    ethtool(ns, dev, ETHTOOL_STXCSUM, 0);
 }
 
 #[test]
@@ -202,6 +231,11 @@ fn tc_relays_what_xdp_cannot_send() {
 #[test]
 fn tc_relays_where_auto_does_not_attach_xdp() {
     run(Case::ForwardingOff);
+}
+
+#[test]
+fn auto_attaches_tc_to_veths() {
+    run(Case::AutoVeth);
 }
 
 /// The internet phone, for at most 40 s ([`run_echo_phone`]).
@@ -331,7 +365,7 @@ fn xdp_lan_side() {
             assert_eq!(after.xdp_devices, 2);
             assert_eq!((xdp, tc), (0, 400), "TC relayed what XDP could not send");
         }
-        Case::ForwardingOff => {
+        Case::ForwardingOff | Case::AutoVeth => {
             assert_eq!(after.xdp_devices, 0);
             assert_eq!((xdp, tc), (0, 400), "TC relayed every packet");
         }
@@ -373,7 +407,7 @@ fn xdp_relays_ipv6_back_out_of_its_veth() {
     let ng_addr = format!("[{RELAY6}]:18600");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_rtpanchor"));
     cmd.args(["--interface", RELAY6, "--listen-ng", &ng_addr])
-        .args(["--ng-allow", PEERS6, "--no-sip"])
+        .args(["--ng-allow", PEERS6, "--no-sip", "--kernel-mode", "xdp"])
         .args(["--port-min", "18610", "--port-max", "18699"])
         .args(["--num-threads", "1", "--log-level", "info"]);
     let _relay = spawn_in(&nr, &mut cmd, &relay_log);

@@ -57,8 +57,9 @@ pub enum IoEngine {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum KernelMode {
-    /// XDP where the driver runs it natively and the device forwards (the FIB lookup needs
-    /// it), TC elsewhere.
+    /// XDP where a driver backs the device (not veth, tun, bond, ...: XDP costs more than
+    /// TC there), runs it natively and the device forwards (the FIB lookup needs it), TC
+    /// elsewhere.
     #[default]
     Auto,
     /// XDP wherever the driver runs it natively, forwarding or not (TC relays what XDP

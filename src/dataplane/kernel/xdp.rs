@@ -12,6 +12,22 @@
 //!   some NIC drivers only while an XDP program is attached to them. So the XDP program sends
 //!   only out of devices in `anchor_egress`: those that run our XDP program and report
 //!   `NDO_XMIT` over the `netdev` generic netlink family, asked again every second.
+//! - On a virtual device (veth, tun, bond, ...) XDP cannot be cheaper than TC: what arrives
+//!   there is an skb a local stack built (a socket's, a container's), which a veth first
+//!   copies into a page of its own for XDP (`skb_pp_cow_data`, seen in profiles: a socket's
+//!   skb is not laid out as XDP needs, 256 bytes of headroom), and the frame XDP sends becomes
+//!   an skb again at the peer; TC relays the skb as it is. A veth also needs an XDP program
+//!   on its peer to take XDP's frames, which charges every packet the peer receives the same
+//!   copy. Measured on a veth pair (BENCHMARKS.md, "XDP against TC on a veth pair"), TC with
+//!   nothing on the peer cost least. So `auto` attaches XDP only to devices a driver backs
+//!   (`/sys/class/net/DEV/device`: NICs, virtio-net), where XDP runs before any skb exists;
+//!   `--kernel-mode xdp` attaches it to virtual devices too.
+//! - A veth whose peer has GRO on but no XDP program reports `NDO_XMIT` and yet dropped every
+//!   frame XDP sent into it here (Linux 6.18: `xdp:xdp_bulk_tx` sent=0 drops=1 for XDP_TX,
+//!   uncounted for redirects): with `--kernel-mode xdp` on such a veth, calls through it lose
+//!   their media. Not detected.
+//! - Where none of the devices XDP was attached to can take its frames, `auto` takes XDP off
+//!   again: it would only pass every packet on to TC, at a cost.
 
 #![cfg_attr(not(rtpanchor_bpf), allow(dead_code))]
 
@@ -192,9 +208,13 @@ pub fn attach_all(
 ) -> Result<Vec<(String, u32)>, String> {
     use aya::programs::{Xdp, XdpMode};
     let mut on = Vec::new();
+    let mut attached = Vec::new();
     let mut prog: Option<&mut Xdp> = None;
     let mut refused: Option<String> = None;
-    if mode != KernelMode::Tc && devices.iter().any(|d| d.name != "lo") {
+    let wanted = |d: &super::load::Device| {
+        d.name != "lo" && virtual_why(mode, is_virtual(&d.name)).is_none()
+    };
+    if mode != KernelMode::Tc && devices.iter().any(wanted) {
         match ebpf
             .program_mut("anchor_xdp")
             .ok_or("the object has no anchor_xdp program".to_string())
@@ -219,7 +239,7 @@ pub fn attach_all(
                 "{off} (XDP's route lookup needs it; set it to 1 or use --kernel-mode xdp)"
             ))
         } else {
-            None
+            virtual_why(mode, is_virtual(&d.name)).map(str::to_string)
         };
         if let Some(why) = why_not {
             tracing::info!(device = %d.name, mode = "tc", why = %why, "in-kernel path");
@@ -229,15 +249,14 @@ pub fn attach_all(
             continue;
         };
         match p.attach(&d.name, XdpMode::Driver) {
-            Ok(_) => {
+            Ok(link) => {
                 let ifindex = ifindex_of(&d.name).unwrap_or(0);
                 if mode == KernelMode::Xdp {
                     if let Some(off) = forwarding_off(&d.name, d.v4, d.v6) {
                         tracing::warn!(device = %d.name, "{off}: the XDP program cannot look routes up there and passes its packets to the TC program");
                     }
                 }
-                tracing::info!(device = %d.name, mode = "xdp", "in-kernel path: XDP at the driver, TC for what it passes on");
-                on.push((d.name.clone(), ifindex));
+                attached.push((d.name.clone(), ifindex, link));
             }
             Err(e) => {
                 let why = format!("the driver has no native XDP or refused it: {e}");
@@ -245,7 +264,71 @@ pub fn attach_all(
             }
         }
     }
+    // Which of them take XDP_TX and redirected frames, asked once the program is attached
+    // (some drivers take them only then; a veth only while its peer runs XDP, or GRO, which
+    // it reports alike but which dropped the frames here).
+    let sends: Option<Vec<Option<u64>>> = if attached.is_empty() {
+        None
+    } else {
+        Features::new()
+            .ok()
+            .map(|mut f| attached.iter().map(|(_, i, _)| f.of(*i)).collect())
+    };
+    if let (Some(why), Some(p)) = (
+        sends.as_deref().and_then(|s| detach_why(mode, s)),
+        prog.as_mut(),
+    ) {
+        for (name, _, link) in attached {
+            if let Err(e) = p.detach(link) {
+                tracing::warn!(device = %name, error = %e, "detaching the XDP program");
+            }
+            tracing::info!(device = %name, mode = "tc", why = %why, "in-kernel path");
+        }
+        return Ok(Vec::new());
+    }
+    for (at, (name, ifindex, _)) in attached.iter().enumerate() {
+        let feats = sends.as_ref().and_then(|s| s.get(at).copied().flatten());
+        let why = match feats {
+            Some(bits) if bits & XDP_ACT_NDO_XMIT != 0 => {
+                "native XDP at the driver, which takes XDP_TX and redirected frames"
+            }
+            Some(_) => "native XDP at the driver, which takes no XDP_TX or redirected frames now (a veth needs an XDP program on its peer): XDP sends to the other devices, TC relays the rest",
+            None => "native XDP at the driver (its XDP features unknown: asked again every second)",
+        };
+        tracing::info!(device = %name, mode = "xdp", why = why, "in-kernel path: XDP at the driver, TC for what it passes on");
+        on.push((name.clone(), *ifindex));
+    }
     Ok(on)
+}
+
+/// Whether no driver backs device `name` (veth, tun, bond, ...: no `/sys/class/net/NAME/device`).
+pub fn is_virtual(name: &str) -> bool {
+    !std::path::Path::new(&format!("/sys/class/net/{name}/device")).exists()
+}
+
+/// Why `mode` does not attach XDP to a device that is virtual (`virt`), or `None`.
+pub fn virtual_why(mode: KernelMode, virt: bool) -> Option<&'static str> {
+    (mode == KernelMode::Auto && virt).then_some(
+        "a virtual device: its packets are skbs a local stack built, which XDP there copies first (a veth also needs XDP on its peer); TC relays them for less (use --kernel-mode xdp to attach XDP anyway)",
+    )
+}
+
+/// Why `auto` takes the XDP program off again, given the XDP features (`NETDEV_XDP_ACT_*`,
+/// `None` where unknown) of every device it was attached to: when none of them takes XDP_TX
+/// or redirected frames, XDP can relay nothing and only costs (a veth turns every packet into
+/// an XDP buffer first, a copy for a packet that was an skb, then the TC program relays it).
+/// `--kernel-mode xdp` keeps it (a device may gain the ability later: the watch thread asks
+/// every second); an unknown answer keeps it too.
+pub fn detach_why(mode: KernelMode, features: &[Option<u64>]) -> Option<&'static str> {
+    if mode != KernelMode::Auto || features.is_empty() {
+        return None;
+    }
+    let none_sends = features
+        .iter()
+        .all(|f| f.is_some_and(|bits| bits & XDP_ACT_NDO_XMIT == 0));
+    none_sends.then_some(
+        "no device XDP runs on takes XDP_TX or redirected frames (a veth needs an XDP program on its peer): XDP could only pass every packet on to TC, at a cost (use --kernel-mode xdp to keep it)",
+    )
 }
 
 /// The ifindex of device `name`.
@@ -311,10 +394,10 @@ impl Egress {
             } else if !can && listed {
                 let _ = devmap.remove(*ifindex);
                 self.listed.retain(|i| i != ifindex);
-                tracing::info!(device = %name, "XDP does not send out of this device now (it cannot take redirected frames; a veth needs XDP or GRO on its peer); the TC program relays those packets");
+                tracing::info!(device = %name, "XDP does not send out of this device now (it cannot take redirected frames; a veth needs an XDP program on its peer); the TC program relays those packets");
             } else if !can && !listed && !self.told.contains(ifindex) {
                 self.told.push(*ifindex);
-                tracing::info!(device = %name, "the device cannot take redirected frames (a veth needs XDP or GRO on its peer); the TC program relays the packets XDP would send there");
+                tracing::info!(device = %name, "the device cannot take redirected frames (a veth needs an XDP program on its peer); the TC program relays the packets XDP would send there");
             }
         }
     }
@@ -326,6 +409,30 @@ mod tests {
 
     fn answer(seq: u32, kind: u16, attrs: &[(u16, &[u8])]) -> Vec<u8> {
         super::super::route::test_answer(seq, kind, GENL_HDR, attrs)
+    }
+
+    #[test]
+    fn auto_attaches_xdp_to_devices_a_driver_backs() {
+        assert!(is_virtual("lo"), "loopback has no device link");
+        assert!(
+            virtual_why(KernelMode::Auto, true).is_some_and(|w| w.contains("--kernel-mode xdp"))
+        );
+        assert_eq!(virtual_why(KernelMode::Auto, false), None);
+        assert_eq!(virtual_why(KernelMode::Xdp, true), None);
+    }
+
+    #[test]
+    fn auto_takes_xdp_off_only_where_no_device_can_send() {
+        let can = Some(XDP_ACT_NDO_XMIT | 3);
+        let cannot = Some(3);
+        assert!(detach_why(KernelMode::Auto, &[cannot, cannot]).is_some());
+        assert!(detach_why(KernelMode::Auto, &[cannot]).is_some_and(|w| w.contains("veth")));
+        // One device that sends is enough: the others' packets can be redirected to it.
+        assert_eq!(detach_why(KernelMode::Auto, &[cannot, can]), None);
+        // An unknown answer keeps it (the watch thread asks again).
+        assert_eq!(detach_why(KernelMode::Auto, &[cannot, None]), None);
+        assert_eq!(detach_why(KernelMode::Xdp, &[cannot]), None);
+        assert_eq!(detach_why(KernelMode::Auto, &[]), None);
     }
 
     #[test]

@@ -79,6 +79,12 @@ struct Args {
     /// comma-separated: their CPU times are added (a relay sharded over processes).
     #[arg(long, value_delimiter = ',')]
     relay_pid: Vec<u32>,
+    /// Kernel threads whose CPU time counts to the kernel's work for this traffic (the
+    /// `ksoftirqd/N` of the cores used: softirq work the sender's context did not finish is
+    /// charged there, not to the generator), reported apart as `softirqd_cpu_ns_per_pkt`.
+    /// Comma-separated; read from their CPU clocks.
+    #[arg(long, value_delimiter = ',')]
+    softirq_pid: Vec<u32>,
     /// Cores for the generator: "0" pins sender and receiver to CPU 0, "0,1" splits them.
     #[arg(long, value_delimiter = ',')]
     pin_cpus: Vec<usize>,
@@ -152,6 +158,8 @@ struct StepReport {
     machine_cpu_ns_per_pkt: Option<f64>,
     /// This generator process's CPU time per forwarded packet, ns.
     gen_cpu_ns_per_pkt: Option<f64>,
+    /// The `--softirq-pid` threads' CPU time per forwarded packet, ns.
+    softirqd_cpu_ns_per_pkt: Option<f64>,
     sender_cpu_pct: f64,
     receiver_cpu_pct: f64,
     sender_syscalls_per_pkt: f64,
@@ -353,6 +361,17 @@ impl Bench<'_> {
         })
     }
 
+    /// The `--softirq-pid` threads' CPU time so far, ns; `None` without one or if one cannot
+    /// be read.
+    fn softirqd_cpu_ns(&self) -> Option<u64> {
+        if self.a.softirq_pid.is_empty() {
+            return None;
+        }
+        self.a.softirq_pid.iter().try_fold(0u64, |sum, &pid| {
+            Some(sum + sys::other_process_cpu_ns(pid)?)
+        })
+    }
+
     fn run_step(&mut self, step: u32, rate: f64, secs: f64) -> Result<StepReport> {
         let a = self.a;
         self.rx_cmd
@@ -361,6 +380,7 @@ impl Bench<'_> {
         // Let the receiver switch before anything of this step can arrive.
         std::thread::sleep(Duration::from_millis(20));
         let relay0 = self.relay_cpu_ns();
+        let softirqd0 = self.softirqd_cpu_ns();
         let gen0 = sys::process_cpu_ns();
         let machine0 = procfs::machine_idle_ns(self.ticks).map(|m| (m, sys::mono_ns()));
         let udp0 = procfs::udp_rcvbuf_errors();
@@ -408,6 +428,7 @@ impl Bench<'_> {
             std::thread::sleep(Duration::from_millis(5));
         }
         let relay1 = self.relay_cpu_ns();
+        let softirqd1 = self.softirqd_cpu_ns();
         let gen1 = sys::process_cpu_ns();
         let machine1 = procfs::machine_idle_ns(self.ticks).map(|m| (m, sys::mono_ns()));
         let udp1 = procfs::udp_rcvbuf_errors();
@@ -513,6 +534,12 @@ impl Bench<'_> {
             machine_cpu_ns_per_pkt,
             gen_cpu_ns_per_pkt: (rx.unique > 0)
                 .then(|| gen1.saturating_sub(gen0) as f64 / rx.unique as f64),
+            softirqd_cpu_ns_per_pkt: match (softirqd0, softirqd1) {
+                (Some(c0), Some(c1)) if rx.unique > 0 => {
+                    Some(c1.saturating_sub(c0) as f64 / rx.unique as f64)
+                }
+                _ => None,
+            },
             sender_cpu_pct,
             receiver_cpu_pct,
             sender_syscalls_per_pkt: sr.syscalls as f64 / sr.sent.max(1) as f64,
