@@ -92,7 +92,10 @@ impl<B: MediaBackend> SessionManager<B> {
                     }
                     let fresh = !self.quality.contains_key(&s.id);
                     let q = self.quality.entry(s.id).or_default();
-                    if q.due(a_rtcp.packets.wrapping_add(b_rtcp.packets), now) {
+                    let packets = [a_rtp, a_rtcp, b_rtp, b_rtcp]
+                        .iter()
+                        .fold(0u64, |n, c| n.wrapping_add(c.packets));
+                    if q.due(a_rtcp.packets.wrapping_add(b_rtcp.packets), packets, now) {
                         if let Some(st) = self.backend.stats(s.id) {
                             // The first look no longer comes before the media (see above).
                             let taken = if fresh {
