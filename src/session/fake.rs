@@ -51,6 +51,9 @@ pub struct FakeBackend {
     pub updates: u64,
     /// When set, the next `open` fails with this error (once).
     pub fail_next_open: Option<BackendError>,
+    /// `socket_counters` reads per stream (what the timeout sweep does once per visit), so
+    /// a test can count visits; [`FakeBackend::take_counter_reads`] empties it.
+    counter_reads: std::cell::RefCell<BTreeMap<StreamId, u32>>,
 }
 
 impl FakeBackend {
@@ -67,7 +70,13 @@ impl FakeBackend {
             closes: 0,
             updates: 0,
             fail_next_open: None,
+            counter_reads: Default::default(),
         })
+    }
+
+    /// The `socket_counters` reads per stream since the last call (see `counter_reads`).
+    pub fn take_counter_reads(&self) -> BTreeMap<StreamId, u32> {
+        self.counter_reads.take()
     }
 
     pub fn stream(&self, id: StreamId) -> Option<&FakeStream> {
@@ -251,6 +260,15 @@ impl MediaBackend for FakeBackend {
 
     fn stats(&self, id: StreamId) -> Option<StreamStats> {
         self.streams.get(&id).map(|s| s.stats)
+    }
+
+    fn socket_counters(
+        &self,
+        id: StreamId,
+    ) -> Option<[crate::session::backend::SocketCounters; 4]> {
+        let s = self.streams.get(&id)?.stats;
+        *self.counter_reads.borrow_mut().entry(id).or_default() += 1;
+        Some([s.a.rtp, s.a.rtcp, s.b.rtp, s.b.rtcp])
     }
 
     fn poll_event(&mut self) -> Option<MediaEvent> {

@@ -227,8 +227,6 @@ pub struct Leg {
 #[derive(Clone, Debug)]
 pub struct Call {
     pub id: Arc<str>,
-    /// Where the call sits in the session manager's sweep order (kept by the manager).
-    pub sweep_slot: usize,
     pub created_ns: Nanos,
     pub last_signal_ns: Nanos,
     pub legs: Vec<Leg>,
@@ -245,7 +243,6 @@ impl Call {
     pub fn new(id: Arc<str>, now: Nanos) -> Call {
         Call {
             id,
-            sweep_slot: 0,
             created_ns: now,
             last_signal_ns: now,
             legs: Vec::new(),

@@ -220,8 +220,10 @@ impl DirectionQuality {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StreamQuality {
     dirs: [DirectionQuality; 2],
-    /// RTCP packets from both sides, and when the stream was last looked at (for [`Self::due`]).
+    /// RTCP packets from both sides, packets on all four sockets, and when the stream was
+    /// last looked at (for [`Self::due`]).
     rtcp_packets_seen: u64,
+    packets_seen: u64,
     looked_ns: Option<Nanos>,
 }
 
@@ -252,15 +254,20 @@ fn rtt_leg_us(rr: &RtcpReport, sender: &RtcpReport) -> Option<u64> {
 
 impl StreamQuality {
     /// Whether a look at the stream's full figures may find a sample due, given its RTCP
-    /// packet count (both sides) at `now`: some RTCP came in, or a relay interval passed.
-    /// Cheap, so a sweep can ask it of every stream with only the socket counters at hand.
-    pub fn due(&mut self, rtcp_packets: u64, now: Nanos) -> bool {
+    /// packet count (both sides) and its packet count (all four sockets) at `now`: some RTCP
+    /// came in, or packets did and a relay interval passed. A stream whose counts did not
+    /// move has nothing new to sample (a report or a relay sample needs packets), so it is
+    /// not looked at. Cheap, so a sweep can ask it of every stream with only the socket
+    /// counters at hand.
+    pub fn due(&mut self, rtcp_packets: u64, packets: u64, now: Nanos) -> bool {
         let due = rtcp_packets != self.rtcp_packets_seen
-            || self
-                .looked_ns
-                .is_none_or(|t| now.saturating_sub(t) >= RELAY_SAMPLE_NS);
+            || (packets != self.packets_seen
+                && self
+                    .looked_ns
+                    .is_none_or(|t| now.saturating_sub(t) >= RELAY_SAMPLE_NS));
         if due {
             self.rtcp_packets_seen = rtcp_packets;
+            self.packets_seen = packets;
             self.looked_ns = Some(now);
         }
         due
@@ -465,11 +472,15 @@ mod tests {
     #[test]
     fn due_on_rtcp_or_interval() {
         let mut q = StreamQuality::default();
-        assert!(q.due(0, S));
-        assert!(!q.due(0, 2 * S));
-        assert!(q.due(1, 2 * S), "new RTCP");
-        assert!(!q.due(1, 3 * S));
-        assert!(q.due(1, 7 * S), "relay interval");
+        assert!(q.due(0, 10, S));
+        assert!(!q.due(0, 20, 2 * S));
+        assert!(q.due(1, 21, 2 * S), "new RTCP");
+        assert!(!q.due(1, 30, 3 * S));
+        assert!(q.due(1, 80, 7 * S), "relay interval");
+        // Nothing moved: no look, however long; the first packet after that is due at once.
+        assert!(!q.due(1, 80, 13 * S));
+        assert!(!q.due(1, 80, 60 * S));
+        assert!(q.due(1, 81, 61 * S));
     }
 
     #[test]

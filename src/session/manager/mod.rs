@@ -82,6 +82,9 @@ mod record;
 mod report;
 mod sweep;
 #[cfg(test)]
+mod sweep_tests;
+mod table;
+#[cfg(test)]
 mod tests;
 mod totals;
 
@@ -383,23 +386,55 @@ impl Default for Lingering {
 /// between slices). At 10,000 calls a single pass took ~2.5 ms on the control thread, and on
 /// a core shared with a data-plane worker every packet arriving meanwhile waited for it; in
 /// slices of 500 every 50 ms, 0.4 ms stalls still held up ~1% of packets (p99). Slices of
-/// 100 every 10 ms keep each stall under ~0.1 ms, and a sweep of 10,000 calls still
-/// completes once a second.
+/// 100 every 10 ms keep each stall under ~0.1 ms.
 pub const SWEEP_PER_TICK: usize = 100;
 
-/// A sweep round starts at most this often. Timeouts are tens of seconds and rates are per
-/// second, so once a second is enough; sweeping 100 calls on every 10 ms tick cost ~3% of a
-/// relay core at 20k packets/s (`perf`: the control thread, 2.7% of the relay's CPU).
+/// A sweep round starts at most this often (the shortest round period, [`sweep_round_ns`]).
+/// Timeouts are tens of seconds and rates are per second, so once a second is enough;
+/// sweeping 100 calls on every 10 ms tick cost ~3% of a relay core at 20k packets/s
+/// (`perf`: the control thread, 2.7% of the relay's CPU).
 pub const SWEEP_ROUND_NS: Nanos = NANOS_PER_SEC;
+
+/// Call visits per second the sweep spreads its rounds to, up to [`SWEEP_ROUND_MAX_NS`]: at
+/// 25,000 calls back-to-back rounds of 100 calls a tick visited 10,000 calls a second, a
+/// quarter of the relay's CPU on the in-kernel path (each visit ~1.2 µs of cold memory).
+pub const SWEEP_VISITS_PER_SEC: u64 = 5_000;
+
+/// The longest round period: a media timeout fires at most this much (plus a tick) after it
+/// is due, up to 50,000 calls; beyond, rounds run back to back at [`SWEEP_PER_TICK`] a tick
+/// and a round takes calls / 10,000 seconds. Also the relay's own quality sample interval
+/// ([`RELAY_SAMPLE_NS`](crate::session::quality::RELAY_SAMPLE_NS)), which every round
+/// period divides, so a stream is looked at a whole number of times per sample.
+pub const SWEEP_ROUND_MAX_NS: Nanos = crate::session::quality::RELAY_SAMPLE_NS;
+
+/// The period of a sweep round over `calls` calls: at least [`SWEEP_ROUND_NS`], long enough to
+/// visit no more than [`SWEEP_VISITS_PER_SEC`] calls a second, at most [`SWEEP_ROUND_MAX_NS`],
+/// and a whole fraction of it (5 s, 2.5 s, 1.67 s, 1.25 s, 1 s with the defaults), so the
+/// quality samples every 5 s find a look 5 s after the last.
+pub fn sweep_round_ns(calls: usize) -> Nanos {
+    let wanted = (calls as u64)
+        .saturating_mul(NANOS_PER_SEC)
+        .checked_div(SWEEP_VISITS_PER_SEC)
+        .unwrap_or(0)
+        .clamp(SWEEP_ROUND_NS, SWEEP_ROUND_MAX_NS);
+    let parts = (SWEEP_ROUND_MAX_NS / wanted.max(1)).max(1);
+    // Rounded up: `parts` rounds take no less than the sample interval.
+    SWEEP_ROUND_MAX_NS.div_ceil(parts)
+}
 
 /// Where the timeout sweep stands in the manager's call order, and the live counters summed
 /// so far in this round (for the rates, computed when a round ends).
 #[derive(Debug, Default)]
 struct Sweep {
+    /// Slots visited in this round (every call before it, none after it).
     pos: usize,
+    /// The round ended: calls added since wait for the next one.
+    done: bool,
     live: Totals,
     /// When the current (or last) round started; `None` before the first.
     started_ns: Option<Nanos>,
+    /// The current round's period ([`sweep_round_ns`] of the calls at its start).
+    round_ns: Nanos,
 }
 
 #[derive(Debug, Default)]
@@ -414,9 +449,8 @@ struct Rates {
 pub struct SessionManager<B: MediaBackend> {
     backend: B,
     cfg: ManagerConfig,
-    /// Boxed values: the table's buckets stay small, so its spare capacity (up to half the
-    /// buckets after a resize) costs 24 bytes a bucket, not 96 (memory per call).
-    calls: HashMap<Arc<str>, Box<Call>>,
+    /// Every call, by Call-ID and in the order the timeout sweep visits them.
+    calls: table::CallTable,
     /// Stream -> call, for event logs (live and lingering streams).
     stream_calls: HashMap<StreamId, Arc<str>>,
     lingering: Vec<Lingering>,
@@ -430,10 +464,6 @@ pub struct SessionManager<B: MediaBackend> {
     /// Their quality figures.
     closed_quality: QualityTotals,
     rates: Rates,
-    /// Every call, in the order the sweep visits them. Kept as calls come and go (a removed
-    /// call's slot takes the last one), so a round needs no snapshot: cloning 10,000 ids at
-    /// the start of each round cost ~1 ms of cold refcount updates on the workers' core.
-    order: Vec<Arc<str>>,
     sweep: Sweep,
     control: control::ControlStats,
     /// The state store's sink and the calls waiting to be written to it.
@@ -479,7 +509,7 @@ impl<B: MediaBackend> SessionManager<B> {
         SessionManager {
             backend,
             cfg,
-            calls: HashMap::new(),
+            calls: table::CallTable::default(),
             stream_calls: HashMap::new(),
             lingering: Vec::new(),
             started_ns: now,
@@ -493,7 +523,6 @@ impl<B: MediaBackend> SessionManager<B> {
                 last_ns: now,
                 ..Rates::default()
             },
-            order: Vec::new(),
             sweep: Sweep::default(),
             control: control::ControlStats::default(),
             store: persist::StoreState::default(),
@@ -548,7 +577,7 @@ impl<B: MediaBackend> SessionManager<B> {
     }
 
     pub fn call(&self, call_id: &str) -> Option<&Call> {
-        self.calls.get(call_id).map(|c| &**c)
+        self.calls.get(call_id)
     }
 
     /// Closes a stream, keeping its final counters in the totals.
@@ -570,19 +599,10 @@ impl<B: MediaBackend> SessionManager<B> {
         }
     }
 
-    /// Removes a call from the table and from the sweep order (its slot takes the last call).
+    /// Removes a call from the table, keeping the sweep's place (see `table`).
     fn remove_call(&mut self, id: &str) -> Option<Box<Call>> {
-        let call = self.calls.remove(id)?;
+        let call = self.calls.remove(id, &mut self.sweep.pos)?;
         self.mark_dirty(id);
-        let slot = call.sweep_slot;
-        if slot < self.order.len() {
-            self.order.swap_remove(slot);
-            if let Some(moved) = self.order.get(slot) {
-                if let Some(c) = self.calls.get_mut(moved) {
-                    c.sweep_slot = slot;
-                }
-            }
-        }
         Some(call)
     }
 

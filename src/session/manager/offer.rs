@@ -1,6 +1,5 @@
 //! `offer`: read the SDP, plan, open the new streams under a guard, render, commit.
 
-use std::collections::hash_map::Entry;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -27,7 +26,7 @@ impl<B: MediaBackend> SessionManager<B> {
             OfferSdp::Loop(passed) => return Ok(passed),
             OfferSdp::Media(described) => described,
         };
-        let existing_call = self.calls.get(sig.call_id).map(|c| &**c);
+        let existing_call = self.calls.get(sig.call_id);
         if existing_call.is_none() && self.lifecycle.is_draining() {
             self.rejected += 1;
             return Err(SessionError::Draining);
@@ -111,16 +110,12 @@ impl<B: MediaBackend> SessionManager<B> {
             out: Outgoing { relay, .. },
             lines,
         } = plan;
-        let call = match self.calls.entry(call_id.clone()) {
-            Entry::Occupied(o) => o.into_mut(),
-            Entry::Vacant(v) => {
-                self.managed += 1;
-                let mut call = Box::new(Call::new(call_id.clone(), now));
-                call.sweep_slot = self.order.len();
-                self.order.push(call_id.clone());
-                v.insert(call)
-            }
-        };
+        let (call, new) = self
+            .calls
+            .get_or_insert_with(call_id, || Box::new(Call::new(call_id.clone(), now)));
+        if new {
+            self.managed += 1;
+        }
         call.last_signal_ns = now;
         call.touch_leg(sig.from_tag, sig.label, now);
         if let Some(to) = sig.to_tag {

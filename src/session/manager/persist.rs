@@ -460,9 +460,7 @@ impl<B: MediaBackend> SessionManager<B> {
         for &id in &opened {
             self.stream_calls.insert(id, call_id.clone());
         }
-        call.sweep_slot = self.order.len();
-        self.order.push(call_id.clone());
-        self.calls.insert(call_id.clone(), call);
+        self.calls.insert(call);
         self.managed += 1;
         Ok(call_id)
     }

@@ -164,7 +164,7 @@ impl<B: MediaBackend> SessionManager<B> {
 
     /// Ends every call (see [`Self::terminate`]); returns how many.
     pub fn terminate_all(&mut self, reason: EndReason, now: Nanos) -> usize {
-        let ids: Vec<_> = self.calls.keys().cloned().collect();
+        let ids: Vec<_> = self.calls.values().map(|c| c.id.clone()).collect();
         ids.iter()
             .filter(|id| self.terminate(id, reason, now).is_ok())
             .count()

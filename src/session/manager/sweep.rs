@@ -3,7 +3,7 @@
 
 use crate::session::backend::{MediaBackend, StreamId};
 use crate::session::manager::{
-    CloseReason, ClosedCall, SessionManager, Totals, SWEEP_PER_TICK, SWEEP_ROUND_NS,
+    sweep_round_ns, CloseReason, ClosedCall, SessionManager, Totals, SWEEP_PER_TICK,
 };
 use crate::session::record::EndReason;
 use crate::time::{Nanos, NANOS_PER_SEC};
@@ -11,7 +11,8 @@ use crate::time::{Nanos, NANOS_PER_SEC};
 impl<B: MediaBackend> SessionManager<B> {
     /// Called every 10 ms or so: ends lingering deletes, sweeps up to [`SWEEP_PER_TICK`]
     /// calls for media timeouts, and updates the rates when a sweep round ends. A round
-    /// starts at most once per [`SWEEP_ROUND_NS`]; with up to 100 calls it ends in one tick.
+    /// starts at most once per [`sweep_round_ns`] of the calls at its start (1 s up to
+    /// 5,000 calls, 5 s from 25,000); with up to 100 calls it ends in one tick.
     /// Returns the calls closed, for the caller to log with their final counters.
     pub fn tick(&mut self, now: Nanos) -> Vec<ClosedCall> {
         let mut closed = Vec::new();
@@ -41,37 +42,37 @@ impl<B: MediaBackend> SessionManager<B> {
             });
         }
 
-        // The timeout sweep, in slices of SWEEP_PER_TICK calls, over `order`. A call added
-        // during a round is visited in it if the sweep has not passed the end yet; a call
-        // moved into a visited slot by a removal waits for the next round. None is visited
-        // twice in a round.
-        if self.sweep.pos >= self.order.len() {
+        // The timeout sweep, in slices of SWEEP_PER_TICK calls, over the call table's order.
+        // A call added during a round is visited in it if the round has not ended yet; one
+        // added after it ended waits for the next. A removal keeps the visited calls below
+        // `pos` and moves calls only down (see `table`): none is visited twice in a round,
+        // none skipped, and none later in a round than in the round before, so a call's
+        // visits are at most a round period apart (or a round's length, beyond 50,000 calls).
+        if self.sweep.done || self.sweep.started_ns.is_none() {
             if self
                 .sweep
                 .started_ns
-                .is_some_and(|t| now.saturating_sub(t) < SWEEP_ROUND_NS)
+                .is_some_and(|t| now.saturating_sub(t) < self.sweep.round_ns)
             {
                 return closed;
             }
+            self.calls.compact();
             self.sweep.pos = 0;
+            self.sweep.done = false;
             self.sweep.live = Totals::default();
-        }
-        if self.sweep.pos == 0 {
             self.sweep.started_ns = Some(now);
+            self.sweep.round_ns = sweep_round_ns(self.calls.len());
         }
         let end = self
             .sweep
             .pos
             .saturating_add(SWEEP_PER_TICK)
-            .min(self.order.len());
+            .min(self.calls.slot_count());
         let mut live = self.sweep.live;
         let mut dead = Vec::new();
         let mut moved = Vec::new();
         let persist = self.store.sink.is_some();
-        for id in self.order.get(self.sweep.pos..end).unwrap_or_default() {
-            let Some(call) = self.calls.get(id) else {
-                continue;
-            };
+        for call in self.calls.slice(self.sweep.pos, end) {
             let mut last = call.last_signal_ns;
             for s in call.streams() {
                 if let Some([a_rtp, a_rtcp, b_rtp, b_rtcp]) = self.backend.socket_counters(s.id) {
@@ -91,7 +92,10 @@ impl<B: MediaBackend> SessionManager<B> {
                     }
                     let fresh = !self.quality.contains_key(&s.id);
                     let q = self.quality.entry(s.id).or_default();
-                    if q.due(a_rtcp.packets.wrapping_add(b_rtcp.packets), now) {
+                    let packets = [a_rtp, a_rtcp, b_rtp, b_rtcp]
+                        .iter()
+                        .fold(0u64, |n, c| n.wrapping_add(c.packets));
+                    if q.due(a_rtcp.packets.wrapping_add(b_rtcp.packets), packets, now) {
                         if let Some(st) = self.backend.stats(s.id) {
                             // The first look no longer comes before the media (see above).
                             let taken = if fresh {
@@ -121,7 +125,8 @@ impl<B: MediaBackend> SessionManager<B> {
         for id in &moved {
             self.mark_stats_dirty(id);
         }
-        let round_done = self.sweep.pos >= self.order.len();
+        let round_done = self.sweep.pos >= self.calls.slot_count();
+        self.sweep.done = round_done;
         for id in dead {
             let Some(call) = self.remove_call(&id) else {
                 continue;

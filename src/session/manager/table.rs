@@ -1,0 +1,240 @@
+//! The calls, by Call-ID and in the order the timeout sweep visits them: one dense vector of
+//! calls and an index from Call-ID to slot. The sweep walks the vector (no Call-ID hashing,
+//! no second table to keep in step); a lookup by Call-ID is one hash and one index.
+//!
+//! A removal keeps the sweep's promises (every call present for a whole round visited exactly
+//! once in it, and no later in a round than in the one before): a hole among the slots the
+//! round has not visited yet takes the last call; one among those it has visited stays a hole
+//! (skipped, never counted as a visit) until the next round starts, when the last calls fill
+//! the holes. A call only ever moves to a lower slot, so nothing waits behind calls moved in
+//! front of it: a call is visited at most one round period after its previous visit.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::session::model::Call;
+
+#[derive(Debug, Default)]
+pub(super) struct CallTable {
+    /// Boxed: a move copies a pointer, and the vector's spare capacity costs 8 bytes a slot
+    /// (memory per call). `None`: a hole the sweep has passed (see above).
+    slots: Vec<Option<Box<Call>>>,
+    index: HashMap<Arc<str>, usize>,
+    holes: usize,
+}
+
+impl CallTable {
+    /// Live calls.
+    pub(super) fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Slots, holes included: where the sweep's position runs to.
+    pub(super) fn slot_count(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub(super) fn get(&self, id: &str) -> Option<&Call> {
+        let &slot = self.index.get(id)?;
+        self.slots.get(slot)?.as_deref()
+    }
+
+    pub(super) fn get_mut(&mut self, id: &str) -> Option<&mut Call> {
+        let &slot = self.index.get(id)?;
+        self.slots.get_mut(slot)?.as_deref_mut()
+    }
+
+    pub(super) fn contains_key(&self, id: &str) -> bool {
+        self.index.contains_key(id)
+    }
+
+    /// Every call, in sweep order.
+    pub(super) fn values(&self) -> impl Iterator<Item = &Call> {
+        self.slots.iter().flatten().map(|c| &**c)
+    }
+
+    /// The calls in slots `from..to` (clamped to the table).
+    pub(super) fn slice(&self, from: usize, to: usize) -> impl Iterator<Item = &Call> {
+        let to = to.min(self.slots.len());
+        self.slots
+            .get(from.min(to)..to)
+            .unwrap_or_default()
+            .iter()
+            .flatten()
+            .map(|c| &**c)
+    }
+
+    /// The call named `id`, made by `make` (and appended, last in the sweep order) when there
+    /// is none. Returns it and whether it is new.
+    pub(super) fn get_or_insert_with(
+        &mut self,
+        id: &Arc<str>,
+        make: impl FnOnce() -> Box<Call>,
+    ) -> (&mut Call, bool) {
+        let found = self
+            .index
+            .get(&**id)
+            .copied()
+            .filter(|&s| matches!(self.slots.get(s), Some(Some(_))));
+        let slot = found.unwrap_or_else(|| {
+            let s = self.slots.len();
+            self.index.insert(id.clone(), s);
+            self.slots.push(None);
+            s
+        });
+        let mut made = false;
+        let call = self.slots[slot].get_or_insert_with(|| {
+            made = true;
+            make()
+        });
+        (call, made)
+    }
+
+    /// Adds `call` (last in the sweep order), replacing one with the same id in its slot.
+    pub(super) fn insert(&mut self, call: Box<Call>) {
+        if let Some(&slot) = self.index.get(&*call.id) {
+            if let Some(s) = self.slots.get_mut(slot) {
+                *s = Some(call);
+                return;
+            }
+        }
+        self.index.insert(call.id.clone(), self.slots.len());
+        self.slots.push(Some(call));
+    }
+
+    /// Removes the call named `id`. `visited` is how many slots from the start the current
+    /// sweep round has passed: a slot among them becomes a hole, one after them takes the
+    /// last call (there are no holes after `visited`).
+    pub(super) fn remove(&mut self, id: &str, visited: &mut usize) -> Option<Box<Call>> {
+        let slot = self.index.remove(id)?;
+        if slot < *visited {
+            let call = self.slots.get_mut(slot)?.take();
+            self.holes += 1;
+            while matches!(self.slots.last(), Some(None)) {
+                self.slots.pop();
+                self.holes -= 1;
+            }
+            *visited = (*visited).min(self.slots.len());
+            call
+        } else {
+            if slot >= self.slots.len() {
+                return None;
+            }
+            let call = self.slots.swap_remove(slot);
+            self.reindex(slot);
+            call
+        }
+    }
+
+    /// Fills the holes with the last calls (at a round's start: every call moves down, if
+    /// at all).
+    pub(super) fn compact(&mut self) {
+        let mut i = 0;
+        while self.holes > 0 && i < self.slots.len() {
+            if self.slots.get(i).is_some_and(Option::is_none) {
+                while matches!(self.slots.last(), Some(None)) {
+                    self.slots.pop();
+                    self.holes -= 1;
+                }
+                if i >= self.slots.len() {
+                    break;
+                }
+                self.slots.swap_remove(i);
+                self.holes -= 1;
+                self.reindex(i);
+            }
+            i += 1;
+        }
+        self.holes = 0;
+    }
+
+    fn reindex(&mut self, slot: usize) {
+        if let Some(Some(c)) = self.slots.get(slot) {
+            if let Some(i) = self.index.get_mut(&*c.id) {
+                *i = slot;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(id: &str) -> Box<Call> {
+        Box::new(Call::new(Arc::from(id), 0))
+    }
+
+    fn ids(t: &CallTable) -> Vec<String> {
+        t.values().map(|c| c.id.to_string()).collect()
+    }
+
+    fn consistent(t: &CallTable) {
+        assert_eq!(t.index.len(), t.values().count());
+        assert_eq!(t.holes, t.slots.iter().filter(|s| s.is_none()).count());
+        for (k, c) in t.slots.iter().enumerate() {
+            if let Some(c) = c {
+                assert_eq!(t.index.get(&*c.id), Some(&k), "{}", c.id);
+            }
+        }
+    }
+
+    fn slots(t: &CallTable) -> Vec<String> {
+        t.slots
+            .iter()
+            .map(|c| c.as_ref().map_or("-".to_owned(), |c| c.id.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn removal_leaves_visited_holes_and_moves_calls_only_down() {
+        let mut t = CallTable::default();
+        for k in 0..6 {
+            t.insert(call(&format!("c{k}")));
+        }
+        // c0..c2 visited: removing c1 leaves a hole; removing unvisited c3 moves c5 there.
+        let mut visited = 3;
+        assert!(t.remove("c1", &mut visited).is_some());
+        consistent(&t);
+        assert_eq!(visited, 3);
+        assert_eq!(slots(&t), ["c0", "-", "c2", "c3", "c4", "c5"]);
+        assert!(t.remove("c3", &mut visited).is_some());
+        consistent(&t);
+        assert_eq!(slots(&t), ["c0", "-", "c2", "c5", "c4"]);
+        assert_eq!(ids(&t), ["c0", "c2", "c5", "c4"]);
+        assert!(t.remove("nope", &mut visited).is_none());
+        // All visited; the trailing hole is dropped.
+        visited = 5;
+        assert!(t.remove("c4", &mut visited).is_some());
+        consistent(&t);
+        assert_eq!(visited, 4);
+        assert_eq!(slots(&t), ["c0", "-", "c2", "c5"]);
+        // The next round fills the hole from the end.
+        t.compact();
+        consistent(&t);
+        assert_eq!(slots(&t), ["c0", "c5", "c2"]);
+        for id in ["c5", "c0", "c2"] {
+            let mut v = 3;
+            assert!(t.remove(id, &mut v).is_some());
+            consistent(&t);
+        }
+        t.compact();
+        assert_eq!(t.len(), 0);
+        assert_eq!(t.slot_count(), 0);
+    }
+
+    #[test]
+    fn get_or_insert_appends_once() {
+        let mut t = CallTable::default();
+        let id: Arc<str> = Arc::from("x");
+        let (c, new) = t.get_or_insert_with(&id, || call("x"));
+        assert!(new);
+        c.last_signal_ns = 7;
+        let (c, new) = t.get_or_insert_with(&id, || call("x"));
+        assert!(!new);
+        assert_eq!(c.last_signal_ns, 7);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.slice(0, 10).count(), 1);
+        assert_eq!(t.slice(5, 10).count(), 0);
+    }
+}
