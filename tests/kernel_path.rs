@@ -674,3 +674,80 @@ fn a_new_ssrc_and_a_sequence_jump_go_back_to_the_worker() {
     assert_eq!((q.ssrc, q.ssrc_changes), (0xa2, 1));
     dp.close(o.id);
 }
+
+/// The worker reads the kernel's figures from the mapped entries and folds only the
+/// directions whose packet count moved: an idle direction's published figures stay exactly
+/// what they were across several syncs, and a direction that moves is folded at the next
+/// one, with the figures a tracker that saw every packet would have.
+#[test]
+fn an_idle_direction_keeps_its_figures_and_a_moving_one_is_folded() {
+    let Some((mut dp, a, b, o)) = handed_over(61000) else {
+        return;
+    };
+    let more: Vec<u16> = (60..100).collect();
+    relay_round(
+        &a,
+        relay(o.a_ports.rtp),
+        &b,
+        &more,
+        0xa,
+        relay(o.b_ports.rtp),
+        "A->B, kernel",
+    );
+    assert!(
+        wait_for(Duration::from_secs(3), || {
+            let s = dp.stats(o.id).unwrap();
+            s.a.rtp.packets == 100 && s.a.quality.packets == 100
+        }),
+        "A->B folded: {:?}",
+        dp.stats(o.id).unwrap().a
+    );
+    let before = dp.stats(o.id).unwrap();
+    assert_eq!(before.a.kernel_packets, 40, "{:?}", before.a);
+    assert_eq!((before.b.rtp.packets, before.b.quality.packets), (60, 60));
+    // Both idle for more than two syncs (one a second): nothing published changes.
+    std::thread::sleep(Duration::from_millis(2_500));
+    let idle = dp.stats(o.id).unwrap();
+    assert_eq!(idle.a, before.a, "A->B idle");
+    assert_eq!(idle.b, before.b, "B->A idle");
+    assert_eq!(dp.totals().kernel_streams, 2, "both still in the kernel");
+
+    // B->A moves, A->B stays idle.
+    let b_more: Vec<u16> = (60..90).collect();
+    relay_round(
+        &b,
+        relay(o.b_ports.rtp),
+        &a,
+        &b_more,
+        0xb,
+        relay(o.a_ports.rtp),
+        "B->A, kernel",
+    );
+    assert!(
+        wait_for(Duration::from_secs(3), || {
+            dp.stats(o.id).unwrap().b.quality.packets == 90
+        }),
+        "B->A folded: {:?}",
+        dp.stats(o.id).unwrap().b
+    );
+    std::thread::sleep(Duration::from_millis(1_200));
+    let after = dp.stats(o.id).unwrap();
+    assert_eq!(after.a, before.a, "A->B still idle, still the same");
+    let q = after.b.quality;
+    assert_eq!((after.b.rtp.packets, after.b.rtp.bytes), (90, 90 * 172));
+    // B's first round may have been partly the kernel's already (handed over as A's ended).
+    assert_eq!(after.b.kernel_packets, before.b.kernel_packets + 30);
+    assert_eq!(
+        (q.ssrc, q.extended_highest_seq, q.expected, q.lost),
+        (0xb, 89, 90, 0),
+        "{q:?}"
+    );
+    assert!(
+        after.b.rtp.last_packet_ns > before.b.rtp.last_packet_ns,
+        "the latest packet's time is published: {:?} then {:?}",
+        before.b.rtp,
+        after.b.rtp
+    );
+    assert_eq!(dp.totals().kernel_streams, 2);
+    dp.close(o.id);
+}

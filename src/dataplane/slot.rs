@@ -209,10 +209,14 @@ impl Slot {
         })
     }
 
-    /// Publishes the tracker's figures for readers (housekeeping, not per packet).
+    /// Publishes the tracker's figures for readers (housekeeping, not per packet). Not while
+    /// the direction is in the kernel: the tracker is then the one handed over, and the
+    /// kernel worker publishes the kernel's figures when they move (`handover::fold`).
     pub fn publish(&mut self) {
         if self.dirty {
-            if let (Some(sh), Some(rtp)) = (self.side_shared(), self.rtp.as_deref()) {
+            if let (Some(sh), Some(rtp), false) =
+                (self.side_shared(), self.rtp.as_deref(), self.kernel)
+            {
                 sh.quality.publish(&rtp.tracker.snapshot());
             }
             self.dirty = false;

@@ -1,6 +1,6 @@
-//! What the worker and the TC program (`forward.bpf.c`) share: the map's key and value
-//! layouts, the flags the program sets, how a direction's addresses become an entry, and the
-//! `bpf(2)` batch lookup the worker reads the map with.
+//! What the worker and the TC program (`forward.bpf.c`) share: the map's key and the
+//! direction entry's layout, the flags the program sets, and how a direction's addresses
+//! become an entry.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -25,7 +25,8 @@ pub struct FwdKey {
     pub pad: u16,
 }
 
-/// The program's map value; the layout is `struct fwd_value` in `forward.bpf.c`.
+/// A direction's entry in `anchor_dir` (see `dirs.rs`); the layout is `struct fwd_value` in
+/// `forward.bpf.c`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FwdValue {
@@ -208,69 +209,6 @@ pub fn entry(
         ..FwdValue::default()
     };
     Some((key, value))
-}
-
-/// `union bpf_attr`'s batch member (include/uapi/linux/bpf.h), which libc lacks.
-#[repr(C)]
-struct BatchAttr {
-    in_batch: u64,
-    out_batch: u64,
-    keys: u64,
-    values: u64,
-    count: u32,
-    map_fd: u32,
-    elem_flags: u64,
-    flags: u64,
-}
-
-const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
-
-/// Reads up to `keys.len()` entries of hash map `fd` from position `from` (`None`: the
-/// start) with one syscall (Linux 5.6+). Returns how many it read and where the next batch
-/// starts, `None` once the map is exhausted.
-pub fn lookup_batch(
-    fd: std::os::fd::RawFd,
-    from: Option<u32>,
-    keys: &mut [FwdKey],
-    values: &mut [FwdValue],
-) -> std::io::Result<(usize, Option<u32>)> {
-    let in_token = from.unwrap_or(0);
-    let mut out_token: u32 = 0;
-    let mut attr = BatchAttr {
-        in_batch: if from.is_some() {
-            &in_token as *const u32 as u64
-        } else {
-            0
-        },
-        out_batch: &mut out_token as *mut u32 as u64,
-        keys: keys.as_mut_ptr() as u64,
-        values: values.as_mut_ptr() as u64,
-        count: keys.len().min(values.len()) as u32,
-        map_fd: fd as u32,
-        elem_flags: 0,
-        flags: 0,
-    };
-    // SAFETY: `attr` is a fully initialised bpf_attr batch member of the size passed; the
-    // kernel writes at most `count` keys and values into the two live, exclusively borrowed
-    // slices (each at least `count` long, element sizes those of the map, checked at load),
-    // the position into `out_token`, and the count back into `attr`; all outlive the call.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_MAP_LOOKUP_BATCH,
-            &mut attr as *mut BatchAttr,
-            std::mem::size_of::<BatchAttr>() as u32,
-        )
-    };
-    let n = (attr.count as usize).min(keys.len());
-    if rc == 0 {
-        return Ok((n, Some(out_token)));
-    }
-    let e = std::io::Error::last_os_error();
-    if e.raw_os_error() == Some(libc::ENOENT) {
-        return Ok((n, None));
-    }
-    Err(e)
 }
 
 #[cfg(test)]

@@ -5,8 +5,8 @@
 // they differ only in how they rewrite and send the packet. What the XDP program passes on
 // (XDP_PASS) reaches the TC program on the same device, which relays it or passes it up.
 //
-// The worker that owns a stream copies its RTP tracker into `anchor_fwd` (keyed by the relay
-// socket a packet arrives on) once both ends are latched. From then on this program does what
+// The worker that owns a stream copies its RTP tracker into an entry of `anchor_dir` and keys
+// it in `anchor_fwd` by the relay socket a packet arrives on, once both ends are latched. From then on this program does what
 // the worker would: checks the source, tracks sequence numbers, loss, duplicates, reordering
 // and RFC 3550 jitter exactly as src/rtp/stats.rs does, rewrites the addresses and redirects
 // the packet. Anything it cannot judge goes on unchanged (TC_ACT_UNSPEC: under TCX that is
@@ -117,6 +117,10 @@ static long (*bpf_redirect_map)(void *map, __u64 key, __u64 flags) = (void *)BPF
 
 // Addresses are 16 bytes in network order: IPv6 as is, IPv4 mapped (::ffff:a.b.c.d), so
 // one map serves both families.
+// Directions the maps hold (`DIRECTIONS` in kernel/abi.rs): 2^17 (65,536 calls' RTP both
+// ways); the array is allocated whole, 168 bytes each (22 MiB).
+#define ANCHOR_DIRECTIONS (1 << 17)
+
 struct fwd_key {
     __u8 addr[16];  // relay socket's address
     __u16 port;     // relay socket's port, network order
@@ -155,7 +159,7 @@ struct fwd_value {
     __u32 max_jitter_q4;
     __u32 last_transit;
     __u32 have_transit;
-    // Which worker and slot handed the direction over (read back in batches).
+    // Which worker and slot handed the direction over (for bpftool; the worker knows).
     __u32 owner;
     __u32 slot;
 };
@@ -163,13 +167,36 @@ struct fwd_value {
 _Static_assert(sizeof(struct fwd_value) == 168, "FwdValue in kernel/abi.rs has 168 bytes");
 _Static_assert(sizeof(struct fwd_key) == 20, "FwdKey in kernel/abi.rs has 20 bytes");
 
+// The directions: the relay socket to the direction's entry in `anchor_dir`. An entry number
+// belongs to one worker (each takes numbers from ranges of its own), which writes the entry
+// before it adds the key here and reads the entry back only after it removed the key.
 struct {
     __uint(type, BPF_MAP_TYPE_HASH);
-    __uint(max_entries, 1 << 18);
+    __uint(max_entries, ANCHOR_DIRECTIONS);
     __uint(map_flags, BPF_F_NO_PREALLOC);
     __type(key, struct fwd_key);
-    __type(value, struct fwd_value);
+    __type(value, __u32);
 } anchor_fwd SEC(".maps");
+
+// Each direction's addresses and tracker, which the program updates per packet. Mapped into
+// the relay's memory (BPF_F_MMAPABLE): a worker reads its directions' figures with plain
+// loads, no system call, so an idle direction costs it one load a sync.
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, ANCHOR_DIRECTIONS);
+    __uint(map_flags, BPF_F_MMAPABLE);
+    __type(key, __u32);
+    __type(value, struct fwd_value);
+} anchor_dir SEC(".maps");
+
+// The direction keyed `key`, or NULL.
+static __always_inline struct fwd_value *direction(const struct fwd_key *key) {
+    __u32 *entry = bpf_map_lookup_elem(&anchor_fwd, key);
+    if (!entry)
+        return 0;
+    __u32 at = *entry;
+    return bpf_map_lookup_elem(&anchor_dir, &at);
+}
 
 // The devices the XDP program may send a packet out of (ifindex to itself), kept by the
 // relay: those where its XDP program runs and the driver takes redirected frames.
@@ -363,7 +390,7 @@ static __always_inline struct fwd_value *lookup_v4(void *data, void *end, __u32 
     key.addr[10] = 0xff;
     key.addr[11] = 0xff;
     *(__u32 *)(key.addr + 12) = ip->daddr;
-    struct fwd_value *v = bpf_map_lookup_elem(&anchor_fwd, &key);
+    struct fwd_value *v = direction(&key);
     if (!v || (v->flags & ANCHOR_HANDED_BACK))
         return 0;
     if (ip->saddr != mapped_v4(v->src_addr) || udp->source != v->src_port) {
@@ -389,7 +416,7 @@ static __always_inline struct fwd_value *lookup_v6(void *data, void *end, __u32 
     struct udphdr *udp = data + UDP6_OFF;
     struct fwd_key key = {.port = udp->dest, .pad = 0};
     __builtin_memcpy(key.addr, &ip6->daddr, 16);
-    struct fwd_value *v = bpf_map_lookup_elem(&anchor_fwd, &key);
+    struct fwd_value *v = direction(&key);
     if (!v || (v->flags & ANCHOR_HANDED_BACK))
         return 0;
     if (!same16((const __u8 *)&ip6->saddr, v->src_addr) || udp->source != v->src_port) {

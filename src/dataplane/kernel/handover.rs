@@ -3,27 +3,25 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::{AsFd, AsRawFd};
 
 use crate::rtp::stats::{RtpStreamTracker, TrackerParts};
 use crate::rtp::RtpPacket;
 
-use super::abi::{entry, lookup_batch, mode_of, FwdKey, FwdValue, Route, HANDED_BACK, MODE_LOCAL};
+use super::abi::{entry, mode_of, FwdKey, FwdValue, Route, HANDED_BACK, MODE_LOCAL};
+use super::dirs::{Entries, Entry};
 use super::reasons::{Back, UserReason};
 use super::route;
 use crate::dataplane::shared::{bump, WorkerCounters};
 use crate::dataplane::slot::{DirtyList, Slot, SlotIdx, SlotKind};
 use crate::session::backend::{KernelStatus, Side};
 
-/// How often the kernel's counts are folded into the published figures: one map lookup
-/// (a syscall, ~1 µs) per direction each time, so 20,000 directions cost the worker ~2%
-/// of a core at once a second. Idle timeouts are tens of seconds; queries see figures at
-/// most this old.
+/// How often the kernel's counts are folded into the published figures: one load from the
+/// mapped entries per direction each time, and a fold for those whose packet count moved.
+/// Idle timeouts are tens of seconds; queries see figures at most this old.
 const SYNC_EVERY_NS: u64 = crate::time::NANOS_PER_SEC;
-/// Entries read per batch, and batches per housekeeping turn while a pass runs: 1,024
-/// entries (~0.1 ms) a turn, so a pass over 20,000 directions takes 20 turns.
-const BATCH: usize = 256;
-const BATCHES_PER_TURN: usize = 4;
+/// Entry positions looked at per housekeeping turn while a sync pass runs, so a pass over
+/// 25,000 directions takes 7 turns.
+const SYNC_PER_TURN: usize = 4096;
 /// Map operations per housekeeping turn (each is a syscall of about a microsecond), so a
 /// busy worker's packets never wait long behind them.
 const OPS_PER_TURN: usize = 64;
@@ -40,6 +38,12 @@ const QUEUED_BEFORE_HANDOVER_NS: u64 = 20 * crate::time::NANOS_PER_MS;
 /// What a worker keeps for a direction it handed to the kernel.
 struct Handed {
     key: FwdKey,
+    /// The entry's position among the worker's (`Entries`) while the direction is in the
+    /// kernel.
+    pos: Option<usize>,
+    /// Packets the worker counted since the last fold (queued before the hand-over): the
+    /// next sync folds even if the kernel's count did not move.
+    carried_unfolded: bool,
     /// The tracker as handed over: the fields the kernel does not keep come from here.
     base: TrackerParts,
     at_ns: u64,
@@ -82,6 +86,8 @@ impl Handed {
     fn new(key: FwdKey, parts: TrackerParts, now: u64, handed: bool) -> Handed {
         Handed {
             key,
+            pos: None,
+            carried_unfolded: false,
             base: parts,
             at_ns: now,
             seen_packets: parts.packets,
@@ -101,7 +107,9 @@ impl Handed {
 
 /// One worker's (one ring's) side of the fast path. Used only on the worker's thread.
 pub struct KernelWorker {
-    map: aya::maps::HashMap<aya::maps::MapData, FwdKey, FwdValue>,
+    map: aya::maps::HashMap<aya::maps::MapData, FwdKey, u32>,
+    /// This worker's entry numbers, and the program's direction entries mapped.
+    entries: Entries,
     /// Loopback's ifindex.
     ifindex: u32,
     origin_ns: u64,
@@ -119,19 +127,20 @@ pub struct KernelWorker {
     dirty_round: u64,
     /// This worker's mark in the entries it makes (the map is shared by all workers).
     owner: u32,
-    /// Where the sync's pass over the map has got (the kernel's batch position).
-    sync_token: Option<u32>,
+    /// Where the sync's pass over this worker's entry positions has got.
+    sync_cursor: usize,
     sync_in_pass: bool,
     last_sync_ns: u64,
-    batch_keys: Vec<FwdKey>,
-    batch_values: Vec<FwdValue>,
+    /// The clock at the last housekeeping turn (when a freed entry number was freed).
+    last_turn_ns: u64,
 }
 
 impl KernelWorker {
     /// A worker's handle on the map `map`, marking its entries with `owner`. `routes`: for
     /// a relay on a real address, the routing questions; `ifindex`: loopback's.
     pub(super) fn new(
-        map: aya::maps::HashMap<aya::maps::MapData, FwdKey, FwdValue>,
+        map: aya::maps::HashMap<aya::maps::MapData, FwdKey, u32>,
+        entries: Entries,
         ifindex: u32,
         origin_ns: u64,
         locals: std::sync::Arc<[IpAddr]>,
@@ -140,6 +149,7 @@ impl KernelWorker {
     ) -> KernelWorker {
         KernelWorker {
             map,
+            entries,
             ifindex,
             origin_ns,
             locals,
@@ -150,11 +160,10 @@ impl KernelWorker {
             dirty_seen: 0,
             dirty_round: 0,
             owner,
-            sync_token: None,
+            sync_cursor: 0,
             sync_in_pass: false,
             last_sync_ns: 0,
-            batch_keys: vec![FwdKey::default(); BATCH],
-            batch_values: vec![FwdValue::default(); BATCH],
+            last_turn_ns: 0,
         }
     }
 
@@ -168,16 +177,13 @@ impl KernelWorker {
         now: u64,
     ) {
         let mut ops = 0;
+        self.last_turn_ns = now;
         if self.sync_in_pass || now.saturating_sub(self.last_sync_ns) >= SYNC_EVERY_NS {
             self.sync_in_pass = true;
-            for _ in 0..BATCHES_PER_TURN {
-                ops += 1;
-                if self.sync_batch(slots, counters) {
-                    self.sync_in_pass = false;
-                    self.sync_token = None;
-                    self.last_sync_ns = now;
-                    break;
-                }
+            if self.sync_some(slots, counters) {
+                self.sync_in_pass = false;
+                self.sync_cursor = 0;
+                self.last_sync_ns = now;
             }
         }
         // Candidates are the slots that saw RTP in user space lately (the publisher's dirty
@@ -328,10 +334,25 @@ impl KernelWorker {
         };
         value.owner = self.owner;
         value.slot = i.raw();
-        // Map full or out of memory: tried again after as many packets as a take-back.
-        let handed = self.map.insert(key, value, 0).is_ok();
+        // The entry first, then the key that makes the program use it. No number left, map
+        // full or out of memory: tried again after as many packets as a take-back.
+        let taken = self.entries.take(i, now);
+        let handed = match taken {
+            Some((pos, at)) => {
+                let keyed = self.entries.dirs().write(at, &value)
+                    && self.map.insert(key, at.raw(), 0).is_ok();
+                if !keyed {
+                    self.entries.give_back(pos, now);
+                }
+                keyed
+            }
+            None => false,
+        };
         let mut h = Handed::new(key, parts, now, handed);
         h.refused = !handed;
+        if handed {
+            h.pos = taken.map(|(pos, _)| pos);
+        }
         self.slots.insert(i, h);
         if !handed {
             note(slot, KernelStatus::MapFull);
@@ -339,6 +360,9 @@ impl KernelWorker {
         }
         note(slot, KernelStatus::InKernel);
         if let Some(s) = slots.get_mut(i.index()) {
+            // The tracker's figures as handed over are published now: from here on only a
+            // fold publishes this direction's, when the kernel's count moves.
+            s.publish();
             s.kernel = true;
         }
         self.in_kernel += 1;
@@ -349,41 +373,40 @@ impl KernelWorker {
         true
     }
 
-    /// Reads the next batch of the map and folds this worker's entries into the published
-    /// figures. True when the pass over the map is complete.
-    fn sync_batch(&mut self, slots: &mut [Slot], counters: &WorkerCounters) -> bool {
-        let fd = aya::maps::IterableMap::map(&self.map)
-            .fd()
-            .as_fd()
-            .as_raw_fd();
-        let (n, done) = match lookup_batch(
-            fd,
-            self.sync_token,
-            &mut self.batch_keys,
-            &mut self.batch_values,
-        ) {
-            Ok((n, token)) => {
-                self.sync_token = token;
-                (n, token.is_none())
-            }
-            Err(_) => (0, true),
-        };
-        for k in 0..n {
-            let (Some(key), Some(v)) = (self.batch_keys.get(k), self.batch_values.get(k)) else {
-                break;
-            };
-            if v.owner != self.owner {
+    /// Looks at the next [`SYNC_PER_TURN`] entry positions and folds the directions whose
+    /// packet count moved (or whose worker-counted packets are not folded yet) into the
+    /// published figures; an idle direction costs one load. True when the pass is complete.
+    fn sync_some(&mut self, slots: &mut [Slot], counters: &WorkerCounters) -> bool {
+        let end = self
+            .sync_cursor
+            .saturating_add(SYNC_PER_TURN)
+            .min(self.entries.positions());
+        for pos in self.sync_cursor..end {
+            let Some((at, i)) = self.entries.used(pos) else {
                 continue;
-            }
-            let i = SlotIdx::new(v.slot);
+            };
             let (Some(h), Some(slot)) = (self.slots.get_mut(&i), slots.get_mut(i.index())) else {
                 continue;
             };
-            if slot.kernel && h.key == *key {
-                fold(slot, h, Some(v), counters);
+            if !slot.kernel || h.pos != Some(pos) {
+                continue;
             }
+            let Some(packets) = self.entries.dirs().packets(at) else {
+                continue;
+            };
+            if packets == h.seen_packets && !h.carried_unfolded {
+                continue;
+            }
+            let v = self.entries.dirs().read(at);
+            fold(slot, h, v.as_ref(), counters);
         }
-        done
+        self.sync_cursor = end;
+        end >= self.entries.positions()
+    }
+
+    /// Entry `h`'s figures, while it is in the kernel.
+    fn entry_of(&self, h: &Handed) -> Option<Entry> {
+        h.pos.and_then(|pos| self.entries.entry_at(pos))
     }
 
     /// A packet reached the worker on slot `idx`, whose direction is in the kernel. Takes
@@ -414,8 +437,9 @@ impl KernelWorker {
         let flags = self
             .slots
             .get(&idx)
-            .and_then(|h| self.map.get(&h.key, 0).ok())
-            .map_or(0, |v| v.flags);
+            .and_then(|h| self.entry_of(h))
+            .and_then(|at| self.entries.dirs().flags(at))
+            .unwrap_or(0);
         if let Some(h) = self.slots.get_mut(&idx) {
             if same_source
                 && flags & HANDED_BACK == 0
@@ -423,6 +447,7 @@ impl KernelWorker {
             {
                 h.carried_packets += 1;
                 h.carried_bytes += pkt.len() as u64;
+                h.carried_unfolded = true;
                 return UserReason::Queued;
             }
         }
@@ -447,6 +472,9 @@ impl KernelWorker {
         why: Back,
         counters: &WorkerCounters,
     ) {
+        let Some(at) = self.slots.get(&i).and_then(|h| self.entry_of(h)) else {
+            return;
+        };
         let (Some(h), Some(slot)) = (self.slots.get_mut(&i), slots.get_mut(i.index())) else {
             return;
         };
@@ -463,10 +491,14 @@ impl KernelWorker {
         counters
             .kernel_streams
             .store(self.in_kernel, std::sync::atomic::Ordering::Relaxed);
-        // The entry should be there; without it, the tracker as handed over and the packets
-        // the worker counted since.
-        let got = self.map.get(&h.key, 0).ok();
+        // The key goes first, so the program stops updating the entry, which is then read
+        // (without it, the tracker as handed over and the packets the worker counted since)
+        // and its number freed.
         let _ = self.map.remove(&h.key);
+        let got = self.entries.dirs().read(at);
+        if let Some(pos) = h.pos.take() {
+            self.entries.give_back(pos, self.last_turn_ns);
+        }
         let parts = fold(slot, h, got.as_ref(), counters);
         h.carried_packets = 0;
         h.carried_bytes = 0;
@@ -516,6 +548,7 @@ fn fold(
         fold_counts(slot, h, v, counters);
         slot.latch.note_confirmed_packet(v.last_packet_ns);
     }
+    h.carried_unfolded = false;
     let parts = h.current(v);
     if let Some(sh) = slot.side_shared() {
         sh.quality

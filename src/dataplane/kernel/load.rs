@@ -29,6 +29,10 @@ pub struct KernelPath {
     #[cfg(rtpanchor_bpf)]
     _ebpf: Arc<Mutex<aya::Ebpf>>,
     map_id: u32,
+    /// The direction entries, mapped once and shared by the workers, and the entry numbers
+    /// not yet handed to one.
+    dirs: Arc<super::dirs::Directions>,
+    pool: super::dirs::Pool,
     /// Packets each program relayed (`anchor_paths`: TC, XDP), summed over CPUs at read.
     #[cfg(rtpanchor_bpf)]
     paths: aya::maps::PerCpuArray<aya::maps::MapData, u64>,
@@ -161,6 +165,14 @@ impl KernelPath {
             aya::maps::Map::HashMap(m) => m.info().map_err(|e| e.to_string())?.id(),
             _ => return Err("anchor_fwd is not a hash map".into()),
         };
+        let dirs = match ebpf.map("anchor_dir") {
+            Some(aya::maps::Map::Array(m)) => {
+                use std::os::fd::AsFd;
+                super::dirs::Directions::map(m.fd().as_fd(), super::dirs::DIRECTIONS)
+                    .map_err(|e| format!("mapping anchor_dir: {e}"))?
+            }
+            _ => return Err("the object has no anchor_dir array".into()),
+        };
         let ifindex = std::fs::read_to_string("/sys/class/net/lo/ifindex")
             .ok()
             .and_then(|s| s.trim().parse().ok())
@@ -173,6 +185,8 @@ impl KernelPath {
             watch: Some(watch),
             _ebpf: ebpf,
             map_id,
+            dirs: Arc::new(dirs),
+            pool: super::dirs::Pool::new(super::dirs::DIRECTIONS),
             paths,
             xdp_devices,
             ifindex,
@@ -225,6 +239,7 @@ impl KernelPath {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(KernelWorker::new(
             map,
+            super::dirs::Entries::new(self.pool.clone(), self.dirs.clone()),
             self.ifindex,
             self.origin_ns,
             self.locals.clone(),

@@ -30,6 +30,7 @@
 //! process, so a relay that dies leaves nothing behind.
 
 pub mod abi;
+pub mod dirs;
 pub mod handover;
 pub mod load;
 pub mod reasons;
