@@ -147,6 +147,12 @@ impl SlotTable {
         s.peer_rtp = peer_rtp;
         s.peer_rtcp = peer_rtcp;
         s.shared = Some(shared.clone());
+        if kind == SlotKind::Rtcp {
+            // The side's RTCP counters exist from its first RTCP socket on (command path).
+            if let Some(sh) = s.side_shared() {
+                sh.rtcp.get_or_init();
+            }
+        }
         Self::init_side(s, init, kind);
     }
 
