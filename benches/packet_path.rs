@@ -17,7 +17,7 @@ use rtpanchor::dataplane::shared::{StreamShared, WorkerCounters};
 use rtpanchor::dataplane::slot::{DirtyList, SlotIdx};
 use rtpanchor::dataplane::table::SlotTable;
 use rtpanchor::dataplane::worker::{NewStream, SideInit, WorkerShared};
-use rtpanchor::rtp::clock::ClockRateMap;
+use rtpanchor::rtp::clock::ClockRates;
 use rtpanchor::rtp::RtpRepr;
 use rtpanchor::session::backend::StreamId;
 use rtpanchor::session::latch::LatchMode;
@@ -38,7 +38,7 @@ fn side(port: u16) -> SideInit {
         rtcp: Some(SocketAddr::from(([10, 0, 0, 1], port + 1))),
         rtcp_mux: false,
         latch: LatchMode::Symmetric,
-        clock_rates: ClockRateMap::new(),
+        clock_rates: ClockRates::default(),
     }
 }
 

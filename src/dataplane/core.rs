@@ -300,7 +300,7 @@ mod tests {
     use crate::dataplane::fault::PANIC_PACKET;
     use crate::dataplane::shared::StreamShared;
     use crate::dataplane::worker::{new_eventfd, NewStream, SideInit};
-    use crate::rtp::clock::ClockRateMap;
+    use crate::rtp::clock::ClockRates;
     use crate::rtp::RtpRepr;
     use crate::session::backend::StreamId;
     use crate::session::latch::LatchMode;
@@ -312,7 +312,7 @@ mod tests {
             rtcp: Some(SocketAddr::from(([10, 0, 0, 1], port + 1))),
             rtcp_mux: false,
             latch: LatchMode::Symmetric,
-            clock_rates: ClockRateMap::new(),
+            clock_rates: ClockRates::default(),
         }
     }
 

@@ -37,7 +37,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crate::config::{Config, IoEngine};
-use crate::rtp::clock::ClockRateMap;
+use crate::rtp::clock::{ClockRateMap, ClockRates};
 use crate::session::backend::{
     BackendError, EndpointSpec, LatchEventKind, MediaBackend, MediaEvent, OpenedStream,
     RestoredStream, Side, SocketCounters, StreamId, StreamSpec, StreamStats,
@@ -176,8 +176,19 @@ fn side_init(e: &EndpointSpec) -> SideInit {
         rtcp: e.rtcp_dest(),
         rtcp_mux: e.rtcp_mux,
         latch: e.latch,
-        clock_rates,
+        clock_rates: ClockRates::from_map(&clock_rates),
     }
+}
+
+/// Both sides' [`SideInit`]s; when the two ends map the same payload types, their trackers
+/// share one clock-rate slice.
+fn side_inits(a: &EndpointSpec, b: &EndpointSpec) -> (SideInit, SideInit) {
+    let a_init = side_init(a);
+    let mut b_init = side_init(b);
+    if a.clock_rates == b.clock_rates {
+        b_init.clock_rates = a_init.clock_rates.clone();
+    }
+    (a_init, b_init)
 }
 
 impl DataPlane {
@@ -562,12 +573,13 @@ impl DataPlane {
         } else {
             None
         };
+        let (a_init, b_init) = side_inits(&spec.a, &spec.b);
         let ns = NewStream {
             id,
             sockets: [a_rtp, a_rtcp, b_rtp, b_rtcp],
             ports: [a_ports.rtp, a_ports.rtcp(), b_ports.rtp, b_ports.rtcp()],
-            a: side_init(&spec.a),
-            b: side_init(&spec.b),
+            a: a_init,
+            b: b_init,
             shared: shared.clone(),
         };
         if let Err(Command::Add(ns)) = self.workers[worker].send(Command::Add(Box::new(ns))) {

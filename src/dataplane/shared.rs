@@ -1,12 +1,12 @@
 //! State shared between a worker (single writer) and the control plane (readers).
 //!
-//! Each stream has one cache-line-aligned [`StreamShared`] (per side: each socket's
-//! [`Counters`], the published RTP quality and the last RTCP report). Only the owning
+//! Each stream has one [`StreamShared`] (per side: each socket's [`Counters`], the
+//! published RTP quality and the last RTCP report). Only the owning
 //! worker writes it, with `Relaxed` load+store pairs (no locked read-modify-write on the
 //! packet path); the control plane reads it at any time without waiting for the worker.
 //! Multi-field snapshots may be slightly torn, which is fine for statistics.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
 
 use crate::rtp::stats::RtpStreamStats;
 use crate::session::backend::{
@@ -190,34 +190,134 @@ impl ReportCell {
     }
 }
 
-/// Everything readers see of one side: what its endpoint sent to the relay.
+/// A record of a stream's shared state that many streams never need, allocated the first
+/// time it is: 8 bytes (a pointer) until then, not the record's size (memory per held call,
+/// issue 19). Set once, by the command path or the owning worker's housekeeping (never per
+/// packet), and freed with the stream's record; readers see `None` (all zero) until it is.
+pub struct LazyCell<T> {
+    ptr: AtomicPtr<T>,
+}
+
+impl<T> Default for LazyCell<T> {
+    fn default() -> Self {
+        LazyCell {
+            ptr: AtomicPtr::new(std::ptr::null_mut()),
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for LazyCell<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.get().is_some() {
+            "LazyCell(set)"
+        } else {
+            "LazyCell(unset)"
+        })
+    }
+}
+
+impl<T> LazyCell<T> {
+    /// The record, once allocated.
+    #[inline]
+    pub fn get(&self) -> Option<&T> {
+        let p = self.ptr.load(std::sync::atomic::Ordering::Acquire);
+        // SAFETY: a non-null pointer here came from `Box::into_raw` in `get_or_init` (published
+        // with Release, read with Acquire, so the record is initialised) and is freed only in
+        // `drop`, which has `&mut self`: no shared borrow of the cell outlives it.
+        unsafe { p.as_ref() }
+    }
+}
+
+impl<T: Default> LazyCell<T> {
+    /// The record, allocated now if it was not yet. Not for the per-packet path.
+    pub fn get_or_init(&self) -> &T {
+        if let Some(t) = self.get() {
+            return t;
+        }
+        let fresh = Box::into_raw(Box::<T>::default());
+        use std::sync::atomic::Ordering::{AcqRel, Acquire};
+        match self
+            .ptr
+            .compare_exchange(std::ptr::null_mut(), fresh, AcqRel, Acquire)
+        {
+            // SAFETY: `fresh` is now the cell's (see `get`); it lives until `drop`.
+            Ok(_) => unsafe { &*fresh },
+            Err(won) => {
+                // SAFETY: `fresh` was never published: it is still this call's own box.
+                drop(unsafe { Box::from_raw(fresh) });
+                // SAFETY: `won` is the published pointer (see `get`).
+                unsafe { &*won }
+            }
+        }
+    }
+}
+
+impl<T> Drop for LazyCell<T> {
+    fn drop(&mut self) {
+        let p = std::mem::replace(self.ptr.get_mut(), std::ptr::null_mut());
+        if !p.is_null() {
+            // SAFETY: `p` came from `Box::into_raw` and `&mut self` means no borrow remains.
+            drop(unsafe { Box::from_raw(p) });
+        }
+    }
+}
+
+impl LazyCell<QualityCell> {
+    /// Publishes a tracker's figures (housekeeping): the cell is allocated on the first
+    /// publication, so a stream that never carried RTP has none.
+    pub fn publish(&self, s: &RtpStreamStats) {
+        self.get_or_init().publish(s);
+    }
+}
+
+impl LazyCell<Counters> {
+    /// The counters as read (all zero while there are none).
+    pub fn read(&self) -> SocketCounters {
+        self.get().map(Counters::read).unwrap_or_default()
+    }
+}
+
+/// Everything readers see of one side: what its endpoint sent to the relay. The RTCP
+/// socket's counters are allocated when the side first has an RTCP socket (an rtcp-mux
+/// answerer never does), the quality cell on the first publication (a held call that
+/// carries no RTP never has one): a silent muxed stream's record is 224 bytes, not 384.
 #[derive(Default, Debug)]
 pub struct SideShared {
     pub rtp: Counters,
-    pub rtcp: Counters,
-    pub quality: QualityCell,
+    pub rtcp: LazyCell<Counters>,
+    pub quality: LazyCell<QualityCell>,
     pub report: ReportCell,
 }
 
 impl SideShared {
     fn stats(&self) -> SideStats {
+        let rtcp = self.rtcp.read();
+        let rtp_last = self.rtp.last_packet_ns.load(Relaxed);
         SideStats {
             rtp: self.rtp.read(),
-            rtcp: self.rtcp.read(),
-            quality: self.quality.read(self.rtp.last_packet_ns.load(Relaxed)),
+            rtcp,
+            quality: match self.quality.get() {
+                Some(q) => q.read(rtp_last),
+                None => RtpStreamStats {
+                    last_packet_ns: rtp_last,
+                    ..RtpStreamStats::default()
+                }
+                .with_derived(),
+            },
             learned_rtp: None,
             confirmed: false,
-            rtcp_report: self.report.read(self.rtcp.last_packet_ns.load(Relaxed)),
+            rtcp_report: self.report.read(rtcp.last_packet_ns),
             kernel: KernelStatus::Pending,
             kernel_packets: 0,
         }
     }
 }
 
-/// Both sides of one stream. One allocation per stream: with its `Arc` header 384 bytes, an
-/// allocator size class (it was padded to a cache line, 448 bytes with the header: memory
-/// per call). Two streams' records may now share a line at their edges, where this one has
-/// the fields written on housekeeping (`kernel`, `locals`) and the next its reference counts.
+/// Both sides of one stream. One allocation per stream: with its `Arc` header 224 bytes, an
+/// allocator size class (384 while each side kept its RTCP counters and quality cell inline,
+/// 448 while padded to a cache line: memory per call). Two streams' records may share a line
+/// at their edges, where this one has the fields written on housekeeping (`kernel`,
+/// `locals`) and the next its reference counts.
 #[derive(Default, Debug)]
 pub struct StreamShared {
     pub sides: [SideShared; 2],
@@ -264,7 +364,10 @@ impl StreamShared {
     /// What a metrics scrape reads of each side (see [`SideBrief`]).
     pub fn briefs(&self) -> [SideBrief; 2] {
         [0, 1].map(|i| {
-            let (lost, duplicates, reordered) = self.sides[i].quality.counts();
+            let (lost, duplicates, reordered) = self.sides[i]
+                .quality
+                .get()
+                .map_or((0, 0, 0), QualityCell::counts);
             SideBrief {
                 lost,
                 duplicates,

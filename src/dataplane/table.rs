@@ -86,7 +86,7 @@ impl SlotTable {
         if kind == SlotKind::Rtp {
             slot.rtp = Some(Box::new(RtpState {
                 tracker: Default::default(),
-                clock_rates: init.clock_rates,
+                clock_rates: init.clock_rates.clone(),
             }));
         }
     }
@@ -147,6 +147,12 @@ impl SlotTable {
         s.peer_rtp = peer_rtp;
         s.peer_rtcp = peer_rtcp;
         s.shared = Some(shared.clone());
+        if kind == SlotKind::Rtcp {
+            // The side's RTCP counters exist from its first RTCP socket on (command path).
+            if let Some(sh) = s.side_shared() {
+                sh.rtcp.get_or_init();
+            }
+        }
         Self::init_side(s, init, kind);
     }
 
@@ -214,6 +220,15 @@ impl SlotTable {
             Side::A => (idx[A_RTP], idx[A_RTCP]),
             Side::B => (idx[B_RTP], idx[B_RTCP]),
         };
+        // The other direction's clock rates, when they are the same: one slice for both.
+        let peer = self.slots.get(rtp.index()).map(|s| s.peer_rtp);
+        let rates = match peer
+            .and_then(|p| self.slots.get(p.index()))
+            .and_then(|p| p.rtp.as_deref())
+        {
+            Some(p) if p.clock_rates == init.clock_rates => p.clock_rates.clone(),
+            _ => init.clock_rates.clone(),
+        };
         for (i, kind) in [(rtp, SlotKind::Rtp), (rtcp, SlotKind::Rtcp)] {
             if let Some(s) = self.slots.get_mut(i.index()) {
                 let sdp = match kind {
@@ -223,7 +238,7 @@ impl SlotTable {
                 s.latch.on_signal(init.latch, sdp);
                 s.rtcp_mux = init.rtcp_mux;
                 if let Some(rtp) = s.rtp.as_deref_mut() {
-                    rtp.clock_rates = init.clock_rates;
+                    rtp.clock_rates = rates.clone();
                 }
             }
         }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crossbeam::queue::ArrayQueue;
 
-use crate::rtp::clock::ClockRateMap;
+use crate::rtp::clock::ClockRates;
 use crate::session::backend::{MediaEvent, Side, StreamId};
 use crate::session::latch::LatchMode;
 
@@ -21,13 +21,13 @@ pub const COMMAND_QUEUE: usize = 65_536;
 pub const EVENT_QUEUE: usize = 65_536;
 
 /// One side's addresses and policy, as the data plane needs them.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct SideInit {
     pub rtp: Option<SocketAddr>,
     pub rtcp: Option<SocketAddr>,
     pub rtcp_mux: bool,
     pub latch: LatchMode,
-    pub clock_rates: ClockRateMap,
+    pub clock_rates: ClockRates,
 }
 
 pub struct NewStream {

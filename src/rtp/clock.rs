@@ -87,6 +87,55 @@ impl ClockRateMap {
     pub fn clear(&mut self) {
         *self = Self::new();
     }
+
+    /// The learnt entries, in the order they were first learnt.
+    pub fn entries(&self) -> impl Iterator<Item = (u8, u32)> + '_ {
+        let len = usize::from(self.len).min(MAP_CAPACITY);
+        self.pts[..len]
+            .iter()
+            .copied()
+            .zip(self.rates[..len].iter().copied())
+    }
+}
+
+/// A [`ClockRateMap`]'s learnt entries as one shared, read-only slice: what an RTP socket's
+/// tracker looks clock rates up in. 16 bytes inline (the map is 44), nothing allocated when
+/// only static payload types are used, and one allocation for both directions of a stream
+/// whose two ends map the same types (memory per held call, issue 19). Lookups give what
+/// the map they were made from gives.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClockRates(Option<std::sync::Arc<[(u8, u32)]>>);
+
+impl ClockRates {
+    pub fn from_map(map: &ClockRateMap) -> ClockRates {
+        if map.is_empty() {
+            ClockRates(None)
+        } else {
+            ClockRates(Some(map.entries().collect()))
+        }
+    }
+
+    /// Learnt clock rate of `pt`, else its static one (as [`ClockRateMap::clock_rate_hz`]).
+    #[inline]
+    pub fn clock_rate_hz(&self, pt: u8) -> Option<u32> {
+        if let Some(entries) = &self.0 {
+            for &(p, hz) in entries.iter() {
+                if p == pt {
+                    return Some(hz);
+                }
+            }
+        }
+        static_clock_rate_hz(pt)
+    }
+
+    /// Whether both are the same allocation (or both empty).
+    pub fn shares_with(&self, other: &ClockRates) -> bool {
+        match (&self.0, &other.0) {
+            (Some(a), Some(b)) => std::sync::Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -157,5 +206,21 @@ mod tests {
         assert_eq!(copy.clock_rate_hz(111), Some(16_000));
         assert_eq!(ClockRateMap::default(), ClockRateMap::new());
         assert!(core::mem::size_of::<ClockRateMap>() <= 48);
+    }
+
+    #[test]
+    fn shared_rates_look_up_as_their_map() {
+        let mut m = ClockRateMap::new();
+        assert_eq!(ClockRates::from_map(&m), ClockRates::default());
+        for (pt, hz) in [(111, 48_000), (101, 8_000), (0, 16_000), (111, 24_000)] {
+            m.insert(pt, hz);
+        }
+        let r = ClockRates::from_map(&m);
+        for pt in 0..=255u8 {
+            assert_eq!(r.clock_rate_hz(pt), m.clock_rate_hz(pt), "pt {pt}");
+        }
+        assert!(r.shares_with(&r.clone()));
+        assert!(!r.shares_with(&ClockRates::from_map(&m)));
+        assert_eq!(core::mem::size_of::<ClockRates>(), 16);
     }
 }

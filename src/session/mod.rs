@@ -14,3 +14,4 @@ pub mod ports;
 pub mod quality;
 pub mod record;
 pub mod sip_media;
+pub mod slim;

@@ -129,14 +129,13 @@ impl<B: MediaBackend> SessionManager<B> {
                 idx
             }
             OfferTarget::New { b_tag } => {
-                call.dialogues.reserve_exact(1);
                 call.dialogues.push(Dialogue {
                     a_tag: sig.from_tag.into(),
                     b_tag: b_tag.map(String::into_boxed_str),
                     via_branch: sig.via_branch.map(Into::into),
                     offerer: Side::A,
                     answered: false,
-                    media: Vec::new(),
+                    media: Default::default(),
                     created_ns: now,
                 });
                 call.dialogues.len() - 1
@@ -148,7 +147,7 @@ impl<B: MediaBackend> SessionManager<B> {
             d.answered = false;
             let mut old = std::mem::take(&mut d.media).into_iter();
             // Exactly one slot per m= line: a grown Vec would reserve four (~1.9 KB a call).
-            d.media.reserve_exact(lines.len());
+            let mut media = Vec::with_capacity(lines.len());
             for line in lines {
                 let prev = old.next();
                 if let (LineStream::Keep(_), Some(p), Some(st)) =
@@ -171,8 +170,9 @@ impl<B: MediaBackend> SessionManager<B> {
                 let locals = [offerer_local, relay.local];
                 let (slot, replaced) = offered_slot(prev, line, offerer, locals, opts);
                 to_close.extend(replaced);
-                d.media.push(slot);
+                media.push(slot);
             }
+            d.media = media.into();
             // A shorter re-offer (not RFC 3264 compliant): drop the extra lines.
             for s in old {
                 if let Some(st) = s.stream {

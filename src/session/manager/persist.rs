@@ -486,7 +486,7 @@ impl<B: MediaBackend> SessionManager<B> {
                 via_branch: opt_token(&d.via_branch)?,
                 offerer,
                 answered: d.answered,
-                media: Vec::with_capacity(d.media.len()),
+                media: Default::default(),
                 created_ns: self.mono_of_unix(d.created_unix_ns),
             };
             for m in &d.media {

@@ -408,9 +408,7 @@ impl<'s> OfferPlan<'s> {
         let (offerer, existing) = match (&target, call) {
             (OfferTarget::Existing { idx, side, .. }, Some(call)) => (
                 *side,
-                call.dialogues
-                    .get(*idx)
-                    .map_or(no_slots, |d| d.media.as_slice()),
+                call.dialogues.get(*idx).map_or(no_slots, |d| &d.media[..]),
             ),
             (OfferTarget::New { .. }, Some(call)) if call.dialogues.len() >= MAX_DIALOGUES => {
                 return Err(SessionError::TooManyBranches(MAX_DIALOGUES));
