@@ -1,9 +1,11 @@
 //! The io_uring engine: one ring per pinned worker, one multishot `RecvMsg` per socket
-//! drawing from a provided buffer ring, forwarded packets sent with `SendMsg` straight out of
-//! the receive buffer (no copy in user space), all sends of a completion batch submitted with
-//! one `io_uring_enter`, buffers recycled when their send completes. Consecutive datagrams of
-//! a batch that leave through one socket for one destination go as one UDP GSO send
-//! ([`super::gso`]): a video frame's packets cross the kernel's send path once.
+//! drawing from a provided buffer ring, forwarded packets sent straight out of the receive
+//! buffer (no copy in user space) with `Send` and the destination in the submission entry
+//! (`sendto`: the kernel copies in no msghdr and imports no iovec), all sends of a completion
+//! batch submitted with one `io_uring_enter`, buffers recycled when their send completes.
+//! Consecutive datagrams of a batch that leave through one socket for one destination go as
+//! one UDP GSO send (`SendMsg` with a segment size, [`super::gso`]): a video frame's packets
+//! cross the kernel's send path once.
 //!
 //! Ring setup: SINGLE_ISSUER + DEFER_TASKRUN. Completion work then runs only inside our own
 //! `io_uring_enter` with GETEVENTS, on this pinned thread, so the receive work is charged to

@@ -41,6 +41,7 @@ pub fn probe() -> io::Result<()> {
     for (op, name) in [
         (opcode::RecvMsg::CODE, "RecvMsg"),
         (opcode::SendMsg::CODE, "SendMsg"),
+        (opcode::Send::CODE, "Send"),
         (opcode::AsyncCancel::CODE, "AsyncCancel"),
         (opcode::Read::CODE, "Read"),
     ] {

@@ -1,6 +1,8 @@
 //! Sending forwarded datagrams straight out of their receive buffers: each buffer has its
-//! own send state (msghdr, iovec, destination), which must stay untouched until the send's
-//! completion arrives. Consecutive datagrams of a batch for one socket and destination go as
+//! own send state (iovec, destination), which must stay untouched until the send's
+//! completion arrives. A datagram sent by itself goes as a `Send` naming its destination
+//! (a `sendto`), which costs the kernel less than a `SendMsg`: no msghdr to copy in, no
+//! iovec to import. Consecutive datagrams of a batch for one socket and destination go as
 //! one UDP GSO send ([`gso`]) from a pool of GSO states; a refused GSO send is redone one
 //! datagram at a time. Every buffer goes back to the buffer ring when its send completes or
 //! cannot be made.
@@ -23,9 +25,10 @@ const GSO_POOL: usize = 256;
 
 /// Per-buffer send state: must stay untouched until the send's completion arrives.
 struct SendState {
-    hdr: libc::msghdr,
     iov: libc::iovec,
     name: libc::sockaddr_storage,
+    /// The length of `name`; 0 when the socket is connected and the send names no address.
+    namelen: libc::socklen_t,
     /// The relay socket it leaves through (kept for a GSO send that must be redone singly).
     out: OutSocket,
 }
@@ -48,6 +51,29 @@ impl OutSocket {
             fd: fwd.fd,
             fixed: fwd.fixed,
         }
+    }
+
+    /// A `Send` (`sendto(2)`) of `iov` to `name` (none when `namelen` is 0: a connected
+    /// socket) through this socket: its fixed file, or its descriptor. A single datagram
+    /// needs no msghdr, and the kernel skips copying one in and importing its iovec.
+    #[inline]
+    fn send_to(
+        &self,
+        iov: &libc::iovec,
+        name: *const libc::sockaddr,
+        namelen: libc::socklen_t,
+    ) -> squeue::Entry {
+        let buf = iov.iov_base as *const u8;
+        let len = iov.iov_len as u32;
+        let name = if namelen == 0 { std::ptr::null() } else { name };
+        if self.fixed {
+            opcode::Send::new(types::Fixed(self.slot.raw()), buf, len)
+        } else {
+            opcode::Send::new(types::Fd(self.fd), buf, len)
+        }
+        .dest_addr(name)
+        .dest_addr_len(namelen)
+        .build()
     }
 
     /// A `SendMsg` of `hdr` through this socket: its fixed file, or its descriptor.
@@ -95,11 +121,10 @@ impl Sender {
         };
         let sends = (0..NBUFS)
             .map(|_| SendState {
-                // SAFETY: all-zero is a valid value for this plain C struct.
-                hdr: unsafe { std::mem::zeroed() },
                 iov: zero_iov,
-                // SAFETY: as above.
+                // SAFETY: all-zero is a valid value for this plain C struct.
                 name: unsafe { std::mem::zeroed() },
+                namelen: 0,
                 out: OutSocket {
                     slot: SlotIdx::NONE,
                     generation: 0,
@@ -134,14 +159,13 @@ impl Sender {
             iov_base: payload.as_ptr() as *mut libc::c_void,
             iov_len: payload.len(),
         };
-        if fwd.connected {
-            // The socket is connected to `dst`: naming no address skips the route lookup.
-            st.hdr.msg_name = std::ptr::null_mut();
-            st.hdr.msg_namelen = 0;
+        // A socket connected to `dst` is sent to naming no address: that skips the route
+        // lookup.
+        st.namelen = if fwd.connected {
+            0
         } else {
-            st.hdr.msg_namelen = sockaddr::write(fwd.dst, &mut st.name);
-            st.hdr.msg_name = (&mut st.name as *mut libc::sockaddr_storage).cast();
-        }
+            sockaddr::write(fwd.dst, &mut st.name)
+        };
         st.out = OutSocket::of(fwd);
         let route = gso::Route {
             slot: fwd.slot.raw(),
@@ -177,8 +201,12 @@ impl Sender {
         };
         let head = &mut self.sends[usize::from(first)];
         // The head's name, or none when its socket is connected (see `stage`).
-        let name = head.hdr.msg_name;
-        let namelen = head.hdr.msg_namelen;
+        let namelen = head.namelen;
+        let name: *mut libc::c_void = if namelen == 0 {
+            std::ptr::null_mut()
+        } else {
+            (&mut head.name as *mut libc::sockaddr_storage).cast()
+        };
         let out = head.out;
         let gs = &mut self.gso_sends[usize::from(k)];
         for (iov, &bid) in gs.iovs.iter_mut().zip(ids) {
@@ -206,14 +234,14 @@ impl Sender {
 
     /// Sends the datagram in buffer `bid` by itself (its state was filled on receipt).
     fn send_single(&mut self, bid: u16, cx: &mut SendCtx<'_>) {
-        let st = &mut self.sends[usize::from(bid)];
-        st.hdr.msg_iov = &mut st.iov;
-        st.hdr.msg_iovlen = 1;
-        st.hdr.msg_control = std::ptr::null_mut();
-        st.hdr.msg_controllen = 0;
+        let st = &self.sends[usize::from(bid)];
         let e = st
             .out
-            .send_msg(&st.hdr)
+            .send_to(
+                &st.iov,
+                (&st.name as *const libc::sockaddr_storage).cast(),
+                st.namelen,
+            )
             .user_data(token::item(token::KIND_SEND, bid));
         if !cx.ring.push_sqe(e) {
             bump(&cx.counters.drop_overload, 1);
