@@ -1,7 +1,6 @@
 //! A worker's side of the fast path: which directions it hands to the kernel, reading the
 //! kernel's figures back into the published ones, and taking a direction back.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
 use crate::rtp::stats::{RtpStreamTracker, TrackerParts};
@@ -12,7 +11,7 @@ use super::dirs::{Entries, Entry};
 use super::reasons::{Back, UserReason};
 use super::route;
 use crate::dataplane::shared::{bump, WorkerCounters};
-use crate::dataplane::slot::{DirtyList, Slot, SlotIdx, SlotKind};
+use crate::dataplane::slot::{DirtyList, Slot, SlotIdx, SlotIdxMap, SlotKind};
 use crate::session::backend::{KernelStatus, Side};
 
 /// How often the kernel's counts are folded into the published figures: one load from the
@@ -117,7 +116,7 @@ pub struct KernelWorker {
     locals: std::sync::Arc<[IpAddr]>,
     /// For a relay on a real address: which device each destination is reached by.
     routes: Option<route::RouteQuery>,
-    slots: HashMap<SlotIdx, Handed>,
+    slots: SlotIdxMap<Handed>,
     /// Directions in the kernel now (the slots with `kernel` set).
     in_kernel: u64,
     /// Where a full scan (after the dirty list overflowed) has got; 0: none running.
@@ -154,7 +153,7 @@ impl KernelWorker {
             origin_ns,
             locals,
             routes,
-            slots: HashMap::new(),
+            slots: SlotIdxMap::default(),
             in_kernel: 0,
             scan_cursor: 0,
             dirty_seen: 0,
@@ -381,6 +380,7 @@ impl KernelWorker {
             .sync_cursor
             .saturating_add(SYNC_PER_TURN)
             .min(self.entries.positions());
+        let mut folded = Folded::default();
         for pos in self.sync_cursor..end {
             let Some((at, i)) = self.entries.used(pos) else {
                 continue;
@@ -398,8 +398,9 @@ impl KernelWorker {
                 continue;
             }
             let v = self.entries.dirs().read(at);
-            fold(slot, h, v.as_ref(), counters);
+            fold(slot, h, v.as_ref(), &mut folded);
         }
+        folded.publish(counters);
         self.sync_cursor = end;
         end >= self.entries.positions()
     }
@@ -499,7 +500,9 @@ impl KernelWorker {
         if let Some(pos) = h.pos.take() {
             self.entries.give_back(pos, self.last_turn_ns);
         }
-        let parts = fold(slot, h, got.as_ref(), counters);
+        let mut folded = Folded::default();
+        let parts = fold(slot, h, got.as_ref(), &mut folded);
+        folded.publish(counters);
         h.carried_packets = 0;
         h.carried_bytes = 0;
         h.retry_at_packets = parts.packets + RETRY_AFTER_PACKETS;
@@ -542,10 +545,10 @@ fn fold(
     slot: &mut Slot,
     h: &mut Handed,
     v: Option<&FwdValue>,
-    counters: &WorkerCounters,
+    totals: &mut Folded,
 ) -> TrackerParts {
     if let Some(v) = v {
-        fold_counts(slot, h, v, counters);
+        fold_counts(slot, h, v, totals);
         slot.latch.note_confirmed_packet(v.last_packet_ns);
     }
     h.carried_unfolded = false;
@@ -557,8 +560,32 @@ fn fold(
     parts
 }
 
-/// Adds what the kernel forwarded since the last fold to the socket's and worker's counts.
-fn fold_counts(slot: &Slot, h: &mut Handed, v: &FwdValue, counters: &WorkerCounters) {
+/// What folds added up, for the worker's counts: added once per sync pass (or take-back)
+/// rather than six shared atomics per direction.
+#[derive(Default)]
+struct Folded {
+    packets: u64,
+    bytes: u64,
+}
+
+impl Folded {
+    /// Adds the folded packets to the worker's published counts.
+    fn publish(self, counters: &WorkerCounters) {
+        if self.packets == 0 {
+            return;
+        }
+        bump(&counters.rx_packets, self.packets);
+        bump(&counters.rx_bytes, self.bytes);
+        bump(&counters.tx_packets, self.packets);
+        bump(&counters.tx_bytes, self.bytes);
+        bump(&counters.kernel_forwarded, self.packets);
+        bump(&counters.kernel_bytes, self.bytes);
+    }
+}
+
+/// Adds what the kernel forwarded since the last fold to the socket's counts, and to
+/// `totals` for the worker's.
+fn fold_counts(slot: &Slot, h: &mut Handed, v: &FwdValue, totals: &mut Folded) {
     let packets = v.packets.saturating_sub(h.seen_packets);
     let bytes = v.bytes.saturating_sub(h.seen_bytes);
     h.seen_packets = h.seen_packets.max(v.packets);
@@ -566,12 +593,8 @@ fn fold_counts(slot: &Slot, h: &mut Handed, v: &FwdValue, counters: &WorkerCount
     if packets == 0 {
         return;
     }
-    bump(&counters.rx_packets, packets);
-    bump(&counters.rx_bytes, bytes);
-    bump(&counters.tx_packets, packets);
-    bump(&counters.tx_bytes, bytes);
-    bump(&counters.kernel_forwarded, packets);
-    bump(&counters.kernel_bytes, bytes);
+    totals.packets += packets;
+    totals.bytes += bytes;
     if let Some(k) = slot.kernel_packets_cell() {
         let was = k.load(std::sync::atomic::Ordering::Relaxed);
         let now = was.saturating_add(u32::try_from(packets).unwrap_or(u32::MAX));
