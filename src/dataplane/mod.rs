@@ -252,7 +252,11 @@ impl DataPlane {
         let slot_reserve = sockets_per_thread;
         let mut kernel_unavailable = None;
         let kernel_path = if config.kernel_forwarding {
-            match kernel::KernelPath::start(&interface_ips(config), config.kernel_mode) {
+            match kernel::KernelPath::start(
+                &interface_ips(config),
+                config.kernel_mode,
+                (config.port_min, config.port_max),
+            ) {
                 Ok(k) => {
                     tracing::info!(
                         xdp_devices = k.xdp_devices(),

@@ -189,8 +189,18 @@ struct {
     __type(value, struct fwd_value);
 } anchor_dir SEC(".maps");
 
+// The relay's media port range, set by the loader: no relay socket has a port outside it.
+// On loopback every packet the program relayed enters lo's ingress again on its way to the
+// endpoint (whose port is outside the range, as a rule): this sends it on before the map's
+// hash lookup.
+volatile const __u16 anchor_port_min = 0;
+volatile const __u16 anchor_port_max = 65535;
+
 // The direction keyed `key`, or NULL.
 static __always_inline struct fwd_value *direction(const struct fwd_key *key) {
+    __u16 port = __builtin_bswap16(key->port);
+    if (port < anchor_port_min || port > anchor_port_max)
+        return 0;
     __u32 *entry = bpf_map_lookup_elem(&anchor_fwd, key);
     if (!entry)
         return 0;

@@ -70,7 +70,13 @@ impl KernelPath {
     /// networks, packets from either are relayed in the kernel and leave by the other's
     /// device. The error says why the fast path is unavailable; the relay then carries all
     /// media in user space.
-    pub fn start(locals: &[IpAddr], mode: KernelMode) -> Result<KernelPath, String> {
+    /// `ports`: the relay's media port range (inclusive); packets to other ports are passed
+    /// on before the program's map lookup.
+    pub fn start(
+        locals: &[IpAddr],
+        mode: KernelMode,
+        ports: (u16, u16),
+    ) -> Result<KernelPath, String> {
         let ips: Vec<IpAddr> = locals
             .iter()
             .copied()
@@ -110,7 +116,7 @@ impl KernelPath {
             }
         }
         let routed = ips.iter().any(|ip| !ip.is_loopback());
-        Self::load(&devices, mode, routed, locals.into())
+        Self::load(&devices, mode, routed, locals.into(), ports)
     }
 
     #[cfg(not(rtpanchor_bpf))]
@@ -119,6 +125,7 @@ impl KernelPath {
         _mode: KernelMode,
         _routed: bool,
         _locals: std::sync::Arc<[IpAddr]>,
+        _ports: (u16, u16),
     ) -> Result<KernelPath, String> {
         Err("built without the program (clang was not found at build time)".into())
     }
@@ -129,10 +136,16 @@ impl KernelPath {
         mode: KernelMode,
         routed: bool,
         locals: std::sync::Arc<[IpAddr]>,
+        ports: (u16, u16),
     ) -> Result<KernelPath, String> {
         use aya::programs::{tc::TcAttachOptions, LinkOrder, SchedClassifier, TcAttachType};
         static OBJECT: &[u8] = include_bytes!(env!("RTPANCHOR_BPF_OBJECT"));
-        let mut ebpf = aya::Ebpf::load(OBJECT).map_err(|e| format!("loading the program: {e}"))?;
+        let (port_min, port_max) = ports;
+        let mut ebpf = aya::EbpfLoader::new()
+            .override_global("anchor_port_min", &port_min, true)
+            .override_global("anchor_port_max", &port_max, true)
+            .load(OBJECT)
+            .map_err(|e| format!("loading the program: {e}"))?;
         let prog: &mut SchedClassifier = ebpf
             .program_mut("anchor_forward")
             .ok_or("the object has no anchor_forward program")?
