@@ -65,13 +65,7 @@ impl ClockRateMap {
     /// Learnt clock rate of `pt`, else its static one.
     #[inline]
     pub fn clock_rate_hz(&self, pt: u8) -> Option<u32> {
-        let len = usize::from(self.len).min(MAP_CAPACITY);
-        for i in 0..len {
-            if self.pts[i] == pt {
-                return Some(self.rates[i]);
-            }
-        }
-        static_clock_rate_hz(pt)
+        learnt_or_static(self.entries(), pt)
     }
 
     /// Number of learnt entries.
@@ -98,6 +92,16 @@ impl ClockRateMap {
     }
 }
 
+/// The rate `learnt` maps `pt` to, else its static one: the one lookup both stores answer
+/// with (a learnt entry wins over the static table).
+#[inline]
+fn learnt_or_static(mut learnt: impl Iterator<Item = (u8, u32)>, pt: u8) -> Option<u32> {
+    learnt
+        .find(|&(p, _)| p == pt)
+        .map(|(_, hz)| hz)
+        .or_else(|| static_clock_rate_hz(pt))
+}
+
 /// A [`ClockRateMap`]'s learnt entries as one shared, read-only slice: what an RTP socket's
 /// tracker looks clock rates up in. 16 bytes inline (the map is 44), nothing allocated when
 /// only static payload types are used, and one allocation for both directions of a stream
@@ -118,14 +122,8 @@ impl ClockRates {
     /// Learnt clock rate of `pt`, else its static one (as [`ClockRateMap::clock_rate_hz`]).
     #[inline]
     pub fn clock_rate_hz(&self, pt: u8) -> Option<u32> {
-        if let Some(entries) = &self.0 {
-            for &(p, hz) in entries.iter() {
-                if p == pt {
-                    return Some(hz);
-                }
-            }
-        }
-        static_clock_rate_hz(pt)
+        let learnt = self.0.as_deref().unwrap_or_default();
+        learnt_or_static(learnt.iter().copied(), pt)
     }
 
     /// Whether both are the same allocation (or both empty).
