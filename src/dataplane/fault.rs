@@ -53,3 +53,25 @@ pub const LOSE_RECEIVE_PACKET: &[u8] = b"\xfertpanchor fault injection: lose rec
 pub fn loses_receive(pkt: &[u8]) -> bool {
     pkt.first() == Some(&0xfe) && pkt.starts_with(LOSE_RECEIVE_PACKET)
 }
+
+std::thread_local! {
+    /// How many more times this thread's io_uring worker set-up is to fail with ENOMEM.
+    static RING_ENOMEM: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Makes the next `n` io_uring worker set-ups on this thread fail with ENOMEM, as the
+/// kernel's ring allocation does for a moment when memory is fragmented.
+pub fn fail_ring_setup(n: u32) {
+    RING_ENOMEM.with(|c| c.set(n));
+}
+
+/// An ENOMEM while [`fail_ring_setup`] has failures left on this thread (one used).
+pub fn ring_setup() -> std::io::Result<()> {
+    RING_ENOMEM.with(|c| match c.get() {
+        0 => Ok(()),
+        n => {
+            c.set(n - 1);
+            Err(std::io::Error::from_raw_os_error(libc::ENOMEM))
+        }
+    })
+}

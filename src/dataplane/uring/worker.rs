@@ -62,18 +62,36 @@ pub struct UringWorker {
 // struct; the worker is moved to its thread before the ring is first used and never shared.
 unsafe impl Send for UringWorker {}
 
+/// How many times a worker's rings are built before an ENOMEM stops the start.
+const START_ATTEMPTS: u32 = 4;
+
 impl UringWorker {
+    /// Builds the worker's ring and buffer ring. The kernel's allocations for them can fail
+    /// for a moment when memory is fragmented or being reclaimed (ENOMEM): each is tried
+    /// [`START_ATTEMPTS`] times, 50 ms apart and doubling, before the error (naming the step
+    /// that failed) stops the start.
     pub fn new(
         shared: Arc<WorkerShared>,
         cfg: PathConfig,
         fixed_files: u32,
         slot_reserve: usize,
     ) -> io::Result<UringWorker> {
-        let mut ring = Ring::new(shared.clone(), fixed_files, cfg.batch_wait_us)?;
-        let bufs = BufRing::new()?;
-        // SAFETY: `bufs` is moved into the worker below, next to the ring, and dropped after
-        // it (field order); moving the BufRing does not move its mapping or buffers.
-        unsafe { ring.register_bufs(&bufs)? };
+        let mut pause = std::time::Duration::from_millis(50);
+        let mut attempt = 1;
+        let (ring, bufs) = loop {
+            match Self::rings(&shared, cfg, fixed_files) {
+                Ok(r) => break r,
+                Err((step, e))
+                    if e.raw_os_error() == Some(libc::ENOMEM) && attempt < START_ATTEMPTS =>
+                {
+                    tracing::warn!(step, attempt, error = %e, "io_uring set-up refused; trying again");
+                    std::thread::sleep(pause);
+                    pause *= 2;
+                    attempt += 1;
+                }
+                Err((step, e)) => return Err(io::Error::new(e.kind(), format!("{step}: {e}"))),
+            }
+        };
         let now = now_ns();
         Ok(UringWorker {
             ring,
@@ -89,6 +107,23 @@ impl UringWorker {
             #[cfg(feature = "fault-injection")]
             lost_recv: None,
         })
+    }
+
+    /// The ring and its registered buffer ring, or the step that failed and why.
+    fn rings(
+        shared: &Arc<WorkerShared>,
+        cfg: PathConfig,
+        fixed_files: u32,
+    ) -> Result<(Ring, BufRing), (&'static str, io::Error)> {
+        #[cfg(feature = "fault-injection")]
+        crate::dataplane::fault::ring_setup().map_err(|e| ("io_uring ring", e))?;
+        let mut ring = Ring::new(shared.clone(), fixed_files, cfg.batch_wait_us)
+            .map_err(|e| ("io_uring ring", e))?;
+        let bufs = BufRing::new().map_err(|e| ("receive buffer ring", e))?;
+        // SAFETY: `bufs` is moved into the worker next to the ring, and dropped after it
+        // (field order); moving the BufRing does not move its mapping or buffers.
+        unsafe { ring.register_bufs(&bufs) }.map_err(|e| ("buffer ring registration", e))?;
+        Ok((ring, bufs))
     }
 
     /// Gives this ring the in-kernel fast path.
@@ -458,5 +493,45 @@ impl SocketIo for Io<'_> {
 
     fn relatch(&mut self, _table: &mut SlotTable, i: SlotIdx) {
         self.connect.relatch(i);
+    }
+}
+
+#[cfg(all(test, feature = "fault-injection"))]
+mod start_tests {
+    use super::*;
+    use crate::dataplane::fault::fail_ring_setup;
+
+    fn cfg() -> PathConfig {
+        PathConfig {
+            strict: false,
+            gso: false,
+            connect: false,
+            batch_wait_us: 0,
+        }
+    }
+
+    fn build() -> io::Result<UringWorker> {
+        UringWorker::new(WorkerShared::new()?, cfg(), 0, 16)
+    }
+
+    #[test]
+    fn a_passing_enomem_at_set_up_is_tried_again() {
+        fail_ring_setup(START_ATTEMPTS - 1);
+        let w = build();
+        assert!(w.is_ok(), "{:?}", w.err());
+        // Every injected failure was used: the start tried that many times.
+        assert!(crate::dataplane::fault::ring_setup().is_ok());
+    }
+
+    #[test]
+    fn a_lasting_enomem_stops_the_start_naming_the_step() {
+        fail_ring_setup(START_ATTEMPTS);
+        let e = match build() {
+            Ok(_) => panic!("set-up succeeded through {START_ATTEMPTS} ENOMEMs"),
+            Err(e) => e,
+        };
+        assert_eq!(e.kind(), io::ErrorKind::OutOfMemory, "{e}");
+        assert!(e.to_string().starts_with("io_uring ring: "), "{e}");
+        fail_ring_setup(0);
     }
 }
