@@ -18,6 +18,7 @@ use super::kernel::reasons::UserReason;
 use super::kernel::KernelWorker;
 use super::shared::{bump, WorkerCounters};
 use super::slot::{DirtyList, Slot, SlotIdx, SlotKind};
+use super::spares::Spares;
 use super::table::SlotTable;
 use super::worker::{Command, WorkerShared};
 
@@ -47,6 +48,8 @@ pub struct WorkerCore {
     pub shared: Arc<WorkerShared>,
     pub table: SlotTable,
     pub dirty: DirtyList,
+    /// Records a direction's first packet takes (refilled on housekeeping).
+    pub spares: Spares,
     cfg: PathConfig,
     publisher: Publisher,
     /// The in-kernel fast path's handle, when the relay runs it.
@@ -65,6 +68,7 @@ impl WorkerCore {
             shared,
             table: SlotTable::with_capacity(slot_reserve),
             dirty: DirtyList::with_capacity(DIRTY_CAPACITY),
+            spares: Spares::new(),
             cfg,
             publisher: Publisher::new(now),
             kernel: None,
@@ -226,6 +230,7 @@ impl WorkerCore {
             counters,
             events: &self.shared.events,
             dirty: &mut self.dirty,
+            spares: &mut self.spares,
         };
         forward::decide(slots, idx, src, pkt, now, &mut ctx)
     }
@@ -244,6 +249,7 @@ impl WorkerCore {
     }
 
     fn housekeeping_turn(&mut self, now: Nanos, idle: bool) {
+        self.spares.refill();
         if let Some(k) = self.kernel.as_mut() {
             k.turn(
                 &mut self.table.slots,

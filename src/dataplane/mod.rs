@@ -23,6 +23,7 @@ pub mod shared;
 pub mod slot;
 pub mod sockaddr;
 pub mod sockets;
+pub mod spares;
 pub mod stamped;
 pub mod table;
 pub mod uring;
