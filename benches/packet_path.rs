@@ -117,6 +117,7 @@ fn bench(c: &mut Criterion) {
         let events = ArrayQueue::new(1 << 16);
         let mut dirty = DirtyList::with_capacity(1 << 16);
         let mut spares = Spares::new();
+        spares.refill(Spares::wanted(streams));
         let mut seq: u16 = 0;
         let mut now: u64 = 1;
         let mut i = 0usize;

@@ -48,7 +48,8 @@ pub struct WorkerCore {
     pub shared: Arc<WorkerShared>,
     pub table: SlotTable,
     pub dirty: DirtyList,
-    /// Records a direction's first packet takes (refilled on housekeeping).
+    /// Records a direction's first packet takes (topped up when a stream is added and on
+    /// housekeeping).
     pub spares: Spares,
     cfg: PathConfig,
     publisher: Publisher,
@@ -122,6 +123,8 @@ impl WorkerCore {
                 for i in self.table.add(*ns) {
                     io.attach(&mut self.table, i);
                 }
+                self.spares
+                    .refill(Spares::wanted(self.table.live_streams()));
             }
             Command::Update { id, side, init } => {
                 if let (Some(k), Some(group)) = (self.kernel.as_mut(), self.table.group(id)) {
@@ -249,7 +252,8 @@ impl WorkerCore {
     }
 
     fn housekeeping_turn(&mut self, now: Nanos, idle: bool) {
-        self.spares.refill();
+        self.spares
+            .refill(Spares::wanted(self.table.live_streams()));
         if let Some(k) = self.kernel.as_mut() {
             k.turn(
                 &mut self.table.slots,
@@ -387,6 +391,70 @@ mod tests {
             .as_deref()
             .map(|st| st.tracker.packets());
         assert_eq!(tracked, Some(2));
+    }
+
+    /// A silent stream holds no tracker and no RTCP record; its first RTP packet takes a
+    /// tracker, and a side's first RTCP packet an RTCP record, from the worker's spares (no
+    /// allocation there), which the next housekeeping turn tops up again.
+    #[test]
+    fn first_packets_take_their_records_from_the_spares() {
+        let shared = WorkerShared::new().expect("eventfd");
+        let cfg = PathConfig {
+            strict: false,
+            gso: false,
+            connect: false,
+            batch_wait_us: 0,
+        };
+        let mut core = WorkerCore::new(shared, cfg, 0, 1);
+        let (a_rtp, src) = add(&mut core, 1, 4000);
+        assert_eq!(
+            core.spares.ready(),
+            (0, 0),
+            "none kept before a stream comes"
+        );
+        core.housekeeping(5, true);
+        let full = core.spares.ready();
+        assert_eq!(full, (2, 2), "two of each per stream");
+        let tracked = |core: &WorkerCore, i: SlotIdx| {
+            core.slots()[i.index()]
+                .rtp
+                .as_deref()
+                .map(|st| (st.tracker.is_allocated(), st.tracker.packets()))
+        };
+        let rtcp_of_a = |core: &WorkerCore| {
+            core.slots()[a_rtp.index()]
+                .side_shared()
+                .and_then(|s| s.rtcp.get())
+                .map(|c| c.report.reports.load(Relaxed))
+        };
+        assert_eq!(tracked(&core, a_rtp), Some((false, 0)));
+        assert_eq!(rtcp_of_a(&core), None);
+
+        assert!(core.receive(a_rtp, src, &rtp(1), 10).is_some());
+        assert!(core.receive(a_rtp, src, &rtp(2), 20).is_some());
+        assert_eq!(tracked(&core, a_rtp), Some((true, 2)));
+        assert_eq!(core.spares.ready(), (full.0 - 1, full.1));
+
+        // An RR with one report block, on the RTP port (as a muxing endpoint sends it).
+        let mut rr = vec![0x81, 201, 0, 7, 0, 0, 0, 7];
+        rr.extend_from_slice(&[0, 0, 0, 9, 5, 0, 0, 3, 0, 0, 0, 10, 0, 0, 0, 4]);
+        rr.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0]);
+        core.receive(a_rtp, src, &rr, 30);
+        assert_eq!(rtcp_of_a(&core), Some(1));
+        assert_eq!(core.spares.ready(), (full.0 - 1, full.1 - 1));
+        let st = core.slots()[a_rtp.index()]
+            .shared
+            .as_deref()
+            .map(StreamShared::stats)
+            .expect("shared");
+        assert_eq!(st.a.rtcp_report.fraction_lost, 5);
+        assert_eq!(st.a.rtcp_report.cumulative_lost, 3);
+        assert_eq!(st.a.rtcp.packets, 0, "no RTCP socket counted it");
+        assert_eq!(st.b.rtcp_report.reports, 0, "B sent none");
+
+        core.housekeeping(40, true);
+        assert_eq!(core.spares.ready(), full);
+        assert_eq!(core.spares.short, 0);
     }
 
     fn published(t: &SlotTable) -> usize {
