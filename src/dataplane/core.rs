@@ -347,10 +347,8 @@ mod tests {
             .expect("emit")
     }
 
-    /// A panic deciding one datagram drops that datagram, counts it, and leaves the worker
-    /// and its slots working: the same stream and the other one are relayed right after.
-    #[test]
-    fn a_panic_on_the_packet_path_is_contained_and_counted() {
+    /// A worker core without GSO, strict checks, connects or batch waits.
+    fn plain_core() -> WorkerCore {
         let shared = WorkerShared::new().expect("eventfd");
         let cfg = PathConfig {
             strict: false,
@@ -358,7 +356,14 @@ mod tests {
             connect: false,
             batch_wait_us: 0,
         };
-        let mut core = WorkerCore::new(shared, cfg, 0, 1);
+        WorkerCore::new(shared, cfg, 0, 1)
+    }
+
+    /// A panic deciding one datagram drops that datagram, counts it, and leaves the worker
+    /// and its slots working: the same stream and the other one are relayed right after.
+    #[test]
+    fn a_panic_on_the_packet_path_is_contained_and_counted() {
+        let mut core = plain_core();
         let (s1, src1) = add(&mut core, 1, 4000);
         let (s2, src2) = add(&mut core, 2, 5000);
         let peer1 = SocketAddr::from(([10, 0, 0, 1], 4002));
@@ -398,14 +403,7 @@ mod tests {
     /// allocation there), which the next housekeeping turn tops up again.
     #[test]
     fn first_packets_take_their_records_from_the_spares() {
-        let shared = WorkerShared::new().expect("eventfd");
-        let cfg = PathConfig {
-            strict: false,
-            gso: false,
-            connect: false,
-            batch_wait_us: 0,
-        };
-        let mut core = WorkerCore::new(shared, cfg, 0, 1);
+        let mut core = plain_core();
         let (a_rtp, src) = add(&mut core, 1, 4000);
         assert_eq!(
             core.spares.ready(),
