@@ -15,6 +15,7 @@ use rtpanchor::dataplane::core::WorkerCore;
 use rtpanchor::dataplane::forward::{self, PacketCtx, PathConfig};
 use rtpanchor::dataplane::shared::{StreamShared, WorkerCounters};
 use rtpanchor::dataplane::slot::{DirtyList, SlotIdx};
+use rtpanchor::dataplane::spares::Spares;
 use rtpanchor::dataplane::table::SlotTable;
 use rtpanchor::dataplane::worker::{NewStream, SideInit, WorkerShared};
 use rtpanchor::rtp::clock::ClockRates;
@@ -115,6 +116,8 @@ fn bench(c: &mut Criterion) {
         let counters = WorkerCounters::default();
         let events = ArrayQueue::new(1 << 16);
         let mut dirty = DirtyList::with_capacity(1 << 16);
+        let mut spares = Spares::new();
+        spares.refill(Spares::wanted(streams));
         let mut seq: u16 = 0;
         let mut now: u64 = 1;
         let mut i = 0usize;
@@ -140,6 +143,7 @@ fn bench(c: &mut Criterion) {
                     counters: &counters,
                     events: &events,
                     dirty: &mut dirty,
+                    spares: &mut spares,
                 };
                 let out = if admitted {
                     forward::decide(&mut t.slots, slot, src, pkt, now, &mut ctx)

@@ -18,6 +18,7 @@ use super::kernel::reasons::UserReason;
 use super::kernel::KernelWorker;
 use super::shared::{bump, WorkerCounters};
 use super::slot::{DirtyList, Slot, SlotIdx, SlotKind};
+use super::spares::Spares;
 use super::table::SlotTable;
 use super::worker::{Command, WorkerShared};
 
@@ -47,6 +48,9 @@ pub struct WorkerCore {
     pub shared: Arc<WorkerShared>,
     pub table: SlotTable,
     pub dirty: DirtyList,
+    /// Records a direction's first packet takes (topped up when a stream is added and on
+    /// housekeeping).
+    pub spares: Spares,
     cfg: PathConfig,
     publisher: Publisher,
     /// The in-kernel fast path's handle, when the relay runs it.
@@ -65,6 +69,7 @@ impl WorkerCore {
             shared,
             table: SlotTable::with_capacity(slot_reserve),
             dirty: DirtyList::with_capacity(DIRTY_CAPACITY),
+            spares: Spares::new(),
             cfg,
             publisher: Publisher::new(now),
             kernel: None,
@@ -118,6 +123,8 @@ impl WorkerCore {
                 for i in self.table.add(*ns) {
                     io.attach(&mut self.table, i);
                 }
+                self.spares
+                    .refill(Spares::wanted(self.table.live_streams()));
             }
             Command::Update { id, side, init } => {
                 if let (Some(k), Some(group)) = (self.kernel.as_mut(), self.table.group(id)) {
@@ -226,6 +233,7 @@ impl WorkerCore {
             counters,
             events: &self.shared.events,
             dirty: &mut self.dirty,
+            spares: &mut self.spares,
         };
         forward::decide(slots, idx, src, pkt, now, &mut ctx)
     }
@@ -244,6 +252,8 @@ impl WorkerCore {
     }
 
     fn housekeeping_turn(&mut self, now: Nanos, idle: bool) {
+        self.spares
+            .refill(Spares::wanted(self.table.live_streams()));
         if let Some(k) = self.kernel.as_mut() {
             k.turn(
                 &mut self.table.slots,
@@ -337,10 +347,8 @@ mod tests {
             .expect("emit")
     }
 
-    /// A panic deciding one datagram drops that datagram, counts it, and leaves the worker
-    /// and its slots working: the same stream and the other one are relayed right after.
-    #[test]
-    fn a_panic_on_the_packet_path_is_contained_and_counted() {
+    /// A worker core without GSO, strict checks, connects or batch waits.
+    fn plain_core() -> WorkerCore {
         let shared = WorkerShared::new().expect("eventfd");
         let cfg = PathConfig {
             strict: false,
@@ -348,7 +356,14 @@ mod tests {
             connect: false,
             batch_wait_us: 0,
         };
-        let mut core = WorkerCore::new(shared, cfg, 0, 1);
+        WorkerCore::new(shared, cfg, 0, 1)
+    }
+
+    /// A panic deciding one datagram drops that datagram, counts it, and leaves the worker
+    /// and its slots working: the same stream and the other one are relayed right after.
+    #[test]
+    fn a_panic_on_the_packet_path_is_contained_and_counted() {
+        let mut core = plain_core();
         let (s1, src1) = add(&mut core, 1, 4000);
         let (s2, src2) = add(&mut core, 2, 5000);
         let peer1 = SocketAddr::from(([10, 0, 0, 1], 4002));
@@ -381,6 +396,63 @@ mod tests {
             .as_deref()
             .map(|st| st.tracker.packets());
         assert_eq!(tracked, Some(2));
+    }
+
+    /// A silent stream holds no tracker and no RTCP record; its first RTP packet takes a
+    /// tracker, and a side's first RTCP packet an RTCP record, from the worker's spares (no
+    /// allocation there), which the next housekeeping turn tops up again.
+    #[test]
+    fn first_packets_take_their_records_from_the_spares() {
+        let mut core = plain_core();
+        let (a_rtp, src) = add(&mut core, 1, 4000);
+        assert_eq!(
+            core.spares.ready(),
+            (0, 0),
+            "none kept before a stream comes"
+        );
+        core.housekeeping(5, true);
+        let full = core.spares.ready();
+        assert_eq!(full, (2, 2), "two of each per stream");
+        let tracked = |core: &WorkerCore, i: SlotIdx| {
+            core.slots()[i.index()]
+                .rtp
+                .as_deref()
+                .map(|st| (st.tracker.is_allocated(), st.tracker.packets()))
+        };
+        let rtcp_of_a = |core: &WorkerCore| {
+            core.slots()[a_rtp.index()]
+                .side_shared()
+                .and_then(|s| s.rtcp.get())
+                .map(|c| c.report.reports.load(Relaxed))
+        };
+        assert_eq!(tracked(&core, a_rtp), Some((false, 0)));
+        assert_eq!(rtcp_of_a(&core), None);
+
+        assert!(core.receive(a_rtp, src, &rtp(1), 10).is_some());
+        assert!(core.receive(a_rtp, src, &rtp(2), 20).is_some());
+        assert_eq!(tracked(&core, a_rtp), Some((true, 2)));
+        assert_eq!(core.spares.ready(), (full.0 - 1, full.1));
+
+        // An RR with one report block, on the RTP port (as a muxing endpoint sends it).
+        let mut rr = vec![0x81, 201, 0, 7, 0, 0, 0, 7];
+        rr.extend_from_slice(&[0, 0, 0, 9, 5, 0, 0, 3, 0, 0, 0, 10, 0, 0, 0, 4]);
+        rr.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0]);
+        core.receive(a_rtp, src, &rr, 30);
+        assert_eq!(rtcp_of_a(&core), Some(1));
+        assert_eq!(core.spares.ready(), (full.0 - 1, full.1 - 1));
+        let st = core.slots()[a_rtp.index()]
+            .shared
+            .as_deref()
+            .map(StreamShared::stats)
+            .expect("shared");
+        assert_eq!(st.a.rtcp_report.fraction_lost, 5);
+        assert_eq!(st.a.rtcp_report.cumulative_lost, 3);
+        assert_eq!(st.a.rtcp.packets, 0, "no RTCP socket counted it");
+        assert_eq!(st.b.rtcp_report.reports, 0, "B sent none");
+
+        core.housekeeping(40, true);
+        assert_eq!(core.spares.ready(), full);
+        assert_eq!(core.spares.short, 0);
     }
 
     fn published(t: &SlotTable) -> usize {

@@ -19,6 +19,7 @@ use crate::time::Nanos;
 
 use super::shared::{bump, WorkerCounters};
 use super::slot::{Conn, DirtyList, Slot, SlotIdx, SlotKind};
+use super::spares::Spares;
 
 /// Worker-wide settings the packet path needs.
 #[derive(Clone, Copy, Debug)]
@@ -63,6 +64,8 @@ pub struct PacketCtx<'a> {
     pub counters: &'a WorkerCounters,
     pub events: &'a ArrayQueue<MediaEvent>,
     pub dirty: &'a mut DirtyList,
+    /// Records a direction's first packet takes instead of allocating.
+    pub spares: &'a mut Spares,
 }
 
 /// Takes a received datagram's control area (`SO_RXQ_OVFL`: the socket's running drop count,
@@ -142,7 +145,7 @@ pub fn decide(
         (_, PacketKind::Rtcp) => {
             bump(&counters.rtcp_packets, 1);
             if let Some(sh) = slot.side_shared() {
-                let r = &sh.report;
+                let r = &sh.rtcp.get_or_put(|| ctx.spares.rtcp()).report;
                 let res = rtcp::for_each_report_block(pkt, |_, rb| {
                     r.on_block(rb);
                 })
@@ -172,7 +175,7 @@ pub fn decide(
         }
     };
 
-    let sh = slot.counters();
+    let sh = slot.counters_for_packet(ctx.spares);
     if let Some(sh) = sh {
         bump(&sh.packets, 1);
         bump(&sh.bytes, len);
@@ -215,7 +218,7 @@ pub fn decide(
             .clock_rates
             .clock_rate_hz(header.payload_type)
             .unwrap_or(0);
-        st.tracker.on_rtp(header, now, hz);
+        st.tracker.to_update(ctx.spares).on_rtp(header, now, hz);
         if !slot.dirty {
             slot.dirty = true;
             ctx.dirty.mark(idx);

@@ -231,10 +231,19 @@ impl<T> LazyCell<T> {
 impl<T: Default> LazyCell<T> {
     /// The record, allocated now if it was not yet. Not for the per-packet path.
     pub fn get_or_init(&self) -> &T {
+        self.get_or_put(Box::<T>::default)
+    }
+}
+
+impl<T> LazyCell<T> {
+    /// The record, set now to what `make` gives if it was not yet: the packet path gives a
+    /// record allocated beforehand (the worker's [`Spares`](super::spares::Spares)).
+    #[inline]
+    pub fn get_or_put(&self, make: impl FnOnce() -> Box<T>) -> &T {
         if let Some(t) = self.get() {
             return t;
         }
-        let fresh = Box::into_raw(Box::<T>::default());
+        let fresh = Box::into_raw(make());
         use std::sync::atomic::Ordering::{AcqRel, Acquire};
         match self
             .ptr
@@ -270,23 +279,34 @@ impl LazyCell<QualityCell> {
     }
 }
 
-impl LazyCell<Counters> {
-    /// The counters as read (all zero while there are none).
+/// What a side's RTCP leaves: its RTCP socket's counters and the last report its endpoint
+/// sent (on either socket: a muxing endpoint sends RTCP to the RTP port). 80 bytes, allocated
+/// apart on the side's first RTCP packet, from the worker's spares (no allocation on the
+/// packet path): a held call that carries no RTCP has none (memory per held call, issue 19).
+#[derive(Default, Debug)]
+pub struct RtcpCell {
+    pub socket: Counters,
+    pub report: ReportCell,
+}
+
+impl LazyCell<RtcpCell> {
+    /// The RTCP socket's counters as read (all zero while there are none).
     pub fn read(&self) -> SocketCounters {
-        self.get().map(Counters::read).unwrap_or_default()
+        self.get().map(|c| c.socket.read()).unwrap_or_default()
     }
 }
 
-/// Everything readers see of one side: what its endpoint sent to the relay. The RTCP
-/// socket's counters are allocated when the side first has an RTCP socket (an rtcp-mux
-/// answerer never does), the quality cell on the first publication (a held call that
-/// carries no RTP never has one): a silent muxed stream's record is 224 bytes, not 384.
+/// Everything readers see of one side: what its endpoint sent to the relay. Its RTCP
+/// counters and report are allocated on its first RTCP packet (see [`RtcpCell`]), the
+/// quality cell on the first publication (a held call that carries no RTP never has one):
+/// a silent stream's record is 128 bytes with its `Arc` counts (224 while the RTCP
+/// report was inline and the RTCP counters were allocated with the RTCP socket, 384 while
+/// all were inline).
 #[derive(Default, Debug)]
 pub struct SideShared {
     pub rtp: Counters,
-    pub rtcp: LazyCell<Counters>,
+    pub rtcp: LazyCell<RtcpCell>,
     pub quality: LazyCell<QualityCell>,
-    pub report: ReportCell,
 }
 
 impl SideShared {
@@ -306,16 +326,21 @@ impl SideShared {
             },
             learned_rtp: None,
             confirmed: false,
-            rtcp_report: self.report.read(rtcp.last_packet_ns),
+            rtcp_report: self
+                .rtcp
+                .get()
+                .map(|c| c.report.read(rtcp.last_packet_ns))
+                .unwrap_or_default(),
             kernel: KernelStatus::Pending,
             kernel_packets: 0,
         }
     }
 }
 
-/// Both sides of one stream. One allocation per stream: with its `Arc` header 224 bytes, an
-/// allocator size class (384 while each side kept its RTCP counters and quality cell inline,
-/// 448 while padded to a cache line: memory per call). Two streams' records may share a line
+/// Both sides of one stream. One allocation per stream: with its `Arc` header 128 bytes, an
+/// allocator size class (224 while each side kept its RTCP report inline, 384 while its RTCP
+/// counters and quality cell were inline too, 448 while padded to a cache line: memory per
+/// call). Two streams' records may share a line
 /// at their edges, where this one has the fields written on housekeeping (`kernel`,
 /// `locals`) and the next its reference counts.
 #[derive(Default, Debug)]

@@ -11,6 +11,7 @@ use crate::session::backend::{Side, StreamId};
 use crate::session::latch::Latch;
 
 use super::shared::{Counters, SideShared, StreamShared};
+use super::spares::Spares;
 
 /// A slot's place in its worker's table: what completions, epoll tokens, the dirty list and
 /// the fast path's entries carry to reach a socket's state without hashing.
@@ -231,8 +232,18 @@ impl Slot {
     pub fn counters(&self) -> Option<&Counters> {
         self.side_shared().and_then(|s| match self.kind {
             SlotKind::Rtp => Some(&s.rtp),
-            // Allocated when the slot was installed (`SlotTable::install`).
-            SlotKind::Rtcp => s.rtcp.get(),
+            // Set up on the socket's first packet (`counters_for_packet`).
+            SlotKind::Rtcp => s.rtcp.get().map(|c| &c.socket),
+        })
+    }
+
+    /// This socket's ingress counters, an RTCP socket's set up now from a spare record if
+    /// this is its first packet.
+    #[inline]
+    pub fn counters_for_packet(&self, spares: &mut Spares) -> Option<&Counters> {
+        self.side_shared().map(|s| match self.kind {
+            SlotKind::Rtp => &s.rtp,
+            SlotKind::Rtcp => &s.rtcp.get_or_put(|| spares.rtcp()).socket,
         })
     }
 
@@ -251,12 +262,53 @@ impl Slot {
     }
 }
 
-/// Per-direction RTP state of an RTP socket: 128 bytes, an allocator size class (160 while
-/// each kept a whole clock-rate map; now the two directions of a stream share one slice).
+/// Per-direction RTP state of an RTP socket: 24 bytes, and the tracker's 112 once the
+/// direction has carried RTP (128 inline while every direction had a tracker from its
+/// offer on; 160 while each kept a whole clock-rate map; now the two directions of a stream
+/// share one slice).
 #[derive(Clone, Debug, Default)]
 pub struct RtpState {
-    pub tracker: RtpStreamTracker,
+    pub tracker: LazyTracker,
     pub clock_rates: ClockRates,
+}
+
+/// What a tracker reads as before the direction's first RTP packet.
+static NO_RTP_YET: RtpStreamTracker = RtpStreamTracker::new();
+
+/// A direction's RTP tracker, allocated apart when its first RTP packet comes (taken from the
+/// worker's [`Spares`]: no allocation on the packet path), so a held call that carries no
+/// RTP has none (memory per held call, issue 19). Until then it reads as a fresh tracker.
+#[derive(Clone, Debug, Default)]
+pub struct LazyTracker(Option<Box<RtpStreamTracker>>);
+
+impl std::ops::Deref for LazyTracker {
+    type Target = RtpStreamTracker;
+
+    #[inline]
+    fn deref(&self) -> &RtpStreamTracker {
+        self.0.as_deref().unwrap_or(&NO_RTP_YET)
+    }
+}
+
+impl LazyTracker {
+    /// The tracker to update with a packet: the one there, or a spare.
+    #[inline]
+    pub fn to_update(&mut self, spares: &mut Spares) -> &mut RtpStreamTracker {
+        self.0.get_or_insert_with(|| spares.tracker())
+    }
+
+    /// Replaces the figures (a tracker taken back from the fast path; not per packet).
+    pub fn set(&mut self, t: RtpStreamTracker) {
+        match self.0.as_deref_mut() {
+            Some(have) => *have = t,
+            None => self.0 = Some(Box::new(t)),
+        }
+    }
+
+    /// Whether the direction has carried RTP (its tracker is allocated).
+    pub fn is_allocated(&self) -> bool {
+        self.0.is_some()
+    }
 }
 
 /// Slots whose quality figures changed since the last publish. Preallocated; when it fills
@@ -335,22 +387,36 @@ mod size_tests {
             "Slot is {} bytes",
             size_of::<Slot>()
         );
+        // The tracker apart (112, allocated with the first RTP packet): 24 (128 with it
+        // inline).
         assert!(
-            size_of::<RtpState>() <= 128,
+            size_of::<RtpState>() <= 24,
             "RtpState is {} bytes",
             size_of::<RtpState>()
         );
-        // 208 + the Arc's two counts = 224, an allocator size class (368 + 16 = 384 while
-        // each side kept its RTCP counters and quality cell inline).
         assert!(
-            size_of::<StreamShared>() <= 208,
+            size_of::<RtpStreamTracker>() <= 112,
+            "RtpStreamTracker is {} bytes",
+            size_of::<RtpStreamTracker>()
+        );
+        // 112 + the Arc's two counts = 128, an allocator size class (208 + 16 = 224 while
+        // each side kept its RTCP report inline, 368 + 16 = 384 while its RTCP counters and
+        // quality cell were inline too). A side's RTCP record: 80.
+        assert!(
+            size_of::<StreamShared>() <= 112,
             "StreamShared is {} bytes",
             size_of::<StreamShared>()
         );
+        assert!(
+            size_of::<super::super::shared::RtcpCell>() <= 80,
+            "RtcpCell is {} bytes",
+            size_of::<super::super::shared::RtcpCell>()
+        );
+        // A held (silent) stream's: four slots, two RTP states, the shared record.
         let per_stream =
             4 * size_of::<Slot>() + 2 * size_of::<RtpState>() + size_of::<StreamShared>();
         assert!(
-            per_stream <= 912,
+            per_stream <= 608,
             "worker state per stream is {per_stream} bytes"
         );
     }

@@ -84,6 +84,7 @@ impl SlotTable {
         slot.latch = Latch::new(init.latch, sdp);
         slot.rtcp_mux = init.rtcp_mux;
         if kind == SlotKind::Rtp {
+            // The tracker itself comes with the direction's first RTP packet.
             slot.rtp = Some(Box::new(RtpState {
                 tracker: Default::default(),
                 clock_rates: init.clock_rates.clone(),
@@ -147,12 +148,6 @@ impl SlotTable {
         s.peer_rtp = peer_rtp;
         s.peer_rtcp = peer_rtcp;
         s.shared = Some(shared.clone());
-        if kind == SlotKind::Rtcp {
-            // The side's RTCP counters exist from its first RTCP socket on (command path).
-            if let Some(sh) = s.side_shared() {
-                sh.rtcp.get_or_init();
-            }
-        }
         Self::init_side(s, init, kind);
     }
 

@@ -483,7 +483,6 @@ mod tests {
             b: MediaEnd::default(),
             mux_policy: RtcpMuxPolicy::Passthrough,
             mux_offered: false,
-            label: None,
         };
         assert_eq!(
             plan_streams(&[], &d),

@@ -507,7 +507,7 @@ impl KernelWorker {
         h.carried_bytes = 0;
         h.retry_at_packets = parts.packets + RETRY_AFTER_PACKETS;
         if let Some(st) = slot.rtp.as_deref_mut() {
-            st.tracker = RtpStreamTracker::import(&parts);
+            st.tracker.set(RtpStreamTracker::import(&parts));
         }
     }
 

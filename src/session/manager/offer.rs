@@ -228,14 +228,15 @@ fn offered_slot(
                 b: MediaEnd::default(),
                 mux_policy: opts.rtcp_mux,
                 mux_offered: false,
-                label: None,
             };
             *s.end_mut(receiver) = receiver_end;
             (s, replaced)
         }
     };
     slot.index = index;
-    slot.label = label.map(String::into_boxed_str);
+    if slot.label() != label.as_deref() {
+        slot.names = slot.names.with_label(label.as_deref());
+    }
     slot.mux_policy = opts.rtcp_mux;
     slot.mux_offered = end.mux_in_sdp;
     let prev_relay = slot.end(offerer).relay_local;

@@ -243,8 +243,8 @@ impl<B: MediaBackend> SessionManager<B> {
             .legs
             .iter()
             .map(|l| LegRecord {
-                tag: l.tag.to_string(),
-                label: l.label.as_deref().map(str::to_owned),
+                tag: l.tag().to_string(),
+                label: l.label().map(str::to_owned),
                 created_unix_ns: self.unix_of_mono(l.created_ns),
             })
             .collect();
@@ -286,7 +286,7 @@ impl<B: MediaBackend> SessionManager<B> {
             index: m.index,
             kind: m.kind().to_string(),
             proto: m.proto().to_string(),
-            label: m.label.as_deref().map(str::to_owned),
+            label: m.label().map(str::to_owned),
             mux_policy: mux_name(m.mux_policy).into(),
             mux_offered: m.mux_offered,
             a: end_record(&m.a, la, ca),
@@ -436,11 +436,11 @@ impl<B: MediaBackend> SessionManager<B> {
         let mut call = Box::new(Call::new(call_id.clone(), now));
         call.created_ns = self.mono_of_unix(rec.created_unix_ns);
         for l in &rec.legs {
-            call.legs.push(Leg {
-                tag: token(&l.tag)?,
-                label: opt_token(&l.label)?,
-                created_ns: self.mono_of_unix(l.created_unix_ns),
-            });
+            call.legs.push(Leg::new(
+                &token(&l.tag)?,
+                opt_token(&l.label)?.as_deref(),
+                self.mono_of_unix(l.created_unix_ns),
+            ));
         }
         let mut opened: Vec<StreamId> = Vec::new();
         let result = self.restore_dialogues(&rec, &stats, &call_id, now, &mut call, &mut opened);
@@ -537,13 +537,12 @@ impl<B: MediaBackend> SessionManager<B> {
                 };
                 dialogue.media.push(MediaSlot {
                     index: m.index,
-                    names: MediaNames::new(&m.kind, &m.proto),
+                    names: MediaNames::labelled(&m.kind, &m.proto, opt_token(&m.label)?.as_deref()),
                     stream,
                     a,
                     b,
                     mux_policy: mux_parse(&m.mux_policy).ok_or(RestoreError::Invalid("mux"))?,
                     mux_offered: m.mux_offered,
-                    label: opt_token(&m.label)?,
                 });
             }
             call.dialogues.push(dialogue);

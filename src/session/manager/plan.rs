@@ -738,7 +738,6 @@ pub(super) mod tests {
                 b: MediaEnd::default(),
                 mux_policy: RtcpMuxPolicy::Passthrough,
                 mux_offered: false,
-                label: None,
             })
             .collect();
         let mut call = Call::new(Arc::from("c"), S);

@@ -103,7 +103,7 @@ impl<B: MediaBackend> SessionManager<B> {
         let end = self.unix_secs_f64(now);
         CallRecord {
             call_id: call.id.to_string(),
-            tags: call.legs.iter().map(|l| l.tag.to_string()).collect(),
+            tags: call.legs.iter().map(|l| l.tag().to_string()).collect(),
             start,
             end,
             duration: ((end - start).max(0.0) * 1000.0).round() / 1000.0,

@@ -145,8 +145,8 @@ impl<B: MediaBackend> SessionManager<B> {
         let mut pending: Option<TagReport> = None;
         for leg in &call.legs {
             tags.push(TagReport {
-                tag: leg.tag.to_string(),
-                label: leg.label.as_deref().map(str::to_owned),
+                tag: leg.tag().to_string(),
+                label: leg.label().map(str::to_owned),
                 created_unix: self.unix(leg.created_ns).as_secs(),
                 via_branch: None,
                 peers: Vec::new(),
@@ -250,7 +250,7 @@ impl<B: MediaBackend> SessionManager<B> {
             index: m.index,
             kind: m.kind().to_string(),
             proto: m.proto().to_string(),
-            label: m.label.as_deref().map(str::to_owned),
+            label: m.label().map(str::to_owned),
             ports: m.stream.map(|s| side_ports(&s, side)),
             local_addr: m.stream.and(end.relay_local),
             interface: m

@@ -8,9 +8,15 @@
 //! (skipped, never counted as a visit) until the next round starts, when the last calls fill
 //! the holes. A call only ever moves to a lower slot, so nothing waits behind calls moved in
 //! front of it: a call is visited at most one round period after its previous visit.
+//!
+//! The index holds slot numbers only (4 bytes an entry, not a Call-ID's 16-byte pointer and
+//! an 8-byte slot: memory per call, issue 19); an entry is found by the Call-ID's hash and
+//! recognised by the Call-ID of the call in its slot. It never names a hole.
 
-use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
+
+use hashbrown::HashTable;
 
 use crate::session::model::Call;
 
@@ -19,8 +25,25 @@ pub(super) struct CallTable {
     /// Boxed: a move copies a pointer, and the vector's spare capacity costs 8 bytes a slot
     /// (memory per call). `None`: a hole the sweep has passed (see above).
     slots: Vec<Option<Box<Call>>>,
-    index: HashMap<Arc<str>, usize>,
+    /// Slot numbers by their call's Call-ID (SipHash with a random key: Call-IDs come from
+    /// the network).
+    index: HashTable<u32>,
+    hasher: RandomState,
     holes: usize,
+}
+
+/// The Call-ID of the call in slot `s` (`""` for a hole, which the index never names).
+fn id_at(slots: &[Option<Box<Call>>], s: u32) -> &str {
+    match slots.get(s as usize) {
+        Some(Some(c)) => &c.id,
+        _ => "",
+    }
+}
+
+/// A slot number as the index keeps it (the table never holds 2^32 calls: the session
+/// limit and the ports run out long before).
+fn slot_no(s: usize) -> u32 {
+    u32::try_from(s).unwrap_or(u32::MAX)
 }
 
 impl CallTable {
@@ -29,23 +52,40 @@ impl CallTable {
         self.index.len()
     }
 
+    /// The slot of the call named `id`.
+    fn find(&self, id: &str) -> Option<usize> {
+        let h = self.hasher.hash_one(id);
+        let slots = &self.slots;
+        self.index
+            .find(h, |&s| id_at(slots, s) == id)
+            .map(|&s| s as usize)
+    }
+
+    /// Adds slot `s` (holding a call now) to the index.
+    fn index_slot(&mut self, s: usize) {
+        let (slots, hasher) = (&self.slots, &self.hasher);
+        let h = hasher.hash_one(id_at(slots, slot_no(s)));
+        self.index
+            .insert_unique(h, slot_no(s), |&x| hasher.hash_one(id_at(slots, x)));
+    }
+
     /// Slots, holes included: where the sweep's position runs to.
     pub(super) fn slot_count(&self) -> usize {
         self.slots.len()
     }
 
     pub(super) fn get(&self, id: &str) -> Option<&Call> {
-        let &slot = self.index.get(id)?;
+        let slot = self.find(id)?;
         self.slots.get(slot)?.as_deref()
     }
 
     pub(super) fn get_mut(&mut self, id: &str) -> Option<&mut Call> {
-        let &slot = self.index.get(id)?;
+        let slot = self.find(id)?;
         self.slots.get_mut(slot)?.as_deref_mut()
     }
 
     pub(super) fn contains_key(&self, id: &str) -> bool {
-        self.index.contains_key(id)
+        self.find(id).is_some()
     }
 
     /// Every call, in sweep order.
@@ -71,42 +111,42 @@ impl CallTable {
         id: &Arc<str>,
         make: impl FnOnce() -> Box<Call>,
     ) -> (&mut Call, bool) {
-        let found = self
-            .index
-            .get(&**id)
-            .copied()
-            .filter(|&s| matches!(self.slots.get(s), Some(Some(_))));
-        let slot = found.unwrap_or_else(|| {
-            let s = self.slots.len();
-            self.index.insert(id.clone(), s);
-            self.slots.push(None);
-            s
-        });
-        let mut made = false;
-        let call = self.slots[slot].get_or_insert_with(|| {
-            made = true;
-            make()
-        });
-        (call, made)
+        let slot = match self.find(id) {
+            Some(s) => s,
+            None => {
+                self.slots.push(Some(make()));
+                let s = self.slots.len() - 1;
+                self.index_slot(s);
+                let call = self.slots[s].get_or_insert_with(|| Box::new(Call::new(id.clone(), 0)));
+                return (call, true);
+            }
+        };
+        // Found through the index, so never a hole.
+        let call = self.slots[slot].get_or_insert_with(|| Box::new(Call::new(id.clone(), 0)));
+        (call, false)
     }
 
     /// Adds `call` (last in the sweep order), replacing one with the same id in its slot.
     pub(super) fn insert(&mut self, call: Box<Call>) {
-        if let Some(&slot) = self.index.get(&*call.id) {
+        if let Some(slot) = self.find(&call.id) {
             if let Some(s) = self.slots.get_mut(slot) {
                 *s = Some(call);
                 return;
             }
         }
-        self.index.insert(call.id.clone(), self.slots.len());
         self.slots.push(Some(call));
+        self.index_slot(self.slots.len() - 1);
     }
 
     /// Removes the call named `id`. `visited` is how many slots from the start the current
     /// sweep round has passed: a slot among them becomes a hole, one after them takes the
     /// last call (there are no holes after `visited`).
     pub(super) fn remove(&mut self, id: &str, visited: &mut usize) -> Option<Box<Call>> {
-        let slot = self.index.remove(id)?;
+        let h = self.hasher.hash_one(id);
+        let slots = &self.slots;
+        let entry = self.index.find_entry(h, |&s| id_at(slots, s) == id).ok()?;
+        let (slot, _) = entry.remove();
+        let slot = slot as usize;
         if slot < *visited {
             let call = self.slots.get_mut(slot)?.take();
             self.holes += 1;
@@ -148,10 +188,14 @@ impl CallTable {
         self.holes = 0;
     }
 
+    /// The call now in `slot` came from the last slot (a `swap_remove`): its index entry
+    /// follows it.
     fn reindex(&mut self, slot: usize) {
+        let from = slot_no(self.slots.len());
         if let Some(Some(c)) = self.slots.get(slot) {
-            if let Some(i) = self.index.get_mut(&*c.id) {
-                *i = slot;
+            let h = self.hasher.hash_one(&*c.id);
+            if let Some(i) = self.index.find_mut(h, |&s| s == from) {
+                *i = slot_no(slot);
             }
         }
     }
@@ -174,9 +218,13 @@ mod tests {
         assert_eq!(t.holes, t.slots.iter().filter(|s| s.is_none()).count());
         for (k, c) in t.slots.iter().enumerate() {
             if let Some(c) = c {
-                assert_eq!(t.index.get(&*c.id), Some(&k), "{}", c.id);
+                assert_eq!(t.find(&c.id), Some(k), "{}", c.id);
             }
         }
+        assert!(t
+            .index
+            .iter()
+            .all(|&s| matches!(t.slots.get(s as usize), Some(Some(_)))));
     }
 
     fn slots(t: &CallTable) -> Vec<String> {
