@@ -797,19 +797,24 @@ impl MediaBackend for DataPlane {
     }
 
     fn stats(&self, id: StreamId) -> Option<StreamStats> {
+        Some(stats_of(self.streams.get(&id)?))
+    }
+
+    fn sweep_read<F>(
+        &self,
+        id: StreamId,
+        whole: F,
+    ) -> Option<(
+        [crate::session::backend::SocketCounters; 4],
+        Option<StreamStats>,
+    )>
+    where
+        F: FnOnce(&[crate::session::backend::SocketCounters; 4]) -> bool,
+    {
         let e = self.streams.get(&id)?;
-        let mut s = e.shared.stats();
-        s.a.learned_rtp = e.learned[0].get();
-        s.b.learned_rtp = e.learned[1].get();
-        s.a.confirmed = e.confirmed[0];
-        s.b.confirmed = e.confirmed[1];
-        if let Some(b) = &e.base {
-            add_base(&mut s.a.rtp, &b[0]);
-            add_base(&mut s.a.rtcp, &b[1]);
-            add_base(&mut s.b.rtp, &b[2]);
-            add_base(&mut s.b.rtcp, &b[3]);
-        }
-        Some(s)
+        let c = socket_counters_of(e);
+        let st = whole(&c).then(|| stats_of(e));
+        Some((c, st))
     }
 
     fn briefs(&self, id: StreamId) -> Option<[crate::session::backend::SideBrief; 2]> {
@@ -820,15 +825,7 @@ impl MediaBackend for DataPlane {
         &self,
         id: StreamId,
     ) -> Option<[crate::session::backend::SocketCounters; 4]> {
-        let e = self.streams.get(&id)?;
-        let [a, b] = &e.shared.sides;
-        let mut c = [a.rtp.read(), a.rtcp.read(), b.rtp.read(), b.rtcp.read()];
-        if let Some(base) = &e.base {
-            for (c, b) in c.iter_mut().zip(base.iter()) {
-                add_base(c, b);
-            }
-        }
-        Some(c)
+        Some(socket_counters_of(self.streams.get(&id)?))
     }
 
     fn poll_event(&mut self) -> Option<MediaEvent> {
@@ -864,6 +861,34 @@ impl MediaBackend for DataPlane {
     fn counters(&self) -> Vec<(&'static str, u64)> {
         self.totals().named()
     }
+}
+
+/// A stream's full figures (`MediaBackend::stats`).
+fn stats_of(e: &StreamEntry) -> StreamStats {
+    let mut s = e.shared.stats();
+    s.a.learned_rtp = e.learned[0].get();
+    s.b.learned_rtp = e.learned[1].get();
+    s.a.confirmed = e.confirmed[0];
+    s.b.confirmed = e.confirmed[1];
+    if let Some(b) = &e.base {
+        add_base(&mut s.a.rtp, &b[0]);
+        add_base(&mut s.a.rtcp, &b[1]);
+        add_base(&mut s.b.rtp, &b[2]);
+        add_base(&mut s.b.rtcp, &b[3]);
+    }
+    s
+}
+
+/// A stream's four socket counters (`MediaBackend::socket_counters`).
+fn socket_counters_of(e: &StreamEntry) -> [crate::session::backend::SocketCounters; 4] {
+    let [a, b] = &e.shared.sides;
+    let mut c = [a.rtp.read(), a.rtcp.read(), b.rtp.read(), b.rtcp.read()];
+    if let Some(base) = &e.base {
+        for (c, b) in c.iter_mut().zip(base.iter()) {
+            add_base(c, b);
+        }
+    }
+    c
 }
 
 /// Below this many free port pairs a closed stream's worker is woken to close its sockets at

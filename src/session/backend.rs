@@ -364,6 +364,23 @@ pub trait MediaBackend: Send {
         let s = self.stats(id)?;
         Some([s.a.rtp, s.a.rtcp, s.b.rtp, s.b.rtcp])
     }
+    /// The socket counters as [`MediaBackend::socket_counters`] and, when `whole` says so
+    /// given them, the stream's full [`MediaBackend::stats`]: what the timeout sweep reads of
+    /// every stream (the full figures only when a quality sample is due). A backend that can
+    /// reads both with one look-up of the stream. `None` for unknown ids.
+    fn sweep_read<F>(
+        &self,
+        id: StreamId,
+        whole: F,
+    ) -> Option<([SocketCounters; 4], Option<StreamStats>)>
+    where
+        F: FnOnce(&[SocketCounters; 4]) -> bool,
+        Self: Sized,
+    {
+        let c = self.socket_counters(id)?;
+        let st = if whole(&c) { self.stats(id) } else { None };
+        Some((c, st))
+    }
     /// Side A's and side B's [`SideBrief`]; `None` for unknown ids. What a scrape reads of
     /// every stream, so it should cost less than [`MediaBackend::stats`].
     fn briefs(&self, id: StreamId) -> Option<[SideBrief; 2]> {

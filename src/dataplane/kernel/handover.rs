@@ -17,8 +17,8 @@ use crate::session::backend::{KernelStatus, Side};
 
 /// How often a sync pass looks at every direction in the kernel: one load from the mapped
 /// entries and one from the worker's dense marks per direction, and a fold for those whose
-/// packet count moved, a flowing one every `pace::fold_gap` passes (1 up to 5,000
-/// directions a worker). Idle timeouts are tens of seconds; queries see figures at most
+/// packet count moved, a flowing one every `pace::fold_gap` passes (1 up to 1,000
+/// directions a ring). Idle timeouts are tens of seconds; queries see figures at most
 /// this old (times the gap).
 const SYNC_EVERY_NS: u64 = crate::time::NANOS_PER_SEC;
 /// Entry positions looked at per housekeeping turn while a sync pass runs, so a pass over
