@@ -364,6 +364,17 @@ pub trait MediaBackend: Send {
         let s = self.stats(id)?;
         Some([s.a.rtp, s.a.rtcp, s.b.rtp, s.b.rtcp])
     }
+    /// Brings the records of streams `ids` into the cache before the sweep reads them one
+    /// by one: independent look-ups overlap their cache misses, the sweep's own (one after
+    /// the other, each behind its branches) do not. Nothing is changed; the default does
+    /// nothing.
+    fn warm<I>(&self, ids: I)
+    where
+        I: Iterator<Item = StreamId>,
+        Self: Sized,
+    {
+        let _ = ids;
+    }
     /// The socket counters as [`MediaBackend::socket_counters`] and, when `whole` says so
     /// given them, the stream's full [`MediaBackend::stats`]: what the timeout sweep reads of
     /// every stream (the full figures only when a quality sample is due). A backend that can

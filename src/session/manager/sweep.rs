@@ -73,6 +73,17 @@ impl<B: MediaBackend> SessionManager<B> {
         let mut dead = Vec::new();
         let mut moved = Vec::new();
         let persist = self.store.sink.is_some();
+        // The slice's stream and quality records into the cache first, their misses
+        // overlapped (in perf at 25,000 calls the look-ups' misses were most of the sweep).
+        let ids = || {
+            self.calls
+                .slice(self.sweep.pos, end)
+                .flat_map(|c| c.streams().map(|s| s.id))
+        };
+        self.backend.warm(ids());
+        for id in ids() {
+            std::hint::black_box(self.quality.get(&id).map(|q| q.packets_seen()));
+        }
         for call in self.calls.slice(self.sweep.pos, end) {
             let mut last = call.last_signal_ns;
             for s in call.streams() {
