@@ -825,17 +825,39 @@ impl MediaBackend for DataPlane {
     }
 
     fn stats(&self, id: StreamId) -> Option<StreamStats> {
-        let e = self.streams.get(&id)?;
-        let mut s = e.shared.stats();
-        (s.a.learned_rtp, s.a.confirmed) = e.learned(0);
-        (s.b.learned_rtp, s.b.confirmed) = e.learned(1);
-        if let Some(b) = &e.base {
-            add_base(&mut s.a.rtp, &b[0]);
-            add_base(&mut s.a.rtcp, &b[1]);
-            add_base(&mut s.b.rtp, &b[2]);
-            add_base(&mut s.b.rtcp, &b[3]);
+        Some(stats_of(self.streams.get(&id)?))
+    }
+
+    fn warm<I>(&self, ids: I)
+    where
+        I: Iterator<Item = StreamId>,
+    {
+        for id in ids {
+            if let Some(e) = self.streams.get(&id) {
+                let [a, b] = &e.shared.sides;
+                std::hint::black_box((
+                    a.rtp.packets.load(Ordering::Relaxed),
+                    b.rtp.packets.load(Ordering::Relaxed),
+                ));
+            }
         }
-        Some(s)
+    }
+
+    fn sweep_read<F>(
+        &self,
+        id: StreamId,
+        whole: F,
+    ) -> Option<(
+        [crate::session::backend::SocketCounters; 4],
+        Option<StreamStats>,
+    )>
+    where
+        F: FnOnce(&[crate::session::backend::SocketCounters; 4]) -> bool,
+    {
+        let e = self.streams.get(&id)?;
+        let c = socket_counters_of(e);
+        let st = whole(&c).then(|| stats_of(e));
+        Some((c, st))
     }
 
     fn briefs(&self, id: StreamId) -> Option<[crate::session::backend::SideBrief; 2]> {
@@ -846,15 +868,7 @@ impl MediaBackend for DataPlane {
         &self,
         id: StreamId,
     ) -> Option<[crate::session::backend::SocketCounters; 4]> {
-        let e = self.streams.get(&id)?;
-        let [a, b] = &e.shared.sides;
-        let mut c = [a.rtp.read(), a.rtcp.read(), b.rtp.read(), b.rtcp.read()];
-        if let Some(base) = &e.base {
-            for (c, b) in c.iter_mut().zip(base.iter()) {
-                add_base(c, b);
-            }
-        }
-        Some(c)
+        Some(socket_counters_of(self.streams.get(&id)?))
     }
 
     fn poll_event(&mut self) -> Option<MediaEvent> {
@@ -891,6 +905,32 @@ impl MediaBackend for DataPlane {
     fn counters(&self) -> Vec<(&'static str, u64)> {
         self.totals().named()
     }
+}
+
+/// A stream's full figures (`MediaBackend::stats`).
+fn stats_of(e: &StreamEntry) -> StreamStats {
+    let mut s = e.shared.stats();
+    (s.a.learned_rtp, s.a.confirmed) = e.learned(0);
+    (s.b.learned_rtp, s.b.confirmed) = e.learned(1);
+    if let Some(b) = &e.base {
+        add_base(&mut s.a.rtp, &b[0]);
+        add_base(&mut s.a.rtcp, &b[1]);
+        add_base(&mut s.b.rtp, &b[2]);
+        add_base(&mut s.b.rtcp, &b[3]);
+    }
+    s
+}
+
+/// A stream's four socket counters (`MediaBackend::socket_counters`).
+fn socket_counters_of(e: &StreamEntry) -> [crate::session::backend::SocketCounters; 4] {
+    let [a, b] = &e.shared.sides;
+    let mut c = [a.rtp.read(), a.rtcp.read(), b.rtp.read(), b.rtcp.read()];
+    if let Some(base) = &e.base {
+        for (c, b) in c.iter_mut().zip(base.iter()) {
+            add_base(c, b);
+        }
+    }
+    c
 }
 
 /// Below this many free port pairs a closed stream's worker is woken to close its sockets at

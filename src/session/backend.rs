@@ -364,6 +364,34 @@ pub trait MediaBackend: Send {
         let s = self.stats(id)?;
         Some([s.a.rtp, s.a.rtcp, s.b.rtp, s.b.rtcp])
     }
+    /// Brings the records of streams `ids` into the cache before the sweep reads them one
+    /// by one: independent look-ups overlap their cache misses, the sweep's own (one after
+    /// the other, each behind its branches) do not. Nothing is changed; the default does
+    /// nothing.
+    fn warm<I>(&self, ids: I)
+    where
+        I: Iterator<Item = StreamId>,
+        Self: Sized,
+    {
+        let _ = ids;
+    }
+    /// The socket counters as [`MediaBackend::socket_counters`] and, when `whole` says so
+    /// given them, the stream's full [`MediaBackend::stats`]: what the timeout sweep reads of
+    /// every stream (the full figures only when a quality sample is due). A backend that can
+    /// reads both with one look-up of the stream. `None` for unknown ids.
+    fn sweep_read<F>(
+        &self,
+        id: StreamId,
+        whole: F,
+    ) -> Option<([SocketCounters; 4], Option<StreamStats>)>
+    where
+        F: FnOnce(&[SocketCounters; 4]) -> bool,
+        Self: Sized,
+    {
+        let c = self.socket_counters(id)?;
+        let st = if whole(&c) { self.stats(id) } else { None };
+        Some((c, st))
+    }
     /// Side A's and side B's [`SideBrief`]; `None` for unknown ids. What a scrape reads of
     /// every stream, so it should cost less than [`MediaBackend::stats`].
     fn briefs(&self, id: StreamId) -> Option<[SideBrief; 2]> {

@@ -273,6 +273,11 @@ impl StreamQuality {
         due
     }
 
+    /// The packets counted at the last due look (the sweep reads it ahead to warm the cache).
+    pub fn packets_seen(&self) -> u64 {
+        self.packets_seen
+    }
+
     pub fn direction(&self, receiver: Side) -> &DirectionQuality {
         &self.dirs[idx(receiver)]
     }

@@ -8,15 +8,18 @@ use crate::rtp::RtpPacket;
 
 use super::abi::{entry, mode_of, FwdKey, FwdValue, Route, HANDED_BACK, MODE_LOCAL};
 use super::dirs::{Entries, Entry};
+use super::pace::{fold_gap, Look};
 use super::reasons::{Back, UserReason};
 use super::route;
 use crate::dataplane::shared::{bump, WorkerCounters};
 use crate::dataplane::slot::{DirtyList, Slot, SlotIdx, SlotIdxMap, SlotKind};
 use crate::session::backend::{KernelStatus, Side};
 
-/// How often the kernel's counts are folded into the published figures: one load from the
-/// mapped entries per direction each time, and a fold for those whose packet count moved.
-/// Idle timeouts are tens of seconds; queries see figures at most this old.
+/// How often a sync pass looks at every direction in the kernel: one load from the mapped
+/// entries and one from the worker's dense marks per direction, and a fold for those whose
+/// packet count moved, a flowing one every `pace::fold_gap` passes (1 up to 1,000
+/// directions a ring). Idle timeouts are tens of seconds; queries see figures at most
+/// this old (times the gap).
 const SYNC_EVERY_NS: u64 = crate::time::NANOS_PER_SEC;
 /// Entry positions looked at per housekeeping turn while a sync pass runs, so a pass over
 /// 25,000 directions takes 7 turns.
@@ -130,6 +133,11 @@ pub struct KernelWorker {
     sync_cursor: usize,
     sync_in_pass: bool,
     last_sync_ns: u64,
+    /// Per entry position, what the sync saw of it and when it last folded it.
+    looks: Vec<Look>,
+    /// Sync passes started (wraps), and the fold gap of the current one.
+    pass: u32,
+    gap: u32,
     /// The clock at the last housekeeping turn (when a freed entry number was freed).
     last_turn_ns: u64,
 }
@@ -162,6 +170,9 @@ impl KernelWorker {
             sync_cursor: 0,
             sync_in_pass: false,
             last_sync_ns: 0,
+            looks: Vec::new(),
+            pass: 0,
+            gap: 1,
             last_turn_ns: 0,
         }
     }
@@ -178,6 +189,10 @@ impl KernelWorker {
         let mut ops = 0;
         self.last_turn_ns = now;
         if self.sync_in_pass || now.saturating_sub(self.last_sync_ns) >= SYNC_EVERY_NS {
+            if !self.sync_in_pass {
+                self.pass = self.pass.wrapping_add(1);
+                self.gap = fold_gap(self.in_kernel);
+            }
             self.sync_in_pass = true;
             if self.sync_some(slots, counters) {
                 self.sync_in_pass = false;
@@ -351,6 +366,15 @@ impl KernelWorker {
         h.refused = !handed;
         if handed {
             h.pos = taken.map(|(pos, _)| pos);
+            if let Some((pos, _)) = taken {
+                if self.looks.len() <= pos {
+                    self.looks
+                        .resize(self.entries.positions().max(pos + 1), Look::default());
+                }
+                if let Some(l) = self.looks.get_mut(pos) {
+                    *l = Look::handed(value.packets, self.pass);
+                }
+            }
         }
         self.slots.insert(i, h);
         if !handed {
@@ -374,26 +398,35 @@ impl KernelWorker {
 
     /// Looks at the next [`SYNC_PER_TURN`] entry positions and folds the directions whose
     /// packet count moved (or whose worker-counted packets are not folded yet) into the
-    /// published figures; an idle direction costs one load. True when the pass is complete.
+    /// published figures, a flowing one every `gap` passes (see `pace`); a direction not
+    /// due costs a load from its entry and one from `looks`. True when the pass is complete.
     fn sync_some(&mut self, slots: &mut [Slot], counters: &WorkerCounters) -> bool {
         let end = self
             .sync_cursor
             .saturating_add(SYNC_PER_TURN)
-            .min(self.entries.positions());
+            .min(self.entries.positions())
+            .min(self.looks.len());
         let mut folded = Folded::default();
         for pos in self.sync_cursor..end {
             let Some((at, i)) = self.entries.used(pos) else {
                 continue;
             };
+            let Some(packets) = self.entries.dirs().packets(at) else {
+                continue;
+            };
+            let Some(look) = self.looks.get_mut(pos) else {
+                continue;
+            };
+            if !look.visit(packets, self.pass, self.gap) {
+                continue;
+            }
+            look.folded(self.pass);
             let (Some(h), Some(slot)) = (self.slots.get_mut(&i), slots.get_mut(i.index())) else {
                 continue;
             };
             if !slot.kernel || h.pos != Some(pos) {
                 continue;
             }
-            let Some(packets) = self.entries.dirs().packets(at) else {
-                continue;
-            };
             if packets == h.seen_packets && !h.carried_unfolded {
                 continue;
             }
@@ -402,7 +435,7 @@ impl KernelWorker {
         }
         folded.publish(counters);
         self.sync_cursor = end;
-        end >= self.entries.positions()
+        end >= self.entries.positions().min(self.looks.len())
     }
 
     /// Entry `h`'s figures, while it is in the kernel.
@@ -449,6 +482,9 @@ impl KernelWorker {
                 h.carried_packets += 1;
                 h.carried_bytes += pkt.len() as u64;
                 h.carried_unfolded = true;
+                if let Some(l) = h.pos.and_then(|pos| self.looks.get_mut(pos)) {
+                    l.force();
+                }
                 return UserReason::Queued;
             }
         }

@@ -33,6 +33,7 @@ pub mod abi;
 pub mod dirs;
 pub mod handover;
 pub mod load;
+pub mod pace;
 pub mod reasons;
 pub mod route;
 pub mod xdp;

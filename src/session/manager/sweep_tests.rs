@@ -215,3 +215,61 @@ fn a_round_visits_each_call_once_while_calls_come_and_go() {
         );
     }
 }
+
+/// Moving streams sampled for quality (their full figures read when a sample is due) and
+/// silent ones timed out, from the same sweep: 100 calls, half fall silent at 3 s; each
+/// moving stream gets a relay sample every [`RELAY_SAMPLE_NS`] after its first look and
+/// never times out; each silent one times out within a round period and a tick of its due
+/// time, with its counters read once a round.
+#[test]
+fn quality_samples_and_timeouts_come_from_the_same_sweep_reads() {
+    use crate::session::quality::RELAY_SAMPLE_NS;
+    let n = 100;
+    let timeout = 10 * S;
+    let mut m = big_mgr(timeout);
+    let ids: Vec<(String, StreamId)> = (0..n)
+        .map(|k| {
+            let id = format!("q{k}");
+            let s = add_call(&mut m, &id, 0);
+            (id, s)
+        })
+        .collect();
+    let stops = |k: usize| k % 2 == 0;
+    let mut closed_at: HashMap<String, Nanos> = HashMap::new();
+    let mut t = S;
+    while t <= 30 * S {
+        if t % S == 0 {
+            for (k, (_, s)) in ids.iter().enumerate() {
+                let secs = if stops(k) { (t / S).min(3) } else { t / S };
+                let mut st = heard(50 * secs, secs * S);
+                st.a.quality.expected = 50 * secs;
+                st.a.quality.packets = 50 * secs;
+                m.backend_mut().set_stats(*s, st);
+            }
+        }
+        for c in m.tick(t) {
+            assert_eq!(c.reason, CloseReason::Timeout);
+            assert!(closed_at.insert(c.call_id.to_string(), t).is_none());
+        }
+        t += TICK;
+    }
+    for (k, (id, _)) in ids.iter().enumerate() {
+        if stops(k) {
+            let due = 3 * S + timeout;
+            let at = closed_at[id.as_str()];
+            assert!(
+                at >= due && at <= due + SWEEP_ROUND_NS + TICK,
+                "{id} at {at}"
+            );
+        } else {
+            assert!(!closed_at.contains_key(id), "{id} moved and timed out");
+        }
+    }
+    // Looked at first at 1 s (no relay sample off the first packets), then every 5 s while
+    // the heard count moves: moving streams at 6, 11, 16, 21 and 26 s; silent ones once, at
+    // 6 s, for their media of 1 to 3 s. One receiver each (B hears A).
+    let half = (n / 2) as u64;
+    let moving = (26 * S - S) / RELAY_SAMPLE_NS;
+    assert_eq!(moving, 5);
+    assert_eq!(m.sample_totals().mos.count, half * moving + half);
+}

@@ -1,0 +1,166 @@
+//! When the sync folds a direction the kernel moved: the per-position marks a worker's sync
+//! pass reads instead of the direction's records (sans-IO, unit-tested).
+//!
+//! A pass looks at every in-kernel direction about once a second; looking costs one load
+//! from the mapped entry and one from a dense array of [`Look`]s, in entry order. A fold
+//! (reading the whole entry, the tracker's hand-over record, the slot, publishing counts,
+//! the latch's last packet and quality) is what costs, so a worker with many directions
+//! folds a flowing one at most every [`fold_gap`] passes (1 up to [`FOLDS_PER_PASS`]
+//! directions, so small relays publish as before). A direction that moved after it was
+//! last folded and for that long (resumed after a silence, or a lone packet) is folded at
+//! the first pass that sees it, so the published newest-packet time of a silent call is
+//! never older than a pass once media resumes, and a timeout is neither missed nor taken
+//! early for a call whose media resumed; a direction that stopped is folded within the gap.
+
+/// Directions a worker (one io_uring ring's) folds per pass before it spaces the folds of
+/// flowing ones over several passes (a fold is a few hundred ns of cache misses; a worker
+/// thread drives up to 3 rings at 25,000 calls).
+pub const FOLDS_PER_PASS: u64 = 1_000;
+
+/// The most passes between two folds of a flowing direction: what `query`, `/metrics` and
+/// the timeout sweep see of it is at most this many passes (seconds) and one more old.
+pub const MAX_FOLD_GAP: u32 = 4;
+
+/// Passes between folds of a flowing direction for a worker holding `in_kernel`
+/// directions in the kernel.
+pub fn fold_gap(in_kernel: u64) -> u32 {
+    let gap = in_kernel.div_ceil(FOLDS_PER_PASS).max(1);
+    u32::try_from(gap).unwrap_or(MAX_FOLD_GAP).min(MAX_FOLD_GAP)
+}
+
+/// One entry position's marks: what the last pass saw of it and when it was last folded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Look {
+    /// The entry's packet count (low 32 bits) at the last look.
+    seen: u32,
+    /// The pass that last folded it.
+    folded_pass: u32,
+    /// Packets (or worker-counted ones) not folded yet.
+    pending: bool,
+}
+
+impl Look {
+    /// A direction handed over on pass `pass` with the entry's packet count `packets`: its
+    /// figures are published as handed over.
+    pub fn handed(packets: u64, pass: u32) -> Look {
+        Look {
+            seen: packets as u32,
+            folded_pass: pass,
+            pending: false,
+        }
+    }
+
+    /// The worker counted packets for the direction (queued before the hand-over): the next
+    /// look folds them, however recent the last fold.
+    pub fn force(&mut self) {
+        self.pending = true;
+        self.folded_pass = self.folded_pass.wrapping_sub(MAX_FOLD_GAP);
+    }
+
+    /// Pass `pass` sees the entry's packet count `packets`; true when the direction is to be
+    /// folded now (then [`Look::folded`]). `gap`: [`fold_gap`] of the worker's directions.
+    pub fn visit(&mut self, packets: u64, pass: u32, gap: u32) -> bool {
+        let low = packets as u32;
+        if low != self.seen {
+            self.seen = low;
+            self.pending = true;
+        }
+        self.pending && pass.wrapping_sub(self.folded_pass) >= gap
+    }
+
+    /// The direction was folded (or found with nothing to fold) on pass `pass`.
+    pub fn folded(&mut self, pass: u32) {
+        self.pending = false;
+        self.folded_pass = pass;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `passes` passes over one direction whose entry count is `count(pass)`; returns
+    /// the passes that folded and the count each fold published.
+    fn run(
+        look: &mut Look,
+        passes: std::ops::Range<u32>,
+        gap: u32,
+        count: impl Fn(u32) -> u64,
+    ) -> Vec<(u32, u64)> {
+        let mut folds = Vec::new();
+        for pass in passes {
+            let c = count(pass);
+            if look.visit(c, pass, gap) {
+                look.folded(pass);
+                folds.push((pass, c));
+            }
+        }
+        folds
+    }
+
+    #[test]
+    fn the_gap_is_one_for_small_workers_and_capped() {
+        assert_eq!(fold_gap(0), 1);
+        assert_eq!(fold_gap(FOLDS_PER_PASS), 1);
+        assert_eq!(fold_gap(FOLDS_PER_PASS + 1), 2);
+        assert_eq!(fold_gap(8_000), MAX_FOLD_GAP);
+        assert_eq!(fold_gap(u64::MAX), MAX_FOLD_GAP);
+    }
+
+    #[test]
+    fn with_a_gap_of_one_every_moved_pass_folds_and_idle_ones_never() {
+        let mut l = Look::handed(10, 0);
+        // Moves on passes 1-3, idle 4-6, moves on 7.
+        let folds = run(&mut l, 1..9, 1, |p| match p {
+            1..=3 => 10 + u64::from(p),
+            4..=6 => 13,
+            _ => 20,
+        });
+        assert_eq!(folds, vec![(1, 11), (2, 12), (3, 13), (7, 20),]);
+    }
+
+    #[test]
+    fn a_flowing_direction_is_folded_every_gap_passes_and_its_last_packets_within_one() {
+        let gap = 4;
+        let mut l = Look::handed(0, 0);
+        // One packet a pass up to pass 13, then silent.
+        let folds = run(&mut l, 1..30, gap, |p| u64::from(p.min(13)));
+        assert_eq!(folds, vec![(4, 4), (8, 8), (12, 12), (16, 13)]);
+        // Every packet's count was published, the last within `gap` passes of arriving.
+        assert_eq!(folds.last().map(|f| f.1), Some(13));
+    }
+
+    #[test]
+    fn a_direction_resuming_after_a_silence_is_folded_at_the_first_look() {
+        let gap = 4;
+        let mut l = Look::handed(0, 0);
+        let folds = run(&mut l, 1..40, gap, |p| match p {
+            0..=5 => u64::from(p),
+            6..=30 => 5,
+            // Resumes on pass 31: the newest-packet time must be published at once (a
+            // timeout sweep reads it).
+            _ => 5 + u64::from(p - 30),
+        });
+        assert_eq!(folds, vec![(4, 4), (8, 5), (31, 6), (35, 10), (39, 14)]);
+    }
+
+    #[test]
+    fn a_lone_packet_after_a_fold_waits_at_most_the_gap_and_a_forced_look_none() {
+        let gap = 3;
+        let mut l = Look::handed(0, 0);
+        assert!(!l.visit(1, 1, gap), "one pass after the hand-over");
+        assert!(!l.visit(1, 2, gap));
+        assert!(l.visit(1, 3, gap), "within the gap");
+        l.folded(3);
+        l.force();
+        assert!(
+            l.visit(1, 4, gap),
+            "worker-counted packets fold at the next look"
+        );
+        l.folded(4);
+        assert!(!l.visit(1, 5, gap), "nothing new");
+        // A count that wraps its low 32 bits still reads as moved.
+        let mut w = Look::handed(u64::from(u32::MAX), 0);
+        assert!(w.visit(u64::from(u32::MAX) + 1, 1, 1));
+    }
+}
