@@ -52,10 +52,6 @@ static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)BPF_FU
 static __u64 (*bpf_ktime_get_ns)(void) = (void *)BPF_FUNC_ktime_get_ns;
 static long (*bpf_skb_load_bytes)(const struct __sk_buff *skb, __u32 offset, void *to, __u32 len) =
     (void *)BPF_FUNC_skb_load_bytes;
-static long (*bpf_skb_store_bytes)(struct __sk_buff *skb, __u32 offset, const void *from, __u32 len,
-                                   __u64 flags) = (void *)BPF_FUNC_skb_store_bytes;
-static long (*bpf_l3_csum_replace)(struct __sk_buff *skb, __u32 offset, __u64 from, __u64 to,
-                                   __u64 size) = (void *)BPF_FUNC_l3_csum_replace;
 static long (*bpf_l4_csum_replace)(struct __sk_buff *skb, __u32 offset, __u64 from, __u64 to,
                                    __u64 flags) = (void *)BPF_FUNC_l4_csum_replace;
 static long (*bpf_redirect)(__u32 ifindex, __u64 flags) = (void *)BPF_FUNC_redirect;
@@ -440,6 +436,15 @@ static __always_inline struct fwd_value *lookup_v6(void *data, void *end, __u32 
     return v;
 }
 
+// The relay's ports as they sit in the UDP header's first word.
+static __always_inline __u32 ports_word(__u16 sport, __u16 dport) {
+    union {
+        __u16 p[2];
+        __u32 w;
+    } u = {.p = {sport, dport}};
+    return u.w;
+}
+
 // ---- TC ----------------------------------------------------------------------------------
 
 // Sends the rewritten packet on: LOCAL out of `ifindex` again (loopback delivers it to the
@@ -454,6 +459,46 @@ static __always_inline int send_on(const struct fwd_value *v) {
     return bpf_redirect(v->ifindex, 0);
 }
 
+// One's complement arithmetic as the kernel's csum_add and csum_fold (include/net/checksum.h),
+// bit for bit: the sums below are handed to the kernel's checksum helpers and compared with
+// what they wrote.
+static __always_inline __u32 csum_add(__u32 a, __u32 b) {
+    __u32 r = a + b;
+    return r + (r < b);
+}
+
+static __always_inline __u16 csum_fold(__u32 s) {
+    s = (s & 0xffff) + (s >> 16);
+    s = (s & 0xffff) + (s >> 16);
+    return (__u16)~s;
+}
+
+// The checksum `check` after bytes whose sum was `diff`'s negative part became its positive
+// part (the kernel's csum_replace_by_diff): the IPv4 header checksum, which is always whole.
+static __always_inline __u16 csum_by_diff(__u16 check, __u32 diff) {
+    return csum_fold(csum_add(diff, ~(__u32)check));
+}
+
+// The UDP checksum after the packet's addresses and ports changed: `addr_diff`, the
+// pseudo-header's part (the addresses), `old_ports`/`new_ports` the UDP header's first word.
+// What the field holds depends on the skb's checksum state, which only the kernel's helper
+// knows: a whole checksum over everything, or (CHECKSUM_PARTIAL, a local socket's packet on
+// loopback or a veth) only the pseudo-header's sum, to which the ports do not belong; with
+// CHECKSUM_COMPLETE the skb's own sum must follow the pseudo-header's change as well. So the
+// ports go through one helper call (it leaves a partial checksum alone), and the addresses
+// through a second only when they change the sum at all (relay and endpoints on one address,
+// as on loopback, do not). A UDP checksum of 0 (IPv4: none) stays 0 (BPF_F_MARK_MANGLED_0).
+// The helpers invalidate the packet pointers: the caller loads them again.
+static __always_inline void udp_csum_update(struct __sk_buff *skb, __u32 off, __u32 addr_diff,
+                                            __u32 old_ports, __u32 new_ports) {
+    // 0 and 0xffff: a sum that does not move.
+    __u16 moved = csum_fold(addr_diff);
+    if (moved != 0 && moved != 0xffff)
+        bpf_l4_csum_replace(skb, off, 0, addr_diff, BPF_F_PSEUDO_HDR | BPF_F_MARK_MANGLED_0);
+    if (old_ports != new_ports)
+        bpf_l4_csum_replace(skb, off, old_ports, new_ports, BPF_F_MARK_MANGLED_0 | 4);
+}
+
 static __always_inline int tc_v4(struct __sk_buff *skb, void *data, void *end) {
     __u32 len = 0;
     struct fwd_value *v = lookup_v4(data, end, &len);
@@ -464,21 +509,26 @@ static __always_inline int tc_v4(struct __sk_buff *skb, void *data, void *end) {
     struct iphdr *ip = data + IP_OFF;
     struct udphdr *udp = data + UDP_OFF;
 
-    // Rewrite: from the relay's other socket to the other side's endpoint.
+    // Rewrite: from the relay's other socket to the other side's endpoint. The addresses
+    // (adjacent in the IP header) and ports (the UDP header's first word) are written in
+    // place; the checksums follow by one difference over the old and new words.
     __u32 old_saddr = ip->saddr, old_daddr = ip->daddr;
-    __u16 old_sport = udp->source, old_dport = udp->dest;
+    __u32 old_ports = *(__u32 *)udp;
     __u32 new_saddr = mapped_v4(v->out_saddr), new_daddr = mapped_v4(v->out_daddr);
-    __u16 new_sport = v->out_sport, new_dport = v->out_dport;
-    bpf_l4_csum_replace(skb, UDP_CSUM_OFF, old_saddr, new_saddr, BPF_F_PSEUDO_HDR | BPF_F_MARK_MANGLED_0 | 4);
-    bpf_l4_csum_replace(skb, UDP_CSUM_OFF, old_daddr, new_daddr, BPF_F_PSEUDO_HDR | BPF_F_MARK_MANGLED_0 | 4);
-    bpf_l4_csum_replace(skb, UDP_CSUM_OFF, old_sport, new_sport, BPF_F_MARK_MANGLED_0 | 2);
-    bpf_l4_csum_replace(skb, UDP_CSUM_OFF, old_dport, new_dport, BPF_F_MARK_MANGLED_0 | 2);
-    bpf_l3_csum_replace(skb, IP_CSUM_OFF, old_saddr, new_saddr, 4);
-    bpf_l3_csum_replace(skb, IP_CSUM_OFF, old_daddr, new_daddr, 4);
-    bpf_skb_store_bytes(skb, IP_SADDR_OFF, &new_saddr, 4, 0);
-    bpf_skb_store_bytes(skb, IP_DADDR_OFF, &new_daddr, 4, 0);
-    bpf_skb_store_bytes(skb, UDP_SPORT_OFF, &new_sport, 2, 0);
-    bpf_skb_store_bytes(skb, UDP_DPORT_OFF, &new_dport, 2, 0);
+    __u32 new_ports = ports_word(v->out_sport, v->out_dport);
+    __u32 diff = csum_add(csum_add(~old_saddr, ~old_daddr), csum_add(new_saddr, new_daddr));
+    ip->check = csum_by_diff(ip->check, diff);
+    ip->saddr = new_saddr;
+    ip->daddr = new_daddr;
+    if (udp->check != 0) {
+        udp_csum_update(skb, UDP_CSUM_OFF, diff, old_ports, new_ports);
+        data = (void *)(long)skb->data;
+        end = (void *)(long)skb->data_end;
+        if (data + RTP_OFF > end)
+            return TC_ACT_SHOT;
+        udp = data + UDP_OFF;
+    }
+    *(__u32 *)udp = new_ports;
     return send_on(v);
 }
 
@@ -492,23 +542,28 @@ static __always_inline int tc_v6(struct __sk_buff *skb, void *data, void *end) {
     struct ipv6hdr *ip6 = data + IP_OFF;
     struct udphdr *udp = data + UDP6_OFF;
 
-    // Rewrite both addresses (32 bytes, the pseudo-header's part of the UDP checksum: IPv6
-    // has no header checksum) and both ports.
-    __u32 old_addrs[8];
-    __builtin_memcpy(old_addrs, &ip6->saddr, 32);
-    __u16 old_sport = udp->source, old_dport = udp->dest;
-    __u16 new_sport = v->out_sport, new_dport = v->out_dport;
-    __u32 new_addrs[8];
-    __builtin_memcpy(new_addrs, v->out_saddr, 32);
-    __s64 diff = bpf_csum_diff(old_addrs, 32, new_addrs, 32, 0);
-    if (diff < 0)
-        return TC_ACT_UNSPEC;
-    bpf_l4_csum_replace(skb, UDP6_CSUM_OFF, 0, (__u32)diff, BPF_F_PSEUDO_HDR | BPF_F_MARK_MANGLED_0);
-    bpf_l4_csum_replace(skb, UDP6_CSUM_OFF, old_sport, new_sport, BPF_F_MARK_MANGLED_0 | 2);
-    bpf_l4_csum_replace(skb, UDP6_CSUM_OFF, old_dport, new_dport, BPF_F_MARK_MANGLED_0 | 2);
-    bpf_skb_store_bytes(skb, IP6_SADDR_OFF, new_addrs, 32, 0);
-    bpf_skb_store_bytes(skb, UDP6_SPORT_OFF, &new_sport, 2, 0);
-    bpf_skb_store_bytes(skb, UDP6_DPORT_OFF, &new_dport, 2, 0);
+    // Both addresses (32 bytes, the pseudo-header's part of the UDP checksum: IPv6 has no
+    // header checksum) and both ports, written in place as for IPv4.
+    __u32 *addrs = (__u32 *)&ip6->saddr;
+    const __u32 *to = (const __u32 *)v->out_saddr;
+    __u32 diff = 0;
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+        diff = csum_add(diff, ~addrs[i]);
+        diff = csum_add(diff, to[i]);
+        addrs[i] = to[i];
+    }
+    __u32 old_ports = *(__u32 *)udp;
+    __u32 new_ports = ports_word(v->out_sport, v->out_dport);
+    if (udp->check != 0) {
+        udp_csum_update(skb, UDP6_CSUM_OFF, diff, old_ports, new_ports);
+        data = (void *)(long)skb->data;
+        end = (void *)(long)skb->data_end;
+        if (data + RTP6_OFF > end)
+            return TC_ACT_SHOT;
+        udp = data + UDP6_OFF;
+    }
+    *(__u32 *)udp = new_ports;
     return send_on(v);
 }
 
@@ -586,15 +641,6 @@ static __always_inline int xdp_send(struct xdp_md *ctx, struct ethhdr *eth,
     if (fib->ifindex == ctx->ingress_ifindex)
         return XDP_TX;
     return bpf_redirect_map(&anchor_egress, fib->ifindex, 0);
-}
-
-// The relay's ports as they sit in the UDP header's first word.
-static __always_inline __u32 ports_word(__u16 sport, __u16 dport) {
-    union {
-        __u16 p[2];
-        __u32 w;
-    } u = {.p = {sport, dport}};
-    return u.w;
 }
 
 static __always_inline int xdp_v4(struct xdp_md *ctx, void *data, void *end) {
