@@ -53,26 +53,8 @@ unsafe impl Sync for Directions {}
 impl Directions {
     /// Maps the array `fd` of `len` entries, read and write.
     pub fn map(fd: std::os::fd::BorrowedFd<'_>, len: u32) -> std::io::Result<Directions> {
-        use std::os::fd::AsRawFd;
         let bytes = (len as usize) * std::mem::size_of::<FwdValue>();
-        // SAFETY: a fresh shared mapping of the map's fd (BPF_F_MMAPABLE, checked by the
-        // kernel, which refuses the call otherwise); no existing memory is touched, and the
-        // result is checked before use.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                bytes,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd.as_raw_fd(),
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error());
-        }
-        let base = std::ptr::NonNull::new(p.cast::<FwdValue>())
-            .ok_or_else(|| std::io::Error::other("mmap returned null"))?;
+        let base = super::keys::map_shared(fd, bytes)?.cast::<FwdValue>();
         Ok(Directions {
             base,
             len,

@@ -6,8 +6,9 @@
 // (XDP_PASS) reaches the TC program on the same device, which relays it or passes it up.
 //
 // The worker that owns a stream copies its RTP tracker into an entry of `anchor_dir` and keys
-// it in `anchor_fwd` by the relay socket a packet arrives on, once both ends are latched. From then on this program does what
-// the worker would: checks the source, tracks sequence numbers, loss, duplicates, reordering
+// it (`anchor_port`, or `anchor_fwd` beyond the address slots) by the relay socket a packet
+// arrives on, once both ends are latched. From then on this program does what the worker
+// would: checks the source, tracks sequence numbers, loss, duplicates, reordering
 // and RFC 3550 jitter exactly as src/rtp/stats.rs does, rewrites the addresses and redirects
 // the packet. Anything it cannot judge goes on unchanged (TC_ACT_UNSPEC: under TCX that is
 // "next program", so other programs on the device, another relay's among them, still see
@@ -163,9 +164,25 @@ struct fwd_value {
 _Static_assert(sizeof(struct fwd_value) == 168, "FwdValue in kernel/abi.rs has 168 bytes");
 _Static_assert(sizeof(struct fwd_key) == 20, "FwdKey in kernel/abi.rs has 20 bytes");
 
-// The directions: the relay socket to the direction's entry in `anchor_dir`. An entry number
-// belongs to one worker (each takes numbers from ranges of its own), which writes the entry
-// before it adds the key here and reads the entry back only after it removed the key.
+// The directions: the relay socket to the direction's entry in `anchor_dir`, in one of two
+// maps. `anchor_port` is an array with a slot per relay address (the first ANCHOR_SLOTS of
+// each family, in the loader's `anchor_addrs4`/`anchor_addrs6`) and port of the relay's
+// range: slot * ports + (port - anchor_port_min) holds the entry number + 1 (0: none). One
+// load where a hash lookup hashed 20 bytes and walked a bucket, two cache lines more.
+// Mapped into the relay's memory (BPF_F_MMAPABLE): a worker keys and unkeys a direction with
+// one atomic store. `anchor_fwd`, a hash, keys the sockets of any further address. An entry
+// number belongs to one worker (each takes numbers from ranges of its own), which writes the
+// entry before it keys it and reads the entry back only after it removed the key.
+#define ANCHOR_SLOTS 8
+
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, 1);  // set by the loader: slots * ports
+    __uint(map_flags, BPF_F_MMAPABLE);
+    __type(key, __u32);
+    __type(value, __u32);
+} anchor_port SEC(".maps");
+
 struct {
     __uint(type, BPF_MAP_TYPE_HASH);
     __uint(max_entries, ANCHOR_DIRECTIONS);
@@ -187,21 +204,56 @@ struct {
 
 // The relay's media port range, set by the loader: no relay socket has a port outside it.
 // On loopback every packet the program relayed enters lo's ingress again on its way to the
-// endpoint (whose port is outside the range, as a rule): this sends it on before the map's
-// hash lookup.
+// endpoint (whose port is outside the range, as a rule): this sends it on before any lookup.
 volatile const __u16 anchor_port_min = 0;
 volatile const __u16 anchor_port_max = 65535;
+// The relay addresses that have slots in `anchor_port`: IPv4 ones (network order) first,
+// slots 0..anchor_n4, then IPv6 ones, slots anchor_n4..anchor_n4 + anchor_n6.
+volatile const __u32 anchor_n4 = 0;
+volatile const __u32 anchor_n6 = 0;
+volatile const __u32 anchor_addrs4[ANCHOR_SLOTS] = {0};
+volatile const __u32 anchor_addrs6[ANCHOR_SLOTS * 4] = {0};
 
-// The direction keyed `key`, or NULL.
-static __always_inline struct fwd_value *direction(const struct fwd_key *key) {
-    __u16 port = __builtin_bswap16(key->port);
+// The direction whose relay socket has `port` (network order) and the address of slot
+// `slot` (-1: none; then `key` names it), or NULL.
+static __always_inline struct fwd_value *direction(int slot, __u16 port_be, const struct fwd_key *key) {
+    __u16 port = __builtin_bswap16(port_be);
     if (port < anchor_port_min || port > anchor_port_max)
         return 0;
-    __u32 *entry = bpf_map_lookup_elem(&anchor_fwd, key);
-    if (!entry)
-        return 0;
-    __u32 at = *entry;
+    __u32 at;
+    if (slot >= 0) {
+        __u32 ports = (__u32)anchor_port_max - anchor_port_min + 1;
+        __u32 i = (__u32)slot * ports + (port - anchor_port_min);
+        __u32 *e = bpf_map_lookup_elem(&anchor_port, &i);
+        if (!e || *e == 0)
+            return 0;
+        at = *e - 1;
+    } else {
+        __u32 *e = bpf_map_lookup_elem(&anchor_fwd, key);
+        if (!e)
+            return 0;
+        at = *e;
+    }
     return bpf_map_lookup_elem(&anchor_dir, &at);
+}
+
+// The slot of IPv4 relay address `addr` (network order), or -1.
+static __always_inline int slot4(__u32 addr) {
+#pragma unroll
+    for (int i = 0; i < ANCHOR_SLOTS; i++)
+        if (i < anchor_n4 && anchor_addrs4[i] == addr)
+            return i;
+    return -1;
+}
+
+// The slot of IPv6 relay address `addr` (16 bytes), or -1.
+static __always_inline int slot6(const __u32 *addr) {
+#pragma unroll
+    for (int i = 0; i < ANCHOR_SLOTS; i++)
+        if (i < anchor_n6 && anchor_addrs6[4 * i] == addr[0] && anchor_addrs6[4 * i + 1] == addr[1] &&
+            anchor_addrs6[4 * i + 2] == addr[2] && anchor_addrs6[4 * i + 3] == addr[3])
+            return anchor_n4 + i;
+    return -1;
 }
 
 // The devices the XDP program may send a packet out of (ifindex to itself), kept by the
@@ -393,10 +445,13 @@ static __always_inline struct fwd_value *lookup_v4(void *data, void *end, __u32 
         return 0;
     struct udphdr *udp = data + UDP_OFF;
     struct fwd_key key = {.port = udp->dest, .pad = 0};
-    key.addr[10] = 0xff;
-    key.addr[11] = 0xff;
-    *(__u32 *)(key.addr + 12) = ip->daddr;
-    struct fwd_value *v = direction(&key);
+    int slot = slot4(ip->daddr);
+    if (slot < 0) {
+        key.addr[10] = 0xff;
+        key.addr[11] = 0xff;
+        *(__u32 *)(key.addr + 12) = ip->daddr;
+    }
+    struct fwd_value *v = direction(slot, udp->dest, &key);
     if (!v || (v->flags & ANCHOR_HANDED_BACK))
         return 0;
     if (ip->saddr != mapped_v4(v->src_addr) || udp->source != v->src_port) {
@@ -421,8 +476,10 @@ static __always_inline struct fwd_value *lookup_v6(void *data, void *end, __u32 
         return 0;
     struct udphdr *udp = data + UDP6_OFF;
     struct fwd_key key = {.port = udp->dest, .pad = 0};
-    __builtin_memcpy(key.addr, &ip6->daddr, 16);
-    struct fwd_value *v = direction(&key);
+    int slot = slot6((const __u32 *)&ip6->daddr);
+    if (slot < 0)
+        __builtin_memcpy(key.addr, &ip6->daddr, 16);
+    struct fwd_value *v = direction(slot, udp->dest, &key);
     if (!v || (v->flags & ANCHOR_HANDED_BACK))
         return 0;
     if (!same16((const __u8 *)&ip6->saddr, v->src_addr) || udp->source != v->src_port) {
