@@ -516,9 +516,8 @@ static __always_inline int send_on(const struct fwd_value *v) {
     return bpf_redirect(v->ifindex, 0);
 }
 
-// One's complement arithmetic as the kernel's csum_add and csum_fold (include/net/checksum.h),
-// bit for bit: the sums below are handed to the kernel's checksum helpers and compared with
-// what they wrote.
+// One's complement arithmetic as the kernel's csum_add and csum_fold (include/net/checksum.h):
+// the address difference below goes to its checksum helper as a __wsum.
 static __always_inline __u32 csum_add(__u32 a, __u32 b) {
     __u32 r = a + b;
     return r + (r < b);
