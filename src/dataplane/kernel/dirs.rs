@@ -1,7 +1,8 @@
 //! The program's direction entries (`anchor_dir`, a `BPF_F_MMAPABLE` array) mapped into the
 //! relay's memory, and the entry numbers each worker hands out from ranges of its own.
 //!
-//! A worker writes an entry before it keys it in `anchor_fwd` and reads it back after it
+//! A worker writes an entry before it keys it (in the per-port array `anchor_port`, or in the
+//! `anchor_fwd` hash for addresses beyond its slots: `keys.rs`) and reads it back after it
 //! removed the key; while the key is there only the program writes the entry. The worker reads
 //! the figures with plain loads, no system call: one load of the packet count tells whether a
 //! direction moved since the last sync.
@@ -53,26 +54,8 @@ unsafe impl Sync for Directions {}
 impl Directions {
     /// Maps the array `fd` of `len` entries, read and write.
     pub fn map(fd: std::os::fd::BorrowedFd<'_>, len: u32) -> std::io::Result<Directions> {
-        use std::os::fd::AsRawFd;
         let bytes = (len as usize) * std::mem::size_of::<FwdValue>();
-        // SAFETY: a fresh shared mapping of the map's fd (BPF_F_MMAPABLE, checked by the
-        // kernel, which refuses the call otherwise); no existing memory is touched, and the
-        // result is checked before use.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                bytes,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd.as_raw_fd(),
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error());
-        }
-        let base = std::ptr::NonNull::new(p.cast::<FwdValue>())
-            .ok_or_else(|| std::io::Error::other("mmap returned null"))?;
+        let base = super::keys::map_shared(fd, bytes)?.cast::<FwdValue>();
         Ok(Directions {
             base,
             len,

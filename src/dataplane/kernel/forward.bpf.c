@@ -6,8 +6,9 @@
 // (XDP_PASS) reaches the TC program on the same device, which relays it or passes it up.
 //
 // The worker that owns a stream copies its RTP tracker into an entry of `anchor_dir` and keys
-// it in `anchor_fwd` by the relay socket a packet arrives on, once both ends are latched. From then on this program does what
-// the worker would: checks the source, tracks sequence numbers, loss, duplicates, reordering
+// it (`anchor_port`, or `anchor_fwd` beyond the address slots) by the relay socket a packet
+// arrives on, once both ends are latched. From then on this program does what the worker
+// would: checks the source, tracks sequence numbers, loss, duplicates, reordering
 // and RFC 3550 jitter exactly as src/rtp/stats.rs does, rewrites the addresses and redirects
 // the packet. Anything it cannot judge goes on unchanged (TC_ACT_UNSPEC: under TCX that is
 // "next program", so other programs on the device, another relay's among them, still see
@@ -52,10 +53,6 @@ static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)BPF_FU
 static __u64 (*bpf_ktime_get_ns)(void) = (void *)BPF_FUNC_ktime_get_ns;
 static long (*bpf_skb_load_bytes)(const struct __sk_buff *skb, __u32 offset, void *to, __u32 len) =
     (void *)BPF_FUNC_skb_load_bytes;
-static long (*bpf_skb_store_bytes)(struct __sk_buff *skb, __u32 offset, const void *from, __u32 len,
-                                   __u64 flags) = (void *)BPF_FUNC_skb_store_bytes;
-static long (*bpf_l3_csum_replace)(struct __sk_buff *skb, __u32 offset, __u64 from, __u64 to,
-                                   __u64 size) = (void *)BPF_FUNC_l3_csum_replace;
 static long (*bpf_l4_csum_replace)(struct __sk_buff *skb, __u32 offset, __u64 from, __u64 to,
                                    __u64 flags) = (void *)BPF_FUNC_l4_csum_replace;
 static long (*bpf_redirect)(__u32 ifindex, __u64 flags) = (void *)BPF_FUNC_redirect;
@@ -167,9 +164,25 @@ struct fwd_value {
 _Static_assert(sizeof(struct fwd_value) == 168, "FwdValue in kernel/abi.rs has 168 bytes");
 _Static_assert(sizeof(struct fwd_key) == 20, "FwdKey in kernel/abi.rs has 20 bytes");
 
-// The directions: the relay socket to the direction's entry in `anchor_dir`. An entry number
-// belongs to one worker (each takes numbers from ranges of its own), which writes the entry
-// before it adds the key here and reads the entry back only after it removed the key.
+// The directions: the relay socket to the direction's entry in `anchor_dir`, in one of two
+// maps. `anchor_port` is an array with a slot per relay address (the first ANCHOR_SLOTS of
+// each family, in the loader's `anchor_addrs4`/`anchor_addrs6`) and port of the relay's
+// range: slot * ports + (port - anchor_port_min) holds the entry number + 1 (0: none). One
+// load where a hash lookup hashed 20 bytes and walked a bucket, two cache lines more.
+// Mapped into the relay's memory (BPF_F_MMAPABLE): a worker keys and unkeys a direction with
+// one atomic store. `anchor_fwd`, a hash, keys the sockets of any further address. An entry
+// number belongs to one worker (each takes numbers from ranges of its own), which writes the
+// entry before it keys it and reads the entry back only after it removed the key.
+#define ANCHOR_SLOTS 8
+
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, 1);  // set by the loader: slots * ports
+    __uint(map_flags, BPF_F_MMAPABLE);
+    __type(key, __u32);
+    __type(value, __u32);
+} anchor_port SEC(".maps");
+
 struct {
     __uint(type, BPF_MAP_TYPE_HASH);
     __uint(max_entries, ANCHOR_DIRECTIONS);
@@ -191,21 +204,56 @@ struct {
 
 // The relay's media port range, set by the loader: no relay socket has a port outside it.
 // On loopback every packet the program relayed enters lo's ingress again on its way to the
-// endpoint (whose port is outside the range, as a rule): this sends it on before the map's
-// hash lookup.
+// endpoint (whose port is outside the range, as a rule): this sends it on before any lookup.
 volatile const __u16 anchor_port_min = 0;
 volatile const __u16 anchor_port_max = 65535;
+// The relay addresses that have slots in `anchor_port`: IPv4 ones (network order) first,
+// slots 0..anchor_n4, then IPv6 ones, slots anchor_n4..anchor_n4 + anchor_n6.
+volatile const __u32 anchor_n4 = 0;
+volatile const __u32 anchor_n6 = 0;
+volatile const __u32 anchor_addrs4[ANCHOR_SLOTS] = {0};
+volatile const __u32 anchor_addrs6[ANCHOR_SLOTS * 4] = {0};
 
-// The direction keyed `key`, or NULL.
-static __always_inline struct fwd_value *direction(const struct fwd_key *key) {
-    __u16 port = __builtin_bswap16(key->port);
+// The direction whose relay socket has `port` (network order) and the address of slot
+// `slot` (-1: none; then `key` names it), or NULL.
+static __always_inline struct fwd_value *direction(int slot, __u16 port_be, const struct fwd_key *key) {
+    __u16 port = __builtin_bswap16(port_be);
     if (port < anchor_port_min || port > anchor_port_max)
         return 0;
-    __u32 *entry = bpf_map_lookup_elem(&anchor_fwd, key);
-    if (!entry)
-        return 0;
-    __u32 at = *entry;
+    __u32 at;
+    if (slot >= 0) {
+        __u32 ports = (__u32)anchor_port_max - anchor_port_min + 1;
+        __u32 i = (__u32)slot * ports + (port - anchor_port_min);
+        __u32 *e = bpf_map_lookup_elem(&anchor_port, &i);
+        if (!e || *e == 0)
+            return 0;
+        at = *e - 1;
+    } else {
+        __u32 *e = bpf_map_lookup_elem(&anchor_fwd, key);
+        if (!e)
+            return 0;
+        at = *e;
+    }
     return bpf_map_lookup_elem(&anchor_dir, &at);
+}
+
+// The slot of IPv4 relay address `addr` (network order), or -1.
+static __always_inline int slot4(__u32 addr) {
+#pragma unroll
+    for (int i = 0; i < ANCHOR_SLOTS; i++)
+        if (i < anchor_n4 && anchor_addrs4[i] == addr)
+            return i;
+    return -1;
+}
+
+// The slot of IPv6 relay address `addr` (16 bytes), or -1.
+static __always_inline int slot6(const __u32 *addr) {
+#pragma unroll
+    for (int i = 0; i < ANCHOR_SLOTS; i++)
+        if (i < anchor_n6 && anchor_addrs6[4 * i] == addr[0] && anchor_addrs6[4 * i + 1] == addr[1] &&
+            anchor_addrs6[4 * i + 2] == addr[2] && anchor_addrs6[4 * i + 3] == addr[3])
+            return anchor_n4 + i;
+    return -1;
 }
 
 // The devices the XDP program may send a packet out of (ifindex to itself), kept by the
@@ -397,10 +445,13 @@ static __always_inline struct fwd_value *lookup_v4(void *data, void *end, __u32 
         return 0;
     struct udphdr *udp = data + UDP_OFF;
     struct fwd_key key = {.port = udp->dest, .pad = 0};
-    key.addr[10] = 0xff;
-    key.addr[11] = 0xff;
-    *(__u32 *)(key.addr + 12) = ip->daddr;
-    struct fwd_value *v = direction(&key);
+    int slot = slot4(ip->daddr);
+    if (slot < 0) {
+        key.addr[10] = 0xff;
+        key.addr[11] = 0xff;
+        *(__u32 *)(key.addr + 12) = ip->daddr;
+    }
+    struct fwd_value *v = direction(slot, udp->dest, &key);
     if (!v || (v->flags & ANCHOR_HANDED_BACK))
         return 0;
     if (ip->saddr != mapped_v4(v->src_addr) || udp->source != v->src_port) {
@@ -425,8 +476,10 @@ static __always_inline struct fwd_value *lookup_v6(void *data, void *end, __u32 
         return 0;
     struct udphdr *udp = data + UDP6_OFF;
     struct fwd_key key = {.port = udp->dest, .pad = 0};
-    __builtin_memcpy(key.addr, &ip6->daddr, 16);
-    struct fwd_value *v = direction(&key);
+    int slot = slot6((const __u32 *)&ip6->daddr);
+    if (slot < 0)
+        __builtin_memcpy(key.addr, &ip6->daddr, 16);
+    struct fwd_value *v = direction(slot, udp->dest, &key);
     if (!v || (v->flags & ANCHOR_HANDED_BACK))
         return 0;
     if (!same16((const __u8 *)&ip6->saddr, v->src_addr) || udp->source != v->src_port) {
@@ -438,6 +491,15 @@ static __always_inline struct fwd_value *lookup_v6(void *data, void *end, __u32 
         return 0;
     *rtp_len = udp_len - 8;
     return v;
+}
+
+// The relay's ports as they sit in the UDP header's first word.
+static __always_inline __u32 ports_word(__u16 sport, __u16 dport) {
+    union {
+        __u16 p[2];
+        __u32 w;
+    } u = {.p = {sport, dport}};
+    return u.w;
 }
 
 // ---- TC ----------------------------------------------------------------------------------
@@ -454,6 +516,45 @@ static __always_inline int send_on(const struct fwd_value *v) {
     return bpf_redirect(v->ifindex, 0);
 }
 
+// One's complement arithmetic as the kernel's csum_add and csum_fold (include/net/checksum.h):
+// the address difference below goes to its checksum helper as a __wsum.
+static __always_inline __u32 csum_add(__u32 a, __u32 b) {
+    __u32 r = a + b;
+    return r + (r < b);
+}
+
+static __always_inline __u16 csum_fold(__u32 s) {
+    s = (s & 0xffff) + (s >> 16);
+    s = (s & 0xffff) + (s >> 16);
+    return (__u16)~s;
+}
+
+// The checksum `check` after bytes whose sum was `diff`'s negative part became its positive
+// part (the kernel's csum_replace_by_diff): the IPv4 header checksum, which is always whole.
+static __always_inline __u16 csum_by_diff(__u16 check, __u32 diff) {
+    return csum_fold(csum_add(diff, ~(__u32)check));
+}
+
+// The UDP checksum after the packet's addresses and ports changed: `addr_diff`, the
+// pseudo-header's part (the addresses), `old_ports`/`new_ports` the UDP header's first word.
+// What the field holds depends on the skb's checksum state, which only the kernel's helper
+// knows: a whole checksum over everything, or (CHECKSUM_PARTIAL, a local socket's packet on
+// loopback or a veth) only the pseudo-header's sum, to which the ports do not belong; with
+// CHECKSUM_COMPLETE the skb's own sum must follow the pseudo-header's change as well. So the
+// ports go through one helper call (it leaves a partial checksum alone), and the addresses
+// through a second only when they change the sum at all (relay and endpoints on one address,
+// as on loopback, do not). A UDP checksum of 0 (IPv4: none) stays 0 (BPF_F_MARK_MANGLED_0).
+// The helpers invalidate the packet pointers: the caller loads them again.
+static __always_inline void udp_csum_update(struct __sk_buff *skb, __u32 off, __u32 addr_diff,
+                                            __u32 old_ports, __u32 new_ports) {
+    // 0 and 0xffff: a sum that does not move.
+    __u16 moved = csum_fold(addr_diff);
+    if (moved != 0 && moved != 0xffff)
+        bpf_l4_csum_replace(skb, off, 0, addr_diff, BPF_F_PSEUDO_HDR | BPF_F_MARK_MANGLED_0);
+    if (old_ports != new_ports)
+        bpf_l4_csum_replace(skb, off, old_ports, new_ports, BPF_F_MARK_MANGLED_0 | 4);
+}
+
 static __always_inline int tc_v4(struct __sk_buff *skb, void *data, void *end) {
     __u32 len = 0;
     struct fwd_value *v = lookup_v4(data, end, &len);
@@ -464,21 +565,26 @@ static __always_inline int tc_v4(struct __sk_buff *skb, void *data, void *end) {
     struct iphdr *ip = data + IP_OFF;
     struct udphdr *udp = data + UDP_OFF;
 
-    // Rewrite: from the relay's other socket to the other side's endpoint.
+    // Rewrite: from the relay's other socket to the other side's endpoint. The addresses
+    // (adjacent in the IP header) and ports (the UDP header's first word) are written in
+    // place; the checksums follow by one difference over the old and new words.
     __u32 old_saddr = ip->saddr, old_daddr = ip->daddr;
-    __u16 old_sport = udp->source, old_dport = udp->dest;
+    __u32 old_ports = *(__u32 *)udp;
     __u32 new_saddr = mapped_v4(v->out_saddr), new_daddr = mapped_v4(v->out_daddr);
-    __u16 new_sport = v->out_sport, new_dport = v->out_dport;
-    bpf_l4_csum_replace(skb, UDP_CSUM_OFF, old_saddr, new_saddr, BPF_F_PSEUDO_HDR | BPF_F_MARK_MANGLED_0 | 4);
-    bpf_l4_csum_replace(skb, UDP_CSUM_OFF, old_daddr, new_daddr, BPF_F_PSEUDO_HDR | BPF_F_MARK_MANGLED_0 | 4);
-    bpf_l4_csum_replace(skb, UDP_CSUM_OFF, old_sport, new_sport, BPF_F_MARK_MANGLED_0 | 2);
-    bpf_l4_csum_replace(skb, UDP_CSUM_OFF, old_dport, new_dport, BPF_F_MARK_MANGLED_0 | 2);
-    bpf_l3_csum_replace(skb, IP_CSUM_OFF, old_saddr, new_saddr, 4);
-    bpf_l3_csum_replace(skb, IP_CSUM_OFF, old_daddr, new_daddr, 4);
-    bpf_skb_store_bytes(skb, IP_SADDR_OFF, &new_saddr, 4, 0);
-    bpf_skb_store_bytes(skb, IP_DADDR_OFF, &new_daddr, 4, 0);
-    bpf_skb_store_bytes(skb, UDP_SPORT_OFF, &new_sport, 2, 0);
-    bpf_skb_store_bytes(skb, UDP_DPORT_OFF, &new_dport, 2, 0);
+    __u32 new_ports = ports_word(v->out_sport, v->out_dport);
+    __u32 diff = csum_add(csum_add(~old_saddr, ~old_daddr), csum_add(new_saddr, new_daddr));
+    ip->check = csum_by_diff(ip->check, diff);
+    ip->saddr = new_saddr;
+    ip->daddr = new_daddr;
+    if (udp->check != 0) {
+        udp_csum_update(skb, UDP_CSUM_OFF, diff, old_ports, new_ports);
+        data = (void *)(long)skb->data;
+        end = (void *)(long)skb->data_end;
+        if (data + RTP_OFF > end)
+            return TC_ACT_SHOT;
+        udp = data + UDP_OFF;
+    }
+    *(__u32 *)udp = new_ports;
     return send_on(v);
 }
 
@@ -492,23 +598,28 @@ static __always_inline int tc_v6(struct __sk_buff *skb, void *data, void *end) {
     struct ipv6hdr *ip6 = data + IP_OFF;
     struct udphdr *udp = data + UDP6_OFF;
 
-    // Rewrite both addresses (32 bytes, the pseudo-header's part of the UDP checksum: IPv6
-    // has no header checksum) and both ports.
-    __u32 old_addrs[8];
-    __builtin_memcpy(old_addrs, &ip6->saddr, 32);
-    __u16 old_sport = udp->source, old_dport = udp->dest;
-    __u16 new_sport = v->out_sport, new_dport = v->out_dport;
-    __u32 new_addrs[8];
-    __builtin_memcpy(new_addrs, v->out_saddr, 32);
-    __s64 diff = bpf_csum_diff(old_addrs, 32, new_addrs, 32, 0);
-    if (diff < 0)
-        return TC_ACT_UNSPEC;
-    bpf_l4_csum_replace(skb, UDP6_CSUM_OFF, 0, (__u32)diff, BPF_F_PSEUDO_HDR | BPF_F_MARK_MANGLED_0);
-    bpf_l4_csum_replace(skb, UDP6_CSUM_OFF, old_sport, new_sport, BPF_F_MARK_MANGLED_0 | 2);
-    bpf_l4_csum_replace(skb, UDP6_CSUM_OFF, old_dport, new_dport, BPF_F_MARK_MANGLED_0 | 2);
-    bpf_skb_store_bytes(skb, IP6_SADDR_OFF, new_addrs, 32, 0);
-    bpf_skb_store_bytes(skb, UDP6_SPORT_OFF, &new_sport, 2, 0);
-    bpf_skb_store_bytes(skb, UDP6_DPORT_OFF, &new_dport, 2, 0);
+    // Both addresses (32 bytes, the pseudo-header's part of the UDP checksum: IPv6 has no
+    // header checksum) and both ports, written in place as for IPv4.
+    __u32 *addrs = (__u32 *)&ip6->saddr;
+    const __u32 *to = (const __u32 *)v->out_saddr;
+    __u32 diff = 0;
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+        diff = csum_add(diff, ~addrs[i]);
+        diff = csum_add(diff, to[i]);
+        addrs[i] = to[i];
+    }
+    __u32 old_ports = *(__u32 *)udp;
+    __u32 new_ports = ports_word(v->out_sport, v->out_dport);
+    if (udp->check != 0) {
+        udp_csum_update(skb, UDP6_CSUM_OFF, diff, old_ports, new_ports);
+        data = (void *)(long)skb->data;
+        end = (void *)(long)skb->data_end;
+        if (data + RTP6_OFF > end)
+            return TC_ACT_SHOT;
+        udp = data + UDP6_OFF;
+    }
+    *(__u32 *)udp = new_ports;
     return send_on(v);
 }
 
@@ -586,15 +697,6 @@ static __always_inline int xdp_send(struct xdp_md *ctx, struct ethhdr *eth,
     if (fib->ifindex == ctx->ingress_ifindex)
         return XDP_TX;
     return bpf_redirect_map(&anchor_egress, fib->ifindex, 0);
-}
-
-// The relay's ports as they sit in the UDP header's first word.
-static __always_inline __u32 ports_word(__u16 sport, __u16 dport) {
-    union {
-        __u16 p[2];
-        __u32 w;
-    } u = {.p = {sport, dport}};
-    return u.w;
 }
 
 static __always_inline int xdp_v4(struct xdp_md *ctx, void *data, void *end) {

@@ -8,6 +8,7 @@ use crate::rtp::RtpPacket;
 
 use super::abi::{entry, mode_of, FwdKey, FwdValue, Route, HANDED_BACK, MODE_LOCAL};
 use super::dirs::{Entries, Entry};
+use super::keys::Keys;
 use super::pace::{fold_gap, Look};
 use super::reasons::{Back, UserReason};
 use super::route;
@@ -109,7 +110,7 @@ impl Handed {
 
 /// One worker's (one ring's) side of the fast path. Used only on the worker's thread.
 pub struct KernelWorker {
-    map: aya::maps::HashMap<aya::maps::MapData, FwdKey, u32>,
+    map: Keys,
     /// This worker's entry numbers, and the program's direction entries mapped.
     entries: Entries,
     /// Loopback's ifindex.
@@ -146,7 +147,7 @@ impl KernelWorker {
     /// A worker's handle on the map `map`, marking its entries with `owner`. `routes`: for
     /// a relay on a real address, the routing questions; `ifindex`: loopback's.
     pub(super) fn new(
-        map: aya::maps::HashMap<aya::maps::MapData, FwdKey, u32>,
+        map: Keys,
         entries: Entries,
         ifindex: u32,
         origin_ns: u64,

@@ -33,6 +33,9 @@ pub struct KernelPath {
     /// not yet handed to one.
     dirs: Arc<super::dirs::Directions>,
     pool: super::dirs::Pool,
+    /// The address slots and port range of `anchor_port`, and its cells mapped.
+    slots: Arc<super::keys::Slots>,
+    cells: Arc<super::keys::PortCells>,
     /// Packets each program relayed (`anchor_paths`: TC, XDP), summed over CPUs at read.
     #[cfg(rtpanchor_bpf)]
     paths: aya::maps::PerCpuArray<aya::maps::MapData, u64>,
@@ -141,9 +144,17 @@ impl KernelPath {
         use aya::programs::{tc::TcAttachOptions, LinkOrder, SchedClassifier, TcAttachType};
         static OBJECT: &[u8] = include_bytes!(env!("RTPANCHOR_BPF_OBJECT"));
         let (port_min, port_max) = ports;
+        let slots = super::keys::Slots::new(&locals, ports);
+        let (n4, n6) = (slots.v4.len() as u32, slots.v6.len() as u32);
+        let (addrs4, addrs6) = (slots.addrs4(), slots.addrs6());
         let mut ebpf = aya::EbpfLoader::new()
             .override_global("anchor_port_min", &port_min, true)
             .override_global("anchor_port_max", &port_max, true)
+            .override_global("anchor_n4", &n4, true)
+            .override_global("anchor_n6", &n6, true)
+            .override_global("anchor_addrs4", &addrs4, true)
+            .override_global("anchor_addrs6", &addrs6, true)
+            .map_max_entries("anchor_port", slots.cells())
             .load(OBJECT)
             .map_err(|e| format!("loading the program: {e}"))?;
         let prog: &mut SchedClassifier = ebpf
@@ -186,6 +197,14 @@ impl KernelPath {
             }
             _ => return Err("the object has no anchor_dir array".into()),
         };
+        let cells = match ebpf.map("anchor_port") {
+            Some(aya::maps::Map::Array(m)) => {
+                use std::os::fd::AsFd;
+                super::keys::PortCells::map(m.fd().as_fd(), slots.cells())
+                    .map_err(|e| format!("mapping anchor_port: {e}"))?
+            }
+            _ => return Err("the object has no anchor_port array".into()),
+        };
         let ifindex = std::fs::read_to_string("/sys/class/net/lo/ifindex")
             .ok()
             .and_then(|s| s.trim().parse().ok())
@@ -200,6 +219,8 @@ impl KernelPath {
             map_id,
             dirs: Arc::new(dirs),
             pool: super::dirs::Pool::new(super::dirs::DIRECTIONS),
+            slots: Arc::new(slots),
+            cells: Arc::new(cells),
             paths,
             xdp_devices,
             ifindex,
@@ -251,7 +272,7 @@ impl KernelPath {
             .next_owner
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(KernelWorker::new(
-            map,
+            super::keys::Keys::new(self.slots.clone(), self.cells.clone(), Some(map)),
             super::dirs::Entries::new(self.pool.clone(), self.dirs.clone()),
             self.ifindex,
             self.origin_ns,

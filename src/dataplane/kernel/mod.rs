@@ -32,6 +32,7 @@
 pub mod abi;
 pub mod dirs;
 pub mod handover;
+pub mod keys;
 pub mod load;
 pub mod pace;
 pub mod reasons;
