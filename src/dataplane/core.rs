@@ -252,6 +252,11 @@ impl WorkerCore {
     }
 
     fn housekeeping_turn(&mut self, now: Nanos, idle: bool) {
+        // This worker's own count (single writer): published as is.
+        self.shared
+            .counters
+            .spares_short
+            .store(self.spares.short, std::sync::atomic::Ordering::Relaxed);
         self.spares
             .refill(Spares::wanted(self.table.live_streams()));
         if let Some(k) = self.kernel.as_mut() {
@@ -308,7 +313,7 @@ impl Publisher {
 mod tests {
     use super::*;
     use crate::dataplane::fault::PANIC_PACKET;
-    use crate::dataplane::shared::StreamShared;
+    use crate::dataplane::shared::{DataPlaneTotals, StreamShared};
     use crate::dataplane::worker::{new_eventfd, NewStream, SideInit};
     use crate::rtp::clock::ClockRates;
     use crate::rtp::RtpRepr;
@@ -453,6 +458,27 @@ mod tests {
         core.housekeeping(40, true);
         assert_eq!(core.spares.ready(), full);
         assert_eq!(core.spares.short, 0);
+    }
+
+    /// A first packet that finds no spare allocates its tracker (counted), and the worker's
+    /// next housekeeping turn publishes the count as `spares_short`.
+    #[test]
+    fn a_first_packet_without_spares_is_counted_as_short() {
+        let mut core = plain_core();
+        let (a_rtp, src) = add(&mut core, 1, 4000);
+        assert_eq!(core.spares.ready(), (0, 0));
+        assert!(core.receive(a_rtp, src, &rtp(1), 10).is_some());
+        assert_eq!(core.spares.short, 1);
+        assert_eq!(
+            core.counters().spares_short.load(Relaxed),
+            0,
+            "not yet published"
+        );
+        core.housekeeping(20, true);
+        assert_eq!(core.counters().spares_short.load(Relaxed), 1);
+        let mut totals = DataPlaneTotals::default();
+        totals.add(core.counters());
+        assert!(totals.named().contains(&("spares_short", 1)));
     }
 
     fn published(t: &SlotTable) -> usize {

@@ -445,6 +445,9 @@ pub struct WorkerCounters {
     pub gso_segments: AtomicU64,
     pub gso_failed: AtomicU64,
     pub events_lost: AtomicU64,
+    /// RTP trackers and RTCP records a direction's first packet allocated because the
+    /// worker's spares had run out (`spares.rs`): the packet path allocated.
+    pub spares_short: AtomicU64,
     pub recv_rearms: AtomicU64,
     pub enobufs: AtomicU64,
     /// Multishot receives found stalled (data queued, no completion) and re-armed.
@@ -503,6 +506,7 @@ pub struct DataPlaneTotals {
     pub gso_segments: u64,
     pub gso_failed: u64,
     pub events_lost: u64,
+    pub spares_short: u64,
     pub recv_rearms: u64,
     pub enobufs: u64,
     pub recv_stalls: u64,
@@ -553,6 +557,7 @@ impl DataPlaneTotals {
         self.gso_segments += c.gso_segments.load(Relaxed);
         self.gso_failed += c.gso_failed.load(Relaxed);
         self.events_lost += c.events_lost.load(Relaxed);
+        self.spares_short += c.spares_short.load(Relaxed);
         self.recv_rearms += c.recv_rearms.load(Relaxed);
         self.enobufs += c.enobufs.load(Relaxed);
         self.recv_stalls += c.recv_stalls.load(Relaxed);
@@ -597,6 +602,7 @@ impl DataPlaneTotals {
             ("gso_segments", self.gso_segments),
             ("gso_failed", self.gso_failed),
             ("events_lost", self.events_lost),
+            ("spares_short", self.spares_short),
             ("recv_rearms", self.recv_rearms),
             ("enobufs", self.enobufs),
             ("recv_stalls", self.recv_stalls),

@@ -375,6 +375,12 @@ fn dataplane(enc: &mut DescriptorEncoder, s: &MetricsSnapshot) -> Res {
     )?;
     counter(
         enc,
+        "spares_short",
+        "RTP trackers and RTCP records allocated on the packet path (a worker's spares had run out).",
+        d.spares_short,
+    )?;
+    counter(
+        enc,
         "recv_stalls",
         "io_uring multishot receives found stalled and re-armed.",
         d.recv_stalls,
