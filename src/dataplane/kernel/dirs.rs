@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use super::abi::FwdValue;
+use super::mapped::Mapped;
 
 /// Directions the maps hold (`ANCHOR_DIRECTIONS` in `forward.bpf.c`).
 pub const DIRECTIONS: u32 = 1 << 17;
@@ -34,47 +35,27 @@ impl Entry {
 }
 
 /// The array as mapped: `len` entries of [`FwdValue`] (their stride: the array rounds values
-/// to 8 bytes, which 168 is already).
+/// to 8 bytes, which 168 is already). Every access goes through volatile loads and stores of
+/// whole plain-integer fields, and each entry has one writer in the relay (the worker that
+/// owns its number).
 pub struct Directions {
-    base: std::ptr::NonNull<FwdValue>,
+    mem: Mapped,
     len: u32,
-    /// What `Drop` unmaps (none for a test's heap copy).
-    mapped_bytes: usize,
-    /// A test's entries, in place of the kernel's.
-    _heap: Option<Box<[FwdValue]>>,
 }
-
-// SAFETY: the mapping is shared memory that lives until `Drop`; every access goes through
-// volatile loads and stores of whole plain-integer fields, and each entry has one writer in
-// the relay (the worker that owns its number), so threads may share it.
-unsafe impl Send for Directions {}
-// SAFETY: as for Send.
-unsafe impl Sync for Directions {}
 
 impl Directions {
     /// Maps the array `fd` of `len` entries, read and write.
     pub fn map(fd: std::os::fd::BorrowedFd<'_>, len: u32) -> std::io::Result<Directions> {
-        let bytes = (len as usize) * std::mem::size_of::<FwdValue>();
-        let base = super::keys::map_shared(fd, bytes)?.cast::<FwdValue>();
-        Ok(Directions {
-            base,
-            len,
-            mapped_bytes: bytes,
-            _heap: None,
-        })
+        let mem = Mapped::map(fd, len as usize * std::mem::size_of::<FwdValue>())?;
+        Ok(Directions { mem, len })
     }
 
     /// `len` zeroed entries on the heap, standing in for the kernel's (tests).
     #[cfg(test)]
     pub fn on_heap(len: u32) -> Directions {
-        let mut heap = vec![FwdValue::default(); len as usize].into_boxed_slice();
-        let base =
-            std::ptr::NonNull::new(heap.as_mut_ptr()).unwrap_or(std::ptr::NonNull::dangling());
         Directions {
-            base,
+            mem: Mapped::on_heap(len as usize * std::mem::size_of::<FwdValue>()),
             len,
-            mapped_bytes: 0,
-            _heap: Some(heap),
         }
     }
 
@@ -83,7 +64,7 @@ impl Directions {
             return None;
         }
         // SAFETY: e.0 < len, so the offset stays inside the mapping of len entries.
-        Some(unsafe { self.base.as_ptr().add(e.0 as usize) })
+        Some(unsafe { self.mem.base::<FwdValue>().as_ptr().add(e.0 as usize) })
     }
 
     /// Entry `e` as it stands (fields may be from two moments if the program is updating it,
@@ -122,15 +103,6 @@ impl Directions {
         // The key that publishes it is added by a system call after this.
         std::sync::atomic::fence(Ordering::Release);
         true
-    }
-}
-
-impl Drop for Directions {
-    fn drop(&mut self) {
-        if self.mapped_bytes > 0 {
-            // SAFETY: unmaps exactly the mapping `map` made; nothing refers to it after drop.
-            unsafe { libc::munmap(self.base.as_ptr().cast(), self.mapped_bytes) };
-        }
     }
 }
 

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use super::abi::FwdKey;
+use super::mapped::Mapped;
 
 /// Address slots per family (`ANCHOR_SLOTS` in `forward.bpf.c`).
 pub const SLOTS: usize = 8;
@@ -94,78 +95,29 @@ impl Slots {
     }
 }
 
-/// Maps `bytes` of the `BPF_F_MMAPABLE` map `fd`, read and write, shared with the program.
-pub(super) fn map_shared(
-    fd: std::os::fd::BorrowedFd<'_>,
-    bytes: usize,
-) -> std::io::Result<std::ptr::NonNull<u8>> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: a fresh shared mapping of the map's fd (BPF_F_MMAPABLE, checked by the kernel,
-    // which refuses the call otherwise); no existing memory is touched, and the result is
-    // checked before use.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            bytes,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            fd.as_raw_fd(),
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        return Err(std::io::Error::last_os_error());
-    }
-    std::ptr::NonNull::new(p.cast::<u8>())
-        .ok_or_else(|| std::io::Error::other("mmap returned null"))
-}
-
 /// Bytes from one cell to the next in the mapping: an array map rounds its values up to 8
 /// bytes (the cell is the first 4).
 const STRIDE: usize = 8;
 
 /// `anchor_port` as mapped: `len` cells of u32, [`STRIDE`] bytes apart.
 pub struct PortCells {
-    base: std::ptr::NonNull<AtomicU32>,
+    mem: Mapped,
     len: u32,
-    mapped_bytes: usize,
-    /// A test's cells, in place of the kernel's.
-    _heap: Option<Box<[AtomicU32]>>,
 }
-
-// SAFETY: the mapping is shared memory that lives until `Drop`, accessed only through
-// atomics.
-unsafe impl Send for PortCells {}
-// SAFETY: as for Send.
-unsafe impl Sync for PortCells {}
 
 impl PortCells {
     /// Maps the array `fd` of `len` u32 cells, read and write.
     pub fn map(fd: std::os::fd::BorrowedFd<'_>, len: u32) -> std::io::Result<PortCells> {
-        let bytes = (len as usize) * STRIDE;
-        let base = map_shared(fd, bytes)?.cast::<AtomicU32>();
-        Ok(PortCells {
-            base,
-            len,
-            mapped_bytes: bytes,
-            _heap: None,
-        })
+        let mem = Mapped::map(fd, len as usize * STRIDE)?;
+        Ok(PortCells { mem, len })
     }
 
     /// `len` empty cells on the heap, standing in for the kernel's (tests).
     #[cfg(test)]
     pub fn on_heap(len: u32) -> PortCells {
-        let per = STRIDE / std::mem::size_of::<AtomicU32>();
-        let heap: Box<[AtomicU32]> = (0..len as usize * per).map(|_| AtomicU32::new(0)).collect();
-        let base = heap
-            .first()
-            .map(std::ptr::NonNull::from)
-            .unwrap_or(std::ptr::NonNull::dangling());
         PortCells {
-            base,
+            mem: Mapped::on_heap(len as usize * STRIDE),
             len,
-            mapped_bytes: 0,
-            _heap: Some(heap),
         }
     }
 
@@ -177,9 +129,9 @@ impl PortCells {
         // heap) of len * STRIDE bytes, 4-aligned (the mapping is page aligned, STRIDE 8).
         Some(unsafe {
             &*self
-                .base
+                .mem
+                .base::<u8>()
                 .as_ptr()
-                .cast::<u8>()
                 .add(cell as usize * STRIDE)
                 .cast::<AtomicU32>()
         })
@@ -188,15 +140,6 @@ impl PortCells {
     /// Cell `cell`'s value (entry number + 1, 0: none).
     pub fn get(&self, cell: u32) -> Option<u32> {
         self.at(cell).map(|c| c.load(Ordering::Acquire))
-    }
-}
-
-impl Drop for PortCells {
-    fn drop(&mut self) {
-        if self.mapped_bytes > 0 {
-            // SAFETY: unmaps exactly the mapping `map` made; nothing uses it after Drop.
-            unsafe { libc::munmap(self.base.as_ptr().cast(), self.mapped_bytes) };
-        }
     }
 }
 

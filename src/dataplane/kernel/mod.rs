@@ -34,6 +34,7 @@ pub mod dirs;
 pub mod handover;
 pub mod keys;
 pub mod load;
+pub mod mapped;
 pub mod pace;
 pub mod reasons;
 pub mod route;
