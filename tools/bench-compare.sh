@@ -233,7 +233,7 @@ start_relay() { # name calls [shards] -> RELAY_PIDS, NG (comma-separated with se
                 [ "$name" = rtpanchor-kernel ] || engine+=(--no-kernel-forwarding)
                 taskset -c "$RELAY_CPU" "$RTPANCHOR" --listen-ng "$ng" "${iface[@]}" \
                     --port-min "$slo" --port-max "$shi" --num-threads "$RELAY_THREADS" \
-                    "${engine[@]}" --log-level warn >"$log" 2>&1 &
+                    "${engine[@]}" --no-sip --log-level warn >"$log" 2>&1 &
                 ;;
             rtpengine)
                 ng=127.0.0.1:$((2224 + 10 * s))
