@@ -400,7 +400,8 @@ impl KernelWorker {
     /// Looks at the next [`SYNC_PER_TURN`] entry positions and folds the directions whose
     /// packet count moved (or whose worker-counted packets are not folded yet) into the
     /// published figures, a flowing one every `gap` passes (see `pace`); a direction not
-    /// due costs a load from its entry and one from `looks`. True when the pass is complete.
+    /// due costs a load from `looks` and, unless it is known to have moved (then it waits
+    /// for its turn unread), one from its entry. True when the pass is complete.
     fn sync_some(&mut self, slots: &mut [Slot], counters: &WorkerCounters) -> bool {
         let end = self
             .sync_cursor
@@ -409,13 +410,17 @@ impl KernelWorker {
             .min(self.looks.len());
         let mut folded = Folded::default();
         for pos in self.sync_cursor..end {
+            let Some(look) = self.looks.get_mut(pos) else {
+                continue;
+            };
+            // Moved and not due: this pass would not fold it, so its entry is not read.
+            if look.waiting(self.pass, self.gap) {
+                continue;
+            }
             let Some((at, i)) = self.entries.used(pos) else {
                 continue;
             };
             let Some(packets) = self.entries.dirs().packets(at) else {
-                continue;
-            };
-            let Some(look) = self.looks.get_mut(pos) else {
                 continue;
             };
             if !look.visit(packets, self.pass, self.gap) {
