@@ -41,6 +41,14 @@
 #      10-60 is like video frames).
 #      WEBRTC_EXT (unset by default): set to 1 to send WebRTC-like audio (rtpbench
 #      --webrtc-ext: an RFC 8285 header extension with audio level and abs-send-time).
+# Namespaces: a network namespace shares the host's UDP socket hash table unless
+#      net.ipv4.udp_child_hash_entries was set when it was created. At 25,000 calls the relay's
+#      ~100,000 sockets lengthen that table's chains (16,384 slots on the 24 GB machines), and
+#      every packet delivered to the generator's sockets walks them (udp4_lib_lookup2: ~130 ns
+#      a packet more than at 100 calls, BENCHMARKS-history.md §28a), which a relay with remote
+#      endpoints never pays on the kernel path. For a namespace with a table of its own:
+#      `sysctl -w net.ipv4.udp_child_hash_entries=65536; ip netns add NAME;
+#      sysctl -w net.ipv4.udp_child_hash_entries=0`.
 # Needs: jq. Every process started here is stopped by pid on exit.
 set -euo pipefail
 
