@@ -57,7 +57,7 @@ pub struct Cli {
     /// io_uring: once a worker has slept, it wakes for its first completions only after up
     /// to this many microseconds (or 32 completions), so each wake-up handles a batch; a
     /// packet waits at most this long more. Needs Linux 6.12+ (IORING_FEAT_MIN_TIMEOUT);
-    /// 0 wakes for every completion. [default: 200]
+    /// 0 wakes for every completion. [default: 400]
     #[arg(long)]
     pub uring_batch_wait_us: Option<u32>,
     /// io_uring: rings per worker thread, each with its own fixed-file table (1-8). [default:

@@ -89,8 +89,11 @@ impl std::str::FromStr for Interface {
 }
 
 /// io_uring: how long (µs) a worker waking from sleep may go on gathering completions, so
-/// one wake-up handles a batch: 0.2 ms, 1% of a 20 ms voice packet interval.
-pub const DEFAULT_BATCH_WAIT_US: u32 = 200;
+/// one wake-up handles a batch: 0.4 ms, 2% of a 20 ms voice packet interval. Each wake-up
+/// costs the worker its own switch back in and, on loopback or any path where the receiver
+/// sleeps, the wake-up of whoever reads its sends: a quarter of its CPU per packet at 100
+/// calls with 200 µs (BENCHMARKS.md, issue 19 item 6); 400 µs halves the wake-ups.
+pub const DEFAULT_BATCH_WAIT_US: u32 = 400;
 
 #[derive(Clone, Debug)]
 pub struct Config {

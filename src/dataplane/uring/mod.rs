@@ -29,7 +29,7 @@
 //! that ring gets work; the ring the thread sleeps on holds a read of the others'.
 //!
 //! Wake-ups: a thread that slept wakes for its first completion only after up to
-//! `--uring-batch-wait-us` (200 µs by default; `min_wait_usec`, Linux 6.12+) or 32
+//! `--uring-batch-wait-us` (400 µs by default; `min_wait_usec`, Linux 6.12+) or 32
 //! completions, so at voice rates one wake-up handles several packets instead of one; the
 //! commands that came meanwhile are applied before those packets. [`connect`] connects a
 //! socket to its latch's locked source (`--connect-latched`).
