@@ -19,7 +19,7 @@ use crate::session::backend::{
 use crate::session::latch::LatchMode;
 use crate::session::manager::SessionManager;
 use crate::session::model::{
-    Call, Dialogue, Leg, MediaEnd, MediaNames, MediaSlot, RtcpMuxPolicy, MAX_DIALOGUES,
+    Call, Dialogue, Leg, MediaEnd, MediaNames, MediaSlot, RtcpMuxPolicy, StoreTimes, MAX_DIALOGUES,
     MAX_TOKEN_LEN,
 };
 use crate::session::ports::PortPair;
@@ -372,7 +372,7 @@ impl<B: MediaBackend> SessionManager<B> {
             taken += 1;
             self.store.stats_dirty.remove(&id);
             if let Some(c) = self.calls.get_mut(&id) {
-                c.stored_seen_ns = seen;
+                c.store_times_mut().stored_seen_ns = seen;
             }
         }
         taken
@@ -453,10 +453,12 @@ impl<B: MediaBackend> SessionManager<B> {
         // Idle time before this process started: added to the timeout check until media or
         // a signal arrives.
         let last_unix = stats.last_packet_unix_ns.max(rec.last_signal_unix_ns);
-        call.restored_ns = now;
-        call.restored_idle_ns = now_unix_ns.saturating_sub(last_unix);
+        *call.store_times_mut() = StoreTimes {
+            stored_seen_ns: now,
+            restored_ns: now,
+            restored_idle_ns: now_unix_ns.saturating_sub(last_unix),
+        };
         call.last_signal_ns = now;
-        call.stored_seen_ns = now;
         for &id in &opened {
             self.stream_calls.insert(id, call_id.clone());
         }
