@@ -20,6 +20,7 @@
 //! 3. [`pick_interface`] + [`render`]: the relay address for the outgoing SDP and the
 //!    rewritten body (`sdp::rewrite`, span-preserving).
 
+use crate::session::local_ip::LocalIp;
 use std::net::{IpAddr, SocketAddr};
 
 use crate::addr::PackedAddr;
@@ -257,7 +258,7 @@ pub fn describe(
             mux_in_sdp: m.rtcp_mux,
             ipv6: advertised.is_some_and(|a| a.is_ipv6())
                 || (advertised.is_none() && session_c.is_some_and(|c| c.addr.is_ipv6())),
-            relay_local: None,
+            relay_local: LocalIp::NONE,
         };
         out.push(MediaDesc {
             index,

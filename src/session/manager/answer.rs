@@ -1,6 +1,7 @@
 //! `answer`: read the SDP, plan, render, commit (an answer opens no stream).
 
 use crate::session::backend::MediaBackend;
+use crate::session::local_ip::LocalIp;
 use crate::session::manager::plan::{
     read_answer, AnswerPlan, AnswerStream, AnswerTarget, Outgoing,
 };
@@ -98,7 +99,7 @@ impl<B: MediaBackend> SessionManager<B> {
                         self.backend
                             .update(s.id, answerer, end.endpoint.clone(), now);
                         let off = slot.end_mut(offerer);
-                        off.relay_local = Some(relay.local);
+                        off.relay_local = LocalIp::of(relay.local);
                         if off.endpoint.rtcp_mux != line.offerer_mux {
                             off.set_mux(line.offerer_mux);
                             self.backend

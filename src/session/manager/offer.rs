@@ -1,5 +1,6 @@
 //! `offer`: read the SDP, plan, open the new streams under a guard, render, commit.
 
+use crate::session::local_ip::LocalIp;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -246,8 +247,8 @@ fn offered_slot(
     };
     if slot.stream.is_some() {
         // Both sides' bound addresses are known from the offer on (`query` shows them).
-        slot.end_mut(offerer).relay_local = Some(offerer_local);
-        slot.end_mut(receiver).relay_local = Some(receiver_local);
+        slot.end_mut(offerer).relay_local = LocalIp::of(offerer_local);
+        slot.end_mut(receiver).relay_local = LocalIp::of(receiver_local);
     }
     (slot, replaced)
 }

@@ -6,6 +6,7 @@
 //! [`ChangeSink`] that only queues them; when it refuses (queue full) the rest stay marked
 //! and are offered at the next flush.
 
+use crate::session::local_ip::LocalIp;
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -147,7 +148,7 @@ fn end_record(e: &MediaEnd, learned: Option<SocketAddr>, confirmed: bool) -> End
         known: e.known,
         mux_in_sdp: e.mux_in_sdp,
         ipv6: e.ipv6,
-        relay_local: e.relay_local,
+        relay_local: e.relay_local.get(),
         learned,
         confirmed,
     }
@@ -173,7 +174,7 @@ fn end_from_record(r: &EndRecord) -> Result<MediaEnd, RestoreError> {
         known: r.known,
         mux_in_sdp: r.mux_in_sdp,
         ipv6: r.ipv6,
-        relay_local: r.relay_local,
+        relay_local: LocalIp::from_option(r.relay_local),
     })
 }
 
@@ -513,7 +514,7 @@ impl<B: MediaBackend> SessionManager<B> {
                             call_id: call_id.clone(),
                             a: restored_endpoint(&a, &m.a),
                             b: restored_endpoint(&b, &m.b),
-                            locals: [a.relay_local, b.relay_local],
+                            locals: [a.relay_local.get(), b.relay_local.get()],
                         };
                         let r = RestoredStream {
                             a_ports: PortPair { rtp: s.a_port },

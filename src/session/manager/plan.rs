@@ -268,7 +268,7 @@ fn bound_on(slots: &[MediaSlot], side: Side, kept: impl Fn(usize) -> bool) -> Op
         .iter()
         .enumerate()
         .filter(|(i, s)| s.stream.is_some() && kept(*i))
-        .find_map(|(_, s)| s.end(side).relay_local)
+        .find_map(|(_, s)| s.end(side).relay_local.get())
 }
 
 impl<'s> Outgoing<'s> {
