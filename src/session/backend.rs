@@ -400,6 +400,9 @@ pub trait MediaBackend: Send {
     }
     /// Next latching event, if any.
     fn poll_event(&mut self) -> Option<MediaEvent>;
+    /// The Call-ID an open stream was opened for (its spec's), `None` once it is closed:
+    /// how the control side names an event's call.
+    fn call_of(&self, id: StreamId) -> Option<Arc<str>>;
     /// (used, total) port pairs on all addresses, for `statistics`.
     fn port_usage(&self) -> (usize, usize);
     /// Port pairs used and in all on each local address (each has the whole range), for

@@ -275,6 +275,10 @@ impl MediaBackend for FakeBackend {
         self.events.pop_front()
     }
 
+    fn call_of(&self, id: StreamId) -> Option<std::sync::Arc<str>> {
+        self.streams.get(&id).map(|s| s.spec.call_id.clone())
+    }
+
     fn port_usage(&self) -> (usize, usize) {
         (self.ports.used_pairs(), self.ports.total_pairs())
     }

@@ -85,9 +85,9 @@ impl<B: MediaBackend> SessionManager<B> {
             }
         };
         let sdp = plan.render(opts)?;
-        let opened = allocation.commit();
+        allocation.commit();
         let warnings = std::mem::take(&mut plan.out.warnings);
-        self.commit_offer(&call_id, sig, plan, &opened, opts, now);
+        self.commit_offer(&call_id, sig, plan, opts, now);
         self.mark_dirty(&call_id);
         Ok(Negotiated { sdp, warnings })
     }
@@ -100,7 +100,6 @@ impl<B: MediaBackend> SessionManager<B> {
         call_id: &Arc<str>,
         sig: &Signal<'_>,
         plan: OfferPlan<'_>,
-        opened: &[StreamId],
         opts: &NegotiateOptions,
         now: Nanos,
     ) {
@@ -180,9 +179,6 @@ impl<B: MediaBackend> SessionManager<B> {
                     to_close.push(st.id);
                 }
             }
-        }
-        for &id in opened {
-            self.stream_calls.insert(id, call_id.clone());
         }
         self.close_streams(to_close);
     }

@@ -460,9 +460,6 @@ impl<B: MediaBackend> SessionManager<B> {
             restored_idle_ns: now_unix_ns.saturating_sub(last_unix),
         };
         call.last_signal_ns = now;
-        for &id in &opened {
-            self.stream_calls.insert(id, call_id.clone());
-        }
         self.calls.insert(call);
         self.managed += 1;
         Ok(call_id)
