@@ -39,7 +39,6 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crate::config::Config;
-use crate::rtp::clock::{ClockRateMap, ClockRates};
 use crate::session::backend::{
     BackendError, EndpointSpec, LatchEventKind, MediaBackend, MediaEvent, OpenedStream,
     RestoredStream, Side, SocketCounters, StreamId, StreamSpec, StreamStats,
@@ -171,16 +170,12 @@ pub struct DataPlane {
 }
 
 fn side_init(e: &EndpointSpec) -> SideInit {
-    let mut clock_rates = ClockRateMap::new();
-    for &(pt, hz) in e.clock_rates.iter() {
-        clock_rates.insert(pt, hz);
-    }
     SideInit {
         rtp: e.rtp(),
         rtcp: e.rtcp_dest(),
         rtcp_mux: e.rtcp_mux,
         latch: e.latch,
-        clock_rates: ClockRates::from_map(&clock_rates),
+        clock_rates: e.clock_rates.for_tracker(),
     }
 }
 

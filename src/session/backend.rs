@@ -76,9 +76,11 @@ pub struct EndpointSpec {
     pub rtcp: PackedAddr,
     pub rtcp_mux: bool,
     pub latch: LatchMode,
-    /// Dynamic payload type clock rates from `a=rtpmap` (static ones are known already).
-    /// A boxed slice (16 bytes, allocated to its length), not a `Vec`: kept per stream side.
-    pub clock_rates: Box<[(u8, u32)]>,
+    /// Dynamic payload type clock rates from `a=rtpmap` (static ones are known already), in
+    /// SDP order. A shared slice (16 bytes, nothing allocated when empty): the two ends of a
+    /// stream that map the same types hold one, and the data plane's trackers look up in
+    /// that same allocation (memory per held call, issue 19).
+    pub clock_rates: crate::rtp::clock::ClockRates,
 }
 
 impl EndpointSpec {

@@ -94,6 +94,10 @@ impl<B: MediaBackend> SessionManager<B> {
                     ..line.desc.end
                 };
                 end.set_mux(line.answerer_mux);
+                // One clock-rate list for both ends when they map the same types.
+                end.endpoint
+                    .clock_rates
+                    .share_with(&slot.end(offerer).endpoint.clock_rates);
                 match line.stream {
                     AnswerStream::Keep(s) => {
                         self.backend
