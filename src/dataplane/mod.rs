@@ -614,11 +614,7 @@ impl DataPlane {
                 call_id: spec.call_id.clone(),
             },
         );
-        Ok(OpenedStream {
-            id,
-            a_ports,
-            b_ports,
-        })
+        Ok(OpenedStream::new(id, a_ports, b_ports))
     }
 
     fn send(&self, worker: usize, cmd: Command) {

@@ -475,11 +475,11 @@ mod tests {
         let slot = |kind: &str, open: bool| MediaSlot {
             index: 1,
             names: crate::session::model::MediaNames::new(kind, "RTP/AVP"),
-            stream: open.then_some(OpenedStream {
-                id: crate::session::backend::StreamId::FIRST,
-                a_ports: PortPair { rtp: 2 },
-                b_ports: PortPair { rtp: 4 },
-            }),
+            stream: open.then_some(OpenedStream::new(
+                crate::session::backend::StreamId::FIRST,
+                PortPair { rtp: 2 },
+                PortPair { rtp: 4 },
+            )),
             a: MediaEnd::default(),
             b: MediaEnd::default(),
             mux_policy: RtcpMuxPolicy::Passthrough,

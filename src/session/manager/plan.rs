@@ -715,11 +715,7 @@ pub(super) mod tests {
 
     fn opened(id: u64, a: u16, b: u16) -> OpenedStream {
         let id = StreamId::from_raw(id);
-        OpenedStream {
-            id,
-            a_ports: PortPair { rtp: a },
-            b_ports: PortPair { rtp: b },
-        }
+        OpenedStream::new(id, PortPair { rtp: a }, PortPair { rtp: b })
     }
 
     /// Call "c" with one dialogue offered by "a" (side B named `b_tag`, if any) relaying
