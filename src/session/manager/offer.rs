@@ -129,15 +129,9 @@ impl<B: MediaBackend> SessionManager<B> {
                 idx
             }
             OfferTarget::New { b_tag } => {
-                call.dialogues.push(Dialogue {
-                    a_tag: sig.from_tag.into(),
-                    b_tag: b_tag.map(String::into_boxed_str),
-                    via_branch: sig.via_branch.map(Into::into),
-                    offerer: Side::A,
-                    answered: false,
-                    media: Default::default(),
-                    created_ns: now,
-                });
+                let mut d = Dialogue::new(sig.from_tag, sig.via_branch, Side::A, now);
+                d.b_tag = b_tag.map(String::into_boxed_str);
+                call.dialogues.push(d);
                 call.dialogues.len() - 1
             }
         };

@@ -253,9 +253,9 @@ impl<B: MediaBackend> SessionManager<B> {
             .dialogues
             .iter()
             .map(|d| DialogueRecord {
-                a_tag: d.a_tag.to_string(),
+                a_tag: d.a_tag().to_string(),
                 b_tag: d.b_tag.as_deref().map(str::to_owned),
-                via_branch: d.via_branch.as_deref().map(str::to_owned),
+                via_branch: d.via_branch().map(str::to_owned),
                 offerer: side_name(d.offerer).into(),
                 answered: d.answered,
                 created_unix_ns: self.unix_of_mono(d.created_ns),
@@ -480,15 +480,16 @@ impl<B: MediaBackend> SessionManager<B> {
                 "b" => Side::B,
                 _ => return Err(RestoreError::Invalid("offerer")),
             };
-            let mut dialogue = Dialogue {
-                a_tag: token(&d.a_tag)?,
-                b_tag: opt_token(&d.b_tag)?,
-                via_branch: opt_token(&d.via_branch)?,
+            let a_tag: Box<str> = token(&d.a_tag)?;
+            let via_branch: Option<Box<str>> = opt_token(&d.via_branch)?;
+            let mut dialogue = Dialogue::new(
+                &a_tag,
+                via_branch.as_deref(),
                 offerer,
-                answered: d.answered,
-                media: Default::default(),
-                created_ns: self.mono_of_unix(d.created_unix_ns),
-            };
+                self.mono_of_unix(d.created_unix_ns),
+            );
+            dialogue.b_tag = opt_token(&d.b_tag)?;
+            dialogue.answered = d.answered;
             for m in &d.media {
                 let a = end_from_record(&m.a)?;
                 let b = end_from_record(&m.b)?;

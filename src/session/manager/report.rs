@@ -195,8 +195,8 @@ impl<B: MediaBackend> SessionManager<B> {
                     })),
                 };
                 if let Some(t) = entry {
-                    if side == Side::B && d.via_branch.is_some() {
-                        t.via_branch = d.via_branch.as_deref().map(str::to_owned);
+                    if side == Side::B && d.via_branch().is_some() {
+                        t.via_branch = d.via_branch().map(str::to_owned);
                     }
                     if !peer.is_empty() && !t.peers.contains(&peer) {
                         t.peers.push(peer);
