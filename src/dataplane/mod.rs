@@ -39,7 +39,6 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crate::config::Config;
-use crate::rtp::clock::{ClockRateMap, ClockRates};
 use crate::session::backend::{
     BackendError, EndpointSpec, LatchEventKind, MediaBackend, MediaEvent, OpenedStream,
     RestoredStream, Side, SocketCounters, StreamId, StreamSpec, StreamStats,
@@ -67,19 +66,34 @@ struct StreamEntry {
     pools: [AddressId; 2],
     /// What the latches reported, once they have (boxed apart: see [`Learned`]).
     learned: Option<Box<Learned>>,
-    /// Counters a restored stream had before (A RTP, A RTCP, B RTP, B RTCP), added to what
-    /// its sockets count now.
-    base: Option<Box<[SocketCounters; 4]>>,
     /// Whether side A's and side B's separate RTCP sockets are bound (closed while that
     /// side's endpoint muxes RTCP on its RTP port; the port stays reserved).
     rtcp_open: [bool; 2],
+    /// Only for restored streams and with a takeover configured (see [`Rare`]).
+    rare: Option<Box<Rare>>,
+    /// The call the stream belongs to (the spec's), for the control side's event logs: the
+    /// session manager keeps no stream-to-call table of its own (memory per held call).
+    call_id: Arc<str>,
+}
+
+/// What few streams have, in one box: an entry is then 56 bytes with its call's id, not 64
+/// (memory per held call, issue 19).
+#[derive(Default)]
+struct Rare {
+    /// Counters a restored stream had before (A RTP, A RTCP, B RTP, B RTCP), added to what
+    /// its sockets count now.
+    base: Option<Box<[SocketCounters; 4]>>,
     /// Copies of the stream's sockets (same order as the ports; none for a closed RTCP
     /// socket), kept when a takeover may ask for them: the io_uring engine keeps its own in
     /// the ring's fixed-file table, which has no descriptor to hand over.
-    handover: Option<Box<[Option<std::os::fd::OwnedFd>; 4]>>,
+    handover: Option<[Option<std::os::fd::OwnedFd>; 4]>,
 }
 
 impl StreamEntry {
+    fn base(&self) -> Option<&[SocketCounters; 4]> {
+        self.rare.as_ref().and_then(|r| r.base.as_deref())
+    }
+
     /// Sockets the stream holds now (two per side, one per side that muxes).
     fn sockets(&self) -> usize {
         2 + self.rtcp_open.iter().filter(|o| **o).count()
@@ -156,16 +170,12 @@ pub struct DataPlane {
 }
 
 fn side_init(e: &EndpointSpec) -> SideInit {
-    let mut clock_rates = ClockRateMap::new();
-    for &(pt, hz) in e.clock_rates.iter() {
-        clock_rates.insert(pt, hz);
-    }
     SideInit {
         rtp: e.rtp(),
         rtcp: e.rtcp_dest(),
         rtcp_mux: e.rtcp_mux,
         latch: e.latch,
-        clock_rates: ClockRates::from_map(&clock_rates),
+        clock_rates: e.clock_rates.for_tracker(),
     }
 }
 
@@ -374,7 +384,7 @@ impl DataPlane {
     pub fn handover_sockets(&self) -> std::io::Result<Vec<(u16, std::os::fd::OwnedFd)>> {
         let mut out = Vec::with_capacity(self.streams.len() * 4);
         for e in self.streams.values() {
-            let Some(fds) = &e.handover else {
+            let Some(fds) = e.rare.as_ref().and_then(|r| r.handover.as_ref()) else {
                 continue;
             };
             let ports = [
@@ -555,9 +565,7 @@ impl DataPlane {
         });
         let handover = if self.keep_handover {
             match [&a_rtp, &a_rtcp, &b_rtp, &b_rtcp].map(|fd| fd.try_clone()) {
-                [Ok(a), Ok(b), Ok(c), Ok(d)] => {
-                    Some(Box::new([Some(a), Some(b), Some(c), Some(d)]))
-                }
+                [Ok(a), Ok(b), Ok(c), Ok(d)] => Some([Some(a), Some(b), Some(c), Some(d)]),
                 _ => {
                     tracing::warn!("no descriptor left to keep a stream's sockets for a takeover");
                     None
@@ -596,16 +604,17 @@ impl DataPlane {
                         confirmed: r.confirmed,
                     })
                 }),
-                base: restored.map(|r| Box::new(r.base)),
                 rtcp_open: [true; 2],
-                handover,
+                rare: (restored.is_some() || handover.is_some()).then(|| {
+                    Box::new(Rare {
+                        base: restored.map(|r| Box::new(r.base)),
+                        handover,
+                    })
+                }),
+                call_id: spec.call_id.clone(),
             },
         );
-        Ok(OpenedStream {
-            id,
-            a_ports,
-            b_ports,
-        })
+        Ok(OpenedStream::new(id, a_ports, b_ports))
     }
 
     fn send(&self, worker: usize, cmd: Command) {
@@ -781,7 +790,7 @@ impl MediaBackend for DataPlane {
                 init: side_init(endpoint),
             }))
         };
-        if let Some(fds) = e.handover.as_deref_mut() {
+        if let Some(fds) = e.rare.as_mut().and_then(|r| r.handover.as_mut()) {
             fds[2 * i + 1] = open.as_ref().and_then(|o| o.socket.try_clone().ok());
         }
         e.rtcp_open[i] = !muxed;
@@ -863,6 +872,10 @@ impl MediaBackend for DataPlane {
         None
     }
 
+    fn call_of(&self, id: StreamId) -> Option<Arc<str>> {
+        self.streams.get(&id).map(|e| e.call_id.clone())
+    }
+
     fn port_usage(&self) -> (usize, usize) {
         (self.ports.used_pairs(), self.ports.total_pairs())
     }
@@ -881,7 +894,7 @@ fn stats_of(e: &StreamEntry) -> StreamStats {
     let mut s = e.shared.stats();
     (s.a.learned_rtp, s.a.confirmed) = e.learned(0);
     (s.b.learned_rtp, s.b.confirmed) = e.learned(1);
-    if let Some(b) = &e.base {
+    if let Some(b) = e.base() {
         add_base(&mut s.a.rtp, &b[0]);
         add_base(&mut s.a.rtcp, &b[1]);
         add_base(&mut s.b.rtp, &b[2]);
@@ -894,7 +907,7 @@ fn stats_of(e: &StreamEntry) -> StreamStats {
 fn socket_counters_of(e: &StreamEntry) -> [crate::session::backend::SocketCounters; 4] {
     let [a, b] = &e.shared.sides;
     let mut c = [a.rtp.read(), a.rtcp.read(), b.rtp.read(), b.rtcp.read()];
-    if let Some(base) = &e.base {
+    if let Some(base) = e.base() {
         for (c, b) in c.iter_mut().zip(base.iter()) {
             add_base(c, b);
         }
@@ -948,11 +961,13 @@ mod tests {
 
     /// One entry per stream, inline in the streams table (memory per call, issue 19): 88
     /// bytes before the worker index went to 2 bytes and the packed addresses to 19, 80
-    /// before the learnt addresses went apart (`Learned`, 40, once a latch reports).
+    /// before the learnt addresses went apart (`Learned`, 40, once a latch reports); 56 with
+    /// the call's id (the session manager's stream-to-call table, 24 bytes an entry, gone)
+    /// and a restored stream's counters and the takeover's sockets in one box (`Rare`).
     #[test]
     fn a_stream_entry_stays_small() {
         let size = std::mem::size_of::<super::StreamEntry>();
-        assert!(size <= 48, "StreamEntry is {size} bytes");
+        assert!(size <= 56, "StreamEntry is {size} bytes");
         let size = std::mem::size_of::<super::Learned>();
         assert!(size <= 40, "Learned is {size} bytes");
     }

@@ -110,6 +110,27 @@ fn learnt_or_static(mut learnt: impl Iterator<Item = (u8, u32)>, pt: u8) -> Opti
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ClockRates(Option<std::sync::Arc<[(u8, u32)]>>);
 
+impl std::ops::Deref for ClockRates {
+    type Target = [(u8, u32)];
+
+    fn deref(&self) -> &[(u8, u32)] {
+        self.0.as_deref().unwrap_or_default()
+    }
+}
+
+impl FromIterator<(u8, u32)> for ClockRates {
+    fn from_iter<I: IntoIterator<Item = (u8, u32)>>(iter: I) -> ClockRates {
+        let list: Vec<(u8, u32)> = iter.into_iter().collect();
+        ClockRates::from_list(&list)
+    }
+}
+
+impl From<&[(u8, u32)]> for ClockRates {
+    fn from(list: &[(u8, u32)]) -> ClockRates {
+        ClockRates::from_list(list)
+    }
+}
+
 impl ClockRates {
     pub fn from_map(map: &ClockRateMap) -> ClockRates {
         if map.is_empty() {
@@ -124,6 +145,41 @@ impl ClockRates {
     pub fn clock_rate_hz(&self, pt: u8) -> Option<u32> {
         let learnt = self.0.as_deref().unwrap_or_default();
         learnt_or_static(learnt.iter().copied(), pt)
+    }
+
+    /// A list as it is (SDP order, duplicates and all): what the session model keeps of an
+    /// end's `a=rtpmap` lines, handed to the data plane as the same allocation when
+    /// [`ClockRates::for_tracker`] finds the map would hold the same entries.
+    pub fn from_list(list: &[(u8, u32)]) -> ClockRates {
+        if list.is_empty() {
+            ClockRates(None)
+        } else {
+            ClockRates(Some(list.into()))
+        }
+    }
+
+    /// The rates a tracker looks up for an end that mapped `self`: `self` itself (a new
+    /// reference, no allocation) when a [`ClockRateMap`] made from it holds the same entries in
+    /// the same order, as it does for any list without repeated, out-of-range or excess
+    /// entries; else the map's entries.
+    pub fn for_tracker(&self) -> ClockRates {
+        let mut map = ClockRateMap::new();
+        for &(pt, hz) in self.iter() {
+            map.insert(pt, hz);
+        }
+        if map.entries().eq(self.iter().copied()) {
+            self.clone()
+        } else {
+            ClockRates::from_map(&map)
+        }
+    }
+
+    /// The other's allocation when both hold the same entries (one list for both ends of
+    /// a stream: memory per held call).
+    pub fn share_with(&mut self, other: &ClockRates) {
+        if *self == *other {
+            *self = other.clone();
+        }
     }
 
     /// Whether both are the same allocation (or both empty).
@@ -220,5 +276,42 @@ mod tests {
         assert!(r.shares_with(&r.clone()));
         assert!(!r.shares_with(&ClockRates::from_map(&m)));
         assert_eq!(core::mem::size_of::<ClockRates>(), 16);
+    }
+
+    /// An end's SDP list goes to the trackers as the same allocation when a map would hold
+    /// the same entries, and as the map's entries when it would not (a repeated or invalid
+    /// payload type): lookups are the map's either way.
+    #[test]
+    fn an_sdp_list_is_shared_with_the_trackers_when_the_map_agrees() {
+        let plain = ClockRates::from_list(&[(111, 48_000), (101, 8_000)]);
+        let t = plain.for_tracker();
+        assert!(t.shares_with(&plain));
+        assert_eq!(&*t, &[(111, 48_000), (101, 8_000)]);
+        for list in [
+            &[(111, 48_000), (101, 8_000), (111, 24_000)][..],
+            &[(200, 8_000), (96, 0), (97, 16_000)][..],
+        ] {
+            let sdp = ClockRates::from_list(list);
+            let t = sdp.for_tracker();
+            assert!(!t.shares_with(&sdp));
+            let mut m = ClockRateMap::new();
+            for &(pt, hz) in list {
+                m.insert(pt, hz);
+            }
+            for pt in 0..=255u8 {
+                assert_eq!(t.clock_rate_hz(pt), m.clock_rate_hz(pt), "pt {pt}");
+            }
+            assert_eq!(&*sdp, list, "the session keeps the list as it came");
+        }
+        assert_eq!(ClockRates::from_list(&[]), ClockRates::default());
+        assert!(ClockRates::default().for_tracker().is_empty());
+        // Two ends with the same entries end up on one allocation.
+        let mut b = ClockRates::from_list(&[(111, 48_000), (101, 8_000)]);
+        assert!(!b.shares_with(&plain));
+        b.share_with(&plain);
+        assert!(b.shares_with(&plain));
+        let mut c = ClockRates::from_list(&[(111, 48_000)]);
+        c.share_with(&plain);
+        assert!(!c.shares_with(&plain));
     }
 }

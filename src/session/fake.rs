@@ -160,11 +160,7 @@ impl MediaBackend for FakeBackend {
         };
         let id = self.next_id;
         self.next_id = self.next_id.next();
-        let opened = OpenedStream {
-            id,
-            a_ports,
-            b_ports,
-        };
+        let opened = OpenedStream::new(id, a_ports, b_ports);
         self.streams.insert(
             id,
             FakeStream {
@@ -197,11 +193,7 @@ impl MediaBackend for FakeBackend {
             .claim_both([a_ip, b_ip], [r.a_ports, r.b_ports])?;
         let id = self.next_id;
         self.next_id = self.next_id.next();
-        let opened = OpenedStream {
-            id,
-            a_ports: r.a_ports,
-            b_ports: r.b_ports,
-        };
+        let opened = OpenedStream::new(id, r.a_ports, r.b_ports);
         let mut stats = StreamStats::default();
         [stats.a.rtp, stats.a.rtcp, stats.b.rtp, stats.b.rtcp] = r.base;
         stats.a.learned_rtp = r.learned[0];
@@ -273,6 +265,10 @@ impl MediaBackend for FakeBackend {
 
     fn poll_event(&mut self) -> Option<MediaEvent> {
         self.events.pop_front()
+    }
+
+    fn call_of(&self, id: StreamId) -> Option<std::sync::Arc<str>> {
+        self.streams.get(&id).map(|s| s.spec.call_id.clone())
     }
 
     fn port_usage(&self) -> (usize, usize) {

@@ -7,6 +7,7 @@ pub mod backend;
 pub mod fake;
 pub mod interfaces;
 pub mod latch;
+pub mod local_ip;
 pub mod manager;
 pub mod model;
 pub mod negotiate;

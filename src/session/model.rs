@@ -19,6 +19,7 @@ use std::sync::Arc;
 use crate::addr::PackedAddr;
 use crate::sdp::Direction;
 use crate::session::backend::{EndpointSpec, OpenedStream, Side};
+use crate::session::local_ip::LocalIp;
 use crate::session::slim::SlimVec;
 use crate::time::Nanos;
 
@@ -82,8 +83,9 @@ pub struct MediaEnd {
     pub mux_in_sdp: bool,
     /// The family this end spoke in its SDP (IPv6 or not), to answer in kind.
     pub ipv6: bool,
-    /// The relay address (bound, not advertised) this end was told to send to.
-    pub relay_local: Option<std::net::IpAddr>,
+    /// The relay address (bound, not advertised) this end was told to send to: one byte
+    /// (see [`LocalIp`]), not 17 (memory per held call).
+    pub relay_local: LocalIp,
 }
 
 impl MediaEnd {
@@ -199,13 +201,34 @@ impl MediaSlot {
     }
 }
 
+/// A string and an optional second one in one allocation (what a leg's tag and label, and
+/// a dialogue's A tag and via-branch, are kept as: memory per held call).
+fn joined(head: &str, tail: Option<&str>) -> Box<str> {
+    let mut text = String::with_capacity(head.len() + tail.map_or(0, str::len));
+    text.push_str(head);
+    text.push_str(tail.unwrap_or_default());
+    text.into_boxed_str()
+}
+
+/// The two parts of a [`joined`] string whose head is `head_len` bytes long.
+fn split_joined(text: &str, head_len: usize, has_tail: bool) -> (&str, Option<&str>) {
+    let head = text.get(..head_len).unwrap_or(text);
+    let tail = has_tail.then(|| text.get(head_len..).unwrap_or_default());
+    (head, tail)
+}
+
 /// An offer/answer relationship between two legs.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Dialogue {
-    /// Boxed strings (16 bytes, not 24): kept per call (memory per call).
-    pub a_tag: Box<str>,
+    /// Side A's tag, then the offer's via-branch if it had one, in one boxed string: both
+    /// are fixed when the dialogue is made, and one allocation and 16 bytes less a dialogue
+    /// (64, not 80) than two boxed strings (memory per held call, issue 19). See
+    /// [`Dialogue::a_tag`] and [`Dialogue::via_branch`].
+    a_text: Box<str>,
+    a_len: u16,
+    has_via: bool,
+    /// Boxed (16 bytes, not 24): kept per call (memory per call).
     pub b_tag: Option<Box<str>>,
-    pub via_branch: Option<Box<str>>,
     /// Who sent the latest offer.
     pub offerer: Side,
     /// The latest offer has been answered.
@@ -216,17 +239,43 @@ pub struct Dialogue {
 }
 
 impl Dialogue {
+    /// A dialogue that `a_tag` opened with an offer (forked with `via_branch`, if given):
+    /// no B tag, nothing answered, no media yet. Tags and branches are at most
+    /// [`MAX_TOKEN_LEN`] bytes (longer ones are refused before).
+    pub fn new(a_tag: &str, via_branch: Option<&str>, offerer: Side, created_ns: Nanos) -> Self {
+        Dialogue {
+            a_text: joined(a_tag, via_branch),
+            a_len: u16::try_from(a_tag.len()).unwrap_or(u16::MAX),
+            has_via: via_branch.is_some(),
+            b_tag: None,
+            offerer,
+            answered: false,
+            media: SlimVec::new(),
+            created_ns,
+        }
+    }
+
+    /// Side A's tag: the leg that sent the first offer.
+    pub fn a_tag(&self) -> &str {
+        split_joined(&self.a_text, usize::from(self.a_len), self.has_via).0
+    }
+
+    /// The via-branch the first offer was forked with.
+    pub fn via_branch(&self) -> Option<&str> {
+        split_joined(&self.a_text, usize::from(self.a_len), self.has_via).1
+    }
+
     /// The tag of a side (`None`: B not named yet).
     pub fn tag(&self, side: Side) -> Option<&str> {
         match side {
-            Side::A => Some(&self.a_tag),
+            Side::A => Some(self.a_tag()),
             Side::B => self.b_tag.as_deref(),
         }
     }
 
     /// The side a tag is on in this dialogue.
     pub fn side_of(&self, tag: &str) -> Option<Side> {
-        if &*self.a_tag == tag {
+        if self.a_tag() == tag {
             Some(Side::A)
         } else if self.b_tag.as_deref() == Some(tag) {
             Some(Side::B)
@@ -239,7 +288,7 @@ impl Dialogue {
     pub fn joins(&self, t1: &str, t2: &str) -> bool {
         match &self.b_tag {
             Some(b) => {
-                let (a, b) = (&*self.a_tag, &**b);
+                let (a, b) = (self.a_tag(), &**b);
                 (a == t1 && b == t2) || (a == t2 && b == t1)
             }
             None => false,
@@ -266,11 +315,8 @@ pub struct Leg {
 
 impl Leg {
     pub fn new(tag: &str, label: Option<&str>, created_ns: Nanos) -> Leg {
-        let mut text = String::with_capacity(tag.len() + label.map_or(0, str::len));
-        text.push_str(tag);
-        text.push_str(label.unwrap_or_default());
         Leg {
-            text: text.into_boxed_str(),
+            text: joined(tag, label),
             tag_len: u32::try_from(tag.len()).unwrap_or(u32::MAX),
             has_label: label.is_some(),
             created_ns,
@@ -278,12 +324,11 @@ impl Leg {
     }
 
     pub fn tag(&self) -> &str {
-        self.text.get(..self.tag_len as usize).unwrap_or(&self.text)
+        split_joined(&self.text, self.tag_len as usize, self.has_label).0
     }
 
     pub fn label(&self) -> Option<&str> {
-        self.has_label
-            .then(|| self.text.get(self.tag_len as usize..).unwrap_or_default())
+        split_joined(&self.text, self.tag_len as usize, self.has_label).1
     }
 }
 
@@ -295,6 +340,14 @@ pub struct Call {
     /// At their exact lengths (see [`SlimVec`]): 96 bytes a call, not 112.
     pub legs: SlimVec<Leg>,
     pub dialogues: SlimVec<Dialogue>,
+    /// What only calls kept in a state store use ([`StoreTimes`]), made when first set: 8
+    /// bytes a call, not 24 (memory per held call, issue 19).
+    store_times: Option<Box<StoreTimes>>,
+}
+
+/// A call's times for the state store: all zero for a call never stored or restored.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreTimes {
     /// Newest packet time whose counters went to the state store.
     pub stored_seen_ns: Nanos,
     /// For a call restored from the store: when (this process's clock), and how long it had
@@ -311,10 +364,18 @@ impl Call {
             last_signal_ns: now,
             legs: SlimVec::new(),
             dialogues: SlimVec::new(),
-            stored_seen_ns: 0,
-            restored_ns: 0,
-            restored_idle_ns: 0,
+            store_times: None,
         }
+    }
+
+    /// The call's state-store times (zeros when it has none).
+    pub fn store_times(&self) -> StoreTimes {
+        self.store_times.as_deref().copied().unwrap_or_default()
+    }
+
+    /// The call's state-store times to change, made on first use.
+    pub fn store_times_mut(&mut self) -> &mut StoreTimes {
+        self.store_times.get_or_insert_with(Box::default)
     }
 
     pub fn leg(&self, tag: &str) -> Option<&Leg> {
@@ -357,14 +418,23 @@ mod tests {
 
     fn dialogue(a: &str, b: Option<&str>) -> Dialogue {
         Dialogue {
-            a_tag: a.into(),
             b_tag: b.map(Into::into),
-            via_branch: None,
-            offerer: Side::A,
-            answered: false,
-            media: SlimVec::new(),
-            created_ns: 0,
+            ..Dialogue::new(a, None, Side::A, 0)
         }
+    }
+
+    #[test]
+    fn a_tag_and_via_branch_come_back_apart() {
+        let d = Dialogue::new("from-tag", Some("z9hG4bK-1"), Side::A, 7);
+        assert_eq!((d.a_tag(), d.via_branch()), ("from-tag", Some("z9hG4bK-1")));
+        let d = Dialogue::new("t", Some(""), Side::B, 0);
+        assert_eq!(
+            (d.a_tag(), d.via_branch(), d.offerer),
+            ("t", Some(""), Side::B)
+        );
+        let d = Dialogue::new("é", None, Side::A, 0);
+        assert_eq!((d.a_tag(), d.via_branch()), ("é", None));
+        assert_eq!(d.side_of("é"), Some(Side::A));
     }
 
     #[test]
@@ -399,11 +469,16 @@ mod tests {
     #[test]
     fn per_stream_records_stay_within_their_size_class() {
         use std::mem::size_of;
-        assert!(size_of::<MediaSlot>() <= 256, "{}", size_of::<MediaSlot>());
-        assert!(size_of::<MediaEnd>() <= 96, "{}", size_of::<MediaEnd>());
-        // 80 and 96 with their lists at exact length (`SlimVec`; 88 and 112 with `Vec`s).
-        assert!(size_of::<Dialogue>() <= 80, "{}", size_of::<Dialogue>());
-        assert!(size_of::<Call>() <= 96, "{}", size_of::<Call>());
+        // 200 and 80 with the relay address as a one-byte `LocalIp` (240 and 96 with an
+        // `Option<IpAddr>`) and a niche in `OpenedStream` (208 without).
+        assert!(size_of::<MediaSlot>() <= 200, "{}", size_of::<MediaSlot>());
+        assert_eq!(size_of::<Option<OpenedStream>>(), 16);
+        assert!(size_of::<MediaEnd>() <= 80, "{}", size_of::<MediaEnd>());
+        // 80 and 96 with their lists at exact length (`SlimVec`; 88 and 112 with `Vec`s); a
+        // dialogue 64 with its A tag and via-branch in one string.
+        assert!(size_of::<Dialogue>() <= 64, "{}", size_of::<Dialogue>());
+        // 72 with the state store's times boxed (88 inline, 96 with `Vec`s).
+        assert!(size_of::<Call>() <= 72, "{}", size_of::<Call>());
         // 32 with the label in the tag's allocation (40 with a boxed label of its own).
         assert!(size_of::<Leg>() <= 32, "{}", size_of::<Leg>());
     }

@@ -20,6 +20,7 @@
 //! 3. [`pick_interface`] + [`render`]: the relay address for the outgoing SDP and the
 //!    rewritten body (`sdp::rewrite`, span-preserving).
 
+use crate::session::local_ip::LocalIp;
 use std::net::{IpAddr, SocketAddr};
 
 use crate::addr::PackedAddr;
@@ -257,7 +258,7 @@ pub fn describe(
             mux_in_sdp: m.rtcp_mux,
             ipv6: advertised.is_some_and(|a| a.is_ipv6())
                 || (advertised.is_none() && session_c.is_some_and(|c| c.addr.is_ipv6())),
-            relay_local: None,
+            relay_local: LocalIp::NONE,
         };
         out.push(MediaDesc {
             index,
@@ -474,11 +475,11 @@ mod tests {
         let slot = |kind: &str, open: bool| MediaSlot {
             index: 1,
             names: crate::session::model::MediaNames::new(kind, "RTP/AVP"),
-            stream: open.then_some(OpenedStream {
-                id: crate::session::backend::StreamId::FIRST,
-                a_ports: PortPair { rtp: 2 },
-                b_ports: PortPair { rtp: 4 },
-            }),
+            stream: open.then_some(OpenedStream::new(
+                crate::session::backend::StreamId::FIRST,
+                PortPair { rtp: 2 },
+                PortPair { rtp: 4 },
+            )),
             a: MediaEnd::default(),
             b: MediaEnd::default(),
             mux_policy: RtcpMuxPolicy::Passthrough,

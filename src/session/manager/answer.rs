@@ -1,6 +1,7 @@
 //! `answer`: read the SDP, plan, render, commit (an answer opens no stream).
 
 use crate::session::backend::MediaBackend;
+use crate::session::local_ip::LocalIp;
 use crate::session::manager::plan::{
     read_answer, AnswerPlan, AnswerStream, AnswerTarget, Outgoing,
 };
@@ -93,12 +94,16 @@ impl<B: MediaBackend> SessionManager<B> {
                     ..line.desc.end
                 };
                 end.set_mux(line.answerer_mux);
+                // One clock-rate list for both ends when they map the same types.
+                end.endpoint
+                    .clock_rates
+                    .share_with(&slot.end(offerer).endpoint.clock_rates);
                 match line.stream {
                     AnswerStream::Keep(s) => {
                         self.backend
                             .update(s.id, answerer, end.endpoint.clone(), now);
                         let off = slot.end_mut(offerer);
-                        off.relay_local = Some(relay.local);
+                        off.relay_local = LocalIp::of(relay.local);
                         if off.endpoint.rtcp_mux != line.offerer_mux {
                             off.set_mux(line.offerer_mux);
                             self.backend

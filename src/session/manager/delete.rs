@@ -41,7 +41,7 @@ impl<B: MediaBackend> SessionManager<B> {
                     .iter()
                     .enumerate()
                     .filter(|(_, d)| {
-                        d.via_branch.as_deref() == Some(via)
+                        d.via_branch() == Some(via)
                             && req.from_tag.is_none_or(|f| d.side_of(f).is_some())
                     })
                     .map(|(i, _)| i)

@@ -451,8 +451,6 @@ pub struct SessionManager<B: MediaBackend> {
     cfg: ManagerConfig,
     /// Every call, by Call-ID and in the order the timeout sweep visits them.
     calls: table::CallTable,
-    /// Stream -> call, for event logs (live and lingering streams).
-    stream_calls: HashMap<StreamId, Arc<str>>,
     lingering: Vec<Lingering>,
     started_ns: Nanos,
     managed: u64,
@@ -510,7 +508,6 @@ impl<B: MediaBackend> SessionManager<B> {
             backend,
             cfg,
             calls: table::CallTable::default(),
-            stream_calls: HashMap::new(),
             lingering: Vec::new(),
             started_ns: now,
             managed: 0,
@@ -589,7 +586,6 @@ impl<B: MediaBackend> SessionManager<B> {
             self.closed_quality.add_side(&SideBrief::of(&st.b));
         }
         self.backend.close(id);
-        self.stream_calls.remove(&id);
         self.quality.remove(&id);
     }
 
@@ -615,7 +611,8 @@ impl<B: MediaBackend> SessionManager<B> {
                 break;
             };
             n += 1;
-            let owner = self.stream_calls.get(&ev.stream).cloned();
+            // The backend keeps each open stream's Call-ID (live and lingering streams).
+            let owner = self.backend.call_of(ev.stream);
             if let Some(c) = &owner {
                 // A learned or confirmed endpoint is part of the stored record.
                 self.mark_dirty(c);

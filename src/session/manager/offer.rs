@@ -1,5 +1,6 @@
 //! `offer`: read the SDP, plan, open the new streams under a guard, render, commit.
 
+use crate::session::local_ip::LocalIp;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -84,9 +85,9 @@ impl<B: MediaBackend> SessionManager<B> {
             }
         };
         let sdp = plan.render(opts)?;
-        let opened = allocation.commit();
+        allocation.commit();
         let warnings = std::mem::take(&mut plan.out.warnings);
-        self.commit_offer(&call_id, sig, plan, &opened, opts, now);
+        self.commit_offer(&call_id, sig, plan, opts, now);
         self.mark_dirty(&call_id);
         Ok(Negotiated { sdp, warnings })
     }
@@ -99,7 +100,6 @@ impl<B: MediaBackend> SessionManager<B> {
         call_id: &Arc<str>,
         sig: &Signal<'_>,
         plan: OfferPlan<'_>,
-        opened: &[StreamId],
         opts: &NegotiateOptions,
         now: Nanos,
     ) {
@@ -129,15 +129,9 @@ impl<B: MediaBackend> SessionManager<B> {
                 idx
             }
             OfferTarget::New { b_tag } => {
-                call.dialogues.push(Dialogue {
-                    a_tag: sig.from_tag.into(),
-                    b_tag: b_tag.map(String::into_boxed_str),
-                    via_branch: sig.via_branch.map(Into::into),
-                    offerer: Side::A,
-                    answered: false,
-                    media: Default::default(),
-                    created_ns: now,
-                });
+                let mut d = Dialogue::new(sig.from_tag, sig.via_branch, Side::A, now);
+                d.b_tag = b_tag.map(String::into_boxed_str);
+                call.dialogues.push(d);
                 call.dialogues.len() - 1
             }
         };
@@ -179,9 +173,6 @@ impl<B: MediaBackend> SessionManager<B> {
                     to_close.push(st.id);
                 }
             }
-        }
-        for &id in opened {
-            self.stream_calls.insert(id, call_id.clone());
         }
         self.close_streams(to_close);
     }
@@ -246,8 +237,8 @@ fn offered_slot(
     };
     if slot.stream.is_some() {
         // Both sides' bound addresses are known from the offer on (`query` shows them).
-        slot.end_mut(offerer).relay_local = Some(offerer_local);
-        slot.end_mut(receiver).relay_local = Some(receiver_local);
+        slot.end_mut(offerer).relay_local = LocalIp::of(offerer_local);
+        slot.end_mut(receiver).relay_local = LocalIp::of(receiver_local);
     }
     (slot, replaced)
 }

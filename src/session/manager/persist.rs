@@ -6,6 +6,7 @@
 //! [`ChangeSink`] that only queues them; when it refuses (queue full) the rest stay marked
 //! and are offered at the next flush.
 
+use crate::session::local_ip::LocalIp;
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,7 +20,7 @@ use crate::session::backend::{
 use crate::session::latch::LatchMode;
 use crate::session::manager::SessionManager;
 use crate::session::model::{
-    Call, Dialogue, Leg, MediaEnd, MediaNames, MediaSlot, RtcpMuxPolicy, MAX_DIALOGUES,
+    Call, Dialogue, Leg, MediaEnd, MediaNames, MediaSlot, RtcpMuxPolicy, StoreTimes, MAX_DIALOGUES,
     MAX_TOKEN_LEN,
 };
 use crate::session::ports::PortPair;
@@ -147,7 +148,7 @@ fn end_record(e: &MediaEnd, learned: Option<SocketAddr>, confirmed: bool) -> End
         known: e.known,
         mux_in_sdp: e.mux_in_sdp,
         ipv6: e.ipv6,
-        relay_local: e.relay_local,
+        relay_local: e.relay_local.get(),
         learned,
         confirmed,
     }
@@ -173,7 +174,7 @@ fn end_from_record(r: &EndRecord) -> Result<MediaEnd, RestoreError> {
         known: r.known,
         mux_in_sdp: r.mux_in_sdp,
         ipv6: r.ipv6,
-        relay_local: r.relay_local,
+        relay_local: LocalIp::from_option(r.relay_local),
     })
 }
 
@@ -252,9 +253,9 @@ impl<B: MediaBackend> SessionManager<B> {
             .dialogues
             .iter()
             .map(|d| DialogueRecord {
-                a_tag: d.a_tag.to_string(),
+                a_tag: d.a_tag().to_string(),
                 b_tag: d.b_tag.as_deref().map(str::to_owned),
-                via_branch: d.via_branch.as_deref().map(str::to_owned),
+                via_branch: d.via_branch().map(str::to_owned),
                 offerer: side_name(d.offerer).into(),
                 answered: d.answered,
                 created_unix_ns: self.unix_of_mono(d.created_ns),
@@ -372,7 +373,7 @@ impl<B: MediaBackend> SessionManager<B> {
             taken += 1;
             self.store.stats_dirty.remove(&id);
             if let Some(c) = self.calls.get_mut(&id) {
-                c.stored_seen_ns = seen;
+                c.store_times_mut().stored_seen_ns = seen;
             }
         }
         taken
@@ -453,13 +454,12 @@ impl<B: MediaBackend> SessionManager<B> {
         // Idle time before this process started: added to the timeout check until media or
         // a signal arrives.
         let last_unix = stats.last_packet_unix_ns.max(rec.last_signal_unix_ns);
-        call.restored_ns = now;
-        call.restored_idle_ns = now_unix_ns.saturating_sub(last_unix);
+        *call.store_times_mut() = StoreTimes {
+            stored_seen_ns: now,
+            restored_ns: now,
+            restored_idle_ns: now_unix_ns.saturating_sub(last_unix),
+        };
         call.last_signal_ns = now;
-        call.stored_seen_ns = now;
-        for &id in &opened {
-            self.stream_calls.insert(id, call_id.clone());
-        }
         self.calls.insert(call);
         self.managed += 1;
         Ok(call_id)
@@ -480,15 +480,16 @@ impl<B: MediaBackend> SessionManager<B> {
                 "b" => Side::B,
                 _ => return Err(RestoreError::Invalid("offerer")),
             };
-            let mut dialogue = Dialogue {
-                a_tag: token(&d.a_tag)?,
-                b_tag: opt_token(&d.b_tag)?,
-                via_branch: opt_token(&d.via_branch)?,
+            let a_tag: Box<str> = token(&d.a_tag)?;
+            let via_branch: Option<Box<str>> = opt_token(&d.via_branch)?;
+            let mut dialogue = Dialogue::new(
+                &a_tag,
+                via_branch.as_deref(),
                 offerer,
-                answered: d.answered,
-                media: Default::default(),
-                created_ns: self.mono_of_unix(d.created_unix_ns),
-            };
+                self.mono_of_unix(d.created_unix_ns),
+            );
+            dialogue.b_tag = opt_token(&d.b_tag)?;
+            dialogue.answered = d.answered;
             for m in &d.media {
                 let a = end_from_record(&m.a)?;
                 let b = end_from_record(&m.b)?;
@@ -511,7 +512,7 @@ impl<B: MediaBackend> SessionManager<B> {
                             call_id: call_id.clone(),
                             a: restored_endpoint(&a, &m.a),
                             b: restored_endpoint(&b, &m.b),
-                            locals: [a.relay_local, b.relay_local],
+                            locals: [a.relay_local.get(), b.relay_local.get()],
                         };
                         let r = RestoredStream {
                             a_ports: PortPair { rtp: s.a_port },

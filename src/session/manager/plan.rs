@@ -41,19 +41,19 @@ fn check_token(value: &str, what: &'static str) -> Result<(), SessionError> {
 }
 
 fn branch_eq(d: &Dialogue, via: Option<&str>) -> bool {
-    d.via_branch.as_deref() == via
+    d.via_branch() == via
 }
 
 /// A pending dialogue (side B unnamed) offered by `tag`: exact branch first, then (when the
 /// signal has no branch, or the offer had none) any.
 fn find_pending(call: &Call, tag: &str, via: Option<&str>) -> Option<usize> {
-    let pending = |d: &&Dialogue| d.b_tag.is_none() && &*d.a_tag == tag;
+    let pending = |d: &&Dialogue| d.b_tag.is_none() && d.a_tag() == tag;
     let ds = &call.dialogues;
     ds.iter()
         .position(|d| pending(&d) && branch_eq(d, via))
         .or_else(|| {
             ds.iter()
-                .position(|d| pending(&d) && (via.is_none() || d.via_branch.is_none()))
+                .position(|d| pending(&d) && (via.is_none() || d.via_branch().is_none()))
         })
 }
 
@@ -93,10 +93,10 @@ fn find_offer_target(call: &Call, sig: &Signal<'_>) -> OfferTarget {
     let via = sig.via_branch;
     let found = ds
         .iter()
-        .position(|d| &*d.a_tag == from && branch_eq(d, via))
+        .position(|d| d.a_tag() == from && branch_eq(d, via))
         .or_else(|| {
             via.is_none()
-                .then(|| ds.iter().position(|d| &*d.a_tag == from))
+                .then(|| ds.iter().position(|d| d.a_tag() == from))
                 .flatten()
         });
     if let Some(idx) = found {
@@ -144,9 +144,9 @@ fn find_answer_target(
     let retarget = |offerer: &str, answerer: &str| {
         ds.iter()
             .position(|d| {
-                &*d.a_tag == offerer
+                d.a_tag() == offerer
                     && d.offerer == Side::A
-                    && (branch_eq(d, via) || d.via_branch.is_none())
+                    && (branch_eq(d, via) || d.via_branch().is_none())
             })
             .map(|idx| target(idx, Side::B, Some(answerer), true))
     };
@@ -268,7 +268,7 @@ fn bound_on(slots: &[MediaSlot], side: Side, kept: impl Fn(usize) -> bool) -> Op
         .iter()
         .enumerate()
         .filter(|(i, s)| s.stream.is_some() && kept(*i))
-        .find_map(|(_, s)| s.end(side).relay_local)
+        .find_map(|(_, s)| s.end(side).relay_local.get())
 }
 
 impl<'s> Outgoing<'s> {
@@ -715,11 +715,7 @@ pub(super) mod tests {
 
     fn opened(id: u64, a: u16, b: u16) -> OpenedStream {
         let id = StreamId::from_raw(id);
-        OpenedStream {
-            id,
-            a_ports: PortPair { rtp: a },
-            b_ports: PortPair { rtp: b },
-        }
+        OpenedStream::new(id, PortPair { rtp: a }, PortPair { rtp: b })
     }
 
     /// Call "c" with one dialogue offered by "a" (side B named `b_tag`, if any) relaying
@@ -741,15 +737,11 @@ pub(super) mod tests {
             })
             .collect();
         let mut call = Call::new(Arc::from("c"), S);
-        call.dialogues.push(Dialogue {
-            a_tag: "a".into(),
-            b_tag: b_tag.map(Into::into),
-            via_branch: None,
-            offerer: Side::A,
-            answered: b_tag.is_some(),
-            media,
-            created_ns: S,
-        });
+        let mut d = Dialogue::new("a", None, Side::A, S);
+        d.b_tag = b_tag.map(Into::into);
+        d.answered = b_tag.is_some();
+        d.media = media;
+        call.dialogues.push(d);
         call
     }
 
@@ -848,9 +840,17 @@ pub(super) mod tests {
         let mut call = offered_call(None);
         let first = call.dialogues[0].clone();
         call.dialogues = (0..MAX_DIALOGUES)
-            .map(|n| Dialogue {
-                via_branch: Some(format!("br{n}").into()),
-                ..first.clone()
+            .map(|n| {
+                let mut d = Dialogue::new(
+                    first.a_tag(),
+                    Some(&format!("br{n}")),
+                    first.offerer,
+                    first.created_ns,
+                );
+                d.b_tag = first.b_tag.clone();
+                d.answered = first.answered;
+                d.media = first.media.clone();
+                d
             })
             .collect();
         let s = Signal {

@@ -195,8 +195,8 @@ impl<B: MediaBackend> SessionManager<B> {
                     })),
                 };
                 if let Some(t) = entry {
-                    if side == Side::B && d.via_branch.is_some() {
-                        t.via_branch = d.via_branch.as_deref().map(str::to_owned);
+                    if side == Side::B && d.via_branch().is_some() {
+                        t.via_branch = d.via_branch().map(str::to_owned);
                     }
                     if !peer.is_empty() && !t.peers.contains(&peer) {
                         t.peers.push(peer);
@@ -252,10 +252,10 @@ impl<B: MediaBackend> SessionManager<B> {
             proto: m.proto().to_string(),
             label: m.label().map(str::to_owned),
             ports: m.stream.map(|s| side_ports(&s, side)),
-            local_addr: m.stream.and(end.relay_local),
+            local_addr: m.stream.and(end.relay_local.get()),
             interface: m
                 .stream
-                .and(end.relay_local)
+                .and(end.relay_local.get())
                 .and_then(|ip| crate::session::interfaces::owner(&self.cfg.interfaces, ip))
                 .map(|i| i.name.clone()),
             // A hold address (0.0.0.0) is shown as it is, as rtpengine does, though no

@@ -131,12 +131,13 @@ impl<B: MediaBackend> SessionManager<B> {
                 }
             }
             let mut idle = now.saturating_sub(last);
-            if last <= call.restored_ns {
-                idle = idle.saturating_add(call.restored_idle_ns);
+            let times = call.store_times();
+            if last <= times.restored_ns {
+                idle = idle.saturating_add(times.restored_idle_ns);
             }
             if self.cfg.timeout_ns > 0 && idle >= self.cfg.timeout_ns {
                 dead.push(call.id.clone());
-            } else if persist && last > call.stored_seen_ns {
+            } else if persist && last > times.stored_seen_ns {
                 moved.push(call.id.clone());
             }
         }
