@@ -188,6 +188,13 @@ fn a_bye_is_served_before_the_new_invites_queued_ahead_of_it() {
     let proxy: SocketAddr = format!("127.0.0.1:{SIP2}").parse().unwrap();
     let me = phone.local_addr().unwrap();
 
+    // Served once before the stop: the SIP loop runs and has turned receive timestamps on
+    // (the port is bound a moment before; datagrams queued in between carry no stamp and
+    // would look as if they had not waited).
+    phone.send_to(&invite(0, me), proxy).unwrap();
+    let first = finals(&phone, 0..=0, Duration::from_secs(5));
+    assert_eq!(first.len(), 1, "no final answer to the first INVITE");
+
     // 100 new INVITEs, then a BYE of a dialog, all queued while the relay is stopped.
     stop_and_wait(relay.pid());
     for n in 1..=100 {
