@@ -42,6 +42,32 @@ impl StreamId {
     }
 }
 
+/// Hashes a [`StreamId`] with one multiplication instead of SipHash: ids are the backend's
+/// own numbers, never chosen by a peer, and the timeout sweep looks up every stream of its
+/// slice in the backend's and the quality maps (tens of thousands a second at 25,000 calls).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StreamIdHasher(u64);
+
+impl std::hash::Hasher for StreamIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+/// A map keyed by stream id with [`StreamIdHasher`].
+pub type StreamIdMap<V> =
+    std::collections::HashMap<StreamId, V, std::hash::BuildHasherDefault<StreamIdHasher>>;
+
 impl std::fmt::Display for StreamId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.0.fmt(f)
