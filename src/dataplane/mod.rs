@@ -151,7 +151,7 @@ pub struct DataPlane {
     /// position for the fast path).
     interface_ips: Vec<IpAddr>,
     sockopts: SocketOptions,
-    streams: HashMap<StreamId, StreamEntry>,
+    streams: crate::session::backend::StreamIdMap<StreamEntry>,
     next_id: StreamId,
     placement: placement::Placement,
     engine: EngineChoice,
@@ -357,7 +357,7 @@ impl DataPlane {
                 rcvbuf: config.socket_rcvbuf,
                 sndbuf: config.socket_sndbuf,
             },
-            streams: HashMap::new(),
+            streams: Default::default(),
             next_id: StreamId::FIRST,
             placement,
             engine,

@@ -22,24 +22,7 @@ pub struct SlotIdx(u32);
 /// Hashes a [`SlotIdx`] with one multiplication (Fibonacci hashing) instead of SipHash: the
 /// index is the worker's own number, never chosen by a peer, and the fast path's read-back
 /// looks one up per folded direction (tens of thousands a second at 25,000 calls).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct SlotIdxHasher(u64);
-
-impl std::hash::Hasher for SlotIdxHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-
-    fn write_u32(&mut self, n: u32) {
-        self.0 = (self.0 ^ u64::from(n)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
+pub type SlotIdxHasher = crate::session::backend::IdHasher;
 
 /// A map keyed by slot index with [`SlotIdxHasher`].
 pub type SlotIdxMap<V> =

@@ -2,6 +2,7 @@
 //! kernel's figures back into the published ones, and taking a direction back.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering::Relaxed;
 
 use crate::rtp::stats::{RtpStreamTracker, TrackerParts};
 use crate::rtp::RtpPacket;
@@ -136,6 +137,9 @@ pub struct KernelWorker {
     last_sync_ns: u64,
     /// Per entry position, what the sync saw of it and when it last folded it.
     looks: Vec<Look>,
+    /// The directions a sync turn found due (position, entry, slot, packet count), kept
+    /// between turns for its capacity.
+    due: Vec<(usize, Entry, SlotIdx, u64)>,
     /// Sync passes started (wraps), and the fold gap of the current one.
     pass: u32,
     gap: u32,
@@ -172,6 +176,7 @@ impl KernelWorker {
             sync_in_pass: false,
             last_sync_ns: 0,
             looks: Vec::new(),
+            due: Vec::new(),
             pass: 0,
             gap: 1,
             last_turn_ns: 0,
@@ -400,20 +405,25 @@ impl KernelWorker {
     /// Looks at the next [`SYNC_PER_TURN`] entry positions and folds the directions whose
     /// packet count moved (or whose worker-counted packets are not folded yet) into the
     /// published figures, a flowing one every `gap` passes (see `pace`); a direction not
-    /// due costs a load from `looks` and, unless it is known to have moved (then it waits
-    /// for its turn unread), one from its entry. True when the pass is complete.
+    /// due costs a load from `looks` and, unless it is known or presumed to be flowing (then
+    /// it waits for its turn unread), one from its entry. The directions due are gathered
+    /// first and their records (the worker's, the slot, the shared counters and quality)
+    /// brought into the cache together, so their misses overlap instead of coming one
+    /// after the other behind each fold. True when the pass is complete.
     fn sync_some(&mut self, slots: &mut [Slot], counters: &WorkerCounters) -> bool {
         let end = self
             .sync_cursor
             .saturating_add(SYNC_PER_TURN)
             .min(self.entries.positions())
             .min(self.looks.len());
-        let mut folded = Folded::default();
+        let mut due = std::mem::take(&mut self.due);
+        due.clear();
         for pos in self.sync_cursor..end {
             let Some(look) = self.looks.get_mut(pos) else {
                 continue;
             };
-            // Moved and not due: this pass would not fold it, so its entry is not read.
+            // Moved (or presumed flowing) and not due: this pass would not fold it, so its
+            // entry is not read.
             if look.waiting(self.pass, self.gap) {
                 continue;
             }
@@ -427,6 +437,16 @@ impl KernelWorker {
                 continue;
             }
             look.folded(self.pass);
+            due.push((pos, at, i, packets));
+        }
+        for &(_, _, i, _) in &due {
+            std::hint::black_box(self.slots.get(&i).map(|h| h.seen_packets));
+            if let Some(slot) = slots.get(i.index()) {
+                std::hint::black_box(slot.counters().map(|c| c.packets.load(Relaxed)));
+            }
+        }
+        let mut folded = Folded::default();
+        for &(pos, at, i, packets) in &due {
             let (Some(h), Some(slot)) = (self.slots.get_mut(&i), slots.get_mut(i.index())) else {
                 continue;
             };
@@ -439,6 +459,7 @@ impl KernelWorker {
             let v = self.entries.dirs().read(at);
             fold(slot, h, v.as_ref(), &mut folded);
         }
+        self.due = due;
         folded.publish(counters);
         self.sync_cursor = end;
         end >= self.entries.positions().min(self.looks.len())

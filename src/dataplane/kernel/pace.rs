@@ -3,7 +3,8 @@
 //!
 //! A pass looks at every in-kernel direction about once a second; looking costs one load
 //! from a dense array of [`Look`]s, in entry order, and one from the mapped entry unless the
-//! direction is already known to have moved and waits for its fold ([`Look::waiting`]). A fold
+//! direction is already known to have moved, or was folded (so flowing) less than a gap ago,
+//! and waits for its fold ([`Look::waiting`]). A fold
 //! (reading the whole entry, the tracker's hand-over record, the slot, publishing counts,
 //! the latch's last packet and quality) is what costs, so a worker with many directions
 //! folds a flowing one at most every [`fold_gap`] passes (1 up to [`FOLDS_PER_PASS`]
@@ -38,6 +39,10 @@ pub struct Look {
     folded_pass: u32,
     /// Packets (or worker-counted ones) not folded yet.
     pending: bool,
+    /// Folded (or handed over) less than a gap ago, so presumed flowing: the passes before
+    /// the next fold is due do not read the entry; the pass when it is due does, and folds
+    /// it if it moved (else the direction is idle from there, read every pass).
+    presumed: bool,
 }
 
 impl Look {
@@ -48,6 +53,7 @@ impl Look {
             seen: packets as u32,
             folded_pass: pass,
             pending: false,
+            presumed: true,
         }
     }
 
@@ -59,13 +65,14 @@ impl Look {
     }
 
     /// True when pass `pass` need not read the entry at all: the direction has moved since
-    /// its last fold (seen on an earlier pass, or worker-counted) and is not due yet, so
-    /// whatever its count now, this pass would not fold it. A flowing direction's entry is
-    /// then read twice every `gap` passes (the pass after its fold, which sees it move, and
-    /// its next fold) instead of every pass (at 25,000 calls each read is a cache miss); an
-    /// idle one's, which may resume at any time, every pass.
+    /// its last fold (seen on an earlier pass, or worker-counted) or was folded less than
+    /// `gap` passes ago, and is not due yet, so whatever its count now, this pass would not
+    /// fold it. A flowing direction's entry is then read once every `gap` passes (at its
+    /// next fold) instead of every pass (at 25,000 calls each read is a cache miss); an idle
+    /// one's, which may resume at any time, every pass once a gap has passed since its last
+    /// fold.
     pub fn waiting(&self, pass: u32, gap: u32) -> bool {
-        self.pending && pass.wrapping_sub(self.folded_pass) < gap
+        (self.pending || self.presumed) && pass.wrapping_sub(self.folded_pass) < gap
     }
 
     /// Pass `pass` sees the entry's packet count `packets`; true when the direction is to be
@@ -76,12 +83,19 @@ impl Look {
             self.seen = low;
             self.pending = true;
         }
-        self.pending && pass.wrapping_sub(self.folded_pass) >= gap
+        let due = pass.wrapping_sub(self.folded_pass) >= gap;
+        if due {
+            // Presumed flowing until its fold was due: from here it is read every pass.
+            self.presumed = false;
+        }
+        self.pending && due
     }
 
-    /// The direction was folded (or found with nothing to fold) on pass `pass`.
+    /// The direction was folded (or found with nothing to fold) on pass `pass`: presumed
+    /// flowing until its next fold is due.
     pub fn folded(&mut self, pass: u32) {
         self.pending = false;
+        self.presumed = true;
         self.folded_pass = pass;
     }
 }
@@ -164,7 +178,8 @@ mod tests {
         let patterns: [&dyn Fn(u32) -> u64; 4] = [
             &|p| u64::from(p.min(13)),
             &|p| u64::from(p / 3),
-            &|p| if p % 7 == 0 { u64::from(p) } else { 0 },
+            // A lone packet every 7 passes (an entry's count never goes back).
+            &|p| u64::from(p / 7),
             &|p| match p {
                 0..=5 => u64::from(p),
                 6..=30 => 5,
@@ -187,12 +202,12 @@ mod tests {
                 assert_eq!(skipped, folds, "gap {gap}");
             }
         }
-        // A flowing direction's entry is read twice a gap (the pass after a fold, which sees
-        // it move, and the fold), an idle one's every pass.
+        // A flowing direction's entry is read once a gap (at its fold), an idle one's every
+        // pass once a gap has passed since the hand-over.
         let (_, reads) = run_counting(&mut Look::handed(0, 0), 1..41, 4, u64::from);
-        assert_eq!(reads, 20);
+        assert_eq!(reads, 10);
         let (_, reads) = run_counting(&mut Look::handed(0, 0), 1..41, 4, |_| 0);
-        assert_eq!(reads, 40);
+        assert_eq!(reads, 37);
         // Worker-counted packets are folded at the next pass, without waiting.
         let mut l = Look::handed(5, 0);
         l.force();
@@ -211,6 +226,23 @@ mod tests {
             _ => 5 + u64::from(p - 30),
         });
         assert_eq!(folds, vec![(4, 4), (8, 5), (31, 6), (35, 10), (39, 14)]);
+    }
+
+    #[test]
+    fn a_direction_presumed_flowing_that_stopped_is_read_every_pass_once_its_fold_was_due() {
+        let gap = 4;
+        let mut l = Look::handed(0, 0);
+        // Flows up to pass 4, silent 5-20, flows again from 21.
+        let (folds, reads) = run_counting(&mut l, 1..30, gap, |p| match p {
+            0..=4 => u64::from(p),
+            5..=20 => 4,
+            _ => 4 + u64::from(p - 20),
+        });
+        // The resumed packet is published at the first pass that has it.
+        assert_eq!(folds, vec![(4, 4), (21, 5), (25, 9), (29, 13)]);
+        // Read at the folds (4, 21, 25, 29), at the due pass that found it stopped (8) and
+        // every pass of the silence after it (9-20).
+        assert_eq!(reads, 17);
     }
 
     #[test]

@@ -48,7 +48,6 @@
 //!
 //! They use this file; this file uses none of them.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -469,7 +468,7 @@ pub struct SessionManager<B: MediaBackend> {
     /// Quality samples of live streams (taken by the sweep; see `session::quality`).
     /// Boxed values (~0.5 KB each): the table's spare buckets then cost 16 bytes, not a
     /// whole record (memory per call).
-    quality: HashMap<StreamId, Box<StreamQuality>>,
+    quality: crate::session::backend::StreamIdMap<Box<StreamQuality>>,
     /// Every quality sample taken so far, summed (`/metrics`).
     sample_totals: crate::session::quality::SampleTotals,
     /// Where call records go (`record.rs`), and how many a full queue cost.
@@ -523,7 +522,7 @@ impl<B: MediaBackend> SessionManager<B> {
             sweep: Sweep::default(),
             control: control::ControlStats::default(),
             store: persist::StoreState::default(),
-            quality: HashMap::new(),
+            quality: Default::default(),
             sample_totals: Default::default(),
             records: None,
             records_dropped: 0,

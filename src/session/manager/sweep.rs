@@ -100,8 +100,13 @@ impl<B: MediaBackend> SessionManager<B> {
                     if c.iter().all(|c| c.packets == 0) {
                         return false;
                     }
-                    let fresh = !quality.contains_key(&s.id);
-                    let q = quality.entry(s.id).or_default();
+                    // One hash of the id: the entry tells whether it is new.
+                    let (q, fresh) = match quality.entry(s.id) {
+                        std::collections::hash_map::Entry::Occupied(o) => (o.into_mut(), false),
+                        std::collections::hash_map::Entry::Vacant(v) => {
+                            (v.insert(Box::default()), true)
+                        }
+                    };
                     let packets = c.iter().fold(0u64, |n, c| n.wrapping_add(c.packets));
                     let due = q.due(c[1].packets.wrapping_add(c[3].packets), packets, now);
                     *sampled_at = Some((q, fresh));
