@@ -410,22 +410,31 @@ jq -rs '
 echo "(first ladder step = ${LADDER%%,*} pps; details, plots and logs in $OUT)"
 
 # The in-kernel path run by run: RTP directions in the kernel after the warm-up and after the
-# first step, of the 2 per call; a run with fewer than 90% there after the step is flagged
-# (its figures are mostly user space's).
+# first step, of the 2 per call (under 90% after the step: flagged, its figures are mostly user
+# space's); the relay process's ns per packet at the first step (above 5,000 on the kernel path:
+# flagged, the relay is busy with something) and its busiest thread during that step (CPU ms,
+# from /proc); take-backs and the user-space packets by reason.
 kfiles=("$OUT"/rtpanchor-kernel_*_rep*.json)
 if [ ${#kfiles[@]} -gt 0 ]; then
-    echo "in-kernel directions (of 2 per call) after warm-up / after step 1, take-backs, user-space packets by reason:"
-    { printf 'run\twarm-up\tstep 1\ttake-backs\t\tuser-space packets by reason\n'
+    echo "rtpanchor-kernel runs: in-kernel directions after warm-up / step 1, relay ns/packet, busiest thread in step 1, take-backs, user-space packets by reason:"
+    { printf 'run\twarm-up\tstep 1\trelay ns\tbusiest thread (ms)\ttake-backs\t\tuser-space packets by reason\n'
       jq -r '
       def g(k): (. // {})[k] // 0;
       def reasons: (. // {}) | to_entries | map(select((.key | startswith("user_")) and .value > 0)
                    | "\(.key | ltrimstr("user_"))=\(.value)") | join(" ");
-      [(input_filename | sub(".*/"; "") | sub("\\.json$"; "")),
+      (.warmup_relay_threads_ms // {}) as $w
+      | (.steps[0].relay_threads_ms // {}) as $s
+      | ($s | to_entries | map({k: .key, v: (.value - ($w[.key] // 0))}) | max_by(.v)) as $top
+      | (.steps[0].relay_cpu_ns_per_pkt // 0) as $ns
+      | [(input_filename | sub(".*/"; "") | sub("\\.json$"; "")),
        (.warmup_relay_kernel | g("kernel_streams") | tostring),
        (.steps[0].relay_kernel | g("kernel_streams") | tostring),
+       ($ns | round | tostring),
+       (if $top == null then "-" else "\($top.k) \($top.v)" end),
        (.steps[0].relay_kernel | g("kernel_takebacks") | tostring),
-       (if .warmup_relay_kernel == null then "no figures"
-        elif (.steps[0].relay_kernel | g("kernel_streams")) < 0.9 * 2 * .calls
-        then "MOSTLY USER SPACE" else "ok" end),
+       ([(if .warmup_relay_kernel == null then "no figures"
+          elif (.steps[0].relay_kernel | g("kernel_streams")) < 0.9 * 2 * .calls
+          then "MOSTLY USER SPACE" else empty end),
+         (if $ns > 5000 then "RELAY BUSY" else empty end)] | if length == 0 then "ok" else join(", ") end),
        (.steps[0].relay_kernel | reasons)] | @tsv' "${kfiles[@]}"; } | column -t -s $'\t'
 fi

@@ -176,6 +176,10 @@ struct StepReport {
     /// With `--relay-stats`: the relays' in-kernel figures at the end of the step (summed).
     #[serde(skip_serializing_if = "Option::is_none")]
     relay_kernel: Option<BTreeMap<String, u64>>,
+    /// With `--relay-stats`: the relay processes' CPU ms per thread name at the end of the
+    /// step, since they started (which thread burns a relay's CPU).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    relay_threads_ms: Option<BTreeMap<String, u64>>,
 }
 
 #[derive(Serialize, Debug)]
@@ -197,6 +201,9 @@ struct Report {
     /// With `--relay-stats`: the relays' in-kernel figures at the end of the warm-up.
     #[serde(skip_serializing_if = "Option::is_none")]
     warmup_relay_kernel: Option<BTreeMap<String, u64>>,
+    /// With `--relay-stats`: CPU ms per relay thread name at the end of the warm-up.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    warmup_relay_threads_ms: Option<BTreeMap<String, u64>>,
     /// Highest passing rate (find-max), or the rate if the single run passed.
     max_pass_pps: Option<f64>,
 }
@@ -373,6 +380,20 @@ impl Bench<'_> {
                     eprintln!("relay statistics from {addr}: {e:#}");
                     return None;
                 }
+            }
+        }
+        Some(sum)
+    }
+
+    /// With `--relay-stats`, CPU ms per thread name of the relay processes so far.
+    fn relay_threads(&self) -> Option<BTreeMap<String, u64>> {
+        if !self.a.relay_stats || self.a.relay_pid.is_empty() {
+            return None;
+        }
+        let mut sum = BTreeMap::new();
+        for &pid in &self.a.relay_pid {
+            for (name, ms) in procfs::thread_cpu_ms(pid, self.ticks) {
+                *sum.entry(name).or_default() += ms;
             }
         }
         Some(sum)
@@ -581,6 +602,7 @@ impl Bench<'_> {
             pass,
             verdict,
             relay_kernel: None,
+            relay_threads_ms: None,
         })
     }
 }
@@ -748,6 +770,7 @@ fn run() -> Result<i32> {
     };
     let mut steps = Vec::new();
     let mut warmup_kernel = None;
+    let mut warmup_threads = None;
     let result = (|| -> Result<()> {
         if a.warmup > 0.0 {
             // A realistic 50 pps per flow (capped at the first measured rate).
@@ -755,6 +778,7 @@ fn run() -> Result<i32> {
             eprintln!("warm-up: {r:.0} pps for {:.1} s", a.warmup);
             let w = bench.run_step(0, r, a.warmup)?;
             warmup_kernel = bench.relay_kernel();
+            warmup_threads = bench.relay_threads();
             if let Some(k) = &warmup_kernel {
                 eprintln!("after warm-up: {}", kernel_line(k));
             }
@@ -772,6 +796,7 @@ fn run() -> Result<i32> {
             }
             let mut s = bench.run_step(i as u32 + 1, rate, secs)?;
             s.relay_kernel = bench.relay_kernel();
+            s.relay_threads_ms = bench.relay_threads();
             if let Some(k) = &s.relay_kernel {
                 eprintln!("after step {}: {}", s.step, kernel_line(k));
             }
@@ -836,6 +861,7 @@ fn run() -> Result<i32> {
         pin_cpus: a.pin_cpus.clone(),
         steps,
         warmup_relay_kernel: warmup_kernel,
+        warmup_relay_threads_ms: warmup_threads,
         max_pass_pps: max_pass,
     };
     print_table(&report);
