@@ -115,9 +115,10 @@ struct Args {
     /// Receive buffer per generator socket, bytes.
     #[arg(long, default_value_t = 1 << 20)]
     rcvbuf: usize,
-    /// After the warm-up and after each step, ask each relay (ng `statistics`) for its
-    /// in-kernel path's figures (rtpanchor: directions in the kernel, hand-overs, take-backs,
-    /// packets that reached user space by reason) and record them in the JSON.
+    /// After the warm-up and after each step, ask each relay (ng `statistics`) for its data
+    /// plane's figures (rtpanchor: directions in the kernel, hand-overs, take-backs, packets
+    /// that reached user space by reason, receive re-arms...) and read its CPU per thread
+    /// (/proc), and record them in the JSON.
     #[arg(long)]
     relay_stats: bool,
     /// Seconds to wait for the relay to answer ng ping.
@@ -655,10 +656,13 @@ fn print_table(r: &Report) {
 fn kernel_line(k: &BTreeMap<String, u64>) -> String {
     let g = |n: &str| k.get(n).copied().unwrap_or(0);
     let mut line = format!(
-        "kernel_streams {} handovers {} takebacks {}",
+        "kernel_streams {} handovers {} takebacks {} recv_rearms {} enobufs {} recv_stalls {}",
         g("kernel_streams"),
         g("kernel_handovers"),
-        g("kernel_takebacks")
+        g("kernel_takebacks"),
+        g("recv_rearms"),
+        g("enobufs"),
+        g("recv_stalls")
     );
     for (n, v) in k {
         if *v > 0 && (n.starts_with("user_") || n.starts_with("kernel_back_")) {

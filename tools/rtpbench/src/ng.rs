@@ -97,8 +97,9 @@ impl NgClient {
     }
 }
 
-/// The in-kernel path's figures in a `statistics` reply (rtpanchor's `dataplane` keys
-/// `kernel_*` and the per-reason `user_*` packet counts), added into `into`; false when the
+/// The data plane's figures in a `statistics` reply (rtpanchor's `dataplane` block: the
+/// in-kernel path's `kernel_*`, the per-reason `user_*` packet counts, the workers' drops and
+/// receive figures such as `enobufs` and `recv_rearms`), added into `into`; false when the
 /// reply has no such block (another relay).
 pub fn add_kernel_figures(reply: &Owned, into: &mut BTreeMap<String, u64>) -> bool {
     let Some(entries) = reply
@@ -109,9 +110,6 @@ pub fn add_kernel_figures(reply: &Owned, into: &mut BTreeMap<String, u64>) -> bo
         return false;
     };
     for (k, v) in entries {
-        if !(k.starts_with("kernel_") || k.starts_with("user_")) {
-            continue;
-        }
         if let Some(n) = v.as_int().and_then(|n| u64::try_from(n).ok()) {
             *into.entry(k.clone()).or_default() += n;
         }
@@ -215,7 +213,7 @@ mod tests {
         assert!(add_kernel_figures(&reply(4), &mut m));
         assert_eq!(m.get("kernel_streams"), Some(&7));
         assert_eq!(m.get("user_taken_back"), Some(&14));
-        assert!(!m.contains_key("rx_packets"));
+        assert_eq!(m.get("rx_packets"), Some(&18));
         assert!(!add_kernel_figures(
             &Owned::dict().with("result", "ok"),
             &mut m
