@@ -90,7 +90,10 @@ const SPIN_PASS_NS: u64 = crate::time::NANOS_PER_MS;
 /// after each further one until a pass handles something: issue 19 saw, in 2 of ~55
 /// benchmark runs at 25,000 calls (3 rings a thread), one worker thread turning ~55,000
 /// times a second without sleeping, each enter returning at once with nothing, for the whole
-/// run (a whole core). Why is not known yet; the first time, the thread logs what each ring's
+/// run (a whole core). The log line below named the condition (BENCHMARKS §30b): a ring the
+/// thread does not sleep on kept IORING_SQ_TASKRUN set with nothing queued or completed, so
+/// `has_work` said yes on every pass, the thread never slept, and entering that ring (with
+/// GETEVENTS) did not clear the flag. The first time, the thread logs what each ring's
 /// `has_work` saw. A paused thread's packets and commands wait at most the pause.
 const SPIN_PASSES: u32 = 1024;
 const SPIN_PAUSE: std::time::Duration = std::time::Duration::from_micros(200);
