@@ -675,6 +675,56 @@ fn a_new_ssrc_and_a_sequence_jump_go_back_to_the_worker() {
     dp.close(o.id);
 }
 
+/// A direction taken back (here: a new SSRC, and its opposite with it) is offered to the
+/// kernel again after a second and a few packets, not only after 50: a stream of a packet
+/// every 300 ms each way is back in the kernel within a few seconds, where 50 packets would
+/// take 15 s (issue 19: at 1 packet/s a benchmark step was over before the retry). Ports
+/// 62000-62099 (block 61800-62599).
+#[test]
+fn a_slow_stream_taken_back_goes_back_to_the_kernel_within_seconds() {
+    let Some((mut dp, a, b, o)) = handed_over(62000) else {
+        return;
+    };
+    let (a_at, b_at) = (relay(o.a_ports.rtp), relay(o.b_ports.rtp));
+    let handovers = dp.totals().kernel_handovers;
+    relay_round(&a, a_at, &b, &[60], 0xa2, b_at, "A->B, new SSRC");
+    assert!(
+        wait_for(Duration::from_secs(3), || dp.totals().kernel_takebacks >= 2),
+        "both directions taken back: {:?}",
+        dp.totals()
+    );
+    assert_eq!(dp.totals().kernel_streams, 0, "{:?}", dp.totals());
+    // One packet each way every 300 ms, at most 12 (3.6 s).
+    let mut back = None;
+    for (k, seq) in (61..73u16).enumerate() {
+        relay_round(&a, a_at, &b, &[seq], 0xa2, b_at, "A->B, slow");
+        relay_round(&b, b_at, &a, &[seq], 0xb, a_at, "B->A, slow");
+        std::thread::sleep(Duration::from_millis(300));
+        if dp.totals().kernel_streams == 2 {
+            back = Some(k + 1);
+            break;
+        }
+    }
+    let t = dp.totals();
+    assert!(
+        back.is_some(),
+        "not back in the kernel after 12 packets each way in 3.6 s: {t:?}"
+    );
+    assert_eq!(t.kernel_handovers, handovers + 2, "{t:?}");
+    // And it relays there: the next packets move the kernel's count.
+    let forwarded = t.kernel_forwarded;
+    let next: Vec<u16> = (80..90).collect();
+    relay_round(&a, a_at, &b, &next, 0xa2, b_at, "A->B, kernel again");
+    relay_round(&b, b_at, &a, &next, 0xb, a_at, "B->A, kernel again");
+    assert!(
+        wait_for(Duration::from_secs(3), || dp.totals().kernel_forwarded
+            > forwarded),
+        "{:?}",
+        dp.totals()
+    );
+    dp.close(o.id);
+}
+
 /// The worker reads the kernel's figures from the mapped entries and folds only the
 /// directions whose packet count moved: an idle direction's published figures stay exactly
 /// what they were across several syncs, and a direction that moves is folded at the next

@@ -39,6 +39,9 @@
 #      BIN_DIR overrides where rtpbench/reflector are (default target/release);
 #      BURST (default 1) packets each flow sends back to back (rtpbench --burst: 1 is voice,
 #      10-60 is like video frames).
+#      RELAY_LOG_LEVEL rtpanchor's --log-level (default: info, but warn for the session
+#      manager's lines per call and per latch: ~20 lines a run at 25,000 calls); each run's
+#      relay log is kept as OUT/NAME_CALLS_repN.log;
 #      WEBRTC_EXT (unset by default): set to 1 to send WebRTC-like audio (rtpbench
 #      --webrtc-ext: an RFC 8285 header extension with audio level and abs-send-time).
 # Namespaces: a network namespace shares the host's UDP socket hash table unless
@@ -61,6 +64,7 @@ RELAY_CPU=${RELAY_CPU:-1}
 RELAY_THREADS=${RELAY_THREADS:-1}
 RELAY_RINGS=${RELAY_RINGS:-}
 RTPENGINE_THREADS=${RTPENGINE_THREADS:-1}
+RELAY_LOG_LEVEL=${RELAY_LOG_LEVEL:-info,rtpanchor::session::manager=warn}
 GEN_CPUS=${GEN_CPUS:-0}
 
 FULL=0
@@ -226,11 +230,11 @@ start_relay() { # name calls [shards] -> RELAY_PIDS, NG (comma-separated with se
         fi
     fi
     for s in $(seq 0 $((n - 1))); do
-        local slo=$((lo + s * span)) shi=$((lo + (s + 1) * span - 1)) log="$OUT/$name.log" ng
+        local slo=$((lo + s * span)) shi=$((lo + (s + 1) * span - 1)) log="$OUT/$RUN.log" ng
         local ip=127.0.0.1
         [ "$s" -eq $((n - 1)) ] && shi=$hi
         if [ "$wide" = 1 ]; then slo=$lo shi=$hi ip=127.0.0.$((1 + s)); fi
-        [ "$n" -gt 1 ] && log="$OUT/$name.$s.log"
+        [ "$n" -gt 1 ] && log="$OUT/$RUN.$s.log"
         case "$name" in
             rtpanchor|rtpanchor-mmsg|rtpanchor-kernel)
                 ng=127.0.0.1:$((2223 + 10 * s))
@@ -241,7 +245,7 @@ start_relay() { # name calls [shards] -> RELAY_PIDS, NG (comma-separated with se
                 [ "$name" = rtpanchor-kernel ] || engine+=(--no-kernel-forwarding)
                 taskset -c "$RELAY_CPU" "$RTPANCHOR" --listen-ng "$ng" "${iface[@]}" \
                     --port-min "$slo" --port-max "$shi" --num-threads "$RELAY_THREADS" \
-                    "${engine[@]}" --no-sip --log-level warn >"$log" 2>&1 &
+                    "${engine[@]}" --no-sip --log-level "$RELAY_LOG_LEVEL" >"$log" 2>&1 &
                 ;;
             rtpengine)
                 ng=127.0.0.1:$((2224 + 10 * s))
@@ -307,6 +311,11 @@ for rep in $(seq "$REPS"); do
                 continue
             fi
             nshards=$(shards "$name" "$calls")
+            RUN="${name}_${calls}_rep${rep}"
+            # rtpanchor's in-kernel figures (directions in the kernel, hand-overs, take-backs,
+            # user-space packets by reason) after the warm-up and each step, in the JSON.
+            STATS=()
+            case "$name" in rtpanchor*) STATS=(--relay-stats) ;; esac
             start_relay "$name" "$calls" "$nshards"
             if [ "$nshards" -gt 1 ]; then
                 echo "== $name, $calls calls, rep $rep: $nshards processes (pids $RELAY_PID$RELAY_NOTE), $(( (calls + nshards - 1) / nshards )) calls or fewer each: one cannot hold all its descriptors under the limit $NOFILE" >&2
@@ -319,7 +328,7 @@ for rep in $(seq "$REPS"); do
             timeout 600 "$RTPBENCH" --ng "$NG" --calls "$calls" --find-max --ladder "$LADDER" \
                 --step-duration "$STEP_DUR" --relay-pid "$RELAY_PID" --pin-cpus "$GEN_CPUS" \
                 --local-port-base "$GEN_BASE" --wait-ready 10 --label "$name" --burst "${BURST:-1}" \
-                --warmup "$(warmup "$calls")" \
+                --warmup "$(warmup "$calls")" "${STATS[@]}" \
                 ${WEBRTC_EXT:+--webrtc-ext} \
                 --json "$OUT/${name}_${calls}_rep${rep}.json" \
                 --plot "$OUT/${name}_${calls}_rep${rep}.svg" \
@@ -399,3 +408,33 @@ jq -rs '
      | @tsv), .[]
 ' "${files[@]}" | column -t -s $'\t'
 echo "(first ladder step = ${LADDER%%,*} pps; details, plots and logs in $OUT)"
+
+# The in-kernel path run by run: RTP directions in the kernel after the warm-up and after the
+# first step, of the 2 per call (under 90% after the step: flagged, its figures are mostly user
+# space's); the relay process's ns per packet at the first step (above 5,000 on the kernel path:
+# flagged, the relay is busy with something) and its busiest thread during that step (CPU ms,
+# from /proc); take-backs and the user-space packets by reason.
+kfiles=("$OUT"/rtpanchor-kernel_*_rep*.json)
+if [ ${#kfiles[@]} -gt 0 ]; then
+    echo "rtpanchor-kernel runs: in-kernel directions after warm-up / step 1, relay ns/packet, busiest thread in step 1, take-backs, user-space packets by reason:"
+    { printf 'run\twarm-up\tstep 1\trelay ns\tbusiest thread (ms)\ttake-backs\t\tuser-space packets by reason\n'
+      jq -r '
+      def g(k): (. // {})[k] // 0;
+      def reasons: (. // {}) | to_entries | map(select((.key | startswith("user_")) and .value > 0)
+                   | "\(.key | ltrimstr("user_"))=\(.value)") | join(" ");
+      (.warmup_relay_threads_ms // {}) as $w
+      | (.steps[0].relay_threads_ms // {}) as $s
+      | ($s | to_entries | map({k: .key, v: (.value - ($w[.key] // 0))}) | max_by(.v)) as $top
+      | (.steps[0].relay_cpu_ns_per_pkt // 0) as $ns
+      | [(input_filename | sub(".*/"; "") | sub("\\.json$"; "")),
+       (.warmup_relay_kernel | g("kernel_streams") | tostring),
+       (.steps[0].relay_kernel | g("kernel_streams") | tostring),
+       ($ns | round | tostring),
+       (if $top == null then "-" else "\($top.k) \($top.v)" end),
+       (.steps[0].relay_kernel | g("kernel_takebacks") | tostring),
+       ([(if .warmup_relay_kernel == null then "no figures"
+          elif (.steps[0].relay_kernel | g("kernel_streams")) < 0.9 * 2 * .calls
+          then "MOSTLY USER SPACE" else empty end),
+         (if $ns > 5000 then "RELAY BUSY" else empty end)] | if length == 0 then "ok" else join(", ") end),
+       (.steps[0].relay_kernel | reasons)] | @tsv' "${kfiles[@]}"; } | column -t -s $'\t'
+fi

@@ -10,6 +10,7 @@ use crate::rtp::RtpPacket;
 use super::abi::{entry, mode_of, FwdKey, FwdValue, Route, HANDED_BACK, MODE_LOCAL};
 use super::dirs::{Entries, Entry};
 use super::keys::Keys;
+use super::offer::{queued_before_handover, Retry, Unmarked};
 use super::pace::{fold_gap, Look};
 use super::reasons::{Back, UserReason};
 use super::route;
@@ -32,12 +33,6 @@ const OPS_PER_TURN: usize = 64;
 /// Slots looked at per turn, from the dirty list or by a full scan (no syscall unless one
 /// qualifies), so a long list never holds packets up.
 const SCAN_PER_TURN: usize = 1024;
-/// RTP packets a direction must see in user space after it came back from the kernel
-/// before it is offered again: a source or SSRC that keeps changing stays with the worker.
-const RETRY_AFTER_PACKETS: u64 = 50;
-/// Packets that reach the worker this soon after a hand-over were queued before it: they
-/// are counted and forwarded, and the stream stays in the kernel.
-const QUEUED_BEFORE_HANDOVER_NS: u64 = 20 * crate::time::NANOS_PER_MS;
 
 /// What a worker keeps for a direction it handed to the kernel.
 struct Handed {
@@ -57,8 +52,9 @@ struct Handed {
     /// RTP packets that reached the worker after the hand-over but were queued before it.
     carried_packets: u64,
     carried_bytes: u64,
-    /// Not offered again before the tracker has seen this many packets.
-    retry_at_packets: u64,
+    /// When it is offered again after a failed offer or a take-back (`offer::Retry`: after
+    /// 50 packets, or a few once a second has passed, doubled per miss in a row).
+    retry: Retry,
     /// Why it waits: no route at the last try, or the map refused the entry (else: taken
     /// back).
     unrouted: bool,
@@ -86,8 +82,9 @@ impl Handed {
     }
 
     /// A direction handed over under `key` as the tracker stood (`parts`), or, when
-    /// `handed` is false, one that could not be: offered again later.
-    fn new(key: FwdKey, parts: TrackerParts, now: u64, handed: bool) -> Handed {
+    /// `handed` is false, one that could not be: offered again later (`retry`: its misses
+    /// so far).
+    fn new(key: FwdKey, parts: TrackerParts, now: u64, handed: bool, retry: Retry) -> Handed {
         Handed {
             key,
             pos: None,
@@ -98,10 +95,10 @@ impl Handed {
             seen_bytes: parts.bytes,
             carried_packets: 0,
             carried_bytes: 0,
-            retry_at_packets: if handed {
-                0
+            retry: if handed {
+                retry
             } else {
-                parts.packets + RETRY_AFTER_PACKETS
+                retry.missed(parts.packets, now, 0)
             },
             unrouted: false,
             refused: false,
@@ -266,8 +263,9 @@ impl KernelWorker {
         let Some(st) = slot.rtp.as_deref() else {
             return false;
         };
+        let retry = self.slots.get(&i).map_or(Retry::default(), |h| h.retry);
         if let Some(h) = self.slots.get(&i) {
-            if st.tracker.packets() < h.retry_at_packets {
+            if !h.retry.due(st.tracker.packets(), now) {
                 let why = if h.unrouted {
                     KernelStatus::NoRoute
                 } else if h.refused {
@@ -333,9 +331,9 @@ impl KernelWorker {
                 match self.routes.as_mut().and_then(|r| r.egress(from, to)) {
                     Some(oif) => oif,
                     None => {
-                        // No route now: asked again after as many packets as a take-back.
+                        // No route now: asked again as after a take-back.
                         note(slot, KernelStatus::NoRoute);
-                        let mut unrouted = Handed::new(FwdKey::default(), parts, now, false);
+                        let mut unrouted = Handed::new(FwdKey::default(), parts, now, false, retry);
                         unrouted.unrouted = true;
                         self.slots.insert(i, unrouted);
                         return true;
@@ -355,7 +353,7 @@ impl KernelWorker {
         value.owner = self.owner;
         value.slot = i.raw();
         // The entry first, then the key that makes the program use it. No number left, map
-        // full or out of memory: tried again after as many packets as a take-back.
+        // full or out of memory: tried again as after a take-back.
         let taken = self.entries.take(i, now);
         let handed = match taken {
             Some((pos, at)) => {
@@ -368,7 +366,7 @@ impl KernelWorker {
             }
             None => false,
         };
-        let mut h = Handed::new(key, parts, now, handed);
+        let mut h = Handed::new(key, parts, now, handed, retry);
         h.refused = !handed;
         if handed {
             h.pos = taken.map(|(pos, _)| pos);
@@ -486,26 +484,36 @@ impl KernelWorker {
         let Some(slot) = slots.get(idx.index()) else {
             return UserReason::Pending;
         };
-        let is_rtp = crate::rtp::demux::classify(pkt) == crate::rtp::demux::PacketKind::Rtp
-            && RtpPacket::new_checked(pkt).is_ok();
+        let seq = (crate::rtp::demux::classify(pkt) == crate::rtp::demux::PacketKind::Rtp)
+            .then(|| RtpPacket::new_checked(pkt).ok())
+            .flatten()
+            .map(|p| p.sequence_number());
+        let is_rtp = seq.is_some();
         let same_source = slot.latch.confirmed() == Some(src);
         if same_source && !is_rtp {
             // RTCP or not RTP at all: the worker handles it; the tracker is not involved.
             return UserReason::Malformed;
         }
         // The program marks what it passed up for the worker; an unmarked RTP packet from the
-        // latched source was queued before the hand-over (the program never saw it).
-        let flags = self
+        // latched source was queued before the hand-over (the program never saw it), or the
+        // program does not see the direction (`offer::queued_before_handover` tells which).
+        let entry = self
             .slots
             .get(&idx)
             .and_then(|h| self.entry_of(h))
-            .and_then(|at| self.entries.dirs().flags(at))
-            .unwrap_or(0);
+            .and_then(|at| self.entries.dirs().read(at));
+        let flags = entry.as_ref().map_or(0, |v| v.flags);
         if let Some(h) = self.slots.get_mut(&idx) {
-            if same_source
-                && flags & HANDED_BACK == 0
-                && now.saturating_sub(h.at_ns) < QUEUED_BEFORE_HANDOVER_NS
-            {
+            let queued = |seq: u16| {
+                queued_before_handover(&Unmarked {
+                    since_ns: now.saturating_sub(h.at_ns),
+                    relayed: entry.as_ref().is_some_and(|v| v.packets > h.base.packets),
+                    kernel_max_seq: entry.as_ref().map_or(h.base.max_seq, |v| v.max_seq),
+                    seq,
+                    carried: h.carried_packets,
+                })
+            };
+            if same_source && flags & HANDED_BACK == 0 && seq.is_some_and(queued) {
                 h.carried_packets += 1;
                 h.carried_bytes += pkt.len() as u64;
                 h.carried_unfolded = true;
@@ -563,12 +571,13 @@ impl KernelWorker {
         if let Some(pos) = h.pos.take() {
             self.entries.give_back(pos, self.last_turn_ns);
         }
+        let stayed_ns = self.last_turn_ns.saturating_sub(h.at_ns);
         let mut folded = Folded::default();
         let parts = fold(slot, h, got.as_ref(), &mut folded);
         folded.publish(counters);
         h.carried_packets = 0;
         h.carried_bytes = 0;
-        h.retry_at_packets = parts.packets + RETRY_AFTER_PACKETS;
+        h.retry = h.retry.missed(parts.packets, self.last_turn_ns, stayed_ns);
         if let Some(st) = slot.rtp.as_deref_mut() {
             st.tracker.set(RtpStreamTracker::import(&parts));
         }

@@ -35,6 +35,7 @@ pub mod handover;
 pub mod keys;
 pub mod load;
 pub mod mapped;
+pub mod offer;
 pub mod pace;
 pub mod reasons;
 pub mod route;

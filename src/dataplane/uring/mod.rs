@@ -77,7 +77,26 @@ const IDLE_WAIT_NS: i64 = 100_000_000;
 /// thread sleeps, not for every batch of a busy ring.
 pub struct UringThread {
     rings: Vec<UringWorker>,
+    /// Passes in a row that took under [`SPIN_PASS_NS`] and handled nothing but the other
+    /// rings' wake-up reads, and when the last pass ended.
+    spinning: u32,
+    last_pass_ns: u64,
+    spin_logged: bool,
 }
+
+/// A pass this short that handled nothing did not sleep (or its sleep returned at once).
+const SPIN_PASS_NS: u64 = crate::time::NANOS_PER_MS;
+/// After this many such passes in a row (~20 ms of them) the thread pauses [`SPIN_PAUSE`]
+/// after each further one until a pass handles something: issue 19 saw, in 2 of ~55
+/// benchmark runs at 25,000 calls (3 rings a thread), one worker thread turning ~55,000
+/// times a second without sleeping, each enter returning at once with nothing, for the whole
+/// run (a whole core). The log line below named the condition (BENCHMARKS §30b): a ring the
+/// thread does not sleep on kept IORING_SQ_TASKRUN set with nothing queued or completed, so
+/// `has_work` said yes on every pass, the thread never slept, and entering that ring (with
+/// GETEVENTS) did not clear the flag. The first time, the thread logs what each ring's
+/// `has_work` saw. A paused thread's packets and commands wait at most the pause.
+const SPIN_PASSES: u32 = 1024;
+const SPIN_PAUSE: std::time::Duration = std::time::Duration::from_micros(200);
 
 impl UringThread {
     /// Links the rings (all built on this thread). Fails if a work eventfd cannot be made.
@@ -98,7 +117,12 @@ impl UringThread {
                 }
             }
         }
-        Ok(UringThread { rings })
+        Ok(UringThread {
+            rings,
+            spinning: 0,
+            last_pass_ns: 0,
+            spin_logged: false,
+        })
     }
 
     /// Whether every ring but `sleeper` is without work.
@@ -183,6 +207,40 @@ impl UringThread {
         for ring in &mut self.rings {
             ring.housekeeping(now, handled == 0);
         }
+        let useful: usize = self.rings.iter().map(UringWorker::last_useful).sum();
+        self.note_spin(useful, wait, sleeper);
         true
+    }
+
+    /// The spin guard (see [`SPIN_PASSES`]): counts short passes that handled nothing, and
+    /// past the limit pauses the thread after each.
+    fn note_spin(&mut self, useful: usize, waited: bool, sleeper: usize) {
+        let end = now_ns();
+        let short = end.saturating_sub(self.last_pass_ns) < SPIN_PASS_NS;
+        self.last_pass_ns = end;
+        if useful > 0 || !short {
+            self.spinning = 0;
+            return;
+        }
+        self.spinning = self.spinning.saturating_add(1);
+        if self.spinning < SPIN_PASSES {
+            return;
+        }
+        if !self.spin_logged {
+            self.spin_logged = true;
+            let rings: Vec<String> = self
+                .rings
+                .iter_mut()
+                .enumerate()
+                .map(|(k, r)| format!("ring {k}: {}", r.work_state()))
+                .collect();
+            tracing::warn!(
+                sleeper,
+                waited,
+                rings = %rings.join("; "),
+                "a worker thread turned {SPIN_PASSES} times in a row without sleeping or handling anything; it now pauses between such turns"
+            );
+        }
+        std::thread::sleep(SPIN_PAUSE);
     }
 }

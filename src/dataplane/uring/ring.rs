@@ -405,6 +405,24 @@ impl Ring {
             || !self.ring.completion().is_empty()
     }
 
+    /// What [`Ring::has_work`] looks at, for a log line.
+    pub fn work_state(&mut self) -> String {
+        let sq = self.ring.submission();
+        let head = format!(
+            "sq {} taskrun {} cq_overflow {}",
+            sq.len(),
+            sq.taskrun(),
+            sq.cq_overflow()
+        );
+        drop(sq);
+        format!(
+            "{head} rearm {} release {} cq {}",
+            self.rearm.len(),
+            self.to_release.len(),
+            self.ring.completion().len()
+        )
+    }
+
     pub fn has_queued_submissions(&mut self) -> bool {
         !self.ring.submission().is_empty()
     }

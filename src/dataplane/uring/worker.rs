@@ -50,6 +50,8 @@ pub struct UringWorker {
     connect: Connector,
     watchdog: Watchdog,
     cqes: Vec<cqueue::Entry>,
+    /// See [`UringWorker::last_useful`].
+    last_useful: usize,
     core: WorkerCore,
     /// Turns in a row a paused ring found nothing received or in flight.
     quiet_turns: u8,
@@ -102,6 +104,7 @@ impl UringWorker {
             connect: Connector::new(cfg.connect),
             watchdog: Watchdog::new(now),
             cqes: Vec::with_capacity(MAX_CQES_PER_TURN),
+            last_useful: 0,
             core: WorkerCore::new(shared, cfg, slot_reserve, now),
             quiet_turns: 0,
             #[cfg(feature = "fault-injection")]
@@ -142,6 +145,17 @@ impl UringWorker {
         self.ring.has_work()
     }
 
+    /// See [`Ring::work_state`].
+    pub(super) fn work_state(&mut self) -> String {
+        self.ring.work_state()
+    }
+
+    /// Completions of the last turn other than the wake-up reads of the thread's other
+    /// rings (`KIND_PEER`): datagrams, sends, commands' wake-ups and the like.
+    pub(super) fn last_useful(&self) -> usize {
+        self.last_useful
+    }
+
     pub(super) fn has_queued_submissions(&mut self) -> bool {
         self.ring.has_queued_submissions()
     }
@@ -160,6 +174,7 @@ impl UringWorker {
         ts: &types::Timespec,
         now: &mut Option<u64>,
     ) -> io::Result<usize> {
+        self.last_useful = 0;
         self.core.apply_commands(&mut Io {
             ring: &mut self.ring,
             connect: &mut self.connect,
@@ -193,6 +208,10 @@ impl UringWorker {
             counters: &self.core.shared.counters,
         });
         let handled = cqes.len();
+        self.last_useful = cqes
+            .iter()
+            .filter(|c| token::kind(c.user_data()) != token::KIND_PEER)
+            .count();
         self.cqes = cqes;
         self.bufs.publish();
         Ok(handled)

@@ -9,6 +9,7 @@
 //! Ports: the generator binds 2 sockets per call (caller, callee; RTP only, no RTCP sent) on
 //! `--local-port-base ..+2*calls`, which must lie outside the kernel's ephemeral range.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
@@ -114,6 +115,12 @@ struct Args {
     /// Receive buffer per generator socket, bytes.
     #[arg(long, default_value_t = 1 << 20)]
     rcvbuf: usize,
+    /// After the warm-up and after each step, ask each relay (ng `statistics`) for its data
+    /// plane's figures (rtpanchor: directions in the kernel, hand-overs, take-backs, packets
+    /// that reached user space by reason, receive re-arms...) and read its CPU per thread
+    /// (/proc), and record them in the JSON.
+    #[arg(long)]
+    relay_stats: bool,
     /// Seconds to wait for the relay to answer ng ping.
     #[arg(long, default_value_t = 5.0)]
     wait_ready: f64,
@@ -167,6 +174,13 @@ struct StepReport {
     generator_limited: bool,
     pass: bool,
     verdict: String,
+    /// With `--relay-stats`: the relays' in-kernel figures at the end of the step (summed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    relay_kernel: Option<BTreeMap<String, u64>>,
+    /// With `--relay-stats`: the relay processes' CPU ms per thread name at the end of the
+    /// step, since they started (which thread burns a relay's CPU).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    relay_threads_ms: Option<BTreeMap<String, u64>>,
 }
 
 #[derive(Serialize, Debug)]
@@ -185,6 +199,12 @@ struct Report {
     relay_pid: Vec<u32>,
     pin_cpus: Vec<usize>,
     steps: Vec<StepReport>,
+    /// With `--relay-stats`: the relays' in-kernel figures at the end of the warm-up.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    warmup_relay_kernel: Option<BTreeMap<String, u64>>,
+    /// With `--relay-stats`: CPU ms per relay thread name at the end of the warm-up.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    warmup_relay_threads_ms: Option<BTreeMap<String, u64>>,
     /// Highest passing rate (find-max), or the rate if the single run passed.
     max_pass_pps: Option<f64>,
 }
@@ -345,6 +365,41 @@ struct Bench<'a> {
 }
 
 impl Bench<'_> {
+    /// With `--relay-stats`, the relays' in-kernel figures now, summed over them; `None`
+    /// without the flag, or when one relay does not answer or has no such figures (said).
+    fn relay_kernel(&self) -> Option<BTreeMap<String, u64>> {
+        if !self.a.relay_stats || self.a.direct {
+            return None;
+        }
+        let mut sum = BTreeMap::new();
+        for &addr in &self.a.ng {
+            let got = NgClient::connect(addr).and_then(|mut c| c.statistics());
+            match got {
+                Ok(reply) if ng::add_kernel_figures(&reply, &mut sum) => {}
+                Ok(_) => return None,
+                Err(e) => {
+                    eprintln!("relay statistics from {addr}: {e:#}");
+                    return None;
+                }
+            }
+        }
+        Some(sum)
+    }
+
+    /// With `--relay-stats`, CPU ms per thread name of the relay processes so far.
+    fn relay_threads(&self) -> Option<BTreeMap<String, u64>> {
+        if !self.a.relay_stats || self.a.relay_pid.is_empty() {
+            return None;
+        }
+        let mut sum = BTreeMap::new();
+        for &pid in &self.a.relay_pid {
+            for (name, ms) in procfs::thread_cpu_ms(pid, self.ticks) {
+                *sum.entry(name).or_default() += ms;
+            }
+        }
+        Some(sum)
+    }
+
     /// The relay's CPU time so far, ns: the sum over its processes; `None` without a pid or
     /// if one cannot be read.
     fn relay_cpu_ns(&self) -> Option<u64> {
@@ -547,6 +602,8 @@ impl Bench<'_> {
             generator_limited,
             pass,
             verdict,
+            relay_kernel: None,
+            relay_threads_ms: None,
         })
     }
 }
@@ -592,6 +649,27 @@ fn print_table(r: &Report) {
         Some(p) => println!("max rate held (<{LOSS_LIMIT_PCT}% loss, >=97% sent, tail <= {TAIL_LIMIT_MS} ms): {p:.0} pps"),
         None => println!("no step passed"),
     }
+}
+
+/// The in-kernel figures a log line shows: directions in the kernel, hand-overs and
+/// take-backs, and the user-space packet reasons that are not zero.
+fn kernel_line(k: &BTreeMap<String, u64>) -> String {
+    let g = |n: &str| k.get(n).copied().unwrap_or(0);
+    let mut line = format!(
+        "kernel_streams {} handovers {} takebacks {} recv_rearms {} enobufs {} recv_stalls {}",
+        g("kernel_streams"),
+        g("kernel_handovers"),
+        g("kernel_takebacks"),
+        g("recv_rearms"),
+        g("enobufs"),
+        g("recv_stalls")
+    );
+    for (n, v) in k {
+        if *v > 0 && (n.starts_with("user_") || n.starts_with("kernel_back_")) {
+            line.push_str(&format!(" {n} {v}"));
+        }
+    }
+    line
 }
 
 fn main() {
@@ -695,12 +773,19 @@ fn run() -> Result<i32> {
         a.duration
     };
     let mut steps = Vec::new();
+    let mut warmup_kernel = None;
+    let mut warmup_threads = None;
     let result = (|| -> Result<()> {
         if a.warmup > 0.0 {
             // A realistic 50 pps per flow (capped at the first measured rate).
             let r = (50.0 * flows as f64).min(rates[0]);
             eprintln!("warm-up: {r:.0} pps for {:.1} s", a.warmup);
             let w = bench.run_step(0, r, a.warmup)?;
+            warmup_kernel = bench.relay_kernel();
+            warmup_threads = bench.relay_threads();
+            if let Some(k) = &warmup_kernel {
+                eprintln!("after warm-up: {}", kernel_line(k));
+            }
             if w.unique == 0 {
                 bail!(
                     "no packet came back during warm-up: the relay does not forward ({})",
@@ -713,7 +798,12 @@ fn run() -> Result<i32> {
             if stop.load(Ordering::Relaxed) {
                 break;
             }
-            let s = bench.run_step(i as u32 + 1, rate, secs)?;
+            let mut s = bench.run_step(i as u32 + 1, rate, secs)?;
+            s.relay_kernel = bench.relay_kernel();
+            s.relay_threads_ms = bench.relay_threads();
+            if let Some(k) = &s.relay_kernel {
+                eprintln!("after step {}: {}", s.step, kernel_line(k));
+            }
             eprintln!(
                 "step {}: target {:.0} pps, achieved {:.0}, loss {:.3}%, p50 {:.0} µs, p99 {:.0} µs, tail {:.1} ms, relay {} ns/pkt {}% CPU, gen {:.0}% CPU: {}",
                 s.step,
@@ -774,6 +864,8 @@ fn run() -> Result<i32> {
         relay_pid: a.relay_pid.clone(),
         pin_cpus: a.pin_cpus.clone(),
         steps,
+        warmup_relay_kernel: warmup_kernel,
+        warmup_relay_threads_ms: warmup_threads,
         max_pass_pps: max_pass,
     };
     print_table(&report);

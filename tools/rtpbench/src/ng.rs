@@ -4,6 +4,7 @@
 //! of outstanding requests) and retransmission with the same cookie on timeout, which a
 //! compliant relay answers from its reply cache.
 
+use std::collections::BTreeMap;
 use std::net::{SocketAddr, SocketAddrV4};
 use std::time::Duration;
 
@@ -83,10 +84,37 @@ impl NgClient {
         Reply::of(&self.inner.request(&request)?)
     }
 
+    /// The relay's `statistics` reply, whole.
+    pub fn statistics(&mut self) -> Result<Owned> {
+        Ok(self
+            .inner
+            .request(&Owned::dict().with("command", Owned::str("statistics")))?)
+    }
+
     /// Pings until `pong` or `wait` elapses.
     pub fn wait_ready(&mut self, wait: Duration) -> Result<()> {
         self.inner.wait_ready(wait).context("relay not ready")
     }
+}
+
+/// The data plane's figures in a `statistics` reply (rtpanchor's `dataplane` block: the
+/// in-kernel path's `kernel_*`, the per-reason `user_*` packet counts, the workers' drops and
+/// receive figures such as `enobufs` and `recv_rearms`), added into `into`; false when the
+/// reply has no such block (another relay).
+pub fn add_kernel_figures(reply: &Owned, into: &mut BTreeMap<String, u64>) -> bool {
+    let Some(entries) = reply
+        .get("statistics")
+        .and_then(|s| s.get("dataplane"))
+        .and_then(Owned::as_dict)
+    else {
+        return false;
+    };
+    for (k, v) in entries {
+        if let Some(n) = v.as_int().and_then(|n| u64::try_from(n).ok()) {
+            *into.entry(k.clone()).or_default() += n;
+        }
+    }
+    true
 }
 
 /// Identity of a benchmark call.
@@ -164,6 +192,32 @@ mod tests {
         assert_eq!(e.error_reason.as_deref(), Some("Unknown call-id"));
         assert!(reply_endpoint(&Ok(e)).is_err());
         assert!(parse_reply(b"d3:sdp0:e").is_err());
+    }
+
+    #[test]
+    fn kernel_figures_are_summed_over_relays() {
+        let reply = |n: i64| {
+            Owned::dict().with(
+                "statistics",
+                Owned::dict().with(
+                    "dataplane",
+                    Owned::dict()
+                        .with("rx_packets", Owned::Int(9))
+                        .with("kernel_streams", Owned::Int(n))
+                        .with("user_taken_back", Owned::Int(2 * n)),
+                ),
+            )
+        };
+        let mut m = BTreeMap::new();
+        assert!(add_kernel_figures(&reply(3), &mut m));
+        assert!(add_kernel_figures(&reply(4), &mut m));
+        assert_eq!(m.get("kernel_streams"), Some(&7));
+        assert_eq!(m.get("user_taken_back"), Some(&14));
+        assert_eq!(m.get("rx_packets"), Some(&18));
+        assert!(!add_kernel_figures(
+            &Owned::dict().with("result", "ok"),
+            &mut m
+        ));
     }
 
     #[test]

@@ -19,6 +19,29 @@ pub fn process_cpu_ns(pid: u32, ticks_per_sec: u64) -> Option<u64> {
     Some(ticks * (1_000_000_000 / ticks_per_sec.max(1)))
 }
 
+/// The command name (field 2, between the first '(' and the last ')') of a `stat` text.
+pub fn parse_stat_comm(stat: &str) -> Option<&str> {
+    stat.get(stat.find('(')? + 1..stat.rfind(')')?)
+}
+
+/// CPU milliseconds used so far by each thread of process `pid`, added up by thread name
+/// (`/proc/PID/task/*/stat`); empty if the process is gone.
+pub fn thread_cpu_ms(pid: u32, ticks_per_sec: u64) -> std::collections::BTreeMap<String, u64> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for task in dir.flatten() {
+        let Ok(text) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        if let (Some(comm), Some(ticks)) = (parse_stat_comm(&text), parse_stat_ticks(&text)) {
+            *out.entry(comm.to_string()).or_default() += ticks * 1000 / ticks_per_sec.max(1);
+        }
+    }
+    out
+}
+
 /// Idle clock ticks of the whole machine and its CPU count, from the text of `/proc/stat`:
 /// the `cpu` line's idle, iowait and steal (a worker waiting in io_uring counts as iowait;
 /// steal is time the hypervisor gave to others), and the number of `cpuN` lines. Idle
@@ -78,6 +101,7 @@ mod tests {
         let line = "4242 (rtp (eng) x) S 1 4242 4242 0 -1 4194560 500 0 0 0 1234 567 0 0 20 0 \
                     5 0 100 1000000 200 18446744073709551615";
         assert_eq!(parse_stat_ticks(line), Some(1234 + 567));
+        assert_eq!(parse_stat_comm(line), Some("rtp (eng) x"));
         assert_eq!(parse_stat_ticks("no paren"), None);
         assert_eq!(parse_stat_ticks("1 (x) S 1 2"), None);
     }
