@@ -208,16 +208,16 @@ impl UringThread {
             ring.housekeeping(now, handled == 0);
         }
         let useful: usize = self.rings.iter().map(UringWorker::last_useful).sum();
-        self.note_spin(useful, wait, sleeper);
+        self.note_spin(useful, wait, sleeper, now);
         true
     }
 
     /// The spin guard (see [`SPIN_PASSES`]): counts short passes that handled nothing, and
     /// past the limit pauses the thread after each.
-    fn note_spin(&mut self, useful: usize, waited: bool, sleeper: usize) {
-        let end = now_ns();
-        let short = end.saturating_sub(self.last_pass_ns) < SPIN_PASS_NS;
-        self.last_pass_ns = end;
+    /// `now`: the pass's time (read once a pass), so passes are measured from one to the next.
+    fn note_spin(&mut self, useful: usize, waited: bool, sleeper: usize, now: u64) {
+        let short = now.saturating_sub(self.last_pass_ns) < SPIN_PASS_NS;
+        self.last_pass_ns = now;
         if useful > 0 || !short {
             self.spinning = 0;
             return;

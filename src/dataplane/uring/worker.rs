@@ -50,7 +50,8 @@ pub struct UringWorker {
     connect: Connector,
     watchdog: Watchdog,
     cqes: Vec<cqueue::Entry>,
-    /// See [`UringWorker::last_useful`].
+    /// See [`UringWorker::last_useful`]. During a turn's handling, the peer reads seen so
+    /// far.
     last_useful: usize,
     core: WorkerCore,
     /// Turns in a row a paused ring found nothing received or in flight.
@@ -208,10 +209,8 @@ impl UringWorker {
             counters: &self.core.shared.counters,
         });
         let handled = cqes.len();
-        self.last_useful = cqes
-            .iter()
-            .filter(|c| token::kind(c.user_data()) != token::KIND_PEER)
-            .count();
+        // The peer reads were counted as they were handled (`handle_cqe`).
+        self.last_useful = handled.saturating_sub(self.last_useful);
         self.cqes = cqes;
         self.bufs.publish();
         Ok(handled)
@@ -426,6 +425,8 @@ impl UringWorker {
                 );
             }
             token::KIND_PEER => {
+                // Counted here, subtracted from the turn's completions in `turn`.
+                self.last_useful += 1;
                 // The signalling ring's turn follows on this same pass of the thread; the read
                 // is armed again before the thread next sleeps on this ring.
                 if let Some(w) = self.watches.get_mut(usize::from(token::item_of(ud))) {
