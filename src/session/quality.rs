@@ -111,6 +111,47 @@ pub struct QualitySample {
     pub from_rtcp: bool,
 }
 
+/// A progression entry: a [`QualitySample`] in 24 bytes instead of 48 (a direction with
+/// media keeps up to [`MAX_PROGRESSION`] of them, and at 25,000 calls growing them was a
+/// few percent of the relay's CPU). Round trips (at most [`MAX_RTT_US`]), loss (a percentage)
+/// and jitter (saturated at 65,535 ms) keep their values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Kept {
+    at_ns: Nanos,
+    rtt_us: u32,
+    rtt_leg_us: u32,
+    jitter_ms: u16,
+    loss_percent: u8,
+    mos: Mos10,
+    from_rtcp: bool,
+}
+
+impl Kept {
+    fn of(s: &QualitySample) -> Kept {
+        Kept {
+            at_ns: s.at_ns,
+            rtt_us: u32::try_from(s.rtt_us).unwrap_or(u32::MAX),
+            rtt_leg_us: u32::try_from(s.rtt_leg_us).unwrap_or(u32::MAX),
+            jitter_ms: u16::try_from(s.jitter_ms).unwrap_or(u16::MAX),
+            loss_percent: u8::try_from(s.loss_percent).unwrap_or(u8::MAX),
+            mos: s.mos,
+            from_rtcp: s.from_rtcp,
+        }
+    }
+
+    fn sample(&self) -> QualitySample {
+        QualitySample {
+            mos: self.mos,
+            at_ns: self.at_ns,
+            loss_percent: u32::from(self.loss_percent),
+            jitter_ms: u32::from(self.jitter_ms),
+            rtt_us: u64::from(self.rtt_us),
+            rtt_leg_us: u64::from(self.rtt_leg_us),
+            from_rtcp: self.from_rtcp,
+        }
+    }
+}
+
 /// The averages of a direction's samples (each figure summed and divided by `samples`,
 /// truncated, as rtpengine reports `average MOS`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -152,7 +193,7 @@ pub struct DirectionQuality {
     sum_rtt_leg: u64,
     lowest: Option<QualitySample>,
     highest: Option<QualitySample>,
-    progression: Vec<QualitySample>,
+    progression: Vec<Kept>,
     /// Keep one sample in `stride` for the progression; `seen` counts them.
     stride: u32,
     seen: u32,
@@ -192,7 +233,7 @@ impl DirectionQuality {
                 self.stride = stride.saturating_mul(2);
                 self.seen = 0;
             }
-            self.progression.push(s);
+            self.progression.push(Kept::of(&s));
         }
         self.seen = self.seen.wrapping_add(1);
         s
@@ -418,7 +459,7 @@ impl StreamQuality {
             average,
             lowest: d.lowest?,
             highest: d.highest?,
-            progression: d.progression.clone(),
+            progression: d.progression.iter().map(Kept::sample).collect(),
         })
     }
 }
@@ -611,6 +652,27 @@ mod tests {
         rr.delay_since_last_sr = 1;
         rr.report_at_ns = 20 * S;
         assert_eq!(rtt_leg_us(&rr, &sender), None);
+    }
+
+    #[test]
+    fn a_kept_progression_entry_is_half_a_sample_and_keeps_its_figures() {
+        assert_eq!(std::mem::size_of::<Kept>(), 24);
+        assert!(std::mem::size_of::<QualitySample>() >= 40);
+        let s = QualitySample {
+            mos: Mos10(41),
+            at_ns: 7 * S + 3,
+            loss_percent: 100,
+            jitter_ms: 65_535,
+            rtt_us: MAX_RTT_US,
+            rtt_leg_us: 12_345,
+            from_rtcp: true,
+        };
+        assert_eq!(Kept::of(&s).sample(), s);
+        let beyond = QualitySample {
+            jitter_ms: 70_000,
+            ..s
+        };
+        assert_eq!(Kept::of(&beyond).sample().jitter_ms, 65_535);
     }
 
     #[test]

@@ -396,29 +396,40 @@ pub const SWEEP_ROUND_NS: Nanos = NANOS_PER_SEC;
 
 /// Call visits per second the sweep spreads its rounds to, up to [`SWEEP_ROUND_MAX_NS`]: at
 /// 25,000 calls back-to-back rounds of 100 calls a tick visited 10,000 calls a second, a
-/// quarter of the relay's CPU on the in-kernel path (each visit ~1.2 µs of cold memory).
-pub const SWEEP_VISITS_PER_SEC: u64 = 5_000;
+/// quarter of the relay's CPU on the in-kernel path (each visit ~1.2 µs of cold memory); at
+/// 5,000 a second the visits and their quality samples were still most of what the relay
+/// spent at 25,000 calls beyond what it spent at 100 (issue 19: the relay's cost per packet
+/// at 25,000 calls within 1.1× of 100 calls, same traffic). A fixed budget of visits a
+/// second keeps that cost flat as calls grow; what grows instead is how late a timeout may
+/// fire and how far apart the relay's quality samples are.
+pub const SWEEP_VISITS_PER_SEC: u64 = 2_500;
 
 /// The longest round period: a media timeout fires at most this much (plus a tick) after it
-/// is due, up to 50,000 calls; beyond, rounds run back to back at [`SWEEP_PER_TICK`] a tick
-/// and a round takes calls / 10,000 seconds. Also the relay's own quality sample interval
-/// ([`RELAY_SAMPLE_NS`](crate::session::quality::RELAY_SAMPLE_NS)), which every round
-/// period divides, so a stream is looked at a whole number of times per sample.
-pub const SWEEP_ROUND_MAX_NS: Nanos = crate::session::quality::RELAY_SAMPLE_NS;
+/// is due, up to 100,000 calls; beyond, rounds run back to back at [`SWEEP_PER_TICK`] a tick
+/// and a round takes calls / 10,000 seconds. Twice the relay's own quality sample interval
+/// ([`RELAY_SAMPLE_NS`](crate::session::quality::RELAY_SAMPLE_NS)): a round period either
+/// divides the sample interval (a stream is looked at a whole number of times per sample)
+/// or is this, when a stream is sampled at every look, 10 s apart.
+pub const SWEEP_ROUND_MAX_NS: Nanos = 2 * crate::session::quality::RELAY_SAMPLE_NS;
 
 /// The period of a sweep round over `calls` calls: at least [`SWEEP_ROUND_NS`], long enough to
-/// visit no more than [`SWEEP_VISITS_PER_SEC`] calls a second, at most [`SWEEP_ROUND_MAX_NS`],
-/// and a whole fraction of it (5 s, 2.5 s, 1.67 s, 1.25 s, 1 s with the defaults), so the
-/// quality samples every 5 s find a look 5 s after the last.
+/// visit no more than [`SWEEP_VISITS_PER_SEC`] calls a second, at most [`SWEEP_ROUND_MAX_NS`].
+/// Up to the sample interval it is a whole fraction of it (5 s, 2.5 s, 1.67 s, 1.25 s, 1 s
+/// with the defaults), so the quality samples every 5 s find a look 5 s after the last;
+/// beyond (over 12,500 calls with the defaults) it is [`SWEEP_ROUND_MAX_NS`].
 pub fn sweep_round_ns(calls: usize) -> Nanos {
+    let sample = crate::session::quality::RELAY_SAMPLE_NS;
     let wanted = (calls as u64)
         .saturating_mul(NANOS_PER_SEC)
         .checked_div(SWEEP_VISITS_PER_SEC)
         .unwrap_or(0)
         .clamp(SWEEP_ROUND_NS, SWEEP_ROUND_MAX_NS);
-    let parts = (SWEEP_ROUND_MAX_NS / wanted.max(1)).max(1);
+    if wanted > sample {
+        return SWEEP_ROUND_MAX_NS;
+    }
+    let parts = (sample / wanted.max(1)).max(1);
     // Rounded up: `parts` rounds take no less than the sample interval.
-    SWEEP_ROUND_MAX_NS.div_ceil(parts)
+    sample.div_ceil(parts)
 }
 
 /// Where the timeout sweep stands in the manager's call order, and the live counters summed

@@ -13,7 +13,7 @@ impl<B: MediaBackend> SessionManager<B> {
     /// Called every 10 ms or so: ends lingering deletes, sweeps up to [`SWEEP_PER_TICK`]
     /// calls for media timeouts, and updates the rates when a sweep round ends. A round
     /// starts at most once per [`sweep_round_ns`] of the calls at its start (1 s up to
-    /// 5,000 calls, 5 s from 25,000); with up to 100 calls it ends in one tick.
+    /// 2,500 calls, 5 s at 12,500, 10 s beyond); with up to 100 calls it ends in one tick.
     /// Returns the calls closed, for the caller to log with their final counters.
     pub fn tick(&mut self, now: Nanos) -> Vec<ClosedCall> {
         let mut closed = Vec::new();
