@@ -93,8 +93,10 @@ const SPIN_PASS_NS: u64 = crate::time::NANOS_PER_MS;
 /// run (a whole core). The log line below named the condition (BENCHMARKS §30b): a ring the
 /// thread does not sleep on kept IORING_SQ_TASKRUN set with nothing queued or completed, so
 /// `has_work` said yes on every pass, the thread never slept, and entering that ring (with
-/// GETEVENTS) did not clear the flag. The first time, the thread logs what each ring's
-/// `has_work` saw. A paused thread's packets and commands wait at most the pause.
+/// GETEVENTS) did not clear the flag. The sleep decision now enters such a ring instead of
+/// counting the flag ([`UringWorker::has_work_to_run`]); the guard stays for whatever else
+/// might keep a thread turning. The first time, the thread logs what each ring's `has_work`
+/// saw. A paused thread's packets and commands wait at most the pause.
 const SPIN_PASSES: u32 = 1024;
 const SPIN_PAUSE: std::time::Duration = std::time::Duration::from_micros(200);
 
@@ -125,12 +127,13 @@ impl UringThread {
         })
     }
 
-    /// Whether every ring but `sleeper` is without work.
+    /// Whether every ring but `sleeper` is without work (a ring showing only
+    /// IORING_SQ_TASKRUN is entered to tell: [`UringWorker::has_work_to_run`]).
     fn others_idle(&mut self, sleeper: usize) -> bool {
         self.rings
             .iter_mut()
             .enumerate()
-            .all(|(k, ring)| k == sleeper || !ring.has_work())
+            .all(|(k, ring)| k == sleeper || !ring.has_work_to_run())
     }
 
     /// Turns the other rings' work eventfds on (before a sleep) or off (after it).

@@ -405,6 +405,37 @@ impl Ring {
             || !self.ring.completion().is_empty()
     }
 
+    /// For the thread's decision to sleep on another ring: [`Ring::has_work`], except that a
+    /// ring whose only sign of work is IORING_SQ_TASKRUN is entered first (GETEVENTS runs its
+    /// deferred work, whose completions then show). The flag can stay set with nothing
+    /// deferred: the kernel clears it when a run of the deferred work starts, and work queued
+    /// during that run (which the run also takes) sets it again; an enter with nothing deferred
+    /// runs nothing and leaves it set, until a later run. Counted as work, such a flag kept a
+    /// worker thread from ever sleeping (BENCHMARKS §30b, §32). One enter per sleep while it
+    /// is set; work queued after this look signals the ring's eventfd (the caller turns it on
+    /// before looking again).
+    pub fn has_work_to_run(&mut self) -> bool {
+        let sq = self.ring.submission();
+        let (queued, taskrun) = (!sq.is_empty() || sq.cq_overflow(), sq.taskrun());
+        drop(sq);
+        if queued
+            || !self.rearm.is_empty()
+            || !self.to_release.is_empty()
+            || !self.ring.completion().is_empty()
+        {
+            return true;
+        }
+        if !taskrun {
+            return false;
+        }
+        // Only the flag (the SQ is empty, so nothing is submitted): run what is deferred.
+        if self.ring.submit().is_err() {
+            // Cannot tell: do not sleep on the others.
+            return true;
+        }
+        !self.ring.completion().is_empty()
+    }
+
     /// What [`Ring::has_work`] looks at, for a log line.
     pub fn work_state(&mut self) -> String {
         let sq = self.ring.submission();

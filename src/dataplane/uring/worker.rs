@@ -141,9 +141,9 @@ impl UringWorker {
         self
     }
 
-    /// See [`Ring::has_work`].
-    pub(super) fn has_work(&mut self) -> bool {
-        self.ring.has_work()
+    /// See [`Ring::has_work_to_run`].
+    pub(super) fn has_work_to_run(&mut self) -> bool {
+        self.ring.has_work_to_run()
     }
 
     /// See [`Ring::work_state`].
