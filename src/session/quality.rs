@@ -14,7 +14,8 @@
 //!   percent) and jitter (timestamp units → ms at the sender's clock rate; 8 kHz when no RTP
 //!   was seen) of the whole path sender → relay → receiver.
 //! - **The relay's own measurement**, when the receiver never sent a report: every
-//!   [`RELAY_SAMPLE_NS`], the loss over the interval (`Δlost / Δexpected` of the sender's RTP
+//!   [`RELAY_SAMPLE_NS`] (or every timeout-sweep round where rounds are longer: 10 s beyond
+//!   12,500 calls), the loss over the interval (`Δlost / Δexpected` of the sender's RTP
 //!   as the relay received it) and the current interarrival jitter (RFC 3550 §A.8). This
 //!   covers only the sender → relay half of the path, but gives every call a figure (rtpengine
 //!   reports none without RTCP).
