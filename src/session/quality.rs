@@ -112,7 +112,7 @@ pub struct QualitySample {
     pub from_rtcp: bool,
 }
 
-/// A progression entry: a [`QualitySample`] in 24 bytes instead of 48 (a direction with
+/// A progression entry: a [`QualitySample`] in 24 bytes instead of 40 (a direction with
 /// media keeps up to [`MAX_PROGRESSION`] of them, and at 25,000 calls growing them was a
 /// few percent of the relay's CPU). Round trips (at most [`MAX_RTT_US`]), loss (a percentage)
 /// and jitter (saturated at 65,535 ms) keep their values.

@@ -396,13 +396,21 @@ impl Ring {
     /// Whether this ring has something to do without waiting: queued submissions, deferred
     /// completions to run, completions not yet handled, or receives to re-arm.
     pub fn has_work(&mut self) -> bool {
+        let (other, taskrun) = self.work_signs();
+        other || taskrun
+    }
+
+    /// What [`Ring::has_work`] is made of: every sign of work but IORING_SQ_TASKRUN, and that
+    /// flag.
+    fn work_signs(&mut self) -> (bool, bool) {
         let sq = self.ring.submission();
-        let queued = !sq.is_empty() || sq.taskrun() || sq.cq_overflow();
+        let (queued, taskrun) = (!sq.is_empty() || sq.cq_overflow(), sq.taskrun());
         drop(sq);
-        queued
+        let other = queued
             || !self.rearm.is_empty()
             || !self.to_release.is_empty()
-            || !self.ring.completion().is_empty()
+            || !self.ring.completion().is_empty();
+        (other, taskrun)
     }
 
     /// For the thread's decision to sleep on another ring: [`Ring::has_work`], except that a
@@ -415,25 +423,13 @@ impl Ring {
     /// is set; work queued after this look signals the ring's eventfd (the caller turns it on
     /// before looking again).
     pub fn has_work_to_run(&mut self) -> bool {
-        let sq = self.ring.submission();
-        let (queued, taskrun) = (!sq.is_empty() || sq.cq_overflow(), sq.taskrun());
-        drop(sq);
-        if queued
-            || !self.rearm.is_empty()
-            || !self.to_release.is_empty()
-            || !self.ring.completion().is_empty()
-        {
-            return true;
+        match self.work_signs() {
+            (true, _) => true,
+            (false, false) => false,
+            // Only the flag (the SQ is empty, so nothing is submitted): run what is deferred.
+            // An enter that fails cannot tell: then the others are not slept on.
+            (false, true) => self.ring.submit().is_err() || !self.ring.completion().is_empty(),
         }
-        if !taskrun {
-            return false;
-        }
-        // Only the flag (the SQ is empty, so nothing is submitted): run what is deferred.
-        if self.ring.submit().is_err() {
-            // Cannot tell: do not sleep on the others.
-            return true;
-        }
-        !self.ring.completion().is_empty()
     }
 
     /// What [`Ring::has_work`] looks at, for a log line.
