@@ -42,12 +42,23 @@ impl StreamId {
     }
 }
 
-/// Hashes a relay-made number (a [`StreamId`], a worker's slot index) with one multiplication
-/// (Fibonacci hashing) instead of SipHash: the numbers are the relay's own, never chosen by a
-/// peer, and the timeout sweep and the fast path's read-back look them up tens of thousands of
-/// times a second at 25,000 calls.
+/// Hashes a relay-made number (a [`StreamId`], a worker's slot index) instead of SipHash: the
+/// numbers are the relay's own, never chosen by a peer, and the timeout sweep and the fast
+/// path's read-back look them up tens of thousands of times a second at 25,000 calls.
+///
+/// The hash's low bits are the number itself and its top 7 bits a Fibonacci multiple of it.
+/// The map's table picks a bucket by the low bits and keeps the top 7 as a tag, so numbers
+/// handed out in order sit in consecutive buckets: the sweep (calls in the order they came)
+/// and the sync pass (entries in the order they were handed over) then walk the table in
+/// address order, where the processor fetches ahead, instead of taking a cache miss per
+/// look-up (at 25,000 calls the misses were most of both). Two numbers share a bucket only
+/// when they are a multiple of the table's size apart, so a probe stays short unless the
+/// live numbers span many table sizes unevenly.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct IdHasher(u64);
+
+/// The hash bits the map keeps as a bucket's tag (its top 7).
+const TAG_BITS: u64 = 0xFE00_0000_0000_0000;
 
 impl std::hash::Hasher for IdHasher {
     fn finish(&self) -> u64 {
@@ -65,7 +76,8 @@ impl std::hash::Hasher for IdHasher {
     }
 
     fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let n = self.0 ^ n;
+        self.0 = (n & !TAG_BITS) | (n.wrapping_mul(0x9E37_79B9_7F4A_7C15) & TAG_BITS);
     }
 }
 
