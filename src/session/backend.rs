@@ -444,7 +444,9 @@ pub trait MediaBackend: Send {
     /// The socket counters as [`MediaBackend::socket_counters`] and, when `whole` says so
     /// given them, the stream's full [`MediaBackend::stats`]: what the timeout sweep reads of
     /// every stream (the full figures only when a quality sample is due). A backend that can
-    /// reads both with one look-up of the stream. `None` for unknown ids.
+    /// reads both with one look-up of the stream, and may leave the learned endpoints
+    /// (`learned_rtp`, `confirmed`) out of the figures: a quality sample does not read them.
+    /// `None` for unknown ids.
     fn sweep_read<F>(
         &self,
         id: StreamId,

@@ -29,9 +29,10 @@ const KERNEL_STALL_SILENCE_NS: u64 = 15_000 * NANOS_PER_MS;
 /// Slots looked at per watchdog pass (a look reads the socket's counters: a cache miss at
 /// scale). When few sockets qualify, as with calls in the kernel, an unbounded pass read
 /// every slot each second (13% of the relay at 25,000 calls); bounded, each socket is
-/// looked at every `slots / 2,048` passes (at 25,000 calls, ~8,300 sockets a worker ring,
-/// every 4 s; at 4,096 the looks were still a fifth of the data-plane threads' CPU there).
-const WATCHDOG_SCAN: usize = 2048;
+/// looked at every `slots / 1,024` passes (at 25,000 calls, ~8,300 sockets a worker ring,
+/// every 8 s; at 4,096 the looks were still a fifth of the data-plane threads' CPU there,
+/// at 2,048 a sixth of what those threads spent beyond what they spend at 100 calls).
+const WATCHDOG_SCAN: usize = 1024;
 /// Queries per watchdog pass, taken round-robin from where the last pass stopped. Streams
 /// at a packet a second (10,000 calls at 20k packets/s) all look silent: unbounded, the
 /// watchdog cost as much as the forwarding. A stall is then found within a few passes of
