@@ -9,7 +9,7 @@
 #
 # Usage: tools/bench-compare.sh [--full] [--reps N] [--out DIR] [--step-duration S]
 #                               [--ladder R1,R2,...] [--budget SECS] [--only NAME,...]
-#                               [--calls N1,N2,...]
+#                               [--calls N1,N2,...] [--large-warmup S]
 #   --full        also 10000 calls (needs ~40000 relay ports). rtpanchor --io-engine mmsg
 #                 holds 4 descriptors per call and is skipped, said so, at a size that does
 #                 not fit under the open-files limit; rtpanchor's io_uring engine keeps its
@@ -23,6 +23,12 @@
 #   --reps N      repetitions per scenario (default 1); medians are reported (of an even
 #                 count, the upper middle value: with 2 reps, the higher one)
 #   --budget S    stop starting new runs after S seconds (default 1500)
+#   --large-warmup S  warm-up of each relay run above 5,000 calls (default 3 s: long enough
+#                 for every flow to latch and go to the kernel). rtpanchor's first two sweep
+#                 rounds after the media starts (10 s each above 12,500 calls) make each
+#                 stream's quality record and take its first sample: one-time work that a
+#                 3 s warm-up leaves in the first step. 25 measures the relay once every call
+#                 has been through both. Runs without a relay keep 3 s.
 #   rtpengine or the reflector too big for one process's open-files limit (4 and 2
 #   descriptors per call) runs as several processes on the same core, the calls dealt round
 #   robin over them and their CPU times added (reported under the relay's name, with one pid
@@ -73,6 +79,7 @@ OUT=""
 STEP_DUR=2.5
 LADDER="20000,40000,60000,80000,100000,120000,150000,180000,210000,240000"
 BUDGET=1500
+LARGE_WARMUP=3
 ONLY=""
 CALLS_OVERRIDE=""
 while [ $# -gt 0 ]; do
@@ -83,6 +90,7 @@ while [ $# -gt 0 ]; do
         --step-duration) STEP_DUR=$2; shift ;;
         --ladder) LADDER=$2; shift ;;
         --budget) BUDGET=$2; shift ;;
+        --large-warmup) LARGE_WARMUP=$2; shift ;;
         --only) ONLY=$2; shift ;;
         --calls) CALLS_OVERRIDE=$2; shift ;;
         -h|--help) sed -n '2,/^# Needs/p' "$0"; exit 0 ;;
@@ -159,6 +167,7 @@ shards() {
 }
 
 warmup() { if [ "$1" -gt 5000 ]; then echo 3; else echo 1; fi; }
+relay_warmup() { if [ "$1" -gt 5000 ]; then echo "$LARGE_WARMUP"; else warmup "$1"; fi; }
 
 RELAYS=()
 if [ -z "$ONLY" ] || [[ ",$ONLY," == *,rtpanchor,* ]]; then
@@ -328,7 +337,7 @@ for rep in $(seq "$REPS"); do
             timeout 600 "$RTPBENCH" --ng "$NG" --calls "$calls" --find-max --ladder "$LADDER" \
                 --step-duration "$STEP_DUR" --relay-pid "$RELAY_PID" --pin-cpus "$GEN_CPUS" \
                 --local-port-base "$GEN_BASE" --wait-ready 10 --label "$name" --burst "${BURST:-1}" \
-                --warmup "$(warmup "$calls")" "${STATS[@]}" \
+                --warmup "$(relay_warmup "$calls")" "${STATS[@]}" \
                 ${WEBRTC_EXT:+--webrtc-ext} \
                 --json "$OUT/${name}_${calls}_rep${rep}.json" \
                 --plot "$OUT/${name}_${calls}_rep${rep}.svg" \
