@@ -408,32 +408,48 @@ mod size_tests {
 #[cfg(test)]
 mod hasher_tests {
     use super::{SlotIdx, SlotIdxMap};
-    use crate::session::backend::{StreamId, StreamIdMap};
+    use crate::session::backend::{StreamId, StreamIdMap, ID_BLOCK};
     use std::hash::BuildHasher;
 
     /// The map's table picks buckets by the hash's low bits and keeps the top 7 bits as
     /// tags: consecutive indices (how a worker hands them out) must take consecutive buckets
-    /// (the sync pass then walks the table in address order) and spread over the tags (or
-    /// a probe compares every entry of a group).
+    /// a block at a time (the sync pass then walks the table a run at a time), the blocks
+    /// must spread over the table (or a run of numbers made together fills one run of
+    /// buckets that later numbers probe past), and the tags over all 128 values.
     #[test]
-    fn consecutive_indices_take_consecutive_buckets_and_spread_over_tags() {
+    fn indices_take_consecutive_buckets_by_block_and_blocks_spread() {
         let map: SlotIdxMap<()> = SlotIdxMap::default();
         let b = map.hasher();
+        let mask = 4095;
         let mut tags = [false; 128];
+        let mut groups = std::collections::HashSet::new();
         for i in 0..4096u32 {
             let h = b.hash_one(SlotIdx::new(i));
             tags[(h >> 57) as usize] = true;
-            assert_eq!(h & 4095, u64::from(i), "index {i} left its bucket");
+            let first = b.hash_one(SlotIdx::new(i - i % ID_BLOCK as u32));
+            assert_eq!(
+                h & mask,
+                (first & mask) + u64::from(i) % ID_BLOCK,
+                "index {i} is not next to its block's first"
+            );
+            groups.insert(first & mask);
         }
         assert!(tags.iter().all(|&t| t), "every 7-bit tag used");
-        let streams: StreamIdMap<()> = StreamIdMap::default();
-        let first = streams.hasher().hash_one(StreamId::FIRST);
-        let later = streams.hasher().hash_one(StreamId::from_raw(4096 + 1));
-        assert_eq!(
-            first & 4095,
-            later & 4095,
-            "ids a table size apart share a bucket"
+        // 256 blocks over 256 block positions: a random spread would take ~162 of them.
+        assert!(
+            groups.len() > 140,
+            "the blocks took {} positions",
+            groups.len()
         );
-        assert_ne!(first >> 57, later >> 57, "but not their tag");
+        // 4,096 numbers made together in a table of 8,192 buckets: far apart, they do not
+        // lie in one run (which every later number landing inside it would probe past).
+        let streams: StreamIdMap<()> = StreamIdMap::default();
+        let h = |n: u64| streams.hasher().hash_one(StreamId::from_raw(n)) & 8191;
+        let mut used = vec![false; 8192];
+        for n in 1..=4096 {
+            used[h(n) as usize] = true;
+        }
+        let longest = used.split(|u| !u).map(<[bool]>::len).max().unwrap_or(0);
+        assert!(longest < 256, "a run of {longest} full buckets");
     }
 }
