@@ -19,9 +19,10 @@ use super::spares::Spares;
 #[repr(transparent)]
 pub struct SlotIdx(u32);
 
-/// Hashes a [`SlotIdx`] with one multiplication (Fibonacci hashing) instead of SipHash: the
+/// Hashes a [`SlotIdx`] as [`IdHasher`](crate::session::backend::IdHasher) does (blocks of
+/// consecutive indices in consecutive buckets, the blocks spread) instead of SipHash: the
 /// index is the worker's own number, never chosen by a peer, and the fast path's read-back
-/// looks one up per folded direction (tens of thousands a second at 25,000 calls).
+/// looks one up per folded direction (thousands a second at 25,000 calls).
 pub type SlotIdxHasher = crate::session::backend::IdHasher;
 
 /// A map keyed by slot index with [`SlotIdxHasher`].
