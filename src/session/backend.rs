@@ -497,3 +497,24 @@ pub trait MediaBackend: Send {
         Vec::new()
     }
 }
+
+#[cfg(test)]
+mod id_hasher_tests {
+    use super::{StreamId, StreamIdMap};
+    use std::hash::BuildHasher;
+
+    /// 4,096 ids made together (a restore after a takeover) in a table of 8,192 buckets:
+    /// spread by blocks, they do not lie in one run of full buckets, which every later id
+    /// landing inside it would probe past.
+    #[test]
+    fn ids_made_together_do_not_fill_one_run_of_buckets() {
+        let streams: StreamIdMap<()> = StreamIdMap::default();
+        let h = |n: u64| streams.hasher().hash_one(StreamId::from_raw(n)) & 8191;
+        let mut used = vec![false; 8192];
+        for n in 1..=4096 {
+            used[h(n) as usize] = true;
+        }
+        let longest = used.split(|u| !u).map(<[bool]>::len).max().unwrap_or(0);
+        assert!(longest < 256, "a run of {longest} full buckets");
+    }
+}

@@ -656,7 +656,7 @@ mod tests {
     }
 
     #[test]
-    fn a_kept_progression_entry_is_half_a_sample_and_keeps_its_figures() {
+    fn a_kept_progression_entry_is_24_bytes_and_keeps_its_figures() {
         assert_eq!(std::mem::size_of::<Kept>(), 24);
         assert!(std::mem::size_of::<QualitySample>() >= 40);
         let s = QualitySample {

@@ -395,7 +395,7 @@ impl Ring {
 
     /// Whether this ring has something to do without waiting: queued submissions, deferred
     /// completions to run, completions not yet handled, or receives to re-arm.
-    pub fn has_work(&mut self) -> bool {
+    fn has_work(&mut self) -> bool {
         let (other, taskrun) = self.work_signs();
         other || taskrun
     }

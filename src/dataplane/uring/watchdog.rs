@@ -26,6 +26,11 @@ const STALL_WATCH_WINDOW_NS: u64 = 60_000 * NANOS_PER_MS;
 /// second); a stalled receive under one is found this much later. Above the longest fold
 /// gap (`kernel::pace::MAX_FOLD_GAP` passes of about a second, and one more) with room.
 const KERNEL_STALL_SILENCE_NS: u64 = 15_000 * NANOS_PER_MS;
+// The relation above, checked where it is stated: a longer fold gap needs a longer silence.
+const _: () = assert!(
+    KERNEL_STALL_SILENCE_NS
+        > (crate::dataplane::kernel::pace::MAX_FOLD_GAP as u64 + 1) * crate::time::NANOS_PER_SEC
+);
 /// Slots looked at per watchdog pass (a look reads the socket's counters: a cache miss at
 /// scale). When few sockets qualify, as with calls in the kernel, an unbounded pass read
 /// every slot each second (13% of the relay at 25,000 calls); bounded, each socket is
