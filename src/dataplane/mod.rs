@@ -810,14 +810,18 @@ impl MediaBackend for DataPlane {
     where
         I: Iterator<Item = StreamId>,
     {
-        for id in ids {
-            if let Some(e) = self.streams.get(&id) {
-                let [a, b] = &e.shared.sides;
-                std::hint::black_box((
-                    a.rtp.packets.load(Ordering::Relaxed),
-                    b.rtp.packets.load(Ordering::Relaxed),
-                ));
-            }
+        // Two levels, each a pass of independent loads (see the sweep): the entries, then
+        // their shared counters.
+        let mut shared = [None; crate::session::manager::WARM_AT_ONCE];
+        for (s, id) in shared.iter_mut().zip(ids) {
+            *s = self.streams.get(&id).map(|e| &*e.shared);
+        }
+        for sh in shared.iter().flatten() {
+            let [a, b] = &sh.sides;
+            std::hint::black_box((
+                a.rtp.packets.load(Ordering::Relaxed),
+                b.rtp.packets.load(Ordering::Relaxed),
+            ));
         }
     }
 

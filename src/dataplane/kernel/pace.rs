@@ -17,15 +17,17 @@
 /// Directions a worker (one io_uring ring's) folds per pass before it spaces the folds of
 /// flowing ones over several passes (a fold is a few hundred ns of cache misses; a worker
 /// thread drives up to 3 rings at 25,000 calls).
-pub const FOLDS_PER_PASS: u64 = 1_000;
+pub const FOLDS_PER_PASS: u64 = 500;
 
 /// The most passes between two folds of a flowing direction: what `query`, `/metrics` and
 /// the timeout sweep see of it is at most this many passes (seconds) and one more old. At
 /// 4, a worker ring's folds grew with its directions up to 4,000 of them; at 25,000 calls
 /// (~8,300 directions a ring) 12,500 folds a second were a third of what the relay spent
-/// beyond what it spends at 100 calls. At 8 they stay at about 1,000 a ring a pass up to
-/// 8,000 directions a ring.
-pub const MAX_FOLD_GAP: u32 = 8;
+/// beyond what it spends at 100 calls, and at 8 (1,000 a ring a pass) the ~6,000 a second
+/// were still more than half of what its data-plane threads spent there. At 16 they stay
+/// at about 500 a ring a pass up to 8,000 directions a ring. The timeout sweep visits a
+/// call every 10 s at that scale, so a visit finds fresh figures about every other time.
+pub const MAX_FOLD_GAP: u32 = 16;
 
 /// Passes between folds of a flowing direction for a worker holding `in_kernel`
 /// directions in the kernel.

@@ -388,6 +388,11 @@ impl Default for Lingering {
 /// 100 every 10 ms keep each stall under ~0.1 ms.
 pub const SWEEP_PER_TICK: usize = 100;
 
+/// Stream records the sweep (and its backend's `warm`) brings into the cache a level at a
+/// time: a slice's streams, [`SWEEP_PER_TICK`] calls of one or two each. Beyond, the rest
+/// are read cold.
+pub const WARM_AT_ONCE: usize = 2 * SWEEP_PER_TICK;
+
 /// A sweep round starts at most this often (the shortest round period, [`sweep_round_ns`]).
 /// Timeouts are tens of seconds and rates are per second, so once a second is enough;
 /// sweeping 100 calls on every 10 ms tick cost ~3% of a relay core at 20k packets/s
