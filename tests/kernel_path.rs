@@ -801,3 +801,77 @@ fn an_idle_direction_keeps_its_figures_and_a_moving_one_is_folded() {
     assert_eq!(dp.totals().kernel_streams, 2);
     dp.close(o.id);
 }
+
+/// Sets `kernel.bpf_stats_enabled` to 1 and back to what it was when dropped.
+struct BpfStatsOn(Option<String>);
+
+impl BpfStatsOn {
+    const PATH: &'static str = "/proc/sys/kernel/bpf_stats_enabled";
+
+    fn set() -> BpfStatsOn {
+        let was = std::fs::read_to_string(Self::PATH).ok();
+        std::fs::write(Self::PATH, "1").expect("root sets kernel.bpf_stats_enabled");
+        BpfStatsOn(was)
+    }
+}
+
+impl Drop for BpfStatsOn {
+    fn drop(&mut self) {
+        if let Some(was) = &self.0 {
+            let _ = std::fs::write(Self::PATH, was.trim());
+        }
+    }
+}
+
+/// While the kernel times BPF programs, the relay reports its programs' own run time and
+/// runs (ng `statistics` and `/metrics` take them from these totals): they grow with the
+/// packets the kernel relays, and, while the kernel does not time them, stay as they were.
+/// Ports 47600-47699.
+#[test]
+fn the_programs_own_time_is_reported_while_the_kernel_times_them() {
+    let Some((mut dp, a, b, o)) = handed_over(47600) else {
+        return;
+    };
+    let off = std::fs::read_to_string(BpfStatsOn::PATH).is_ok_and(|v| v.trim() == "0");
+    let round = |seqs: std::ops::Range<u16>, what: &str| {
+        let seqs: Vec<u16> = seqs.collect();
+        both_ways(
+            &a,
+            relay(o.a_ports.rtp),
+            &b,
+            relay(o.b_ports.rtp),
+            &seqs,
+            what,
+        );
+    };
+    if off {
+        let before = dp.totals();
+        round(60..160, "kernel, not timed");
+        let after = dp.totals();
+        assert_eq!(
+            (after.kernel_program_ns, after.kernel_program_runs),
+            (before.kernel_program_ns, before.kernel_program_runs),
+            "not timed while kernel.bpf_stats_enabled is 0"
+        );
+    }
+    let stats = BpfStatsOn::set();
+    let before = dp.totals();
+    round(160..360, "kernel, timed");
+    let after = dp.totals();
+    drop(stats);
+    // 400 packets relayed, each seen by the program at least once (on loopback twice: the
+    // relayed packet enters lo's ingress again).
+    assert!(
+        after.kernel_program_runs >= before.kernel_program_runs + 400,
+        "runs {} -> {}",
+        before.kernel_program_runs,
+        after.kernel_program_runs
+    );
+    assert!(
+        after.kernel_program_ns > before.kernel_program_ns,
+        "run time {} -> {}",
+        before.kernel_program_ns,
+        after.kernel_program_ns
+    );
+    dp.close(o.id);
+}

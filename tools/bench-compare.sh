@@ -29,6 +29,12 @@
 #                 stream's quality record and take its first sample: one-time work that a
 #                 3 s warm-up leaves in the first step. 25 measures the relay once every call
 #                 has been through both. Runs without a relay keep 3 s.
+#   --bpf-stats   sets kernel.bpf_stats_enabled=1 for the runs (back to what it was at exit),
+#                 so rtpanchor-kernel runs report the in-kernel programs' own time per
+#                 relayed packet in the step (ng statistics kernel_program_ns, in the run
+#                 table below). The kernel then times every BPF program run on the machine
+#                 (two clock reads a run), which adds to every relay's and the direct runs'
+#                 machine CPU alike: for the decomposition, not for the machine comparisons.
 #   rtpengine or the reflector too big for one process's open-files limit (4 and 2
 #   descriptors per call) runs as several processes on the same core, the calls dealt round
 #   robin over them and their CPU times added (reported under the relay's name, with one pid
@@ -82,6 +88,7 @@ BUDGET=1500
 LARGE_WARMUP=3
 ONLY=""
 CALLS_OVERRIDE=""
+BPF_STATS=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --full) FULL=1 ;;
@@ -93,6 +100,7 @@ while [ $# -gt 0 ]; do
         --large-warmup) LARGE_WARMUP=$2; shift ;;
         --only) ONLY=$2; shift ;;
         --calls) CALLS_OVERRIDE=$2; shift ;;
+        --bpf-stats) BPF_STATS=1 ;;
         -h|--help) sed -n '2,/^# Needs/p' "$0"; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
@@ -207,7 +215,12 @@ cleanup() {
     done
     RELAY_PIDS=()
 }
-trap cleanup EXIT
+BPF_STATS_WAS=""
+if [ "$BPF_STATS" = 1 ]; then
+    BPF_STATS_WAS=$(sysctl -n kernel.bpf_stats_enabled)
+    sysctl -qw kernel.bpf_stats_enabled=1 || { echo "--bpf-stats: cannot set kernel.bpf_stats_enabled" >&2; exit 2; }
+fi
+trap 'cleanup; if [ -n "$BPF_STATS_WAS" ]; then sysctl -qw kernel.bpf_stats_enabled="$BPF_STATS_WAS"; fi' EXIT
 trap 'echo "interrupted" >&2; exit 130' INT TERM
 
 start_relay() { # name calls [shards] -> RELAY_PIDS, NG (comma-separated with several shards)
@@ -422,11 +435,12 @@ echo "(first ladder step = ${LADDER%%,*} pps; details, plots and logs in $OUT)"
 # first step, of the 2 per call (under 90% after the step: flagged, its figures are mostly user
 # space's); the relay process's ns per packet at the first step (above 5,000 on the kernel path:
 # flagged, the relay is busy with something) and its busiest thread during that step (CPU ms,
-# from /proc); take-backs and the user-space packets by reason.
+# from /proc); the in-kernel programs' own ns per received packet in that step (with
+# --bpf-stats; "-" without); take-backs and the user-space packets by reason.
 kfiles=("$OUT"/rtpanchor-kernel_*_rep*.json)
 if [ ${#kfiles[@]} -gt 0 ]; then
-    echo "rtpanchor-kernel runs: in-kernel directions after warm-up / step 1, relay ns/packet, busiest thread in step 1, take-backs, user-space packets by reason:"
-    { printf 'run\twarm-up\tstep 1\trelay ns\tbusiest thread (ms)\ttake-backs\t\tuser-space packets by reason\n'
+    echo "rtpanchor-kernel runs: in-kernel directions after warm-up / step 1, relay ns/packet, busiest thread in step 1, programs' ns/packet, take-backs, user-space packets by reason:"
+    { printf 'run\twarm-up\tstep 1\trelay ns\tbusiest thread (ms)\tprogram ns\ttake-backs\t\tuser-space packets by reason\n'
       jq -r '
       def g(k): (. // {})[k] // 0;
       def reasons: (. // {}) | to_entries | map(select((.key | startswith("user_")) and .value > 0)
@@ -440,6 +454,8 @@ if [ ${#kfiles[@]} -gt 0 ]; then
        (.steps[0].relay_kernel | g("kernel_streams") | tostring),
        ($ns | round | tostring),
        (if $top == null then "-" else "\($top.k) \($top.v)" end),
+       (((.steps[0].relay_kernel | g("kernel_program_ns")) - (.warmup_relay_kernel | g("kernel_program_ns"))) as $p
+        | if $p > 0 and (.steps[0].received // 0) > 0 then ($p / .steps[0].received | round | tostring) else "-" end),
        (.steps[0].relay_kernel | g("kernel_takebacks") | tostring),
        ([(if .warmup_relay_kernel == null then "no figures"
           elif (.steps[0].relay_kernel | g("kernel_streams")) < 0.9 * 2 * .calls

@@ -480,6 +480,7 @@ impl DataPlane {
             t.kernel_tc_forwarded = tc;
             t.kernel_xdp_forwarded = xdp;
             t.kernel_xdp_devices = k.xdp_devices();
+            (t.kernel_program_ns, t.kernel_program_runs) = k.program_time();
         }
         t
     }

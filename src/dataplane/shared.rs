@@ -529,6 +529,9 @@ pub struct DataPlaneTotals {
     pub kernel_tc_forwarded: u64,
     pub kernel_xdp_forwarded: u64,
     pub kernel_xdp_devices: u64,
+    /// The programs' own run time (ns) and runs, while `kernel.bpf_stats_enabled` is 1.
+    pub kernel_program_ns: u64,
+    pub kernel_program_runs: u64,
     pub reasons: crate::dataplane::kernel::reasons::ReasonTotals,
 }
 
@@ -622,6 +625,8 @@ impl DataPlaneTotals {
             ("kernel_tc_forwarded", self.kernel_tc_forwarded),
             ("kernel_xdp_forwarded", self.kernel_xdp_forwarded),
             ("kernel_xdp_devices", self.kernel_xdp_devices),
+            ("kernel_program_ns", self.kernel_program_ns),
+            ("kernel_program_runs", self.kernel_program_runs),
         ];
         named.extend(self.reasons.named());
         named

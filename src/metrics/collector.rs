@@ -433,6 +433,18 @@ fn kernel(enc: &mut DescriptorEncoder, s: &MetricsSnapshot) -> Res {
         "Devices whose driver runs the XDP program (the others relay through the TC program only).",
         d.kernel_xdp_devices,
     )?;
+    counter_f(
+        enc,
+        "kernel_program_seconds",
+        "CPU time the in-kernel programs ran (counted by the kernel only while sysctl kernel.bpf_stats_enabled is 1).",
+        d.kernel_program_ns as f64 / 1e9,
+    )?;
+    counter(
+        enc,
+        "kernel_program_runs",
+        "Times the in-kernel programs ran (counted by the kernel only while sysctl kernel.bpf_stats_enabled is 1).",
+        d.kernel_program_runs,
+    )?;
     let user: Vec<(&str, u64)> = UserReason::ALL
         .iter()
         .map(|r| (r.name(), d.reasons.user_packets(*r)))

@@ -27,7 +27,7 @@ pub struct KernelPath {
     /// Stops and joins the watch thread before the program is dropped (field order).
     watch: Option<Watch>,
     #[cfg(rtpanchor_bpf)]
-    _ebpf: Arc<Mutex<aya::Ebpf>>,
+    ebpf: Arc<Mutex<aya::Ebpf>>,
     map_id: u32,
     /// The direction entries, mapped once and shared by the workers, and the entry numbers
     /// not yet handed to one.
@@ -48,6 +48,42 @@ pub struct KernelPath {
     /// Every interface address, in configuration order.
     locals: std::sync::Arc<[IpAddr]>,
     next_owner: std::sync::atomic::AtomicU32,
+}
+
+/// A loaded program's `run_time_ns` and `run_cnt` (`struct bpf_prog_info`), asked with
+/// `BPF_OBJ_GET_INFO_BY_FD`; `None` when the kernel refuses.
+#[cfg(rtpanchor_bpf)]
+fn run_stats(fd: std::os::fd::BorrowedFd<'_>) -> Option<(u64, u64)> {
+    use std::os::fd::AsRawFd;
+    /// `bpf_attr.info` of `BPF_OBJ_GET_INFO_BY_FD`.
+    #[repr(C)]
+    struct InfoAttr {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    // `struct bpf_prog_info` up to `run_cnt`, zeroed: no array of it is asked for (every
+    // count and pointer 0). `run_time_ns` is its 25th u64, `run_cnt` the 26th (byte 192
+    // and 200, in the UAPI since Linux 5.1).
+    let mut info = [0u64; 29];
+    let mut attr = InfoAttr {
+        bpf_fd: u32::try_from(fd.as_raw_fd()).ok()?,
+        info_len: std::mem::size_of_val(&info) as u32,
+        info: info.as_mut_ptr() as u64,
+    };
+    // SAFETY: the kernel reads `attr` (its size passed) and writes at most `info_len` bytes
+    // to `info` and the length it wrote to `attr.info_len`; both outlive the call, and `fd`
+    // is a live program descriptor borrowed for it.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET_INFO_BY_FD,
+            &mut attr as *mut InfoAttr,
+            std::mem::size_of::<InfoAttr>(),
+        )
+    };
+    (rc == 0).then_some((info[24], info[25]))
 }
 
 /// CLOCK_MONOTONIC now, in ns (the program's `bpf_ktime_get_ns`).
@@ -215,7 +251,7 @@ impl KernelPath {
             .map_err(|e| format!("starting the watch thread: {e}"))?;
         Ok(KernelPath {
             watch: Some(watch),
-            _ebpf: ebpf,
+            ebpf,
             map_id,
             dirs: Arc::new(dirs),
             pool: super::dirs::Pool::new(super::dirs::DIRECTIONS),
@@ -241,6 +277,31 @@ impl KernelPath {
     /// Devices whose driver runs the XDP program.
     pub fn xdp_devices(&self) -> u64 {
         self.xdp_devices
+    }
+
+    /// The programs' own run time (ns) and runs so far, the TC and the XDP program summed:
+    /// what the in-kernel path costs the machine beyond the stack's own work. The kernel
+    /// counts them only while `kernel.bpf_stats_enabled` is 1; otherwise both stay 0.
+    pub fn program_time(&self) -> (u64, u64) {
+        #[cfg(rtpanchor_bpf)]
+        {
+            use std::os::fd::AsFd;
+            let Ok(ebpf) = self.ebpf.lock() else {
+                return (0, 0);
+            };
+            let mut sum = (0u64, 0u64);
+            for name in ["anchor_forward", "anchor_xdp"] {
+                let Some(fd) = ebpf.program(name).and_then(|p| p.fd().ok()) else {
+                    continue;
+                };
+                if let Some((ns, runs)) = run_stats(fd.as_fd()) {
+                    sum = (sum.0.wrapping_add(ns), sum.1.wrapping_add(runs));
+                }
+            }
+            sum
+        }
+        #[cfg(not(rtpanchor_bpf))]
+        (0, 0)
     }
 
     /// Packets the TC program and the XDP program relayed, in that order.
