@@ -25,6 +25,21 @@ use crate::time::{self, NANOS_PER_SEC};
 /// so the final responses to the last BYEs still reach the callers.
 const SIP_DRAIN_LINGER_NS: u64 = NANOS_PER_SEC;
 
+/// Says so when the media timeout is shorter than how old a flowing in-kernel call's
+/// newest-packet time can be at scale (README, `--timeout`).
+fn warn_if_timeout_short(timeout_secs: u64, kernel: bool) {
+    let safe = crate::dataplane::kernel::pace::SHORTEST_SAFE_TIMEOUT_SECS;
+    if kernel && timeout_secs < safe {
+        tracing::warn!(
+            timeout = timeout_secs,
+            shortest_safe = safe,
+            "media timeout (s) shorter than how old a flowing in-kernel call's newest packet \
+             time can be with many calls in the kernel: such calls may be ended while their \
+             media flows"
+        );
+    }
+}
+
 pub fn run(config: Config) -> anyhow::Result<()> {
     run_with(config, Lifecycle::new(), None)
 }
@@ -43,6 +58,7 @@ pub fn run_with(config: Config, lifecycle: Arc<Lifecycle>, cli: Option<Cli>) -> 
         engine = dataplane.engine().name(),
         "rtpanchor media relay started"
     );
+    warn_if_timeout_short(config.timeout_secs, dataplane.kernel_forwarding());
     let now = time::now_ns();
     let unix_at_zero = time::unix_now().saturating_sub(Duration::from_nanos(now));
     let manager = SessionManager::new(
@@ -689,6 +705,7 @@ fn reload(
             );
             m.set_timeout_ns(t.saturating_mul(NANOS_PER_SEC));
             running.timeout_secs = t;
+            warn_if_timeout_short(t, m.backend().kernel_forwarding());
         }
     }
     if let Some(t) = plan.drain_timeout_secs {

@@ -29,6 +29,12 @@ pub const FOLDS_PER_PASS: u64 = 500;
 /// call every 10 s at that scale, so a visit finds fresh figures about every other time.
 pub const MAX_FOLD_GAP: u32 = 16;
 
+/// The shortest media timeout (s) longer than how old a flowing in-kernel direction's
+/// published newest-packet time can be (a fold gap of passes about a second apart, and one
+/// more): with a shorter one, a relay holding many directions in the kernel may end calls
+/// whose media flows.
+pub const SHORTEST_SAFE_TIMEOUT_SECS: u64 = MAX_FOLD_GAP as u64 + 2;
+
 /// Passes between folds of a flowing direction for a worker holding `in_kernel`
 /// directions in the kernel.
 pub fn fold_gap(in_kernel: u64) -> u32 {
@@ -152,6 +158,12 @@ mod tests {
         assert_eq!(fold_gap(FOLDS_PER_PASS + 1), 2);
         assert_eq!(fold_gap(8_000), MAX_FOLD_GAP);
         assert_eq!(fold_gap(u64::MAX), MAX_FOLD_GAP);
+    }
+
+    #[test]
+    fn the_default_timeout_outlasts_the_oldest_published_newest_packet() {
+        // A longer fold gap must not make the default media timeout end flowing calls.
+        assert!(crate::config::Config::default().timeout_secs >= SHORTEST_SAFE_TIMEOUT_SECS);
     }
 
     #[test]
