@@ -64,7 +64,8 @@
 #      endpoints never pays on the kernel path. For a namespace with a table of its own:
 #      `sysctl -w net.ipv4.udp_child_hash_entries=65536; ip netns add NAME;
 #      sysctl -w net.ipv4.udp_child_hash_entries=0`.
-# Needs: jq. Every process started here is stopped by pid on exit.
+# Needs: jq; python3 for the paired summary at the end (tools/bench-paired.py, skipped
+#      without it). Every process started here is stopped by pid on exit.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -462,4 +463,11 @@ if [ ${#kfiles[@]} -gt 0 ]; then
           then "MOSTLY USER SPACE" else empty end),
          (if $ns > 5000 then "RELAY BUSY" else empty end)] | if length == 0 then "ok" else join(", ") end),
        (.steps[0].relay_kernel | reasons)] | @tsv' "${kfiles[@]}"; } | column -t -s $'\t'
+fi
+
+# Issue 19's measure paired by round (each relay run against the direct run of its round),
+# and, with several call counts, how it and the relay's own parts grew between them.
+if command -v python3 >/dev/null; then
+    echo
+    python3 "$ROOT/tools/bench-paired.py" "$OUT" || true
 fi
