@@ -50,42 +50,6 @@ pub struct KernelPath {
     next_owner: std::sync::atomic::AtomicU32,
 }
 
-/// A loaded program's `run_time_ns` and `run_cnt` (`struct bpf_prog_info`), asked with
-/// `BPF_OBJ_GET_INFO_BY_FD`; `None` when the kernel refuses.
-#[cfg(rtpanchor_bpf)]
-fn run_stats(fd: std::os::fd::BorrowedFd<'_>) -> Option<(u64, u64)> {
-    use std::os::fd::AsRawFd;
-    /// `bpf_attr.info` of `BPF_OBJ_GET_INFO_BY_FD`.
-    #[repr(C)]
-    struct InfoAttr {
-        bpf_fd: u32,
-        info_len: u32,
-        info: u64,
-    }
-    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
-    // `struct bpf_prog_info` up to `run_cnt`, zeroed: no array of it is asked for (every
-    // count and pointer 0). `run_time_ns` is its 25th u64, `run_cnt` the 26th (byte 192
-    // and 200, in the UAPI since Linux 5.1).
-    let mut info = [0u64; 29];
-    let mut attr = InfoAttr {
-        bpf_fd: u32::try_from(fd.as_raw_fd()).ok()?,
-        info_len: std::mem::size_of_val(&info) as u32,
-        info: info.as_mut_ptr() as u64,
-    };
-    // SAFETY: the kernel reads `attr` (its size passed) and writes at most `info_len` bytes
-    // to `info` and the length it wrote to `attr.info_len`; both outlive the call, and `fd`
-    // is a live program descriptor borrowed for it.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_GET_INFO_BY_FD,
-            &mut attr as *mut InfoAttr,
-            std::mem::size_of::<InfoAttr>(),
-        )
-    };
-    (rc == 0).then_some((info[24], info[25]))
-}
-
 /// CLOCK_MONOTONIC now, in ns (the program's `bpf_ktime_get_ns`).
 #[cfg(rtpanchor_bpf)]
 fn monotonic_ns() -> u64 {
@@ -285,18 +249,17 @@ impl KernelPath {
     pub fn program_time(&self) -> (u64, u64) {
         #[cfg(rtpanchor_bpf)]
         {
-            use std::os::fd::AsFd;
             let Ok(ebpf) = self.ebpf.lock() else {
                 return (0, 0);
             };
             let mut sum = (0u64, 0u64);
             for name in ["anchor_forward", "anchor_xdp"] {
-                let Some(fd) = ebpf.program(name).and_then(|p| p.fd().ok()) else {
+                // The kernel's `bpf_prog_info` (BPF_OBJ_GET_INFO_BY_FD), through aya.
+                let Some(info) = ebpf.program(name).and_then(|p| p.info().ok()) else {
                     continue;
                 };
-                if let Some((ns, runs)) = run_stats(fd.as_fd()) {
-                    sum = (sum.0.wrapping_add(ns), sum.1.wrapping_add(runs));
-                }
+                let ns = u64::try_from(info.run_time().as_nanos()).unwrap_or(u64::MAX);
+                sum = (sum.0.wrapping_add(ns), sum.1.wrapping_add(info.run_count()));
             }
             sum
         }
