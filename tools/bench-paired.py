@@ -84,7 +84,7 @@ def median_of(values):
 
 def bootstrap(small, large):
     """The 5th and 95th percentiles of median(large) / median(small), rounds resampled
-    (`small` is the denominator: the smaller call count, or rtpengine)."""
+    (`small` is the baseline: the smaller call count, or rtpengine)."""
     rng = random.Random(19)
     ratios = []
     for _ in range(BOOTSTRAP_DRAWS):
@@ -96,6 +96,18 @@ def bootstrap(small, large):
         return None
     ratios.sort()
     return ratios[int(0.05 * len(ratios))], ratios[int(0.95 * len(ratios)) - 1]
+
+
+def ratio_text(base, other, digits):
+    """median(other) / median(base) with its 90% bootstrap interval, or why there is none."""
+    m_base = statistics.median(base.values())
+    if m_base <= 0:
+        return "- (the baseline's added is not above 0)"
+    text = f"{statistics.median(other.values()) / m_base:.{digits}f}x"
+    interval = bootstrap(list(base.values()), list(other.values()))
+    if interval:
+        text += f" (90% bootstrap {interval[0]:.{digits}f}-{interval[1]:.{digits}f}x)"
+    return text
 
 
 def fmt(x):
@@ -133,16 +145,11 @@ def main():
         if not base or statistics.median(base.values()) <= 0:
             continue
         for name in relays:
-            if name == "rtpengine":
-                continue
             a = added(runs, name, calls)
-            if not a:
+            if name == "rtpengine" or not a:
                 continue
-            ratio = statistics.median(a.values()) / statistics.median(base.values())
-            interval = bootstrap(list(base.values()), list(a.values()))
             # Three decimals: the goals against rtpengine are 0.07x and 0.10x.
-            extra = f" (90% bootstrap {interval[0]:.3f}-{interval[1]:.3f}x)" if interval else ""
-            print(f"{name}: added against rtpengine's at {calls} calls: {ratio:.3f}x{extra}")
+            print(f"{name}: added against rtpengine's at {calls} calls: {ratio_text(base, a, 3)}")
     if len(counts) < 2:
         return
     small, large = counts[0], counts[-1]
@@ -151,16 +158,8 @@ def main():
         m_small = None
         if a_small and a_large:
             m_small = statistics.median(a_small.values())
-            m_large = statistics.median(a_large.values())
-            line = f"{name}: added at {large} against {small} calls: "
-            if m_small > 0:
-                line += f"{m_large / m_small:.2f}x"
-                interval = bootstrap(list(a_small.values()), list(a_large.values()))
-                if interval:
-                    line += f" (90% bootstrap {interval[0]:.2f}-{interval[1]:.2f}x)"
-            else:
-                line += "- (added at the smaller count is not above 0)"
-            print(line)
+            print(f"{name}: added at {large} against {small} calls: "
+                  f"{ratio_text(a_small, a_large, 2)}")
         # Growth of the parts read per run, paired by round.
         own_small = runs.get((name, small), {})
         own_large = runs.get((name, large), {})
