@@ -199,6 +199,11 @@ pub struct DirectionQuality {
     stride: u32,
     seen: u32,
     last_sample_ns: Option<Nanos>,
+    /// The first look at the direction: its first relay sample is due a
+    /// [`RELAY_SAMPLE_NS`] after it, so that an endpoint has an interval's time to send its
+    /// first report before the relay measures in its place, however soon another look comes
+    /// (the other side's RTCP makes one).
+    first_look_ns: Option<Nanos>,
     /// Report blocks from the receiver already looked at.
     reports_seen: u64,
     /// The sender's RTP counts at the last relay sample.
@@ -326,8 +331,9 @@ impl StreamQuality {
 
     /// Takes what is due from the stream's current figures at `now`: a sample per new
     /// receiver report (a second apart at least), or, for a receiver that never reported, a
-    /// relay sample every [`RELAY_SAMPLE_NS`]. `closing` takes a last relay sample of
-    /// whatever media came since the previous one, however recent (for the final report).
+    /// relay sample every [`RELAY_SAMPLE_NS`] from the first look on (not off the first few
+    /// packets). `closing` takes a last relay sample of whatever media came since the
+    /// previous one, however recent (for the final report).
     ///
     /// Returns the samples taken, by receiver (`[heard by A, heard by B]`).
     pub fn observe(
@@ -335,23 +341,6 @@ impl StreamQuality {
         st: &StreamStats,
         now: Nanos,
         closing: bool,
-    ) -> [Option<QualitySample>; 2] {
-        self.observe_with(st, now, closing, true)
-    }
-
-    /// [`Self::observe`] on the first look at a stream that already carries media: receiver
-    /// reports are sampled, the relay's own measurement only from the next period on (not
-    /// off the first few packets), as when the first look came before the media.
-    pub fn observe_first(&mut self, st: &StreamStats, now: Nanos) -> [Option<QualitySample>; 2] {
-        self.observe_with(st, now, false, false)
-    }
-
-    fn observe_with(
-        &mut self,
-        st: &StreamStats,
-        now: Nanos,
-        closing: bool,
-        relay: bool,
     ) -> [Option<QualitySample>; 2] {
         let mut taken = [None, None];
         for receiver in [Side::A, Side::B] {
@@ -361,11 +350,14 @@ impl StreamQuality {
             let sender_rtcp = st.side(sender).rtcp_report;
             let other_leg = self.dirs[idx(sender)].rtt_leg_us;
             let d = &mut self.dirs[idx(receiver)];
+            let first_look = *d.first_look_ns.get_or_insert(now);
             let due = |gap: Nanos| {
                 closing
                     || d.last_sample_ns
                         .is_none_or(|t| now.saturating_sub(t) >= gap)
             };
+            let relay_due = closing
+                || now.saturating_sub(d.last_sample_ns.unwrap_or(first_look)) >= RELAY_SAMPLE_NS;
             if rr.reports > d.reports_seen {
                 d.reports_seen = rr.reports;
                 let leg = rtt_leg_us(&rr, &sender_rtcp);
@@ -399,11 +391,7 @@ impl StreamQuality {
                     rtt_leg_us: leg,
                     from_rtcp: true,
                 }));
-            } else if relay
-                && d.reports_seen == 0
-                && heard.expected > d.expected_seen
-                && due(RELAY_SAMPLE_NS)
-            {
+            } else if d.reports_seen == 0 && heard.expected > d.expected_seen && relay_due {
                 let expected = heard.expected - d.expected_seen;
                 let lost = heard.lost.saturating_sub(d.lost_seen).max(0).unsigned_abs();
                 d.expected_seen = heard.expected;
@@ -493,6 +481,8 @@ mod tests {
     #[test]
     fn relay_samples_every_interval_with_interval_loss() {
         let mut q = StreamQuality::default();
+        // The first look, before the media.
+        q.observe(&relay_only(0, 0, 0, 0), 0, false);
         // 5 s of clean audio both ways.
         q.observe(&relay_only(250, 0, 250, 0), 5 * S, false);
         assert_eq!(q.direction(Side::B).samples(), 1);
@@ -631,6 +621,53 @@ mod tests {
         assert_eq!(q.direction(Side::B).samples(), 2);
     }
 
+    /// One side's first report comes before the other's: the look it makes takes no relay
+    /// sample for the direction still waiting for its receiver's first report, not off a
+    /// second of media; that receiver's report, when it comes, is its first sample.
+    #[test]
+    fn an_early_report_on_one_side_takes_no_relay_sample_for_the_other() {
+        let mut q = StreamQuality::default();
+        // The first look: a few packets each way.
+        q.observe(&relay_only(10, 0, 10, 0), S / 5, false);
+        // 1.2 s: A reports on B's stream (10 % loss); the relay saw 3 of A's 60 lost.
+        let mut st = relay_only(60, 3, 60, 6);
+        report(&mut st, Side::A, 1, 1_200_000_000, 25, 0, 0);
+        let taken = q.observe(&st, 1_200_000_000, false);
+        assert!(taken[0].is_some_and(|s| s.from_rtcp && s.loss_percent == 9));
+        assert!(taken[1].is_none(), "no relay sample 1 s in: {taken:?}");
+        // 1.8 s: B's first report (10 % loss) is its first sample.
+        let mut st = relay_only(90, 9, 90, 9);
+        report(&mut st, Side::A, 1, 1_200_000_000, 25, 0, 0);
+        report(&mut st, Side::B, 1, 1_800_000_000, 25, 0, 0);
+        let taken = q.observe(&st, 1_800_000_000, false);
+        assert!(taken[0].is_none());
+        assert!(taken[1].is_some_and(|s| s.from_rtcp && s.loss_percent == 9));
+        let b = q.summary(&st, Side::B).unwrap();
+        assert_eq!(b.average.samples, 1);
+        assert!(b.highest.from_rtcp && b.lowest.from_rtcp);
+    }
+
+    /// A receiver that never reports gets its first relay sample an interval after the
+    /// first look, not at the first look that finds media after it.
+    #[test]
+    fn the_first_relay_sample_waits_an_interval_from_the_first_look() {
+        let mut q = StreamQuality::default();
+        assert_eq!(q.observe(&relay_only(5, 0, 5, 0), S, false), [None, None]);
+        assert_eq!(
+            q.observe(&relay_only(100, 2, 100, 2), 3 * S, false),
+            [None, None]
+        );
+        let taken = q.observe(&relay_only(250, 25, 250, 25), 6 * S, false);
+        assert!(taken
+            .iter()
+            .all(|t| t.is_some_and(|s| !s.from_rtcp && s.loss_percent == 10)));
+        // Closing takes what came since, however recent.
+        let taken = q.observe(&relay_only(260, 26, 260, 26), 6 * S + S / 2, true);
+        assert!(taken
+            .iter()
+            .all(|t| t.is_some_and(|s| s.loss_percent == 10)));
+    }
+
     #[test]
     fn implausible_round_trips_are_dropped() {
         let mut rr = RtcpReport {
@@ -679,6 +716,7 @@ mod tests {
     #[test]
     fn progression_stays_bounded_and_spans_the_call() {
         let mut q = StreamQuality::default();
+        q.observe(&relay_only(0, 0, 0, 0), 0, false);
         for i in 1..=1000u64 {
             q.observe(&relay_only(i * 250, 0, 0, 0), i * 5 * S, false);
         }

@@ -107,7 +107,7 @@ impl<B: MediaBackend> SessionManager<B> {
                 // sample: its quality entry is made when the sweep first finds packets, not
                 // kept for every silent stream (memory per call).
                 let quality = &mut self.quality;
-                let mut sampled: Option<(&mut StreamQuality, bool)> = None;
+                let mut sampled: Option<&mut StreamQuality> = None;
                 let sampled_at = &mut sampled;
                 let due = move |c: &[SocketCounters; 4]| {
                     // Moved in whole (called once), so the entry outlives the call.
@@ -115,16 +115,10 @@ impl<B: MediaBackend> SessionManager<B> {
                     if c.iter().all(|c| c.packets == 0) {
                         return false;
                     }
-                    // One hash of the id: the entry tells whether it is new.
-                    let (q, fresh) = match quality.entry(s.id) {
-                        std::collections::hash_map::Entry::Occupied(o) => (o.into_mut(), false),
-                        std::collections::hash_map::Entry::Vacant(v) => {
-                            (v.insert(Box::default()), true)
-                        }
-                    };
+                    let q = quality.entry(s.id).or_default();
                     let packets = c.iter().fold(0u64, |n, c| n.wrapping_add(c.packets));
                     let due = q.due(c[1].packets.wrapping_add(c[3].packets), packets, now);
-                    *sampled_at = Some((q, fresh));
+                    *sampled_at = Some(q);
                     due
                 };
                 let Some((c, whole)) = self.backend.sweep_read(s.id, due) else {
@@ -138,13 +132,8 @@ impl<B: MediaBackend> SessionManager<B> {
                 live.rtp.add(&b_rtp);
                 live.rtcp.add(&a_rtcp);
                 live.rtcp.add(&b_rtcp);
-                if let (Some(st), Some((q, fresh))) = (whole, sampled) {
-                    // The first look no longer comes before the media (see above).
-                    let taken = if fresh {
-                        q.observe_first(&st, now)
-                    } else {
-                        q.observe(&st, now, false)
-                    };
+                if let (Some(st), Some(q)) = (whole, sampled) {
+                    let taken = q.observe(&st, now, false);
                     for t in taken.iter().flatten() {
                         self.sample_totals.add(t);
                     }
