@@ -369,7 +369,8 @@ fn metrics_carry_the_mos_of_a_clean_call() {
     let (a, b) = (bind(a_port), bind(b_port));
     let (to_a, to_b) = set_up(&mut c, "mos-metrics", &a, &b);
     let mut talkers = Vec::new();
-    for (rtp, to, ssrc) in [(a, to_a, 0x5a), (b, to_b, 0x5b)] {
+    // b's reports run half an interval behind a's.
+    for (rtp, to, ssrc, first_ms) in [(a, to_a, 0x5a, 1000), (b, to_b, 0x5b, 1500)] {
         let rtcp = bind(rtp.local_addr().unwrap().port() + 1);
         let talk = Talk {
             to: SocketAddr::from(([127, 0, 0, 1], to)),
@@ -377,6 +378,7 @@ fn metrics_carry_the_mos_of_a_clean_call() {
             lossy: false,
             duration: Duration::from_millis(4500),
             rtcp_every: Duration::from_secs(1),
+            rtcp_first: Duration::from_millis(first_ms),
         };
         talkers.push(std::thread::spawn(move || talk.run(rtp, rtcp)));
     }

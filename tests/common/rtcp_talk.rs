@@ -29,7 +29,14 @@ pub struct EndpointReport {
 }
 
 /// One endpoint's part: sends 20 ms PCMU to `to` (RTCP to `to`+1) for `duration`, dropping
-/// every tenth packet if `lossy`; sends an SR with a report block every `rtcp_every`.
+/// every tenth packet if `lossy`; sends an SR with a report block every `rtcp_every`, the
+/// first `rtcp_first` after the start.
+///
+/// Give the two ends of a call different `rtcp_first` (real endpoints' RTCP is not in step,
+/// RFC 3550 6.3.1 randomises it): two SRs sent at the same instant cross in flight, so the
+/// second one's report refers to an SR received a moment ago with a delay of about 0, and a
+/// relay that matches reports to SRs (rtpengine) learns one leg's round trip only, in every
+/// round, and so never computes a MOS.
 #[derive(Clone, Copy, Debug)]
 pub struct Talk {
     pub to: SocketAddr,
@@ -37,6 +44,7 @@ pub struct Talk {
     pub lossy: bool,
     pub duration: Duration,
     pub rtcp_every: Duration,
+    pub rtcp_first: Duration,
 }
 
 impl Talk {
@@ -49,7 +57,7 @@ impl Talk {
         let start = Instant::now();
         let mut seq: u16 = 1000;
         let mut next_rtp = start;
-        let mut next_rtcp = start + self.rtcp_every;
+        let mut next_rtcp = start + self.rtcp_first;
         // Reception state of the peer's stream (RFC 3550 A.3 / A.8, simply).
         let mut peer_ssrc = 0u32;
         let mut base: Option<u16> = None;
