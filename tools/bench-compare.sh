@@ -50,7 +50,9 @@
 #      is one thread per online CPU, 2 on these machines, whatever its affinity);
 #      BIN_DIR overrides where rtpbench/reflector are (default target/release);
 #      BURST (default 1) packets each flow sends back to back (rtpbench --burst: 1 is voice,
-#      10-60 is like video frames).
+#      10-60 is like video frames);
+#      WAKE_US (default 0) the sender's least sleep (rtpbench --wake-us: 1000 sends what came
+#      due each millisecond together, for steadier machine CPU figures).
 #      RELAY_LOG_LEVEL rtpanchor's --log-level (default: info, but warn for the session
 #      manager's lines per call and per latch: ~20 lines a run at 25,000 calls); each run's
 #      relay log is kept as OUT/NAME_CALLS_repN.log;
@@ -323,7 +325,7 @@ for rep in $(seq "$REPS"); do
                 echo "== direct (no relay), $calls calls, rep $rep" >&2
                 timeout 600 "$RTPBENCH" --direct --calls "$calls" --find-max --ladder "$LADDER" \
                     --step-duration "$STEP_DUR" --pin-cpus "$GEN_CPUS" \
-                    --local-port-base "$GEN_BASE" --label direct --burst "${BURST:-1}" \
+                    --local-port-base "$GEN_BASE" --label direct --burst "${BURST:-1}" --wake-us "${WAKE_US:-0}" \
                     --warmup "$(warmup "$calls")" \
                     ${WEBRTC_EXT:+--webrtc-ext} \
                     --json "$OUT/direct_${calls}_rep${rep}.json" \
@@ -350,7 +352,7 @@ for rep in $(seq "$REPS"); do
             # every flow has latched (and, by default, gone to the kernel) before measuring.
             timeout 600 "$RTPBENCH" --ng "$NG" --calls "$calls" --find-max --ladder "$LADDER" \
                 --step-duration "$STEP_DUR" --relay-pid "$RELAY_PID" --pin-cpus "$GEN_CPUS" \
-                --local-port-base "$GEN_BASE" --wait-ready 10 --label "$name" --burst "${BURST:-1}" \
+                --local-port-base "$GEN_BASE" --wait-ready 10 --label "$name" --burst "${BURST:-1}" --wake-us "${WAKE_US:-0}" \
                 --warmup "$(relay_warmup "$calls")" "${STATS[@]}" \
                 ${WEBRTC_EXT:+--webrtc-ext} \
                 --json "$OUT/${name}_${calls}_rep${rep}.json" \

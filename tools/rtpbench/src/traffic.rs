@@ -136,6 +136,8 @@ pub struct SendPlan {
     pub max_lag_ns: u64,
     /// Packets a flow sends back to back before the next flow's turn (1: even round robin).
     pub burst: u64,
+    /// The least sleep when nothing is due (0: until the next burst is).
+    pub wake_ns: u64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -158,7 +160,7 @@ fn ssrc(f: usize) -> u32 {
 /// Sends `plan.rate_pps` packets per second, round-robin over all flows (so each flow gets
 /// an even share), for `plan.duration_ns`, `plan.burst` packets per flow at a time. Packets
 /// that are due together for the same flow go out in one `sendmmsg`; when nothing is due
-/// the thread sleeps until the next burst is.
+/// the thread sleeps until the next burst is, or `plan.wake_ns` if that is longer.
 pub fn run_sender(
     ep: &Endpoints,
     st: &mut SenderState,
@@ -199,7 +201,10 @@ pub fn run_sender(
             // Until the last packet of the next burst is due.
             let done = res.sent + res.send_errors + res.skipped;
             let next = start + ((done + burst - 1) as f64 * ns_per_pkt) as u64;
-            let wait = next.saturating_sub(now).min(end.saturating_sub(now));
+            let wait = next
+                .saturating_sub(now)
+                .max(plan.wake_ns)
+                .min(end.saturating_sub(now));
             std::thread::sleep(Duration::from_nanos(wait.max(1000)));
             continue;
         }
