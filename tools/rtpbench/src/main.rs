@@ -698,6 +698,10 @@ fn run() -> Result<i32> {
     if a.calls == 0 || a.rate <= 0.0 || a.batch == 0 {
         bail!("--calls, --rate and --batch must be positive");
     }
+    // A sleep as long as the lag allowed would skip what came due meanwhile.
+    if !(a.wake_us >= 0.0 && a.wake_us / 1000.0 < a.max_lag_ms) {
+        bail!("--wake-us must be at least 0 and below --max-lag-ms");
+    }
     let stop = sys::install_stop_signals();
     let nofile = sys::raise_nofile_limit();
     // Each socket pair costs 4 descriptors (the receiver holds clones); keep 256 spare.
