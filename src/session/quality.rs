@@ -351,11 +351,11 @@ impl StreamQuality {
             let other_leg = self.dirs[idx(sender)].rtt_leg_us;
             let d = &mut self.dirs[idx(receiver)];
             let first_look = *d.first_look_ns.get_or_insert(now);
-            let due = |gap: Nanos| {
-                closing
-                    || d.last_sample_ns
-                        .is_none_or(|t| now.saturating_sub(t) >= gap)
-            };
+            // A report is sampled a second after the previous sample (at once if none); the
+            // relay's own measurement an interval after it (or after the first look).
+            let report_due = closing
+                || d.last_sample_ns
+                    .is_none_or(|t| now.saturating_sub(t) >= MIN_RTCP_GAP_NS);
             let relay_due = closing
                 || now.saturating_sub(d.last_sample_ns.unwrap_or(first_look)) >= RELAY_SAMPLE_NS;
             if rr.reports > d.reports_seen {
@@ -364,7 +364,7 @@ impl StreamQuality {
                 if let Some(l) = leg {
                     d.rtt_leg_us = l;
                 }
-                if !due(MIN_RTCP_GAP_NS) {
+                if !report_due {
                     continue;
                 }
                 let hz = if heard.clock_rate_hz == 0 {
